@@ -1,0 +1,108 @@
+//! Early boot: the minimal page tables that let the kernel switch the MMU on
+//! and run at its upper-half link address.
+//!
+//! This code runs at the image's *physical* address with the MMU off, called
+//! from boot.s. It must only use PC-relative addressing (adrp/adr: any
+//! static's address then comes out physical), must not panic (a panic
+//! message holds absolute, virtual pointers) and must not touch the barrier
+//! counters. Everything here is temporary: `mm::kernel_map` builds the real
+//! tables, and the boot tables are dropped when TTBR1 is switched.
+//!
+//! The boot tables map two things with one 1 GiB block each:
+//! - TTBR1: KIMAGE_VADDR -> the GiB of RAM that holds the image, so the
+//!   kernel can jump up to its link address;
+//! - TTBR0: that same GiB at its physical address (identity), so the
+//!   instruction after the MMU switch-on still fetches, and so that early
+//!   code can read the device tree and its first page-table frames; plus the
+//!   first GiB of the physical map as Device memory, for the early UART.
+
+use aarch64_cpu::registers::*;
+use core::ptr::{addr_of_mut, write_volatile};
+
+use super::barrier::raw;
+use crate::mm::addr::{BLOCK_1G, PhysAddr};
+use crate::mm::descriptor::{Attributes, Descriptor, Level};
+use crate::mm::layout::KIMAGE_VADDR;
+
+#[repr(C, align(4096))]
+struct BootTable([u64; 512]);
+
+static mut BOOT_TTBR0_L0: BootTable = BootTable([0; 512]);
+static mut BOOT_TTBR0_L1: BootTable = BootTable([0; 512]);
+static mut BOOT_TTBR1_L0: BootTable = BootTable([0; 512]);
+static mut BOOT_TTBR1_L1: BootTable = BootTable([0; 512]);
+
+fn index(va: u64, level: Level) -> usize {
+    ((va >> level.shift()) & 511) as usize
+}
+
+/// # Safety
+/// Called once, from boot.s, on the boot CPU with the MMU off.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn __boot_enable_mmu(kernel_phys: u64) {
+    let ram_gib = kernel_phys & !(BLOCK_1G - 1);
+    // SAFETY: MMU off, one CPU, nothing else uses these tables yet; the
+    // addresses come from adrp and so are physical, as the walker needs.
+    unsafe {
+        let ttbr0_l0 = addr_of_mut!(BOOT_TTBR0_L0) as *mut u64;
+        let ttbr0_l1 = addr_of_mut!(BOOT_TTBR0_L1) as *mut u64;
+        let ttbr1_l0 = addr_of_mut!(BOOT_TTBR1_L0) as *mut u64;
+        let ttbr1_l1 = addr_of_mut!(BOOT_TTBR1_L1) as *mut u64;
+
+        // Identity: the GiB holding the image, and GiB 0 as device memory.
+        let image_block = Descriptor::leaf(Level::L1, PhysAddr::new(ram_gib), Attributes::BOOT_RWX).0;
+        write_volatile(ttbr0_l0.add(index(ram_gib, Level::L0)), Descriptor::table(PhysAddr::new(ttbr0_l1 as u64)).0);
+        write_volatile(ttbr0_l1.add(index(ram_gib, Level::L1)), image_block);
+        if index(ram_gib, Level::L1) != 0 && index(ram_gib, Level::L0) == 0 {
+            write_volatile(ttbr0_l1, Descriptor::leaf(Level::L1, PhysAddr::new(0), Attributes::DEVICE).0);
+        }
+
+        // Upper half: KIMAGE_VADDR -> the same GiB.
+        let va = KIMAGE_VADDR.as_u64();
+        write_volatile(ttbr1_l0.add(index(va, Level::L0)), Descriptor::table(PhysAddr::new(ttbr1_l1 as u64)).0);
+        write_volatile(ttbr1_l1.add(index(va, Level::L1)), image_block);
+
+        configure_translation();
+        TTBR0_EL1.set(ttbr0_l0 as u64);
+        TTBR1_EL1.set(ttbr1_l0 as u64);
+        raw::dsb_ish();
+        raw::isb();
+        raw::tlbi_vmalle1();
+        raw::dsb_ish();
+        raw::isb();
+        SCTLR_EL1.modify(
+            SCTLR_EL1::M::Enable + SCTLR_EL1::C::Cacheable + SCTLR_EL1::I::Cacheable + SCTLR_EL1::SA::Enable,
+        );
+        raw::isb();
+    }
+}
+
+/// MAIR, TCR: the memory types of `MemoryType` and a 48-bit, 4 KiB-granule
+/// layout in both halves, with table walks cacheable and inner shareable.
+#[inline(always)]
+fn configure_translation() {
+    MAIR_EL1.write(
+        MAIR_EL1::Attr0_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc
+            + MAIR_EL1::Attr0_Normal_Inner::WriteBack_NonTransient_ReadWriteAlloc
+            + MAIR_EL1::Attr1_Normal_Outer::NonCacheable
+            + MAIR_EL1::Attr1_Normal_Inner::NonCacheable
+            + MAIR_EL1::Attr2_Device::nonGathering_nonReordering_EarlyWriteAck,
+    );
+    // Our descriptors hold 48-bit output addresses; ask for no more.
+    let ips = core::cmp::min(ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange), 0b101);
+    TCR_EL1.write(
+        TCR_EL1::T0SZ.val(16)
+            + TCR_EL1::T1SZ.val(16)
+            + TCR_EL1::TG0::KiB_4
+            + TCR_EL1::TG1::KiB_4
+            + TCR_EL1::IRGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
+            + TCR_EL1::ORGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
+            + TCR_EL1::SH0::Inner
+            + TCR_EL1::IRGN1::WriteBack_ReadAlloc_WriteAlloc_Cacheable
+            + TCR_EL1::ORGN1::WriteBack_ReadAlloc_WriteAlloc_Cacheable
+            + TCR_EL1::SH1::Inner
+            + TCR_EL1::IPS.val(ips)
+            + TCR_EL1::EPD0::EnableTTBR0Walks
+            + TCR_EL1::EPD1::EnableTTBR1Walks,
+    );
+}

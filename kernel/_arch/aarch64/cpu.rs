@@ -1,0 +1,96 @@
+//! CPU identification, interrupt masking and per-CPU register access.
+
+use aarch64_cpu::registers::*;
+use core::arch::asm;
+
+/// The raw ID registers that `crate::cpu::Features` decodes.
+pub struct IdRegisters {
+    pub midr: u64,
+    pub isar0: u64,
+    pub mmfr0: u64,
+    pub mmfr1: u64,
+    pub mmfr2: u64,
+}
+
+pub fn id_registers() -> IdRegisters {
+    IdRegisters {
+        midr: MIDR_EL1.get(),
+        isar0: ID_AA64ISAR0_EL1.get(),
+        mmfr0: ID_AA64MMFR0_EL1.get(),
+        mmfr1: ID_AA64MMFR1_EL1.get(),
+        mmfr2: ID_AA64MMFR2_EL1.get(),
+    }
+}
+
+/// Masks IRQs and returns the previous DAIF, for [`irq_restore`].
+#[inline]
+pub fn irq_save() -> u64 {
+    let daif = DAIF.get();
+    // SAFETY: masking interrupts on this CPU has no memory effect.
+    unsafe { asm!("msr daifset, #2", options(nostack, preserves_flags)) };
+    daif
+}
+
+/// DAIF as it is now, for a later [`irq_restore`].
+#[inline]
+pub fn irq_state() -> u64 {
+    DAIF.get()
+}
+
+#[inline]
+pub fn irq_restore(daif: u64) {
+    DAIF.set(daif);
+}
+
+/// Are IRQs masked on this CPU?
+pub fn irqs_masked() -> bool {
+    DAIF.is_set(DAIF::I)
+}
+
+/// This CPU's per-CPU data pointer (TPIDR_EL1).
+#[inline]
+pub fn percpu_pointer() -> u64 {
+    TPIDR_EL1.get()
+}
+
+pub fn set_percpu_pointer(ptr: u64) {
+    TPIDR_EL1.set(ptr);
+}
+
+/// The virtual counter and its frequency, for timing.
+pub fn counter() -> u64 {
+    CNTVCT_EL0.get()
+}
+
+pub fn counter_frequency() -> u64 {
+    CNTFRQ_EL0.get()
+}
+
+pub fn halt() -> ! {
+    loop {
+        aarch64_cpu::asm::wfe();
+    }
+}
+
+core::arch::global_asm!(
+    ".global __call_on_stack",
+    "__call_on_stack:",
+    "    mov sp, x0",
+    "    mov x29, xzr",
+    "    mov x30, xzr",
+    "    br x1",
+);
+
+unsafe extern "C" {
+    fn __call_on_stack(top: u64, f: extern "C" fn() -> !) -> !;
+}
+
+/// Moves to the stack whose top is `top` and calls `f` there, never to
+/// come back: the old stack's frames are abandoned.
+///
+/// # Safety
+/// `top` must be the 16-byte aligned top of a mapped, unused stack.
+pub unsafe fn call_on_stack(top: u64, f: extern "C" fn() -> !) -> ! {
+    // SAFETY: the caller vouches for the stack.
+    unsafe { __call_on_stack(top, f) }
+}

@@ -1,0 +1,10 @@
+//! Everything that is arm64 assembly or system registers. The rest of the
+//! kernel reaches it through the small generic modules beside `arch`.
+
+pub mod barrier;
+pub mod boot;
+pub mod cpu;
+pub mod exception;
+pub mod semihosting;
+
+core::arch::global_asm!(include_str!("boot.s"));

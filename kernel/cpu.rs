@@ -1,0 +1,93 @@
+//! What this CPU is and which optional features that matter to page-table
+//! code it has, decoded from its ID registers.
+
+use core::fmt;
+
+use crate::arch::cpu::{IdRegisters, id_registers};
+use spin::Once;
+
+/// Features that change how the kernel maintains its tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Features {
+    /// MIDR_EL1, for the model name.
+    pub midr: u64,
+    /// FEAT_TLBIRANGE: `tlbi rva*` invalidates a range in one instruction.
+    pub tlbi_range: bool,
+    /// FEAT_BBM level (0-2): level 2 may change block size without
+    /// break-before-make.
+    pub bbm_level: u8,
+    /// FEAT_HAFDBS: 0 none, 1 hardware Access flag, 2 also dirty state.
+    pub hafdbs: u8,
+    /// The 4 KiB granule is implemented (ID_AA64MMFR0.TGran4 is 0b0000, or
+    /// 0b0001 with 52-bit addresses (LPA2); 0b1111 means not implemented).
+    pub granule_4k: bool,
+    pub granule_4k_lpa2: bool,
+    /// Physical address bits (ID_AA64MMFR0.PARange).
+    pub pa_bits: u8,
+}
+
+fn field(reg: u64, shift: u32) -> u8 {
+    ((reg >> shift) & 0xf) as u8
+}
+
+impl Features {
+    pub fn decode(id: &IdRegisters) -> Features {
+        let tgran4 = field(id.mmfr0, 28);
+        Features {
+            midr: id.midr,
+            tlbi_range: field(id.isar0, 56) == 0b0010,
+            bbm_level: field(id.mmfr2, 52),
+            hafdbs: field(id.mmfr1, 0),
+            granule_4k: tgran4 == 0b0000 || tgran4 == 0b0001,
+            granule_4k_lpa2: tgran4 == 0b0001,
+            pa_bits: match field(id.mmfr0, 0) {
+                0 => 32,
+                1 => 36,
+                2 => 40,
+                3 => 42,
+                4 => 44,
+                5 => 48,
+                _ => 52,
+            },
+        }
+    }
+
+    /// "Arm Cortex-A72 r0p3" or the raw implementer and part number.
+    pub fn model(&self) -> Model {
+        Model(self.midr)
+    }
+}
+
+pub struct Model(u64);
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let implementer = (self.0 >> 24) & 0xff;
+        let variant = (self.0 >> 20) & 0xf;
+        let part = (self.0 >> 4) & 0xfff;
+        let revision = self.0 & 0xf;
+        let name = match (implementer, part) {
+            (0x41, 0xd03) => Some("Arm Cortex-A53"),
+            (0x41, 0xd07) => Some("Arm Cortex-A57"),
+            (0x41, 0xd08) => Some("Arm Cortex-A72"),
+            (0x41, 0xd0b) => Some("Arm Cortex-A76"),
+            (0x41, 0xd0c) => Some("Arm Neoverse-N1"),
+            (0x41, 0xd40) => Some("Arm Neoverse-V1"),
+            (0x41, 0xd49) => Some("Arm Neoverse-N2"),
+            _ => None,
+        };
+        match name {
+            Some(name) => write!(f, "{name} r{variant}p{revision}"),
+            // Implementer 0x00 is reserved for software: QEMU's `max` uses it.
+            None if implementer == 0 => write!(f, "software-defined CPU (QEMU max?), part {part:#05x} r{variant}p{revision}"),
+            None => write!(f, "implementer {implementer:#04x} part {part:#05x} r{variant}p{revision}"),
+        }
+    }
+}
+
+static FEATURES: Once<Features> = Once::new();
+
+/// This system's features, read once at boot.
+pub fn features() -> &'static Features {
+    FEATURES.call_once(|| Features::decode(&id_registers()))
+}

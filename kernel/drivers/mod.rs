@@ -1,0 +1,3 @@
+//! Device drivers: just the UART.
+
+pub mod pl011;

@@ -1,0 +1,49 @@
+//! What the device tree says about this machine: where RAM is, how big,
+//! and how many CPUs. Read once at boot, before the kernel's own tables
+//! exist, and kept here.
+
+use spin::Once;
+
+use crate::mm::addr::{PhysAddr, VirtAddr};
+
+#[derive(Clone, Copy, Debug)]
+pub struct MachineInfo {
+    pub ram_start: PhysAddr,
+    pub ram_size: u64,
+    /// Where the device tree blob itself lies (it must not be allocated over).
+    pub dtb_start: PhysAddr,
+    pub dtb_size: u64,
+    pub cpus: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DtbError {
+    /// No valid header (magic 0xd00dfeed) at the given address.
+    BadHeader(PhysAddr),
+    NoMemoryNode,
+}
+
+static INFO: Once<MachineInfo> = Once::new();
+
+/// Parses the blob at `pa`, readable at `va`, and records what it says.
+///
+/// # Safety
+/// `va` must map `pa` and at least the blob's total size of memory.
+pub unsafe fn parse(pa: PhysAddr, va: VirtAddr) -> Result<&'static MachineInfo, DtbError> {
+    // SAFETY: the caller guarantees the mapping; Fdt checks magic and sizes.
+    let fdt = unsafe { fdt::Fdt::from_ptr(va.as_ptr()) }.map_err(|_| DtbError::BadHeader(pa))?;
+    let region = fdt.memory().regions().next().ok_or(DtbError::NoMemoryNode)?;
+    let info = MachineInfo {
+        ram_start: PhysAddr::new(region.starting_address as u64),
+        ram_size: region.size.ok_or(DtbError::NoMemoryNode)? as u64,
+        dtb_start: pa,
+        dtb_size: fdt.total_size() as u64,
+        cpus: fdt.cpus().count(),
+    };
+    Ok(INFO.call_once(|| info))
+}
+
+/// The machine as the device tree described it (after [`parse`]).
+pub fn info() -> &'static MachineInfo {
+    INFO.get().expect("the device tree is parsed at boot")
+}

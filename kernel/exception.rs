@@ -1,0 +1,159 @@
+//! What the kernel does with exceptions: recover a fault that code asked to
+//! catch ([`catch`]), or print a decoded report and stop QEMU with a
+//! non-zero exit code.
+
+use core::fmt;
+
+use crate::arch::cpu;
+use crate::arch::exception::{RecoveryPoint, TrapFrame, __recovery_call, redirect_to_recovery, vector_description};
+pub use crate::arch::exception::{ExceptionClass, FaultStatus, Syndrome};
+use crate::console::emergency;
+use crate::percpu::this_cpu;
+use crate::semihosting::{ExitCode, exit};
+use crate::symbols;
+
+/// A panic message, kept in a fixed buffer: a recovered panic must not need
+/// the heap, which may be what failed.
+#[derive(Clone, Copy)]
+pub struct PanicMessage {
+    buf: [u8; 240],
+    len: usize,
+}
+
+impl PanicMessage {
+    pub fn new(args: fmt::Arguments) -> PanicMessage {
+        let mut message = PanicMessage { buf: [0; 240], len: 0 };
+        let _ = fmt::write(&mut message, args);
+        message
+    }
+
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("(message is not UTF-8)")
+    }
+}
+
+impl fmt::Write for PanicMessage {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Truncate on a character boundary.
+        for c in s.chars() {
+            let mut tmp = [0; 4];
+            let bytes = c.encode_utf8(&mut tmp).as_bytes();
+            if self.len + bytes.len() > self.buf.len() {
+                break;
+            }
+            self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PanicMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// What [`catch`] caught.
+#[derive(Clone, Copy, Debug)]
+pub enum Caught {
+    Fault(Syndrome),
+    Panic(PanicMessage),
+}
+
+impl fmt::Display for Caught {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Caught::Panic(message) => write!(f, "panicked at {}", message.as_str()),
+            Caught::Fault(s) => {
+                write!(f, "{} (ESR {:#x})", s.class.name(), s.esr)?;
+                if let Some(status) = s.status {
+                    write!(f, ": {status}, {} at FAR {:#x}", if s.write { "write" } else { "read" }, s.far)?;
+                }
+                write!(f, ", ELR {:#x}", s.elr)
+            }
+        }
+    }
+}
+
+/// Runs `f`; if it faults or panics, abandons it and returns what happened.
+///
+/// This is setjmp/longjmp, so `f` must be written for it: whatever `f` holds
+/// when it is abandoned (locks, heap memory) is leaked, not dropped.
+/// Tests use it to assert that an access faults in exactly the expected way,
+/// and the test harness uses it to keep going after a failed test.
+pub fn catch<R, F: FnOnce() -> R>(f: F) -> Result<R, Caught> {
+    extern "C" fn trampoline<F: FnOnce() -> R, R>(ctx: *mut u8) {
+        // SAFETY: ctx is the `state` below, alive for the whole call.
+        let state = unsafe { &mut *(ctx as *mut (Option<F>, Option<R>)) };
+        let f = state.0.take().expect("called once");
+        state.1 = Some(f());
+    }
+
+    let mut point = RecoveryPoint::default();
+    let mut state: (Option<F>, Option<R>) = (Some(f), None);
+    let daif = cpu::irq_state();
+    let previous = this_cpu().set_recovery(&mut point);
+    // SAFETY: __recovery_call saves the callee-saved registers in `point`
+    // and calls the trampoline with `state`; both outlive the call.
+    let recovered = unsafe {
+        __recovery_call(&mut point, trampoline::<F, R>, &mut state as *mut (Option<F>, Option<R>) as *mut u8)
+    };
+    this_cpu().set_recovery(previous);
+    if recovered == 0 {
+        return Ok(state.1.expect("trampoline stored the result"));
+    }
+    // The abandoned code may have masked interrupts: put them back as they were.
+    cpu::irq_restore(daif);
+    Err(this_cpu().take_caught().expect("recovery always records what it caught"))
+}
+
+pub(crate) fn handle_sync(frame: &mut TrapFrame, syndrome: Syndrome) {
+    if let Some(point) = this_cpu().take_recovery() {
+        this_cpu().set_caught(Caught::Fault(syndrome));
+        redirect_to_recovery(frame, point);
+        return;
+    }
+    report("unhandled synchronous exception", "synchronous", "current EL, SP_ELx", frame, &syndrome);
+    exit(ExitCode::Fault);
+}
+
+pub(crate) fn handle_irq(frame: &mut TrapFrame) {
+    let syndrome = Syndrome::new(0, 0, frame.elr);
+    report("unexpected interrupt", "IRQ", "current EL, SP_ELx", frame, &syndrome);
+    exit(ExitCode::Fault);
+}
+
+pub(crate) fn handle_unexpected(frame: &mut TrapFrame, kind: u64, syndrome: Syndrome) {
+    let (what, from) = vector_description(kind);
+    report("unexpected exception vector", what, from, frame, &syndrome);
+    exit(ExitCode::Fault);
+}
+
+fn report(title: &str, what: &str, from: &str, frame: &TrapFrame, s: &Syndrome) {
+    emergency(format_args!("\n*** kernel fault: {title} ***\n"));
+    emergency(format_args!("  vector:    {what} from {from}\n"));
+    emergency(format_args!("  exception: {} (EC {:#04x}), ESR_EL1 {:#010x}\n", s.class.name(), s.esr >> 26, s.esr));
+    if let Some(status) = s.status {
+        let access = match s.class {
+            ExceptionClass::InstructionAbortCurrentEl => "instruction fetch",
+            _ if s.write => "write",
+            _ => "read",
+        };
+        emergency(format_args!("  fault:     {status}, on a {access}\n"));
+        emergency(format_args!("  FAR_EL1:   {:#018x}\n", s.far));
+    }
+    emergency(format_args!("  ELR_EL1:   {:#018x} {}\n", s.elr, symbols::Symbolized(s.elr)));
+    emergency(format_args!("  LR (x30):  {:#018x} {}\n", frame.x[30], symbols::Symbolized(frame.x[30])));
+    emergency(format_args!("  SPSR_EL1:  {:#018x}\n", frame.spsr));
+    for row in 0..8 {
+        emergency(format_args!("  "));
+        for col in 0..4 {
+            let i = row * 4 + col;
+            if i < 31 {
+                emergency(format_args!("x{i:<2} {:#018x}  ", frame.x[i]));
+            }
+        }
+        emergency(format_args!("\n"));
+    }
+}

@@ -1,0 +1,43 @@
+//! lazymmu: a small arm64 kernel that builds real stage-1 page tables and
+//! implements Linux's lazy MMU mode, so that barrier batching can be seen,
+//! counted and learned.
+//!
+//! Boot path: `_arch/aarch64/boot.s` (physical addresses, MMU off) ->
+//! `_arch/aarch64/boot.rs` (boot tables, MMU on) -> [`init::kernel_init`]
+//! (upper half: device tree, frames, the kernel's own page tables, heap,
+//! a guarded stack) -> `kernel_main`, which each kernel image provides: the
+//! boot binary (`main.rs`), or a test image (`tests/*.rs`, or this library
+//! built for its unit tests).
+
+#![no_std]
+#![cfg_attr(test, no_main)]
+#![feature(custom_test_frameworks)]
+#![test_runner(crate::testing::run_tests)]
+#![reexport_test_harness_main = "test_main"]
+
+extern crate alloc;
+
+#[path = "_arch/aarch64/mod.rs"]
+pub mod arch;
+
+pub mod boot_args;
+pub mod console;
+pub mod cpu;
+pub mod drivers;
+pub mod dtb;
+pub mod exception;
+pub mod init;
+pub mod mm;
+pub mod panic;
+pub mod percpu;
+pub mod semihosting;
+pub mod symbols;
+pub mod sync;
+pub mod testing;
+
+#[cfg(test)]
+#[unsafe(no_mangle)]
+fn kernel_main() -> ! {
+    test_main();
+    unreachable!("the test runner exits QEMU");
+}

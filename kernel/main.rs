@@ -1,0 +1,100 @@
+//! The lazymmu boot binary: `cargo run -- [COMMAND]`.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+
+use lazymmu::cpu;
+use lazymmu::dtb;
+use lazymmu::init;
+use lazymmu::mm::{frame_alloc, heap, ptdump};
+use lazymmu::semihosting::{ExitCode, exit};
+use lazymmu::{boot_args, println};
+
+/// What `cargo run -- COMMAND` can do.
+const COMMANDS: &[(&str, &str)] = &[
+    ("(none)", "boot, print the CPU, its features and the memory map, then this menu"),
+    ("ptdump", "print the kernel page tables as merged ranges"),
+    ("help", "print this menu"),
+];
+
+#[unsafe(no_mangle)]
+fn kernel_main() -> ! {
+    let args: Vec<&str> = boot_args::args().collect();
+    match args.as_slice() {
+        [] => {
+            banner();
+            menu();
+        }
+        ["ptdump"] => {
+            struct Console;
+            impl core::fmt::Write for Console {
+                fn write_str(&mut self, s: &str) -> core::fmt::Result {
+                    lazymmu::print!("{s}");
+                    Ok(())
+                }
+            }
+            let _ = ptdump::dump(&mut Console);
+        }
+        ["help"] => menu(),
+        other => {
+            println!("lazymmu: unknown command {:?}", other);
+            menu();
+            exit(ExitCode::Usage);
+        }
+    }
+    exit(ExitCode::Success)
+}
+
+fn banner() {
+    let f = cpu::features();
+    let m = dtb::info();
+    println!("lazymmu {}: Linux's lazy MMU mode on arm64, measured", env!("CARGO_PKG_VERSION"));
+    println!("cpu:      {} ({} in the device tree)", f.model(), m.cpus);
+    println!("features: FEAT_TLBIRANGE {}", if f.tlbi_range { "yes" } else { "no" });
+    println!("          FEAT_BBM level {}", f.bbm_level);
+    println!(
+        "          FEAT_HAFDBS {}",
+        match f.hafdbs {
+            0 => "no",
+            1 => "access flag only",
+            _ => "access flag and dirty state",
+        }
+    );
+    println!(
+        "          4K granule {}{}",
+        if f.granule_4k { "yes" } else { "NO" },
+        if f.granule_4k_lpa2 { " (TGran4 = 0b0001: also 52-bit with LPA2)" } else { "" }
+    );
+    println!("          {}-bit physical addresses", f.pa_bits);
+    let image = init::image();
+    let image_pa = lazymmu::mm::kernel_map::image_phys(image, image.text.0);
+    println!("memory map (from the device tree):");
+    println!(
+        "  RAM          {}-{:#x} ({} MiB)",
+        m.ram_start,
+        m.ram_start.as_u64() + m.ram_size,
+        m.ram_size >> 20
+    );
+    println!("  device tree  {}-{:#x}", m.dtb_start, m.dtb_start.as_u64() + m.dtb_size);
+    println!(
+        "  kernel image {}-{:#x}, linked at {}",
+        image_pa,
+        image_pa.as_u64() + image.data.1.offset_from(image.text.0),
+        image.text.0
+    );
+    let frames = frame_alloc::stats();
+    let (heap_used, heap_free) = heap::usage();
+    println!("  frames       {} total, {} free, {} used (4 KiB each)", frames.total, frames.free, frames.used);
+    println!("  heap         {} KiB ({} KiB used)", (heap_used + heap_free) >> 10, heap_used >> 10);
+}
+
+fn menu() {
+    println!("usage: cargo run -- [COMMAND]   (scripts/run [COMMAND] sets up first)");
+    for (name, what) in COMMANDS {
+        println!("  {name:<8} {what}");
+    }
+}

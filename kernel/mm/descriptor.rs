@@ -1,0 +1,242 @@
+//! Stage-1 translation table descriptors, 4 KiB granule (Arm ARM D8.3).
+//!
+//! One 64-bit format serves three kinds of entry:
+//! - a *table* descriptor (levels 0-2) points to the next-level table;
+//! - a *block* descriptor (levels 1-2) maps 1 GiB or 2 MiB directly;
+//! - a *page* descriptor (level 3) maps 4 KiB.
+//!
+//! Bit 0 says valid. Bit 1 says table (levels 0-2) or page (level 3); a
+//! block has bit 1 clear. The attribute bits are the same for blocks and
+//! pages, so [`Attributes`] describes both.
+
+use tock_registers::{LocalRegisterCopy, register_bitfields};
+
+use super::addr::PhysAddr;
+
+register_bitfields! {u64,
+    pub STAGE1_DESCRIPTOR [
+        /// Unprivileged execute-never.
+        UXN OFFSET(54) NUMBITS(1) [],
+        /// Privileged execute-never: EL1 cannot fetch instructions here.
+        PXN OFFSET(53) NUMBITS(1) [],
+        /// Hint that 16 adjacent entries map one contiguous, aligned range.
+        CONTIGUOUS OFFSET(52) NUMBITS(1) [],
+        /// Output address bits [47:12]: next table, block or page.
+        OUTPUT_ADDR OFFSET(12) NUMBITS(36) [],
+        /// Not global: the entry is tagged with the current ASID.
+        NG OFFSET(11) NUMBITS(1) [],
+        /// Access flag. Clear means the first access faults (no FEAT_HAFDBS use here).
+        AF OFFSET(10) NUMBITS(1) [],
+        /// Shareability for Normal memory.
+        SH OFFSET(8) NUMBITS(2) [
+            NonShareable = 0b00,
+            OuterShareable = 0b10,
+            InnerShareable = 0b11
+        ],
+        /// Data access permissions.
+        AP OFFSET(6) NUMBITS(2) [
+            RW_EL1 = 0b00,
+            RW_EL1_EL0 = 0b01,
+            RO_EL1 = 0b10,
+            RO_EL1_EL0 = 0b11
+        ],
+        /// Index into MAIR_EL1; see [`MemoryType`].
+        ATTR_INDX OFFSET(2) NUMBITS(3) [],
+        /// Table/page (1) or block (0).
+        TYPE OFFSET(1) NUMBITS(1) [
+            Block = 0,
+            TableOrPage = 1
+        ],
+        VALID OFFSET(0) NUMBITS(1) []
+    ]
+}
+
+type Raw = LocalRegisterCopy<u64, STAGE1_DESCRIPTOR::Register>;
+
+/// The memory types the kernel programs into MAIR_EL1, by index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryType {
+    /// Normal, inner/outer write-back, read/write-allocate.
+    NormalWriteBack = 0,
+    /// Normal, non-cacheable.
+    NormalNonCacheable = 1,
+    /// Device-nGnRE: MMIO.
+    Device = 2,
+}
+
+impl MemoryType {
+    fn from_index(index: u64) -> Option<MemoryType> {
+        match index {
+            0 => Some(MemoryType::NormalWriteBack),
+            1 => Some(MemoryType::NormalNonCacheable),
+            2 => Some(MemoryType::Device),
+            _ => None,
+        }
+    }
+}
+
+/// What a block or page mapping allows, in the terms the kernel cares about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attributes {
+    pub memory: MemoryType,
+    pub writable: bool,
+    pub executable: bool,
+    /// Tagged with an ASID (nG). Kernel mappings are global.
+    pub not_global: bool,
+    pub contiguous: bool,
+}
+
+impl Attributes {
+    /// Kernel data: read/write, never executable.
+    pub const KERNEL_RW: Attributes = Attributes::normal(true, false);
+    /// Kernel read-only data.
+    pub const KERNEL_RO: Attributes = Attributes::normal(false, false);
+    /// Kernel text: read-only and executable.
+    pub const KERNEL_RX: Attributes = Attributes::normal(false, true);
+    /// MMIO: device memory, read/write, never executable.
+    pub const DEVICE: Attributes = Attributes {
+        memory: MemoryType::Device,
+        writable: true,
+        executable: false,
+        not_global: false,
+        contiguous: false,
+    };
+
+    /// Only for the temporary boot tables (see `_arch/aarch64/boot.rs`): one
+    /// 1 GiB block must hold both the image's text and its data before the
+    /// real tables exist. Nothing after boot is mapped writable and executable.
+    pub(crate) const BOOT_RWX: Attributes = Attributes::normal(true, true);
+
+    const fn normal(writable: bool, executable: bool) -> Attributes {
+        Attributes { memory: MemoryType::NormalWriteBack, writable, executable, not_global: false, contiguous: false }
+    }
+
+    /// W^X: nothing the kernel maps is both writable and executable.
+    pub fn is_wx(&self) -> bool {
+        self.writable && self.executable
+    }
+}
+
+/// Which translation level an entry sits at: 0 (512 GiB per entry) to 3 (4 KiB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Level(pub u8);
+
+impl Level {
+    pub const L0: Level = Level(0);
+    pub const L1: Level = Level(1);
+    pub const L2: Level = Level(2);
+    pub const L3: Level = Level(3);
+
+    /// Bytes covered by one entry at this level.
+    pub const fn entry_size(self) -> u64 {
+        1u64 << self.shift()
+    }
+
+    /// Bit position of this level's index in a virtual address.
+    pub const fn shift(self) -> u32 {
+        12 + 9 * (3 - self.0 as u32)
+    }
+
+    /// A leaf may be a block at levels 1 and 2 and a page at level 3.
+    pub const fn can_map(self) -> bool {
+        self.0 >= 1
+    }
+
+    pub fn next(self) -> Option<Level> {
+        (self.0 < 3).then(|| Level(self.0 + 1))
+    }
+}
+
+/// What an entry means at the level it was read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// Not valid: an access through it takes a translation fault.
+    Invalid,
+    /// Points to a next-level table.
+    Table(PhysAddr),
+    /// Maps `level.entry_size()` bytes at this output address.
+    Leaf { addr: PhysAddr, attrs: Attributes },
+}
+
+/// A raw 64-bit descriptor, as stored in a table.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct Descriptor(pub u64);
+
+impl core::fmt::Debug for Descriptor {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Descriptor({:#018x})", self.0)
+    }
+}
+
+impl Descriptor {
+    pub const INVALID: Descriptor = Descriptor(0);
+
+    pub fn is_valid(self) -> bool {
+        self.0 & 1 != 0
+    }
+
+    /// A table descriptor pointing at the next-level table at `table`.
+    pub fn table(table: PhysAddr) -> Descriptor {
+        let mut d = Raw::new(0);
+        d.write(
+            STAGE1_DESCRIPTOR::VALID::SET
+                + STAGE1_DESCRIPTOR::TYPE::TableOrPage
+                + STAGE1_DESCRIPTOR::OUTPUT_ADDR.val(table.as_u64() >> 12),
+        );
+        Descriptor(d.get())
+    }
+
+    /// A leaf: a block at levels 1-2, a page at level 3.
+    pub fn leaf(level: Level, addr: PhysAddr, attrs: Attributes) -> Descriptor {
+        let mut d = Raw::new(0);
+        let shareability = match attrs.memory {
+            MemoryType::Device => STAGE1_DESCRIPTOR::SH::NonShareable,
+            _ => STAGE1_DESCRIPTOR::SH::InnerShareable,
+        };
+        let access = if attrs.writable { STAGE1_DESCRIPTOR::AP::RW_EL1 } else { STAGE1_DESCRIPTOR::AP::RO_EL1 };
+        let kind = if level == Level::L3 { STAGE1_DESCRIPTOR::TYPE::TableOrPage } else { STAGE1_DESCRIPTOR::TYPE::Block };
+        d.write(
+            STAGE1_DESCRIPTOR::VALID::SET
+                + kind
+                + STAGE1_DESCRIPTOR::OUTPUT_ADDR.val(addr.as_u64() >> 12)
+                + STAGE1_DESCRIPTOR::ATTR_INDX.val(attrs.memory as u64)
+                + shareability
+                + access
+                + STAGE1_DESCRIPTOR::AF::SET
+                + STAGE1_DESCRIPTOR::NG.val(attrs.not_global as u64)
+                + STAGE1_DESCRIPTOR::CONTIGUOUS.val(attrs.contiguous as u64)
+                // EL0 never executes kernel memory; EL1 only where asked.
+                + STAGE1_DESCRIPTOR::UXN::SET
+                + STAGE1_DESCRIPTOR::PXN.val(!attrs.executable as u64),
+        );
+        Descriptor(d.get())
+    }
+
+    /// Decodes the entry as read from a table at `level`.
+    pub fn decode(self, level: Level) -> Entry {
+        let d = Raw::new(self.0);
+        if !d.is_set(STAGE1_DESCRIPTOR::VALID) {
+            return Entry::Invalid;
+        }
+        let addr = PhysAddr::new(d.read(STAGE1_DESCRIPTOR::OUTPUT_ADDR) << 12);
+        let table_or_page = d.matches_all(STAGE1_DESCRIPTOR::TYPE::TableOrPage);
+        if level != Level::L3 && table_or_page {
+            return Entry::Table(addr);
+        }
+        if level == Level::L0 || (level == Level::L3 && !table_or_page) {
+            // A block at level 0, or the reserved encoding at level 3: the
+            // walker treats both as a translation fault.
+            return Entry::Invalid;
+        }
+        let memory = MemoryType::from_index(d.read(STAGE1_DESCRIPTOR::ATTR_INDX)).unwrap_or(MemoryType::Device);
+        let attrs = Attributes {
+            memory,
+            writable: d.matches_all(STAGE1_DESCRIPTOR::AP::RW_EL1),
+            executable: !d.is_set(STAGE1_DESCRIPTOR::PXN),
+            not_global: d.is_set(STAGE1_DESCRIPTOR::NG),
+            contiguous: d.is_set(STAGE1_DESCRIPTOR::CONTIGUOUS),
+        };
+        Entry::Leaf { addr, attrs }
+    }
+}

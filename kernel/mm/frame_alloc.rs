@@ -1,0 +1,205 @@
+//! The physical frame allocator: 4 KiB frames of RAM, one bit each.
+//!
+//! A bitmap is simple to check ("is this frame free?" is one bit), makes a
+//! double free detectable, and serves contiguous, aligned runs (block
+//! mappings and the heap need them) with a linear scan. Its statistics are
+//! what tests use to prove that an operation leaked no frame.
+
+use core::fmt;
+
+use super::addr::{PAGE_SIZE, PhysAddr};
+use crate::sync::IrqSpinLock;
+
+/// The most RAM the bitmap can describe (8 GiB); more is left unused.
+pub const MAX_FRAMES: usize = (8 << 30) / PAGE_SIZE as usize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// No free run of the requested size and alignment.
+    OutOfMemory,
+    /// A request for zero frames.
+    ZeroCount,
+    /// Alignment not a power of two, or below one frame.
+    BadAlignment(u64),
+    /// Freeing a frame that is not allocated (double free, or never was).
+    NotAllocated(PhysAddr),
+    /// An address outside the RAM this allocator manages.
+    OutOfRange(PhysAddr),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::OutOfMemory => write!(f, "out of physical frames"),
+            FrameError::ZeroCount => write!(f, "zero frames requested"),
+            FrameError::BadAlignment(a) => write!(f, "bad alignment {a:#x}"),
+            FrameError::NotAllocated(pa) => write!(f, "frame {pa} is not allocated"),
+            FrameError::OutOfRange(pa) => write!(f, "frame {pa} is outside RAM"),
+        }
+    }
+}
+
+/// How many frames are free and used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameStats {
+    pub total: usize,
+    pub free: usize,
+    pub used: usize,
+}
+
+pub struct FrameAllocator {
+    base: PhysAddr,
+    frames: usize,
+    free: usize,
+    /// Bit set = frame in use (or reserved).
+    bitmap: [u64; MAX_FRAMES / 64],
+    /// Where the next single-frame search starts.
+    hint: usize,
+}
+
+impl FrameAllocator {
+    const fn empty() -> FrameAllocator {
+        FrameAllocator { base: PhysAddr::new(0), frames: 0, free: 0, bitmap: [0; MAX_FRAMES / 64], hint: 0 }
+    }
+
+    fn is_used(&self, frame: usize) -> bool {
+        self.bitmap[frame / 64] & (1 << (frame % 64)) != 0
+    }
+
+    fn set_used(&mut self, frame: usize, used: bool) {
+        if used {
+            self.bitmap[frame / 64] |= 1 << (frame % 64);
+        } else {
+            self.bitmap[frame / 64] &= !(1 << (frame % 64));
+        }
+    }
+
+    fn frame_of(&self, pa: PhysAddr) -> Result<usize, FrameError> {
+        if pa < self.base || !pa.is_aligned(PAGE_SIZE) {
+            return Err(FrameError::OutOfRange(pa));
+        }
+        let frame = (pa.offset_from(self.base) / PAGE_SIZE) as usize;
+        if frame >= self.frames {
+            return Err(FrameError::OutOfRange(pa));
+        }
+        Ok(frame)
+    }
+
+    fn init(&mut self, base: PhysAddr, bytes: u64, reserved: &[(PhysAddr, u64)]) {
+        self.base = base;
+        self.frames = ((bytes / PAGE_SIZE) as usize).min(MAX_FRAMES);
+        self.free = self.frames;
+        for &(start, len) in reserved {
+            let first = start.align_down(PAGE_SIZE);
+            let end = start.as_u64() + len;
+            let mut pa = first;
+            while pa.as_u64() < end {
+                if let Ok(frame) = self.frame_of(pa) {
+                    if !self.is_used(frame) {
+                        self.set_used(frame, true);
+                        self.free -= 1;
+                    }
+                }
+                pa = pa.add(PAGE_SIZE);
+            }
+        }
+    }
+
+    fn alloc_run(&mut self, count: usize, align: u64) -> Result<PhysAddr, FrameError> {
+        if count == 0 {
+            return Err(FrameError::ZeroCount);
+        }
+        if !align.is_power_of_two() || align < PAGE_SIZE {
+            return Err(FrameError::BadAlignment(align));
+        }
+        if count > self.free {
+            return Err(FrameError::OutOfMemory);
+        }
+        let step = (align / PAGE_SIZE) as usize;
+        // Alignment is of the physical address, and RAM's base may itself
+        // be unaligned: find the first frame whose address is aligned.
+        let first_aligned = ((self.base.as_u64().next_multiple_of(align) - self.base.as_u64()) / PAGE_SIZE) as usize;
+        let start_from = if count == 1 && step == 1 { self.hint } else { first_aligned };
+        let mut frame = start_from;
+        let mut wrapped = count != 1 || step != 1;
+        loop {
+            if frame + count > self.frames {
+                if wrapped {
+                    return Err(FrameError::OutOfMemory);
+                }
+                wrapped = true;
+                frame = first_aligned;
+                continue;
+            }
+            match (frame..frame + count).find(|&f| self.is_used(f)) {
+                None => break,
+                // Skip past the used frame, to the next aligned start.
+                Some(used) => frame = first_aligned + (used + 1 - first_aligned).next_multiple_of(step),
+            }
+        }
+        for f in frame..frame + count {
+            self.set_used(f, true);
+        }
+        self.free -= count;
+        if count == 1 {
+            self.hint = frame + 1;
+        }
+        Ok(self.base.add(frame as u64 * PAGE_SIZE))
+    }
+
+    fn free_run(&mut self, pa: PhysAddr, count: usize) -> Result<(), FrameError> {
+        if count == 0 {
+            return Err(FrameError::ZeroCount);
+        }
+        let first = self.frame_of(pa)?;
+        let last = pa.checked_add((count as u64 - 1) * PAGE_SIZE).ok_or(FrameError::OutOfRange(pa))?;
+        self.frame_of(last)?;
+        // Check everything before changing anything.
+        if let Some(f) = (first..first + count).find(|&f| !self.is_used(f)) {
+            return Err(FrameError::NotAllocated(self.base.add(f as u64 * PAGE_SIZE)));
+        }
+        for f in first..first + count {
+            self.set_used(f, false);
+        }
+        self.free += count;
+        Ok(())
+    }
+}
+
+static ALLOCATOR: IrqSpinLock<FrameAllocator> = IrqSpinLock::new(FrameAllocator::empty());
+
+/// Hands RAM to the allocator, minus the `reserved` byte ranges.
+pub fn init(base: PhysAddr, bytes: u64, reserved: &[(PhysAddr, u64)]) {
+    ALLOCATOR.lock().init(base, bytes, reserved);
+}
+
+/// One frame.
+pub fn alloc_frame() -> Result<PhysAddr, FrameError> {
+    ALLOCATOR.lock().alloc_run(1, PAGE_SIZE)
+}
+
+/// `count` physically contiguous frames, the first aligned to `align` bytes.
+pub fn alloc_contiguous(count: usize, align: u64) -> Result<PhysAddr, FrameError> {
+    ALLOCATOR.lock().alloc_run(count, align)
+}
+
+/// Gives back `count` frames starting at `pa`. All must be allocated, or
+/// nothing is freed.
+pub fn free_frames(pa: PhysAddr, count: usize) -> Result<(), FrameError> {
+    ALLOCATOR.lock().free_run(pa, count)
+}
+
+pub fn free_frame(pa: PhysAddr) -> Result<(), FrameError> {
+    free_frames(pa, 1)
+}
+
+pub fn stats() -> FrameStats {
+    let a = ALLOCATOR.lock();
+    FrameStats { total: a.frames, free: a.free, used: a.frames - a.free }
+}
+
+/// The RAM the allocator manages: (first frame, bytes).
+pub fn managed_range() -> (PhysAddr, u64) {
+    let a = ALLOCATOR.lock();
+    (a.base, a.frames as u64 * PAGE_SIZE)
+}

@@ -1,0 +1,37 @@
+//! Memory management: physical frames, the kernel heap, and the kernel's
+//! stage-1 page tables.
+
+pub mod addr;
+pub mod descriptor;
+pub mod frame_alloc;
+pub mod heap;
+pub mod kernel_map;
+pub mod layout;
+pub mod pgtable;
+pub mod ptdump;
+pub mod stack;
+pub mod tlb;
+pub mod translate;
+
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use addr::{PhysAddr, VirtAddr};
+
+/// `va - pa` for memory the kernel reaches by physical address: 0 while
+/// the boot tables identity-map RAM, then the linear map's offset.
+static PHYS_TO_VIRT: AtomicU64 = AtomicU64::new(0);
+
+/// Where the kernel reads and writes the RAM at `pa`.
+pub fn phys_to_virt(pa: PhysAddr) -> VirtAddr {
+    VirtAddr::new(pa.as_u64().wrapping_add(PHYS_TO_VIRT.load(Relaxed)))
+}
+
+/// The physical address behind a linear-map address.
+pub fn virt_to_phys(va: VirtAddr) -> PhysAddr {
+    PhysAddr::new(va.as_u64().wrapping_sub(PHYS_TO_VIRT.load(Relaxed)))
+}
+
+/// From now on RAM is reached through the linear map.
+fn use_linear_map(ram_start: PhysAddr) {
+    PHYS_TO_VIRT.store(layout::PAGE_OFFSET.as_u64().wrapping_sub(ram_start.as_u64()), Relaxed);
+}

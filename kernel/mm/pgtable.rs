@@ -1,0 +1,335 @@
+//! The page-table walker: the one module through which every kernel page
+//! table is read and written.
+//!
+//! [`write_entry`] is the single place where a descriptor is stored, so the
+//! barrier policy (what a store must be followed by before the walker can
+//! rely on it) lives in exactly one function. Today that policy is the eager
+//! one: after making an entry valid, `dsb ishst` (the store reaches the
+//! walker) and `isb` (no instruction already in the pipeline keeps a stale
+//! "invalid" translation). Making an entry invalid needs neither: the TLB
+//! maintenance that must follow it brings its own barriers.
+
+use core::fmt;
+use core::ptr::{read_volatile, write_volatile};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use super::descriptor::{Attributes, Descriptor, Entry, Level};
+use super::frame_alloc::{self, FrameError};
+use super::phys_to_virt;
+use crate::arch::barrier;
+
+/// Errors from building or changing mappings. Each leaves the tables as
+/// they were.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    OutOfMemory,
+    /// An address or size not aligned as the operation needs.
+    Misaligned { what: &'static str, value: u64 },
+    /// Size zero, or start + size wraps around.
+    BadRange { start: VirtAddr, size: u64 },
+    /// Not a kernel (TTBR1) address.
+    NotKernelAddress(VirtAddr),
+    /// A block mapping covers `va` at `level` where a table is needed.
+    BlockInTheWay { va: VirtAddr, level: Level },
+    /// Something is already mapped at `va`.
+    AlreadyMapped(VirtAddr),
+    /// Nothing is mapped at `va`.
+    NotMapped(VirtAddr),
+}
+
+impl From<FrameError> for MapError {
+    fn from(_: FrameError) -> MapError {
+        MapError::OutOfMemory
+    }
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+/// Physical address of the kernel's level-0 table (TTBR1), once built.
+static KERNEL_ROOT: AtomicU64 = AtomicU64::new(0);
+
+pub fn kernel_root() -> PhysAddr {
+    PhysAddr::new(KERNEL_ROOT.load(Relaxed))
+}
+
+pub(super) fn set_kernel_root(root: PhysAddr) {
+    KERNEL_ROOT.store(root.as_u64(), Relaxed);
+}
+
+/// One entry of one table: where it is, at which level, and which virtual
+/// address its range starts at.
+#[derive(Clone, Copy, Debug)]
+pub struct EntryRef {
+    ptr: *mut u64,
+    pub level: Level,
+    pub va: VirtAddr,
+}
+
+impl EntryRef {
+    fn new(table: PhysAddr, level: Level, va: VirtAddr) -> EntryRef {
+        let index = (va.as_u64() >> level.shift()) & 511;
+        let ptr = phys_to_virt(table).as_mut_ptr::<u64>().wrapping_add(index as usize);
+        let va = VirtAddr::new(va.as_u64() & !(level.entry_size() - 1));
+        EntryRef { ptr, level, va }
+    }
+
+    pub fn read(&self) -> Descriptor {
+        // SAFETY: `ptr` points into a live page-table page, reached through
+        // the linear map (or the boot identity map before it exists).
+        Descriptor(unsafe { read_volatile(self.ptr) })
+    }
+
+    pub fn entry(&self) -> Entry {
+        self.read().decode(self.level)
+    }
+}
+
+/// Stores `desc` into a page-table entry: the only store to page tables in
+/// the kernel. A single 64-bit `str` is single-copy atomic, so the walker
+/// sees the old or the new descriptor, never a mix.
+pub fn write_entry(entry: &EntryRef, desc: Descriptor) {
+    // SAFETY: see EntryRef::read.
+    unsafe { write_volatile(entry.ptr, desc.0) };
+    if desc.is_valid() {
+        barrier::dsb_ishst();
+        barrier::isb();
+    }
+}
+
+/// A zeroed page-table page. The zeroing must be visible to the walker
+/// before the page is linked into a table, which `dmb ishst` orders.
+pub fn alloc_table() -> Result<PhysAddr, MapError> {
+    let pa = frame_alloc::alloc_frame()?;
+    // SAFETY: a fresh frame, ours alone, mapped at phys_to_virt(pa).
+    unsafe { core::ptr::write_bytes(phys_to_virt(pa).as_mut_ptr::<u8>(), 0, PAGE_SIZE as usize) };
+    barrier::dmb_ishst();
+    Ok(pa)
+}
+
+/// Walks from `root` towards `va` and returns the deepest entry reached: a
+/// leaf, an invalid entry, or the level-3 entry.
+pub fn walk(root: PhysAddr, va: VirtAddr) -> EntryRef {
+    let mut entry = EntryRef::new(root, Level::L0, va);
+    loop {
+        match entry.entry() {
+            Entry::Table(next) => match entry.level.next() {
+                Some(level) => entry = EntryRef::new(next, level, va),
+                None => return entry,
+            },
+            _ => return entry,
+        }
+    }
+}
+
+/// The entry for `va` at `level`, creating missing tables on the way.
+/// Fails if a block mapping sits above `level`.
+pub fn walk_create(root: PhysAddr, va: VirtAddr, level: Level) -> Result<EntryRef, MapError> {
+    let mut entry = EntryRef::new(root, Level::L0, va);
+    while entry.level < level {
+        let next_level = entry.level.next().expect("below level 3");
+        let next = match entry.entry() {
+            Entry::Table(next) => next,
+            Entry::Invalid => {
+                let table = alloc_table()?;
+                write_entry(&entry, Descriptor::table(table));
+                table
+            }
+            Entry::Leaf { .. } => return Err(MapError::BlockInTheWay { va, level: entry.level }),
+        };
+        entry = EntryRef::new(next, next_level, va);
+    }
+    Ok(entry)
+}
+
+/// Which leaf sizes a mapping may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeafSizes {
+    /// 4 KiB pages only.
+    PagesOnly,
+    /// 1 GiB and 2 MiB blocks where address and size allow, pages elsewhere.
+    Blocks,
+}
+
+/// The largest leaf that fits at `va`/`pa` with `remaining` bytes left.
+fn leaf_level(va: VirtAddr, pa: PhysAddr, remaining: u64, sizes: LeafSizes) -> Level {
+    if sizes == LeafSizes::Blocks {
+        for (level, size) in [(Level::L1, BLOCK_1G), (Level::L2, BLOCK_2M)] {
+            if va.is_aligned(size) && pa.is_aligned(size) && remaining >= size {
+                return level;
+            }
+        }
+    }
+    Level::L3
+}
+
+fn check_range(va: VirtAddr, size: u64) -> Result<VirtAddr, MapError> {
+    if !va.is_kernel() {
+        return Err(MapError::NotKernelAddress(va));
+    }
+    if !va.is_aligned(PAGE_SIZE) {
+        return Err(MapError::Misaligned { what: "virtual address", value: va.as_u64() });
+    }
+    if size == 0 || size % PAGE_SIZE != 0 {
+        return Err(MapError::Misaligned { what: "size", value: size });
+    }
+    // The end may be exactly 2^64 (the last page of the address space).
+    match va.checked_add(size - 1) {
+        Some(_) => Ok(VirtAddr::new(va.as_u64().wrapping_add(size))),
+        None => Err(MapError::BadRange { start: va, size }),
+    }
+}
+
+/// Is anything mapped in [va, va + size)? Returns the first mapped address.
+fn first_mapped(root: PhysAddr, va: VirtAddr, size: u64) -> Option<VirtAddr> {
+    let mut at = va;
+    let end = va.as_u64().wrapping_add(size);
+    while at.as_u64() != end {
+        let entry = walk(root, at);
+        let step = entry.level.entry_size() - (at.as_u64() & (entry.level.entry_size() - 1));
+        if !matches!(entry.entry(), Entry::Invalid) {
+            return Some(at);
+        }
+        let next = at.as_u64().wrapping_add(step);
+        // Stop at the end even when the hole runs past it.
+        if next.wrapping_sub(va.as_u64()) >= size || next == 0 {
+            return None;
+        }
+        at = VirtAddr::new(next);
+    }
+    None
+}
+
+/// Maps [va, va + size) to [pa, pa + size) with `attrs` in the table at
+/// `root`. Nothing may be mapped there yet. On failure nothing is mapped.
+pub fn map_range(
+    root: PhysAddr,
+    va: VirtAddr,
+    pa: PhysAddr,
+    size: u64,
+    attrs: Attributes,
+    sizes: LeafSizes,
+) -> Result<(), MapError> {
+    check_range(va, size)?;
+    if !pa.is_aligned(PAGE_SIZE) {
+        return Err(MapError::Misaligned { what: "physical address", value: pa.as_u64() });
+    }
+    if let Some(mapped) = first_mapped(root, va, size) {
+        return Err(MapError::AlreadyMapped(mapped));
+    }
+    let mut done = 0;
+    while done < size {
+        let (v, p) = (va.add(done), pa.add(done));
+        let level = leaf_level(v, p, size - done, sizes);
+        let result = walk_create(root, v, level);
+        let entry = match result {
+            Ok(entry) => entry,
+            Err(e) => {
+                if done > 0 {
+                    unmap_range(root, va, done).expect("just mapped");
+                }
+                return Err(e);
+            }
+        };
+        write_entry(&entry, Descriptor::leaf(level, p, attrs));
+        done += level.entry_size();
+    }
+    Ok(())
+}
+
+/// Unmaps [va, va + size): clears every leaf (blocks must lie wholly
+/// inside) and frees tables left empty. The caller flushes the TLB.
+pub fn unmap_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(), MapError> {
+    check_range(va, size)?;
+    // Check first: every address mapped, blocks entirely inside.
+    let mut done = 0;
+    while done < size {
+        let entry = walk(root, va.add(done));
+        if !matches!(entry.entry(), Entry::Leaf { .. }) {
+            return Err(MapError::NotMapped(va.add(done)));
+        }
+        if entry.va != va.add(done) || entry.level.entry_size() > size - done {
+            return Err(MapError::Misaligned { what: "unmap splits a block at", value: entry.va.as_u64() });
+        }
+        done += entry.level.entry_size();
+    }
+    let mut done = 0;
+    while done < size {
+        let entry = walk(root, va.add(done));
+        write_entry(&entry, Descriptor::INVALID);
+        done += entry.level.entry_size();
+    }
+    free_empty_tables(root, va, size);
+    Ok(())
+}
+
+fn table_is_empty(table: PhysAddr) -> bool {
+    let entries = phys_to_virt(table).as_ptr::<u64>();
+    // SAFETY: a live page-table page.
+    (0..512).all(|i| unsafe { read_volatile(entries.add(i)) } == 0)
+}
+
+/// Frees the tables below `root` that cover [va, va + size) and are empty.
+/// A table is unlinked (its parent entry cleared) before it is freed; the
+/// caller's TLB flush then drops any walk cache entry that still points to it.
+pub fn free_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) {
+    free_empty_below(root, Level::L0, va.as_u64(), va.as_u64().wrapping_add(size - 1));
+}
+
+fn free_empty_below(table: PhysAddr, level: Level, first: u64, last: u64) {
+    let Some(next_level) = level.next() else { return };
+    let size = level.entry_size();
+    let mut at = first & !(size - 1);
+    loop {
+        let entry = EntryRef::new(table, level, VirtAddr::new(at));
+        if let Entry::Table(child) = entry.entry() {
+            let lo = first.max(at);
+            let hi = last.min(at.wrapping_add(size - 1));
+            free_empty_below(child, next_level, lo, hi);
+            if table_is_empty(child) {
+                write_entry(&entry, Descriptor::INVALID);
+                frame_alloc::free_frame(child).expect("page-table pages are allocated frames");
+            }
+        }
+        let next = at.wrapping_add(size);
+        if next == 0 || next > last || next < at {
+            break;
+        }
+        at = next;
+    }
+}
+
+/// What [`visit`] reports, in address order.
+pub trait Visitor {
+    /// A table page at `level` whose entries start at `va`.
+    fn table(&mut self, va: VirtAddr, level: Level);
+    /// A valid leaf: a block at levels 1-2, a page at level 3.
+    fn leaf(&mut self, va: VirtAddr, level: Level, pa: PhysAddr, attrs: Attributes);
+}
+
+/// Visits every table page and valid leaf of the kernel half under `root`.
+pub fn visit(root: PhysAddr, visitor: &mut dyn Visitor) {
+    let base = VirtAddr::new(0xffff_0000_0000_0000);
+    visitor.table(base, Level::L0);
+    visit_table(root, Level::L0, base.as_u64(), visitor);
+}
+
+fn visit_table(table: PhysAddr, level: Level, base: u64, visitor: &mut dyn Visitor) {
+    for index in 0..512u64 {
+        let va = VirtAddr::new(base | (index << level.shift()));
+        let entry = EntryRef::new(table, level, va);
+        match entry.entry() {
+            Entry::Invalid => {}
+            Entry::Leaf { addr, attrs } => visitor.leaf(va, level, addr, attrs),
+            Entry::Table(child) => {
+                let next = level.next().expect("level-3 entries are never tables");
+                visitor.table(va, next);
+                visit_table(child, next, va.as_u64(), visitor);
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! TLB maintenance for kernel mappings, as arm64 Linux does it
+//! (`flush_tlb_kernel_range`, `flush_tlb_all`).
+//!
+//! After an entry is cleared or changed, CPUs may still hold the old
+//! translation in their TLBs: under QEMU, too, a stale entry keeps being
+//! used until it is invalidated. The sequence is always
+//! `dsb ishst` (the table store is visible to every walker) -> `tlbi ...is`
+//! (every CPU in the inner-shareable domain drops it) -> `dsb ish` (wait
+//! until they all have) -> `isb` (this CPU's pipeline starts afresh).
+
+use super::addr::{PAGE_SIZE, VirtAddr};
+use crate::arch::barrier;
+use crate::cpu;
+
+/// Without range TLBI, a range of more pages than this is cheaper to flush
+/// with one `tlbi vmalle1is` than page by page (Linux's MAX_DVM_OPS).
+pub const MAX_TLBI_OPS: u64 = 512;
+
+/// The most pages one range-TLBI sequence can cover: NUM = 31 at SCALE = 3
+/// is (31 + 1) << (5 * 3 + 1) pages.
+pub const MAX_TLBI_RANGE_PAGES: u64 = 32 << 16;
+
+/// How `flush_tlb_kernel_range` covered a range, for tests and benches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushStrategy {
+    RangeTlbi,
+    PerPage,
+    All,
+}
+
+/// The strategy for `pages` pages on this CPU.
+pub fn strategy(pages: u64) -> FlushStrategy {
+    if cpu::features().tlbi_range {
+        if pages > MAX_TLBI_RANGE_PAGES { FlushStrategy::All } else { FlushStrategy::RangeTlbi }
+    } else if pages > MAX_TLBI_OPS {
+        FlushStrategy::All
+    } else {
+        FlushStrategy::PerPage
+    }
+}
+
+/// Invalidates every translation of [start, end) on every CPU.
+pub fn flush_tlb_kernel_range(start: VirtAddr, end: VirtAddr) {
+    let start = start.align_down(PAGE_SIZE);
+    let pages = (end.as_u64().wrapping_sub(start.as_u64())).div_ceil(PAGE_SIZE);
+    if pages == 0 {
+        return;
+    }
+    match strategy(pages) {
+        FlushStrategy::All => return flush_tlb_all(),
+        FlushStrategy::PerPage => {
+            barrier::dsb_ishst();
+            for page in 0..pages {
+                barrier::tlbi_vaale1is(start.as_u64() + page * PAGE_SIZE);
+            }
+        }
+        FlushStrategy::RangeTlbi => {
+            barrier::dsb_ishst();
+            range_tlbi(start.as_u64(), pages);
+        }
+    }
+    barrier::dsb_ish();
+    barrier::isb();
+}
+
+/// Invalidates every EL1 translation on every CPU.
+pub fn flush_tlb_all() {
+    barrier::dsb_ishst();
+    barrier::tlbi_vmalle1is();
+    barrier::dsb_ish();
+    barrier::isb();
+}
+
+/// Covers `pages` pages from `va` with as few range operations as possible.
+///
+/// One `tlbi rvaale1is` covers (NUM + 1) << (5 * SCALE + 1) pages, so the
+/// page count is read five bits at a time, one scale per group of bits,
+/// smallest first; an odd page count leaves one page for a plain `tlbi`.
+fn range_tlbi(mut va: u64, mut pages: u64) {
+    let mut scale = 0;
+    while pages > 0 {
+        if pages % 2 == 1 {
+            barrier::tlbi_vaale1is(va);
+            va += PAGE_SIZE;
+            pages -= 1;
+            continue;
+        }
+        let num = (pages >> (5 * scale + 1)) & 0x1f;
+        if num > 0 {
+            barrier::tlbi_rvaale1is(range_operand(va, scale, num - 1));
+            let covered = num << (5 * scale + 1);
+            va += covered * PAGE_SIZE;
+            pages -= covered;
+        }
+        scale += 1;
+    }
+}
+
+/// The register operand of a range TLBI for the 4 KiB granule:
+/// TG [47:46] = 0b01, SCALE [45:44], NUM [43:39], TTL [38:37] = 0 (any
+/// level), BaseADDR [36:0] = VA[48:12] (the hardware sign-extends bit 48).
+pub fn range_operand(va: u64, scale: u64, num: u64) -> u64 {
+    (0b01 << 46) | (scale << 44) | (num << 39) | ((va >> 12) & ((1 << 37) - 1))
+}

@@ -1,0 +1,98 @@
+//! The in-kernel test harness: runs `#[test_case]` functions under QEMU and
+//! reports in libtest's format, so `cargo test` and CI read the results the
+//! same way as for host tests.
+//!
+//! Each test runs inside [`exception::catch`], so a failing assertion (a
+//! panic) or an unexpected fault fails that test, is reported, and the run
+//! goes on with the next one. The run exits non-zero if any test failed.
+//! Arguments after `cargo test --` that do not start with `-` are name
+//! filters, as with libtest.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+
+use crate::exception::{self, Caught};
+use crate::semihosting::{ExitCode, exit};
+use crate::{arch, boot_args, print, println};
+
+/// A test: a function whose name is its path.
+pub trait Testable {
+    fn run(&self);
+    fn name(&self) -> &'static str;
+}
+
+impl<T: Fn()> Testable for T {
+    fn run(&self) {
+        self()
+    }
+
+    fn name(&self) -> &'static str {
+        // "lazymmu::mm::frame_alloc::tests::x" -> "mm::frame_alloc::tests::x",
+        // as libtest names tests by their path inside the crate.
+        let path = core::any::type_name::<T>();
+        path.split_once("::").map_or(path, |(_, rest)| rest)
+    }
+}
+
+fn selected(name: &str) -> bool {
+    let mut filters = boot_args::args().filter(|a| !a.starts_with('-')).peekable();
+    filters.peek().is_none() || filters.any(|f| name.contains(f))
+}
+
+/// Runs the tests and exits QEMU: 0 when all passed, 101 otherwise.
+pub fn run_tests(tests: &[&dyn Testable]) -> ! {
+    let start = arch::cpu::counter();
+    let chosen: Vec<&&dyn Testable> = tests.iter().filter(|t| selected(t.name())).collect();
+    println!();
+    println!("running {} test{}", chosen.len(), if chosen.len() == 1 { "" } else { "s" });
+
+    let mut failures: Vec<(&'static str, String)> = Vec::new();
+    for test in &chosen {
+        print!("test {} ... ", test.name());
+        match exception::catch(|| test.run()) {
+            Ok(()) => println!("ok"),
+            Err(caught) => {
+                println!("FAILED");
+                let mut why = String::new();
+                let _ = write!(why, "{caught}");
+                failures.push((test.name(), why));
+            }
+        }
+    }
+
+    let passed = chosen.len() - failures.len();
+    if !failures.is_empty() {
+        println!("\nfailures:\n");
+        for (name, why) in &failures {
+            println!("---- {name} ----\n{why}\n");
+        }
+        println!("failures:");
+        for (name, _) in &failures {
+            println!("    {name}");
+        }
+    }
+    let elapsed = (arch::cpu::counter() - start) as f64 / arch::cpu::counter_frequency() as f64;
+    println!(
+        "\ntest result: {}. {} passed; {} failed; 0 ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
+        if failures.is_empty() { "ok" } else { "FAILED" },
+        passed,
+        failures.len(),
+        tests.len() - chosen.len(),
+        elapsed
+    );
+    exit(if failures.is_empty() { ExitCode::Success } else { ExitCode::TestsFailed })
+}
+
+/// Asserts that `f` panics with a message containing `expected`.
+pub fn expect_panic(expected: &str, f: impl FnOnce()) {
+    match exception::catch(f) {
+        Ok(()) => panic!("expected a panic containing {expected:?}, but the code returned normally"),
+        Err(Caught::Panic(message)) => assert!(
+            message.as_str().contains(expected),
+            "expected a panic containing {expected:?}, got {:?}",
+            message.as_str()
+        ),
+        Err(fault @ Caught::Fault(_)) => panic!("expected a panic containing {expected:?}, got a fault: {fault}"),
+    }
+}
