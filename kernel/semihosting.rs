@@ -60,8 +60,14 @@ pub struct HostFile(u64);
 
 impl HostFile {
     pub fn open(path: &str) -> Option<HostFile> {
-        // Mode 1 is "rb". The name need not be NUL-terminated: the length is given.
-        let block = [path.as_ptr() as u64, 1, path.len() as u64];
+        // QEMU reads the name up to its NUL, whatever length is given.
+        let mut name = [0u8; 512];
+        if path.len() >= name.len() {
+            return None;
+        }
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        // Mode 1 is "rb".
+        let block = [name.as_ptr() as u64, 1, path.len() as u64];
         // SAFETY: SYS_OPEN reads the name and the two words after it.
         let handle = unsafe { call(SYS_OPEN, block.as_ptr() as u64) };
         (handle as i64 >= 0).then_some(HostFile(handle))

@@ -4,6 +4,7 @@
 //! reads the symbol table from its own ELF file on the host, through
 //! semihosting (the runner passes the file's path as the program name).
 //! This only runs when a report is printed, and needs no heap.
+//! Names are demangled with the `rustc-demangle` crate (v0 and legacy).
 
 use core::fmt;
 
@@ -74,30 +75,6 @@ fn lookup(addr: u64, name: &mut [u8; 256]) -> Option<(usize, u64)> {
     Some((len, addr - start))
 }
 
-/// Prints Rust's legacy mangling (`_ZN4core3fmt5write17h0123456789abcdefE`)
-/// as a path (`core::fmt::write`), dropping the hash; anything else as is.
-fn write_demangled(f: &mut fmt::Formatter<'_>, mangled: &str) -> fmt::Result {
-    let Some(mut rest) = mangled.strip_prefix("_ZN") else {
-        return f.write_str(mangled);
-    };
-    let mut first = true;
-    while let Some(digits) = rest.find(|c: char| !c.is_ascii_digit()).filter(|&n| n > 0) {
-        let Ok(len) = rest[..digits].parse::<usize>() else { break };
-        let Some(part) = rest.get(digits..digits + len) else { break };
-        rest = &rest[digits + len..];
-        let is_hash = part.len() == 17 && part.starts_with('h') && part[1..].chars().all(|c| c.is_ascii_hexdigit());
-        if is_hash {
-            continue;
-        }
-        if !first {
-            f.write_str("::")?;
-        }
-        first = false;
-        f.write_str(part)?;
-    }
-    Ok(())
-}
-
 /// `<symbol+0xoffset>` for an address, or nothing when it is not known.
 pub struct Symbolized(pub u64);
 
@@ -110,8 +87,26 @@ impl fmt::Display for Symbolized {
         let Ok(mangled) = core::str::from_utf8(&name[..len]) else {
             return Ok(());
         };
-        f.write_str("<")?;
-        write_demangled(f, mangled)?;
-        write!(f, "+{offset:#x}>")
+        // `{:#}` leaves out the hash that makes the name unique.
+        write!(f, "<{:#}+{offset:#x}>", rustc_demangle::demangle(mangled))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::format;
+
+    use super::Symbolized;
+
+    #[inline(never)]
+    fn a_function_with_a_findable_name() -> u64 {
+        a_function_with_a_findable_name as *const () as u64
+    }
+
+    #[test_case]
+    fn code_addresses_are_named_from_the_elf() {
+        let addr = a_function_with_a_findable_name();
+        let text = format!("{}", Symbolized(addr + 4));
+        assert!(text.contains("symbols::tests::a_function_with_a_findable_name+0x4>"), "got {text:?}");
     }
 }

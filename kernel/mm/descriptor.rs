@@ -240,3 +240,46 @@ impl Descriptor {
         Entry::Leaf { addr, attrs }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test_case]
+    fn leaf_descriptors_round_trip_at_every_level() {
+        let pa = PhysAddr::new(0x4000_0000);
+        for level in [Level::L1, Level::L2, Level::L3] {
+            for attrs in [Attributes::KERNEL_RW, Attributes::KERNEL_RO, Attributes::KERNEL_RX, Attributes::DEVICE] {
+                let d = Descriptor::leaf(level, pa, attrs);
+                assert_eq!(d.decode(level), Entry::Leaf { addr: pa, attrs }, "{level:?} {attrs:?} {d:?}");
+            }
+        }
+    }
+
+    #[test_case]
+    fn page_and_block_differ_in_bit_one() {
+        let pa = PhysAddr::new(0x4020_0000);
+        let block = Descriptor::leaf(Level::L2, pa, Attributes::KERNEL_RW);
+        let page = Descriptor::leaf(Level::L3, pa, Attributes::KERNEL_RW);
+        assert_eq!(block.0 & 0b11, 0b01);
+        assert_eq!(page.0 & 0b11, 0b11);
+        // The same bits mean "table" above level 3, and "reserved" (invalid)
+        // as a level-3 block.
+        assert_eq!(page.decode(Level::L2), Entry::Table(pa));
+        assert_eq!(block.decode(Level::L3), Entry::Invalid);
+    }
+
+    #[test_case]
+    fn kernel_attributes_encode_as_arm_defines_them() {
+        let rx = Descriptor::leaf(Level::L3, PhysAddr::new(0x1000), Attributes::KERNEL_RX).0;
+        let rw = Descriptor::leaf(Level::L3, PhysAddr::new(0x1000), Attributes::KERNEL_RW).0;
+        assert_eq!(rx >> 53 & 1, 0, "text: PXN clear");
+        assert_eq!(rx >> 54 & 1, 1, "text: UXN set");
+        assert_eq!(rx >> 6 & 0b11, 0b10, "text: AP = read-only at EL1");
+        assert_eq!(rw >> 53 & 1, 1, "data: PXN set");
+        assert_eq!(rw >> 6 & 0b11, 0b00, "data: AP = read/write at EL1");
+        assert_eq!(rw >> 10 & 1, 1, "AF set");
+        assert_eq!(rw >> 8 & 0b11, 0b11, "inner shareable");
+        assert!(!Attributes::KERNEL_RX.is_wx() && !Attributes::KERNEL_RW.is_wx());
+    }
+}

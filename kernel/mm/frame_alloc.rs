@@ -203,3 +203,88 @@ pub fn managed_range() -> (PhysAddr, u64) {
     let a = ALLOCATOR.lock();
     (a.base, a.frames as u64 * PAGE_SIZE)
 }
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use super::*;
+
+    #[test_case]
+    fn alloc_then_free_restores_the_counts() {
+        let before = stats();
+        let pa = alloc_frame().unwrap();
+        assert!(pa.is_aligned(PAGE_SIZE));
+        assert_eq!(stats().used, before.used + 1);
+        free_frame(pa).unwrap();
+        assert_eq!(stats(), before);
+    }
+
+    #[test_case]
+    fn freeing_twice_is_an_error_and_changes_nothing() {
+        let pa = alloc_frame().unwrap();
+        free_frame(pa).unwrap();
+        let before = stats();
+        assert_eq!(free_frame(pa), Err(FrameError::NotAllocated(pa)));
+        assert_eq!(stats(), before);
+    }
+
+    #[test_case]
+    fn freeing_a_run_with_one_free_frame_frees_nothing() {
+        let pa = alloc_contiguous(4, PAGE_SIZE).unwrap();
+        free_frame(pa.add(2 * PAGE_SIZE)).unwrap();
+        let before = stats();
+        assert_eq!(free_frames(pa, 4), Err(FrameError::NotAllocated(pa.add(2 * PAGE_SIZE))));
+        assert_eq!(stats(), before);
+        free_frames(pa, 2).unwrap();
+        free_frame(pa.add(3 * PAGE_SIZE)).unwrap();
+    }
+
+    #[test_case]
+    fn contiguous_runs_are_aligned_and_disjoint() {
+        let before = stats();
+        let a = alloc_contiguous(512, 2 << 20).unwrap();
+        let b = alloc_contiguous(3, 64 << 10).unwrap();
+        assert!(a.is_aligned(2 << 20), "{a:?} is not 2 MiB aligned");
+        assert!(b.is_aligned(64 << 10), "{b:?} is not 64 KiB aligned");
+        assert!(b.as_u64() >= a.as_u64() + 512 * PAGE_SIZE || b.as_u64() + 3 * PAGE_SIZE <= a.as_u64());
+        assert_eq!(stats().used, before.used + 515);
+        free_frames(a, 512).unwrap();
+        free_frames(b, 3).unwrap();
+        assert_eq!(stats(), before);
+    }
+
+    #[test_case]
+    fn bad_requests_are_typed_errors() {
+        let before = stats();
+        assert_eq!(alloc_contiguous(0, PAGE_SIZE), Err(FrameError::ZeroCount));
+        assert_eq!(alloc_contiguous(1, 3 * PAGE_SIZE), Err(FrameError::BadAlignment(3 * PAGE_SIZE)));
+        assert_eq!(alloc_contiguous(1, 512), Err(FrameError::BadAlignment(512)));
+        assert_eq!(alloc_contiguous(before.total + 1, PAGE_SIZE), Err(FrameError::OutOfMemory));
+        let outside = PhysAddr::new(0x1000);
+        assert_eq!(free_frame(outside), Err(FrameError::OutOfRange(outside)));
+        assert_eq!(stats(), before);
+    }
+
+    #[test_case]
+    fn exhaustion_returns_out_of_memory_and_recovers() {
+        let before = stats();
+        let mut frames = Vec::with_capacity(before.free);
+        loop {
+            match alloc_frame() {
+                Ok(pa) => frames.push(pa),
+                Err(e) => {
+                    assert_eq!(e, FrameError::OutOfMemory);
+                    break;
+                }
+            }
+        }
+        assert_eq!(frames.len(), before.free);
+        assert_eq!(stats().free, 0);
+        assert_eq!(alloc_contiguous(1, PAGE_SIZE), Err(FrameError::OutOfMemory));
+        for pa in frames {
+            free_frame(pa).unwrap();
+        }
+        assert_eq!(stats(), before);
+    }
+}

@@ -24,3 +24,30 @@ pub fn usage() -> (usize, usize) {
     let heap = HEAP.lock();
     (heap.used(), heap.free())
 }
+
+#[cfg(test)]
+mod tests {
+    use alloc::boxed::Box;
+    use alloc::collections::BTreeMap;
+    use alloc::vec::Vec;
+
+    use super::usage;
+
+    #[test_case]
+    fn heap_serves_boxes_vectors_and_maps() {
+        let (used_before, _) = usage();
+        {
+            let b = Box::new(0x1234_5678u64);
+            let v: Vec<u64> = (0..100_000).collect();
+            let mut m = BTreeMap::new();
+            for i in 0..1000u64 {
+                m.insert(i, i * i);
+            }
+            assert_eq!(*b, 0x1234_5678);
+            assert_eq!(v.iter().sum::<u64>(), 100_000 * 99_999 / 2);
+            assert_eq!(m[&999], 998_001);
+            assert!(usage().0 >= used_before + 800_000);
+        }
+        assert_eq!(usage().0, used_before);
+    }
+}

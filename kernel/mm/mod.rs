@@ -8,6 +8,7 @@ pub mod heap;
 pub mod kernel_map;
 pub mod layout;
 pub mod pgtable;
+pub mod probe;
 pub mod ptdump;
 pub mod stack;
 pub mod tlb;

@@ -102,3 +102,34 @@ fn range_tlbi(mut va: u64, mut pages: u64) {
 pub fn range_operand(va: u64, scale: u64, num: u64) -> u64 {
     (0b01 << 46) | (scale << 44) | (num << 39) | ((va >> 12) & ((1 << 37) - 1))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test_case]
+    fn range_operand_encodes_granule_scale_num_and_base() {
+        let va = 0xffff_8000_0020_0000u64;
+        let op = range_operand(va, 1, 7);
+        assert_eq!(op >> 46 & 0b11, 0b01, "TG: 4 KiB");
+        assert_eq!(op >> 44 & 0b11, 1, "SCALE");
+        assert_eq!(op >> 39 & 0x1f, 7, "NUM");
+        assert_eq!(op >> 37 & 0b11, 0, "TTL: any level");
+        // BaseADDR holds VA[48:12]; sign-extending bit 36 gives the VA back.
+        let base = ((op & ((1 << 37) - 1)) << 27) as i64 >> 27;
+        assert_eq!((base << 12) as u64, va);
+    }
+
+    #[test_case]
+    fn strategy_follows_the_cpu_and_the_thresholds() {
+        if cpu::features().tlbi_range {
+            assert_eq!(strategy(1), FlushStrategy::RangeTlbi);
+            assert_eq!(strategy(MAX_TLBI_RANGE_PAGES), FlushStrategy::RangeTlbi);
+            assert_eq!(strategy(MAX_TLBI_RANGE_PAGES + 1), FlushStrategy::All);
+        } else {
+            assert_eq!(strategy(1), FlushStrategy::PerPage);
+            assert_eq!(strategy(MAX_TLBI_OPS), FlushStrategy::PerPage);
+            assert_eq!(strategy(MAX_TLBI_OPS + 1), FlushStrategy::All);
+        }
+    }
+}
