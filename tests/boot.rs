@@ -1,0 +1,90 @@
+//! Boot: what the kernel found out about the machine, and the harness's
+//! expected-fault and expected-panic support.
+
+#![no_std]
+#![no_main]
+#![feature(custom_test_frameworks)]
+#![test_runner(lazymmu::testing::run_tests)]
+#![reexport_test_harness_main = "test_main"]
+
+use lazymmu::boot_args::{parse_size, qemu_param};
+use lazymmu::exception::{Caught, ExceptionClass, FaultStatus, catch};
+use lazymmu::mm::addr::{PAGE_SIZE, VirtAddr};
+use lazymmu::mm::{frame_alloc, probe};
+use lazymmu::testing::expect_panic;
+use lazymmu::{cpu, dtb};
+
+#[unsafe(no_mangle)]
+fn kernel_main() -> ! {
+    test_main();
+    unreachable!("the test runner exits QEMU");
+}
+
+#[test_case]
+fn device_tree_memory_matches_the_size_qemu_was_given() {
+    let given = qemu_param("mem").and_then(parse_size).expect("the runner passes qemu.mem");
+    let info = dtb::info();
+    assert_eq!(info.ram_size, given, "device tree says {:#x} bytes, QEMU was given {given:#x}", info.ram_size);
+    // QEMU virt puts RAM at 1 GiB; the kernel read it, it did not assume it.
+    assert_eq!(info.ram_start.as_u64(), 0x4000_0000);
+    assert_eq!(frame_alloc::stats().total as u64, given / PAGE_SIZE);
+}
+
+#[test_case]
+fn cpu_features_match_the_qemu_model() {
+    let f = cpu::features();
+    assert!(f.granule_4k, "4 KiB granule must be supported");
+    match qemu_param("cpu").expect("the runner passes qemu.cpu") {
+        "max" => {
+            assert!(f.tlbi_range, "max has FEAT_TLBIRANGE");
+            assert_eq!(f.bbm_level, 2);
+            assert_eq!(f.hafdbs, 2);
+            // The LPA2 pitfall: TGran4 reads 0b0001, which still means "4K supported".
+            assert!(f.granule_4k_lpa2);
+        }
+        "cortex-a72" => {
+            assert!(!f.tlbi_range, "Cortex-A72 has no range TLBI");
+            assert_eq!(f.bbm_level, 0);
+            assert_eq!(f.hafdbs, 0);
+            assert_eq!(alloc::format!("{}", f.model()), "Arm Cortex-A72 r0p3");
+        }
+        other => panic!("no expectations for CPU model {other}"),
+    }
+}
+
+extern crate alloc;
+
+#[test_case]
+fn reading_a_low_address_is_an_expected_level_0_translation_fault() {
+    let fault = probe::read(VirtAddr::new(0x4000_0000)).expect_err("TTBR0 walks are off after boot");
+    assert_eq!(fault.class, ExceptionClass::DataAbortCurrentEl);
+    assert_eq!(fault.status, Some(FaultStatus::Translation { level: 0 }));
+    assert!(!fault.write);
+    assert_eq!(fault.far, 0x4000_0000);
+}
+
+#[test_case]
+fn an_expected_panic_is_caught_with_its_message() {
+    expect_panic("overflow of 41", || panic!("overflow of {}", 41));
+}
+
+#[test_case]
+fn a_panic_with_another_message_fails_expect_panic() {
+    let outer = catch(|| expect_panic("the expected text", || panic!("something else")));
+    match outer {
+        Err(Caught::Panic(message)) => {
+            let text = message.as_str();
+            assert!(text.contains("expected a panic containing \"the expected text\""), "{message:?}");
+            assert!(text.contains("something else"), "{message:?}");
+        }
+        other => panic!("expect_panic must fail on the wrong message, got {other:?}"),
+    }
+}
+
+#[test_case]
+fn catches_nest_and_the_outer_one_still_works() {
+    let inner = catch(|| probe::read(VirtAddr::new(0x10)));
+    assert!(matches!(inner, Ok(Err(_))), "the probe's own catch takes the fault");
+    let outer = catch(|| -> u64 { panic!("outer") });
+    assert!(matches!(outer, Err(Caught::Panic(_))));
+}
