@@ -17,11 +17,18 @@ unsafe extern "Rust" {
 }
 
 static IMAGE: Once<ImageLayout> = Once::new();
+static ENTRY_EL: Once<u64> = Once::new();
 static BOOT_STACK: Once<KernelStack> = Once::new();
 
 /// The kernel image's sections, as linked and loaded.
 pub fn image() -> &'static ImageLayout {
     IMAGE.get().expect("set at boot")
+}
+
+/// The exception level QEMU entered the kernel at: 1, or 2 (then boot.s
+/// dropped to EL1).
+pub fn entry_el() -> u64 {
+    *ENTRY_EL.get().expect("set at boot")
 }
 
 /// The boot CPU's kernel stack (the one `kernel_main` runs on).
@@ -38,9 +45,10 @@ fn heap_size(ram: u64) -> u64 {
 /// the boot tables live: TTBR0 identity-maps the GiB of RAM holding the
 /// image (and the first GiB of the physical map, for the UART).
 #[unsafe(no_mangle)]
-extern "C" fn __kernel_init(dtb_pointer: u64, kernel_phys: u64) -> ! {
+extern "C" fn __kernel_init(dtb_pointer: u64, kernel_phys: u64, entry_el: u64) -> ! {
     exception::install_vectors();
     percpu::init_this_cpu(0);
+    ENTRY_EL.call_once(|| entry_el);
 
     // Linked at __kernel_start, loaded at kernel_phys.
     let image = IMAGE.call_once(|| kernel_map::image_layout(PhysAddr::new(kernel_phys)));

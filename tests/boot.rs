@@ -12,7 +12,7 @@ use lazymmu::exception::{Caught, ExceptionClass, FaultStatus, catch};
 use lazymmu::mm::addr::{PAGE_SIZE, VirtAddr};
 use lazymmu::mm::{frame_alloc, probe};
 use lazymmu::testing::expect_panic;
-use lazymmu::{cpu, dtb};
+use lazymmu::{cpu, dtb, init};
 
 #[unsafe(no_mangle)]
 fn kernel_main() -> ! {
@@ -28,6 +28,13 @@ fn device_tree_memory_matches_the_size_qemu_was_given() {
     // QEMU virt puts RAM at 1 GiB; the kernel read it, it did not assume it.
     assert_eq!(info.ram_start.as_u64(), 0x4000_0000);
     assert_eq!(frame_alloc::stats().total as u64, given / PAGE_SIZE);
+}
+
+#[test_case]
+fn kernel_was_entered_at_the_level_qemu_chose_and_runs_at_el1() {
+    let expected: u64 = qemu_param("el").and_then(|el| el.parse().ok()).expect("the runner passes qemu.el");
+    assert_eq!(init::entry_el(), expected);
+    assert_eq!(lazymmu::arch::cpu::current_el(), 1, "the kernel always runs at EL1");
 }
 
 #[test_case]

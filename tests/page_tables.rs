@@ -20,7 +20,7 @@ use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::descriptor::{Attributes, Level};
 use lazymmu::mm::layout::VMALLOC_START;
 use lazymmu::mm::pgtable::{self, LeafSizes, Visitor};
-use lazymmu::mm::translate::{Access, HwTranslation, SwTranslation, hw_translate, mair_attr, sw_translate};
+use lazymmu::mm::translate::{Access, HwTranslation, SwTranslation, Translation, hw_translate, mair_attr, sw_translate, translate};
 use lazymmu::mm::{frame_alloc, kernel_map, phys_to_virt, probe, ptdump, tlb};
 use lazymmu::{cpu, dtb, println};
 
@@ -46,10 +46,8 @@ fn leaves() -> Vec<(VirtAddr, Level, PhysAddr, Attributes)> {
 
 /// The hardware and the software walker agree on `va`.
 fn assert_walks_agree(va: VirtAddr) {
-    let sw = sw_translate(va);
-    let read = hw_translate(va, Access::Read);
-    let write = hw_translate(va, Access::Write);
-    match sw {
+    let Translation { read, write, software } = translate(va);
+    match software {
         SwTranslation::Mapped { pa, attrs, level } => {
             let mair = mair_attr(attrs.memory);
             assert_eq!(read, HwTranslation::Mapped { pa, mair_attr: mair }, "read at {va:?}");

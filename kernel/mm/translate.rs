@@ -64,3 +64,20 @@ pub fn sw_translate(va: VirtAddr) -> SwTranslation {
         _ => SwTranslation::Unmapped { level: entry.level },
     }
 }
+
+/// Both answers for one address: the hardware's for a read and for a
+/// write, and the software walker's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    pub read: HwTranslation,
+    pub write: HwTranslation,
+    pub software: SwTranslation,
+}
+
+pub fn translate(va: VirtAddr) -> Translation {
+    Translation {
+        read: hw_translate(va, Access::Read),
+        write: hw_translate(va, Access::Write),
+        software: sw_translate(va),
+    }
+}

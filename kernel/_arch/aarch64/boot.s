@@ -15,8 +15,9 @@ _start:
     and     x0, x0, #0xff               // are started later through PSCI
     cbnz    x0, .Lpark
 
-    mrs     x0, CurrentEL
-    cmp     x0, #(2 << 2)
+    mrs     x21, CurrentEL
+    lsr     x21, x21, #2                // the exception level we were entered at
+    cmp     x21, #2
     b.ne    .Lat_el1
 
     // EL2 -> EL1: EL1 is AArch64 (HCR_EL2.RW), EL1 may use the physical
@@ -59,6 +60,7 @@ _start:
     mov     x30, xzr
     mov     x0, x19                     // device tree pointer, or 0
     mov     x1, x20                     // physical address of the image
+    mov     x2, x21                     // entry exception level
     bl      __kernel_init               // never returns
 .Lpark:
     wfe

@@ -22,6 +22,11 @@ pub fn id_registers() -> IdRegisters {
     }
 }
 
+/// The exception level this code runs at.
+pub fn current_el() -> u64 {
+    CurrentEL.read(CurrentEL::EL)
+}
+
 /// Masks IRQs and returns the previous DAIF, for [`irq_restore`].
 #[inline]
 pub fn irq_save() -> u64 {
