@@ -17,7 +17,7 @@ use lazymmu::boot_args::qemu_param;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::init;
 use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::descriptor::{Attributes, Level};
+use lazymmu::mm::descriptor::{Attributes, Level, MemoryType};
 use lazymmu::mm::layout::VMALLOC_START;
 use lazymmu::mm::pgtable::{self, LeafSizes, Visitor};
 use lazymmu::mm::translate::{Access, HwTranslation, SwTranslation, Translation, hw_translate, mair_attr, sw_translate, translate};
@@ -68,6 +68,9 @@ fn software_walk_and_at_s1e1r_agree_on_every_region() {
     let mut samples = 0;
     for (va, level, _, attrs) in leaves() {
         assert!(!attrs.is_wx(), "{va:?} is writable and executable");
+        if attrs.memory == MemoryType::Device {
+            assert!(!attrs.executable, "MMIO at {va:?} is executable");
+        }
         let size = level.entry_size();
         // Each leaf's first and last word; the middle of every block.
         for offset in [0, size / 2, size - 8] {
@@ -87,6 +90,7 @@ fn software_walk_and_at_s1e1r_agree_on_every_region() {
 
 static RODATA_WORD: u64 = 0x0123_4567_89ab_cdef;
 static mut DATA_RET: u32 = probe::RET_INSTRUCTION;
+static RODATA_RET: u32 = probe::RET_INSTRUCTION;
 
 fn assert_fault(fault: lazymmu::exception::Syndrome, class: ExceptionClass, status: FaultStatus) {
     assert_eq!((fault.class, fault.status), (class, Some(status)), "{fault:?}");
@@ -130,6 +134,14 @@ fn executing_kernel_data_is_an_instruction_abort() {
     let fault = unsafe { probe::exec(va) }.expect_err("data must not be executable");
     assert_fault(fault, ExceptionClass::InstructionAbortCurrentEl, FaultStatus::Permission { level: 3 });
     assert_eq!(fault.elr, va.as_u64());
+}
+
+#[test_case]
+fn executing_rodata_is_an_instruction_abort() {
+    let va = VirtAddr::from_ptr(&RODATA_RET);
+    // SAFETY: RODATA_RET holds `ret`.
+    let fault = unsafe { probe::exec(va) }.expect_err("rodata must not be executable");
+    assert_fault(fault, ExceptionClass::InstructionAbortCurrentEl, FaultStatus::Permission { level: 3 });
 }
 
 #[test_case]
