@@ -33,6 +33,7 @@ pub mod percpu;
 pub mod semihosting;
 pub mod symbols;
 pub mod sync;
+pub mod task;
 pub mod testing;
 
 #[cfg(test)]

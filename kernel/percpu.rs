@@ -10,6 +10,7 @@ use core::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 use crate::arch::cpu;
 use crate::arch::exception::RecoveryPoint;
 use crate::exception::Caught;
+use crate::task::Task;
 
 pub const MAX_CPUS: usize = 4;
 
@@ -19,6 +20,8 @@ pub struct PerCpu {
     recovery: AtomicPtr<RecoveryPoint>,
     /// What the last recovered fault or panic was.
     caught: UnsafeCell<Option<Caught>>,
+    /// The task this CPU runs; null means its boot task.
+    current: AtomicPtr<Task>,
 }
 
 // SAFETY: each PerCpu is used only by its own CPU (see the module doc).
@@ -26,7 +29,17 @@ unsafe impl Sync for PerCpu {}
 
 impl PerCpu {
     const fn new(id: usize) -> PerCpu {
-        PerCpu { id, recovery: AtomicPtr::new(null_mut()), caught: UnsafeCell::new(None) }
+        PerCpu { id, recovery: AtomicPtr::new(null_mut()), caught: UnsafeCell::new(None), current: AtomicPtr::new(null_mut()) }
+    }
+
+    /// The task running on this CPU.
+    pub fn current_task(&self) -> &'static Task {
+        let task = self.current.load(Relaxed);
+        if task.is_null() {
+            return &BOOT_TASKS[self.id];
+        }
+        // SAFETY: `current` only ever holds pointers to 'static tasks.
+        unsafe { &*task }
     }
 
     pub(crate) fn set_recovery(&self, point: *mut RecoveryPoint) -> *mut RecoveryPoint {
@@ -50,6 +63,9 @@ impl PerCpu {
         unsafe { (*self.caught.get()).take() }
     }
 }
+
+/// The task each CPU boots into.
+static BOOT_TASKS: [Task; MAX_CPUS] = [Task::new("boot/0"), Task::new("boot/1"), Task::new("boot/2"), Task::new("boot/3")];
 
 static PERCPU: [PerCpu; MAX_CPUS] = [PerCpu::new(0), PerCpu::new(1), PerCpu::new(2), PerCpu::new(3)];
 

@@ -7,6 +7,7 @@ pub mod frame_alloc;
 pub mod heap;
 pub mod kernel_map;
 pub mod layout;
+pub mod lazy_mmu;
 pub mod pgtable;
 pub mod probe;
 pub mod ptdump;

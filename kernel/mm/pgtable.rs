@@ -3,11 +3,12 @@
 //!
 //! [`write_entry`] is the single place where a descriptor is stored, so the
 //! barrier policy (what a store must be followed by before the walker can
-//! rely on it) lives in exactly one function. Today that policy is the eager
-//! one: after making an entry valid, `dsb ishst` (the store reaches the
-//! walker) and `isb` (no instruction already in the pipeline keeps a stale
-//! "invalid" translation). Making an entry invalid needs neither: the TLB
-//! maintenance that must follow it brings its own barriers.
+//! rely on it) is applied in exactly one place: after making an entry valid,
+//! `dsb ishst` (the store reaches the walker) and `isb` (no instruction
+//! already in the pipeline keeps a stale "invalid" translation), paid at
+//! once or deferred to the end of a lazy MMU section (`mm::lazy_mmu`).
+//! Making an entry invalid needs neither: the TLB maintenance that must
+//! follow it brings its own barriers.
 
 use core::fmt;
 use core::ptr::{read_volatile, write_volatile};
@@ -16,7 +17,7 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::frame_alloc::{self, FrameError};
-use super::phys_to_virt;
+use super::{lazy_mmu, phys_to_virt};
 use crate::arch::barrier;
 
 /// Errors from building or changing mappings. Each leaves the tables as
@@ -96,8 +97,7 @@ pub fn write_entry(entry: &EntryRef, desc: Descriptor) {
     // SAFETY: see EntryRef::read.
     unsafe { write_volatile(entry.ptr, desc.0) };
     if desc.is_valid() {
-        barrier::dsb_ishst();
-        barrier::isb();
+        lazy_mmu::valid_entry_written();
     }
 }
 

@@ -5,6 +5,7 @@ pub mod barrier;
 pub mod boot;
 pub mod cpu;
 pub mod exception;
+pub mod lazy_mmu;
 pub mod semihosting;
 
 core::arch::global_asm!(include_str!("boot.s"));

@@ -1,0 +1,199 @@
+//! Lazy MMU mode, the generic layer (Linux 7.0 semantics, Linux's names).
+//!
+//! Core code brackets a batch of page-table updates with
+//! `lazy_mmu_mode_enable()` / `lazy_mmu_mode_disable()`; inside, the arch
+//! backend may defer the barriers (or the writes) those updates owe, and
+//! pays them once when the section ends. Sections nest: only the outermost
+//! disable leaves the mode; a nested disable *flushes* (what is pending is
+//! made visible now) and the mode stays on. `lazy_mmu_mode_pause()` turns
+//! the mode off at any depth until `lazy_mmu_mode_resume()`; pauses nest,
+//! and enable/disable between them do nothing.
+//!
+//! The state is the current task's (`task::LazyMmuState`). Only this layer
+//! calls the arch hooks (`arch::lazy_mmu`).
+//!
+//! Rust code normally uses the guards, [`enable`] and [`pause`], so that
+//! every enable has its disable and every pause its resume.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use crate::arch::lazy_mmu::backend;
+use crate::println;
+use crate::task;
+
+/// A call the state did not allow. It is refused, reported once per kind,
+/// and the state stays as it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LazyMmuMisuse {
+    /// enable with the nesting count already at 255.
+    EnableOverflow,
+    /// disable with no section open.
+    DisableWithoutEnable,
+    /// pause with the pause count already at 255.
+    PauseOverflow,
+    /// resume with no pause to undo.
+    ResumeWithoutPause,
+}
+
+static REPORTED: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
+static MISUSES: AtomicU64 = AtomicU64::new(0);
+
+fn refuse(misuse: LazyMmuMisuse) -> Result<(), LazyMmuMisuse> {
+    MISUSES.fetch_add(1, Relaxed);
+    if !REPORTED[misuse as usize].swap(true, Relaxed) {
+        println!("lazy_mmu: warning: {misuse:?} refused (task {}); reported once", task::current().name);
+    }
+    Err(misuse)
+}
+
+/// How many misuses were refused so far.
+pub fn misuse_count() -> u64 {
+    MISUSES.load(Relaxed)
+}
+
+/// Opens a section. If paused, does nothing.
+pub fn lazy_mmu_mode_enable() -> Result<(), LazyMmuMisuse> {
+    let task = task::current();
+    let state = &task.lazy_mmu;
+    if state.pause_count.get() > 0 {
+        return Ok(());
+    }
+    let depth = state.enable_count.get();
+    if depth == u8::MAX {
+        return refuse(LazyMmuMisuse::EnableOverflow);
+    }
+    state.enable_count.set(depth + 1);
+    if depth == 0 {
+        backend().enter(&task.arch_lazy);
+    }
+    Ok(())
+}
+
+/// Closes a section: the outermost one leaves lazy mode, a nested one
+/// flushes. If paused, does nothing.
+pub fn lazy_mmu_mode_disable() -> Result<(), LazyMmuMisuse> {
+    let task = task::current();
+    let state = &task.lazy_mmu;
+    if state.pause_count.get() > 0 {
+        return Ok(());
+    }
+    let depth = state.enable_count.get();
+    if depth == 0 {
+        return refuse(LazyMmuMisuse::DisableWithoutEnable);
+    }
+    state.enable_count.set(depth - 1);
+    if depth == 1 {
+        backend().leave(&task.arch_lazy);
+    } else {
+        backend().flush(&task.arch_lazy);
+    }
+    Ok(())
+}
+
+/// Turns lazy mode off, whatever the depth, until the matching resume.
+pub fn lazy_mmu_mode_pause() -> Result<(), LazyMmuMisuse> {
+    let task = task::current();
+    let state = &task.lazy_mmu;
+    let paused = state.pause_count.get();
+    if paused == u8::MAX {
+        return refuse(LazyMmuMisuse::PauseOverflow);
+    }
+    state.pause_count.set(paused + 1);
+    if paused == 0 && state.enable_count.get() > 0 {
+        backend().pause(&task.arch_lazy);
+    }
+    Ok(())
+}
+
+/// Undoes one pause; the last one turns lazy mode back on if a section is open.
+pub fn lazy_mmu_mode_resume() -> Result<(), LazyMmuMisuse> {
+    let task = task::current();
+    let state = &task.lazy_mmu;
+    let paused = state.pause_count.get();
+    if paused == 0 {
+        return refuse(LazyMmuMisuse::ResumeWithoutPause);
+    }
+    state.pause_count.set(paused - 1);
+    if paused == 1 && state.enable_count.get() > 0 {
+        backend().resume(&task.arch_lazy);
+    }
+    Ok(())
+}
+
+/// Is the current task in an active (enabled, not paused) section?
+pub fn is_lazy_mmu_mode_active() -> bool {
+    task::current().lazy_mmu.is_active()
+}
+
+/// Called by `pgtable::write_entry` after it stored a valid entry.
+pub(crate) fn valid_entry_written() {
+    let task = task::current();
+    backend().valid_entry_written(&task.arch_lazy, task.lazy_mmu.is_active());
+}
+
+/// Where a section stands in the nesting, as seed 003's local
+/// `lazy_mmu_state_t` recorded it (LAZY_MMU_DEFAULT / LAZY_MMU_NESTED).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SectionKind {
+    /// Opened lazy mode; its end leaves it.
+    Outermost,
+    /// Opened inside another section; its end flushes.
+    Nested,
+    /// Opened while paused: neither its start nor its end does anything.
+    WhilePaused,
+    /// Refused (the nesting count was at 255): its end does nothing.
+    Refused,
+}
+
+/// An open lazy MMU section; dropping it closes the section.
+#[must_use = "the section closes when this guard is dropped"]
+pub struct LazyMmuSection {
+    kind: SectionKind,
+}
+
+impl LazyMmuSection {
+    pub fn kind(&self) -> SectionKind {
+        self.kind
+    }
+}
+
+/// Opens a section for the guard's lifetime.
+pub fn enable() -> LazyMmuSection {
+    let state = &task::current().lazy_mmu;
+    let kind = match (state.pause_count.get(), state.enable_count.get()) {
+        (1.., _) => SectionKind::WhilePaused,
+        (0, 0) => SectionKind::Outermost,
+        _ => SectionKind::Nested,
+    };
+    match lazy_mmu_mode_enable() {
+        Ok(()) => LazyMmuSection { kind },
+        Err(_) => LazyMmuSection { kind: SectionKind::Refused },
+    }
+}
+
+impl Drop for LazyMmuSection {
+    fn drop(&mut self) {
+        if matches!(self.kind, SectionKind::Outermost | SectionKind::Nested) {
+            let _ = lazy_mmu_mode_disable();
+        }
+    }
+}
+
+/// A pause of lazy mode; dropping it resumes.
+#[must_use = "lazy mode resumes when this guard is dropped"]
+pub struct LazyMmuPause {
+    armed: bool,
+}
+
+/// Pauses lazy mode for the guard's lifetime.
+pub fn pause() -> LazyMmuPause {
+    LazyMmuPause { armed: lazy_mmu_mode_pause().is_ok() }
+}
+
+impl Drop for LazyMmuPause {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = lazy_mmu_mode_resume();
+        }
+    }
+}
