@@ -1,7 +1,8 @@
 //! Per-CPU data, reached through TPIDR_EL1 without locks. Each CPU only
 //! touches its own slot, so plain interior mutability is enough as long as
-//! interrupt handlers on the same CPU do not race with it (the fields
-//! below are only used with the recovery protocol of `exception::catch`).
+//! interrupt handlers on the same CPU do not race with it: the recovery
+//! fields are used only by `exception::catch` and the fault and panic paths
+//! it arms, and the current-task pointer changes only at a task switch.
 
 use core::cell::UnsafeCell;
 use core::ptr::null_mut;

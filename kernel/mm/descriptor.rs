@@ -137,11 +137,6 @@ impl Level {
         12 + 9 * (3 - self.0 as u32)
     }
 
-    /// A leaf may be a block at levels 1 and 2 and a page at level 3.
-    pub const fn can_map(self) -> bool {
-        self.0 >= 1
-    }
-
     pub fn next(self) -> Option<Level> {
         (self.0 < 3).then(|| Level(self.0 + 1))
     }

@@ -198,12 +198,6 @@ pub fn stats() -> FrameStats {
     FrameStats { total: a.frames, free: a.free, used: a.frames - a.free }
 }
 
-/// The RAM the allocator manages: (first frame, bytes).
-pub fn managed_range() -> (PhysAddr, u64) {
-    let a = ALLOCATOR.lock();
-    (a.base, a.frames as u64 * PAGE_SIZE)
-}
-
 #[cfg(test)]
 mod tests {
     use alloc::vec::Vec;

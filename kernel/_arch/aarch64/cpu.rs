@@ -47,11 +47,6 @@ pub fn irq_restore(daif: u64) {
     DAIF.set(daif);
 }
 
-/// Are IRQs masked on this CPU?
-pub fn irqs_masked() -> bool {
-    DAIF.is_set(DAIF::I)
-}
-
 /// This CPU's per-CPU data pointer (TPIDR_EL1).
 #[inline]
 pub fn percpu_pointer() -> u64 {
@@ -69,12 +64,6 @@ pub fn counter() -> u64 {
 
 pub fn counter_frequency() -> u64 {
     CNTFRQ_EL0.get()
-}
-
-pub fn halt() -> ! {
-    loop {
-        aarch64_cpu::asm::wfe();
-    }
 }
 
 core::arch::global_asm!(
