@@ -108,29 +108,29 @@ pub fn catch<R, F: FnOnce() -> R>(f: F) -> Result<R, Caught> {
     Err(this_cpu().take_caught().expect("recovery always records what it caught"))
 }
 
-pub(crate) fn handle_sync(frame: &mut TrapFrame, syndrome: Syndrome) {
+pub(crate) fn handle_sync(frame: &mut TrapFrame, kind: u64, syndrome: Syndrome) {
     if let Some(point) = this_cpu().take_recovery() {
         this_cpu().set_caught(Caught::Fault(syndrome));
         redirect_to_recovery(frame, point);
         return;
     }
-    report("unhandled synchronous exception", "synchronous", "current EL, SP_ELx", frame, &syndrome);
+    report("unhandled synchronous exception", kind, frame, &syndrome);
     exit(ExitCode::Fault);
 }
 
-pub(crate) fn handle_irq(frame: &mut TrapFrame) {
+pub(crate) fn handle_irq(frame: &mut TrapFrame, kind: u64) {
     let syndrome = Syndrome::new(0, 0, frame.elr);
-    report("unexpected interrupt", "IRQ", "current EL, SP_ELx", frame, &syndrome);
+    report("unexpected interrupt", kind, frame, &syndrome);
     exit(ExitCode::Fault);
 }
 
 pub(crate) fn handle_unexpected(frame: &mut TrapFrame, kind: u64, syndrome: Syndrome) {
-    let (what, from) = vector_description(kind);
-    report("unexpected exception vector", what, from, frame, &syndrome);
+    report("unexpected exception vector", kind, frame, &syndrome);
     exit(ExitCode::Fault);
 }
 
-fn report(title: &str, what: &str, from: &str, frame: &TrapFrame, s: &Syndrome) {
+fn report(title: &str, kind: u64, frame: &TrapFrame, s: &Syndrome) {
+    let (what, from) = vector_description(kind);
     emergency(format_args!("\n*** kernel fault: {title} ***\n"));
     emergency(format_args!("  vector:    {what} from {from}\n"));
     emergency(format_args!("  exception: {} (EC {:#04x}), ESR_EL1 {:#010x}\n", s.class.name(), s.esr >> 26, s.esr));

@@ -47,11 +47,11 @@ impl Scratch {
 
     /// Maps every slot to the frame; returns what that cost.
     fn write_all(&self) -> BarrierCounts {
-        let before = barrier::counts();
-        for entry in &self.entries {
-            pgtable::write_entry(entry, Descriptor::leaf(Level::L3, self.frame, Attributes::KERNEL_RW));
-        }
-        barrier::counts() - before
+        cost(|| {
+            for entry in &self.entries {
+                pgtable::write_entry(entry, Descriptor::leaf(Level::L3, self.frame, Attributes::KERNEL_RW));
+            }
+        })
     }
 }
 

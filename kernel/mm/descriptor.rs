@@ -132,6 +132,11 @@ impl Level {
         1u64 << self.shift()
     }
 
+    /// Which of a table's 512 entries at this level covers `va`.
+    pub const fn index(self, va: u64) -> usize {
+        ((va >> self.shift()) & 511) as usize
+    }
+
     /// Bit position of this level's index in a virtual address.
     pub const fn shift(self) -> u32 {
         12 + 9 * (3 - self.0 as u32)

@@ -73,8 +73,7 @@ pub struct EntryRef {
 
 impl EntryRef {
     fn new(table: PhysAddr, level: Level, va: VirtAddr) -> EntryRef {
-        let index = (va.as_u64() >> level.shift()) & 511;
-        let ptr = phys_to_virt(table).as_mut_ptr::<u64>().wrapping_add(index as usize);
+        let ptr = phys_to_virt(table).as_mut_ptr::<u64>().wrapping_add(level.index(va.as_u64()));
         let va = VirtAddr::new(va.as_u64() & !(level.entry_size() - 1));
         EntryRef { ptr, level, va }
     }

@@ -32,10 +32,6 @@ static mut BOOT_TTBR0_L1: BootTable = BootTable([0; 512]);
 static mut BOOT_TTBR1_L0: BootTable = BootTable([0; 512]);
 static mut BOOT_TTBR1_L1: BootTable = BootTable([0; 512]);
 
-fn index(va: u64, level: Level) -> usize {
-    ((va >> level.shift()) & 511) as usize
-}
-
 /// # Safety
 /// Called once, from boot.s, on the boot CPU with the MMU off.
 #[unsafe(no_mangle)]
@@ -51,16 +47,16 @@ unsafe extern "C" fn __boot_enable_mmu(kernel_phys: u64) {
 
         // Identity: the GiB holding the image, and GiB 0 as device memory.
         let image_block = Descriptor::leaf(Level::L1, PhysAddr::new(ram_gib), Attributes::BOOT_RWX).0;
-        write_volatile(ttbr0_l0.add(index(ram_gib, Level::L0)), Descriptor::table(PhysAddr::new(ttbr0_l1 as u64)).0);
-        write_volatile(ttbr0_l1.add(index(ram_gib, Level::L1)), image_block);
-        if index(ram_gib, Level::L1) != 0 && index(ram_gib, Level::L0) == 0 {
+        write_volatile(ttbr0_l0.add(Level::L0.index(ram_gib)), Descriptor::table(PhysAddr::new(ttbr0_l1 as u64)).0);
+        write_volatile(ttbr0_l1.add(Level::L1.index(ram_gib)), image_block);
+        if Level::L1.index(ram_gib) != 0 && Level::L0.index(ram_gib) == 0 {
             write_volatile(ttbr0_l1, Descriptor::leaf(Level::L1, PhysAddr::new(0), Attributes::DEVICE).0);
         }
 
         // Upper half: KIMAGE_VADDR -> the same GiB.
         let va = KIMAGE_VADDR.as_u64();
-        write_volatile(ttbr1_l0.add(index(va, Level::L0)), Descriptor::table(PhysAddr::new(ttbr1_l1 as u64)).0);
-        write_volatile(ttbr1_l1.add(index(va, Level::L1)), image_block);
+        write_volatile(ttbr1_l0.add(Level::L0.index(va)), Descriptor::table(PhysAddr::new(ttbr1_l1 as u64)).0);
+        write_volatile(ttbr1_l1.add(Level::L1.index(va)), image_block);
 
         configure_translation();
         TTBR0_EL1.set(ttbr0_l0 as u64);

@@ -69,9 +69,9 @@ extern "C" fn __exception_entry(frame: &mut TrapFrame, kind: u64) {
     let esr = ESR_EL1.get();
     let far = FAR_EL1.get();
     match vector_kind(kind) {
-        VectorKind::KernelSync => crate::exception::handle_sync(frame, Syndrome::new(esr, far, frame.elr)),
-        VectorKind::KernelIrq => crate::exception::handle_irq(frame),
-        VectorKind::Unexpected(kind) => crate::exception::handle_unexpected(frame, kind, Syndrome::new(esr, far, frame.elr)),
+        VectorKind::KernelSync => crate::exception::handle_sync(frame, kind, Syndrome::new(esr, far, frame.elr)),
+        VectorKind::KernelIrq => crate::exception::handle_irq(frame, kind),
+        VectorKind::Unexpected(_) => crate::exception::handle_unexpected(frame, kind, Syndrome::new(esr, far, frame.elr)),
     }
 }
 
