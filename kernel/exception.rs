@@ -8,7 +8,8 @@ use crate::arch::cpu;
 use crate::arch::exception::{RecoveryPoint, TrapFrame, __recovery_call, redirect_to_recovery, vector_description};
 pub use crate::arch::exception::{ExceptionClass, FaultStatus, Syndrome};
 use crate::console::emergency;
-use crate::percpu::this_cpu;
+use crate::irq;
+use crate::task;
 use crate::semihosting::{ExitCode, exit};
 use crate::symbols;
 
@@ -93,36 +94,37 @@ pub fn catch<R, F: FnOnce() -> R>(f: F) -> Result<R, Caught> {
     let mut point = RecoveryPoint::default();
     let mut state: (Option<F>, Option<R>) = (Some(f), None);
     let daif = cpu::irq_state();
-    let previous = this_cpu().set_recovery(&mut point);
+    let task = task::current();
+    let previous = task.set_recovery(&mut point);
     // SAFETY: __recovery_call saves the callee-saved registers in `point`
     // and calls the trampoline with `state`; both outlive the call.
     let recovered = unsafe {
         __recovery_call(&mut point, trampoline::<F, R>, &mut state as *mut (Option<F>, Option<R>) as *mut u8)
     };
-    this_cpu().set_recovery(previous);
+    task.set_recovery(previous);
     if recovered == 0 {
         return Ok(state.1.expect("trampoline stored the result"));
     }
     // The abandoned code may have masked interrupts: put them back as they were.
     cpu::irq_restore(daif);
-    Err(this_cpu().take_caught().expect("recovery always records what it caught"))
+    Err(task.take_caught().expect("recovery always records what it caught"))
 }
 
 pub(crate) fn handle_sync(frame: &mut TrapFrame, kind: u64, syndrome: Syndrome) {
-    if let Some(point) = this_cpu().take_recovery() {
-        this_cpu().set_caught(Caught::Fault(syndrome));
-        redirect_to_recovery(frame, point);
-        return;
+    // A fault in an interrupt handler is never recovered: the recovery
+    // point belongs to the interrupted task, not to the handler.
+    if !irq::in_interrupt() {
+        let task = task::current();
+        if let Some(point) = task.take_recovery() {
+            task.set_caught(Caught::Fault(syndrome));
+            redirect_to_recovery(frame, point);
+            return;
+        }
     }
     report("unhandled synchronous exception", kind, frame, &syndrome);
     exit(ExitCode::Fault);
 }
 
-pub(crate) fn handle_irq(frame: &mut TrapFrame, kind: u64) {
-    let syndrome = Syndrome::new(0, 0, frame.elr);
-    report("unexpected interrupt", kind, frame, &syndrome);
-    exit(ExitCode::Fault);
-}
 
 pub(crate) fn handle_unexpected(frame: &mut TrapFrame, kind: u64, syndrome: Syndrome) {
     report("unexpected exception vector", kind, frame, &syndrome);

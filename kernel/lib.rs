@@ -27,14 +27,18 @@ pub mod drivers;
 pub mod dtb;
 pub mod exception;
 pub mod init;
+pub mod irq;
 pub mod mm;
 pub mod panic;
 pub mod percpu;
+pub mod sched;
 pub mod semihosting;
 pub mod symbols;
 pub mod sync;
 pub mod task;
 pub mod testing;
+pub mod timer;
+pub mod trace;
 
 #[cfg(test)]
 #[unsafe(no_mangle)]

@@ -8,7 +8,7 @@ use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use crate::arch::exception::__recovery_resume;
 use crate::console::emergency;
 use crate::exception::{Caught, PanicMessage};
-use crate::percpu::this_cpu;
+use crate::{irq, task};
 use crate::semihosting::{ExitCode, exit};
 
 static PANICKING: AtomicBool = AtomicBool::new(false);
@@ -16,7 +16,8 @@ static PANICKING: AtomicBool = AtomicBool::new(false);
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     let location = info.location().map(|l| (l.file(), l.line(), l.column())).unwrap_or(("<unknown>", 0, 0));
-    if let Some(point) = this_cpu().take_recovery() {
+    let recovery = if irq::in_interrupt() { None } else { task::current().take_recovery() };
+    if let Some(point) = recovery {
         let message = PanicMessage::new(format_args!(
             "{}:{}:{}:\n{}",
             location.0,
@@ -24,7 +25,7 @@ fn panic(info: &PanicInfo) -> ! {
             location.2,
             info.message()
         ));
-        this_cpu().set_caught(Caught::Panic(message));
+        task::current().set_caught(Caught::Panic(message));
         // SAFETY: `point` was saved by the `catch` that is still running below us.
         unsafe { __recovery_resume(point) };
     }

@@ -1,28 +1,29 @@
 //! Per-CPU data, reached through TPIDR_EL1 without locks. Each CPU only
-//! touches its own slot, so plain interior mutability is enough as long as
-//! interrupt handlers on the same CPU do not race with it: the recovery
-//! fields are used only by `exception::catch` and the fault and panic paths
-//! it arms, and the current-task pointer changes only at a task switch.
+//! touches its own slot; the fields that an interrupt handler also touches
+//! (the interrupt depth, the reschedule request) are changed only with
+//! IRQs masked or by the handler itself, so plain cells are enough.
 
-use core::cell::UnsafeCell;
-use core::ptr::null_mut;
+use core::cell::Cell;
+use core::ptr::null;
 use core::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 
 use crate::arch::cpu;
-use crate::arch::exception::RecoveryPoint;
-use crate::exception::Caught;
 use crate::task::Task;
 
 pub const MAX_CPUS: usize = 4;
 
 pub struct PerCpu {
     pub id: usize,
-    /// The innermost `exception::catch` on this CPU, or null.
-    recovery: AtomicPtr<RecoveryPoint>,
-    /// What the last recovered fault or panic was.
-    caught: UnsafeCell<Option<Caught>>,
     /// The task this CPU runs; null means its boot task.
     current: AtomicPtr<Task>,
+    /// The task this CPU just switched away from, until the task it
+    /// switched to has finished the switch (`sched::finish_task_switch`).
+    switched_from: Cell<*const Task>,
+    /// How many interrupt handlers are running on this CPU (0 or 1: they
+    /// do not nest).
+    irq_depth: Cell<u32>,
+    /// The timer asked for another task to run when the handler returns.
+    need_resched: Cell<bool>,
 }
 
 // SAFETY: each PerCpu is used only by its own CPU (see the module doc).
@@ -30,7 +31,13 @@ unsafe impl Sync for PerCpu {}
 
 impl PerCpu {
     const fn new(id: usize) -> PerCpu {
-        PerCpu { id, recovery: AtomicPtr::new(null_mut()), caught: UnsafeCell::new(None), current: AtomicPtr::new(null_mut()) }
+        PerCpu {
+            id,
+            current: AtomicPtr::new(core::ptr::null_mut()),
+            switched_from: Cell::new(null()),
+            irq_depth: Cell::new(0),
+            need_resched: Cell::new(false),
+        }
     }
 
     /// The task running on this CPU.
@@ -39,34 +46,50 @@ impl PerCpu {
         if task.is_null() {
             return &BOOT_TASKS[self.id];
         }
-        // SAFETY: `current` only ever holds pointers to 'static tasks.
+        // SAFETY: `current` only holds tasks that outlive their running
+        // (boot tasks are static; spawned tasks are freed only when Dead).
         unsafe { &*task }
     }
 
-    pub(crate) fn set_recovery(&self, point: *mut RecoveryPoint) -> *mut RecoveryPoint {
-        self.recovery.swap(point, Relaxed)
+    pub(crate) fn set_current_task(&self, task: &'static Task) {
+        self.current.store(task as *const Task as *mut Task, Relaxed);
     }
 
-    /// Takes the recovery point, so a second fault on the way out is not
-    /// recovered into the same place.
-    pub(crate) fn take_recovery(&self) -> Option<*mut RecoveryPoint> {
-        let point = self.recovery.swap(null_mut(), Relaxed);
-        (!point.is_null()).then_some(point)
+    pub(crate) fn set_switched_from(&self, task: &'static Task) {
+        self.switched_from.set(task);
     }
 
-    pub(crate) fn set_caught(&self, caught: Caught) {
-        // SAFETY: only this CPU, between a fault and its recovery.
-        unsafe { *self.caught.get() = Some(caught) };
+    pub(crate) fn take_switched_from(&self) -> Option<&'static Task> {
+        let task = self.switched_from.replace(null());
+        // SAFETY: set from a `&'static Task` that is not freed before it is Dead,
+        // which only finish_task_switch (our caller) makes it.
+        (!task.is_null()).then(|| unsafe { &*task })
     }
 
-    pub(crate) fn take_caught(&self) -> Option<Caught> {
-        // SAFETY: only this CPU, after its recovery.
-        unsafe { (*self.caught.get()).take() }
+    pub fn irq_depth(&self) -> u32 {
+        self.irq_depth.get()
+    }
+
+    pub(crate) fn irq_enter(&self) {
+        self.irq_depth.set(self.irq_depth.get() + 1);
+    }
+
+    pub(crate) fn irq_exit(&self) {
+        self.irq_depth.set(self.irq_depth.get() - 1);
+    }
+
+    pub(crate) fn request_resched(&self) {
+        self.need_resched.set(true);
+    }
+
+    pub(crate) fn take_need_resched(&self) -> bool {
+        self.need_resched.replace(false)
     }
 }
 
 /// The task each CPU boots into.
-static BOOT_TASKS: [Task; MAX_CPUS] = [Task::new("boot/0"), Task::new("boot/1"), Task::new("boot/2"), Task::new("boot/3")];
+static BOOT_TASKS: [Task; MAX_CPUS] =
+    [Task::boot("boot/0"), Task::boot("boot/1"), Task::boot("boot/2"), Task::boot("boot/3")];
 
 static PERCPU: [PerCpu; MAX_CPUS] = [PerCpu::new(0), PerCpu::new(1), PerCpu::new(2), PerCpu::new(3)];
 

@@ -1,13 +1,24 @@
-//! The task control block (TCB). For now there is one task per CPU, the
-//! one that booted it; the scheduler (issue 4's context switch) adds more.
+//! The task control block (TCB) and the current task.
 //!
-//! The lazy MMU state lives here, in the task, not in the CPU: a task may be
-//! preempted inside a lazy section and resumed later (on another CPU, with
-//! SMP), and its nesting depth and pending barriers must go with it.
+//! Each CPU boots into a static boot task; `sched::spawn` adds tasks with
+//! their own guarded kernel stacks. What belongs to a *task* and must
+//! survive being switched out lives here, not in the per-CPU data:
+//! - the lazy MMU state: a task may be preempted inside a lazy section and
+//!   resumed later (on another CPU, with SMP); its nesting depth and its
+//!   pending barriers (or queued writes) must go with it;
+//! - the `exception::catch` recovery point: a task preempted inside a
+//!   `catch` must not have another task's fault recovered into it.
 
-use core::cell::Cell;
+use alloc::boxed::Box;
+use core::cell::{Cell, UnsafeCell};
+use core::ptr::null_mut;
+use core::sync::atomic::{AtomicU8, Ordering};
 
+use crate::arch::context::Context;
+use crate::arch::exception::RecoveryPoint;
 use crate::arch::lazy_mmu::ArchLazyState;
+use crate::exception::Caught;
+use crate::mm::stack::KernelStack;
 use crate::percpu::this_cpu;
 
 /// The generic lazy MMU state of a task (Linux 7.0's `lazy_mmu_state`).
@@ -20,10 +31,27 @@ pub struct LazyMmuState {
 }
 
 impl LazyMmuState {
+    pub const fn new() -> LazyMmuState {
+        LazyMmuState { enable_count: Cell::new(0), pause_count: Cell::new(0) }
+    }
+
     /// Lazy MMU mode is active: enabled and not paused.
     pub fn is_active(&self) -> bool {
         self.enable_count.get() > 0 && self.pause_count.get() == 0
     }
+}
+
+/// Where a task is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TaskState {
+    /// In a run queue, waiting for a CPU.
+    Ready,
+    Running,
+    /// Finished, but its CPU may still be on its stack.
+    Exited,
+    /// Finished and off every CPU: its stack and TCB may be freed.
+    Dead,
 }
 
 pub struct Task {
@@ -31,19 +59,103 @@ pub struct Task {
     pub lazy_mmu: LazyMmuState,
     /// What the architecture's lazy MMU backend keeps per task.
     pub arch_lazy: ArchLazyState,
+    state: AtomicU8,
+    /// Saved registers while the task is not running.
+    context: UnsafeCell<Context>,
+    /// None for boot tasks, which run on the stack their CPU was given.
+    stack: Option<KernelStack>,
+    /// What a spawned task runs, taken when it starts.
+    entry: Cell<Option<Box<dyn FnOnce() + Send>>>,
+    /// How a spawned task ended: returned, or a fault or panic caught.
+    outcome: Cell<Option<Result<(), Caught>>>,
+    /// The innermost `exception::catch` of this task, or null.
+    recovery: Cell<*mut RecoveryPoint>,
+    /// What the last recovered fault or panic was.
+    caught: Cell<Option<Caught>>,
 }
 
-// SAFETY: a task's cells are only touched by the CPU currently running it,
-// and never from interrupt context (lazy MMU calls are no-ops there).
+// SAFETY: a task's cells are touched only by the CPU running it (never
+// from interrupt context: lazy MMU calls are no-ops there, and faults in
+// interrupt handlers are not recovered), or, for `entry` and `outcome`,
+// by whoever holds the TCB while the task is not running.
 unsafe impl Sync for Task {}
 
 impl Task {
-    pub const fn new(name: &'static str) -> Task {
+    /// A CPU's boot task: already running, on the CPU's boot stack.
+    pub const fn boot(name: &'static str) -> Task {
         Task {
             name,
-            lazy_mmu: LazyMmuState { enable_count: Cell::new(0), pause_count: Cell::new(0) },
+            lazy_mmu: LazyMmuState::new(),
             arch_lazy: ArchLazyState::new(),
+            state: AtomicU8::new(TaskState::Running as u8),
+            context: UnsafeCell::new(Context::zeroed()),
+            stack: None,
+            entry: Cell::new(None),
+            outcome: Cell::new(None),
+            recovery: Cell::new(null_mut()),
+            caught: Cell::new(None),
         }
+    }
+
+    /// A task that will start `entry` on `stack` when first switched to.
+    pub(crate) fn spawned(name: &'static str, stack: KernelStack, entry: Box<dyn FnOnce() + Send>) -> Task {
+        let mut task = Task::boot(name);
+        task.state = AtomicU8::new(TaskState::Ready as u8);
+        task.stack = Some(stack);
+        task.entry.set(Some(entry));
+        task
+    }
+
+    pub fn state(&self) -> TaskState {
+        match self.state.load(Ordering::Acquire) {
+            0 => TaskState::Ready,
+            1 => TaskState::Running,
+            2 => TaskState::Exited,
+            _ => TaskState::Dead,
+        }
+    }
+
+    pub(crate) fn set_state(&self, state: TaskState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    pub fn stack(&self) -> Option<&KernelStack> {
+        self.stack.as_ref()
+    }
+
+    pub(crate) fn context(&self) -> *mut Context {
+        self.context.get()
+    }
+
+    pub(crate) fn take_entry(&self) -> Option<Box<dyn FnOnce() + Send>> {
+        self.entry.take()
+    }
+
+    pub(crate) fn set_outcome(&self, outcome: Result<(), Caught>) {
+        self.outcome.set(Some(outcome));
+    }
+
+    pub(crate) fn take_outcome(&self) -> Option<Result<(), Caught>> {
+        self.outcome.take()
+    }
+
+    pub(crate) fn set_recovery(&self, point: *mut RecoveryPoint) -> *mut RecoveryPoint {
+        self.recovery.replace(point)
+    }
+
+    /// Takes the recovery point, so a second fault on the way out is not
+    /// recovered into the same place.
+    pub(crate) fn take_recovery(&self) -> Option<*mut RecoveryPoint> {
+        let point = self.recovery.replace(null_mut());
+        (!point.is_null()).then_some(point)
+    }
+
+    pub(crate) fn set_caught(&self, caught: Caught) {
+        self.caught.set(Some(caught));
+    }
+
+    pub(crate) fn take_caught(&self) -> Option<Caught> {
+        self.caught.take()
     }
 }
 

@@ -12,7 +12,7 @@ extern crate alloc;
 use alloc::vec::Vec;
 
 use lazymmu::arch::barrier::{self, BarrierCounts};
-use lazymmu::arch::lazy_mmu::{backend, select_backend};
+use lazymmu::mm::lazy_mmu::backend_name;
 use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
 use lazymmu::mm::layout::VMALLOC_START;
@@ -74,7 +74,7 @@ struct Backend {
 
 impl Backend {
     fn select(name: &str) -> Backend {
-        let previous = backend().name();
+        let previous = backend_name();
         assert!(select_backend(name), "no backend {name}");
         Backend { previous }
     }
@@ -160,11 +160,11 @@ fn a_nested_exit_with_pending_writes_flushes_and_stays_active() {
     let inner = enable();
     assert_eq!(inner.kind(), SectionKind::Nested);
     scratch.write_all();
-    assert!(task::current().arch_lazy.pending.get());
+    assert!(task::current().arch_lazy.pending());
     let c = cost(|| drop(inner));
     assert_eq!(pairs(c), (1, 1), "nested exit flushes");
     assert!(is_lazy_mmu_mode_active(), "and the mode stays on");
-    assert!(!task::current().arch_lazy.pending.get());
+    assert!(!task::current().arch_lazy.pending());
     let nothing = cost(|| drop(enable()));
     assert_eq!(pairs(nothing), (0, 0), "a nested exit with nothing pending emits nothing");
 }

@@ -1,3 +1,4 @@
-//! Device drivers: just the UART.
+//! Device drivers: the UART and the interrupt controller.
 
+pub mod gic;
 pub mod pl011;

@@ -1,13 +1,35 @@
 //! The kernel heap: linked_list_allocator over contiguous frames, reached
 //! through the linear map.
+//!
+//! Its lock masks IRQs while held: a task preempted while holding it would
+//! otherwise leave every other task on this CPU spinning forever.
 
-use linked_list_allocator::LockedHeap;
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::{NonNull, null_mut};
+
+use linked_list_allocator::Heap;
 
 use super::addr::PAGE_SIZE;
 use super::{frame_alloc, phys_to_virt};
+use crate::sync::IrqSpinLock;
+
+struct KernelHeap(IrqSpinLock<Heap>);
+
+// SAFETY: linked_list_allocator's Heap is a correct allocator; the lock
+// makes each call exclusive.
+unsafe impl GlobalAlloc for KernelHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.0.lock().allocate_first_fit(layout).map_or(null_mut(), |p| p.as_ptr())
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc` with this layout (GlobalAlloc's contract).
+        unsafe { self.0.lock().deallocate(NonNull::new_unchecked(ptr), layout) }
+    }
+}
 
 #[global_allocator]
-static HEAP: LockedHeap = LockedHeap::empty();
+static HEAP: KernelHeap = KernelHeap(IrqSpinLock::new(Heap::empty()));
 
 /// Takes `bytes` of contiguous RAM for the heap. Needs the linear map.
 pub fn init(bytes: u64) -> Result<(), frame_alloc::FrameError> {
@@ -15,13 +37,13 @@ pub fn init(bytes: u64) -> Result<(), frame_alloc::FrameError> {
     let pa = frame_alloc::alloc_contiguous(frames, PAGE_SIZE)?;
     let va = phys_to_virt(pa);
     // SAFETY: the frames are ours alone from now on, mapped RW at `va`.
-    unsafe { HEAP.lock().init(va.as_mut_ptr(), frames * PAGE_SIZE as usize) };
+    unsafe { HEAP.0.lock().init(va.as_mut_ptr(), frames * PAGE_SIZE as usize) };
     Ok(())
 }
 
 /// Bytes in use and free on the heap.
 pub fn usage() -> (usize, usize) {
-    let heap = HEAP.lock();
+    let heap = HEAP.0.lock();
     (heap.used(), heap.free())
 }
 

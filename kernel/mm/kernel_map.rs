@@ -18,12 +18,12 @@ use super::layout::{LINEAR_MAP_SIZE, MMIO_BASE, PAGE_OFFSET};
 use super::pgtable::{self, LeafSizes, MapError, alloc_table, map_range};
 use super::use_linear_map;
 use crate::arch::barrier;
-use crate::drivers::pl011;
+use crate::drivers::{gic, pl011};
 
 /// MMIO ranges of QEMU `virt` that the kernel maps: (name, physical base, size).
 pub const MMIO_DEVICES: &[(&str, u64, u64)] = &[
-    ("GIC distributor", 0x0800_0000, 0x1_0000),
-    ("GIC CPU interface", 0x0801_0000, 0x1_0000),
+    ("GIC distributor", gic::DISTRIBUTOR_PHYS, 0x1_0000),
+    ("GIC CPU interface", gic::CPU_INTERFACE_PHYS, 0x1_0000),
     ("PL011 UART", pl011::PHYS_BASE, 0x1000),
 ];
 

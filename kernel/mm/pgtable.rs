@@ -11,7 +11,7 @@
 //! follow it brings its own barriers.
 
 use core::fmt;
-use core::ptr::{read_volatile, write_volatile};
+use core::ptr::read_volatile;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
@@ -89,14 +89,41 @@ impl EntryRef {
     }
 }
 
-/// Stores `desc` into a page-table entry: the only store to page tables in
-/// the kernel. A single 64-bit `str` is single-copy atomic, so the walker
-/// sees the old or the new descriptor, never a mix.
+/// Writes `desc` into a page-table entry: the only way the kernel changes
+/// a page table. The store and the barriers it owes are the lazy MMU
+/// backend's business (`mm::lazy_mmu`): made and paid at once, paid at the
+/// end of the section, or (under `deferred-writes`) both at the end.
 pub fn write_entry(entry: &EntryRef, desc: Descriptor) {
-    // SAFETY: see EntryRef::read.
-    unsafe { write_volatile(entry.ptr, desc.0) };
-    if desc.is_valid() {
-        lazy_mmu::valid_entry_written();
+    if crate::trace::enabled() {
+        crate::trace::emit(format_args!("write L{} entry for {}: {}", entry.level.0, entry.va, Described(desc, entry.level)));
+    }
+    // SAFETY: `ptr` points into a live page-table page (see EntryRef::read);
+    // the caller keeps the table until its section ends.
+    unsafe { lazy_mmu::set_entry(entry.ptr, desc) };
+}
+
+/// A descriptor in words, for traces.
+struct Described(Descriptor, Level);
+
+impl fmt::Display for Described {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.decode(self.1) {
+            Entry::Invalid => write!(f, "invalid (clears it)"),
+            Entry::Table(pa) => write!(f, "table at {pa}"),
+            Entry::Leaf { addr, attrs } => {
+                let size = match self.1.0 {
+                    1 => "1G block",
+                    2 => "2M block",
+                    _ => "page",
+                };
+                let perm = match (attrs.writable, attrs.executable) {
+                    (true, _) => "RW",
+                    (false, true) => "RX",
+                    (false, false) => "RO",
+                };
+                write!(f, "{size} -> {addr} {perm}")
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! until they all have) -> `isb` (this CPU's pipeline starts afresh).
 
 use super::addr::{PAGE_SIZE, VirtAddr};
+use super::lazy_mmu;
 use crate::arch::barrier;
 use crate::cpu;
 
@@ -41,6 +42,7 @@ pub fn strategy(pages: u64) -> FlushStrategy {
 
 /// Invalidates every translation of [start, end) on every CPU.
 pub fn flush_tlb_kernel_range(start: VirtAddr, end: VirtAddr) {
+    lazy_mmu::sync_stores();
     let start = start.align_down(PAGE_SIZE);
     let pages = (end.as_u64().wrapping_sub(start.as_u64())).div_ceil(PAGE_SIZE);
     if pages == 0 {
@@ -65,6 +67,7 @@ pub fn flush_tlb_kernel_range(start: VirtAddr, end: VirtAddr) {
 
 /// Invalidates every EL1 translation on every CPU.
 pub fn flush_tlb_all() {
+    lazy_mmu::sync_stores();
     barrier::dsb_ishst();
     barrier::tlbi_vmalle1is();
     barrier::dsb_ish();

@@ -3,6 +3,8 @@
 //! one can be counted (and, later, traced), so a test can say exactly how
 //! many barriers an operation cost.
 //!
+//! With `trace` on, each one also prints a line as it is issued.
+//!
 //! Counters are global and atomic, so a count taken around an operation
 //! includes what an interrupt handler issued meanwhile; tests that need
 //! exact numbers keep interrupts out of the way, or count them on purpose.
@@ -34,6 +36,17 @@ pub struct BarrierCounts {
 }
 
 impl BarrierCounts {
+    pub const ZERO: BarrierCounts = BarrierCounts {
+        dsb_ishst: 0,
+        dsb_ish: 0,
+        dmb_ishst: 0,
+        isb: 0,
+        tlbi_page: 0,
+        tlbi_range: 0,
+        tlbi_all: 0,
+        at: 0,
+    };
+
     /// DSBs of both kinds.
     pub fn dsb(&self) -> u64 {
         self.dsb_ishst + self.dsb_ish
@@ -41,6 +54,22 @@ impl BarrierCounts {
     /// TLBI instructions of every kind.
     pub fn tlbi(&self) -> u64 {
         self.tlbi_page + self.tlbi_range + self.tlbi_all
+    }
+}
+
+impl core::ops::Add for BarrierCounts {
+    type Output = BarrierCounts;
+    fn add(self, other: BarrierCounts) -> BarrierCounts {
+        BarrierCounts {
+            dsb_ishst: self.dsb_ishst + other.dsb_ishst,
+            dsb_ish: self.dsb_ish + other.dsb_ish,
+            dmb_ishst: self.dmb_ishst + other.dmb_ishst,
+            isb: self.isb + other.isb,
+            tlbi_page: self.tlbi_page + other.tlbi_page,
+            tlbi_range: self.tlbi_range + other.tlbi_range,
+            tlbi_all: self.tlbi_all + other.tlbi_all,
+            at: self.at + other.at,
+        }
     }
 }
 
@@ -83,29 +112,30 @@ pub fn counts() -> BarrierCounts {
     }
 }
 
-fn count(counter: &AtomicU64) {
+fn count(counter: &AtomicU64, name: &str) {
     counter.fetch_add(1, Relaxed);
+    crate::trace::emit(format_args!("{name}"));
 }
 
 /// Makes earlier stores, page-table writes included, visible to the table
 /// walker (and other CPUs) before anything after it.
 #[inline]
 pub fn dsb_ishst() {
-    count(&DSB_ISHST);
+    count(&DSB_ISHST, "dsb ishst");
     raw::dsb_ishst();
 }
 
 /// Waits until all earlier memory accesses and TLB maintenance are complete.
 #[inline]
 pub fn dsb_ish() {
-    count(&DSB_ISH);
+    count(&DSB_ISH, "dsb ish");
     raw::dsb_ish();
 }
 
 /// Orders earlier stores before later stores, as every observer sees them.
 #[inline]
 pub fn dmb_ishst() {
-    count(&DMB_ISHST);
+    count(&DMB_ISHST, "dmb ishst");
     // SAFETY: a barrier has no other effect.
     unsafe { asm!("dmb ishst", options(nostack, preserves_flags)) };
 }
@@ -114,7 +144,7 @@ pub fn dmb_ishst() {
 /// so what follows sees the effect of everything before it.
 #[inline]
 pub fn isb() {
-    count(&ISB);
+    count(&ISB, "isb");
     raw::isb();
 }
 
@@ -122,7 +152,7 @@ pub fn isb() {
 /// every CPU in the inner-shareable domain.
 #[inline]
 pub fn tlbi_vaale1is(va: u64) {
-    count(&TLBI_PAGE);
+    count(&TLBI_PAGE, "tlbi vaale1is");
     // SAFETY: TLB maintenance only drops cached translations.
     unsafe { asm!("tlbi vaale1is, {}", in(reg) (va >> 12) & ((1 << 44) - 1), options(nostack, preserves_flags)) };
 }
@@ -131,7 +161,7 @@ pub fn tlbi_vaale1is(va: u64) {
 /// `operand` is built by `mm::tlb`; it encodes base, scale and count.
 #[inline]
 pub fn tlbi_rvaale1is(operand: u64) {
-    count(&TLBI_RANGE);
+    count(&TLBI_RANGE, "tlbi rvaale1is");
     // `tlbi rvaale1is, x` written as its system-instruction encoding
     // (op1=0, CRn=8, CRm=2, op2=7) so no assembler extension is needed.
     // SAFETY: TLB maintenance only drops cached translations.
@@ -141,7 +171,7 @@ pub fn tlbi_rvaale1is(operand: u64) {
 /// Invalidates every EL1&0 translation on every CPU in the inner-shareable domain.
 #[inline]
 pub fn tlbi_vmalle1is() {
-    count(&TLBI_ALL);
+    count(&TLBI_ALL, "tlbi vmalle1is");
     // SAFETY: TLB maintenance only drops cached translations.
     unsafe { asm!("tlbi vmalle1is", options(nostack, preserves_flags)) };
 }
@@ -149,8 +179,8 @@ pub fn tlbi_vmalle1is() {
 /// Asks the MMU to translate `va` for an EL1 read (`write` = false) or
 /// write, walking the tables in memory, and returns PAR_EL1.
 pub fn at_s1e1(va: u64, write: bool) -> u64 {
-    count(&AT);
-    count(&ISB);
+    AT.fetch_add(1, Relaxed);
+    ISB.fetch_add(1, Relaxed);
     // SAFETY: AT only writes PAR_EL1; the ISB orders it before the read.
     unsafe {
         if write {

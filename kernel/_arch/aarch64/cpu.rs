@@ -88,3 +88,17 @@ pub unsafe fn call_on_stack(top: u64, f: extern "C" fn() -> !) -> ! {
     // SAFETY: the caller vouches for the stack.
     unsafe { __call_on_stack(top, f) }
 }
+
+/// Unmasks IRQs on this CPU.
+#[inline]
+pub fn irq_enable() {
+    // SAFETY: taking interrupts has no memory effect by itself.
+    unsafe { asm!("msr daifclr, #2", options(nostack, preserves_flags)) };
+}
+
+/// Sleeps until an interrupt is pending (returns at once if one is).
+#[inline]
+pub fn wait_for_interrupt() {
+    // SAFETY: wfi only waits.
+    unsafe { asm!("wfi", options(nostack, preserves_flags)) };
+}

@@ -70,7 +70,7 @@ extern "C" fn __exception_entry(frame: &mut TrapFrame, kind: u64) {
     let far = FAR_EL1.get();
     match vector_kind(kind) {
         VectorKind::KernelSync => crate::exception::handle_sync(frame, kind, Syndrome::new(esr, far, frame.elr)),
-        VectorKind::KernelIrq => crate::exception::handle_irq(frame, kind),
+        VectorKind::KernelIrq => crate::irq::handle(),
         VectorKind::Unexpected(_) => crate::exception::handle_unexpected(frame, kind, Syndrome::new(esr, far, frame.elr)),
     }
 }

@@ -1,35 +1,104 @@
 //! arm64's side of lazy MMU mode: the hooks the generic layer
-//! (`mm::lazy_mmu`) calls, and the backends that implement them.
+//! (`mm::lazy_mmu`) calls, and three backends that implement them, so one
+//! kernel can run the same work under each and count the difference.
 //!
-//! After a *valid* kernel entry is written, arm64 needs `dsb ishst` (the
-//! walker sees the store) and `isb` (no instruction already fetched keeps an
-//! old "invalid" translation). The backends differ in when they pay it:
-//! - `Eager`: after every valid write (Linux without lazy MMU mode);
-//! - `Batched`: inside an active section a write only sets the task's
+//! After a *valid* kernel entry is stored, arm64 needs `dsb ishst` (the
+//! table walker sees the store) and `isb` (no instruction already fetched
+//! keeps an old "invalid" translation). The backends differ in when they
+//! pay it:
+//! - `eager`: after every valid store (Linux without lazy MMU mode);
+//! - `batched`: inside an active section a store only sets the task's
 //!   pending flag; leaving or flushing the section emits one pair, and only
-//!   if something is pending (arm64 since Linux 6.16).
+//!   if something is pending (arm64 since Linux 6.16);
+//! - `deferred-writes`: inside an active section the *stores themselves*
+//!   are queued in the task and made at flush or leave, followed by one
+//!   pair if any was valid. That is how hypervisor-style backends batch
+//!   (Xen's multicalls, powerpc hash, s390), and it is what makes the read
+//!   hazard real: until the queue is applied, memory holds the old entry.
+//!
+//! Clearing an entry (valid to invalid) owes nothing in any backend: the
+//! TLB maintenance that must follow it brings its own barriers.
+//!
+//! Like the pending flag, the queue belongs to the task and stays queued
+//! across a context switch. (Xen instead applies it when a task is switched
+//! out; keeping it shows on one CPU the hazard two CPUs would race into.)
 
 use core::cell::Cell;
+use core::fmt;
+use core::ptr::{null_mut, write_volatile};
 use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use super::barrier;
+use crate::mm::descriptor::Descriptor;
+use crate::trace;
+
+/// How many stores one task can queue under `deferred-writes` before the
+/// queue is applied early (Xen's multicall batch holds 32).
+pub const DEFERRED_QUEUE_LEN: usize = 64;
 
 /// Per-task state of the arm64 backends.
-#[derive(Debug)]
 pub struct ArchLazyState {
-    /// A valid entry was written in this section and its barriers are owed.
-    pub pending: Cell<bool>,
+    /// A valid entry was stored (or queued) in this section and its
+    /// barriers are owed.
+    pending: Cell<bool>,
+    /// `deferred-writes`: stores not made yet, oldest first.
+    queue: [Cell<(*mut u64, u64)>; DEFERRED_QUEUE_LEN],
+    queued: Cell<usize>,
 }
 
 impl ArchLazyState {
     pub const fn new() -> ArchLazyState {
-        ArchLazyState { pending: Cell::new(false) }
+        ArchLazyState {
+            pending: Cell::new(false),
+            queue: [const { Cell::new((null_mut(), 0)) }; DEFERRED_QUEUE_LEN],
+            queued: Cell::new(0),
+        }
+    }
+
+    /// Barriers are owed for entries stored in the current section.
+    pub fn pending(&self) -> bool {
+        self.pending.get()
+    }
+
+    /// Stores waiting in the queue (`deferred-writes` only).
+    pub fn queued(&self) -> usize {
+        self.queued.get()
+    }
+
+    fn push(&self, slot: *mut u64, desc: Descriptor) {
+        let n = self.queued.get();
+        self.queue[n].set((slot, desc.0));
+        self.queued.set(n + 1);
+    }
+
+    /// Makes every queued store, in order; leaves the barriers owed.
+    fn apply_queue(&self) {
+        let n = self.queued.replace(0);
+        if n == 0 {
+            return;
+        }
+        trace::emit(format_args!("apply {n} queued store{}", if n == 1 { "" } else { "s" }));
+        for cell in &self.queue[..n] {
+            let (slot, value) = cell.get();
+            // SAFETY: queued by `set_entry`, whose caller vouched for the slot.
+            unsafe { store(slot, Descriptor(value)) };
+        }
     }
 }
 
 impl Default for ArchLazyState {
     fn default() -> Self {
         ArchLazyState::new()
+    }
+}
+
+impl fmt::Display for ArchLazyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pending {}", if self.pending() { "yes" } else { "no" })?;
+        if self.queued() > 0 {
+            write!(f, ", {} queued", self.queued())?;
+        }
+        Ok(())
     }
 }
 
@@ -52,15 +121,39 @@ pub trait LazyMmuBackend: Sync {
     fn resume(&self, state: &ArchLazyState) {
         self.enter(state)
     }
-    /// A valid entry was just stored. `lazy` says whether the current task
-    /// is in an active section (never true in interrupt context).
-    fn valid_entry_written(&self, state: &ArchLazyState, lazy: bool);
+    /// Stores `desc` into the entry at `slot` (arm64's `__set_pte`), now or
+    /// later, and pays or defers what the store owes. `lazy` says whether
+    /// the current task is in an active section (never in interrupt context).
+    ///
+    /// # Safety
+    /// `slot` is an entry of a live page table, and stays one until the
+    /// store is made.
+    unsafe fn set_entry(&self, state: &ArchLazyState, slot: *mut u64, desc: Descriptor, lazy: bool);
+    /// Every store asked for reaches memory now (barriers may stay owed):
+    /// TLB maintenance must come after the stores it is for.
+    fn sync(&self, _state: &ArchLazyState) {}
 }
 
-/// `dsb ishst; isb`: the pair a valid entry write owes.
+/// The store itself: one 64-bit `str`, single-copy atomic, so the walker
+/// sees the old or the new descriptor, never a mix.
+///
+/// # Safety
+/// `slot` is an entry of a live page table.
+unsafe fn store(slot: *mut u64, desc: Descriptor) {
+    // SAFETY: as the caller guarantees.
+    unsafe { write_volatile(slot, desc.0) };
+}
+
+/// `dsb ishst; isb`: the pair a valid entry store owes.
 fn emit_pair() {
     barrier::dsb_ishst();
     barrier::isb();
+}
+
+fn emit_if_pending(state: &ArchLazyState) {
+    if state.pending.replace(false) {
+        emit_pair();
+    }
 }
 
 pub struct Eager;
@@ -72,20 +165,16 @@ impl LazyMmuBackend for Eager {
     fn enter(&self, _: &ArchLazyState) {}
     fn leave(&self, _: &ArchLazyState) {}
     fn flush(&self, _: &ArchLazyState) {}
-    fn valid_entry_written(&self, _: &ArchLazyState, _: bool) {
-        emit_pair();
-    }
-}
-
-pub struct Batched;
-
-impl Batched {
-    fn emit_if_pending(state: &ArchLazyState) {
-        if state.pending.replace(false) {
+    unsafe fn set_entry(&self, _: &ArchLazyState, slot: *mut u64, desc: Descriptor, _: bool) {
+        // SAFETY: as our caller guarantees.
+        unsafe { store(slot, desc) };
+        if desc.is_valid() {
             emit_pair();
         }
     }
 }
+
+pub struct Batched;
 
 impl LazyMmuBackend for Batched {
     fn name(&self) -> &'static str {
@@ -93,27 +182,82 @@ impl LazyMmuBackend for Batched {
     }
     fn enter(&self, _: &ArchLazyState) {}
     fn leave(&self, state: &ArchLazyState) {
-        Self::emit_if_pending(state);
+        emit_if_pending(state);
     }
     fn flush(&self, state: &ArchLazyState) {
-        Self::emit_if_pending(state);
+        emit_if_pending(state);
     }
-    fn valid_entry_written(&self, state: &ArchLazyState, lazy: bool) {
+    unsafe fn set_entry(&self, state: &ArchLazyState, slot: *mut u64, desc: Descriptor, lazy: bool) {
+        // SAFETY: as our caller guarantees.
+        unsafe { store(slot, desc) };
+        if !desc.is_valid() {
+            return;
+        }
         if lazy {
             state.pending.set(true);
+            trace::emit(format_args!("  barriers deferred (pending)"));
         } else {
             emit_pair();
         }
     }
 }
 
-pub static BACKENDS: [&dyn LazyMmuBackend; 2] = [&Eager, &Batched];
+pub struct DeferredWrites;
+
+impl DeferredWrites {
+    fn apply(state: &ArchLazyState) {
+        state.apply_queue();
+        emit_if_pending(state);
+    }
+}
+
+impl LazyMmuBackend for DeferredWrites {
+    fn name(&self) -> &'static str {
+        "deferred-writes"
+    }
+    fn enter(&self, _: &ArchLazyState) {}
+    fn leave(&self, state: &ArchLazyState) {
+        Self::apply(state);
+    }
+    fn flush(&self, state: &ArchLazyState) {
+        Self::apply(state);
+    }
+    unsafe fn set_entry(&self, state: &ArchLazyState, slot: *mut u64, desc: Descriptor, lazy: bool) {
+        if !lazy {
+            // SAFETY: as our caller guarantees.
+            unsafe { store(slot, desc) };
+            if desc.is_valid() {
+                emit_pair();
+            }
+            return;
+        }
+        if state.queued() == DEFERRED_QUEUE_LEN {
+            trace::emit(format_args!("  queue full"));
+            Self::apply(state);
+        }
+        state.push(slot, desc);
+        if desc.is_valid() {
+            state.pending.set(true);
+        }
+        trace::emit(format_args!("  store queued ({} waiting), memory still holds the old entry", state.queued()));
+    }
+    fn sync(&self, state: &ArchLazyState) {
+        state.apply_queue();
+    }
+}
+
+pub static BACKENDS: [&dyn LazyMmuBackend; 3] = [&Eager, &Batched, &DeferredWrites];
 
 static SELECTED: AtomicU8 = AtomicU8::new(1);
 
 /// The backend in use (default: batched).
 pub fn backend() -> &'static dyn LazyMmuBackend {
     BACKENDS[SELECTED.load(Relaxed) as usize]
+}
+
+/// Which of [`BACKENDS`] is in use.
+pub fn backend_index() -> usize {
+    SELECTED.load(Relaxed) as usize
 }
 
 /// Selects a backend by name; false if there is none of that name. Only

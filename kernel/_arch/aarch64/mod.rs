@@ -3,9 +3,11 @@
 
 pub mod barrier;
 pub mod boot;
+pub mod context;
 pub mod cpu;
 pub mod exception;
 pub mod lazy_mmu;
 pub mod semihosting;
+pub mod timer;
 
 core::arch::global_asm!(include_str!("boot.s"));

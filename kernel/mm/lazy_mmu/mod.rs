@@ -10,16 +10,23 @@
 //! and enable/disable between them do nothing.
 //!
 //! The state is the current task's (`task::LazyMmuState`). Only this layer
-//! calls the arch hooks (`arch::lazy_mmu`).
+//! (and the context switch) calls the arch hooks (`arch::lazy_mmu`).
+//!
+//! In interrupt context every call here does nothing and nothing is
+//! batched: a handler that writes an entry pays its barriers at once, and
+//! the interrupted task's section is left exactly as it was.
 //!
 //! Rust code normally uses the guards, [`enable`] and [`pause`], so that
 //! every enable has its disable and every pause its resume.
 
+pub mod stats;
+
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use crate::arch::lazy_mmu::backend;
-use crate::println;
-use crate::task;
+use crate::arch::lazy_mmu::{self as arch, backend};
+use crate::irq::in_interrupt;
+use crate::mm::descriptor::Descriptor;
+use crate::{println, task, trace};
 
 /// A call the state did not allow. It is refused, reported once per kind,
 /// and the state stays as it was.
@@ -53,16 +60,24 @@ pub fn misuse_count() -> u64 {
 
 /// Opens a section. If paused, does nothing.
 pub fn lazy_mmu_mode_enable() -> Result<(), LazyMmuMisuse> {
+    if in_interrupt() {
+        trace::emit(format_args!("lazy_mmu_mode_enable(): in interrupt context, does nothing"));
+        return Ok(());
+    }
     let task = task::current();
     let state = &task.lazy_mmu;
     if state.pause_count.get() > 0 {
+        trace::emit(format_args!("lazy_mmu_mode_enable(): paused, does nothing"));
         return Ok(());
     }
     let depth = state.enable_count.get();
     if depth == u8::MAX {
         return refuse(LazyMmuMisuse::EnableOverflow);
     }
+    let what = if depth == 0 { "arch enter" } else { "nested, nothing to do" };
+    trace::emit(format_args!("lazy_mmu_mode_enable(): depth {depth} -> {}, {what}", depth + 1));
     state.enable_count.set(depth + 1);
+    stats::entered(depth + 1);
     if depth == 0 {
         backend().enter(&task.arch_lazy);
     }
@@ -72,9 +87,14 @@ pub fn lazy_mmu_mode_enable() -> Result<(), LazyMmuMisuse> {
 /// Closes a section: the outermost one leaves lazy mode, a nested one
 /// flushes. If paused, does nothing.
 pub fn lazy_mmu_mode_disable() -> Result<(), LazyMmuMisuse> {
+    if in_interrupt() {
+        trace::emit(format_args!("lazy_mmu_mode_disable(): in interrupt context, does nothing"));
+        return Ok(());
+    }
     let task = task::current();
     let state = &task.lazy_mmu;
     if state.pause_count.get() > 0 {
+        trace::emit(format_args!("lazy_mmu_mode_disable(): paused, does nothing"));
         return Ok(());
     }
     let depth = state.enable_count.get();
@@ -82,9 +102,12 @@ pub fn lazy_mmu_mode_disable() -> Result<(), LazyMmuMisuse> {
         return refuse(LazyMmuMisuse::DisableWithoutEnable);
     }
     state.enable_count.set(depth - 1);
+    let what = if depth == 1 { "arch leave" } else { "nested exit, arch flush" };
+    trace::emit(format_args!("lazy_mmu_mode_disable(): depth {depth} -> {}, {what} ({})", depth - 1, task.arch_lazy));
     if depth == 1 {
         backend().leave(&task.arch_lazy);
     } else {
+        stats::flushed();
         backend().flush(&task.arch_lazy);
     }
     Ok(())
@@ -92,6 +115,10 @@ pub fn lazy_mmu_mode_disable() -> Result<(), LazyMmuMisuse> {
 
 /// Turns lazy mode off, whatever the depth, until the matching resume.
 pub fn lazy_mmu_mode_pause() -> Result<(), LazyMmuMisuse> {
+    if in_interrupt() {
+        trace::emit(format_args!("lazy_mmu_mode_pause(): in interrupt context, does nothing"));
+        return Ok(());
+    }
     let task = task::current();
     let state = &task.lazy_mmu;
     let paused = state.pause_count.get();
@@ -99,7 +126,11 @@ pub fn lazy_mmu_mode_pause() -> Result<(), LazyMmuMisuse> {
         return refuse(LazyMmuMisuse::PauseOverflow);
     }
     state.pause_count.set(paused + 1);
-    if paused == 0 && state.enable_count.get() > 0 {
+    let leaves = paused == 0 && state.enable_count.get() > 0;
+    let what = if leaves { "arch pause (leaves the mode)" } else { "nothing to do" };
+    trace::emit(format_args!("lazy_mmu_mode_pause(): pause depth {paused} -> {}, {what}", paused + 1));
+    if leaves {
+        stats::paused();
         backend().pause(&task.arch_lazy);
     }
     Ok(())
@@ -107,6 +138,10 @@ pub fn lazy_mmu_mode_pause() -> Result<(), LazyMmuMisuse> {
 
 /// Undoes one pause; the last one turns lazy mode back on if a section is open.
 pub fn lazy_mmu_mode_resume() -> Result<(), LazyMmuMisuse> {
+    if in_interrupt() {
+        trace::emit(format_args!("lazy_mmu_mode_resume(): in interrupt context, does nothing"));
+        return Ok(());
+    }
     let task = task::current();
     let state = &task.lazy_mmu;
     let paused = state.pause_count.get();
@@ -114,21 +149,58 @@ pub fn lazy_mmu_mode_resume() -> Result<(), LazyMmuMisuse> {
         return refuse(LazyMmuMisuse::ResumeWithoutPause);
     }
     state.pause_count.set(paused - 1);
-    if paused == 1 && state.enable_count.get() > 0 {
+    let enters = paused == 1 && state.enable_count.get() > 0;
+    let what = if enters { "arch resume (back in the mode)" } else { "nothing to do" };
+    trace::emit(format_args!("lazy_mmu_mode_resume(): pause depth {paused} -> {}, {what}", paused - 1));
+    if enters {
         backend().resume(&task.arch_lazy);
     }
     Ok(())
 }
 
-/// Is the current task in an active (enabled, not paused) section?
+/// Is the current task in an active (enabled, not paused) section? Never
+/// in interrupt context.
 pub fn is_lazy_mmu_mode_active() -> bool {
-    task::current().lazy_mmu.is_active()
+    !in_interrupt() && task::current().lazy_mmu.is_active()
 }
 
-/// Called by `pgtable::write_entry` after it stored a valid entry.
-pub(crate) fn valid_entry_written() {
+/// Stores `desc` at `slot` through the backend: the only way
+/// `pgtable::write_entry` writes a table.
+///
+/// # Safety
+/// `slot` is an entry of a live page table and stays one until the store
+/// is made (under `deferred-writes`, until the section is flushed).
+pub(crate) unsafe fn set_entry(slot: *mut u64, desc: Descriptor) {
     let task = task::current();
-    backend().valid_entry_written(&task.arch_lazy, task.lazy_mmu.is_active());
+    let lazy = is_lazy_mmu_mode_active();
+    stats::entry_written(lazy);
+    // SAFETY: as our caller guarantees.
+    unsafe { backend().set_entry(&task.arch_lazy, slot, desc, lazy) };
+}
+
+/// Makes every store the current task has asked for reach memory, before
+/// TLB maintenance that must follow them (only `deferred-writes` has any
+/// left to make).
+pub(crate) fn sync_stores() {
+    if is_lazy_mmu_mode_active() {
+        backend().sync(&task::current().arch_lazy);
+    }
+}
+
+/// Selects a backend by name (see `arch::lazy_mmu::BACKENDS`); false if
+/// there is none of that name. Only switch when no task is in a section.
+pub fn select_backend(name: &str) -> bool {
+    let previous = arch::backend_index();
+    if !arch::select_backend(name) {
+        return false;
+    }
+    stats::backend_switched(previous);
+    true
+}
+
+/// The name of the backend in use.
+pub fn backend_name() -> &'static str {
+    backend().name()
 }
 
 /// Where a section stands in the nesting, as seed 003's local
@@ -143,6 +215,8 @@ pub enum SectionKind {
     WhilePaused,
     /// Refused (the nesting count was at 255): its end does nothing.
     Refused,
+    /// Opened in interrupt context, where lazy mode does not exist.
+    InInterrupt,
 }
 
 /// An open lazy MMU section; dropping it closes the section.
@@ -161,6 +235,7 @@ impl LazyMmuSection {
 pub fn enable() -> LazyMmuSection {
     let state = &task::current().lazy_mmu;
     let kind = match (state.pause_count.get(), state.enable_count.get()) {
+        _ if in_interrupt() => SectionKind::InInterrupt,
         (1.., _) => SectionKind::WhilePaused,
         (0, 0) => SectionKind::Outermost,
         _ => SectionKind::Nested,

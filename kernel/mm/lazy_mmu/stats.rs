@@ -1,0 +1,126 @@
+//! Accounting per backend: what the generic layer saw (entry writes,
+//! sections, flushes, pauses, the deepest nesting) and every barrier, TLBI
+//! and AT issued while that backend was selected. One boot can run the same
+//! work under each backend and print the columns side by side.
+
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+
+use crate::arch::barrier::{self, BarrierCounts};
+use crate::arch::lazy_mmu::{BACKENDS, backend_index};
+use crate::sync::IrqSpinLock;
+
+const N: usize = BACKENDS.len();
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LazyMmuStats {
+    /// Entry stores asked for (valid or not).
+    pub entry_writes: u64,
+    /// Of those, the ones made inside an active section.
+    pub lazy_writes: u64,
+    /// Outermost sections entered.
+    pub sections: u64,
+    /// Nested exits, each a flush.
+    pub flushes: u64,
+    /// Pauses that left an active section.
+    pub pauses: u64,
+    /// The deepest nesting reached.
+    pub max_nesting: u8,
+    /// Barriers, TLBIs and ATs issued while the backend was selected.
+    pub barriers: BarrierCounts,
+}
+
+struct Counters {
+    entry_writes: AtomicU64,
+    lazy_writes: AtomicU64,
+    sections: AtomicU64,
+    flushes: AtomicU64,
+    pauses: AtomicU64,
+    max_nesting: AtomicU8,
+}
+
+static COUNTERS: [Counters; N] = [const {
+    Counters {
+        entry_writes: AtomicU64::new(0),
+        lazy_writes: AtomicU64::new(0),
+        sections: AtomicU64::new(0),
+        flushes: AtomicU64::new(0),
+        pauses: AtomicU64::new(0),
+        max_nesting: AtomicU8::new(0),
+    }
+}; N];
+
+/// Barriers of the backends' finished selection windows, and where the
+/// current window started.
+struct Windows {
+    closed: [BarrierCounts; N],
+    start: BarrierCounts,
+}
+
+static WINDOWS: IrqSpinLock<Windows> = IrqSpinLock::new(Windows {
+    closed: [BarrierCounts::ZERO; N],
+    start: BarrierCounts::ZERO,
+});
+
+fn mine() -> &'static Counters {
+    &COUNTERS[backend_index()]
+}
+
+pub(super) fn entry_written(lazy: bool) {
+    mine().entry_writes.fetch_add(1, Relaxed);
+    if lazy {
+        mine().lazy_writes.fetch_add(1, Relaxed);
+    }
+}
+
+pub(super) fn entered(depth: u8) {
+    if depth == 1 {
+        mine().sections.fetch_add(1, Relaxed);
+    }
+    mine().max_nesting.fetch_max(depth, Relaxed);
+}
+
+pub(super) fn flushed() {
+    mine().flushes.fetch_add(1, Relaxed);
+}
+
+pub(super) fn paused() {
+    mine().pauses.fetch_add(1, Relaxed);
+}
+
+/// Closes the window of the backend that was selected until now.
+pub(super) fn backend_switched(previous: usize) {
+    let now = barrier::counts();
+    let mut w = WINDOWS.lock();
+    w.closed[previous] = w.closed[previous] + (now - w.start);
+    w.start = now;
+}
+
+/// The totals of backend `name` since boot (or the last [`reset`]).
+pub fn stats(name: &str) -> Option<LazyMmuStats> {
+    let i = BACKENDS.iter().position(|b| b.name() == name)?;
+    let c = &COUNTERS[i];
+    let w = WINDOWS.lock();
+    let open = if i == backend_index() { barrier::counts() - w.start } else { BarrierCounts::ZERO };
+    Some(LazyMmuStats {
+        entry_writes: c.entry_writes.load(Relaxed),
+        lazy_writes: c.lazy_writes.load(Relaxed),
+        sections: c.sections.load(Relaxed),
+        flushes: c.flushes.load(Relaxed),
+        pauses: c.pauses.load(Relaxed),
+        max_nesting: c.max_nesting.load(Relaxed),
+        barriers: w.closed[i] + open,
+    })
+}
+
+/// Starts every backend's accounting from zero.
+pub fn reset() {
+    for c in &COUNTERS {
+        for counter in [&c.entry_writes, &c.lazy_writes, &c.sections, &c.flushes, &c.pauses] {
+            counter.store(0, Relaxed);
+        }
+        c.max_nesting.store(0, Relaxed);
+    }
+    let mut w = WINDOWS.lock();
+    w.closed = [BarrierCounts::ZERO; N];
+    w.start = barrier::counts();
+}

@@ -1,0 +1,175 @@
+//! The scheduler: tasks with their own guarded stacks, one round-robin run
+//! queue, cooperative switches ([`yield_now`]) and preemptive ones (the
+//! timer ends a time slice while other tasks wait).
+//!
+//! The switch issues `dsb ish` before it leaves a task, as arm64's
+//! `__switch_to` does: whatever the task stored, page-table entries of an
+//! unfinished lazy section included, is visible to every table walker
+//! before anything else runs. The `isb` such a section still owes is not
+//! needed by anyone else: the task issues it itself when it runs again and
+//! leaves its section, before it touches the new mappings. So the task's
+//! pending flag (and, under `deferred-writes`, its queue) simply goes with it.
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::arch::{barrier, context, cpu};
+use crate::exception::{self, Caught};
+use crate::mm::pgtable::MapError;
+use crate::mm::stack::KernelStack;
+use crate::percpu::this_cpu;
+use crate::sync::IrqSpinLock;
+use crate::task::{self, Task, TaskState};
+use crate::{timer, trace};
+
+/// How long a task runs before the timer lets another have the CPU.
+pub const TIME_SLICE_US: u64 = 1_000;
+
+static RUN_QUEUE: IrqSpinLock<VecDeque<&'static Task>> = IrqSpinLock::new(VecDeque::new());
+static SWITCHES: AtomicU64 = AtomicU64::new(0);
+
+/// Context switches so far.
+pub fn switch_count() -> u64 {
+    SWITCHES.load(Relaxed)
+}
+
+/// A spawned task. Joining (or dropping) it waits for the task to finish,
+/// then frees its stack and control block.
+#[must_use = "dropping the handle waits for the task"]
+pub struct JoinHandle {
+    task: &'static Task,
+}
+
+/// Starts `f` as a new task named `name`. It runs when the scheduler picks
+/// it: at the spawner's next yield, or when its time slice ends.
+pub fn spawn(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle, MapError> {
+    let stack = KernelStack::new()?;
+    let top = stack.top().as_u64();
+    let task: &'static Task = Box::leak(Box::new(Task::spawned(name, stack, Box::new(f))));
+    // SAFETY: the task is not running, and nobody else has it yet.
+    unsafe { *task.context() = context::Context::new_task(top, task_entry, task as *const Task as u64) };
+    RUN_QUEUE.lock().push_back(task);
+    timer::set_slice(Some(timer::ticks_from_us(TIME_SLICE_US)));
+    Ok(JoinHandle { task })
+}
+
+impl JoinHandle {
+    pub fn task(&self) -> &'static Task {
+        self.task
+    }
+
+    /// Has the task finished (and left its CPU)?
+    pub fn is_finished(&self) -> bool {
+        self.task.state() == TaskState::Dead
+    }
+
+    /// Waits for the task; returns how it ended: `Err` if it faulted or
+    /// panicked (which ended only that task).
+    pub fn join(self) -> Result<(), Caught> {
+        self.wait();
+        let outcome = self.task.take_outcome().expect("a dead task has an outcome");
+        drop(self);
+        outcome
+    }
+
+    fn wait(&self) {
+        while !self.is_finished() {
+            yield_now();
+        }
+    }
+}
+
+impl Drop for JoinHandle {
+    fn drop(&mut self) {
+        self.wait();
+        // SAFETY: leaked by spawn; Dead means no CPU runs it or will again,
+        // and this handle was the only other reference.
+        drop(unsafe { Box::from_raw(self.task as *const Task as *mut Task) });
+    }
+}
+
+/// Lets the next ready task run, if there is one.
+pub fn yield_now() {
+    schedule();
+}
+
+/// The timer ended the running task's slice.
+pub(crate) fn slice_expired() {
+    if !RUN_QUEUE.lock().is_empty() {
+        this_cpu().request_resched();
+    }
+}
+
+/// Switches to the next ready task; returns when this one runs again (at
+/// once if no other task is ready).
+pub(crate) fn schedule() {
+    let daif = cpu::irq_save();
+    let prev = task::current();
+    let (next, others_waiting) = {
+        let mut queue = RUN_QUEUE.lock();
+        match queue.pop_front() {
+            Some(next) => (next, !queue.is_empty()),
+            None => {
+                assert!(prev.state() == TaskState::Running, "task {} exited with no task left to run", prev.name);
+                cpu::irq_restore(daif);
+                return;
+            }
+        }
+    };
+    if prev.state() == TaskState::Running {
+        prev.set_state(TaskState::Ready);
+    }
+    let slice = (others_waiting || prev.state() == TaskState::Ready).then(|| timer::ticks_from_us(TIME_SLICE_US));
+    timer::set_slice(slice);
+    trace::emit(format_args!(
+        "context switch: {} ({}, depth {}) -> {} (depth {})",
+        prev.name,
+        prev.arch_lazy,
+        prev.lazy_mmu.enable_count.get(),
+        next.name,
+        next.lazy_mmu.enable_count.get()
+    ));
+    next.set_state(TaskState::Running);
+    let cpu = this_cpu();
+    cpu.set_switched_from(prev);
+    cpu.set_current_task(next);
+    SWITCHES.fetch_add(1, Relaxed);
+    // Everything `prev` stored, page-table entries of an open lazy section
+    // included, reaches every walker before `next` runs.
+    barrier::dsb_ish();
+    // SAFETY: IRQs are masked; `next` was saved by a switch or made by
+    // spawn, and its stack lives as long as its TCB.
+    unsafe { context::cpu_switch_to(prev.context(), next.context()) };
+    finish_task_switch();
+    cpu::irq_restore(daif);
+}
+
+/// The second half of a switch, run by the task switched to: the task
+/// switched from is off this CPU now, so it can be queued again or, if it
+/// exited, declared dead (its stack is no longer in use).
+fn finish_task_switch() {
+    if let Some(prev) = this_cpu().take_switched_from() {
+        match prev.state() {
+            TaskState::Ready => RUN_QUEUE.lock().push_back(prev),
+            TaskState::Exited => prev.set_state(TaskState::Dead),
+            TaskState::Running | TaskState::Dead => unreachable!("task {} switched from twice", prev.name),
+        }
+    }
+}
+
+/// Where a new task starts (see `Context::new_task`), IRQs still masked
+/// from the switch that got here.
+extern "C" fn task_entry(task: u64) -> ! {
+    finish_task_switch();
+    cpu::irq_enable();
+    // SAFETY: spawn passed the task's own address; it lives until Dead.
+    let task = unsafe { &*(task as *const Task) };
+    let entry = task.take_entry().expect("a new task has its entry");
+    let outcome = exception::catch(entry);
+    task.set_outcome(outcome);
+    cpu::irq_save();
+    task.set_state(TaskState::Exited);
+    schedule();
+    unreachable!("an exited task is never switched to");
+}
