@@ -13,6 +13,7 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 
 use crate::exception::{self, Caught};
+use crate::mm::lazy_mmu;
 use crate::semihosting::{ExitCode, exit};
 use crate::{arch, boot_args, print, println};
 
@@ -50,14 +51,22 @@ pub fn run_tests(tests: &[&dyn Testable]) -> ! {
     let mut failures: Vec<(&'static str, String)> = Vec::new();
     for test in &chosen {
         print!("test {} ... ", test.name());
-        match exception::catch(|| test.run()) {
-            Ok(()) => println!("ok"),
-            Err(caught) => {
-                println!("FAILED");
-                let mut why = String::new();
-                let _ = write!(why, "{caught}");
-                failures.push((test.name(), why));
-            }
+        let mut why = String::new();
+        if let Err(caught) = exception::catch(|| test.run()) {
+            let _ = write!(why, "{caught}");
+        }
+        // A test abandoned inside a lazy MMU section must not leave the
+        // next one running in it; one that returns with a section open has
+        // a bug of its own.
+        let (enabled, paused) = lazy_mmu::recover_abandoned();
+        if why.is_empty() && (enabled, paused) != (0, 0) {
+            let _ = write!(why, "returned with lazy MMU mode still open (enable count {enabled}, pause count {paused})");
+        }
+        if why.is_empty() {
+            println!("ok");
+        } else {
+            println!("FAILED");
+            failures.push((test.name(), why));
         }
     }
 

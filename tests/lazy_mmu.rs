@@ -1,5 +1,6 @@
 //! Lazy MMU mode: the generic layer's state machine and what each backend
-//! emits, counted exactly.
+//! emits, counted exactly; interrupts and context switches in the middle of
+//! a section; the read hazard of `deferred-writes`.
 
 #![no_std]
 #![no_main]
@@ -10,17 +11,22 @@
 extern crate alloc;
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
 use lazymmu::arch::barrier::{self, BarrierCounts};
-use lazymmu::mm::lazy_mmu::backend_name;
+use lazymmu::arch::cpu::wait_for_interrupt;
+use lazymmu::arch::lazy_mmu::DEFERRED_QUEUE_LEN;
+use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
 use lazymmu::mm::layout::VMALLOC_START;
+use lazymmu::mm::lazy_mmu::stats::{self, LazyMmuStats};
 use lazymmu::mm::lazy_mmu::*;
 use lazymmu::mm::pgtable::{self, EntryRef};
 use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
-use lazymmu::mm::{frame_alloc, tlb};
-use lazymmu::task;
+use lazymmu::mm::{frame_alloc, probe, tlb};
+use lazymmu::{irq, sched, task, timer};
+use spin::Mutex;
 
 #[unsafe(no_mangle)]
 fn kernel_main() -> ! {
@@ -49,10 +55,38 @@ impl Scratch {
     fn write_all(&self) -> BarrierCounts {
         cost(|| {
             for entry in &self.entries {
-                pgtable::write_entry(entry, Descriptor::leaf(Level::L3, self.frame, Attributes::KERNEL_RW));
+                pgtable::write_entry(entry, page(self.frame));
             }
         })
     }
+
+    fn va(&self, slot: u64) -> VirtAddr {
+        SCRATCH.add(slot * PAGE_SIZE)
+    }
+}
+
+fn page(pa: PhysAddr) -> Descriptor {
+    Descriptor::leaf(Level::L3, pa, Attributes::KERNEL_RW)
+}
+
+/// The level-3 entry for `va`, whose tables exist (a Scratch made them).
+fn slot(va: VirtAddr) -> EntryRef {
+    let entry = pgtable::walk(pgtable::kernel_root(), va);
+    assert_eq!(entry.level, Level::L3, "tables for {va} exist");
+    entry
+}
+
+fn mapped(pa: PhysAddr) -> HwTranslation {
+    HwTranslation::Mapped { pa, mair_attr: 0xff }
+}
+
+const UNMAPPED: HwTranslation = HwTranslation::Fault(FaultStatus::Translation { level: 3 });
+
+/// What the current task's lazy state is: (enable_count, pause_count,
+/// pending, queued stores).
+fn lazy_state() -> (u8, u8, bool, usize) {
+    let t = task::current();
+    (t.lazy_mmu.enable_count.get(), t.lazy_mmu.pause_count.get(), t.arch_lazy.pending(), t.arch_lazy.queued())
 }
 
 impl Drop for Scratch {
@@ -251,4 +285,329 @@ fn misuse_is_refused_and_leaves_the_state_usable() {
     let section = enable();
     assert_eq!(section.kind(), SectionKind::Outermost);
     assert!(is_lazy_mmu_mode_active());
+}
+
+// ---- interrupt context ------------------------------------------------------
+
+/// What the timer handler saw and did, for the task to check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct InHandler {
+    in_interrupt: bool,
+    active: bool,
+    kind: SectionKind,
+    calls: [Result<(), LazyMmuMisuse>; 5],
+    state_before: (u8, u8, bool, usize),
+    state_after: (u8, u8, bool, usize),
+    write_cost: (u64, u64),
+    misuses: u64,
+}
+
+static IN_HANDLER: Mutex<Option<InHandler>> = Mutex::new(None);
+static HANDLER_VA: Mutex<VirtAddr> = Mutex::new(VirtAddr::new(0));
+static HANDLER_FRAME: Mutex<PhysAddr> = Mutex::new(PhysAddr::new(0));
+
+/// Runs in interrupt context, on top of a task that is inside a section.
+fn timer_handler_writes_an_entry() {
+    let state_before = lazy_state();
+    let misuses = misuse_count();
+    let calls = [
+        lazy_mmu_mode_enable(),
+        lazy_mmu_mode_pause(),
+        lazy_mmu_mode_resume(),
+        lazy_mmu_mode_disable(),
+        // With nothing to undo: a misuse in a task, nothing at all here.
+        lazy_mmu_mode_disable(),
+    ];
+    let kind = enable().kind();
+    let active = is_lazy_mmu_mode_active();
+    let entry = slot(*HANDLER_VA.lock());
+    let frame = *HANDLER_FRAME.lock();
+    let c = cost(|| pgtable::write_entry(&entry, page(frame)));
+    *IN_HANDLER.lock() = Some(InHandler {
+        in_interrupt: irq::in_interrupt(),
+        active,
+        kind,
+        calls,
+        state_before,
+        state_after: lazy_state(),
+        write_cost: pairs(c),
+        misuses: misuse_count() - misuses,
+    });
+}
+
+fn interrupt_inside_a_section(backend: &str) {
+    let _b = Backend::select(backend);
+    let scratch = Scratch::new(4);
+    *HANDLER_VA.lock() = scratch.va(3);
+    *HANDLER_FRAME.lock() = scratch.frame;
+    *IN_HANDLER.lock() = None;
+
+    let section = enable();
+    for i in 0..3 {
+        pgtable::write_entry(&scratch.entries[i], page(scratch.frame));
+    }
+    let before = lazy_state();
+    assert!(before.2, "{backend}: three writes are pending");
+    let interrupts = irq::interrupt_count();
+    timer::call_after(timer::ticks_from_us(200), timer_handler_writes_an_entry);
+    while IN_HANDLER.lock().is_none() {
+        wait_for_interrupt();
+    }
+    let seen = IN_HANDLER.lock().expect("the handler ran");
+    assert!(irq::interrupt_count() > interrupts);
+    assert!(seen.in_interrupt && !seen.active, "{backend}: lazy mode does not exist in the handler: {seen:?}");
+    assert_eq!(seen.kind, SectionKind::InInterrupt);
+    assert_eq!(seen.calls, [Ok(()); 5], "{backend}: every lazy_mmu call is a no-op in the handler");
+    assert_eq!(seen.misuses, 0, "{backend}: and none of them counts as misuse");
+    assert_eq!(seen.write_cost, (1, 1), "{backend}: the handler's write pays its own dsb ishst + isb at once");
+    assert_eq!(seen.state_before, before, "{backend}: the handler saw the task's state");
+    assert_eq!(seen.state_after, before, "{backend}: and left it untouched");
+    assert_eq!(lazy_state(), before, "{backend}: the task's depth, pending flag and queue are as they were");
+    assert_eq!(hw_translate(scratch.va(3), Access::Read), mapped(scratch.frame), "the handler's store is in memory now");
+
+    let leave = cost(|| drop(section));
+    assert_eq!(pairs(leave), (1, 1), "{backend}: the task's own leave still pays its deferred pair");
+    for i in 0..4 {
+        assert_eq!(hw_translate(scratch.va(i), Access::Read), mapped(scratch.frame));
+    }
+}
+
+#[test_case]
+fn batched_interrupt_writes_pay_at_once_and_leave_the_task_alone() {
+    interrupt_inside_a_section("batched");
+}
+
+#[test_case]
+fn deferred_writes_interrupt_stores_directly_and_leaves_the_queue_alone() {
+    interrupt_inside_a_section("deferred-writes");
+}
+
+// ---- context switches -------------------------------------------------------
+
+/// What the task that ran while another was preempted mid-section saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Bystander {
+    active: bool,
+    state: (u8, u8, bool, usize),
+    /// `dsb ish` issued between the preempted task's last write and now.
+    dsb_ish_since: u64,
+    /// What the walker finds at the preempted task's first slot.
+    sees: HwTranslation,
+}
+
+/// What the preempted task found when it ran again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Preempted {
+    state_before: (u8, u8, bool, usize),
+    state_after: (u8, u8, bool, usize),
+    leave_cost: (u64, u64),
+    switches: u64,
+}
+
+static BYSTANDER_RAN: AtomicBool = AtomicBool::new(false);
+static MARK: Mutex<Option<BarrierCounts>> = Mutex::new(None);
+static BYSTANDER: Mutex<Option<Bystander>> = Mutex::new(None);
+static PREEMPTED: Mutex<Option<Preempted>> = Mutex::new(None);
+
+fn preempted_in_a_section(backend: &str, yield_explicitly: bool) {
+    let _b = Backend::select(backend);
+    let scratch = Scratch::new(8);
+    let (first, frame) = (scratch.va(0), scratch.frame);
+    BYSTANDER_RAN.store(false, SeqCst);
+    *BYSTANDER.lock() = None;
+    *PREEMPTED.lock() = None;
+    *MARK.lock() = None;
+
+    let writer = sched::spawn("writer", move || {
+        let section = enable();
+        for i in 0..8 {
+            pgtable::write_entry(&slot(first.add(i * PAGE_SIZE)), page(frame));
+        }
+        let state_before = lazy_state();
+        let switches = sched::switch_count();
+        *MARK.lock() = Some(barrier::counts());
+        if yield_explicitly {
+            sched::yield_now();
+        }
+        // Never yields otherwise: only the timer can let the bystander in.
+        while !BYSTANDER_RAN.load(SeqCst) {
+            core::hint::spin_loop();
+        }
+        let state_after = lazy_state();
+        let leave_cost = pairs(cost(|| drop(section)));
+        *PREEMPTED.lock() = Some(Preempted { state_before, state_after, leave_cost, switches: sched::switch_count() - switches });
+    })
+    .unwrap();
+    let bystander = sched::spawn("bystander", move || {
+        let mark = MARK.lock().expect("the writer ran first");
+        *BYSTANDER.lock() = Some(Bystander {
+            active: is_lazy_mmu_mode_active(),
+            state: lazy_state(),
+            dsb_ish_since: barrier::counts().dsb_ish - mark.dsb_ish,
+            sees: hw_translate(first, Access::Read),
+        });
+        BYSTANDER_RAN.store(true, SeqCst);
+    })
+    .unwrap();
+    writer.join().unwrap();
+    bystander.join().unwrap();
+
+    let b = BYSTANDER.lock().expect("the bystander ran");
+    let p = PREEMPTED.lock().expect("the writer finished");
+    assert!(!b.active && b.state == (0, 0, false, 0), "{backend}: the other task is not in lazy mode: {b:?}");
+    assert_eq!(b.dsb_ish_since, 1, "{backend}: the switch away from the writer issued one dsb ish");
+    let queued = if backend == "deferred-writes" { 8 } else { 0 };
+    assert_eq!(p.state_before, (1, 0, true, queued));
+    assert_eq!(p.state_after, p.state_before, "{backend}: depth, pending flag and queue came back with the task");
+    assert!(p.switches >= 2, "{backend}: the writer was switched out and back in ({} switches)", p.switches);
+    assert_eq!(p.leave_cost, (1, 1), "{backend}: its own leave emits the deferred pair");
+    let expected_view = if backend == "deferred-writes" { UNMAPPED } else { mapped(frame) };
+    assert_eq!(b.sees, expected_view, "{backend}: what the bystander's walk found at the writer's entry");
+    assert_eq!(hw_translate(first, Access::Read), mapped(frame));
+}
+
+#[test_case]
+fn batched_task_preempted_mid_section_keeps_its_state_and_pays_at_leave() {
+    preempted_in_a_section("batched", false);
+}
+
+#[test_case]
+fn deferred_writes_task_preempted_mid_section_keeps_its_queue() {
+    preempted_in_a_section("deferred-writes", false);
+}
+
+#[test_case]
+fn batched_task_that_yields_mid_section_keeps_its_state() {
+    preempted_in_a_section("batched", true);
+}
+
+// ---- deferred-writes: the read hazard ---------------------------------------
+
+#[test_case]
+fn deferred_writes_a_read_in_the_section_sees_the_old_entry() {
+    let _b = Backend::select("deferred-writes");
+    let scratch = Scratch::new(1);
+    let entry = &scratch.entries[0];
+    let section = enable();
+    let inside = cost(|| pgtable::write_entry(entry, page(scratch.frame)));
+    assert_eq!(pairs(inside), (0, 0));
+    assert_eq!(entry.read(), Descriptor::INVALID, "memory still holds the old entry");
+    assert_eq!(hw_translate(scratch.va(0), Access::Read), UNMAPPED, "and so does the walker");
+    assert_eq!(pairs(cost(|| drop(section))), (1, 1));
+    assert_eq!(entry.read(), page(scratch.frame));
+    assert_eq!(hw_translate(scratch.va(0), Access::Read), mapped(scratch.frame));
+}
+
+#[test_case]
+fn deferred_writes_pause_makes_the_queued_entry_readable() {
+    let _b = Backend::select("deferred-writes");
+    let scratch = Scratch::new(1);
+    let entry = &scratch.entries[0];
+    let _section = enable();
+    pgtable::write_entry(entry, page(scratch.frame));
+    let paused = pause();
+    assert_eq!(entry.read(), page(scratch.frame), "pause applied the queue");
+    assert_eq!(hw_translate(scratch.va(0), Access::Read), mapped(scratch.frame));
+    assert_eq!(lazy_state(), (1, 1, false, 0));
+    drop(paused);
+    assert!(is_lazy_mmu_mode_active());
+}
+
+#[test_case]
+fn deferred_writes_are_applied_in_order_at_leave() {
+    let _b = Backend::select("deferred-writes");
+    let scratch = Scratch::new(3);
+    let other = frame_alloc::alloc_frame().unwrap();
+    let e = &scratch.entries;
+    let section = enable();
+    let inside = cost(|| {
+        pgtable::write_entry(&e[0], page(other));
+        pgtable::write_entry(&e[1], page(other));
+        pgtable::write_entry(&e[0], page(scratch.frame));
+        pgtable::write_entry(&e[2], page(other));
+        pgtable::write_entry(&e[1], Descriptor::INVALID);
+    });
+    assert_eq!(pairs(inside), (0, 0));
+    assert_eq!(lazy_state(), (1, 0, true, 5));
+    for i in 0..3 {
+        assert_eq!(hw_translate(scratch.va(i), Access::Read), UNMAPPED, "nothing stored yet");
+    }
+    assert_eq!(pairs(cost(|| drop(section))), (1, 1));
+    assert_eq!(hw_translate(scratch.va(0), Access::Read), mapped(scratch.frame), "the later write to slot 0 won");
+    assert_eq!(hw_translate(scratch.va(1), Access::Read), UNMAPPED, "slot 1 was mapped, then cleared");
+    assert_eq!(hw_translate(scratch.va(2), Access::Read), mapped(other));
+    tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(3));
+    frame_alloc::free_frame(other).unwrap();
+}
+
+#[test_case]
+fn deferred_writes_a_full_queue_is_applied_early() {
+    let _b = Backend::select("deferred-writes");
+    for n in [DEFERRED_QUEUE_LEN as u64, DEFERRED_QUEUE_LEN as u64 + 1, 4096] {
+        let scratch = Scratch::new(n);
+        let total = cost(|| {
+            let _section = enable();
+            scratch.write_all();
+        });
+        let batches = n.div_ceil(DEFERRED_QUEUE_LEN as u64);
+        assert_eq!(pairs(total), (batches, batches), "N = {n}: one pair per queue-full of stores");
+        assert_eq!(hw_translate(scratch.va(n - 1), Access::Read), mapped(scratch.frame));
+    }
+}
+
+#[test_case]
+fn deferred_writes_tlb_maintenance_in_a_section_applies_the_queue_first() {
+    let _b = Backend::select("deferred-writes");
+    let scratch = Scratch::new(1);
+    let va = scratch.va(0);
+    pgtable::write_entry(&scratch.entries[0], page(scratch.frame));
+    assert!(probe::read(va).is_ok(), "mapped, and now in the TLB");
+    let _section = enable();
+    pgtable::write_entry(&scratch.entries[0], Descriptor::INVALID);
+    assert_eq!(lazy_state().3, 1, "the clear is queued");
+    tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
+    assert_eq!(lazy_state().3, 0, "the flush made the queued store first");
+    let fault = probe::read(va).unwrap_err();
+    assert_eq!(fault.class, ExceptionClass::DataAbortCurrentEl);
+    assert_eq!(fault.status, Some(FaultStatus::Translation { level: 3 }));
+}
+
+// ---- accounting ---------------------------------------------------------------
+
+#[test_case]
+fn accounting_counts_writes_sections_flushes_and_nesting_per_backend() {
+    let _b = Backend::select("batched");
+    let scratch = Scratch::new(5);
+    stats::reset();
+    {
+        let _outer = enable();
+        let inner = enable();
+        let innermost = enable();
+        scratch.write_all();
+        drop(innermost); // flushes the 5 pending writes: 1 pair
+        drop(inner); // nothing pending: a flush that emits nothing
+        drop(pause()); // nothing pending either
+    }
+    pgtable::write_entry(&scratch.entries[0], Descriptor::INVALID);
+    let s = stats::stats("batched").unwrap();
+    let expected = LazyMmuStats {
+        entry_writes: 6,
+        lazy_writes: 5,
+        sections: 1,
+        flushes: 2,
+        pauses: 1,
+        max_nesting: 3,
+        barriers: BarrierCounts { dsb_ishst: 1, isb: 1, ..BarrierCounts::ZERO },
+    };
+    assert_eq!(s, expected);
+    assert_eq!(stats::stats("eager").unwrap(), LazyMmuStats::default(), "nothing ran under eager");
+
+    // The same work under eager lands in eager's column.
+    drop(_b);
+    let _e = Backend::select("eager");
+    scratch.write_all();
+    let e = stats::stats("eager").unwrap();
+    assert_eq!((e.entry_writes, e.lazy_writes, e.barriers.dsb_ishst, e.barriers.isb), (5, 0, 5, 5));
+    assert_eq!(stats::stats("batched").unwrap(), expected, "batched's column did not move");
+    assert_eq!(stats::stats("no-such-backend"), None);
 }

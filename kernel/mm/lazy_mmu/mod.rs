@@ -187,6 +187,22 @@ pub(crate) fn sync_stores() {
     }
 }
 
+/// Closes whatever sections and pauses the current task left open when its
+/// code was abandoned (a fault or panic recovered by `exception::catch`
+/// skips the guards' drops): deferred work is done as a leave would do it,
+/// and the counts go back to zero. Returns the (enable, pause) counts found.
+pub fn recover_abandoned() -> (u8, u8) {
+    let task = task::current();
+    let state = &task.lazy_mmu;
+    let found = (state.enable_count.get(), state.pause_count.get());
+    if state.is_active() {
+        backend().leave(&task.arch_lazy);
+    }
+    state.enable_count.set(0);
+    state.pause_count.set(0);
+    found
+}
+
 /// Selects a backend by name (see `arch::lazy_mmu::BACKENDS`); false if
 /// there is none of that name. Only switch when no task is in a section.
 pub fn select_backend(name: &str) -> bool {
