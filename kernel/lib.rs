@@ -23,6 +23,7 @@ pub mod arch;
 pub mod boot_args;
 pub mod console;
 pub mod cpu;
+pub mod demo;
 pub mod drivers;
 pub mod dtb;
 pub mod exception;

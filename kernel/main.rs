@@ -7,7 +7,8 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 
-use lazymmu::cpu;
+use lazymmu::arch::lazy_mmu::BACKENDS;
+use lazymmu::{cpu, demo};
 use lazymmu::dtb;
 use lazymmu::init;
 use lazymmu::mm::{frame_alloc, heap, ptdump};
@@ -18,6 +19,7 @@ use lazymmu::{boot_args, println};
 const COMMANDS: &[(&str, &str)] = &[
     ("(none)", "boot, print the CPU, its features and the memory map, then this menu"),
     ("ptdump", "print the kernel page tables as merged ranges"),
+    ("demo lazy [--backend NAME]", "an annotated trace of lazy MMU mode under each backend (or NAME)"),
     ("help", "print this menu"),
 ];
 
@@ -39,6 +41,8 @@ fn kernel_main() -> ! {
             }
             let _ = ptdump::dump(&mut Console);
         }
+        ["demo", "lazy"] => demo_lazy(None),
+        ["demo", "lazy", "--backend", name] => demo_lazy(Some(name)),
         ["help"] => menu(),
         other => {
             println!("lazymmu: unknown command {:?}", other);
@@ -92,9 +96,23 @@ fn banner() {
     println!("  heap         {} KiB ({} KiB used)", (heap_used + heap_free) >> 10, heap_used >> 10);
 }
 
+fn demo_lazy(backend: Option<&str>) {
+    if let Some(name) = backend
+        && !BACKENDS.iter().any(|b| b.name() == name)
+    {
+        let names: Vec<&str> = BACKENDS.iter().map(|b| b.name()).collect();
+        println!("lazymmu: no backend {name:?}; the backends are {}", names.join(", "));
+        exit(ExitCode::Usage);
+    }
+    if let Err(e) = demo::lazy(backend) {
+        println!("lazymmu: demo lazy: {e}");
+        exit(ExitCode::Usage);
+    }
+}
+
 fn menu() {
     println!("usage: cargo run -- [COMMAND]   (scripts/run [COMMAND] sets up first)");
     for (name, what) in COMMANDS {
-        println!("  {name:<8} {what}");
+        println!("  {name:<28} {what}");
     }
 }

@@ -12,10 +12,11 @@
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use crate::arch::{barrier, context, cpu};
-use crate::exception::{self, Caught};
+use crate::exception::{self, Caught, PanicMessage};
+use crate::mm::lazy_mmu;
 use crate::mm::pgtable::MapError;
 use crate::mm::stack::KernelStack;
 use crate::percpu::this_cpu;
@@ -28,6 +29,22 @@ pub const TIME_SLICE_US: u64 = 1_000;
 
 static RUN_QUEUE: IrqSpinLock<VecDeque<&'static Task>> = IrqSpinLock::new(VecDeque::new());
 static SWITCHES: AtomicU64 = AtomicU64::new(0);
+static PREEMPTION: AtomicBool = AtomicBool::new(true);
+
+/// Turns time slices on or off (on at boot). Off, tasks switch only when
+/// they yield: a demo that must print the same trace every time wants that.
+pub fn set_preemption(on: bool) {
+    PREEMPTION.store(on, Relaxed);
+    if !on {
+        timer::set_slice(None);
+    }
+}
+
+/// A fresh time slice if preemption is on and `others_waiting`, else none.
+fn arm_slice(others_waiting: bool) {
+    let on = PREEMPTION.load(Relaxed) && others_waiting;
+    timer::set_slice(on.then(|| timer::ticks_from_us(TIME_SLICE_US)));
+}
 
 /// Context switches so far.
 pub fn switch_count() -> u64 {
@@ -50,7 +67,7 @@ pub fn spawn(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<Jo
     // SAFETY: the task is not running, and nobody else has it yet.
     unsafe { *task.context() = context::Context::new_task(top, task_entry, task as *const Task as u64) };
     RUN_QUEUE.lock().push_back(task);
-    timer::set_slice(Some(timer::ticks_from_us(TIME_SLICE_US)));
+    arm_slice(true);
     Ok(JoinHandle { task })
 }
 
@@ -108,20 +125,17 @@ pub(crate) fn schedule() {
     let prev = task::current();
     let (next, others_waiting) = {
         let mut queue = RUN_QUEUE.lock();
-        match queue.pop_front() {
-            Some(next) => (next, !queue.is_empty()),
-            None => {
-                assert!(prev.state() == TaskState::Running, "task {} exited with no task left to run", prev.name);
-                cpu::irq_restore(daif);
-                return;
-            }
-        }
+        (queue.pop_front(), !queue.is_empty())
+    };
+    let Some(next) = next else {
+        assert!(prev.state() == TaskState::Running, "task {} exited with no task left to run", prev.name);
+        cpu::irq_restore(daif);
+        return;
     };
     if prev.state() == TaskState::Running {
         prev.set_state(TaskState::Ready);
     }
-    let slice = (others_waiting || prev.state() == TaskState::Ready).then(|| timer::ticks_from_us(TIME_SLICE_US));
-    timer::set_slice(slice);
+    arm_slice(others_waiting || prev.state() == TaskState::Ready);
     trace::emit(format_args!(
         "context switch: {} ({}, depth {}) -> {} (depth {})",
         prev.name,
@@ -130,14 +144,14 @@ pub(crate) fn schedule() {
         next.name,
         next.lazy_mmu.enable_count.get()
     ));
+    // Everything `prev` stored, page-table entries of an open lazy section
+    // included, reaches every walker before `next` runs.
+    barrier::dsb_ish();
     next.set_state(TaskState::Running);
     let cpu = this_cpu();
     cpu.set_switched_from(prev);
     cpu.set_current_task(next);
     SWITCHES.fetch_add(1, Relaxed);
-    // Everything `prev` stored, page-table entries of an open lazy section
-    // included, reaches every walker before `next` runs.
-    barrier::dsb_ish();
     // SAFETY: IRQs are masked; `next` was saved by a switch or made by
     // spawn, and its stack lives as long as its TCB.
     unsafe { context::cpu_switch_to(prev.context(), next.context()) };
@@ -166,7 +180,16 @@ extern "C" fn task_entry(task: u64) -> ! {
     // SAFETY: spawn passed the task's own address; it lives until Dead.
     let task = unsafe { &*(task as *const Task) };
     let entry = task.take_entry().expect("a new task has its entry");
-    let outcome = exception::catch(entry);
+    let mut outcome = exception::catch(entry);
+    // Sections a fault or panic abandoned are closed; returning with one
+    // open is the task's own bug, and is reported as its failure.
+    let (enabled, paused) = lazy_mmu::recover_abandoned();
+    if outcome.is_ok() && (enabled, paused) != (0, 0) {
+        outcome = Err(Caught::Panic(PanicMessage::new(format_args!(
+            "task {} exited with lazy MMU mode open (enable count {enabled}, pause count {paused})",
+            task.name
+        ))));
+    }
     task.set_outcome(outcome);
     cpu::irq_save();
     task.set_state(TaskState::Exited);

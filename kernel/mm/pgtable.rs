@@ -71,6 +71,11 @@ pub struct EntryRef {
     pub va: VirtAddr,
 }
 
+// SAFETY: an EntryRef names an entry of the kernel's tables, which every
+// CPU and task shares; it may be handed to another task or an interrupt
+// handler like the address it is.
+unsafe impl Send for EntryRef {}
+
 impl EntryRef {
     fn new(table: PhysAddr, level: Level, va: VirtAddr) -> EntryRef {
         let ptr = phys_to_virt(table).as_mut_ptr::<u64>().wrapping_add(level.index(va.as_u64()));

@@ -29,6 +29,22 @@ pub struct LazyMmuStats {
     pub barriers: BarrierCounts,
 }
 
+/// What happened between two snapshots; `max_nesting` is the later one's.
+impl core::ops::Sub for LazyMmuStats {
+    type Output = LazyMmuStats;
+    fn sub(self, earlier: LazyMmuStats) -> LazyMmuStats {
+        LazyMmuStats {
+            entry_writes: self.entry_writes - earlier.entry_writes,
+            lazy_writes: self.lazy_writes - earlier.lazy_writes,
+            sections: self.sections - earlier.sections,
+            flushes: self.flushes - earlier.flushes,
+            pauses: self.pauses - earlier.pauses,
+            max_nesting: self.max_nesting,
+            barriers: self.barriers - earlier.barriers,
+        }
+    }
+}
+
 struct Counters {
     entry_writes: AtomicU64,
     lazy_writes: AtomicU64,

@@ -1,0 +1,143 @@
+//! Tasks and the scheduler: own stacks with guard pages, cooperative and
+//! preemptive switches, failures that end only their task, and stacks that
+//! are given back.
+
+#![no_std]
+#![no_main]
+#![feature(custom_test_frameworks)]
+#![test_runner(lazymmu::testing::run_tests)]
+#![reexport_test_harness_main = "test_main"]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+
+use lazymmu::arch::cpu;
+use lazymmu::exception::{Caught, ExceptionClass, FaultStatus};
+use lazymmu::mm::addr::VirtAddr;
+use lazymmu::mm::layout::KSTACK_SLOTS;
+use lazymmu::mm::lazy_mmu::{enable, is_lazy_mmu_mode_active};
+use lazymmu::mm::{frame_alloc, probe};
+use lazymmu::{irq, sched, task};
+use spin::Mutex;
+
+#[unsafe(no_mangle)]
+fn kernel_main() -> ! {
+    test_main();
+    unreachable!("the test runner exits QEMU");
+}
+
+#[test_case]
+fn a_spawned_task_runs_on_its_own_stack_above_a_guard_page() {
+    static SEEN: Mutex<Option<(VirtAddr, VirtAddr, VirtAddr, Result<u64, FaultStatus>, &'static str)>> = Mutex::new(None);
+    let handle = sched::spawn("stacky", || {
+        let local = 0u64;
+        let me = task::current();
+        let stack = me.stack().expect("a spawned task has its own stack");
+        let guard = stack.guard_page();
+        let probe = probe::read(guard).map_err(|s| s.status.expect("an abort"));
+        *SEEN.lock() = Some((VirtAddr::from_ptr(&local), stack.bottom(), stack.top(), probe, me.name));
+    })
+    .unwrap();
+    handle.join().unwrap();
+    let (local, bottom, top, guard, name) = SEEN.lock().expect("the task ran");
+    assert_eq!(name, "stacky");
+    assert!(bottom <= local && local < top, "a local at {local} lies in the task's stack {bottom}..{top}");
+    assert_eq!(guard, Err(FaultStatus::Translation { level: 3 }), "the page below the stack is not mapped");
+}
+
+#[test_case]
+fn yield_alternates_between_ready_tasks() {
+    static LOG: Mutex<Vec<(char, u32)>> = Mutex::new(Vec::new());
+    LOG.lock().clear();
+    let worker = |name: char| {
+        move || {
+            for i in 0..3 {
+                LOG.lock().push((name, i));
+                sched::yield_now();
+            }
+        }
+    };
+    let a = sched::spawn("a", worker('a')).unwrap();
+    let b = sched::spawn("b", worker('b')).unwrap();
+    a.join().unwrap();
+    b.join().unwrap();
+    let log = LOG.lock().clone();
+    assert_eq!(log, [('a', 0), ('b', 0), ('a', 1), ('b', 1), ('a', 2), ('b', 2)]);
+}
+
+#[test_case]
+fn a_task_that_never_yields_is_preempted_by_the_timer() {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static SPINS: AtomicU64 = AtomicU64::new(0);
+    STOP.store(false, SeqCst);
+    let (interrupts, switches) = (irq::interrupt_count(), sched::switch_count());
+    let spinner = sched::spawn("spinner", || {
+        while !STOP.load(SeqCst) {
+            SPINS.fetch_add(1, SeqCst);
+        }
+    })
+    .unwrap();
+    // The spinner gets the CPU here and only a timer interrupt takes it back.
+    sched::yield_now();
+    assert!(SPINS.load(SeqCst) > 0, "the spinner ran");
+    assert!(irq::interrupt_count() > interrupts, "a timer interrupt ended its slice");
+    STOP.store(true, SeqCst);
+    spinner.join().unwrap();
+    assert!(sched::switch_count() - switches >= 3, "main -> spinner -> main -> spinner -> main");
+}
+
+#[test_case]
+fn a_panic_or_fault_ends_only_its_own_task() {
+    let panicker = sched::spawn("panicker", || panic!("boom from a task")).unwrap();
+    match panicker.join() {
+        Err(Caught::Panic(message)) => assert!(message.as_str().contains("boom from a task"), "{message:?}"),
+        other => panic!("expected the task's panic, got {other:?}"),
+    }
+    let faulter = sched::spawn("faulter", || {
+        let guard = task::current().stack().unwrap().guard_page();
+        // SAFETY: the guard page is never mapped: this read faults.
+        unsafe { core::ptr::read_volatile(guard.as_ptr::<u64>()) };
+    })
+    .unwrap();
+    match faulter.join() {
+        Err(Caught::Fault(s)) => {
+            assert_eq!(s.class, ExceptionClass::DataAbortCurrentEl);
+            assert_eq!(s.status, Some(FaultStatus::Translation { level: 3 }));
+        }
+        other => panic!("expected the task's fault, got {other:?}"),
+    }
+}
+
+#[test_case]
+fn a_task_that_exits_inside_a_lazy_section_fails_and_its_section_is_closed() {
+    let leaky = sched::spawn("leaky", || core::mem::forget(enable())).unwrap();
+    match leaky.join() {
+        Err(Caught::Panic(message)) => {
+            assert!(message.as_str().contains("exited with lazy MMU mode open (enable count 1"), "{message:?}")
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert!(!is_lazy_mmu_mode_active(), "the joiner is not affected");
+}
+
+#[test_case]
+fn joined_tasks_give_back_their_stacks_and_frames() {
+    let before = frame_alloc::stats().used;
+    // More tasks than there are stack slots, one after another.
+    for _ in 0..KSTACK_SLOTS + 8 {
+        sched::spawn("short", || {}).unwrap().join().unwrap();
+    }
+    assert_eq!(frame_alloc::stats().used, before, "every stack frame (and page-table page) came back");
+}
+
+#[test_case]
+fn yield_with_nothing_else_ready_returns_with_interrupts_unmasked() {
+    const IRQ_MASKED: u64 = 1 << 7;
+    assert_eq!(cpu::irq_state() & IRQ_MASKED, 0, "IRQs are on in task context");
+    sched::yield_now();
+    assert_eq!(cpu::irq_state() & IRQ_MASKED, 0, "and still on after a yield that had nowhere to go");
+    sched::spawn("quick", || {}).unwrap().join().unwrap();
+    assert_eq!(cpu::irq_state() & IRQ_MASKED, 0, "and after switching away and back");
+}
