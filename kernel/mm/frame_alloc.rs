@@ -6,9 +6,12 @@
 //! what tests use to prove that an operation leaked no frame.
 
 use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use super::addr::{PAGE_SIZE, PhysAddr};
+use super::lazy_mmu;
 use crate::sync::IrqSpinLock;
+use crate::{println, task};
 
 /// The most RAM the bitmap can describe (8 GiB); more is left unused.
 pub const MAX_FRAMES: usize = (8 << 30) / PAGE_SIZE as usize;
@@ -173,13 +176,35 @@ pub fn init(base: PhysAddr, bytes: u64, reserved: &[(PhysAddr, u64)]) {
     ALLOCATOR.lock().init(base, bytes, reserved);
 }
 
+static ALLOCS_IN_LAZY_MODE: AtomicU64 = AtomicU64::new(0);
+static LAZY_ALLOC_REPORTED: AtomicBool = AtomicBool::new(false);
+
+/// The debug check of lazy MMU mode: a frame allocation inside an active
+/// section is a bug waiting to happen (with debug_pagealloc the allocator
+/// itself writes page tables, nesting a section the caller did not expect),
+/// so each one is counted and the first is reported.
+fn check_lazy_mode() {
+    if lazy_mmu::is_lazy_mmu_mode_active() {
+        ALLOCS_IN_LAZY_MODE.fetch_add(1, Relaxed);
+        if !LAZY_ALLOC_REPORTED.swap(true, Relaxed) {
+            println!("frame_alloc: warning: frame allocated in lazy MMU mode (task {}); reported once", task::current().name);
+        }
+    }
+}
+
+/// Frame allocations made in lazy MMU mode so far.
+pub fn allocations_in_lazy_mode() -> u64 {
+    ALLOCS_IN_LAZY_MODE.load(Relaxed)
+}
+
 /// One frame.
 pub fn alloc_frame() -> Result<PhysAddr, FrameError> {
-    ALLOCATOR.lock().alloc_run(1, PAGE_SIZE)
+    alloc_contiguous(1, PAGE_SIZE)
 }
 
 /// `count` physically contiguous frames, the first aligned to `align` bytes.
 pub fn alloc_contiguous(count: usize, align: u64) -> Result<PhysAddr, FrameError> {
+    check_lazy_mode();
     ALLOCATOR.lock().alloc_run(count, align)
 }
 

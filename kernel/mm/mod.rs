@@ -2,6 +2,7 @@
 //! stage-1 page tables.
 
 pub mod addr;
+pub mod apply;
 pub mod descriptor;
 pub mod frame_alloc;
 pub mod heap;
@@ -14,6 +15,7 @@ pub mod ptdump;
 pub mod stack;
 pub mod tlb;
 pub mod translate;
+pub mod vmalloc;
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

@@ -77,7 +77,7 @@ pub struct EntryRef {
 unsafe impl Send for EntryRef {}
 
 impl EntryRef {
-    fn new(table: PhysAddr, level: Level, va: VirtAddr) -> EntryRef {
+    pub(super) fn new(table: PhysAddr, level: Level, va: VirtAddr) -> EntryRef {
         let ptr = phys_to_virt(table).as_mut_ptr::<u64>().wrapping_add(level.index(va.as_u64()));
         let va = VirtAddr::new(va.as_u64() & !(level.entry_size() - 1));
         EntryRef { ptr, level, va }
@@ -198,14 +198,17 @@ fn leaf_level(va: VirtAddr, pa: PhysAddr, remaining: u64, sizes: LeafSizes) -> L
     Level::L3
 }
 
-fn check_range(va: VirtAddr, size: u64) -> Result<VirtAddr, MapError> {
+pub(super) fn check_range(va: VirtAddr, size: u64) -> Result<VirtAddr, MapError> {
     if !va.is_kernel() {
         return Err(MapError::NotKernelAddress(va));
     }
     if !va.is_aligned(PAGE_SIZE) {
         return Err(MapError::Misaligned { what: "virtual address", value: va.as_u64() });
     }
-    if size == 0 || size % PAGE_SIZE != 0 {
+    if size == 0 {
+        return Err(MapError::BadRange { start: va, size });
+    }
+    if size % PAGE_SIZE != 0 {
         return Err(MapError::Misaligned { what: "size", value: size });
     }
     // The end may be exactly 2^64 (the last page of the address space).

@@ -1,0 +1,264 @@
+//! `apply_to_page_range` and its variants: call a function on every level-3
+//! slot of a kernel range, the way vmalloc, vmap and set_memory_* change
+//! page tables in bulk (Linux mm/memory.c).
+//!
+//! Linux opens one lazy MMU section per leaf table and allocates (and links,
+//! paying a barrier pair for each) any missing table as the walk meets it.
+//! Here a call first *plans*: it walks the range without changing anything,
+//! finds every table it will need and every reason it cannot run (a block in
+//! the way, a bad range), and allocates the tables. Then it opens **one**
+//! section for the whole call and writes table and leaf entries in it, so a
+//! call costs one `dsb ishst; isb` whatever its size, and no frame is
+//! allocated inside lazy mode. The Linux-style walk stays selectable
+//! ([`ApplyMode::PerLeafTable`]) so the two can be counted side by side.
+//!
+//! Inside the section the walker never reads back an entry it wrote: under
+//! `deferred-writes` that read would still see the old, invalid entry. It
+//! remembers the tables it linked instead.
+
+use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+use super::addr::{PhysAddr, VirtAddr};
+use super::descriptor::{Descriptor, Entry, Level};
+use super::lazy_mmu;
+use super::pgtable::{self, EntryRef, MapError, alloc_table, check_range};
+use super::frame_alloc;
+
+/// How a call brackets its writes with lazy MMU sections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyMode {
+    /// Tables allocated up front, one section for the whole call.
+    WholeCall,
+    /// Linux's walk: missing tables linked as met (outside any section),
+    /// one section per leaf table.
+    PerLeafTable,
+}
+
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+pub fn set_apply_mode(mode: ApplyMode) {
+    MODE.store(mode as u8, Relaxed);
+}
+
+pub fn apply_mode() -> ApplyMode {
+    if MODE.load(Relaxed) == 0 { ApplyMode::WholeCall } else { ApplyMode::PerLeafTable }
+}
+
+/// Why a walk stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyError<E> {
+    /// The range or the tables did not allow the walk; nothing was changed.
+    Map(MapError),
+    /// The callback failed at some slot; slots before it were visited.
+    Callback(E),
+}
+
+impl<E> From<MapError> for ApplyError<E> {
+    fn from(e: MapError) -> Self {
+        ApplyError::Map(e)
+    }
+}
+
+/// What a walk did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Bit n set: the walk wrote an entry at level n (a new table linked
+    /// below level n, or, for bit 3, the callback ran on a leaf slot), so
+    /// the caller knows what to flush or sync (Linux's pgtbl_mod_mask).
+    pub levels_modified: u8,
+    /// Page-table pages the walk allocated.
+    pub tables_allocated: usize,
+    /// Slots the callback was called for.
+    pub slots: u64,
+}
+
+/// Calls `f` on every level-3 slot of [start, start + size), creating the
+/// missing tables first. Runs in lazy MMU mode.
+pub fn apply_to_page_range<E>(
+    start: VirtAddr,
+    size: u64,
+    f: impl FnMut(&EntryRef) -> Result<(), E>,
+) -> Result<Applied, ApplyError<E>> {
+    apply(start, size, Walk { create: true, lazy: true }, f)
+}
+
+/// Calls `f` only on the level-3 slots that hold a valid entry; skips holes
+/// and allocates nothing. Runs in lazy MMU mode.
+pub fn apply_to_existing_page_range<E>(
+    start: VirtAddr,
+    size: u64,
+    f: impl FnMut(&EntryRef) -> Result<(), E>,
+) -> Result<Applied, ApplyError<E>> {
+    apply(start, size, Walk { create: false, lazy: true }, f)
+}
+
+/// [`apply_to_page_range`] with `f` running outside lazy mode (seed 002),
+/// for callbacks that allocate memory or must see their own writes.
+pub fn apply_to_page_range_nolazy<E>(
+    start: VirtAddr,
+    size: u64,
+    f: impl FnMut(&EntryRef) -> Result<(), E>,
+) -> Result<Applied, ApplyError<E>> {
+    apply(start, size, Walk { create: true, lazy: false }, f)
+}
+
+/// [`apply_to_existing_page_range`] with `f` running outside lazy mode.
+pub fn apply_to_existing_page_range_nolazy<E>(
+    start: VirtAddr,
+    size: u64,
+    f: impl FnMut(&EntryRef) -> Result<(), E>,
+) -> Result<Applied, ApplyError<E>> {
+    apply(start, size, Walk { create: false, lazy: false }, f)
+}
+
+#[derive(Clone, Copy)]
+struct Walk {
+    /// Make missing tables (else skip holes).
+    create: bool,
+    /// Run the callback in lazy MMU mode.
+    lazy: bool,
+}
+
+/// The level-3 tables' spans: [start, end) cut at 2 MiB boundaries.
+fn chunks(start: VirtAddr, end: VirtAddr) -> impl Iterator<Item = (u64, u64)> {
+    let span = Level::L2.entry_size();
+    let (start, end) = (start.as_u64(), end.as_u64());
+    let mut at = start;
+    core::iter::from_fn(move || {
+        if at == end {
+            return None;
+        }
+        let next = (at & !(span - 1)).wrapping_add(span);
+        // `end` may be 0 (the range runs to the top of the address space).
+        let stop = if next.wrapping_sub(start) >= end.wrapping_sub(start) || next == 0 { end } else { next };
+        let chunk = (at, stop);
+        at = stop;
+        Some(chunk)
+    })
+}
+
+/// Walks the range without changing anything: fails if a block mapping is
+/// in the way, and counts the tables a creating walk will need.
+fn plan(root: PhysAddr, start: VirtAddr, end: VirtAddr, create: bool) -> Result<usize, MapError> {
+    // New tables, by (level of the table, first address it covers).
+    let mut new_tables = BTreeSet::new();
+    for (at, _) in chunks(start, end) {
+        let va = VirtAddr::new(at);
+        let mut table = Some(root);
+        for level in [Level::L0, Level::L1, Level::L2] {
+            let entry = table.map(|t| EntryRef::new(t, level, va).entry()).unwrap_or(Entry::Invalid);
+            table = match entry {
+                Entry::Table(next) => Some(next),
+                Entry::Leaf { .. } => return Err(MapError::BlockInTheWay { va, level }),
+                Entry::Invalid if !create => break,
+                Entry::Invalid => {
+                    new_tables.insert((level.0 + 1, at & !(level.entry_size() - 1)));
+                    None
+                }
+            };
+        }
+    }
+    Ok(new_tables.len())
+}
+
+/// Links tables for `va` down to level 3, from `pool`, and returns the
+/// level-3 table; None if a hole stops a non-creating walk. `linked`
+/// remembers the tables this walk linked, per level, so that it never reads
+/// back its own (possibly still queued) writes.
+fn leaf_table(
+    root: PhysAddr,
+    va: VirtAddr,
+    pool: &mut Vec<PhysAddr>,
+    linked: &mut [Option<(u64, PhysAddr)>; 3],
+    applied: &mut Applied,
+) -> Option<PhysAddr> {
+    let mut table = root;
+    for level in [Level::L0, Level::L1, Level::L2] {
+        let base = va.as_u64() & !(level.entry_size() - 1);
+        let remembered = linked[level.0 as usize].filter(|(b, _)| *b == base).map(|(_, pa)| pa);
+        let entry = EntryRef::new(table, level, va);
+        table = match (remembered, entry.entry()) {
+            (Some(pa), _) | (None, Entry::Table(pa)) => pa,
+            (None, Entry::Invalid) => {
+                let new = pool.pop()?;
+                pgtable::write_entry(&entry, Descriptor::table(new));
+                linked[level.0 as usize] = Some((base, new));
+                applied.levels_modified |= 1 << level.0;
+                applied.tables_allocated += 1;
+                new
+            }
+            (None, Entry::Leaf { .. }) => unreachable!("plan() refused blocks in the way"),
+        };
+    }
+    Some(table)
+}
+
+fn apply<E>(
+    start: VirtAddr,
+    size: u64,
+    walk: Walk,
+    mut f: impl FnMut(&EntryRef) -> Result<(), E>,
+) -> Result<Applied, ApplyError<E>> {
+    let end = check_range(start, size)?;
+    let root = pgtable::kernel_root();
+    let needed = plan(root, start, end, walk.create)?;
+    let mut pool = Vec::with_capacity(needed);
+    for _ in 0..needed {
+        match alloc_table() {
+            Ok(pa) => pool.push(pa),
+            Err(e) => {
+                release(pool);
+                return Err(e.into());
+            }
+        }
+    }
+
+    let mode = apply_mode();
+    let mut applied = Applied::default();
+    let mut linked = [None; 3];
+    let whole = (walk.lazy && mode == ApplyMode::WholeCall).then(lazy_mmu::enable);
+    let mut result = Ok(());
+    for (at, stop) in chunks(start, end) {
+        let Some(table) = leaf_table(root, VirtAddr::new(at), &mut pool, &mut linked, &mut applied) else {
+            continue;
+        };
+        let _per_table = (walk.lazy && mode == ApplyMode::PerLeafTable).then(lazy_mmu::enable);
+        result = visit_slots(table, at, stop, walk.create, &mut f, &mut applied);
+        if result.is_err() {
+            break;
+        }
+    }
+    drop(whole);
+    // Tables planned for slots a failed callback never reached.
+    release(pool);
+    result.map(|()| applied).map_err(ApplyError::Callback)
+}
+
+fn visit_slots<E>(
+    table: PhysAddr,
+    at: u64,
+    stop: u64,
+    create: bool,
+    f: &mut impl FnMut(&EntryRef) -> Result<(), E>,
+    applied: &mut Applied,
+) -> Result<(), E> {
+    let mut va = at;
+    while va != stop {
+        let entry = EntryRef::new(table, Level::L3, VirtAddr::new(va));
+        if create || entry.read().is_valid() {
+            f(&entry)?;
+            applied.slots += 1;
+            applied.levels_modified |= 1 << 3;
+        }
+        va = va.wrapping_add(Level::L3.entry_size());
+    }
+    Ok(())
+}
+
+fn release(pool: Vec<PhysAddr>) {
+    for pa in pool {
+        frame_alloc::free_frame(pa).expect("allocated by apply()");
+    }
+}

@@ -1,0 +1,368 @@
+//! The vmalloc region: virtually contiguous kernel mappings of frames that
+//! need not be physically contiguous (Linux mm/vmalloc.c).
+//!
+//! - An *area* is a range of the region handed out by first fit, with one
+//!   unmapped guard page after it, so running off the end of a vmalloc'd
+//!   buffer faults instead of scribbling on the next one.
+//! - `vmalloc`/`vzalloc`/`vmalloc_aligned` take frames, then map them with
+//!   `apply_to_page_range`: every frame is allocated before the lazy section
+//!   opens, and the whole mapping costs one `dsb ishst; isb`.
+//! - `vmap_pages` maps frames the caller owns; `vmap_range` maps physically
+//!   contiguous memory with 1 GiB and 2 MiB blocks where the addresses and
+//!   size allow.
+//! - Unmapping clears the entries in one lazy section (a clear owes no
+//!   barrier), then flushes the TLB for the whole area once, then frees the
+//!   frames and the page-table pages left empty.
+//!
+//! Every operation either does all it says or returns an error and leaves
+//! the frame count, the area list and the tables as they were.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use super::apply::{ApplyError, apply_to_page_range};
+use super::descriptor::{Attributes, Descriptor, Entry, Level};
+use super::layout::{VMALLOC_END, VMALLOC_START};
+use super::pgtable::{self, EntryRef, MapError};
+use super::{frame_alloc, lazy_mmu, phys_to_virt, tlb};
+use crate::sync::IrqSpinLock;
+
+/// Unmapped bytes after every area.
+pub const GUARD_SIZE: u64 = PAGE_SIZE;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmallocError {
+    /// A size of zero bytes.
+    ZeroSize,
+    /// An alignment that is not a power of two multiple of the page size.
+    BadAlignment(u64),
+    /// An address or size that must be page aligned (or block aligned) is not.
+    Misaligned { what: &'static str, value: u64 },
+    /// No free range of the region is large enough.
+    NoVirtualSpace,
+    /// Not enough frames (or page-table pages).
+    OutOfMemory,
+    /// The address is not the start of a live area of the right kind.
+    NotAnArea(VirtAddr),
+    /// A slot of the range is already mapped (Linux's -EBUSY).
+    AlreadyMapped(VirtAddr),
+    /// `vmap_pages` of no pages.
+    EmptyPageList,
+    /// The page tables refused (a block in the way, a bad range).
+    Map(MapError),
+}
+
+impl From<MapError> for VmallocError {
+    fn from(e: MapError) -> VmallocError {
+        match e {
+            MapError::OutOfMemory => VmallocError::OutOfMemory,
+            MapError::AlreadyMapped(va) => VmallocError::AlreadyMapped(va),
+            other => VmallocError::Map(other),
+        }
+    }
+}
+
+impl<E: Into<VmallocError>> From<ApplyError<E>> for VmallocError {
+    fn from(e: ApplyError<E>) -> VmallocError {
+        match e {
+            ApplyError::Map(e) => e.into(),
+            ApplyError::Callback(e) => e.into(),
+        }
+    }
+}
+
+/// What an area holds.
+#[derive(Debug)]
+enum Kind {
+    /// Being set up or torn down: not yet (or no longer) usable.
+    Reserved,
+    /// vmalloc: frames it owns, one per page.
+    Vmalloc(Vec<PhysAddr>),
+    /// vmap_pages: frames the caller owns.
+    Pages,
+    /// vmap_range: contiguous memory the caller owns.
+    Range,
+}
+
+#[derive(Debug)]
+struct Area {
+    /// Mapped bytes (the guard page follows).
+    size: u64,
+    kind: Kind,
+}
+
+/// Live areas by start address.
+static AREAS: IrqSpinLock<BTreeMap<u64, Area>> = IrqSpinLock::new(BTreeMap::new());
+
+/// A live area: where it starts and how many bytes it maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AreaInfo {
+    pub start: VirtAddr,
+    pub size: u64,
+}
+
+/// The area holding `addr` (its guard page excluded), if any.
+pub fn find_area(addr: VirtAddr) -> Option<AreaInfo> {
+    let areas = AREAS.lock();
+    let (&start, area) = areas.range(..=addr.as_u64()).next_back()?;
+    (addr.as_u64() - start < area.size).then(|| AreaInfo { start: VirtAddr::new(start), size: area.size })
+}
+
+/// How many areas are live.
+pub fn area_count() -> usize {
+    AREAS.lock().len()
+}
+
+/// Reserves `size` bytes (page multiple) of the region, aligned to `align`,
+/// followed by a guard page. First fit.
+fn reserve(size: u64, align: u64) -> Result<VirtAddr, VmallocError> {
+    let span = size.checked_add(GUARD_SIZE).ok_or(VmallocError::NoVirtualSpace)?;
+    let mut areas = AREAS.lock();
+    let mut candidate = VMALLOC_START.as_u64();
+    for (&start, area) in areas.iter() {
+        if start >= candidate && start - candidate >= span {
+            break;
+        }
+        candidate = candidate.max(start + area.size + GUARD_SIZE).next_multiple_of(align);
+    }
+    if candidate.checked_add(span).is_none_or(|end| end > VMALLOC_END.as_u64()) {
+        return Err(VmallocError::NoVirtualSpace);
+    }
+    areas.insert(candidate, Area { size, kind: Kind::Reserved });
+    Ok(VirtAddr::new(candidate))
+}
+
+fn unreserve(start: VirtAddr) {
+    AREAS.lock().remove(&start.as_u64());
+}
+
+fn set_kind(start: VirtAddr, kind: Kind) {
+    AREAS.lock().get_mut(&start.as_u64()).expect("reserved").kind = kind;
+}
+
+/// Takes the live area starting at `start` if `matches(kind)`; it stays
+/// listed as Reserved while it is torn down.
+fn take_area(start: VirtAddr, matches: impl Fn(&Kind) -> bool) -> Result<(u64, Kind), VmallocError> {
+    let mut areas = AREAS.lock();
+    match areas.get_mut(&start.as_u64()) {
+        Some(area) if matches(&area.kind) => Ok((area.size, core::mem::replace(&mut area.kind, Kind::Reserved))),
+        _ => Err(VmallocError::NotAnArea(start)),
+    }
+}
+
+fn page_count(size: u64) -> Result<u64, VmallocError> {
+    if size == 0 {
+        return Err(VmallocError::ZeroSize);
+    }
+    Ok(size.div_ceil(PAGE_SIZE))
+}
+
+fn check_align(align: u64) -> Result<u64, VmallocError> {
+    if !align.is_power_of_two() || align < PAGE_SIZE {
+        return Err(VmallocError::BadAlignment(align));
+    }
+    Ok(align)
+}
+
+/// `size` bytes (rounded up to pages) of fresh frames, mapped read/write.
+pub fn vmalloc(size: u64) -> Result<VirtAddr, VmallocError> {
+    vmalloc_aligned(size, PAGE_SIZE)
+}
+
+/// [`vmalloc`], with the area's start aligned to `align`.
+pub fn vmalloc_aligned(size: u64, align: u64) -> Result<VirtAddr, VmallocError> {
+    alloc_and_map(size, check_align(align)?, false)
+}
+
+/// [`vmalloc`], zeroed.
+pub fn vzalloc(size: u64) -> Result<VirtAddr, VmallocError> {
+    alloc_and_map(size, PAGE_SIZE, true)
+}
+
+fn alloc_and_map(size: u64, align: u64, zero: bool) -> Result<VirtAddr, VmallocError> {
+    let pages = page_count(size)?;
+    let va = reserve(pages * PAGE_SIZE, align)?;
+    let mut frames = Vec::with_capacity(pages as usize);
+    for _ in 0..pages {
+        match frame_alloc::alloc_frame() {
+            Ok(pa) => frames.push(pa),
+            Err(_) => {
+                free_frames(&frames);
+                unreserve(va);
+                return Err(VmallocError::OutOfMemory);
+            }
+        }
+    }
+    if zero {
+        for &pa in &frames {
+            // SAFETY: a fresh frame, ours alone, reached through the linear map.
+            unsafe { core::ptr::write_bytes(phys_to_virt(pa).as_mut_ptr::<u8>(), 0, PAGE_SIZE as usize) };
+        }
+    }
+    if let Err(e) = vmap_pages_range(va, &frames, Attributes::KERNEL_RW) {
+        free_frames(&frames);
+        unreserve(va);
+        return Err(e);
+    }
+    set_kind(va, Kind::Vmalloc(frames));
+    Ok(va)
+}
+
+/// Unmaps and frees what `vmalloc` (or `vzalloc`) returned.
+pub fn vfree(addr: VirtAddr) -> Result<(), VmallocError> {
+    let (size, kind) = take_area(addr, |k| matches!(k, Kind::Vmalloc(_)))?;
+    let Kind::Vmalloc(frames) = kind else { unreachable!("checked by take_area") };
+    unmap_area(addr, size);
+    free_frames(&frames);
+    unreserve(addr);
+    Ok(())
+}
+
+/// Maps `pages` (frames the caller owns and keeps) at a new area.
+pub fn vmap_pages(pages: &[PhysAddr], attrs: Attributes) -> Result<VirtAddr, VmallocError> {
+    if pages.is_empty() {
+        return Err(VmallocError::EmptyPageList);
+    }
+    if let Some(&pa) = pages.iter().find(|pa| !pa.is_aligned(PAGE_SIZE)) {
+        return Err(VmallocError::Misaligned { what: "page", value: pa.as_u64() });
+    }
+    let va = reserve(pages.len() as u64 * PAGE_SIZE, PAGE_SIZE)?;
+    if let Err(e) = vmap_pages_range(va, pages, attrs) {
+        unreserve(va);
+        return Err(e);
+    }
+    set_kind(va, Kind::Pages);
+    Ok(va)
+}
+
+/// Unmaps what `vmap_pages` or `vmap_contiguous` returned; the frames stay
+/// the caller's.
+pub fn vunmap(addr: VirtAddr) -> Result<(), VmallocError> {
+    let (size, _) = take_area(addr, |k| matches!(k, Kind::Pages | Kind::Range))?;
+    unmap_area(addr, size);
+    unreserve(addr);
+    Ok(())
+}
+
+/// Maps `pages` one per slot from `va`, in one lazy section. A slot that
+/// is already mapped stops it (EBUSY); what it had mapped is undone.
+fn vmap_pages_range(va: VirtAddr, pages: &[PhysAddr], attrs: Attributes) -> Result<(), VmallocError> {
+    let size = pages.len() as u64 * PAGE_SIZE;
+    let mut next = pages.iter();
+    let result = apply_to_page_range(va, size, |entry: &EntryRef| {
+        if entry.read().is_valid() {
+            return Err(VmallocError::AlreadyMapped(entry.va));
+        }
+        let pa = *next.next().expect("one page per slot");
+        pgtable::write_entry(entry, Descriptor::leaf(Level::L3, pa, attrs));
+        Ok(())
+    });
+    if let Err(e) = result {
+        let mapped = (pages.len() - next.len()) as u64;
+        if mapped > 0 {
+            clear_range(va, mapped * PAGE_SIZE);
+        }
+        free_tables(va, size);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Maps [pa, pa + size) at [va, va + size), with 1 GiB and 2 MiB blocks
+/// where both addresses and the size allow. `va` must be in an area the
+/// caller reserved (see [`vmap_contiguous`]) and unmapped. One lazy section.
+pub fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> Result<(), VmallocError> {
+    page_count(size)?;
+    for (what, value) in [("virtual address", va.as_u64()), ("physical address", pa.as_u64()), ("size", size)] {
+        if value % PAGE_SIZE != 0 {
+            return Err(VmallocError::Misaligned { what, value });
+        }
+    }
+    // Tables first, outside lazy mode: creating them allocates frames. The
+    // walk then reads only entries that were written before the section.
+    let mut leaves = Vec::new();
+    let mut done = 0;
+    while done < size {
+        let (v, p) = (va.add(done), pa.add(done));
+        let level = block_level(v, p, size - done);
+        match pgtable::walk_create(pgtable::kernel_root(), v, level) {
+            Ok(entry) if entry.read().is_valid() => {
+                free_tables(va, size);
+                return Err(VmallocError::AlreadyMapped(v));
+            }
+            Ok(entry) => leaves.push((entry, p)),
+            Err(e) => {
+                free_tables(va, size);
+                return Err(e.into());
+            }
+        }
+        done += level.entry_size();
+    }
+    let _section = lazy_mmu::enable();
+    for (entry, p) in leaves {
+        pgtable::write_entry(&entry, Descriptor::leaf(entry.level, p, attrs));
+    }
+    Ok(())
+}
+
+/// The largest leaf for `va` -> `pa` with `remaining` bytes to go.
+fn block_level(va: VirtAddr, pa: PhysAddr, remaining: u64) -> Level {
+    for (level, size) in [(Level::L1, BLOCK_1G), (Level::L2, BLOCK_2M)] {
+        if va.is_aligned(size) && pa.is_aligned(size) && remaining >= size {
+            return level;
+        }
+    }
+    Level::L3
+}
+
+/// Maps contiguous memory at a new area, aligned so that blocks can be used.
+pub fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<VirtAddr, VmallocError> {
+    let size = page_count(size)? * PAGE_SIZE;
+    let align = [BLOCK_1G, BLOCK_2M]
+        .into_iter()
+        .find(|&b| size >= b && pa.is_aligned(b))
+        .unwrap_or(PAGE_SIZE);
+    let va = reserve(size, align)?;
+    if let Err(e) = vmap_range(va, pa, size, attrs) {
+        unreserve(va);
+        return Err(e);
+    }
+    set_kind(va, Kind::Range);
+    Ok(va)
+}
+
+/// Clears every leaf of the area in one lazy section, flushes the TLB for
+/// it once, and frees the page-table pages left empty.
+fn unmap_area(va: VirtAddr, size: u64) {
+    clear_range(va, size);
+    free_tables(va, size);
+}
+
+/// Clears the valid leaves (pages or blocks) in [va, va + size) in one lazy
+/// section, then flushes the TLB for the range once.
+fn clear_range(va: VirtAddr, size: u64) {
+    {
+        let _section = lazy_mmu::enable();
+        let mut at = 0;
+        while at < size {
+            let entry = pgtable::walk(pgtable::kernel_root(), va.add(at));
+            if matches!(entry.entry(), Entry::Leaf { .. }) {
+                pgtable::write_entry(&entry, Descriptor::INVALID);
+            }
+            let step = entry.level.entry_size() - (va.add(at).as_u64() & (entry.level.entry_size() - 1));
+            at += step;
+        }
+    }
+    tlb::flush_tlb_kernel_range(va, va.add(size));
+}
+
+fn free_tables(va: VirtAddr, size: u64) {
+    pgtable::free_empty_tables(pgtable::kernel_root(), va, size);
+}
+
+fn free_frames(frames: &[PhysAddr]) {
+    for &pa in frames {
+        frame_alloc::free_frame(pa).expect("allocated by vmalloc");
+    }
+}
