@@ -77,6 +77,8 @@ impl<E: Into<VmallocError>> From<ApplyError<E>> for VmallocError {
 enum Kind {
     /// Being set up or torn down: not yet (or no longer) usable.
     Reserved,
+    /// get_vm_area: address space only; the caller maps it.
+    AddressSpace,
     /// vmalloc: frames it owns, one per page.
     Vmalloc(Vec<PhysAddr>),
     /// vmap_pages: frames the caller owns.
@@ -151,11 +153,29 @@ fn take_area(start: VirtAddr, matches: impl Fn(&Kind) -> bool) -> Result<(u64, K
     }
 }
 
-fn page_count(size: u64) -> Result<u64, VmallocError> {
+/// `size` rounded up to whole pages.
+fn page_size(size: u64) -> Result<u64, VmallocError> {
     if size == 0 {
         return Err(VmallocError::ZeroSize);
     }
-    Ok(size.div_ceil(PAGE_SIZE))
+    size.checked_next_multiple_of(PAGE_SIZE).ok_or(VmallocError::NoVirtualSpace)
+}
+
+/// Reserves `size` bytes (rounded up to pages) of the region, aligned to
+/// `align`, with its guard page, and maps nothing: the caller maps it, for
+/// example with `vmap_range` or `apply_to_page_range`, and unmaps it before
+/// [`free_vm_area`].
+pub fn get_vm_area(size: u64, align: u64) -> Result<VirtAddr, VmallocError> {
+    let va = reserve(page_size(size)?, check_align(align)?)?;
+    set_kind(va, Kind::AddressSpace);
+    Ok(va)
+}
+
+/// Gives back an area from [`get_vm_area`].
+pub fn free_vm_area(addr: VirtAddr) -> Result<(), VmallocError> {
+    take_area(addr, |k| matches!(k, Kind::AddressSpace))?;
+    unreserve(addr);
+    Ok(())
 }
 
 fn check_align(align: u64) -> Result<u64, VmallocError> {
@@ -181,8 +201,9 @@ pub fn vzalloc(size: u64) -> Result<VirtAddr, VmallocError> {
 }
 
 fn alloc_and_map(size: u64, align: u64, zero: bool) -> Result<VirtAddr, VmallocError> {
-    let pages = page_count(size)?;
-    let va = reserve(pages * PAGE_SIZE, align)?;
+    let size = page_size(size)?;
+    let pages = size / PAGE_SIZE;
+    let va = reserve(size, align)?;
     let mut frames = Vec::with_capacity(pages as usize);
     for _ in 0..pages {
         match frame_alloc::alloc_frame() {
@@ -273,7 +294,7 @@ fn vmap_pages_range(va: VirtAddr, pages: &[PhysAddr], attrs: Attributes) -> Resu
 /// where both addresses and the size allow. `va` must be in an area the
 /// caller reserved (see [`vmap_contiguous`]) and unmapped. One lazy section.
 pub fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> Result<(), VmallocError> {
-    page_count(size)?;
+    page_size(size)?;
     for (what, value) in [("virtual address", va.as_u64()), ("physical address", pa.as_u64()), ("size", size)] {
         if value % PAGE_SIZE != 0 {
             return Err(VmallocError::Misaligned { what, value });
@@ -318,7 +339,7 @@ fn block_level(va: VirtAddr, pa: PhysAddr, remaining: u64) -> Level {
 
 /// Maps contiguous memory at a new area, aligned so that blocks can be used.
 pub fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<VirtAddr, VmallocError> {
-    let size = page_count(size)? * PAGE_SIZE;
+    let size = page_size(size)?;
     let align = [BLOCK_1G, BLOCK_2M]
         .into_iter()
         .find(|&b| size >= b && pa.is_aligned(b))

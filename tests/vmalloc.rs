@@ -1,0 +1,534 @@
+//! apply_to_page_range and the vmalloc-style mappers: every mapping checked
+//! with `at s1e1r` and by access, every unmapping by an expected fault,
+//! barrier and TLBI counts exact, errors typed and side-effect free.
+
+#![no_std]
+#![no_main]
+#![feature(custom_test_frameworks)]
+#![test_runner(lazymmu::testing::run_tests)]
+#![reexport_test_harness_main = "test_main"]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::convert::Infallible;
+
+use lazymmu::arch::barrier::{self, BarrierCounts};
+use lazymmu::exception::{ExceptionClass, FaultStatus};
+use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::apply::*;
+use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
+use lazymmu::mm::layout::{PAGE_OFFSET, VMALLOC_END, VMALLOC_START};
+use lazymmu::mm::lazy_mmu::{backend_name, is_lazy_mmu_mode_active, select_backend};
+use lazymmu::mm::pgtable::{self, EntryRef, MapError};
+use lazymmu::mm::tlb::{self, FlushStrategy};
+use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
+use lazymmu::mm::vmalloc::{self, *};
+use lazymmu::mm::{frame_alloc, probe};
+use lazymmu::dtb;
+
+#[unsafe(no_mangle)]
+fn kernel_main() -> ! {
+    test_main();
+    unreachable!("the test runner exits QEMU");
+}
+
+fn cost(f: impl FnOnce()) -> BarrierCounts {
+    let before = barrier::counts();
+    f();
+    barrier::counts() - before
+}
+
+fn pairs(c: BarrierCounts) -> (u64, u64) {
+    (c.dsb_ishst, c.isb)
+}
+
+/// Selects a backend (and an apply mode) for a test; puts both back after.
+struct Setting {
+    backend: &'static str,
+    mode: ApplyMode,
+}
+
+impl Setting {
+    fn new(backend: &str, mode: ApplyMode) -> Setting {
+        let previous = Setting { backend: backend_name(), mode: apply_mode() };
+        assert!(select_backend(backend));
+        set_apply_mode(mode);
+        previous
+    }
+}
+
+impl Drop for Setting {
+    fn drop(&mut self) {
+        select_backend(self.backend);
+        set_apply_mode(self.mode);
+    }
+}
+
+/// The frame behind `va` as the MMU sees it (panics on a fault).
+fn frame_of(va: VirtAddr) -> PhysAddr {
+    match hw_translate(va, Access::Write) {
+        HwTranslation::Mapped { pa, mair_attr: 0xff } => PhysAddr::new(pa.as_u64() & !(PAGE_SIZE - 1)),
+        other => panic!("{va} is not mapped as normal RW memory: {other:?}"),
+    }
+}
+
+/// Checks every page of [va, va + pages): mapped (at s1e1r/w), distinct
+/// frames, and really readable and writable.
+fn check_mapped(va: VirtAddr, pages: u64) {
+    let mut frames = Vec::new();
+    for i in 0..pages {
+        let page = va.add(i * PAGE_SIZE);
+        frames.push(frame_of(page));
+        let value = 0x5eed_0000 + i;
+        // SAFETY: the page was just mapped for us.
+        unsafe { probe::write(page, value).unwrap() };
+        assert_eq!(probe::read(page), Ok(value));
+    }
+    frames.sort();
+    frames.dedup();
+    assert_eq!(frames.len() as u64, pages, "every page has its own frame");
+}
+
+/// Checks that every page of [va, va + pages) takes a level-3 translation
+/// fault, by `at s1e1r` and by a real read.
+fn check_unmapped(va: VirtAddr, pages: u64) {
+    for i in 0..pages {
+        let page = va.add(i * PAGE_SIZE);
+        assert!(matches!(hw_translate(page, Access::Read), HwTranslation::Fault(FaultStatus::Translation { .. })));
+        let fault = probe::read(page).unwrap_err();
+        assert_eq!(fault.class, ExceptionClass::DataAbortCurrentEl);
+        assert!(matches!(fault.status, Some(FaultStatus::Translation { .. })), "{page}: {fault:?}");
+    }
+}
+
+/// Frames used and areas live: what every operation must give back.
+fn footprint() -> (usize, usize) {
+    (frame_alloc::stats().used, vmalloc::area_count())
+}
+
+// ---- vmalloc barrier costs ---------------------------------------------------
+
+#[test_case]
+fn batched_vmalloc_of_n_pages_costs_one_pair() {
+    let _s = Setting::new("batched", ApplyMode::WholeCall);
+    for n in [1, 512, 4096] {
+        let before = footprint();
+        let lazy_allocs = frame_alloc::allocations_in_lazy_mode();
+        let mut va = VirtAddr::new(0);
+        let c = cost(|| va = vmalloc(n * PAGE_SIZE).unwrap());
+        assert_eq!(pairs(c), (1, 1), "N = {n}: one dsb ishst + isb for the whole vmalloc");
+        assert_eq!(frame_alloc::allocations_in_lazy_mode(), lazy_allocs, "no frame allocated inside the section");
+        check_mapped(va, n);
+        vfree(va).unwrap();
+        check_unmapped(va, n);
+        assert_eq!(footprint(), before, "N = {n}: every frame and table came back");
+    }
+}
+
+#[test_case]
+fn batched_vmalloc_that_needs_new_tables_still_costs_one_pair() {
+    let _s = Setting::new("batched", ApplyMode::WholeCall);
+    // 3 leaf tables' worth, starting 8 pages before a 2 MiB boundary, in a
+    // fresh part of the region: new level-3 tables (and maybe level 2).
+    let stretch = Stretch::new();
+    let start = stretch.0.add(BLOCK_2M - 8 * PAGE_SIZE);
+    let before = frame_alloc::stats().used;
+    let mut applied = Applied::default();
+    let c = cost(|| {
+        applied = apply_to_page_range(start, 2 * BLOCK_2M, |entry: &EntryRef| {
+            pgtable::write_entry(entry, Descriptor::leaf(Level::L3, PhysAddr::new(0x4000_0000), Attributes::KERNEL_RO));
+            Ok::<(), Infallible>(())
+        })
+        .unwrap()
+    });
+    assert!(applied.tables_allocated >= 3, "three leaf tables were made: {applied:?}");
+    assert_eq!(applied.slots, 1024);
+    assert_eq!(pairs(c), (1, 1), "tables and leaves in one section: one pair");
+    assert_eq!(frame_alloc::stats().used - before, applied.tables_allocated);
+    assert_eq!(applied.levels_modified & 0b1100, 0b1100, "level-2 table entries and level-3 leaves written");
+    unmap_test_range(start, 2 * BLOCK_2M);
+    assert_eq!(frame_alloc::stats().used, before, "the tables were freed");
+}
+
+/// Clears what the tests mapped by hand with apply_to_page_range.
+fn unmap_test_range(start: VirtAddr, size: u64) {
+    apply_to_existing_page_range(start, size, |entry: &EntryRef| {
+        pgtable::write_entry(entry, Descriptor::INVALID);
+        Ok::<(), Infallible>(())
+    })
+    .unwrap();
+    tlb::flush_tlb_kernel_range(start, start.add(size));
+    pgtable::free_empty_tables(pgtable::kernel_root(), start, size);
+}
+
+fn map_with(mode: ApplyMode, backend: &str, start: VirtAddr, size: u64) -> (Applied, BarrierCounts) {
+    let _s = Setting::new(backend, mode);
+    let mut applied = Applied::default();
+    let c = cost(|| {
+        applied = apply_to_page_range(start, size, |entry: &EntryRef| {
+            pgtable::write_entry(entry, Descriptor::leaf(Level::L3, PhysAddr::new(0x4000_0000), Attributes::KERNEL_RO));
+            Ok::<(), Infallible>(())
+        })
+        .unwrap()
+    });
+    (applied, c)
+}
+
+/// The walk for `va` ends at level 0 or 1: no level-2 table covers it.
+fn no_tables_below(va: VirtAddr) -> bool {
+    let entry = pgtable::walk(pgtable::kernel_root(), va);
+    entry.level <= Level::L1 && !entry.read().is_valid()
+}
+
+/// A fresh 1 GiB of the region, for mapping by hand: reserved while the
+/// test runs, so no vmalloc lands in it, and no tables below it yet.
+struct Stretch(VirtAddr);
+
+impl Stretch {
+    fn new() -> Stretch {
+        let va = get_vm_area(BLOCK_1G, BLOCK_1G).expect("1 GiB of address space");
+        assert!(no_tables_below(va), "no tables below {va}");
+        Stretch(va)
+    }
+}
+
+impl Drop for Stretch {
+    fn drop(&mut self) {
+        free_vm_area(self.0).unwrap();
+    }
+}
+
+#[test_case]
+fn linux_style_mode_costs_a_pair_per_leaf_table_and_per_new_table_entry() {
+    let stretch = Stretch::new();
+    let start = stretch.0.add(BLOCK_2M - 8 * PAGE_SIZE);
+    let size = 2 * BLOCK_2M;
+    let leaf_tables = 3;
+    let (applied, c) = map_with(ApplyMode::PerLeafTable, "batched", start, size);
+    assert_eq!(applied.slots, 1024);
+    assert_eq!(
+        pairs(c),
+        (leaf_tables + applied.tables_allocated as u64, leaf_tables + applied.tables_allocated as u64),
+        "{applied:?}"
+    );
+    unmap_test_range(start, size);
+
+    let (again, c) = map_with(ApplyMode::WholeCall, "batched", start, size);
+    assert_eq!(again.tables_allocated, applied.tables_allocated, "the same tables were needed again");
+    assert_eq!(pairs(c), (1, 1));
+    unmap_test_range(start, size);
+}
+
+#[test_case]
+fn eager_costs_a_pair_per_entry_written() {
+    let stretch = Stretch::new();
+    let start = stretch.0.add(BLOCK_2M - 8 * PAGE_SIZE);
+    let size = 2 * BLOCK_2M;
+    let (applied, c) = map_with(ApplyMode::WholeCall, "eager", start, size);
+    let entries = applied.slots + applied.tables_allocated as u64;
+    assert_eq!(pairs(c), (entries, entries), "{applied:?}");
+    unmap_test_range(start, size);
+}
+
+#[test_case]
+fn deferred_writes_vmalloc_maps_everything_by_the_end_of_the_call() {
+    let _s = Setting::new("deferred-writes", ApplyMode::WholeCall);
+    let before = footprint();
+    // Crosses leaf tables, so the walk links tables whose entries are still
+    // queued when it needs them again: it must not read them back.
+    let va = vmalloc_aligned(BLOCK_2M + 16 * PAGE_SIZE, BLOCK_2M).unwrap();
+    check_mapped(va, 512 + 16);
+    vfree(va).unwrap();
+    check_unmapped(va, 512 + 16);
+    assert_eq!(footprint(), before);
+}
+
+// ---- vfree: one TLB flush -----------------------------------------------------
+
+#[test_case]
+fn vfree_of_n_pages_is_one_tlb_flush_and_no_per_page_barriers() {
+    let _s = Setting::new("batched", ApplyMode::WholeCall);
+    for n in [1, 512, 4096] {
+        let va = vmalloc(n * PAGE_SIZE).unwrap();
+        check_mapped(va, n); // the TLB now holds every page
+        let c = cost(|| vfree(va).unwrap());
+        // With range TLBI an odd page count leaves one page for a plain TLBI.
+        let expected_tlbi = match tlb::strategy(n) {
+            FlushStrategy::RangeTlbi => (n % 2, (n > 1) as u64, 0),
+            FlushStrategy::PerPage => (n, 0, 0),
+            FlushStrategy::All => (0, 0, 1),
+        };
+        assert_eq!((c.tlbi_page, c.tlbi_range, c.tlbi_all), expected_tlbi, "N = {n}");
+        assert_eq!((c.dsb_ishst, c.dsb_ish, c.isb), (1, 1, 1), "N = {n}: the flush's own barriers, nothing per page");
+        check_unmapped(va, n);
+    }
+}
+
+// ---- areas ---------------------------------------------------------------------
+
+#[test_case]
+fn areas_have_a_guard_page_and_can_be_looked_up() {
+    let a = vmalloc(2 * PAGE_SIZE).unwrap();
+    let b = vmalloc(PAGE_SIZE).unwrap();
+    assert!(b.as_u64() >= a.as_u64() + 3 * PAGE_SIZE, "a guard page separates {a} and {b}");
+    let guard = a.add(2 * PAGE_SIZE);
+    check_unmapped(guard, 1);
+    assert_eq!(find_area(a.add(PAGE_SIZE + 8)), Some(AreaInfo { start: a, size: 2 * PAGE_SIZE }));
+    assert_eq!(find_area(guard), None);
+    vfree(a).unwrap();
+    vfree(b).unwrap();
+    assert_eq!(find_area(a), None);
+}
+
+#[test_case]
+fn vmalloc_aligned_and_vzalloc_do_what_they_say() {
+    let va = vmalloc_aligned(16 * PAGE_SIZE, BLOCK_2M).unwrap();
+    assert!(va.is_aligned(BLOCK_2M));
+    vfree(va).unwrap();
+    // Dirty some frames, free them, then vzalloc: its pages read as zero.
+    let dirty = vmalloc(64 * PAGE_SIZE).unwrap();
+    check_mapped(dirty, 64);
+    vfree(dirty).unwrap();
+    let zeroed = vzalloc(64 * PAGE_SIZE).unwrap();
+    for i in 0..64 * PAGE_SIZE / 8 {
+        assert_eq!(probe::read(zeroed.add(i * 8)), Ok(0));
+    }
+    vfree(zeroed).unwrap();
+}
+
+#[test_case]
+fn vmap_pages_maps_the_callers_frames_and_vunmap_leaves_them() {
+    let before = footprint();
+    let frames: Vec<PhysAddr> = (0..3).map(|_| frame_alloc::alloc_frame().unwrap()).collect();
+    let va = vmap_pages(&[frames[2], frames[0], frames[1]], Attributes::KERNEL_RW).unwrap();
+    assert_eq!([frame_of(va), frame_of(va.add(PAGE_SIZE)), frame_of(va.add(2 * PAGE_SIZE))], [frames[2], frames[0], frames[1]]);
+    check_mapped(va, 3);
+    vunmap(va).unwrap();
+    check_unmapped(va, 3);
+    assert_eq!(frame_alloc::stats().used, before.0 + 3, "the frames are still the caller's");
+    for pa in frames {
+        frame_alloc::free_frame(pa).unwrap();
+    }
+    assert_eq!(footprint(), before);
+}
+
+#[test_case]
+fn vmap_contiguous_uses_blocks_where_addresses_and_size_allow() {
+    let before = footprint();
+    // 1 GiB of RAM starting at its (1 GiB aligned) base: one level-1 block.
+    let ram = dtb::info().ram_start;
+    let va = vmap_contiguous(ram, BLOCK_1G, Attributes::KERNEL_RO).unwrap();
+    assert!(va.is_aligned(BLOCK_1G));
+    assert_eq!(pgtable::walk(pgtable::kernel_root(), va).level, Level::L1);
+    for off in [0, 0x1234_5000, BLOCK_1G - PAGE_SIZE] {
+        assert_eq!(hw_translate(va.add(off), Access::Read), HwTranslation::Mapped { pa: ram.add(off), mair_attr: 0xff });
+    }
+    vunmap(va).unwrap();
+    check_unmapped(va, 1);
+
+    // 2 MiB + 4 KiB of contiguous frames: one level-2 block and one page.
+    let pa = frame_alloc::alloc_contiguous(513, BLOCK_2M).unwrap();
+    let va = vmap_contiguous(pa, BLOCK_2M + PAGE_SIZE, Attributes::KERNEL_RW).unwrap();
+    assert_eq!(pgtable::walk(pgtable::kernel_root(), va).level, Level::L2);
+    assert_eq!(pgtable::walk(pgtable::kernel_root(), va.add(BLOCK_2M)).level, Level::L3);
+    check_mapped(va, 1);
+    assert_eq!(frame_of(va.add(BLOCK_2M)), pa.add(BLOCK_2M));
+    vunmap(va).unwrap();
+    check_unmapped(va, 1);
+    check_unmapped(va.add(BLOCK_2M), 1);
+    frame_alloc::free_frames(pa, 513).unwrap();
+    assert_eq!(footprint(), before);
+}
+
+#[test_case]
+fn any_sequence_gives_back_every_frame() {
+    let before = footprint();
+    let a = vmalloc(5 * PAGE_SIZE).unwrap();
+    let b = vzalloc(700 * PAGE_SIZE).unwrap();
+    let frames: Vec<PhysAddr> = (0..4).map(|_| frame_alloc::alloc_frame().unwrap()).collect();
+    let c = vmap_pages(&frames, Attributes::KERNEL_RO).unwrap();
+    vfree(a).unwrap();
+    let d = vmalloc_aligned(3 * PAGE_SIZE, 64 * PAGE_SIZE).unwrap();
+    vunmap(c).unwrap();
+    vfree(b).unwrap();
+    vfree(d).unwrap();
+    for pa in frames {
+        frame_alloc::free_frame(pa).unwrap();
+    }
+    assert_eq!(footprint(), before);
+}
+
+// ---- errors: typed, and nothing changed ---------------------------------------
+
+#[test_case]
+fn mapper_errors_are_typed_and_change_nothing() {
+    let live = vmalloc(2 * PAGE_SIZE).unwrap();
+    let before = footprint();
+    let lazy_allocs = frame_alloc::allocations_in_lazy_mode();
+    let huge = VMALLOC_END.as_u64() - VMALLOC_START.as_u64();
+    let cases: [(&str, Result<VirtAddr, VmallocError>, VmallocError); 7] = [
+        ("vmalloc(0)", vmalloc(0), VmallocError::ZeroSize),
+        ("vmalloc(whole region)", vmalloc(huge), VmallocError::NoVirtualSpace),
+        ("vmalloc(u64::MAX)", vmalloc(u64::MAX), VmallocError::NoVirtualSpace),
+        ("get_vm_area(0)", get_vm_area(0, PAGE_SIZE), VmallocError::ZeroSize),
+        ("vmalloc_aligned(align 3000)", vmalloc_aligned(PAGE_SIZE, 3000), VmallocError::BadAlignment(3000)),
+        ("vmap_pages(no pages)", vmap_pages(&[], Attributes::KERNEL_RW), VmallocError::EmptyPageList),
+        (
+            "vmap_pages(unaligned frame)",
+            vmap_pages(&[PhysAddr::new(0x4000_0010)], Attributes::KERNEL_RW),
+            VmallocError::Misaligned { what: "page", value: 0x4000_0010 },
+        ),
+    ];
+    for (what, got, want) in cases {
+        assert_eq!(got, Err(want), "{what}");
+    }
+    assert_eq!(vfree(live.add(PAGE_SIZE)), Err(VmallocError::NotAnArea(live.add(PAGE_SIZE))), "not the start");
+    assert_eq!(vunmap(live), Err(VmallocError::NotAnArea(live)), "a vmalloc area is not vunmap's");
+    assert_eq!(free_vm_area(live), Err(VmallocError::NotAnArea(live)), "nor free_vm_area's");
+    assert_eq!(
+        vmap_range(live, PhysAddr::new(0x4000_0000), PAGE_SIZE, Attributes::KERNEL_RO),
+        Err(VmallocError::AlreadyMapped(live)),
+        "the EBUSY case"
+    );
+    assert_eq!(
+        vmap_range(live, PhysAddr::new(0x4000_0000), 100, Attributes::KERNEL_RO),
+        Err(VmallocError::Misaligned { what: "size", value: 100 })
+    );
+    assert_eq!(footprint(), before, "no frame, table or area changed");
+    assert_eq!(frame_alloc::allocations_in_lazy_mode(), lazy_allocs);
+    check_mapped(live, 2);
+    vfree(live).unwrap();
+    assert_eq!(vfree(live), Err(VmallocError::NotAnArea(live)), "already freed");
+}
+
+#[test_case]
+fn vmalloc_out_of_frames_rolls_back_completely() {
+    let before = footprint();
+    let free = frame_alloc::stats().free as u64;
+    // Address space is plentiful, frames are not.
+    assert_eq!(vmalloc((free + 1) * PAGE_SIZE), Err(VmallocError::OutOfMemory));
+    assert_eq!(footprint(), before);
+}
+
+#[test_case]
+fn apply_errors_are_typed_and_change_nothing() {
+    let before = footprint();
+    let nop = |_: &EntryRef| Ok::<(), Infallible>(());
+    let top = VirtAddr::new(0xffff_ffff_ffff_f000);
+    let cases = [
+        ("empty range", apply_to_page_range(VMALLOC_START, 0, nop), MapError::BadRange { start: VMALLOC_START, size: 0 }),
+        ("wrapping range", apply_to_page_range(top, 2 * PAGE_SIZE, nop), MapError::BadRange { start: top, size: 2 * PAGE_SIZE }),
+        (
+            "unaligned start",
+            apply_to_page_range(VMALLOC_START.add(8), PAGE_SIZE, nop),
+            MapError::Misaligned { what: "virtual address", value: VMALLOC_START.as_u64() + 8 },
+        ),
+        ("unaligned size", apply_to_page_range(VMALLOC_START, 100, nop), MapError::Misaligned { what: "size", value: 100 }),
+        (
+            "user half",
+            apply_to_page_range(VirtAddr::new(0x4000_0000), PAGE_SIZE, nop),
+            MapError::NotKernelAddress(VirtAddr::new(0x4000_0000)),
+        ),
+    ];
+    for (what, got, want) in cases {
+        assert_eq!(got, Err(ApplyError::Map(want)), "{what}");
+    }
+    // The linear map is made of blocks (512 MiB in: a 2 MiB block): a page
+    // walk is refused there, by the existing variant too, before any callback.
+    let in_a_block = PAGE_OFFSET.add(BLOCK_1G / 2);
+    assert_eq!(pgtable::walk(pgtable::kernel_root(), in_a_block).level, Level::L2);
+    for existing in [false, true] {
+        let mut calls = 0;
+        let f = |_: &EntryRef| {
+            calls += 1;
+            Ok::<(), Infallible>(())
+        };
+        let got = if existing {
+            apply_to_existing_page_range(in_a_block, PAGE_SIZE, f)
+        } else {
+            apply_to_page_range(in_a_block, PAGE_SIZE, f)
+        };
+        assert_eq!(got, Err(ApplyError::Map(MapError::BlockInTheWay { va: in_a_block, level: Level::L2 })));
+        assert_eq!(calls, 0);
+    }
+    assert_eq!(footprint(), before);
+}
+
+#[test_case]
+fn apply_table_allocation_failure_changes_nothing() {
+    let stretch = Stretch::new();
+    let start = stretch.0;
+    let before = footprint();
+    // Take every free frame, so the tables the walk needs cannot be made.
+    let mut hoard = Vec::new();
+    while let Ok(pa) = frame_alloc::alloc_frame() {
+        hoard.push(pa);
+    }
+    let mut calls = 0;
+    let got = apply_to_page_range(start, PAGE_SIZE, |_: &EntryRef| {
+        calls += 1;
+        Ok::<(), Infallible>(())
+    });
+    let used_while_hoarding = frame_alloc::stats().used;
+    for pa in hoard {
+        frame_alloc::free_frame(pa).unwrap();
+    }
+    assert_eq!(got, Err(ApplyError::Map(MapError::OutOfMemory)));
+    assert_eq!(calls, 0);
+    assert_eq!(used_while_hoarding, frame_alloc::stats().total, "nothing was freed behind our back");
+    assert_eq!(footprint(), before);
+    assert!(no_tables_below(start), "no table was linked");
+}
+
+#[test_case]
+fn a_failing_callback_stops_the_walk_and_its_error_is_returned() {
+    let stretch = Stretch::new();
+    let start = stretch.0;
+    let before = footprint();
+    let mut calls = 0;
+    let got = apply_to_page_range(start, 8 * PAGE_SIZE, |entry: &EntryRef| {
+        calls += 1;
+        if entry.va == start.add(3 * PAGE_SIZE) { Err("stop here") } else { Ok(()) }
+    });
+    assert_eq!(got, Err(ApplyError::Callback("stop here")));
+    assert_eq!(calls, 4);
+    pgtable::free_empty_tables(pgtable::kernel_root(), start, 8 * PAGE_SIZE);
+    assert_eq!(footprint(), before);
+}
+
+// ---- variants -------------------------------------------------------------------
+
+#[test_case]
+fn existing_variant_skips_holes_and_allocates_nothing() {
+    let va = vmalloc(8 * PAGE_SIZE).unwrap();
+    let before = footprint();
+    let mut seen = Vec::new();
+    let applied = apply_to_existing_page_range(VMALLOC_START, va.as_u64() - VMALLOC_START.as_u64() + 16 * PAGE_SIZE, |entry: &EntryRef| {
+        if entry.va >= va && entry.va < va.add(8 * PAGE_SIZE) {
+            seen.push(entry.va);
+        }
+        Ok::<(), Infallible>(())
+    })
+    .unwrap();
+    assert_eq!(seen.len(), 8, "every page of the area, once");
+    assert_eq!(applied.tables_allocated, 0);
+    assert_eq!(footprint(), before);
+    vfree(va).unwrap();
+}
+
+#[test_case]
+fn nolazy_variants_run_the_callback_outside_lazy_mode() {
+    let va = vmalloc(2 * PAGE_SIZE).unwrap();
+    let mut modes = Vec::new();
+    let mut record = |_: &EntryRef| {
+        modes.push(is_lazy_mmu_mode_active());
+        Ok::<(), Infallible>(())
+    };
+    apply_to_existing_page_range(va, 2 * PAGE_SIZE, &mut record).unwrap();
+    apply_to_existing_page_range_nolazy(va, 2 * PAGE_SIZE, &mut record).unwrap();
+    apply_to_page_range(va, 2 * PAGE_SIZE, &mut record).unwrap();
+    apply_to_page_range_nolazy(va, 2 * PAGE_SIZE, &mut record).unwrap();
+    assert_eq!(modes, [true, true, false, false, true, true, false, false]);
+    vfree(va).unwrap();
+}
