@@ -9,6 +9,7 @@ pub mod heap;
 pub mod kernel_map;
 pub mod layout;
 pub mod lazy_mmu;
+pub mod pageattr;
 pub mod pgtable;
 pub mod probe;
 pub mod ptdump;

@@ -37,6 +37,12 @@ pub enum MapError {
     AlreadyMapped(VirtAddr),
     /// Nothing is mapped at `va`.
     NotMapped(VirtAddr),
+    /// The change would make the page at `va` writable and executable (W^X).
+    WritableAndExecutable(VirtAddr),
+    /// Splitting the block at `va` needs break-before-make (no FEAT_BBM
+    /// level 2), and a page table the split must write lies inside that
+    /// block: it would be unmapped while it is written.
+    BreakBeforeMakeUnsafe(VirtAddr),
 }
 
 impl From<FrameError> for MapError {
@@ -91,6 +97,11 @@ impl EntryRef {
 
     pub fn entry(&self) -> Entry {
         self.read().decode(self.level)
+    }
+
+    /// Where the entry itself is, in the linear map.
+    pub fn slot_va(&self) -> VirtAddr {
+        VirtAddr::from_ptr(self.ptr)
     }
 }
 

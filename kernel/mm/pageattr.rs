@@ -1,0 +1,202 @@
+//! `set_memory_ro`, `_rw`, `_x`, `_nx`: change the permissions of kernel
+//! pages in the vmalloc region or the linear map (Linux
+//! arch/arm64/mm/pageattr.c).
+//!
+//! A permission change of a live entry needs no break-before-make: the new
+//! entry goes in, in one lazy section for the whole range, and one TLB
+//! flush drops the old permissions everywhere.
+//!
+//! The linear map is made of 1 GiB and 2 MiB blocks. Changing part of a
+//! block first *splits* it: a new table holds the same mapping in the next
+//! smaller size, and replaces the block (like arm64's
+//! `split_kernel_leaf_mapping`). Replacing a valid block with a table
+//! changes the size of a live mapping, which the architecture allows only
+//! by break-before-make (invalidate, TLB flush, then write), unless the CPU
+//! has FEAT_BBM level 2. With it the table goes straight in, in the same
+//! lazy section as the permission change; without it each split breaks the
+//! block with IRQs masked (nothing may touch the range meanwhile).
+//!
+//! Nothing the kernel maps is both writable and executable: a change that
+//! would make such a page is refused before anything is touched.
+
+use alloc::vec::Vec;
+
+use super::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use super::descriptor::{Attributes, Descriptor, Entry, Level};
+use super::layout::{LINEAR_MAP_SIZE, PAGE_OFFSET, VMALLOC_END, VMALLOC_START};
+use super::pgtable::{self, EntryRef, MapError, alloc_table, check_range};
+use super::{frame_alloc, lazy_mmu, tlb, vmalloc};
+use crate::arch::cpu as arch_cpu;
+use crate::cpu;
+
+/// Makes `pages` pages from `addr` read-only.
+pub fn set_memory_ro(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
+    change_memory(addr, pages, |a| a.writable = false)
+}
+
+/// Makes them writable (refused if any is executable).
+pub fn set_memory_rw(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
+    change_memory(addr, pages, |a| a.writable = true)
+}
+
+/// Makes them executable (refused if any is writable).
+pub fn set_memory_x(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
+    change_memory(addr, pages, |a| a.executable = true)
+}
+
+/// Makes them never executable.
+pub fn set_memory_nx(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
+    change_memory(addr, pages, |a| a.executable = false)
+}
+
+/// Where set_memory_* may act: a live vmalloc area, or the linear map.
+fn check_region(addr: VirtAddr, end: VirtAddr) -> Result<(), MapError> {
+    let last = VirtAddr::new(end.as_u64().wrapping_sub(1));
+    let in_linear = addr >= PAGE_OFFSET && last.as_u64() - PAGE_OFFSET.as_u64() < LINEAR_MAP_SIZE;
+    let in_vmalloc = addr >= VMALLOC_START && last < VMALLOC_END;
+    if in_vmalloc {
+        match vmalloc::find_area(addr) {
+            Some(area) if last.as_u64() - area.start.as_u64() < area.size => Ok(()),
+            _ => Err(MapError::NotMapped(addr)),
+        }
+    } else if in_linear {
+        Ok(())
+    } else {
+        Err(MapError::NotKernelAddress(addr))
+    }
+}
+
+/// The leaves covering [addr, end), in order; fails on a hole.
+fn leaves(addr: VirtAddr, end: VirtAddr) -> Result<Vec<EntryRef>, MapError> {
+    let mut found = Vec::new();
+    let mut at = addr;
+    while at != end {
+        let entry = pgtable::walk(pgtable::kernel_root(), at);
+        if !matches!(entry.entry(), Entry::Leaf { .. }) {
+            return Err(MapError::NotMapped(at));
+        }
+        found.push(entry);
+        at = VirtAddr::new(entry.va.as_u64().wrapping_add(entry.level.entry_size()));
+        if at.as_u64().wrapping_sub(addr.as_u64()) >= end.as_u64().wrapping_sub(addr.as_u64()) {
+            break;
+        }
+    }
+    Ok(found)
+}
+
+/// How many tables the splits at `boundary` may need: a block that sticks
+/// out of the range splits, and again at the next level down, until the
+/// boundary falls between leaves. (Two boundaries in one block share splits;
+/// what is left over is freed.)
+fn splits_needed(boundary: VirtAddr) -> usize {
+    let entry = pgtable::walk(pgtable::kernel_root(), boundary);
+    match entry.entry() {
+        Entry::Leaf { .. } if entry.va != boundary => (3 - entry.level.0) as usize,
+        _ => 0,
+    }
+}
+
+fn change_memory(addr: VirtAddr, pages: u64, change: fn(&mut Attributes)) -> Result<(), MapError> {
+    let size = pages.checked_mul(PAGE_SIZE).ok_or(MapError::BadRange { start: addr, size: u64::MAX })?;
+    let end = check_range(addr, size)?;
+    check_region(addr, end)?;
+    // Every check before anything changes: mapped throughout, and W^X.
+    for entry in leaves(addr, end)? {
+        if let Entry::Leaf { attrs, .. } = entry.entry() {
+            let mut new = attrs;
+            change(&mut new);
+            if new.is_wx() {
+                return Err(MapError::WritableAndExecutable(entry.va.max(addr)));
+            }
+        }
+    }
+    let mut pool = Vec::new();
+    for _ in 0..splits_needed(addr) + splits_needed(end) {
+        match alloc_table() {
+            Ok(pa) => pool.push(pa),
+            Err(e) => {
+                pool.into_iter().for_each(|pa| frame_alloc::free_frame(pa).expect("just allocated"));
+                return Err(e);
+            }
+        }
+    }
+
+    let bbm2 = cpu::features().bbm_level >= 2;
+    if !bbm2 {
+        if let Err(e) = check_break_before_make(addr, end, &pool) {
+            pool.into_iter().for_each(|pa| frame_alloc::free_frame(pa).expect("just allocated"));
+            return Err(e);
+        }
+    }
+    // The range the final flush covers: the blocks split, whole.
+    let (mut flush_start, mut flush_end) = (addr, end);
+    {
+        let _section = lazy_mmu::enable();
+        for boundary in [addr, end] {
+            while let Some(block) = block_across(boundary) {
+                let block_end = block.va.add(block.level.entry_size());
+                flush_start = flush_start.min(block.va);
+                flush_end = flush_end.max(block_end);
+                split(&block, pool.pop().expect("counted by splits_needed"), bbm2);
+            }
+        }
+        // Both boundaries may have fallen in the same block: one split served.
+        pool.drain(..).for_each(|pa| frame_alloc::free_frame(pa).expect("allocated above"));
+        for entry in leaves(addr, end).expect("checked above") {
+            if let Entry::Leaf { addr: pa, mut attrs } = entry.entry() {
+                change(&mut attrs);
+                pgtable::write_entry(&entry, Descriptor::leaf(entry.level, pa, attrs));
+            }
+        }
+    }
+    tlb::flush_tlb_kernel_range(flush_start, flush_end);
+    Ok(())
+}
+
+/// Without FEAT_BBM level 2 a split unmaps the whole block for a moment,
+/// and the kernel reaches page tables through the linear map: the table
+/// holding the block's entry, and the new tables of deeper splits, must not
+/// lie inside a block that is being broken.
+fn check_break_before_make(addr: VirtAddr, end: VirtAddr, pool: &[PhysAddr]) -> Result<(), MapError> {
+    for boundary in [addr, end] {
+        let Some(block) = block_across(boundary) else { continue };
+        let range = block.va.as_u64()..block.va.as_u64() + block.level.entry_size();
+        let new_tables = pool.iter().map(|&pa| super::phys_to_virt(pa));
+        if core::iter::once(block.slot_va()).chain(new_tables).any(|va| range.contains(&va.as_u64())) {
+            return Err(MapError::BreakBeforeMakeUnsafe(block.va));
+        }
+    }
+    Ok(())
+}
+
+/// The block leaf that `boundary` falls strictly inside, if any.
+fn block_across(boundary: VirtAddr) -> Option<EntryRef> {
+    let entry = pgtable::walk(pgtable::kernel_root(), boundary);
+    let inside = matches!(entry.entry(), Entry::Leaf { .. }) && entry.level < Level::L3 && entry.va != boundary;
+    inside.then_some(entry)
+}
+
+/// Replaces `block` by `table` holding the same mapping one level down.
+/// Runs inside the caller's lazy section.
+fn split(block: &EntryRef, table: PhysAddr, bbm2: bool) {
+    let Entry::Leaf { addr: pa, attrs } = block.entry() else { unreachable!("a block") };
+    let level = block.level.next().expect("blocks are above level 3");
+    for i in 0..512 {
+        let child = EntryRef::new(table, level, block.va.add(i * level.entry_size()));
+        pgtable::write_entry(&child, Descriptor::leaf(level, pa.add(i * level.entry_size()), attrs));
+    }
+    if bbm2 {
+        // FEAT_BBM level 2: the block may be replaced by a table of the same
+        // mapping directly; the caller's flush drops the old block.
+        pgtable::write_entry(block, Descriptor::table(table));
+        return;
+    }
+    // Break-before-make. The new table's entries must be in memory before
+    // the table is linked: pause the section so they are stored and paid.
+    let _paused = lazy_mmu::pause();
+    let daif = arch_cpu::irq_save();
+    pgtable::write_entry(block, Descriptor::INVALID);
+    tlb::flush_tlb_kernel_range(block.va, block.va.add(block.level.entry_size()));
+    pgtable::write_entry(block, Descriptor::table(table));
+    arch_cpu::irq_restore(daif);
+}

@@ -1,0 +1,171 @@
+//! set_memory_ro/rw/x/nx: permission changes that the MMU enforces at once,
+//! in one lazy section and one TLB flush, with linear-map blocks split
+//! exactly where a change cuts them.
+
+#![no_std]
+#![no_main]
+#![feature(custom_test_frameworks)]
+#![test_runner(lazymmu::testing::run_tests)]
+#![reexport_test_harness_main = "test_main"]
+
+use lazymmu::arch::barrier::{self, BarrierCounts};
+use lazymmu::exception::{ExceptionClass, FaultStatus};
+use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, VirtAddr};
+use lazymmu::mm::descriptor::Level;
+use lazymmu::mm::layout::{KIMAGE_VADDR, REGIONS};
+use lazymmu::mm::lazy_mmu::{backend_name, select_backend};
+use lazymmu::mm::pageattr::*;
+use lazymmu::mm::pgtable::{self, MapError};
+use lazymmu::mm::ptdump::region_stats;
+use lazymmu::mm::tlb::{self, FlushStrategy};
+use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
+use lazymmu::mm::vmalloc::{vfree, vmalloc};
+use lazymmu::mm::{frame_alloc, phys_to_virt, probe, vmalloc};
+
+#[unsafe(no_mangle)]
+fn kernel_main() -> ! {
+    test_main();
+    unreachable!("the test runner exits QEMU");
+}
+
+fn cost(f: impl FnOnce()) -> BarrierCounts {
+    let before = barrier::counts();
+    f();
+    barrier::counts() - before
+}
+
+/// Writing `va` faults with a level-3 permission fault, and reading works.
+fn assert_read_only(va: VirtAddr) {
+    assert_eq!(hw_translate(va, Access::Write), HwTranslation::Fault(FaultStatus::Permission { level: 3 }));
+    assert!(matches!(hw_translate(va, Access::Read), HwTranslation::Mapped { .. }));
+    let value = probe::read(va).expect("readable");
+    // SAFETY: writes back the value it holds, if it succeeds at all.
+    let fault = unsafe { probe::write(va, value) }.unwrap_err();
+    assert_eq!((fault.class, fault.status, fault.write), (ExceptionClass::DataAbortCurrentEl, Some(FaultStatus::Permission { level: 3 }), true));
+}
+
+fn assert_writable(va: VirtAddr) {
+    assert!(matches!(hw_translate(va, Access::Write), HwTranslation::Mapped { .. }));
+    let value = probe::read(va).expect("readable");
+    // SAFETY: writes back the value it holds.
+    unsafe { probe::write(va, value) }.expect("writable");
+}
+
+struct Backend(&'static str);
+
+impl Backend {
+    fn select(name: &str) -> Backend {
+        let previous = Backend(backend_name());
+        assert!(select_backend(name));
+        previous
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        select_backend(self.0);
+    }
+}
+
+#[test_case]
+fn set_memory_ro_makes_writes_fault_and_rw_undoes_it_in_one_section_and_one_flush() {
+    let _b = Backend::select("batched");
+    let n = 64;
+    let va = vmalloc(n * PAGE_SIZE).unwrap();
+    for i in 0..n {
+        assert_writable(va.add(i * PAGE_SIZE)); // and cached in the TLB
+    }
+    let c = cost(|| set_memory_ro(va, n).unwrap());
+    let tlbi = match tlb::strategy(n) {
+        FlushStrategy::RangeTlbi => (0, 1, 0),
+        FlushStrategy::PerPage => (n, 0, 0),
+        FlushStrategy::All => (0, 0, 1),
+    };
+    assert_eq!((c.tlbi_page, c.tlbi_range, c.tlbi_all), tlbi);
+    assert_eq!((c.dsb_ishst, c.isb), (2, 2), "one pair for the section, one dsb ishst + isb in the flush");
+    for i in 0..n {
+        assert_read_only(va.add(i * PAGE_SIZE));
+    }
+    set_memory_rw(va, n).unwrap();
+    for i in 0..n {
+        assert_writable(va.add(i * PAGE_SIZE));
+    }
+    vfree(va).unwrap();
+}
+
+#[test_case]
+fn w_xor_x_is_kept_and_x_really_executes() {
+    let va = vmalloc(PAGE_SIZE).unwrap();
+    // SAFETY: our own page: a `ret` instruction at its start.
+    unsafe { probe::write(va, probe::RET_INSTRUCTION as u64).unwrap() };
+    // SAFETY (each exec below): the page holds only a `ret`.
+    let fault = unsafe { probe::exec(va) }.unwrap_err();
+    assert_eq!(fault.class, ExceptionClass::InstructionAbortCurrentEl, "vmalloc memory is not executable");
+    assert_eq!(set_memory_x(va, 1), Err(MapError::WritableAndExecutable(va)), "RW + X refused");
+    set_memory_ro(va, 1).unwrap();
+    set_memory_x(va, 1).unwrap();
+    assert_eq!(unsafe { probe::exec(va) }, Ok(()), "read-only and executable: it runs");
+    assert_eq!(set_memory_rw(va, 1), Err(MapError::WritableAndExecutable(va)), "RX + W refused");
+    set_memory_nx(va, 1).unwrap();
+    assert_eq!(unsafe { probe::exec(va) }.unwrap_err().class, ExceptionClass::InstructionAbortCurrentEl);
+    set_memory_rw(va, 1).unwrap();
+    assert_writable(va);
+    vfree(va).unwrap();
+}
+
+#[test_case]
+fn a_page_inside_a_linear_map_block_splits_exactly_that_block() {
+    let pa = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
+    let va = phys_to_virt(pa);
+    let linear = REGIONS.iter().position(|r| r.0 == "linear map").unwrap();
+    assert_eq!(pgtable::walk(pgtable::kernel_root(), va).level, Level::L2, "a 2 MiB block maps it");
+    let before = region_stats();
+    let frames_before = frame_alloc::stats().used;
+    let page = va.add(3 * PAGE_SIZE);
+
+    let c = cost(|| set_memory_ro(page, 1).unwrap());
+    let after = region_stats();
+    assert_eq!(after[linear].tables[3], before[linear].tables[3] + 1, "one new level-3 table");
+    assert_eq!(after[linear].blocks_2m, before[linear].blocks_2m - 1, "one block fewer");
+    assert_eq!(after[linear].pages, before[linear].pages + 512, "512 pages instead");
+    assert_eq!(after[linear].blocks_1g, before[linear].blocks_1g);
+    for (i, (a, b)) in after.iter().zip(before.iter()).enumerate() {
+        if i != linear {
+            assert_eq!(a, b, "region {} untouched", REGIONS[i].0);
+        }
+    }
+    assert_eq!(frame_alloc::stats().used, frames_before + 1, "the split took one table page");
+    assert_read_only(page);
+    assert_writable(va.add(2 * PAGE_SIZE));
+    assert_writable(va.add(4 * PAGE_SIZE));
+    assert_eq!(pgtable::walk(pgtable::kernel_root(), va.add(BLOCK_2M)).level, Level::L2, "the next block stays a block");
+    if lazymmu::cpu::features().bbm_level >= 2 {
+        // FEAT_BBM level 2: split and change in one section, one flush of the block.
+        assert_eq!((c.dsb_ishst, c.isb, c.tlbi()), (2, 2, 1), "{c:?}");
+    } else {
+        // Break-before-make: the split pays its own flush first.
+        assert_eq!(c.tlbi_all + c.tlbi_range, 0, "{c:?}");
+        assert_eq!(c.tlbi_page, 512 + 512, "the block, then the block again: {c:?}");
+    }
+
+    set_memory_rw(page, 1).unwrap();
+    assert_writable(page);
+    assert_eq!(pgtable::walk(pgtable::kernel_root(), page).level, Level::L3, "a split stays split, as in Linux");
+    frame_alloc::free_frames(pa, 512).unwrap();
+}
+
+#[test_case]
+fn set_memory_errors_are_typed_and_change_nothing() {
+    let va = vmalloc(2 * PAGE_SIZE).unwrap();
+    let before = (frame_alloc::stats().used, vmalloc::area_count(), region_stats());
+    assert_eq!(set_memory_ro(va, 0), Err(MapError::BadRange { start: va, size: 0 }));
+    assert_eq!(set_memory_ro(va, 3), Err(MapError::NotMapped(va)), "runs past the area into its guard page");
+    assert_eq!(set_memory_ro(va.add(8), 1), Err(MapError::Misaligned { what: "virtual address", value: va.as_u64() + 8 }));
+    assert_eq!(set_memory_ro(va, u64::MAX), Err(MapError::BadRange { start: va, size: u64::MAX }));
+    assert_eq!(set_memory_ro(KIMAGE_VADDR, 1), Err(MapError::NotKernelAddress(KIMAGE_VADDR)), "not the image");
+    let low = VirtAddr::new(0x4000_0000);
+    assert_eq!(set_memory_ro(low, 1), Err(MapError::NotKernelAddress(low)));
+    assert_eq!((frame_alloc::stats().used, vmalloc::area_count(), region_stats()), before);
+    assert_writable(va);
+    vfree(va).unwrap();
+}
