@@ -20,6 +20,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("(none)", "boot, print the CPU, its features and the memory map, then this menu"),
     ("ptdump", "print the kernel page tables as merged ranges"),
     ("demo lazy [--backend NAME]", "an annotated trace of lazy MMU mode under each backend (or NAME)"),
+    ("demo kasan", "the KASAN shadow race: double mappings per backend, without and with pause"),
     ("help", "print this menu"),
 ];
 
@@ -43,6 +44,12 @@ fn kernel_main() -> ! {
         }
         ["demo", "lazy"] => demo_lazy(None),
         ["demo", "lazy", "--backend", name] => demo_lazy(Some(name)),
+        ["demo", "kasan"] => {
+            if let Err(e) = demo::kasan(100) {
+                println!("lazymmu: demo kasan: {e:?}");
+                exit(ExitCode::Usage);
+            }
+        }
         ["help"] => menu(),
         other => {
             println!("lazymmu: unknown command {:?}", other);

@@ -31,13 +31,15 @@ static RUN_QUEUE: IrqSpinLock<VecDeque<&'static Task>> = IrqSpinLock::new(VecDeq
 static SWITCHES: AtomicU64 = AtomicU64::new(0);
 static PREEMPTION: AtomicBool = AtomicBool::new(true);
 
-/// Turns time slices on or off (on at boot). Off, tasks switch only when
-/// they yield: a demo that must print the same trace every time wants that.
-pub fn set_preemption(on: bool) {
-    PREEMPTION.store(on, Relaxed);
+/// Turns time slices on or off (on at boot) and returns the previous
+/// setting. Off, tasks switch only when they yield: a demo that must print
+/// the same trace every time, or a race staged step by step, wants that.
+pub fn set_preemption(on: bool) -> bool {
+    let was = PREEMPTION.swap(on, Relaxed);
     if !on {
         timer::set_slice(None);
     }
+    was
 }
 
 /// A fresh time slice if preemption is on and `others_waiting`, else none.

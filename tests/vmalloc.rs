@@ -532,3 +532,24 @@ fn nolazy_variants_run_the_callback_outside_lazy_mode() {
     assert_eq!(modes, [true, true, false, false, true, true, false, false]);
     vfree(va).unwrap();
 }
+
+// ---- the KASAN shadow race (seed 000) -------------------------------------------
+
+#[test_case]
+fn kasan_shadow_race_double_maps_only_under_deferred_writes_without_pause() {
+    use lazymmu::mm::kasan_shadow::{RaceOutcome, shadow_race};
+    let before = footprint();
+    for backend in ["eager", "batched", "deferred-writes"] {
+        let _s = Setting::new(backend, ApplyMode::WholeCall);
+        for pause in [false, true] {
+            let outcome = shadow_race(pause).unwrap();
+            let expected = if backend == "deferred-writes" && !pause {
+                RaceOutcome { installs: 2, double_mappings: 1 }
+            } else {
+                RaceOutcome { installs: 1, double_mappings: 0 }
+            };
+            assert_eq!(outcome, expected, "{backend}, pause {pause}");
+            assert_eq!(footprint(), before, "{backend}, pause {pause}: nothing left behind");
+        }
+    }
+}

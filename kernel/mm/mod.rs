@@ -6,6 +6,7 @@ pub mod apply;
 pub mod descriptor;
 pub mod frame_alloc;
 pub mod heap;
+pub mod kasan_shadow;
 pub mod kernel_map;
 pub mod layout;
 pub mod lazy_mmu;

@@ -39,6 +39,11 @@ check "demo lazy --backend deferred-writes" 0 scripts/qemu-runner "$kernel" demo
     'a read of entry 3 from memory finds: invalid' \
     'apply 4 queued stores' \
     '^deferred-writes +16 +13 +9 +9 +3 +1 +4 +1 +2$'
+# The staged race: 100 trials each, deterministic (preemption off).
+check "demo kasan" 0 scripts/qemu-runner "$kernel" demo kasan -- \
+    '^batched +nothing \(stays lazy\) +100 +100 +0$' \
+    '^deferred-writes +nothing \(stays lazy\) +100 +200 +100$' \
+    '^deferred-writes +pause/resume +100 +100 +0$'
 check "demo lazy (all backends)" 0 scripts/qemu-runner "$kernel" demo lazy -- \
     '^==== demo lazy: backend eager' '^==== demo lazy: backend batched' '^==== demo lazy: backend deferred-writes'
 
