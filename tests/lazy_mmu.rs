@@ -13,7 +13,7 @@ extern crate alloc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
-use lazymmu::arch::barrier::{self, BarrierCounts};
+use lazymmu::arch::barrier::{self, BarrierCounts, cost};
 use lazymmu::arch::cpu::wait_for_interrupt;
 use lazymmu::arch::lazy_mmu::DEFERRED_QUEUE_LEN;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
@@ -122,12 +122,6 @@ impl Drop for Backend {
 
 fn pairs(c: BarrierCounts) -> (u64, u64) {
     (c.dsb_ishst, c.isb)
-}
-
-fn cost(f: impl FnOnce()) -> BarrierCounts {
-    let before = barrier::counts();
-    f();
-    barrier::counts() - before
 }
 
 fn depth() -> (u8, u8) {

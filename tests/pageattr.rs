@@ -8,7 +8,7 @@
 #![test_runner(lazymmu::testing::run_tests)]
 #![reexport_test_harness_main = "test_main"]
 
-use lazymmu::arch::barrier::{self, BarrierCounts};
+use lazymmu::arch::barrier::cost;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, VirtAddr};
 use lazymmu::mm::descriptor::Level;
@@ -26,12 +26,6 @@ use lazymmu::mm::{frame_alloc, phys_to_virt, probe, vmalloc};
 fn kernel_main() -> ! {
     test_main();
     unreachable!("the test runner exits QEMU");
-}
-
-fn cost(f: impl FnOnce()) -> BarrierCounts {
-    let before = barrier::counts();
-    f();
-    barrier::counts() - before
 }
 
 /// Writing `va` faults with a level-3 permission fault, and reading works.

@@ -13,7 +13,7 @@ extern crate alloc;
 use alloc::vec::Vec;
 use core::convert::Infallible;
 
-use lazymmu::arch::barrier::{self, BarrierCounts};
+use lazymmu::arch::barrier::{BarrierCounts, cost};
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::*;
@@ -31,12 +31,6 @@ use lazymmu::dtb;
 fn kernel_main() -> ! {
     test_main();
     unreachable!("the test runner exits QEMU");
-}
-
-fn cost(f: impl FnOnce()) -> BarrierCounts {
-    let before = barrier::counts();
-    f();
-    barrier::counts() - before
 }
 
 fn pairs(c: BarrierCounts) -> (u64, u64) {

@@ -112,6 +112,13 @@ pub fn counts() -> BarrierCounts {
     }
 }
 
+/// What `f` issued (plus whatever interrupt handlers issued meanwhile).
+pub fn cost(f: impl FnOnce()) -> BarrierCounts {
+    let before = counts();
+    f();
+    counts() - before
+}
+
 fn count(counter: &AtomicU64, name: &str) {
     counter.fetch_add(1, Relaxed);
     crate::trace::emit(format_args!("{name}"));
