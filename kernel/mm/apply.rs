@@ -23,8 +23,7 @@ use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use super::addr::{PhysAddr, VirtAddr};
 use super::descriptor::{Descriptor, Entry, Level};
 use super::lazy_mmu;
-use super::pgtable::{self, EntryRef, MapError, alloc_table, check_range};
-use super::frame_alloc;
+use super::pgtable::{self, EntryRef, MapError, alloc_tables, check_range, free_unlinked_tables};
 
 /// How a call brackets its writes with lazy MMU sections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,16 +203,7 @@ fn apply<E>(
     let end = check_range(start, size)?;
     let root = pgtable::kernel_root();
     let needed = plan(root, start, end, walk.create)?;
-    let mut pool = Vec::with_capacity(needed);
-    for _ in 0..needed {
-        match alloc_table() {
-            Ok(pa) => pool.push(pa),
-            Err(e) => {
-                release(pool);
-                return Err(e.into());
-            }
-        }
-    }
+    let mut pool = alloc_tables(needed)?;
 
     let mode = apply_mode();
     let mut applied = Applied::default();
@@ -232,7 +222,7 @@ fn apply<E>(
     }
     drop(whole);
     // Tables planned for slots a failed callback never reached.
-    release(pool);
+    free_unlinked_tables(pool);
     result.map(|()| applied).map_err(ApplyError::Callback)
 }
 
@@ -255,10 +245,4 @@ fn visit_slots<E>(
         va = va.wrapping_add(Level::L3.entry_size());
     }
     Ok(())
-}
-
-fn release(pool: Vec<PhysAddr>) {
-    for pa in pool {
-        frame_alloc::free_frame(pa).expect("allocated by apply()");
-    }
 }

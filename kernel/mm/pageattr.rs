@@ -24,8 +24,8 @@ use alloc::vec::Vec;
 use super::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{LINEAR_MAP_SIZE, PAGE_OFFSET, VMALLOC_END, VMALLOC_START};
-use super::pgtable::{self, EntryRef, MapError, alloc_table, check_range};
-use super::{frame_alloc, lazy_mmu, tlb, vmalloc};
+use super::pgtable::{self, EntryRef, MapError, alloc_tables, check_range, free_unlinked_tables};
+use super::{lazy_mmu, tlb, vmalloc};
 use crate::arch::cpu as arch_cpu;
 use crate::cpu;
 
@@ -110,21 +110,12 @@ fn change_memory(addr: VirtAddr, pages: u64, change: fn(&mut Attributes)) -> Res
             }
         }
     }
-    let mut pool = Vec::new();
-    for _ in 0..splits_needed(addr) + splits_needed(end) {
-        match alloc_table() {
-            Ok(pa) => pool.push(pa),
-            Err(e) => {
-                pool.into_iter().for_each(|pa| frame_alloc::free_frame(pa).expect("just allocated"));
-                return Err(e);
-            }
-        }
-    }
+    let mut pool = alloc_tables(splits_needed(addr) + splits_needed(end))?;
 
     let bbm2 = cpu::features().bbm_level >= 2;
     if !bbm2 {
         if let Err(e) = check_break_before_make(addr, end, &pool) {
-            pool.into_iter().for_each(|pa| frame_alloc::free_frame(pa).expect("just allocated"));
+            free_unlinked_tables(pool);
             return Err(e);
         }
     }
@@ -141,7 +132,7 @@ fn change_memory(addr: VirtAddr, pages: u64, change: fn(&mut Attributes)) -> Res
             }
         }
         // Both boundaries may have fallen in the same block: one split served.
-        pool.drain(..).for_each(|pa| frame_alloc::free_frame(pa).expect("allocated above"));
+        free_unlinked_tables(pool);
         for entry in leaves(addr, end).expect("checked above") {
             if let Entry::Leaf { addr: pa, mut attrs } = entry.entry() {
                 change(&mut attrs);

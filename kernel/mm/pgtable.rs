@@ -10,6 +10,7 @@
 //! Making an entry invalid needs neither: the TLB maintenance that must
 //! follow it brings its own barriers.
 
+use alloc::vec::Vec;
 use core::fmt;
 use core::ptr::read_volatile;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -153,6 +154,29 @@ pub fn alloc_table() -> Result<PhysAddr, MapError> {
     Ok(pa)
 }
 
+/// `count` zeroed page-table pages for a change to link later, or, if
+/// frames run out, none at all.
+pub fn alloc_tables(count: usize) -> Result<Vec<PhysAddr>, MapError> {
+    let mut tables = Vec::with_capacity(count);
+    for _ in 0..count {
+        match alloc_table() {
+            Ok(pa) => tables.push(pa),
+            Err(e) => {
+                free_unlinked_tables(tables);
+                return Err(e);
+            }
+        }
+    }
+    Ok(tables)
+}
+
+/// Frees page-table pages from [`alloc_tables`] that were never linked.
+pub fn free_unlinked_tables(tables: Vec<PhysAddr>) {
+    for pa in tables {
+        frame_alloc::free_frame(pa).expect("allocated by alloc_tables");
+    }
+}
+
 /// Walks from `root` towards `va` and returns the deepest entry reached: a
 /// leaf, an invalid entry, or the level-3 entry.
 pub fn walk(root: PhysAddr, va: VirtAddr) -> EntryRef {
@@ -198,7 +222,7 @@ pub enum LeafSizes {
 }
 
 /// The largest leaf that fits at `va`/`pa` with `remaining` bytes left.
-fn leaf_level(va: VirtAddr, pa: PhysAddr, remaining: u64, sizes: LeafSizes) -> Level {
+pub(super) fn leaf_level(va: VirtAddr, pa: PhysAddr, remaining: u64, sizes: LeafSizes) -> Level {
     if sizes == LeafSizes::Blocks {
         for (level, size) in [(Level::L1, BLOCK_1G), (Level::L2, BLOCK_2M)] {
             if va.is_aligned(size) && pa.is_aligned(size) && remaining >= size {

@@ -24,7 +24,7 @@ use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use super::apply::{ApplyError, apply_to_page_range};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{VMALLOC_END, VMALLOC_START};
-use super::pgtable::{self, EntryRef, MapError};
+use super::pgtable::{self, EntryRef, LeafSizes, MapError};
 use super::{frame_alloc, lazy_mmu, phys_to_virt, tlb};
 use crate::sync::IrqSpinLock;
 
@@ -306,7 +306,7 @@ pub fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> R
     let mut done = 0;
     while done < size {
         let (v, p) = (va.add(done), pa.add(done));
-        let level = block_level(v, p, size - done);
+        let level = pgtable::leaf_level(v, p, size - done, LeafSizes::Blocks);
         match pgtable::walk_create(pgtable::kernel_root(), v, level) {
             Ok(entry) if entry.read().is_valid() => {
                 free_tables(va, size);
@@ -325,16 +325,6 @@ pub fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> R
         pgtable::write_entry(&entry, Descriptor::leaf(entry.level, p, attrs));
     }
     Ok(())
-}
-
-/// The largest leaf for `va` -> `pa` with `remaining` bytes to go.
-fn block_level(va: VirtAddr, pa: PhysAddr, remaining: u64) -> Level {
-    for (level, size) in [(Level::L1, BLOCK_1G), (Level::L2, BLOCK_2M)] {
-        if va.is_aligned(size) && pa.is_aligned(size) && remaining >= size {
-            return level;
-        }
-    }
-    Level::L3
 }
 
 /// Maps contiguous memory at a new area, aligned so that blocks can be used.
