@@ -148,14 +148,13 @@ fn steps(pages: &Pages) {
 
 /// Runs the demo under each backend named (all of them if `only` is None).
 pub fn lazy(only: Option<&str>) -> Result<(), MapError> {
-    let previous = lazy_mmu::backend_name();
     // Tasks switch only where step 7 yields, so the trace is the same every run.
     let preemption = sched::set_preemption(false);
     stats::reset();
     let mut costs = Vec::new();
     for backend in BACKENDS.iter().filter(|b| only.is_none_or(|o| o == b.name())) {
         let name = backend.name();
-        lazy_mmu::select_backend(name);
+        let _selected = lazy_mmu::use_backend(name);
         println!("\n==== demo lazy: backend {name} ====");
         println!("{}", describe(name));
         let pages = Pages::new()?;
@@ -172,7 +171,6 @@ pub fn lazy(only: Option<&str>) -> Result<(), MapError> {
         }
         drop(pages);
     }
-    lazy_mmu::select_backend(previous);
     sched::set_preemption(preemption);
     summary(&costs);
     Ok(())
@@ -222,10 +220,9 @@ pub fn kasan(trials: u32) -> Result<(), VmallocError> {
     println!("under the lock, map it if the entry is still none; drop the lock; then it is switched");
     println!("out before its section ends, and the other task runs the same code.");
     println!("A double mapping means the second task also read \"none\" and mapped a second frame.\n");
-    let previous = lazy_mmu::backend_name();
     println!("{:<16} {:<22} {:>7} {:>9} {:>16}", "backend", "around the lock", "trials", "installs", "double mappings");
     for backend in BACKENDS {
-        lazy_mmu::select_backend(backend.name());
+        let _selected = lazy_mmu::use_backend(backend.name());
         for pause in [false, true] {
             let (mut installs, mut doubles) = (0, 0);
             for _ in 0..trials {
@@ -237,7 +234,6 @@ pub fn kasan(trials: u32) -> Result<(), VmallocError> {
             println!("{:<16} {:<22} {:>7} {:>9} {:>16}", backend.name(), how, trials, installs, doubles);
         }
     }
-    lazy_mmu::select_backend(previous);
     println!("\nOnly deferred-writes without pause double-maps: its stores wait in the task's queue,");
     println!("so the lock no longer orders them. Pausing makes the store before the lock is dropped.");
     Ok(())

@@ -101,25 +101,6 @@ impl Drop for Scratch {
     }
 }
 
-/// Selects a backend for a test and puts the previous one back after.
-struct Backend {
-    previous: &'static str,
-}
-
-impl Backend {
-    fn select(name: &str) -> Backend {
-        let previous = backend_name();
-        assert!(select_backend(name), "no backend {name}");
-        Backend { previous }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        select_backend(self.previous);
-    }
-}
-
 fn pairs(c: BarrierCounts) -> (u64, u64) {
     (c.dsb_ishst, c.isb)
 }
@@ -154,7 +135,7 @@ fn kunit_sequence_active_nested_paused_resumed() {
 
 #[test_case]
 fn batched_n_writes_in_one_section_cost_one_pair() {
-    let _b = Backend::select("batched");
+    let _b = use_backend("batched").unwrap();
     for n in [1, 512, 4096] {
         let scratch = Scratch::new(n);
         let mut inside = BarrierCounts::default();
@@ -172,7 +153,7 @@ fn batched_n_writes_in_one_section_cost_one_pair() {
 
 #[test_case]
 fn a_section_without_writes_costs_nothing() {
-    let _b = Backend::select("batched");
+    let _b = use_backend("batched").unwrap();
     let c = cost(|| {
         let _outer = enable();
         let _inner = enable();
@@ -182,7 +163,7 @@ fn a_section_without_writes_costs_nothing() {
 
 #[test_case]
 fn a_nested_exit_with_pending_writes_flushes_and_stays_active() {
-    let _b = Backend::select("batched");
+    let _b = use_backend("batched").unwrap();
     let scratch = Scratch::new(8);
     let _outer = enable();
     let inner = enable();
@@ -199,7 +180,7 @@ fn a_nested_exit_with_pending_writes_flushes_and_stays_active() {
 
 #[test_case]
 fn pause_flushes_pending_writes_and_writes_while_paused_are_eager() {
-    let _b = Backend::select("batched");
+    let _b = use_backend("batched").unwrap();
     let scratch = Scratch::new(4);
     let _section = enable();
     scratch.write_all();
@@ -215,7 +196,7 @@ fn pause_flushes_pending_writes_and_writes_while_paused_are_eager() {
 
 #[test_case]
 fn eager_costs_two_barriers_per_write_in_every_case() {
-    let _b = Backend::select("eager");
+    let _b = use_backend("eager").unwrap();
     let scratch = Scratch::new(16);
     assert_eq!(pairs(scratch.write_all()), (16, 16), "outside a section");
     let total = cost(|| {
@@ -330,7 +311,7 @@ fn timer_handler_writes_an_entry() {
 }
 
 fn interrupt_inside_a_section(backend: &str) {
-    let _b = Backend::select(backend);
+    let _b = use_backend(backend).unwrap();
     let scratch = Scratch::new(4);
     *HANDLER_VA.lock() = scratch.va(3);
     *HANDLER_FRAME.lock() = scratch.frame;
@@ -404,7 +385,7 @@ static BYSTANDER: Mutex<Option<Bystander>> = Mutex::new(None);
 static PREEMPTED: Mutex<Option<Preempted>> = Mutex::new(None);
 
 fn preempted_in_a_section(backend: &str, yield_explicitly: bool) {
-    let _b = Backend::select(backend);
+    let _b = use_backend(backend).unwrap();
     let scratch = Scratch::new(8);
     let (first, frame) = (scratch.va(0), scratch.frame);
     BYSTANDER_RAN.store(false, SeqCst);
@@ -479,7 +460,7 @@ fn batched_task_that_yields_mid_section_keeps_its_state() {
 
 #[test_case]
 fn deferred_writes_a_read_in_the_section_sees_the_old_entry() {
-    let _b = Backend::select("deferred-writes");
+    let _b = use_backend("deferred-writes").unwrap();
     let scratch = Scratch::new(1);
     let entry = &scratch.entries[0];
     let section = enable();
@@ -494,7 +475,7 @@ fn deferred_writes_a_read_in_the_section_sees_the_old_entry() {
 
 #[test_case]
 fn deferred_writes_pause_makes_the_queued_entry_readable() {
-    let _b = Backend::select("deferred-writes");
+    let _b = use_backend("deferred-writes").unwrap();
     let scratch = Scratch::new(1);
     let entry = &scratch.entries[0];
     let _section = enable();
@@ -509,7 +490,7 @@ fn deferred_writes_pause_makes_the_queued_entry_readable() {
 
 #[test_case]
 fn deferred_writes_are_applied_in_order_at_leave() {
-    let _b = Backend::select("deferred-writes");
+    let _b = use_backend("deferred-writes").unwrap();
     let scratch = Scratch::new(3);
     let other = frame_alloc::alloc_frame().unwrap();
     let e = &scratch.entries;
@@ -536,7 +517,7 @@ fn deferred_writes_are_applied_in_order_at_leave() {
 
 #[test_case]
 fn deferred_writes_a_full_queue_is_applied_early() {
-    let _b = Backend::select("deferred-writes");
+    let _b = use_backend("deferred-writes").unwrap();
     for n in [DEFERRED_QUEUE_LEN as u64, DEFERRED_QUEUE_LEN as u64 + 1, 4096] {
         let scratch = Scratch::new(n);
         let total = cost(|| {
@@ -551,7 +532,7 @@ fn deferred_writes_a_full_queue_is_applied_early() {
 
 #[test_case]
 fn deferred_writes_tlb_maintenance_in_a_section_applies_the_queue_first() {
-    let _b = Backend::select("deferred-writes");
+    let _b = use_backend("deferred-writes").unwrap();
     let scratch = Scratch::new(1);
     let va = scratch.va(0);
     pgtable::write_entry(&scratch.entries[0], page(scratch.frame));
@@ -570,7 +551,7 @@ fn deferred_writes_tlb_maintenance_in_a_section_applies_the_queue_first() {
 
 #[test_case]
 fn accounting_counts_writes_sections_flushes_and_nesting_per_backend() {
-    let _b = Backend::select("batched");
+    let _b = use_backend("batched").unwrap();
     let scratch = Scratch::new(5);
     stats::reset();
     {
@@ -598,7 +579,7 @@ fn accounting_counts_writes_sections_flushes_and_nesting_per_backend() {
 
     // The same work under eager lands in eager's column.
     drop(_b);
-    let _e = Backend::select("eager");
+    let _e = use_backend("eager").unwrap();
     scratch.write_all();
     let e = stats::stats("eager").unwrap();
     assert_eq!((e.entry_writes, e.lazy_writes, e.barriers.dsb_ishst, e.barriers.isb), (5, 0, 5, 5));

@@ -13,7 +13,7 @@ use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, VirtAddr};
 use lazymmu::mm::descriptor::Level;
 use lazymmu::mm::layout::{KIMAGE_VADDR, REGIONS};
-use lazymmu::mm::lazy_mmu::{backend_name, select_backend};
+use lazymmu::mm::lazy_mmu::use_backend;
 use lazymmu::mm::pageattr::*;
 use lazymmu::mm::pgtable::{self, MapError};
 use lazymmu::mm::ptdump::region_stats;
@@ -45,25 +45,9 @@ fn assert_writable(va: VirtAddr) {
     unsafe { probe::write(va, value) }.expect("writable");
 }
 
-struct Backend(&'static str);
-
-impl Backend {
-    fn select(name: &str) -> Backend {
-        let previous = Backend(backend_name());
-        assert!(select_backend(name));
-        previous
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        select_backend(self.0);
-    }
-}
-
 #[test_case]
 fn set_memory_ro_makes_writes_fault_and_rw_undoes_it_in_one_section_and_one_flush() {
-    let _b = Backend::select("batched");
+    let _b = use_backend("batched").unwrap();
     let n = 64;
     let va = vmalloc(n * PAGE_SIZE).unwrap();
     for i in 0..n {

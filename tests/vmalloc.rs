@@ -19,7 +19,7 @@ use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::*;
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
 use lazymmu::mm::layout::{PAGE_OFFSET, VMALLOC_END, VMALLOC_START};
-use lazymmu::mm::lazy_mmu::{backend_name, is_lazy_mmu_mode_active, select_backend};
+use lazymmu::mm::lazy_mmu::{BackendSelection, is_lazy_mmu_mode_active, use_backend};
 use lazymmu::mm::pgtable::{self, EntryRef, MapError};
 use lazymmu::mm::tlb::{self, FlushStrategy};
 use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
@@ -37,16 +37,15 @@ fn pairs(c: BarrierCounts) -> (u64, u64) {
     (c.dsb_ishst, c.isb)
 }
 
-/// Selects a backend (and an apply mode) for a test; puts both back after.
+/// Selects a backend and an apply mode for a test; puts both back after.
 struct Setting {
-    backend: &'static str,
+    _backend: BackendSelection,
     mode: ApplyMode,
 }
 
 impl Setting {
     fn new(backend: &str, mode: ApplyMode) -> Setting {
-        let previous = Setting { backend: backend_name(), mode: apply_mode() };
-        assert!(select_backend(backend));
+        let previous = Setting { _backend: use_backend(backend).expect("a backend's name"), mode: apply_mode() };
         set_apply_mode(mode);
         previous
     }
@@ -54,7 +53,6 @@ impl Setting {
 
 impl Drop for Setting {
     fn drop(&mut self) {
-        select_backend(self.backend);
         set_apply_mode(self.mode);
     }
 }

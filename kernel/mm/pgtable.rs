@@ -111,9 +111,7 @@ impl EntryRef {
 /// backend's business (`mm::lazy_mmu`): made and paid at once, paid at the
 /// end of the section, or (under `deferred-writes`) both at the end.
 pub fn write_entry(entry: &EntryRef, desc: Descriptor) {
-    if crate::trace::enabled() {
-        crate::trace::emit(format_args!("write L{} entry for {}: {}", entry.level.0, entry.va, Described(desc, entry.level)));
-    }
+    crate::trace::emit(format_args!("write L{} entry for {}: {}", entry.level.0, entry.va, Described(desc, entry.level)));
     // SAFETY: `ptr` points into a live page-table page (see EntryRef::read);
     // the caller keeps the table until its section ends.
     unsafe { lazy_mmu::set_entry(entry.ptr, desc) };

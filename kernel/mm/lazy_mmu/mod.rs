@@ -214,6 +214,25 @@ pub fn select_backend(name: &str) -> bool {
     true
 }
 
+/// A backend selected for a while: dropping it selects the previous one.
+#[must_use = "the previous backend comes back when this is dropped"]
+pub struct BackendSelection {
+    previous: &'static str,
+}
+
+/// Selects backend `name` until the returned value is dropped; None (and
+/// nothing changed) if there is no backend of that name.
+pub fn use_backend(name: &str) -> Option<BackendSelection> {
+    let previous = backend_name();
+    select_backend(name).then_some(BackendSelection { previous })
+}
+
+impl Drop for BackendSelection {
+    fn drop(&mut self) {
+        select_backend(self.previous);
+    }
+}
+
 /// The name of the backend in use.
 pub fn backend_name() -> &'static str {
     backend().name()
