@@ -68,20 +68,13 @@ fn check_region(addr: VirtAddr, end: VirtAddr) -> Result<(), MapError> {
 
 /// The leaves covering [addr, end), in order; fails on a hole.
 fn leaves(addr: VirtAddr, end: VirtAddr) -> Result<Vec<EntryRef>, MapError> {
-    let mut found = Vec::new();
-    let mut at = addr;
-    while at != end {
-        let entry = pgtable::walk(pgtable::kernel_root(), at);
-        if !matches!(entry.entry(), Entry::Leaf { .. }) {
-            return Err(MapError::NotMapped(at));
-        }
-        found.push(entry);
-        at = VirtAddr::new(entry.va.as_u64().wrapping_add(entry.level.entry_size()));
-        if at.as_u64().wrapping_sub(addr.as_u64()) >= end.as_u64().wrapping_sub(addr.as_u64()) {
-            break;
-        }
-    }
-    Ok(found)
+    let size = end.as_u64().wrapping_sub(addr.as_u64());
+    pgtable::walk_range(pgtable::kernel_root(), addr, size)
+        .map(|(at, entry)| match entry.entry() {
+            Entry::Leaf { .. } => Ok(entry),
+            _ => Err(MapError::NotMapped(at)),
+        })
+        .collect()
 }
 
 /// How many tables the splits at `boundary` may need: a block that sticks

@@ -251,24 +251,25 @@ pub(super) fn check_range(va: VirtAddr, size: u64) -> Result<VirtAddr, MapError>
     }
 }
 
+/// The entries covering [va, va + size), in address order: at each step
+/// the deepest entry the walk reaches (a leaf, or an invalid entry at the
+/// level where a hole starts), with the address it was reached for (`va`
+/// for the first, the entry's own start after that).
+pub fn walk_range(root: PhysAddr, va: VirtAddr, size: u64) -> impl Iterator<Item = (VirtAddr, EntryRef)> {
+    let mut at = (size > 0).then_some(va);
+    core::iter::from_fn(move || {
+        let here = at?;
+        let entry = walk(root, here);
+        let next = entry.va.as_u64().wrapping_add(entry.level.entry_size());
+        // Stop at the end, even when the entry runs past it or to 2^64.
+        at = (next != 0 && next.wrapping_sub(va.as_u64()) < size).then(|| VirtAddr::new(next));
+        Some((here, entry))
+    })
+}
+
 /// Is anything mapped in [va, va + size)? Returns the first mapped address.
 fn first_mapped(root: PhysAddr, va: VirtAddr, size: u64) -> Option<VirtAddr> {
-    let mut at = va;
-    let end = va.as_u64().wrapping_add(size);
-    while at.as_u64() != end {
-        let entry = walk(root, at);
-        let step = entry.level.entry_size() - (at.as_u64() & (entry.level.entry_size() - 1));
-        if !matches!(entry.entry(), Entry::Invalid) {
-            return Some(at);
-        }
-        let next = at.as_u64().wrapping_add(step);
-        // Stop at the end even when the hole runs past it.
-        if next.wrapping_sub(va.as_u64()) >= size || next == 0 {
-            return None;
-        }
-        at = VirtAddr::new(next);
-    }
-    None
+    walk_range(root, va, size).find(|(_, entry)| !matches!(entry.entry(), Entry::Invalid)).map(|(at, _)| at)
 }
 
 /// Maps [va, va + size) to [pa, pa + size) with `attrs` in the table at
@@ -313,22 +314,16 @@ pub fn map_range(
 pub fn unmap_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(), MapError> {
     check_range(va, size)?;
     // Check first: every address mapped, blocks entirely inside.
-    let mut done = 0;
-    while done < size {
-        let entry = walk(root, va.add(done));
+    for (at, entry) in walk_range(root, va, size) {
         if !matches!(entry.entry(), Entry::Leaf { .. }) {
-            return Err(MapError::NotMapped(va.add(done)));
+            return Err(MapError::NotMapped(at));
         }
-        if entry.va != va.add(done) || entry.level.entry_size() > size - done {
+        if entry.va != at || entry.level.entry_size() > size - at.offset_from(va) {
             return Err(MapError::Misaligned { what: "unmap splits a block at", value: entry.va.as_u64() });
         }
-        done += entry.level.entry_size();
     }
-    let mut done = 0;
-    while done < size {
-        let entry = walk(root, va.add(done));
+    for (_, entry) in walk_range(root, va, size) {
         write_entry(&entry, Descriptor::INVALID);
-        done += entry.level.entry_size();
     }
     free_empty_tables(root, va, size);
     Ok(())

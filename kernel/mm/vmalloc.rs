@@ -355,14 +355,10 @@ fn unmap_area(va: VirtAddr, size: u64) {
 fn clear_range(va: VirtAddr, size: u64) {
     {
         let _section = lazy_mmu::enable();
-        let mut at = 0;
-        while at < size {
-            let entry = pgtable::walk(pgtable::kernel_root(), va.add(at));
+        for (_, entry) in pgtable::walk_range(pgtable::kernel_root(), va, size) {
             if matches!(entry.entry(), Entry::Leaf { .. }) {
                 pgtable::write_entry(&entry, Descriptor::INVALID);
             }
-            let step = entry.level.entry_size() - (va.add(at).as_u64() & (entry.level.entry_size() - 1));
-            at += step;
         }
     }
     tlb::flush_tlb_kernel_range(va, va.add(size));
