@@ -2,6 +2,13 @@
 //! semihosting: "PROGRAM qemu.cpu=.. qemu.mem=.. qemu.smp=.. ARG1 ARG2 ...",
 //! where PROGRAM is the path of the kernel's ELF file on the host and the
 //! `qemu.*` parameters describe the machine the runner asked QEMU for.
+//!
+//! Among the arguments, `NAME=VALUE` for a NAME in [`KERNEL_OPTIONS`] is a
+//! boot option (`cargo run -- debug_pagealloc=on demo pagealloc`), read
+//! with [`option`]; the rest are the command. An image may also carry a
+//! built-in command line ([`builtin_cmdline!`], Linux's CONFIG_CMDLINE):
+//! a test image that needs a boot option says so in its own source, and
+//! the runner's arguments override it.
 
 use spin::Once;
 
@@ -30,9 +37,66 @@ pub fn program() -> Option<&'static str> {
 
 const PARAM_PREFIX: &str = "qemu.";
 
-/// The user's arguments: after the program name, without `qemu.*` parameters.
+/// The boot options the kernel knows.
+pub const KERNEL_OPTIONS: &[&str] = &["debug_pagealloc"];
+
+fn is_kernel_option(arg: &str) -> bool {
+    arg.split_once('=').is_some_and(|(name, _)| KERNEL_OPTIONS.contains(&name))
+}
+
+/// The user's arguments: after the program name, without `qemu.*`
+/// parameters and boot options.
 pub fn args() -> impl Iterator<Item = &'static str> {
-    line().split_ascii_whitespace().skip(1).filter(|a| !a.starts_with(PARAM_PREFIX))
+    line().split_ascii_whitespace().skip(1).filter(|a| !a.starts_with(PARAM_PREFIX) && !is_kernel_option(a))
+}
+
+unsafe extern "C" {
+    /// linker.ld's bounds of the `.builtin_cmdline` section: empty unless
+    /// the image used [`builtin_cmdline!`].
+    static __builtin_cmdline_start: u8;
+    static __builtin_cmdline_end: u8;
+}
+
+fn builtin() -> &'static str {
+    // SAFETY: the linker symbols bound the bytes of at most one string
+    // literal (from `builtin_cmdline!`), in rodata.
+    let bytes = unsafe {
+        let start = &raw const __builtin_cmdline_start;
+        let len = (&raw const __builtin_cmdline_end).offset_from(start) as usize;
+        core::slice::from_raw_parts(start, len)
+    };
+    core::str::from_utf8(bytes).unwrap_or("")
+}
+
+/// The value of boot option `name` (one of [`KERNEL_OPTIONS`]): from the
+/// runner's arguments, else from the image's built-in command line.
+pub fn option(name: &str) -> Option<&'static str> {
+    let value = |line: &'static str| {
+        line.split_ascii_whitespace().filter_map(|a| a.strip_prefix(name)?.strip_prefix('=')).last()
+    };
+    value(line()).or_else(|| value(builtin()))
+}
+
+/// Gives the kernel image a built-in command line of boot options, e.g.
+/// `lazymmu::builtin_cmdline!("debug_pagealloc=on");` in a test image.
+#[macro_export]
+macro_rules! builtin_cmdline {
+    ($line:literal) => {
+        #[used]
+        #[unsafe(link_section = ".builtin_cmdline")]
+        static BUILTIN_CMDLINE: [u8; $line.len()] = $crate::boot_args::bytes_of($line);
+    };
+}
+
+/// A string's bytes as an array, for [`builtin_cmdline!`].
+pub const fn bytes_of<const N: usize>(s: &str) -> [u8; N] {
+    let mut out = [0; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = s.as_bytes()[i];
+        i += 1;
+    }
+    out
 }
 
 /// The value of a `qemu.NAME=VALUE` parameter from the runner.

@@ -11,7 +11,7 @@ use lazymmu::arch::lazy_mmu::BACKENDS;
 use lazymmu::{cpu, demo};
 use lazymmu::dtb;
 use lazymmu::init;
-use lazymmu::mm::{frame_alloc, heap, ptdump};
+use lazymmu::mm::{debug_pagealloc, frame_alloc, heap, ptdump};
 use lazymmu::semihosting::{ExitCode, exit};
 use lazymmu::{boot_args, println};
 
@@ -21,6 +21,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("ptdump", "print the kernel page tables as merged ranges"),
     ("demo lazy [--backend NAME]", "an annotated trace of lazy MMU mode under each backend (or NAME)"),
     ("demo kasan", "the KASAN shadow race: double mappings per backend, without and with pause"),
+    ("demo pagealloc", "allocating inside lazy mode (boot with debug_pagealloc=on): both cures, counted"),
     ("help", "print this menu"),
 ];
 
@@ -47,6 +48,12 @@ fn kernel_main() -> ! {
         ["demo", "kasan"] => {
             if let Err(e) = demo::kasan(100) {
                 println!("lazymmu: demo kasan: {e:?}");
+                exit(ExitCode::Usage);
+            }
+        }
+        ["demo", "pagealloc"] => {
+            if let Err(e) = demo::pagealloc(8) {
+                println!("lazymmu: demo pagealloc: {e:?}");
                 exit(ExitCode::Usage);
             }
         }
@@ -97,6 +104,13 @@ fn banner() {
         image_pa.as_u64() + image.data.1.offset_from(image.text.0),
         image.text.0
     );
+    if debug_pagealloc::enabled() {
+        let boot = debug_pagealloc::boot_stats();
+        println!(
+            "debug_pagealloc: on ({} linear-map blocks split, {} free frames unmapped)",
+            boot.blocks_split, boot.frames_unmapped
+        );
+    }
     let frames = frame_alloc::stats();
     let (heap_used, heap_free) = heap::usage();
     println!("  frames       {} total, {} free, {} used (4 KiB each)", frames.total, frames.free, frames.used);
@@ -118,7 +132,8 @@ fn demo_lazy(backend: Option<&str>) {
 }
 
 fn menu() {
-    println!("usage: cargo run -- [COMMAND]   (scripts/run [COMMAND] sets up first)");
+    println!("usage: cargo run -- [OPTION=VALUE...] [COMMAND]   (scripts/run ... sets up first)");
+    println!("options: debug_pagealloc=on   free frames leave the linear map (use after free faults)");
     for (name, what) in COMMANDS {
         println!("  {name:<28} {what}");
     }

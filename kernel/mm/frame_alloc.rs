@@ -8,8 +8,10 @@
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
+use alloc::vec::Vec;
+
 use super::addr::{PAGE_SIZE, PhysAddr};
-use super::lazy_mmu;
+use super::{debug_pagealloc, lazy_mmu};
 use crate::sync::IrqSpinLock;
 use crate::{println, task};
 
@@ -150,17 +152,40 @@ impl FrameAllocator {
         Ok(self.base.add(frame as u64 * PAGE_SIZE))
     }
 
-    fn free_run(&mut self, pa: PhysAddr, count: usize) -> Result<(), FrameError> {
+    /// The first frame of a run that is wholly allocated, or why not.
+    fn check_allocated(&self, pa: PhysAddr, count: usize) -> Result<usize, FrameError> {
         if count == 0 {
             return Err(FrameError::ZeroCount);
         }
         let first = self.frame_of(pa)?;
         let last = pa.checked_add((count as u64 - 1) * PAGE_SIZE).ok_or(FrameError::OutOfRange(pa))?;
         self.frame_of(last)?;
-        // Check everything before changing anything.
         if let Some(f) = (first..first + count).find(|&f| !self.is_used(f)) {
             return Err(FrameError::NotAllocated(self.base.add(f as u64 * PAGE_SIZE)));
         }
+        Ok(first)
+    }
+
+    /// The runs of free frames, in address order.
+    fn free_runs(&self) -> Vec<(PhysAddr, usize)> {
+        let mut runs = Vec::new();
+        let mut frame = 0;
+        while frame < self.frames {
+            if self.is_used(frame) {
+                frame += 1;
+                continue;
+            }
+            let start = frame;
+            while frame < self.frames && !self.is_used(frame) {
+                frame += 1;
+            }
+            runs.push((self.base.add(start as u64 * PAGE_SIZE), frame - start));
+        }
+        runs
+    }
+
+    fn free_run(&mut self, pa: PhysAddr, count: usize) -> Result<(), FrameError> {
+        let first = self.check_allocated(pa, count)?;
         for f in first..first + count {
             self.set_used(f, false);
         }
@@ -203,15 +228,31 @@ pub fn alloc_frame() -> Result<PhysAddr, FrameError> {
 }
 
 /// `count` physically contiguous frames, the first aligned to `align` bytes.
+/// Under `debug_pagealloc` they are mapped back into the linear map first.
 pub fn alloc_contiguous(count: usize, align: u64) -> Result<PhysAddr, FrameError> {
     check_lazy_mode();
-    ALLOCATOR.lock().alloc_run(count, align)
+    let pa = ALLOCATOR.lock().alloc_run(count, align)?;
+    if debug_pagealloc::enabled() && debug_pagealloc::map_pages(pa, count).is_err() {
+        // Nothing was mapped: the frames go straight back.
+        ALLOCATOR.lock().free_run(pa, count).expect("allocated above");
+        return Err(FrameError::OutOfMemory);
+    }
+    Ok(pa)
 }
 
 /// Gives back `count` frames starting at `pa`. All must be allocated, or
-/// nothing is freed.
+/// nothing is freed. Under `debug_pagealloc` they leave the linear map.
 pub fn free_frames(pa: PhysAddr, count: usize) -> Result<(), FrameError> {
+    if debug_pagealloc::enabled() {
+        ALLOCATOR.lock().check_allocated(pa, count)?;
+        debug_pagealloc::unmap_pages(pa, count);
+    }
     ALLOCATOR.lock().free_run(pa, count)
+}
+
+/// The runs of free frames (address, frames), in address order.
+pub fn free_runs() -> Vec<(PhysAddr, usize)> {
+    ALLOCATOR.lock().free_runs()
 }
 
 pub fn free_frame(pa: PhysAddr) -> Result<(), FrameError> {
@@ -225,8 +266,6 @@ pub fn stats() -> FrameStats {
 
 #[cfg(test)]
 mod tests {
-    use alloc::vec::Vec;
-
     use super::*;
 
     #[test_case]

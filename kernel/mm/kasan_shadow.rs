@@ -14,15 +14,22 @@
 //!   it when its own queue is applied: a double mapping, and a leaked frame.
 //! - with pause/resume around the locked part the store is made before the
 //!   lock is dropped, and the race is gone under every backend.
+//!
+//! The same callback is also seed 002's example of allocating inside lazy
+//! mode: [`populate_shadow`] counts what it costs with its callbacks in lazy
+//! mode (under `debug_pagealloc` each allocation nests a section) and with
+//! the `_nolazy` variant.
 
 use alloc::vec::Vec;
+use core::convert::Infallible;
 
-use super::addr::{PAGE_SIZE, PhysAddr};
-use super::apply::apply_to_page_range;
+use super::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use super::apply::{ApplyError, apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_nolazy};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
+use super::lazy_mmu::stats::{LazyMmuStats, stats};
 use super::pgtable::{self, EntryRef};
 use super::vmalloc::{VmallocError, free_vm_area, get_vm_area};
-use super::{frame_alloc, lazy_mmu, tlb};
+use super::{frame_alloc, lazy_mmu, phys_to_virt, probe, tlb};
 use crate::sched;
 
 /// The lock KASAN takes (init_mm's page_table_lock). Not an IRQ lock: its
@@ -96,15 +103,101 @@ pub fn shadow_race(pause: bool) -> Result<RaceOutcome, VmallocError> {
     let entry = pgtable::walk(pgtable::kernel_root(), va);
     if let Entry::Leaf { .. } = entry.entry() {
         pgtable::write_entry(&entry, Descriptor::INVALID);
-        tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
     }
+    pgtable::free_empty_tables(pgtable::kernel_root(), va, PAGE_SIZE);
+    tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
     for pa in &installed {
         frame_alloc::free_frame(*pa).expect("installed by populate");
     }
-    pgtable::free_empty_tables(pgtable::kernel_root(), va, PAGE_SIZE);
     free_vm_area(va)?;
     if let Some(e) = failure {
         return Err(e);
     }
     Ok(RaceOutcome { installs: installed.len(), double_mappings: installed.len().saturating_sub(1) })
+}
+
+/// KASAN's byte for vmalloc shadow that is mapped but not in use yet.
+const KASAN_VMALLOC_INVALID: u8 = 0xf8;
+
+/// How [`populate_shadow`] runs its callbacks: seed 002's two answers to
+/// "the callback allocates".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Populate {
+    /// `apply_to_page_range`: callbacks in lazy mode, so under
+    /// `debug_pagealloc` each allocation's map-back nests a section.
+    Lazy,
+    /// `apply_to_page_range_nolazy`: callbacks outside lazy mode.
+    NoLazy,
+}
+
+/// What one populate call did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Populated {
+    /// The call's cost as the selected backend counted it.
+    pub stats: LazyMmuStats,
+    /// Frame allocations made while lazy mode was active.
+    pub allocations_in_lazy_mode: u64,
+    /// New shadow frames that faulted when poisoned through the linear map.
+    pub faults: u64,
+}
+
+/// Populates the shadow of `pages` fresh pages the way
+/// `kasan_populate_vmalloc` does: each callback takes a frame, poisons it
+/// through the linear map, and maps it. The tables are made first, so the
+/// counts are of the populating alone. Leaves nothing behind.
+pub fn populate_shadow(pages: u64, how: Populate) -> Result<Populated, VmallocError> {
+    let size = pages.checked_mul(PAGE_SIZE).ok_or(VmallocError::NoVirtualSpace)?;
+    let va = get_vm_area(size, PAGE_SIZE)?;
+    if let Err(ApplyError::Map(e)) = apply_to_page_range(va, size, |_| Ok::<(), Infallible>(())) {
+        free_vm_area(va)?;
+        return Err(e.into());
+    }
+    let mut frames = Vec::with_capacity(pages as usize);
+    let mut faults = 0;
+    let callback = |entry: &EntryRef| {
+        let frame = frame_alloc::alloc_frame()?;
+        frames.push(frame);
+        let shadow = phys_to_virt(frame);
+        // SAFETY: a fresh frame, ours alone; the probe's write is caught if
+        // the frame is not reachable yet.
+        match unsafe { probe::write(shadow, 0) } {
+            // SAFETY: the same frame, now known to be mapped.
+            Ok(()) => unsafe { core::ptr::write_bytes(shadow.as_mut_ptr::<u8>(), KASAN_VMALLOC_INVALID, PAGE_SIZE as usize) },
+            Err(_) => faults += 1,
+        }
+        pgtable::write_entry(entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RW));
+        Ok::<(), frame_alloc::FrameError>(())
+    };
+    let backend = lazy_mmu::backend_name();
+    let before = stats(backend).expect("the selected backend");
+    let lazy_allocations = frame_alloc::allocations_in_lazy_mode();
+    let result = match how {
+        Populate::Lazy => apply_to_page_range(va, size, callback),
+        Populate::NoLazy => apply_to_page_range_nolazy(va, size, callback),
+    };
+    let outcome = Populated {
+        stats: stats(backend).expect("the selected backend") - before,
+        allocations_in_lazy_mode: frame_alloc::allocations_in_lazy_mode() - lazy_allocations,
+        faults,
+    };
+    depopulate(va, size, frames)?;
+    match result {
+        Ok(_) => Ok(outcome),
+        Err(ApplyError::Map(e)) => Err(e.into()),
+        Err(ApplyError::Callback(_)) => Err(VmallocError::OutOfMemory),
+    }
+}
+
+/// Unmaps a populated shadow range, frees its frames, tables and area.
+fn depopulate(va: VirtAddr, size: u64, frames: Vec<PhysAddr>) -> Result<(), VmallocError> {
+    let clear = apply_to_existing_page_range(va, size, |entry| Ok::<(), Infallible>(pgtable::write_entry(entry, Descriptor::INVALID)));
+    if let Err(ApplyError::Map(e)) = clear {
+        return Err(e.into());
+    }
+    pgtable::free_empty_tables(pgtable::kernel_root(), va, size);
+    tlb::flush_tlb_kernel_range(va, va.add(size));
+    for pa in frames {
+        frame_alloc::free_frame(pa).expect("allocated by populate_shadow");
+    }
+    free_vm_area(va)
 }

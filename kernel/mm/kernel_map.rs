@@ -1,7 +1,8 @@
 //! Builds the kernel's own address space (see `layout`) and switches to it.
 //!
 //! - linear map: all RAM, read/write, never executable, with 1 GiB and
-//!   2 MiB blocks wherever alignment allows. The kernel image's text and
+//!   2 MiB blocks wherever alignment allows (pages only under
+//!   `debug_pagealloc` on a CPU without FEAT_BBM level 2). The kernel image's text and
 //!   rodata appear here too (every byte of RAM does); that alias is mapped
 //!   read-only, as Linux does, so the text cannot be written through it.
 //! - kernel image, by section: text RX, rodata R, data/bss RW (W^X).
@@ -16,7 +17,7 @@ use super::addr::{PhysAddr, VirtAddr};
 use super::descriptor::Attributes;
 use super::layout::{LINEAR_MAP_SIZE, MMIO_BASE, PAGE_OFFSET};
 use super::pgtable::{self, LeafSizes, MapError, alloc_table, map_range};
-use super::use_linear_map;
+use super::{debug_pagealloc, use_linear_map};
 use crate::arch::barrier;
 use crate::drivers::{gic, pl011};
 
@@ -89,7 +90,7 @@ pub fn build_and_switch(ram_start: PhysAddr, ram_size: u64, image: &ImageLayout)
         (ro_end, ram_end, Attributes::KERNEL_RW),
     ] {
         if end > start {
-            map_range(root, linear(start), start, end.offset_from(start), attrs, LeafSizes::Blocks)?;
+            map_range(root, linear(start), start, end.offset_from(start), attrs, debug_pagealloc::linear_map_leaves())?;
         }
     }
 

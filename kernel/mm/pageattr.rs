@@ -184,3 +184,54 @@ fn split(block: &EntryRef, table: PhysAddr, bbm2: bool) {
     pgtable::write_entry(block, Descriptor::table(table));
     arch_cpu::irq_restore(daif);
 }
+
+/// Rewrites every block of the linear map as 4 KiB pages with the same
+/// attributes, in place, and returns how many blocks it split. Needs
+/// FEAT_BBM level 2 if there is any block: the linear map holds the page
+/// tables themselves, so a block cannot be broken while the tables that
+/// describe it are reached through it.
+///
+/// Each block's replacement is built bottom-up (a 1 GiB block becomes a
+/// level-2 table of level-3 tables, all filled before the level-2 table is
+/// linked), so nothing written in the section is read back.
+pub(super) fn split_linear_map_to_pages() -> Result<usize, MapError> {
+    let root = pgtable::kernel_root();
+    let blocks: Vec<EntryRef> = pgtable::walk_range(root, PAGE_OFFSET, LINEAR_MAP_SIZE)
+        .map(|(_, entry)| entry)
+        .filter(|entry| matches!(entry.entry(), Entry::Leaf { .. }) && entry.level < Level::L3)
+        .collect();
+    let Some(first) = blocks.first() else { return Ok(0) };
+    if cpu::features().bbm_level < 2 {
+        return Err(MapError::BreakBeforeMakeUnsafe(first.va));
+    }
+    let needed = blocks.iter().map(|b| if b.level == Level::L1 { 1 + 512 } else { 1 }).sum();
+    let mut pool = alloc_tables(needed)?;
+    {
+        let _section = lazy_mmu::enable();
+        for block in &blocks {
+            let Entry::Leaf { addr: pa, attrs } = block.entry() else { unreachable!("a block") };
+            let table = pages_below(block.level, block.va, pa, attrs, &mut pool);
+            pgtable::write_entry(block, Descriptor::table(table));
+        }
+    }
+    tlb::flush_tlb_kernel_range(PAGE_OFFSET, PAGE_OFFSET.add(LINEAR_MAP_SIZE));
+    Ok(blocks.len())
+}
+
+/// A table from `pool` mapping the block at `level` (`va` -> `pa`) with
+/// pages, through new level-3 tables if the block is above level 2.
+fn pages_below(level: Level, va: VirtAddr, pa: PhysAddr, attrs: Attributes, pool: &mut Vec<PhysAddr>) -> PhysAddr {
+    let table = pool.pop().expect("counted by split_linear_map_to_pages");
+    let child_level = level.next().expect("blocks are above level 3");
+    let step = child_level.entry_size();
+    for i in 0..512 {
+        let (child_va, child_pa) = (va.add(i * step), pa.add(i * step));
+        let desc = if child_level == Level::L3 {
+            Descriptor::leaf(Level::L3, child_pa, attrs)
+        } else {
+            Descriptor::table(pages_below(child_level, child_va, child_pa, attrs, pool))
+        };
+        pgtable::write_entry(&EntryRef::new(table, child_level, child_va), desc);
+    }
+    table
+}

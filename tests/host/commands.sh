@@ -44,6 +44,18 @@ check "demo kasan" 0 scripts/qemu-runner "$kernel" demo kasan -- \
     '^batched +nothing \(stays lazy\) +100 +100 +0$' \
     '^deferred-writes +nothing \(stays lazy\) +100 +200 +100$' \
     '^deferred-writes +pause/resume +100 +100 +0$'
+# Seed 002: with debug_pagealloc each allocation in the populate callback
+# nests a section (N + 1 = 9 pairs for 8 pages), _nolazy pays 2N = 16, and
+# a map-back left in the caller's section faults under deferred-writes.
+check "demo pagealloc, debug_pagealloc=on" 0 scripts/qemu-runner "$kernel" debug_pagealloc=on demo pagealloc -- \
+    '^debug_pagealloc is on' \
+    '^nesting \(apply_to_page_range\) +batched +16 +9 +9 +8 +8 +0$' \
+    '^_nolazy variant +batched +16 +16 +16 +0 +0 +0$' \
+    "^none: map-back in caller's section +deferred-writes +16 +1 +1 +0 +8 +8$"
+check "demo pagealloc, without the option" 0 scripts/qemu-runner "$kernel" demo pagealloc -- \
+    '^debug_pagealloc is off' \
+    '^nesting \(apply_to_page_range\) +batched +8 +1 +1 +0 +8 +0$' \
+    '^_nolazy variant +batched +8 +8 +8 +0 +0 +0$'
 check "demo lazy (all backends)" 0 scripts/qemu-runner "$kernel" demo lazy -- \
     '^==== demo lazy: backend eager' '^==== demo lazy: backend batched' '^==== demo lazy: backend deferred-writes'
 
