@@ -220,8 +220,9 @@ fn summary(costs: &[(&str, stats::LazyMmuStats)]) {
 pub fn kasan(trials: u32) -> Result<(), VmallocError> {
     println!("==== demo kasan: two tasks populate one KASAN-style shadow page ====");
     println!("Each task, in apply_to_page_range's lazy section: if the entry is none, take a frame;");
-    println!("under the lock, map it if the entry is still none; drop the lock; then it is switched");
-    println!("out before its section ends, and the other task runs the same code.");
+    println!("under the lock, map it if the entry is still none; drop the lock. It is switched out");
+    println!("after its write, still holding the lock (the other task runs up to the lock and waits),");
+    println!("and again after the unlock, its section still open (the other task takes the lock).");
     println!("A double mapping means the second task also read \"none\" and mapped a second frame.\n");
     println!("{:<16} {:<22} {:>7} {:>9} {:>16}", "backend", "around the lock", "trials", "installs", "double mappings");
     for backend in BACKENDS {

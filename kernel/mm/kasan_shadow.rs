@@ -3,10 +3,13 @@
 //!
 //! Two tasks populate the same shadow page through `apply_to_page_range`.
 //! Each callback checks the entry, takes a frame, and under a spinlock maps
-//! it only if the entry is still none; the loser frees its frame. Here each
-//! task is switched out right after it drops the lock, while its section is
-//! still open (preemption is off, so that is the only switch): on one CPU
-//! that is the moment a second CPU would race in.
+//! it only if the entry is still none; the loser frees its frame. Each task
+//! is switched out twice, at fixed points (preemption is off, so those are
+//! the only switches): between its entry write and the lock release, where
+//! the other task gets as far as waiting for the lock; and right after the
+//! release, while its own section is still open, where the waiter takes the
+//! lock, as a task spinning on a second CPU would. On one CPU a waiter
+//! yields instead of spinning, or the holder would never run again.
 //!
 //! - `batched`: the store is in memory at once; the second task sees it.
 //! - `deferred-writes` without pause: the winner's store is still queued in
@@ -55,11 +58,13 @@ fn populate(entry: &EntryRef, pause: bool) -> Result<(), VmallocError> {
         return Ok(());
     }
     let frame = frame_alloc::alloc_frame().map_err(|_| VmallocError::OutOfMemory)?;
-    let lock = SHADOW_LOCK.lock();
+    let lock = lock_shadow();
     let install = !entry.read().is_valid();
     if install {
         pgtable::write_entry(entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RW));
     }
+    // Written, not yet unlocked: the other task runs up to the lock.
+    sched::yield_now();
     drop(lock);
     drop(paused);
     if install {
@@ -67,9 +72,19 @@ fn populate(entry: &EntryRef, pause: bool) -> Result<(), VmallocError> {
     } else {
         frame_alloc::free_frame(frame).expect("allocated above");
     }
-    // The other task runs now, while this one's section is still open.
+    // Unlocked, this task's section still open: the waiter takes the lock.
     sched::yield_now();
     Ok(())
+}
+
+/// Takes the shadow lock, yielding to the holder while it is taken.
+fn lock_shadow() -> spin::MutexGuard<'static, ()> {
+    loop {
+        if let Some(guard) = SHADOW_LOCK.try_lock() {
+            return guard;
+        }
+        sched::yield_now();
+    }
 }
 
 /// Races two tasks populating one shadow page; `pause` puts pause/resume
