@@ -18,7 +18,8 @@ use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::*;
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
-use lazymmu::mm::layout::{PAGE_OFFSET, VMALLOC_END, VMALLOC_START};
+use lazymmu::mm::layout::{PAGE_OFFSET, REGIONS, VMALLOC_END, VMALLOC_START};
+use lazymmu::mm::ptdump::{RegionStats, region_stats};
 use lazymmu::mm::lazy_mmu::{BackendSelection, is_lazy_mmu_mode_active, use_backend};
 use lazymmu::mm::pgtable::{self, EntryRef, MapError};
 use lazymmu::mm::tlb::{self, FlushStrategy};
@@ -94,9 +95,11 @@ fn check_unmapped(va: VirtAddr, pages: u64) {
     }
 }
 
-/// Frames used and areas live: what every operation must give back.
-fn footprint() -> (usize, usize) {
-    (frame_alloc::stats().used, vmalloc::area_count())
+/// Frames used, areas live, and the vmalloc region's table pages and
+/// leaves: what every operation must give back, and no error may change.
+fn footprint() -> (usize, usize, RegionStats) {
+    let vmalloc_region = region_stats()[REGIONS.iter().position(|r| r.0 == "vmalloc").expect("a vmalloc region")];
+    (frame_alloc::stats().used, vmalloc::area_count(), vmalloc_region)
 }
 
 // ---- vmalloc barrier costs ---------------------------------------------------
@@ -401,6 +404,25 @@ fn vmalloc_out_of_frames_rolls_back_completely() {
     // Address space is plentiful, frames are not.
     assert_eq!(vmalloc((free + 1) * PAGE_SIZE), Err(VmallocError::OutOfMemory));
     assert_eq!(footprint(), before);
+}
+
+#[test_case]
+fn vmalloc_running_out_of_frames_half_way_rolls_back_completely() {
+    let before = footprint();
+    // Leave 40 frames: the area's tables and some of its 64 pages get
+    // frames, then the allocator says no.
+    let mut hoard = Vec::new();
+    while frame_alloc::stats().free > 40 {
+        hoard.push(frame_alloc::alloc_frame().unwrap());
+    }
+    let got = vmalloc(64 * PAGE_SIZE);
+    let free_after = frame_alloc::stats().free;
+    for pa in hoard {
+        frame_alloc::free_frame(pa).unwrap();
+    }
+    assert_eq!(got, Err(VmallocError::OutOfMemory));
+    assert_eq!(free_after, 40, "every frame it took came back");
+    assert_eq!(footprint(), before, "no frame, area, table or entry left behind");
 }
 
 #[test_case]
