@@ -20,6 +20,7 @@ extern crate alloc;
 #[path = "_arch/aarch64/mod.rs"]
 pub mod arch;
 
+pub mod bench;
 pub mod boot_args;
 pub mod console;
 pub mod cpu;

@@ -22,6 +22,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("demo lazy [--backend NAME]", "an annotated trace of lazy MMU mode under each backend (or NAME)"),
     ("demo kasan", "the KASAN shadow race: double mappings per backend, without and with pause"),
     ("demo pagealloc", "allocating inside lazy mode (boot with debug_pagealloc=on): both cures, counted"),
+    ("bench [--quick]", "every workload under every backend: exact counts, times, CSV (--quick: small N, counts checked)"),
     ("help", "print this menu"),
 ];
 
@@ -57,6 +58,8 @@ fn kernel_main() -> ! {
                 exit(ExitCode::Usage);
             }
         }
+        ["bench"] => bench(false),
+        ["bench", "--quick"] => bench(true),
         ["help"] => menu(),
         other => {
             println!("lazymmu: unknown command {:?}", other);
@@ -128,6 +131,30 @@ fn demo_lazy(backend: Option<&str>) {
     if let Err(e) = demo::lazy(backend) {
         println!("lazymmu: demo lazy: {e}");
         exit(ExitCode::Usage);
+    }
+}
+
+fn bench(quick: bool) {
+    println!("lazymmu bench{}: counter at {} Hz", if quick { " --quick" } else { "" }, lazymmu::arch::cpu::counter_frequency());
+    let results = match lazymmu::bench::run(quick) {
+        Ok(results) => results,
+        Err(e) => {
+            println!("lazymmu: bench: {e:?}");
+            exit(ExitCode::Usage);
+        }
+    };
+    lazymmu::bench::print_table(&results);
+    println!("--- results.csv ---");
+    lazymmu::print!("{}", lazymmu::bench::csv(&results));
+    println!("--- end results.csv ---");
+    if !results.failures.is_empty() {
+        for failure in &results.failures {
+            println!("bench: count check FAILED: {failure}");
+        }
+        exit(ExitCode::TestsFailed);
+    }
+    if quick {
+        println!("bench: every count check passed");
     }
 }
 

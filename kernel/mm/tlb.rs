@@ -42,13 +42,20 @@ pub fn strategy(pages: u64) -> FlushStrategy {
 
 /// Invalidates every translation of [start, end) on every CPU.
 pub fn flush_tlb_kernel_range(start: VirtAddr, end: VirtAddr) {
+    let pages = (end.as_u64().wrapping_sub(start.align_down(PAGE_SIZE).as_u64())).div_ceil(PAGE_SIZE);
+    flush_tlb_kernel_range_with(strategy(pages), start, end);
+}
+
+/// [`flush_tlb_kernel_range`] with the strategy chosen by the caller (the
+/// bench compares them). `RangeTlbi` needs FEAT_TLBIRANGE.
+pub fn flush_tlb_kernel_range_with(how: FlushStrategy, start: VirtAddr, end: VirtAddr) {
     lazy_mmu::sync_stores();
     let start = start.align_down(PAGE_SIZE);
     let pages = (end.as_u64().wrapping_sub(start.as_u64())).div_ceil(PAGE_SIZE);
     if pages == 0 {
         return;
     }
-    match strategy(pages) {
+    match how {
         FlushStrategy::All => return flush_tlb_all(),
         FlushStrategy::PerPage => {
             barrier::dsb_ishst();

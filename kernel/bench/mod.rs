@@ -1,0 +1,377 @@
+//! `cargo run -- bench [--quick]`: every workload under every backend in
+//! one boot, with exact counts of what each run issued (entries written,
+//! `dsb ishst`, `dsb ish`, `isb`, TLBIs) and its time from the virtual
+//! counter (median, min and max over repeated runs).
+//!
+//! Each time is also put next to a *floor* measured in the same boot: a
+//! plain loop that stores the same number of descriptors and pays one
+//! barrier pair, the least any mapper can do. And the map / modify / unmap
+//! steps are timed with google's aarch64-paging crate on its own tables
+//! (`peer`), beside ours.
+//!
+//! Under QEMU's TCG a barrier costs almost nothing and a TLBI costs a
+//! flush of QEMU's software TLB, so the times say how much *work* each
+//! backend does, not what a barrier costs on silicon; the counts are the
+//! same as on hardware. `--quick` runs small sizes and checks the counts
+//! against what each backend promises; the full run is for the docs.
+//!
+//! The results go to the console twice: a readable table, and the CSV
+//! between `--- results.csv ---` markers, which `scripts/bench` saves as
+//! docs/bench/results.csv and plots.
+
+mod workloads;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::arch::barrier::{self, BarrierCounts};
+use crate::arch::cpu;
+use crate::arch::lazy_mmu::BACKENDS;
+use crate::mm::addr::{BLOCK_1G, PAGE_SIZE};
+use crate::mm::apply::{ApplyMode, apply_mode, set_apply_mode};
+use crate::mm::lazy_mmu::{self, stats};
+use crate::mm::tlb::{self, FlushStrategy};
+use crate::{println, sched};
+pub use workloads::WorkloadError;
+
+/// What one run issued.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub entries: u64,
+    pub dsb_ishst: u64,
+    pub dsb_ish: u64,
+    pub isb: u64,
+    pub tlbi: u64,
+}
+
+impl Counts {
+    /// Barriers of every kind (TLBIs are not barriers).
+    pub fn barriers(&self) -> u64 {
+        self.dsb_ishst + self.dsb_ish + self.isb
+    }
+
+}
+
+/// One measured phase: its time and what it issued.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sample {
+    pub ticks: u64,
+    pub counts: Counts,
+}
+
+/// Entry writes seen by the generic layer, whichever backend is selected.
+fn entry_writes() -> u64 {
+    BACKENDS.iter().map(|b| stats::stats(b.name()).map_or(0, |s| s.entry_writes)).sum()
+}
+
+/// Starts measuring: the counter and every count now.
+pub struct Meter {
+    ticks: u64,
+    barriers: BarrierCounts,
+    entries: u64,
+}
+
+impl Meter {
+    pub fn start() -> Meter {
+        let (barriers, entries) = (barrier::counts(), entry_writes());
+        Meter { ticks: cpu::counter(), barriers, entries }
+    }
+
+    pub fn stop(&self) -> Sample {
+        let ticks = cpu::counter() - self.ticks;
+        let b = barrier::counts() - self.barriers;
+        let counts = Counts {
+            entries: entry_writes() - self.entries,
+            dsb_ishst: b.dsb_ishst,
+            dsb_ish: b.dsb_ish,
+            isb: b.isb,
+            tlbi: b.tlbi(),
+        };
+        Sample { ticks, counts }
+    }
+}
+
+/// One line of the results: a workload under one backend at one size.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub workload: &'static str,
+    pub backend: &'static str,
+    pub pages: u64,
+    pub counts: Counts,
+    /// Median, min, max over the repeats.
+    pub ticks: [u64; 3],
+    /// Counts differed between repeats (they must not).
+    pub unsteady: bool,
+}
+
+impl Row {
+    pub fn ns_per_page(&self) -> f64 {
+        self.ticks[0] as f64 * 1e9 / cpu::counter_frequency() as f64 / self.pages as f64
+    }
+}
+
+/// The backends as the bench names them: a lazy MMU backend and an apply mode.
+const CONFIGS: [(&str, &str, ApplyMode); 4] = [
+    ("eager", "eager", ApplyMode::WholeCall),
+    ("batched", "batched", ApplyMode::WholeCall),
+    ("batched-linux", "batched", ApplyMode::PerLeafTable),
+    ("deferred-writes", "deferred-writes", ApplyMode::WholeCall),
+];
+
+/// Sizes and repeats of a run.
+struct Plan {
+    sizes: Vec<u64>,
+    repeats: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan { sizes: [1, 16, 512, 1000].to_vec(), repeats: 3 }
+        } else {
+            Plan { sizes: (0..=16).map(|k| 1u64 << k).collect(), repeats: 5 }
+        }
+    }
+}
+
+/// Runs `f` `repeats` times; its samples (one per phase) become rows.
+fn repeat<const P: usize>(
+    repeats: usize,
+    mut f: impl FnMut() -> Result<[Sample; P], WorkloadError>,
+) -> Result<[(Counts, [u64; 3], bool); P], WorkloadError> {
+    let mut runs: Vec<[Sample; P]> = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        runs.push(f()?);
+    }
+    Ok(core::array::from_fn(|phase| {
+        let mut ticks: Vec<u64> = runs.iter().map(|r| r[phase].ticks).collect();
+        ticks.sort_unstable();
+        let counts = runs[0][phase].counts;
+        let unsteady = runs.iter().any(|r| r[phase].counts != counts);
+        (counts, [ticks[ticks.len() / 2], ticks[0], ticks[ticks.len() - 1]], unsteady)
+    }))
+}
+
+/// Everything one bench run measured.
+pub struct Results {
+    pub rows: Vec<Row>,
+    /// Count checks that failed (only `--quick` checks).
+    pub failures: Vec<String>,
+}
+
+impl Results {
+    fn push(&mut self, workload: &'static str, backend: &'static str, pages: u64, m: (Counts, [u64; 3], bool)) {
+        self.rows.push(Row { workload, backend, pages, counts: m.0, ticks: m.1, unsteady: m.2 });
+    }
+
+    pub fn find(&self, workload: &str, backend: &str, pages: u64) -> Option<&Row> {
+        self.rows.iter().find(|r| r.workload == workload && r.backend == backend && r.pages == pages)
+    }
+
+    /// The floor's time per page at `pages`.
+    pub fn floor(&self, pages: u64) -> Option<f64> {
+        self.find("floor", "raw", pages).map(Row::ns_per_page)
+    }
+}
+
+/// Runs the bench; `quick` runs small sizes and checks the counts.
+pub fn run(quick: bool) -> Result<Results, WorkloadError> {
+    let plan = Plan::new(quick);
+    let preemption = sched::set_preemption(false);
+    let mode = apply_mode();
+    let mut results = Results { rows: Vec::new(), failures: Vec::new() };
+    let outcome = run_all(&plan, &mut results);
+    set_apply_mode(mode);
+    sched::set_preemption(preemption);
+    outcome?;
+    if quick {
+        check(&mut results);
+    }
+    Ok(results)
+}
+
+fn progress(step: usize, steps: usize, what: &str) {
+    println!("bench [{step:>2}/{steps}] {what}");
+}
+
+fn run_all(plan: &Plan, results: &mut Results) -> Result<(), WorkloadError> {
+    let sizes = &plan.sizes;
+    let r = plan.repeats;
+    let strategies = tlb_strategies();
+    let steps = 1 + CONFIGS.len() * 4 + strategies.len() + 1;
+    let mut step = 0;
+    let mut next = |what: &str| {
+        step += 1;
+        progress(step, steps, what);
+    };
+
+    next("floor: store N descriptors, one barrier pair");
+    for &n in sizes {
+        let [m] = repeat(r, || Ok([workloads::floor(n)?]))?;
+        results.push("floor", "raw", n, m);
+    }
+    for (name, backend, mode) in CONFIGS {
+        let _selected = lazy_mmu::use_backend(backend).expect("a backend's name");
+        set_apply_mode(mode);
+        next(&format!("vmalloc + touch + vfree under {name}"));
+        for &n in sizes {
+            let [map, unmap, whole] = repeat(r, || workloads::vmalloc_cycle(n))?;
+            results.push("vmalloc", name, n, map);
+            results.push("vfree", name, n, unmap);
+            results.push("vmalloc_touch_vfree", name, n, whole);
+        }
+        next(&format!("apply_to_existing_page_range permission change under {name}"));
+        for &n in sizes {
+            let [m] = repeat(r, || Ok([workloads::modify(n)?]))?;
+            results.push("modify", name, n, m);
+        }
+        next(&format!("set_memory_ro + set_memory_rw under {name}"));
+        for &n in sizes {
+            let [m] = repeat(r, || Ok([workloads::set_memory(n)?]))?;
+            results.push("set_memory", name, n, m);
+        }
+        next(&format!("vmap_range of 1 GiB (one block) + vunmap under {name}"));
+        let [map, unmap] = repeat(r, workloads::vmap_1g)?;
+        results.push("vmap_1g", name, BLOCK_1G / PAGE_SIZE, map);
+        results.push("vunmap_1g", name, BLOCK_1G / PAGE_SIZE, unmap);
+    }
+    for (name, how) in strategies {
+        next(&format!("TLB flush of N live pages: {name}"));
+        for &n in sizes {
+            let [m] = repeat(r, || Ok([workloads::tlb_unmap(n, how)?]))?;
+            results.push("tlb_unmap", name, n, m);
+        }
+    }
+    next("map / modify / unmap: lazymmu (batched) beside aarch64-paging");
+    let _selected = lazy_mmu::use_backend("batched").expect("a backend's name");
+    set_apply_mode(ApplyMode::WholeCall);
+    for &n in sizes {
+        let [map, modify, unmap] = repeat(r, || workloads::map_modify_unmap(n))?;
+        results.push("map", "lazymmu", n, map);
+        results.push("modify", "lazymmu", n, modify);
+        results.push("unmap", "lazymmu", n, unmap);
+    }
+    Ok(())
+}
+
+/// The TLB flush strategies this CPU can run.
+fn tlb_strategies() -> Vec<(&'static str, FlushStrategy)> {
+    let mut all = Vec::from([("per-page", FlushStrategy::PerPage), ("all", FlushStrategy::All)]);
+    if crate::cpu::features().tlbi_range {
+        all.insert(1, ("range", FlushStrategy::RangeTlbi));
+    }
+    all
+}
+
+/// `--quick`'s promises: what each backend must have issued, exactly.
+fn check(results: &mut Results) {
+    let mut failures = Vec::new();
+    for row in &results.rows {
+        let c = row.counts;
+        let n = row.pages;
+        let mut expect = |what: &str, ok: bool| {
+            if !ok {
+                failures.push(format!("{} under {} at N = {n}: {what}, got {c:?}", row.workload, row.backend));
+            }
+        };
+        expect("the same counts in every repeat", !row.unsteady);
+        match (row.workload, row.backend) {
+            ("floor", _) => expect("one pair", (c.dsb_ishst, c.isb) == (1, 1)),
+            ("vmalloc", "batched") => expect("one pair whatever N", (c.dsb_ishst, c.dsb_ish, c.isb) == (1, 0, 1)),
+            ("vmalloc", "eager") => expect("one pair per entry", (c.dsb_ishst, c.isb) == (c.entries, c.entries)),
+            ("vmalloc", "deferred-writes") => {
+                expect("one pair per 64 queued stores", (c.dsb_ishst, c.isb) == (c.entries.div_ceil(64), c.entries.div_ceil(64)))
+            }
+            ("vmalloc", "batched-linux") => expect("at least one pair per leaf table", c.dsb_ishst >= n.div_ceil(512) && c.dsb_ishst == c.isb),
+            ("vfree", "eager" | "batched" | "batched-linux") => {
+                expect("one TLB flush, no per-page barrier", (c.dsb_ishst, c.dsb_ish, c.isb) == (1, 1, 1))
+            }
+            ("modify", "batched" | "lazymmu") => expect("one pair and one flush", (c.dsb_ishst, c.dsb_ish, c.isb) == (2, 1, 2)),
+            ("modify", "eager") => expect("a pair per entry and one flush", (c.dsb_ishst, c.dsb_ish, c.isb) == (n + 1, 1, n + 1)),
+            ("set_memory", "batched") => expect("two sections and two flushes", (c.dsb_ishst, c.dsb_ish, c.isb) == (4, 2, 4)),
+            ("tlb_unmap", "per-page") => expect("one TLBI per page", c.tlbi == n),
+            ("tlb_unmap", "all") => expect("one TLBI", c.tlbi == 1),
+            // The block, and maybe a level-1 table linked (eagerly) for it.
+            ("vmap_1g", _) => expect("a pair per entry: the block, and a table", (c.dsb_ishst, c.isb) == (c.entries, c.entries) && c.entries <= 2),
+            _ => {}
+        }
+    }
+    results.failures = failures;
+}
+
+/// The CSV, as docs/bench/results.csv holds it.
+pub fn csv(results: &Results) -> String {
+    let mut out = String::from(
+        "workload,backend,n,entries,dsb_ishst,dsb_ish,isb,tlbi,ticks_median,ticks_min,ticks_max,ns_per_page,floor_ratio\n",
+    );
+    for r in &results.rows {
+        let c = r.counts;
+        let ratio = match (r.workload, results.floor(r.pages)) {
+            ("floor", _) | (_, None) => String::new(),
+            (_, Some(floor)) => format!("{:.2}", r.ns_per_page() / floor),
+        };
+        out += &format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{:.2},{}\n",
+            r.workload,
+            r.backend,
+            r.pages,
+            c.entries,
+            c.dsb_ishst,
+            c.dsb_ish,
+            c.isb,
+            c.tlbi,
+            r.ticks[0],
+            r.ticks[1],
+            r.ticks[2],
+            r.ns_per_page(),
+            ratio
+        );
+    }
+    out
+}
+
+/// The readable table: per workload and backend, barriers per page and
+/// time per page at a few sizes.
+pub fn print_table(results: &Results) {
+    let sizes: Vec<u64> = {
+        let mut s: Vec<u64> = results.rows.iter().filter(|r| r.workload == "floor").map(|r| r.pages).collect();
+        s.dedup();
+        s
+    };
+    let mut shown_sizes: Vec<u64> = [1, 512, 65536].into_iter().filter(|n| sizes.contains(n)).chain(sizes.last().copied()).collect();
+    shown_sizes.dedup();
+    println!("\n==== barriers per page (dsb ishst + dsb ish + isb) / N, and ns per page (median) ====");
+    let mut header = format!("{:<20} {:<16}", "workload", "backend");
+    for n in &shown_sizes {
+        header += &format!(" {:>11} {:>10}", format!("bar/pg@{n}"), format!("ns/pg@{n}"));
+    }
+    println!("{header}");
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for r in &results.rows {
+        if seen.contains(&(r.workload, r.backend)) {
+            continue;
+        }
+        seen.push((r.workload, r.backend));
+        let mut line = format!("{:<20} {:<16}", r.workload, r.backend);
+        if !sizes.contains(&r.pages) {
+            // One size only (the 1 GiB block): shown in the first column.
+            line += &format!(" {:>11.6} {:>10.3}   (N = {})", r.counts.barriers() as f64 / r.pages as f64, r.ns_per_page(), r.pages);
+            println!("{line}");
+            continue;
+        }
+        for &n in &shown_sizes {
+            match results.find(r.workload, r.backend, n) {
+                Some(c) => line += &format!(" {:>11.4} {:>10.1}", c.counts.barriers() as f64 / n as f64, c.ns_per_page()),
+                None => line += &format!(" {:>11} {:>10}", "-", "-"),
+            }
+        }
+        println!("{line}");
+    }
+    println!(
+        "(times are wall-clock under QEMU TCG: a busy host inflates them; the counts are exact.\n \
+         vfree of more than {} pages flushes with {:?} on this CPU)",
+        tlb::MAX_TLBI_OPS,
+        tlb::strategy(tlb::MAX_TLBI_OPS + 1)
+    );
+}

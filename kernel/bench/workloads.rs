@@ -1,0 +1,183 @@
+//! The bench's workloads. Each does its setup and teardown outside the
+//! measured part and returns one [`Sample`] per phase it measures.
+
+use core::convert::Infallible;
+
+use super::{Meter, Sample};
+use crate::arch::barrier;
+use crate::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use crate::mm::apply::{ApplyError, apply_to_existing_page_range, apply_to_page_range};
+use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
+use crate::mm::pageattr::{set_memory_ro, set_memory_rw};
+use crate::mm::pgtable::{self, EntryRef, MapError};
+use crate::mm::tlb::{self, FlushStrategy};
+use crate::mm::vmalloc::{self, VmallocError, vfree, vmalloc};
+use crate::mm::{frame_alloc, phys_to_virt};
+
+/// What stops a workload: the machine ran out of something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadError {
+    Vmalloc(VmallocError),
+    Map(MapError),
+}
+
+impl From<VmallocError> for WorkloadError {
+    fn from(e: VmallocError) -> Self {
+        WorkloadError::Vmalloc(e)
+    }
+}
+
+impl From<MapError> for WorkloadError {
+    fn from(e: MapError) -> Self {
+        WorkloadError::Map(e)
+    }
+}
+
+impl<E> From<ApplyError<E>> for WorkloadError {
+    fn from(e: ApplyError<E>) -> Self {
+        match e {
+            ApplyError::Map(e) => WorkloadError::Map(e),
+            ApplyError::Callback(_) => unreachable!("bench callbacks do not fail"),
+        }
+    }
+}
+
+/// Writes one word to every page, so each one is really used.
+fn touch(va: VirtAddr, pages: u64) {
+    for i in 0..pages {
+        // SAFETY: the caller just mapped these pages for itself.
+        unsafe { core::ptr::write_volatile(va.add(i * PAGE_SIZE).as_mut_ptr::<u64>(), i) };
+    }
+}
+
+/// The phases of vmalloc + touch + vfree of `pages` pages:
+/// (vmalloc, vfree, the whole cycle with the touch).
+pub fn vmalloc_cycle(pages: u64) -> Result<[Sample; 3], WorkloadError> {
+    let whole = Meter::start();
+    let map = Meter::start();
+    let va = vmalloc(pages * PAGE_SIZE)?;
+    let map = map.stop();
+    touch(va, pages);
+    let unmap = Meter::start();
+    vfree(va)?;
+    let unmap = unmap.stop();
+    Ok([map, unmap, whole.stop()])
+}
+
+/// Makes a live vmalloc area read-only with `apply_to_existing_page_range`
+/// and one TLB flush: the permission change Linux's set_memory_* does.
+pub fn modify(pages: u64) -> Result<Sample, WorkloadError> {
+    let va = vmalloc(pages * PAGE_SIZE)?;
+    touch(va, pages);
+    let meter = Meter::start();
+    let changed = make_read_only(va, pages);
+    let sample = meter.stop();
+    vfree(va)?;
+    changed.map(|()| sample)
+}
+
+fn make_read_only(va: VirtAddr, pages: u64) -> Result<(), WorkloadError> {
+    apply_to_existing_page_range(va, pages * PAGE_SIZE, |entry: &EntryRef| {
+        if let Entry::Leaf { addr, mut attrs } = entry.entry() {
+            attrs.writable = false;
+            pgtable::write_entry(entry, Descriptor::leaf(Level::L3, addr, attrs));
+        }
+        Ok::<(), Infallible>(())
+    })?;
+    tlb::flush_tlb_kernel_range(va, va.add(pages * PAGE_SIZE));
+    Ok(())
+}
+
+/// `set_memory_ro` then `set_memory_rw` over a live vmalloc area.
+pub fn set_memory(pages: u64) -> Result<Sample, WorkloadError> {
+    let va = vmalloc(pages * PAGE_SIZE)?;
+    let meter = Meter::start();
+    let changed = set_memory_ro(va, pages).and_then(|()| set_memory_rw(va, pages));
+    let sample = meter.stop();
+    vfree(va)?;
+    changed.map(|()| sample).map_err(WorkloadError::Map)
+}
+
+/// `vmap_contiguous` of the GiB of RAM that holds the kernel (read-only,
+/// one level-1 block) and its `vunmap`: (map, unmap).
+pub fn vmap_1g() -> Result<[Sample; 2], WorkloadError> {
+    let ram = crate::dtb::info().ram_start.align_down(BLOCK_1G);
+    let map = Meter::start();
+    let va = vmalloc::vmap_contiguous(ram, BLOCK_1G, Attributes::KERNEL_RO)?;
+    let map = map.stop();
+    let unmap = Meter::start();
+    vmalloc::vunmap(va)?;
+    Ok([map, unmap.stop()])
+}
+
+/// The floor: the same number of page descriptors stored into plain
+/// memory by a loop, with one `dsb ishst; isb` at the end, and nothing
+/// else (no walk, no allocation, no lazy MMU bookkeeping).
+pub fn floor(pages: u64) -> Result<Sample, WorkloadError> {
+    let tables = pages.div_ceil(512) as usize;
+    let scratch = frame_alloc::alloc_contiguous(tables, PAGE_SIZE).map_err(MapError::from)?;
+    let slots = phys_to_virt(scratch).as_mut_ptr::<u64>();
+    let target = PhysAddr::new(0x4000_0000);
+    let meter = Meter::start();
+    for i in 0..pages {
+        let desc = Descriptor::leaf(Level::L3, target.add(i * PAGE_SIZE), Attributes::KERNEL_RW);
+        // SAFETY: `tables` fresh frames hold 512 slots each; nothing walks them.
+        unsafe { core::ptr::write_volatile(slots.add(i as usize), desc.0) };
+    }
+    barrier::dsb_ishst();
+    barrier::isb();
+    let mut sample = meter.stop();
+    sample.counts.entries = pages;
+    frame_alloc::free_frames(scratch, tables).expect("allocated above");
+    Ok(sample)
+}
+
+/// One flush of `pages` live, touched pages with the strategy given.
+pub fn tlb_unmap(pages: u64, how: FlushStrategy) -> Result<Sample, WorkloadError> {
+    let va = vmalloc(pages * PAGE_SIZE)?;
+    touch(va, pages);
+    let meter = Meter::start();
+    tlb::flush_tlb_kernel_range_with(how, va, va.add(pages * PAGE_SIZE));
+    let sample = meter.stop();
+    vfree(va)?;
+    Ok(sample)
+}
+
+/// lazymmu's side of the peer comparison, the same steps the peer takes
+/// on its own tables: map `pages` pages at a fresh 2 MiB-aligned area
+/// (tables included), make them read-only, unmap them (freeing the
+/// tables). Ours are live, so modify and unmap also flush the TLB.
+pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
+    let frames = frame_alloc::alloc_contiguous(pages as usize, PAGE_SIZE).map_err(MapError::from)?;
+    let size = pages * PAGE_SIZE;
+    let va = match vmalloc::get_vm_area(size, BLOCK_2M) {
+        Ok(va) => va,
+        Err(e) => {
+            frame_alloc::free_frames(frames, pages as usize).expect("allocated above");
+            return Err(e.into());
+        }
+    };
+    let map = Meter::start();
+    let mapped = apply_to_page_range(va, size, |entry: &EntryRef| {
+        let pa = frames.add(entry.va.offset_from(va));
+        pgtable::write_entry(entry, Descriptor::leaf(Level::L3, pa, Attributes::KERNEL_RW));
+        Ok::<(), Infallible>(())
+    });
+    let map = map.stop();
+    let modify = Meter::start();
+    let modified = mapped.map_err(WorkloadError::from).and_then(|_| make_read_only(va, pages));
+    let modify = modify.stop();
+    let unmap = Meter::start();
+    let cleared = apply_to_existing_page_range(va, size, |entry: &EntryRef| {
+        pgtable::write_entry(entry, Descriptor::INVALID);
+        Ok::<(), Infallible>(())
+    });
+    pgtable::free_empty_tables(pgtable::kernel_root(), va, size);
+    tlb::flush_tlb_kernel_range(va, va.add(size));
+    let unmap = unmap.stop();
+    frame_alloc::free_frames(frames, pages as usize).expect("allocated above");
+    vmalloc::free_vm_area(va)?;
+    modified?;
+    cleared?;
+    Ok([map, modify, unmap])
+}
