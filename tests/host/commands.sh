@@ -56,6 +56,12 @@ check "demo pagealloc, without the option" 0 scripts/qemu-runner "$kernel" demo 
     '^debug_pagealloc is off' \
     '^nesting \(apply_to_page_range\) +batched +8 +1 +1 +0 +8 +0$' \
     '^_nolazy variant +batched +8 +8 +8 +0 +0 +0$'
+# The bench at small N checks its own counts (batched: one pair per
+# vmalloc whatever N; eager: one per entry; vfree: one TLB flush; ...).
+check "bench --quick" 0 scripts/qemu-runner "$kernel" bench --quick -- \
+    '^bench \[21/21\] map / modify / unmap' '^--- results.csv ---$' '^vmalloc,batched,512,515,1,0,1,0,' 'every count check passed'
+check "bench --quick, -cpu cortex-a72" 0 env LAZYMMU_CPU=cortex-a72 scripts/qemu-runner "$kernel" bench --quick -- \
+    '^tlb_unmap,per-page,512,0,1,1,1,512,' 'every count check passed'
 check "demo lazy (all backends)" 0 scripts/qemu-runner "$kernel" demo lazy -- \
     '^==== demo lazy: backend eager' '^==== demo lazy: backend batched' '^==== demo lazy: backend deferred-writes'
 

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Reads docs/*.md for tests/host/docs.sh.
+
+  docs_lint.py commands   prints every command the docs name, one per line,
+                          as the check will run it
+  docs_lint.py lint       checks chapter headings, "Reproduce:" lines,
+                          figures, and every bench number against the CSV;
+                          prints one "ok"/"FAILED" line per chapter
+
+A command is a line of a ```sh block, or the backticked command of a
+"Reproduce:" line, that starts with `cargo`, `scripts/` or VAR=value.
+`scripts/test` is not run (it is what runs this check), and the bench
+runs as `--quick` (the full bench is for humans; its numbers are checked
+against the CSV it wrote instead).
+"""
+import csv
+import pathlib
+import re
+import sys
+
+DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs"
+CSV = DOCS / "bench" / "results.csv"
+COMMAND = re.compile(r"^(?:[A-Z_]+=\S+\s+)*(?:cargo\s|scripts/)")
+BENCH = re.compile(r"<!--bench:([^/]+)/([^/]+)/(\d+)/(\w+)-->(.*?)<!--/bench-->")
+FIGURE = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
+
+
+def chapters():
+    return sorted(DOCS.glob("[0-9][0-9]-*.md"))
+
+
+def commands_in(text):
+    found, in_sh = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_sh = line.strip() in ("```sh", "```bash") and not in_sh
+            continue
+        if in_sh and COMMAND.match(line.strip()):
+            found.append(line.strip())
+    for m in re.finditer(r"^Reproduce:.*?`([^`]+)`", text, re.M):
+        if COMMAND.match(m.group(1)):
+            found.append(m.group(1).strip())
+    return found
+
+
+def as_run(command):
+    if re.search(r"(^|\s)scripts/test(\s|$)", command):
+        return None
+    if re.search(r"(^|\s)scripts/bench$", command) or re.search(r"cargo run( \S+)* -- bench$", command):
+        return command + " --quick"
+    return command
+
+
+def commands():
+    seen = []
+    for path in [DOCS / "README.md", *chapters()]:
+        if path.exists():
+            for c in commands_in(path.read_text()):
+                run = as_run(c)
+                if run and run not in seen:
+                    seen.append(run)
+    print("\n".join(seen))
+
+
+def lint():
+    rows = {}
+    if CSV.exists():
+        with CSV.open() as f:
+            for r in csv.DictReader(f):
+                rows[(r["workload"], r["backend"], r["n"])] = r
+    bad = 0
+    files = chapters()
+    if len(files) != 9:
+        print(f"docs: expected 9 chapters 01..09, found {len(files)} ... FAILED")
+        bad += 1
+    for number, path in enumerate(files, 1):
+        text = path.read_text()
+        why = []
+        if not text.startswith(f"# {number}. "):
+            why.append(f'does not start with "# {number}. "')
+        if not re.search(r"^Reproduce:.*`[^`]+`", text, re.M):
+            why.append('no "Reproduce: `COMMAND`" line')
+        for target in FIGURE.findall(text):
+            if not (path.parent / target).exists():
+                why.append(f"figure {target} does not exist")
+        for workload, backend, n, column, value in BENCH.findall(text):
+            row = rows.get((workload, backend, n))
+            if row is None:
+                why.append(f"bench {workload}/{backend}/{n}: no such row in {CSV.name}")
+            elif column not in row:
+                why.append(f"bench {workload}/{backend}/{n}: no column {column}")
+            elif row[column] != value:
+                why.append(f"bench {workload}/{backend}/{n}/{column}: the docs say {value}, the CSV {row[column]}")
+        print(f"docs {path.name} ... " + ("ok" if not why else "FAILED: " + "; ".join(why)))
+        bad += bool(why)
+    return bad
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["commands"]:
+        commands()
+    elif sys.argv[1:] == ["lint"]:
+        sys.exit(1 if lint() else 0)
+    else:
+        sys.exit(f"usage: {sys.argv[0]} commands|lint")
