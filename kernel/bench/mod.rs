@@ -19,6 +19,7 @@
 //! between `--- results.csv ---` markers, which `scripts/bench` saves as
 //! docs/bench/results.csv and plots.
 
+pub mod peer;
 mod workloads;
 
 use alloc::format;
@@ -251,6 +252,10 @@ fn run_all(plan: &Plan, results: &mut Results) -> Result<(), WorkloadError> {
         results.push("map", "lazymmu", n, map);
         results.push("modify", "lazymmu", n, modify);
         results.push("unmap", "lazymmu", n, unmap);
+        let [map, modify, unmap] = repeat(r, || workloads::peer_map_modify_unmap(n))?;
+        results.push("map", "aarch64-paging", n, map);
+        results.push("modify", "aarch64-paging", n, modify);
+        results.push("unmap", "aarch64-paging", n, unmap);
     }
     Ok(())
 }

@@ -3,7 +3,8 @@
 
 use core::convert::Infallible;
 
-use super::{Meter, Sample};
+use super::peer::{self, PeerError};
+use super::{Counts, Meter, Sample};
 use crate::arch::barrier;
 use crate::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::mm::apply::{ApplyError, apply_to_existing_page_range, apply_to_page_range};
@@ -15,10 +16,17 @@ use crate::mm::vmalloc::{self, VmallocError, vfree, vmalloc};
 use crate::mm::{frame_alloc, phys_to_virt};
 
 /// What stops a workload: the machine ran out of something.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum WorkloadError {
     Vmalloc(VmallocError),
     Map(MapError),
+    Peer(PeerError),
+}
+
+impl From<PeerError> for WorkloadError {
+    fn from(e: PeerError) -> Self {
+        WorkloadError::Peer(e)
+    }
 }
 
 impl From<VmallocError> for WorkloadError {
@@ -180,4 +188,15 @@ pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
     modified?;
     cleared?;
     Ok([map, modify, unmap])
+}
+
+/// The peer's map / modify / unmap of `pages` pages on its own tables
+/// (see `peer`): it issues no barrier or TLBI there, and writes one
+/// descriptor per page plus, to map and to unmap, one per table it links
+/// or unlinks below its root.
+pub fn peer_map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
+    let run = peer::run(pages)?;
+    let links = run.tables as u64 - 1;
+    let sample = |ticks, entries| Sample { ticks, counts: Counts { entries, ..Counts::default() } };
+    Ok([sample(run.map_ticks, pages + links), sample(run.modify_ticks, pages), sample(run.unmap_ticks, pages + links)])
 }

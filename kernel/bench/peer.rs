@@ -1,0 +1,169 @@
+//! The peer: google's aarch64-paging crate doing the bench's map / modify /
+//! unmap on a set of its own tables, built in the same boot from the same
+//! frame allocator, so its times sit next to ours in one CSV.
+//!
+//! Why this peer: it is a small, well-typed Rust page-table library with
+//! the shape we model ours on (`map_range`, `modify_range` with a callback,
+//! an error enum), so the comparison is between two Rust walkers, not
+//! between Rust and C.
+//!
+//! What is comparable: the same VA (TTBR1-style, four levels from level 0,
+//! at our vmalloc region's start), the same PA (RAM from its first frame),
+//! the same descriptor bits as our `KERNEL_RW` / `KERNEL_RO`, 4 KiB pages
+//! only (block mappings are ruled out), and tables taken from our frame
+//! allocator and zeroed the same way. What is not: these tables are never
+//! loaded into a TTBR, so the crate skips every DSB, ISB and TLBI (see
+//! [`PEER_BARRIERS_NOTE`]); ours are live and pay that maintenance, which
+//! is what lazy MMU mode batches. Their gap is the price of being live,
+//! not a verdict on either walker.
+
+use core::cell::Cell;
+use core::ptr::NonNull;
+
+use aarch64_paging::descriptor::{El1Attributes, PhysicalAddress, UpdatableDescriptor};
+use aarch64_paging::paging::{Constraints, El1And0, LEAF_LEVEL, MemoryRegion, PageTable, Translation, VaRange};
+use aarch64_paging::{MapError, Mapping};
+
+use crate::arch::cpu;
+use crate::dtb;
+use crate::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use crate::mm::descriptor::{Attributes, Descriptor, Level};
+use crate::mm::{frame_alloc, layout, phys_to_virt, virt_to_phys};
+
+/// What aarch64-paging issues per call on tables that are not live, read
+/// from its source (0.12.3: `Mapping::map_range`, `modify_range`,
+/// `compact_subtables`, `PageTableWithLevel::free_detached`) and checked in
+/// the disassembly: each barrier and TLBI sits behind `Mapping::active()`.
+pub const PEER_BARRIERS_NOTE: &str = "aarch64-paging 0.12.3, Mapping never activated: map_range (map), \
+modify_range (modify) and map_range with an invalid descriptor + compact_subtables (unmap) issue \
+0 dsb ishst, 0 dsb ish, 0 isb, 0 tlbi; every barrier and TLBI in them is skipped while \
+Mapping::active() is false. Descriptors are still written with store-release (STLR; modify_range \
+swaps with LDXR/STLXR) and read with load-acquire (LDAR). Live, it would add: activate() dsb ishst + \
+isb; map_range dsb ishst + one tlbi vaae1is per descriptor covering the range + dsb ish + isb; \
+modify_range dsb ishst per leaf table changed + one tlbi vaae1is per changed entry + dsb ish + isb; \
+per subtable freed dsb ishst + one tlbi per valid entry in it + dsb ish + isb.";
+
+/// Times, in CNTVCT ticks, of one map / modify / unmap of `pages` 4 KiB pages
+/// done by aarch64-paging on a fresh set of its own tables (never made live).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerRun {
+    pub map_ticks: u64,
+    pub modify_ticks: u64,
+    /// The unmap plus `compact_subtables`, which frees the tables the
+    /// unmap emptied, as our `unmap_range` does.
+    pub unmap_ticks: u64,
+    /// Page-table pages in use once mapped, the root included (the root is
+    /// allocated before the timed map; the other tables inside it).
+    pub tables: usize,
+}
+
+#[derive(Debug)]
+pub enum PeerError {
+    /// Zero pages, or more pages than RAM has frames.
+    BadPageCount { pages: u64, ram_pages: u64 },
+    /// Fewer free frames than the tables the mapping needs.
+    OutOfMemory { needed: usize, free: usize },
+    Map(MapError),
+    Modify(MapError),
+    Unmap(MapError),
+    /// Page-table pages still allocated after the tables were dropped.
+    TablesLeaked(usize),
+}
+
+/// Maps, write-protects and unmaps `pages` pages with aarch64-paging, timing
+/// each step; its tables are freed before it returns, whatever happens.
+pub fn run(pages: u64) -> Result<PeerRun, PeerError> {
+    let ram = dtb::info();
+    let ram_pages = ram.ram_size / PAGE_SIZE;
+    if pages == 0 || pages > ram_pages {
+        return Err(PeerError::BadPageCount { pages, ram_pages });
+    }
+    let va = layout::VMALLOC_START;
+    // allocate_table cannot fail, so every frame it will need is checked for
+    // here (a fresh tree needs exactly these).
+    let needed = tables_needed(va, pages);
+    let free = frame_alloc::stats().free;
+    if free < needed {
+        return Err(PeerError::OutOfMemory { needed, free });
+    }
+
+    let region = MemoryRegion::new(va.as_u64() as usize, va.add(pages * PAGE_SIZE).as_u64() as usize);
+    let rw = peer_flags(Attributes::KERNEL_RW);
+    let ro = peer_flags(Attributes::KERNEL_RO);
+    let to_read_only = |_: &MemoryRegion, d: &mut UpdatableDescriptor<El1Attributes>| {
+        if d.level() != LEAF_LEVEL || d.flags() != rw | El1Attributes::TABLE_OR_PAGE {
+            return Err(());
+        }
+        d.set(d.output_address(), ro | El1Attributes::TABLE_OR_PAGE)
+    };
+
+    let live_tables = Cell::new(0);
+    // ASID 0: the tables are never live, so no TLB entry is ever tagged.
+    let mut mapping =
+        Mapping::with_asid_and_va_range(FrameTables { live: &live_tables }, 0, 0, El1And0, VaRange::Upper);
+
+    let start = cpu::counter();
+    mapping.map_range(&region, peer_pa(ram.ram_start), rw, Constraints::NO_BLOCK_MAPPINGS).map_err(PeerError::Map)?;
+    let mapped = cpu::counter();
+    let tables = live_tables.get();
+    mapping.modify_range(&region, &to_read_only).map_err(PeerError::Modify)?;
+    let modified = cpu::counter();
+    mapping
+        .map_range(&region, PhysicalAddress(0), El1Attributes::empty(), Constraints::NO_BLOCK_MAPPINGS)
+        .map_err(PeerError::Unmap)?;
+    mapping.compact_subtables();
+    let unmapped = cpu::counter();
+
+    drop(mapping);
+    if live_tables.get() != 0 {
+        return Err(PeerError::TablesLeaked(live_tables.get()));
+    }
+    Ok(PeerRun { map_ticks: mapped - start, modify_ticks: modified - mapped, unmap_ticks: unmapped - modified, tables })
+}
+
+/// The root plus one table per 512 GiB, 1 GiB and 2 MiB that the pages touch.
+fn tables_needed(va: VirtAddr, pages: u64) -> usize {
+    let first = va.as_u64();
+    let last = first + pages * PAGE_SIZE - 1;
+    let per_level = [Level::L0, Level::L1, Level::L2].map(|l| (last >> l.shift()) - (first >> l.shift()) + 1);
+    1 + per_level.iter().sum::<u64>() as usize
+}
+
+/// Our page descriptor for `attrs` as aarch64-paging flags: the same bits,
+/// less the output address and the page bit (the crate adds that itself).
+fn peer_flags(attrs: Attributes) -> El1Attributes {
+    let page = Descriptor::leaf(Level::L3, PhysAddr::new(0), attrs);
+    El1Attributes::from_bits_retain(page.0 as usize) - El1Attributes::TABLE_OR_PAGE
+}
+
+fn peer_pa(pa: PhysAddr) -> PhysicalAddress {
+    PhysicalAddress(pa.as_u64() as usize)
+}
+
+/// aarch64-paging's table pages: zeroed frames from our allocator, reached
+/// through the linear map, counted in `live`.
+struct FrameTables<'a> {
+    live: &'a Cell<usize>,
+}
+
+impl Translation<El1Attributes> for FrameTables<'_> {
+    fn allocate_table(&mut self) -> (NonNull<PageTable<El1Attributes>>, PhysicalAddress) {
+        let pa = frame_alloc::alloc_frame().expect("run() checked that enough frames are free");
+        let table = self.physical_to_virtual(peer_pa(pa));
+        // SAFETY: a fresh frame, ours alone, mapped at phys_to_virt(pa).
+        unsafe { table.cast::<u8>().write_bytes(0, PAGE_SIZE as usize) };
+        self.live.set(self.live.get() + 1);
+        (table, peer_pa(pa))
+    }
+
+    unsafe fn deallocate_table(&mut self, table: NonNull<PageTable<El1Attributes>>) {
+        let pa = virt_to_phys(VirtAddr::from_ptr(table.as_ptr()));
+        frame_alloc::free_frame(pa).expect("allocated by allocate_table");
+        self.live.set(self.live.get() - 1);
+    }
+
+    fn physical_to_virtual(&self, pa: PhysicalAddress) -> NonNull<PageTable<El1Attributes>> {
+        let va = phys_to_virt(PhysAddr::new(pa.0 as u64));
+        NonNull::new(va.as_mut_ptr()).expect("the linear map starts far above address 0")
+    }
+}
