@@ -144,6 +144,7 @@ fn bench(quick: bool) {
         }
     };
     lazymmu::bench::print_table(&results);
+    lazymmu::bench::print_headline(&results);
     println!("--- results.csv ---");
     lazymmu::print!("{}", lazymmu::bench::csv(&results));
     println!("--- end results.csv ---");

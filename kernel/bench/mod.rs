@@ -367,7 +367,7 @@ pub fn print_table(results: &Results) {
         }
         for &n in &shown_sizes {
             match results.find(r.workload, r.backend, n) {
-                Some(c) => line += &format!(" {:>11.4} {:>10.1}", c.counts.barriers() as f64 / n as f64, c.ns_per_page()),
+                Some(c) => line += &format!(" {:>11.6} {:>10.1}", c.counts.barriers() as f64 / n as f64, c.ns_per_page()),
                 None => line += &format!(" {:>11} {:>10}", "-", "-"),
             }
         }
@@ -379,4 +379,34 @@ pub fn print_table(results: &Results) {
         tlb::MAX_TLBI_OPS,
         tlb::strategy(tlb::MAX_TLBI_OPS + 1)
     );
+}
+
+/// The figures the docs lead with, at N = 512 and the largest N: what
+/// batching saves in barriers and in time, how far each is from the floor,
+/// and lazymmu beside aarch64-paging.
+pub fn print_headline(results: &Results) {
+    let largest = results.rows.iter().filter(|r| r.workload == "floor").map(|r| r.pages).max().unwrap_or(1);
+    println!("\n==== headline (vmalloc of N pages; map / modify / unmap for the peer) ====");
+    for n in [512, largest] {
+        let (Some(eager), Some(batched)) = (results.find("vmalloc", "eager", n), results.find("vmalloc", "batched", n)) else {
+            continue;
+        };
+        let floor = results.floor(n).unwrap_or(f64::NAN);
+        println!(
+            "N = {n}: barriers eager {} / batched {} = {:.0}x; time batched / eager = {:.2}; batched / floor = {:.1}, eager / floor = {:.1}",
+            eager.counts.barriers(),
+            batched.counts.barriers(),
+            eager.counts.barriers() as f64 / batched.counts.barriers() as f64,
+            batched.ns_per_page() / eager.ns_per_page(),
+            batched.ns_per_page() / floor,
+            eager.ns_per_page() / floor
+        );
+        let mut peer = format!("N = {n}: lazymmu / aarch64-paging time:");
+        for op in ["map", "modify", "unmap"] {
+            if let (Some(ours), Some(theirs)) = (results.find(op, "lazymmu", n), results.find(op, "aarch64-paging", n)) {
+                peer += &format!(" {op} {:.2}", ours.ns_per_page() / theirs.ns_per_page());
+            }
+        }
+        println!("{peer}");
+    }
 }

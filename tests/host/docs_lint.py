@@ -6,6 +6,8 @@
   docs_lint.py lint       checks chapter headings, "Reproduce:" lines,
                           figures, and every bench number against the CSV;
                           prints one "ok"/"FAILED" line per chapter
+  docs_lint.py sync       rewrites every bench number from the CSV
+                          (scripts/bench does this after a full run)
 
 A command is a line of a ```sh block, or the backticked command of a
 "Reproduce:" line, that starts with `cargo`, `scripts/` or VAR=value.
@@ -70,10 +72,11 @@ def lint():
                 rows[(r["workload"], r["backend"], r["n"])] = r
     bad = 0
     files = chapters()
-    if len(files) != 9:
-        print(f"docs: expected 9 chapters 01..09, found {len(files)} ... FAILED")
+    if [int(p.name[:2]) for p in files] != list(range(1, 10)):
+        print(f"docs: expected chapters 01..09, found {[p.name for p in files]} ... FAILED")
         bad += 1
-    for number, path in enumerate(files, 1):
+    for path in files:
+        number = int(path.name[:2])
         text = path.read_text()
         why = []
         if not text.startswith(f"# {number}. "):
@@ -96,9 +99,34 @@ def lint():
     return bad
 
 
+def sync():
+    with CSV.open() as f:
+        rows = {(r["workload"], r["backend"], r["n"]): r for r in csv.DictReader(f)}
+    missing = 0
+    for path in chapters():
+        text = path.read_text()
+
+        def cell(m):
+            nonlocal missing
+            row = rows.get((m.group(1), m.group(2), m.group(3)))
+            if row is None or m.group(4) not in row:
+                missing += 1
+                print(f"{path.name}: no CSV cell for {m.group(1)}/{m.group(2)}/{m.group(3)}/{m.group(4)}")
+                return m.group(0)
+            return f"<!--bench:{m.group(1)}/{m.group(2)}/{m.group(3)}/{m.group(4)}-->{row[m.group(4)]}<!--/bench-->"
+
+        new = BENCH.sub(cell, text)
+        if new != text:
+            path.write_text(new)
+            print(f"docs: updated the bench numbers in {path.name}")
+    return missing
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["commands"]:
         commands()
+    elif sys.argv[1:] == ["sync"]:
+        sys.exit(1 if sync() else 0)
     elif sys.argv[1:] == ["lint"]:
         sys.exit(1 if lint() else 0)
     else:
