@@ -133,8 +133,9 @@ fn steps(pages: &Pages) {
     drop(section);
 
     say("7. A task switched out in the middle of a section.");
-    println!("   The switch issues dsb ish (the stores reach every walker); the pending flag");
-    println!("   (or the queue) goes with the task, which pays the rest when it leaves.");
+    println!("   The switch issues dsb ish: the stores made so far reach every walker (a deferred-writes");
+    println!("   queue holds stores not made yet). The pending flag (or the queue) goes with the task,");
+    println!("   which pays the rest when it leaves.");
     let section = lazy_mmu::enable();
     pages.map(1);
     sched::yield_now();

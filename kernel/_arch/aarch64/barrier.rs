@@ -1,6 +1,6 @@
 //! Every ordering instruction the memory-management code issues: DSB, ISB,
 //! TLBI and AT, plus the TTBR writes. Keeping them in one module means each
-//! one can be counted (and, later, traced), so a test can say exactly how
+//! one can be counted and traced, so a test can say exactly how
 //! many barriers an operation cost.
 //!
 //! With `trace` on, each one also prints a line as it is issued.
