@@ -17,7 +17,7 @@ use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use crate::mm::layout::VMALLOC_START;
 use crate::mm::lazy_mmu::{self, stats};
 use crate::mm::pgtable::{self, EntryRef, MapError};
-use crate::mm::vmalloc::VmallocError;
+use crate::mm::vmalloc::{self, VmallocError};
 use crate::mm::debug_pagealloc::{self, MapBack};
 use crate::mm::kasan_shadow::Populate;
 use crate::mm::{frame_alloc, kasan_shadow, tlb};
@@ -64,8 +64,7 @@ impl Pages {
 
 impl Drop for Pages {
     fn drop(&mut self) {
-        pgtable::free_empty_tables(pgtable::kernel_root(), DEMO_VA, SLOTS * PAGE_SIZE);
-        tlb::flush_tlb_kernel_range(DEMO_VA, DEMO_VA.add(SLOTS * PAGE_SIZE));
+        vmalloc::vunmap_range(DEMO_VA, SLOTS * PAGE_SIZE);
         frame_alloc::free_frame(self.frame).expect("allocated by new()");
     }
 }
@@ -127,9 +126,7 @@ fn steps(pages: &Pages) {
     let section = lazy_mmu::enable();
     pages.map(0);
     timer::call_after(timer::ticks_from_us(100), timer_callback);
-    while !INTERRUPT_DONE.load(SeqCst) {
-        cpu::wait_for_interrupt();
-    }
+    cpu::wait_until(|| INTERRUPT_DONE.load(SeqCst));
     drop(section);
 
     say("7. A task switched out in the middle of a section.");

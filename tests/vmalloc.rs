@@ -148,13 +148,7 @@ fn batched_vmalloc_that_needs_new_tables_still_costs_one_pair() {
 
 /// Clears what the tests mapped by hand with apply_to_page_range.
 fn unmap_test_range(start: VirtAddr, size: u64) {
-    apply_to_existing_page_range(start, size, |entry: &EntryRef| {
-        pgtable::write_entry(entry, Descriptor::INVALID);
-        Ok::<(), Infallible>(())
-    })
-    .unwrap();
-    tlb::flush_tlb_kernel_range(start, start.add(size));
-    pgtable::free_empty_tables(pgtable::kernel_root(), start, size);
+    vmalloc::vunmap_range(start, size);
 }
 
 fn map_with(mode: ApplyMode, backend: &str, start: VirtAddr, size: u64) -> (Applied, BarrierCounts) {
@@ -239,6 +233,37 @@ fn deferred_writes_vmalloc_maps_everything_by_the_end_of_the_call() {
     assert_eq!(footprint(), before);
 }
 
+#[test_case]
+fn deferred_writes_walk_never_reads_back_the_tables_it_linked() {
+    // 16 pages across a 2 MiB boundary in an empty stretch: the walk links
+    // new tables for both halves in one section, with far fewer than 64
+    // stores, so nothing is applied early; reading its own links back would
+    // find them still invalid.
+    let stretch = Stretch::new();
+    let start = stretch.0.add(BLOCK_2M - 8 * PAGE_SIZE);
+    let frame = frame_alloc::alloc_frame().unwrap();
+    let (applied, c) = {
+        let _s = Setting::new("deferred-writes", ApplyMode::WholeCall);
+        let mut applied = Applied::default();
+        let c = cost(|| {
+            applied = apply_to_page_range(start, 16 * PAGE_SIZE, |entry: &EntryRef| {
+                pgtable::write_entry(entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RO));
+                Ok::<(), Infallible>(())
+            })
+            .unwrap()
+        });
+        (applied, c)
+    };
+    assert!(applied.tables_allocated >= 2, "{applied:?}");
+    assert!(16 + applied.tables_allocated < 64, "the queue never filled");
+    assert_eq!(pairs(c), (1, 1), "one flush of the queue, at the end");
+    for i in 0..16 {
+        assert_eq!(hw_translate(start.add(i * PAGE_SIZE), Access::Read), HwTranslation::Mapped { pa: frame, mair_attr: 0xff });
+    }
+    unmap_test_range(start, 16 * PAGE_SIZE);
+    frame_alloc::free_frame(frame).unwrap();
+}
+
 // ---- vfree: one TLB flush -----------------------------------------------------
 
 #[test_case]
@@ -247,7 +272,9 @@ fn vfree_of_n_pages_is_one_tlb_flush_and_no_per_page_barriers() {
     for n in [1, 512, 4096] {
         let va = vmalloc(n * PAGE_SIZE).unwrap();
         check_mapped(va, n); // the TLB now holds every page
+        let used = frame_alloc::stats().used;
         let c = cost(|| vfree(va).unwrap());
+        let tables_freed = used - frame_alloc::stats().used - n as usize;
         // With range TLBI an odd page count leaves one page for a plain TLBI.
         let expected_tlbi = match tlb::strategy(n) {
             FlushStrategy::RangeTlbi => (n % 2, (n > 1) as u64, 0),
@@ -255,6 +282,9 @@ fn vfree_of_n_pages_is_one_tlb_flush_and_no_per_page_barriers() {
             FlushStrategy::All => (0, 0, 1),
         };
         assert_eq!((c.tlbi_page, c.tlbi_range, c.tlbi_all), expected_tlbi, "N = {n}");
+        // If page tables went too, the same one flush drops cached walks.
+        let walks = if tables_freed > 0 { c.tlbi_page + c.tlbi_range } else { 0 };
+        assert_eq!(c.tlbi_walks, walks, "N = {n}, {tables_freed} tables freed: {c:?}");
         assert_eq!((c.dsb_ishst, c.dsb_ish, c.isb), (1, 1, 1), "N = {n}: the flush's own barriers, nothing per page");
         check_unmapped(va, n);
     }

@@ -154,7 +154,8 @@ pub fn tlb_unmap(pages: u64, how: FlushStrategy) -> Result<Sample, WorkloadError
 /// lazymmu's side of the peer comparison, the same steps the peer takes
 /// on its own tables: map `pages` pages at a fresh 2 MiB-aligned area
 /// (tables included), make them read-only, unmap them (freeing the
-/// tables). Ours are live, so modify and unmap also flush the TLB.
+/// tables, with `vunmap_range`). Ours are live, so modify and unmap also
+/// flush the TLB.
 pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
     let frames = frame_alloc::alloc_contiguous(pages as usize, PAGE_SIZE).map_err(MapError::from)?;
     let size = pages * PAGE_SIZE;
@@ -176,17 +177,11 @@ pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
     let modified = mapped.map_err(WorkloadError::from).and_then(|_| make_read_only(va, pages));
     let modify = modify.stop();
     let unmap = Meter::start();
-    let cleared = apply_to_existing_page_range(va, size, |entry: &EntryRef| {
-        pgtable::write_entry(entry, Descriptor::INVALID);
-        Ok::<(), Infallible>(())
-    });
-    pgtable::free_empty_tables(pgtable::kernel_root(), va, size);
-    tlb::flush_tlb_kernel_range(va, va.add(size));
+    vmalloc::vunmap_range(va, size);
     let unmap = unmap.stop();
     frame_alloc::free_frames(frames, pages as usize).expect("allocated above");
     vmalloc::free_vm_area(va)?;
     modified?;
-    cleared?;
     Ok([map, modify, unmap])
 }
 

@@ -27,12 +27,12 @@ use alloc::vec::Vec;
 use core::convert::Infallible;
 
 use super::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
-use super::apply::{ApplyError, apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_nolazy};
-use super::descriptor::{Attributes, Descriptor, Entry, Level};
+use super::apply::{ApplyError, apply_to_page_range, apply_to_page_range_nolazy};
+use super::descriptor::{Attributes, Descriptor, Level};
 use super::lazy_mmu::stats::{LazyMmuStats, stats};
 use super::pgtable::{self, EntryRef};
-use super::vmalloc::{VmallocError, free_vm_area, get_vm_area};
-use super::{frame_alloc, lazy_mmu, phys_to_virt, probe, tlb};
+use super::vmalloc::{VmallocError, free_vm_area, get_vm_area, vunmap_range};
+use super::{frame_alloc, lazy_mmu, phys_to_virt, probe};
 use crate::sched;
 
 /// The lock KASAN takes (init_mm's page_table_lock). Not an IRQ lock: its
@@ -115,12 +115,7 @@ pub fn shadow_race(pause: bool) -> Result<RaceOutcome, VmallocError> {
     sched::set_preemption(preemption);
     let installed = core::mem::take(&mut *INSTALLED.lock());
     // Clean up: the frame in the entry now, and any it replaced.
-    let entry = pgtable::walk(pgtable::kernel_root(), va);
-    if let Entry::Leaf { .. } = entry.entry() {
-        pgtable::write_entry(&entry, Descriptor::INVALID);
-    }
-    pgtable::free_empty_tables(pgtable::kernel_root(), va, PAGE_SIZE);
-    tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
+    vunmap_range(va, PAGE_SIZE);
     for pa in &installed {
         frame_alloc::free_frame(*pa).expect("installed by populate");
     }
@@ -205,12 +200,7 @@ pub fn populate_shadow(pages: u64, how: Populate) -> Result<Populated, VmallocEr
 
 /// Unmaps a populated shadow range, frees its frames, tables and area.
 fn depopulate(va: VirtAddr, size: u64, frames: Vec<PhysAddr>) -> Result<(), VmallocError> {
-    let clear = apply_to_existing_page_range(va, size, |entry| Ok::<(), Infallible>(pgtable::write_entry(entry, Descriptor::INVALID)));
-    if let Err(ApplyError::Map(e)) = clear {
-        return Err(e.into());
-    }
-    pgtable::free_empty_tables(pgtable::kernel_root(), va, size);
-    tlb::flush_tlb_kernel_range(va, va.add(size));
+    vunmap_range(va, size);
     for pa in frames {
         frame_alloc::free_frame(pa).expect("allocated by populate_shadow");
     }

@@ -18,7 +18,7 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::frame_alloc::{self, FrameError};
-use super::{lazy_mmu, phys_to_virt};
+use super::{lazy_mmu, phys_to_virt, tlb};
 use crate::arch::barrier;
 
 /// Errors from building or changing mappings. Each leaves the tables as
@@ -310,7 +310,8 @@ pub fn map_range(
 }
 
 /// Unmaps [va, va + size): clears every leaf (blocks must lie wholly
-/// inside) and frees tables left empty. The caller flushes the TLB.
+/// inside) and frees tables left empty (see [`free_empty_tables`]). The
+/// caller flushes the TLB for the leaves.
 pub fn unmap_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(), MapError> {
     check_range(va, size)?;
     // Check first: every address mapped, blocks entirely inside.
@@ -335,14 +336,27 @@ fn table_is_empty(table: PhysAddr) -> bool {
     (0..512).all(|i| unsafe { read_volatile(entries.add(i)) } == 0)
 }
 
-/// Frees the tables below `root` that cover [va, va + size) and are empty.
-/// A table is unlinked (its parent entry cleared) before it is freed; the
-/// caller's TLB flush then drops any walk cache entry that still points to it.
-pub fn free_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) {
-    free_empty_below(root, Level::L0, va.as_u64(), va.as_u64().wrapping_add(size - 1));
+/// Unlinks the tables below `root` that cover [va, va + size) and are
+/// empty (clears the entries that point to them), and returns their pages.
+/// They are not free yet: a CPU may still hold a cached walk through the
+/// cleared entries until [`tlb::flush_tlb_kernel_pgtables`] drops it.
+pub fn unlink_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) -> Vec<PhysAddr> {
+    let mut unlinked = Vec::new();
+    unlink_empty_below(root, Level::L0, va.as_u64(), va.as_u64().wrapping_add(size - 1), &mut unlinked);
+    unlinked
 }
 
-fn free_empty_below(table: PhysAddr, level: Level, first: u64, last: u64) {
+/// Unlinks the empty tables under [va, va + size), drops every cached walk
+/// through them, and frees them: unlink, flush, then free, in that order.
+pub fn free_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) {
+    let unlinked = unlink_empty_tables(root, va, size);
+    if !unlinked.is_empty() {
+        tlb::flush_tlb_kernel_pgtables(va, va.add(size));
+        free_unlinked_tables(unlinked);
+    }
+}
+
+fn unlink_empty_below(table: PhysAddr, level: Level, first: u64, last: u64, unlinked: &mut Vec<PhysAddr>) {
     let Some(next_level) = level.next() else { return };
     let size = level.entry_size();
     let mut at = first & !(size - 1);
@@ -351,10 +365,10 @@ fn free_empty_below(table: PhysAddr, level: Level, first: u64, last: u64) {
         if let Entry::Table(child) = entry.entry() {
             let lo = first.max(at);
             let hi = last.min(at.wrapping_add(size - 1));
-            free_empty_below(child, next_level, lo, hi);
+            unlink_empty_below(child, next_level, lo, hi, unlinked);
             if table_is_empty(child) {
                 write_entry(&entry, Descriptor::INVALID);
-                frame_alloc::free_frame(child).expect("page-table pages are allocated frames");
+                unlinked.push(child);
             }
         }
         let next = at.wrapping_add(size);

@@ -40,18 +40,41 @@ pub fn strategy(pages: u64) -> FlushStrategy {
     }
 }
 
-/// Invalidates every translation of [start, end) on every CPU.
+/// Invalidates the translations of [start, end) on every CPU: the leaf
+/// entries only, as after leaves were changed or cleared.
 pub fn flush_tlb_kernel_range(start: VirtAddr, end: VirtAddr) {
-    let pages = (end.as_u64().wrapping_sub(start.align_down(PAGE_SIZE).as_u64())).div_ceil(PAGE_SIZE);
-    flush_tlb_kernel_range_with(strategy(pages), start, end);
+    flush(strategy(pages_in(start, end)), start, end, Walks::LeafOnly);
 }
 
 /// [`flush_tlb_kernel_range`] with the strategy chosen by the caller (the
 /// bench compares them). `RangeTlbi` needs FEAT_TLBIRANGE.
 pub fn flush_tlb_kernel_range_with(how: FlushStrategy, start: VirtAddr, end: VirtAddr) {
+    flush(how, start, end, Walks::LeafOnly);
+}
+
+/// Invalidates [start, end) at every level of the walk, as needed once
+/// page-table pages under the range were unlinked: a CPU may hold cached
+/// walks through the table entries that pointed to them (Linux's
+/// `__flush_tlb_kernel_pgtable`). The same count of TLBIs as a leaf flush.
+pub fn flush_tlb_kernel_pgtables(start: VirtAddr, end: VirtAddr) {
+    flush(strategy(pages_in(start, end)), start, end, Walks::AllLevels);
+}
+
+/// What a flush drops: last-level entries, or cached table walks as well.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Walks {
+    LeafOnly,
+    AllLevels,
+}
+
+fn pages_in(start: VirtAddr, end: VirtAddr) -> u64 {
+    end.as_u64().wrapping_sub(start.align_down(PAGE_SIZE).as_u64()).div_ceil(PAGE_SIZE)
+}
+
+fn flush(how: FlushStrategy, start: VirtAddr, end: VirtAddr, walks: Walks) {
     lazy_mmu::sync_stores();
+    let pages = pages_in(start, end);
     let start = start.align_down(PAGE_SIZE);
-    let pages = (end.as_u64().wrapping_sub(start.as_u64())).div_ceil(PAGE_SIZE);
     if pages == 0 {
         return;
     }
@@ -60,16 +83,23 @@ pub fn flush_tlb_kernel_range_with(how: FlushStrategy, start: VirtAddr, end: Vir
         FlushStrategy::PerPage => {
             barrier::dsb_ishst();
             for page in 0..pages {
-                barrier::tlbi_vaale1is(start.as_u64() + page * PAGE_SIZE);
+                tlbi_page(start.as_u64() + page * PAGE_SIZE, walks);
             }
         }
         FlushStrategy::RangeTlbi => {
             barrier::dsb_ishst();
-            range_tlbi(start.as_u64(), pages);
+            range_tlbi(start.as_u64(), pages, walks);
         }
     }
     barrier::dsb_ish();
     barrier::isb();
+}
+
+fn tlbi_page(va: u64, walks: Walks) {
+    match walks {
+        Walks::LeafOnly => barrier::tlbi_vaale1is(va),
+        Walks::AllLevels => barrier::tlbi_vaae1is(va),
+    }
 }
 
 /// Invalidates every EL1 translation on every CPU.
@@ -86,18 +116,22 @@ pub fn flush_tlb_all() {
 /// One `tlbi rvaale1is` covers (NUM + 1) << (5 * SCALE + 1) pages, so the
 /// page count is read five bits at a time, one scale per group of bits,
 /// smallest first; an odd page count leaves one page for a plain `tlbi`.
-fn range_tlbi(mut va: u64, mut pages: u64) {
+fn range_tlbi(mut va: u64, mut pages: u64, walks: Walks) {
     let mut scale = 0;
     while pages > 0 {
         if pages % 2 == 1 {
-            barrier::tlbi_vaale1is(va);
+            tlbi_page(va, walks);
             va += PAGE_SIZE;
             pages -= 1;
             continue;
         }
         let num = (pages >> (5 * scale + 1)) & 0x1f;
         if num > 0 {
-            barrier::tlbi_rvaale1is(range_operand(va, scale, num - 1));
+            let operand = range_operand(va, scale, num - 1);
+            match walks {
+                Walks::LeafOnly => barrier::tlbi_rvaale1is(operand),
+                Walks::AllLevels => barrier::tlbi_rvaae1is(operand),
+            }
             let covered = num << (5 * scale + 1);
             va += covered * PAGE_SIZE;
             pages -= covered;

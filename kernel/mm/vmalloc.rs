@@ -234,7 +234,7 @@ fn alloc_and_map(size: u64, align: u64, zero: bool) -> Result<VirtAddr, VmallocE
 pub fn vfree(addr: VirtAddr) -> Result<(), VmallocError> {
     let (size, kind) = take_area(addr, |k| matches!(k, Kind::Vmalloc(_)))?;
     let Kind::Vmalloc(frames) = kind else { unreachable!("checked by take_area") };
-    unmap_area(addr, size);
+    vunmap_range(addr, size);
     free_frames(&frames);
     unreserve(addr);
     Ok(())
@@ -261,7 +261,7 @@ pub fn vmap_pages(pages: &[PhysAddr], attrs: Attributes) -> Result<VirtAddr, Vma
 /// the caller's.
 pub fn vunmap(addr: VirtAddr) -> Result<(), VmallocError> {
     let (size, _) = take_area(addr, |k| matches!(k, Kind::Pages | Kind::Range))?;
-    unmap_area(addr, size);
+    vunmap_range(addr, size);
     unreserve(addr);
     Ok(())
 }
@@ -280,11 +280,7 @@ fn vmap_pages_range(va: VirtAddr, pages: &[PhysAddr], attrs: Attributes) -> Resu
         Ok(())
     });
     if let Err(e) = result {
-        let mapped = (pages.len() - next.len()) as u64;
-        if mapped > 0 {
-            clear_range(va, mapped * PAGE_SIZE);
-        }
-        free_tables(va, size);
+        vunmap_range(va, size);
         return Err(e.into());
     }
     Ok(())
@@ -309,12 +305,12 @@ pub fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> R
         let level = pgtable::leaf_level(v, p, size - done, LeafSizes::Blocks);
         match pgtable::walk_create(pgtable::kernel_root(), v, level) {
             Ok(entry) if entry.read().is_valid() => {
-                free_tables(va, size);
+                pgtable::free_empty_tables(pgtable::kernel_root(), va, size);
                 return Err(VmallocError::AlreadyMapped(v));
             }
             Ok(entry) => leaves.push((entry, p)),
             Err(e) => {
-                free_tables(va, size);
+                pgtable::free_empty_tables(pgtable::kernel_root(), va, size);
                 return Err(e.into());
             }
         }
@@ -343,16 +339,12 @@ pub fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<Vir
     Ok(va)
 }
 
-/// Clears every leaf of the area in one lazy section, flushes the TLB for
-/// it once, and frees the page-table pages left empty.
-fn unmap_area(va: VirtAddr, size: u64) {
-    clear_range(va, size);
-    free_tables(va, size);
-}
-
-/// Clears the valid leaves (pages or blocks) in [va, va + size) in one lazy
-/// section, then flushes the TLB for the range once.
-fn clear_range(va: VirtAddr, size: u64) {
+/// Unmaps [va, va + size) (Linux's `vunmap_range`): clears the valid
+/// leaves (pages or blocks) in one lazy section, unlinks the page-table
+/// pages left empty, flushes the TLB for the range once (at every level of
+/// the walk if a table went, so no CPU keeps a walk through it), and only
+/// then frees those pages.
+pub fn vunmap_range(va: VirtAddr, size: u64) {
     {
         let _section = lazy_mmu::enable();
         for (_, entry) in pgtable::walk_range(pgtable::kernel_root(), va, size) {
@@ -361,11 +353,15 @@ fn clear_range(va: VirtAddr, size: u64) {
             }
         }
     }
-    tlb::flush_tlb_kernel_range(va, va.add(size));
-}
-
-fn free_tables(va: VirtAddr, size: u64) {
-    pgtable::free_empty_tables(pgtable::kernel_root(), va, size);
+    // After the section: under deferred-writes the clears are in memory
+    // only now, and emptiness is read from memory.
+    let tables = pgtable::unlink_empty_tables(pgtable::kernel_root(), va, size);
+    if tables.is_empty() {
+        tlb::flush_tlb_kernel_range(va, va.add(size));
+    } else {
+        tlb::flush_tlb_kernel_pgtables(va, va.add(size));
+    }
+    pgtable::free_unlinked_tables(tables);
 }
 
 fn free_frames(frames: &[PhysAddr]) {

@@ -31,6 +31,9 @@ pub struct BarrierCounts {
     pub tlbi_range: u64,
     /// `tlbi vmalle1is`: the whole EL1&0 TLB.
     pub tlbi_all: u64,
+    /// Of `tlbi_page` and `tlbi_range`, those at every level of the walk
+    /// (`vaae1is`, `rvaae1is`), issued when page-table pages were unlinked.
+    pub tlbi_walks: u64,
     /// `at s1e1r` / `at s1e1w`: a hardware table walk.
     pub at: u64,
 }
@@ -44,6 +47,7 @@ impl BarrierCounts {
         tlbi_page: 0,
         tlbi_range: 0,
         tlbi_all: 0,
+        tlbi_walks: 0,
         at: 0,
     };
 
@@ -68,6 +72,7 @@ impl core::ops::Add for BarrierCounts {
             tlbi_page: self.tlbi_page + other.tlbi_page,
             tlbi_range: self.tlbi_range + other.tlbi_range,
             tlbi_all: self.tlbi_all + other.tlbi_all,
+            tlbi_walks: self.tlbi_walks + other.tlbi_walks,
             at: self.at + other.at,
         }
     }
@@ -84,6 +89,7 @@ impl core::ops::Sub for BarrierCounts {
             tlbi_page: self.tlbi_page - earlier.tlbi_page,
             tlbi_range: self.tlbi_range - earlier.tlbi_range,
             tlbi_all: self.tlbi_all - earlier.tlbi_all,
+            tlbi_walks: self.tlbi_walks - earlier.tlbi_walks,
             at: self.at - earlier.at,
         }
     }
@@ -96,6 +102,7 @@ static ISB: AtomicU64 = AtomicU64::new(0);
 static TLBI_PAGE: AtomicU64 = AtomicU64::new(0);
 static TLBI_RANGE: AtomicU64 = AtomicU64::new(0);
 static TLBI_ALL: AtomicU64 = AtomicU64::new(0);
+static TLBI_WALKS: AtomicU64 = AtomicU64::new(0);
 static AT: AtomicU64 = AtomicU64::new(0);
 
 /// The counts so far; subtract two snapshots to cost an operation.
@@ -108,6 +115,7 @@ pub fn counts() -> BarrierCounts {
         tlbi_page: TLBI_PAGE.load(Relaxed),
         tlbi_range: TLBI_RANGE.load(Relaxed),
         tlbi_all: TLBI_ALL.load(Relaxed),
+        tlbi_walks: TLBI_WALKS.load(Relaxed),
         at: AT.load(Relaxed),
     }
 }
@@ -155,8 +163,9 @@ pub fn isb() {
     raw::isb();
 }
 
-/// Invalidates one page's translation, for all ASIDs and at any level, on
-/// every CPU in the inner-shareable domain.
+/// Invalidates one page's last-level translation, for all ASIDs, on every
+/// CPU in the inner-shareable domain. Cached table walks stay: enough when
+/// only leaf entries changed.
 #[inline]
 pub fn tlbi_vaale1is(va: u64) {
     count(&TLBI_PAGE, "tlbi vaale1is");
@@ -173,6 +182,26 @@ pub fn tlbi_rvaale1is(operand: u64) {
     // (op1=0, CRn=8, CRm=2, op2=7) so no assembler extension is needed.
     // SAFETY: TLB maintenance only drops cached translations.
     unsafe { asm!("sys #0, c8, c2, #7, {}", in(reg) operand, options(nostack, preserves_flags)) };
+}
+
+/// Like [`tlbi_vaale1is`], but also drops cached walks through table
+/// entries for `va`: needed once a page-table page under it was unlinked.
+#[inline]
+pub fn tlbi_vaae1is(va: u64) {
+    TLBI_WALKS.fetch_add(1, Relaxed);
+    count(&TLBI_PAGE, "tlbi vaae1is");
+    // SAFETY: TLB maintenance only drops cached translations.
+    unsafe { asm!("tlbi vaae1is, {}", in(reg) (va >> 12) & ((1 << 44) - 1), options(nostack, preserves_flags)) };
+}
+
+/// Like [`tlbi_rvaale1is`], at every level of the walk.
+#[inline]
+pub fn tlbi_rvaae1is(operand: u64) {
+    TLBI_WALKS.fetch_add(1, Relaxed);
+    count(&TLBI_RANGE, "tlbi rvaae1is");
+    // `tlbi rvaae1is, x`: op1=0, CRn=8, CRm=2, op2=3.
+    // SAFETY: TLB maintenance only drops cached translations.
+    unsafe { asm!("sys #0, c8, c2, #3, {}", in(reg) operand, options(nostack, preserves_flags)) };
 }
 
 /// Invalidates every EL1&0 translation on every CPU in the inner-shareable domain.

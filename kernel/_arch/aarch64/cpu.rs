@@ -102,3 +102,23 @@ pub fn wait_for_interrupt() {
     // SAFETY: wfi only waits.
     unsafe { asm!("wfi", options(nostack, preserves_flags)) };
 }
+
+/// Sleeps until `done()` holds, where only an interrupt can make it hold.
+///
+/// Checking and then sleeping with IRQs unmasked loses the wake-up when the
+/// interrupt lands between the two: `wfi` then waits for one more that may
+/// never come. So the check and the `wfi` run with IRQs masked (a pending
+/// IRQ still ends `wfi`), and the interrupt is taken when they are unmasked.
+pub fn wait_until(mut done: impl FnMut() -> bool) {
+    loop {
+        let daif = irq_save();
+        let finished = done();
+        if !finished {
+            wait_for_interrupt();
+        }
+        irq_restore(daif);
+        if finished {
+            return;
+        }
+    }
+}
