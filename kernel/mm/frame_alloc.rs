@@ -227,10 +227,37 @@ pub fn alloc_frame() -> Result<PhysAddr, FrameError> {
     alloc_contiguous(1, PAGE_SIZE)
 }
 
+/// Requests since fault injection was armed, and the one that fails (0:
+/// none). For tests: every allocation point of an operation can be made to
+/// fail in turn.
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+static FAIL_AT: AtomicU64 = AtomicU64::new(0);
+
+/// Fault injection: the `k`-th frame request from now on (1 = the next)
+/// fails with `OutOfMemory`, once; `None` disarms it. Counting restarts.
+pub fn fail_request(k: Option<u64>) {
+    REQUESTS.store(0, Relaxed);
+    FAIL_AT.store(k.unwrap_or(0), Relaxed);
+}
+
+/// Frame requests made since the last [`fail_request`].
+pub fn requests() -> u64 {
+    REQUESTS.load(Relaxed)
+}
+
+/// Counts this request; true if fault injection says it fails.
+fn injected_failure() -> bool {
+    let n = REQUESTS.fetch_add(1, Relaxed) + 1;
+    n == FAIL_AT.load(Relaxed)
+}
+
 /// `count` physically contiguous frames, the first aligned to `align` bytes.
 /// Under `debug_pagealloc` they are mapped back into the linear map first.
 pub fn alloc_contiguous(count: usize, align: u64) -> Result<PhysAddr, FrameError> {
     check_lazy_mode();
+    if injected_failure() {
+        return Err(FrameError::OutOfMemory);
+    }
     let pa = ALLOCATOR.lock().alloc_run(count, align)?;
     if debug_pagealloc::enabled() && debug_pagealloc::map_pages(pa, count).is_err() {
         // Nothing was mapped: the frames go straight back.

@@ -3,6 +3,7 @@
 
 pub mod addr;
 pub mod apply;
+pub mod audit;
 pub mod debug_pagealloc;
 pub mod descriptor;
 pub mod frame_alloc;

@@ -116,6 +116,11 @@ pub fn area_count() -> usize {
     AREAS.lock().len()
 }
 
+/// The live areas, in address order.
+pub fn areas() -> Vec<AreaInfo> {
+    AREAS.lock().iter().map(|(&start, area)| AreaInfo { start: VirtAddr::new(start), size: area.size }).collect()
+}
+
 /// Reserves `size` bytes (page multiple) of the region, aligned to `align`,
 /// followed by a guard page. First fit.
 fn reserve(size: u64, align: u64) -> Result<VirtAddr, VmallocError> {

@@ -1,0 +1,184 @@
+//! Fault injection: every public mapping operation is run once to count
+//! the frame requests it makes, then once per request with exactly that
+//! request failing. Each failing run must return the operation's
+//! out-of-memory error and leave the frame count, the area list, every
+//! page-table entry and the lazy MMU state exactly as they were.
+
+#![no_std]
+#![no_main]
+#![feature(custom_test_frameworks)]
+#![test_runner(lazymmu::testing::run_tests)]
+#![reexport_test_harness_main = "test_main"]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::convert::Infallible;
+use core::fmt::Debug;
+
+use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr};
+use lazymmu::mm::apply::{ApplyError, apply_to_page_range};
+use lazymmu::mm::audit;
+use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
+use lazymmu::mm::lazy_mmu::use_backend;
+use lazymmu::mm::pageattr::{set_memory_ro, set_memory_rw};
+use lazymmu::mm::pgtable::{self, EntryRef, MapError};
+use lazymmu::mm::stack::KernelStack;
+use lazymmu::mm::vmalloc::{self, VmallocError};
+use lazymmu::mm::{frame_alloc, phys_to_virt};
+use lazymmu::println;
+
+#[unsafe(no_mangle)]
+fn kernel_main() -> ! {
+    test_main();
+    unreachable!("the test runner exits QEMU");
+}
+
+const BACKENDS: [&str; 3] = ["eager", "batched", "deferred-writes"];
+
+/// Runs `op` on a fresh `setup()` once to count its frame requests, then
+/// once per request with that one failing. Returns the count.
+fn every_failure_point<S, T, E: Debug + PartialEq>(
+    name: &str,
+    setup: impl Fn() -> S,
+    op: impl Fn(&S) -> Result<T, E>,
+    out_of_memory: E,
+    undo: impl Fn(&S, T),
+    teardown: impl Fn(S),
+) -> u64 {
+    let s = setup();
+    frame_alloc::fail_request(None);
+    let done = op(&s).unwrap_or_else(|e| panic!("{name}: fails without fault injection: {e:?}"));
+    let requests = frame_alloc::requests();
+    undo(&s, done);
+    teardown(s);
+    for k in 1..=requests {
+        let s = setup();
+        let before = audit::state();
+        frame_alloc::fail_request(Some(k));
+        let got = op(&s);
+        frame_alloc::fail_request(None);
+        match got {
+            Err(e) => assert_eq!(e, out_of_memory, "{name}: request {k} of {requests} failed"),
+            Ok(_) => panic!("{name}: request {k} of {requests} failed, but the operation succeeded"),
+        }
+        assert_eq!(audit::state(), before, "{name}: request {k} of {requests} failed and something changed");
+        teardown(s);
+    }
+    println!("  {name}: {requests} allocation points, each failed once, nothing changed");
+    requests
+}
+
+fn no_setup() {}
+fn no_teardown(_: ()) {}
+
+#[test_case]
+fn vmalloc_fails_cleanly_at_every_allocation_point() {
+    for backend in BACKENDS {
+        let _b = use_backend(backend).unwrap();
+        // A fresh GiB and a range across a 2 MiB boundary: the pages' frames
+        // and new level-2 and level-3 tables.
+        let n = every_failure_point(
+            "vmalloc_aligned",
+            no_setup,
+            |_| vmalloc::vmalloc_aligned(BLOCK_2M + 4 * PAGE_SIZE, BLOCK_1G),
+            VmallocError::OutOfMemory,
+            |_, va| vmalloc::vfree(va).unwrap(),
+            no_teardown,
+        );
+        assert!(n > 512 + 4, "{backend}: frames and tables: {n}");
+        every_failure_point("vzalloc", no_setup, |_| vmalloc::vzalloc(3 * PAGE_SIZE), VmallocError::OutOfMemory, |_, va| vmalloc::vfree(va).unwrap(), no_teardown);
+    }
+}
+
+#[test_case]
+fn vmap_fails_cleanly_at_every_allocation_point() {
+    let frames: Vec<PhysAddr> = (0..600).map(|_| frame_alloc::alloc_frame().unwrap()).collect();
+    for backend in BACKENDS {
+        let _b = use_backend(backend).unwrap();
+        // 600 pages span two level-3 tables, at least one of them new.
+        let n = every_failure_point(
+            "vmap_pages",
+            no_setup,
+            |_| vmalloc::vmap_pages(&frames, Attributes::KERNEL_RW),
+            VmallocError::OutOfMemory,
+            |_, va| vmalloc::vunmap(va).unwrap(),
+            no_teardown,
+        );
+        assert!(n >= 1, "{backend}: vmap_pages needs a table");
+        let contiguous = frame_alloc::alloc_contiguous(513, BLOCK_2M).unwrap();
+        let n = every_failure_point(
+            "vmap_contiguous",
+            no_setup,
+            |_| vmalloc::vmap_contiguous(contiguous, BLOCK_2M + PAGE_SIZE, Attributes::KERNEL_RW),
+            VmallocError::OutOfMemory,
+            |_, va| vmalloc::vunmap(va).unwrap(),
+            no_teardown,
+        );
+        assert!(n >= 1, "{backend}: the page after the block needs a level-3 table");
+        frame_alloc::free_frames(contiguous, 513).unwrap();
+    }
+    for pa in frames {
+        frame_alloc::free_frame(pa).unwrap();
+    }
+}
+
+#[test_case]
+fn apply_to_page_range_fails_cleanly_at_every_allocation_point() {
+    for backend in BACKENDS {
+        let _b = use_backend(backend).unwrap();
+        let n = every_failure_point(
+            "apply_to_page_range",
+            || vmalloc::get_vm_area(BLOCK_1G, BLOCK_1G).unwrap(),
+            |&va| {
+                apply_to_page_range(va.add(BLOCK_2M - 4 * PAGE_SIZE), 8 * PAGE_SIZE, |e: &EntryRef| {
+                    pgtable::write_entry(e, Descriptor::leaf(Level::L3, PhysAddr::new(0x4000_0000), Attributes::KERNEL_RO));
+                    Ok::<(), Infallible>(())
+                })
+            },
+            ApplyError::Map(MapError::OutOfMemory),
+            |&va, _| vmalloc::vunmap_range(va, BLOCK_1G),
+            |va| vmalloc::free_vm_area(va).unwrap(),
+        );
+        assert!(n >= 3, "{backend}: a level-2 and two level-3 tables: {n}");
+    }
+}
+
+#[test_case]
+fn set_memory_splitting_a_linear_block_fails_cleanly_at_every_allocation_point() {
+    // A fresh 2 MiB run of frames is one block of the linear map; changing
+    // one page inside it needs split tables. Each run is kept until the end
+    // (a split block stays split, so a freed run would not be fresh again).
+    let runs = RefCell::new(Vec::new());
+    let n = every_failure_point(
+        "set_memory_ro inside a 2 MiB block",
+        || frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap(),
+        |&pa| set_memory_ro(phys_to_virt(pa).add(8 * PAGE_SIZE), 1),
+        MapError::OutOfMemory,
+        |&pa, ()| set_memory_rw(phys_to_virt(pa).add(8 * PAGE_SIZE), 1).unwrap(),
+        |pa| runs.borrow_mut().push(pa),
+    );
+    assert_eq!(n, 2, "one table per boundary of the change");
+    for pa in runs.into_inner() {
+        frame_alloc::free_frames(pa, 512).unwrap();
+    }
+}
+
+#[test_case]
+fn kernel_stacks_fail_cleanly_at_every_allocation_point() {
+    let n = every_failure_point("KernelStack::new", no_setup, |_| KernelStack::new(), MapError::OutOfMemory, |_, stack| drop(stack), no_teardown);
+    assert!(n >= 16, "a frame per stack page: {n}");
+}
+
+#[test_case]
+fn an_injected_failure_fires_once_and_counts_requests() {
+    frame_alloc::fail_request(Some(2));
+    let first = frame_alloc::alloc_frame().unwrap();
+    assert_eq!(frame_alloc::alloc_frame(), Err(frame_alloc::FrameError::OutOfMemory));
+    let third = frame_alloc::alloc_frame().unwrap();
+    assert_eq!(frame_alloc::requests(), 3);
+    frame_alloc::fail_request(None);
+    frame_alloc::free_frame(first).unwrap();
+    frame_alloc::free_frame(third).unwrap();
+}
