@@ -23,6 +23,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("demo kasan", "the KASAN shadow race: double mappings per backend, without and with pause"),
     ("demo pagealloc", "allocating inside lazy mode (boot with debug_pagealloc=on): both cures, counted"),
     ("bench [--quick]", "every workload under every backend: exact counts, times, CSV (--quick: small N, counts checked)"),
+    ("fuzz [--seed S] [--ops N] [--backend NAME] [--break skip-tlb-flush]", "random mapping operations checked against a model, under each backend (default seed 1, 2000 ops)"),
     ("help", "print this menu"),
 ];
 
@@ -60,6 +61,7 @@ fn kernel_main() -> ! {
         }
         ["bench"] => bench(false),
         ["bench", "--quick"] => bench(true),
+        ["fuzz", options @ ..] => fuzz(options),
         ["help"] => menu(),
         other => {
             println!("lazymmu: unknown command {:?}", other);
@@ -156,6 +158,62 @@ fn bench(quick: bool) {
     }
     if quick {
         println!("bench: every count check passed");
+    }
+}
+
+fn fuzz(options: &[&str]) {
+    let mut config = lazymmu::fuzz::Config { seed: 1, ops: 2000, backends: lazymmu::fuzz::all_backends(), broken: None };
+    let mut rest = options;
+    while let [flag, value, tail @ ..] = rest {
+        let ok = match *flag {
+            "--seed" => value.parse().map(|v| config.seed = v).is_ok(),
+            "--ops" => value.parse().map(|v| config.ops = v).is_ok(),
+            "--backend" => match BACKENDS.iter().find(|b| b.name() == *value) {
+                Some(b) => {
+                    config.backends = Vec::from([b.name()]);
+                    true
+                }
+                None => false,
+            },
+            "--break" if *value == "skip-tlb-flush" => {
+                config.broken = Some(lazymmu::fuzz::Breakage::SkipTlbFlush);
+                true
+            }
+            _ => false,
+        };
+        if !ok {
+            println!("lazymmu: fuzz: bad option {flag} {value}");
+            menu();
+            exit(ExitCode::Usage);
+        }
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        println!("lazymmu: fuzz: option {:?} needs a value", rest[0]);
+        exit(ExitCode::Usage);
+    }
+    println!(
+        "lazymmu fuzz: seed {}, {} ops under each of {}{}",
+        config.seed,
+        config.ops,
+        config.backends.join(", "),
+        if config.broken.is_some() { " (kernel deliberately broken: TLB flushes skipped)" } else { "" }
+    );
+    let progress = |backend: &str, ops: u64, checks: u64| println!("fuzz: {backend}: {ops} ops, {checks} page checks");
+    match lazymmu::fuzz::run(&config, progress) {
+        Ok(report) => {
+            for (backend, ops, checks) in &report.runs {
+                println!("fuzz: {backend}: {ops} ops, {checks} page checks, final sweep and teardown: ok");
+            }
+            println!("fuzz: no divergence");
+        }
+        Err(d) => {
+            println!("fuzz: DIVERGENCE under {} at op #{} ({}), seed {}:", d.backend, d.step, d.op, config.seed);
+            println!("  {}", d.what);
+            let broken = if config.broken.is_some() { " --break skip-tlb-flush" } else { "" };
+            println!("  reproduce: cargo run -- fuzz --seed {} --ops {} --backend {}{broken}", config.seed, d.step + 1, d.backend);
+            exit(ExitCode::TestsFailed);
+        }
     }
 }
 

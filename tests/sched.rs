@@ -141,3 +141,14 @@ fn yield_with_nothing_else_ready_returns_with_interrupts_unmasked() {
     sched::spawn("quick", || {}).unwrap().join().unwrap();
     assert_eq!(cpu::irq_state() & IRQ_MASKED, 0, "and after switching away and back");
 }
+
+#[test_case]
+fn a_task_spawned_inside_a_deferred_writes_section_runs_on_a_mapped_stack() {
+    // Found by the fuzzer: the new stack's entries waited in the spawning
+    // task's queue, and the new task faulted on its first push.
+    let _b = lazymmu::mm::lazy_mmu::use_backend("deferred-writes").unwrap();
+    let section = enable();
+    let ran = sched::spawn("child", || assert!(!is_lazy_mmu_mode_active())).unwrap().join();
+    drop(section);
+    assert!(ran.is_ok(), "{ran:?}");
+}

@@ -367,6 +367,28 @@ fn vmap_contiguous_uses_blocks_where_addresses_and_size_allow() {
 }
 
 #[test_case]
+fn mappers_called_inside_a_deferred_writes_section_read_back_nothing_stale() {
+    // Found by the fuzzer: a caller's open section makes the mappers' own
+    // table links wait in its queue, where walks that read them back (table
+    // creation, block splitting, emptiness checks) would miss them.
+    let _s = Setting::new("deferred-writes", ApplyMode::WholeCall);
+    let before = footprint();
+    let pa = frame_alloc::alloc_contiguous(513, BLOCK_2M).unwrap();
+    let outer = lazymmu::mm::lazy_mmu::enable();
+    let va = vmap_contiguous(pa, BLOCK_2M + PAGE_SIZE, Attributes::KERNEL_RW).unwrap();
+    drop(outer);
+    assert_eq!(pgtable::walk(pgtable::kernel_root(), va).level, Level::L2, "one 2 MiB block");
+    assert_eq!(frame_of(va.add(BLOCK_2M)), pa.add(BLOCK_2M));
+    let outer = lazymmu::mm::lazy_mmu::enable();
+    vunmap(va).unwrap();
+    drop(outer);
+    check_unmapped(va, 1);
+    check_unmapped(va.add(BLOCK_2M), 1);
+    frame_alloc::free_frames(pa, 513).unwrap();
+    assert_eq!(footprint(), before, "no table duplicated or left behind");
+}
+
+#[test_case]
 fn any_sequence_gives_back_every_frame() {
     let before = footprint();
     let a = vmalloc(5 * PAGE_SIZE).unwrap();

@@ -126,6 +126,10 @@ fn change_memory(addr: VirtAddr, pages: u64, change: fn(&mut Attributes)) -> Res
         }
         // Both boundaries may have fallen in the same block: one split served.
         free_unlinked_tables(pool);
+        // The walk below reads the split tables back: under deferred-writes
+        // their links must be in memory first (no barrier is needed for a
+        // read by this CPU; the section's end pays for the walker).
+        lazy_mmu::sync_stores();
         for entry in leaves(addr, end).expect("checked above") {
             if let Entry::Leaf { addr: pa, mut attrs } = entry.entry() {
                 change(&mut attrs);

@@ -201,6 +201,9 @@ pub fn walk_create(root: PhysAddr, va: VirtAddr, level: Level) -> Result<EntryRe
             Entry::Invalid => {
                 let table = alloc_table()?;
                 write_entry(&entry, Descriptor::table(table));
+                // The next step of this walk (or the next walk) reads this
+                // entry back: under deferred-writes it must be in memory.
+                lazy_mmu::sync_stores();
                 table
             }
             Entry::Leaf { .. } => return Err(MapError::BlockInTheWay { va, level: entry.level }),
@@ -368,6 +371,8 @@ fn unlink_empty_below(table: PhysAddr, level: Level, first: u64, last: u64, unli
             unlink_empty_below(child, next_level, lo, hi, unlinked);
             if table_is_empty(child) {
                 write_entry(&entry, Descriptor::INVALID);
+                // The parent's emptiness is read from memory next.
+                lazy_mmu::sync_stores();
                 unlinked.push(child);
             }
         }

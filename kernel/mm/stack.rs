@@ -10,7 +10,7 @@ use super::descriptor::Attributes;
 use super::layout::{KSTACK_PAGES, KSTACK_SLOT_SIZE, KSTACK_SLOTS, KSTACK_START};
 use super::pgtable::{self, LeafSizes, MapError};
 use super::translate::{SwTranslation, sw_translate};
-use super::{frame_alloc, tlb};
+use super::{frame_alloc, lazy_mmu, tlb};
 
 /// Which stack slots are taken, one bit each.
 static SLOTS: AtomicU64 = AtomicU64::new(0);
@@ -48,6 +48,11 @@ impl KernelStack {
                 return Err(e);
             }
         }
+        // The stack is for another task, which may run before the caller
+        // leaves its lazy section: its entries must be in memory now, not
+        // waiting in the caller's deferred-writes queue (the switch's
+        // `dsb ish` then makes them visible; found by the fuzzer).
+        lazy_mmu::sync_stores();
         Ok(stack)
     }
 

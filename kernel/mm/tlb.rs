@@ -8,6 +8,8 @@
 //! (every CPU in the inner-shareable domain drops it) -> `dsb ish` (wait
 //! until they all have) -> `isb` (this CPU's pipeline starts afresh).
 
+use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
 use super::addr::{PAGE_SIZE, VirtAddr};
 use super::lazy_mmu;
 use crate::arch::barrier;
@@ -71,8 +73,21 @@ fn pages_in(start: VirtAddr, end: VirtAddr) -> u64 {
     end.as_u64().wrapping_sub(start.align_down(PAGE_SIZE).as_u64()).div_ceil(PAGE_SIZE)
 }
 
+/// A deliberately broken kernel for the fuzzer's self-test: while set,
+/// every TLB flush returns without invalidating anything.
+static BROKEN: AtomicBool = AtomicBool::new(false);
+
+/// Turns the deliberate breakage on or off (`cargo run -- fuzz --break
+/// skip-tlb-flush`): the fuzzer must then find stale translations.
+pub fn break_for_fuzzing(on: bool) {
+    BROKEN.store(on, Relaxed);
+}
+
 fn flush(how: FlushStrategy, start: VirtAddr, end: VirtAddr, walks: Walks) {
     lazy_mmu::sync_stores();
+    if BROKEN.load(Relaxed) {
+        return;
+    }
     let pages = pages_in(start, end);
     let start = start.align_down(PAGE_SIZE);
     if pages == 0 {
@@ -105,6 +120,9 @@ fn tlbi_page(va: u64, walks: Walks) {
 /// Invalidates every EL1 translation on every CPU.
 pub fn flush_tlb_all() {
     lazy_mmu::sync_stores();
+    if BROKEN.load(Relaxed) {
+        return;
+    }
     barrier::dsb_ishst();
     barrier::tlbi_vmalle1is();
     barrier::dsb_ish();

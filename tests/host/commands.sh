@@ -62,6 +62,17 @@ check "bench --quick" 0 scripts/qemu-runner "$kernel" bench --quick -- \
     '^bench \[21/21\] map / modify / unmap' '^--- results.csv ---$' '^vmalloc,batched,512,515,1,0,1,0,' 'every count check passed'
 check "bench --quick, -cpu cortex-a72" 0 env LAZYMMU_CPU=cortex-a72 scripts/qemu-runner "$kernel" bench --quick -- \
     '^tlb_unmap,per-page,512,0,1,1,1,512,' 'every count check passed'
+# The bounded fuzz campaign: several seeds, every backend, both CPUs; and
+# the fuzzer's self-test: with TLB flushes deliberately skipped it must
+# report a divergence (and the command that replays it).
+for seed in 1 2 3; do
+    check "fuzz --seed $seed --ops 2000" 0 scripts/qemu-runner "$kernel" fuzz --seed $seed --ops 2000 -- \
+        '^fuzz: deferred-writes: 2000 ops, [0-9]+ page checks, final sweep and teardown: ok$' '^fuzz: no divergence$'
+done
+check "fuzz --seed 4 --ops 2000, -cpu cortex-a72" 0 env LAZYMMU_CPU=cortex-a72 scripts/qemu-runner "$kernel" fuzz --seed 4 --ops 2000 -- \
+    '^fuzz: eager: 2000 ops' '^fuzz: no divergence$'
+check "fuzz finds a deliberately missing TLB flush" 101 scripts/qemu-runner "$kernel" fuzz --seed 1 --ops 2000 --break skip-tlb-flush -- \
+    '^fuzz: DIVERGENCE under eager at op #' 'should be unmapped' 'reproduce: cargo run -- fuzz --seed 1 --ops [0-9]+ --backend eager --break skip-tlb-flush'
 check "demo lazy (all backends)" 0 scripts/qemu-runner "$kernel" demo lazy -- \
     '^==== demo lazy: backend eager' '^==== demo lazy: backend batched' '^==== demo lazy: backend deferred-writes'
 

@@ -179,8 +179,8 @@ pub(crate) unsafe fn set_entry(slot: *mut u64, desc: Descriptor) {
 }
 
 /// Makes every store the current task has asked for reach memory, before
-/// TLB maintenance that must follow them (only `deferred-writes` has any
-/// left to make).
+/// TLB maintenance that must follow them, or before a mapping is handed to
+/// another task (only `deferred-writes` has any left to make).
 pub(crate) fn sync_stores() {
     if is_lazy_mmu_mode_active() {
         backend().sync(&task::current().arch_lazy);

@@ -1,0 +1,682 @@
+//! `cargo run -- fuzz [--seed S] [--ops N] [--backend NAME] [--break WHAT]`:
+//! randomized differential testing of the mappers against a reference
+//! model ([`model`]), under every backend.
+//!
+//! Each step is one random operation: vmalloc / vzalloc / vmalloc_aligned,
+//! vfree, vmap_pages, vmap_contiguous, vunmap, get_vm_area, the four
+//! apply_to_page_range variants with random callbacks (some of which fail
+//! part-way), set_memory_*, deliberately bad calls, all sometimes run inside
+//! nested lazy sections and a pause, with a forced switch to another task
+//! or a timer interrupt that maps a page in the middle. After each step
+//! every page it touched (and the guard page after it) is checked three
+//! ways against the model: the tables in memory (a software walk), the
+//! MMU (`at s1e1r`/`at s1e1w`), and a real read and write, which go through
+//! the TLB. At the end the whole vmalloc region is swept, everything is
+//! torn down, and the frame count and area list must be back where they
+//! started.
+//!
+//! A divergence names the seed, the step and the backend, and the command
+//! that replays exactly the steps up to it. `--break skip-tlb-flush` turns
+//! on a deliberately broken kernel (TLB flushes do nothing), which the
+//! fuzzer must catch: `tests/host/commands.sh` checks that it does.
+
+pub mod model;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+
+use model::{Area, AreaKind, Model, Page};
+
+use crate::arch::cpu;
+use crate::arch::lazy_mmu::BACKENDS;
+use crate::exception::FaultStatus;
+use crate::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use crate::mm::apply::{self, ApplyError};
+use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
+use crate::mm::layout::{VMALLOC_END, VMALLOC_START};
+use crate::mm::pgtable::{self, EntryRef, MapError};
+use crate::mm::translate::{Access, HwTranslation, SwTranslation, hw_translate, sw_translate};
+use crate::mm::vmalloc::{self, VmallocError};
+use crate::mm::{audit, frame_alloc, lazy_mmu, pageattr, phys_to_virt, probe, tlb};
+use crate::{sched, timer};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub seed: u64,
+    /// Steps per backend.
+    pub ops: u64,
+    pub backends: Vec<&'static str>,
+    /// A deliberately broken kernel, to show that the fuzzer catches it.
+    pub broken: Option<Breakage>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Breakage {
+    /// `flush_tlb_kernel_range` and friends do nothing.
+    SkipTlbFlush,
+}
+
+/// Where the model and the kernel disagreed.
+#[derive(Debug)]
+pub struct Divergence {
+    pub backend: &'static str,
+    /// 0-based step index (`ops` = index + 1 replays up to it).
+    pub step: u64,
+    pub op: String,
+    pub what: String,
+}
+
+/// What a clean run did, per backend: (backend, steps, page checks).
+pub struct Report {
+    pub runs: Vec<(&'static str, u64, u64)>,
+}
+
+/// xorshift64*: small, fast, and the same sequence for the same seed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn chance(&mut self, one_in: u64) -> bool {
+        self.below(one_in) == 0
+    }
+}
+
+type Step = Result<Vec<(VirtAddr, u64)>, String>;
+
+struct Fuzzer {
+    rng: Rng,
+    model: Model,
+    next_tag: u64,
+    checks: u64,
+    /// A page a timer interrupt maps: its area, tables made beforehand.
+    irq_page: VirtAddr,
+    irq_frame: PhysAddr,
+}
+
+/// The page the timer handler maps, and the descriptor it writes.
+static IRQ_SLOT: spin::Mutex<Option<(EntryRef, Descriptor)>> = spin::Mutex::new(None);
+static IRQ_DONE: AtomicBool = AtomicBool::new(false);
+static TAGS: AtomicU64 = AtomicU64::new(1);
+
+fn timer_maps_a_page() {
+    if let Some((entry, desc)) = IRQ_SLOT.lock().take() {
+        pgtable::write_entry(&entry, desc);
+    }
+    IRQ_DONE.store(true, SeqCst);
+}
+
+fn err<E: core::fmt::Debug>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |e| format!("{what} failed: {e:?}")
+}
+
+fn expect<T: core::fmt::Debug + PartialEq>(what: &str, got: T, want: T) -> Result<(), String> {
+    if got == want { Ok(()) } else { Err(format!("{what}: got {got:?}, expected {want:?}")) }
+}
+
+impl Fuzzer {
+    fn tag(&mut self) -> u64 {
+        self.next_tag += 1;
+        (TAGS.fetch_add(1, SeqCst) << 16) | (self.next_tag & 0xffff)
+    }
+
+    /// A page count: mostly small, sometimes across a level-3 table.
+    fn pages(&mut self) -> u64 {
+        if self.rng.chance(16) { 513 + self.rng.below(88) } else { 1 + self.rng.below(16) }
+    }
+
+    /// Frames the fuzzer owns, each holding a fresh tag (written through
+    /// the linear map, so read-only mappings of them can be checked).
+    fn tagged_frames(&mut self, n: u64) -> Result<Vec<(PhysAddr, u64)>, String> {
+        let mut frames = Vec::new();
+        for _ in 0..n {
+            let pa = frame_alloc::alloc_frame().map_err(err("alloc_frame"))?;
+            let tag = self.tag();
+            // SAFETY: a fresh frame, ours alone.
+            unsafe { core::ptr::write_volatile(phys_to_virt(pa).as_mut_ptr::<u64>(), tag) };
+            frames.push((pa, tag));
+        }
+        Ok(frames)
+    }
+
+    fn attrs(&mut self) -> Attributes {
+        if self.rng.chance(2) { Attributes::KERNEL_RW } else { Attributes::KERNEL_RO }
+    }
+
+    // ---- the operations ----------------------------------------------------
+
+    fn vmalloc(&mut self) -> Step {
+        let pages = self.pages();
+        let size = pages * PAGE_SIZE;
+        let (va, zeroed) = match self.rng.below(3) {
+            0 => (vmalloc::vmalloc(size).map_err(err("vmalloc"))?, false),
+            1 => (vmalloc::vzalloc(size).map_err(err("vzalloc"))?, true),
+            _ => {
+                let align = [2 * PAGE_SIZE, 16 * PAGE_SIZE, BLOCK_2M][self.rng.below(3) as usize];
+                let va = vmalloc::vmalloc_aligned(size, align).map_err(err("vmalloc_aligned"))?;
+                if !va.is_aligned(align) {
+                    return Err(format!("vmalloc_aligned({size:#x}, {align:#x}) returned {va}"));
+                }
+                (va, false)
+            }
+        };
+        for i in 0..pages {
+            let page = va.add(i * PAGE_SIZE);
+            if zeroed {
+                expect(&format!("vzalloc page {page}"), probe::read(page), Ok(0))?;
+            }
+            let tag = self.tag();
+            // SAFETY: a page vmalloc just mapped for us.
+            unsafe { probe::write(page, tag) }.map_err(err(&format!("tagging {page}")))?;
+            self.model.map(page, Page { pa: None, writable: true, executable: false, tag });
+        }
+        self.model.add_area(Area { start: va, pages, kind: AreaKind::Vmalloc });
+        Ok(Vec::from([(va, pages)]))
+    }
+
+    fn vfree(&mut self) -> Step {
+        let n = self.rng.next();
+        let Some(area) = self.model.pick_area(n, |k| *k == AreaKind::Vmalloc) else { return self.vmalloc() };
+        if area.pages > 1 && self.rng.chance(4) {
+            let inside = area.page(1);
+            self.unchanged("vfree of an address inside an area", || vmalloc::vfree(inside), Err(VmallocError::NotAnArea(inside)))?;
+            return Ok(Vec::from([(area.start, area.pages)]));
+        }
+        vmalloc::vfree(area.start).map_err(err("vfree"))?;
+        self.model.remove_area(area.start);
+        if self.rng.chance(4) {
+            self.unchanged("vfree twice", || vmalloc::vfree(area.start), Err(VmallocError::NotAnArea(area.start)))?;
+        }
+        Ok(Vec::from([(area.start, area.pages)]))
+    }
+
+    fn vmap_pages(&mut self) -> Step {
+        let n = 1 + self.rng.below(12);
+        let attrs = self.attrs();
+        let frames = self.tagged_frames(n)?;
+        let pas: Vec<PhysAddr> = frames.iter().map(|f| f.0).collect();
+        let va = match vmalloc::vmap_pages(&pas, attrs) {
+            Ok(va) => va,
+            Err(e) => {
+                free_frames(&pas);
+                return Err(format!("vmap_pages failed: {e:?}"));
+            }
+        };
+        for (i, &(pa, tag)) in frames.iter().enumerate() {
+            self.model.map(va.add(i as u64 * PAGE_SIZE), Page { pa: Some(pa), writable: attrs.writable, executable: false, tag });
+        }
+        self.model.add_area(Area { start: va, pages: n, kind: AreaKind::Pages(pas) });
+        Ok(Vec::from([(va, n)]))
+    }
+
+    fn vmap_contiguous(&mut self) -> Step {
+        // Sometimes a 2 MiB-aligned run, which becomes a block (plus pages).
+        let (n, align) = if self.rng.chance(4) { (512 + self.rng.below(4), BLOCK_2M) } else { (1 + self.rng.below(8), PAGE_SIZE) };
+        let attrs = self.attrs();
+        let pa = frame_alloc::alloc_contiguous(n as usize, align).map_err(err("alloc_contiguous"))?;
+        let mut tags = Vec::new();
+        for i in 0..n {
+            let tag = self.tag();
+            // SAFETY: fresh frames, ours alone.
+            unsafe { core::ptr::write_volatile(phys_to_virt(pa.add(i * PAGE_SIZE)).as_mut_ptr::<u64>(), tag) };
+            tags.push(tag);
+        }
+        let va = match vmalloc::vmap_contiguous(pa, n * PAGE_SIZE, attrs) {
+            Ok(va) => va,
+            Err(e) => {
+                frame_alloc::free_frames(pa, n as usize).expect("allocated above");
+                return Err(format!("vmap_contiguous failed: {e:?}"));
+            }
+        };
+        for (i, tag) in tags.into_iter().enumerate() {
+            let i = i as u64;
+            self.model.map(va.add(i * PAGE_SIZE), Page { pa: Some(pa.add(i * PAGE_SIZE)), writable: attrs.writable, executable: false, tag });
+        }
+        self.model.add_area(Area { start: va, pages: n, kind: AreaKind::Range(pa, n as usize) });
+        Ok(Vec::from([(va, n)]))
+    }
+
+    fn vunmap(&mut self) -> Step {
+        let n = self.rng.next();
+        let Some(area) = self.model.pick_area(n, |k| matches!(k, AreaKind::Pages(_) | AreaKind::Range(..))) else {
+            return self.vmap_pages();
+        };
+        vmalloc::vunmap(area.start).map_err(err("vunmap"))?;
+        self.model.remove_area(area.start);
+        release(&area.kind);
+        Ok(Vec::from([(area.start, area.pages)]))
+    }
+
+    fn get_vm_area(&mut self) -> Step {
+        let pages = self.pages();
+        let frames = self.tagged_frames(pages)?;
+        let align = if self.rng.chance(3) { BLOCK_2M } else { PAGE_SIZE };
+        let va = match vmalloc::get_vm_area(pages * PAGE_SIZE, align) {
+            Ok(va) => va,
+            Err(e) => {
+                free_frames(&frames.iter().map(|f| f.0).collect::<Vec<_>>());
+                return Err(format!("get_vm_area failed: {e:?}"));
+            }
+        };
+        // The tags live in the frames; the model learns them as pages map.
+        self.model.add_area(Area { start: va, pages, kind: AreaKind::AddressSpace(frames.iter().map(|f| f.0).collect()) });
+        self.model.tags.extend(frames.iter().map(|&(pa, tag)| (pa.as_u64(), tag)));
+        Ok(Vec::from([(va, pages)]))
+    }
+
+    fn free_vm_area(&mut self) -> Step {
+        let n = self.rng.next();
+        let Some(area) = self.model.pick_area(n, |k| matches!(k, AreaKind::AddressSpace(_))) else { return self.get_vm_area() };
+        if self.rng.chance(4) {
+            let n = self.rng.next();
+            if let Some(other) = self.model.pick_area(n, |k| *k == AreaKind::Vmalloc) {
+                self.unchanged("free_vm_area of a vmalloc area", || vmalloc::free_vm_area(other.start), Err(VmallocError::NotAnArea(other.start)))?;
+            }
+        }
+        vmalloc::vunmap_range(area.start, area.pages * PAGE_SIZE);
+        vmalloc::free_vm_area(area.start).map_err(err("free_vm_area"))?;
+        self.model.remove_area(area.start);
+        release(&area.kind);
+        Ok(Vec::from([(area.start, area.pages)]))
+    }
+
+    /// One of the four apply variants on part of a get_vm_area area. The
+    /// callback maps holes (create variants) to the area's own frames and
+    /// flips the write permission of present non-executable pages; it may
+    /// fail at a random slot, which must stop the walk there.
+    fn apply(&mut self) -> Step {
+        let n = self.rng.next();
+        let Some(area) = self.model.pick_area(n, |k| matches!(k, AreaKind::AddressSpace(_))) else { return self.get_vm_area() };
+        let AreaKind::AddressSpace(frames) = &area.kind else { unreachable!("picked by kind") };
+        let first = self.rng.below(area.pages);
+        let count = 1 + self.rng.below(area.pages - first);
+        let (start, size) = (area.page(first), count * PAGE_SIZE);
+        let (create, lazy) = (self.rng.chance(2), self.rng.chance(2));
+        // The slots the walk must visit, in order.
+        let expected: Vec<VirtAddr> =
+            (first..first + count).map(|i| area.page(i)).filter(|&va| create || self.model.page(va).is_some()).collect();
+        let fail_at = self.rng.chance(4).then(|| self.rng.below(expected.len() as u64 + 1));
+        let writable_bits = self.rng.next();
+        let mut visited: Vec<(VirtAddr, Descriptor)> = Vec::new();
+        let callback = |entry: &EntryRef| -> Result<(), u64> {
+            if fail_at == Some(visited.len() as u64) {
+                return Err(visited.len() as u64);
+            }
+            let i = entry.va.offset_from(area.start) / PAGE_SIZE;
+            let desc = match entry.entry() {
+                Entry::Invalid => {
+                    let attrs = if (writable_bits >> (i % 64)) & 1 == 1 { Attributes::KERNEL_RW } else { Attributes::KERNEL_RO };
+                    Descriptor::leaf(Level::L3, frames[i as usize], attrs)
+                }
+                Entry::Leaf { addr, mut attrs } => {
+                    if !attrs.executable {
+                        attrs.writable = !attrs.writable;
+                    }
+                    Descriptor::leaf(Level::L3, addr, attrs)
+                }
+                Entry::Table(_) => Descriptor::INVALID,
+            };
+            pgtable::write_entry(entry, desc);
+            visited.push((entry.va, desc));
+            Ok(())
+        };
+        let result = match (create, lazy) {
+            (true, true) => apply::apply_to_page_range(start, size, callback),
+            (true, false) => apply::apply_to_page_range_nolazy(start, size, callback),
+            (false, true) => apply::apply_to_existing_page_range(start, size, callback),
+            (false, false) => apply::apply_to_existing_page_range_nolazy(start, size, callback),
+        };
+        // Permissions of live pages changed: the caller flushes.
+        tlb::flush_tlb_kernel_range(start, start.add(size));
+        let name = ["existing", "existing_nolazy", "page_range", "page_range_nolazy"][(create as usize) * 2 + (!lazy) as usize];
+        let fails = fail_at.filter(|&k| k < expected.len() as u64);
+        match (fails, result) {
+            (Some(k), Err(ApplyError::Callback(at))) => expect(&format!("apply_to_{name}: failed at"), at, k)?,
+            (None, Ok(_)) => {}
+            (_, other) => return Err(format!("apply_to_{name}: {other:?} with failure at {fail_at:?} of {} slots", expected.len())),
+        }
+        let visits = fails.map_or(expected.len(), |k| k as usize);
+        let visited_va: Vec<VirtAddr> = visited.iter().map(|v| v.0).collect();
+        expect(&format!("apply_to_{name}: slots visited"), &visited_va[..], &expected[..visits])?;
+        for (va, desc) in visited {
+            let Entry::Leaf { addr, attrs } = desc.decode(Level::L3) else { continue };
+            let tag = self.model.tags.get(&addr.as_u64()).copied().ok_or_else(|| format!("no tag for {addr}"))?;
+            self.model.map(va, Page { pa: Some(addr), writable: attrs.writable, executable: attrs.executable, tag });
+        }
+        Ok(Vec::from([(area.start, area.pages)]))
+    }
+
+    fn set_memory(&mut self) -> Step {
+        let n = self.rng.next();
+        let Some(area) = self.model.pick_area(n, |k| matches!(k, AreaKind::Vmalloc | AreaKind::Pages(_) | AreaKind::AddressSpace(_))) else {
+            return self.vmalloc();
+        };
+        let first = self.rng.below(area.pages);
+        let count = 1 + self.rng.below(area.pages - first);
+        let start = area.page(first);
+        let which = self.rng.below(4);
+        let change = |p: &mut Page| match which {
+            0 => p.writable = false,
+            1 => p.writable = true,
+            2 => p.executable = true,
+            _ => p.executable = false,
+        };
+        // What the model says: the first hole, else the first W+X page.
+        let mut want = Ok(());
+        for i in first..first + count {
+            let va = area.page(i);
+            match self.model.page(va) {
+                None => {
+                    want = Err(MapError::NotMapped(va));
+                    break;
+                }
+                Some(mut p) => {
+                    change(&mut p);
+                    if p.writable && p.executable && want.is_ok() {
+                        want = Err(MapError::WritableAndExecutable(va));
+                    }
+                }
+            }
+        }
+        let name = ["set_memory_ro", "set_memory_rw", "set_memory_x", "set_memory_nx"][which as usize];
+        let call = || match which {
+            0 => pageattr::set_memory_ro(start, count),
+            1 => pageattr::set_memory_rw(start, count),
+            2 => pageattr::set_memory_x(start, count),
+            _ => pageattr::set_memory_nx(start, count),
+        };
+        if want.is_err() {
+            self.unchanged(name, call, want)?;
+        } else {
+            expect(name, call(), want)?;
+            for i in first..first + count {
+                change(self.model.page_mut(area.page(i)).expect("checked above"));
+            }
+        }
+        Ok(Vec::from([(area.start, area.pages)]))
+    }
+
+    /// Calls that must fail with a given error and change nothing.
+    fn bad_input(&mut self) -> Step {
+        match self.rng.below(5) {
+            0 => self.unchanged("vmalloc(0)", || vmalloc::vmalloc(0), Err(VmallocError::ZeroSize)),
+            1 => self.unchanged("vmalloc_aligned(align 3000)", || vmalloc::vmalloc_aligned(PAGE_SIZE, 3000), Err(VmallocError::BadAlignment(3000))),
+            2 => self.unchanged("vmap_pages(no pages)", || vmalloc::vmap_pages(&[], Attributes::KERNEL_RW), Err(VmallocError::EmptyPageList)),
+            3 => {
+                let va = VirtAddr::new(VMALLOC_END.as_u64() - PAGE_SIZE);
+                self.unchanged("set_memory_ro of an address in no area", || pageattr::set_memory_ro(va, 1), Err(MapError::NotMapped(va)))
+            }
+            _ => {
+                let va = VMALLOC_START.add(PAGE_SIZE / 2);
+                self.unchanged(
+                    "apply_to_page_range(unaligned)",
+                    || apply::apply_to_page_range(va, PAGE_SIZE, |_| Ok::<(), ()>(())).map(|_| ()),
+                    Err(ApplyError::Map(MapError::Misaligned { what: "virtual address", value: va.as_u64() })),
+                )
+            }
+        }?;
+        Ok(Vec::new())
+    }
+
+    /// Runs `call`, which must return `want` and change nothing.
+    fn unchanged<T: core::fmt::Debug + PartialEq>(&mut self, what: &str, call: impl FnOnce() -> T, want: T) -> Result<(), String> {
+        let before = audit::state();
+        expect(what, call(), want)?;
+        let after = audit::state();
+        if after != before {
+            return Err(format!("{what} changed the state: before {before:?}, after {after:?}"));
+        }
+        Ok(())
+    }
+
+    /// A timer interrupt maps the irq page while this task may be in a
+    /// section: the handler's write must be in place when it returns.
+    fn timer_write(&mut self) -> Result<(), String> {
+        let entry = pgtable::walk(pgtable::kernel_root(), self.irq_page);
+        if entry.level != Level::L3 {
+            return Err(format!("the irq page's tables are gone: {entry:?}"));
+        }
+        if self.model.page(self.irq_page).is_some() {
+            // Unmapped again here, in task context, with its flush.
+            pgtable::write_entry(&entry, Descriptor::INVALID);
+            tlb::flush_tlb_kernel_range(self.irq_page, self.irq_page.add(PAGE_SIZE));
+            self.model.unmap(self.irq_page);
+            return Ok(());
+        }
+        let tag = self.tag();
+        // SAFETY: the fuzzer's own frame.
+        unsafe { core::ptr::write_volatile(phys_to_virt(self.irq_frame).as_mut_ptr::<u64>(), tag) };
+        *IRQ_SLOT.lock() = Some((entry, Descriptor::leaf(Level::L3, self.irq_frame, Attributes::KERNEL_RW)));
+        IRQ_DONE.store(false, SeqCst);
+        timer::call_after(timer::ticks_from_us(50), timer_maps_a_page);
+        cpu::wait_until(|| IRQ_DONE.load(SeqCst));
+        // In the interrupted task's section or not, the write is in memory.
+        expect("the handler's mapping, seen at once", hw_translate(self.irq_page, Access::Read), HwTranslation::Mapped { pa: self.irq_frame, mair_attr: 0xff })?;
+        self.model.map(self.irq_page, Page { pa: Some(self.irq_frame), writable: true, executable: false, tag });
+        Ok(())
+    }
+
+    /// Another task maps, checks and frees a buffer while this one is
+    /// switched out (maybe inside its sections).
+    fn switch(&mut self) -> Result<(), String> {
+        let pages = 1 + self.rng.below(8);
+        let tag = self.tag();
+        let task = sched::spawn("fuzz/other", move || {
+            assert!(!lazy_mmu::is_lazy_mmu_mode_active(), "another task starts outside lazy mode");
+            let va = vmalloc::vmalloc(pages * PAGE_SIZE).expect("vmalloc in the other task");
+            for i in 0..pages {
+                // SAFETY: our own fresh mapping.
+                unsafe { probe::write(va.add(i * PAGE_SIZE), tag + i) }.expect("writable");
+            }
+            for i in 0..pages {
+                assert_eq!(probe::read(va.add(i * PAGE_SIZE)), Ok(tag + i));
+            }
+            vmalloc::vfree(va).expect("vfree in the other task");
+        })
+        .map_err(err("spawn"))?;
+        task.join().map_err(err("the other task"))
+    }
+
+    // ---- checks ------------------------------------------------------------
+
+    /// The page at `va` in memory, in the MMU and through the TLB, against
+    /// the model.
+    fn check_page(&mut self, va: VirtAddr) -> Result<(), String> {
+        self.checks += 1;
+        let Some(p) = self.model.page(va) else {
+            let read = probe::read(va);
+            return match (hw_translate(va, Access::Read), read) {
+                (HwTranslation::Fault(FaultStatus::Translation { .. }), Err(s)) if matches!(s.status, Some(FaultStatus::Translation { .. })) => Ok(()),
+                (at, read) => Err(format!("{va} should be unmapped: at s1e1r {at:?}, a read {read:?}")),
+            };
+        };
+        let SwTranslation::Mapped { pa, attrs, level } = sw_translate(va) else {
+            return Err(format!("{va} should be mapped ({p:?}) but the tables say {:?}", sw_translate(va)));
+        };
+        if p.pa.is_some_and(|want| want != pa) || attrs.writable != p.writable || attrs.executable != p.executable {
+            return Err(format!("{va}: the tables map {pa} {attrs:?}, the model says {p:?}"));
+        }
+        expect(&format!("{va}: at s1e1r"), hw_translate(va, Access::Read), HwTranslation::Mapped { pa, mair_attr: 0xff })?;
+        let write_walk = if p.writable { HwTranslation::Mapped { pa, mair_attr: 0xff } } else { HwTranslation::Fault(FaultStatus::Permission { level: level.0 }) };
+        expect(&format!("{va}: at s1e1w"), hw_translate(va, Access::Write), write_walk)?;
+        expect(&format!("{va}: the tag read through the mapping"), probe::read(va), Ok(p.tag))?;
+        // SAFETY: writes back the tag the page holds.
+        let wrote = unsafe { probe::write(va, p.tag) };
+        match (p.writable, wrote) {
+            (true, Ok(())) => Ok(()),
+            (false, Err(s)) if s.status == Some(FaultStatus::Permission { level: level.0 }) => Ok(()),
+            (w, got) => Err(format!("{va}: a write (page writable: {w}) gave {got:?}")),
+        }
+    }
+
+    fn check(&mut self, touched: &[(VirtAddr, u64)]) -> Result<(), String> {
+        for &(start, pages) in touched {
+            // The guard page after the area too.
+            for i in 0..=pages {
+                self.check_page(start.add(i * PAGE_SIZE))?;
+            }
+        }
+        self.check_page(self.irq_page)
+    }
+
+    /// Every leaf of the vmalloc region is in the model, and the other way round.
+    fn sweep(&mut self) -> Result<(), String> {
+        let size = VMALLOC_END.offset_from(VMALLOC_START);
+        let mut seen = 0u64;
+        for (_, entry) in pgtable::walk_range(pgtable::kernel_root(), VMALLOC_START, size) {
+            let Entry::Leaf { .. } = entry.entry() else { continue };
+            for i in 0..entry.level.entry_size() / PAGE_SIZE {
+                let va = entry.va.add(i * PAGE_SIZE);
+                if self.model.page(va).is_none() {
+                    return Err(format!("sweep: {va} is mapped ({:?}) but the model has no such page", entry.entry()));
+                }
+                seen += 1;
+            }
+        }
+        expect("sweep: pages mapped in the vmalloc region", seen, self.model.pages.len() as u64)
+    }
+
+    /// Gives back everything the run still holds.
+    fn teardown(&mut self) -> Result<(), String> {
+        let areas: Vec<Area> = self.model.areas.values().cloned().collect();
+        for area in areas {
+            match &area.kind {
+                AreaKind::Vmalloc => vmalloc::vfree(area.start).map_err(err("vfree at teardown"))?,
+                AreaKind::Pages(_) | AreaKind::Range(..) => vmalloc::vunmap(area.start).map_err(err("vunmap at teardown"))?,
+                AreaKind::AddressSpace(_) => {
+                    vmalloc::vunmap_range(area.start, area.pages * PAGE_SIZE);
+                    vmalloc::free_vm_area(area.start).map_err(err("free_vm_area at teardown"))?;
+                }
+            }
+            self.model.remove_area(area.start);
+            release(&area.kind);
+        }
+        self.model.tags.clear();
+        Ok(())
+    }
+}
+
+fn free_frames(frames: &[PhysAddr]) {
+    for &pa in frames {
+        frame_alloc::free_frame(pa).expect("the fuzzer's frame");
+    }
+}
+
+/// Frees the fuzzer's frames behind an area that is gone.
+fn release(kind: &AreaKind) {
+    match kind {
+        AreaKind::Vmalloc => {}
+        AreaKind::Pages(frames) | AreaKind::AddressSpace(frames) => free_frames(frames),
+        AreaKind::Range(pa, n) => frame_alloc::free_frames(*pa, *n).expect("the fuzzer's run"),
+    }
+}
+
+/// Runs the campaign: `ops` steps under each backend, then the sweep and
+/// teardown checks.
+pub fn run(config: &Config, mut progress: impl FnMut(&str, u64, u64)) -> Result<Report, Divergence> {
+    let preemption = sched::set_preemption(false);
+    tlb::break_for_fuzzing(config.broken == Some(Breakage::SkipTlbFlush));
+    let result = run_all(config, &mut progress);
+    tlb::break_for_fuzzing(false);
+    sched::set_preemption(preemption);
+    result
+}
+
+fn run_all(config: &Config, progress: &mut impl FnMut(&str, u64, u64)) -> Result<Report, Divergence> {
+    let mut report = Report { runs: Vec::new() };
+    for &backend in &config.backends {
+        let _selected = lazy_mmu::use_backend(backend).expect("a backend's name");
+        let diverged = |step: u64, op: &str, what: String| Divergence { backend, step, op: String::from(op), what };
+        let start = audit::state();
+        let setup = |what: String| diverged(0, "setup", what);
+        let irq_page = vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE).map_err(|e| setup(format!("{e:?}")))?;
+        pgtable::walk_create(pgtable::kernel_root(), irq_page, Level::L3).map_err(|e| setup(format!("{e:?}")))?;
+        let irq_frame = frame_alloc::alloc_frame().map_err(|e| setup(format!("{e:?}")))?;
+        let mut f = Fuzzer { rng: Rng::new(config.seed), model: Model::default(), next_tag: 0, checks: 0, irq_page, irq_frame };
+        for step in 0..config.ops {
+            let choice = f.rng.below(100);
+            let depth = if f.rng.chance(4) { 1 + f.rng.below(3) } else { 0 };
+            let paused = depth > 0 && f.rng.chance(3);
+            let interrupt = f.rng.chance(12);
+            let switch = f.rng.chance(12);
+            let op = match choice {
+                0..20 => "vmalloc",
+                20..35 => "vfree",
+                35..45 => "vmap_pages",
+                45..52 => "vmap_contiguous",
+                52..62 => "vunmap",
+                62..70 => "get_vm_area",
+                70..76 => "free_vm_area",
+                76..88 => "apply",
+                88..95 => "set_memory",
+                _ => "bad input",
+            };
+            let label = format!("{op} (sections {depth}{}{}{})", if paused { ", paused" } else { "" }, if interrupt { ", timer write" } else { "" }, if switch { ", switch" } else { "" });
+            let mut sections: Vec<lazy_mmu::LazyMmuSection> = (0..depth).map(|_| lazy_mmu::enable()).collect();
+            let pause = paused.then(lazy_mmu::pause);
+            let outcome = (|| {
+                let touched = match op {
+                    "vmalloc" => f.vmalloc(),
+                    "vfree" => f.vfree(),
+                    "vmap_pages" => f.vmap_pages(),
+                    "vmap_contiguous" => f.vmap_contiguous(),
+                    "vunmap" => f.vunmap(),
+                    "get_vm_area" => f.get_vm_area(),
+                    "free_vm_area" => f.free_vm_area(),
+                    "apply" => f.apply(),
+                    "set_memory" => f.set_memory(),
+                    _ => f.bad_input(),
+                }?;
+                if interrupt {
+                    f.timer_write()?;
+                }
+                if switch {
+                    f.switch()?;
+                }
+                Ok::<_, String>(touched)
+            })();
+            drop(pause);
+            while let Some(section) = sections.pop() {
+                drop(section);
+            }
+            let touched = outcome.map_err(|what| diverged(step, &label, what))?;
+            f.check(&touched).map_err(|what| diverged(step, &label, what))?;
+            if (step + 1) % 1000 == 0 {
+                progress(backend, step + 1, f.checks);
+            }
+        }
+        let last = config.ops.saturating_sub(1);
+        f.sweep().map_err(|what| diverged(last, "final sweep", what))?;
+        f.teardown().map_err(|what| diverged(last, "teardown", what))?;
+        vmalloc::vunmap_range(irq_page, PAGE_SIZE);
+        vmalloc::free_vm_area(irq_page).map_err(|e| diverged(last, "teardown", format!("{e:?}")))?;
+        frame_alloc::free_frame(irq_frame).expect("allocated above");
+        let end = audit::state();
+        if (end.frames_used, &end.areas, end.table_pages) != (start.frames_used, &start.areas, start.table_pages) {
+            return Err(diverged(last, "teardown", format!("not everything came back: before {start:?}, after {end:?}")));
+        }
+        report.runs.push((backend, config.ops, f.checks));
+    }
+    Ok(report)
+}
+
+/// All backends, for the default campaign.
+pub fn all_backends() -> Vec<&'static str> {
+    BACKENDS.iter().map(|b| b.name()).collect()
+}

@@ -1,0 +1,98 @@
+//! The fuzzer's reference model of the vmalloc region: which pages are
+//! mapped, to which frame (when the fuzzer knows it), with which
+//! permissions, holding which tag; and which areas are live. It is plain
+//! data, changed by the fuzzer as each operation says it should change
+//! things, and compared with the real tables, the MMU and real accesses.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use crate::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+
+/// One mapped page as the model expects it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The frame behind it, when the fuzzer chose it (vmalloc chooses its own).
+    pub pa: Option<PhysAddr>,
+    pub writable: bool,
+    pub executable: bool,
+    /// The word the fuzzer put at the start of the page.
+    pub tag: u64,
+}
+
+/// What kind of area, and what the fuzzer must give back when it goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AreaKind {
+    /// `vmalloc`/`vzalloc`/`vmalloc_aligned`: frames the area owns.
+    Vmalloc,
+    /// `vmap_pages` of frames the fuzzer owns (one run per page).
+    Pages(Vec<PhysAddr>),
+    /// `vmap_contiguous` of a run the fuzzer owns: (first frame, frames).
+    Range(PhysAddr, usize),
+    /// `get_vm_area`, mapped by `apply_to_page_range` with the fuzzer's
+    /// frames, one per page (allocated with the area).
+    AddressSpace(Vec<PhysAddr>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Area {
+    pub start: VirtAddr,
+    pub pages: u64,
+    pub kind: AreaKind,
+}
+
+impl Area {
+    pub fn page(&self, i: u64) -> VirtAddr {
+        self.start.add(i * PAGE_SIZE)
+    }
+
+    pub fn end(&self) -> VirtAddr {
+        self.page(self.pages)
+    }
+}
+
+#[derive(Default)]
+pub struct Model {
+    pub pages: BTreeMap<u64, Page>,
+    pub areas: BTreeMap<u64, Area>,
+    /// The tag in each frame the fuzzer owns for get_vm_area areas, by
+    /// physical address: a page mapped to that frame must read it.
+    pub tags: BTreeMap<u64, u64>,
+}
+
+impl Model {
+    pub fn map(&mut self, va: VirtAddr, page: Page) {
+        self.pages.insert(va.as_u64(), page);
+    }
+
+    pub fn unmap(&mut self, va: VirtAddr) {
+        self.pages.remove(&va.as_u64());
+    }
+
+    pub fn page(&self, va: VirtAddr) -> Option<Page> {
+        self.pages.get(&va.as_u64()).copied()
+    }
+
+    pub fn page_mut(&mut self, va: VirtAddr) -> Option<&mut Page> {
+        self.pages.get_mut(&va.as_u64())
+    }
+
+    pub fn add_area(&mut self, area: Area) {
+        self.areas.insert(area.start.as_u64(), area);
+    }
+
+    /// Removes an area and every page it had mapped.
+    pub fn remove_area(&mut self, start: VirtAddr) -> Option<Area> {
+        let area = self.areas.remove(&start.as_u64())?;
+        for i in 0..area.pages {
+            self.unmap(area.page(i));
+        }
+        Some(area)
+    }
+
+    /// The n-th live area (in address order), of a kind `filter` accepts.
+    pub fn pick_area(&self, n: u64, filter: impl Fn(&AreaKind) -> bool) -> Option<Area> {
+        let matching: Vec<&Area> = self.areas.values().filter(|a| filter(&a.kind)).collect();
+        (!matching.is_empty()).then(|| matching[(n % matching.len() as u64) as usize].clone())
+    }
+}
