@@ -100,6 +100,9 @@ impl Rng {
 
 type Step = Result<Vec<(VirtAddr, u64)>, String>;
 
+/// Live areas above which the fuzzer frees instead of allocating.
+const MAX_LIVE_AREAS: usize = 48;
+
 struct Fuzzer {
     rng: Rng,
     model: Model,
@@ -615,12 +618,19 @@ fn run_all(config: &Config, progress: &mut impl FnMut(&str, u64, u64)) -> Result
             let paused = depth > 0 && f.rng.chance(3);
             let interrupt = f.rng.chance(12);
             let switch = f.rng.chance(12);
+            // With many areas live, allocations turn into frees, so a long
+            // campaign stays within RAM and keeps exercising both.
+            let full = f.model.areas.len() >= MAX_LIVE_AREAS;
             let op = match choice {
+                0..20 if full => "vfree",
                 0..20 => "vmalloc",
                 20..35 => "vfree",
+                35..45 if full => "vunmap",
                 35..45 => "vmap_pages",
+                45..52 if full => "vunmap",
                 45..52 => "vmap_contiguous",
                 52..62 => "vunmap",
+                62..70 if full => "free_vm_area",
                 62..70 => "get_vm_area",
                 70..76 => "free_vm_area",
                 76..88 => "apply",

@@ -20,7 +20,10 @@ import pathlib
 import re
 import sys
 
-DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+BAD_INPUT_DOC = DOCS / "bad-input.md"
+BAD_INPUT_TEST = ROOT / "tests" / "bad_input.rs"
 CSV = DOCS / "bench" / "results.csv"
 COMMAND = re.compile(r"^(?:[A-Z_]+=\S+\s+)*(?:cargo\s|scripts/)")
 BENCH = re.compile(r"<!--bench:([^/]+)/([^/]+)/(\d+)/(\w+)-->(.*?)<!--/bench-->")
@@ -55,7 +58,7 @@ def as_run(command):
 
 def commands():
     seen = []
-    for path in [DOCS / "README.md", *chapters()]:
+    for path in [DOCS / "README.md", BAD_INPUT_DOC, *chapters()]:
         if path.exists():
             for c in commands_in(path.read_text()):
                 run = as_run(c)
@@ -96,7 +99,16 @@ def lint():
                 why.append(f"bench {workload}/{backend}/{n}/{column}: the docs say {value}, the CSV {row[column]}")
         print(f"docs {path.name} ... " + ("ok" if not why else "FAILED: " + "; ".join(why)))
         bad += bool(why)
-    return bad
+    # The bad-input table and the test's cases: the same rows.
+    documented = re.findall(r"^\| `(.+?)` \|", BAD_INPUT_DOC.read_text(), re.M)
+    tested = re.findall(r'case\(\s*"([^"]+)"', BAD_INPUT_TEST.read_text())
+    why = []
+    if sorted(documented) != sorted(tested):
+        why.append(f"rows only in the docs: {sorted(set(documented) - set(tested))}; only in the test: {sorted(set(tested) - set(documented))}")
+    if len(set(tested)) != len(tested):
+        why.append("a case label is used twice")
+    print(f"docs {BAD_INPUT_DOC.name} ({len(tested)} rows) ... " + ("ok" if not why else "FAILED: " + "; ".join(why)))
+    return bad + bool(why)
 
 
 def sync():

@@ -1,0 +1,165 @@
+//! The bad-input table: every public mapping API, given input it must
+//! refuse, returns the named error and changes nothing (frames, areas,
+//! every table entry, the lazy MMU state). docs/bad-input.md lists the same
+//! rows; tests/host/docs_lint.py checks that the two lists are equal.
+
+#![no_std]
+#![no_main]
+#![feature(custom_test_frameworks)]
+#![test_runner(lazymmu::testing::run_tests)]
+#![reexport_test_harness_main = "test_main"]
+
+use core::convert::Infallible;
+use core::fmt::Debug;
+
+use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::apply::{ApplyError, apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_nolazy};
+use lazymmu::mm::audit;
+use lazymmu::mm::descriptor::{Attributes, Level};
+use lazymmu::mm::frame_alloc::{self, FrameError};
+use lazymmu::mm::layout::{MMIO_BASE, PAGE_OFFSET, VMALLOC_END};
+use lazymmu::mm::lazy_mmu::{LazyMmuMisuse, lazy_mmu_mode_disable, lazy_mmu_mode_enable, lazy_mmu_mode_pause, lazy_mmu_mode_resume};
+use lazymmu::mm::pageattr::{set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x};
+use lazymmu::mm::pgtable::{EntryRef, MapError};
+use lazymmu::mm::vmalloc::*;
+use lazymmu::{dtb, println};
+
+#[unsafe(no_mangle)]
+fn kernel_main() -> ! {
+    test_main();
+    unreachable!("the test runner exits QEMU");
+}
+
+/// One row: `call` must fail with `want` and leave everything as it was.
+fn case<T: Debug, E: Debug + PartialEq>(label: &str, call: impl FnOnce() -> Result<T, E>, want: E) {
+    let before = audit::state();
+    let got = call();
+    assert_eq!(got.as_ref().err(), Some(&want), "{label}: got {got:?}");
+    assert_eq!(audit::state(), before, "{label}: the state changed");
+    println!("  {label} -> {want:?}");
+}
+
+fn nop(_: &EntryRef) -> Result<(), Infallible> {
+    Ok(())
+}
+
+#[test_case]
+fn vmalloc_family() {
+    case("vmalloc(0)", || vmalloc(0), VmallocError::ZeroSize);
+    case("vmalloc(u64::MAX)", || vmalloc(u64::MAX), VmallocError::NoVirtualSpace);
+    case("vmalloc(larger than the region)", || vmalloc(1 << 41), VmallocError::NoVirtualSpace);
+    case("vzalloc(0)", || vzalloc(0), VmallocError::ZeroSize);
+    case("vmalloc_aligned(align 3000)", || vmalloc_aligned(PAGE_SIZE, 3000), VmallocError::BadAlignment(3000));
+    case("vmalloc_aligned(align 2048)", || vmalloc_aligned(PAGE_SIZE, 2048), VmallocError::BadAlignment(2048));
+    case("get_vm_area(0)", || get_vm_area(0, PAGE_SIZE), VmallocError::ZeroSize);
+    case("get_vm_area(align 0)", || get_vm_area(PAGE_SIZE, 0), VmallocError::BadAlignment(0));
+
+    let live = vmalloc(2 * PAGE_SIZE).unwrap();
+    let inside = live.add(PAGE_SIZE);
+    case("vfree(an address inside an area)", || vfree(inside), VmallocError::NotAnArea(inside));
+    let nowhere = VirtAddr::new(VMALLOC_END.as_u64() - PAGE_SIZE);
+    case("vfree(an address in no area)", || vfree(nowhere), VmallocError::NotAnArea(nowhere));
+    case("vunmap(a vmalloc area)", || vunmap(live), VmallocError::NotAnArea(live));
+    case("free_vm_area(a vmalloc area)", || free_vm_area(live), VmallocError::NotAnArea(live));
+    vfree(live).unwrap();
+    case("vfree(an area already freed)", || vfree(live), VmallocError::NotAnArea(live));
+}
+
+#[test_case]
+fn vmap_family() {
+    let ram = dtb::info().ram_start;
+    case("vmap_pages(no pages)", || vmap_pages(&[], Attributes::KERNEL_RW), VmallocError::EmptyPageList);
+    let odd = ram.add(0x10);
+    case("vmap_pages(an unaligned frame)", || vmap_pages(&[odd], Attributes::KERNEL_RW), VmallocError::Misaligned { what: "page", value: odd.as_u64() });
+    case("vmap_contiguous(size 0)", || vmap_contiguous(ram, 0, Attributes::KERNEL_RO), VmallocError::ZeroSize);
+
+    let area = get_vm_area(4 * PAGE_SIZE, PAGE_SIZE).unwrap();
+    case("vmap_range(unaligned size)", || vmap_range(area, ram, 100, Attributes::KERNEL_RO), VmallocError::Misaligned { what: "size", value: 100 });
+    let va = area.add(8);
+    case("vmap_range(unaligned virtual address)", || vmap_range(va, ram, PAGE_SIZE, Attributes::KERNEL_RO), VmallocError::Misaligned { what: "virtual address", value: va.as_u64() });
+    case("vmap_range(unaligned physical address)", || vmap_range(area, odd, PAGE_SIZE, Attributes::KERNEL_RO), VmallocError::Misaligned { what: "physical address", value: odd.as_u64() });
+    vmap_range(area, ram, PAGE_SIZE, Attributes::KERNEL_RO).unwrap();
+    case("vmap_range(a slot already mapped)", || vmap_range(area, ram, 2 * PAGE_SIZE, Attributes::KERNEL_RO), VmallocError::AlreadyMapped(area));
+    case("vunmap(a get_vm_area area)", || vunmap(area), VmallocError::NotAnArea(area));
+    vunmap_range(area, 4 * PAGE_SIZE);
+    free_vm_area(area).unwrap();
+}
+
+#[test_case]
+fn apply_family() {
+    let area = get_vm_area(4 * PAGE_SIZE, PAGE_SIZE).unwrap();
+    case("apply_to_page_range(size 0)", || apply_to_page_range(area, 0, nop), ApplyError::Map(MapError::BadRange { start: area, size: 0 }));
+    let top = VirtAddr::new(0xffff_ffff_ffff_f000);
+    case("apply_to_page_range(wrapping range)", || apply_to_page_range(top, 2 * PAGE_SIZE, nop), ApplyError::Map(MapError::BadRange { start: top, size: 2 * PAGE_SIZE }));
+    let odd = area.add(0x800);
+    case("apply_to_page_range(unaligned start)", || apply_to_page_range(odd, PAGE_SIZE, nop), ApplyError::Map(MapError::Misaligned { what: "virtual address", value: odd.as_u64() }));
+    case("apply_to_page_range(unaligned size)", || apply_to_page_range(area, 100, nop), ApplyError::Map(MapError::Misaligned { what: "size", value: 100 }));
+    let user = VirtAddr::new(0x4000_0000);
+    case("apply_to_page_range(user half)", || apply_to_page_range(user, PAGE_SIZE, nop), ApplyError::Map(MapError::NotKernelAddress(user)));
+    // The linear map's first 2 MiB is one block (RAM starts 2 MiB below the image).
+    case(
+        "apply_to_page_range(a block in the way)",
+        || apply_to_page_range(PAGE_OFFSET, PAGE_SIZE, nop),
+        ApplyError::Map(MapError::BlockInTheWay { va: PAGE_OFFSET, level: Level::L2 }),
+    );
+    case(
+        "apply_to_existing_page_range(a block in the way)",
+        || apply_to_existing_page_range(PAGE_OFFSET, PAGE_SIZE, nop),
+        ApplyError::Map(MapError::BlockInTheWay { va: PAGE_OFFSET, level: Level::L2 }),
+    );
+    case("apply_to_page_range_nolazy(size 0)", || apply_to_page_range_nolazy(area, 0, nop), ApplyError::Map(MapError::BadRange { start: area, size: 0 }));
+    free_vm_area(area).unwrap();
+}
+
+#[test_case]
+fn set_memory_family() {
+    let va = vmalloc(2 * PAGE_SIZE).unwrap();
+    case("set_memory_ro(0 pages)", || set_memory_ro(va, 0), MapError::BadRange { start: va, size: 0 });
+    case("set_memory_ro(u64::MAX pages)", || set_memory_ro(va, u64::MAX), MapError::BadRange { start: va, size: u64::MAX });
+    let odd = va.add(8);
+    case("set_memory_ro(unaligned address)", || set_memory_ro(odd, 1), MapError::Misaligned { what: "virtual address", value: odd.as_u64() });
+    let guard = va.add(2 * PAGE_SIZE);
+    case("set_memory_ro(past the end of an area)", || set_memory_ro(va, 3), MapError::NotMapped(va));
+    case("set_memory_ro(a guard page)", || set_memory_ro(guard, 1), MapError::NotMapped(guard));
+    case("set_memory_ro(MMIO)", || set_memory_ro(MMIO_BASE, 1), MapError::NotKernelAddress(MMIO_BASE));
+    case("set_memory_x(a writable page)", || set_memory_x(va, 1), MapError::WritableAndExecutable(va));
+    set_memory_ro(va, 1).unwrap();
+    set_memory_x(va, 1).unwrap();
+    case("set_memory_rw(an executable page)", || set_memory_rw(va, 1), MapError::WritableAndExecutable(va));
+    set_memory_nx(va, 1).unwrap();
+    set_memory_rw(va, 1).unwrap();
+    vfree(va).unwrap();
+}
+
+#[test_case]
+fn lazy_mmu_calls() {
+    case("lazy_mmu_mode_disable() with no section", lazy_mmu_mode_disable, LazyMmuMisuse::DisableWithoutEnable);
+    case("lazy_mmu_mode_resume() with no pause", lazy_mmu_mode_resume, LazyMmuMisuse::ResumeWithoutPause);
+    for _ in 0..u8::MAX {
+        lazy_mmu_mode_enable().unwrap();
+    }
+    case("lazy_mmu_mode_enable() 256 deep", lazy_mmu_mode_enable, LazyMmuMisuse::EnableOverflow);
+    for _ in 0..u8::MAX {
+        lazy_mmu_mode_disable().unwrap();
+    }
+    for _ in 0..u8::MAX {
+        lazy_mmu_mode_pause().unwrap();
+    }
+    case("lazy_mmu_mode_pause() 256 deep", lazy_mmu_mode_pause, LazyMmuMisuse::PauseOverflow);
+    for _ in 0..u8::MAX {
+        lazy_mmu_mode_resume().unwrap();
+    }
+}
+
+#[test_case]
+fn frame_allocator() {
+    case("alloc_contiguous(0 frames)", || frame_alloc::alloc_contiguous(0, PAGE_SIZE), FrameError::ZeroCount);
+    case("alloc_contiguous(align 3 pages)", || frame_alloc::alloc_contiguous(1, 3 * PAGE_SIZE), FrameError::BadAlignment(3 * PAGE_SIZE));
+    let total = frame_alloc::stats().total;
+    case("alloc_contiguous(more than RAM)", || frame_alloc::alloc_contiguous(total + 1, PAGE_SIZE), FrameError::OutOfMemory);
+    let low = PhysAddr::new(0x1000);
+    case("free_frame(outside RAM)", || frame_alloc::free_frame(low), FrameError::OutOfRange(low));
+    let pa = frame_alloc::alloc_frame().unwrap();
+    frame_alloc::free_frame(pa).unwrap();
+    case("free_frame(twice)", || frame_alloc::free_frame(pa), FrameError::NotAllocated(pa));
+}
