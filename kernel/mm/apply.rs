@@ -22,7 +22,7 @@ use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use super::addr::{PhysAddr, VirtAddr};
 use super::descriptor::{Descriptor, Entry, Level};
-use super::lazy_mmu;
+use super::{lazy_mmu, span};
 use super::pgtable::{self, EntryRef, MapError, alloc_tables, check_range, free_unlinked_tables};
 
 /// How a call brackets its writes with lazy MMU sections.
@@ -122,20 +122,7 @@ struct Walk {
 
 /// The level-3 tables' spans: [start, end) cut at 2 MiB boundaries.
 fn chunks(start: VirtAddr, end: VirtAddr) -> impl Iterator<Item = (u64, u64)> {
-    let span = Level::L2.entry_size();
-    let (start, end) = (start.as_u64(), end.as_u64());
-    let mut at = start;
-    core::iter::from_fn(move || {
-        if at == end {
-            return None;
-        }
-        let next = (at & !(span - 1)).wrapping_add(span);
-        // `end` may be 0 (the range runs to the top of the address space).
-        let stop = if next.wrapping_sub(start) >= end.wrapping_sub(start) || next == 0 { end } else { next };
-        let chunk = (at, stop);
-        at = stop;
-        Some(chunk)
-    })
+    span::chunks(start.as_u64(), end.as_u64(), Level::L2.entry_size())
 }
 
 /// Walks the range without changing anything: fails if a block mapping is

@@ -3,6 +3,7 @@
 
 pub mod addr;
 pub mod apply;
+pub mod area_alloc;
 pub mod audit;
 pub mod debug_pagealloc;
 pub mod descriptor;
@@ -16,6 +17,7 @@ pub mod pageattr;
 pub mod pgtable;
 pub mod probe;
 pub mod ptdump;
+pub mod span;
 pub mod stack;
 pub mod tlb;
 pub mod translate;

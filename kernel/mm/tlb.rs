@@ -12,6 +12,7 @@ use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use super::addr::{PAGE_SIZE, VirtAddr};
 use super::lazy_mmu;
+use super::span::{self, TlbiOp};
 use crate::arch::barrier;
 use crate::cpu;
 
@@ -129,32 +130,15 @@ pub fn flush_tlb_all() {
     barrier::isb();
 }
 
-/// Covers `pages` pages from `va` with as few range operations as possible.
-///
-/// One `tlbi rvaale1is` covers (NUM + 1) << (5 * SCALE + 1) pages, so the
-/// page count is read five bits at a time, one scale per group of bits,
-/// smallest first; an odd page count leaves one page for a plain `tlbi`.
-fn range_tlbi(mut va: u64, mut pages: u64, walks: Walks) {
-    let mut scale = 0;
-    while pages > 0 {
-        if pages % 2 == 1 {
-            tlbi_page(va, walks);
-            va += PAGE_SIZE;
-            pages -= 1;
-            continue;
+/// Covers `pages` pages from `va` with as few range operations as
+/// possible (see `span::tlbi_range_ops`).
+fn range_tlbi(va: u64, pages: u64, walks: Walks) {
+    for op in span::tlbi_range_ops(va, pages) {
+        match (op, walks) {
+            (TlbiOp::Page(va), _) => tlbi_page(va, walks),
+            (TlbiOp::Range { va, scale, num }, Walks::LeafOnly) => barrier::tlbi_rvaale1is(range_operand(va, scale, num)),
+            (TlbiOp::Range { va, scale, num }, Walks::AllLevels) => barrier::tlbi_rvaae1is(range_operand(va, scale, num)),
         }
-        let num = (pages >> (5 * scale + 1)) & 0x1f;
-        if num > 0 {
-            let operand = range_operand(va, scale, num - 1);
-            match walks {
-                Walks::LeafOnly => barrier::tlbi_rvaale1is(operand),
-                Walks::AllLevels => barrier::tlbi_rvaae1is(operand),
-            }
-            let covered = num << (5 * scale + 1);
-            va += covered * PAGE_SIZE;
-            pages -= covered;
-        }
-        scale += 1;
     }
 }
 

@@ -25,7 +25,7 @@ use super::apply::{ApplyError, apply_to_page_range};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{VMALLOC_END, VMALLOC_START};
 use super::pgtable::{self, EntryRef, LeafSizes, MapError};
-use super::{frame_alloc, lazy_mmu, phys_to_virt, tlb};
+use super::{area_alloc, frame_alloc, lazy_mmu, phys_to_virt, tlb};
 use crate::sync::IrqSpinLock;
 
 /// Unmapped bytes after every area.
@@ -126,16 +126,9 @@ pub fn areas() -> Vec<AreaInfo> {
 fn reserve(size: u64, align: u64) -> Result<VirtAddr, VmallocError> {
     let span = size.checked_add(GUARD_SIZE).ok_or(VmallocError::NoVirtualSpace)?;
     let mut areas = AREAS.lock();
-    let mut candidate = VMALLOC_START.as_u64();
-    for (&start, area) in areas.iter() {
-        if start >= candidate && start - candidate >= span {
-            break;
-        }
-        candidate = candidate.max(start + area.size + GUARD_SIZE).next_multiple_of(align);
-    }
-    if candidate.checked_add(span).is_none_or(|end| end > VMALLOC_END.as_u64()) {
-        return Err(VmallocError::NoVirtualSpace);
-    }
+    let busy = areas.iter().map(|(&start, area)| (start, area.size + GUARD_SIZE));
+    let candidate = area_alloc::first_fit(busy, span, align, VMALLOC_START.as_u64(), VMALLOC_END.as_u64())
+        .ok_or(VmallocError::NoVirtualSpace)?;
     areas.insert(candidate, Area { size, kind: Kind::Reserved });
     Ok(VirtAddr::new(candidate))
 }

@@ -19,6 +19,7 @@
 //! Rust code normally uses the guards, [`enable`] and [`pause`], so that
 //! every enable has its disable and every pause its resume.
 
+pub mod state;
 pub mod stats;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -27,25 +28,13 @@ use crate::arch::lazy_mmu::{self as arch, backend};
 use crate::irq::in_interrupt;
 use crate::mm::descriptor::Descriptor;
 use crate::{println, task, trace};
-
-/// A call the state did not allow. It is refused, reported once per kind,
-/// and the state stays as it was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LazyMmuMisuse {
-    /// enable with the nesting count already at 255.
-    EnableOverflow,
-    /// disable with no section open.
-    DisableWithoutEnable,
-    /// pause with the pause count already at 255.
-    PauseOverflow,
-    /// resume with no pause to undo.
-    ResumeWithoutPause,
-}
+pub use state::LazyMmuMisuse;
+use state::{Counts, Hook, Transition};
 
 static REPORTED: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
 static MISUSES: AtomicU64 = AtomicU64::new(0);
 
-fn refuse(misuse: LazyMmuMisuse) -> Result<(), LazyMmuMisuse> {
+fn refuse<T>(misuse: LazyMmuMisuse) -> Result<T, LazyMmuMisuse> {
     MISUSES.fetch_add(1, Relaxed);
     if !REPORTED[misuse as usize].swap(true, Relaxed) {
         println!("lazy_mmu: warning: {misuse:?} refused (task {}); reported once", task::current().name);
@@ -58,104 +47,76 @@ pub fn misuse_count() -> u64 {
     MISUSES.load(Relaxed)
 }
 
-/// Opens a section. If paused, does nothing.
-pub fn lazy_mmu_mode_enable() -> Result<(), LazyMmuMisuse> {
+/// Applies one of the state machine's transitions to the current task:
+/// new counts, a trace line, and the arch hook it calls for.
+fn transition(call: &str, step: impl FnOnce(Counts) -> Transition) -> Result<(), LazyMmuMisuse> {
     if in_interrupt() {
-        trace::emit(format_args!("lazy_mmu_mode_enable(): in interrupt context, does nothing"));
+        trace::emit(format_args!("{call}: in interrupt context, does nothing"));
         return Ok(());
     }
     let task = task::current();
     let state = &task.lazy_mmu;
-    if state.pause_count.get() > 0 {
-        trace::emit(format_args!("lazy_mmu_mode_enable(): paused, does nothing"));
-        return Ok(());
+    let old = Counts { enable: state.enable_count.get(), pause: state.pause_count.get() };
+    let (new, hook) = step(old).or_else(refuse)?;
+    state.enable_count.set(new.enable);
+    state.pause_count.set(new.pause);
+    let arch = &task.arch_lazy;
+    match (old.pause != new.pause, hook) {
+        (false, _) if old == new => trace::emit(format_args!("{call}: paused, does nothing")),
+        (false, Hook::Enter) => trace::emit(format_args!("{call}: depth {} -> {}, arch enter", old.enable, new.enable)),
+        (false, Hook::Leave) => trace::emit(format_args!("{call}: depth {} -> {}, arch leave ({arch})", old.enable, new.enable)),
+        (false, Hook::Flush) => {
+            trace::emit(format_args!("{call}: depth {} -> {}, nested exit, arch flush ({arch})", old.enable, new.enable))
+        }
+        (false, _) => trace::emit(format_args!("{call}: depth {} -> {}, nested, nothing to do", old.enable, new.enable)),
+        (true, Hook::Pause) => trace::emit(format_args!("{call}: pause depth {} -> {}, arch pause (leaves the mode)", old.pause, new.pause)),
+        (true, Hook::Resume) => {
+            trace::emit(format_args!("{call}: pause depth {} -> {}, arch resume (back in the mode)", old.pause, new.pause))
+        }
+        (true, _) => trace::emit(format_args!("{call}: pause depth {} -> {}, nothing to do", old.pause, new.pause)),
     }
-    let depth = state.enable_count.get();
-    if depth == u8::MAX {
-        return refuse(LazyMmuMisuse::EnableOverflow);
+    match hook {
+        Hook::None => {}
+        Hook::Enter => {
+            stats::entered(new.enable);
+            backend().enter(arch);
+        }
+        Hook::Leave => backend().leave(arch),
+        Hook::Flush => {
+            stats::flushed();
+            backend().flush(arch);
+        }
+        Hook::Pause => {
+            stats::paused();
+            backend().pause(arch);
+        }
+        Hook::Resume => backend().resume(arch),
     }
-    let what = if depth == 0 { "arch enter" } else { "nested, nothing to do" };
-    trace::emit(format_args!("lazy_mmu_mode_enable(): depth {depth} -> {}, {what}", depth + 1));
-    state.enable_count.set(depth + 1);
-    stats::entered(depth + 1);
-    if depth == 0 {
-        backend().enter(&task.arch_lazy);
+    if hook == Hook::None && new.enable > old.enable {
+        stats::entered(new.enable);
     }
     Ok(())
+}
+
+/// Opens a section. If paused, does nothing.
+pub fn lazy_mmu_mode_enable() -> Result<(), LazyMmuMisuse> {
+    transition("lazy_mmu_mode_enable()", Counts::enable)
 }
 
 /// Closes a section: the outermost one leaves lazy mode, a nested one
 /// flushes. If paused, does nothing.
 pub fn lazy_mmu_mode_disable() -> Result<(), LazyMmuMisuse> {
-    if in_interrupt() {
-        trace::emit(format_args!("lazy_mmu_mode_disable(): in interrupt context, does nothing"));
-        return Ok(());
-    }
-    let task = task::current();
-    let state = &task.lazy_mmu;
-    if state.pause_count.get() > 0 {
-        trace::emit(format_args!("lazy_mmu_mode_disable(): paused, does nothing"));
-        return Ok(());
-    }
-    let depth = state.enable_count.get();
-    if depth == 0 {
-        return refuse(LazyMmuMisuse::DisableWithoutEnable);
-    }
-    state.enable_count.set(depth - 1);
-    let what = if depth == 1 { "arch leave" } else { "nested exit, arch flush" };
-    trace::emit(format_args!("lazy_mmu_mode_disable(): depth {depth} -> {}, {what} ({})", depth - 1, task.arch_lazy));
-    if depth == 1 {
-        backend().leave(&task.arch_lazy);
-    } else {
-        stats::flushed();
-        backend().flush(&task.arch_lazy);
-    }
-    Ok(())
+    transition("lazy_mmu_mode_disable()", Counts::disable)
 }
 
 /// Turns lazy mode off, whatever the depth, until the matching resume.
 pub fn lazy_mmu_mode_pause() -> Result<(), LazyMmuMisuse> {
-    if in_interrupt() {
-        trace::emit(format_args!("lazy_mmu_mode_pause(): in interrupt context, does nothing"));
-        return Ok(());
-    }
-    let task = task::current();
-    let state = &task.lazy_mmu;
-    let paused = state.pause_count.get();
-    if paused == u8::MAX {
-        return refuse(LazyMmuMisuse::PauseOverflow);
-    }
-    state.pause_count.set(paused + 1);
-    let leaves = paused == 0 && state.enable_count.get() > 0;
-    let what = if leaves { "arch pause (leaves the mode)" } else { "nothing to do" };
-    trace::emit(format_args!("lazy_mmu_mode_pause(): pause depth {paused} -> {}, {what}", paused + 1));
-    if leaves {
-        stats::paused();
-        backend().pause(&task.arch_lazy);
-    }
-    Ok(())
+    transition("lazy_mmu_mode_pause()", Counts::pause)
 }
 
 /// Undoes one pause; the last one turns lazy mode back on if a section is open.
 pub fn lazy_mmu_mode_resume() -> Result<(), LazyMmuMisuse> {
-    if in_interrupt() {
-        trace::emit(format_args!("lazy_mmu_mode_resume(): in interrupt context, does nothing"));
-        return Ok(());
-    }
-    let task = task::current();
-    let state = &task.lazy_mmu;
-    let paused = state.pause_count.get();
-    if paused == 0 {
-        return refuse(LazyMmuMisuse::ResumeWithoutPause);
-    }
-    state.pause_count.set(paused - 1);
-    let enters = paused == 1 && state.enable_count.get() > 0;
-    let what = if enters { "arch resume (back in the mode)" } else { "nothing to do" };
-    trace::emit(format_args!("lazy_mmu_mode_resume(): pause depth {paused} -> {}, {what}", paused - 1));
-    if enters {
-        backend().resume(&task.arch_lazy);
-    }
-    Ok(())
+    transition("lazy_mmu_mode_resume()", Counts::resume)
 }
 
 /// Is the current task in an active (enabled, not paused) section? Never
