@@ -75,12 +75,12 @@ fn transition(call: &str, step: impl FnOnce(Counts) -> Transition) -> Result<(),
         }
         (true, _) => trace::emit(format_args!("{call}: pause depth {} -> {}, nothing to do", old.pause, new.pause)),
     }
+    if new.enable > old.enable {
+        stats::entered(new.enable);
+    }
     match hook {
         Hook::None => {}
-        Hook::Enter => {
-            stats::entered(new.enable);
-            backend().enter(arch);
-        }
+        Hook::Enter => backend().enter(arch),
         Hook::Leave => backend().leave(arch),
         Hook::Flush => {
             stats::flushed();
@@ -91,9 +91,6 @@ fn transition(call: &str, step: impl FnOnce(Counts) -> Transition) -> Result<(),
             backend().pause(arch);
         }
         Hook::Resume => backend().resume(arch),
-    }
-    if hook == Hook::None && new.enable > old.enable {
-        stats::entered(new.enable);
     }
     Ok(())
 }
