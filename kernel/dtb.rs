@@ -1,10 +1,12 @@
 //! What the device tree says about this machine: where RAM is, how big,
-//! and how many CPUs. Read once at boot, before the kernel's own tables
+//! how many CPUs and how to start them. Read once at boot, before the kernel's own tables
 //! exist, and kept here.
 
 use spin::Once;
 
+use crate::arch::psci::Conduit;
 use crate::mm::addr::{PhysAddr, VirtAddr};
+use crate::percpu::MAX_CPUS;
 
 #[derive(Clone, Copy, Debug)]
 pub struct MachineInfo {
@@ -14,6 +16,10 @@ pub struct MachineInfo {
     pub dtb_start: PhysAddr,
     pub dtb_size: u64,
     pub cpus: usize,
+    /// Each CPU's MPIDR affinity (its `reg`), in device-tree order.
+    pub cpu_ids: [u64; MAX_CPUS],
+    /// How PSCI is called, if the machine has it.
+    pub psci: Option<Conduit>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,12 +39,23 @@ pub unsafe fn parse(pa: PhysAddr, va: VirtAddr) -> Result<&'static MachineInfo, 
     // SAFETY: the caller guarantees the mapping; Fdt checks magic and sizes.
     let fdt = unsafe { fdt::Fdt::from_ptr(va.as_ptr()) }.map_err(|_| DtbError::BadHeader(pa))?;
     let region = fdt.memory().regions().next().ok_or(DtbError::NoMemoryNode)?;
+    let mut cpu_ids = [0; MAX_CPUS];
+    for (slot, cpu) in cpu_ids.iter_mut().zip(fdt.cpus()) {
+        *slot = cpu.ids().first() as u64;
+    }
+    let psci = fdt.find_node("/psci").and_then(|n| n.property("method")).and_then(|m| m.as_str()).and_then(|m| match m {
+        "hvc" => Some(Conduit::Hvc),
+        "smc" => Some(Conduit::Smc),
+        _ => None,
+    });
     let info = MachineInfo {
         ram_start: PhysAddr::new(region.starting_address as u64),
         ram_size: region.size.ok_or(DtbError::NoMemoryNode)? as u64,
         dtb_start: pa,
         dtb_size: fdt.total_size() as u64,
         cpus: fdt.cpus().count(),
+        cpu_ids,
+        psci,
     };
     Ok(INFO.call_once(|| info))
 }

@@ -9,7 +9,7 @@ use crate::mm::addr::{BLOCK_1G, PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::mm::kernel_map::{self, ImageLayout};
 use crate::mm::stack::KernelStack;
 use crate::mm::{debug_pagealloc, frame_alloc, heap};
-use crate::{irq, percpu};
+use crate::{irq, percpu, smp};
 
 unsafe extern "Rust" {
     /// Provided by each kernel image: the boot binary or a test image.
@@ -92,6 +92,7 @@ extern "C" fn __kernel_init(dtb_pointer: u64, kernel_phys: u64, entry_el: u64) -
 
 extern "C" fn on_kernel_stack() -> ! {
     irq::init_this_cpu(true);
+    smp::bring_up_secondaries();
     // SAFETY: every kernel image defines kernel_main.
     unsafe { kernel_main() }
 }

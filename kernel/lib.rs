@@ -36,6 +36,7 @@ pub mod panic;
 pub mod percpu;
 pub mod sched;
 pub mod semihosting;
+pub mod smp;
 pub mod symbols;
 pub mod sync;
 pub mod task;

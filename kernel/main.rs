@@ -76,7 +76,7 @@ fn banner() {
     let f = cpu::features();
     let m = dtb::info();
     println!("lazymmu {}: Linux's lazy MMU mode on arm64, measured", env!("CARGO_PKG_VERSION"));
-    println!("cpu:      {} ({} in the device tree)", f.model(), m.cpus);
+    println!("cpu:      {} ({} in the device tree, {} online)", f.model(), m.cpus, lazymmu::smp::online_cpus());
     println!("features: FEAT_TLBIRANGE {}", if f.tlbi_range { "yes" } else { "no" });
     println!("          FEAT_BBM level {}", f.bbm_level);
     println!(

@@ -265,6 +265,14 @@ pub unsafe fn replace_ttbr1(new_root: u64, empty_root: u64, kimage_voffset: u64)
     }
 }
 
+/// Cleans the cache line holding `va` to the point of coherency, so that an
+/// observer that bypasses the caches (a CPU with its MMU off) reads it.
+pub fn clean_dcache_to_poc(va: u64) {
+    // SAFETY: a cache clean only writes back data already there.
+    unsafe { asm!("dc cvac, {}", in(reg) va, options(nostack, preserves_flags)) };
+    dsb_ish();
+}
+
 /// Stops all walks through TTBR0 (TCR_EL1.EPD0), so any low address faults.
 pub fn disable_ttbr0_walks() {
     TCR_EL1.modify(TCR_EL1::EPD0::DisableTTBR0Walks);

@@ -17,12 +17,13 @@
 //!   first GiB of the physical map as Device memory, for the early UART.
 
 use aarch64_cpu::registers::*;
-use core::ptr::{addr_of_mut, write_volatile};
+use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use super::barrier::raw;
 use crate::mm::addr::{BLOCK_1G, PhysAddr};
 use crate::mm::descriptor::{Attributes, Descriptor, Level};
 use crate::mm::layout::KIMAGE_VADDR;
+use crate::percpu::MAX_CPUS;
 
 #[repr(C, align(4096))]
 struct BootTable([u64; 512]);
@@ -58,18 +59,57 @@ unsafe extern "C" fn __boot_enable_mmu(kernel_phys: u64) {
         write_volatile(ttbr1_l0.add(Level::L0.index(va)), Descriptor::table(PhysAddr::new(ttbr1_l1 as u64)).0);
         write_volatile(ttbr1_l1.add(Level::L1.index(va)), image_block);
 
-        configure_translation();
-        TTBR0_EL1.set(ttbr0_l0 as u64);
-        TTBR1_EL1.set(ttbr1_l0 as u64);
-        raw::dsb_ish();
-        raw::isb();
-        raw::tlbi_vmalle1();
-        raw::dsb_ish();
-        raw::isb();
-        SCTLR_EL1.modify(
-            SCTLR_EL1::M::Enable + SCTLR_EL1::C::Cacheable + SCTLR_EL1::I::Cacheable + SCTLR_EL1::SA::Enable,
-        );
-        raw::isb();
+        switch_mmu_on(ttbr0_l0 as u64, ttbr1_l0 as u64);
+    }
+}
+
+/// Translation set up, both tables in, stale TLB entries dropped, MMU,
+/// caches and stack alignment checks on.
+fn switch_mmu_on(ttbr0: u64, ttbr1: u64) {
+    configure_translation();
+    TTBR0_EL1.set(ttbr0);
+    TTBR1_EL1.set(ttbr1);
+    raw::dsb_ish();
+    raw::isb();
+    raw::tlbi_vmalle1();
+    raw::dsb_ish();
+    raw::isb();
+    SCTLR_EL1.modify(SCTLR_EL1::M::Enable + SCTLR_EL1::C::Cacheable + SCTLR_EL1::I::Cacheable + SCTLR_EL1::SA::Enable);
+    raw::isb();
+}
+
+/// The kernel's root table, for secondary CPUs to switch their MMU on
+/// with. Written by the boot CPU before it starts them, and cleaned to
+/// memory: a CPU with its MMU off reads memory, not caches.
+static mut SECONDARY_TTBR1: u64 = 0;
+
+/// Early stacks for secondary CPUs, used with the MMU off until they move
+/// to their guarded kernel stacks.
+#[unsafe(no_mangle)]
+static mut __secondary_boot_stacks: [[u8; 4096]; MAX_CPUS] = [[0; 4096]; MAX_CPUS];
+
+/// Records the kernel root for [`__secondary_enable_mmu`]. Boot CPU only,
+/// before any secondary starts.
+pub fn set_secondary_ttbr1(root: u64) {
+    // SAFETY: no secondary CPU runs yet; the clean makes the value visible
+    // to a CPU whose accesses bypass the caches.
+    unsafe {
+        let slot = addr_of_mut!(SECONDARY_TTBR1);
+        write_volatile(slot, root);
+        super::barrier::clean_dcache_to_poc(slot as u64);
+    }
+}
+
+/// # Safety
+/// Called once per secondary CPU, from boot.s, with the MMU off, after the
+/// boot CPU's [`set_secondary_ttbr1`].
+#[unsafe(no_mangle)]
+unsafe extern "C" fn __secondary_enable_mmu() {
+    // SAFETY: adrp gives the physical addresses the MMU-off CPU needs; the
+    // boot identity map still covers the image, for the jump up.
+    unsafe {
+        let root = read_volatile(addr_of!(SECONDARY_TTBR1));
+        switch_mmu_on(addr_of_mut!(BOOT_TTBR0_L0) as u64, root);
     }
 }
 

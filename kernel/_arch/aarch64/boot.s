@@ -6,6 +6,27 @@
 // boot page tables and switch the MMU on, then jump to the image's virtual
 // (upper-half) address and never come back down.
 
+// EL2 -> EL1, if we are at EL2: EL1 is AArch64 (HCR_EL2.RW), EL1 may use
+// the physical counter and timer (CNTHCTL_EL2.EL1PCTEN/EL1PCEN), no virtual
+// offset. Leaves the entry exception level in x21.
+.macro drop_to_el1
+    mrs     x21, CurrentEL
+    lsr     x21, x21, #2
+    cmp     x21, #2
+    b.ne    1f
+    mov     x0, #(1 << 31)
+    msr     hcr_el2, x0
+    mov     x0, #3
+    msr     cnthctl_el2, x0
+    msr     cntvoff_el2, xzr
+    mov     x0, #0x3c5                  // EL1h with D, A, I, F masked
+    msr     spsr_el2, x0
+    adr     x0, 1f
+    msr     elr_el2, x0
+    eret
+1:
+.endm
+
 .section .text.boot, "ax"
 .global _start
 _start:
@@ -15,25 +36,7 @@ _start:
     and     x0, x0, #0xff               // are started later through PSCI
     cbnz    x0, .Lpark
 
-    mrs     x21, CurrentEL
-    lsr     x21, x21, #2                // the exception level we were entered at
-    cmp     x21, #2
-    b.ne    .Lat_el1
-
-    // EL2 -> EL1: EL1 is AArch64 (HCR_EL2.RW), EL1 may use the physical
-    // counter and timer (CNTHCTL_EL2.EL1PCTEN/EL1PCEN), no virtual offset.
-    mov     x0, #(1 << 31)
-    msr     hcr_el2, x0
-    mov     x0, #3
-    msr     cnthctl_el2, x0
-    msr     cntvoff_el2, xzr
-    mov     x0, #0x3c5                  // EL1h with D, A, I, F masked
-    msr     spsr_el2, x0
-    adr     x0, .Lat_el1
-    msr     elr_el2, x0
-    eret
-
-.Lat_el1:
+    drop_to_el1
     adrp    x0, __boot_stack_top        // adrp is PC-relative: physical here
     add     x0, x0, :lo12:__boot_stack_top
     mov     sp, x0
@@ -65,4 +68,31 @@ _start:
 .Lpark:
     wfe
     b       .Lpark
+
+// Entry of a secondary CPU, started by PSCI CPU_ON (smp.rs) at its physical
+// address with the MMU off; x0 = its CPU number. It takes a small early
+// stack, switches the MMU on with the kernel's own tables in TTBR1 (and the
+// boot identity map in TTBR0 for the jump), moves to its guarded kernel
+// stack and its virtual address, and never returns.
+.global _secondary_start
+_secondary_start:
+    mov     x19, x0                     // CPU number
+    drop_to_el1
+    adrp    x0, __secondary_boot_stacks // physical: MMU off
+    add     x0, x0, :lo12:__secondary_boot_stacks
+    add     x1, x19, #1
+    add     x0, x0, x1, lsl #12         // top of this CPU's 4 KiB early stack
+    mov     sp, x0
+    bl      __secondary_enable_mmu      // Rust, still at physical addresses
+
+    ldr     x0, =.Lsecondary_virtual
+    br      x0
+.Lsecondary_virtual:
+    mov     x0, x19
+    bl      __secondary_stack_top       // this CPU's kernel stack
+    mov     sp, x0
+    mov     x29, xzr
+    mov     x30, xzr
+    mov     x0, x19
+    bl      __secondary_init            // never returns
 .ltorg

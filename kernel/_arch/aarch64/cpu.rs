@@ -27,6 +27,20 @@ pub fn current_el() -> u64 {
     CurrentEL.read(CurrentEL::EL)
 }
 
+/// This CPU's affinity (MPIDR_EL1.Aff0-2), as the device tree names CPUs.
+pub fn mpidr() -> u64 {
+    MPIDR_EL1.get() & 0xff_ffff
+}
+
+/// The stack pointer now.
+#[inline(always)]
+pub fn stack_pointer() -> u64 {
+    let sp: u64;
+    // SAFETY: reads a register.
+    unsafe { asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+    sp
+}
+
 /// Masks IRQs and returns the previous DAIF, for [`irq_restore`].
 #[inline]
 pub fn irq_save() -> u64 {
@@ -101,6 +115,20 @@ pub fn irq_enable() {
 pub fn wait_for_interrupt() {
     // SAFETY: wfi only waits.
     unsafe { asm!("wfi", options(nostack, preserves_flags)) };
+}
+
+/// Wakes every CPU waiting in [`wait_for_event`] (`sev`).
+#[inline]
+pub fn send_event() {
+    // SAFETY: sev only signals.
+    unsafe { asm!("dsb ish", "sev", options(nostack, preserves_flags)) };
+}
+
+/// Sleeps until an event (another CPU's `sev`) or an interrupt (`wfe`).
+#[inline]
+pub fn wait_for_event() {
+    // SAFETY: wfe only waits.
+    unsafe { asm!("wfe", options(nostack, preserves_flags)) };
 }
 
 /// Sleeps until `done()` holds, where only an interrupt can make it hold.

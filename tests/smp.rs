@@ -1,0 +1,175 @@
+//! Several CPUs (run with -smp 2 and -smp 4): every CPU the device tree
+//! lists comes up on its own stack and runs work sent to it; a fault there
+//! comes back as a value; and an unmap on one CPU reaches the others' TLBs
+//! only through the broadcast flush: until then they keep reading the page.
+
+#![no_std]
+#![no_main]
+#![feature(custom_test_frameworks)]
+#![test_runner(lazymmu::testing::run_tests)]
+#![reexport_test_harness_main = "test_main"]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+
+use lazymmu::arch::cpu;
+use lazymmu::boot_args::qemu_param;
+use lazymmu::exception::{Caught, ExceptionClass, FaultStatus};
+use lazymmu::mm::addr::{PAGE_SIZE, VirtAddr};
+use lazymmu::mm::descriptor::Descriptor;
+use lazymmu::mm::layout::{KSTACK_SLOT_SIZE, KSTACK_START};
+use lazymmu::mm::vmalloc::{vfree, vmalloc};
+use lazymmu::mm::{pgtable, probe, tlb};
+use lazymmu::{dtb, percpu, smp};
+use spin::Mutex;
+
+#[unsafe(no_mangle)]
+fn kernel_main() -> ! {
+    test_main();
+    unreachable!("the test runner exits QEMU");
+}
+
+fn cpus() -> usize {
+    let n: usize = qemu_param("smp").and_then(|s| s.parse().ok()).expect("the runner passes qemu.smp");
+    assert!(n >= 2, "this image needs at least two CPUs (LAZYMMU_SMP >= 2), not {n}");
+    n
+}
+
+#[test_case]
+fn every_cpu_comes_up_on_its_own_stack_and_reports() {
+    let n = cpus();
+    assert_eq!(dtb::info().cpus, n);
+    assert_eq!(smp::online_cpus(), n, "every CPU the device tree lists is online");
+    static REPORTS: Mutex<Vec<(usize, u64, u64, u64)>> = Mutex::new(Vec::new());
+    REPORTS.lock().clear();
+    for other in 1..n {
+        smp::run_on(other, || {
+            let me = percpu::this_cpu().id;
+            REPORTS.lock().push((me, cpu::mpidr(), cpu::current_el(), cpu::stack_pointer()));
+        })
+        .expect("online and idle")
+        .wait()
+        .unwrap();
+    }
+    let reports = REPORTS.lock().clone();
+    for (i, &(me, mpidr, el, sp)) in reports.iter().enumerate() {
+        let want = i + 1;
+        assert_eq!((me, mpidr, el), (want, dtb::info().cpu_ids[want], 1), "cpu {want}");
+        assert!(sp >= KSTACK_START.as_u64() && sp < KSTACK_START.as_u64() + 64 * KSTACK_SLOT_SIZE, "cpu {want} runs on a kernel stack: {sp:#x}");
+    }
+    let sps: Vec<u64> = reports.iter().map(|r| r.3 / KSTACK_SLOT_SIZE).collect();
+    assert!((1..sps.len()).all(|i| !sps[..i].contains(&sps[i])), "each its own stack: {sps:x?}");
+}
+
+#[test_case]
+fn work_runs_on_every_cpu_at_once_and_each_finishes() {
+    let n = cpus();
+    static SUMS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+    let pending: Vec<smp::Pending> = (1..n)
+        .map(|c| {
+            smp::run_on(c, move || {
+                let sum: u64 = (0..100_000u64).map(|i| i * c as u64).sum();
+                SUMS[c].store(sum, SeqCst);
+            })
+            .expect("online and idle")
+        })
+        .collect();
+    for p in pending {
+        p.wait().unwrap();
+    }
+    for c in 1..n {
+        assert_eq!(SUMS[c].load(SeqCst), c as u64 * (100_000 * 99_999 / 2), "cpu {c}");
+    }
+}
+
+#[test_case]
+fn a_fault_on_another_cpu_comes_back_as_a_value() {
+    // The guard page after a vmalloc area: unmapped, its tables present.
+    let va = vmalloc(PAGE_SIZE).unwrap();
+    let guard = va.add(PAGE_SIZE).as_u64();
+    let outcome = smp::run_on(1, move || {
+        // SAFETY: a read of an unmapped address, expected to fault.
+        let _ = unsafe { core::ptr::read_volatile(guard as *const u64) };
+    })
+    .expect("online and idle")
+    .wait();
+    vfree(va).unwrap();
+    match outcome {
+        Err(Caught::Fault(s)) => {
+            assert_eq!((s.class, s.status, s.far), (ExceptionClass::DataAbortCurrentEl, Some(FaultStatus::Translation { level: 3 }), guard))
+        }
+        other => panic!("expected a translation fault, got {other:?}"),
+    }
+    assert!(smp::run_on(1, || {}).expect("still online").wait().is_ok(), "the CPU goes on after a fault");
+}
+
+/// What a reading CPU saw of the page.
+static READS_BEFORE: AtomicU64 = AtomicU64::new(0);
+static STALE_READS: AtomicU64 = AtomicU64::new(0);
+static CLEARED: AtomicBool = AtomicBool::new(false);
+static FLUSHED: AtomicBool = AtomicBool::new(false);
+static WRONG_VALUE: AtomicBool = AtomicBool::new(false);
+
+#[test_case]
+fn an_unmap_reaches_another_cpus_tlb_only_through_the_broadcast_flush() {
+    let _ = cpus();
+    let va = vmalloc(PAGE_SIZE).unwrap();
+    // SAFETY: our own page.
+    unsafe { probe::write(va, 0x5eed_cafe).unwrap() };
+    for flag in [&CLEARED, &FLUSHED, &WRONG_VALUE] {
+        flag.store(false, SeqCst);
+    }
+    READS_BEFORE.store(0, SeqCst);
+    STALE_READS.store(0, SeqCst);
+    let addr = va.as_u64();
+    // CPU 1 reads the page until a read faults.
+    let reader = smp::run_on(1, move || {
+        loop {
+            let cleared = CLEARED.load(SeqCst);
+            let flushed = FLUSHED.load(SeqCst);
+            match probe::read(VirtAddr::new(addr)) {
+                Ok(v) => {
+                    if v != 0x5eed_cafe {
+                        WRONG_VALUE.store(true, SeqCst);
+                    }
+                    if flushed {
+                        panic!("read the page after the flush was done");
+                    }
+                    if cleared {
+                        STALE_READS.fetch_add(1, SeqCst);
+                    } else {
+                        READS_BEFORE.fetch_add(1, SeqCst);
+                    }
+                }
+                Err(fault) => {
+                    assert!(cleared, "faulted before the entry was cleared: {fault:?}");
+                    assert_eq!(fault.status, Some(FaultStatus::Translation { level: 3 }));
+                    return;
+                }
+            }
+        }
+    })
+    .expect("online and idle");
+
+    while READS_BEFORE.load(SeqCst) < 100 {
+        core::hint::spin_loop();
+    }
+    // Clear the entry in memory, with its barriers but without a TLB flush:
+    // CPU 1's TLB still holds the translation, and it keeps being used.
+    pgtable::write_entry(&pgtable::walk(pgtable::kernel_root(), va), Descriptor::INVALID);
+    lazymmu::arch::barrier::dsb_ish();
+    CLEARED.store(true, SeqCst);
+    while STALE_READS.load(SeqCst) < 1000 && !reader.is_done() {
+        core::hint::spin_loop();
+    }
+    assert!(!reader.is_done(), "CPU 1 stopped reading before the flush: QEMU did not keep its stale translation");
+    // The broadcast flush (tlbi ...is) reaches CPU 1's TLB: its next read faults.
+    tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
+    FLUSHED.store(true, SeqCst);
+    reader.wait().unwrap();
+    assert!(!WRONG_VALUE.load(SeqCst), "every read returned the page's value");
+    assert!(STALE_READS.load(SeqCst) >= 1000, "stale reads between the clear and the flush");
+    vfree(va).unwrap();
+}
