@@ -173,3 +173,26 @@ fn an_unmap_reaches_another_cpus_tlb_only_through_the_broadcast_flush() {
     assert!(STALE_READS.load(SeqCst) >= 1000, "stale reads between the clear and the flush");
     vfree(va).unwrap();
 }
+
+#[test_case]
+fn the_kasan_shadow_race_is_real_on_two_cpus_and_pause_ends_it() {
+    use lazymmu::mm::kasan_shadow::shadow_race_two_cpus;
+    use lazymmu::mm::lazy_mmu::use_backend;
+    let _ = cpus();
+    const TRIALS: u32 = 1000;
+    for (backend, pause) in [("deferred-writes", false), ("deferred-writes", true), ("batched", false), ("batched", true)] {
+        let _b = use_backend(backend).unwrap();
+        let (mut installs, mut doubles) = (0, 0);
+        for _ in 0..TRIALS {
+            let outcome = shadow_race_two_cpus(1, pause, 4).unwrap();
+            installs += outcome.installs;
+            doubles += outcome.double_mappings;
+        }
+        lazymmu::println!("  {backend}, pause {pause}: {TRIALS} trials, {installs} installs, {doubles} double mappings");
+        if backend == "deferred-writes" && !pause {
+            assert!(doubles > 0, "{backend} without pause: the queued store let the other CPU map the page again");
+        } else {
+            assert_eq!(doubles, 0, "{backend}, pause {pause}");
+        }
+    }
+}

@@ -25,6 +25,7 @@
 
 use alloc::vec::Vec;
 use core::convert::Infallible;
+use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
 use super::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use super::apply::{ApplyError, apply_to_page_range, apply_to_page_range_nolazy};
@@ -51,20 +52,34 @@ pub struct RaceOutcome {
     pub double_mappings: usize,
 }
 
+/// Where the two populating sides run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Racers {
+    /// Two tasks on one CPU, switched at fixed points.
+    OneCpu,
+    /// Two CPUs at once: no switch needed.
+    TwoCpus,
+}
+
 /// The apply_to_page_range callback, `kasan_populate_vmalloc_pte` in shape.
-fn populate(entry: &EntryRef, pause: bool) -> Result<(), VmallocError> {
+fn populate(entry: &EntryRef, pause: bool, racers: Racers) -> Result<(), VmallocError> {
+    let switch = || {
+        if racers == Racers::OneCpu {
+            sched::yield_now();
+        }
+    };
     let paused = pause.then(lazy_mmu::pause);
     if entry.read().is_valid() {
         return Ok(());
     }
     let frame = frame_alloc::alloc_frame().map_err(|_| VmallocError::OutOfMemory)?;
-    let lock = lock_shadow();
+    let lock = lock_shadow(racers);
     let install = !entry.read().is_valid();
     if install {
         pgtable::write_entry(entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RW));
     }
     // Written, not yet unlocked: the other task runs up to the lock.
-    sched::yield_now();
+    switch();
     drop(lock);
     drop(paused);
     if install {
@@ -73,17 +88,20 @@ fn populate(entry: &EntryRef, pause: bool) -> Result<(), VmallocError> {
         frame_alloc::free_frame(frame).expect("allocated above");
     }
     // Unlocked, this task's section still open: the waiter takes the lock.
-    sched::yield_now();
+    switch();
     Ok(())
 }
 
-/// Takes the shadow lock, yielding to the holder while it is taken.
-fn lock_shadow() -> spin::MutexGuard<'static, ()> {
+/// Takes the shadow lock; on one CPU a waiter yields to the holder.
+fn lock_shadow(racers: Racers) -> spin::MutexGuard<'static, ()> {
     loop {
         if let Some(guard) = SHADOW_LOCK.try_lock() {
             return guard;
         }
-        sched::yield_now();
+        match racers {
+            Racers::OneCpu => sched::yield_now(),
+            Racers::TwoCpus => core::hint::spin_loop(),
+        }
     }
 }
 
@@ -101,7 +119,7 @@ pub fn shadow_race(pause: bool) -> Result<RaceOutcome, VmallocError> {
     // The tasks switch exactly where `populate` yields, every time.
     let preemption = sched::set_preemption(false);
     let racer = move || {
-        apply_to_page_range(va, PAGE_SIZE, |entry: &EntryRef| populate(entry, pause)).map(|_| ())
+        apply_to_page_range(va, PAGE_SIZE, |entry: &EntryRef| populate(entry, pause, Racers::OneCpu)).map(|_| ())
     };
     let tasks = [sched::spawn("kasan/a", move || racer().expect("populate")), sched::spawn("kasan/b", move || racer().expect("populate"))];
     let mut failure = None;
@@ -124,6 +142,69 @@ pub fn shadow_race(pause: bool) -> Result<RaceOutcome, VmallocError> {
         return Err(e);
     }
     Ok(RaceOutcome { installs: installed.len(), double_mappings: installed.len().saturating_sub(1) })
+}
+
+/// Why a two-CPU race could not run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TwoCpuRaceError {
+    /// That CPU is not online, or is this one, or is busy.
+    CpuNotAvailable(usize),
+    Vmalloc(VmallocError),
+}
+
+impl From<VmallocError> for TwoCpuRaceError {
+    fn from(e: VmallocError) -> Self {
+        TwoCpuRaceError::Vmalloc(e)
+    }
+}
+
+/// The same race as a real one between two CPUs: this
+/// CPU and CPU `other` populate the same `pages` shadow pages at the same
+/// moment, with no switch at all. Each side's section spans all the pages,
+/// so a store one side made under the lock may still sit in its queue when
+/// the other side, holding the lock next, looks at the entry.
+pub fn shadow_race_two_cpus(other: usize, pause: bool, pages: u64) -> Result<RaceOutcome, TwoCpuRaceError> {
+    let size = pages * PAGE_SIZE;
+    let va = get_vm_area(size, PAGE_SIZE)?;
+    if let Err(ApplyError::Map(e)) = apply_to_page_range(va, size, |_| Ok::<(), Infallible>(())) {
+        free_vm_area(va)?;
+        return Err(VmallocError::from(e).into());
+    }
+    INSTALLED.lock().clear();
+    static GO: AtomicBool = AtomicBool::new(false);
+    static READY: AtomicBool = AtomicBool::new(false);
+    GO.store(false, SeqCst);
+    READY.store(false, SeqCst);
+    let racer = move || apply_to_page_range(va, size, |entry: &EntryRef| populate(entry, pause, Racers::TwoCpus)).map(|_| ());
+    let remote = crate::smp::run_on(other, move || {
+        READY.store(true, SeqCst);
+        while !GO.load(SeqCst) {
+            core::hint::spin_loop();
+        }
+        racer().expect("populate on the other CPU");
+    });
+    let mut failure = None;
+    if let Some(remote) = remote {
+        while !READY.load(SeqCst) {
+            core::hint::spin_loop();
+        }
+        GO.store(true, SeqCst);
+        if racer().is_err() || remote.wait().is_err() {
+            failure = Some(TwoCpuRaceError::Vmalloc(VmallocError::OutOfMemory));
+        }
+    } else {
+        failure = Some(TwoCpuRaceError::CpuNotAvailable(other));
+    }
+    let installed = core::mem::take(&mut *INSTALLED.lock());
+    vunmap_range(va, size);
+    for pa in &installed {
+        frame_alloc::free_frame(*pa).expect("installed by populate");
+    }
+    free_vm_area(va)?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(RaceOutcome { installs: installed.len(), double_mappings: installed.len().saturating_sub(pages as usize) })
 }
 
 /// KASAN's byte for vmalloc shadow that is mapped but not in use yet.
