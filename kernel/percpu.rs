@@ -89,7 +89,7 @@ impl PerCpu {
 
 /// The task each CPU boots into.
 static BOOT_TASKS: [Task; MAX_CPUS] =
-    [Task::boot("boot/0"), Task::boot("boot/1"), Task::boot("boot/2"), Task::boot("boot/3")];
+    [Task::boot("boot/0", 0), Task::boot("boot/1", 1), Task::boot("boot/2", 2), Task::boot("boot/3", 3)];
 
 static PERCPU: [PerCpu; MAX_CPUS] = [PerCpu::new(0), PerCpu::new(1), PerCpu::new(2), PerCpu::new(3)];
 

@@ -21,7 +21,7 @@ use crate::mm::pgtable::MapError;
 use crate::mm::stack::KernelStack;
 use crate::percpu::this_cpu;
 use crate::sync::IrqSpinLock;
-use crate::task::{self, Task, TaskState};
+use crate::task::{self, Affinity, Task, TaskState};
 use crate::{timer, trace};
 
 /// How long a task runs before the timer lets another have the CPU.
@@ -60,17 +60,37 @@ pub struct JoinHandle {
     task: &'static Task,
 }
 
-/// Starts `f` as a new task named `name`. It runs when the scheduler picks
-/// it: at the spawner's next yield, or when its time slice ends.
+/// Starts `f` as a new task named `name`, on this CPU. It runs when the
+/// scheduler picks it: at the spawner's next yield, or when its time slice
+/// ends.
 pub fn spawn(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle, MapError> {
+    spawn_on(name, Affinity::Cpu(this_cpu().id), f)
+}
+
+/// Starts `f` as a new task that may run on the CPUs `affinity` allows;
+/// with `Affinity::Any` any CPU may pick it up, and it may move between
+/// CPUs at every switch.
+pub fn spawn_on(name: &'static str, affinity: Affinity, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle, MapError> {
     let stack = KernelStack::new()?;
     let top = stack.top().as_u64();
-    let task: &'static Task = Box::leak(Box::new(Task::spawned(name, stack, Box::new(f))));
+    let task: &'static Task = Box::leak(Box::new(Task::spawned(name, affinity, stack, Box::new(f))));
     // SAFETY: the task is not running, and nobody else has it yet.
     unsafe { *task.context() = context::Context::new_task(top, task_entry, task as *const Task as u64) };
-    RUN_QUEUE.lock().push_back(task);
+    enqueue(task);
     arm_slice(true);
     Ok(JoinHandle { task })
+}
+
+/// Makes `task` ready, and wakes CPUs idling for work.
+fn enqueue(task: &'static Task) {
+    RUN_QUEUE.lock().push_back(task);
+    cpu::send_event();
+}
+
+/// Is a task that may run on this CPU waiting?
+pub fn has_work_here() -> bool {
+    let here = this_cpu().id;
+    RUN_QUEUE.lock().iter().any(|t| t.affinity.allows(here))
 }
 
 impl JoinHandle {
@@ -115,7 +135,7 @@ pub fn yield_now() {
 
 /// The timer ended the running task's slice.
 pub(crate) fn slice_expired() {
-    if !RUN_QUEUE.lock().is_empty() {
+    if has_work_here() {
         this_cpu().request_resched();
     }
 }
@@ -125,9 +145,11 @@ pub(crate) fn slice_expired() {
 pub(crate) fn schedule() {
     let daif = cpu::irq_save();
     let prev = task::current();
+    let here = this_cpu().id;
     let (next, others_waiting) = {
         let mut queue = RUN_QUEUE.lock();
-        (queue.pop_front(), !queue.is_empty())
+        let next = queue.iter().position(|t| t.affinity.allows(here)).and_then(|i| queue.remove(i));
+        (next, queue.iter().any(|t| t.affinity.allows(here)))
     };
     let Some(next) = next else {
         assert!(prev.state() == TaskState::Running, "task {} exited with no task left to run", prev.name);
@@ -167,7 +189,7 @@ pub(crate) fn schedule() {
 fn finish_task_switch() {
     if let Some(prev) = this_cpu().take_switched_from() {
         match prev.state() {
-            TaskState::Ready => RUN_QUEUE.lock().push_back(prev),
+            TaskState::Ready => enqueue(prev),
             TaskState::Exited => prev.set_state(TaskState::Dead),
             TaskState::Running | TaskState::Dead => unreachable!("task {} switched from twice", prev.name),
         }

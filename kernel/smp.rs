@@ -2,7 +2,9 @@
 //! guarded kernel stack, with its own exception vectors, per-CPU data, GIC
 //! CPU interface and timer interrupt, then waiting for work.
 //!
-//! Work reaches a CPU through its mailbox ([`run_on`]): a closure, run in
+//! Tasks that may run on any CPU (`sched::spawn_on` with `Affinity::Any`)
+//! are picked up by whichever CPU is free, and move between CPUs at
+//! switches. Work also reaches a CPU through its mailbox ([`run_on`]): a closure, run in
 //! that CPU's boot task (`boot/N`) inside `exception::catch`, so a fault or
 //! a failed assertion comes back as a value. This is what lets a test keep
 //! one CPU reading a page while another unmaps it.
@@ -16,7 +18,7 @@ use crate::arch::{boot, cpu, exception as arch_exception, psci};
 use crate::exception::{self, Caught};
 use crate::mm::stack::KernelStack;
 use crate::percpu::{self, MAX_CPUS};
-use crate::{dtb, init, irq, println};
+use crate::{dtb, init, irq, println, sched};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -102,6 +104,8 @@ extern "C" fn __secondary_init(n: usize) -> ! {
     irq::init_this_cpu(false);
     SLOTS[n].online.store(true, SeqCst);
     cpu::send_event();
+    // The boot task of this CPU is its idle task: it runs mailbox work,
+    // lets tasks that may run here have the CPU, and otherwise sleeps.
     loop {
         let job = SLOTS[n].job.lock().take();
         match job {
@@ -110,6 +114,7 @@ extern "C" fn __secondary_init(n: usize) -> ! {
                 *SLOTS[n].last.lock() = Some(outcome);
                 SLOTS[n].done.fetch_add(1, SeqCst);
             }
+            None if sched::has_work_here() => sched::yield_now(),
             None => cpu::wait_for_event(),
         }
     }

@@ -72,6 +72,26 @@ pub struct Task {
     recovery: Cell<*mut RecoveryPoint>,
     /// What the last recovered fault or panic was.
     caught: Cell<Option<Caught>>,
+    /// Where the task may run.
+    pub affinity: Affinity,
+}
+
+/// The CPUs a task may run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Affinity {
+    /// Any CPU: the scheduler may move it between CPUs at any switch.
+    Any,
+    /// This CPU only (a CPU's boot task; `sched::spawn`'s default).
+    Cpu(usize),
+}
+
+impl Affinity {
+    pub fn allows(self, cpu: usize) -> bool {
+        match self {
+            Affinity::Any => true,
+            Affinity::Cpu(n) => n == cpu,
+        }
+    }
 }
 
 // SAFETY: a task's cells are touched only by the CPU running it (never
@@ -81,8 +101,9 @@ pub struct Task {
 unsafe impl Sync for Task {}
 
 impl Task {
-    /// A CPU's boot task: already running, on the CPU's boot stack.
-    pub const fn boot(name: &'static str) -> Task {
+    /// A CPU's boot task: already running, on the CPU's boot stack, and
+    /// bound to that CPU.
+    pub const fn boot(name: &'static str, cpu: usize) -> Task {
         Task {
             name,
             lazy_mmu: LazyMmuState::new(),
@@ -94,12 +115,14 @@ impl Task {
             outcome: Cell::new(None),
             recovery: Cell::new(null_mut()),
             caught: Cell::new(None),
+            affinity: Affinity::Cpu(cpu),
         }
     }
 
     /// A task that will start `entry` on `stack` when first switched to.
-    pub(crate) fn spawned(name: &'static str, stack: KernelStack, entry: Box<dyn FnOnce() + Send>) -> Task {
-        let mut task = Task::boot(name);
+    pub(crate) fn spawned(name: &'static str, affinity: Affinity, stack: KernelStack, entry: Box<dyn FnOnce() + Send>) -> Task {
+        let mut task = Task::boot(name, 0);
+        task.affinity = affinity;
         task.state = AtomicU8::new(TaskState::Ready as u8);
         task.stack = Some(stack);
         task.entry.set(Some(entry));

@@ -196,3 +196,70 @@ fn the_kasan_shadow_race_is_real_on_two_cpus_and_pause_ends_it() {
         }
     }
 }
+
+/// What a task that moved between CPUs in the middle of a section saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Migration {
+    from: usize,
+    to: usize,
+    before: (u8, u8, bool, usize),
+    after: (u8, u8, bool, usize),
+    leave: (u64, u64),
+}
+
+fn lazy_state() -> (u8, u8, bool, usize) {
+    let t = lazymmu::task::current();
+    (t.lazy_mmu.enable_count.get(), t.lazy_mmu.pause_count.get(), t.arch_lazy.pending(), t.arch_lazy.queued())
+}
+
+#[test_case]
+fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu() {
+    use lazymmu::arch::barrier::cost;
+    use lazymmu::mm::descriptor::{Attributes, Level};
+    use lazymmu::mm::lazy_mmu::{enable, use_backend};
+    use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
+    use lazymmu::mm::vmalloc::{free_vm_area, get_vm_area, vunmap_range};
+    use lazymmu::task::Affinity;
+    let _ = cpus();
+    static SEEN: Mutex<Option<Migration>> = Mutex::new(None);
+    for backend in ["batched", "deferred-writes"] {
+        let _b = use_backend(backend).unwrap();
+        let va = get_vm_area(8 * PAGE_SIZE, PAGE_SIZE).unwrap();
+        for i in 0..8 {
+            pgtable::walk_create(pgtable::kernel_root(), va.add(i * PAGE_SIZE), Level::L3).unwrap();
+        }
+        let frame = lazymmu::mm::frame_alloc::alloc_frame().unwrap();
+        *SEEN.lock() = None;
+        let task = lazymmu::sched::spawn_on("migrant", Affinity::Any, move || {
+            let from = percpu::this_cpu().id;
+            let section = enable();
+            for i in 0..8 {
+                let entry = pgtable::walk(pgtable::kernel_root(), va.add(i * PAGE_SIZE));
+                pgtable::write_entry(&entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RW));
+            }
+            let before = lazy_state();
+            // Yield until another CPU has picked this task up.
+            while percpu::this_cpu().id == from {
+                lazymmu::sched::yield_now();
+            }
+            let to = percpu::this_cpu().id;
+            let after = lazy_state();
+            let c = cost(|| drop(section));
+            *SEEN.lock() = Some(Migration { from, to, before, after, leave: (c.dsb_ishst, c.isb) });
+        })
+        .unwrap();
+        task.join().unwrap();
+        let m = SEEN.lock().expect("the task ran");
+        let queued = if backend == "deferred-writes" { 8 } else { 0 };
+        assert_ne!(m.from, m.to, "{backend}: {m:?}");
+        assert_eq!(m.before, (1, 0, true, queued), "{backend}: in the section, with work pending");
+        assert_eq!(m.after, m.before, "{backend}: depth, pause count, pending flag and queue moved with the task");
+        assert_eq!(m.leave, (1, 1), "{backend}: its leave on the new CPU emitted the deferred pair");
+        for i in 0..8 {
+            assert_eq!(hw_translate(va.add(i * PAGE_SIZE), Access::Read), HwTranslation::Mapped { pa: frame, mair_attr: 0xff });
+        }
+        vunmap_range(va, 8 * PAGE_SIZE);
+        free_vm_area(va).unwrap();
+        lazymmu::mm::frame_alloc::free_frame(frame).unwrap();
+    }
+}
