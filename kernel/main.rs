@@ -22,7 +22,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("demo lazy [--backend NAME]", "an annotated trace of lazy MMU mode under each backend (or NAME)"),
     ("demo kasan", "the KASAN shadow race: double mappings per backend, without and with pause"),
     ("demo pagealloc", "allocating inside lazy mode (boot with debug_pagealloc=on): both cures, counted"),
-    ("bench [--quick]", "every workload under every backend: exact counts, times, CSV (--quick: small N, counts checked)"),
+    ("bench [--tlb-only] [--quick]", "every workload under every backend: exact counts, times, CSV (--quick: small N, counts checked; --tlb-only: the TLB flush strategies, with the CPUs online)"),
     ("fuzz [--seed S] [--ops N] [--backend NAME] [--break skip-tlb-flush]", "random mapping operations checked against a model, under each backend (default seed 1, 2000 ops)"),
     ("help", "print this menu"),
 ];
@@ -59,8 +59,10 @@ fn kernel_main() -> ! {
                 exit(ExitCode::Usage);
             }
         }
-        ["bench"] => bench(false),
-        ["bench", "--quick"] => bench(true),
+        ["bench"] => bench(false, false),
+        ["bench", "--quick"] => bench(true, false),
+        ["bench", "--tlb-only"] => bench(false, true),
+        ["bench", "--tlb-only", "--quick"] => bench(true, true),
         ["fuzz", options @ ..] => fuzz(options),
         ["help"] => menu(),
         other => {
@@ -136,9 +138,16 @@ fn demo_lazy(backend: Option<&str>) {
     }
 }
 
-fn bench(quick: bool) {
-    println!("lazymmu bench{}: counter at {} Hz", if quick { " --quick" } else { "" }, lazymmu::arch::cpu::counter_frequency());
-    let results = match lazymmu::bench::run(quick) {
+fn bench(quick: bool, tlb_only: bool) {
+    println!(
+        "lazymmu bench{}{}: counter at {} Hz, {} CPUs online",
+        if tlb_only { " --tlb-only" } else { "" },
+        if quick { " --quick" } else { "" },
+        lazymmu::arch::cpu::counter_frequency(),
+        lazymmu::smp::online_cpus()
+    );
+    let run = if tlb_only { lazymmu::bench::run_tlb_only } else { lazymmu::bench::run };
+    let results = match run(quick) {
         Ok(results) => results,
         Err(e) => {
             println!("lazymmu: bench: {e:?}");
@@ -146,7 +155,9 @@ fn bench(quick: bool) {
         }
     };
     lazymmu::bench::print_table(&results);
-    lazymmu::bench::print_headline(&results);
+    if !tlb_only {
+        lazymmu::bench::print_headline(&results);
+    }
     println!("--- results.csv ---");
     lazymmu::print!("{}", lazymmu::bench::csv(&results));
     println!("--- end results.csv ---");

@@ -176,6 +176,35 @@ impl Results {
     }
 }
 
+/// The TLB flush strategies alone, as workload `tlb_flush_<k>cpu` with
+/// k = the CPUs online: a broadcast TLBI must reach every one of them, so
+/// `scripts/bench` boots with 1, 2 and 4 CPUs and runs this in each.
+pub fn run_tlb_only(quick: bool) -> Result<Results, WorkloadError> {
+    // Up to 4096 pages: a broadcast TLBI that must wake idle CPUs is slow
+    // under QEMU, and the per-page strategy issues one per page.
+    let plan = if quick { Plan::new(true) } else { Plan { sizes: (0..=12).map(|k| 1u64 << k).collect(), repeats: 3 } };
+    let preemption = sched::set_preemption(false);
+    let mut results = Results { rows: Vec::new(), failures: Vec::new() };
+    let workload = match crate::smp::online_cpus() {
+        1 => "tlb_flush_1cpu",
+        2 => "tlb_flush_2cpu",
+        3 => "tlb_flush_3cpu",
+        _ => "tlb_flush_4cpu",
+    };
+    let outcome = (|| {
+        for (name, how) in tlb_strategies() {
+            progress(1, 1, &format!("TLB flush of N live pages with {} CPUs online: {name}", crate::smp::online_cpus()));
+            for &n in &plan.sizes {
+                let [m] = repeat(plan.repeats, || Ok([workloads::tlb_unmap(n, how)?]))?;
+                results.push(workload, name, n, m);
+            }
+        }
+        Ok(())
+    })();
+    sched::set_preemption(preemption);
+    outcome.map(|()| results)
+}
+
 /// Runs the bench; `quick` runs small sizes and checks the counts.
 pub fn run(quick: bool) -> Result<Results, WorkloadError> {
     let plan = Plan::new(quick);
@@ -339,10 +368,15 @@ pub fn csv(results: &Results) -> String {
 /// The readable table: per workload and backend, barriers per page and
 /// time per page at a few sizes.
 pub fn print_table(results: &Results) {
-    let sizes: Vec<u64> = {
-        let mut s: Vec<u64> = results.rows.iter().filter(|r| r.workload == "floor").map(|r| r.pages).collect();
-        s.dedup();
-        s
+    // The sizes of the first series (every series but the 1 GiB block has them all).
+    let sizes: Vec<u64> = match results.rows.first() {
+        Some(first) => {
+            let mut s: Vec<u64> =
+                results.rows.iter().filter(|r| (r.workload, r.backend) == (first.workload, first.backend)).map(|r| r.pages).collect();
+            s.dedup();
+            s
+        }
+        None => Vec::new(),
     };
     let mut shown_sizes: Vec<u64> = [1, 512, 65536].into_iter().filter(|n| sizes.contains(n)).chain(sizes.last().copied()).collect();
     shown_sizes.dedup();
