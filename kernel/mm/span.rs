@@ -43,7 +43,10 @@ pub fn tlbi_range_ops(va: u64, pages: u64) -> impl Iterator<Item = TlbiOp> {
                 pages -= 1;
                 return Some(op);
             }
-            let num = (pages >> (5 * scale + 1)) & 0x1f;
+            // At the last scale what is left (a multiple of 1 << 16 pages,
+            // at most 32 << 16) may need NUM + 1 = 32: no masking there, or
+            // exactly 32 << 16 pages would be covered by nothing.
+            let num = if scale == 3 { pages >> 16 } else { (pages >> (5 * scale + 1)) & 0x1f };
             let this_scale = scale;
             scale += 1;
             if num > 0 {

@@ -58,3 +58,10 @@ proptest! {
         prop_assert!(ops <= 5, "at most one page and one range per scale: {}", ops);
     }
 }
+
+#[test]
+fn the_largest_range_one_flush_may_cover_is_covered() {
+    // 32 << 16 pages: NUM + 1 = 32 at SCALE 3, the edge a 5-bit mask misses.
+    let ops: Vec<TlbiOp> = tlbi_range_ops(0, 32 << 16).collect();
+    assert_eq!(ops, [TlbiOp::Range { va: 0, scale: 3, num: 31 }]);
+}
