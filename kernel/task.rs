@@ -182,7 +182,14 @@ impl Task {
     }
 }
 
-/// The task running on this CPU.
+/// The task running on this CPU: the caller itself.
+///
+/// Finding this CPU and reading its current task are two steps; a task
+/// switched out between them and resumed on another CPU would read the old
+/// CPU's task. IRQs are masked across both, so no switch falls between.
 pub fn current() -> &'static Task {
-    this_cpu().current_task()
+    let daif = crate::arch::cpu::irq_save();
+    let task = this_cpu().current_task();
+    crate::arch::cpu::irq_restore(daif);
+    task
 }

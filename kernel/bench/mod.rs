@@ -314,9 +314,13 @@ fn check(results: &mut Results) {
             ("floor", _) => expect("one pair", (c.dsb_ishst, c.isb) == (1, 1)),
             ("vmalloc", "batched") => expect("one pair whatever N", (c.dsb_ishst, c.dsb_ish, c.isb) == (1, 0, 1)),
             ("vmalloc", "eager") => expect("one pair per entry", (c.dsb_ishst, c.isb) == (c.entries, c.entries)),
-            ("vmalloc", "deferred-writes") => {
-                expect("one pair per 64 queued stores", (c.dsb_ishst, c.isb) == (c.entries.div_ceil(64), c.entries.div_ceil(64)))
-            }
+            // A pair each time the 64-deep queue fills, and one at the end;
+            // table links are stored at once (another CPU must see them),
+            // which can leave the last queue short.
+            ("vmalloc", "deferred-writes") => expect(
+                "one pair per 64 queued stores",
+                c.dsb_ishst == c.isb && c.dsb_ishst >= n.div_ceil(64) && c.dsb_ishst <= c.entries.div_ceil(64),
+            ),
             ("vmalloc", "batched-linux") => expect("at least one pair per leaf table", c.dsb_ishst >= n.div_ceil(512) && c.dsb_ishst == c.isb),
             ("vfree", "eager" | "batched" | "batched-linux") => {
                 expect("one TLB flush, no per-page barrier", (c.dsb_ishst, c.dsb_ish, c.isb) == (1, 1, 1))

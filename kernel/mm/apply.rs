@@ -21,9 +21,9 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use super::addr::{PhysAddr, VirtAddr};
-use super::descriptor::{Descriptor, Entry, Level};
+use super::descriptor::{Entry, Level};
 use super::{lazy_mmu, span};
-use super::pgtable::{self, EntryRef, MapError, alloc_tables, check_range, free_unlinked_tables};
+use super::pgtable::{self, EntryRef, Linked, MapError, alloc_tables, check_range, free_unlinked_tables};
 
 /// How a call brackets its writes with lazy MMU sections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,11 +169,20 @@ fn leaf_table(
             (Some(pa), _) | (None, Entry::Table(pa)) => pa,
             (None, Entry::Invalid) => {
                 let new = pool.pop()?;
-                pgtable::write_entry(&entry, Descriptor::table(new));
-                linked[level.0 as usize] = Some((base, new));
-                applied.levels_modified |= 1 << level.0;
-                applied.tables_allocated += 1;
-                new
+                match pgtable::link_table(&entry, new) {
+                    Linked::Ours => {
+                        linked[level.0 as usize] = Some((base, new));
+                        applied.levels_modified |= 1 << level.0;
+                        applied.tables_allocated += 1;
+                        new
+                    }
+                    // Another CPU linked one first: ours goes back.
+                    Linked::Theirs(existing) => {
+                        pool.push(new);
+                        existing
+                    }
+                    Linked::Block => unreachable!("a block mapped into a range being walked: overlapping owners"),
+                }
             }
             (None, Entry::Leaf { .. }) => unreachable!("plan() refused blocks in the way"),
         };
@@ -189,6 +198,7 @@ fn apply<E>(
 ) -> Result<Applied, ApplyError<E>> {
     let end = check_range(start, size)?;
     let root = pgtable::kernel_root();
+    let _walk = pgtable::walking();
     let needed = plan(root, start, end, walk.create)?;
     let mut pool = alloc_tables(needed)?;
 

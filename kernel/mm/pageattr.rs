@@ -89,7 +89,13 @@ fn splits_needed(boundary: VirtAddr) -> usize {
     }
 }
 
+/// One permission change at a time: two CPUs splitting the same block
+/// would each replace it with a table of their own.
+static CHANGING: spin::Mutex<()> = spin::Mutex::new(());
+
 fn change_memory(addr: VirtAddr, pages: u64, change: fn(&mut Attributes)) -> Result<(), MapError> {
+    let _one_at_a_time = CHANGING.lock();
+    let _walk = pgtable::walking();
     let size = pages.checked_mul(PAGE_SIZE).ok_or(MapError::BadRange { start: addr, size: u64::MAX })?;
     let end = check_range(addr, size)?;
     check_region(addr, end)?;

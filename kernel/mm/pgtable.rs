@@ -20,6 +20,7 @@ use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::frame_alloc::{self, FrameError};
 use super::{lazy_mmu, phys_to_virt, tlb};
 use crate::arch::barrier;
+use crate::sync::IrqSpinLock;
 
 /// Errors from building or changing mappings. Each leaves the tables as
 /// they were.
@@ -190,8 +191,83 @@ pub fn walk(root: PhysAddr, va: VirtAddr) -> EntryRef {
     }
 }
 
+// ---- several CPUs: who may link, walk and take away tables -------------
+//
+// Leaf entries belong to whoever owns the range (a vmalloc area, a stack):
+// two CPUs never write the same leaf unless they agreed on a lock of their
+// own (as KASAN does). Tables are shared, and two rules keep them right:
+//
+// - Linking: a missing table is linked under `LINK`, after looking again
+//   (another CPU may have linked one meanwhile: then that one is used and
+//   ours goes back), and the link is in memory before the lock is dropped,
+//   so the next CPU to look sees it (Linux's `__pte_alloc_kernel` under
+//   init_mm's page_table_lock).
+// - Taking away: every operation that walks the tables and then writes
+//   through what it found holds `TABLES` for reading ([`walking`]); empty
+//   tables are unlinked and freed only under `TABLES` for writing, when no
+//   such walk is in progress, so nobody can be about to write into a table
+//   that is being taken away.
+
+static LINK: IrqSpinLock<()> = IrqSpinLock::new(());
+static TABLES: spin::RwLock<()> = spin::RwLock::new(());
+
+/// A walk in progress: empty tables are not taken away while it lives.
+#[must_use = "tables may be taken away as soon as this is dropped"]
+pub struct Walking {
+    _guard: spin::RwLockReadGuard<'static, ()>,
+}
+
+/// Declares a walk-then-write operation in progress.
+pub fn walking() -> Walking {
+    Walking { _guard: TABLES.read() }
+}
+
+/// No walk is in progress: tables may be unlinked and freed.
+pub struct Exclusive {
+    _guard: spin::RwLockWriteGuard<'static, ()>,
+}
+
+/// Waits until no walk is in progress. Must not be called during one of
+/// the caller's own (see [`walking`]).
+pub fn exclusive() -> Exclusive {
+    Exclusive { _guard: TABLES.write() }
+}
+
+/// [`exclusive`], or None at once if a walk is in progress.
+pub fn try_exclusive() -> Option<Exclusive> {
+    TABLES.try_write().map(|guard| Exclusive { _guard: guard })
+}
+
+/// What [`link_table`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Linked {
+    /// The new table is linked.
+    Ours,
+    /// Another CPU linked this table first; the new one was not used.
+    Theirs(PhysAddr),
+    /// A block mapping is there.
+    Block,
+}
+
+/// Links `table` at `entry` unless something is there by now (see above).
+pub(super) fn link_table(entry: &EntryRef, table: PhysAddr) -> Linked {
+    let _link = LINK.lock();
+    match entry.entry() {
+        Entry::Table(existing) => Linked::Theirs(existing),
+        Entry::Leaf { .. } => Linked::Block,
+        Entry::Invalid => {
+            write_entry(entry, Descriptor::table(table));
+            // In memory before the lock goes: under deferred-writes it
+            // would otherwise wait in this task's queue, unseen.
+            lazy_mmu::sync_stores();
+            Linked::Ours
+        }
+    }
+}
+
 /// The entry for `va` at `level`, creating missing tables on the way.
-/// Fails if a block mapping sits above `level`.
+/// Fails if a block mapping sits above `level`. The caller is
+/// [`walking`], so the tables stay.
 pub fn walk_create(root: PhysAddr, va: VirtAddr, level: Level) -> Result<EntryRef, MapError> {
     let mut entry = EntryRef::new(root, Level::L0, va);
     while entry.level < level {
@@ -200,11 +276,17 @@ pub fn walk_create(root: PhysAddr, va: VirtAddr, level: Level) -> Result<EntryRe
             Entry::Table(next) => next,
             Entry::Invalid => {
                 let table = alloc_table()?;
-                write_entry(&entry, Descriptor::table(table));
-                // The next step of this walk (or the next walk) reads this
-                // entry back: under deferred-writes it must be in memory.
-                lazy_mmu::sync_stores();
-                table
+                match link_table(&entry, table) {
+                    Linked::Ours => table,
+                    Linked::Theirs(existing) => {
+                        frame_alloc::free_frame(table).expect("allocated above");
+                        existing
+                    }
+                    Linked::Block => {
+                        frame_alloc::free_frame(table).expect("allocated above");
+                        return Err(MapError::BlockInTheWay { va, level: entry.level });
+                    }
+                }
             }
             Entry::Leaf { .. } => return Err(MapError::BlockInTheWay { va, level: entry.level }),
         };
@@ -292,6 +374,7 @@ pub fn map_range(
     if let Some(mapped) = first_mapped(root, va, size) {
         return Err(MapError::AlreadyMapped(mapped));
     }
+    let walk = walking();
     let mut done = 0;
     while done < size {
         let (v, p) = (va.add(done), pa.add(done));
@@ -300,6 +383,7 @@ pub fn map_range(
         let entry = match result {
             Ok(entry) => entry,
             Err(e) => {
+                drop(walk);
                 if done > 0 {
                     unmap_range(root, va, done).expect("just mapped");
                 }
@@ -343,7 +427,7 @@ fn table_is_empty(table: PhysAddr) -> bool {
 /// empty (clears the entries that point to them), and returns their pages.
 /// They are not free yet: a CPU may still hold a cached walk through the
 /// cleared entries until [`tlb::flush_tlb_kernel_pgtables`] drops it.
-pub fn unlink_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) -> Vec<PhysAddr> {
+pub fn unlink_empty_tables(_exclusive: &Exclusive, root: PhysAddr, va: VirtAddr, size: u64) -> Vec<PhysAddr> {
     let mut unlinked = Vec::new();
     unlink_empty_below(root, Level::L0, va.as_u64(), va.as_u64().wrapping_add(size - 1), &mut unlinked);
     unlinked
@@ -351,8 +435,11 @@ pub fn unlink_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) -> Vec<PhysA
 
 /// Unlinks the empty tables under [va, va + size), drops every cached walk
 /// through them, and frees them: unlink, flush, then free, in that order.
+/// If another CPU is walking the tables right now, leaves them for a later
+/// call (the next `vunmap_range` there takes them).
 pub fn free_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) {
-    let unlinked = unlink_empty_tables(root, va, size);
+    let Some(exclusive) = try_exclusive() else { return };
+    let unlinked = unlink_empty_tables(&exclusive, root, va, size);
     if !unlinked.is_empty() {
         tlb::flush_tlb_kernel_pgtables(va, va.add(size));
         free_unlinked_tables(unlinked);

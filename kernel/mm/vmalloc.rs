@@ -296,6 +296,7 @@ pub fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> R
     }
     // Tables first, outside lazy mode: creating them allocates frames. The
     // walk then reads only entries that were written before the section.
+    let walk = pgtable::walking();
     let mut leaves = Vec::new();
     let mut done = 0;
     while done < size {
@@ -303,11 +304,13 @@ pub fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> R
         let level = pgtable::leaf_level(v, p, size - done, LeafSizes::Blocks);
         match pgtable::walk_create(pgtable::kernel_root(), v, level) {
             Ok(entry) if entry.read().is_valid() => {
+                drop(walk);
                 pgtable::free_empty_tables(pgtable::kernel_root(), va, size);
                 return Err(VmallocError::AlreadyMapped(v));
             }
             Ok(entry) => leaves.push((entry, p)),
             Err(e) => {
+                drop(walk);
                 pgtable::free_empty_tables(pgtable::kernel_root(), va, size);
                 return Err(e.into());
             }
@@ -344,6 +347,7 @@ pub fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<Vir
 /// then frees those pages.
 pub fn vunmap_range(va: VirtAddr, size: u64) {
     {
+        let _walk = pgtable::walking();
         let _section = lazy_mmu::enable();
         for (_, entry) in pgtable::walk_range(pgtable::kernel_root(), va, size) {
             if matches!(entry.entry(), Entry::Leaf { .. }) {
@@ -352,13 +356,16 @@ pub fn vunmap_range(va: VirtAddr, size: u64) {
         }
     }
     // After the section: under deferred-writes the clears are in memory
-    // only now, and emptiness is read from memory.
-    let tables = pgtable::unlink_empty_tables(pgtable::kernel_root(), va, size);
+    // only now, and emptiness is read from memory. Taking tables away
+    // waits until no other CPU is walking them.
+    let exclusive = pgtable::exclusive();
+    let tables = pgtable::unlink_empty_tables(&exclusive, pgtable::kernel_root(), va, size);
     if tables.is_empty() {
         tlb::flush_tlb_kernel_range(va, va.add(size));
     } else {
         tlb::flush_tlb_kernel_pgtables(va, va.add(size));
     }
+    drop(exclusive);
     pgtable::free_unlinked_tables(tables);
 }
 
