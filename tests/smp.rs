@@ -64,6 +64,28 @@ fn every_cpu_comes_up_on_its_own_stack_and_reports() {
 }
 
 #[test_case]
+fn every_cpu_takes_its_own_timer_interrupt() {
+    let n = cpus();
+    static FIRED_ON: AtomicU64 = AtomicU64::new(u64::MAX);
+    fn handler() {
+        FIRED_ON.store(percpu::this_cpu().id as u64, SeqCst);
+    }
+    for other in 1..n {
+        FIRED_ON.store(u64::MAX, SeqCst);
+        let interrupts = lazymmu::irq::interrupt_count();
+        smp::run_on(other, || {
+            lazymmu::timer::call_after(lazymmu::timer::ticks_from_us(100), handler);
+            cpu::wait_until(|| FIRED_ON.load(SeqCst) != u64::MAX);
+        })
+        .expect("online and idle")
+        .wait()
+        .unwrap();
+        assert_eq!(FIRED_ON.load(SeqCst), other as u64, "the handler ran on cpu {other}");
+        assert!(lazymmu::irq::interrupt_count() > interrupts);
+    }
+}
+
+#[test_case]
 fn work_runs_on_every_cpu_at_once_and_each_finishes() {
     let n = cpus();
     static SUMS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
