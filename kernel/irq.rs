@@ -12,15 +12,16 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::arch::timer as arch_timer;
 use crate::console::emergency;
 use crate::drivers::gic;
-use crate::percpu::this_cpu;
+use crate::percpu::{this_cpu, with_this_cpu};
 use crate::semihosting::{ExitCode, exit};
 use crate::{sched, task, timer, trace};
 
 static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
 
-/// Is this CPU running an interrupt handler?
+/// Is this CPU running an interrupt handler? (Read with IRQs masked: a
+/// task moved to another CPU mid-read would see that CPU's handler.)
 pub fn in_interrupt() -> bool {
-    this_cpu().irq_depth() > 0
+    with_this_cpu(|cpu| cpu.irq_depth() > 0)
 }
 
 /// Interrupts handled so far, on every CPU.

@@ -98,7 +98,20 @@ pub fn init_this_cpu(id: usize) {
     cpu::set_percpu_pointer(&PERCPU[id] as *const PerCpu as u64);
 }
 
-/// This CPU's data.
+/// Runs `f` on this CPU's data with IRQs masked, so that no switch (and no
+/// move to another CPU) falls between finding this CPU and using its data.
+/// Code that is preemptible and not bound to one CPU reads per-CPU data
+/// this way.
+pub fn with_this_cpu<R>(f: impl FnOnce(&'static PerCpu) -> R) -> R {
+    let daif = cpu::irq_save();
+    let result = f(this_cpu());
+    cpu::irq_restore(daif);
+    result
+}
+
+/// This CPU's data. Stable only while nothing can switch this task away:
+/// IRQs masked (an interrupt handler, the scheduler) or a task bound to
+/// this CPU; otherwise use [`with_this_cpu`].
 pub fn this_cpu() -> &'static PerCpu {
     let ptr = cpu::percpu_pointer() as *const PerCpu;
     if ptr.is_null() {

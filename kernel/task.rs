@@ -19,7 +19,7 @@ use crate::arch::exception::RecoveryPoint;
 use crate::arch::lazy_mmu::ArchLazyState;
 use crate::exception::Caught;
 use crate::mm::stack::KernelStack;
-use crate::percpu::this_cpu;
+use crate::percpu::with_this_cpu;
 
 /// The generic lazy MMU state of a task (Linux 7.0's `lazy_mmu_state`).
 #[derive(Debug, Default)]
@@ -186,10 +186,7 @@ impl Task {
 ///
 /// Finding this CPU and reading its current task are two steps; a task
 /// switched out between them and resumed on another CPU would read the old
-/// CPU's task. IRQs are masked across both, so no switch falls between.
+/// CPU's task, hence `with_this_cpu`.
 pub fn current() -> &'static Task {
-    let daif = crate::arch::cpu::irq_save();
-    let task = this_cpu().current_task();
-    crate::arch::cpu::irq_restore(daif);
-    task
+    with_this_cpu(|cpu| cpu.current_task())
 }

@@ -4,7 +4,7 @@
 //! land an interrupt inside a lazy MMU section).
 
 use crate::arch::{cpu, timer as arch_timer};
-use crate::percpu::{MAX_CPUS, this_cpu};
+use crate::percpu::{MAX_CPUS, this_cpu, with_this_cpu};
 use crate::sched;
 use crate::sync::IrqSpinLock;
 
@@ -39,16 +39,20 @@ fn program(d: &Deadlines) {
 /// Calls `f` in interrupt context on this CPU, `ticks` from now.
 /// Replaces a callback not yet called.
 pub fn call_after(ticks: u64, f: fn()) {
-    let mut d = DEADLINES[this_cpu().id].lock();
-    d.oneshot = Some((now() + ticks, f));
-    program(&d);
+    with_this_cpu(|cpu| {
+        let mut d = DEADLINES[cpu.id].lock();
+        d.oneshot = Some((now() + ticks, f));
+        program(&d);
+    });
 }
 
 /// Ends the running task's time slice `ticks` from now (None: never).
 pub(crate) fn set_slice(ticks: Option<u64>) {
-    let mut d = DEADLINES[this_cpu().id].lock();
-    d.slice = ticks.map(|t| now() + t);
-    program(&d);
+    with_this_cpu(|cpu| {
+        let mut d = DEADLINES[cpu.id].lock();
+        d.slice = ticks.map(|t| now() + t);
+        program(&d);
+    });
 }
 
 /// The timer interrupt: whatever is due runs, the comparator is set for
