@@ -427,22 +427,36 @@ fn table_is_empty(table: PhysAddr) -> bool {
 /// empty (clears the entries that point to them), and returns their pages.
 /// They are not free yet: a CPU may still hold a cached walk through the
 /// cleared entries until [`tlb::flush_tlb_kernel_pgtables`] drops it.
-pub fn unlink_empty_tables(_exclusive: &Exclusive, root: PhysAddr, va: VirtAddr, size: u64) -> Vec<PhysAddr> {
+fn unlink_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) -> Vec<PhysAddr> {
     let mut unlinked = Vec::new();
     unlink_empty_below(root, Level::L0, va.as_u64(), va.as_u64().wrapping_add(size - 1), &mut unlinked);
     unlinked
 }
 
-/// Unlinks the empty tables under [va, va + size), drops every cached walk
-/// through them, and frees them: unlink, flush, then free, in that order.
-/// If another CPU is walking the tables right now, leaves them for a later
-/// call (the next `vunmap_range` there takes them).
-pub fn free_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) {
-    let Some(exclusive) = try_exclusive() else { return };
-    let unlinked = unlink_empty_tables(&exclusive, root, va, size);
+/// Takes the empty tables under [va, va + size) away: unlink, one flush of
+/// the range, then free, in that order. The flush is at every level of the
+/// walk if a table went; else, if the caller cleared leaves there
+/// (`leaves_cleared`), it is the leaves' flush; else there is none. The
+/// pages are freed after `exclusive` is let go (freeing may map and unmap,
+/// under debug_pagealloc, which walks).
+pub fn reclaim_empty_tables(exclusive: Exclusive, root: PhysAddr, va: VirtAddr, size: u64, leaves_cleared: bool) {
+    let unlinked = unlink_empty_tables(root, va, size);
     if !unlinked.is_empty() {
         tlb::flush_tlb_kernel_pgtables(va, va.add(size));
-        free_unlinked_tables(unlinked);
+    } else if leaves_cleared {
+        tlb::flush_tlb_kernel_range(va, va.add(size));
+    }
+    drop(exclusive);
+    free_unlinked_tables(unlinked);
+}
+
+/// Takes the empty tables under [va, va + size) away (see
+/// [`reclaim_empty_tables`]). If another CPU is walking the tables right
+/// now, leaves them for a later call (the next `vunmap_range` there takes
+/// them).
+pub fn free_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) {
+    if let Some(exclusive) = try_exclusive() {
+        reclaim_empty_tables(exclusive, root, va, size, false);
     }
 }
 

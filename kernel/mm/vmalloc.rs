@@ -25,7 +25,7 @@ use super::apply::{ApplyError, apply_to_page_range};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{VMALLOC_END, VMALLOC_START};
 use super::pgtable::{self, EntryRef, LeafSizes, MapError};
-use super::{area_alloc, frame_alloc, lazy_mmu, phys_to_virt, tlb};
+use super::{area_alloc, frame_alloc, lazy_mmu, phys_to_virt};
 use crate::sync::IrqSpinLock;
 
 /// Unmapped bytes after every area.
@@ -357,16 +357,9 @@ pub fn vunmap_range(va: VirtAddr, size: u64) {
     }
     // After the section: under deferred-writes the clears are in memory
     // only now, and emptiness is read from memory. Taking tables away
-    // waits until no other CPU is walking them.
-    let exclusive = pgtable::exclusive();
-    let tables = pgtable::unlink_empty_tables(&exclusive, pgtable::kernel_root(), va, size);
-    if tables.is_empty() {
-        tlb::flush_tlb_kernel_range(va, va.add(size));
-    } else {
-        tlb::flush_tlb_kernel_pgtables(va, va.add(size));
-    }
-    drop(exclusive);
-    pgtable::free_unlinked_tables(tables);
+    // waits until no other CPU is walking them; one flush serves the
+    // cleared leaves and the tables taken away.
+    pgtable::reclaim_empty_tables(pgtable::exclusive(), pgtable::kernel_root(), va, size, true);
 }
 
 fn free_frames(frames: &[PhysAddr]) {
