@@ -129,6 +129,12 @@ impl Task {
         task
     }
 
+    /// Its lazy MMU state at a glance: (enable count, pause count, pending
+    /// flag, stores queued), as tests and the audit compare it.
+    pub fn lazy_state(&self) -> (u8, u8, bool, usize) {
+        (self.lazy_mmu.enable_count.get(), self.lazy_mmu.pause_count.get(), self.arch_lazy.pending(), self.arch_lazy.queued())
+    }
+
     pub fn state(&self) -> TaskState {
         match self.state.load(Ordering::Acquire) {
             0 => TaskState::Ready,

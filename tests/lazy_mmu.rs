@@ -85,8 +85,7 @@ const UNMAPPED: HwTranslation = HwTranslation::Fault(FaultStatus::Translation { 
 /// What the current task's lazy state is: (enable_count, pause_count,
 /// pending, queued stores).
 fn lazy_state() -> (u8, u8, bool, usize) {
-    let t = task::current();
-    (t.lazy_mmu.enable_count.get(), t.lazy_mmu.pause_count.get(), t.arch_lazy.pending(), t.arch_lazy.queued())
+    lazymmu::task::current().lazy_state()
 }
 
 impl Drop for Scratch {

@@ -235,8 +235,7 @@ struct Migration {
 }
 
 fn lazy_state() -> (u8, u8, bool, usize) {
-    let t = lazymmu::task::current();
-    (t.lazy_mmu.enable_count.get(), t.lazy_mmu.pause_count.get(), t.arch_lazy.pending(), t.arch_lazy.queued())
+    lazymmu::task::current().lazy_state()
 }
 
 #[test_case]

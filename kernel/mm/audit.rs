@@ -55,12 +55,11 @@ impl Visitor for Digest {
 pub fn state() -> MmState {
     let mut digest = Digest { hash: 0xcbf2_9ce4_8422_2325, tables: 0 };
     pgtable::visit(pgtable::kernel_root(), &mut digest);
-    let t = task::current();
     MmState {
         frames_used: frame_alloc::stats().used,
         areas: vmalloc::areas(),
         table_pages: digest.tables,
         tables_digest: digest.hash,
-        lazy: (t.lazy_mmu.enable_count.get(), t.lazy_mmu.pause_count.get(), t.arch_lazy.pending(), t.arch_lazy.queued()),
+        lazy: task::current().lazy_state(),
     }
 }
