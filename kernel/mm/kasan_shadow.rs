@@ -108,13 +108,9 @@ fn lock_shadow(racers: Racers) -> spin::MutexGuard<'static, ()> {
 /// Races two tasks populating one shadow page; `pause` puts pause/resume
 /// around the locked part. Leaves no frame, table or area behind.
 pub fn shadow_race(pause: bool) -> Result<RaceOutcome, VmallocError> {
-    let va = get_vm_area(PAGE_SIZE, PAGE_SIZE)?;
     // The tables exist before the race, so it is about the leaf entry alone
     // (a table linked inside one task's section would race the same way).
-    if let Err(e) = pgtable::walk_create(pgtable::kernel_root(), va, Level::L3) {
-        free_vm_area(va)?;
-        return Err(e.into());
-    }
+    let va = shadow_area(PAGE_SIZE)?;
     INSTALLED.lock().clear();
     // The tasks switch exactly where `populate` yields, every time.
     let preemption = sched::set_preemption(false);
@@ -131,17 +127,12 @@ pub fn shadow_race(pause: bool) -> Result<RaceOutcome, VmallocError> {
         }
     }
     sched::set_preemption(preemption);
-    let installed = core::mem::take(&mut *INSTALLED.lock());
     // Clean up: the frame in the entry now, and any it replaced.
-    vunmap_range(va, PAGE_SIZE);
-    for pa in &installed {
-        frame_alloc::free_frame(*pa).expect("installed by populate");
-    }
-    free_vm_area(va)?;
+    let installs = release_shadow_area(va, PAGE_SIZE, core::mem::take(&mut *INSTALLED.lock()))?;
     if let Some(e) = failure {
         return Err(e);
     }
-    Ok(RaceOutcome { installs: installed.len(), double_mappings: installed.len().saturating_sub(1) })
+    Ok(RaceOutcome { installs, double_mappings: installs.saturating_sub(1) })
 }
 
 /// Why a two-CPU race could not run.
@@ -165,11 +156,7 @@ impl From<VmallocError> for TwoCpuRaceError {
 /// the other side, holding the lock next, looks at the entry.
 pub fn shadow_race_two_cpus(other: usize, pause: bool, pages: u64) -> Result<RaceOutcome, TwoCpuRaceError> {
     let size = pages * PAGE_SIZE;
-    let va = get_vm_area(size, PAGE_SIZE)?;
-    if let Err(ApplyError::Map(e)) = apply_to_page_range(va, size, |_| Ok::<(), Infallible>(())) {
-        free_vm_area(va)?;
-        return Err(VmallocError::from(e).into());
-    }
+    let va = shadow_area(size)?;
     INSTALLED.lock().clear();
     static GO: AtomicBool = AtomicBool::new(false);
     static READY: AtomicBool = AtomicBool::new(false);
@@ -195,16 +182,11 @@ pub fn shadow_race_two_cpus(other: usize, pause: bool, pages: u64) -> Result<Rac
     } else {
         failure = Some(TwoCpuRaceError::CpuNotAvailable(other));
     }
-    let installed = core::mem::take(&mut *INSTALLED.lock());
-    vunmap_range(va, size);
-    for pa in &installed {
-        frame_alloc::free_frame(*pa).expect("installed by populate");
-    }
-    free_vm_area(va)?;
+    let installs = release_shadow_area(va, size, core::mem::take(&mut *INSTALLED.lock()))?;
     if let Some(e) = failure {
         return Err(e);
     }
-    Ok(RaceOutcome { installs: installed.len(), double_mappings: installed.len().saturating_sub(pages as usize) })
+    Ok(RaceOutcome { installs, double_mappings: installs.saturating_sub(pages as usize) })
 }
 
 /// KASAN's byte for vmalloc shadow that is mapped but not in use yet.
@@ -238,11 +220,7 @@ pub struct Populated {
 /// counts are of the populating alone. Leaves nothing behind.
 pub fn populate_shadow(pages: u64, how: Populate) -> Result<Populated, VmallocError> {
     let size = pages.checked_mul(PAGE_SIZE).ok_or(VmallocError::NoVirtualSpace)?;
-    let va = get_vm_area(size, PAGE_SIZE)?;
-    if let Err(ApplyError::Map(e)) = apply_to_page_range(va, size, |_| Ok::<(), Infallible>(())) {
-        free_vm_area(va)?;
-        return Err(e.into());
-    }
+    let va = shadow_area(size)?;
     let mut frames = Vec::with_capacity(pages as usize);
     let mut faults = 0;
     let callback = |entry: &EntryRef| {
@@ -271,7 +249,7 @@ pub fn populate_shadow(pages: u64, how: Populate) -> Result<Populated, VmallocEr
         allocations_in_lazy_mode: frame_alloc::allocations_in_lazy_mode() - lazy_allocations,
         faults,
     };
-    depopulate(va, size, frames)?;
+    release_shadow_area(va, size, frames)?;
     match result {
         Ok(_) => Ok(outcome),
         Err(ApplyError::Map(e)) => Err(e.into()),
@@ -279,11 +257,25 @@ pub fn populate_shadow(pages: u64, how: Populate) -> Result<Populated, VmallocEr
     }
 }
 
-/// Unmaps a populated shadow range, frees its frames, tables and area.
-fn depopulate(va: VirtAddr, size: u64, frames: Vec<PhysAddr>) -> Result<(), VmallocError> {
-    vunmap_range(va, size);
-    for pa in frames {
-        frame_alloc::free_frame(pa).expect("allocated by populate_shadow");
+/// A shadow area of `size` bytes with its page tables made and its
+/// entries empty, so that what follows is about the leaf entries alone.
+fn shadow_area(size: u64) -> Result<VirtAddr, VmallocError> {
+    let va = get_vm_area(size, PAGE_SIZE)?;
+    if let Err(ApplyError::Map(e)) = apply_to_page_range(va, size, |_| Ok::<(), Infallible>(())) {
+        free_vm_area(va)?;
+        return Err(e.into());
     }
-    free_vm_area(va)
+    Ok(va)
+}
+
+/// Unmaps a shadow area, frees the frames that were mapped in it (all of
+/// them, double mappings included), its tables and the area. Returns how
+/// many frames there were.
+fn release_shadow_area(va: VirtAddr, size: u64, frames: Vec<PhysAddr>) -> Result<usize, VmallocError> {
+    vunmap_range(va, size);
+    for &pa in &frames {
+        frame_alloc::free_frame(pa).expect("mapped by populate");
+    }
+    free_vm_area(va)?;
+    Ok(frames.len())
 }
