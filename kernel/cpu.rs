@@ -14,8 +14,12 @@ pub struct Features {
     /// FEAT_TLBIRANGE: `tlbi rva*` invalidates a range in one instruction.
     pub tlbi_range: bool,
     /// FEAT_BBM level (0-2): level 2 may change block size without
-    /// break-before-make.
+    /// break-before-make, but may still raise a TLB conflict abort.
     pub bbm_level: u8,
+    /// Linux's BBML2_NOABORT: this CPU model is known to change a live
+    /// block into an equivalent table without any abort (see
+    /// [`bbml2_noabort`]).
+    pub bbml2_noabort: bool,
     /// FEAT_HAFDBS: 0 none, 1 hardware Access flag, 2 also dirty state.
     pub hafdbs: u8,
     /// The 4 KiB granule is implemented (ID_AA64MMFR0.TGran4 is 0b0000, or
@@ -37,6 +41,7 @@ impl Features {
             midr: id.midr,
             tlbi_range: field(id.isar0, 56) == 0b0010,
             bbm_level: field(id.mmfr2, 52),
+            bbml2_noabort: bbml2_noabort(id.midr),
             hafdbs: field(id.mmfr1, 0),
             granule_4k: tgran4 == 0b0000 || tgran4 == 0b0001,
             granule_4k_lpa2: tgran4 == 0b0001,
@@ -55,6 +60,35 @@ impl Features {
     /// "Arm Cortex-A72 r0p3" or the raw implementer and part number.
     pub fn model(&self) -> Model {
         Model(self.midr)
+    }
+}
+
+/// Is this CPU model one that may split a live block in place? As Linux
+/// decides `ARM64_HAS_BBML2_NOABORT` (`cpu_supports_bbml2_noabort()`,
+/// 5aa4b625762e "arm64: Add BBM Level 2 cpu feature", 6.17): from an
+/// allow-list of MIDRs, not from ID_AA64MMFR2.BBM, because FEAT_BBM
+/// level 2 alone still permits a TLB conflict abort on the access that
+/// meets both the old block and the new table.
+///
+/// The list is Linux's (6.18), plus QEMU's `max` CPU: TCG has no TLB that
+/// could hold two overlapping entries, so it never raises a conflict
+/// abort. That is our choice, and it keeps the in-place split exercised;
+/// `cortex-a72` (no FEAT_BBM at all) is not on the list.
+pub fn bbml2_noabort(midr: u64) -> bool {
+    let implementer = (midr >> 24) & 0xff;
+    let variant = (midr >> 20) & 0xf;
+    let part = (midr >> 4) & 0xfff;
+    let revision = midr & 0xf;
+    match (implementer, part) {
+        // Arm Cortex-X4 r0p3 and later r0 revisions.
+        (0x41, 0xd82) => variant == 0 && revision >= 3,
+        // Arm Neoverse-V3 and V3AE, r0p2 and later r0 revisions.
+        (0x41, 0xd84) | (0x41, 0xd83) => variant == 0 && revision >= 2,
+        // NVIDIA Olympus; AmpereOne and AmpereOne A: every revision.
+        (0x4e, 0x010) | (0xc0, 0xac3) | (0xc0, 0xac4) => true,
+        // Implementer 0x00 is reserved for software: QEMU's `max` (TCG).
+        (0x00, _) => true,
+        _ => false,
     }
 }
 

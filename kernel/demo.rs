@@ -20,6 +20,7 @@ use crate::mm::pgtable::{self, EntryRef, MapError};
 use crate::mm::vmalloc::{self, VmallocError};
 use crate::mm::debug_pagealloc::{self, MapBack};
 use crate::mm::kasan_shadow::Populate;
+use crate::mm::pgtable_check::{self, Rule};
 use crate::mm::{frame_alloc, kasan_shadow, tlb};
 use crate::{println, sched, task, timer, trace};
 
@@ -222,22 +223,30 @@ pub fn kasan(trials: u32) -> Result<(), VmallocError> {
     println!("after its write, still holding the lock (the other task runs up to the lock and waits),");
     println!("and again after the unlock, its section still open (the other task takes the lock).");
     println!("A double mapping means the second task also read \"none\" and mapped a second frame.\n");
-    println!("{:<16} {:<22} {:>7} {:>9} {:>16}", "backend", "around the lock", "trials", "installs", "double mappings");
+    println!(
+        "{:<16} {:<22} {:>7} {:>9} {:>16} {:>12}",
+        "backend", "around the lock", "trials", "installs", "double mappings", "BBM reports"
+    );
     for backend in BACKENDS {
         let _selected = lazy_mmu::use_backend(backend.name());
         for pause in [false, true] {
-            let (mut installs, mut doubles) = (0, 0);
+            let (mut installs, mut doubles, mut bbm) = (0, 0, 0);
             for _ in 0..trials {
                 let outcome = kasan_shadow::shadow_race(pause)?;
                 installs += outcome.installs;
                 doubles += outcome.double_mappings;
+                bbm += outcome.bbm_reports;
             }
             let how = if pause { "pause/resume" } else { "nothing (stays lazy)" };
-            println!("{:<16} {:<22} {:>7} {:>9} {:>16}", backend.name(), how, trials, installs, doubles);
+            println!("{:<16} {:<22} {:>7} {:>9} {:>16} {:>12}", backend.name(), how, trials, installs, doubles, bbm);
         }
     }
     println!("\nOnly deferred-writes without pause double-maps: its stores wait in the task's queue,");
     println!("so the lock no longer orders them. Pausing makes the store before the lock is dropped.");
+    if pgtable_check::enabled() {
+        println!("BBM reports: the page-table rules checker sees each double mapping as what it is on");
+        println!("hardware: a live page replaced by another frame without break-before-make.");
+    }
     Ok(())
 }
 
@@ -266,18 +275,18 @@ pub fn pagealloc(pages: u64) -> Result<(), VmallocError> {
     ];
     let shown = if debug_pagealloc::enabled() { cures } else { &cures[..2] };
     println!(
-        "{:<36} {:<16} {:>6} {:>9} {:>5} {:>13} {:>15} {:>7}",
-        "cure", "backend", "writes", "dsb ishst", "isb", "nested exits", "allocs in lazy", "faults"
+        "{:<36} {:<16} {:>6} {:>9} {:>5} {:>13} {:>15} {:>7} {:>15}",
+        "cure", "backend", "writes", "dsb ishst", "isb", "nested exits", "allocs in lazy", "faults", "publish reports"
     );
     for &(cure, how, map_back) in shown {
         for backend in BACKENDS {
             let _selected = lazy_mmu::use_backend(backend.name());
             let previous = debug_pagealloc::set_map_back(map_back);
-            let outcome = kasan_shadow::populate_shadow(pages, how);
+            let (outcome, publish) = pgtable_check::expecting(Rule::Publish, || kasan_shadow::populate_shadow(pages, how));
             debug_pagealloc::set_map_back(previous);
             let p = outcome?;
             println!(
-                "{:<36} {:<16} {:>6} {:>9} {:>5} {:>13} {:>15} {:>7}",
+                "{:<36} {:<16} {:>6} {:>9} {:>5} {:>13} {:>15} {:>7} {:>15}",
                 cure,
                 backend.name(),
                 p.stats.entry_writes,
@@ -285,7 +294,8 @@ pub fn pagealloc(pages: u64) -> Result<(), VmallocError> {
                 p.stats.barriers.isb,
                 p.stats.flushes,
                 p.allocations_in_lazy_mode,
-                p.faults
+                p.faults,
+                publish.total()
             );
         }
     }
@@ -300,5 +310,8 @@ pub fn pagealloc(pages: u64) -> Result<(), VmallocError> {
     println!("none: the map-back's writes join the caller's batch. Under batched one pair is paid,");
     println!("  after the frames were touched: those accesses had no barrier (harmless only under QEMU).");
     println!("  Under deferred-writes the map-back is still queued when the frame is poisoned: faults.");
+    if pgtable_check::enabled() {
+        println!("  The page-table rules checker reports each frame handed out with its mapping unpublished.");
+    }
     Ok(())
 }

@@ -8,7 +8,7 @@ use crate::dtb;
 use crate::mm::addr::{BLOCK_1G, PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::mm::kernel_map::{self, ImageLayout};
 use crate::mm::stack::KernelStack;
-use crate::mm::{debug_pagealloc, frame_alloc, heap};
+use crate::mm::{debug_pagealloc, frame_alloc, heap, pgtable_check};
 use crate::{irq, percpu, smp};
 
 unsafe extern "Rust" {
@@ -76,6 +76,7 @@ extern "C" fn __kernel_init(dtb_pointer: u64, kernel_phys: u64, entry_el: u64) -
     if let Err(e) = heap::init(heap_size(machine.ram_size)) {
         panic!("cannot allocate the kernel heap: {e}");
     }
+    pgtable_check::init();
     if debug_pagealloc::requested() {
         if let Err(e) = debug_pagealloc::init() {
             panic!("debug_pagealloc: cannot unmap the free frames: {e}");

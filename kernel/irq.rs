@@ -12,6 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::arch::timer as arch_timer;
 use crate::console::emergency;
 use crate::drivers::gic;
+use crate::mm::pgtable_check;
 use crate::percpu::{this_cpu, with_this_cpu};
 use crate::semihosting::{ExitCode, exit};
 use crate::{sched, task, timer, trace};
@@ -57,6 +58,7 @@ pub(crate) fn handle() {
         gic::end_of_interrupt(iar);
     }
     trace::emit(format_args!("interrupt: exit"));
+    pgtable_check::interrupt_exit();
     cpu.irq_exit();
     if cpu.take_need_resched() {
         sched::schedule();

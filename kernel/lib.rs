@@ -34,6 +34,7 @@ pub mod irq;
 pub mod mm;
 pub mod panic;
 pub mod percpu;
+pub mod planted;
 pub mod sched;
 pub mod semihosting;
 pub mod smp;

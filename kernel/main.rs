@@ -5,13 +5,15 @@
 
 extern crate alloc;
 
+use alloc::format;
 use alloc::vec::Vec;
 
 use lazymmu::arch::lazy_mmu::BACKENDS;
+use lazymmu::planted::Bug;
 use lazymmu::{cpu, demo};
 use lazymmu::dtb;
 use lazymmu::init;
-use lazymmu::mm::{debug_pagealloc, frame_alloc, heap, ptdump};
+use lazymmu::mm::{debug_pagealloc, frame_alloc, heap, pgtable_check, ptdump};
 use lazymmu::semihosting::{ExitCode, exit};
 use lazymmu::{boot_args, println};
 
@@ -23,7 +25,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("demo kasan", "the KASAN shadow race: double mappings per backend, without and with pause"),
     ("demo pagealloc", "allocating inside lazy mode (boot with debug_pagealloc=on): both cures, counted"),
     ("bench [--tlb-only] [--quick]", "every workload under every backend: exact counts, times, CSV (--quick: small N, counts checked; --tlb-only: the TLB flush strategies, with the CPUs online)"),
-    ("fuzz [--seed S] [--ops N] [--backend NAME] [--break skip-tlb-flush]", "random mapping operations checked against a model, under each backend (default seed 1, 2000 ops)"),
+    ("fuzz [--seed S] [--ops N] [--backend NAME] [--break BUG]", "random mapping operations checked against a model and the page-table rules, under each backend (default seed 1, 2000 ops); BUG plants a bug to catch (see `planted.rs`)"),
     ("help", "print this menu"),
 ];
 
@@ -71,6 +73,23 @@ fn kernel_main() -> ! {
             exit(ExitCode::Usage);
         }
     }
+    finish()
+}
+
+/// Ends a command: nothing it changed may still be owed, and no page-table
+/// rule may have been broken on the way (the demos take the violations
+/// they show on purpose).
+fn finish() -> ! {
+    pgtable_check::quiescent();
+    let broken = pgtable_check::take_violations();
+    if pgtable_check::enabled() {
+        let stats = pgtable_check::stats();
+        println!("pgtable_check: {} checks, {} violations", stats.checks, stats.violations);
+    }
+    if broken.total() > 0 {
+        println!("lazymmu: page-table rules broken: {}", broken.summary());
+        exit(ExitCode::RuleViolated);
+    }
     exit(ExitCode::Success)
 }
 
@@ -80,7 +99,11 @@ fn banner() {
     println!("lazymmu {}: Linux's lazy MMU mode on arm64, measured", env!("CARGO_PKG_VERSION"));
     println!("cpu:      {} ({} in the device tree, {} online)", f.model(), m.cpus, lazymmu::smp::online_cpus());
     println!("features: FEAT_TLBIRANGE {}", if f.tlbi_range { "yes" } else { "no" });
-    println!("          FEAT_BBM level {}", f.bbm_level);
+    println!(
+        "          FEAT_BBM level {}, BBML2_NOABORT {}",
+        f.bbm_level,
+        if f.bbml2_noabort { "yes (live linear-map blocks may be split in place)" } else { "no (the linear map is made of pages)" }
+    );
     println!(
         "          FEAT_HAFDBS {}",
         match f.hafdbs {
@@ -139,6 +162,12 @@ fn demo_lazy(backend: Option<&str>) {
 }
 
 fn bench(quick: bool, tlb_only: bool) {
+    // The figures are the kernel's own cost, not the checker's, unless
+    // `pgtable_check=on` asks to see what checking costs.
+    let checked = boot_args::option("pgtable_check") == Some("on");
+    if !checked {
+        pgtable_check::disable();
+    }
     println!(
         "lazymmu bench{}{}: counter at {} Hz, {} CPUs online",
         if tlb_only { " --tlb-only" } else { "" },
@@ -154,6 +183,7 @@ fn bench(quick: bool, tlb_only: bool) {
             exit(ExitCode::Usage);
         }
     };
+    println!("pgtable_check: {} while measuring", if checked { "on (the figures include its cost)" } else { "off" });
     lazymmu::bench::print_table(&results);
     if !tlb_only {
         lazymmu::bench::print_headline(&results);
@@ -186,10 +216,7 @@ fn fuzz(options: &[&str]) {
                 }
                 None => false,
             },
-            "--break" if *value == "skip-tlb-flush" => {
-                config.broken = Some(lazymmu::fuzz::Breakage::SkipTlbFlush);
-                true
-            }
+            "--break" => Bug::from_name(value).map(|bug| config.broken = Some(bug)).is_some(),
             _ => false,
         };
         if !ok {
@@ -208,7 +235,7 @@ fn fuzz(options: &[&str]) {
         config.seed,
         config.ops,
         config.backends.join(", "),
-        if config.broken.is_some() { " (kernel deliberately broken: TLB flushes skipped)" } else { "" }
+        config.broken.map(|bug| format!(" (kernel deliberately broken, {}: {})", bug.name(), bug.what())).unwrap_or_default()
     );
     let progress = |backend: &str, ops: u64, checks: u64| println!("fuzz: {backend}: {ops} ops, {checks} page checks");
     match lazymmu::fuzz::run(&config, progress) {
@@ -219,11 +246,17 @@ fn fuzz(options: &[&str]) {
             println!("fuzz: no divergence");
         }
         Err(d) => {
-            println!("fuzz: DIVERGENCE under {} at op #{} ({}), seed {}:", d.backend, d.step, d.op, config.seed);
+            match d.rule {
+                Some(rule) => println!(
+                    "fuzz: PAGE-TABLE RULE `{rule}` BROKEN under {} at op #{} ({}), seed {}:",
+                    d.backend, d.step, d.op, config.seed
+                ),
+                None => println!("fuzz: DIVERGENCE under {} at op #{} ({}), seed {}:", d.backend, d.step, d.op, config.seed),
+            }
             println!("  {}", d.what);
-            let broken = if config.broken.is_some() { " --break skip-tlb-flush" } else { "" };
+            let broken = config.broken.map(|bug| format!(" --break {}", bug.name())).unwrap_or_default();
             println!("  reproduce: cargo run -- fuzz --seed {} --ops {} --backend {}{broken}", config.seed, d.step + 1, d.backend);
-            exit(ExitCode::TestsFailed);
+            exit(if d.rule.is_some() { ExitCode::RuleViolated } else { ExitCode::TestsFailed });
         }
     }
 }
@@ -231,6 +264,7 @@ fn fuzz(options: &[&str]) {
 fn menu() {
     println!("usage: cargo run -- [OPTION=VALUE...] [COMMAND]   (scripts/run ... sets up first)");
     println!("options: debug_pagealloc=on   free frames leave the linear map (use after free faults)");
+    println!("         pgtable_check=off    do not check the page-table rules (on by default; bench turns it off)");
     for (name, what) in COMMANDS {
         println!("  {name:<28} {what}");
     }

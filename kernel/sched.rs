@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use crate::arch::{barrier, context, cpu};
 use crate::exception::{self, Caught, PanicMessage};
-use crate::mm::lazy_mmu;
+use crate::mm::{lazy_mmu, pgtable_check};
 use crate::mm::pgtable::MapError;
 use crate::mm::stack::KernelStack;
 use crate::percpu::this_cpu;
@@ -171,6 +171,7 @@ pub(crate) fn schedule() {
     // Everything `prev` stored, page-table entries of an open lazy section
     // included, reaches every walker before `next` runs.
     barrier::dsb_ish();
+    pgtable_check::switching_out();
     next.set_state(TaskState::Running);
     let cpu = this_cpu();
     cpu.set_switched_from(prev);
@@ -214,6 +215,7 @@ extern "C" fn task_entry(task: u64) -> ! {
             task.name
         ))));
     }
+    pgtable_check::task_exited();
     task.set_outcome(outcome);
     cpu::irq_save();
     task.set_state(TaskState::Exited);

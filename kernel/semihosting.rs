@@ -26,6 +26,8 @@ pub enum ExitCode {
     Panic = 3,
     /// An exception the kernel did not expect.
     Fault = 4,
+    /// The page-table rules checker (`mm::pgtable_check`) saw a rule broken.
+    RuleViolated = 5,
     /// At least one test failed (libtest uses the same code).
     TestsFailed = 101,
 }

@@ -8,12 +8,13 @@
 //! Arguments after `cargo test --` that do not start with `-` are name
 //! filters, as with libtest.
 
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 
 use crate::exception::{self, Caught};
-use crate::mm::lazy_mmu;
+use crate::mm::{lazy_mmu, pgtable_check};
 use crate::semihosting::{ExitCode, exit};
 use crate::{arch, boot_args, print, println};
 
@@ -49,6 +50,11 @@ pub fn run_tests(tests: &[&dyn Testable]) -> ! {
     println!("running {} test{}", chosen.len(), if chosen.len() == 1 { "" } else { "s" });
 
     let mut failures: Vec<(&'static str, String)> = Vec::new();
+    // Rules broken while the kernel booted fail the run.
+    let at_boot = pgtable_check::take_violations();
+    if at_boot.total() > 0 {
+        failures.push(("(boot)", format!("page-table rules broken at boot: {}", at_boot.summary())));
+    }
     for test in &chosen {
         print!("test {} ... ", test.name());
         let mut why = String::new();
@@ -58,9 +64,19 @@ pub fn run_tests(tests: &[&dyn Testable]) -> ! {
         // A test abandoned inside a lazy MMU section must not leave the
         // next one running in it; one that returns with a section open has
         // a bug of its own.
+        crate::planted::plant(None);
         let (enabled, paused) = lazy_mmu::recover_abandoned();
         if why.is_empty() && (enabled, paused) != (0, 0) {
             let _ = write!(why, "returned with lazy MMU mode still open (enable count {enabled}, pause count {paused})");
+        }
+        // Everything the test changed is published and invalidated by now,
+        // and no rule was broken on the way (a test that breaks one on
+        // purpose takes what it broke with `pgtable_check::expecting`).
+        pgtable_check::quiescent();
+        let broken = pgtable_check::take_violations();
+        if broken.total() > 0 {
+            let first = broken.first.first().map(|v| v.what.as_str()).unwrap_or("");
+            let _ = write!(why, "{}page-table rules broken: {} (first: {first})", if why.is_empty() { "" } else { "; " }, broken.summary());
         }
         if why.is_empty() {
             println!("ok");
@@ -82,6 +98,10 @@ pub fn run_tests(tests: &[&dyn Testable]) -> ! {
         }
     }
     let elapsed = (arch::cpu::counter() - start) as f64 / arch::cpu::counter_frequency() as f64;
+    let check = pgtable_check::stats();
+    if pgtable_check::enabled() {
+        println!("\npgtable_check: {} checks, {} violations", check.checks, check.violations);
+    }
     println!(
         "\ntest result: {}. {} passed; {} failed; 0 ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
         if failures.is_empty() { "ok" } else { "FAILED" },

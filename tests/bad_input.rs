@@ -12,12 +12,12 @@
 use core::convert::Infallible;
 use core::fmt::Debug;
 
-use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::{ApplyError, apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_nolazy};
 use lazymmu::mm::audit;
 use lazymmu::mm::descriptor::{Attributes, Level};
 use lazymmu::mm::frame_alloc::{self, FrameError};
-use lazymmu::mm::layout::{MMIO_BASE, PAGE_OFFSET, VMALLOC_END};
+use lazymmu::mm::layout::{MMIO_BASE, VMALLOC_END};
 use lazymmu::mm::lazy_mmu::{LazyMmuMisuse, lazy_mmu_mode_disable, lazy_mmu_mode_enable, lazy_mmu_mode_pause, lazy_mmu_mode_resume};
 use lazymmu::mm::pageattr::{set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x};
 use lazymmu::mm::pgtable::{EntryRef, MapError};
@@ -96,17 +96,22 @@ fn apply_family() {
     case("apply_to_page_range(unaligned size)", || apply_to_page_range(area, 100, nop), ApplyError::Map(MapError::Misaligned { what: "size", value: 100 }));
     let user = VirtAddr::new(0x4000_0000);
     case("apply_to_page_range(user half)", || apply_to_page_range(user, PAGE_SIZE, nop), ApplyError::Map(MapError::NotKernelAddress(user)));
-    // The linear map's first 2 MiB is one block (RAM starts 2 MiB below the image).
+    // 2 MiB of contiguous memory mapped as one block (the linear map has
+    // blocks only on a CPU with BBML2_NOABORT).
+    let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
+    let block = vmap_contiguous(run, BLOCK_2M, Attributes::KERNEL_RW).unwrap();
     case(
         "apply_to_page_range(a block in the way)",
-        || apply_to_page_range(PAGE_OFFSET, PAGE_SIZE, nop),
-        ApplyError::Map(MapError::BlockInTheWay { va: PAGE_OFFSET, level: Level::L2 }),
+        || apply_to_page_range(block, PAGE_SIZE, nop),
+        ApplyError::Map(MapError::BlockInTheWay { va: block, level: Level::L2 }),
     );
     case(
         "apply_to_existing_page_range(a block in the way)",
-        || apply_to_existing_page_range(PAGE_OFFSET, PAGE_SIZE, nop),
-        ApplyError::Map(MapError::BlockInTheWay { va: PAGE_OFFSET, level: Level::L2 }),
+        || apply_to_existing_page_range(block, PAGE_SIZE, nop),
+        ApplyError::Map(MapError::BlockInTheWay { va: block, level: Level::L2 }),
     );
+    vunmap(block).unwrap();
+    frame_alloc::free_frames(run, 512).unwrap();
     case("apply_to_page_range_nolazy(size 0)", || apply_to_page_range_nolazy(area, 0, nop), ApplyError::Map(MapError::BadRange { start: area, size: 0 }));
     free_vm_area(area).unwrap();
 }

@@ -504,10 +504,13 @@ fn deferred_writes_are_applied_in_order_at_leave() {
     let other = frame_alloc::alloc_frame().unwrap();
     let e = &scratch.entries;
     let section = enable();
+    // Two writes to slot 0: the second takes write permission away (a
+    // valid-to-valid change of another frame would break break-before-make).
+    let read_only = Descriptor::leaf(Level::L3, scratch.frame, Attributes::KERNEL_RO);
     let inside = cost(|| {
-        pgtable::write_entry(&e[0], page(other));
-        pgtable::write_entry(&e[1], page(other));
         pgtable::write_entry(&e[0], page(scratch.frame));
+        pgtable::write_entry(&e[1], page(other));
+        pgtable::write_entry(&e[0], read_only);
         pgtable::write_entry(&e[2], page(other));
         pgtable::write_entry(&e[1], Descriptor::INVALID);
     });
@@ -517,7 +520,12 @@ fn deferred_writes_are_applied_in_order_at_leave() {
         assert_eq!(hw_translate(scratch.va(i), Access::Read), UNMAPPED, "nothing stored yet");
     }
     assert_eq!(pairs(cost(|| drop(section))), (1, 1));
-    assert_eq!(hw_translate(scratch.va(0), Access::Read), mapped(scratch.frame), "the later write to slot 0 won");
+    assert_eq!(hw_translate(scratch.va(0), Access::Read), mapped(scratch.frame));
+    assert_eq!(
+        hw_translate(scratch.va(0), Access::Write),
+        HwTranslation::Fault(FaultStatus::Permission { level: 3 }),
+        "the later write to slot 0 won"
+    );
     assert_eq!(hw_translate(scratch.va(1), Access::Read), UNMAPPED, "slot 1 was mapped, then cleared");
     assert_eq!(hw_translate(scratch.va(2), Access::Read), mapped(other));
     tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(3));

@@ -204,7 +204,7 @@ fn the_kasan_shadow_race_is_real_on_two_cpus_and_pause_ends_it() {
     const TRIALS: u32 = 1000;
     for (backend, pause) in [("deferred-writes", false), ("deferred-writes", true), ("batched", false), ("batched", true)] {
         let _b = use_backend(backend).unwrap();
-        let (mut installs, mut doubles, mut trials) = (0, 0, 0);
+        let (mut installs, mut doubles, mut bbm, mut trials) = (0, 0, 0, 0);
         // At least 1000 trials. A host that deschedules one vCPU for the
         // whole of a trial makes it race nobody, so the racy case goes on
         // (to 20000) until it has lost at least once.
@@ -213,9 +213,13 @@ fn the_kasan_shadow_race_is_real_on_two_cpus_and_pause_ends_it() {
             let outcome = shadow_race_two_cpus(1, pause, 4).unwrap();
             installs += outcome.installs;
             doubles += outcome.double_mappings;
+            bbm += outcome.bbm_reports;
             trials += 1;
         }
         lazymmu::println!("  {backend}, pause {pause}: {trials} trials, {installs} installs, {doubles} double mappings");
+        // Each double mapping replaced a live page: one break-before-make
+        // report each from the page-table rules checker, and no other.
+        assert_eq!(bbm, doubles as u64, "{backend}, pause {pause}: BBM reports");
         if racy {
             assert!(doubles > 0, "{backend} without pause: the queued store let the other CPU map the page again");
         } else {

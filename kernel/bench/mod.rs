@@ -413,9 +413,9 @@ pub fn print_table(results: &Results) {
     }
     println!(
         "(times are wall-clock under QEMU TCG: a busy host inflates them; the counts are exact.\n \
-         vfree of more than {} pages flushes with {:?} on this CPU)",
-        tlb::MAX_TLBI_OPS,
-        tlb::strategy(tlb::MAX_TLBI_OPS + 1)
+         vfree of {} pages or more flushes with {:?} on this CPU)",
+        tlb::MAX_DVM_OPS,
+        tlb::strategy(tlb::MAX_DVM_OPS)
     );
 }
 

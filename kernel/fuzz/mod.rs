@@ -39,7 +39,8 @@ use crate::mm::layout::{VMALLOC_END, VMALLOC_START};
 use crate::mm::pgtable::{self, EntryRef, MapError};
 use crate::mm::translate::{Access, HwTranslation, SwTranslation, hw_translate, sw_translate};
 use crate::mm::vmalloc::{self, VmallocError};
-use crate::mm::{audit, frame_alloc, lazy_mmu, pageattr, phys_to_virt, probe, tlb};
+use crate::mm::{audit, frame_alloc, lazy_mmu, pageattr, pgtable_check, phys_to_virt, probe, tlb};
+use crate::planted::{self, Bug};
 use crate::{sched, timer};
 
 /// What to run.
@@ -49,17 +50,12 @@ pub struct Config {
     /// Steps per backend.
     pub ops: u64,
     pub backends: Vec<&'static str>,
-    /// A deliberately broken kernel, to show that the fuzzer catches it.
-    pub broken: Option<Breakage>,
+    /// A deliberately broken kernel, to show that the checks catch it.
+    pub broken: Option<Bug>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Breakage {
-    /// `flush_tlb_kernel_range` and friends do nothing.
-    SkipTlbFlush,
-}
-
-/// Where the model and the kernel disagreed.
+/// Where the model and the kernel disagreed, or where the kernel broke a
+/// page-table rule (`rule`: the first one the checker reported).
 #[derive(Debug)]
 pub struct Divergence {
     pub backend: &'static str,
@@ -67,6 +63,7 @@ pub struct Divergence {
     pub step: u64,
     pub op: String,
     pub what: String,
+    pub rule: Option<pgtable_check::Rule>,
 }
 
 /// What a clean run did, per backend: (backend, steps, page checks).
@@ -594,9 +591,9 @@ fn release(kind: &AreaKind) {
 /// teardown checks.
 pub fn run(config: &Config, mut progress: impl FnMut(&str, u64, u64)) -> Result<Report, Divergence> {
     let preemption = sched::set_preemption(false);
-    tlb::break_for_fuzzing(config.broken == Some(Breakage::SkipTlbFlush));
+    planted::plant(config.broken);
     let result = run_all(config, &mut progress);
-    tlb::break_for_fuzzing(false);
+    planted::plant(None);
     sched::set_preemption(preemption);
     result
 }
@@ -605,7 +602,22 @@ fn run_all(config: &Config, progress: &mut impl FnMut(&str, u64, u64)) -> Result
     let mut report = Report { runs: Vec::new() };
     for &backend in &config.backends {
         let _selected = lazy_mmu::use_backend(backend).expect("a backend's name");
-        let diverged = |step: u64, op: &str, what: String| Divergence { backend, step, op: String::from(op), what };
+        let diverged = |step: u64, op: &str, what: String| Divergence { backend, step, op: String::from(op), what, rule: None };
+        // Every step ends with nothing owed and no rule broken.
+        let rules_kept = |step: u64, op: &str| {
+            pgtable_check::quiescent();
+            let broken = pgtable_check::take_violations();
+            match broken.first.first() {
+                None if broken.total() == 0 => Ok(()),
+                first => Err(Divergence {
+                    backend,
+                    step,
+                    op: String::from(op),
+                    what: format!("page-table rules broken: {} (first: {})", broken.summary(), first.map_or("", |v| v.what.as_str())),
+                    rule: first.map(|v| v.rule),
+                }),
+            }
+        };
         let start = audit::state();
         let setup = |what: String| diverged(0, "setup", what);
         let irq_page = vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE).map_err(|e| setup(format!("{e:?}")))?;
@@ -665,6 +677,7 @@ fn run_all(config: &Config, progress: &mut impl FnMut(&str, u64, u64)) -> Result
             while let Some(section) = sections.pop() {
                 drop(section);
             }
+            rules_kept(step, &label)?;
             let touched = outcome.map_err(|what| diverged(step, &label, what))?;
             f.check(&touched).map_err(|what| diverged(step, &label, what))?;
             if (step + 1) % 1000 == 0 {
@@ -674,6 +687,7 @@ fn run_all(config: &Config, progress: &mut impl FnMut(&str, u64, u64)) -> Result
         let last = config.ops.saturating_sub(1);
         f.sweep().map_err(|what| diverged(last, "final sweep", what))?;
         f.teardown().map_err(|what| diverged(last, "teardown", what))?;
+        rules_kept(last, "teardown")?;
         vmalloc::vunmap_range(irq_page, PAGE_SIZE);
         vmalloc::free_vm_area(irq_page).map_err(|e| diverged(last, "teardown", format!("{e:?}")))?;
         frame_alloc::free_frame(irq_frame).expect("allocated above");

@@ -21,11 +21,11 @@
 //!   under `deferred-writes` they are not in memory yet when the caller
 //!   touches the frame, and that access faults.
 //!
-//! The linear map uses blocks, and unmapping one page needs pages. With
-//! FEAT_BBM level 2 every block is split in place at boot (as set_memory_*
-//! splits them); without it a live block that holds the page tables cannot
-//! be broken safely, so the linear map is built from pages from the start
-//! (Linux's `force_pte_mapping()` makes the same choice).
+//! Unmapping one page needs pages. With BBML2_NOABORT the linear map is
+//! built with blocks, and every block is split in place at boot (as
+//! set_memory_* splits them); without it the linear map is made of pages
+//! from the start (`kernel_map::linear_map_leaves`), since a live block
+//! that holds the page tables cannot be broken safely.
 
 use core::convert::Infallible;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
@@ -33,9 +33,9 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use super::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use super::apply::{ApplyError, apply_to_existing_page_range, apply_to_page_range};
 use super::descriptor::{Attributes, Descriptor, Level};
-use super::pgtable::{self, LeafSizes, MapError};
-use super::{frame_alloc, lazy_mmu, pageattr, phys_to_virt, tlb, virt_to_phys};
-use crate::{boot_args, cpu};
+use super::pgtable::{self, MapError};
+use super::{frame_alloc, lazy_mmu, pageattr, pgtable_check, phys_to_virt, tlb, virt_to_phys};
+use crate::boot_args;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static MAP_BACK: AtomicU8 = AtomicU8::new(MapBack::NestedSection as u8);
@@ -69,11 +69,6 @@ pub fn requested() -> bool {
 /// Is it on: are free frames out of the linear map?
 pub fn enabled() -> bool {
     ENABLED.load(Relaxed)
-}
-
-/// The leaf sizes the linear map is built with (see the module doc).
-pub fn linear_map_leaves() -> LeafSizes {
-    if requested() && cpu::features().bbm_level < 2 { LeafSizes::PagesOnly } else { LeafSizes::Blocks }
 }
 
 pub fn boot_stats() -> BootStats {
@@ -114,6 +109,7 @@ fn linear_range(pa: PhysAddr, count: usize) -> (VirtAddr, u64) {
 /// Puts `count` frames from `pa` back into the linear map, read/write.
 /// The linear map has level-3 tables everywhere, so this allocates nothing.
 pub(super) fn map_pages(pa: PhysAddr, count: usize) -> Result<(), MapError> {
+    let _op = pgtable_check::operation();
     let (va, size) = linear_range(pa, count);
     let map = |entry: &pgtable::EntryRef| {
         pgtable::write_entry(entry, Descriptor::leaf(Level::L3, virt_to_phys(entry.va), Attributes::KERNEL_RW));
@@ -138,6 +134,7 @@ pub(super) fn map_pages(pa: PhysAddr, count: usize) -> Result<(), MapError> {
 /// Takes `count` frames from `pa` out of the linear map, and out of every
 /// TLB, before they are freed.
 pub(super) fn unmap_pages(pa: PhysAddr, count: usize) {
+    let _op = pgtable_check::operation();
     clear(pa, count).expect("the linear map is made of pages under debug_pagealloc");
     let (va, size) = linear_range(pa, count);
     tlb::flush_tlb_kernel_range(va, va.add(size));

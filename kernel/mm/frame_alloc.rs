@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use alloc::vec::Vec;
 
 use super::addr::{PAGE_SIZE, PhysAddr};
-use super::{debug_pagealloc, lazy_mmu};
+use super::{debug_pagealloc, lazy_mmu, pgtable_check};
 use crate::sync::IrqSpinLock;
 use crate::{println, task};
 
@@ -259,10 +259,15 @@ pub fn alloc_contiguous(count: usize, align: u64) -> Result<PhysAddr, FrameError
         return Err(FrameError::OutOfMemory);
     }
     let pa = ALLOCATOR.lock().alloc_run(count, align)?;
-    if debug_pagealloc::enabled() && debug_pagealloc::map_pages(pa, count).is_err() {
-        // Nothing was mapped: the frames go straight back.
-        ALLOCATOR.lock().free_run(pa, count).expect("allocated above");
-        return Err(FrameError::OutOfMemory);
+    if debug_pagealloc::enabled() {
+        if debug_pagealloc::map_pages(pa, count).is_err() {
+            // Nothing was mapped: the frames go straight back.
+            ALLOCATOR.lock().free_run(pa, count).expect("allocated above");
+            return Err(FrameError::OutOfMemory);
+        }
+        // The caller may touch the frames as soon as this returns, even
+        // inside its own lazy MMU section: their mapping is owed now.
+        pgtable_check::handed_over();
     }
     Ok(pa)
 }
@@ -270,8 +275,9 @@ pub fn alloc_contiguous(count: usize, align: u64) -> Result<PhysAddr, FrameError
 /// Gives back `count` frames starting at `pa`. All must be allocated, or
 /// nothing is freed. Under `debug_pagealloc` they leave the linear map.
 pub fn free_frames(pa: PhysAddr, count: usize) -> Result<(), FrameError> {
+    ALLOCATOR.lock().check_allocated(pa, count)?;
+    pgtable_check::frames_freed(pa, count);
     if debug_pagealloc::enabled() {
-        ALLOCATOR.lock().check_allocated(pa, count)?;
         debug_pagealloc::unmap_pages(pa, count);
     }
     ALLOCATOR.lock().free_run(pa, count)
@@ -284,6 +290,12 @@ pub fn free_runs() -> Vec<(PhysAddr, usize)> {
 
 pub fn free_frame(pa: PhysAddr) -> Result<(), FrameError> {
     free_frames(pa, 1)
+}
+
+/// The RAM the allocator manages: its first frame and how many frames.
+pub fn managed() -> (PhysAddr, usize) {
+    let a = ALLOCATOR.lock();
+    (a.base, a.frames)
 }
 
 pub fn stats() -> FrameStats {

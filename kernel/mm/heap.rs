@@ -9,7 +9,7 @@ use core::ptr::{NonNull, null_mut};
 
 use linked_list_allocator::Heap;
 
-use super::addr::PAGE_SIZE;
+use super::addr::{PAGE_SIZE, PhysAddr};
 use super::{frame_alloc, phys_to_virt};
 use crate::sync::IrqSpinLock;
 
@@ -35,10 +35,19 @@ static HEAP: KernelHeap = KernelHeap(IrqSpinLock::new(Heap::empty()));
 pub fn init(bytes: u64) -> Result<(), frame_alloc::FrameError> {
     let frames = (bytes / PAGE_SIZE) as usize;
     let pa = frame_alloc::alloc_contiguous(frames, PAGE_SIZE)?;
+    PHYS_RANGE.call_once(|| (pa, frames as u64 * PAGE_SIZE));
     let va = phys_to_virt(pa);
     // SAFETY: the frames are ours alone from now on, mapped RW at `va`.
     unsafe { HEAP.0.lock().init(va.as_mut_ptr(), frames * PAGE_SIZE as usize) };
     Ok(())
+}
+
+static PHYS_RANGE: spin::Once<(PhysAddr, u64)> = spin::Once::new();
+
+/// Where the heap is in RAM: its first byte and its size (0 bytes before
+/// `init`).
+pub fn phys_range() -> (PhysAddr, u64) {
+    PHYS_RANGE.get().copied().unwrap_or((PhysAddr::new(0), 0))
 }
 
 /// Bytes in use and free on the heap.

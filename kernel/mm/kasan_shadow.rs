@@ -33,6 +33,7 @@ use super::descriptor::{Attributes, Descriptor, Level};
 use super::lazy_mmu::stats::{LazyMmuStats, stats};
 use super::pgtable::{self, EntryRef};
 use super::vmalloc::{VmallocError, free_vm_area, get_vm_area, vunmap_range};
+use super::pgtable_check::{self, Rule};
 use super::{frame_alloc, lazy_mmu, phys_to_virt, probe};
 use crate::sched;
 
@@ -50,6 +51,10 @@ pub struct RaceOutcome {
     pub installs: usize,
     /// Installs beyond the first: the shadow page was mapped twice.
     pub double_mappings: usize,
+    /// Break-before-make violations the page-table rules checker reported
+    /// meanwhile: each double mapping replaces a live page by another
+    /// frame with no break-before-make (0 when the checker is off).
+    pub bbm_reports: u64,
 }
 
 /// Where the two populating sides run.
@@ -117,22 +122,25 @@ pub fn shadow_race(pause: bool) -> Result<RaceOutcome, VmallocError> {
     let racer = move || {
         apply_to_page_range(va, PAGE_SIZE, |entry: &EntryRef| populate(entry, pause, Racers::OneCpu)).map(|_| ())
     };
-    let tasks = [sched::spawn("kasan/a", move || racer().expect("populate")), sched::spawn("kasan/b", move || racer().expect("populate"))];
-    let mut failure = None;
-    for task in tasks {
-        match task.map_err(VmallocError::from).map(|t| t.join()) {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => failure = Some(VmallocError::OutOfMemory),
-            Err(e) => failure = Some(e),
+    let (failure, reports) = pgtable_check::expecting(Rule::BreakBeforeMake, || {
+        let tasks = [sched::spawn("kasan/a", move || racer().expect("populate")), sched::spawn("kasan/b", move || racer().expect("populate"))];
+        let mut failure = None;
+        for task in tasks {
+            match task.map_err(VmallocError::from).map(|t| t.join()) {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => failure = Some(VmallocError::OutOfMemory),
+                Err(e) => failure = Some(e),
+            }
         }
-    }
+        failure
+    });
     sched::set_preemption(preemption);
     // Clean up: the frame in the entry now, and any it replaced.
     let installs = release_shadow_area(va, PAGE_SIZE, core::mem::take(&mut *INSTALLED.lock()))?;
     if let Some(e) = failure {
         return Err(e);
     }
-    Ok(RaceOutcome { installs, double_mappings: installs.saturating_sub(1) })
+    Ok(RaceOutcome { installs, double_mappings: installs.saturating_sub(1), bbm_reports: reports.total() })
 }
 
 /// Why a two-CPU race could not run.
@@ -170,23 +178,21 @@ pub fn shadow_race_two_cpus(other: usize, pause: bool, pages: u64) -> Result<Rac
         }
         racer().expect("populate on the other CPU");
     });
-    let mut failure = None;
-    if let Some(remote) = remote {
-        while !READY.load(SeqCst) {
-            core::hint::spin_loop();
+    let (failure, reports) = pgtable_check::expecting(Rule::BreakBeforeMake, || match remote {
+        Some(remote) => {
+            while !READY.load(SeqCst) {
+                core::hint::spin_loop();
+            }
+            GO.store(true, SeqCst);
+            (racer().is_err() || remote.wait().is_err()).then_some(TwoCpuRaceError::Vmalloc(VmallocError::OutOfMemory))
         }
-        GO.store(true, SeqCst);
-        if racer().is_err() || remote.wait().is_err() {
-            failure = Some(TwoCpuRaceError::Vmalloc(VmallocError::OutOfMemory));
-        }
-    } else {
-        failure = Some(TwoCpuRaceError::CpuNotAvailable(other));
-    }
+        None => Some(TwoCpuRaceError::CpuNotAvailable(other)),
+    });
     let installs = release_shadow_area(va, size, core::mem::take(&mut *INSTALLED.lock()))?;
     if let Some(e) = failure {
         return Err(e);
     }
-    Ok(RaceOutcome { installs, double_mappings: installs.saturating_sub(pages as usize) })
+    Ok(RaceOutcome { installs, double_mappings: installs.saturating_sub(pages as usize), bbm_reports: reports.total() })
 }
 
 /// KASAN's byte for vmalloc shadow that is mapped but not in use yet.

@@ -1,8 +1,8 @@
 //! Builds the kernel's own address space (see `layout`) and switches to it.
 //!
 //! - linear map: all RAM, read/write, never executable, with 1 GiB and
-//!   2 MiB blocks wherever alignment allows (pages only under
-//!   `debug_pagealloc` on a CPU without FEAT_BBM level 2). The kernel image's text and
+//!   2 MiB blocks wherever alignment allows on a CPU with BBML2_NOABORT,
+//!   with pages on any other (see [`linear_map_leaves`]). The kernel image's text and
 //!   rodata appear here too (every byte of RAM does); that alias is mapped
 //!   read-only, as Linux does, so the text cannot be written through it.
 //! - kernel image, by section: text RX, rodata R, data/bss RW (W^X).
@@ -17,7 +17,8 @@ use super::addr::{PhysAddr, VirtAddr};
 use super::descriptor::Attributes;
 use super::layout::{LINEAR_MAP_SIZE, MMIO_BASE, PAGE_OFFSET};
 use super::pgtable::{self, LeafSizes, MapError, alloc_table, map_range};
-use super::{debug_pagealloc, use_linear_map};
+use super::use_linear_map;
+use crate::cpu;
 use crate::arch::barrier;
 use crate::drivers::{gic, pl011};
 
@@ -74,6 +75,14 @@ fn size(range: (VirtAddr, VirtAddr)) -> u64 {
     range.1.offset_from(range.0)
 }
 
+/// The leaves the linear map is built from: blocks where alignment allows
+/// if the CPU has BBML2_NOABORT (a block that must change later is split in
+/// place), pages otherwise, so that `set_memory_*` and `debug_pagealloc`
+/// never have to break a live block (Linux's `force_pte_mapping()`).
+pub fn linear_map_leaves() -> LeafSizes {
+    if cpu::features().bbml2_noabort { LeafSizes::Blocks } else { LeafSizes::PagesOnly }
+}
+
 /// Builds the kernel's tables and switches TTBR1 to them.
 pub fn build_and_switch(ram_start: PhysAddr, ram_size: u64, image: &ImageLayout) -> Result<PhysAddr, MapError> {
     let root = alloc_table()?;
@@ -90,7 +99,7 @@ pub fn build_and_switch(ram_start: PhysAddr, ram_size: u64, image: &ImageLayout)
         (ro_end, ram_end, Attributes::KERNEL_RW),
     ] {
         if end > start {
-            map_range(root, linear(start), start, end.offset_from(start), attrs, debug_pagealloc::linear_map_leaves())?;
+            map_range(root, linear(start), start, end.offset_from(start), attrs, linear_map_leaves())?;
         }
     }
 

@@ -15,6 +15,7 @@ pub mod layout;
 pub mod lazy_mmu;
 pub mod pageattr;
 pub mod pgtable;
+pub mod pgtable_check;
 pub mod probe;
 pub mod ptdump;
 pub mod span;

@@ -6,15 +6,21 @@
 //! entry goes in, in one lazy section for the whole range, and one TLB
 //! flush drops the old permissions everywhere.
 //!
-//! The linear map is made of 1 GiB and 2 MiB blocks. Changing part of a
-//! block first *splits* it: a new table holds the same mapping in the next
-//! smaller size, and replaces the block (like arm64's
-//! `split_kernel_leaf_mapping`). Replacing a valid block with a table
-//! changes the size of a live mapping, which the architecture allows only
-//! by break-before-make (invalidate, TLB flush, then write), unless the CPU
-//! has FEAT_BBM level 2. With it the table goes straight in, in the same
-//! lazy section as the permission change; without it each split breaks the
-//! block with IRQs masked (nothing may touch the range meanwhile).
+//! On a CPU with BBML2_NOABORT (`cpu::bbml2_noabort`) the linear map is
+//! made of 1 GiB and 2 MiB blocks. Changing part of a block first *splits*
+//! it: a new table holds the same mapping in the next smaller size, and
+//! replaces the block in place, in the same lazy section as the permission
+//! change (like arm64's `split_kernel_leaf_mapping`). Its entries are
+//! ordered before the link that makes them reachable (`dsb ishst`, as
+//! Linux's `split_pmd` does), and the final flush drops the old block.
+//!
+//! Without BBML2_NOABORT a live block would have to be broken (invalid,
+//! TLB flush, then the table), and the kernel may touch any byte of the
+//! linear map at any moment, from any CPU: its page tables, its heap, every
+//! task's control block live there. So, as Linux does, a live kernel block
+//! is never broken: the linear map is built from pages at boot on such
+//! CPUs (`kernel_map::linear_map_leaves`), and a block elsewhere (a
+//! `vmap_range` mapping) that a change would have to split is refused.
 //!
 //! Nothing the kernel maps is both writable and executable: a change that
 //! would make such a page is refused before anything is touched.
@@ -25,9 +31,10 @@ use super::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{LINEAR_MAP_SIZE, PAGE_OFFSET, VMALLOC_END, VMALLOC_START};
 use super::pgtable::{self, EntryRef, MapError, alloc_tables, check_range, free_unlinked_tables};
-use super::{lazy_mmu, tlb, vmalloc};
-use crate::arch::cpu as arch_cpu;
+use super::{lazy_mmu, pgtable_check, tlb, vmalloc};
+use crate::arch::{barrier, cpu as arch_cpu};
 use crate::cpu;
+use crate::planted::{Bug, planted};
 
 /// Makes `pages` pages from `addr` read-only.
 pub fn set_memory_ro(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
@@ -95,6 +102,7 @@ static CHANGING: spin::Mutex<()> = spin::Mutex::new(());
 
 fn change_memory(addr: VirtAddr, pages: u64, change: fn(&mut Attributes)) -> Result<(), MapError> {
     let _one_at_a_time = CHANGING.lock();
+    let _op = pgtable_check::operation();
     let _walk = pgtable::walking();
     let size = pages.checked_mul(PAGE_SIZE).ok_or(MapError::BadRange { start: addr, size: u64::MAX })?;
     let end = check_range(addr, size)?;
@@ -109,10 +117,14 @@ fn change_memory(addr: VirtAddr, pages: u64, change: fn(&mut Attributes)) -> Res
             }
         }
     }
-    let mut pool = alloc_tables(splits_needed(addr) + splits_needed(end))?;
-
-    let bbm2 = cpu::features().bbm_level >= 2;
-    if !bbm2 {
+    let splits = splits_needed(addr) + splits_needed(end);
+    let break_live = planted(Bug::BreakLiveBlock);
+    if splits > 0 && !cpu::features().bbml2_noabort && !break_live {
+        let block = [addr, end].into_iter().find_map(block_across).expect("a split is needed");
+        return Err(MapError::BreakBeforeMakeUnsafe(block.va));
+    }
+    let mut pool = alloc_tables(splits)?;
+    if break_live {
         if let Err(e) = check_break_before_make(addr, end, &pool) {
             free_unlinked_tables(pool);
             return Err(e);
@@ -127,7 +139,7 @@ fn change_memory(addr: VirtAddr, pages: u64, change: fn(&mut Attributes)) -> Res
                 let block_end = block.va.add(block.level.entry_size());
                 flush_start = flush_start.min(block.va);
                 flush_end = flush_end.max(block_end);
-                split(&block, pool.pop().expect("counted by splits_needed"), bbm2);
+                split(&block, pool.pop().expect("counted by splits_needed"));
             }
         }
         // Both boundaries may have fallen in the same block: one split served.
@@ -147,10 +159,12 @@ fn change_memory(addr: VirtAddr, pages: u64, change: fn(&mut Attributes)) -> Res
     Ok(())
 }
 
-/// Without FEAT_BBM level 2 a split unmaps the whole block for a moment,
-/// and the kernel reaches page tables through the linear map: the table
-/// holding the block's entry, and the new tables of deeper splits, must not
-/// lie inside a block that is being broken.
+/// The planted `break-live-block` bug splits by break-before-make, which
+/// unmaps the whole block for a moment; the kernel reaches page tables
+/// through the linear map, so at least the table holding the block's entry,
+/// and the new tables of deeper splits, must not lie inside it (the heap,
+/// the stacks' frames and every other CPU's data may, which is why the
+/// kernel never does this).
 fn check_break_before_make(addr: VirtAddr, end: VirtAddr, pool: &[PhysAddr]) -> Result<(), MapError> {
     for boundary in [addr, end] {
         let Some(block) = block_across(boundary) else { continue };
@@ -170,36 +184,44 @@ fn block_across(boundary: VirtAddr) -> Option<EntryRef> {
     inside.then_some(entry)
 }
 
-/// Replaces `block` by `table` holding the same mapping one level down.
-/// Runs inside the caller's lazy section.
-fn split(block: &EntryRef, table: PhysAddr, bbm2: bool) {
+/// Replaces `block` by `table` holding the same mapping one level down, in
+/// place (BBML2_NOABORT). Runs inside the caller's lazy section.
+fn split(block: &EntryRef, table: PhysAddr) {
     let Entry::Leaf { addr: pa, attrs } = block.entry() else { unreachable!("a block") };
     let level = block.level.next().expect("blocks are above level 3");
     for i in 0..512 {
         let child = EntryRef::new(table, level, block.va.add(i * level.entry_size()));
         pgtable::write_entry(&child, Descriptor::leaf(level, pa.add(i * level.entry_size()), attrs));
     }
-    if bbm2 {
-        // FEAT_BBM level 2: the block may be replaced by a table of the same
-        // mapping directly; the caller's flush drops the old block.
+    order_before_link();
+    if planted(Bug::BreakLiveBlock) {
+        let _paused = lazy_mmu::pause();
+        let daif = arch_cpu::irq_save();
+        pgtable::write_entry(block, Descriptor::INVALID);
+        tlb::flush_tlb_kernel_range(block.va, block.va.add(block.level.entry_size()));
         pgtable::write_entry(block, Descriptor::table(table));
+        arch_cpu::irq_restore(daif);
         return;
     }
-    // Break-before-make. The new table's entries must be in memory before
-    // the table is linked: pause the section so they are stored and paid.
-    let _paused = lazy_mmu::pause();
-    let daif = arch_cpu::irq_save();
-    pgtable::write_entry(block, Descriptor::INVALID);
-    tlb::flush_tlb_kernel_range(block.va, block.va.add(block.level.entry_size()));
+    // The old block and the new table may both be in TLBs for a while:
+    // they map the same memory, which BBML2_NOABORT allows; the caller's
+    // flush drops the block.
     pgtable::write_entry(block, Descriptor::table(table));
-    arch_cpu::irq_restore(daif);
+}
+
+/// The entries of a table built inside a lazy section are in memory
+/// (under `deferred-writes` they may still be queued) and ordered before
+/// the store that links the table where a walker can reach it: a walker
+/// that sees the link must not read the zeroes under it (Linux's
+/// `split_pmd`/`split_pud`: `dsb(ishst)` before `pmd_populate`).
+fn order_before_link() {
+    lazy_mmu::sync_stores();
+    barrier::dsb_ishst();
 }
 
 /// Rewrites every block of the linear map as 4 KiB pages with the same
-/// attributes, in place, and returns how many blocks it split. Needs
-/// FEAT_BBM level 2 if there is any block: the linear map holds the page
-/// tables themselves, so a block cannot be broken while the tables that
-/// describe it are reached through it.
+/// attributes, in place, and returns how many blocks it split. There are
+/// blocks only with BBML2_NOABORT (see the module doc).
 ///
 /// Each block's replacement is built bottom-up (a 1 GiB block becomes a
 /// level-2 table of level-3 tables, all filled before the level-2 table is
@@ -211,7 +233,7 @@ pub(super) fn split_linear_map_to_pages() -> Result<usize, MapError> {
         .filter(|entry| matches!(entry.entry(), Entry::Leaf { .. }) && entry.level < Level::L3)
         .collect();
     let Some(first) = blocks.first() else { return Ok(0) };
-    if cpu::features().bbm_level < 2 {
+    if !cpu::features().bbml2_noabort {
         return Err(MapError::BreakBeforeMakeUnsafe(first.va));
     }
     let needed = blocks.iter().map(|b| if b.level == Level::L1 { 1 + 512 } else { 1 }).sum();
@@ -221,6 +243,7 @@ pub(super) fn split_linear_map_to_pages() -> Result<usize, MapError> {
         for block in &blocks {
             let Entry::Leaf { addr: pa, attrs } = block.entry() else { unreachable!("a block") };
             let table = pages_below(block.level, block.va, pa, attrs, &mut pool);
+            order_before_link();
             pgtable::write_entry(block, Descriptor::table(table));
         }
     }

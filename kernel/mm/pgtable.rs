@@ -18,8 +18,9 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::frame_alloc::{self, FrameError};
-use super::{lazy_mmu, phys_to_virt, tlb};
+use super::{lazy_mmu, pgtable_check, phys_to_virt, tlb};
 use crate::arch::barrier;
+use crate::planted::{Bug, planted};
 use crate::sync::IrqSpinLock;
 
 /// Errors from building or changing mappings. Each leaves the tables as
@@ -149,7 +150,10 @@ pub fn alloc_table() -> Result<PhysAddr, MapError> {
     let pa = frame_alloc::alloc_frame()?;
     // SAFETY: a fresh frame, ours alone, mapped at phys_to_virt(pa).
     unsafe { core::ptr::write_bytes(phys_to_virt(pa).as_mut_ptr::<u8>(), 0, PAGE_SIZE as usize) };
-    barrier::dmb_ishst();
+    pgtable_check::table_allocated(pa);
+    if !planted(Bug::SkipTableDmb) {
+        barrier::dmb_ishst();
+    }
     Ok(pa)
 }
 
@@ -222,6 +226,19 @@ pub fn walking() -> Walking {
     Walking { _guard: TABLES.read() }
 }
 
+impl Drop for Walking {
+    /// The stores made under the walk are in memory before it ends: under
+    /// `deferred-writes` they may wait in the task's queue, and once the
+    /// walk is over the table they go into may be taken away (emptiness is
+    /// read from memory) and freed, and they would land in a freed page.
+    fn drop(&mut self) {
+        if !planted(Bug::EarlyGuardDrop) {
+            lazy_mmu::sync_stores();
+        }
+        pgtable_check::walk_ended();
+    }
+}
+
 /// No walk is in progress: tables may be unlinked and freed.
 pub struct Exclusive {
     _guard: spin::RwLockWriteGuard<'static, ()>,
@@ -231,6 +248,11 @@ pub struct Exclusive {
 /// the caller's own (see [`walking`]).
 pub fn exclusive() -> Exclusive {
     Exclusive { _guard: TABLES.write() }
+}
+
+/// Is [`exclusive`] held (by anyone)? The checker asks when a table is unlinked.
+pub fn exclusive_held() -> bool {
+    TABLES.writer_count() > 0
 }
 
 /// [`exclusive`], or None at once if a walk is in progress.
@@ -367,6 +389,7 @@ pub fn map_range(
     attrs: Attributes,
     sizes: LeafSizes,
 ) -> Result<(), MapError> {
+    let _op = pgtable_check::operation();
     check_range(va, size)?;
     if !pa.is_aligned(PAGE_SIZE) {
         return Err(MapError::Misaligned { what: "physical address", value: pa.as_u64() });
@@ -440,7 +463,13 @@ fn unlink_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) -> Vec<PhysAddr>
 /// pages are freed after `exclusive` is let go (freeing may map and unmap,
 /// under debug_pagealloc, which walks).
 pub fn reclaim_empty_tables(exclusive: Exclusive, root: PhysAddr, va: VirtAddr, size: u64, leaves_cleared: bool) {
-    let unlinked = unlink_empty_tables(root, va, size);
+    let mut unlinked = unlink_empty_tables(root, va, size);
+    if planted(Bug::FreeBeforeFlush) {
+        drop(exclusive);
+        free_unlinked_tables(core::mem::take(&mut unlinked));
+        tlb::flush_tlb_kernel_pgtables(va, va.add(size));
+        return;
+    }
     if !unlinked.is_empty() {
         tlb::flush_tlb_kernel_pgtables(va, va.add(size));
     } else if leaves_cleared {
@@ -494,7 +523,10 @@ pub trait Visitor {
 }
 
 /// Visits every table page and valid leaf of the kernel half under `root`.
+/// The visit is a walk ([`walking`]): no table is taken away under it
+/// (Linux's ptdump holds the memory-hotplug lock for the same reason).
 pub fn visit(root: PhysAddr, visitor: &mut dyn Visitor) {
+    let _walk = walking();
     let base = VirtAddr::new(0xffff_0000_0000_0000);
     visitor.table(base, Level::L0);
     visit_table(root, Level::L0, base.as_u64(), visitor);

@@ -10,7 +10,7 @@ use super::descriptor::Attributes;
 use super::layout::{KSTACK_PAGES, KSTACK_SLOT_SIZE, KSTACK_SLOTS, KSTACK_START};
 use super::pgtable::{self, LeafSizes, MapError};
 use super::translate::{SwTranslation, sw_translate};
-use super::{frame_alloc, lazy_mmu, tlb};
+use super::{frame_alloc, lazy_mmu, pgtable_check, tlb};
 
 /// Which stack slots are taken, one bit each.
 static SLOTS: AtomicU64 = AtomicU64::new(0);
@@ -34,8 +34,15 @@ impl KernelStack {
                 break free;
             }
         };
+        let _op = pgtable_check::operation();
         let stack = KernelStack { slot };
         let bottom = stack.bottom();
+        // The stack is for another task, which may run on another CPU
+        // before the caller leaves a lazy MMU section it is in: the mapping
+        // is made in a section of its own, nested in the caller's, whose
+        // exit makes the stores and pays their `dsb ishst; isb` (Linux maps
+        // a vmalloc'd stack the same way: its walk nests a section).
+        let section = lazy_mmu::enable();
         for page in 0..KSTACK_PAGES {
             let mapped = frame_alloc::alloc_frame().map_err(MapError::from).and_then(|pa| {
                 let va = bottom.add(page * PAGE_SIZE);
@@ -48,11 +55,8 @@ impl KernelStack {
                 return Err(e);
             }
         }
-        // The stack is for another task, which may run before the caller
-        // leaves its lazy section: its entries must be in memory now, not
-        // waiting in the caller's deferred-writes queue (the switch's
-        // `dsb ish` then makes them visible; found by the fuzzer).
-        lazy_mmu::sync_stores();
+        drop(section);
+        pgtable_check::handed_over();
         Ok(stack)
     }
 
@@ -73,6 +77,7 @@ impl KernelStack {
 
     /// Unmaps the first `pages` pages and frees their frames and the slot.
     fn release(&self, pages: u64) {
+        let _op = pgtable_check::operation();
         let bottom = self.bottom();
         let frames: [Option<PhysAddr>; KSTACK_PAGES as usize] = core::array::from_fn(|i| {
             let va = bottom.add(i as u64 * PAGE_SIZE);

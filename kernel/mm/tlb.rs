@@ -8,17 +8,21 @@
 //! (every CPU in the inner-shareable domain drops it) -> `dsb ish` (wait
 //! until they all have) -> `isb` (this CPU's pipeline starts afresh).
 
-use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
-
 use super::addr::{PAGE_SIZE, VirtAddr};
 use super::lazy_mmu;
 use super::span::{self, TlbiOp};
 use crate::arch::barrier;
 use crate::cpu;
+use crate::planted::{Bug, planted};
 
-/// Without range TLBI, a range of more pages than this is cheaper to flush
-/// with one `tlbi vmalle1is` than page by page (Linux's MAX_DVM_OPS).
-pub const MAX_TLBI_OPS: u64 = 512;
+/// Without range TLBI, a range of this many pages or more is flushed with
+/// one `tlbi vmalle1is` instead of page by page (Linux's `MAX_DVM_OPS`,
+/// `PTRS_PER_PTE`). Not because a full flush is cheaper: each TLBI is a
+/// broadcast DVM message to every CPU, and a long loop of them can stall
+/// the interconnect and the CPU issuing them (soft lock-ups). Linux named
+/// it after DVM in ec1c3b9ff160 ("arm64: tlbflush: Rename MAX_TLBI_OPS"),
+/// as I-cache maintenance has the same problem.
+pub const MAX_DVM_OPS: u64 = 512;
 
 /// The most pages one range-TLBI sequence can cover: NUM = 31 at SCALE = 3
 /// is (31 + 1) << (5 * 3 + 1) pages.
@@ -36,7 +40,7 @@ pub enum FlushStrategy {
 pub fn strategy(pages: u64) -> FlushStrategy {
     if cpu::features().tlbi_range {
         if pages > MAX_TLBI_RANGE_PAGES { FlushStrategy::All } else { FlushStrategy::RangeTlbi }
-    } else if pages > MAX_TLBI_OPS {
+    } else if pages >= MAX_DVM_OPS {
         FlushStrategy::All
     } else {
         FlushStrategy::PerPage
@@ -74,19 +78,9 @@ fn pages_in(start: VirtAddr, end: VirtAddr) -> u64 {
     end.as_u64().wrapping_sub(start.align_down(PAGE_SIZE).as_u64()).div_ceil(PAGE_SIZE)
 }
 
-/// A deliberately broken kernel for the fuzzer's self-test: while set,
-/// every TLB flush returns without invalidating anything.
-static BROKEN: AtomicBool = AtomicBool::new(false);
-
-/// Turns the deliberate breakage on or off (`cargo run -- fuzz --break
-/// skip-tlb-flush`): the fuzzer must then find stale translations.
-pub fn break_for_fuzzing(on: bool) {
-    BROKEN.store(on, Relaxed);
-}
-
 fn flush(how: FlushStrategy, start: VirtAddr, end: VirtAddr, walks: Walks) {
     lazy_mmu::sync_stores();
-    if BROKEN.load(Relaxed) {
+    if planted(Bug::SkipTlbFlush) {
         return;
     }
     let pages = pages_in(start, end);
@@ -121,7 +115,7 @@ fn tlbi_page(va: u64, walks: Walks) {
 /// Invalidates every EL1 translation on every CPU.
 pub fn flush_tlb_all() {
     lazy_mmu::sync_stores();
-    if BROKEN.load(Relaxed) {
+    if planted(Bug::SkipTlbFlush) {
         return;
     }
     barrier::dsb_ishst();
@@ -184,8 +178,8 @@ mod tests {
             assert_eq!(strategy(MAX_TLBI_RANGE_PAGES + 1), FlushStrategy::All);
         } else {
             assert_eq!(strategy(1), FlushStrategy::PerPage);
-            assert_eq!(strategy(MAX_TLBI_OPS), FlushStrategy::PerPage);
-            assert_eq!(strategy(MAX_TLBI_OPS + 1), FlushStrategy::All);
+            assert_eq!(strategy(MAX_DVM_OPS - 1), FlushStrategy::PerPage);
+            assert_eq!(strategy(MAX_DVM_OPS), FlushStrategy::All, "Linux flushes everything at MAX_DVM_OPS pages, not above");
         }
     }
 }

@@ -25,7 +25,7 @@ use super::apply::{ApplyError, apply_to_page_range};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{VMALLOC_END, VMALLOC_START};
 use super::pgtable::{self, EntryRef, LeafSizes, MapError};
-use super::{area_alloc, frame_alloc, lazy_mmu, phys_to_virt};
+use super::{area_alloc, frame_alloc, lazy_mmu, pgtable_check, phys_to_virt};
 use crate::sync::IrqSpinLock;
 
 /// Unmapped bytes after every area.
@@ -199,6 +199,7 @@ pub fn vzalloc(size: u64) -> Result<VirtAddr, VmallocError> {
 }
 
 fn alloc_and_map(size: u64, align: u64, zero: bool) -> Result<VirtAddr, VmallocError> {
+    let _op = pgtable_check::operation();
     let size = page_size(size)?;
     let pages = size / PAGE_SIZE;
     let va = reserve(size, align)?;
@@ -230,6 +231,7 @@ fn alloc_and_map(size: u64, align: u64, zero: bool) -> Result<VirtAddr, VmallocE
 
 /// Unmaps and frees what `vmalloc` (or `vzalloc`) returned.
 pub fn vfree(addr: VirtAddr) -> Result<(), VmallocError> {
+    let _op = pgtable_check::operation();
     let (size, kind) = take_area(addr, |k| matches!(k, Kind::Vmalloc(_)))?;
     let Kind::Vmalloc(frames) = kind else { unreachable!("checked by take_area") };
     vunmap_range(addr, size);
@@ -240,6 +242,7 @@ pub fn vfree(addr: VirtAddr) -> Result<(), VmallocError> {
 
 /// Maps `pages` (frames the caller owns and keeps) at a new area.
 pub fn vmap_pages(pages: &[PhysAddr], attrs: Attributes) -> Result<VirtAddr, VmallocError> {
+    let _op = pgtable_check::operation();
     if pages.is_empty() {
         return Err(VmallocError::EmptyPageList);
     }
@@ -258,6 +261,7 @@ pub fn vmap_pages(pages: &[PhysAddr], attrs: Attributes) -> Result<VirtAddr, Vma
 /// Unmaps what `vmap_pages` or `vmap_contiguous` returned; the frames stay
 /// the caller's.
 pub fn vunmap(addr: VirtAddr) -> Result<(), VmallocError> {
+    let _op = pgtable_check::operation();
     let (size, _) = take_area(addr, |k| matches!(k, Kind::Pages | Kind::Range))?;
     vunmap_range(addr, size);
     unreserve(addr);
@@ -288,11 +292,26 @@ fn vmap_pages_range(va: VirtAddr, pages: &[PhysAddr], attrs: Attributes) -> Resu
 /// where both addresses and the size allow. `va` must be in an area the
 /// caller reserved (see [`vmap_contiguous`]) and unmapped. One lazy section.
 pub fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> Result<(), VmallocError> {
+    let _op = pgtable_check::operation();
     page_size(size)?;
     for (what, value) in [("virtual address", va.as_u64()), ("physical address", pa.as_u64()), ("size", size)] {
         if value % PAGE_SIZE != 0 {
             return Err(VmallocError::Misaligned { what, value });
         }
+    }
+    // Where a block goes, an empty table may sit (left by an earlier
+    // mapping there): it is taken away first, unlinked, its walks flushed,
+    // then freed, as Linux's `pmd_free_pte_page` does. A table with
+    // anything mapped under it stays, and the walk below refuses.
+    let root = pgtable::kernel_root();
+    let mut done = 0;
+    while done < size {
+        let (v, p) = (va.add(done), pa.add(done));
+        let level = pgtable::leaf_level(v, p, size - done, LeafSizes::Blocks);
+        if level < Level::L3 && pgtable::walk(root, v).level > level {
+            pgtable::reclaim_empty_tables(pgtable::exclusive(), root, v, level.entry_size(), false);
+        }
+        done += level.entry_size();
     }
     // Tables first, outside lazy mode: creating them allocates frames. The
     // walk then reads only entries that were written before the section.
@@ -302,16 +321,16 @@ pub fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> R
     while done < size {
         let (v, p) = (va.add(done), pa.add(done));
         let level = pgtable::leaf_level(v, p, size - done, LeafSizes::Blocks);
-        match pgtable::walk_create(pgtable::kernel_root(), v, level) {
+        match pgtable::walk_create(root, v, level) {
             Ok(entry) if entry.read().is_valid() => {
                 drop(walk);
-                pgtable::free_empty_tables(pgtable::kernel_root(), va, size);
+                pgtable::free_empty_tables(root, va, size);
                 return Err(VmallocError::AlreadyMapped(v));
             }
             Ok(entry) => leaves.push((entry, p)),
             Err(e) => {
                 drop(walk);
-                pgtable::free_empty_tables(pgtable::kernel_root(), va, size);
+                pgtable::free_empty_tables(root, va, size);
                 return Err(e.into());
             }
         }
@@ -326,6 +345,7 @@ pub fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> R
 
 /// Maps contiguous memory at a new area, aligned so that blocks can be used.
 pub fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<VirtAddr, VmallocError> {
+    let _op = pgtable_check::operation();
     let size = page_size(size)?;
     let align = [BLOCK_1G, BLOCK_2M]
         .into_iter()
@@ -346,6 +366,7 @@ pub fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<Vir
 /// the walk if a table went, so no CPU keeps a walk through it), and only
 /// then frees those pages.
 pub fn vunmap_range(va: VirtAddr, size: u64) {
+    let _op = pgtable_check::operation();
     {
         let _walk = pgtable::walking();
         let _section = lazy_mmu::enable();

@@ -13,6 +13,8 @@ use aarch64_cpu::registers::*;
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use super::observe::{self, Issued};
+
 /// One counter per kind of instruction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BarrierCounts {
@@ -132,12 +134,30 @@ fn count(counter: &AtomicU64, name: &str) {
     crate::trace::emit(format_args!("{name}"));
 }
 
+/// Tells the observer (if one is installed) what was just issued.
+#[inline]
+fn report(what: Issued) {
+    if let Some(observer) = observe::observer() {
+        observer.issued(what);
+    }
+}
+
+/// The pages a range-TLBI operand covers (see `mm::tlb::range_operand`):
+/// BaseADDR is VA[48:12], sign-extended from bit 48; the count is
+/// (NUM + 1) << (5 * SCALE + 1).
+fn range_of(operand: u64) -> (u64, u64) {
+    let start = ((((operand & ((1 << 37) - 1)) << 12) as i64) << 15 >> 15) as u64;
+    let (scale, num) = ((operand >> 44) & 0b11, (operand >> 39) & 0x1f);
+    (start, (num + 1) << (5 * scale + 1))
+}
+
 /// Makes earlier stores, page-table writes included, visible to the table
 /// walker (and other CPUs) before anything after it.
 #[inline]
 pub fn dsb_ishst() {
     count(&DSB_ISHST, "dsb ishst");
     raw::dsb_ishst();
+    report(Issued::DsbIshst);
 }
 
 /// Waits until all earlier memory accesses and TLB maintenance are complete.
@@ -145,6 +165,7 @@ pub fn dsb_ishst() {
 pub fn dsb_ish() {
     count(&DSB_ISH, "dsb ish");
     raw::dsb_ish();
+    report(Issued::DsbIsh);
 }
 
 /// Orders earlier stores before later stores, as every observer sees them.
@@ -153,6 +174,7 @@ pub fn dmb_ishst() {
     count(&DMB_ISHST, "dmb ishst");
     // SAFETY: a barrier has no other effect.
     unsafe { asm!("dmb ishst", options(nostack, preserves_flags)) };
+    report(Issued::DmbIshst);
 }
 
 /// Discards instructions already fetched (and translations they started),
@@ -161,6 +183,7 @@ pub fn dmb_ishst() {
 pub fn isb() {
     count(&ISB, "isb");
     raw::isb();
+    report(Issued::Isb);
 }
 
 /// Invalidates one page's last-level translation, for all ASIDs, on every
@@ -171,6 +194,7 @@ pub fn tlbi_vaale1is(va: u64) {
     count(&TLBI_PAGE, "tlbi vaale1is");
     // SAFETY: TLB maintenance only drops cached translations.
     unsafe { asm!("tlbi vaale1is, {}", in(reg) (va >> 12) & ((1 << 44) - 1), options(nostack, preserves_flags)) };
+    report(Issued::Tlbi { start: va, pages: 1, walks: false });
 }
 
 /// Invalidates a range of pages in one instruction (FEAT_TLBIRANGE).
@@ -182,6 +206,8 @@ pub fn tlbi_rvaale1is(operand: u64) {
     // (op1=0, CRn=8, CRm=2, op2=7) so no assembler extension is needed.
     // SAFETY: TLB maintenance only drops cached translations.
     unsafe { asm!("sys #0, c8, c2, #7, {}", in(reg) operand, options(nostack, preserves_flags)) };
+    let (start, pages) = range_of(operand);
+    report(Issued::Tlbi { start, pages, walks: false });
 }
 
 /// Like [`tlbi_vaale1is`], but also drops cached walks through table
@@ -192,6 +218,7 @@ pub fn tlbi_vaae1is(va: u64) {
     count(&TLBI_PAGE, "tlbi vaae1is");
     // SAFETY: TLB maintenance only drops cached translations.
     unsafe { asm!("tlbi vaae1is, {}", in(reg) (va >> 12) & ((1 << 44) - 1), options(nostack, preserves_flags)) };
+    report(Issued::Tlbi { start: va, pages: 1, walks: true });
 }
 
 /// Like [`tlbi_rvaale1is`], at every level of the walk.
@@ -202,6 +229,8 @@ pub fn tlbi_rvaae1is(operand: u64) {
     // `tlbi rvaae1is, x`: op1=0, CRn=8, CRm=2, op2=3.
     // SAFETY: TLB maintenance only drops cached translations.
     unsafe { asm!("sys #0, c8, c2, #3, {}", in(reg) operand, options(nostack, preserves_flags)) };
+    let (start, pages) = range_of(operand);
+    report(Issued::Tlbi { start, pages, walks: true });
 }
 
 /// Invalidates every EL1&0 translation on every CPU in the inner-shareable domain.
@@ -210,6 +239,7 @@ pub fn tlbi_vmalle1is() {
     count(&TLBI_ALL, "tlbi vmalle1is");
     // SAFETY: TLB maintenance only drops cached translations.
     unsafe { asm!("tlbi vmalle1is", options(nostack, preserves_flags)) };
+    report(Issued::TlbiAll);
 }
 
 /// Asks the MMU to translate `va` for an EL1 read (`write` = false) or
@@ -225,6 +255,7 @@ pub fn at_s1e1(va: u64, write: bool) -> u64 {
             asm!("at s1e1r, {}", "isb", in(reg) va, options(nostack, preserves_flags));
         }
     }
+    report(Issued::Isb);
     PAR_EL1.get()
 }
 

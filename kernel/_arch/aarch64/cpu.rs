@@ -41,6 +41,16 @@ pub fn stack_pointer() -> u64 {
     sp
 }
 
+/// The frame pointer (x29) now: the head of the chain of frame records
+/// that a backtrace follows.
+#[inline(always)]
+pub fn frame_pointer() -> u64 {
+    let fp: u64;
+    // SAFETY: reads a register.
+    unsafe { asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags)) };
+    fp
+}
+
 /// Masks IRQs and returns the previous DAIF, for [`irq_restore`].
 #[inline]
 pub fn irq_save() -> u64 {

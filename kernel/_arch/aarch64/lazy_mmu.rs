@@ -25,11 +25,12 @@
 
 use core::cell::Cell;
 use core::fmt;
-use core::ptr::{null_mut, write_volatile};
+use core::ptr::{null_mut, read_volatile, write_volatile};
 use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
-use super::barrier;
+use super::{barrier, observe};
 use crate::mm::descriptor::Descriptor;
+use crate::planted::{Bug, planted};
 use crate::trace;
 
 /// How many stores one task can queue under `deferred-writes` before the
@@ -69,6 +70,9 @@ impl ArchLazyState {
         let n = self.queued.get();
         self.queue[n].set((slot, desc.0));
         self.queued.set(n + 1);
+        if let Some(observer) = observe::observer() {
+            observer.queued(slot, true);
+        }
     }
 
     /// Makes every queued store, in order; leaves the barriers owed.
@@ -80,6 +84,9 @@ impl ArchLazyState {
         trace::emit(format_args!("apply {n} queued store{}", if n == 1 { "" } else { "s" }));
         for cell in &self.queue[..n] {
             let (slot, value) = cell.get();
+            if let Some(observer) = observe::observer() {
+                observer.queued(slot, false);
+            }
             // SAFETY: queued by `set_entry`, whose caller vouched for the slot.
             unsafe { store(slot, Descriptor(value)) };
         }
@@ -140,12 +147,26 @@ pub trait LazyMmuBackend: Sync {
 /// # Safety
 /// `slot` is an entry of a live page table.
 unsafe fn store(slot: *mut u64, desc: Descriptor) {
+    let Some(observer) = observe::observer() else {
+        // SAFETY: as the caller guarantees.
+        unsafe { write_volatile(slot, desc.0) };
+        return;
+    };
+    // SAFETY: as the caller guarantees; the old value is read for the
+    // observer, which judges the change.
+    let old = unsafe { read_volatile(slot) };
     // SAFETY: as the caller guarantees.
     unsafe { write_volatile(slot, desc.0) };
+    observer.stored(slot, old, desc.0);
 }
 
 /// `dsb ishst; isb`: the pair a valid entry store owes.
 fn emit_pair() {
+    if planted(Bug::SwapPair) {
+        barrier::isb();
+        barrier::dsb_ishst();
+        return;
+    }
     barrier::dsb_ishst();
     barrier::isb();
 }
@@ -182,6 +203,10 @@ impl LazyMmuBackend for Batched {
     }
     fn enter(&self, _: &ArchLazyState) {}
     fn leave(&self, state: &ArchLazyState) {
+        if planted(Bug::SkipLeavePair) {
+            state.pending.set(false);
+            return;
+        }
         emit_if_pending(state);
     }
     fn flush(&self, state: &ArchLazyState) {

@@ -7,6 +7,7 @@ pub mod context;
 pub mod cpu;
 pub mod exception;
 pub mod lazy_mmu;
+pub mod observe;
 pub mod psci;
 pub mod semihosting;
 pub mod timer;

@@ -27,6 +27,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use crate::arch::lazy_mmu::{self as arch, backend};
 use crate::irq::in_interrupt;
 use crate::mm::descriptor::Descriptor;
+use crate::mm::pgtable_check;
 use crate::{println, task, trace};
 pub use state::LazyMmuMisuse;
 use state::{Counts, Hook, Transition};
@@ -49,7 +50,7 @@ pub fn misuse_count() -> u64 {
 
 /// Applies one of the state machine's transitions to the current task:
 /// new counts, a trace line, and the arch hook it calls for.
-fn transition(call: &str, step: impl FnOnce(Counts) -> Transition) -> Result<(), LazyMmuMisuse> {
+fn transition(call: &'static str, step: impl FnOnce(Counts) -> Transition) -> Result<(), LazyMmuMisuse> {
     if in_interrupt() {
         trace::emit(format_args!("{call}: in interrupt context, does nothing"));
         return Ok(());
@@ -91,6 +92,10 @@ fn transition(call: &str, step: impl FnOnce(Counts) -> Transition) -> Result<(),
             backend().pause(arch);
         }
         Hook::Resume => backend().resume(arch),
+    }
+    // What the section deferred is owed by now.
+    if matches!(hook, Hook::Leave | Hook::Flush | Hook::Pause) {
+        pgtable_check::section_ended(call);
     }
     Ok(())
 }
@@ -134,6 +139,15 @@ pub(crate) unsafe fn set_entry(slot: *mut u64, desc: Descriptor) {
     stats::entry_written(lazy);
     // SAFETY: as our caller guarantees.
     unsafe { backend().set_entry(&task.arch_lazy, slot, desc, lazy) };
+    if !lazy {
+        pgtable_check::wrote_outside_section();
+    }
+}
+
+/// Stores the current task has queued and not made yet (`deferred-writes`
+/// only; none in interrupt context, which never batches).
+pub(crate) fn queued_stores() -> usize {
+    if in_interrupt() { 0 } else { task::current().arch_lazy.queued() }
 }
 
 /// Makes every store the current task has asked for reach memory, before

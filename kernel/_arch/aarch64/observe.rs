@@ -1,0 +1,49 @@
+//! A window onto the two things the architecture's page-table rules are
+//! about: every descriptor store (`lazy_mmu::store`, the one store path)
+//! and every ordering instruction (`barrier`, the one barrier module).
+//!
+//! An upper layer installs an [`Observer`] once (the page-table rules
+//! checker, `mm::pgtable_check`); this layer only reports what it did and
+//! never calls up by name. With nothing installed, each report is one
+//! atomic load and a branch.
+
+use spin::Once;
+
+/// An ordering instruction as issued, with what it covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Issued {
+    DsbIshst,
+    DsbIsh,
+    DmbIshst,
+    Isb,
+    /// A TLBI by address: every page of [start, start + pages * 4 KiB).
+    /// `walks`: it also drops cached table walks (`vaae1is`, `rvaae1is`),
+    /// not only last-level entries (`vaale1is`, `rvaale1is`).
+    Tlbi { start: u64, pages: u64, walks: bool },
+    /// `tlbi vmalle1is`: everything, walks included.
+    TlbiAll,
+}
+
+/// What an observer is told, on the CPU that did it, in program order.
+pub trait Observer: Sync {
+    /// `what` was just issued.
+    fn issued(&self, what: Issued);
+    /// The descriptor at `slot` was just changed from `old` to `new` in memory.
+    fn stored(&self, slot: *mut u64, old: u64, new: u64);
+    /// A store to `slot` was queued (`true`) or, later, taken off the
+    /// queue to be made (`false`) under a backend that defers stores.
+    fn queued(&self, slot: *mut u64, queued: bool);
+}
+
+static OBSERVER: Once<&'static dyn Observer> = Once::new();
+
+/// Installs the observer; the first one stays.
+pub fn install(observer: &'static dyn Observer) {
+    OBSERVER.call_once(|| observer);
+}
+
+/// The installed observer, if any.
+#[inline]
+pub fn observer() -> Option<&'static dyn Observer> {
+    OBSERVER.get().copied()
+}

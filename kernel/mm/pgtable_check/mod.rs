@@ -1,0 +1,361 @@
+//! The page-table rules checker (`pgtable_check=on`, the default): makes
+//! the bugs QEMU cannot show fail under QEMU.
+//!
+//! QEMU walks the tables straight from memory and never caches a failed
+//! walk, so a missing or misplaced `dsb`/`dmb`/`isb` never faults there:
+//! barrier *counts* can be tested, barrier *placement* cannot. The checker
+//! watches the two things the architecture's rules are about, every
+//! descriptor store (`arch::lazy_mmu`'s one store path) and every ordering
+//! instruction and TLBI (`arch::barrier`), through `arch::observe`, keeps
+//! shadow state per entry, per table page, per CPU and per task (or
+//! interrupt handler), and reports each broken rule as it happens:
+//!
+//! - **publish**: a valid entry stored by a CPU is followed, on that CPU,
+//!   by `dsb ishst` (or `dsb ish`) and then `isb` before the lazy MMU
+//!   section that made it ends (leave, nested flush, pause), before a write
+//!   made outside any section returns, before an interrupt handler returns,
+//!   before a stack it maps is handed to another task, and before the task
+//!   is switched out (the dsb; its isb may follow on the next CPU).
+//! - **link-order**: a table is linked into a live table only when every
+//!   store into it, and into the tables below it that are not live yet
+//!   (their zeroing included), has been ordered by a `dmb ishst` or a
+//!   `dsb` on the CPU that made it.
+//! - **break-before-make**: a live entry is replaced by a different valid
+//!   one (another output address or memory type, block <-> table) only
+//!   through invalid + TLBI + `dsb ish`; the one exception is a block split
+//!   into a table that maps the same memory, on a CPU with BBML2_NOABORT.
+//!   Breaking a linear-map block, or the linear-map page of a live page
+//!   table or of the heap, is a violation on any CPU: the kernel may touch
+//!   that memory at any moment, from any CPU.
+//! - **invalidate**: an entry cleared or made less permissive is covered by
+//!   a TLBI (one that drops cached walks, for a cleared table entry),
+//!   completed by `dsb ish` on the CPU that issued it, before the operation
+//!   that changed it returns and before the frame or table it mapped is freed.
+//! - **table-lifetime**: descriptors are stored only into live (or not yet
+//!   linked) tables; a table is unlinked only while no walk is in progress
+//!   (`pgtable::exclusive`), freed only once unlinked and invalidated, never
+//!   with stores queued into it; a walk guard is not dropped while the
+//!   task's deferred stores are still queued.
+//! - **barrier-order**: `dsb ishst` comes before the `isb` that completes a
+//!   publish, and before a TLBI of the entry it must make visible; `dsb ish`
+//!   then `isb` follow a TLBI.
+//!
+//! A violation is recorded with the rule, a sentence, the entry (its VA,
+//! level, old and new descriptor), the CPU, the task and the call chain,
+//! and printed. The test harness fails the test it happened in, commands
+//! exit with `ExitCode::RuleViolated`, and the fuzzer stops at the step.
+//! `bench` turns the checker off before it measures.
+
+mod report;
+mod shadow;
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+
+pub use report::{EntryChange, Rule, Violation};
+use shadow::Checker;
+
+use crate::arch::cpu;
+use crate::arch::observe::{self, Issued, Observer};
+use crate::mm::addr::PhysAddr;
+use crate::mm::lazy_mmu;
+use crate::sync::IrqSpinLock;
+use crate::{boot_args, println};
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static CHECKER: IrqSpinLock<Option<Checker>> = IrqSpinLock::new(None);
+/// Events checked so far: stores, barriers, TLBIs and checkpoints.
+static CHECKS: AtomicU64 = AtomicU64::new(0);
+
+/// Violations since the last [`take_violations`]: a count per rule and the
+/// first few in full.
+struct Log {
+    by_rule: [u64; Rule::ALL.len()],
+    first: Vec<Violation>,
+    printed: u64,
+}
+
+static LOG: IrqSpinLock<Log> = IrqSpinLock::new(Log { by_rule: [0; Rule::ALL.len()], first: Vec::new(), printed: 0 });
+static TOTAL: AtomicU64 = AtomicU64::new(0);
+/// The rule being broken on purpose (`expecting`), not printed; NONE if none.
+static EXPECTED: AtomicU8 = AtomicU8::new(NONE);
+const NONE: u8 = u8::MAX;
+
+/// Violations kept in full; the rest are only counted.
+const KEPT: usize = 32;
+/// Violations printed as they happen, per boot.
+const PRINTED: u64 = 16;
+
+/// Was the checker asked for? `pgtable_check=off` on the command line (or
+/// in an image's built-in one) is the only way to say no.
+pub fn requested() -> bool {
+    boot_args::option("pgtable_check") != Some("off")
+}
+
+/// Starts checking, at boot, once the heap exists: learns every table the
+/// kernel has built so far, then watches from here on.
+pub fn init() {
+    if !requested() {
+        return;
+    }
+    *CHECKER.lock() = Some(Checker::new());
+    observe::install(&HOOKS);
+    ENABLED.store(true, Relaxed);
+}
+
+/// Is every store and barrier being checked?
+#[inline]
+pub fn enabled() -> bool {
+    ENABLED.load(Relaxed)
+}
+
+/// Stops checking for the rest of the boot (the bench measures without
+/// it). It cannot be turned back on: tables made meanwhile are unknown.
+pub fn disable() {
+    ENABLED.store(false, Relaxed);
+}
+
+/// Runs `f` on the checker with the context it was called in, then
+/// records what it found. `fp` is the caller's frame pointer, where a
+/// violation's backtrace starts.
+fn check(fp: u64, f: impl FnOnce(&mut Checker)) {
+    if !enabled() {
+        return;
+    }
+    let found = {
+        let mut guard = CHECKER.lock();
+        let Some(checker) = guard.as_mut() else { return };
+        CHECKS.fetch_add(1, Relaxed);
+        checker.begin(fp);
+        f(checker);
+        checker.take_found()
+    };
+    record(found);
+}
+
+fn record(found: Vec<Violation>) {
+    if found.is_empty() {
+        return;
+    }
+    let to_print: Vec<Violation> = {
+        let mut log = LOG.lock();
+        let mut to_print = Vec::new();
+        for v in found {
+            TOTAL.fetch_add(1, Relaxed);
+            log.by_rule[v.rule.index()] += 1;
+            if log.first.len() < KEPT {
+                log.first.push(v);
+            }
+            if EXPECTED.load(Relaxed) != v.rule as u8 && log.printed < PRINTED {
+                log.printed += 1;
+                to_print.push(v);
+            }
+        }
+        to_print
+    };
+    for v in &to_print {
+        println!("{v}");
+    }
+    if to_print.last().is_some() && LOG.lock().printed == PRINTED {
+        println!("pgtable_check: further violations are counted, not printed");
+    }
+}
+
+/// The hooks `arch::observe` calls.
+struct Hooks;
+
+static HOOKS: Hooks = Hooks;
+
+impl Observer for Hooks {
+    fn issued(&self, what: Issued) {
+        check(cpu::frame_pointer(), |c| c.issued(what));
+    }
+    fn stored(&self, slot: *mut u64, old: u64, new: u64) {
+        check(cpu::frame_pointer(), |c| c.stored(slot as u64, old, new));
+    }
+    fn queued(&self, slot: *mut u64, queued: bool) {
+        check(cpu::frame_pointer(), |c| c.queued(slot as u64, queued));
+    }
+}
+
+// ---- checkpoints: where the rules say "by now" -------------------------
+
+/// A page-table page was allocated and zeroed (`pgtable::alloc_table`).
+#[inline(never)]
+pub fn table_allocated(pa: PhysAddr) {
+    check(cpu::frame_pointer(), |c| c.table_allocated(pa.as_u64()));
+}
+
+/// Frames are about to go back to the allocator.
+#[inline(never)]
+pub fn frames_freed(pa: PhysAddr, count: usize) {
+    check(cpu::frame_pointer(), |c| c.frames_freed(pa.as_u64(), count as u64));
+}
+
+/// A lazy MMU section ended for good (`why`: the call that ended it:
+/// outermost disable, nested disable, pause).
+#[inline(never)]
+pub fn section_ended(why: &'static str) {
+    check(cpu::frame_pointer(), |c| c.publish_point(why));
+}
+
+/// An entry was written outside any active section: it is paid for now.
+#[inline(never)]
+pub fn wrote_outside_section() {
+    check(cpu::frame_pointer(), |c| c.publish_point("a write outside any lazy MMU section returned"));
+}
+
+/// A walk guard (`pgtable::walking`) is going: the current task's
+/// deferred stores must all be made.
+#[inline(never)]
+pub fn walk_ended() {
+    let queued = lazy_mmu::queued_stores();
+    check(cpu::frame_pointer(), |c| c.walk_ended(queued));
+}
+
+/// A mapping (a new task's stack) is handed to another task, which may run
+/// on another CPU at once: it must be published now.
+#[inline(never)]
+pub fn handed_over() {
+    let queued = lazy_mmu::queued_stores();
+    check(cpu::frame_pointer(), |c| c.handed_over(queued));
+}
+
+/// The scheduler is about to switch the current task out (after its
+/// `dsb ish`).
+#[inline(never)]
+pub fn switching_out() {
+    check(cpu::frame_pointer(), |c| c.switching_out());
+}
+
+/// The current task has finished.
+#[inline(never)]
+pub fn task_exited() {
+    let queued = lazy_mmu::queued_stores();
+    check(cpu::frame_pointer(), |c| c.quiescent(queued, true));
+}
+
+/// An interrupt handler is about to return.
+#[inline(never)]
+pub fn interrupt_exit() {
+    check(cpu::frame_pointer(), |c| c.quiescent(0, true));
+}
+
+/// The current task is between operations (a test ended, a fuzz step or
+/// a command finished): nothing it changed may still be owed.
+#[inline(never)]
+pub fn quiescent() {
+    let queued = lazy_mmu::queued_stores();
+    check(cpu::frame_pointer(), |c| c.quiescent(queued, false));
+}
+
+/// A page-table operation in progress: when the outermost one of a task
+/// ends, everything it changed must be published and invalidated.
+#[must_use = "the operation ends when this is dropped"]
+pub struct Operation {
+    counted: bool,
+}
+
+/// Starts an operation (see [`Operation`]).
+pub fn operation() -> Operation {
+    let counted = enabled();
+    if counted {
+        check(cpu::frame_pointer(), |c| c.op_begin());
+    }
+    Operation { counted }
+}
+
+impl Drop for Operation {
+    /// Inside an active lazy MMU section the publishing is the section's
+    /// end's business; the TLB maintenance is owed at once either way.
+    #[inline(never)]
+    fn drop(&mut self) {
+        if self.counted {
+            let in_section = lazy_mmu::is_lazy_mmu_mode_active();
+            check(cpu::frame_pointer(), |c| c.op_end(in_section));
+        }
+    }
+}
+
+// ---- what was found ----------------------------------------------------
+
+/// Violations recorded: how many of each rule, and the first ones in full.
+#[derive(Clone, Debug, Default)]
+pub struct Violations {
+    pub by_rule: [u64; Rule::ALL.len()],
+    pub first: Vec<Violation>,
+}
+
+impl Violations {
+    pub fn total(&self) -> u64 {
+        self.by_rule.iter().sum()
+    }
+
+    pub fn of(&self, rule: Rule) -> u64 {
+        self.by_rule[rule.index()]
+    }
+
+    /// "2 publish, 1 invalidate", or "none".
+    pub fn summary(&self) -> alloc::string::String {
+        use core::fmt::Write;
+        let mut s = alloc::string::String::new();
+        for rule in Rule::ALL {
+            let n = self.of(rule);
+            if n > 0 {
+                let _ = write!(s, "{}{n} {rule}", if s.is_empty() { "" } else { ", " });
+            }
+        }
+        if s.is_empty() {
+            s.push_str("none");
+        }
+        s
+    }
+}
+
+/// Takes the violations recorded so far (the log starts empty again).
+pub fn take_violations() -> Violations {
+    let mut log = LOG.lock();
+    let taken = Violations { by_rule: log.by_rule, first: core::mem::take(&mut log.first) };
+    log.by_rule = [0; Rule::ALL.len()];
+    taken
+}
+
+/// Runs `f`, which breaks `rule` on purpose (a demo of a bug, a test of
+/// the checker), without printing those violations; returns its result
+/// and the violations of `rule` recorded meanwhile, on any CPU. Any other
+/// rule broken meanwhile stays recorded (and printed), as an unexpected
+/// failure.
+pub fn expecting<R>(rule: Rule, f: impl FnOnce() -> R) -> (R, Violations) {
+    let earlier = take_violations();
+    let previous = EXPECTED.swap(rule as u8, Relaxed);
+    let result = f();
+    EXPECTED.store(previous, Relaxed);
+    let during = take_violations();
+    let mut found = Violations::default();
+    found.by_rule[rule.index()] = during.of(rule);
+    let mut log = LOG.lock();
+    log.by_rule = earlier.by_rule;
+    log.first = earlier.first;
+    for other in Rule::ALL.into_iter().filter(|&r| r != rule) {
+        log.by_rule[other.index()] += during.of(other);
+    }
+    for v in during.first {
+        if v.rule == rule {
+            found.first.push(v);
+        } else if log.first.len() < KEPT {
+            log.first.push(v);
+        }
+    }
+    (result, found)
+}
+
+/// Events checked and violations found since boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stats {
+    pub checks: u64,
+    pub violations: u64,
+}
+
+pub fn stats() -> Stats {
+    Stats { checks: CHECKS.load(Relaxed), violations: TOTAL.load(Relaxed) }
+}
