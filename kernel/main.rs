@@ -83,8 +83,7 @@ fn finish() -> ! {
     pgtable_check::quiescent();
     let broken = pgtable_check::take_violations();
     if pgtable_check::enabled() {
-        let stats = pgtable_check::stats();
-        println!("pgtable_check: {} checks, {} violations", stats.checks, stats.violations);
+        println!("{}", pgtable_check::stats());
     }
     if broken.total() > 0 {
         println!("lazymmu: page-table rules broken: {}", broken.summary());
@@ -255,7 +254,8 @@ fn fuzz(options: &[&str]) {
             }
             println!("  {}", d.what);
             let broken = config.broken.map(|bug| format!(" --break {}", bug.name())).unwrap_or_default();
-            println!("  reproduce: cargo run -- fuzz --seed {} --ops {} --backend {}{broken}", config.seed, d.step + 1, d.backend);
+            let off = if pgtable_check::enabled() { "" } else { "pgtable_check=off " };
+            println!("  reproduce: cargo run -- {off}fuzz --seed {} --ops {} --backend {}{broken}", config.seed, d.step + 1, d.backend);
             exit(if d.rule.is_some() { ExitCode::RuleViolated } else { ExitCode::TestsFailed });
         }
     }

@@ -98,9 +98,8 @@ pub fn run_tests(tests: &[&dyn Testable]) -> ! {
         }
     }
     let elapsed = (arch::cpu::counter() - start) as f64 / arch::cpu::counter_frequency() as f64;
-    let check = pgtable_check::stats();
     if pgtable_check::enabled() {
-        println!("\npgtable_check: {} checks, {} violations", check.checks, check.violations);
+        println!("\n{}", pgtable_check::stats());
     }
     println!(
         "\ntest result: {}. {} passed; {} failed; 0 ignored; 0 measured; {} filtered out; finished in {:.2}s\n",

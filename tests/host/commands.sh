@@ -16,8 +16,12 @@ kernel=target/aarch64-unknown-none-softfloat/debug/lazymmu
 PREFIX=commands
 source tests/host/check.sh
 
-check "(none)" 0 scripts/qemu-runner "$kernel" -- '^memory map \(from the device tree\):' '^usage: cargo run'
-check "ptdump" 0 scripts/qemu-runner "$kernel" ptdump -- 'linear map'
+# Every command runs with the page-table rules checker on (the default)
+# and must end with no rule broken.
+clean='^pgtable_check: [0-9]+ checks, 0 violations'
+check "(none)" 0 scripts/qemu-runner "$kernel" -- '^memory map \(from the device tree\):' '^usage: cargo run' "$clean"
+check "ptdump" 0 scripts/qemu-runner "$kernel" ptdump -- 'linear map' "$clean"
+check "(none), pgtable_check=off" 0 scripts/qemu-runner "$kernel" pgtable_check=off -- '^usage: cargo run'
 check "unknown command" 2 scripts/qemu-runner "$kernel" frobnicate -- 'unknown command'
 check "demo lazy, no such backend" 2 scripts/qemu-runner "$kernel" demo lazy --backend lazy -- 'the backends are eager, batched, deferred-writes'
 
@@ -27,53 +31,74 @@ check "demo lazy, no such backend" 2 scripts/qemu-runner "$kernel" demo lazy --b
 # flush's dsb ishst; batched and deferred-writes pay one pair per flush point.
 check "demo lazy --backend eager" 0 scripts/qemu-runner "$kernel" demo lazy --backend eager -- \
     '^==== demo lazy: backend eager' \
-    '^eager +16 +13 +13 +13 +3 +1 +4 +1 +2$'
+    '^eager +16 +13 +13 +13 +3 +1 +4 +1 +2$' "$clean"
 check "demo lazy --backend batched" 0 scripts/qemu-runner "$kernel" demo lazy --backend batched -- \
     'barriers deferred \(pending\)' \
     'nested exit, arch flush \(pending yes\)' \
     '\[  irq   \]   \| lazy_mmu_mode_enable\(\): in interrupt context, does nothing' \
     'context switch: boot/0 \(pending yes, depth 1\) -> other' \
-    '^batched +16 +13 +9 +9 +3 +1 +4 +1 +2$'
+    '^batched +16 +13 +9 +9 +3 +1 +4 +1 +2$' "$clean"
 check "demo lazy --backend deferred-writes" 0 scripts/qemu-runner "$kernel" demo lazy --backend deferred-writes -- \
     'store queued \(4 waiting\), memory still holds the old entry' \
     'a read of entry 3 from memory finds: invalid' \
     'apply 4 queued stores' \
-    '^deferred-writes +16 +13 +9 +9 +3 +1 +4 +1 +2$'
-# The staged race: 100 trials each, deterministic (preemption off).
+    '^deferred-writes +16 +13 +9 +9 +3 +1 +4 +1 +2$' "$clean"
+# The staged race: 100 trials each, deterministic (preemption off). The
+# checker reports each double mapping as a break-before-make violation,
+# shown on purpose, and nothing else.
 check "demo kasan" 0 scripts/qemu-runner "$kernel" demo kasan -- \
-    '^batched +nothing \(stays lazy\) +100 +100 +0$' \
-    '^deferred-writes +nothing \(stays lazy\) +100 +200 +100$' \
-    '^deferred-writes +pause/resume +100 +100 +0$'
+    '^batched +nothing \(stays lazy\) +100 +100 +0 +0$' \
+    '^deferred-writes +nothing \(stays lazy\) +100 +200 +100 +100$' \
+    '^deferred-writes +pause/resume +100 +100 +0 +0$' \
+    "$clean \\(100 more broken on purpose"
+
 # Seed 002: with debug_pagealloc each allocation in the populate callback
 # nests a section (N + 1 = 9 pairs for 8 pages), _nolazy pays 2N = 16, and
 # a map-back left in the caller's section faults under deferred-writes.
 check "demo pagealloc, debug_pagealloc=on" 0 scripts/qemu-runner "$kernel" debug_pagealloc=on demo pagealloc -- \
     '^debug_pagealloc is on' \
-    '^nesting \(apply_to_page_range\) +batched +16 +9 +9 +8 +8 +0$' \
-    '^_nolazy variant +batched +16 +16 +16 +0 +0 +0$' \
-    "^none: map-back in caller's section +deferred-writes +16 +1 +1 +0 +8 +8$"
+    '^nesting \(apply_to_page_range\) +batched +16 +9 +9 +8 +8 +0 +0$' \
+    '^_nolazy variant +batched +16 +16 +16 +0 +0 +0 +0$' \
+    "^none: map-back in caller's section +batched +16 +1 +1 +0 +8 +0 +8$" \
+    "^none: map-back in caller's section +deferred-writes +16 +1 +1 +0 +8 +8 +8$" \
+    "$clean \\(16 more broken on purpose"
 check "demo pagealloc, without the option" 0 scripts/qemu-runner "$kernel" demo pagealloc -- \
     '^debug_pagealloc is off' \
-    '^nesting \(apply_to_page_range\) +batched +8 +1 +1 +0 +8 +0$' \
-    '^_nolazy variant +batched +8 +8 +8 +0 +0 +0$'
+    '^nesting \(apply_to_page_range\) +batched +8 +1 +1 +0 +8 +0 +0$' \
+    '^_nolazy variant +batched +8 +8 +8 +0 +0 +0 +0$' "$clean"
 # The bench at small N checks its own counts (batched: one pair per
 # vmalloc whatever N; eager: one per entry; vfree: one TLB flush; ...).
 check "bench --quick" 0 scripts/qemu-runner "$kernel" bench --quick -- \
-    '^bench \[21/21\] map / modify / unmap' '^--- results.csv ---$' '^vmalloc,batched,512,515,1,0,1,0,' 'every count check passed'
+    '^bench \[21/21\] map / modify / unmap' '^--- results.csv ---$' '^vmalloc,batched,512,515,1,0,1,0,' 'every count check passed' \
+    '^pgtable_check: off while measuring'
 check "bench --quick, -cpu cortex-a72" 0 env LAZYMMU_CPU=cortex-a72 scripts/qemu-runner "$kernel" bench --quick -- \
     '^tlb_unmap,per-page,512,0,1,1,1,512,' 'every count check passed'
-# The bounded fuzz campaign: several seeds, every backend, both CPUs; and
-# the fuzzer's self-test: with TLB flushes deliberately skipped it must
-# report a divergence (and the command that replays it).
+# The bounded fuzz campaign: several seeds, every backend, both CPUs, the
+# page-table rules checked at every step.
 for seed in 1 2 3; do
     check "fuzz --seed $seed --ops 2000" 0 scripts/qemu-runner "$kernel" fuzz --seed $seed --ops 2000 -- \
-        '^fuzz: deferred-writes: 2000 ops, [0-9]+ page checks, final sweep and teardown: ok$' '^fuzz: no divergence$'
+        '^fuzz: deferred-writes: 2000 ops, [0-9]+ page checks, final sweep and teardown: ok$' '^fuzz: no divergence$' "$clean"
 done
 check "fuzz --seed 4 --ops 2000, -cpu cortex-a72" 0 env LAZYMMU_CPU=cortex-a72 scripts/qemu-runner "$kernel" fuzz --seed 4 --ops 2000 -- \
-    '^fuzz: eager: 2000 ops' '^fuzz: no divergence$'
-check "fuzz finds a deliberately missing TLB flush" 101 scripts/qemu-runner "$kernel" fuzz --seed 1 --ops 2000 --break skip-tlb-flush -- \
-    '^fuzz: DIVERGENCE under eager at op #' 'should be unmapped' 'reproduce: cargo run -- fuzz --seed 1 --ops [0-9]+ --backend eager --break skip-tlb-flush'
+    '^fuzz: eager: 2000 ops' '^fuzz: no divergence$' "$clean"
+# The checks' self-test: each bug planted (kernel/planted.rs) is caught by
+# the page-table rules checker, which names the rule it broke. Each runs
+# under the backend where the bug does something (batched leaves its
+# sections without the pair; a walk guard drops queued stores only under
+# deferred-writes).
+for planted in skip-table-dmb:link-order:eager swap-pair:barrier-order:eager skip-leave-pair:publish:batched \
+    skip-tlb-flush:invalidate:eager break-live-block:break-before-make:eager free-before-flush:invalidate:eager \
+    early-guard-drop:table-lifetime:deferred-writes; do
+    IFS=: read -r bug rule backend <<<"$planted"
+    check "fuzz --break $bug is caught: rule $rule" 5 scripts/qemu-runner "$kernel" fuzz --seed 1 --ops 2000 --backend "$backend" --break "$bug" -- \
+        "^fuzz: PAGE-TABLE RULE \`$rule\` BROKEN under $backend at op #" \
+        "^pgtable_check: VIOLATION of rule \`$rule\`" \
+        "reproduce: cargo run -- fuzz --seed 1 --ops [0-9]+ --backend $backend --break $bug"
+done
+# The fuzzer's own model finds a missing TLB flush too, with the checker off.
+check "fuzz finds a deliberately missing TLB flush, pgtable_check=off" 101 scripts/qemu-runner "$kernel" pgtable_check=off fuzz --seed 1 --ops 2000 --break skip-tlb-flush -- \
+    '^fuzz: DIVERGENCE under eager at op #' 'should be unmapped' 'reproduce: cargo run -- pgtable_check=off fuzz --seed 1 --ops [0-9]+ --backend eager --break skip-tlb-flush'
 check "demo lazy (all backends)" 0 scripts/qemu-runner "$kernel" demo lazy -- \
-    '^==== demo lazy: backend eager' '^==== demo lazy: backend batched' '^==== demo lazy: backend deferred-writes'
+    '^==== demo lazy: backend eager' '^==== demo lazy: backend batched' '^==== demo lazy: backend deferred-writes' "$clean"
 
 summary
