@@ -603,3 +603,41 @@ fn accounting_counts_writes_sections_flushes_and_nesting_per_backend() {
     assert_eq!(stats::stats("batched").unwrap(), expected, "batched's column did not move");
     assert_eq!(stats::stats("no-such-backend"), None);
 }
+
+#[test_case]
+fn deferred_writes_a_walk_makes_its_stores_before_it_lets_the_tables_go() {
+    use lazymmu::mm::addr::BLOCK_2M;
+    use lazymmu::mm::pgtable::LeafSizes;
+    use lazymmu::mm::vmalloc::{free_vm_area, get_vm_area, vunmap_range};
+    let _b = use_backend("deferred-writes").unwrap();
+    let root = pgtable::kernel_root();
+    // A fresh 2 MiB: map_range links a new level-3 table for the page.
+    let va = get_vm_area(BLOCK_2M, BLOCK_2M).unwrap();
+    let frame = frame_alloc::alloc_frame().unwrap();
+    static GO: AtomicBool = AtomicBool::new(false);
+    GO.store(false, SeqCst);
+    let preemption = sched::set_preemption(false);
+    // Another task takes empty tables away, as any CPU may at any time.
+    let reclaimer = sched::spawn("reclaimer", move || {
+        while !GO.load(SeqCst) {
+            sched::yield_now();
+        }
+        pgtable::free_empty_tables(root, va, BLOCK_2M);
+    })
+    .unwrap();
+    {
+        let _section = enable();
+        pgtable::map_range(root, va, frame, PAGE_SIZE, Attributes::KERNEL_RW, LeafSizes::PagesOnly).unwrap();
+        // The walk's stores were made before its guard went (they used to
+        // wait in the queue, the new table looked empty, was freed, and the
+        // leave stored into a freed page).
+        assert_eq!(lazy_state(), (1, 0, true, 0));
+        GO.store(true, SeqCst);
+        reclaimer.join().unwrap();
+    }
+    sched::set_preemption(preemption);
+    assert_eq!(hw_translate(va, Access::Read), mapped(frame), "the table was not taken away under the mapping");
+    vunmap_range(va, PAGE_SIZE);
+    free_vm_area(va).unwrap();
+    frame_alloc::free_frame(frame).unwrap();
+}

@@ -61,8 +61,12 @@ fn yield_alternates_between_ready_tasks() {
     };
     let a = sched::spawn("a", worker('a')).unwrap();
     let b = sched::spawn("b", worker('b')).unwrap();
+    // Only the yields switch: a time slice ending on a loaded host would
+    // change the order.
+    let preemption = sched::set_preemption(false);
     a.join().unwrap();
     b.join().unwrap();
+    sched::set_preemption(preemption);
     let log = LOG.lock().clone();
     assert_eq!(log, [('a', 0), ('b', 0), ('a', 1), ('b', 1), ('a', 2), ('b', 2)]);
 }
@@ -151,4 +155,22 @@ fn a_task_spawned_inside_a_deferred_writes_section_runs_on_a_mapped_stack() {
     let ran = sched::spawn("child", || assert!(!is_lazy_mmu_mode_active())).unwrap().join();
     drop(section);
     assert!(ran.is_ok(), "{ran:?}");
+}
+
+#[test_case]
+fn a_stack_made_inside_a_batched_section_is_published_before_it_is_handed_over() {
+    use lazymmu::arch::barrier::cost;
+    use lazymmu::mm::lazy_mmu::use_backend;
+    use lazymmu::mm::stack::KernelStack;
+    let _b = use_backend("batched").unwrap();
+    let section = enable();
+    let mut stack = None;
+    let c = cost(|| stack = Some(KernelStack::new().unwrap()));
+    // A task on another CPU may run on the stack at once: its mapping's
+    // pair is paid now, not at the caller's leave (Affinity::Any tasks
+    // used to start on a stack their spawner still owed a dsb ishst; isb).
+    assert_eq!((c.dsb_ishst, c.isb), (1, 1), "{c:?}");
+    assert_eq!(task::current().lazy_state(), (1, 0, false, 0), "nothing pending, still in the section");
+    drop(section);
+    drop(stack);
 }

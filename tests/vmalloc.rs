@@ -18,7 +18,7 @@ use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::*;
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
-use lazymmu::mm::layout::{PAGE_OFFSET, REGIONS, VMALLOC_END, VMALLOC_START};
+use lazymmu::mm::layout::{REGIONS, VMALLOC_END, VMALLOC_START};
 use lazymmu::mm::ptdump::{RegionStats, region_stats};
 use lazymmu::mm::lazy_mmu::{BackendSelection, is_lazy_mmu_mode_active, use_backend};
 use lazymmu::mm::pgtable::{self, EntryRef, MapError};
@@ -624,4 +624,30 @@ fn kasan_shadow_race_double_maps_only_under_deferred_writes_without_pause() {
             assert_eq!(footprint(), before, "{backend}, pause {pause}: nothing left behind");
         }
     }
+}
+
+#[test_case]
+fn vmap_range_takes_away_an_empty_table_where_a_block_goes() {
+    let root = pgtable::kernel_root();
+    let va = get_vm_area(BLOCK_2M, BLOCK_2M).unwrap();
+    // An empty level-3 table under the area's level-2 entry, as an earlier
+    // mapping there (or a walk that made tables) leaves it.
+    apply_to_page_range(va, PAGE_SIZE, |_: &EntryRef| Ok::<(), Infallible>(())).unwrap();
+    assert_eq!(pgtable::walk(root, va).level, Level::L3);
+    let vmalloc_region = REGIONS.iter().position(|r| r.0 == "vmalloc").unwrap();
+    let l3_tables = region_stats()[vmalloc_region].tables[3];
+    let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
+    // It used to refuse with AlreadyMapped; Linux frees the empty table
+    // (pmd_free_pte_page): unlink, flush its walks, free, then the block.
+    let c = cost(|| vmap_range(va, run, BLOCK_2M, Attributes::KERNEL_RW).unwrap());
+    assert_eq!(pgtable::walk(root, va).level, Level::L2, "a 2 MiB block now");
+    assert_eq!(region_stats()[vmalloc_region].tables[3], l3_tables - 1, "the empty level-3 table was freed");
+    match tlb::strategy(512) {
+        FlushStrategy::RangeTlbi => assert_eq!((c.tlbi_range, c.tlbi_walks), (1, 1), "one flush of its walks: {c:?}"),
+        _ => assert_eq!(c.tlbi_all, 1, "512 pages: a full flush, walks included: {c:?}"),
+    }
+    assert_eq!(hw_translate(va.add(5 * PAGE_SIZE), Access::Read), HwTranslation::Mapped { pa: run.add(5 * PAGE_SIZE), mair_attr: 0xff });
+    vunmap_range(va, BLOCK_2M);
+    free_vm_area(va).unwrap();
+    frame_alloc::free_frames(run, 512).unwrap();
 }

@@ -157,6 +157,12 @@ pub fn alloc_table() -> Result<PhysAddr, MapError> {
     Ok(pa)
 }
 
+/// The entry for `va` at `level` in `table`: for filling a table that is
+/// not linked yet (the walkers find the entries of linked ones).
+pub fn table_entry(table: PhysAddr, level: Level, va: VirtAddr) -> EntryRef {
+    EntryRef::new(table, level, va)
+}
+
 /// `count` zeroed page-table pages for a change to link later, or, if
 /// frames run out, none at all.
 pub fn alloc_tables(count: usize) -> Result<Vec<PhysAddr>, MapError> {

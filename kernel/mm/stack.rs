@@ -37,12 +37,6 @@ impl KernelStack {
         let _op = pgtable_check::operation();
         let stack = KernelStack { slot };
         let bottom = stack.bottom();
-        // The stack is for another task, which may run on another CPU
-        // before the caller leaves a lazy MMU section it is in: the mapping
-        // is made in a section of its own, nested in the caller's, whose
-        // exit makes the stores and pays their `dsb ishst; isb` (Linux maps
-        // a vmalloc'd stack the same way: its walk nests a section).
-        let section = lazy_mmu::enable();
         for page in 0..KSTACK_PAGES {
             let mapped = frame_alloc::alloc_frame().map_err(MapError::from).and_then(|pa| {
                 let va = bottom.add(page * PAGE_SIZE);
@@ -55,7 +49,10 @@ impl KernelStack {
                 return Err(e);
             }
         }
-        drop(section);
+        // The stack is for another task, which may run on another CPU
+        // before the caller leaves a lazy MMU section it is in: what the
+        // mapping deferred is paid now (stores made, `dsb ishst; isb`).
+        lazy_mmu::flush_section();
         pgtable_check::handed_over();
         Ok(stack)
     }

@@ -32,5 +32,12 @@ check must_fail_fault 4 scripts/qemu-runner "$dir/must_fail_fault" -- \
 check must_fail_panic 3 scripts/qemu-runner "$dir/must_fail_panic" -- \
     'kernel panic at tests/must_fail/panic\.rs:[0-9]+:[0-9]+' \
     'a deliberate panic, value 42'
+check must_fail_rule 101 scripts/qemu-runner "$dir/must_fail_rule" -- \
+    '^test keeps_the_rules \.\.\. ok' \
+    '^pgtable_check: VIOLATION of rule `break-before-make` on cpu 0, task boot/0:' \
+    'entry: L3 entry for VA 0xffff8000[0-9a-f]+ \(slot 0x[0-9a-f]+\): page -> 0x[0-9a-f]+ RW -> page -> 0x[0-9a-f]+ RW' \
+    'at 0xffffffff8[0-9a-f]+ <' \
+    '^page-table rules broken: 1 break-before-make' \
+    '^test result: FAILED\. 1 passed; 1 failed;'
 
 summary

@@ -159,6 +159,14 @@ pub(crate) fn sync_stores() {
     }
 }
 
+/// Makes what the current task's section deferred visible now, as a
+/// nested section's exit does (Linux's `arch_flush_lazy_mmu_mode()`), and
+/// stays in lazy mode; outside any section there is nothing to pay. For a
+/// mapping handed to another task before the section ends.
+pub fn flush_section() {
+    drop(enable());
+}
+
 /// Closes whatever sections and pauses the current task left open when its
 /// code was abandoned (a fault or panic recovered by `exception::catch`
 /// skips the guards' drops): deferred work is done as a leave would do it,

@@ -156,7 +156,7 @@ fn record(found: Vec<Violation>) {
         to_print
     };
     for v in &to_print {
-        println!("{v}");
+        println!("\n{v}");
     }
     if to_print.last().is_some() && LOG.lock().printed == PRINTED {
         println!("pgtable_check: further violations are counted, not printed");

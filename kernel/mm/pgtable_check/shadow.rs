@@ -384,12 +384,23 @@ impl Checker {
             }
             (Entry::Leaf { addr, attrs }, Entry::Table(child)) => self.split(change, level, addr, attrs, child.as_u64()),
             (Entry::Table(a), Entry::Table(b)) if a == b => {}
-            _ => self.violation(
-                Rule::BreakBeforeMake,
-                sentence(format_args!("a live entry was replaced by a different valid one without break-before-make")),
-                Some(change),
-                None,
-            ),
+            _ => {
+                self.violation(
+                    Rule::BreakBeforeMake,
+                    sentence(format_args!("a live entry was replaced by a different valid one without break-before-make")),
+                    Some(change),
+                    None,
+                );
+                // Keep the shadow true to the tables: what was linked is not.
+                if let Entry::Table(old_table) = old_e
+                    && let Some(t) = self.tables.get_mut(&old_table.as_u64())
+                {
+                    t.place = Place::Unlinked { level: level.next().expect("above level 3"), va };
+                }
+                if let Entry::Table(new_table) = new_e {
+                    self.place_subtree(new_table.as_u64(), level.next().expect("above level 3"), va);
+                }
+            }
         }
         if Descriptor(new).is_valid() {
             let ctx = self.here.ctx;

@@ -1,0 +1,32 @@
+//! Must FAIL: one test that keeps the page-table rules and one that breaks
+//! one (a live page replaced by another frame, with no break-before-make)
+//! and returns normally. Proves the harness fails a test the page-table
+//! rules checker caught, though nothing in it panicked.
+
+#![no_std]
+#![no_main]
+
+use lazymmu::mm::addr::PAGE_SIZE;
+use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
+use lazymmu::mm::pgtable;
+use lazymmu::mm::vmalloc::{vfree, vmalloc};
+use lazymmu::mm::{frame_alloc, tlb};
+use lazymmu::testing::{Testable, run_tests};
+
+fn keeps_the_rules() {
+    vfree(vmalloc(PAGE_SIZE).unwrap()).unwrap();
+}
+
+fn breaks_a_rule_on_purpose() {
+    let va = vmalloc(PAGE_SIZE).unwrap();
+    let entry = pgtable::walk(pgtable::kernel_root(), va);
+    let other = frame_alloc::alloc_frame().unwrap();
+    pgtable::write_entry(&entry, Descriptor::leaf(Level::L3, other, Attributes::KERNEL_RW));
+    tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
+    frame_alloc::free_frame(other).unwrap_or(());
+}
+
+#[unsafe(no_mangle)]
+fn kernel_main() -> ! {
+    run_tests(&[&keeps_the_rules as &dyn Testable, &breaks_a_rule_on_purpose])
+}
