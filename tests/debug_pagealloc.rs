@@ -202,15 +202,18 @@ fn a_map_back_in_the_callers_section_faults_under_deferred_writes() {
     // page-table rules checker reports it (publish) once per frame, under
     // every backend that defers, though only deferred-writes faults here.
     let bug = |backend| pgtable_check::expecting(Rule::Publish, || row(populate(backend, Populate::Lazy, MapBack::CallersSection)));
+    let reported = if pgtable_check::enabled() { 8 } else { 0 };
     let (eager, reports) = bug("eager");
     assert_eq!((eager, reports.total()), ((16, 16, 16, 0, 8, 0), 0));
     // One pair for everything, paid after the frames were touched.
     let (batched, reports) = bug("batched");
-    assert_eq!((batched, reports.total()), ((16, 1, 1, 0, 8, 0), 8));
+    assert_eq!((batched, reports.total()), ((16, 1, 1, 0, 8, 0), reported));
     // The map-back is still queued when the frame is poisoned.
     let (deferred, reports) = bug("deferred-writes");
-    assert_eq!((deferred, reports.total()), ((16, 1, 1, 0, 8, 8), 8));
-    assert!(reports.first[0].what.as_str().contains("1 deferred store not made"), "{}", reports.first[0]);
+    assert_eq!((deferred, reports.total()), ((16, 1, 1, 0, 8, 8), reported));
+    if let Some(first) = reports.first.first() {
+        assert!(first.what.as_str().contains("1 deferred store not made"), "{first}");
+    }
 }
 
 #[test_case]
