@@ -16,7 +16,7 @@ use core::fmt::Write;
 use crate::exception::{self, Caught};
 use crate::mm::{lazy_mmu, pgtable_check};
 use crate::semihosting::{ExitCode, exit};
-use crate::{arch, boot_args, print, println};
+use crate::{arch, boot_args, print, println, sched};
 
 /// A test: a function whose name is its path.
 pub trait Testable {
@@ -57,6 +57,7 @@ pub fn run_tests(tests: &[&dyn Testable]) -> ! {
     }
     for test in &chosen {
         print!("test {} ... ", test.name());
+        let preemption = sched::set_preemption(true);
         let mut why = String::new();
         if let Err(caught) = exception::catch(|| test.run()) {
             let _ = write!(why, "{caught}");
@@ -64,7 +65,10 @@ pub fn run_tests(tests: &[&dyn Testable]) -> ! {
         // A test abandoned inside a lazy MMU section must not leave the
         // next one running in it; one that returns with a section open has
         // a bug of its own.
+        // A test abandoned by a failure does not leave a bug planted or
+        // preemption off for the next one.
         crate::planted::plant(None);
+        sched::set_preemption(preemption);
         let (enabled, paused) = lazy_mmu::recover_abandoned();
         if why.is_empty() && (enabled, paused) != (0, 0) {
             let _ = write!(why, "returned with lazy MMU mode still open (enable count {enabled}, pause count {paused})");

@@ -625,17 +625,19 @@ fn deferred_writes_a_walk_makes_its_stores_before_it_lets_the_tables_go() {
         pgtable::free_empty_tables(root, va, BLOCK_2M);
     })
     .unwrap();
-    {
+    let after_map = {
         let _section = enable();
         pgtable::map_range(root, va, frame, PAGE_SIZE, Attributes::KERNEL_RW, LeafSizes::PagesOnly).unwrap();
-        // The walk's stores were made before its guard went (they used to
-        // wait in the queue, the new table looked empty, was freed, and the
-        // leave stored into a freed page).
-        assert_eq!(lazy_state(), (1, 0, true, 0));
+        let after_map = lazy_state();
         GO.store(true, SeqCst);
         reclaimer.join().unwrap();
-    }
+        after_map
+    };
     sched::set_preemption(preemption);
+    // The walk's stores were made before its guard went (they used to wait
+    // in the queue, the new table looked empty, was freed, and the leave
+    // stored into a freed page).
+    assert_eq!(after_map, (1, 0, true, 0));
     assert_eq!(hw_translate(va, Access::Read), mapped(frame), "the table was not taken away under the mapping");
     vunmap_range(va, PAGE_SIZE);
     free_vm_area(va).unwrap();

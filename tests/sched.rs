@@ -59,11 +59,12 @@ fn yield_alternates_between_ready_tasks() {
             }
         }
     };
+    // Only the yields switch: a time slice ending on a loaded host (even
+    // between the two spawns, while b's stack is mapped) would change the
+    // order.
+    let preemption = sched::set_preemption(false);
     let a = sched::spawn("a", worker('a')).unwrap();
     let b = sched::spawn("b", worker('b')).unwrap();
-    // Only the yields switch: a time slice ending on a loaded host would
-    // change the order.
-    let preemption = sched::set_preemption(false);
     a.join().unwrap();
     b.join().unwrap();
     sched::set_preemption(preemption);
