@@ -8,6 +8,8 @@
 #![test_runner(lazymmu::testing::run_tests)]
 #![reexport_test_harness_main = "test_main"]
 
+extern crate alloc;
+
 use lazymmu::arch::barrier::cost;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, VirtAddr};
@@ -132,6 +134,41 @@ fn a_page_inside_a_linear_map_block_splits_exactly_that_block() {
     set_memory_rw(page, 1).unwrap();
     assert_writable(page);
     assert_eq!(pgtable::walk(pgtable::kernel_root(), page).level, Level::L3, "a split stays split, as in Linux");
+    frame_alloc::free_frames(pa, 512).unwrap();
+}
+
+/// 2 MiB of frames that the linear map still maps with one block (a block
+/// split by an earlier test stays split).
+fn block_of_the_linear_map() -> lazymmu::mm::addr::PhysAddr {
+    let mut split = alloc::vec::Vec::new();
+    let run = loop {
+        let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
+        if pgtable::walk(pgtable::kernel_root(), phys_to_virt(run)).level == Level::L2 {
+            break run;
+        }
+        split.push(run);
+    };
+    split.into_iter().for_each(|r| frame_alloc::free_frames(r, 512).unwrap());
+    run
+}
+
+#[test_case]
+fn a_split_under_deferred_writes_finds_its_own_link_and_splits_once() {
+    if !lazymmu::cpu::features().bbml2_noabort {
+        return;
+    }
+    let _b = use_backend("deferred-writes").unwrap();
+    let pa = block_of_the_linear_map();
+    let va = phys_to_virt(pa);
+    let linear = REGIONS.iter().position(|r| r.0 == "linear map").unwrap();
+    let before = region_stats()[linear];
+    // The split's link waited in the queue while the change walked on: it
+    // found the block again, split it a second time and linked a second
+    // table over the first (break-before-make, reported by the checker).
+    set_memory_ro(va.add(3 * PAGE_SIZE), 1).unwrap();
+    assert_eq!(region_stats()[linear].tables[3], before.tables[3] + 1, "one split, one new table");
+    assert_read_only(va.add(3 * PAGE_SIZE));
+    set_memory_rw(va.add(3 * PAGE_SIZE), 1).unwrap();
     frame_alloc::free_frames(pa, 512).unwrap();
 }
 

@@ -144,10 +144,6 @@ fn change_memory(addr: VirtAddr, pages: u64, change: fn(&mut Attributes)) -> Res
         }
         // Both boundaries may have fallen in the same block: one split served.
         free_unlinked_tables(pool);
-        // The walk below reads the split tables back: under deferred-writes
-        // their links must be in memory first (no barrier is needed for a
-        // read by this CPU; the section's end pays for the walker).
-        lazy_mmu::sync_stores();
         for entry in leaves(addr, end).expect("checked above") {
             if let Entry::Leaf { addr: pa, mut attrs } = entry.entry() {
                 change(&mut attrs);
@@ -207,6 +203,11 @@ fn split(block: &EntryRef, table: PhysAddr) {
     // they map the same memory, which BBML2_NOABORT allows; the caller's
     // flush drops the block.
     pgtable::write_entry(block, Descriptor::table(table));
+    // The caller walks again right away (to the next split, then to the
+    // leaves), reading from memory: under `deferred-writes` the link must
+    // be there, or the block would be found and split a second time, and
+    // the second table linked over the first (the rules checker found it).
+    lazy_mmu::sync_stores();
 }
 
 /// The entries of a table built inside a lazy section are in memory
