@@ -25,7 +25,7 @@
 
 use core::cell::Cell;
 use core::fmt;
-use core::ptr::{null_mut, read_volatile, write_volatile};
+use core::ptr::{null_mut, write_volatile};
 use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use super::{barrier, observe};
@@ -147,17 +147,12 @@ pub trait LazyMmuBackend: Sync {
 /// # Safety
 /// `slot` is an entry of a live page table.
 unsafe fn store(slot: *mut u64, desc: Descriptor) {
-    let Some(observer) = observe::observer() else {
-        // SAFETY: as the caller guarantees.
-        unsafe { write_volatile(slot, desc.0) };
-        return;
-    };
-    // SAFETY: as the caller guarantees; the old value is read for the
-    // observer, which judges the change.
-    let old = unsafe { read_volatile(slot) };
     // SAFETY: as the caller guarantees.
-    unsafe { write_volatile(slot, desc.0) };
-    observer.stored(slot, old, desc.0);
+    let write = || unsafe { write_volatile(slot, desc.0) };
+    match observe::observer() {
+        Some(observer) => observer.store(slot, desc.0, &write),
+        None => write(),
+    }
 }
 
 /// `dsb ishst; isb`: the pair a valid entry store owes.

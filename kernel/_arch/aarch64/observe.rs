@@ -28,8 +28,12 @@ pub enum Issued {
 pub trait Observer: Sync {
     /// `what` was just issued.
     fn issued(&self, what: Issued);
-    /// The descriptor at `slot` was just changed from `old` to `new` in memory.
-    fn stored(&self, slot: *mut u64, old: u64, new: u64);
+    /// The descriptor at `slot` is to become `new`: the observer calls
+    /// `write` (the store itself) once, at the moment it chooses, so that
+    /// the store and what it makes of it are one step as the observer's
+    /// other callers, on other CPUs, see it (another CPU may read the new
+    /// entry the instant it is in memory).
+    fn store(&self, slot: *mut u64, new: u64, write: &dyn Fn());
     /// A store to `slot` was queued (`true`) or, later, taken off the
     /// queue to be made (`false`) under a backend that defers stores.
     fn queued(&self, slot: *mut u64, queued: bool);

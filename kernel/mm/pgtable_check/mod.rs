@@ -40,6 +40,12 @@
 //!   publish, and before a TLBI of the entry it must make visible; `dsb ish`
 //!   then `isb` follow a TLBI.
 //!
+//! Everything is checked under one lock, and a descriptor store is made
+//! under it too (`arch::observe::Observer::store`): another CPU may read a
+//! new entry the instant it is in memory (a table linked by one CPU is
+//! shared by the next), so the store and its check must be one step, or
+//! that CPU's use of the entry could be checked before the store was.
+//!
 //! A violation is recorded with the rule, a sentence, the entry (its VA,
 //! level, old and new descriptor), the CPU, the task and the call chain,
 //! and printed. The test harness fails the test it happened in, commands
@@ -135,6 +141,24 @@ fn check(fp: u64, f: impl FnOnce(&mut Checker)) {
     record(found);
 }
 
+/// Makes a descriptor store and judges it in one step under the checker's
+/// lock: a CPU that reads the new entry from memory (to share a table it
+/// links) can only be checked after the store that put it there.
+fn store_checked(fp: u64, slot: *mut u64, new: u64, write: &dyn Fn()) {
+    let mut written = false;
+    check(fp, |c| {
+        // SAFETY: `slot` is the entry of a live page table the store path
+        // is about to write (its caller's contract); reading it is harmless.
+        let old = unsafe { core::ptr::read_volatile(slot) };
+        write();
+        written = true;
+        c.stored(slot as u64, old, new);
+    });
+    if !written {
+        write();
+    }
+}
+
 fn record(found: Vec<Violation>) {
     if found.is_empty() {
         return;
@@ -172,8 +196,8 @@ impl Observer for Hooks {
     fn issued(&self, what: Issued) {
         check(cpu::frame_pointer(), |c| c.issued(what));
     }
-    fn stored(&self, slot: *mut u64, old: u64, new: u64) {
-        check(cpu::frame_pointer(), |c| c.stored(slot as u64, old, new));
+    fn store(&self, slot: *mut u64, new: u64, write: &dyn Fn()) {
+        store_checked(cpu::frame_pointer(), slot, new, write);
     }
     fn queued(&self, slot: *mut u64, queued: bool) {
         check(cpu::frame_pointer(), |c| c.queued(slot as u64, queued));
