@@ -15,45 +15,7 @@ use crate::symbols;
 
 /// A panic message, kept in a fixed buffer: a recovered panic must not need
 /// the heap, which may be what failed.
-#[derive(Clone, Copy)]
-pub struct PanicMessage {
-    buf: [u8; 240],
-    len: usize,
-}
-
-impl PanicMessage {
-    pub fn new(args: fmt::Arguments) -> PanicMessage {
-        let mut message = PanicMessage { buf: [0; 240], len: 0 };
-        let _ = fmt::write(&mut message, args);
-        message
-    }
-
-    pub fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("(message is not UTF-8)")
-    }
-}
-
-impl fmt::Write for PanicMessage {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        // Truncate on a character boundary.
-        for c in s.chars() {
-            let mut tmp = [0; 4];
-            let bytes = c.encode_utf8(&mut tmp).as_bytes();
-            if self.len + bytes.len() > self.buf.len() {
-                break;
-            }
-            self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-            self.len += bytes.len();
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for PanicMessage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.as_str())
-    }
-}
+pub type PanicMessage = crate::fixed_text::FixedText;
 
 /// What [`catch`] caught.
 #[derive(Clone, Copy, Debug)]

@@ -28,6 +28,7 @@ pub mod demo;
 pub mod drivers;
 pub mod dtb;
 pub mod exception;
+pub mod fixed_text;
 pub mod fuzz;
 pub mod init;
 pub mod irq;

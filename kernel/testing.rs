@@ -129,3 +129,25 @@ pub fn expect_panic(expected: &str, f: impl FnOnce()) {
         Err(fault @ Caught::Fault(_)) => panic!("expected a panic containing {expected:?}, got a fault: {fault}"),
     }
 }
+
+/// 2 MiB of frames, 2 MiB aligned, that the linear map still maps with one
+/// block (a block split by an earlier test stays split, so runs are taken
+/// until one is whole). Only a CPU with BBML2_NOABORT has such blocks.
+pub fn linear_map_block() -> crate::mm::addr::PhysAddr {
+    use crate::mm::addr::BLOCK_2M;
+    use crate::mm::descriptor::Level;
+    use crate::mm::{frame_alloc, pgtable, phys_to_virt};
+    assert!(crate::cpu::features().bbml2_noabort, "only a CPU with BBML2_NOABORT has linear-map blocks");
+    let mut split = Vec::new();
+    let run = loop {
+        let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).expect("2 MiB of free frames");
+        if pgtable::walk(pgtable::kernel_root(), phys_to_virt(run)).level == Level::L2 {
+            break run;
+        }
+        split.push(run);
+    };
+    for r in split {
+        frame_alloc::free_frames(r, 512).expect("allocated above");
+    }
+    run
+}

@@ -8,8 +8,6 @@
 #![test_runner(lazymmu::testing::run_tests)]
 #![reexport_test_harness_main = "test_main"]
 
-extern crate alloc;
-
 use lazymmu::arch::barrier::cost;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, VirtAddr};
@@ -137,28 +135,13 @@ fn a_page_inside_a_linear_map_block_splits_exactly_that_block() {
     frame_alloc::free_frames(pa, 512).unwrap();
 }
 
-/// 2 MiB of frames that the linear map still maps with one block (a block
-/// split by an earlier test stays split).
-fn block_of_the_linear_map() -> lazymmu::mm::addr::PhysAddr {
-    let mut split = alloc::vec::Vec::new();
-    let run = loop {
-        let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
-        if pgtable::walk(pgtable::kernel_root(), phys_to_virt(run)).level == Level::L2 {
-            break run;
-        }
-        split.push(run);
-    };
-    split.into_iter().for_each(|r| frame_alloc::free_frames(r, 512).unwrap());
-    run
-}
-
 #[test_case]
 fn a_split_under_deferred_writes_finds_its_own_link_and_splits_once() {
     if !lazymmu::cpu::features().bbml2_noabort {
         return;
     }
     let _b = use_backend("deferred-writes").unwrap();
-    let pa = block_of_the_linear_map();
+    let pa = lazymmu::testing::linear_map_block();
     let va = phys_to_virt(pa);
     let linear = REGIONS.iter().position(|r| r.0 == "linear map").unwrap();
     let before = region_stats()[linear];

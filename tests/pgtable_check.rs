@@ -180,17 +180,7 @@ fn break_before_make_a_live_linear_map_block_broken_is_reported() {
     if !cpu::features().bbml2_noabort {
         return;
     }
-    // A 2 MiB run the linear map still maps with a block (a block split
-    // by an earlier test stays split).
-    let mut runs = alloc::vec::Vec::new();
-    let run = loop {
-        let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
-        if pgtable::walk(pgtable::kernel_root(), phys_to_virt(run)).level == Level::L2 {
-            break run;
-        }
-        runs.push(run);
-    };
-    runs.into_iter().for_each(|r| frame_alloc::free_frames(r, 512).unwrap());
+    let run = lazymmu::testing::linear_map_block();
     let va = phys_to_virt(run);
     let (result, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || planted::with(Bug::BreakLiveBlock, || set_memory_ro(va, 1)));
     result.unwrap();

@@ -105,44 +105,7 @@ impl fmt::Display for Described {
 
 /// A sentence, kept in a fixed buffer: violations are recorded with the
 /// checker's lock held and interrupts masked.
-#[derive(Clone, Copy)]
-pub struct Sentence {
-    buf: [u8; 200],
-    len: usize,
-}
-
-impl Sentence {
-    pub fn new(args: fmt::Arguments) -> Sentence {
-        let mut s = Sentence { buf: [0; 200], len: 0 };
-        let _ = fmt::write(&mut s, args);
-        s
-    }
-
-    pub fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
-    }
-}
-
-impl fmt::Write for Sentence {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for c in s.chars() {
-            let mut tmp = [0; 4];
-            let bytes = c.encode_utf8(&mut tmp).as_bytes();
-            if self.len + bytes.len() > self.buf.len() {
-                break;
-            }
-            self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-            self.len += bytes.len();
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Sentence {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.as_str())
-    }
-}
+pub type Sentence = crate::fixed_text::FixedText;
 
 /// Return addresses of the calls that led here, innermost first.
 pub const BACKTRACE_DEPTH: usize = 8;
