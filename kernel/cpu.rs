@@ -113,7 +113,9 @@ impl fmt::Display for Model {
         match name {
             Some(name) => write!(f, "{name} r{variant}p{revision}"),
             // Implementer 0x00 is reserved for software: QEMU's `max` uses it.
-            None if implementer == 0 => write!(f, "software-defined CPU (QEMU max?), part {part:#05x} r{variant}p{revision}"),
+            None if implementer == 0 => {
+                write!(f, "software-defined CPU (QEMU max?), part {part:#05x} r{variant}p{revision}")
+            }
             None => write!(f, "implementer {implementer:#04x} part {part:#05x} r{variant}p{revision}"),
         }
     }

@@ -13,14 +13,14 @@ use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use crate::arch::cpu;
 use crate::arch::lazy_mmu::BACKENDS;
 use crate::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use crate::mm::debug_pagealloc::{self, MapBack};
 use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
+use crate::mm::kasan_shadow::Populate;
 use crate::mm::layout::VMALLOC_START;
 use crate::mm::lazy_mmu::{self, stats};
 use crate::mm::pgtable::{self, EntryRef, MapError};
-use crate::mm::vmalloc::{self, VmallocError};
-use crate::mm::debug_pagealloc::{self, MapBack};
-use crate::mm::kasan_shadow::Populate;
 use crate::mm::pgtable_check::{self, Rule};
+use crate::mm::vmalloc::{self, VmallocError};
 use crate::mm::{frame_alloc, kasan_shadow, tlb};
 use crate::{println, sched, task, timer, trace};
 
@@ -194,7 +194,10 @@ fn describe(name: &str) -> &'static str {
 
 fn summary(costs: &[(&str, stats::LazyMmuStats)]) {
     println!("\n==== the same steps, counted per backend ====");
-    println!("{:<16} {:>7} {:>7} {:>9} {:>5} {:>7} {:>5} {:>8} {:>7} {:>7}", "backend", "writes", "in sec", "dsb ishst", "isb", "dsb ish", "tlbi", "sections", "flushes", "nesting");
+    println!(
+        "{:<16} {:>7} {:>7} {:>9} {:>5} {:>7} {:>5} {:>8} {:>7} {:>7}",
+        "backend", "writes", "in sec", "dsb ishst", "isb", "dsb ish", "tlbi", "sections", "flushes", "nesting"
+    );
     for (name, s) in costs {
         println!(
             "{:<16} {:>7} {:>7} {:>9} {:>5} {:>7} {:>5} {:>8} {:>7} {:>7}",
@@ -282,7 +285,8 @@ pub fn pagealloc(pages: u64) -> Result<(), VmallocError> {
         for backend in BACKENDS {
             let _selected = lazy_mmu::use_backend(backend.name());
             let previous = debug_pagealloc::set_map_back(map_back);
-            let (outcome, publish) = pgtable_check::expecting(Rule::Publish, || kasan_shadow::populate_shadow(pages, how));
+            let (outcome, publish) =
+                pgtable_check::expecting(Rule::Publish, || kasan_shadow::populate_shadow(pages, how));
             debug_pagealloc::set_map_back(previous);
             let p = outcome?;
             println!(

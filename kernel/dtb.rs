@@ -43,11 +43,12 @@ pub unsafe fn parse(pa: PhysAddr, va: VirtAddr) -> Result<&'static MachineInfo, 
     for (slot, cpu) in cpu_ids.iter_mut().zip(fdt.cpus()) {
         *slot = cpu.ids().first() as u64;
     }
-    let psci = fdt.find_node("/psci").and_then(|n| n.property("method")).and_then(|m| m.as_str()).and_then(|m| match m {
-        "hvc" => Some(Conduit::Hvc),
-        "smc" => Some(Conduit::Smc),
-        _ => None,
-    });
+    let psci =
+        fdt.find_node("/psci").and_then(|n| n.property("method")).and_then(|m| m.as_str()).and_then(|m| match m {
+            "hvc" => Some(Conduit::Hvc),
+            "smc" => Some(Conduit::Smc),
+            _ => None,
+        });
     let info = MachineInfo {
         ram_start: PhysAddr::new(region.starting_address as u64),
         ram_size: region.size.ok_or(DtbError::NoMemoryNode)? as u64,

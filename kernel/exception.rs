@@ -5,13 +5,13 @@
 use core::fmt;
 
 use crate::arch::cpu;
-use crate::arch::exception::{RecoveryPoint, TrapFrame, __recovery_call, redirect_to_recovery, vector_description};
+use crate::arch::exception::{__recovery_call, RecoveryPoint, TrapFrame, redirect_to_recovery, vector_description};
 pub use crate::arch::exception::{ExceptionClass, FaultStatus, Syndrome};
 use crate::console::emergency;
 use crate::irq;
-use crate::task;
 use crate::semihosting::{ExitCode, exit};
 use crate::symbols;
+use crate::task;
 
 /// A panic message, kept in a fixed buffer: a recovered panic must not need
 /// the heap, which may be what failed.
@@ -86,7 +86,6 @@ pub(crate) fn handle_sync(frame: &mut TrapFrame, kind: u64, syndrome: Syndrome) 
     report("unhandled synchronous exception", kind, frame, &syndrome);
     exit(ExitCode::Fault);
 }
-
 
 pub(crate) fn handle_unexpected(frame: &mut TrapFrame, kind: u64, syndrome: Syndrome) {
     report("unexpected exception vector", kind, frame, &syndrome);

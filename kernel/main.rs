@@ -9,13 +9,13 @@ use alloc::format;
 use alloc::vec::Vec;
 
 use lazymmu::arch::lazy_mmu::BACKENDS;
-use lazymmu::planted::Bug;
-use lazymmu::{cpu, demo};
 use lazymmu::dtb;
 use lazymmu::init;
 use lazymmu::mm::{debug_pagealloc, frame_alloc, heap, pgtable_check, ptdump};
+use lazymmu::planted::Bug;
 use lazymmu::semihosting::{ExitCode, exit};
 use lazymmu::{boot_args, println};
+use lazymmu::{cpu, demo};
 
 /// What `cargo run -- COMMAND` can do.
 const COMMANDS: &[(&str, &str)] = &[
@@ -24,8 +24,14 @@ const COMMANDS: &[(&str, &str)] = &[
     ("demo lazy [--backend NAME]", "an annotated trace of lazy MMU mode under each backend (or NAME)"),
     ("demo kasan", "the KASAN shadow race: double mappings per backend, without and with pause"),
     ("demo pagealloc", "allocating inside lazy mode (boot with debug_pagealloc=on): both cures, counted"),
-    ("bench [--tlb-only] [--quick]", "every workload under every backend: exact counts, times, CSV (--quick: small N, counts checked; --tlb-only: the TLB flush strategies, with the CPUs online)"),
-    ("fuzz [--seed S] [--ops N] [--backend NAME] [--break BUG]", "random mapping operations checked against a model and the page-table rules, under each backend (default seed 1, 2000 ops); BUG plants a bug to catch (see `planted.rs`)"),
+    (
+        "bench [--tlb-only] [--quick]",
+        "every workload under every backend: exact counts, times, CSV (--quick: small N, counts checked; --tlb-only: the TLB flush strategies, with the CPUs online)",
+    ),
+    (
+        "fuzz [--seed S] [--ops N] [--backend NAME] [--break BUG]",
+        "random mapping operations checked against a model and the page-table rules, under each backend (default seed 1, 2000 ops); BUG plants a bug to catch (see `planted.rs`)",
+    ),
     ("help", "print this menu"),
 ];
 
@@ -101,7 +107,11 @@ fn banner() {
     println!(
         "          FEAT_BBM level {}, BBML2_NOABORT {}",
         f.bbm_level,
-        if f.bbml2_noabort { "yes (live linear-map blocks may be split in place)" } else { "no (the linear map is made of pages)" }
+        if f.bbml2_noabort {
+            "yes (live linear-map blocks may be split in place)"
+        } else {
+            "no (the linear map is made of pages)"
+        }
     );
     println!(
         "          FEAT_HAFDBS {}",
@@ -120,12 +130,7 @@ fn banner() {
     let image = init::image();
     let image_pa = lazymmu::mm::kernel_map::image_phys(image, image.text.0);
     println!("memory map (from the device tree):");
-    println!(
-        "  RAM          {}-{:#x} ({} MiB)",
-        m.ram_start,
-        m.ram_start.as_u64() + m.ram_size,
-        m.ram_size >> 20
-    );
+    println!("  RAM          {}-{:#x} ({} MiB)", m.ram_start, m.ram_start.as_u64() + m.ram_size, m.ram_size >> 20);
     println!("  device tree  {}-{:#x}", m.dtb_start, m.dtb_start.as_u64() + m.dtb_size);
     println!(
         "  kernel image {}-{:#x}, linked at {}",
@@ -202,7 +207,8 @@ fn bench(quick: bool, tlb_only: bool) {
 }
 
 fn fuzz(options: &[&str]) {
-    let mut config = lazymmu::fuzz::Config { seed: 1, ops: 2000, backends: lazymmu::fuzz::all_backends(), broken: None };
+    let mut config =
+        lazymmu::fuzz::Config { seed: 1, ops: 2000, backends: lazymmu::fuzz::all_backends(), broken: None };
     let mut rest = options;
     while let [flag, value, tail @ ..] = rest {
         let ok = match *flag {
@@ -234,7 +240,10 @@ fn fuzz(options: &[&str]) {
         config.seed,
         config.ops,
         config.backends.join(", "),
-        config.broken.map(|bug| format!(" (kernel deliberately broken, {}: {})", bug.name(), bug.what())).unwrap_or_default()
+        config
+            .broken
+            .map(|bug| format!(" (kernel deliberately broken, {}: {})", bug.name(), bug.what()))
+            .unwrap_or_default()
     );
     let progress = |backend: &str, ops: u64, checks: u64| println!("fuzz: {backend}: {ops} ops, {checks} page checks");
     match lazymmu::fuzz::run(&config, progress) {
@@ -250,12 +259,19 @@ fn fuzz(options: &[&str]) {
                     "fuzz: PAGE-TABLE RULE `{rule}` BROKEN under {} at op #{} ({}), seed {}:",
                     d.backend, d.step, d.op, config.seed
                 ),
-                None => println!("fuzz: DIVERGENCE under {} at op #{} ({}), seed {}:", d.backend, d.step, d.op, config.seed),
+                None => {
+                    println!("fuzz: DIVERGENCE under {} at op #{} ({}), seed {}:", d.backend, d.step, d.op, config.seed)
+                }
             }
             println!("  {}", d.what);
             let broken = config.broken.map(|bug| format!(" --break {}", bug.name())).unwrap_or_default();
             let off = if pgtable_check::enabled() { "" } else { "pgtable_check=off " };
-            println!("  reproduce: cargo run -- {off}fuzz --seed {} --ops {} --backend {}{broken}", config.seed, d.step + 1, d.backend);
+            println!(
+                "  reproduce: cargo run -- {off}fuzz --seed {} --ops {} --backend {}{broken}",
+                config.seed,
+                d.step + 1,
+                d.backend
+            );
             exit(if d.rule.is_some() { ExitCode::RuleViolated } else { ExitCode::TestsFailed });
         }
     }

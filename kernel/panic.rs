@@ -8,8 +8,8 @@ use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use crate::arch::exception::__recovery_resume;
 use crate::console::emergency;
 use crate::exception::{Caught, PanicMessage};
-use crate::{irq, task};
 use crate::semihosting::{ExitCode, exit};
+use crate::{irq, task};
 
 static PANICKING: AtomicBool = AtomicBool::new(false);
 
@@ -18,13 +18,8 @@ fn panic(info: &PanicInfo) -> ! {
     let location = info.location().map(|l| (l.file(), l.line(), l.column())).unwrap_or(("<unknown>", 0, 0));
     let recovery = if irq::in_interrupt() { None } else { task::current().take_recovery() };
     if let Some(point) = recovery {
-        let message = PanicMessage::new(format_args!(
-            "{}:{}:{}:\n{}",
-            location.0,
-            location.1,
-            location.2,
-            info.message()
-        ));
+        let message =
+            PanicMessage::new(format_args!("{}:{}:{}:\n{}", location.0, location.1, location.2, info.message()));
         task::current().set_caught(Caught::Panic(message));
         // SAFETY: `point` was saved by the `catch` that is still running below us.
         unsafe { __recovery_resume(point) };

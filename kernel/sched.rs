@@ -16,9 +16,9 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use crate::arch::{barrier, context, cpu};
 use crate::exception::{self, Caught, PanicMessage};
-use crate::mm::{lazy_mmu, pgtable_check};
 use crate::mm::pgtable::MapError;
 use crate::mm::stack::KernelStack;
+use crate::mm::{lazy_mmu, pgtable_check};
 use crate::percpu::this_cpu;
 use crate::sync::IrqSpinLock;
 use crate::task::{self, Affinity, Task, TaskState};
@@ -70,7 +70,11 @@ pub fn spawn(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<Jo
 /// Starts `f` as a new task that may run on the CPUs `affinity` allows;
 /// with `Affinity::Any` any CPU may pick it up, and it may move between
 /// CPUs at every switch.
-pub fn spawn_on(name: &'static str, affinity: Affinity, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle, MapError> {
+pub fn spawn_on(
+    name: &'static str,
+    affinity: Affinity,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle, MapError> {
     let stack = KernelStack::new()?;
     let top = stack.top().as_u64();
     let task: &'static Task = Box::leak(Box::new(Task::spawned(name, affinity, stack, Box::new(f))));

@@ -33,7 +33,13 @@ struct Slot {
 }
 
 static SLOTS: [Slot; MAX_CPUS] = [const {
-    Slot { stack: Once::new(), online: AtomicBool::new(false), job: Mutex::new(None), done: AtomicU64::new(0), last: Mutex::new(None) }
+    Slot {
+        stack: Once::new(),
+        online: AtomicBool::new(false),
+        job: Mutex::new(None),
+        done: AtomicU64::new(0),
+        last: Mutex::new(None),
+    }
 }; MAX_CPUS];
 
 static ONLINE: AtomicUsize = AtomicUsize::new(1);

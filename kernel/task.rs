@@ -120,7 +120,12 @@ impl Task {
     }
 
     /// A task that will start `entry` on `stack` when first switched to.
-    pub(crate) fn spawned(name: &'static str, affinity: Affinity, stack: KernelStack, entry: Box<dyn FnOnce() + Send>) -> Task {
+    pub(crate) fn spawned(
+        name: &'static str,
+        affinity: Affinity,
+        stack: KernelStack,
+        entry: Box<dyn FnOnce() + Send>,
+    ) -> Task {
         let mut task = Task::boot(name, 0);
         task.affinity = affinity;
         task.state = AtomicU8::new(TaskState::Ready as u8);
@@ -132,7 +137,12 @@ impl Task {
     /// Its lazy MMU state at a glance: (enable count, pause count, pending
     /// flag, stores queued), as tests and the audit compare it.
     pub fn lazy_state(&self) -> (u8, u8, bool, usize) {
-        (self.lazy_mmu.enable_count.get(), self.lazy_mmu.pause_count.get(), self.arch_lazy.pending(), self.arch_lazy.queued())
+        (
+            self.lazy_mmu.enable_count.get(),
+            self.lazy_mmu.pause_count.get(),
+            self.arch_lazy.pending(),
+            self.arch_lazy.queued(),
+        )
     }
 
     pub fn state(&self) -> TaskState {

@@ -71,7 +71,8 @@ pub fn run_tests(tests: &[&dyn Testable]) -> ! {
         sched::set_preemption(preemption);
         let (enabled, paused) = lazy_mmu::recover_abandoned();
         if why.is_empty() && (enabled, paused) != (0, 0) {
-            let _ = write!(why, "returned with lazy MMU mode still open (enable count {enabled}, pause count {paused})");
+            let _ =
+                write!(why, "returned with lazy MMU mode still open (enable count {enabled}, pause count {paused})");
         }
         // Everything the test changed is published and invalidated by now,
         // and no rule was broken on the way (a test that breaks one on
@@ -80,7 +81,12 @@ pub fn run_tests(tests: &[&dyn Testable]) -> ! {
         let broken = pgtable_check::take_violations();
         if broken.total() > 0 {
             let first = broken.first.first().map(|v| v.what.as_str()).unwrap_or("");
-            let _ = write!(why, "{}page-table rules broken: {} (first: {first})", if why.is_empty() { "" } else { "; " }, broken.summary());
+            let _ = write!(
+                why,
+                "{}page-table rules broken: {} (first: {first})",
+                if why.is_empty() { "" } else { "; " },
+                broken.summary()
+            );
         }
         if why.is_empty() {
             println!("ok");

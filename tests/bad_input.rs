@@ -18,7 +18,9 @@ use lazymmu::mm::audit;
 use lazymmu::mm::descriptor::{Attributes, Level};
 use lazymmu::mm::frame_alloc::{self, FrameError};
 use lazymmu::mm::layout::{MMIO_BASE, VMALLOC_END};
-use lazymmu::mm::lazy_mmu::{LazyMmuMisuse, lazy_mmu_mode_disable, lazy_mmu_mode_enable, lazy_mmu_mode_pause, lazy_mmu_mode_resume};
+use lazymmu::mm::lazy_mmu::{
+    LazyMmuMisuse, lazy_mmu_mode_disable, lazy_mmu_mode_enable, lazy_mmu_mode_pause, lazy_mmu_mode_resume,
+};
 use lazymmu::mm::pageattr::{set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x};
 use lazymmu::mm::pgtable::{EntryRef, MapError};
 use lazymmu::mm::vmalloc::*;
@@ -70,16 +72,36 @@ fn vmap_family() {
     let ram = dtb::info().ram_start;
     case("vmap_pages(no pages)", || vmap_pages(&[], Attributes::KERNEL_RW), VmallocError::EmptyPageList);
     let odd = ram.add(0x10);
-    case("vmap_pages(an unaligned frame)", || vmap_pages(&[odd], Attributes::KERNEL_RW), VmallocError::Misaligned { what: "page", value: odd.as_u64() });
+    case(
+        "vmap_pages(an unaligned frame)",
+        || vmap_pages(&[odd], Attributes::KERNEL_RW),
+        VmallocError::Misaligned { what: "page", value: odd.as_u64() },
+    );
     case("vmap_contiguous(size 0)", || vmap_contiguous(ram, 0, Attributes::KERNEL_RO), VmallocError::ZeroSize);
 
     let area = get_vm_area(4 * PAGE_SIZE, PAGE_SIZE).unwrap();
-    case("vmap_range(unaligned size)", || vmap_range(area, ram, 100, Attributes::KERNEL_RO), VmallocError::Misaligned { what: "size", value: 100 });
+    case(
+        "vmap_range(unaligned size)",
+        || vmap_range(area, ram, 100, Attributes::KERNEL_RO),
+        VmallocError::Misaligned { what: "size", value: 100 },
+    );
     let va = area.add(8);
-    case("vmap_range(unaligned virtual address)", || vmap_range(va, ram, PAGE_SIZE, Attributes::KERNEL_RO), VmallocError::Misaligned { what: "virtual address", value: va.as_u64() });
-    case("vmap_range(unaligned physical address)", || vmap_range(area, odd, PAGE_SIZE, Attributes::KERNEL_RO), VmallocError::Misaligned { what: "physical address", value: odd.as_u64() });
+    case(
+        "vmap_range(unaligned virtual address)",
+        || vmap_range(va, ram, PAGE_SIZE, Attributes::KERNEL_RO),
+        VmallocError::Misaligned { what: "virtual address", value: va.as_u64() },
+    );
+    case(
+        "vmap_range(unaligned physical address)",
+        || vmap_range(area, odd, PAGE_SIZE, Attributes::KERNEL_RO),
+        VmallocError::Misaligned { what: "physical address", value: odd.as_u64() },
+    );
     vmap_range(area, ram, PAGE_SIZE, Attributes::KERNEL_RO).unwrap();
-    case("vmap_range(a slot already mapped)", || vmap_range(area, ram, 2 * PAGE_SIZE, Attributes::KERNEL_RO), VmallocError::AlreadyMapped(area));
+    case(
+        "vmap_range(a slot already mapped)",
+        || vmap_range(area, ram, 2 * PAGE_SIZE, Attributes::KERNEL_RO),
+        VmallocError::AlreadyMapped(area),
+    );
     case("vunmap(a get_vm_area area)", || vunmap(area), VmallocError::NotAnArea(area));
     vunmap_range(area, 4 * PAGE_SIZE);
     free_vm_area(area).unwrap();
@@ -88,14 +110,34 @@ fn vmap_family() {
 #[test_case]
 fn apply_family() {
     let area = get_vm_area(4 * PAGE_SIZE, PAGE_SIZE).unwrap();
-    case("apply_to_page_range(size 0)", || apply_to_page_range(area, 0, nop), ApplyError::Map(MapError::BadRange { start: area, size: 0 }));
+    case(
+        "apply_to_page_range(size 0)",
+        || apply_to_page_range(area, 0, nop),
+        ApplyError::Map(MapError::BadRange { start: area, size: 0 }),
+    );
     let top = VirtAddr::new(0xffff_ffff_ffff_f000);
-    case("apply_to_page_range(wrapping range)", || apply_to_page_range(top, 2 * PAGE_SIZE, nop), ApplyError::Map(MapError::BadRange { start: top, size: 2 * PAGE_SIZE }));
+    case(
+        "apply_to_page_range(wrapping range)",
+        || apply_to_page_range(top, 2 * PAGE_SIZE, nop),
+        ApplyError::Map(MapError::BadRange { start: top, size: 2 * PAGE_SIZE }),
+    );
     let odd = area.add(0x800);
-    case("apply_to_page_range(unaligned start)", || apply_to_page_range(odd, PAGE_SIZE, nop), ApplyError::Map(MapError::Misaligned { what: "virtual address", value: odd.as_u64() }));
-    case("apply_to_page_range(unaligned size)", || apply_to_page_range(area, 100, nop), ApplyError::Map(MapError::Misaligned { what: "size", value: 100 }));
+    case(
+        "apply_to_page_range(unaligned start)",
+        || apply_to_page_range(odd, PAGE_SIZE, nop),
+        ApplyError::Map(MapError::Misaligned { what: "virtual address", value: odd.as_u64() }),
+    );
+    case(
+        "apply_to_page_range(unaligned size)",
+        || apply_to_page_range(area, 100, nop),
+        ApplyError::Map(MapError::Misaligned { what: "size", value: 100 }),
+    );
     let user = VirtAddr::new(0x4000_0000);
-    case("apply_to_page_range(user half)", || apply_to_page_range(user, PAGE_SIZE, nop), ApplyError::Map(MapError::NotKernelAddress(user)));
+    case(
+        "apply_to_page_range(user half)",
+        || apply_to_page_range(user, PAGE_SIZE, nop),
+        ApplyError::Map(MapError::NotKernelAddress(user)),
+    );
     // 2 MiB of contiguous memory mapped as one block (the linear map has
     // blocks only on a CPU with BBML2_NOABORT).
     let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
@@ -112,7 +154,11 @@ fn apply_family() {
     );
     vunmap(block).unwrap();
     frame_alloc::free_frames(run, 512).unwrap();
-    case("apply_to_page_range_nolazy(size 0)", || apply_to_page_range_nolazy(area, 0, nop), ApplyError::Map(MapError::BadRange { start: area, size: 0 }));
+    case(
+        "apply_to_page_range_nolazy(size 0)",
+        || apply_to_page_range_nolazy(area, 0, nop),
+        ApplyError::Map(MapError::BadRange { start: area, size: 0 }),
+    );
     free_vm_area(area).unwrap();
 }
 
@@ -120,9 +166,17 @@ fn apply_family() {
 fn set_memory_family() {
     let va = vmalloc(2 * PAGE_SIZE).unwrap();
     case("set_memory_ro(0 pages)", || set_memory_ro(va, 0), MapError::BadRange { start: va, size: 0 });
-    case("set_memory_ro(u64::MAX pages)", || set_memory_ro(va, u64::MAX), MapError::BadRange { start: va, size: u64::MAX });
+    case(
+        "set_memory_ro(u64::MAX pages)",
+        || set_memory_ro(va, u64::MAX),
+        MapError::BadRange { start: va, size: u64::MAX },
+    );
     let odd = va.add(8);
-    case("set_memory_ro(unaligned address)", || set_memory_ro(odd, 1), MapError::Misaligned { what: "virtual address", value: odd.as_u64() });
+    case(
+        "set_memory_ro(unaligned address)",
+        || set_memory_ro(odd, 1),
+        MapError::Misaligned { what: "virtual address", value: odd.as_u64() },
+    );
     let guard = va.add(2 * PAGE_SIZE);
     case("set_memory_ro(past the end of an area)", || set_memory_ro(va, 3), MapError::NotMapped(va));
     case("set_memory_ro(a guard page)", || set_memory_ro(guard, 1), MapError::NotMapped(guard));
@@ -159,9 +213,17 @@ fn lazy_mmu_calls() {
 #[test_case]
 fn frame_allocator() {
     case("alloc_contiguous(0 frames)", || frame_alloc::alloc_contiguous(0, PAGE_SIZE), FrameError::ZeroCount);
-    case("alloc_contiguous(align 3 pages)", || frame_alloc::alloc_contiguous(1, 3 * PAGE_SIZE), FrameError::BadAlignment(3 * PAGE_SIZE));
+    case(
+        "alloc_contiguous(align 3 pages)",
+        || frame_alloc::alloc_contiguous(1, 3 * PAGE_SIZE),
+        FrameError::BadAlignment(3 * PAGE_SIZE),
+    );
     let total = frame_alloc::stats().total;
-    case("alloc_contiguous(more than RAM)", || frame_alloc::alloc_contiguous(total + 1, PAGE_SIZE), FrameError::OutOfMemory);
+    case(
+        "alloc_contiguous(more than RAM)",
+        || frame_alloc::alloc_contiguous(total + 1, PAGE_SIZE),
+        FrameError::OutOfMemory,
+    );
     let low = PhysAddr::new(0x1000);
     case("free_frame(outside RAM)", || frame_alloc::free_frame(low), FrameError::OutOfRange(low));
     let pa = frame_alloc::alloc_frame().unwrap();

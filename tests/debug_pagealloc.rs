@@ -47,7 +47,10 @@ fn pairs(c: BarrierCounts) -> (u64, u64) {
 fn assert_unmapped(va: VirtAddr) {
     assert_eq!(hw_translate(va, Access::Read), HwTranslation::Fault(FaultStatus::Translation { level: 3 }), "{va}");
     let fault = probe::read(va).unwrap_err();
-    assert_eq!((fault.class, fault.status), (ExceptionClass::DataAbortCurrentEl, Some(FaultStatus::Translation { level: 3 })));
+    assert_eq!(
+        (fault.class, fault.status),
+        (ExceptionClass::DataAbortCurrentEl, Some(FaultStatus::Translation { level: 3 }))
+    );
 }
 
 /// `pa`'s linear-map alias translates to it, and takes a write.
@@ -177,7 +180,14 @@ fn populate(backend: &str, how: Populate, map_back: MapBack) -> Populated {
 
 /// (entry writes, dsb ishst, isb, nested exits, allocations in lazy mode, faults)
 fn row(p: Populated) -> (u64, u64, u64, u64, u64, u64) {
-    (p.stats.entry_writes, p.stats.barriers.dsb_ishst, p.stats.barriers.isb, p.stats.flushes, p.allocations_in_lazy_mode, p.faults)
+    (
+        p.stats.entry_writes,
+        p.stats.barriers.dsb_ishst,
+        p.stats.barriers.isb,
+        p.stats.flushes,
+        p.allocations_in_lazy_mode,
+        p.faults,
+    )
 }
 
 #[test_case]
@@ -192,7 +202,11 @@ fn populating_in_lazy_mode_nests_one_section_per_allocation() {
 #[test_case]
 fn the_nolazy_variant_never_allocates_in_lazy_mode_and_pays_per_write() {
     for backend in BACKENDS {
-        assert_eq!(row(populate(backend, Populate::NoLazy, MapBack::NestedSection)), (16, 16, 16, 0, 0, 0), "{backend}");
+        assert_eq!(
+            row(populate(backend, Populate::NoLazy, MapBack::NestedSection)),
+            (16, 16, 16, 0, 0, 0),
+            "{backend}"
+        );
     }
 }
 
@@ -201,7 +215,9 @@ fn a_map_back_in_the_callers_section_faults_under_deferred_writes() {
     // The allocator hands out each frame with its map-back unpublished: the
     // page-table rules checker reports it (publish) once per frame, under
     // every backend that defers, though only deferred-writes faults here.
-    let bug = |backend| pgtable_check::expecting(Rule::Publish, || row(populate(backend, Populate::Lazy, MapBack::CallersSection)));
+    let bug = |backend| {
+        pgtable_check::expecting(Rule::Publish, || row(populate(backend, Populate::Lazy, MapBack::CallersSection)))
+    };
     let reported = if pgtable_check::enabled() { 8 } else { 0 };
     let (eager, reports) = bug("eager");
     assert_eq!((eager, reports.total()), ((16, 16, 16, 0, 8, 0), 0));

@@ -88,7 +88,14 @@ fn vmalloc_fails_cleanly_at_every_allocation_point() {
             no_teardown,
         );
         assert!(n > 512 + 4, "{backend}: frames and tables: {n}");
-        every_failure_point("vzalloc", no_setup, |_| vmalloc::vzalloc(3 * PAGE_SIZE), VmallocError::OutOfMemory, |_, va| vmalloc::vfree(va).unwrap(), no_teardown);
+        every_failure_point(
+            "vzalloc",
+            no_setup,
+            |_| vmalloc::vzalloc(3 * PAGE_SIZE),
+            VmallocError::OutOfMemory,
+            |_, va| vmalloc::vfree(va).unwrap(),
+            no_teardown,
+        );
     }
 }
 
@@ -133,7 +140,10 @@ fn apply_to_page_range_fails_cleanly_at_every_allocation_point() {
             || vmalloc::get_vm_area(BLOCK_1G, BLOCK_1G).unwrap(),
             |&va| {
                 apply_to_page_range(va.add(BLOCK_2M - 4 * PAGE_SIZE), 8 * PAGE_SIZE, |e: &EntryRef| {
-                    pgtable::write_entry(e, Descriptor::leaf(Level::L3, PhysAddr::new(0x4000_0000), Attributes::KERNEL_RO));
+                    pgtable::write_entry(
+                        e,
+                        Descriptor::leaf(Level::L3, PhysAddr::new(0x4000_0000), Attributes::KERNEL_RO),
+                    );
                     Ok::<(), Infallible>(())
                 })
             },
@@ -171,7 +181,14 @@ fn set_memory_splitting_a_linear_block_fails_cleanly_at_every_allocation_point()
 
 #[test_case]
 fn kernel_stacks_fail_cleanly_at_every_allocation_point() {
-    let n = every_failure_point("KernelStack::new", no_setup, |_| KernelStack::new(), MapError::OutOfMemory, |_, stack| drop(stack), no_teardown);
+    let n = every_failure_point(
+        "KernelStack::new",
+        no_setup,
+        |_| KernelStack::new(),
+        MapError::OutOfMemory,
+        |_, stack| drop(stack),
+        no_teardown,
+    );
     assert!(n >= 16, "a frame per stack page: {n}");
 }
 

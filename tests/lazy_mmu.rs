@@ -335,7 +335,11 @@ fn interrupt_inside_a_section(backend: &str) {
     assert_eq!(seen.state_before, before, "{backend}: the handler saw the task's state");
     assert_eq!(seen.state_after, before, "{backend}: and left it untouched");
     assert_eq!(lazy_state(), before, "{backend}: the task's depth, pending flag and queue are as they were");
-    assert_eq!(hw_translate(scratch.va(3), Access::Read), mapped(scratch.frame), "the handler's store is in memory now");
+    assert_eq!(
+        hw_translate(scratch.va(3), Access::Read),
+        mapped(scratch.frame),
+        "the handler's store is in memory now"
+    );
 
     let leave = cost(|| drop(section));
     assert_eq!(pairs(leave), (1, 1), "{backend}: the task's own leave still pays its deferred pair");
@@ -411,7 +415,8 @@ fn preempted_in_a_section(backend: &str, yield_explicitly: bool) {
         }
         let state_after = lazy_state();
         let leave_cost = pairs(cost(|| drop(section)));
-        *PREEMPTED.lock() = Some(Preempted { state_before, state_after, leave_cost, switches: sched::switch_count() - switches });
+        *PREEMPTED.lock() =
+            Some(Preempted { state_before, state_after, leave_cost, switches: sched::switch_count() - switches });
     })
     .unwrap();
     let bystander = sched::spawn("bystander", move || {
@@ -439,7 +444,10 @@ fn preempted_in_a_section(backend: &str, yield_explicitly: bool) {
     let p = PREEMPTED.lock().expect("the writer finished");
     assert!(!b.active && b.state == (0, 0, false, 0), "{backend}: the other task is not in lazy mode: {b:?}");
     assert!(b.switches_since >= 1, "{backend}: the bystander ran after the writer's last write: {b:?}");
-    assert_eq!(b.dsb_ish_since, b.switches_since, "{backend}: each switch since the writer's last write issued one dsb ish, and nothing else did");
+    assert_eq!(
+        b.dsb_ish_since, b.switches_since,
+        "{backend}: each switch since the writer's last write issued one dsb ish, and nothing else did"
+    );
     let queued = if backend == "deferred-writes" { 8 } else { 0 };
     assert_eq!(p.state_before, (1, 0, true, queued));
     assert_eq!(p.state_after, p.state_before, "{backend}: depth, pending flag and queue came back with the task");

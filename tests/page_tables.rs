@@ -20,7 +20,9 @@ use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level, MemoryType};
 use lazymmu::mm::layout::VMALLOC_START;
 use lazymmu::mm::pgtable::{self, LeafSizes, Visitor};
-use lazymmu::mm::translate::{Access, HwTranslation, SwTranslation, Translation, hw_translate, mair_attr, sw_translate, translate};
+use lazymmu::mm::translate::{
+    Access, HwTranslation, SwTranslation, Translation, hw_translate, mair_attr, sw_translate, translate,
+};
 use lazymmu::mm::{frame_alloc, kernel_map, phys_to_virt, probe, ptdump, tlb};
 use lazymmu::{cpu, dtb, println};
 

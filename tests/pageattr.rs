@@ -35,7 +35,10 @@ fn assert_read_only(va: VirtAddr) {
     let value = probe::read(va).expect("readable");
     // SAFETY: writes back the value it holds, if it succeeds at all.
     let fault = unsafe { probe::write(va, value) }.unwrap_err();
-    assert_eq!((fault.class, fault.status, fault.write), (ExceptionClass::DataAbortCurrentEl, Some(FaultStatus::Permission { level: 3 }), true));
+    assert_eq!(
+        (fault.class, fault.status, fault.write),
+        (ExceptionClass::DataAbortCurrentEl, Some(FaultStatus::Permission { level: 3 }), true)
+    );
 }
 
 fn assert_writable(va: VirtAddr) {
@@ -120,7 +123,11 @@ fn a_page_inside_a_linear_map_block_splits_exactly_that_block() {
     assert_read_only(page);
     assert_writable(va.add(2 * PAGE_SIZE));
     assert_writable(va.add(4 * PAGE_SIZE));
-    assert_eq!(pgtable::walk(pgtable::kernel_root(), va.add(BLOCK_2M)).level, Level::L2, "the next block stays a block");
+    assert_eq!(
+        pgtable::walk(pgtable::kernel_root(), va.add(BLOCK_2M)).level,
+        Level::L2,
+        "the next block stays a block"
+    );
     // Split in place and change in one section, one flush of the block.
     // The split's own dsb ishst orders the 512 new entries before the link
     // that replaces the live block (Linux's split_pmd): without it the
@@ -162,7 +169,10 @@ fn without_bbml2_noabort_the_linear_map_is_pages_and_no_live_block_is_broken() {
     let pa = frame_alloc::alloc_frame().unwrap();
     let page = phys_to_virt(pa);
     if lazymmu::cpu::features().bbml2_noabort {
-        assert!(stats.blocks_2m + stats.blocks_1g > 0, "BBML2_NOABORT: the linear map has blocks, split in place when needed");
+        assert!(
+            stats.blocks_2m + stats.blocks_1g > 0,
+            "BBML2_NOABORT: the linear map has blocks, split in place when needed"
+        );
         frame_alloc::free_frame(pa).unwrap();
         return;
     }
@@ -196,7 +206,10 @@ fn set_memory_errors_are_typed_and_change_nothing() {
     let before = (frame_alloc::stats().used, vmalloc::area_count(), region_stats());
     assert_eq!(set_memory_ro(va, 0), Err(MapError::BadRange { start: va, size: 0 }));
     assert_eq!(set_memory_ro(va, 3), Err(MapError::NotMapped(va)), "runs past the area into its guard page");
-    assert_eq!(set_memory_ro(va.add(8), 1), Err(MapError::Misaligned { what: "virtual address", value: va.as_u64() + 8 }));
+    assert_eq!(
+        set_memory_ro(va.add(8), 1),
+        Err(MapError::Misaligned { what: "virtual address", value: va.as_u64() + 8 })
+    );
     assert_eq!(set_memory_ro(va, u64::MAX), Err(MapError::BadRange { start: va, size: u64::MAX }));
     assert_eq!(set_memory_ro(KIMAGE_VADDR, 1), Err(MapError::NotKernelAddress(KIMAGE_VADDR)), "not the image");
     let low = VirtAddr::new(0x4000_0000);

@@ -23,7 +23,9 @@ use lazymmu::mm::pageattr::{set_memory_nx, set_memory_ro, set_memory_rw, set_mem
 use lazymmu::mm::pgtable::{self, EntryRef, LeafSizes};
 use lazymmu::mm::pgtable_check::{self, Rule, Violations};
 use lazymmu::mm::stack::KernelStack;
-use lazymmu::mm::vmalloc::{self, free_vm_area, get_vm_area, vfree, vmalloc, vmap_contiguous, vmap_pages, vunmap, vunmap_range, vzalloc};
+use lazymmu::mm::vmalloc::{
+    self, free_vm_area, get_vm_area, vfree, vmalloc, vmap_contiguous, vmap_pages, vunmap, vunmap_range, vzalloc,
+};
 use lazymmu::mm::{audit, frame_alloc, phys_to_virt, tlb};
 use lazymmu::planted::{self, Bug};
 use lazymmu::{cpu, sched};
@@ -88,7 +90,11 @@ fn publish_a_section_left_without_its_pair_is_reported() {
         })
     });
     exactly_one(&found, Rule::Publish, Some((slot.va, Level::L3)));
-    assert!(found.first[0].what.as_str().starts_with("lazy_mmu_mode_disable() with 1 valid entry stored"), "{}", found.first[0]);
+    assert!(
+        found.first[0].what.as_str().starts_with("lazy_mmu_mode_disable() with 1 valid entry stored"),
+        "{}",
+        found.first[0]
+    );
     // The pair the planted bug skipped, so the slot's teardown is clean.
     barrier::dsb_ishst();
     barrier::isb();
@@ -121,7 +127,11 @@ fn link_order_a_table_linked_before_its_zeroing_is_ordered_is_reported() {
     // entry among them.
     assert_eq!(found.total(), result.unwrap().tables_allocated as u64, "{}", found.summary());
     let at = |v: &lazymmu::mm::pgtable_check::Violation| v.entry.and_then(|e| e.at).map(|(a, l)| (VirtAddr::new(a), l));
-    assert!(found.first.iter().any(|v| v.rule == Rule::LinkOrder && at(v) == Some((va, Level::L2))), "{:?}", found.first);
+    assert!(
+        found.first.iter().any(|v| v.rule == Rule::LinkOrder && at(v) == Some((va, Level::L2))),
+        "{:?}",
+        found.first
+    );
     vunmap_range(va, PAGE_SIZE);
     free_vm_area(va).unwrap();
 }
@@ -131,7 +141,8 @@ fn break_before_make_a_live_page_replaced_by_another_frame_is_reported() {
     let slot = Slot::new();
     let other = frame_alloc::alloc_frame().unwrap();
     pgtable::write_entry(&slot.entry, slot.page(slot.frame));
-    let (_, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || pgtable::write_entry(&slot.entry, slot.page(other)));
+    let (_, found) =
+        pgtable_check::expecting(Rule::BreakBeforeMake, || pgtable::write_entry(&slot.entry, slot.page(other)));
     exactly_one(&found, Rule::BreakBeforeMake, Some((slot.va, Level::L3)));
     pgtable::write_entry(&slot.entry, Descriptor::INVALID);
     tlb::flush_tlb_kernel_range(slot.va, slot.va.add(PAGE_SIZE));
@@ -149,18 +160,24 @@ fn break_before_make_a_block_split_in_place_needs_bbml2_noabort_and_the_same_mem
         let table = pgtable::alloc_table().unwrap();
         for i in 0..512 {
             let child = pgtable::table_entry(table, Level::L3, va.add(i * PAGE_SIZE));
-            pgtable::write_entry(&child, Descriptor::leaf(Level::L3, run.add((i + offset) % 512 * PAGE_SIZE), Attributes::KERNEL_RW));
+            pgtable::write_entry(
+                &child,
+                Descriptor::leaf(Level::L3, run.add((i + offset) % 512 * PAGE_SIZE), Attributes::KERNEL_RW),
+            );
         }
         barrier::dsb_ishst();
         table
     };
     let same = table_of(0);
-    let (_, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || pgtable::write_entry(&block, Descriptor::table(same)));
+    let (_, found) =
+        pgtable_check::expecting(Rule::BreakBeforeMake, || pgtable::write_entry(&block, Descriptor::table(same)));
     if cpu::features().bbml2_noabort {
         assert_eq!(found.total(), 0, "an equivalent split is allowed in place: {}", found.summary());
         // Another table over the live one, mapping the pages shuffled.
         let shuffled = table_of(1);
-        let (_, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || pgtable::write_entry(&block, Descriptor::table(shuffled)));
+        let (_, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || {
+            pgtable::write_entry(&block, Descriptor::table(shuffled))
+        });
         exactly_one(&found, Rule::BreakBeforeMake, Some((va, Level::L2)));
         // The first table is off the tables now: its walks go, then it does.
         tlb::flush_tlb_kernel_pgtables(va, va.add(BLOCK_2M));
@@ -182,7 +199,8 @@ fn break_before_make_a_live_linear_map_block_broken_is_reported() {
     }
     let run = lazymmu::testing::linear_map_block();
     let va = phys_to_virt(run);
-    let (result, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || planted::with(Bug::BreakLiveBlock, || set_memory_ro(va, 1)));
+    let (result, found) =
+        pgtable_check::expecting(Rule::BreakBeforeMake, || planted::with(Bug::BreakLiveBlock, || set_memory_ro(va, 1)));
     result.unwrap();
     exactly_one(&found, Rule::BreakBeforeMake, Some((va, Level::L2)));
     assert!(found.first[0].what.as_str().starts_with("a live linear-map block was broken"), "{}", found.first[0]);
@@ -199,7 +217,11 @@ fn invalidate_an_operation_that_clears_without_a_tlb_flush_is_reported() {
         pgtable::write_entry(&slot.entry, Descriptor::INVALID);
     });
     exactly_one(&found, Rule::Invalidate, Some((slot.va, Level::L3)));
-    assert!(found.first[0].what.as_str().starts_with("an operation returned with 1 entry cleared"), "{}", found.first[0]);
+    assert!(
+        found.first[0].what.as_str().starts_with("an operation returned with 1 entry cleared"),
+        "{}",
+        found.first[0]
+    );
 }
 
 #[test_case]
@@ -217,7 +239,8 @@ fn invalidate_a_frame_freed_before_its_flush_is_reported() {
 #[test_case]
 fn invalidate_tables_freed_before_the_walk_flush_are_reported() {
     let va = vmalloc::vmalloc_aligned(PAGE_SIZE, BLOCK_2M).unwrap();
-    let (_, found) = pgtable_check::expecting(Rule::Invalidate, || planted::with(Bug::FreeBeforeFlush, || vfree(va).unwrap()));
+    let (_, found) =
+        pgtable_check::expecting(Rule::Invalidate, || planted::with(Bug::FreeBeforeFlush, || vfree(va).unwrap()));
     // The level-3 table taken away with the area's 2 MiB: freed while a
     // walk through the cleared level-2 entry may still be cached.
     assert!(found.total() >= 1, "{}", found.summary());
@@ -234,11 +257,23 @@ fn table_lifetime_a_walk_guard_dropped_with_stores_queued_is_reported() {
     let (_, found) = pgtable_check::expecting(Rule::TableLifetime, || {
         planted::with(Bug::EarlyGuardDrop, || {
             let _section = enable();
-            pgtable::map_range(pgtable::kernel_root(), va, frame, PAGE_SIZE, Attributes::KERNEL_RW, LeafSizes::PagesOnly).unwrap();
+            pgtable::map_range(
+                pgtable::kernel_root(),
+                va,
+                frame,
+                PAGE_SIZE,
+                Attributes::KERNEL_RW,
+                LeafSizes::PagesOnly,
+            )
+            .unwrap();
         })
     });
     exactly_one(&found, Rule::TableLifetime, None);
-    assert!(found.first[0].what.as_str().starts_with("a walk guard was dropped with 1 deferred store still queued"), "{}", found.first[0]);
+    assert!(
+        found.first[0].what.as_str().starts_with("a walk guard was dropped with 1 deferred store still queued"),
+        "{}",
+        found.first[0]
+    );
     vunmap_range(va, PAGE_SIZE);
     free_vm_area(va).unwrap();
     frame_alloc::free_frame(frame).unwrap();
@@ -252,9 +287,14 @@ fn table_lifetime_a_store_into_a_freed_table_is_reported() {
     // The entry's table went with the area (it was empty); a handle kept
     // past that is a use after free. The store writes the zero the freed
     // page already holds.
-    let (_, found) = pgtable_check::expecting(Rule::TableLifetime, || pgtable::write_entry(&entry, Descriptor::INVALID));
+    let (_, found) =
+        pgtable_check::expecting(Rule::TableLifetime, || pgtable::write_entry(&entry, Descriptor::INVALID));
     exactly_one(&found, Rule::TableLifetime, None);
-    assert!(found.first[0].what.as_str().starts_with("a descriptor was stored into a page that is not a live page table"), "{}", found.first[0]);
+    assert!(
+        found.first[0].what.as_str().starts_with("a descriptor was stored into a page that is not a live page table"),
+        "{}",
+        found.first[0]
+    );
 }
 
 #[test_case]
@@ -344,7 +384,10 @@ fn a_clean_run_of_every_mapper_under_every_backend_reports_nothing() {
     assert!(after.checks > before.0.checks + 10_000, "the run was checked: {} checks", after.checks - before.0.checks);
     assert_eq!(after.violations, before.0.violations);
     let state = audit::state();
-    assert_eq!((state.frames_used - linear_split_tables(&before.1, &state), state.areas), (before.1.frames_used, before.1.areas));
+    assert_eq!(
+        (state.frames_used - linear_split_tables(&before.1, &state), state.areas),
+        (before.1.frames_used, before.1.areas)
+    );
 }
 
 /// Tables the linear map gained (a split block stays split).

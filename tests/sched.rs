@@ -30,7 +30,8 @@ fn kernel_main() -> ! {
 
 #[test_case]
 fn a_spawned_task_runs_on_its_own_stack_above_a_guard_page() {
-    static SEEN: Mutex<Option<(VirtAddr, VirtAddr, VirtAddr, Result<u64, FaultStatus>, &'static str)>> = Mutex::new(None);
+    static SEEN: Mutex<Option<(VirtAddr, VirtAddr, VirtAddr, Result<u64, FaultStatus>, &'static str)>> =
+        Mutex::new(None);
     let handle = sched::spawn("stacky", || {
         let local = 0u64;
         let me = task::current();

@@ -57,7 +57,10 @@ fn every_cpu_comes_up_on_its_own_stack_and_reports() {
     for (i, &(me, mpidr, el, sp)) in reports.iter().enumerate() {
         let want = i + 1;
         assert_eq!((me, mpidr, el), (want, dtb::info().cpu_ids[want], 1), "cpu {want}");
-        assert!(sp >= KSTACK_START.as_u64() && sp < KSTACK_START.as_u64() + 64 * KSTACK_SLOT_SIZE, "cpu {want} runs on a kernel stack: {sp:#x}");
+        assert!(
+            sp >= KSTACK_START.as_u64() && sp < KSTACK_START.as_u64() + 64 * KSTACK_SLOT_SIZE,
+            "cpu {want} runs on a kernel stack: {sp:#x}"
+        );
     }
     let sps: Vec<u64> = reports.iter().map(|r| r.3 / KSTACK_SLOT_SIZE).collect();
     assert!((1..sps.len()).all(|i| !sps[..i].contains(&sps[i])), "each its own stack: {sps:x?}");
@@ -120,7 +123,10 @@ fn a_fault_on_another_cpu_comes_back_as_a_value() {
     vfree(va).unwrap();
     match outcome {
         Err(Caught::Fault(s)) => {
-            assert_eq!((s.class, s.status, s.far), (ExceptionClass::DataAbortCurrentEl, Some(FaultStatus::Translation { level: 3 }), guard))
+            assert_eq!(
+                (s.class, s.status, s.far),
+                (ExceptionClass::DataAbortCurrentEl, Some(FaultStatus::Translation { level: 3 }), guard)
+            )
         }
         other => panic!("expected a translation fault, got {other:?}"),
     }
@@ -204,7 +210,9 @@ fn the_kasan_shadow_race_is_real_on_two_cpus_and_pause_ends_it() {
     // 250 trials of 4 pages each: with 4 vCPUs on a 2-core host every
     // broadcast TLBI must wake the idle ones, and 1000 took minutes.
     const TRIALS: u32 = 250;
-    for (backend, pause) in [("deferred-writes", false), ("deferred-writes", true), ("batched", false), ("batched", true)] {
+    for (backend, pause) in
+        [("deferred-writes", false), ("deferred-writes", true), ("batched", false), ("batched", true)]
+    {
         let _b = use_backend(backend).unwrap();
         let (mut installs, mut doubles, mut bbm, mut trials) = (0, 0, 0, 0);
         // At least TRIALS trials. A host that deschedules one vCPU for the
@@ -218,7 +226,9 @@ fn the_kasan_shadow_race_is_real_on_two_cpus_and_pause_ends_it() {
             bbm += outcome.bbm_reports;
             trials += 1;
         }
-        lazymmu::println!("  {backend}, pause {pause}: {trials} trials, {installs} installs, {doubles} double mappings");
+        lazymmu::println!(
+            "  {backend}, pause {pause}: {trials} trials, {installs} installs, {doubles} double mappings"
+        );
         // Each double mapping replaced a live page: one break-before-make
         // report each from the page-table rules checker, and no other.
         let reported = if lazymmu::mm::pgtable_check::enabled() { doubles as u64 } else { 0 };
@@ -289,7 +299,10 @@ fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu
         assert_eq!(m.after, m.before, "{backend}: depth, pause count, pending flag and queue moved with the task");
         assert_eq!(m.leave, (1, 1), "{backend}: its leave on the new CPU emitted the deferred pair");
         for i in 0..8 {
-            assert_eq!(hw_translate(va.add(i * PAGE_SIZE), Access::Read), HwTranslation::Mapped { pa: frame, mair_attr: 0xff });
+            assert_eq!(
+                hw_translate(va.add(i * PAGE_SIZE), Access::Read),
+                HwTranslation::Mapped { pa: frame, mair_attr: 0xff }
+            );
         }
         vunmap_range(va, 8 * PAGE_SIZE);
         free_vm_area(va).unwrap();
@@ -329,7 +342,8 @@ fn mappers_on_every_cpu_at_once_share_tables_safely() {
             }
         }
     };
-    let pending: Vec<smp::Pending> = (1..n).map(|c| smp::run_on(c, move || work(c as u64 * 7919)).expect("online and idle")).collect();
+    let pending: Vec<smp::Pending> =
+        (1..n).map(|c| smp::run_on(c, move || work(c as u64 * 7919)).expect("online and idle")).collect();
     work(1);
     for p in pending {
         p.wait().unwrap();

@@ -14,19 +14,19 @@ use alloc::vec::Vec;
 use core::convert::Infallible;
 
 use lazymmu::arch::barrier::{BarrierCounts, cost};
+use lazymmu::dtb;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::*;
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
 use lazymmu::mm::layout::{REGIONS, VMALLOC_END, VMALLOC_START};
-use lazymmu::mm::ptdump::{RegionStats, region_stats};
 use lazymmu::mm::lazy_mmu::{BackendSelection, is_lazy_mmu_mode_active, use_backend};
 use lazymmu::mm::pgtable::{self, EntryRef, MapError};
+use lazymmu::mm::ptdump::{RegionStats, region_stats};
 use lazymmu::mm::tlb::{self, FlushStrategy};
 use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
 use lazymmu::mm::vmalloc::{self, *};
 use lazymmu::mm::{frame_alloc, probe};
-use lazymmu::dtb;
 
 #[unsafe(no_mangle)]
 fn kernel_main() -> ! {
@@ -258,7 +258,10 @@ fn deferred_writes_walk_never_reads_back_the_tables_it_linked() {
     assert!(16 + applied.tables_allocated < 64, "the queue never filled");
     assert_eq!(pairs(c), (1, 1), "one flush of the queue, at the end");
     for i in 0..16 {
-        assert_eq!(hw_translate(start.add(i * PAGE_SIZE), Access::Read), HwTranslation::Mapped { pa: frame, mair_attr: 0xff });
+        assert_eq!(
+            hw_translate(start.add(i * PAGE_SIZE), Access::Read),
+            HwTranslation::Mapped { pa: frame, mair_attr: 0xff }
+        );
     }
     unmap_test_range(start, 16 * PAGE_SIZE);
     frame_alloc::free_frame(frame).unwrap();
@@ -327,7 +330,10 @@ fn vmap_pages_maps_the_callers_frames_and_vunmap_leaves_them() {
     let before = footprint();
     let frames: Vec<PhysAddr> = (0..3).map(|_| frame_alloc::alloc_frame().unwrap()).collect();
     let va = vmap_pages(&[frames[2], frames[0], frames[1]], Attributes::KERNEL_RW).unwrap();
-    assert_eq!([frame_of(va), frame_of(va.add(PAGE_SIZE)), frame_of(va.add(2 * PAGE_SIZE))], [frames[2], frames[0], frames[1]]);
+    assert_eq!(
+        [frame_of(va), frame_of(va.add(PAGE_SIZE)), frame_of(va.add(2 * PAGE_SIZE))],
+        [frames[2], frames[0], frames[1]]
+    );
     check_mapped(va, 3);
     vunmap(va).unwrap();
     check_unmapped(va, 3);
@@ -347,7 +353,10 @@ fn vmap_contiguous_uses_blocks_where_addresses_and_size_allow() {
     assert!(va.is_aligned(BLOCK_1G));
     assert_eq!(pgtable::walk(pgtable::kernel_root(), va).level, Level::L1);
     for off in [0, 0x1234_5000, BLOCK_1G - PAGE_SIZE] {
-        assert_eq!(hw_translate(va.add(off), Access::Read), HwTranslation::Mapped { pa: ram.add(off), mair_attr: 0xff });
+        assert_eq!(
+            hw_translate(va.add(off), Access::Read),
+            HwTranslation::Mapped { pa: ram.add(off), mair_attr: 0xff }
+        );
     }
     vunmap(va).unwrap();
     check_unmapped(va, 1);
@@ -483,14 +492,26 @@ fn apply_errors_are_typed_and_change_nothing() {
     let nop = |_: &EntryRef| Ok::<(), Infallible>(());
     let top = VirtAddr::new(0xffff_ffff_ffff_f000);
     let cases = [
-        ("empty range", apply_to_page_range(VMALLOC_START, 0, nop), MapError::BadRange { start: VMALLOC_START, size: 0 }),
-        ("wrapping range", apply_to_page_range(top, 2 * PAGE_SIZE, nop), MapError::BadRange { start: top, size: 2 * PAGE_SIZE }),
+        (
+            "empty range",
+            apply_to_page_range(VMALLOC_START, 0, nop),
+            MapError::BadRange { start: VMALLOC_START, size: 0 },
+        ),
+        (
+            "wrapping range",
+            apply_to_page_range(top, 2 * PAGE_SIZE, nop),
+            MapError::BadRange { start: top, size: 2 * PAGE_SIZE },
+        ),
         (
             "unaligned start",
             apply_to_page_range(VMALLOC_START.add(8), PAGE_SIZE, nop),
             MapError::Misaligned { what: "virtual address", value: VMALLOC_START.as_u64() + 8 },
         ),
-        ("unaligned size", apply_to_page_range(VMALLOC_START, 100, nop), MapError::Misaligned { what: "size", value: 100 }),
+        (
+            "unaligned size",
+            apply_to_page_range(VMALLOC_START, 100, nop),
+            MapError::Misaligned { what: "size", value: 100 },
+        ),
         (
             "user half",
             apply_to_page_range(VirtAddr::new(0x4000_0000), PAGE_SIZE, nop),
@@ -574,12 +595,16 @@ fn existing_variant_skips_holes_and_allocates_nothing() {
     let va = vmalloc(8 * PAGE_SIZE).unwrap();
     let before = footprint();
     let mut seen = Vec::new();
-    let applied = apply_to_existing_page_range(VMALLOC_START, va.as_u64() - VMALLOC_START.as_u64() + 16 * PAGE_SIZE, |entry: &EntryRef| {
-        if entry.va >= va && entry.va < va.add(8 * PAGE_SIZE) {
-            seen.push(entry.va);
-        }
-        Ok::<(), Infallible>(())
-    })
+    let applied = apply_to_existing_page_range(
+        VMALLOC_START,
+        va.as_u64() - VMALLOC_START.as_u64() + 16 * PAGE_SIZE,
+        |entry: &EntryRef| {
+            if entry.va >= va && entry.va < va.add(8 * PAGE_SIZE) {
+                seen.push(entry.va);
+            }
+            Ok::<(), Infallible>(())
+        },
+    )
     .unwrap();
     assert_eq!(seen.len(), 8, "every page of the area, once");
     assert_eq!(applied.tables_allocated, 0);
@@ -647,7 +672,10 @@ fn vmap_range_takes_away_an_empty_table_where_a_block_goes() {
         FlushStrategy::RangeTlbi => assert_eq!((c.tlbi_range, c.tlbi_walks), (1, 1), "one flush of its walks: {c:?}"),
         _ => assert_eq!(c.tlbi_all, 1, "512 pages: a full flush, walks included: {c:?}"),
     }
-    assert_eq!(hw_translate(va.add(5 * PAGE_SIZE), Access::Read), HwTranslation::Mapped { pa: run.add(5 * PAGE_SIZE), mair_attr: 0xff });
+    assert_eq!(
+        hw_translate(va.add(5 * PAGE_SIZE), Access::Read),
+        HwTranslation::Mapped { pa: run.add(5 * PAGE_SIZE), mair_attr: 0xff }
+    );
     vunmap_range(va, BLOCK_2M);
     free_vm_area(va).unwrap();
     frame_alloc::free_frames(run, 512).unwrap();

@@ -51,7 +51,6 @@ impl Counts {
     pub fn barriers(&self) -> u64 {
         self.dsb_ishst + self.dsb_ish + self.isb
     }
-
 }
 
 /// One measured phase: its time and what it issued.
@@ -193,7 +192,11 @@ pub fn run_tlb_only(quick: bool) -> Result<Results, WorkloadError> {
     };
     let outcome = (|| {
         for (name, how) in tlb_strategies() {
-            progress(1, 1, &format!("TLB flush of N live pages with {} CPUs online: {name}", crate::smp::online_cpus()));
+            progress(
+                1,
+                1,
+                &format!("TLB flush of N live pages with {} CPUs online: {name}", crate::smp::online_cpus()),
+            );
             for &n in &plan.sizes {
                 let [m] = repeat(plan.repeats, || Ok([workloads::tlb_unmap(n, how)?]))?;
                 results.push(workload, name, n, m);
@@ -321,17 +324,28 @@ fn check(results: &mut Results) {
                 "one pair per 64 queued stores",
                 c.dsb_ishst == c.isb && c.dsb_ishst >= n.div_ceil(64) && c.dsb_ishst <= c.entries.div_ceil(64),
             ),
-            ("vmalloc", "batched-linux") => expect("at least one pair per leaf table", c.dsb_ishst >= n.div_ceil(512) && c.dsb_ishst == c.isb),
+            ("vmalloc", "batched-linux") => {
+                expect("at least one pair per leaf table", c.dsb_ishst >= n.div_ceil(512) && c.dsb_ishst == c.isb)
+            }
             ("vfree", "eager" | "batched" | "batched-linux") => {
                 expect("one TLB flush, no per-page barrier", (c.dsb_ishst, c.dsb_ish, c.isb) == (1, 1, 1))
             }
-            ("modify", "batched" | "lazymmu") => expect("one pair and one flush", (c.dsb_ishst, c.dsb_ish, c.isb) == (2, 1, 2)),
-            ("modify", "eager") => expect("a pair per entry and one flush", (c.dsb_ishst, c.dsb_ish, c.isb) == (n + 1, 1, n + 1)),
-            ("set_memory", "batched") => expect("two sections and two flushes", (c.dsb_ishst, c.dsb_ish, c.isb) == (4, 2, 4)),
+            ("modify", "batched" | "lazymmu") => {
+                expect("one pair and one flush", (c.dsb_ishst, c.dsb_ish, c.isb) == (2, 1, 2))
+            }
+            ("modify", "eager") => {
+                expect("a pair per entry and one flush", (c.dsb_ishst, c.dsb_ish, c.isb) == (n + 1, 1, n + 1))
+            }
+            ("set_memory", "batched") => {
+                expect("two sections and two flushes", (c.dsb_ishst, c.dsb_ish, c.isb) == (4, 2, 4))
+            }
             ("tlb_unmap", "per-page") => expect("one TLBI per page", c.tlbi == n),
             ("tlb_unmap", "all") => expect("one TLBI", c.tlbi == 1),
             // The block, and maybe a level-1 table linked (eagerly) for it.
-            ("vmap_1g", _) => expect("a pair per entry: the block, and a table", (c.dsb_ishst, c.isb) == (c.entries, c.entries) && c.entries <= 2),
+            ("vmap_1g", _) => expect(
+                "a pair per entry: the block, and a table",
+                (c.dsb_ishst, c.isb) == (c.entries, c.entries) && c.entries <= 2,
+            ),
             _ => {}
         }
     }
@@ -375,14 +389,19 @@ pub fn print_table(results: &Results) {
     // The sizes of the first series (every series but the 1 GiB block has them all).
     let sizes: Vec<u64> = match results.rows.first() {
         Some(first) => {
-            let mut s: Vec<u64> =
-                results.rows.iter().filter(|r| (r.workload, r.backend) == (first.workload, first.backend)).map(|r| r.pages).collect();
+            let mut s: Vec<u64> = results
+                .rows
+                .iter()
+                .filter(|r| (r.workload, r.backend) == (first.workload, first.backend))
+                .map(|r| r.pages)
+                .collect();
             s.dedup();
             s
         }
         None => Vec::new(),
     };
-    let mut shown_sizes: Vec<u64> = [1, 512, 65536].into_iter().filter(|n| sizes.contains(n)).chain(sizes.last().copied()).collect();
+    let mut shown_sizes: Vec<u64> =
+        [1, 512, 65536].into_iter().filter(|n| sizes.contains(n)).chain(sizes.last().copied()).collect();
     shown_sizes.dedup();
     println!("\n==== barriers per page (dsb ishst + dsb ish + isb) / N, and ns per page (median) ====");
     let mut header = format!("{:<20} {:<16}", "workload", "backend");
@@ -399,13 +418,20 @@ pub fn print_table(results: &Results) {
         let mut line = format!("{:<20} {:<16}", r.workload, r.backend);
         if !sizes.contains(&r.pages) {
             // One size only (the 1 GiB block): shown in the first column.
-            line += &format!(" {:>11.6} {:>10.3}   (N = {})", r.counts.barriers() as f64 / r.pages as f64, r.ns_per_page(), r.pages);
+            line += &format!(
+                " {:>11.6} {:>10.3}   (N = {})",
+                r.counts.barriers() as f64 / r.pages as f64,
+                r.ns_per_page(),
+                r.pages
+            );
             println!("{line}");
             continue;
         }
         for &n in &shown_sizes {
             match results.find(r.workload, r.backend, n) {
-                Some(c) => line += &format!(" {:>11.6} {:>10.1}", c.counts.barriers() as f64 / n as f64, c.ns_per_page()),
+                Some(c) => {
+                    line += &format!(" {:>11.6} {:>10.1}", c.counts.barriers() as f64 / n as f64, c.ns_per_page())
+                }
                 None => line += &format!(" {:>11} {:>10}", "-", "-"),
             }
         }
@@ -426,7 +452,8 @@ pub fn print_headline(results: &Results) {
     let largest = results.rows.iter().filter(|r| r.workload == "floor").map(|r| r.pages).max().unwrap_or(1);
     println!("\n==== headline (vmalloc of N pages; map / modify / unmap for the peer) ====");
     for n in [512, largest] {
-        let (Some(eager), Some(batched)) = (results.find("vmalloc", "eager", n), results.find("vmalloc", "batched", n)) else {
+        let (Some(eager), Some(batched)) = (results.find("vmalloc", "eager", n), results.find("vmalloc", "batched", n))
+        else {
             continue;
         };
         let floor = results.floor(n).unwrap_or(f64::NAN);
@@ -441,7 +468,8 @@ pub fn print_headline(results: &Results) {
         );
         let mut peer = format!("N = {n}: lazymmu / aarch64-paging time:");
         for op in ["map", "modify", "unmap"] {
-            if let (Some(ours), Some(theirs)) = (results.find(op, "lazymmu", n), results.find(op, "aarch64-paging", n)) {
+            if let (Some(ours), Some(theirs)) = (results.find(op, "lazymmu", n), results.find(op, "aarch64-paging", n))
+            {
                 peer += &format!(" {op} {:.2}", ours.ns_per_page() / theirs.ns_per_page());
             }
         }

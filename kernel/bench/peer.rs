@@ -60,9 +60,15 @@ pub struct PeerRun {
 #[derive(Debug)]
 pub enum PeerError {
     /// Zero pages, or more pages than RAM has frames.
-    BadPageCount { pages: u64, ram_pages: u64 },
+    BadPageCount {
+        pages: u64,
+        ram_pages: u64,
+    },
     /// Fewer free frames than the tables the mapping needs.
-    OutOfMemory { needed: usize, free: usize },
+    OutOfMemory {
+        needed: usize,
+        free: usize,
+    },
     Map(MapError),
     Modify(MapError),
     Unmap(MapError),

@@ -195,7 +195,11 @@ impl Fuzzer {
         let Some(area) = self.model.pick_area(n, |k| *k == AreaKind::Vmalloc) else { return self.vmalloc() };
         if area.pages > 1 && self.rng.chance(4) {
             let inside = area.page(1);
-            self.unchanged("vfree of an address inside an area", || vmalloc::vfree(inside), Err(VmallocError::NotAnArea(inside)))?;
+            self.unchanged(
+                "vfree of an address inside an area",
+                || vmalloc::vfree(inside),
+                Err(VmallocError::NotAnArea(inside)),
+            )?;
             return Ok(Vec::from([(area.start, area.pages)]));
         }
         vmalloc::vfree(area.start).map_err(err("vfree"))?;
@@ -219,7 +223,10 @@ impl Fuzzer {
             }
         };
         for (i, &(pa, tag)) in frames.iter().enumerate() {
-            self.model.map(va.add(i as u64 * PAGE_SIZE), Page { pa: Some(pa), writable: attrs.writable, executable: false, tag });
+            self.model.map(
+                va.add(i as u64 * PAGE_SIZE),
+                Page { pa: Some(pa), writable: attrs.writable, executable: false, tag },
+            );
         }
         self.model.add_area(Area { start: va, pages: n, kind: AreaKind::Pages(pas) });
         Ok(Vec::from([(va, n)]))
@@ -227,7 +234,8 @@ impl Fuzzer {
 
     fn vmap_contiguous(&mut self) -> Step {
         // Sometimes a 2 MiB-aligned run, which becomes a block (plus pages).
-        let (n, align) = if self.rng.chance(4) { (512 + self.rng.below(4), BLOCK_2M) } else { (1 + self.rng.below(8), PAGE_SIZE) };
+        let (n, align) =
+            if self.rng.chance(4) { (512 + self.rng.below(4), BLOCK_2M) } else { (1 + self.rng.below(8), PAGE_SIZE) };
         let attrs = self.attrs();
         let pa = frame_alloc::alloc_contiguous(n as usize, align).map_err(err("alloc_contiguous"))?;
         let mut tags = Vec::new();
@@ -246,7 +254,10 @@ impl Fuzzer {
         };
         for (i, tag) in tags.into_iter().enumerate() {
             let i = i as u64;
-            self.model.map(va.add(i * PAGE_SIZE), Page { pa: Some(pa.add(i * PAGE_SIZE)), writable: attrs.writable, executable: false, tag });
+            self.model.map(
+                va.add(i * PAGE_SIZE),
+                Page { pa: Some(pa.add(i * PAGE_SIZE)), writable: attrs.writable, executable: false, tag },
+            );
         }
         self.model.add_area(Area { start: va, pages: n, kind: AreaKind::Range(pa, n as usize) });
         Ok(Vec::from([(va, n)]))
@@ -275,18 +286,28 @@ impl Fuzzer {
             }
         };
         // The tags live in the frames; the model learns them as pages map.
-        self.model.add_area(Area { start: va, pages, kind: AreaKind::AddressSpace(frames.iter().map(|f| f.0).collect()) });
+        self.model.add_area(Area {
+            start: va,
+            pages,
+            kind: AreaKind::AddressSpace(frames.iter().map(|f| f.0).collect()),
+        });
         self.model.tags.extend(frames.iter().map(|&(pa, tag)| (pa.as_u64(), tag)));
         Ok(Vec::from([(va, pages)]))
     }
 
     fn free_vm_area(&mut self) -> Step {
         let n = self.rng.next();
-        let Some(area) = self.model.pick_area(n, |k| matches!(k, AreaKind::AddressSpace(_))) else { return self.get_vm_area() };
+        let Some(area) = self.model.pick_area(n, |k| matches!(k, AreaKind::AddressSpace(_))) else {
+            return self.get_vm_area();
+        };
         if self.rng.chance(4) {
             let n = self.rng.next();
             if let Some(other) = self.model.pick_area(n, |k| *k == AreaKind::Vmalloc) {
-                self.unchanged("free_vm_area of a vmalloc area", || vmalloc::free_vm_area(other.start), Err(VmallocError::NotAnArea(other.start)))?;
+                self.unchanged(
+                    "free_vm_area of a vmalloc area",
+                    || vmalloc::free_vm_area(other.start),
+                    Err(VmallocError::NotAnArea(other.start)),
+                )?;
             }
         }
         vmalloc::vunmap_range(area.start, area.pages * PAGE_SIZE);
@@ -302,15 +323,19 @@ impl Fuzzer {
     /// fail at a random slot, which must stop the walk there.
     fn apply(&mut self) -> Step {
         let n = self.rng.next();
-        let Some(area) = self.model.pick_area(n, |k| matches!(k, AreaKind::AddressSpace(_))) else { return self.get_vm_area() };
+        let Some(area) = self.model.pick_area(n, |k| matches!(k, AreaKind::AddressSpace(_))) else {
+            return self.get_vm_area();
+        };
         let AreaKind::AddressSpace(frames) = &area.kind else { unreachable!("picked by kind") };
         let first = self.rng.below(area.pages);
         let count = 1 + self.rng.below(area.pages - first);
         let (start, size) = (area.page(first), count * PAGE_SIZE);
         let (create, lazy) = (self.rng.chance(2), self.rng.chance(2));
         // The slots the walk must visit, in order.
-        let expected: Vec<VirtAddr> =
-            (first..first + count).map(|i| area.page(i)).filter(|&va| create || self.model.page(va).is_some()).collect();
+        let expected: Vec<VirtAddr> = (first..first + count)
+            .map(|i| area.page(i))
+            .filter(|&va| create || self.model.page(va).is_some())
+            .collect();
         let fail_at = self.rng.chance(4).then(|| self.rng.below(expected.len() as u64 + 1));
         let writable_bits = self.rng.next();
         let mut visited: Vec<(VirtAddr, Descriptor)> = Vec::new();
@@ -321,7 +346,11 @@ impl Fuzzer {
             let i = entry.va.offset_from(area.start) / PAGE_SIZE;
             let desc = match entry.entry() {
                 Entry::Invalid => {
-                    let attrs = if (writable_bits >> (i % 64)) & 1 == 1 { Attributes::KERNEL_RW } else { Attributes::KERNEL_RO };
+                    let attrs = if (writable_bits >> (i % 64)) & 1 == 1 {
+                        Attributes::KERNEL_RW
+                    } else {
+                        Attributes::KERNEL_RO
+                    };
                     Descriptor::leaf(Level::L3, frames[i as usize], attrs)
                 }
                 Entry::Leaf { addr, mut attrs } => {
@@ -344,12 +373,18 @@ impl Fuzzer {
         };
         // Permissions of live pages changed: the caller flushes.
         tlb::flush_tlb_kernel_range(start, start.add(size));
-        let name = ["existing", "existing_nolazy", "page_range", "page_range_nolazy"][(create as usize) * 2 + (!lazy) as usize];
+        let name = ["existing", "existing_nolazy", "page_range", "page_range_nolazy"]
+            [(create as usize) * 2 + (!lazy) as usize];
         let fails = fail_at.filter(|&k| k < expected.len() as u64);
         match (fails, result) {
             (Some(k), Err(ApplyError::Callback(at))) => expect(&format!("apply_to_{name}: failed at"), at, k)?,
             (None, Ok(_)) => {}
-            (_, other) => return Err(format!("apply_to_{name}: {other:?} with failure at {fail_at:?} of {} slots", expected.len())),
+            (_, other) => {
+                return Err(format!(
+                    "apply_to_{name}: {other:?} with failure at {fail_at:?} of {} slots",
+                    expected.len()
+                ));
+            }
         }
         let visits = fails.map_or(expected.len(), |k| k as usize);
         let visited_va: Vec<VirtAddr> = visited.iter().map(|v| v.0).collect();
@@ -364,7 +399,10 @@ impl Fuzzer {
 
     fn set_memory(&mut self) -> Step {
         let n = self.rng.next();
-        let Some(area) = self.model.pick_area(n, |k| matches!(k, AreaKind::Vmalloc | AreaKind::Pages(_) | AreaKind::AddressSpace(_))) else {
+        let Some(area) = self
+            .model
+            .pick_area(n, |k| matches!(k, AreaKind::Vmalloc | AreaKind::Pages(_) | AreaKind::AddressSpace(_)))
+        else {
             return self.vmalloc();
         };
         let first = self.rng.below(area.pages);
@@ -439,11 +477,23 @@ impl Fuzzer {
     fn bad_input(&mut self) -> Step {
         match self.rng.below(5) {
             0 => self.unchanged("vmalloc(0)", || vmalloc::vmalloc(0), Err(VmallocError::ZeroSize)),
-            1 => self.unchanged("vmalloc_aligned(align 3000)", || vmalloc::vmalloc_aligned(PAGE_SIZE, 3000), Err(VmallocError::BadAlignment(3000))),
-            2 => self.unchanged("vmap_pages(no pages)", || vmalloc::vmap_pages(&[], Attributes::KERNEL_RW), Err(VmallocError::EmptyPageList)),
+            1 => self.unchanged(
+                "vmalloc_aligned(align 3000)",
+                || vmalloc::vmalloc_aligned(PAGE_SIZE, 3000),
+                Err(VmallocError::BadAlignment(3000)),
+            ),
+            2 => self.unchanged(
+                "vmap_pages(no pages)",
+                || vmalloc::vmap_pages(&[], Attributes::KERNEL_RW),
+                Err(VmallocError::EmptyPageList),
+            ),
             3 => {
                 let va = VirtAddr::new(VMALLOC_END.as_u64() - PAGE_SIZE);
-                self.unchanged("set_memory_ro of an address in no area", || pageattr::set_memory_ro(va, 1), Err(MapError::NotMapped(va)))
+                self.unchanged(
+                    "set_memory_ro of an address in no area",
+                    || pageattr::set_memory_ro(va, 1),
+                    Err(MapError::NotMapped(va)),
+                )
             }
             _ => {
                 let va = VMALLOC_START.add(PAGE_SIZE / 2);
@@ -458,7 +508,12 @@ impl Fuzzer {
     }
 
     /// Runs `call`, which must return `want` and change nothing.
-    fn unchanged<T: core::fmt::Debug + PartialEq>(&mut self, what: &str, call: impl FnOnce() -> T, want: T) -> Result<(), String> {
+    fn unchanged<T: core::fmt::Debug + PartialEq>(
+        &mut self,
+        what: &str,
+        call: impl FnOnce() -> T,
+        want: T,
+    ) -> Result<(), String> {
         let before = audit::state();
         expect(what, call(), want)?;
         let after = audit::state();
@@ -490,7 +545,11 @@ impl Fuzzer {
         timer::call_after(timer::ticks_from_us(50), timer_maps_a_page);
         cpu::wait_until(|| IRQ_DONE.load(SeqCst));
         // In the interrupted task's section or not, the write is in memory.
-        expect("the handler's mapping, seen at once", hw_translate(self.irq_page, Access::Read), HwTranslation::Mapped { pa: self.irq_frame, mair_attr: 0xff })?;
+        expect(
+            "the handler's mapping, seen at once",
+            hw_translate(self.irq_page, Access::Read),
+            HwTranslation::Mapped { pa: self.irq_frame, mair_attr: 0xff },
+        )?;
         self.model.map(self.irq_page, Page { pa: Some(self.irq_frame), writable: true, executable: false, tag });
         Ok(())
     }
@@ -525,7 +584,11 @@ impl Fuzzer {
         let Some(p) = self.model.page(va) else {
             let read = probe::read(va);
             return match (hw_translate(va, Access::Read), read) {
-                (HwTranslation::Fault(FaultStatus::Translation { .. }), Err(s)) if matches!(s.status, Some(FaultStatus::Translation { .. })) => Ok(()),
+                (HwTranslation::Fault(FaultStatus::Translation { .. }), Err(s))
+                    if matches!(s.status, Some(FaultStatus::Translation { .. })) =>
+                {
+                    Ok(())
+                }
                 (at, read) => Err(format!("{va} should be unmapped: at s1e1r {at:?}, a read {read:?}")),
             };
         };
@@ -535,8 +598,16 @@ impl Fuzzer {
         if p.pa.is_some_and(|want| want != pa) || attrs.writable != p.writable || attrs.executable != p.executable {
             return Err(format!("{va}: the tables map {pa} {attrs:?}, the model says {p:?}"));
         }
-        expect(&format!("{va}: at s1e1r"), hw_translate(va, Access::Read), HwTranslation::Mapped { pa, mair_attr: 0xff })?;
-        let write_walk = if p.writable { HwTranslation::Mapped { pa, mair_attr: 0xff } } else { HwTranslation::Fault(FaultStatus::Permission { level: level.0 }) };
+        expect(
+            &format!("{va}: at s1e1r"),
+            hw_translate(va, Access::Read),
+            HwTranslation::Mapped { pa, mair_attr: 0xff },
+        )?;
+        let write_walk = if p.writable {
+            HwTranslation::Mapped { pa, mair_attr: 0xff }
+        } else {
+            HwTranslation::Fault(FaultStatus::Permission { level: level.0 })
+        };
         expect(&format!("{va}: at s1e1w"), hw_translate(va, Access::Write), write_walk)?;
         expect(&format!("{va}: the tag read through the mapping"), probe::read(va), Ok(p.tag))?;
         // SAFETY: writes back the tag the page holds.
@@ -581,7 +652,9 @@ impl Fuzzer {
         for area in areas {
             match &area.kind {
                 AreaKind::Vmalloc => vmalloc::vfree(area.start).map_err(err("vfree at teardown"))?,
-                AreaKind::Pages(_) | AreaKind::Range(..) => vmalloc::vunmap(area.start).map_err(err("vunmap at teardown"))?,
+                AreaKind::Pages(_) | AreaKind::Range(..) => {
+                    vmalloc::vunmap(area.start).map_err(err("vunmap at teardown"))?
+                }
                 AreaKind::AddressSpace(_) => {
                     vmalloc::vunmap_range(area.start, area.pages * PAGE_SIZE);
                     vmalloc::free_vm_area(area.start).map_err(err("free_vm_area at teardown"))?;
@@ -625,7 +698,8 @@ fn run_all(config: &Config, progress: &mut impl FnMut(&str, u64, u64)) -> Result
     let mut report = Report { runs: Vec::new() };
     for &backend in &config.backends {
         let _selected = lazy_mmu::use_backend(backend).expect("a backend's name");
-        let diverged = |step: u64, op: &str, what: String| Divergence { backend, step, op: String::from(op), what, rule: None };
+        let diverged =
+            |step: u64, op: &str, what: String| Divergence { backend, step, op: String::from(op), what, rule: None };
         // Every step ends with nothing owed and no rule broken.
         let rules_kept = |step: u64, op: &str| {
             pgtable_check::quiescent();
@@ -636,7 +710,11 @@ fn run_all(config: &Config, progress: &mut impl FnMut(&str, u64, u64)) -> Result
                     backend,
                     step,
                     op: String::from(op),
-                    what: format!("page-table rules broken: {} (first: {})", broken.summary(), first.map_or("", |v| v.what.as_str())),
+                    what: format!(
+                        "page-table rules broken: {} (first: {})",
+                        broken.summary(),
+                        first.map_or("", |v| v.what.as_str())
+                    ),
                     rule: first.map(|v| v.rule),
                 }),
             }
@@ -647,7 +725,8 @@ fn run_all(config: &Config, progress: &mut impl FnMut(&str, u64, u64)) -> Result
         let irq_page = vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE).map_err(|e| setup(format!("{e:?}")))?;
         pgtable::walk_create(pgtable::kernel_root(), irq_page, Level::L3).map_err(|e| setup(format!("{e:?}")))?;
         let irq_frame = frame_alloc::alloc_frame().map_err(|e| setup(format!("{e:?}")))?;
-        let mut f = Fuzzer { rng: Rng::new(config.seed), model: Model::default(), next_tag: 0, checks: 0, irq_page, irq_frame };
+        let mut f =
+            Fuzzer { rng: Rng::new(config.seed), model: Model::default(), next_tag: 0, checks: 0, irq_page, irq_frame };
         for step in 0..config.ops {
             let choice = f.rng.below(100);
             let depth = if f.rng.chance(4) { 1 + f.rng.below(3) } else { 0 };
@@ -674,7 +753,12 @@ fn run_all(config: &Config, progress: &mut impl FnMut(&str, u64, u64)) -> Result
                 92..95 => "set_memory on the linear map",
                 _ => "bad input",
             };
-            let label = format!("{op} (sections {depth}{}{}{})", if paused { ", paused" } else { "" }, if interrupt { ", timer write" } else { "" }, if switch { ", switch" } else { "" });
+            let label = format!(
+                "{op} (sections {depth}{}{}{})",
+                if paused { ", paused" } else { "" },
+                if interrupt { ", timer write" } else { "" },
+                if switch { ", switch" } else { "" }
+            );
             let mut sections: Vec<lazy_mmu::LazyMmuSection> = (0..depth).map(|_| lazy_mmu::enable()).collect();
             let pause = paused.then(lazy_mmu::pause);
             let outcome = (|| {
@@ -721,12 +805,15 @@ fn run_all(config: &Config, progress: &mut impl FnMut(&str, u64, u64)) -> Result
         // in Linux: its tables are not counted.
         let end = audit::state();
         let linear_tables_after = linear_tables();
-        let kept = |s: &audit::MmState, linear: usize| (s.frames_used - linear, s.areas.clone(), s.table_pages - linear);
+        let kept =
+            |s: &audit::MmState, linear: usize| (s.frames_used - linear, s.areas.clone(), s.table_pages - linear);
         if kept(&end, linear_tables_after) != kept(&start, linear_tables_before) {
             return Err(diverged(
                 last,
                 "teardown",
-                format!("not everything came back: before {start:?}, after {end:?} (linear-map tables {linear_tables_before} -> {linear_tables_after})"),
+                format!(
+                    "not everything came back: before {start:?}, after {end:?} (linear-map tables {linear_tables_before} -> {linear_tables_after})"
+                ),
             ));
         }
         report.runs.push((backend, config.ops, f.checks));

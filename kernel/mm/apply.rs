@@ -22,8 +22,8 @@ use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use super::addr::{PhysAddr, VirtAddr};
 use super::descriptor::{Entry, Level};
-use super::{lazy_mmu, span};
 use super::pgtable::{self, EntryRef, Linked, MapError, alloc_tables, check_range, free_unlinked_tables};
+use super::{lazy_mmu, span};
 
 /// How a call brackets its writes with lazy MMU sections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,13 @@
 /// The lowest `align`-aligned start in [base, limit) where `span` bytes
 /// fit without touching any `busy` range (start, length), or None. `busy`
 /// must be sorted by start and non-overlapping.
-pub fn first_fit(busy: impl IntoIterator<Item = (u64, u64)>, span: u64, align: u64, base: u64, limit: u64) -> Option<u64> {
+pub fn first_fit(
+    busy: impl IntoIterator<Item = (u64, u64)>,
+    span: u64,
+    align: u64,
+    base: u64,
+    limit: u64,
+) -> Option<u64> {
     let mut candidate = base.checked_next_multiple_of(align)?;
     for (start, len) in busy {
         if start >= candidate && start - candidate >= span {

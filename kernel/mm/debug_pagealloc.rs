@@ -143,9 +143,11 @@ pub(super) fn unmap_pages(pa: PhysAddr, count: usize) {
 /// Clears the linear map's entries for the frames; the caller flushes.
 fn clear(pa: PhysAddr, count: usize) -> Result<(), MapError> {
     let (va, size) = linear_range(pa, count);
-    apply_to_existing_page_range(va, size, |entry| Ok::<(), Infallible>(pgtable::write_entry(entry, Descriptor::INVALID)))
-        .map(|_| ())
-        .map_err(map_error)
+    apply_to_existing_page_range(va, size, |entry| {
+        Ok::<(), Infallible>(pgtable::write_entry(entry, Descriptor::INVALID))
+    })
+    .map(|_| ())
+    .map_err(map_error)
 }
 
 fn map_error(e: ApplyError<Infallible>) -> MapError {

@@ -195,7 +195,8 @@ impl Descriptor {
             _ => STAGE1_DESCRIPTOR::SH::InnerShareable,
         };
         let access = if attrs.writable { STAGE1_DESCRIPTOR::AP::RW_EL1 } else { STAGE1_DESCRIPTOR::AP::RO_EL1 };
-        let kind = if level == Level::L3 { STAGE1_DESCRIPTOR::TYPE::TableOrPage } else { STAGE1_DESCRIPTOR::TYPE::Block };
+        let kind =
+            if level == Level::L3 { STAGE1_DESCRIPTOR::TYPE::TableOrPage } else { STAGE1_DESCRIPTOR::TYPE::Block };
         d.write(
             STAGE1_DESCRIPTOR::VALID::SET
                 + kind

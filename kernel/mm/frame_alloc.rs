@@ -212,7 +212,10 @@ fn check_lazy_mode() {
     if lazy_mmu::is_lazy_mmu_mode_active() {
         ALLOCS_IN_LAZY_MODE.fetch_add(1, Relaxed);
         if !LAZY_ALLOC_REPORTED.swap(true, Relaxed) {
-            println!("frame_alloc: warning: frame allocated in lazy MMU mode (task {}); reported once", task::current().name);
+            println!(
+                "frame_alloc: warning: frame allocated in lazy MMU mode (task {}); reported once",
+                task::current().name
+            );
         }
     }
 }

@@ -32,8 +32,8 @@ use super::apply::{ApplyError, apply_to_page_range, apply_to_page_range_nolazy};
 use super::descriptor::{Attributes, Descriptor, Level};
 use super::lazy_mmu::stats::{LazyMmuStats, stats};
 use super::pgtable::{self, EntryRef};
-use super::vmalloc::{VmallocError, free_vm_area, get_vm_area, vunmap_range};
 use super::pgtable_check::{self, Rule};
+use super::vmalloc::{VmallocError, free_vm_area, get_vm_area, vunmap_range};
 use super::{frame_alloc, lazy_mmu, phys_to_virt, probe};
 use crate::sched;
 
@@ -123,7 +123,10 @@ pub fn shadow_race(pause: bool) -> Result<RaceOutcome, VmallocError> {
         apply_to_page_range(va, PAGE_SIZE, |entry: &EntryRef| populate(entry, pause, Racers::OneCpu)).map(|_| ())
     };
     let (failure, reports) = pgtable_check::expecting(Rule::BreakBeforeMake, || {
-        let tasks = [sched::spawn("kasan/a", move || racer().expect("populate")), sched::spawn("kasan/b", move || racer().expect("populate"))];
+        let tasks = [
+            sched::spawn("kasan/a", move || racer().expect("populate")),
+            sched::spawn("kasan/b", move || racer().expect("populate")),
+        ];
         let mut failure = None;
         for task in tasks {
             match task.map_err(VmallocError::from).map(|t| t.join()) {
@@ -170,7 +173,8 @@ pub fn shadow_race_two_cpus(other: usize, pause: bool, pages: u64) -> Result<Rac
     static READY: AtomicBool = AtomicBool::new(false);
     GO.store(false, SeqCst);
     READY.store(false, SeqCst);
-    let racer = move || apply_to_page_range(va, size, |entry: &EntryRef| populate(entry, pause, Racers::TwoCpus)).map(|_| ());
+    let racer =
+        move || apply_to_page_range(va, size, |entry: &EntryRef| populate(entry, pause, Racers::TwoCpus)).map(|_| ());
     let remote = crate::smp::run_on(other, move || {
         READY.store(true, SeqCst);
         while !GO.load(SeqCst) {
@@ -237,7 +241,9 @@ pub fn populate_shadow(pages: u64, how: Populate) -> Result<Populated, VmallocEr
         // the frame is not reachable yet.
         match unsafe { probe::write(shadow, 0) } {
             // SAFETY: the same frame, now known to be mapped.
-            Ok(()) => unsafe { core::ptr::write_bytes(shadow.as_mut_ptr::<u8>(), KASAN_VMALLOC_INVALID, PAGE_SIZE as usize) },
+            Ok(()) => unsafe {
+                core::ptr::write_bytes(shadow.as_mut_ptr::<u8>(), KASAN_VMALLOC_INVALID, PAGE_SIZE as usize)
+            },
             Err(_) => faults += 1,
         }
         pgtable::write_entry(entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RW));

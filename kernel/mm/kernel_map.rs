@@ -18,8 +18,8 @@ use super::descriptor::Attributes;
 use super::layout::{LINEAR_MAP_SIZE, MMIO_BASE, PAGE_OFFSET};
 use super::pgtable::{self, LeafSizes, MapError, alloc_table, map_range};
 use super::use_linear_map;
-use crate::cpu;
 use crate::arch::barrier;
+use crate::cpu;
 use crate::drivers::{gic, pl011};
 
 /// MMIO ranges of QEMU `virt` that the kernel maps: (name, physical base, size).

@@ -29,13 +29,22 @@ use crate::sync::IrqSpinLock;
 pub enum MapError {
     OutOfMemory,
     /// An address or size not aligned as the operation needs.
-    Misaligned { what: &'static str, value: u64 },
+    Misaligned {
+        what: &'static str,
+        value: u64,
+    },
     /// Size zero, or start + size wraps around.
-    BadRange { start: VirtAddr, size: u64 },
+    BadRange {
+        start: VirtAddr,
+        size: u64,
+    },
     /// Not a kernel (TTBR1) address.
     NotKernelAddress(VirtAddr),
     /// A block mapping covers `va` at `level` where a table is needed.
-    BlockInTheWay { va: VirtAddr, level: Level },
+    BlockInTheWay {
+        va: VirtAddr,
+        level: Level,
+    },
     /// Something is already mapped at `va`.
     AlreadyMapped(VirtAddr),
     /// Nothing is mapped at `va`.
@@ -113,7 +122,12 @@ impl EntryRef {
 /// backend's business (`mm::lazy_mmu`): made and paid at once, paid at the
 /// end of the section, or (under `deferred-writes`) both at the end.
 pub fn write_entry(entry: &EntryRef, desc: Descriptor) {
-    crate::trace::emit(format_args!("write L{} entry for {}: {}", entry.level.0, entry.va, Described(desc, entry.level)));
+    crate::trace::emit(format_args!(
+        "write L{} entry for {}: {}",
+        entry.level.0,
+        entry.va,
+        Described(desc, entry.level)
+    ));
     // SAFETY: `ptr` points into a live page-table page (see EntryRef::read);
     // the caller keeps the table until its section ends.
     unsafe { lazy_mmu::set_entry(entry.ptr, desc) };

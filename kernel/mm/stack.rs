@@ -40,8 +40,15 @@ impl KernelStack {
         for page in 0..KSTACK_PAGES {
             let mapped = frame_alloc::alloc_frame().map_err(MapError::from).and_then(|pa| {
                 let va = bottom.add(page * PAGE_SIZE);
-                pgtable::map_range(pgtable::kernel_root(), va, pa, PAGE_SIZE, Attributes::KERNEL_RW, LeafSizes::PagesOnly)
-                    .inspect_err(|_| frame_alloc::free_frame(pa).expect("just allocated"))
+                pgtable::map_range(
+                    pgtable::kernel_root(),
+                    va,
+                    pa,
+                    PAGE_SIZE,
+                    Attributes::KERNEL_RW,
+                    LeafSizes::PagesOnly,
+                )
+                .inspect_err(|_| frame_alloc::free_frame(pa).expect("just allocated"))
             });
             if let Err(e) = mapped {
                 stack.release(page);

@@ -130,8 +130,12 @@ fn range_tlbi(va: u64, pages: u64, walks: Walks) {
     for op in span::tlbi_range_ops(va, pages) {
         match (op, walks) {
             (TlbiOp::Page(va), _) => tlbi_page(va, walks),
-            (TlbiOp::Range { va, scale, num }, Walks::LeafOnly) => barrier::tlbi_rvaale1is(range_operand(va, scale, num)),
-            (TlbiOp::Range { va, scale, num }, Walks::AllLevels) => barrier::tlbi_rvaae1is(range_operand(va, scale, num)),
+            (TlbiOp::Range { va, scale, num }, Walks::LeafOnly) => {
+                barrier::tlbi_rvaale1is(range_operand(va, scale, num))
+            }
+            (TlbiOp::Range { va, scale, num }, Walks::AllLevels) => {
+                barrier::tlbi_rvaae1is(range_operand(va, scale, num))
+            }
         }
     }
 }
@@ -179,7 +183,11 @@ mod tests {
         } else {
             assert_eq!(strategy(1), FlushStrategy::PerPage);
             assert_eq!(strategy(MAX_DVM_OPS - 1), FlushStrategy::PerPage);
-            assert_eq!(strategy(MAX_DVM_OPS), FlushStrategy::All, "Linux flushes everything at MAX_DVM_OPS pages, not above");
+            assert_eq!(
+                strategy(MAX_DVM_OPS),
+                FlushStrategy::All,
+                "Linux flushes everything at MAX_DVM_OPS pages, not above"
+            );
         }
     }
 }

@@ -49,9 +49,15 @@ pub fn hw_translate(va: VirtAddr, access: Access) -> HwTranslation {
 /// What the software walker finds for `va` in the kernel's tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SwTranslation {
-    Mapped { pa: PhysAddr, attrs: Attributes, level: Level },
+    Mapped {
+        pa: PhysAddr,
+        attrs: Attributes,
+        level: Level,
+    },
     /// No valid entry; `level` is where the walk stopped.
-    Unmapped { level: Level },
+    Unmapped {
+        level: Level,
+    },
 }
 
 pub fn sw_translate(va: VirtAddr) -> SwTranslation {

@@ -347,10 +347,7 @@ pub fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> R
 pub fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<VirtAddr, VmallocError> {
     let _op = pgtable_check::operation();
     let size = page_size(size)?;
-    let align = [BLOCK_1G, BLOCK_2M]
-        .into_iter()
-        .find(|&b| size >= b && pa.is_aligned(b))
-        .unwrap_or(PAGE_SIZE);
+    let align = [BLOCK_1G, BLOCK_2M].into_iter().find(|&b| size >= b && pa.is_aligned(b)).unwrap_or(PAGE_SIZE);
     let va = reserve(size, align)?;
     if let Err(e) = vmap_range(va, pa, size, attrs) {
         unreserve(va);

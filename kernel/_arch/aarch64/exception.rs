@@ -71,7 +71,9 @@ extern "C" fn __exception_entry(frame: &mut TrapFrame, kind: u64) {
     match vector_kind(kind) {
         VectorKind::KernelSync => crate::exception::handle_sync(frame, kind, Syndrome::new(esr, far, frame.elr)),
         VectorKind::KernelIrq => crate::irq::handle(),
-        VectorKind::Unexpected(_) => crate::exception::handle_unexpected(frame, kind, Syndrome::new(esr, far, frame.elr)),
+        VectorKind::Unexpected(_) => {
+            crate::exception::handle_unexpected(frame, kind, Syndrome::new(esr, far, frame.elr))
+        }
     }
 }
 
@@ -84,12 +86,20 @@ pub fn redirect_to_recovery(frame: &mut TrapFrame, point: *mut RecoveryPoint) {
 /// Why an abort happened: the data/instruction fault status code (DFSC/IFSC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultStatus {
-    AddressSize { level: u8 },
+    AddressSize {
+        level: u8,
+    },
     /// No valid entry at this level.
-    Translation { level: u8 },
-    AccessFlag { level: u8 },
+    Translation {
+        level: u8,
+    },
+    AccessFlag {
+        level: u8,
+    },
     /// The entry at this level does not allow the access.
-    Permission { level: u8 },
+    Permission {
+        level: u8,
+    },
     Alignment,
     TlbConflict,
     SynchronousExternal,

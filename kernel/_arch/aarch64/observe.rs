@@ -19,7 +19,11 @@ pub enum Issued {
     /// A TLBI by address: every page of [start, start + pages * 4 KiB).
     /// `walks`: it also drops cached table walks (`vaae1is`, `rvaae1is`),
     /// not only last-level entries (`vaale1is`, `rvaale1is`).
-    Tlbi { start: u64, pages: u64, walks: bool },
+    Tlbi {
+        start: u64,
+        pages: u64,
+        walks: bool,
+    },
     /// `tlbi vmalle1is`: everything, walks included.
     TlbiAll,
 }

@@ -65,15 +65,24 @@ fn transition(call: &'static str, step: impl FnOnce(Counts) -> Transition) -> Re
     match (old.pause != new.pause, hook) {
         (false, _) if old == new => trace::emit(format_args!("{call}: paused, does nothing")),
         (false, Hook::Enter) => trace::emit(format_args!("{call}: depth {} -> {}, arch enter", old.enable, new.enable)),
-        (false, Hook::Leave) => trace::emit(format_args!("{call}: depth {} -> {}, arch leave ({arch})", old.enable, new.enable)),
-        (false, Hook::Flush) => {
-            trace::emit(format_args!("{call}: depth {} -> {}, nested exit, arch flush ({arch})", old.enable, new.enable))
+        (false, Hook::Leave) => {
+            trace::emit(format_args!("{call}: depth {} -> {}, arch leave ({arch})", old.enable, new.enable))
         }
-        (false, _) => trace::emit(format_args!("{call}: depth {} -> {}, nested, nothing to do", old.enable, new.enable)),
-        (true, Hook::Pause) => trace::emit(format_args!("{call}: pause depth {} -> {}, arch pause (leaves the mode)", old.pause, new.pause)),
-        (true, Hook::Resume) => {
-            trace::emit(format_args!("{call}: pause depth {} -> {}, arch resume (back in the mode)", old.pause, new.pause))
+        (false, Hook::Flush) => trace::emit(format_args!(
+            "{call}: depth {} -> {}, nested exit, arch flush ({arch})",
+            old.enable, new.enable
+        )),
+        (false, _) => {
+            trace::emit(format_args!("{call}: depth {} -> {}, nested, nothing to do", old.enable, new.enable))
         }
+        (true, Hook::Pause) => trace::emit(format_args!(
+            "{call}: pause depth {} -> {}, arch pause (leaves the mode)",
+            old.pause, new.pause
+        )),
+        (true, Hook::Resume) => trace::emit(format_args!(
+            "{call}: pause depth {} -> {}, arch resume (back in the mode)",
+            old.pause, new.pause
+        )),
         (true, _) => trace::emit(format_args!("{call}: pause depth {} -> {}, nothing to do", old.pause, new.pause)),
     }
     if new.enable > old.enable {

@@ -72,10 +72,8 @@ struct Windows {
     start: BarrierCounts,
 }
 
-static WINDOWS: IrqSpinLock<Windows> = IrqSpinLock::new(Windows {
-    closed: [BarrierCounts::ZERO; N],
-    start: BarrierCounts::ZERO,
-});
+static WINDOWS: IrqSpinLock<Windows> =
+    IrqSpinLock::new(Windows { closed: [BarrierCounts::ZERO; N], start: BarrierCounts::ZERO });
 
 fn mine() -> &'static Counters {
     &COUNTERS[backend_index()]

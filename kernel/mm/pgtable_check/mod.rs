@@ -56,7 +56,7 @@ mod report;
 mod shadow;
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 
 pub use report::{EntryChange, Rule, Violation};
 use shadow::Checker;

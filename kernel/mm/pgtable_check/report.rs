@@ -29,8 +29,14 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 6] =
-        [Rule::Publish, Rule::LinkOrder, Rule::BreakBeforeMake, Rule::Invalidate, Rule::TableLifetime, Rule::BarrierOrder];
+    pub const ALL: [Rule; 6] = [
+        Rule::Publish,
+        Rule::LinkOrder,
+        Rule::BreakBeforeMake,
+        Rule::Invalidate,
+        Rule::TableLifetime,
+        Rule::BarrierOrder,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {

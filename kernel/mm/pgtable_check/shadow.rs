@@ -135,7 +135,9 @@ impl FrameCounts {
     fn add(&mut self, pa: u64, bytes: u64, up: bool) {
         let mut at = pa;
         while at < pa + bytes {
-            if let Some(n) = at.checked_sub(self.base).map(|off| (off / PAGE_SIZE) as usize).and_then(|i| self.counts.get_mut(i)) {
+            if let Some(n) =
+                at.checked_sub(self.base).map(|off| (off / PAGE_SIZE) as usize).and_then(|i| self.counts.get_mut(i))
+            {
                 *n = if up { n.saturating_add(1) } else { n.saturating_sub(1) };
             }
             at += PAGE_SIZE;
@@ -202,7 +204,14 @@ impl Checker {
         let cpu = this_cpu();
         let task = Ctx::Task(cpu.current_task() as *const _ as usize);
         let irq = cpu.irq_depth() > 0;
-        self.here = Here { cpu: cpu.id, ctx: if irq { Ctx::Irq(cpu.id) } else { task }, task, name: cpu.current_task().name, irq, fp };
+        self.here = Here {
+            cpu: cpu.id,
+            ctx: if irq { Ctx::Irq(cpu.id) } else { task },
+            task,
+            name: cpu.current_task().name,
+            irq,
+            fp,
+        };
     }
 
     pub(super) fn take_found(&mut self) -> Vec<Violation> {
@@ -231,7 +240,12 @@ impl Checker {
     pub(super) fn table_allocated(&mut self, pa: u64) {
         let cpu = self.here.cpu;
         if self.tables.contains_key(&pa) {
-            self.violation(Rule::TableLifetime, sentence(format_args!("a page still in use as a page table was allocated as a new one")), None, Some(pa));
+            self.violation(
+                Rule::TableLifetime,
+                sentence(format_args!("a page still in use as a page table was allocated as a new one")),
+                None,
+                Some(pa),
+            );
         }
         let mut table = TableShadow::new(Place::Fresh);
         table.unordered[cpu] = Some(self.cpus[cpu].order_gen);
@@ -254,12 +268,21 @@ impl Checker {
             }
             let Some(table) = self.tables.remove(&at) else { continue };
             if let Place::Linked { .. } = table.place {
-                self.violation(Rule::TableLifetime, sentence(format_args!("a page table was freed while still linked into the tables")), None, Some(at));
+                self.violation(
+                    Rule::TableLifetime,
+                    sentence(format_args!("a page table was freed while still linked into the tables")),
+                    None,
+                    Some(at),
+                );
             }
             if table.queued > 0 {
                 self.violation(
                     Rule::TableLifetime,
-                    sentence(format_args!("a page table was freed with {} store{} still queued into it (they will land in a freed page)", table.queued, if table.queued == 1 { "" } else { "s" })),
+                    sentence(format_args!(
+                        "a page table was freed with {} store{} still queued into it (they will land in a freed page)",
+                        table.queued,
+                        if table.queued == 1 { "" } else { "s" }
+                    )),
                     None,
                     Some(at),
                 );
@@ -340,7 +363,9 @@ impl Checker {
             let change = EntryChange { slot, at: None, old, new };
             self.violation(
                 Rule::TableLifetime,
-                sentence(format_args!("a descriptor was stored into a page that is not a live page table (never one, or freed)")),
+                sentence(format_args!(
+                    "a descriptor was stored into a page that is not a live page table (never one, or freed)"
+                )),
                 Some(change),
                 Some(table),
             );
@@ -382,12 +407,16 @@ impl Checker {
                     self.add_stale(change, level, StaleKind::Downgraded);
                 }
             }
-            (Entry::Leaf { addr, attrs }, Entry::Table(child)) => self.split(change, level, addr, attrs, child.as_u64()),
+            (Entry::Leaf { addr, attrs }, Entry::Table(child)) => {
+                self.split(change, level, addr, attrs, child.as_u64())
+            }
             (Entry::Table(a), Entry::Table(b)) if a == b => {}
             _ => {
                 self.violation(
                     Rule::BreakBeforeMake,
-                    sentence(format_args!("a live entry was replaced by a different valid one without break-before-make")),
+                    sentence(format_args!(
+                        "a live entry was replaced by a different valid one without break-before-make"
+                    )),
                     Some(change),
                     None,
                 );
@@ -410,7 +439,10 @@ impl Checker {
                     u.count += 1;
                     u.dsb_on = Some(cpu);
                 }
-                None => shadow.unpublished = Some(Unpublished { first: change, count: 1, dsb_on: Some(cpu), isb_early: false }),
+                None => {
+                    shadow.unpublished =
+                        Some(Unpublished { first: change, count: 1, dsb_on: Some(cpu), isb_early: false })
+                }
             }
         }
     }
@@ -497,7 +529,9 @@ impl Checker {
         if self.link(change, level, child) && !maps_same(child, next, pa, attrs) {
             self.violation(
                 Rule::BreakBeforeMake,
-                sentence(format_args!("a live block was replaced by a table that does not map the same memory with the same attributes")),
+                sentence(format_args!(
+                    "a live block was replaced by a table that does not map the same memory with the same attributes"
+                )),
                 Some(change),
                 Some(child),
             );
@@ -511,7 +545,9 @@ impl Checker {
         if in_linear {
             let pa = virt_to_phys(VirtAddr::new(va)).as_u64();
             let what = if level < Level::L3 {
-                Some("a live linear-map block was broken: the linear map holds the page tables, the heap and every task's control block, which any CPU may touch meanwhile (Linux never breaks a live kernel block)")
+                Some(
+                    "a live linear-map block was broken: the linear map holds the page tables, the heap and every task's control block, which any CPU may touch meanwhile (Linux never breaks a live kernel block)",
+                )
             } else if self.tables.contains_key(&pa) {
                 Some("the linear-map page of a live page table was unmapped: the kernel reaches its tables through it")
             } else if (self.heap.0..self.heap.1).contains(&pa) {
@@ -531,7 +567,9 @@ impl Checker {
             if !pgtable::exclusive_held() {
                 self.violation(
                     Rule::TableLifetime,
-                    sentence(format_args!("a table was unlinked while walks may be in progress (without pgtable::exclusive)")),
+                    sentence(format_args!(
+                        "a table was unlinked while walks may be in progress (without pgtable::exclusive)"
+                    )),
                     Some(change),
                     Some(child),
                 );
@@ -674,15 +712,24 @@ impl Checker {
         let (rule, what) = match (u.dsb_on, u.isb_early) {
             (Some(_), _) => (
                 Rule::Publish,
-                sentence(format_args!("{why} with {n} valid entr{} stored and no dsb ishst; isb after them: the walker may not see them yet", plural(n))),
+                sentence(format_args!(
+                    "{why} with {n} valid entr{} stored and no dsb ishst; isb after them: the walker may not see them yet",
+                    plural(n)
+                )),
             ),
             (None, true) => (
                 Rule::BarrierOrder,
-                sentence(format_args!("{why} with {n} valid entr{}: the isb came before the dsb ishst, so nothing synchronized this CPU after they became visible", plural(n))),
+                sentence(format_args!(
+                    "{why} with {n} valid entr{}: the isb came before the dsb ishst, so nothing synchronized this CPU after they became visible",
+                    plural(n)
+                )),
             ),
             (None, false) => (
                 Rule::Publish,
-                sentence(format_args!("{why} with {n} valid entr{} made visible (dsb) but no isb after: instructions already fetched may still use the old translation", plural(n))),
+                sentence(format_args!(
+                    "{why} with {n} valid entr{} made visible (dsb) but no isb after: instructions already fetched may still use the old translation",
+                    plural(n)
+                )),
             ),
         };
         self.violation(rule, what, Some(u.first), None);
@@ -724,12 +771,22 @@ impl Checker {
             self.drop_stale_of(ctx);
         }
         if self.cpus[cpu].tlbi_open == Some(ctx) {
-            self.violation(Rule::Invalidate, sentence(format_args!("{why} with a TLBI not completed by dsb ish")), None, None);
+            self.violation(
+                Rule::Invalidate,
+                sentence(format_args!("{why} with a TLBI not completed by dsb ish")),
+                None,
+                None,
+            );
             self.cpus[cpu].tlbi_open = None;
             self.complete_tlbis(cpu);
         }
         if self.cpus[cpu].isb_owed == Some(ctx) {
-            self.violation(Rule::BarrierOrder, sentence(format_args!("{why} with TLB maintenance completed (dsb ish) but no isb after it")), None, None);
+            self.violation(
+                Rule::BarrierOrder,
+                sentence(format_args!("{why} with TLB maintenance completed (dsb ish) but no isb after it")),
+                None,
+                None,
+            );
             self.cpus[cpu].isb_owed = None;
         }
     }
@@ -757,7 +814,12 @@ impl Checker {
 
     fn check_queued(&mut self, queued: usize, why: &str) {
         if queued > 0 {
-            self.violation(Rule::Publish, sentence(format_args!("{why}: {queued} deferred store{} not made", if queued == 1 { "" } else { "s" })), None, None);
+            self.violation(
+                Rule::Publish,
+                sentence(format_args!("{why}: {queued} deferred store{} not made", if queued == 1 { "" } else { "s" })),
+                None,
+                None,
+            );
         }
     }
 

@@ -19,9 +19,8 @@ fn busy() -> impl Strategy<Value = Vec<(u64, u64)>> {
 }
 
 fn brute_force(busy: &[(u64, u64)], span: u64, align: u64, base: u64, limit: u64) -> Option<u64> {
-    (base..limit).find(|&a| {
-        a % align == 0 && a + span <= limit && busy.iter().all(|&(s, len)| a + span <= s || a >= s + len)
-    })
+    (base..limit)
+        .find(|&a| a % align == 0 && a + span <= limit && busy.iter().all(|&(s, len)| a + span <= s || a >= s + len))
 }
 
 proptest! {
