@@ -72,7 +72,7 @@ fn builtin() -> &'static str {
 /// runner's arguments, else from the image's built-in command line.
 pub fn option(name: &str) -> Option<&'static str> {
     let value = |line: &'static str| {
-        line.split_ascii_whitespace().filter_map(|a| a.strip_prefix(name)?.strip_prefix('=')).last()
+        line.split_ascii_whitespace().filter_map(|a| a.strip_prefix(name)?.strip_prefix('=')).next_back()
     };
     value(line()).or_else(|| value(builtin()))
 }

@@ -77,10 +77,10 @@ extern "C" fn __kernel_init(dtb_pointer: u64, kernel_phys: u64, entry_el: u64) -
         panic!("cannot allocate the kernel heap: {e}");
     }
     pgtable_check::init();
-    if debug_pagealloc::requested() {
-        if let Err(e) = debug_pagealloc::init() {
-            panic!("debug_pagealloc: cannot unmap the free frames: {e}");
-        }
+    if debug_pagealloc::requested()
+        && let Err(e) = debug_pagealloc::init()
+    {
+        panic!("debug_pagealloc: cannot unmap the free frames: {e}");
     }
 
     let stack = match KernelStack::new() {

@@ -11,6 +11,13 @@
 
 #![no_std]
 #![cfg_attr(test, no_main)]
+// Every unsafe operation sits in its own `unsafe` block with a `// SAFETY:`
+// line, also inside an `unsafe fn` (see STYLE: unsafe is small and local).
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+// A fault or panic caught by `exception::catch` carries its message in a
+// fixed buffer, so that recovering from one needs no heap: the `Result`s
+// and the enum that carry it are large on purpose.
+#![allow(clippy::result_large_err, clippy::large_enum_variant)]
 #![feature(custom_test_frameworks)]
 #![test_runner(crate::testing::run_tests)]
 #![reexport_test_harness_main = "test_main"]

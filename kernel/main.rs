@@ -1,6 +1,7 @@
 //! The lazymmu boot binary: `cargo run -- [COMMAND]`.
 
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 
 extern crate alloc;

@@ -4,6 +4,7 @@
 //! rows; tests/host/docs_lint.py checks that the two lists are equal.
 
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
 #![test_runner(lazymmu::testing::run_tests)]

@@ -2,6 +2,7 @@
 //! (`at s1e1r` / `at s1e1w`) and by touching memory.
 
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
 #![test_runner(lazymmu::testing::run_tests)]

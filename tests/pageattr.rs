@@ -3,6 +3,7 @@
 //! exactly where a change cuts them.
 
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
 #![test_runner(lazymmu::testing::run_tests)]
@@ -79,15 +80,17 @@ fn w_xor_x_is_kept_and_x_really_executes() {
     let va = vmalloc(PAGE_SIZE).unwrap();
     // SAFETY: our own page: a `ret` instruction at its start.
     unsafe { probe::write(va, probe::RET_INSTRUCTION as u64).unwrap() };
-    // SAFETY (each exec below): the page holds only a `ret`.
+    // SAFETY: the page holds only a `ret`.
     let fault = unsafe { probe::exec(va) }.unwrap_err();
     assert_eq!(fault.class, ExceptionClass::InstructionAbortCurrentEl, "vmalloc memory is not executable");
     assert_eq!(set_memory_x(va, 1), Err(MapError::WritableAndExecutable(va)), "RW + X refused");
     set_memory_ro(va, 1).unwrap();
     set_memory_x(va, 1).unwrap();
+    // SAFETY: the page holds only a `ret`.
     assert_eq!(unsafe { probe::exec(va) }, Ok(()), "read-only and executable: it runs");
     assert_eq!(set_memory_rw(va, 1), Err(MapError::WritableAndExecutable(va)), "RX + W refused");
     set_memory_nx(va, 1).unwrap();
+    // SAFETY: the page holds only a `ret`.
     assert_eq!(unsafe { probe::exec(va) }.unwrap_err().class, ExceptionClass::InstructionAbortCurrentEl);
     set_memory_rw(va, 1).unwrap();
     assert_writable(va);

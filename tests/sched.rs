@@ -3,6 +3,7 @@
 //! are given back.
 
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
 #![test_runner(lazymmu::testing::run_tests)]
@@ -30,8 +31,10 @@ fn kernel_main() -> ! {
 
 #[test_case]
 fn a_spawned_task_runs_on_its_own_stack_above_a_guard_page() {
-    static SEEN: Mutex<Option<(VirtAddr, VirtAddr, VirtAddr, Result<u64, FaultStatus>, &'static str)>> =
-        Mutex::new(None);
+    /// What the task saw: a local's address, its stack's bottom and top,
+    /// a read of its guard page, and its name.
+    type Seen = (VirtAddr, VirtAddr, VirtAddr, Result<u64, FaultStatus>, &'static str);
+    static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
     let handle = sched::spawn("stacky", || {
         let local = 0u64;
         let me = task::current();

@@ -4,6 +4,7 @@
 //! only through the broadcast flush: until then they keep reading the page.
 
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
 #![test_runner(lazymmu::testing::run_tests)]
@@ -104,8 +105,8 @@ fn work_runs_on_every_cpu_at_once_and_each_finishes() {
     for p in pending {
         p.wait().unwrap();
     }
-    for c in 1..n {
-        assert_eq!(SUMS[c].load(SeqCst), c as u64 * (100_000 * 99_999 / 2), "cpu {c}");
+    for (c, sum) in SUMS.iter().enumerate().take(n).skip(1) {
+        assert_eq!(sum.load(SeqCst), c as u64 * (100_000 * 99_999 / 2), "cpu {c}");
     }
 }
 

@@ -3,6 +3,7 @@
 //! barrier and TLBI counts exact, errors typed and side-effect free.
 
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
 #![test_runner(lazymmu::testing::run_tests)]

@@ -116,7 +116,11 @@ pub(super) fn map_pages(pa: PhysAddr, count: usize) -> Result<(), MapError> {
     };
     match MAP_BACK.load(Relaxed) {
         0 => {
-            apply_to_page_range(va, size, |entry| Ok::<(), Infallible>(map(entry))).map_err(map_error)?;
+            apply_to_page_range(va, size, |entry| {
+                map(entry);
+                Ok::<(), Infallible>(())
+            })
+            .map_err(map_error)?;
         }
         _ => {
             for i in 0..count as u64 {
@@ -144,7 +148,8 @@ pub(super) fn unmap_pages(pa: PhysAddr, count: usize) {
 fn clear(pa: PhysAddr, count: usize) -> Result<(), MapError> {
     let (va, size) = linear_range(pa, count);
     apply_to_existing_page_range(va, size, |entry| {
-        Ok::<(), Infallible>(pgtable::write_entry(entry, Descriptor::INVALID))
+        pgtable::write_entry(entry, Descriptor::INVALID);
+        Ok::<(), Infallible>(())
     })
     .map(|_| ())
     .map_err(map_error)

@@ -99,11 +99,11 @@ impl FrameAllocator {
             let end = start.as_u64() + len;
             let mut pa = first;
             while pa.as_u64() < end {
-                if let Ok(frame) = self.frame_of(pa) {
-                    if !self.is_used(frame) {
-                        self.set_used(frame, true);
-                        self.free -= 1;
-                    }
+                if let Ok(frame) = self.frame_of(pa)
+                    && !self.is_used(frame)
+                {
+                    self.set_used(frame, true);
+                    self.free -= 1;
                 }
                 pa = pa.add(PAGE_SIZE);
             }

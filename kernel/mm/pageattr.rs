@@ -124,11 +124,9 @@ fn change_memory(addr: VirtAddr, pages: u64, change: fn(&mut Attributes)) -> Res
         return Err(MapError::BreakBeforeMakeUnsafe(block.va));
     }
     let mut pool = alloc_tables(splits)?;
-    if break_live {
-        if let Err(e) = check_break_before_make(addr, end, &pool) {
-            free_unlinked_tables(pool);
-            return Err(e);
-        }
+    if break_live && let Err(e) = check_break_before_make(addr, end, &pool) {
+        free_unlinked_tables(pool);
+        return Err(e);
     }
     // The range the final flush covers: the blocks split, whole.
     let (mut flush_start, mut flush_end) = (addr, end);

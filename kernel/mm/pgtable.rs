@@ -368,7 +368,7 @@ pub(super) fn check_range(va: VirtAddr, size: u64) -> Result<VirtAddr, MapError>
     if size == 0 {
         return Err(MapError::BadRange { start: va, size });
     }
-    if size % PAGE_SIZE != 0 {
+    if !size.is_multiple_of(PAGE_SIZE) {
         return Err(MapError::Misaligned { what: "size", value: size });
     }
     // The end may be exactly 2^64 (the last page of the address space).

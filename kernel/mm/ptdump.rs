@@ -38,10 +38,10 @@ pub fn region_stats() -> [RegionStats; REGIONS.len()] {
     struct Count([RegionStats; REGIONS.len()]);
     impl Visitor for Count {
         fn table(&mut self, va: VirtAddr, level: Level) {
-            if level != Level::L0 {
-                if let Some(s) = self.0.get_mut(region_of(va)) {
-                    s.tables[level.0 as usize] += 1;
-                }
+            if level != Level::L0
+                && let Some(s) = self.0.get_mut(region_of(va))
+            {
+                s.tables[level.0 as usize] += 1;
             }
         }
         fn leaf(&mut self, va: VirtAddr, level: Level, _: PhysAddr, _: Attributes) {
@@ -117,11 +117,14 @@ pub fn dump(out: &mut dyn Write) -> fmt::Result {
         fn leaf(&mut self, va: VirtAddr, level: Level, _: PhysAddr, attrs: Attributes) {
             let end = va.add(level.entry_size());
             let region = region_of(va);
-            if let Some(run) = &mut self.run {
-                if run.end == va && run.level == level && run.attrs == attrs && region == self.region {
-                    run.end = end;
-                    return;
-                }
+            if let Some(run) = &mut self.run
+                && run.end == va
+                && run.level == level
+                && run.attrs == attrs
+                && region == self.region
+            {
+                run.end = end;
+                return;
             }
             self.flush();
             if region != self.region {

@@ -4,6 +4,7 @@
 //! rules checker caught, though nothing in it panicked.
 
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 
 use lazymmu::mm::addr::PAGE_SIZE;

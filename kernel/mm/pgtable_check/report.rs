@@ -160,7 +160,7 @@ impl fmt::Display for Violation {
 pub fn backtrace_from(mut fp: u64) -> [u64; BACKTRACE_DEPTH] {
     let mut out = [0; BACKTRACE_DEPTH];
     let mut n = 0;
-    while n < BACKTRACE_DEPTH && fp != 0 && fp % 16 == 0 && fp >> 48 == 0xffff {
+    while n < BACKTRACE_DEPTH && fp != 0 && fp.is_multiple_of(16) && fp >> 48 == 0xffff {
         // SAFETY: `fp` is a frame record of this stack (a kernel address,
         // aligned, above the one before it): the caller's frame pointer
         // and the return address.
