@@ -74,6 +74,8 @@ pub struct Task {
     caught: Cell<Option<Caught>>,
     /// Where the task may run.
     pub affinity: Affinity,
+    /// Walk guards (`pgtable::walking`) the task holds now.
+    walks: Cell<u32>,
 }
 
 /// The CPUs a task may run on.
@@ -116,6 +118,7 @@ impl Task {
             recovery: Cell::new(null_mut()),
             caught: Cell::new(None),
             affinity: Affinity::Cpu(cpu),
+            walks: Cell::new(0),
         }
     }
 
@@ -195,6 +198,17 @@ impl Task {
 
     pub(crate) fn take_caught(&self) -> Option<Caught> {
         self.caught.take()
+    }
+
+    /// Counts a walk guard taken (`up`) or let go by this task.
+    pub(crate) fn count_walk(&self, up: bool) {
+        self.walks.set(if up { self.walks.get() + 1 } else { self.walks.get() - 1 });
+    }
+
+    /// The walk guards this task holds, forgotten: what a fault or panic
+    /// abandoned without letting go.
+    pub(crate) fn take_walks(&self) -> u32 {
+        self.walks.replace(0)
     }
 }
 

@@ -4,9 +4,10 @@
 //!
 //! Each test runs inside [`exception::catch`], so a failing assertion (a
 //! panic) or an unexpected fault fails that test, is reported, and the run
-//! goes on with the next one. The run exits non-zero if any test failed.
-//! Arguments after `cargo test --` that do not start with `-` are name
-//! filters, as with libtest.
+//! goes on with the next one; what the failed test left behind is put back
+//! first (see [`run_tests`]). The run exits non-zero if any test failed.
+//! Arguments after `cargo test --` are read as libtest reads them: name
+//! filters, `--exact`, `--skip FILTER`, `--list`.
 
 use alloc::format;
 use alloc::string::String;
@@ -14,9 +15,10 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 
 use crate::exception::{self, Caught};
+use crate::mm::audit::Baseline;
 use crate::mm::{lazy_mmu, pgtable_check};
 use crate::semihosting::{ExitCode, exit};
-use crate::{arch, boot_args, print, println, sched};
+use crate::{arch, boot_args, print, println, sched, timer};
 
 /// A test: a function whose name is its path.
 pub trait Testable {
@@ -37,15 +39,123 @@ impl<T: Fn()> Testable for T {
     }
 }
 
-fn selected(name: &str) -> bool {
-    let mut filters = boot_args::args().filter(|a| !a.starts_with('-')).peekable();
-    filters.peek().is_none() || filters.any(|f| name.contains(f))
+/// What `cargo test -- ARGS` asked for, as libtest reads it: name
+/// filters (a test runs if its name contains one, or equals one with
+/// `--exact`), `--skip FILTER` (repeatable), and `--list`.
+struct Options {
+    filters: Vec<&'static str>,
+    skips: Vec<&'static str>,
+    exact: bool,
+    list: bool,
+}
+
+impl Options {
+    fn parse() -> Options {
+        let mut options = Options { filters: Vec::new(), skips: Vec::new(), exact: false, list: false };
+        let mut args = boot_args::args();
+        while let Some(arg) = args.next() {
+            match arg {
+                "--exact" => options.exact = true,
+                "--list" => options.list = true,
+                "--skip" => options.skips.extend(args.next()),
+                _ => match arg.strip_prefix("--skip=") {
+                    Some(skip) => options.skips.push(skip),
+                    // Other libtest options (--nocapture, ...) mean nothing here.
+                    None if arg.starts_with('-') => {}
+                    None => options.filters.push(arg),
+                },
+            }
+        }
+        options
+    }
+
+    fn selects(&self, name: &str) -> bool {
+        let matches = |f: &&str| if self.exact { name == *f } else { name.contains(*f) };
+        (self.filters.is_empty() || self.filters.iter().any(matches)) && !self.skips.iter().any(matches)
+    }
+}
+
+/// How long one test may run, in seconds, before the harness reports it by
+/// name and stops the image (the runner's own limit, 300 s, is for the
+/// whole image); `test_time_limit=SECONDS` on the command line changes it.
+pub const TEST_TIME_LIMIT_S: u64 = 120;
+
+fn test_time_limit() -> u64 {
+    boot_args::option("test_time_limit").and_then(|s| s.parse().ok()).unwrap_or(TEST_TIME_LIMIT_S)
+}
+
+/// The test running now, for the watchdog.
+static RUNNING: spin::Mutex<&'static str> = spin::Mutex::new("");
+
+/// The per-test time limit ran out: the test hangs. Runs in interrupt
+/// context; nothing can be recovered from here, so the run ends.
+fn test_timed_out() {
+    let name = RUNNING.try_lock().map_or("(unknown)", |n| *n);
+    println!("TIMED OUT");
+    println!("\n---- {name} ----\ndid not finish within {} s (the harness's per-test limit)\n", test_time_limit());
+    println!("test result: FAILED. the run stopped at {name}, which hung\n");
+    exit(ExitCode::TestsFailed)
+}
+
+/// Puts back what every test may assume at its start and a failing test
+/// may have left otherwise: no bug planted, preemption as it was, no lazy
+/// MMU section open, no walk guard held, the default backend and apply
+/// mode, tracing off, debug_pagealloc's map-back in a section of its own,
+/// no frame request set to fail. Returns what was not at its default
+/// (a test that returns normally must have put it back itself).
+fn reset_after_test(preemption: bool) -> Vec<String> {
+    use crate::arch::lazy_mmu::{BACKENDS, DEFAULT_BACKEND};
+    use crate::mm::apply::{ApplyMode, apply_mode, set_apply_mode};
+    use crate::mm::debug_pagealloc::{self, MapBack};
+    use crate::mm::{frame_alloc, pgtable};
+    let mut left = Vec::new();
+    crate::planted::plant(None);
+    sched::set_preemption(preemption);
+    let (enabled, paused) = lazy_mmu::recover_abandoned();
+    if (enabled, paused) != (0, 0) {
+        left.push(format!("lazy MMU mode still open (enable count {enabled}, pause count {paused})"));
+    }
+    let walks = pgtable::recover_abandoned_walks();
+    if walks > 0 {
+        left.push(format!("{walks} walk guard(s) held"));
+    }
+    let default = BACKENDS[DEFAULT_BACKEND].name();
+    if lazy_mmu::backend_name() != default {
+        left.push(format!("backend {} selected", lazy_mmu::backend_name()));
+        lazy_mmu::select_backend(default);
+    }
+    if apply_mode() != ApplyMode::WholeCall {
+        left.push(String::from("apply mode PerLeafTable"));
+        set_apply_mode(ApplyMode::WholeCall);
+    }
+    if crate::trace::enabled() {
+        left.push(String::from("tracing on"));
+        crate::trace::set_enabled(false);
+    }
+    if debug_pagealloc::set_map_back(MapBack::NestedSection) != MapBack::NestedSection {
+        left.push(String::from("debug_pagealloc's map-back in the caller's section"));
+    }
+    frame_alloc::fail_request(None);
+    left
 }
 
 /// Runs the tests and exits QEMU: 0 when all passed, 101 otherwise.
+///
+/// Every test starts from the same state. After each one the harness puts
+/// back what a failing test may have left (see [`reset_after_test`]) and
+/// compares the memory manager with a [`Baseline`] taken before it: a test
+/// that leaves areas, frames or vmalloc-region mappings behind fails, and
+/// what it left is taken back, so that it cannot make the next test fail.
 pub fn run_tests(tests: &[&dyn Testable]) -> ! {
+    let options = Options::parse();
+    if options.list {
+        for test in tests.iter().filter(|t| options.selects(t.name())) {
+            println!("{}: test", test.name());
+        }
+        exit(ExitCode::Success);
+    }
     let start = arch::cpu::counter();
-    let chosen: Vec<&&dyn Testable> = tests.iter().filter(|t| selected(t.name())).collect();
+    let chosen: Vec<&&dyn Testable> = tests.iter().filter(|t| options.selects(t.name())).collect();
     println!();
     println!("running {} test{}", chosen.len(), if chosen.len() == 1 { "" } else { "s" });
 
@@ -57,22 +167,19 @@ pub fn run_tests(tests: &[&dyn Testable]) -> ! {
     }
     for test in &chosen {
         print!("test {} ... ", test.name());
+        *RUNNING.lock() = test.name();
+        let baseline = Baseline::take();
         let preemption = sched::set_preemption(true);
         let mut why = String::new();
-        if let Err(caught) = exception::catch(|| test.run()) {
+        timer::set_watchdog(Some((timer::ticks_from_us(test_time_limit() * 1_000_000), test_timed_out)));
+        let outcome = exception::catch(|| test.run());
+        timer::set_watchdog(None);
+        if let Err(caught) = &outcome {
             let _ = write!(why, "{caught}");
         }
-        // A test abandoned inside a lazy MMU section must not leave the
-        // next one running in it; one that returns with a section open has
-        // a bug of its own.
-        // A test abandoned by a failure does not leave a bug planted or
-        // preemption off for the next one.
-        crate::planted::plant(None);
-        sched::set_preemption(preemption);
-        let (enabled, paused) = lazy_mmu::recover_abandoned();
-        if why.is_empty() && (enabled, paused) != (0, 0) {
-            let _ =
-                write!(why, "returned with lazy MMU mode still open (enable count {enabled}, pause count {paused})");
+        let left = reset_after_test(preemption);
+        if outcome.is_ok() && !left.is_empty() {
+            let _ = write!(why, "returned with {}", left.join(", "));
         }
         // Everything the test changed is published and invalidated by now,
         // and no rule was broken on the way (a test that breaks one on
@@ -87,6 +194,15 @@ pub fn run_tests(tests: &[&dyn Testable]) -> ! {
                 if why.is_empty() { "" } else { "; " },
                 broken.summary()
             );
+        }
+        if let Some(leaked) = baseline.leaks() {
+            if outcome.is_ok() {
+                let _ = write!(why, "{}left behind: {leaked}", if why.is_empty() { "" } else { "; " });
+            }
+            baseline.restore();
+            // Whatever the restore itself checked is the harness's, not the test's.
+            pgtable_check::quiescent();
+            pgtable_check::take_violations();
         }
         if why.is_empty() {
             println!("ok");

@@ -14,10 +14,13 @@ struct Deadlines {
     slice: Option<u64>,
     /// A callback and when to call it.
     oneshot: Option<(u64, fn())>,
+    /// A watchdog's callback and when to call it (the test harness's
+    /// per-test time limit): kept apart from `oneshot`, which tests use.
+    watchdog: Option<(u64, fn())>,
 }
 
 static DEADLINES: [IrqSpinLock<Deadlines>; MAX_CPUS] =
-    [const { IrqSpinLock::new(Deadlines { slice: None, oneshot: None }) }; MAX_CPUS];
+    [const { IrqSpinLock::new(Deadlines { slice: None, oneshot: None, watchdog: None }) }; MAX_CPUS];
 
 /// Counter ticks now.
 pub fn now() -> u64 {
@@ -30,7 +33,7 @@ pub fn ticks_from_us(us: u64) -> u64 {
 }
 
 fn program(d: &Deadlines) {
-    match [d.slice, d.oneshot.map(|(at, _)| at)].into_iter().flatten().min() {
+    match [d.slice, d.oneshot.map(|(at, _)| at), d.watchdog.map(|(at, _)| at)].into_iter().flatten().min() {
         Some(deadline) => arch_timer::arm(deadline),
         None => arch_timer::disarm(),
     }
@@ -42,6 +45,16 @@ pub fn call_after(ticks: u64, f: fn()) {
     with_this_cpu(|cpu| {
         let mut d = DEADLINES[cpu.id].lock();
         d.oneshot = Some((now() + ticks, f));
+        program(&d);
+    });
+}
+
+/// Calls `f` in interrupt context on this CPU `ticks` from now, unless
+/// called again first (None: never). One watchdog per CPU.
+pub fn set_watchdog(deadline: Option<(u64, fn())>) {
+    with_this_cpu(|cpu| {
+        let mut d = DEADLINES[cpu.id].lock();
+        d.watchdog = deadline.map(|(ticks, f)| (now() + ticks, f));
         program(&d);
     });
 }
@@ -72,10 +85,17 @@ pub(crate) fn handle_interrupt() {
             }
             _ => None,
         };
+        let watchdog = match d.watchdog {
+            Some((at, f)) if at <= t => {
+                d.watchdog = None;
+                Some(f)
+            }
+            _ => None,
+        };
         program(&d);
-        (slice_over, callback)
+        (slice_over, callback.into_iter().chain(watchdog))
     };
-    if let Some(f) = callback {
+    for f in callback {
         f();
     }
     if slice_over {

@@ -295,6 +295,27 @@ pub fn free_frame(pa: PhysAddr) -> Result<(), FrameError> {
     free_frames(pa, 1)
 }
 
+/// Which frames are in use now, one bit each (for [`used_since`]).
+pub fn used_bitmap() -> Vec<u64> {
+    let a = ALLOCATOR.lock();
+    a.bitmap[..a.frames.div_ceil(64)].to_vec()
+}
+
+/// The frames in use now that were free in `earlier` (a [`used_bitmap`]).
+pub fn used_since(earlier: &[u64]) -> Vec<PhysAddr> {
+    let a = ALLOCATOR.lock();
+    let mut found = Vec::new();
+    for (word, (&now, &then)) in a.bitmap.iter().zip(earlier).enumerate() {
+        let mut new = now & !then;
+        while new != 0 {
+            let bit = new.trailing_zeros() as usize;
+            new &= new - 1;
+            found.push(a.base.add(((word * 64 + bit) as u64) * PAGE_SIZE));
+        }
+    }
+    found
+}
+
 /// The RAM the allocator manages: its first frame and how many frames.
 pub fn managed() -> (PhysAddr, usize) {
     let a = ALLOCATOR.lock();

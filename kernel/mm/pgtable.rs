@@ -243,7 +243,22 @@ pub struct Walking {
 
 /// Declares a walk-then-write operation in progress.
 pub fn walking() -> Walking {
-    Walking { _guard: TABLES.read() }
+    let guard = TABLES.read();
+    crate::task::current().count_walk(true);
+    Walking { _guard: guard }
+}
+
+/// Lets go of the walk guards the current task held when its code was
+/// abandoned by a fault or panic (recovery skips their drops), so the
+/// next reclaim does not wait for them forever. Returns how many.
+pub fn recover_abandoned_walks() -> u32 {
+    let n = crate::task::current().take_walks();
+    for _ in 0..n {
+        // SAFETY: each was a read guard of TABLES that this task took and
+        // will never drop: its code was abandoned.
+        unsafe { TABLES.force_read_decrement() };
+    }
+    n
 }
 
 impl Drop for Walking {
@@ -256,6 +271,7 @@ impl Drop for Walking {
             lazy_mmu::sync_stores();
         }
         pgtable_check::walk_ended();
+        crate::task::current().count_walk(false);
     }
 }
 

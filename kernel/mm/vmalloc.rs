@@ -380,6 +380,21 @@ pub fn vunmap_range(va: VirtAddr, size: u64) {
     pgtable::reclaim_empty_tables(pgtable::exclusive(), pgtable::kernel_root(), va, size, true);
 }
 
+/// Takes an area away whatever its kind and state, as if its owner had
+/// given it back: unmapped (one flush), its vmalloc frames freed, its
+/// record gone. For the test harness, after a test that left it behind
+/// (or was abandoned half way through making it).
+pub fn release_leaked_area(start: VirtAddr) -> Result<(), VmallocError> {
+    let _op = pgtable_check::operation();
+    let (size, kind) = take_area(start, |_| true)?;
+    vunmap_range(start, size);
+    if let Kind::Vmalloc(frames) = kind {
+        free_frames(&frames);
+    }
+    unreserve(start);
+    Ok(())
+}
+
 fn free_frames(frames: &[PhysAddr]) {
     for &pa in frames {
         frame_alloc::free_frame(pa).expect("allocated by vmalloc");

@@ -39,5 +39,16 @@ check must_fail_rule 101 scripts/qemu-runner "$dir/must_fail_rule" -- \
     'at 0xffffffff8[0-9a-f]+ <' \
     '^page-table rules broken: 1 break-before-make' \
     '^test result: FAILED\. 1 passed; 1 failed;'
+check must_fail_poison 101 scripts/qemu-runner "$dir/must_fail_poison" -- \
+    '^---- fails_half_way_through_a_mapping ----' \
+    'a deliberate failure in the middle of a walk' \
+    '^test the_next_test_starts_clean \.\.\. ok' \
+    '^test and_so_does_the_one_after \.\.\. ok' \
+    '^test result: FAILED\. 2 passed; 1 failed;'
+check must_fail_slow 101 scripts/qemu-runner "$dir/must_fail_slow" test_time_limit=2 -- \
+    '^test passes \.\.\. ok' \
+    '^test never_finishes \.\.\. TIMED OUT' \
+    'did not finish within 2 s' \
+    'the run stopped at never_finishes'
 
 summary

@@ -268,7 +268,10 @@ impl LazyMmuBackend for DeferredWrites {
 
 pub static BACKENDS: [&dyn LazyMmuBackend; 3] = [&Eager, &Batched, &DeferredWrites];
 
-static SELECTED: AtomicU8 = AtomicU8::new(1);
+/// Which of [`BACKENDS`] is selected at boot: batched, as arm64 Linux.
+pub const DEFAULT_BACKEND: usize = 1;
+
+static SELECTED: AtomicU8 = AtomicU8::new(DEFAULT_BACKEND as u8);
 
 /// The backend in use (default: batched).
 pub fn backend() -> &'static dyn LazyMmuBackend {

@@ -1,0 +1,56 @@
+//! Must FAIL, and only once: a test that fails half way through a mapping
+//! (inside an `apply_to_page_range` callback, in a lazy section, holding
+//! the walk guard, under a backend it selected, with an area and frames it
+//! never gives back), then tests that must still pass: the harness puts
+//! back what the failed test left, so it cannot poison the ones after it.
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![no_main]
+
+use core::convert::Infallible;
+
+use lazymmu::mm::addr::PAGE_SIZE;
+use lazymmu::mm::apply::apply_to_page_range;
+use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
+use lazymmu::mm::lazy_mmu::{backend_name, use_backend};
+use lazymmu::mm::vmalloc::{self, get_vm_area, vfree, vmalloc};
+use lazymmu::mm::{frame_alloc, pgtable};
+use lazymmu::task;
+use lazymmu::testing::{Testable, run_tests};
+
+fn fails_half_way_through_a_mapping() {
+    let _deferred = use_backend("deferred-writes").unwrap();
+    let leaked = vmalloc(3 * PAGE_SIZE).unwrap();
+    let area = get_vm_area(4 * PAGE_SIZE, PAGE_SIZE).unwrap();
+    let mut mapped = 0;
+    apply_to_page_range(area, 4 * PAGE_SIZE, |entry| {
+        let frame = frame_alloc::alloc_frame().unwrap();
+        pgtable::write_entry(entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RW));
+        mapped += 1;
+        assert!(mapped < 3, "a deliberate failure in the middle of a walk (leaking {leaked})");
+        Ok::<(), Infallible>(())
+    })
+    .unwrap();
+}
+
+fn the_next_test_starts_clean() {
+    assert_eq!(backend_name(), "batched", "the default backend");
+    assert_eq!(task::current().lazy_state(), (0, 0, false, 0), "no section open, nothing pending or queued");
+    assert_eq!(vmalloc::area_count(), 0, "no area left behind");
+    // Freeing takes the tables away: it waits for no walk guard forever.
+    vfree(vmalloc(PAGE_SIZE).unwrap()).unwrap();
+}
+
+fn and_so_does_the_one_after() {
+    the_next_test_starts_clean();
+}
+
+#[unsafe(no_mangle)]
+fn kernel_main() -> ! {
+    run_tests(&[
+        &fails_half_way_through_a_mapping as &dyn Testable,
+        &the_next_test_starts_clean,
+        &and_so_does_the_one_after,
+    ])
+}
