@@ -8,7 +8,7 @@ use crate::dtb;
 use crate::mm::addr::{BLOCK_1G, PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::mm::kernel_map::{self, ImageLayout};
 use crate::mm::stack::KernelStack;
-use crate::mm::{debug_pagealloc, frame_alloc, heap, pgtable_check};
+use crate::mm::{debug_pagealloc, frame_alloc, heap, pgtable_check, vmalloc};
 use crate::{irq, percpu, smp};
 
 unsafe extern "Rust" {
@@ -77,6 +77,9 @@ extern "C" fn __kernel_init(dtb_pointer: u64, kernel_phys: u64, entry_el: u64) -
         panic!("cannot allocate the kernel heap: {e}");
     }
     pgtable_check::init();
+    if let Err(e) = vmalloc::init() {
+        panic!("cannot set up the vmalloc region: {e:?}");
+    }
     if debug_pagealloc::requested()
         && let Err(e) = debug_pagealloc::init()
     {

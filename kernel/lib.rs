@@ -19,6 +19,8 @@
 // and the enum that carry it are large on purpose.
 #![allow(clippy::result_large_err, clippy::large_enum_variant)]
 #![feature(custom_test_frameworks)]
+// Box::try_new: a node that cannot be allocated is an error, not a panic.
+#![feature(allocator_api)]
 #![test_runner(crate::testing::run_tests)]
 #![reexport_test_harness_main = "test_main"]
 

@@ -390,6 +390,16 @@ static MARK: Mutex<Option<(BarrierCounts, u64)>> = Mutex::new(None);
 static BYSTANDER: Mutex<Option<Bystander>> = Mutex::new(None);
 static PREEMPTED: Mutex<Option<Preempted>> = Mutex::new(None);
 
+/// The barrier counts and the switch count at one instant: with IRQs
+/// masked, so that no preemption falls between the two reads (a switch in
+/// between would count its `dsb ish` in one and not the other).
+fn barriers_and_switches() -> (BarrierCounts, u64) {
+    let daif = lazymmu::arch::cpu::irq_save();
+    let now = (barrier::counts(), sched::switch_count());
+    lazymmu::arch::cpu::irq_restore(daif);
+    now
+}
+
 fn preempted_in_a_section(backend: &str, yield_explicitly: bool) {
     let _b = use_backend(backend).unwrap();
     let scratch = Scratch::new(8);
@@ -406,7 +416,7 @@ fn preempted_in_a_section(backend: &str, yield_explicitly: bool) {
         }
         let state_before = lazy_state();
         let switches = sched::switch_count();
-        *MARK.lock() = Some((barrier::counts(), sched::switch_count()));
+        *MARK.lock() = Some(barriers_and_switches());
         if yield_explicitly {
             sched::yield_now();
         }
@@ -428,11 +438,12 @@ fn preempted_in_a_section(backend: &str, yield_explicitly: bool) {
             }
             sched::yield_now();
         };
+        let (barriers, switches) = barriers_and_switches();
         *BYSTANDER.lock() = Some(Bystander {
             active: is_lazy_mmu_mode_active(),
             state: lazy_state(),
-            dsb_ish_since: barrier::counts().dsb_ish - mark.0.dsb_ish,
-            switches_since: sched::switch_count() - mark.1,
+            dsb_ish_since: barriers.dsb_ish - mark.0.dsb_ish,
+            switches_since: switches - mark.1,
             sees: hw_translate(first, Access::Read),
         });
         BYSTANDER_RAN.store(true, SeqCst);

@@ -16,7 +16,6 @@
 //! `deferred-writes` that read would still see the old, invalid entry. It
 //! remembers the tables it linked instead.
 
-use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
@@ -128,8 +127,12 @@ fn chunks(start: VirtAddr, end: VirtAddr) -> impl Iterator<Item = (u64, u64)> {
 /// Walks the range without changing anything: fails if a block mapping is
 /// in the way, and counts the tables a creating walk will need.
 fn plan(root: PhysAddr, start: VirtAddr, end: VirtAddr, create: bool) -> Result<usize, MapError> {
-    // New tables, by (level of the table, first address it covers).
-    let mut new_tables = BTreeSet::new();
+    // New tables are counted once each: chunks come in address order, so
+    // the chunks under one new table come one after another, and the last
+    // one counted per level is enough to know (no allocation: a plan
+    // cannot run out of heap).
+    let mut new_tables = 0;
+    let mut last_new: [Option<u64>; 3] = [None; 3];
     for (at, _) in chunks(start, end) {
         let va = VirtAddr::new(at);
         let mut table = Some(root);
@@ -140,13 +143,16 @@ fn plan(root: PhysAddr, start: VirtAddr, end: VirtAddr, create: bool) -> Result<
                 Entry::Leaf { .. } => return Err(MapError::BlockInTheWay { va, level }),
                 Entry::Invalid if !create => break,
                 Entry::Invalid => {
-                    new_tables.insert((level.0 + 1, at & !(level.entry_size() - 1)));
+                    let base = at & !(level.entry_size() - 1);
+                    if last_new[level.0 as usize].replace(base) != Some(base) {
+                        new_tables += 1;
+                    }
                     None
                 }
             };
         }
     }
-    Ok(new_tables.len())
+    Ok(new_tables)
 }
 
 /// Links tables for `va` down to level 3, from `pool`, and returns the

@@ -1,25 +1,352 @@
-//! First-fit placement of address ranges, as the vmalloc area allocator
-//! does it, as a pure function (no kernel dependencies: the same file is
-//! property-tested on the host, tests/host/props, against a brute-force
-//! search).
+//! The vmalloc region's address ranges: which are free, found in O(log n),
+//! and which are taken, looked up in O(log n). Pure code with no kernel
+//! dependencies: the same file is property-tested on the host
+//! (tests/host/props) against a brute-force model.
+//!
+//! Both are treaps keyed by start address (a binary search tree that stays
+//! balanced with high probability: each node carries a pseudo-random
+//! priority, here a hash of its key). The free ranges' tree is *augmented*
+//! as Linux's `free_vmap_area_root` is: each node knows the largest range
+//! in its subtree, so the search for the lowest range that can hold a
+//! request skips every subtree too small for it.
+//!
+//! Nothing here allocates behind the caller's back: a node is made with
+//! [`Node::new`], which fails instead of panicking when the heap is out of
+//! memory, and the operations take the nodes they may need up front. So
+//! running out of heap is an error before anything changes, never a panic
+//! with a lock held.
 
-/// The lowest `align`-aligned start in [base, limit) where `span` bytes
-/// fit without touching any `busy` range (start, length), or None. `busy`
-/// must be sorted by start and non-overlapping.
-pub fn first_fit(
-    busy: impl IntoIterator<Item = (u64, u64)>,
-    span: u64,
-    align: u64,
-    base: u64,
-    limit: u64,
-) -> Option<u64> {
-    let mut candidate = base.checked_next_multiple_of(align)?;
-    for (start, len) in busy {
-        if start >= candidate && start - candidate >= span {
-            break;
-        }
-        candidate = candidate.max(start.checked_add(len)?).checked_next_multiple_of(align)?;
+use alloc::boxed::Box;
+
+/// The heap could not hold one more node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfHeap;
+
+type Link<V> = Option<Box<Node<V>>>;
+
+/// One entry of a [`Tree`]: a key (a start address) and its value.
+pub struct Node<V> {
+    key: u64,
+    value: V,
+    priority: u64,
+    /// The largest weight in this subtree (see [`Weight`]).
+    max: u64,
+    left: Link<V>,
+    right: Link<V>,
+}
+
+/// What the augmentation measures: a free range's length; 0 for values
+/// that need no search.
+pub trait Weight {
+    fn weight(&self) -> u64;
+}
+
+impl<V: Weight> Node<V> {
+    /// A node for `value` at `key`, or `OutOfHeap`.
+    pub fn new(key: u64, value: V) -> Result<Box<Node<V>>, OutOfHeap> {
+        let node = Node { key, value, priority: mix(key), max: 0, left: None, right: None };
+        Box::try_new(node).map_err(|_| OutOfHeap)
     }
-    let end = candidate.checked_add(span)?;
-    (end <= limit).then_some(candidate)
+
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
+    pub fn value(&self) -> &V {
+        &self.value
+    }
+
+    pub fn value_mut(&mut self) -> &mut V {
+        &mut self.value
+    }
+
+    /// Moves the node (not in a tree) to `key`.
+    pub fn rekey(&mut self, key: u64) {
+        self.key = key;
+        self.priority = mix(key);
+    }
+
+    fn fix(&mut self) {
+        let child = |l: &Link<V>| l.as_ref().map_or(0, |n| n.max);
+        self.max = self.value.weight().max(child(&self.left)).max(child(&self.right));
+    }
+}
+
+/// splitmix64: a priority that looks random but is a function of the key.
+fn mix(key: u64) -> u64 {
+    let mut z = key.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A treap keyed by `u64`, augmented with the largest [`Weight`] below
+/// each node.
+pub struct Tree<V> {
+    root: Link<V>,
+    len: usize,
+}
+
+impl<V: Weight> Default for Tree<V> {
+    fn default() -> Self {
+        Tree::new()
+    }
+}
+
+impl<V: Weight> Tree<V> {
+    pub const fn new() -> Tree<V> {
+        Tree { root: None, len: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Puts `node` in; its key must not be in the tree yet.
+    pub fn insert(&mut self, mut node: Box<Node<V>>) {
+        node.fix();
+        let (less, rest) = split(self.root.take(), node.key);
+        self.root = merge(merge(less, Some(node)), rest);
+        self.len += 1;
+    }
+
+    /// Takes the node at `key` out.
+    pub fn remove(&mut self, key: u64) -> Option<Box<Node<V>>> {
+        let (less, rest) = split(self.root.take(), key);
+        let (found, greater) = match key.checked_add(1) {
+            Some(next) => split(rest, next),
+            None => (rest, None),
+        };
+        self.root = merge(less, greater);
+        let mut found = found?;
+        self.len -= 1;
+        found.left = None;
+        found.right = None;
+        Some(found)
+    }
+
+    /// The value at `key`, to change: the change must leave its weight as
+    /// it was (the augmentation is not recomputed).
+    pub fn get_mut(&mut self, key: u64) -> Option<&mut V> {
+        let mut at = self.root.as_deref_mut();
+        while let Some(node) = at {
+            at = match key.cmp(&node.key) {
+                core::cmp::Ordering::Less => node.left.as_deref_mut(),
+                core::cmp::Ordering::Greater => node.right.as_deref_mut(),
+                core::cmp::Ordering::Equal => return Some(&mut node.value),
+            };
+        }
+        None
+    }
+
+    pub fn get(&self, key: u64) -> Option<&V> {
+        let mut at = self.root.as_deref();
+        while let Some(node) = at {
+            at = match key.cmp(&node.key) {
+                core::cmp::Ordering::Less => node.left.as_deref(),
+                core::cmp::Ordering::Greater => node.right.as_deref(),
+                core::cmp::Ordering::Equal => return Some(&node.value),
+            };
+        }
+        None
+    }
+
+    /// The entry with the greatest key at or below `key`.
+    pub fn at_or_below(&self, key: u64) -> Option<(u64, &V)> {
+        let mut at = self.root.as_deref();
+        let mut best = None;
+        while let Some(node) = at {
+            if node.key <= key {
+                best = Some((node.key, &node.value));
+                at = node.right.as_deref();
+            } else {
+                at = node.left.as_deref();
+            }
+        }
+        best
+    }
+
+    /// The entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> {
+        let mut stack: alloc::vec::Vec<&Node<V>> = alloc::vec::Vec::new();
+        let mut at = self.root.as_deref();
+        core::iter::from_fn(move || {
+            while let Some(node) = at {
+                stack.push(node);
+                at = node.left.as_deref();
+            }
+            let node = stack.pop()?;
+            at = node.right.as_deref();
+            Some((node.key, &node.value))
+        })
+    }
+}
+
+/// (keys below `key`, keys at or above it).
+fn split<V: Weight>(link: Link<V>, key: u64) -> (Link<V>, Link<V>) {
+    let Some(mut node) = link else { return (None, None) };
+    if node.key < key {
+        let (less, rest) = split(node.right.take(), key);
+        node.right = less;
+        node.fix();
+        (Some(node), rest)
+    } else {
+        let (less, rest) = split(node.left.take(), key);
+        node.left = rest;
+        node.fix();
+        (less, Some(node))
+    }
+}
+
+/// Joins two trees, every key of `a` below every key of `b`.
+fn merge<V: Weight>(a: Link<V>, b: Link<V>) -> Link<V> {
+    match (a, b) {
+        (None, b) => b,
+        (a, None) => a,
+        (Some(mut a), Some(mut b)) => {
+            if a.priority >= b.priority {
+                a.right = merge(a.right.take(), Some(b));
+                a.fix();
+                Some(a)
+            } else {
+                b.left = merge(Some(a), b.left.take());
+                b.fix();
+                Some(b)
+            }
+        }
+    }
+}
+
+/// A free range of `len` bytes (it starts at its node's key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Free {
+    pub len: u64,
+}
+
+/// The free ranges of an address space, merged where they touch.
+pub struct FreeRanges {
+    tree: Tree<Free>,
+}
+
+/// The search looks for long enough ranges.
+impl Weight for Free {
+    fn weight(&self) -> u64 {
+        self.len
+    }
+}
+
+impl FreeRanges {
+    /// Nothing free.
+    pub const fn new() -> FreeRanges {
+        FreeRanges { tree: Tree::new() }
+    }
+
+    /// How many separate free ranges there are.
+    pub fn ranges(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// The free ranges, (start, end), in address order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.tree.iter().map(|(start, f)| (start, start + f.len))
+    }
+
+    /// The lowest start, aligned to `align` and inside [lo, hi), of a free
+    /// range that holds `span` bytes from there, searching only ranges of
+    /// at least `span + align - granule` bytes: as Linux's
+    /// `find_vmap_lowest_match`, a range found that way always fits, which
+    /// keeps the search O(log n); a smaller range that happens to be
+    /// aligned is passed over. `align` is a power of two, at least `granule`.
+    pub fn find(&self, span: u64, align: u64, granule: u64, lo: u64, hi: u64) -> Option<u64> {
+        let need = span.checked_add(align - granule)?;
+        search(self.tree.root.as_deref(), need, span, align, lo, hi)
+    }
+
+    /// Marks [start, end) free, merging with free neighbours. `spare` is
+    /// the node it may need (taken up front so that giving an address
+    /// range back cannot fail); it is dropped if the range merged.
+    pub fn give_back(&mut self, start: u64, end: u64, mut spare: Box<Node<Free>>) {
+        let (mut start, mut end) = (start, end);
+        if let Some((s, f)) = self.tree.at_or_below(start).map(|(s, f)| (s, *f))
+            && s + f.len == start
+        {
+            self.tree.remove(s);
+            start = s;
+        }
+        if let Some(next) = self.tree.get(end).copied() {
+            self.tree.remove(end);
+            end += next.len;
+        }
+        spare.rekey(start);
+        spare.value = Free { len: end - start };
+        self.tree.insert(spare);
+    }
+
+    /// Marks [start, start + span) taken; it must lie inside one free
+    /// range. `spare` is the node a split in the middle needs; the node
+    /// left over (`spare`, or the range's own if nothing is left before
+    /// `start`) comes back, for the caller to drop or keep.
+    pub fn take(&mut self, start: u64, span: u64, spare: Box<Node<Free>>) -> Option<Box<Node<Free>>> {
+        let end = start + span;
+        let (s, len) = self.tree.at_or_below(start).map(|(s, f)| (s, f.len)).expect("inside a free range");
+        let range_end = s + len;
+        debug_assert!(end <= range_end, "inside a free range");
+        let mut node = self.tree.remove(s).expect("just found");
+        // The node for what is left after the range: the spare if the
+        // range's own node keeps what is left before it.
+        let (for_tail, left_over) = if s < start {
+            node.value = Free { len: start - s };
+            self.tree.insert(node);
+            (spare, None)
+        } else {
+            (node, Some(spare))
+        };
+        if end < range_end {
+            let mut tail = for_tail;
+            tail.rekey(end);
+            tail.value = Free { len: range_end - end };
+            self.tree.insert(tail);
+            left_over
+        } else {
+            Some(for_tail)
+        }
+    }
+}
+
+impl Default for FreeRanges {
+    fn default() -> Self {
+        FreeRanges::new()
+    }
+}
+
+/// The lowest aligned start in a range of at least `need` bytes (weights
+/// are lengths) below `node`; see [`FreeRanges::find`].
+fn search(node: Option<&Node<Free>>, need: u64, span: u64, align: u64, lo: u64, hi: u64) -> Option<u64> {
+    let node = node?;
+    if node.max < need || node.key >= hi {
+        // Too small everywhere below, or (this node and) its right subtree
+        // start at or above `hi`: only the left subtree could still help.
+        if node.max < need {
+            return None;
+        }
+        return search(node.left.as_deref(), need, span, align, lo, hi);
+    }
+    let (start, end) = (node.key, node.key + node.value.len);
+    // Ranges in the left subtree end before this one starts.
+    if start > lo
+        && let Some(found) = search(node.left.as_deref(), need, span, align, lo, hi)
+    {
+        return Some(found);
+    }
+    if node.value.len >= need {
+        let at = start.max(lo).checked_next_multiple_of(align)?;
+        if at.checked_add(span).is_some_and(|e| e <= end.min(hi)) {
+            return Some(at);
+        }
+    }
+    search(node.right.as_deref(), need, span, align, lo, hi)
 }

@@ -180,7 +180,8 @@ pub fn table_entry(table: PhysAddr, level: Level, va: VirtAddr) -> EntryRef {
 /// `count` zeroed page-table pages for a change to link later, or, if
 /// frames run out, none at all.
 pub fn alloc_tables(count: usize) -> Result<Vec<PhysAddr>, MapError> {
-    let mut tables = Vec::with_capacity(count);
+    let mut tables = Vec::new();
+    tables.try_reserve_exact(count).map_err(|_| MapError::OutOfMemory)?;
     for _ in 0..count {
         match alloc_table() {
             Ok(pa) => tables.push(pa),

@@ -17,15 +17,16 @@
 //! Every operation either does all it says or returns an error and leaves
 //! the frame count, the area list and the tables as they were.
 
-use alloc::collections::BTreeMap;
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use super::apply::{ApplyError, apply_to_page_range};
+use super::area_alloc::{Free, FreeRanges, Node, OutOfHeap, Tree, Weight};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{VMALLOC_END, VMALLOC_START};
 use super::pgtable::{self, EntryRef, LeafSizes, MapError};
-use super::{area_alloc, frame_alloc, lazy_mmu, pgtable_check, phys_to_virt};
+use super::{frame_alloc, lazy_mmu, pgtable_check, phys_to_virt};
 use crate::sync::IrqSpinLock;
 
 /// Unmapped bytes after every area.
@@ -87,15 +88,45 @@ enum Kind {
     Range,
 }
 
-#[derive(Debug)]
 struct Area {
     /// Mapped bytes (the guard page follows).
     size: u64,
     kind: Kind,
+    /// The node its address range takes when it goes back to the free
+    /// ranges, taken when it was reserved: giving back cannot fail.
+    spare: Option<Box<Node<Free>>>,
 }
 
-/// Live areas by start address.
-static AREAS: IrqSpinLock<BTreeMap<u64, Area>> = IrqSpinLock::new(BTreeMap::new());
+/// Taken areas need no search.
+impl Weight for Area {
+    fn weight(&self) -> u64 {
+        0
+    }
+}
+
+/// The region's address ranges: the free ones (searched in O(log n) for a
+/// range that fits, as Linux's augmented `free_vmap_area_root`) and the
+/// taken ones, by start address. Every node either needs is allocated
+/// before the lock is taken, and fallibly: running out of heap is
+/// `OutOfMemory` with nothing changed.
+struct Areas {
+    free: FreeRanges,
+    taken: Tree<Area>,
+}
+
+static AREAS: IrqSpinLock<Areas> = IrqSpinLock::new(Areas { free: FreeRanges::new(), taken: Tree::new() });
+
+/// Makes the whole region free, once, at boot (once the heap exists).
+pub fn init() -> Result<(), VmallocError> {
+    let region = node(Free { len: 0 })?;
+    AREAS.lock().free.give_back(VMALLOC_START.as_u64(), VMALLOC_END.as_u64(), region);
+    Ok(())
+}
+
+/// A node, or `OutOfMemory` when the heap is full.
+fn node<V: Weight>(value: V) -> Result<Box<Node<V>>, VmallocError> {
+    Node::new(0, value).map_err(|OutOfHeap| VmallocError::OutOfMemory)
+}
 
 /// A live area: where it starts and how many bytes it maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,45 +138,53 @@ pub struct AreaInfo {
 /// The area holding `addr` (its guard page excluded), if any.
 pub fn find_area(addr: VirtAddr) -> Option<AreaInfo> {
     let areas = AREAS.lock();
-    let (&start, area) = areas.range(..=addr.as_u64()).next_back()?;
+    let (start, area) = areas.taken.at_or_below(addr.as_u64())?;
     (addr.as_u64() - start < area.size).then(|| AreaInfo { start: VirtAddr::new(start), size: area.size })
 }
 
 /// How many areas are live.
 pub fn area_count() -> usize {
-    AREAS.lock().len()
+    AREAS.lock().taken.len()
 }
 
 /// The live areas, in address order.
 pub fn areas() -> Vec<AreaInfo> {
-    AREAS.lock().iter().map(|(&start, area)| AreaInfo { start: VirtAddr::new(start), size: area.size }).collect()
+    AREAS.lock().taken.iter().map(|(start, area)| AreaInfo { start: VirtAddr::new(start), size: area.size }).collect()
 }
 
-/// Reserves `size` bytes (page multiple) of the region, aligned to `align`,
-/// followed by a guard page. First fit.
-fn reserve(size: u64, align: u64) -> Result<VirtAddr, VmallocError> {
+/// Reserves `size` bytes (page multiple) in [lo, hi), aligned to `align`,
+/// followed by a guard page: the lowest range that fits (see
+/// `FreeRanges::find`).
+fn reserve(size: u64, align: u64, lo: VirtAddr, hi: VirtAddr) -> Result<VirtAddr, VmallocError> {
     let span = size.checked_add(GUARD_SIZE).ok_or(VmallocError::NoVirtualSpace)?;
+    let (split, give_back) = (node(Free { len: 0 })?, node(Free { len: 0 })?);
+    let mut record = node(Area { size, kind: Kind::Reserved, spare: Some(give_back) })?;
     let mut areas = AREAS.lock();
-    let busy = areas.iter().map(|(&start, area)| (start, area.size + GUARD_SIZE));
-    let candidate = area_alloc::first_fit(busy, span, align, VMALLOC_START.as_u64(), VMALLOC_END.as_u64())
-        .ok_or(VmallocError::NoVirtualSpace)?;
-    areas.insert(candidate, Area { size, kind: Kind::Reserved });
-    Ok(VirtAddr::new(candidate))
+    let start =
+        areas.free.find(span, align, PAGE_SIZE, lo.as_u64(), hi.as_u64()).ok_or(VmallocError::NoVirtualSpace)?;
+    let _left_over = areas.free.take(start, span, split);
+    record.rekey(start);
+    areas.taken.insert(record);
+    Ok(VirtAddr::new(start))
 }
 
 fn unreserve(start: VirtAddr) {
-    AREAS.lock().remove(&start.as_u64());
+    let mut areas = AREAS.lock();
+    let mut record = areas.taken.remove(start.as_u64()).expect("a reserved area");
+    let spare = record.value_mut().spare.take().expect("every area has its spare node");
+    let end = start.as_u64() + record.value().size + GUARD_SIZE;
+    areas.free.give_back(start.as_u64(), end, spare);
 }
 
 fn set_kind(start: VirtAddr, kind: Kind) {
-    AREAS.lock().get_mut(&start.as_u64()).expect("reserved").kind = kind;
+    AREAS.lock().taken.get_mut(start.as_u64()).expect("reserved").kind = kind;
 }
 
 /// Takes the live area starting at `start` if `matches(kind)`; it stays
 /// listed as Reserved while it is torn down.
 fn take_area(start: VirtAddr, matches: impl Fn(&Kind) -> bool) -> Result<(u64, Kind), VmallocError> {
     let mut areas = AREAS.lock();
-    match areas.get_mut(&start.as_u64()) {
+    match areas.taken.get_mut(start.as_u64()) {
         Some(area) if matches(&area.kind) => Ok((area.size, core::mem::replace(&mut area.kind, Kind::Reserved))),
         _ => Err(VmallocError::NotAnArea(start)),
     }
@@ -164,7 +203,7 @@ fn page_size(size: u64) -> Result<u64, VmallocError> {
 /// example with `vmap_range` or `apply_to_page_range`, and unmaps it before
 /// [`free_vm_area`].
 pub fn get_vm_area(size: u64, align: u64) -> Result<VirtAddr, VmallocError> {
-    let va = reserve(page_size(size)?, check_align(align)?)?;
+    let va = reserve(page_size(size)?, check_align(align)?, VMALLOC_START, VMALLOC_END)?;
     set_kind(va, Kind::AddressSpace);
     Ok(va)
 }
@@ -190,20 +229,39 @@ pub fn vmalloc(size: u64) -> Result<VirtAddr, VmallocError> {
 
 /// [`vmalloc`], with the area's start aligned to `align`.
 pub fn vmalloc_aligned(size: u64, align: u64) -> Result<VirtAddr, VmallocError> {
-    alloc_and_map(size, check_align(align)?, false)
+    alloc_and_map(size, check_align(align)?, (VMALLOC_START, VMALLOC_END), false)
 }
 
 /// [`vmalloc`], zeroed.
 pub fn vzalloc(size: u64) -> Result<VirtAddr, VmallocError> {
-    alloc_and_map(size, PAGE_SIZE, true)
+    alloc_and_map(size, PAGE_SIZE, (VMALLOC_START, VMALLOC_END), true)
 }
 
-fn alloc_and_map(size: u64, align: u64, zero: bool) -> Result<VirtAddr, VmallocError> {
+/// [`vmalloc_aligned`] in [start, end) only, a part of the vmalloc region
+/// (Linux's `__vmalloc_node_range`).
+pub fn vmalloc_range(size: u64, align: u64, start: VirtAddr, end: VirtAddr) -> Result<VirtAddr, VmallocError> {
+    if start < VMALLOC_START || end > VMALLOC_END || start >= end {
+        return Err(VmallocError::Map(MapError::BadRange { start, size: end.as_u64().wrapping_sub(start.as_u64()) }));
+    }
+    alloc_and_map(size, check_align(align)?, (start, end), false)
+}
+
+fn alloc_and_map(size: u64, align: u64, (lo, hi): (VirtAddr, VirtAddr), zero: bool) -> Result<VirtAddr, VmallocError> {
     let _op = pgtable_check::operation();
     let size = page_size(size)?;
     let pages = size / PAGE_SIZE;
-    let va = reserve(size, align)?;
-    let mut frames = Vec::with_capacity(pages as usize);
+    // More than the range can hold, or than the machine has, is refused
+    // before anything is taken; the page list is the only other allocation
+    // the size decides, and it is made (fallibly) before the area is.
+    if size >= hi.offset_from(lo) {
+        return Err(VmallocError::NoVirtualSpace);
+    }
+    if pages > frame_alloc::stats().total as u64 {
+        return Err(VmallocError::OutOfMemory);
+    }
+    let mut frames = Vec::new();
+    frames.try_reserve_exact(pages as usize).map_err(|_| VmallocError::OutOfMemory)?;
+    let va = reserve(size, align, lo, hi)?;
     for _ in 0..pages {
         match frame_alloc::alloc_frame() {
             Ok(pa) => frames.push(pa),
@@ -249,7 +307,7 @@ pub fn vmap_pages(pages: &[PhysAddr], attrs: Attributes) -> Result<VirtAddr, Vma
     if let Some(&pa) = pages.iter().find(|pa| !pa.is_aligned(PAGE_SIZE)) {
         return Err(VmallocError::Misaligned { what: "page", value: pa.as_u64() });
     }
-    let va = reserve(pages.len() as u64 * PAGE_SIZE, PAGE_SIZE)?;
+    let va = reserve(pages.len() as u64 * PAGE_SIZE, PAGE_SIZE, VMALLOC_START, VMALLOC_END)?;
     if let Err(e) = vmap_pages_range(va, pages, attrs) {
         unreserve(va);
         return Err(e);
@@ -348,7 +406,7 @@ pub fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<Vir
     let _op = pgtable_check::operation();
     let size = page_size(size)?;
     let align = [BLOCK_1G, BLOCK_2M].into_iter().find(|&b| size >= b && pa.is_aligned(b)).unwrap_or(PAGE_SIZE);
-    let va = reserve(size, align)?;
+    let va = reserve(size, align, VMALLOC_START, VMALLOC_END)?;
     if let Err(e) = vmap_range(va, pa, size, attrs) {
         unreserve(va);
         return Err(e);

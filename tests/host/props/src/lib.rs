@@ -1,5 +1,9 @@
 //! The kernel's pure modules, compiled for the host unchanged.
 
+#![feature(allocator_api)]
+
+extern crate alloc;
+
 #[path = "../../../../kernel/mm/lazy_mmu/state.rs"]
 pub mod state;
 

@@ -1,50 +1,132 @@
-//! First fit against a brute-force search over a small address space.
+//! The vmalloc region's free ranges against a brute-force model: a small
+//! address space kept as one bit per unit. Random reservations (with
+//! alignments and [lo, hi) windows) and releases keep the two in step: the
+//! tree finds what the model finds, and holds exactly the model's free runs.
 
-use lazymmu_props::area_alloc::first_fit;
+use lazymmu_props::area_alloc::{Free, FreeRanges, Node, Tree, Weight};
 use proptest::prelude::*;
 
-/// Sorted, non-overlapping busy ranges (start, length) below 160.
-fn busy() -> impl Strategy<Value = Vec<(u64, u64)>> {
-    prop::collection::vec((0u64..8, 1u64..12), 0..10).prop_map(|gaps_and_lengths| {
-        let mut at = 0;
-        gaps_and_lengths
-            .into_iter()
-            .map(|(gap, len)| {
-                let start = at + gap;
-                at = start + len;
-                (start, len)
-            })
-            .collect()
-    })
+const UNITS: u64 = 256;
+
+/// The model's answer: the lowest start among free runs of at least
+/// `span + align - 1` units (the tree's rule, as Linux's), aligned up
+/// inside [lo, hi).
+fn model_find(free: &[bool], span: u64, align: u64, lo: u64, hi: u64) -> Option<u64> {
+    let need = span + align - 1;
+    let mut at = 0;
+    while at < UNITS {
+        if !free[at as usize] {
+            at += 1;
+            continue;
+        }
+        let start = at;
+        while at < UNITS && free[at as usize] {
+            at += 1;
+        }
+        let end = at;
+        if end - start >= need {
+            let candidate = start.max(lo).next_multiple_of(align);
+            if candidate + span <= end.min(hi) {
+                return Some(candidate);
+            }
+        }
+    }
+    None
 }
 
-fn brute_force(busy: &[(u64, u64)], span: u64, align: u64, base: u64, limit: u64) -> Option<u64> {
-    (base..limit)
-        .find(|&a| a % align == 0 && a + span <= limit && busy.iter().all(|&(s, len)| a + span <= s || a >= s + len))
+fn runs(free: &[bool]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < UNITS {
+        if free[at as usize] {
+            let start = at;
+            while at < UNITS && free[at as usize] {
+                at += 1;
+            }
+            out.push((start, at));
+        } else {
+            at += 1;
+        }
+    }
+    out
+}
+
+fn spare() -> Box<Node<Free>> {
+    Node::new(0, Free { len: 0 }).unwrap()
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Reserve { span: u64, align_shift: u32, lo: u64, hi: u64 },
+    Release(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (1u64..24, 0u32..4, 0u64..64, 128u64..=UNITS)
+            .prop_map(|(span, align_shift, lo, hi)| Op::Reserve { span, align_shift, lo, hi }),
+        2 => (0usize..64).prop_map(Op::Release),
+    ]
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(5000))]
+    #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
-    fn first_fit_is_the_lowest_aligned_free_range(
-        busy in busy(),
-        span in 1u64..24,
-        align_shift in 0u32..5,
-        base in 0u64..16,
-        limit in 0u64..200,
-    ) {
-        let align = 1 << align_shift;
-        let got = first_fit(busy.iter().copied(), span, align, base, limit);
-        prop_assert_eq!(got, brute_force(&busy, span, align, base, limit), "busy {:?}", busy);
+    fn free_ranges_find_what_the_model_finds_and_stay_merged(ops in prop::collection::vec(op(), 1..60)) {
+        let mut tree = FreeRanges::new();
+        tree.give_back(0, UNITS, spare());
+        let mut free = vec![true; UNITS as usize];
+        let mut taken: Vec<(u64, u64, Box<Node<Free>>)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Reserve { span, align_shift, lo, hi } => {
+                    let align = 1 << align_shift;
+                    let got = tree.find(span, align, 1, lo, hi);
+                    prop_assert_eq!(got, model_find(&free, span, align, lo, hi), "find({}, {}, [{}, {}))", span, align, lo, hi);
+                    if let Some(start) = got {
+                        drop(tree.take(start, span, spare()));
+                        for u in start..start + span {
+                            prop_assert!(free[u as usize]);
+                            free[u as usize] = false;
+                        }
+                        taken.push((start, span, spare()));
+                    }
+                }
+                Op::Release(i) if !taken.is_empty() => {
+                    let (start, span, node) = taken.remove(i % taken.len());
+                    tree.give_back(start, start + span, node);
+                    for u in start..start + span {
+                        free[u as usize] = true;
+                    }
+                }
+                Op::Release(_) => {}
+            }
+            prop_assert_eq!(tree.iter().collect::<Vec<_>>(), runs(&free));
+            prop_assert_eq!(tree.ranges(), runs(&free).len());
+        }
     }
 
     #[test]
-    fn first_fit_never_overflows(start in any::<u64>(), len in any::<u64>(), span in any::<u64>(), align_shift in 0u32..63) {
-        // Huge inputs give None, never a wrapped-around answer.
-        if let Some(a) = first_fit([(start, len)], span, 1 << align_shift, 0, u64::MAX) {
-            prop_assert!(a.checked_add(span).is_some());
-            prop_assert!(a + span <= start || start.checked_add(len).is_some_and(|end| a >= end));
+    fn a_tree_looks_up_what_was_put_in(keys in prop::collection::btree_set(0u64..10_000, 0..200), probe in 0u64..10_100) {
+        struct Unit;
+        impl Weight for Unit {
+            fn weight(&self) -> u64 {
+                0
+            }
         }
+        let mut tree = Tree::new();
+        for &k in &keys {
+            tree.insert(Node::new(k, Unit).unwrap());
+        }
+        prop_assert_eq!(tree.len(), keys.len());
+        prop_assert_eq!(tree.iter().map(|(k, _)| k).collect::<Vec<_>>(), keys.iter().copied().collect::<Vec<_>>());
+        prop_assert_eq!(tree.at_or_below(probe).map(|(k, _)| k), keys.range(..=probe).next_back().copied());
+        let removed = keys.iter().step_by(3).copied().collect::<Vec<_>>();
+        for &k in &removed {
+            prop_assert!(tree.remove(k).is_some());
+        }
+        prop_assert_eq!(tree.len(), keys.len() - removed.len());
+        prop_assert!(removed.iter().all(|&k| tree.get(k).is_none()));
     }
 }
