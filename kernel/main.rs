@@ -190,6 +190,7 @@ fn bench(quick: bool, tlb_only: bool) {
     };
     println!("pgtable_check: {} while measuring", if checked { "on (the figures include its cost)" } else { "off" });
     lazymmu::bench::print_table(&results);
+    lazymmu::bench::print_reserve(&results);
     if !tlb_only {
         lazymmu::bench::print_headline(&results);
     }

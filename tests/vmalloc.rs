@@ -681,3 +681,127 @@ fn vmap_range_takes_away_an_empty_table_where_a_block_goes() {
     free_vm_area(va).unwrap();
     frame_alloc::free_frames(run, 512).unwrap();
 }
+
+// ---- vmalloc at scale ---------------------------------------------------------
+
+#[test_case]
+fn requests_bigger_than_the_machine_or_the_region_are_refused_before_anything_is_taken() {
+    let before = lazymmu::mm::audit::state();
+    let ram = frame_alloc::stats().total as u64 * PAGE_SIZE;
+    for (size, want) in [
+        (64 << 30, VmallocError::OutOfMemory),
+        (ram + PAGE_SIZE, VmallocError::OutOfMemory),
+        (1 << 40, VmallocError::NoVirtualSpace),
+        (u64::MAX, VmallocError::NoVirtualSpace),
+    ] {
+        assert_eq!(vmalloc(size), Err(want), "vmalloc({size:#x})");
+        assert_eq!(vzalloc(size), Err(want), "vzalloc({size:#x})");
+        assert_eq!(vmalloc_aligned(size, BLOCK_2M), Err(want), "vmalloc_aligned({size:#x})");
+        assert_eq!(lazymmu::mm::audit::state(), before, "{size:#x}: nothing changed");
+    }
+    // Address space alone is not memory: 64 GiB of it is there to take.
+    let big = get_vm_area(64 << 30, PAGE_SIZE).unwrap();
+    free_vm_area(big).unwrap();
+    assert_eq!(get_vm_area(1 << 40, PAGE_SIZE), Err(VmallocError::NoVirtualSpace));
+    assert_eq!(lazymmu::mm::audit::state(), before);
+}
+
+#[test_case]
+fn with_the_heap_exhausted_every_mapper_is_out_of_memory_and_nothing_changes() {
+    use alloc::boxed::Box;
+    let before = lazymmu::mm::audit::state();
+    let frame = frame_alloc::alloc_frame().unwrap();
+    // Take every byte of heap the allocator will give, largest pieces first.
+    let mut hoard: Vec<Box<[u8]>> = Vec::with_capacity(8192);
+    let mut piece = 1 << 20;
+    while piece >= 8 && hoard.len() < hoard.capacity() {
+        let mut chunk = Vec::new();
+        if chunk.try_reserve_exact(piece).is_ok() {
+            chunk.resize(piece, 0u8);
+            hoard.push(chunk.into_boxed_slice());
+        } else {
+            piece /= 2;
+        }
+    }
+    let results = [
+        vmalloc(PAGE_SIZE).err(),
+        vzalloc(PAGE_SIZE).err(),
+        get_vm_area(PAGE_SIZE, PAGE_SIZE).err(),
+        vmap_pages(&[frame], Attributes::KERNEL_RW).err(),
+        vmap_contiguous(frame, PAGE_SIZE, Attributes::KERNEL_RW).err(),
+    ];
+    drop(hoard);
+    assert_eq!(results, [Some(VmallocError::OutOfMemory); 5], "a typed error each, no panic, no lock left held");
+    frame_alloc::free_frame(frame).unwrap();
+    assert_eq!(lazymmu::mm::audit::state(), before, "nothing changed");
+    vfree(vmalloc(PAGE_SIZE).unwrap()).unwrap();
+}
+
+#[test_case]
+fn thirty_two_thousand_live_areas_are_placed_found_and_given_back() {
+    let before = lazymmu::mm::audit::state();
+    const N: usize = 32 * 1024;
+    let mut live = Vec::with_capacity(N);
+    for _ in 0..N {
+        live.push(get_vm_area(PAGE_SIZE, PAGE_SIZE).unwrap());
+    }
+    assert_eq!(vmalloc::area_count(), N);
+    // First fit packs them: each area and its guard page, back to back.
+    for pair in live.windows(2) {
+        assert_eq!(pair[1].offset_from(pair[0]), PAGE_SIZE + GUARD_SIZE);
+    }
+    let last = live[N - 1];
+    assert_eq!(find_area(last), Some(AreaInfo { start: last, size: PAGE_SIZE }));
+    assert_eq!(find_area(last.add(PAGE_SIZE)), None, "a guard page belongs to no area");
+    // A buffer among them works; freeing every other area leaves holes
+    // the next small request fills, lowest first.
+    let va = vmalloc(3 * PAGE_SIZE).unwrap();
+    check_mapped(va, 3);
+    vfree(va).unwrap();
+    for &area in live.iter().step_by(2) {
+        free_vm_area(area).unwrap();
+    }
+    assert_eq!(get_vm_area(PAGE_SIZE, PAGE_SIZE), Ok(live[0]), "the lowest hole");
+    free_vm_area(live[0]).unwrap();
+    for &area in live.iter().skip(1).step_by(2) {
+        free_vm_area(area).unwrap();
+    }
+    assert_eq!(lazymmu::mm::audit::state(), before, "every area given back, the region free again");
+}
+
+#[test_case]
+fn vmalloc_range_places_an_area_inside_its_window_only() {
+    let lo = VMALLOC_START.add(BLOCK_1G);
+    let hi = lo.add(BLOCK_2M);
+    let va = vmalloc_range(4 * PAGE_SIZE, PAGE_SIZE, lo, hi).unwrap();
+    assert_eq!(va, lo, "the lowest fit in the window");
+    check_mapped(va, 4);
+    assert_eq!(vmalloc_range(BLOCK_2M, PAGE_SIZE, lo, hi), Err(VmallocError::NoVirtualSpace), "no room left in it");
+    let outside = VirtAddr::new(0xffff_0000_0000_0000);
+    assert!(
+        matches!(vmalloc_range(PAGE_SIZE, PAGE_SIZE, outside, hi), Err(VmallocError::Map(_))),
+        "not the vmalloc region"
+    );
+    vfree(va).unwrap();
+}
+
+#[test_case]
+fn vfree_next_to_a_live_neighbour_unmaps_its_range_with_one_flush() {
+    // Two buffers in one level-3 table: freeing one keeps the table (the
+    // neighbour lives in it) and still unmaps every page of the freed one.
+    let a = vmalloc(2 * PAGE_SIZE).unwrap();
+    let b = vmalloc(2 * PAGE_SIZE).unwrap();
+    assert_eq!(a.align_down(BLOCK_2M), b.align_down(BLOCK_2M), "one level-3 table holds both");
+    check_mapped(a, 2);
+    check_mapped(b, 2);
+    let c = cost(|| vfree(a).unwrap());
+    assert_eq!((c.dsb_ish, c.tlbi_walks, c.tlbi_all), (1, 0, 0), "one flush, of the leaves only: {c:?}");
+    assert_eq!(c.tlbi(), if cpu_has_range_tlbi() { 1 } else { 2 }, "{c:?}");
+    check_unmapped(a, 2);
+    check_mapped(b, 2);
+    vfree(b).unwrap();
+}
+
+fn cpu_has_range_tlbi() -> bool {
+    lazymmu::cpu::features().tlbi_range
+}

@@ -158,6 +158,9 @@ pub struct Results {
     pub rows: Vec<Row>,
     /// Count checks that failed (only `--quick` checks).
     pub failures: Vec<String>,
+    /// Reserving address space with N areas live: (N, counter ticks per
+    /// get_vm_area + free_vm_area: median, min, max).
+    pub reserve: Vec<(usize, [u64; 3])>,
 }
 
 impl Results {
@@ -183,7 +186,7 @@ pub fn run_tlb_only(quick: bool) -> Result<Results, WorkloadError> {
     // under QEMU, and the per-page strategy issues one per page.
     let plan = if quick { Plan::new(true) } else { Plan { sizes: (0..=12).map(|k| 1u64 << k).collect(), repeats: 3 } };
     let preemption = sched::set_preemption(false);
-    let mut results = Results { rows: Vec::new(), failures: Vec::new() };
+    let mut results = Results { rows: Vec::new(), failures: Vec::new(), reserve: Vec::new() };
     let workload = match crate::smp::online_cpus() {
         1 => "tlb_flush_1cpu",
         2 => "tlb_flush_2cpu",
@@ -213,8 +216,8 @@ pub fn run(quick: bool) -> Result<Results, WorkloadError> {
     let plan = Plan::new(quick);
     let preemption = sched::set_preemption(false);
     let mode = apply_mode();
-    let mut results = Results { rows: Vec::new(), failures: Vec::new() };
-    let outcome = run_all(&plan, &mut results);
+    let mut results = Results { rows: Vec::new(), failures: Vec::new(), reserve: Vec::new() };
+    let outcome = run_all(&plan, &mut results).and_then(|()| reserve_costs(quick, plan.repeats, &mut results));
     set_apply_mode(mode);
     sched::set_preemption(preemption);
     outcome?;
@@ -222,6 +225,27 @@ pub fn run(quick: bool) -> Result<Results, WorkloadError> {
         check(&mut results);
     }
     Ok(results)
+}
+
+/// Live areas the reservation cost is measured with.
+fn live_area_counts(quick: bool) -> &'static [usize] {
+    if quick { &[100, 1000] } else { &[100, 10_000, 100_000] }
+}
+
+/// How reserving address space scales with the areas live: it must stay
+/// within a small factor from 100 to 100k (the free ranges are searched in
+/// O(log n)).
+fn reserve_costs(quick: bool, repeats: usize, results: &mut Results) -> Result<(), WorkloadError> {
+    for &live in live_area_counts(quick) {
+        println!("bench: address-space reservation with {live} live areas");
+        let mut ticks = Vec::with_capacity(repeats);
+        for _ in 0..repeats {
+            ticks.push(workloads::reserve_with_live_areas(live, 256)?);
+        }
+        ticks.sort_unstable();
+        results.reserve.push((live, [ticks[ticks.len() / 2], ticks[0], ticks[ticks.len() - 1]]));
+    }
+    Ok(())
 }
 
 fn progress(step: usize, steps: usize, what: &str) {
@@ -385,6 +409,23 @@ pub fn csv(results: &Results) -> String {
 
 /// The readable table: per workload and backend, barriers per page and
 /// time per page at a few sizes.
+/// Reservation cost by live areas, and its growth from the fewest.
+pub fn print_reserve(results: &Results) {
+    let ns = |ticks: u64| ticks as f64 * 1e9 / cpu::counter_frequency() as f64;
+    let Some(&(_, first)) = results.reserve.first() else { return };
+    println!("\naddress-space reservation (get_vm_area + free_vm_area of one page), by live areas:");
+    println!("{:>12} {:>12} {:>12} {:>12} {:>10}", "live areas", "median ns", "min ns", "max ns", "x fewest");
+    for &(live, [median, min, max]) in &results.reserve {
+        println!(
+            "{live:>12} {:>12.0} {:>12.0} {:>12.0} {:>10.2}",
+            ns(median),
+            ns(min),
+            ns(max),
+            median as f64 / first[0].max(1) as f64
+        );
+    }
+}
+
 pub fn print_table(results: &Results) {
     // The sizes of the first series (every series but the 1 GiB block has them all).
     let sizes: Vec<u64> = match results.rows.first() {

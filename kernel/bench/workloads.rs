@@ -140,6 +140,30 @@ pub fn floor(pages: u64) -> Result<Sample, WorkloadError> {
     Ok(sample)
 }
 
+/// What one reservation of address space costs (`get_vm_area` of a page,
+/// then `free_vm_area`) with `live` areas already live: counter ticks per
+/// pair, over `pairs` pairs. The live areas are taken first and given
+/// back after, and are not timed.
+pub fn reserve_with_live_areas(live: usize, pairs: usize) -> Result<u64, WorkloadError> {
+    let mut areas = alloc::vec::Vec::new();
+    areas.try_reserve_exact(live).map_err(|_| VmallocError::OutOfMemory)?;
+    let filled = (0..live).try_for_each(|_| {
+        areas.push(vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE)?);
+        Ok::<(), VmallocError>(())
+    });
+    let timed = filled.and_then(|()| {
+        let start = crate::arch::cpu::counter();
+        for _ in 0..pairs {
+            vmalloc::free_vm_area(vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE)?)?;
+        }
+        Ok((crate::arch::cpu::counter() - start) / pairs as u64)
+    });
+    for va in areas {
+        vmalloc::free_vm_area(va).expect("taken above");
+    }
+    Ok(timed?)
+}
+
 /// One flush of `pages` live, touched pages with the strategy given.
 pub fn tlb_unmap(pages: u64, how: FlushStrategy) -> Result<Sample, WorkloadError> {
     let va = vmalloc(pages * PAGE_SIZE)?;

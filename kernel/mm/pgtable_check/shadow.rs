@@ -804,7 +804,11 @@ impl Checker {
     /// A checkpoint between operations, at a task's or a handler's end.
     pub(super) fn quiescent(&mut self, queued: usize, ends: bool) {
         let ctx = self.here.ctx;
-        self.ctx(ctx).ops = 0;
+        // (No entry is made for a context the checker has not met: an
+        // interrupt handler may end while the heap is full.)
+        if let Some(shadow) = self.contexts.get_mut(&ctx) {
+            shadow.ops = 0;
+        }
         self.settled(if ends { "a task or interrupt handler ended" } else { "the task finished its work" }, true);
         self.check_queued(queued, "stores are still queued at the end of the work");
         if ends {
