@@ -708,17 +708,16 @@ fn requests_bigger_than_the_machine_or_the_region_are_refused_before_anything_is
 
 #[test_case]
 fn with_the_heap_exhausted_every_mapper_is_out_of_memory_and_nothing_changes() {
-    use alloc::boxed::Box;
     let before = lazymmu::mm::audit::state();
     let frame = frame_alloc::alloc_frame().unwrap();
-    // Take every byte of heap the allocator will give, largest pieces first.
-    let mut hoard: Vec<Box<[u8]>> = Vec::with_capacity(8192);
+    // Take every byte of heap the allocator will give, largest pieces first
+    // (a reserved capacity holds its memory).
+    let mut hoard: Vec<Vec<u8>> = Vec::with_capacity(8192);
     let mut piece = 1 << 20;
     while piece >= 8 && hoard.len() < hoard.capacity() {
         let mut chunk = Vec::new();
         if chunk.try_reserve_exact(piece).is_ok() {
-            chunk.resize(piece, 0u8);
-            hoard.push(chunk.into_boxed_slice());
+            hoard.push(chunk);
         } else {
             piece /= 2;
         }
