@@ -1,9 +1,11 @@
 //! The vmalloc region: virtually contiguous kernel mappings of frames that
 //! need not be physically contiguous (Linux mm/vmalloc.c).
 //!
-//! - An *area* is a range of the region handed out by first fit, with one
-//!   unmapped guard page after it, so running off the end of a vmalloc'd
-//!   buffer faults instead of scribbling on the next one.
+//! - An *area* is a range of the region, with one unmapped guard page
+//!   after it, so running off the end of a vmalloc'd buffer faults instead
+//!   of scribbling on the next one. The lowest free range that fits is
+//!   found in O(log n) whatever the number of live areas (`area_alloc`),
+//!   and a request bigger than the region, or than RAM, is refused first.
 //! - `vmalloc`/`vzalloc`/`vmalloc_aligned` take frames, then map them with
 //!   `apply_to_page_range`: every frame is allocated before the lazy section
 //!   opens, and the whole mapping costs one `dsb ishst; isb`.
