@@ -16,15 +16,17 @@ use crate::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::mm::debug_pagealloc::{self, MapBack};
 use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use crate::mm::kasan_shadow::Populate;
-use crate::mm::layout::VMALLOC_START;
+use crate::mm::layout::{VMALLOC_END, VMALLOC_START};
 use crate::mm::lazy_mmu::{self, stats};
-use crate::mm::pgtable::{self, EntryRef, MapError};
+use crate::mm::pgtable::{self, EntryRef, Walking};
 use crate::mm::pgtable_check::{self, Rule};
 use crate::mm::vmalloc::{self, VmallocError};
 use crate::mm::{frame_alloc, kasan_shadow, tlb};
 use crate::{println, sched, task, timer, trace};
 
-/// Where the demo maps its pages: four level-3 slots of the vmalloc region.
+/// Where the demo maps its pages: four level-3 slots of an area of the
+/// vmalloc region, at this address if it is free (a fixed place keeps the
+/// trace the same from run to run).
 const DEMO_VA: VirtAddr = VMALLOC_START.add(0x8000_0000);
 const SLOTS: u64 = 4;
 
@@ -32,30 +34,46 @@ fn say(what: &str) {
     println!("\n-- {what}");
 }
 
-/// The demo's page-table slots, made before tracing starts (so the trace
-/// shows only the writes the steps make), and the frame they map.
+/// The demo's page-table slots, their tables made before tracing starts
+/// (so the trace shows only the writes the steps make), the walk that
+/// reaches them (held for the whole demo: its end would make queued
+/// stores), and the frame they map.
 struct Pages {
-    entries: Vec<EntryRef>,
+    walk: Option<Walking>,
+    va: VirtAddr,
     frame: PhysAddr,
 }
 
 impl Pages {
-    fn new() -> Result<Pages, MapError> {
-        let frame = frame_alloc::alloc_frame()?;
-        let entries = (0..SLOTS)
-            .map(|i| pgtable::walk_create(pgtable::kernel_root(), DEMO_VA.add(i * PAGE_SIZE), Level::L3))
-            .collect::<Result<Vec<_>, _>>()
-            .inspect_err(|_| frame_alloc::free_frame(frame).expect("just allocated"))?;
-        Ok(Pages { entries, frame })
+    fn new() -> Result<Pages, VmallocError> {
+        let va = vmalloc::get_vm_area_range(SLOTS * PAGE_SIZE, PAGE_SIZE, DEMO_VA, VMALLOC_END)?;
+        let frame = frame_alloc::alloc_frame().map_err(|_| VmallocError::OutOfMemory);
+        let frame = frame.inspect_err(|_| vmalloc::free_vm_area(va).expect("just reserved"))?;
+        let pages = Pages { walk: Some(pgtable::walking()), va, frame };
+        for i in 0..SLOTS {
+            // On failure, drop() gives back what is made.
+            pages.walk.as_ref().expect("just made").walk_create(va.add(i * PAGE_SIZE), Level::L3)?;
+        }
+        Ok(pages)
     }
 
-    fn map(&self, i: usize) {
-        pgtable::write_entry(&self.entries[i], Descriptor::leaf(Level::L3, self.frame, Attributes::KERNEL_RW));
+    fn entry(&self, i: u64) -> EntryRef<'_> {
+        self.walk.as_ref().expect("dropped only by drop()").walk(self.va.add(i * PAGE_SIZE))
+    }
+
+    fn write(&self, i: u64, desc: Descriptor) {
+        // SAFETY: the demo's own slots (nothing else maps there), its own
+        // frame; step 8 clears them and flushes.
+        unsafe { pgtable::write_entry(&self.entry(i), desc) };
+    }
+
+    fn map(&self, i: u64) {
+        self.write(i, Descriptor::leaf(Level::L3, self.frame, Attributes::KERNEL_RW));
     }
 
     /// What memory holds in slot `i` right now, in words.
-    fn show(&self, i: usize) {
-        let what = match self.entries[i].entry() {
+    fn show(&self, i: u64) {
+        let what = match self.entry(i).entry() {
             Entry::Invalid => "invalid: the write is not in memory yet",
             _ => "the new page: the write is in memory",
         };
@@ -65,20 +83,26 @@ impl Pages {
 
 impl Drop for Pages {
     fn drop(&mut self) {
-        vmalloc::vunmap_range(DEMO_VA, SLOTS * PAGE_SIZE);
+        self.walk = None;
+        vmalloc::vunmap_range(self.va, SLOTS * PAGE_SIZE).expect("the demo's own area");
+        vmalloc::free_vm_area(self.va).expect("the demo's own area");
         frame_alloc::free_frame(self.frame).expect("allocated by new()");
     }
 }
 
 static INTERRUPT_DONE: AtomicBool = AtomicBool::new(false);
-static INTERRUPT_SLOT: spin::Mutex<Option<EntryRef>> = spin::Mutex::new(None);
+/// The slot the handler maps (it walks there itself: an entry the task
+/// found cannot be handed over).
+static INTERRUPT_SLOT: spin::Mutex<Option<VirtAddr>> = spin::Mutex::new(None);
 static INTERRUPT_FRAME: spin::Mutex<PhysAddr> = spin::Mutex::new(PhysAddr::new(0));
 
 fn timer_callback() {
     let _ = lazy_mmu::lazy_mmu_mode_enable();
-    if let Some(entry) = *INTERRUPT_SLOT.lock() {
+    if let Some(va) = *INTERRUPT_SLOT.lock() {
         let frame = *INTERRUPT_FRAME.lock();
-        pgtable::write_entry(&entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RW));
+        let walk = pgtable::walking();
+        // SAFETY: the demo's own slot and frame (see `Pages`).
+        unsafe { pgtable::write_entry(&walk.walk(va), Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RW)) };
     }
     let _ = lazy_mmu::lazy_mmu_mode_disable();
     INTERRUPT_DONE.store(true, SeqCst);
@@ -113,7 +137,7 @@ fn steps(pages: &Pages) {
     say("5. Resume, write all four entries, then the outermost disable leaves the mode:");
     println!("   one pair for the lot, if anything is pending.");
     drop(paused);
-    for i in 0..SLOTS as usize {
+    for i in 0..SLOTS {
         pages.map(i);
     }
     drop(outer);
@@ -121,7 +145,7 @@ fn steps(pages: &Pages) {
     say("6. A timer interrupt lands inside a section and writes an entry.");
     println!("   In the handler lazy mode does not exist: its write pays at once, its lazy_mmu");
     println!("   calls do nothing, and the task's section is left exactly as it was.");
-    *INTERRUPT_SLOT.lock() = Some(pages.entries[1]);
+    *INTERRUPT_SLOT.lock() = Some(pages.va.add(PAGE_SIZE));
     *INTERRUPT_FRAME.lock() = pages.frame;
     INTERRUPT_DONE.store(false, SeqCst);
     let section = lazy_mmu::enable();
@@ -141,15 +165,15 @@ fn steps(pages: &Pages) {
 
     say("8. Unmap all four pages: clearing an entry owes no barrier; one TLB flush orders it all.");
     let section = lazy_mmu::enable();
-    for entry in &pages.entries {
-        pgtable::write_entry(entry, Descriptor::INVALID);
+    for i in 0..SLOTS {
+        pages.write(i, Descriptor::INVALID);
     }
     drop(section);
-    tlb::flush_tlb_kernel_range(DEMO_VA, DEMO_VA.add(SLOTS * PAGE_SIZE));
+    tlb::flush_tlb_kernel_range(pages.va, pages.va.add(SLOTS * PAGE_SIZE));
 }
 
 /// Runs the demo under each backend named (all of them if `only` is None).
-pub fn lazy(only: Option<&str>) -> Result<(), MapError> {
+pub fn lazy(only: Option<&str>) -> Result<(), VmallocError> {
     // Tasks switch only where step 7 yields, so the trace is the same every run.
     let preemption = sched::set_preemption(false);
     stats::reset();

@@ -161,7 +161,7 @@ fn demo_lazy(backend: Option<&str>) {
         exit(ExitCode::Usage);
     }
     if let Err(e) = demo::lazy(backend) {
-        println!("lazymmu: demo lazy: {e}");
+        println!("lazymmu: demo lazy: {e:?}");
         exit(ExitCode::Usage);
     }
 }

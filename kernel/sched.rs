@@ -98,7 +98,9 @@ pub fn has_work_here() -> bool {
 }
 
 impl JoinHandle {
-    pub fn task(&self) -> &'static Task {
+    /// The task, for as long as this handle keeps it (its TCB is freed
+    /// when the handle drops).
+    pub fn task(&self) -> &Task {
         self.task
     }
 

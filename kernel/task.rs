@@ -25,9 +25,9 @@ use crate::percpu::with_this_cpu;
 #[derive(Debug, Default)]
 pub struct LazyMmuState {
     /// Nesting depth of enable/disable.
-    pub enable_count: Cell<u8>,
+    pub(crate) enable_count: Cell<u8>,
     /// Nesting depth of pause/resume.
-    pub pause_count: Cell<u8>,
+    pub(crate) pause_count: Cell<u8>,
 }
 
 impl LazyMmuState {
@@ -56,9 +56,11 @@ pub enum TaskState {
 
 pub struct Task {
     pub name: &'static str,
-    pub lazy_mmu: LazyMmuState,
-    /// What the architecture's lazy MMU backend keeps per task.
-    pub arch_lazy: ArchLazyState,
+    /// Private to the lazy MMU layer (`mm::lazy_mmu`), which changes it
+    /// only for the current task; others read it with [`Task::lazy_state`].
+    pub(crate) lazy_mmu: LazyMmuState,
+    /// What the architecture's lazy MMU backend keeps per task (as private).
+    pub(crate) arch_lazy: ArchLazyState,
     state: AtomicU8,
     /// Saved registers while the task is not running.
     context: UnsafeCell<Context>,
@@ -207,6 +209,10 @@ impl Task {
 
     /// The walk guards this task holds, forgotten: what a fault or panic
     /// abandoned without letting go.
+    pub(crate) fn walks(&self) -> u32 {
+        self.walks.get()
+    }
+
     pub(crate) fn take_walks(&self) -> u32 {
         self.walks.replace(0)
     }

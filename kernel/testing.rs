@@ -263,7 +263,7 @@ pub fn linear_map_block() -> crate::mm::addr::PhysAddr {
     let mut split = Vec::new();
     let run = loop {
         let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).expect("2 MiB of free frames");
-        if pgtable::walk(pgtable::kernel_root(), phys_to_virt(run)).level == Level::L2 {
+        if pgtable::lookup(phys_to_virt(run)).level == Level::L2 {
             break run;
         }
         split.push(run);

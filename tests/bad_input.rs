@@ -71,40 +71,86 @@ fn vmalloc_family() {
 #[test_case]
 fn vmap_family() {
     let ram = dtb::info().ram_start;
-    case("vmap_pages(no pages)", || vmap_pages(&[], Attributes::KERNEL_RW), VmallocError::EmptyPageList);
+    // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
+    case("vmap_pages(no pages)", || unsafe { vmap_pages(&[], Attributes::KERNEL_RW) }, VmallocError::EmptyPageList);
     let odd = ram.add(0x10);
     case(
         "vmap_pages(an unaligned frame)",
-        || vmap_pages(&[odd], Attributes::KERNEL_RW),
+        // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
+        || unsafe { vmap_pages(&[odd], Attributes::KERNEL_RW) },
         VmallocError::Misaligned { what: "page", value: odd.as_u64() },
     );
-    case("vmap_contiguous(size 0)", || vmap_contiguous(ram, 0, Attributes::KERNEL_RO), VmallocError::ZeroSize);
+    // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
+    case(
+        "vmap_contiguous(size 0)",
+        || unsafe { vmap_contiguous(ram, 0, Attributes::KERNEL_RO) },
+        VmallocError::ZeroSize,
+    );
 
     let area = get_vm_area(4 * PAGE_SIZE, PAGE_SIZE).unwrap();
     case(
         "vmap_range(unaligned size)",
-        || vmap_range(area, ram, 100, Attributes::KERNEL_RO),
+        // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
+        || unsafe { vmap_range(area, ram, 100, Attributes::KERNEL_RO) },
         VmallocError::Misaligned { what: "size", value: 100 },
     );
     let va = area.add(8);
     case(
         "vmap_range(unaligned virtual address)",
-        || vmap_range(va, ram, PAGE_SIZE, Attributes::KERNEL_RO),
+        // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
+        || unsafe { vmap_range(va, ram, PAGE_SIZE, Attributes::KERNEL_RO) },
         VmallocError::Misaligned { what: "virtual address", value: va.as_u64() },
     );
     case(
         "vmap_range(unaligned physical address)",
-        || vmap_range(area, odd, PAGE_SIZE, Attributes::KERNEL_RO),
+        // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
+        || unsafe { vmap_range(area, odd, PAGE_SIZE, Attributes::KERNEL_RO) },
         VmallocError::Misaligned { what: "physical address", value: odd.as_u64() },
     );
-    vmap_range(area, ram, PAGE_SIZE, Attributes::KERNEL_RO).unwrap();
+    // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
+    unsafe { vmap_range(area, ram, PAGE_SIZE, Attributes::KERNEL_RO) }.unwrap();
     case(
         "vmap_range(a slot already mapped)",
-        || vmap_range(area, ram, 2 * PAGE_SIZE, Attributes::KERNEL_RO),
+        // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
+        || unsafe { vmap_range(area, ram, 2 * PAGE_SIZE, Attributes::KERNEL_RO) },
         VmallocError::AlreadyMapped(area),
     );
     case("vunmap(a get_vm_area area)", || vunmap(area), VmallocError::NotAnArea(area));
-    vunmap_range(area, 4 * PAGE_SIZE);
+    // Safe code unmaps only inside a get_vm_area area of its own.
+    case("vunmap_range(size 0)", || vunmap_range(area, 0), VmallocError::ZeroSize);
+    case(
+        "vunmap_range(unaligned size)",
+        || vunmap_range(area, 100),
+        VmallocError::Misaligned { what: "size", value: 100 },
+    );
+    let nowhere = VirtAddr::new(VMALLOC_END.as_u64() - PAGE_SIZE);
+    case("vunmap_range(no area there)", || vunmap_range(nowhere, PAGE_SIZE), VmallocError::NotAnArea(nowhere));
+    let tail = area.add(2 * PAGE_SIZE);
+    case("vunmap_range(past the area's end)", || vunmap_range(tail, 4 * PAGE_SIZE), VmallocError::NotAnArea(tail));
+    let linear = lazymmu::mm::phys_to_virt(ram);
+    case("vunmap_range(the linear map)", || vunmap_range(linear, PAGE_SIZE), VmallocError::NotAnArea(linear));
+    let live = vmalloc(PAGE_SIZE).unwrap();
+    case("vunmap_range(a vmalloc area)", || vunmap_range(live, PAGE_SIZE), VmallocError::NotAnArea(live));
+    vfree(live).unwrap();
+    case(
+        "vmap_range(no area there)",
+        // SAFETY: refused before anything is mapped.
+        || unsafe { vmap_range(nowhere, ram, PAGE_SIZE, Attributes::KERNEL_RO) },
+        VmallocError::NotAnArea(nowhere),
+    );
+    case(
+        "vmap_range(past the area's end)",
+        // SAFETY: refused before anything is mapped.
+        || unsafe { vmap_range(tail, ram, 4 * PAGE_SIZE, Attributes::KERNEL_RO) },
+        VmallocError::NotAnArea(tail),
+    );
+    let outside = VMALLOC_END;
+    case(
+        "get_vm_area_range(a window outside the region)",
+        || get_vm_area_range(PAGE_SIZE, PAGE_SIZE, outside, outside.add(BLOCK_2M)),
+        VmallocError::Map(MapError::BadRange { start: outside, size: BLOCK_2M }),
+    );
+    vunmap_range(area, 4 * PAGE_SIZE).unwrap();
     free_vm_area(area).unwrap();
 }
 
@@ -142,7 +188,8 @@ fn apply_family() {
     // 2 MiB of contiguous memory mapped as one block (the linear map has
     // blocks only on a CPU with BBML2_NOABORT).
     let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
-    let block = vmap_contiguous(run, BLOCK_2M, Attributes::KERNEL_RW).unwrap();
+    // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
+    let block = unsafe { vmap_contiguous(run, BLOCK_2M, Attributes::KERNEL_RW) }.unwrap();
     case(
         "apply_to_page_range(a block in the way)",
         || apply_to_page_range(block, PAGE_SIZE, nop),

@@ -109,7 +109,8 @@ fn vmap_fails_cleanly_at_every_allocation_point() {
         let n = every_failure_point(
             "vmap_pages",
             no_setup,
-            |_| vmalloc::vmap_pages(&frames, Attributes::KERNEL_RW),
+            // SAFETY: the test's own frames, in an area of its own.
+            |_| unsafe { vmalloc::vmap_pages(&frames, Attributes::KERNEL_RW) },
             VmallocError::OutOfMemory,
             |_, va| vmalloc::vunmap(va).unwrap(),
             no_teardown,
@@ -119,7 +120,8 @@ fn vmap_fails_cleanly_at_every_allocation_point() {
         let n = every_failure_point(
             "vmap_contiguous",
             no_setup,
-            |_| vmalloc::vmap_contiguous(contiguous, BLOCK_2M + PAGE_SIZE, Attributes::KERNEL_RW),
+            // SAFETY: the test's own frames, in an area of its own.
+            |_| unsafe { vmalloc::vmap_contiguous(contiguous, BLOCK_2M + PAGE_SIZE, Attributes::KERNEL_RW) },
             VmallocError::OutOfMemory,
             |_, va| vmalloc::vunmap(va).unwrap(),
             no_teardown,
@@ -141,15 +143,19 @@ fn apply_to_page_range_fails_cleanly_at_every_allocation_point() {
             || vmalloc::get_vm_area(BLOCK_1G, BLOCK_1G).unwrap(),
             |&va| {
                 apply_to_page_range(va.add(BLOCK_2M - 4 * PAGE_SIZE), 8 * PAGE_SIZE, |e: &EntryRef| {
-                    pgtable::write_entry(
-                        e,
-                        Descriptor::leaf(Level::L3, PhysAddr::new(0x4000_0000), Attributes::KERNEL_RO),
-                    );
+                    // SAFETY: RAM, read-only (the linear map has it so), in
+                    // the test's own area.
+                    unsafe {
+                        pgtable::write_entry(
+                            e,
+                            Descriptor::leaf(Level::L3, PhysAddr::new(0x4000_0000), Attributes::KERNEL_RO),
+                        )
+                    };
                     Ok::<(), Infallible>(())
                 })
             },
             ApplyError::Map(MapError::OutOfMemory),
-            |&va, _| vmalloc::vunmap_range(va, BLOCK_1G),
+            |&va, _| vmalloc::vunmap_range(va, BLOCK_1G).unwrap(),
             |va| vmalloc::free_vm_area(va).unwrap(),
         );
         assert!(n >= 3, "{backend}: a level-2 and two level-3 tables: {n}");

@@ -23,7 +23,7 @@ use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
 use lazymmu::mm::layout::VMALLOC_START;
 use lazymmu::mm::lazy_mmu::stats::{self, LazyMmuStats};
 use lazymmu::mm::lazy_mmu::*;
-use lazymmu::mm::pgtable::{self, EntryRef};
+use lazymmu::mm::pgtable::{self, EntryRef, Walking};
 use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
 use lazymmu::mm::{frame_alloc, probe, tlb};
 use lazymmu::{irq, sched, task, timer};
@@ -37,8 +37,10 @@ fn kernel_main() -> ! {
 
 /// `pages` level-3 slots in the vmalloc region, their tables made up front
 /// (so the writes under test allocate nothing), and one frame to map.
+/// The walk that reaches the slots is held as long as the scratch lives.
 struct Scratch {
-    entries: Vec<EntryRef>,
+    walk: Option<Walking>,
+    pages: u64,
     frame: PhysAddr,
 }
 
@@ -46,17 +48,29 @@ const SCRATCH: VirtAddr = VMALLOC_START.add(0x4000_0000);
 
 impl Scratch {
     fn new(pages: u64) -> Scratch {
-        let entries = (0..pages)
-            .map(|i| pgtable::walk_create(pgtable::kernel_root(), SCRATCH.add(i * PAGE_SIZE), Level::L3).unwrap())
-            .collect();
-        Scratch { entries, frame: frame_alloc::alloc_frame().unwrap() }
+        let walk = pgtable::walking();
+        for i in 0..pages {
+            walk.walk_create(SCRATCH.add(i * PAGE_SIZE), Level::L3).unwrap();
+        }
+        Scratch { walk: Some(walk), pages, frame: frame_alloc::alloc_frame().unwrap() }
+    }
+
+    /// The entry of slot `i`.
+    fn entry(&self, i: u64) -> EntryRef<'_> {
+        slot(self.walk.as_ref().unwrap(), self.va(i))
+    }
+
+    /// Writes `desc` into slot `i`.
+    fn write(&self, i: u64, desc: Descriptor) {
+        write(&self.entry(i), desc);
     }
 
     /// Maps every slot to the frame; returns what that cost.
     fn write_all(&self) -> BarrierCounts {
+        let entries: Vec<EntryRef<'_>> = (0..self.pages).map(|i| self.entry(i)).collect();
         cost(|| {
-            for entry in &self.entries {
-                pgtable::write_entry(entry, page(self.frame));
+            for entry in &entries {
+                write(entry, page(self.frame));
             }
         })
     }
@@ -70,9 +84,17 @@ fn page(pa: PhysAddr) -> Descriptor {
     Descriptor::leaf(Level::L3, pa, Attributes::KERNEL_RW)
 }
 
+/// Writes an entry of the tests' own scratch range (nothing else maps
+/// there; the frames are the tests' own).
+fn write(entry: &EntryRef<'_>, desc: Descriptor) {
+    // SAFETY: a slot of SCRATCH, which only these tests use, one test at a
+    // time; what it maps is a frame the test allocated.
+    unsafe { pgtable::write_entry(entry, desc) };
+}
+
 /// The level-3 entry for `va`, whose tables exist (a Scratch made them).
-fn slot(va: VirtAddr) -> EntryRef {
-    let entry = pgtable::walk(pgtable::kernel_root(), va);
+fn slot(walk: &Walking, va: VirtAddr) -> EntryRef<'_> {
+    let entry = walk.walk(va);
     assert_eq!(entry.level, Level::L3, "tables for {va} exist");
     entry
 }
@@ -91,10 +113,11 @@ fn lazy_state() -> (u8, u8, bool, usize) {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        for entry in &self.entries {
-            pgtable::write_entry(entry, Descriptor::INVALID);
+        for i in 0..self.pages {
+            self.write(i, Descriptor::INVALID);
         }
-        let size = self.entries.len() as u64 * PAGE_SIZE;
+        self.walk = None;
+        let size = self.pages * PAGE_SIZE;
         pgtable::free_empty_tables(pgtable::kernel_root(), SCRATCH, size);
         tlb::flush_tlb_kernel_range(SCRATCH, SCRATCH.add(size));
         frame_alloc::free_frame(self.frame).unwrap();
@@ -106,8 +129,8 @@ fn pairs(c: BarrierCounts) -> (u64, u64) {
 }
 
 fn depth() -> (u8, u8) {
-    let s = &task::current().lazy_mmu;
-    (s.enable_count.get(), s.pause_count.get())
+    let (enable_count, pause_count, _, _) = task::current().lazy_state();
+    (enable_count, pause_count)
 }
 
 #[test_case]
@@ -169,11 +192,11 @@ fn a_nested_exit_with_pending_writes_flushes_and_stays_active() {
     let inner = enable();
     assert_eq!(inner.kind(), SectionKind::Nested);
     scratch.write_all();
-    assert!(task::current().arch_lazy.pending());
+    assert!(lazy_state().2, "pending");
     let c = cost(|| drop(inner));
     assert_eq!(pairs(c), (1, 1), "nested exit flushes");
     assert!(is_lazy_mmu_mode_active(), "and the mode stays on");
-    assert!(!task::current().arch_lazy.pending());
+    assert!(!lazy_state().2, "nothing pending");
     let nothing = cost(|| drop(enable()));
     assert_eq!(pairs(nothing), (0, 0), "a nested exit with nothing pending emits nothing");
 }
@@ -295,9 +318,10 @@ fn timer_handler_writes_an_entry() {
     ];
     let kind = enable().kind();
     let active = is_lazy_mmu_mode_active();
-    let entry = slot(*HANDLER_VA.lock());
+    let walk = pgtable::walking();
+    let entry = slot(&walk, *HANDLER_VA.lock());
     let frame = *HANDLER_FRAME.lock();
-    let c = cost(|| pgtable::write_entry(&entry, page(frame)));
+    let c = cost(|| write(&entry, page(frame)));
     *IN_HANDLER.lock() = Some(InHandler {
         in_interrupt: irq::in_interrupt(),
         active,
@@ -319,7 +343,7 @@ fn interrupt_inside_a_section(backend: &str) {
 
     let section = enable();
     for i in 0..3 {
-        pgtable::write_entry(&scratch.entries[i], page(scratch.frame));
+        scratch.write(i, page(scratch.frame));
     }
     let before = lazy_state();
     assert!(before.2, "{backend}: three writes are pending");
@@ -410,9 +434,10 @@ fn preempted_in_a_section(backend: &str, yield_explicitly: bool) {
     *MARK.lock() = None;
 
     let writer = sched::spawn("writer", move || {
+        let walk = pgtable::walking();
         let section = enable();
         for i in 0..8 {
-            pgtable::write_entry(&slot(first.add(i * PAGE_SIZE)), page(frame));
+            write(&slot(&walk, first.add(i * PAGE_SIZE)), page(frame));
         }
         let state_before = lazy_state();
         let switches = sched::switch_count();
@@ -491,9 +516,9 @@ fn batched_task_that_yields_mid_section_keeps_its_state() {
 fn deferred_writes_a_read_in_the_section_sees_the_old_entry() {
     let _b = use_backend("deferred-writes").unwrap();
     let scratch = Scratch::new(1);
-    let entry = &scratch.entries[0];
+    let entry = &scratch.entry(0);
     let section = enable();
-    let inside = cost(|| pgtable::write_entry(entry, page(scratch.frame)));
+    let inside = cost(|| write(entry, page(scratch.frame)));
     assert_eq!(pairs(inside), (0, 0));
     assert_eq!(entry.read(), Descriptor::INVALID, "memory still holds the old entry");
     assert_eq!(hw_translate(scratch.va(0), Access::Read), UNMAPPED, "and so does the walker");
@@ -506,9 +531,9 @@ fn deferred_writes_a_read_in_the_section_sees_the_old_entry() {
 fn deferred_writes_pause_makes_the_queued_entry_readable() {
     let _b = use_backend("deferred-writes").unwrap();
     let scratch = Scratch::new(1);
-    let entry = &scratch.entries[0];
+    let entry = &scratch.entry(0);
     let _section = enable();
-    pgtable::write_entry(entry, page(scratch.frame));
+    write(entry, page(scratch.frame));
     let paused = pause();
     assert_eq!(entry.read(), page(scratch.frame), "pause applied the queue");
     assert_eq!(hw_translate(scratch.va(0), Access::Read), mapped(scratch.frame));
@@ -522,17 +547,17 @@ fn deferred_writes_are_applied_in_order_at_leave() {
     let _b = use_backend("deferred-writes").unwrap();
     let scratch = Scratch::new(3);
     let other = frame_alloc::alloc_frame().unwrap();
-    let e = &scratch.entries;
+    let e: Vec<EntryRef<'_>> = (0..3).map(|i| scratch.entry(i)).collect();
     let section = enable();
     // Two writes to slot 0: the second takes write permission away (a
     // valid-to-valid change of another frame would break break-before-make).
     let read_only = Descriptor::leaf(Level::L3, scratch.frame, Attributes::KERNEL_RO);
     let inside = cost(|| {
-        pgtable::write_entry(&e[0], page(scratch.frame));
-        pgtable::write_entry(&e[1], page(other));
-        pgtable::write_entry(&e[0], read_only);
-        pgtable::write_entry(&e[2], page(other));
-        pgtable::write_entry(&e[1], Descriptor::INVALID);
+        write(&e[0], page(scratch.frame));
+        write(&e[1], page(other));
+        write(&e[0], read_only);
+        write(&e[2], page(other));
+        write(&e[1], Descriptor::INVALID);
     });
     assert_eq!(pairs(inside), (0, 0));
     assert_eq!(lazy_state(), (1, 0, true, 5));
@@ -572,10 +597,10 @@ fn deferred_writes_tlb_maintenance_in_a_section_applies_the_queue_first() {
     let _b = use_backend("deferred-writes").unwrap();
     let scratch = Scratch::new(1);
     let va = scratch.va(0);
-    pgtable::write_entry(&scratch.entries[0], page(scratch.frame));
+    scratch.write(0, page(scratch.frame));
     assert!(probe::read(va).is_ok(), "mapped, and now in the TLB");
     let _section = enable();
-    pgtable::write_entry(&scratch.entries[0], Descriptor::INVALID);
+    scratch.write(0, Descriptor::INVALID);
     assert_eq!(lazy_state().3, 1, "the clear is queued");
     tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
     assert_eq!(lazy_state().3, 0, "the flush made the queued store first");
@@ -600,7 +625,7 @@ fn accounting_counts_writes_sections_flushes_and_nesting_per_backend() {
         drop(inner); // nothing pending: a flush that emits nothing
         drop(pause()); // nothing pending either
     }
-    pgtable::write_entry(&scratch.entries[0], Descriptor::INVALID);
+    scratch.write(0, Descriptor::INVALID);
     let s = stats::stats("batched").unwrap();
     let expected = LazyMmuStats {
         entry_writes: 6,
@@ -647,7 +672,8 @@ fn deferred_writes_a_walk_makes_its_stores_before_it_lets_the_tables_go() {
     .unwrap();
     let after_map = {
         let _section = enable();
-        pgtable::map_range(root, va, frame, PAGE_SIZE, Attributes::KERNEL_RW, LeafSizes::PagesOnly).unwrap();
+        // SAFETY: the test's own frame, in its own area.
+        unsafe { pgtable::map_range(root, va, frame, PAGE_SIZE, Attributes::KERNEL_RW, LeafSizes::PagesOnly) }.unwrap();
         let after_map = lazy_state();
         GO.store(true, SeqCst);
         reclaimer.join().unwrap();
@@ -659,7 +685,7 @@ fn deferred_writes_a_walk_makes_its_stores_before_it_lets_the_tables_go() {
     // stored into a freed page).
     assert_eq!(after_map, (1, 0, true, 0));
     assert_eq!(hw_translate(va, Access::Read), mapped(frame), "the table was not taken away under the mapping");
-    vunmap_range(va, PAGE_SIZE);
+    vunmap_range(va, PAGE_SIZE).unwrap();
     free_vm_area(va).unwrap();
     frame_alloc::free_frame(frame).unwrap();
 }

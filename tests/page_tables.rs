@@ -182,11 +182,15 @@ fn a_cleared_entry_is_still_used_until_the_tlb_is_flushed() {
     // SAFETY: our own fresh frame.
     unsafe { core::ptr::write_volatile(phys_to_virt(frame).as_mut_ptr::<u64>(), 0x5eed) };
 
-    pgtable::map_range(root, va, frame, PAGE_SIZE, Attributes::KERNEL_RW, LeafSizes::PagesOnly).unwrap();
+    // SAFETY: our own frame, at a place of the vmalloc region no area uses.
+    unsafe { pgtable::map_range(root, va, frame, PAGE_SIZE, Attributes::KERNEL_RW, LeafSizes::PagesOnly) }.unwrap();
     assert_eq!(probe::read(va), Ok(0x5eed), "the new mapping works");
 
     let before = barrier::counts();
-    pgtable::write_entry(&pgtable::walk(root, va), Descriptor::INVALID);
+    let walk = pgtable::walking();
+    // SAFETY: the mapping this test made; the TLB is what it tests.
+    unsafe { pgtable::write_entry(&walk.walk(va), Descriptor::INVALID) };
+    drop(walk);
     let cost = barrier::counts() - before;
     assert_eq!((cost.dsb(), cost.isb), (0, 0), "clearing an entry needs no barrier of its own: {cost:?}");
 

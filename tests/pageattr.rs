@@ -106,7 +106,7 @@ fn a_page_inside_a_linear_map_block_splits_exactly_that_block() {
     let pa = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
     let va = phys_to_virt(pa);
     let linear = REGIONS.iter().position(|r| r.0 == "linear map").unwrap();
-    assert_eq!(pgtable::walk(pgtable::kernel_root(), va).level, Level::L2, "a 2 MiB block maps it");
+    assert_eq!(pgtable::lookup(va).level, Level::L2, "a 2 MiB block maps it");
     let before = region_stats();
     let frames_before = frame_alloc::stats().used;
     let page = va.add(3 * PAGE_SIZE);
@@ -126,11 +126,7 @@ fn a_page_inside_a_linear_map_block_splits_exactly_that_block() {
     assert_read_only(page);
     assert_writable(va.add(2 * PAGE_SIZE));
     assert_writable(va.add(4 * PAGE_SIZE));
-    assert_eq!(
-        pgtable::walk(pgtable::kernel_root(), va.add(BLOCK_2M)).level,
-        Level::L2,
-        "the next block stays a block"
-    );
+    assert_eq!(pgtable::lookup(va.add(BLOCK_2M)).level, Level::L2, "the next block stays a block");
     // Split in place and change in one section, one flush of the block.
     // The split's own dsb ishst orders the 512 new entries before the link
     // that replaces the live block (Linux's split_pmd): without it the
@@ -141,7 +137,7 @@ fn a_page_inside_a_linear_map_block_splits_exactly_that_block() {
 
     set_memory_rw(page, 1).unwrap();
     assert_writable(page);
-    assert_eq!(pgtable::walk(pgtable::kernel_root(), page).level, Level::L3, "a split stays split, as in Linux");
+    assert_eq!(pgtable::lookup(page).level, Level::L3, "a split stays split, as in Linux");
     frame_alloc::free_frames(pa, 512).unwrap();
 }
 
@@ -193,8 +189,10 @@ fn without_bbml2_noabort_the_linear_map_is_pages_and_no_live_block_is_broken() {
     // A block elsewhere (a vmap_range of contiguous memory) that a change
     // would have to split is refused, and nothing changes.
     let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
-    let va = vmalloc::vmap_contiguous(run, BLOCK_2M, lazymmu::mm::descriptor::Attributes::KERNEL_RW).unwrap();
-    assert_eq!(pgtable::walk(pgtable::kernel_root(), va).level, Level::L2);
+    // SAFETY: the test's own frames, in an area of its own.
+    let va =
+        unsafe { vmalloc::vmap_contiguous(run, BLOCK_2M, lazymmu::mm::descriptor::Attributes::KERNEL_RW) }.unwrap();
+    assert_eq!(pgtable::lookup(va).level, Level::L2);
     let state = (frame_alloc::stats().used, region_stats());
     assert_eq!(set_memory_ro(va.add(PAGE_SIZE), 1), Err(MapError::BreakBeforeMakeUnsafe(va)));
     assert_eq!((frame_alloc::stats().used, region_stats()), state, "nothing changed");

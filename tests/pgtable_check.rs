@@ -18,10 +18,10 @@ use lazymmu::arch::barrier;
 use lazymmu::arch::lazy_mmu::BACKENDS;
 use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::{apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_nolazy};
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
+use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use lazymmu::mm::lazy_mmu::{enable, use_backend};
 use lazymmu::mm::pageattr::{set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x};
-use lazymmu::mm::pgtable::{self, EntryRef, LeafSizes};
+use lazymmu::mm::pgtable::{self, EntryRef, LeafSizes, Walking};
 use lazymmu::mm::pgtable_check::{self, Rule, Violations};
 use lazymmu::mm::stack::KernelStack;
 use lazymmu::mm::vmalloc::{
@@ -37,10 +37,11 @@ fn kernel_main() -> ! {
     unreachable!("the test runner exits QEMU");
 }
 
-/// A page of address space with its tables made, a frame, and the entry.
+/// A page of address space with its tables made, a frame, and the walk
+/// that reaches its entry (held as long as the slot).
 struct Slot {
     va: VirtAddr,
-    entry: EntryRef,
+    walk: Option<Walking>,
     frame: PhysAddr,
 }
 
@@ -48,9 +49,13 @@ impl Slot {
     fn new() -> Slot {
         let va = get_vm_area(PAGE_SIZE, PAGE_SIZE).unwrap();
         apply_to_page_range(va, PAGE_SIZE, |_| Ok::<(), Infallible>(())).unwrap();
-        let entry = pgtable::walk(pgtable::kernel_root(), va);
-        assert_eq!(entry.level, Level::L3);
-        Slot { va, entry, frame: frame_alloc::alloc_frame().unwrap() }
+        let slot = Slot { va, walk: Some(pgtable::walking()), frame: frame_alloc::alloc_frame().unwrap() };
+        assert_eq!(slot.entry().level, Level::L3);
+        slot
+    }
+
+    fn entry(&self) -> EntryRef<'_> {
+        self.walk.as_ref().unwrap().walk(self.va)
     }
 
     fn page(&self, pa: PhysAddr) -> Descriptor {
@@ -60,10 +65,21 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        vunmap_range(self.va, PAGE_SIZE);
+        self.walk = None;
+        vunmap_range(self.va, PAGE_SIZE).unwrap();
         free_vm_area(self.va).unwrap();
         frame_alloc::free_frame(self.frame).unwrap();
     }
+}
+
+/// Writes an entry of a test's own slot or area; the rules it breaks on
+/// purpose are the checker's business, not memory safety's (the frames
+/// are the test's own).
+fn write(entry: &EntryRef<'_>, desc: Descriptor) {
+    // SAFETY: an entry of the test's own area, mapping the test's own
+    // frames; each test flushes what it clears before the frame is freed
+    // (or breaks exactly that rule, under the checker, on purpose).
+    unsafe { pgtable::write_entry(entry, desc) };
 }
 
 /// Exactly one violation of `rule`, about the entry for `va` at `level`
@@ -87,7 +103,7 @@ fn publish_a_section_left_without_its_pair_is_reported() {
     let (_, found) = pgtable_check::expecting(Rule::Publish, || {
         planted::with(Bug::SkipLeavePair, || {
             let _section = enable();
-            pgtable::write_entry(&slot.entry, slot.page(slot.frame));
+            write(&slot.entry(), slot.page(slot.frame));
         })
     });
     exactly_one(&found, Rule::Publish, Some((slot.va, Level::L3)));
@@ -110,7 +126,7 @@ fn publish_a_stack_handed_over_with_its_mapping_pending_is_reported() {
     let slot = Slot::new();
     let (_, found) = pgtable_check::expecting(Rule::Publish, || {
         let _section = enable();
-        pgtable::write_entry(&slot.entry, slot.page(slot.frame));
+        write(&slot.entry(), slot.page(slot.frame));
         pgtable_check::handed_over();
     });
     exactly_one(&found, Rule::Publish, Some((slot.va, Level::L3)));
@@ -133,7 +149,7 @@ fn link_order_a_table_linked_before_its_zeroing_is_ordered_is_reported() {
         "{:?}",
         found.first
     );
-    vunmap_range(va, PAGE_SIZE);
+    vunmap_range(va, PAGE_SIZE).unwrap();
     free_vm_area(va).unwrap();
 }
 
@@ -141,11 +157,10 @@ fn link_order_a_table_linked_before_its_zeroing_is_ordered_is_reported() {
 fn break_before_make_a_live_page_replaced_by_another_frame_is_reported() {
     let slot = Slot::new();
     let other = frame_alloc::alloc_frame().unwrap();
-    pgtable::write_entry(&slot.entry, slot.page(slot.frame));
-    let (_, found) =
-        pgtable_check::expecting(Rule::BreakBeforeMake, || pgtable::write_entry(&slot.entry, slot.page(other)));
+    write(&slot.entry(), slot.page(slot.frame));
+    let (_, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || write(&slot.entry(), slot.page(other)));
     exactly_one(&found, Rule::BreakBeforeMake, Some((slot.va, Level::L3)));
-    pgtable::write_entry(&slot.entry, Descriptor::INVALID);
+    write(&slot.entry(), Descriptor::INVALID);
     tlb::flush_tlb_kernel_range(slot.va, slot.va.add(PAGE_SIZE));
     frame_alloc::free_frame(other).unwrap();
 }
@@ -153,32 +168,29 @@ fn break_before_make_a_live_page_replaced_by_another_frame_is_reported() {
 #[test_case]
 fn break_before_make_a_block_split_in_place_needs_bbml2_noabort_and_the_same_memory() {
     let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
-    let va = vmap_contiguous(run, BLOCK_2M, Attributes::KERNEL_RW).unwrap();
-    let block = pgtable::walk(pgtable::kernel_root(), va);
+    // SAFETY: the test's own frames.
+    let va = unsafe { vmap_contiguous(run, BLOCK_2M, Attributes::KERNEL_RW) }.unwrap();
+    let walk = pgtable::walking();
+    let block = walk.walk(va);
     assert_eq!(block.level, Level::L2);
     // A table of 512 pages, filled and ordered before it replaces the block.
     let table_of = |offset: u64| {
         let table = pgtable::alloc_table().unwrap();
         for i in 0..512 {
-            let child = pgtable::table_entry(table, Level::L3, va.add(i * PAGE_SIZE));
-            pgtable::write_entry(
-                &child,
-                Descriptor::leaf(Level::L3, run.add((i + offset) % 512 * PAGE_SIZE), Attributes::KERNEL_RW),
-            );
+            // SAFETY: a table this test allocated and has not linked.
+            let child = unsafe { walk.table_entry(table, Level::L3, va.add(i * PAGE_SIZE)) };
+            write(&child, Descriptor::leaf(Level::L3, run.add((i + offset) % 512 * PAGE_SIZE), Attributes::KERNEL_RW));
         }
         barrier::dsb_ishst();
         table
     };
     let same = table_of(0);
-    let (_, found) =
-        pgtable_check::expecting(Rule::BreakBeforeMake, || pgtable::write_entry(&block, Descriptor::table(same)));
+    let (_, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || write(&block, Descriptor::table(same)));
     if cpu::features().bbml2_noabort {
         assert_eq!(found.total(), 0, "an equivalent split is allowed in place: {}", found.summary());
         // Another table over the live one, mapping the pages shuffled.
         let shuffled = table_of(1);
-        let (_, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || {
-            pgtable::write_entry(&block, Descriptor::table(shuffled))
-        });
+        let (_, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || write(&block, Descriptor::table(shuffled)));
         exactly_one(&found, Rule::BreakBeforeMake, Some((va, Level::L2)));
         // The first table is off the tables now: its walks go, then it does.
         tlb::flush_tlb_kernel_pgtables(va, va.add(BLOCK_2M));
@@ -188,6 +200,7 @@ fn break_before_make_a_block_split_in_place_needs_bbml2_noabort_and_the_same_mem
         assert!(found.first[0].what.as_str().contains("without BBML2_NOABORT"), "{}", found.first[0]);
     }
     tlb::flush_tlb_kernel_range(va, va.add(BLOCK_2M));
+    drop(walk);
     vunmap(va).unwrap();
     frame_alloc::free_frames(run, 512).unwrap();
 }
@@ -212,10 +225,10 @@ fn break_before_make_a_live_linear_map_block_broken_is_reported() {
 #[test_case]
 fn invalidate_an_operation_that_clears_without_a_tlb_flush_is_reported() {
     let slot = Slot::new();
-    pgtable::write_entry(&slot.entry, slot.page(slot.frame));
+    write(&slot.entry(), slot.page(slot.frame));
     let (_, found) = pgtable_check::expecting(Rule::Invalidate, || {
         let _op = pgtable_check::operation();
-        pgtable::write_entry(&slot.entry, Descriptor::INVALID);
+        write(&slot.entry(), Descriptor::INVALID);
     });
     exactly_one(&found, Rule::Invalidate, Some((slot.va, Level::L3)));
     assert!(
@@ -229,8 +242,8 @@ fn invalidate_an_operation_that_clears_without_a_tlb_flush_is_reported() {
 fn invalidate_a_frame_freed_before_its_flush_is_reported() {
     let slot = Slot::new();
     let frame = frame_alloc::alloc_frame().unwrap();
-    pgtable::write_entry(&slot.entry, slot.page(frame));
-    pgtable::write_entry(&slot.entry, Descriptor::INVALID);
+    write(&slot.entry(), slot.page(frame));
+    write(&slot.entry(), Descriptor::INVALID);
     let (_, found) = pgtable_check::expecting(Rule::Invalidate, || frame_alloc::free_frame(frame).unwrap());
     exactly_one(&found, Rule::Invalidate, Some((slot.va, Level::L3)));
     assert_eq!(found.first[0].frame, Some(frame));
@@ -258,14 +271,17 @@ fn table_lifetime_a_walk_guard_dropped_with_stores_queued_is_reported() {
     let (_, found) = pgtable_check::expecting(Rule::TableLifetime, || {
         planted::with(Bug::EarlyGuardDrop, || {
             let _section = enable();
-            pgtable::map_range(
-                pgtable::kernel_root(),
-                va,
-                frame,
-                PAGE_SIZE,
-                Attributes::KERNEL_RW,
-                LeafSizes::PagesOnly,
-            )
+            // SAFETY: the test's own frame, in its own area.
+            unsafe {
+                pgtable::map_range(
+                    pgtable::kernel_root(),
+                    va,
+                    frame,
+                    PAGE_SIZE,
+                    Attributes::KERNEL_RW,
+                    LeafSizes::PagesOnly,
+                )
+            }
             .unwrap();
         })
     });
@@ -275,7 +291,7 @@ fn table_lifetime_a_walk_guard_dropped_with_stores_queued_is_reported() {
         "{}",
         found.first[0]
     );
-    vunmap_range(va, PAGE_SIZE);
+    vunmap_range(va, PAGE_SIZE).unwrap();
     free_vm_area(va).unwrap();
     frame_alloc::free_frame(frame).unwrap();
 }
@@ -283,13 +299,22 @@ fn table_lifetime_a_walk_guard_dropped_with_stores_queued_is_reported() {
 #[test_case]
 fn table_lifetime_a_store_into_a_freed_table_is_reported() {
     let va = vmalloc::vmalloc_aligned(PAGE_SIZE, BLOCK_2M).unwrap();
-    let entry = pgtable::walk(pgtable::kernel_root(), va);
+    let table = {
+        let walk = pgtable::walking();
+        let Entry::Table(table) = walk.walk_create(va, Level::L2).unwrap().entry() else { panic!("a level-3 table") };
+        table
+    };
     vfree(va).unwrap();
-    // The entry's table went with the area (it was empty); a handle kept
-    // past that is a use after free. The store writes the zero the freed
-    // page already holds.
-    let (_, found) =
-        pgtable_check::expecting(Rule::TableLifetime, || pgtable::write_entry(&entry, Descriptor::INVALID));
+    // The entry's table went with the area (it was empty). Safe code can no
+    // longer keep a handle past that (an `EntryRef` borrows its walk, and
+    // vfree waits for every walk to end); unsafe code that breaks
+    // `table_entry`'s contract can, and the checker catches the store. It
+    // writes the zero the freed page already holds.
+    let walk = pgtable::walking();
+    // SAFETY: not sound, on purpose: `table` was freed with the area. The
+    // store writes zero into a zeroed free page, under the checker.
+    let entry = unsafe { walk.table_entry(table, Level::L3, va) };
+    let (_, found) = pgtable_check::expecting(Rule::TableLifetime, || write(&entry, Descriptor::INVALID));
     exactly_one(&found, Rule::TableLifetime, None);
     assert!(
         found.first[0].what.as_str().starts_with("a descriptor was stored into a page that is not a live page table"),
@@ -303,7 +328,7 @@ fn barrier_order_an_isb_before_the_dsb_is_reported() {
     let _b = use_backend("eager").unwrap();
     let slot = Slot::new();
     let (_, found) = pgtable_check::expecting(Rule::BarrierOrder, || {
-        planted::with(Bug::SwapPair, || pgtable::write_entry(&slot.entry, slot.page(slot.frame)))
+        planted::with(Bug::SwapPair, || write(&slot.entry(), slot.page(slot.frame)))
     });
     exactly_one(&found, Rule::BarrierOrder, Some((slot.va, Level::L3)));
     barrier::isb();
@@ -312,10 +337,10 @@ fn barrier_order_an_isb_before_the_dsb_is_reported() {
 #[test_case]
 fn barrier_order_a_tlbi_before_the_dsb_ishst_is_reported() {
     let slot = Slot::new();
-    pgtable::write_entry(&slot.entry, slot.page(slot.frame));
+    write(&slot.entry(), slot.page(slot.frame));
     let (_, found) = pgtable_check::expecting(Rule::BarrierOrder, || {
         let _op = pgtable_check::operation();
-        pgtable::write_entry(&slot.entry, Descriptor::INVALID);
+        write(&slot.entry(), Descriptor::INVALID);
         // The TLBI may run before the walker sees the clear, and refill.
         barrier::tlbi_vaale1is(slot.va.as_u64());
         barrier::dsb_ish();
@@ -341,29 +366,31 @@ fn a_clean_run_of_every_mapper_under_every_backend_reports_nothing() {
         }
         vfree(vzalloc(3 * PAGE_SIZE).unwrap()).unwrap();
         let frames = [frame_alloc::alloc_frame().unwrap(), frame_alloc::alloc_frame().unwrap()];
-        vunmap(vmap_pages(&frames, Attributes::KERNEL_RO).unwrap()).unwrap();
+        // SAFETY: the test's own frames.
+        vunmap(unsafe { vmap_pages(&frames, Attributes::KERNEL_RO) }.unwrap()).unwrap();
         let run = frame_alloc::alloc_contiguous(513, BLOCK_2M).unwrap();
-        vunmap(vmap_contiguous(run, 513 * PAGE_SIZE, Attributes::KERNEL_RW).unwrap()).unwrap();
+        // SAFETY: the test's own frames.
+        vunmap(unsafe { vmap_contiguous(run, 513 * PAGE_SIZE, Attributes::KERNEL_RW) }.unwrap()).unwrap();
         let area = get_vm_area(4 * PAGE_SIZE, PAGE_SIZE).unwrap();
         let mut next = 0;
         apply_to_page_range(area, 2 * PAGE_SIZE, |e| {
             next += 1;
-            pgtable::write_entry(e, Descriptor::leaf(Level::L3, frames[next % 2], Attributes::KERNEL_RW));
+            write(e, Descriptor::leaf(Level::L3, frames[next % 2], Attributes::KERNEL_RW));
             Ok::<(), Infallible>(())
         })
         .unwrap();
         apply_to_page_range_nolazy(area.add(2 * PAGE_SIZE), 2 * PAGE_SIZE, |e| {
-            pgtable::write_entry(e, Descriptor::leaf(Level::L3, frames[0], Attributes::KERNEL_RO));
+            write(e, Descriptor::leaf(Level::L3, frames[0], Attributes::KERNEL_RO));
             Ok::<(), Infallible>(())
         })
         .unwrap();
         apply_to_existing_page_range(area, 4 * PAGE_SIZE, |e| {
-            pgtable::write_entry(e, Descriptor::INVALID);
+            write(e, Descriptor::INVALID);
             Ok::<(), Infallible>(())
         })
         .unwrap();
         tlb::flush_tlb_kernel_range(area, area.add(4 * PAGE_SIZE));
-        vunmap_range(area, 4 * PAGE_SIZE);
+        vunmap_range(area, 4 * PAGE_SIZE).unwrap();
         free_vm_area(area).unwrap();
         // The linear map: split in place with BBML2_NOABORT, pages without.
         let page = phys_to_virt(run.add(8 * PAGE_SIZE));

@@ -187,7 +187,11 @@ fn an_unmap_reaches_another_cpus_tlb_only_through_the_broadcast_flush() {
     }
     // Clear the entry in memory, with its barriers but without a TLB flush:
     // CPU 1's TLB still holds the translation, and it keeps being used.
-    pgtable::write_entry(&pgtable::walk(pgtable::kernel_root(), va), Descriptor::INVALID);
+    {
+        let walk = pgtable::walking();
+        // SAFETY: the test's own mapping; the stale TLB entry is the point.
+        unsafe { pgtable::write_entry(&walk.walk(va), Descriptor::INVALID) };
+    }
     lazymmu::arch::barrier::dsb_ish();
     CLEARED.store(true, SeqCst);
     while STALE_READS.load(SeqCst) < 1000 && !reader.is_done() {
@@ -269,17 +273,22 @@ fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu
     for backend in ["batched", "deferred-writes"] {
         let _b = use_backend(backend).unwrap();
         let va = get_vm_area(8 * PAGE_SIZE, PAGE_SIZE).unwrap();
+        let walk = pgtable::walking();
         for i in 0..8 {
-            pgtable::walk_create(pgtable::kernel_root(), va.add(i * PAGE_SIZE), Level::L3).unwrap();
+            walk.walk_create(va.add(i * PAGE_SIZE), Level::L3).unwrap();
         }
+        drop(walk);
         let frame = lazymmu::mm::frame_alloc::alloc_frame().unwrap();
         *SEEN.lock() = None;
         let task = lazymmu::sched::spawn_on("migrant", Affinity::Any, move || {
             let from = percpu::this_cpu().id;
+            // Held across the migration: dropped after the section.
+            let walk = pgtable::walking();
             let section = enable();
             for i in 0..8 {
-                let entry = pgtable::walk(pgtable::kernel_root(), va.add(i * PAGE_SIZE));
-                pgtable::write_entry(&entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RW));
+                let entry = walk.walk(va.add(i * PAGE_SIZE));
+                // SAFETY: the test's own area and frame.
+                unsafe { pgtable::write_entry(&entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RW)) };
             }
             let before = lazy_state();
             // Yield until another CPU has picked this task up.
@@ -305,7 +314,7 @@ fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu
                 HwTranslation::Mapped { pa: frame, mair_attr: 0xff }
             );
         }
-        vunmap_range(va, 8 * PAGE_SIZE);
+        vunmap_range(va, 8 * PAGE_SIZE).unwrap();
         free_vm_area(va).unwrap();
         lazymmu::mm::frame_alloc::free_frame(frame).unwrap();
     }
@@ -400,5 +409,5 @@ fn a_table_walk_keeps_its_tables_while_another_cpu_frees_them() {
     assert!(!walk.freed_during_walk, "the tables under the walk were freed while it was in them");
     walk.pending.expect("the job was sent").wait().unwrap();
     assert!(FREED.load(SeqCst));
-    assert!(pgtable::walk(pgtable::kernel_root(), va).level < Level::L3, "the area's level-3 table is gone now");
+    assert!(pgtable::lookup(va).level < Level::L3, "the area's level-3 table is gone now");
 }

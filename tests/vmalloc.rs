@@ -19,7 +19,7 @@ use lazymmu::dtb;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::*;
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
+use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use lazymmu::mm::layout::{REGIONS, VMALLOC_END, VMALLOC_START};
 use lazymmu::mm::lazy_mmu::{BackendSelection, is_lazy_mmu_mode_active, use_backend};
 use lazymmu::mm::pgtable::{self, EntryRef, MapError};
@@ -133,7 +133,13 @@ fn batched_vmalloc_that_needs_new_tables_still_costs_one_pair() {
     let mut applied = Applied::default();
     let c = cost(|| {
         applied = apply_to_page_range(start, 2 * BLOCK_2M, |entry: &EntryRef| {
-            pgtable::write_entry(entry, Descriptor::leaf(Level::L3, PhysAddr::new(0x4000_0000), Attributes::KERNEL_RO));
+            // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
+            unsafe {
+                pgtable::write_entry(
+                    entry,
+                    Descriptor::leaf(Level::L3, PhysAddr::new(0x4000_0000), Attributes::KERNEL_RO),
+                )
+            };
             Ok::<(), Infallible>(())
         })
         .unwrap()
@@ -149,7 +155,7 @@ fn batched_vmalloc_that_needs_new_tables_still_costs_one_pair() {
 
 /// Clears what the tests mapped by hand with apply_to_page_range.
 fn unmap_test_range(start: VirtAddr, size: u64) {
-    vmalloc::vunmap_range(start, size);
+    vmalloc::vunmap_range(start, size).unwrap();
 }
 
 fn map_with(mode: ApplyMode, backend: &str, start: VirtAddr, size: u64) -> (Applied, BarrierCounts) {
@@ -157,7 +163,13 @@ fn map_with(mode: ApplyMode, backend: &str, start: VirtAddr, size: u64) -> (Appl
     let mut applied = Applied::default();
     let c = cost(|| {
         applied = apply_to_page_range(start, size, |entry: &EntryRef| {
-            pgtable::write_entry(entry, Descriptor::leaf(Level::L3, PhysAddr::new(0x4000_0000), Attributes::KERNEL_RO));
+            // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
+            unsafe {
+                pgtable::write_entry(
+                    entry,
+                    Descriptor::leaf(Level::L3, PhysAddr::new(0x4000_0000), Attributes::KERNEL_RO),
+                )
+            };
             Ok::<(), Infallible>(())
         })
         .unwrap()
@@ -167,8 +179,8 @@ fn map_with(mode: ApplyMode, backend: &str, start: VirtAddr, size: u64) -> (Appl
 
 /// The walk for `va` ends at level 0 or 1: no level-2 table covers it.
 fn no_tables_below(va: VirtAddr) -> bool {
-    let entry = pgtable::walk(pgtable::kernel_root(), va);
-    entry.level <= Level::L1 && !entry.read().is_valid()
+    let entry = pgtable::lookup(va);
+    entry.level <= Level::L1 && entry.entry == Entry::Invalid
 }
 
 /// A fresh 1 GiB of the region, for mapping by hand: reserved while the
@@ -248,7 +260,8 @@ fn deferred_writes_walk_never_reads_back_the_tables_it_linked() {
         let mut applied = Applied::default();
         let c = cost(|| {
             applied = apply_to_page_range(start, 16 * PAGE_SIZE, |entry: &EntryRef| {
-                pgtable::write_entry(entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RO));
+                // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
+                unsafe { pgtable::write_entry(entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RO)) };
                 Ok::<(), Infallible>(())
             })
             .unwrap()
@@ -330,7 +343,8 @@ fn vmalloc_aligned_and_vzalloc_do_what_they_say() {
 fn vmap_pages_maps_the_callers_frames_and_vunmap_leaves_them() {
     let before = footprint();
     let frames: Vec<PhysAddr> = (0..3).map(|_| frame_alloc::alloc_frame().unwrap()).collect();
-    let va = vmap_pages(&[frames[2], frames[0], frames[1]], Attributes::KERNEL_RW).unwrap();
+    // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
+    let va = unsafe { vmap_pages(&[frames[2], frames[0], frames[1]], Attributes::KERNEL_RW) }.unwrap();
     assert_eq!(
         [frame_of(va), frame_of(va.add(PAGE_SIZE)), frame_of(va.add(2 * PAGE_SIZE))],
         [frames[2], frames[0], frames[1]]
@@ -350,9 +364,10 @@ fn vmap_contiguous_uses_blocks_where_addresses_and_size_allow() {
     let before = footprint();
     // 1 GiB of RAM starting at its (1 GiB aligned) base: one level-1 block.
     let ram = dtb::info().ram_start;
-    let va = vmap_contiguous(ram, BLOCK_1G, Attributes::KERNEL_RO).unwrap();
+    // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
+    let va = unsafe { vmap_contiguous(ram, BLOCK_1G, Attributes::KERNEL_RO) }.unwrap();
     assert!(va.is_aligned(BLOCK_1G));
-    assert_eq!(pgtable::walk(pgtable::kernel_root(), va).level, Level::L1);
+    assert_eq!(pgtable::lookup(va).level, Level::L1);
     for off in [0, 0x1234_5000, BLOCK_1G - PAGE_SIZE] {
         assert_eq!(
             hw_translate(va.add(off), Access::Read),
@@ -364,9 +379,10 @@ fn vmap_contiguous_uses_blocks_where_addresses_and_size_allow() {
 
     // 2 MiB + 4 KiB of contiguous frames: one level-2 block and one page.
     let pa = frame_alloc::alloc_contiguous(513, BLOCK_2M).unwrap();
-    let va = vmap_contiguous(pa, BLOCK_2M + PAGE_SIZE, Attributes::KERNEL_RW).unwrap();
-    assert_eq!(pgtable::walk(pgtable::kernel_root(), va).level, Level::L2);
-    assert_eq!(pgtable::walk(pgtable::kernel_root(), va.add(BLOCK_2M)).level, Level::L3);
+    // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
+    let va = unsafe { vmap_contiguous(pa, BLOCK_2M + PAGE_SIZE, Attributes::KERNEL_RW) }.unwrap();
+    assert_eq!(pgtable::lookup(va).level, Level::L2);
+    assert_eq!(pgtable::lookup(va.add(BLOCK_2M)).level, Level::L3);
     check_mapped(va, 1);
     assert_eq!(frame_of(va.add(BLOCK_2M)), pa.add(BLOCK_2M));
     vunmap(va).unwrap();
@@ -385,9 +401,10 @@ fn mappers_called_inside_a_deferred_writes_section_read_back_nothing_stale() {
     let before = footprint();
     let pa = frame_alloc::alloc_contiguous(513, BLOCK_2M).unwrap();
     let outer = lazymmu::mm::lazy_mmu::enable();
-    let va = vmap_contiguous(pa, BLOCK_2M + PAGE_SIZE, Attributes::KERNEL_RW).unwrap();
+    // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
+    let va = unsafe { vmap_contiguous(pa, BLOCK_2M + PAGE_SIZE, Attributes::KERNEL_RW) }.unwrap();
     drop(outer);
-    assert_eq!(pgtable::walk(pgtable::kernel_root(), va).level, Level::L2, "one 2 MiB block");
+    assert_eq!(pgtable::lookup(va).level, Level::L2, "one 2 MiB block");
     assert_eq!(frame_of(va.add(BLOCK_2M)), pa.add(BLOCK_2M));
     let outer = lazymmu::mm::lazy_mmu::enable();
     vunmap(va).unwrap();
@@ -404,7 +421,8 @@ fn any_sequence_gives_back_every_frame() {
     let a = vmalloc(5 * PAGE_SIZE).unwrap();
     let b = vzalloc(700 * PAGE_SIZE).unwrap();
     let frames: Vec<PhysAddr> = (0..4).map(|_| frame_alloc::alloc_frame().unwrap()).collect();
-    let c = vmap_pages(&frames, Attributes::KERNEL_RO).unwrap();
+    // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
+    let c = unsafe { vmap_pages(&frames, Attributes::KERNEL_RO) }.unwrap();
     vfree(a).unwrap();
     let d = vmalloc_aligned(3 * PAGE_SIZE, 64 * PAGE_SIZE).unwrap();
     vunmap(c).unwrap();
@@ -430,10 +448,12 @@ fn mapper_errors_are_typed_and_change_nothing() {
         ("vmalloc(u64::MAX)", vmalloc(u64::MAX), VmallocError::NoVirtualSpace),
         ("get_vm_area(0)", get_vm_area(0, PAGE_SIZE), VmallocError::ZeroSize),
         ("vmalloc_aligned(align 3000)", vmalloc_aligned(PAGE_SIZE, 3000), VmallocError::BadAlignment(3000)),
-        ("vmap_pages(no pages)", vmap_pages(&[], Attributes::KERNEL_RW), VmallocError::EmptyPageList),
+        // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
+        ("vmap_pages(no pages)", unsafe { vmap_pages(&[], Attributes::KERNEL_RW) }, VmallocError::EmptyPageList),
         (
             "vmap_pages(unaligned frame)",
-            vmap_pages(&[PhysAddr::new(0x4000_0010)], Attributes::KERNEL_RW),
+            // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
+            unsafe { vmap_pages(&[PhysAddr::new(0x4000_0010)], Attributes::KERNEL_RW) },
             VmallocError::Misaligned { what: "page", value: 0x4000_0010 },
         ),
     ];
@@ -444,12 +464,26 @@ fn mapper_errors_are_typed_and_change_nothing() {
     assert_eq!(vunmap(live), Err(VmallocError::NotAnArea(live)), "a vmalloc area is not vunmap's");
     assert_eq!(free_vm_area(live), Err(VmallocError::NotAnArea(live)), "nor free_vm_area's");
     assert_eq!(
-        vmap_range(live, PhysAddr::new(0x4000_0000), PAGE_SIZE, Attributes::KERNEL_RO),
-        Err(VmallocError::AlreadyMapped(live)),
+        // SAFETY: refused before anything is mapped.
+        unsafe { vmap_range(live, PhysAddr::new(0x4000_0000), PAGE_SIZE, Attributes::KERNEL_RO) },
+        Err(VmallocError::NotAnArea(live)),
+        "vmap_range maps only into a get_vm_area area"
+    );
+    assert_eq!(vunmap_range(live, PAGE_SIZE), Err(VmallocError::NotAnArea(live)), "and vunmap_range unmaps only there");
+    let area = get_vm_area(2 * PAGE_SIZE, PAGE_SIZE).unwrap();
+    // SAFETY: RAM, read-only as the linear map has it, in the test's own area.
+    unsafe { vmap_range(area, PhysAddr::new(0x4000_0000), PAGE_SIZE, Attributes::KERNEL_RO) }.unwrap();
+    assert_eq!(
+        // SAFETY: as above; refused (EBUSY) before anything is mapped.
+        unsafe { vmap_range(area, PhysAddr::new(0x4000_0000), 2 * PAGE_SIZE, Attributes::KERNEL_RO) },
+        Err(VmallocError::AlreadyMapped(area)),
         "the EBUSY case"
     );
+    vunmap_range(area, 2 * PAGE_SIZE).unwrap();
+    free_vm_area(area).unwrap();
     assert_eq!(
-        vmap_range(live, PhysAddr::new(0x4000_0000), 100, Attributes::KERNEL_RO),
+        // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
+        unsafe { vmap_range(live, PhysAddr::new(0x4000_0000), 100, Attributes::KERNEL_RO) },
         Err(VmallocError::Misaligned { what: "size", value: 100 })
     );
     assert_eq!(footprint(), before, "no frame, table or area changed");
@@ -525,9 +559,10 @@ fn apply_errors_are_typed_and_change_nothing() {
     // Contiguous memory mapped with a 2 MiB block: a page walk is refused
     // there, by the existing variant too, before any callback.
     let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
-    let block = vmap_contiguous(run, BLOCK_2M, Attributes::KERNEL_RW).unwrap();
+    // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
+    let block = unsafe { vmap_contiguous(run, BLOCK_2M, Attributes::KERNEL_RW) }.unwrap();
     let in_a_block = block.add(BLOCK_2M / 2);
-    assert_eq!(pgtable::walk(pgtable::kernel_root(), in_a_block).level, Level::L2);
+    assert_eq!(pgtable::lookup(in_a_block).level, Level::L2);
     for existing in [false, true] {
         let mut calls = 0;
         let f = |_: &EntryRef| {
@@ -655,19 +690,19 @@ fn kasan_shadow_race_double_maps_only_under_deferred_writes_without_pause() {
 
 #[test_case]
 fn vmap_range_takes_away_an_empty_table_where_a_block_goes() {
-    let root = pgtable::kernel_root();
     let va = get_vm_area(BLOCK_2M, BLOCK_2M).unwrap();
     // An empty level-3 table under the area's level-2 entry, as an earlier
     // mapping there (or a walk that made tables) leaves it.
     apply_to_page_range(va, PAGE_SIZE, |_: &EntryRef| Ok::<(), Infallible>(())).unwrap();
-    assert_eq!(pgtable::walk(root, va).level, Level::L3);
+    assert_eq!(pgtable::lookup(va).level, Level::L3);
     let vmalloc_region = REGIONS.iter().position(|r| r.0 == "vmalloc").unwrap();
     let l3_tables = region_stats()[vmalloc_region].tables[3];
     let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
     // It used to refuse with AlreadyMapped; Linux frees the empty table
     // (pmd_free_pte_page): unlink, flush its walks, free, then the block.
-    let c = cost(|| vmap_range(va, run, BLOCK_2M, Attributes::KERNEL_RW).unwrap());
-    assert_eq!(pgtable::walk(root, va).level, Level::L2, "a 2 MiB block now");
+    // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
+    let c = cost(|| unsafe { vmap_range(va, run, BLOCK_2M, Attributes::KERNEL_RW) }.unwrap());
+    assert_eq!(pgtable::lookup(va).level, Level::L2, "a 2 MiB block now");
     assert_eq!(region_stats()[vmalloc_region].tables[3], l3_tables - 1, "the empty level-3 table was freed");
     match tlb::strategy(512) {
         FlushStrategy::RangeTlbi => assert_eq!((c.tlbi_range, c.tlbi_walks), (1, 1), "one flush of its walks: {c:?}"),
@@ -677,7 +712,7 @@ fn vmap_range_takes_away_an_empty_table_where_a_block_goes() {
         hw_translate(va.add(5 * PAGE_SIZE), Access::Read),
         HwTranslation::Mapped { pa: run.add(5 * PAGE_SIZE), mair_attr: 0xff }
     );
-    vunmap_range(va, BLOCK_2M);
+    vunmap_range(va, BLOCK_2M).unwrap();
     free_vm_area(va).unwrap();
     frame_alloc::free_frames(run, 512).unwrap();
 }
@@ -726,8 +761,10 @@ fn with_the_heap_exhausted_every_mapper_is_out_of_memory_and_nothing_changes() {
         vmalloc(PAGE_SIZE).err(),
         vzalloc(PAGE_SIZE).err(),
         get_vm_area(PAGE_SIZE, PAGE_SIZE).err(),
-        vmap_pages(&[frame], Attributes::KERNEL_RW).err(),
-        vmap_contiguous(frame, PAGE_SIZE, Attributes::KERNEL_RW).err(),
+        // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
+        unsafe { vmap_pages(&[frame], Attributes::KERNEL_RW) }.err(),
+        // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
+        unsafe { vmap_contiguous(frame, PAGE_SIZE, Attributes::KERNEL_RW) }.err(),
     ];
     drop(hoard);
     assert_eq!(results, [Some(VmallocError::OutOfMemory); 5], "a typed error each, no panic, no lock left held");

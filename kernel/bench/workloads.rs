@@ -88,7 +88,9 @@ fn make_read_only(va: VirtAddr, pages: u64) -> Result<(), WorkloadError> {
     apply_to_existing_page_range(va, pages * PAGE_SIZE, |entry: &EntryRef| {
         if let Entry::Leaf { addr, mut attrs } = entry.entry() {
             attrs.writable = false;
-            pgtable::write_entry(entry, Descriptor::leaf(Level::L3, addr, attrs));
+            // SAFETY: a page of the bench's own area, write taken away; the
+            // flush follows.
+            unsafe { pgtable::write_entry(entry, Descriptor::leaf(Level::L3, addr, attrs)) };
         }
         Ok::<(), Infallible>(())
     })?;
@@ -111,7 +113,8 @@ pub fn set_memory(pages: u64) -> Result<Sample, WorkloadError> {
 pub fn vmap_1g() -> Result<[Sample; 2], WorkloadError> {
     let ram = crate::dtb::info().ram_start.align_down(BLOCK_1G);
     let map = Meter::start();
-    let va = vmalloc::vmap_contiguous(ram, BLOCK_1G, Attributes::KERNEL_RO)?;
+    // SAFETY: RAM, read-only: it is mapped so already (the linear map).
+    let va = unsafe { vmalloc::vmap_contiguous(ram, BLOCK_1G, Attributes::KERNEL_RO) }?;
     let map = map.stop();
     let unmap = Meter::start();
     vmalloc::vunmap(va)?;
@@ -193,7 +196,8 @@ pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
     let map = Meter::start();
     let mapped = apply_to_page_range(va, size, |entry: &EntryRef| {
         let pa = frames.add(entry.va.offset_from(va));
-        pgtable::write_entry(entry, Descriptor::leaf(Level::L3, pa, Attributes::KERNEL_RW));
+        // SAFETY: the bench's own frames, in its own area.
+        unsafe { pgtable::write_entry(entry, Descriptor::leaf(Level::L3, pa, Attributes::KERNEL_RW)) };
         Ok::<(), Infallible>(())
     });
     let map = map.stop();
@@ -201,7 +205,7 @@ pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
     let modified = mapped.map_err(WorkloadError::from).and_then(|_| make_read_only(va, pages));
     let modify = modify.stop();
     let unmap = Meter::start();
-    vmalloc::vunmap_range(va, size);
+    vmalloc::vunmap_range(va, size).expect("the bench's own area");
     let unmap = unmap.stop();
     frame_alloc::free_frames(frames, pages as usize).expect("allocated above");
     vmalloc::free_vm_area(va)?;

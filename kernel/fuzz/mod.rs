@@ -110,14 +110,20 @@ struct Fuzzer {
     irq_frame: PhysAddr,
 }
 
-/// The page the timer handler maps, and the descriptor it writes.
-static IRQ_SLOT: spin::Mutex<Option<(EntryRef, Descriptor)>> = spin::Mutex::new(None);
+/// The page the timer handler maps, and the descriptor it writes (the
+/// handler walks to its entry itself: an entry found by the task cannot
+/// be handed over).
+static IRQ_SLOT: spin::Mutex<Option<(VirtAddr, Descriptor)>> = spin::Mutex::new(None);
 static IRQ_DONE: AtomicBool = AtomicBool::new(false);
 static TAGS: AtomicU64 = AtomicU64::new(1);
 
 fn timer_maps_a_page() {
-    if let Some((entry, desc)) = IRQ_SLOT.lock().take() {
-        pgtable::write_entry(&entry, desc);
+    if let Some((va, desc)) = IRQ_SLOT.lock().take() {
+        let walk = pgtable::walking();
+        let entry = walk.walk(va);
+        assert_eq!(entry.level, Level::L3, "the irq page's tables were made beforehand");
+        // SAFETY: the fuzzer's own irq page, unmapped, and its own frame.
+        unsafe { pgtable::write_entry(&entry, desc) };
     }
     IRQ_DONE.store(true, SeqCst);
 }
@@ -215,7 +221,8 @@ impl Fuzzer {
         let attrs = self.attrs();
         let frames = self.tagged_frames(n)?;
         let pas: Vec<PhysAddr> = frames.iter().map(|f| f.0).collect();
-        let va = match vmalloc::vmap_pages(&pas, attrs) {
+        // SAFETY: fresh frames, the fuzzer's own until it vunmaps them.
+        let va = match unsafe { vmalloc::vmap_pages(&pas, attrs) } {
             Ok(va) => va,
             Err(e) => {
                 free_frames(&pas);
@@ -245,7 +252,8 @@ impl Fuzzer {
             unsafe { core::ptr::write_volatile(phys_to_virt(pa.add(i * PAGE_SIZE)).as_mut_ptr::<u64>(), tag) };
             tags.push(tag);
         }
-        let va = match vmalloc::vmap_contiguous(pa, n * PAGE_SIZE, attrs) {
+        // SAFETY: fresh frames, the fuzzer's own until it vunmaps them.
+        let va = match unsafe { vmalloc::vmap_contiguous(pa, n * PAGE_SIZE, attrs) } {
             Ok(va) => va,
             Err(e) => {
                 frame_alloc::free_frames(pa, n as usize).expect("allocated above");
@@ -310,7 +318,7 @@ impl Fuzzer {
                 )?;
             }
         }
-        vmalloc::vunmap_range(area.start, area.pages * PAGE_SIZE);
+        vmalloc::vunmap_range(area.start, area.pages * PAGE_SIZE).map_err(err("vunmap_range"))?;
         vmalloc::free_vm_area(area.start).map_err(err("free_vm_area"))?;
         self.model.remove_area(area.start);
         release(&area.kind);
@@ -361,7 +369,10 @@ impl Fuzzer {
                 }
                 Entry::Table(_) => Descriptor::INVALID,
             };
-            pgtable::write_entry(entry, desc);
+            // SAFETY: a slot of the fuzzer's own area; what it maps is the
+            // area's own frame or the same page with write toggled, and
+            // the fuzzer flushes before it relies on the change.
+            unsafe { pgtable::write_entry(entry, desc) };
             visited.push((entry.va, desc));
             Ok(())
         };
@@ -484,7 +495,8 @@ impl Fuzzer {
             ),
             2 => self.unchanged(
                 "vmap_pages(no pages)",
-                || vmalloc::vmap_pages(&[], Attributes::KERNEL_RW),
+                // SAFETY: no pages: nothing is mapped.
+                || unsafe { vmalloc::vmap_pages(&[], Attributes::KERNEL_RW) },
                 Err(VmallocError::EmptyPageList),
             ),
             3 => {
@@ -526,13 +538,17 @@ impl Fuzzer {
     /// A timer interrupt maps the irq page while this task may be in a
     /// section: the handler's write must be in place when it returns.
     fn timer_write(&mut self) -> Result<(), String> {
-        let entry = pgtable::walk(pgtable::kernel_root(), self.irq_page);
-        if entry.level != Level::L3 {
-            return Err(format!("the irq page's tables are gone: {entry:?}"));
+        let found = pgtable::lookup(self.irq_page);
+        if found.level != Level::L3 {
+            return Err(format!("the irq page's tables are gone: {found:?}"));
         }
         if self.model.page(self.irq_page).is_some() {
             // Unmapped again here, in task context, with its flush.
-            pgtable::write_entry(&entry, Descriptor::INVALID);
+            {
+                let walk = pgtable::walking();
+                // SAFETY: the fuzzer's own irq page.
+                unsafe { pgtable::write_entry(&walk.walk(self.irq_page), Descriptor::INVALID) };
+            }
             tlb::flush_tlb_kernel_range(self.irq_page, self.irq_page.add(PAGE_SIZE));
             self.model.unmap(self.irq_page);
             return Ok(());
@@ -540,7 +556,7 @@ impl Fuzzer {
         let tag = self.tag();
         // SAFETY: the fuzzer's own frame.
         unsafe { core::ptr::write_volatile(phys_to_virt(self.irq_frame).as_mut_ptr::<u64>(), tag) };
-        *IRQ_SLOT.lock() = Some((entry, Descriptor::leaf(Level::L3, self.irq_frame, Attributes::KERNEL_RW)));
+        *IRQ_SLOT.lock() = Some((self.irq_page, Descriptor::leaf(Level::L3, self.irq_frame, Attributes::KERNEL_RW)));
         IRQ_DONE.store(false, SeqCst);
         timer::call_after(timer::ticks_from_us(50), timer_maps_a_page);
         cpu::wait_until(|| IRQ_DONE.load(SeqCst));
@@ -633,7 +649,8 @@ impl Fuzzer {
     fn sweep(&mut self) -> Result<(), String> {
         let size = VMALLOC_END.offset_from(VMALLOC_START);
         let mut seen = 0u64;
-        for (_, entry) in pgtable::walk_range(pgtable::kernel_root(), VMALLOC_START, size) {
+        let walk = pgtable::walking();
+        for (_, entry) in walk.walk_range(VMALLOC_START, size) {
             let Entry::Leaf { .. } = entry.entry() else { continue };
             for i in 0..entry.level.entry_size() / PAGE_SIZE {
                 let va = entry.va.add(i * PAGE_SIZE);
@@ -656,7 +673,8 @@ impl Fuzzer {
                     vmalloc::vunmap(area.start).map_err(err("vunmap at teardown"))?
                 }
                 AreaKind::AddressSpace(_) => {
-                    vmalloc::vunmap_range(area.start, area.pages * PAGE_SIZE);
+                    vmalloc::vunmap_range(area.start, area.pages * PAGE_SIZE)
+                        .map_err(err("vunmap_range at teardown"))?;
                     vmalloc::free_vm_area(area.start).map_err(err("free_vm_area at teardown"))?;
                 }
             }
@@ -723,7 +741,7 @@ fn run_all(config: &Config, progress: &mut impl FnMut(&str, u64, u64)) -> Result
         let linear_tables_before = linear_tables();
         let setup = |what: String| diverged(0, "setup", what);
         let irq_page = vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE).map_err(|e| setup(format!("{e:?}")))?;
-        pgtable::walk_create(pgtable::kernel_root(), irq_page, Level::L3).map_err(|e| setup(format!("{e:?}")))?;
+        pgtable::walking().walk_create(irq_page, Level::L3).map(|_| ()).map_err(|e| setup(format!("{e:?}")))?;
         let irq_frame = frame_alloc::alloc_frame().map_err(|e| setup(format!("{e:?}")))?;
         let mut f =
             Fuzzer { rng: Rng::new(config.seed), model: Model::default(), next_tag: 0, checks: 0, irq_page, irq_frame };
@@ -798,7 +816,7 @@ fn run_all(config: &Config, progress: &mut impl FnMut(&str, u64, u64)) -> Result
         f.sweep().map_err(|what| diverged(last, "final sweep", what))?;
         f.teardown().map_err(|what| diverged(last, "teardown", what))?;
         rules_kept(last, "teardown")?;
-        vmalloc::vunmap_range(irq_page, PAGE_SIZE);
+        vmalloc::vunmap_range(irq_page, PAGE_SIZE).map_err(|e| diverged(last, "teardown", format!("{e:?}")))?;
         vmalloc::free_vm_area(irq_page).map_err(|e| diverged(last, "teardown", format!("{e:?}")))?;
         frame_alloc::free_frame(irq_frame).expect("allocated above");
         // A linear-map block split by a permission change stays split, as

@@ -21,7 +21,7 @@ use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use super::addr::{PhysAddr, VirtAddr};
 use super::descriptor::{Entry, Level};
-use super::pgtable::{self, EntryRef, Linked, MapError, alloc_tables, check_range, free_unlinked_tables};
+use super::pgtable::{self, EntryRef, Linked, MapError, Walking, alloc_tables, check_range, free_unlinked_tables};
 use super::{lazy_mmu, span};
 
 /// How a call brackets its writes with lazy MMU sections.
@@ -126,7 +126,7 @@ fn chunks(start: VirtAddr, end: VirtAddr) -> impl Iterator<Item = (u64, u64)> {
 
 /// Walks the range without changing anything: fails if a block mapping is
 /// in the way, and counts the tables a creating walk will need.
-fn plan(root: PhysAddr, start: VirtAddr, end: VirtAddr, create: bool) -> Result<usize, MapError> {
+fn plan(walking: &Walking, start: VirtAddr, end: VirtAddr, create: bool) -> Result<usize, MapError> {
     // New tables are counted once each: chunks come in address order, so
     // the chunks under one new table come one after another, and the last
     // one counted per level is enough to know (no allocation: a plan
@@ -135,9 +135,10 @@ fn plan(root: PhysAddr, start: VirtAddr, end: VirtAddr, create: bool) -> Result<
     let mut last_new: [Option<u64>; 3] = [None; 3];
     for (at, _) in chunks(start, end) {
         let va = VirtAddr::new(at);
-        let mut table = Some(root);
+        let mut table = Some(walking.root());
         for level in [Level::L0, Level::L1, Level::L2] {
-            let entry = table.map(|t| EntryRef::new(t, level, va).entry()).unwrap_or(Entry::Invalid);
+            // SAFETY: the root, or a table linked below it at `level`.
+            let entry = table.map(|t| unsafe { walking.table_entry(t, level, va) }.entry()).unwrap_or(Entry::Invalid);
             table = match entry {
                 Entry::Table(next) => Some(next),
                 Entry::Leaf { .. } => return Err(MapError::BlockInTheWay { va, level }),
@@ -160,17 +161,19 @@ fn plan(root: PhysAddr, start: VirtAddr, end: VirtAddr, create: bool) -> Result<
 /// remembers the tables this walk linked, per level, so that it never reads
 /// back its own (possibly still queued) writes.
 fn leaf_table(
-    root: PhysAddr,
+    walking: &Walking,
     va: VirtAddr,
     pool: &mut Vec<PhysAddr>,
     linked: &mut [Option<(u64, PhysAddr)>; 3],
     applied: &mut Applied,
 ) -> Option<PhysAddr> {
-    let mut table = root;
+    let mut table = walking.root();
     for level in [Level::L0, Level::L1, Level::L2] {
         let base = va.as_u64() & !(level.entry_size() - 1);
         let remembered = linked[level.0 as usize].filter(|(b, _)| *b == base).map(|(_, pa)| pa);
-        let entry = EntryRef::new(table, level, va);
+        // SAFETY: the root, or a table at `level` linked below it (read
+        // from it, or linked by this walk and remembered).
+        let entry = unsafe { walking.table_entry(table, level, va) };
         table = match (remembered, entry.entry()) {
             (Some(pa), _) | (None, Entry::Table(pa)) => pa,
             (None, Entry::Invalid) => {
@@ -203,9 +206,8 @@ fn apply<E>(
     mut f: impl FnMut(&EntryRef) -> Result<(), E>,
 ) -> Result<Applied, ApplyError<E>> {
     let end = check_range(start, size)?;
-    let root = pgtable::kernel_root();
-    let _walk = pgtable::walking();
-    let needed = plan(root, start, end, walk.create)?;
+    let walking = pgtable::walking();
+    let needed = plan(&walking, start, end, walk.create)?;
     let mut pool = alloc_tables(needed)?;
 
     let mode = apply_mode();
@@ -214,11 +216,11 @@ fn apply<E>(
     let whole = (walk.lazy && mode == ApplyMode::WholeCall).then(lazy_mmu::enable);
     let mut result = Ok(());
     for (at, stop) in chunks(start, end) {
-        let Some(table) = leaf_table(root, VirtAddr::new(at), &mut pool, &mut linked, &mut applied) else {
+        let Some(table) = leaf_table(&walking, VirtAddr::new(at), &mut pool, &mut linked, &mut applied) else {
             continue;
         };
         let _per_table = (walk.lazy && mode == ApplyMode::PerLeafTable).then(lazy_mmu::enable);
-        result = visit_slots(table, at, stop, walk.create, &mut f, &mut applied);
+        result = visit_slots(&walking, table, at, stop, walk.create, &mut f, &mut applied);
         if result.is_err() {
             break;
         }
@@ -230,6 +232,7 @@ fn apply<E>(
 }
 
 fn visit_slots<E>(
+    walking: &Walking,
     table: PhysAddr,
     at: u64,
     stop: u64,
@@ -239,7 +242,8 @@ fn visit_slots<E>(
 ) -> Result<(), E> {
     let mut va = at;
     while va != stop {
-        let entry = EntryRef::new(table, Level::L3, VirtAddr::new(va));
+        // SAFETY: a level-3 table linked below the root by leaf_table().
+        let entry = unsafe { walking.table_entry(table, Level::L3, VirtAddr::new(va)) };
         if create || entry.read().is_valid() {
             f(&entry)?;
             applied.slots += 1;

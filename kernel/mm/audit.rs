@@ -91,8 +91,8 @@ pub struct Baseline {
 
 /// The valid leaves of the vmalloc region: (VA, descriptor).
 fn vmalloc_leaves() -> Vec<(u64, u64)> {
-    let _walk = pgtable::walking();
-    pgtable::walk_range(pgtable::kernel_root(), VMALLOC_START, VMALLOC_END.offset_from(VMALLOC_START))
+    let walk = pgtable::walking();
+    walk.walk_range(VMALLOC_START, VMALLOC_END.offset_from(VMALLOC_START))
         .filter(|(_, e)| matches!(e.entry(), Entry::Leaf { .. }))
         .map(|(_, e)| (e.va.as_u64(), e.read().0))
         .collect()
@@ -149,10 +149,12 @@ impl Baseline {
             vmalloc_leaves().into_iter().filter(|l| !self.vmalloc_leaves.contains(l)).map(|(va, _)| va).collect();
         if !stray.is_empty() {
             {
-                let _walk = pgtable::walking();
+                let walk = pgtable::walking();
                 for &va in &stray {
-                    let entry = pgtable::walk(pgtable::kernel_root(), VirtAddr::new(va));
-                    pgtable::write_entry(&entry, Descriptor::INVALID);
+                    let entry = walk.walk(VirtAddr::new(va));
+                    // SAFETY: a mapping a failed test left in the vmalloc
+                    // region with no area around it: nobody owns it.
+                    unsafe { pgtable::write_entry(&entry, Descriptor::INVALID) };
                 }
             }
             let size = VMALLOC_END.offset_from(VMALLOC_START);
@@ -184,10 +186,10 @@ fn frames_in_use_by_tables_and_stacks() -> BTreeSet<u64> {
         }
     }
     let mut found = BTreeSet::new();
-    let _walk = pgtable::walking();
-    tables(pgtable::kernel_root(), Level::L0, &mut found);
+    let walk = pgtable::walking();
+    tables(walk.root(), Level::L0, &mut found);
     let stacks = KSTACK_SLOTS * KSTACK_SLOT_SIZE;
-    for (_, entry) in pgtable::walk_range(pgtable::kernel_root(), KSTACK_START, stacks) {
+    for (_, entry) in walk.walk_range(KSTACK_START, stacks) {
         if let Entry::Leaf { addr, .. } = entry.entry() {
             found.insert(addr.as_u64());
         }

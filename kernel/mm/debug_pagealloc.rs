@@ -112,7 +112,11 @@ pub(super) fn map_pages(pa: PhysAddr, count: usize) -> Result<(), MapError> {
     let _op = pgtable_check::operation();
     let (va, size) = linear_range(pa, count);
     let map = |entry: &pgtable::EntryRef| {
-        pgtable::write_entry(entry, Descriptor::leaf(Level::L3, virt_to_phys(entry.va), Attributes::KERNEL_RW));
+        // SAFETY: the linear map's own slot for a frame being given back to
+        // the allocator, mapped as the rest of the linear map is.
+        unsafe {
+            pgtable::write_entry(entry, Descriptor::leaf(Level::L3, virt_to_phys(entry.va), Attributes::KERNEL_RW))
+        };
     };
     match MAP_BACK.load(Relaxed) {
         0 => {
@@ -123,8 +127,10 @@ pub(super) fn map_pages(pa: PhysAddr, count: usize) -> Result<(), MapError> {
             .map_err(map_error)?;
         }
         _ => {
+            // No walk guard (the linear map's tables stay): a guard's end
+            // would make the stores, and the bug shown is that they wait.
             for i in 0..count as u64 {
-                let entry = pgtable::walk(pgtable::kernel_root(), va.add(i * PAGE_SIZE));
+                let entry = pgtable::linear_map_entry(va.add(i * PAGE_SIZE)).expect("a linear-map address");
                 if entry.level != Level::L3 {
                     return Err(MapError::BlockInTheWay { va: entry.va, level: entry.level });
                 }
@@ -148,7 +154,9 @@ pub(super) fn unmap_pages(pa: PhysAddr, count: usize) {
 fn clear(pa: PhysAddr, count: usize) -> Result<(), MapError> {
     let (va, size) = linear_range(pa, count);
     apply_to_existing_page_range(va, size, |entry| {
-        pgtable::write_entry(entry, Descriptor::INVALID);
+        // SAFETY: the linear map's slot for a frame being freed; the
+        // caller flushes it before the frame is used again.
+        unsafe { pgtable::write_entry(entry, Descriptor::INVALID) };
         Ok::<(), Infallible>(())
     })
     .map(|_| ())

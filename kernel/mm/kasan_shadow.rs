@@ -81,7 +81,9 @@ fn populate(entry: &EntryRef, pause: bool, racers: Racers) -> Result<(), Vmalloc
     let lock = lock_shadow(racers);
     let install = !entry.read().is_valid();
     if install {
-        pgtable::write_entry(entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RW));
+        // SAFETY: a shadow slot still empty under the shadow lock, mapping
+        // a frame just allocated.
+        unsafe { pgtable::write_entry(entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RW)) };
     }
     // Written, not yet unlocked: the other task runs up to the lock.
     switch();
@@ -246,7 +248,9 @@ pub fn populate_shadow(pages: u64, how: Populate) -> Result<Populated, VmallocEr
             },
             Err(_) => faults += 1,
         }
-        pgtable::write_entry(entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RW));
+        // SAFETY: a shadow slot of the test's own range, mapping a frame
+        // just allocated.
+        unsafe { pgtable::write_entry(entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RW)) };
         Ok::<(), frame_alloc::FrameError>(())
     };
     let backend = lazy_mmu::backend_name();
@@ -284,7 +288,7 @@ fn shadow_area(size: u64) -> Result<VirtAddr, VmallocError> {
 /// them, double mappings included), its tables and the area. Returns how
 /// many frames there were.
 fn release_shadow_area(va: VirtAddr, size: u64, frames: Vec<PhysAddr>) -> Result<usize, VmallocError> {
-    vunmap_range(va, size);
+    vunmap_range(va, size)?;
     for &pa in &frames {
         frame_alloc::free_frame(pa).expect("mapped by populate");
     }

@@ -99,7 +99,9 @@ pub fn build_and_switch(ram_start: PhysAddr, ram_size: u64, image: &ImageLayout)
         (ro_end, ram_end, Attributes::KERNEL_RW),
     ] {
         if end > start {
-            map_range(root, linear(start), start, end.offset_from(start), attrs, linear_map_leaves())?;
+            // SAFETY: RAM from the device tree, at its linear-map address,
+            // in tables nobody else uses yet.
+            unsafe { map_range(root, linear(start), start, end.offset_from(start), attrs, linear_map_leaves()) }?;
         }
     }
 
@@ -109,11 +111,16 @@ pub fn build_and_switch(ram_start: PhysAddr, ram_size: u64, image: &ImageLayout)
         (image.rodata, Attributes::KERNEL_RO),
         (image.data, Attributes::KERNEL_RW),
     ] {
-        map_range(root, range.0, image_phys(image, range.0), size(range), attrs, LeafSizes::PagesOnly)?;
+        // SAFETY: the image's own section at its link address.
+        unsafe { map_range(root, range.0, image_phys(image, range.0), size(range), attrs, LeafSizes::PagesOnly) }?;
     }
 
     for &(_, pa, len) in MMIO_DEVICES {
-        map_range(root, MMIO_BASE.add(pa), PhysAddr::new(pa), len, Attributes::DEVICE, LeafSizes::PagesOnly)?;
+        // SAFETY: a device's registers, as device memory, at their fixed
+        // place in the MMIO window.
+        unsafe {
+            map_range(root, MMIO_BASE.add(pa), PhysAddr::new(pa), len, Attributes::DEVICE, LeafSizes::PagesOnly)
+        }?;
     }
 
     let empty = alloc_table()?;

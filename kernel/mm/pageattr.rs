@@ -30,7 +30,7 @@ use alloc::vec::Vec;
 use super::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{LINEAR_MAP_SIZE, PAGE_OFFSET, VMALLOC_END, VMALLOC_START};
-use super::pgtable::{self, EntryRef, MapError, alloc_tables, check_range, free_unlinked_tables};
+use super::pgtable::{self, EntryRef, MapError, Walking, alloc_tables, check_range, free_unlinked_tables};
 use super::{lazy_mmu, pgtable_check, tlb, vmalloc};
 use crate::arch::{barrier, cpu as arch_cpu};
 use crate::cpu;
@@ -74,9 +74,9 @@ fn check_region(addr: VirtAddr, end: VirtAddr) -> Result<(), MapError> {
 }
 
 /// The leaves covering [addr, end), in order; fails on a hole.
-fn leaves(addr: VirtAddr, end: VirtAddr) -> Result<Vec<EntryRef>, MapError> {
+fn leaves(walk: &Walking, addr: VirtAddr, end: VirtAddr) -> Result<Vec<EntryRef<'_>>, MapError> {
     let size = end.as_u64().wrapping_sub(addr.as_u64());
-    pgtable::walk_range(pgtable::kernel_root(), addr, size)
+    walk.walk_range(addr, size)
         .map(|(at, entry)| match entry.entry() {
             Entry::Leaf { .. } => Ok(entry),
             _ => Err(MapError::NotMapped(at)),
@@ -88,8 +88,8 @@ fn leaves(addr: VirtAddr, end: VirtAddr) -> Result<Vec<EntryRef>, MapError> {
 /// out of the range splits, and again at the next level down, until the
 /// boundary falls between leaves. (Two boundaries in one block share splits;
 /// what is left over is freed.)
-fn splits_needed(boundary: VirtAddr) -> usize {
-    let entry = pgtable::walk(pgtable::kernel_root(), boundary);
+fn splits_needed(walk: &Walking, boundary: VirtAddr) -> usize {
+    let entry = walk.walk(boundary);
     match entry.entry() {
         Entry::Leaf { .. } if entry.va != boundary => (3 - entry.level.0) as usize,
         _ => 0,
@@ -103,12 +103,12 @@ static CHANGING: spin::Mutex<()> = spin::Mutex::new(());
 fn change_memory(addr: VirtAddr, pages: u64, change: fn(&mut Attributes)) -> Result<(), MapError> {
     let _one_at_a_time = CHANGING.lock();
     let _op = pgtable_check::operation();
-    let _walk = pgtable::walking();
+    let walk = pgtable::walking();
     let size = pages.checked_mul(PAGE_SIZE).ok_or(MapError::BadRange { start: addr, size: u64::MAX })?;
     let end = check_range(addr, size)?;
     check_region(addr, end)?;
     // Every check before anything changes: mapped throughout, and W^X.
-    for entry in leaves(addr, end)? {
+    for entry in leaves(&walk, addr, end)? {
         if let Entry::Leaf { attrs, .. } = entry.entry() {
             let mut new = attrs;
             change(&mut new);
@@ -117,14 +117,14 @@ fn change_memory(addr: VirtAddr, pages: u64, change: fn(&mut Attributes)) -> Res
             }
         }
     }
-    let splits = splits_needed(addr) + splits_needed(end);
+    let splits = splits_needed(&walk, addr) + splits_needed(&walk, end);
     let break_live = planted(Bug::BreakLiveBlock);
     if splits > 0 && !cpu::features().bbml2_noabort && !break_live {
-        let block = [addr, end].into_iter().find_map(block_across).expect("a split is needed");
+        let block = [addr, end].into_iter().find_map(|b| block_across(&walk, b)).expect("a split is needed");
         return Err(MapError::BreakBeforeMakeUnsafe(block.va));
     }
     let mut pool = alloc_tables(splits)?;
-    if break_live && let Err(e) = check_break_before_make(addr, end, &pool) {
+    if break_live && let Err(e) = check_break_before_make(&walk, addr, end, &pool) {
         free_unlinked_tables(pool);
         return Err(e);
     }
@@ -133,19 +133,21 @@ fn change_memory(addr: VirtAddr, pages: u64, change: fn(&mut Attributes)) -> Res
     {
         let _section = lazy_mmu::enable();
         for boundary in [addr, end] {
-            while let Some(block) = block_across(boundary) {
+            while let Some(block) = block_across(&walk, boundary) {
                 let block_end = block.va.add(block.level.entry_size());
                 flush_start = flush_start.min(block.va);
                 flush_end = flush_end.max(block_end);
-                split(&block, pool.pop().expect("counted by splits_needed"));
+                split(&walk, &block, pool.pop().expect("counted by splits_needed"));
             }
         }
         // Both boundaries may have fallen in the same block: one split served.
         free_unlinked_tables(pool);
-        for entry in leaves(addr, end).expect("checked above") {
+        for entry in leaves(&walk, addr, end).expect("checked above") {
             if let Entry::Leaf { addr: pa, mut attrs } = entry.entry() {
                 change(&mut attrs);
-                pgtable::write_entry(&entry, Descriptor::leaf(entry.level, pa, attrs));
+                // SAFETY: the same frame, other permissions (W^X checked
+                // above); the flush below drops the old ones.
+                unsafe { pgtable::write_entry(&entry, Descriptor::leaf(entry.level, pa, attrs)) };
             }
         }
     }
@@ -159,9 +161,9 @@ fn change_memory(addr: VirtAddr, pages: u64, change: fn(&mut Attributes)) -> Res
 /// and the new tables of deeper splits, must not lie inside it (the heap,
 /// the stacks' frames and every other CPU's data may, which is why the
 /// kernel never does this).
-fn check_break_before_make(addr: VirtAddr, end: VirtAddr, pool: &[PhysAddr]) -> Result<(), MapError> {
+fn check_break_before_make(walk: &Walking, addr: VirtAddr, end: VirtAddr, pool: &[PhysAddr]) -> Result<(), MapError> {
     for boundary in [addr, end] {
-        let Some(block) = block_across(boundary) else { continue };
+        let Some(block) = block_across(walk, boundary) else { continue };
         let range = block.va.as_u64()..block.va.as_u64() + block.level.entry_size();
         let new_tables = pool.iter().map(|&pa| super::phys_to_virt(pa));
         if core::iter::once(block.slot_va()).chain(new_tables).any(|va| range.contains(&va.as_u64())) {
@@ -172,35 +174,42 @@ fn check_break_before_make(addr: VirtAddr, end: VirtAddr, pool: &[PhysAddr]) -> 
 }
 
 /// The block leaf that `boundary` falls strictly inside, if any.
-fn block_across(boundary: VirtAddr) -> Option<EntryRef> {
-    let entry = pgtable::walk(pgtable::kernel_root(), boundary);
+fn block_across(walk: &Walking, boundary: VirtAddr) -> Option<EntryRef<'_>> {
+    let entry = walk.walk(boundary);
     let inside = matches!(entry.entry(), Entry::Leaf { .. }) && entry.level < Level::L3 && entry.va != boundary;
     inside.then_some(entry)
 }
 
 /// Replaces `block` by `table` holding the same mapping one level down, in
 /// place (BBML2_NOABORT). Runs inside the caller's lazy section.
-fn split(block: &EntryRef, table: PhysAddr) {
+fn split(walk: &Walking, block: &EntryRef<'_>, table: PhysAddr) {
     let Entry::Leaf { addr: pa, attrs } = block.entry() else { unreachable!("a block") };
     let level = block.level.next().expect("blocks are above level 3");
     for i in 0..512 {
-        let child = EntryRef::new(table, level, block.va.add(i * level.entry_size()));
-        pgtable::write_entry(&child, Descriptor::leaf(level, pa.add(i * level.entry_size()), attrs));
+        // SAFETY: `table` is ours (from the pool), not linked yet; its
+        // entries map the block's own memory, one level down.
+        unsafe {
+            let child = walk.table_entry(table, level, block.va.add(i * level.entry_size()));
+            pgtable::write_entry(&child, Descriptor::leaf(level, pa.add(i * level.entry_size()), attrs));
+        }
     }
     order_before_link();
     if planted(Bug::BreakLiveBlock) {
         let _paused = lazy_mmu::pause();
         let daif = arch_cpu::irq_save();
-        pgtable::write_entry(block, Descriptor::INVALID);
+        // SAFETY: none: this is the planted bug (a live block broken).
+        unsafe { pgtable::write_entry(block, Descriptor::INVALID) };
         tlb::flush_tlb_kernel_range(block.va, block.va.add(block.level.entry_size()));
-        pgtable::write_entry(block, Descriptor::table(table));
+        // SAFETY: as above.
+        unsafe { pgtable::write_entry(block, Descriptor::table(table)) };
         arch_cpu::irq_restore(daif);
         return;
     }
     // The old block and the new table may both be in TLBs for a while:
     // they map the same memory, which BBML2_NOABORT allows; the caller's
     // flush drops the block.
-    pgtable::write_entry(block, Descriptor::table(table));
+    // SAFETY: the table maps exactly what the block did (BBML2_NOABORT).
+    unsafe { pgtable::write_entry(block, Descriptor::table(table)) };
     // The caller walks again right away (to the next split, then to the
     // leaves), reading from memory: under `deferred-writes` the link must
     // be there, or the block would be found and split a second time, and
@@ -226,8 +235,9 @@ fn order_before_link() {
 /// level-2 table of level-3 tables, all filled before the level-2 table is
 /// linked), so nothing written in the section is read back.
 pub(super) fn split_linear_map_to_pages() -> Result<usize, MapError> {
-    let root = pgtable::kernel_root();
-    let blocks: Vec<EntryRef> = pgtable::walk_range(root, PAGE_OFFSET, LINEAR_MAP_SIZE)
+    let walk = pgtable::walking();
+    let blocks: Vec<EntryRef<'_>> = walk
+        .walk_range(PAGE_OFFSET, LINEAR_MAP_SIZE)
         .map(|(_, entry)| entry)
         .filter(|entry| matches!(entry.entry(), Entry::Leaf { .. }) && entry.level < Level::L3)
         .collect();
@@ -241,9 +251,10 @@ pub(super) fn split_linear_map_to_pages() -> Result<usize, MapError> {
         let _section = lazy_mmu::enable();
         for block in &blocks {
             let Entry::Leaf { addr: pa, attrs } = block.entry() else { unreachable!("a block") };
-            let table = pages_below(block.level, block.va, pa, attrs, &mut pool);
+            let table = pages_below(&walk, block.level, block.va, pa, attrs, &mut pool);
             order_before_link();
-            pgtable::write_entry(block, Descriptor::table(table));
+            // SAFETY: the table maps exactly what the block did (BBML2_NOABORT).
+            unsafe { pgtable::write_entry(block, Descriptor::table(table)) };
         }
     }
     tlb::flush_tlb_kernel_range(PAGE_OFFSET, PAGE_OFFSET.add(LINEAR_MAP_SIZE));
@@ -252,7 +263,14 @@ pub(super) fn split_linear_map_to_pages() -> Result<usize, MapError> {
 
 /// A table from `pool` mapping the block at `level` (`va` -> `pa`) with
 /// pages, through new level-3 tables if the block is above level 2.
-fn pages_below(level: Level, va: VirtAddr, pa: PhysAddr, attrs: Attributes, pool: &mut Vec<PhysAddr>) -> PhysAddr {
+fn pages_below(
+    walk: &Walking,
+    level: Level,
+    va: VirtAddr,
+    pa: PhysAddr,
+    attrs: Attributes,
+    pool: &mut Vec<PhysAddr>,
+) -> PhysAddr {
     let table = pool.pop().expect("counted by split_linear_map_to_pages");
     let child_level = level.next().expect("blocks are above level 3");
     let step = child_level.entry_size();
@@ -261,9 +279,11 @@ fn pages_below(level: Level, va: VirtAddr, pa: PhysAddr, attrs: Attributes, pool
         let desc = if child_level == Level::L3 {
             Descriptor::leaf(Level::L3, child_pa, attrs)
         } else {
-            Descriptor::table(pages_below(child_level, child_va, child_pa, attrs, pool))
+            Descriptor::table(pages_below(walk, child_level, child_va, child_pa, attrs, pool))
         };
-        pgtable::write_entry(&EntryRef::new(table, child_level, child_va), desc);
+        // SAFETY: `table` is ours (from the pool), not linked yet; the
+        // entry maps the block's own memory, or links a table of ours.
+        unsafe { pgtable::write_entry(&walk.table_entry(table, child_level, child_va), desc) };
     }
     table
 }

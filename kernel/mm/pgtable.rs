@@ -12,12 +12,14 @@
 
 use alloc::vec::Vec;
 use core::fmt;
+use core::marker::PhantomData;
 use core::ptr::read_volatile;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::frame_alloc::{self, FrameError};
+use super::layout::{LINEAR_MAP_SIZE, PAGE_OFFSET};
 use super::{lazy_mmu, pgtable_check, phys_to_virt, tlb};
 use crate::arch::barrier;
 use crate::planted::{Bug, planted};
@@ -81,24 +83,27 @@ pub(super) fn set_kernel_root(root: PhysAddr) {
 }
 
 /// One entry of one table: where it is, at which level, and which virtual
-/// address its range starts at.
+/// address its range starts at. It borrows the walk that found it
+/// ([`Walking`]): it cannot outlive the guard that keeps its table from
+/// being taken away, and (a raw pointer inside) it cannot be sent to
+/// another task or CPU.
 #[derive(Clone, Copy, Debug)]
-pub struct EntryRef {
+pub struct EntryRef<'walk> {
     ptr: *mut u64,
     pub level: Level,
     pub va: VirtAddr,
+    walk: PhantomData<&'walk Walking>,
 }
 
-// SAFETY: an EntryRef names an entry of the kernel's tables, which every
-// CPU and task shares; it may be handed to another task or an interrupt
-// handler like the address it is.
-unsafe impl Send for EntryRef {}
-
-impl EntryRef {
-    pub(super) fn new(table: PhysAddr, level: Level, va: VirtAddr) -> EntryRef {
+impl<'walk> EntryRef<'walk> {
+    /// # Safety
+    /// `table` is a page-table page at `level` that stays one for `'walk`:
+    /// reachable under a walk guard (or `Exclusive`) that lives that long,
+    /// or not linked anywhere yet and owned by the caller.
+    pub(super) unsafe fn new(table: PhysAddr, level: Level, va: VirtAddr) -> EntryRef<'walk> {
         let ptr = phys_to_virt(table).as_mut_ptr::<u64>().wrapping_add(level.index(va.as_u64()));
         let va = VirtAddr::new(va.as_u64() & !(level.entry_size() - 1));
-        EntryRef { ptr, level, va }
+        EntryRef { ptr, level, va, walk: PhantomData }
     }
 
     pub fn read(&self) -> Descriptor {
@@ -121,7 +126,15 @@ impl EntryRef {
 /// a page table. The store and the barriers it owes are the lazy MMU
 /// backend's business (`mm::lazy_mmu`): made and paid at once, paid at the
 /// end of the section, or (under `deferred-writes`) both at the end.
-pub fn write_entry(entry: &EntryRef, desc: Descriptor) {
+///
+/// # Safety
+/// The entry is the caller's to change: a valid `desc` maps only memory
+/// the caller may map there with those attributes (or links a table it
+/// owns), and a change of a live translation (a clear, a permission taken
+/// away) is followed by the TLB maintenance it owes before what it mapped
+/// is used otherwise. The entry's own table is kept by the walk `entry`
+/// borrows.
+pub unsafe fn write_entry(entry: &EntryRef<'_>, desc: Descriptor) {
     crate::trace::emit(format_args!(
         "write L{} entry for {}: {}",
         entry.level.0,
@@ -171,12 +184,6 @@ pub fn alloc_table() -> Result<PhysAddr, MapError> {
     Ok(pa)
 }
 
-/// The entry for `va` at `level` in `table`: for filling a table that is
-/// not linked yet (the walkers find the entries of linked ones).
-pub fn table_entry(table: PhysAddr, level: Level, va: VirtAddr) -> EntryRef {
-    EntryRef::new(table, level, va)
-}
-
 /// `count` zeroed page-table pages for a change to link later, or, if
 /// frames run out, none at all.
 pub fn alloc_tables(count: usize) -> Result<Vec<PhysAddr>, MapError> {
@@ -201,19 +208,21 @@ pub fn free_unlinked_tables(tables: Vec<PhysAddr>) {
     }
 }
 
-/// Walks from `root` towards `va` and returns the deepest entry reached: a
-/// leaf, an invalid entry, or the level-3 entry.
-pub fn walk(root: PhysAddr, va: VirtAddr) -> EntryRef {
-    let mut entry = EntryRef::new(root, Level::L0, va);
-    loop {
-        match entry.entry() {
-            Entry::Table(next) => match entry.level.next() {
-                Some(level) => entry = EntryRef::new(next, level, va),
-                None => return entry,
-            },
-            _ => return entry,
-        }
-    }
+/// What the walk for an address finds: the deepest entry reached (a leaf,
+/// an invalid entry, or the level-3 entry), as a value: its level, the
+/// first address it translates, and what it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub level: Level,
+    pub va: VirtAddr,
+    pub entry: Entry,
+}
+
+/// What the kernel's tables hold for `va` now (read under a walk guard).
+pub fn lookup(va: VirtAddr) -> Found {
+    let walk = walking();
+    let entry = walk.walk(va);
+    Found { level: entry.level, va: entry.va, entry: entry.entry() }
 }
 
 // ---- several CPUs: who may link, walk and take away tables -------------
@@ -236,17 +245,128 @@ pub fn walk(root: PhysAddr, va: VirtAddr) -> EntryRef {
 static LINK: IrqSpinLock<()> = IrqSpinLock::new(());
 static TABLES: spin::RwLock<()> = spin::RwLock::new(());
 
-/// A walk in progress: empty tables are not taken away while it lives.
+/// A walk in progress: empty tables are not taken away while it lives,
+/// and the entries it finds ([`EntryRef`]) borrow it.
 #[must_use = "tables may be taken away as soon as this is dropped"]
 pub struct Walking {
     _guard: spin::RwLockReadGuard<'static, ()>,
+    root: PhysAddr,
 }
 
-/// Declares a walk-then-write operation in progress.
+/// Declares a walk-then-write operation in progress on the kernel's tables.
 pub fn walking() -> Walking {
+    walking_from(kernel_root())
+}
+
+/// [`walking`], on the tables under `root` (boot builds the kernel's own
+/// before it installs them).
+pub(super) fn walking_from(root: PhysAddr) -> Walking {
     let guard = TABLES.read();
     crate::task::current().count_walk(true);
-    Walking { _guard: guard }
+    Walking { _guard: guard, root }
+}
+
+impl Walking {
+    /// The level-0 table this walk starts from.
+    pub fn root(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// Walks towards `va` and returns the deepest entry reached: a leaf,
+    /// an invalid entry, or the level-3 entry.
+    pub fn walk(&self, va: VirtAddr) -> EntryRef<'_> {
+        // SAFETY: the root and every table linked below it stay for as
+        // long as this walk (see the module's notes on taking tables away).
+        unsafe { walk_from(self.root, va) }
+    }
+
+    /// The entry for `va` at `level`, creating missing tables on the way.
+    /// Fails if a block mapping sits above `level`.
+    pub fn walk_create(&self, va: VirtAddr, level: Level) -> Result<EntryRef<'_>, MapError> {
+        // SAFETY: the root stays for as long as this walk.
+        let mut entry = unsafe { EntryRef::new(self.root, Level::L0, va) };
+        while entry.level < level {
+            let next_level = entry.level.next().expect("below level 3");
+            let next = match entry.entry() {
+                Entry::Table(next) => next,
+                Entry::Invalid => {
+                    let table = alloc_table()?;
+                    match link_table(&entry, table) {
+                        Linked::Ours => table,
+                        Linked::Theirs(existing) => {
+                            frame_alloc::free_frame(table).expect("allocated above");
+                            existing
+                        }
+                        Linked::Block => {
+                            frame_alloc::free_frame(table).expect("allocated above");
+                            return Err(MapError::BlockInTheWay { va, level: entry.level });
+                        }
+                    }
+                }
+                Entry::Leaf { .. } => return Err(MapError::BlockInTheWay { va, level: entry.level }),
+            };
+            // SAFETY: a table linked below the root, kept by this walk.
+            entry = unsafe { EntryRef::new(next, next_level, va) };
+        }
+        Ok(entry)
+    }
+
+    /// The entries covering [va, va + size), in address order: at each
+    /// step the deepest entry the walk reaches (a leaf, or an invalid entry
+    /// at the level where a hole starts), with the address it was reached
+    /// for (`va` for the first, the entry's own start after that).
+    pub fn walk_range(&self, va: VirtAddr, size: u64) -> impl Iterator<Item = (VirtAddr, EntryRef<'_>)> + '_ {
+        let mut at = (size > 0).then_some(va);
+        core::iter::from_fn(move || {
+            let here = at?;
+            let entry = self.walk(here);
+            let next = entry.va.as_u64().wrapping_add(entry.level.entry_size());
+            // Stop at the end, even when the entry runs past it or to 2^64.
+            at = (next != 0 && next.wrapping_sub(va.as_u64()) < size).then(|| VirtAddr::new(next));
+            Some((here, entry))
+        })
+    }
+
+    /// The entry for `va` at `level` in `table`.
+    ///
+    /// # Safety
+    /// `table` is a page-table page at `level` that is linked below this
+    /// walk's root, or that the caller allocated and owns and has not
+    /// linked yet (to fill it first).
+    pub unsafe fn table_entry(&self, table: PhysAddr, level: Level, va: VirtAddr) -> EntryRef<'_> {
+        // SAFETY: as the caller guarantees; the walk keeps a linked table.
+        unsafe { EntryRef::new(table, level, va) }
+    }
+}
+
+/// The deepest entry for `va` below `root`.
+///
+/// # Safety
+/// The tables below `root` on the way to `va` stay page tables for `'a`.
+unsafe fn walk_from<'a>(root: PhysAddr, va: VirtAddr) -> EntryRef<'a> {
+    // SAFETY: as the caller guarantees.
+    let mut entry = unsafe { EntryRef::new(root, Level::L0, va) };
+    loop {
+        match (entry.entry(), entry.level.next()) {
+            // SAFETY: as above: a table linked below the root.
+            (Entry::Table(next), Some(level)) => entry = unsafe { EntryRef::new(next, level, va) },
+            _ => return entry,
+        }
+    }
+}
+
+/// The linear map's entry for `va` (the deepest the walk reaches), with no
+/// walk guard: the linear map's tables are never taken away (a split puts
+/// a table under a block, nothing frees one), so the entry is good for as
+/// long as the kernel runs. Not for stores that must be made before a
+/// guard goes: under `deferred-writes` a store through it stays queued
+/// until the task's section ends. None outside the linear map.
+pub fn linear_map_entry(va: VirtAddr) -> Option<EntryRef<'static>> {
+    if va.as_u64().wrapping_sub(PAGE_OFFSET.as_u64()) >= LINEAR_MAP_SIZE {
+        return None;
+    }
+    // SAFETY: the linear map's tables are permanent (see above).
+    Some(unsafe { walk_from(kernel_root(), va) })
 }
 
 /// Lets go of the walk guards the current task held when its code was
@@ -276,15 +396,32 @@ impl Drop for Walking {
     }
 }
 
-/// No walk is in progress: tables may be unlinked and freed.
+/// No walk is in progress: tables may be unlinked and freed. Interrupts
+/// are masked while it is held, so that no handler on this CPU starts a
+/// walk that would wait for it forever.
 pub struct Exclusive {
-    _guard: spin::RwLockWriteGuard<'static, ()>,
+    guard: Option<spin::RwLockWriteGuard<'static, ()>>,
+    daif: u64,
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        self.guard = None;
+        crate::arch::cpu::irq_restore(self.daif);
+    }
 }
 
 /// Waits until no walk is in progress. Must not be called during one of
 /// the caller's own (see [`walking`]).
 pub fn exclusive() -> Exclusive {
-    Exclusive { _guard: TABLES.write() }
+    // It would wait for itself forever: say so instead.
+    assert_eq!(crate::task::current().walks(), 0, "exclusive() inside one of this task's own walks");
+    loop {
+        if let Some(exclusive) = try_exclusive() {
+            return exclusive;
+        }
+        core::hint::spin_loop();
+    }
 }
 
 /// Is [`exclusive`] held (by anyone)? The checker asks when a table is unlinked.
@@ -294,7 +431,14 @@ pub fn exclusive_held() -> bool {
 
 /// [`exclusive`], or None at once if a walk is in progress.
 pub fn try_exclusive() -> Option<Exclusive> {
-    TABLES.try_write().map(|guard| Exclusive { _guard: guard })
+    let daif = crate::arch::cpu::irq_save();
+    match TABLES.try_write() {
+        Some(guard) => Some(Exclusive { guard: Some(guard), daif }),
+        None => {
+            crate::arch::cpu::irq_restore(daif);
+            None
+        }
+    }
 }
 
 /// What [`link_table`] found.
@@ -309,49 +453,21 @@ pub(super) enum Linked {
 }
 
 /// Links `table` at `entry` unless something is there by now (see above).
-pub(super) fn link_table(entry: &EntryRef, table: PhysAddr) -> Linked {
+pub(super) fn link_table(entry: &EntryRef<'_>, table: PhysAddr) -> Linked {
     let _link = LINK.lock();
     match entry.entry() {
         Entry::Table(existing) => Linked::Theirs(existing),
         Entry::Leaf { .. } => Linked::Block,
         Entry::Invalid => {
-            write_entry(entry, Descriptor::table(table));
+            // SAFETY: a table just allocated (zeroed and ordered), linked
+            // where nothing was, under LINK.
+            unsafe { write_entry(entry, Descriptor::table(table)) };
             // In memory before the lock goes: under deferred-writes it
             // would otherwise wait in this task's queue, unseen.
             lazy_mmu::sync_stores();
             Linked::Ours
         }
     }
-}
-
-/// The entry for `va` at `level`, creating missing tables on the way.
-/// Fails if a block mapping sits above `level`. The caller is
-/// [`walking`], so the tables stay.
-pub fn walk_create(root: PhysAddr, va: VirtAddr, level: Level) -> Result<EntryRef, MapError> {
-    let mut entry = EntryRef::new(root, Level::L0, va);
-    while entry.level < level {
-        let next_level = entry.level.next().expect("below level 3");
-        let next = match entry.entry() {
-            Entry::Table(next) => next,
-            Entry::Invalid => {
-                let table = alloc_table()?;
-                match link_table(&entry, table) {
-                    Linked::Ours => table,
-                    Linked::Theirs(existing) => {
-                        frame_alloc::free_frame(table).expect("allocated above");
-                        existing
-                    }
-                    Linked::Block => {
-                        frame_alloc::free_frame(table).expect("allocated above");
-                        return Err(MapError::BlockInTheWay { va, level: entry.level });
-                    }
-                }
-            }
-            Entry::Leaf { .. } => return Err(MapError::BlockInTheWay { va, level: entry.level }),
-        };
-        entry = EntryRef::new(next, next_level, va);
-    }
-    Ok(entry)
 }
 
 /// Which leaf sizes a mapping may use.
@@ -395,30 +511,13 @@ pub(super) fn check_range(va: VirtAddr, size: u64) -> Result<VirtAddr, MapError>
     }
 }
 
-/// The entries covering [va, va + size), in address order: at each step
-/// the deepest entry the walk reaches (a leaf, or an invalid entry at the
-/// level where a hole starts), with the address it was reached for (`va`
-/// for the first, the entry's own start after that).
-pub fn walk_range(root: PhysAddr, va: VirtAddr, size: u64) -> impl Iterator<Item = (VirtAddr, EntryRef)> {
-    let mut at = (size > 0).then_some(va);
-    core::iter::from_fn(move || {
-        let here = at?;
-        let entry = walk(root, here);
-        let next = entry.va.as_u64().wrapping_add(entry.level.entry_size());
-        // Stop at the end, even when the entry runs past it or to 2^64.
-        at = (next != 0 && next.wrapping_sub(va.as_u64()) < size).then(|| VirtAddr::new(next));
-        Some((here, entry))
-    })
-}
-
-/// Is anything mapped in [va, va + size)? Returns the first mapped address.
-fn first_mapped(root: PhysAddr, va: VirtAddr, size: u64) -> Option<VirtAddr> {
-    walk_range(root, va, size).find(|(_, entry)| !matches!(entry.entry(), Entry::Invalid)).map(|(at, _)| at)
-}
-
 /// Maps [va, va + size) to [pa, pa + size) with `attrs` in the table at
 /// `root`. Nothing may be mapped there yet. On failure nothing is mapped.
-pub fn map_range(
+///
+/// # Safety
+/// [pa, pa + size) is memory the caller may map at `va` with `attrs`
+/// (see [`write_entry`]).
+pub unsafe fn map_range(
     root: PhysAddr,
     va: VirtAddr,
     pa: PhysAddr,
@@ -431,26 +530,28 @@ pub fn map_range(
     if !pa.is_aligned(PAGE_SIZE) {
         return Err(MapError::Misaligned { what: "physical address", value: pa.as_u64() });
     }
-    if let Some(mapped) = first_mapped(root, va, size) {
+    let walk = walking_from(root);
+    if let Some((mapped, _)) = walk.walk_range(va, size).find(|(_, entry)| !matches!(entry.entry(), Entry::Invalid)) {
         return Err(MapError::AlreadyMapped(mapped));
     }
-    let walk = walking();
     let mut done = 0;
     while done < size {
         let (v, p) = (va.add(done), pa.add(done));
         let level = leaf_level(v, p, size - done, sizes);
-        let result = walk_create(root, v, level);
-        let entry = match result {
+        let entry = match walk.walk_create(v, level) {
             Ok(entry) => entry,
             Err(e) => {
                 drop(walk);
                 if done > 0 {
-                    unmap_range(root, va, done).expect("just mapped");
+                    // SAFETY: what this call mapped, nothing else; its
+                    // caller owns the range.
+                    unsafe { unmap_range(root, va, done) }.expect("just mapped");
                 }
                 return Err(e);
             }
         };
-        write_entry(&entry, Descriptor::leaf(level, p, attrs));
+        // SAFETY: the caller may map [pa, pa + size) at [va, va + size).
+        unsafe { write_entry(&entry, Descriptor::leaf(level, p, attrs)) };
         done += level.entry_size();
     }
     Ok(())
@@ -459,19 +560,27 @@ pub fn map_range(
 /// Unmaps [va, va + size): clears every leaf (blocks must lie wholly
 /// inside) and frees tables left empty (see [`free_empty_tables`]). The
 /// caller flushes the TLB for the leaves.
-pub fn unmap_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(), MapError> {
+///
+/// # Safety
+/// The range is the caller's: nothing else uses what it maps (see
+/// [`write_entry`]).
+pub unsafe fn unmap_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(), MapError> {
     check_range(va, size)?;
-    // Check first: every address mapped, blocks entirely inside.
-    for (at, entry) in walk_range(root, va, size) {
-        if !matches!(entry.entry(), Entry::Leaf { .. }) {
-            return Err(MapError::NotMapped(at));
+    {
+        let walk = walking_from(root);
+        // Check first: every address mapped, blocks entirely inside.
+        for (at, entry) in walk.walk_range(va, size) {
+            if !matches!(entry.entry(), Entry::Leaf { .. }) {
+                return Err(MapError::NotMapped(at));
+            }
+            if entry.va != at || entry.level.entry_size() > size - at.offset_from(va) {
+                return Err(MapError::Misaligned { what: "unmap splits a block at", value: entry.va.as_u64() });
+            }
         }
-        if entry.va != at || entry.level.entry_size() > size - at.offset_from(va) {
-            return Err(MapError::Misaligned { what: "unmap splits a block at", value: entry.va.as_u64() });
+        for (_, entry) in walk.walk_range(va, size) {
+            // SAFETY: the caller's range; its flush is the caller's too.
+            unsafe { write_entry(&entry, Descriptor::INVALID) };
         }
-    }
-    for (_, entry) in walk_range(root, va, size) {
-        write_entry(&entry, Descriptor::INVALID);
     }
     free_empty_tables(root, va, size);
     Ok(())
@@ -531,13 +640,17 @@ fn unlink_empty_below(table: PhysAddr, level: Level, first: u64, last: u64, unli
     let size = level.entry_size();
     let mut at = first & !(size - 1);
     loop {
-        let entry = EntryRef::new(table, level, VirtAddr::new(at));
+        // SAFETY: a table reached from the root under `Exclusive` (the
+        // caller's): nothing takes it away but this code.
+        let entry = unsafe { EntryRef::new(table, level, VirtAddr::new(at)) };
         if let Entry::Table(child) = entry.entry() {
             let lo = first.max(at);
             let hi = last.min(at.wrapping_add(size - 1));
             unlink_empty_below(child, next_level, lo, hi, unlinked);
             if table_is_empty(child) {
-                write_entry(&entry, Descriptor::INVALID);
+                // SAFETY: an empty table, unlinked with no walk in
+                // progress; the caller flushes its walks before freeing it.
+                unsafe { write_entry(&entry, Descriptor::INVALID) };
                 // The parent's emptiness is read from memory next.
                 lazy_mmu::sync_stores();
                 unlinked.push(child);
@@ -572,7 +685,8 @@ pub fn visit(root: PhysAddr, visitor: &mut dyn Visitor) {
 fn visit_table(table: PhysAddr, level: Level, base: u64, visitor: &mut dyn Visitor) {
     for index in 0..512u64 {
         let va = VirtAddr::new(base | (index << level.shift()));
-        let entry = EntryRef::new(table, level, va);
+        // SAFETY: a table reached from the root under the visit's walk guard.
+        let entry = unsafe { EntryRef::new(table, level, va) };
         match entry.entry() {
             Entry::Invalid => {}
             Entry::Leaf { addr, attrs } => visitor.leaf(va, level, addr, attrs),

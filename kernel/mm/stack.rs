@@ -40,14 +40,17 @@ impl KernelStack {
         for page in 0..KSTACK_PAGES {
             let mapped = frame_alloc::alloc_frame().map_err(MapError::from).and_then(|pa| {
                 let va = bottom.add(page * PAGE_SIZE);
-                pgtable::map_range(
-                    pgtable::kernel_root(),
-                    va,
-                    pa,
-                    PAGE_SIZE,
-                    Attributes::KERNEL_RW,
-                    LeafSizes::PagesOnly,
-                )
+                // SAFETY: a frame just allocated, in this stack's own slot.
+                unsafe {
+                    pgtable::map_range(
+                        pgtable::kernel_root(),
+                        va,
+                        pa,
+                        PAGE_SIZE,
+                        Attributes::KERNEL_RW,
+                        LeafSizes::PagesOnly,
+                    )
+                }
                 .inspect_err(|_| frame_alloc::free_frame(pa).expect("just allocated"))
             });
             if let Err(e) = mapped {
@@ -91,7 +94,10 @@ impl KernelStack {
             }
         });
         if pages > 0 {
-            pgtable::unmap_range(pgtable::kernel_root(), bottom, pages * PAGE_SIZE).expect("mapped by new()");
+            // SAFETY: this stack's own pages; it is no longer in use, and
+            // they are flushed before the frames are freed.
+            unsafe { pgtable::unmap_range(pgtable::kernel_root(), bottom, pages * PAGE_SIZE) }
+                .expect("mapped by new()");
             tlb::flush_tlb_kernel_range(bottom, bottom.add(pages * PAGE_SIZE));
         }
         for pa in frames.into_iter().flatten() {

@@ -61,13 +61,13 @@ pub enum SwTranslation {
 }
 
 pub fn sw_translate(va: VirtAddr) -> SwTranslation {
-    let entry = pgtable::walk(pgtable::kernel_root(), va);
-    match entry.entry() {
+    let found = pgtable::lookup(va);
+    match found.entry {
         Entry::Leaf { addr, attrs } => {
-            let offset = va.as_u64() & (entry.level.entry_size() - 1);
-            SwTranslation::Mapped { pa: addr.add(offset), attrs, level: entry.level }
+            let offset = va.as_u64() & (found.level.entry_size() - 1);
+            SwTranslation::Mapped { pa: addr.add(offset), attrs, level: found.level }
         }
-        _ => SwTranslation::Unmapped { level: entry.level },
+        _ => SwTranslation::Unmapped { level: found.level },
     }
 }
 

@@ -205,7 +205,15 @@ fn page_size(size: u64) -> Result<u64, VmallocError> {
 /// example with `vmap_range` or `apply_to_page_range`, and unmaps it before
 /// [`free_vm_area`].
 pub fn get_vm_area(size: u64, align: u64) -> Result<VirtAddr, VmallocError> {
-    let va = reserve(page_size(size)?, check_align(align)?, VMALLOC_START, VMALLOC_END)?;
+    get_vm_area_range(size, align, VMALLOC_START, VMALLOC_END)
+}
+
+/// [`get_vm_area`] with the area (and its guard page) inside [start, end)
+/// of the region, the lowest place that fits (Linux's
+/// `__get_vm_area_caller` with a start and an end).
+pub fn get_vm_area_range(size: u64, align: u64, start: VirtAddr, end: VirtAddr) -> Result<VirtAddr, VmallocError> {
+    check_window(start, end)?;
+    let va = reserve(page_size(size)?, check_align(align)?, start, end)?;
     set_kind(va, Kind::AddressSpace);
     Ok(va)
 }
@@ -242,10 +250,16 @@ pub fn vzalloc(size: u64) -> Result<VirtAddr, VmallocError> {
 /// [`vmalloc_aligned`] in [start, end) only, a part of the vmalloc region
 /// (Linux's `__vmalloc_node_range`).
 pub fn vmalloc_range(size: u64, align: u64, start: VirtAddr, end: VirtAddr) -> Result<VirtAddr, VmallocError> {
+    check_window(start, end)?;
+    alloc_and_map(size, check_align(align)?, (start, end), false)
+}
+
+/// A window of the region: [start, end) not empty, inside the region.
+fn check_window(start: VirtAddr, end: VirtAddr) -> Result<(), VmallocError> {
     if start < VMALLOC_START || end > VMALLOC_END || start >= end {
         return Err(VmallocError::Map(MapError::BadRange { start, size: end.as_u64().wrapping_sub(start.as_u64()) }));
     }
-    alloc_and_map(size, check_align(align)?, (start, end), false)
+    Ok(())
 }
 
 fn alloc_and_map(size: u64, align: u64, (lo, hi): (VirtAddr, VirtAddr), zero: bool) -> Result<VirtAddr, VmallocError> {
@@ -294,14 +308,20 @@ pub fn vfree(addr: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
     let (size, kind) = take_area(addr, |k| matches!(k, Kind::Vmalloc(_)))?;
     let Kind::Vmalloc(frames) = kind else { unreachable!("checked by take_area") };
-    vunmap_range(addr, size);
+    unmap_area_range(addr, size);
     free_frames(&frames);
     unreserve(addr);
     Ok(())
 }
 
-/// Maps `pages` (frames the caller owns and keeps) at a new area.
-pub fn vmap_pages(pages: &[PhysAddr], attrs: Attributes) -> Result<VirtAddr, VmallocError> {
+/// Maps `pages` (frames the caller owns and keeps) at a new area, one
+/// after another (Linux's `vmap`).
+///
+/// # Safety
+/// Every page is memory the caller may map with `attrs` (a frame it owns,
+/// for as long as the mapping lives): the kernel cannot tell a frame the
+/// caller owns from any other physical address.
+pub unsafe fn vmap_pages(pages: &[PhysAddr], attrs: Attributes) -> Result<VirtAddr, VmallocError> {
     let _op = pgtable_check::operation();
     if pages.is_empty() {
         return Err(VmallocError::EmptyPageList);
@@ -323,7 +343,7 @@ pub fn vmap_pages(pages: &[PhysAddr], attrs: Attributes) -> Result<VirtAddr, Vma
 pub fn vunmap(addr: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
     let (size, _) = take_area(addr, |k| matches!(k, Kind::Pages | Kind::Range))?;
-    vunmap_range(addr, size);
+    unmap_area_range(addr, size);
     unreserve(addr);
     Ok(())
 }
@@ -338,27 +358,39 @@ fn vmap_pages_range(va: VirtAddr, pages: &[PhysAddr], attrs: Attributes) -> Resu
             return Err(VmallocError::AlreadyMapped(entry.va));
         }
         let pa = *next.next().expect("one page per slot");
-        pgtable::write_entry(entry, Descriptor::leaf(Level::L3, pa, attrs));
+        // SAFETY: a free slot of the caller's area, mapping a page the
+        // caller may map (the callers' own contracts).
+        unsafe { pgtable::write_entry(entry, Descriptor::leaf(Level::L3, pa, attrs)) };
         Ok(())
     });
     if let Err(e) = result {
-        vunmap_range(va, size);
+        unmap_area_range(va, size);
         return Err(e.into());
     }
     Ok(())
 }
 
-/// Maps [pa, pa + size) at [va, va + size), with 1 GiB and 2 MiB blocks
-/// where both addresses and the size allow. `va` must be in an area the
-/// caller reserved (see [`vmap_contiguous`]) and unmapped. One lazy section.
-pub fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> Result<(), VmallocError> {
+/// Maps [pa, pa + size) at [va, va + size) of a [`get_vm_area`] area, with
+/// 1 GiB and 2 MiB blocks where both addresses and the size allow, in one
+/// lazy section (Linux's `vmap_range`, as ioremap uses it). A range that is
+/// not page aligned or not inside one live `get_vm_area` area is refused,
+/// and so is a slot already mapped; nothing is changed.
+///
+/// # Safety
+/// [pa, pa + size) is memory (or device registers) the caller may map
+/// with `attrs`: a writable mapping of a frame someone else owns, or of
+/// the kernel's own text, is a way around every rule of the memory model.
+pub unsafe fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
-    page_size(size)?;
-    for (what, value) in [("virtual address", va.as_u64()), ("physical address", pa.as_u64()), ("size", size)] {
-        if value % PAGE_SIZE != 0 {
-            return Err(VmallocError::Misaligned { what, value });
-        }
+    if !pa.is_aligned(PAGE_SIZE) {
+        return Err(VmallocError::Misaligned { what: "physical address", value: pa.as_u64() });
     }
+    check_in_address_space(va, size)?;
+    map_contiguous(va, pa, size, attrs)
+}
+
+/// [`vmap_range`] into an area whose record the caller holds, checked.
+fn map_contiguous(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> Result<(), VmallocError> {
     // Where a block goes, an empty table may sit (left by an earlier
     // mapping there): it is taken away first, unlinked, its walks flushed,
     // then freed, as Linux's `pmd_free_pte_page` does. A table with
@@ -368,7 +400,7 @@ pub fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> R
     while done < size {
         let (v, p) = (va.add(done), pa.add(done));
         let level = pgtable::leaf_level(v, p, size - done, LeafSizes::Blocks);
-        if level < Level::L3 && pgtable::walk(root, v).level > level {
+        if level < Level::L3 && pgtable::lookup(v).level > level {
             pgtable::reclaim_empty_tables(pgtable::exclusive(), root, v, level.entry_size(), false);
         }
         done += level.entry_size();
@@ -381,7 +413,7 @@ pub fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> R
     while done < size {
         let (v, p) = (va.add(done), pa.add(done));
         let level = pgtable::leaf_level(v, p, size - done, LeafSizes::Blocks);
-        match pgtable::walk_create(root, v, level) {
+        match walk.walk_create(v, level) {
             Ok(entry) if entry.read().is_valid() => {
                 drop(walk);
                 pgtable::free_empty_tables(root, va, size);
@@ -398,18 +430,27 @@ pub fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> R
     }
     let _section = lazy_mmu::enable();
     for (entry, p) in leaves {
-        pgtable::write_entry(&entry, Descriptor::leaf(entry.level, p, attrs));
+        // SAFETY: the caller may map [pa, pa + size) at its area's
+        // [va, va + size), which the walk above found unmapped.
+        unsafe { pgtable::write_entry(&entry, Descriptor::leaf(entry.level, p, attrs)) };
     }
     Ok(())
 }
 
 /// Maps contiguous memory at a new area, aligned so that blocks can be used.
-pub fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<VirtAddr, VmallocError> {
+///
+/// # Safety
+/// [pa, pa + size) is memory (or device registers) the caller may map with
+/// `attrs`, for as long as the mapping lives (see [`vmap_range`]).
+pub unsafe fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<VirtAddr, VmallocError> {
     let _op = pgtable_check::operation();
     let size = page_size(size)?;
     let align = [BLOCK_1G, BLOCK_2M].into_iter().find(|&b| size >= b && pa.is_aligned(b)).unwrap_or(PAGE_SIZE);
+    if !pa.is_aligned(PAGE_SIZE) {
+        return Err(VmallocError::Misaligned { what: "physical address", value: pa.as_u64() });
+    }
     let va = reserve(size, align, VMALLOC_START, VMALLOC_END)?;
-    if let Err(e) = vmap_range(va, pa, size, attrs) {
+    if let Err(e) = map_contiguous(va, pa, size, attrs) {
         unreserve(va);
         return Err(e);
     }
@@ -417,19 +458,53 @@ pub fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<Vir
     Ok(va)
 }
 
-/// Unmaps [va, va + size) (Linux's `vunmap_range`): clears the valid
-/// leaves (pages or blocks) in one lazy section, unlinks the page-table
-/// pages left empty, flushes the TLB for the range once (at every level of
-/// the walk if a table went, so no CPU keeps a walk through it), and only
-/// then frees those pages.
-pub fn vunmap_range(va: VirtAddr, size: u64) {
+/// Unmaps [va, va + size) of a `get_vm_area` area (Linux's
+/// `vunmap_range`): clears the valid leaves (pages or blocks) in one lazy
+/// section, unlinks the page-table pages left empty, flushes the TLB for
+/// the range once (at every level of the walk if a table went, so no CPU
+/// keeps a walk through it), and only then frees those pages. A range that
+/// is not page aligned or not inside one live `get_vm_area` area is refused,
+/// with nothing changed: safe code cannot unmap what it does not own.
+pub fn vunmap_range(va: VirtAddr, size: u64) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
+    check_in_address_space(va, size)?;
+    unmap_area_range(va, size);
+    Ok(())
+}
+
+/// Checks that [va, va + size) is page aligned, not empty, and inside one
+/// live area from [`get_vm_area`] (whose caller maps and unmaps it).
+fn check_in_address_space(va: VirtAddr, size: u64) -> Result<(), VmallocError> {
+    if size == 0 {
+        return Err(VmallocError::ZeroSize);
+    }
+    for (what, value) in [("virtual address", va.as_u64()), ("size", size)] {
+        if !value.is_multiple_of(PAGE_SIZE) {
+            return Err(VmallocError::Misaligned { what, value });
+        }
+    }
+    let areas = AREAS.lock();
+    match areas.taken.at_or_below(va.as_u64()) {
+        Some((start, area))
+            if matches!(area.kind, Kind::AddressSpace)
+                && size <= area.size
+                && va.as_u64() - start <= area.size - size =>
+        {
+            Ok(())
+        }
+        _ => Err(VmallocError::NotAnArea(va)),
+    }
+}
+
+/// [`vunmap_range`] for an area whose record the caller holds.
+fn unmap_area_range(va: VirtAddr, size: u64) {
     {
-        let _walk = pgtable::walking();
+        let walk = pgtable::walking();
         let _section = lazy_mmu::enable();
-        for (_, entry) in pgtable::walk_range(pgtable::kernel_root(), va, size) {
+        for (_, entry) in walk.walk_range(va, size) {
             if matches!(entry.entry(), Entry::Leaf { .. }) {
-                pgtable::write_entry(&entry, Descriptor::INVALID);
+                // SAFETY: the range is the caller's (see the callers).
+                unsafe { pgtable::write_entry(&entry, Descriptor::INVALID) };
             }
         }
     }
@@ -447,7 +522,7 @@ pub fn vunmap_range(va: VirtAddr, size: u64) {
 pub fn release_leaked_area(start: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
     let (size, kind) = take_area(start, |_| true)?;
-    vunmap_range(start, size);
+    unmap_area_range(start, size);
     if let Kind::Vmalloc(frames) = kind {
         free_frames(&frames);
     }

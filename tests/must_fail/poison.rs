@@ -26,7 +26,8 @@ fn fails_half_way_through_a_mapping() {
     let mut mapped = 0;
     apply_to_page_range(area, 4 * PAGE_SIZE, |entry| {
         let frame = frame_alloc::alloc_frame().unwrap();
-        pgtable::write_entry(entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RW));
+        // SAFETY: a fresh frame in the test's own area.
+        unsafe { pgtable::write_entry(entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RW)) };
         mapped += 1;
         assert!(mapped < 3, "a deliberate failure in the middle of a walk (leaking {leaked})");
         Ok::<(), Infallible>(())

@@ -20,9 +20,13 @@ fn keeps_the_rules() {
 
 fn breaks_a_rule_on_purpose() {
     let va = vmalloc(PAGE_SIZE).unwrap();
-    let entry = pgtable::walk(pgtable::kernel_root(), va);
+    let walk = pgtable::walking();
+    let entry = walk.walk(va);
     let other = frame_alloc::alloc_frame().unwrap();
-    pgtable::write_entry(&entry, Descriptor::leaf(Level::L3, other, Attributes::KERNEL_RW));
+    // SAFETY: the test's own area and a fresh frame; replacing a live page
+    // without break-before-make is the rule it breaks, on purpose.
+    unsafe { pgtable::write_entry(&entry, Descriptor::leaf(Level::L3, other, Attributes::KERNEL_RW)) };
+    drop(walk);
     tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
     frame_alloc::free_frame(other).unwrap_or(());
 }

@@ -1,0 +1,41 @@
+//! What can map any physical memory, or write any entry, is `unsafe fn`:
+//! safe code cannot call it. (Unmapping through safe code goes through
+//! `vunmap_range`, which refuses what is not a `get_vm_area` area.)
+//!
+//! case: write_entry E0133
+//! case: map_range E0133
+//! case: unmap_range E0133
+//! case: vmap_range E0133
+//! case: vmap_pages E0133
+//! case: vmap_contiguous E0133
+//! case: table_entry E0133
+#![no_std]
+
+use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
+use lazymmu::mm::pgtable::{self, LeafSizes};
+use lazymmu::mm::vmalloc;
+
+/// The kernel's own text, mapped writable somewhere: what the `unsafe`
+/// is there to stop.
+pub fn map_the_kernel_writable(va: VirtAddr, text: PhysAddr) {
+    let rw = Attributes::KERNEL_RW;
+    let root = pgtable::kernel_root();
+    #[cfg(case = "write_entry")]
+    pgtable::write_entry(&pgtable::walking().walk(va), Descriptor::leaf(Level::L3, text, rw));
+    #[cfg(case = "map_range")]
+    let _ = pgtable::map_range(root, va, text, PAGE_SIZE, rw, LeafSizes::PagesOnly);
+    #[cfg(case = "unmap_range")]
+    let _ = pgtable::unmap_range(root, va, PAGE_SIZE);
+    #[cfg(case = "vmap_range")]
+    let _ = vmalloc::vmap_range(va, text, PAGE_SIZE, rw);
+    #[cfg(case = "vmap_pages")]
+    let _ = vmalloc::vmap_pages(&[text], rw);
+    #[cfg(case = "vmap_contiguous")]
+    let _ = vmalloc::vmap_contiguous(text, PAGE_SIZE, rw);
+    #[cfg(case = "table_entry")]
+    let _ = pgtable::walking().table_entry(text, Level::L3, va);
+    // The safe ones: refused unless the range is the caller's own area.
+    let _ = vmalloc::vunmap_range(va, PAGE_SIZE);
+    let _ = (root, rw, Descriptor::leaf(Level::L3, text, rw), LeafSizes::PagesOnly);
+}
