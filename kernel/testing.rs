@@ -181,6 +181,9 @@ pub fn run_tests(tests: &[&dyn Testable]) -> ! {
         if outcome.is_ok() && !left.is_empty() {
             let _ = write!(why, "returned with {}", left.join(", "));
         }
+        // vmalloc's page tables stay once made: the empty ones the test
+        // left go now, so that the next test starts from the same tables.
+        crate::mm::vmalloc::reclaim_page_tables();
         // Everything the test changed is published and invalidated by now,
         // and no rule was broken on the way (a test that breaks one on
         // purpose takes what it broke with `pgtable_check::expecting`).

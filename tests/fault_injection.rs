@@ -18,10 +18,11 @@ use core::cell::RefCell;
 use core::convert::Infallible;
 use core::fmt::Debug;
 
-use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr};
+use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::{ApplyError, apply_to_page_range};
 use lazymmu::mm::audit;
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
+use lazymmu::mm::layout::VMALLOC_END;
 use lazymmu::mm::lazy_mmu::use_backend;
 use lazymmu::mm::pageattr::{set_memory_ro, set_memory_rw};
 use lazymmu::mm::pgtable::{self, EntryRef, MapError};
@@ -54,6 +55,9 @@ fn every_failure_point<S, T, E: Debug + PartialEq>(
     let requests = frame_alloc::requests();
     undo(&s, done);
     teardown(s);
+    // The tables the run made stay after the undo (as vmalloc's do): take
+    // them away, so that each failing run needs every allocation again.
+    vmalloc::reclaim_page_tables();
     for k in 1..=requests {
         let s = setup();
         let before = audit::state();
@@ -89,6 +93,15 @@ fn vmalloc_fails_cleanly_at_every_allocation_point() {
             no_teardown,
         );
         assert!(n > 512 + 4, "{backend}: frames and tables: {n}");
+        let top = VirtAddr::new(VMALLOC_END.as_u64() - BLOCK_1G);
+        every_failure_point(
+            "vmalloc_range (the region's last GiB)",
+            no_setup,
+            |_| vmalloc::vmalloc_range(BLOCK_2M + 4 * PAGE_SIZE, BLOCK_2M, top, VMALLOC_END),
+            VmallocError::OutOfMemory,
+            |_, va| vmalloc::vfree(va).unwrap(),
+            no_teardown,
+        );
         every_failure_point(
             "vzalloc",
             no_setup,
@@ -127,6 +140,26 @@ fn vmap_fails_cleanly_at_every_allocation_point() {
             no_teardown,
         );
         assert!(n >= 1, "{backend}: the page after the block needs a level-3 table");
+        // Into an area of the caller's: where a block goes, an empty table
+        // left by an earlier mapping is taken away, and the tables it may
+        // take with it are allocated up front.
+        let n = every_failure_point(
+            "vmap_range (over an empty table)",
+            || {
+                let area = vmalloc::get_vm_area(2 * BLOCK_2M, BLOCK_2M).unwrap();
+                apply_to_page_range(area, PAGE_SIZE, |_: &EntryRef| Ok::<(), Infallible>(())).unwrap();
+                area
+            },
+            // SAFETY: the test's own frames, in its own area.
+            |&area| unsafe { vmalloc::vmap_range(area, contiguous, BLOCK_2M + PAGE_SIZE, Attributes::KERNEL_RW) },
+            VmallocError::OutOfMemory,
+            |&area, ()| vmalloc::vunmap_range(area, BLOCK_2M + PAGE_SIZE).unwrap(),
+            |area| {
+                vmalloc::free_vm_area(area).unwrap();
+                vmalloc::reclaim_page_tables();
+            },
+        );
+        assert!(n >= 1, "{backend}: the tables are allocated before anything changes: {n}");
         frame_alloc::free_frames(contiguous, 513).unwrap();
     }
     for pa in frames {

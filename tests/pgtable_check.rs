@@ -253,10 +253,13 @@ fn invalidate_a_frame_freed_before_its_flush_is_reported() {
 #[test_case]
 fn invalidate_tables_freed_before_the_walk_flush_are_reported() {
     let va = vmalloc::vmalloc_aligned(PAGE_SIZE, BLOCK_2M).unwrap();
-    let (_, found) =
-        pgtable_check::expecting(Rule::Invalidate, || planted::with(Bug::FreeBeforeFlush, || vfree(va).unwrap()));
-    // The level-3 table taken away with the area's 2 MiB: freed while a
-    // walk through the cleared level-2 entry may still be cached.
+    vfree(va).unwrap();
+    let (_, found) = pgtable_check::expecting(Rule::Invalidate, || {
+        planted::with(Bug::FreeBeforeFlush, vmalloc::reclaim_page_tables)
+    });
+    // The level-3 table the area's 2 MiB had, taken away by the reclaim:
+    // freed while a walk through the cleared level-2 entry may still be
+    // cached.
     assert!(found.total() >= 1, "{}", found.summary());
     let v = &found.first[0];
     assert!(v.what.as_str().starts_with("a frame was freed while"), "{v}");
@@ -305,9 +308,10 @@ fn table_lifetime_a_store_into_a_freed_table_is_reported() {
         table
     };
     vfree(va).unwrap();
-    // The entry's table went with the area (it was empty). Safe code can no
-    // longer keep a handle past that (an `EntryRef` borrows its walk, and
-    // vfree waits for every walk to end); unsafe code that breaks
+    vmalloc::reclaim_page_tables();
+    // The entry's table went in the reclaim (it was empty). Safe code can
+    // not keep a handle past that (an `EntryRef` borrows its walk, and a
+    // reclaim waits for every walk to end); unsafe code that breaks
     // `table_entry`'s contract can, and the checker catches the store. It
     // writes the zero the freed page already holds.
     let walk = pgtable::walking();

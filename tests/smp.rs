@@ -329,7 +329,7 @@ fn mappers_on_every_cpu_at_once_share_tables_safely() {
     FAILURES.store(0, SeqCst);
     // Every CPU maps, checks and unmaps small buffers as fast as it can:
     // neighbouring areas share level-3 tables, which are made, shared and
-    // emptied concurrently.
+    // emptied concurrently, and now and then taken away by a reclaim.
     let work = |seed: u64| {
         let mut x = seed;
         for round in 0..300u64 {
@@ -350,6 +350,9 @@ fn mappers_on_every_cpu_at_once_share_tables_safely() {
             if vfree(va).is_err() {
                 FAILURES.fetch_add(1, SeqCst);
             }
+            if round % 32 == 31 {
+                vmalloc::reclaim_page_tables();
+            }
         }
     };
     let pending: Vec<smp::Pending> =
@@ -359,6 +362,7 @@ fn mappers_on_every_cpu_at_once_share_tables_safely() {
         p.wait().unwrap();
     }
     assert_eq!(FAILURES.load(SeqCst), 0, "every buffer was mapped, readable, writable and freed");
+    vmalloc::reclaim_page_tables();
     assert_eq!((frame_alloc::stats().used, vmalloc::area_count()), before, "every frame and table came back");
 }
 
@@ -369,7 +373,8 @@ fn a_table_walk_keeps_its_tables_while_another_cpu_frees_them() {
     use lazymmu::mm::pgtable::Visitor;
     use lazymmu::mm::vmalloc::vmalloc_aligned;
     let _ = cpus();
-    // An area alone in its 2 MiB: freeing it takes its level-3 table away.
+    // An area alone in its 2 MiB: freeing it, then a reclaim, takes its
+    // level-3 table away.
     let va = vmalloc_aligned(PAGE_SIZE, BLOCK_2M).unwrap();
     static FREED: AtomicBool = AtomicBool::new(false);
     FREED.store(false, SeqCst);
@@ -389,6 +394,7 @@ fn a_table_walk_keeps_its_tables_while_another_cpu_frees_them() {
             let target = self.target;
             self.pending = smp::run_on(1, move || {
                 vfree(target).unwrap();
+                lazymmu::mm::vmalloc::reclaim_page_tables();
                 FREED.store(true, SeqCst);
             });
             assert!(self.pending.is_some(), "CPU 1 takes the job");
@@ -405,7 +411,7 @@ fn a_table_walk_keeps_its_tables_while_another_cpu_frees_them() {
     let mut walk = FreeItMidWalk { target: va, pending: None, freed_during_walk: false };
     pgtable::visit(pgtable::kernel_root(), &mut walk);
     // The walk holds the walk guard (as Linux's ptdump holds the hotplug
-    // lock): the vfree's reclaim waited for it to end, then went ahead.
+    // lock): the reclaim waited for it to end, then went ahead.
     assert!(!walk.freed_during_walk, "the tables under the walk were freed while it was in them");
     walk.pending.expect("the job was sent").wait().unwrap();
     assert!(FREED.load(SeqCst));

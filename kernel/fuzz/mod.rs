@@ -737,6 +737,8 @@ fn run_all(config: &Config, progress: &mut impl FnMut(&str, u64, u64)) -> Result
                 }),
             }
         };
+        // vmalloc's tables stay once made: compare without the empty ones.
+        vmalloc::reclaim_page_tables();
         let start = audit::state();
         let linear_tables_before = linear_tables();
         let setup = |what: String| diverged(0, "setup", what);
@@ -821,6 +823,7 @@ fn run_all(config: &Config, progress: &mut impl FnMut(&str, u64, u64)) -> Result
         frame_alloc::free_frame(irq_frame).expect("allocated above");
         // A linear-map block split by a permission change stays split, as
         // in Linux: its tables are not counted.
+        vmalloc::reclaim_page_tables();
         let end = audit::state();
         let linear_tables_after = linear_tables();
         let kept =

@@ -158,8 +158,10 @@ impl Baseline {
                 }
             }
             let size = VMALLOC_END.offset_from(VMALLOC_START);
-            pgtable::reclaim_empty_tables(pgtable::exclusive(), pgtable::kernel_root(), VMALLOC_START, size, true);
+            crate::mm::tlb::flush_tlb_kernel_range(VMALLOC_START, VMALLOC_START.add(size));
         }
+        // The tables of what was released stay (as vmalloc's do); empty now.
+        vmalloc::reclaim_page_tables();
         let in_use = frames_in_use_by_tables_and_stacks();
         for pa in frame_alloc::used_since(&self.used) {
             if !in_use.contains(&pa.as_u64()) {

@@ -201,6 +201,30 @@ pub fn alloc_tables(count: usize) -> Result<Vec<PhysAddr>, MapError> {
     Ok(tables)
 }
 
+/// Where a creating walk gets its new tables.
+enum Tables<'p> {
+    /// From the frame allocator, one at a time.
+    Allocate,
+    /// From tables allocated beforehand.
+    Pool(&'p mut Vec<PhysAddr>),
+}
+
+impl Tables<'_> {
+    fn take(&mut self) -> Result<PhysAddr, MapError> {
+        match self {
+            Tables::Allocate => alloc_table(),
+            Tables::Pool(pool) => pool.pop().ok_or(MapError::OutOfMemory),
+        }
+    }
+
+    fn give_back(&mut self, table: PhysAddr) {
+        match self {
+            Tables::Allocate => frame_alloc::free_frame(table).expect("allocated by take()"),
+            Tables::Pool(pool) => pool.push(table),
+        }
+    }
+}
+
 /// Frees page-table pages from [`alloc_tables`] that were never linked.
 pub fn free_unlinked_tables(tables: Vec<PhysAddr>) {
     for pa in tables {
@@ -283,6 +307,23 @@ impl Walking {
     /// The entry for `va` at `level`, creating missing tables on the way.
     /// Fails if a block mapping sits above `level`.
     pub fn walk_create(&self, va: VirtAddr, level: Level) -> Result<EntryRef<'_>, MapError> {
+        self.walk_create_with(va, level, &mut Tables::Allocate)
+    }
+
+    /// [`Walking::walk_create`] taking the tables it links from `pool`
+    /// (from [`alloc_tables`], sized by [`Walking::tables_missing`]), so
+    /// that it cannot run out of memory half way; a table another CPU
+    /// linked first goes back to the pool.
+    pub fn walk_create_from(
+        &self,
+        va: VirtAddr,
+        level: Level,
+        pool: &mut Vec<PhysAddr>,
+    ) -> Result<EntryRef<'_>, MapError> {
+        self.walk_create_with(va, level, &mut Tables::Pool(pool))
+    }
+
+    fn walk_create_with(&self, va: VirtAddr, level: Level, tables: &mut Tables<'_>) -> Result<EntryRef<'_>, MapError> {
         // SAFETY: the root stays for as long as this walk.
         let mut entry = unsafe { EntryRef::new(self.root, Level::L0, va) };
         while entry.level < level {
@@ -290,15 +331,15 @@ impl Walking {
             let next = match entry.entry() {
                 Entry::Table(next) => next,
                 Entry::Invalid => {
-                    let table = alloc_table()?;
-                    match link_table(&entry, table) {
-                        Linked::Ours => table,
+                    let new = tables.take()?;
+                    match link_table(&entry, new) {
+                        Linked::Ours => new,
                         Linked::Theirs(existing) => {
-                            frame_alloc::free_frame(table).expect("allocated above");
+                            tables.give_back(new);
                             existing
                         }
                         Linked::Block => {
-                            frame_alloc::free_frame(table).expect("allocated above");
+                            tables.give_back(new);
                             return Err(MapError::BlockInTheWay { va, level: entry.level });
                         }
                     }
@@ -311,6 +352,18 @@ impl Walking {
         Ok(entry)
     }
 
+    /// The tables [`Walking::walk_create`] would link to reach `va` at
+    /// `level`, as (level of the entry that would point to it, the first
+    /// address it covers), top down; an error if a block is in the way.
+    /// Nothing is changed.
+    pub fn tables_missing(&self, va: VirtAddr, level: Level) -> Result<impl Iterator<Item = (Level, u64)>, MapError> {
+        let deepest = self.walk(va);
+        if deepest.level < level && deepest.read().is_valid() {
+            return Err(MapError::BlockInTheWay { va, level: deepest.level });
+        }
+        let from = if deepest.level < level { deepest.level.0 } else { level.0 };
+        Ok((from..level.0).map(move |l| (Level(l), va.as_u64() & !(Level(l).entry_size() - 1))))
+    }
     /// The entries covering [va, va + size), in address order: at each
     /// step the deepest entry the walk reaches (a leaf, or an invalid entry
     /// at the level where a hole starts), with the address it was reached
@@ -607,14 +660,21 @@ fn unlink_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) -> Vec<PhysAddr>
 /// walk if a table went; else, if the caller cleared leaves there
 /// (`leaves_cleared`), it is the leaves' flush; else there is none. The
 /// pages are freed after `exclusive` is let go (freeing may map and unmap,
-/// under debug_pagealloc, which walks).
-pub fn reclaim_empty_tables(exclusive: Exclusive, root: PhysAddr, va: VirtAddr, size: u64, leaves_cleared: bool) {
+/// under debug_pagealloc, which walks). Returns how many tables went.
+pub fn reclaim_empty_tables(
+    exclusive: Exclusive,
+    root: PhysAddr,
+    va: VirtAddr,
+    size: u64,
+    leaves_cleared: bool,
+) -> usize {
     let mut unlinked = unlink_empty_tables(root, va, size);
+    let count = unlinked.len();
     if planted(Bug::FreeBeforeFlush) {
         drop(exclusive);
         free_unlinked_tables(core::mem::take(&mut unlinked));
         tlb::flush_tlb_kernel_pgtables(va, va.add(size));
-        return;
+        return count;
     }
     if !unlinked.is_empty() {
         tlb::flush_tlb_kernel_pgtables(va, va.add(size));
@@ -623,6 +683,7 @@ pub fn reclaim_empty_tables(exclusive: Exclusive, root: PhysAddr, va: VirtAddr, 
     }
     drop(exclusive);
     free_unlinked_tables(unlinked);
+    count
 }
 
 /// Takes the empty tables under [va, va + size) away (see

@@ -14,7 +14,10 @@
 //!   size allow.
 //! - Unmapping clears the entries in one lazy section (a clear owes no
 //!   barrier), then flushes the TLB for the whole area once, then frees the
-//!   frames and the page-table pages left empty.
+//!   frames. The page-table pages stay, as Linux's do: a 1-page vmalloc
+//!   after a 1-page vfree links no table. Tables go only where Linux frees
+//!   them: under a block that replaces them (`vmap_range`), and in an
+//!   explicit reclaim (`reclaim_page_tables`).
 //!
 //! Every operation either does all it says or returns an error and leaves
 //! the frame count, the area list and the tables as they were.
@@ -28,7 +31,7 @@ use super::area_alloc::{Free, FreeRanges, Node, OutOfHeap, Tree, Weight};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{VMALLOC_END, VMALLOC_START};
 use super::pgtable::{self, EntryRef, LeafSizes, MapError};
-use super::{frame_alloc, lazy_mmu, pgtable_check, phys_to_virt};
+use super::{frame_alloc, lazy_mmu, pgtable_check, phys_to_virt, tlb};
 use crate::sync::IrqSpinLock;
 
 /// Unmapped bytes after every area.
@@ -391,45 +394,72 @@ pub unsafe fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attribute
 
 /// [`vmap_range`] into an area whose record the caller holds, checked.
 fn map_contiguous(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> Result<(), VmallocError> {
-    // Where a block goes, an empty table may sit (left by an earlier
-    // mapping there): it is taken away first, unlinked, its walks flushed,
-    // then freed, as Linux's `pmd_free_pte_page` does. A table with
-    // anything mapped under it stays, and the walk below refuses.
     let root = pgtable::kernel_root();
-    let mut done = 0;
-    while done < size {
-        let (v, p) = (va.add(done), pa.add(done));
-        let level = pgtable::leaf_level(v, p, size - done, LeafSizes::Blocks);
-        if level < Level::L3 && pgtable::lookup(v).level > level {
-            pgtable::reclaim_empty_tables(pgtable::exclusive(), root, v, level.entry_size(), false);
-        }
-        done += level.entry_size();
-    }
-    // Tables first, outside lazy mode: creating them allocates frames. The
-    // walk then reads only entries that were written before the section.
-    let walk = pgtable::walking();
-    let mut leaves = Vec::new();
-    let mut done = 0;
-    while done < size {
-        let (v, p) = (va.add(done), pa.add(done));
-        let level = pgtable::leaf_level(v, p, size - done, LeafSizes::Blocks);
-        match walk.walk_create(v, level) {
-            Ok(entry) if entry.read().is_valid() => {
-                drop(walk);
-                pgtable::free_empty_tables(root, va, size);
+    let leaves = || {
+        let mut done = 0;
+        core::iter::from_fn(move || {
+            (done < size).then(|| {
+                let (v, p) = (va.add(done), pa.add(done));
+                let level = pgtable::leaf_level(v, p, size - done, LeafSizes::Blocks);
+                done += level.entry_size();
+                (v, p, level)
+            })
+        })
+    };
+    // First everything that can fail, with nothing changed: a slot mapped
+    // already (at any level under it), a block in the way above it, the
+    // tables to link (counted once each), the memory for all of them.
+    let (mut count, mut needed, mut reclaim) = (0, 0, false);
+    {
+        let walk = pgtable::walking();
+        let mut last_new: [Option<u64>; 3] = [None; 3];
+        for (v, _, level) in leaves() {
+            count += 1;
+            if walk.walk_range(v, level.entry_size()).any(|(_, e)| e.level >= level && e.read().is_valid()) {
                 return Err(VmallocError::AlreadyMapped(v));
             }
-            Ok(entry) => leaves.push((entry, p)),
-            Err(e) => {
-                drop(walk);
-                pgtable::free_empty_tables(root, va, size);
-                return Err(e.into());
+            let missing = walk.tables_missing(v, level)?;
+            // Taking an empty table away may take its parents with it, if
+            // they empty too: count the whole path as missing then.
+            let reclaimed = walk.walk(v).level > level;
+            reclaim |= reclaimed;
+            let path = (0..level.0).map(|l| (Level(l), v.as_u64() & !(Level(l).entry_size() - 1)));
+            for (at, base) in missing.chain(path.filter(|_| reclaimed)) {
+                if last_new[at.0 as usize].replace(base) != Some(base) {
+                    needed += 1;
+                }
             }
         }
-        done += level.entry_size();
     }
+    let mut entries = Vec::new();
+    entries.try_reserve_exact(count).map_err(|_| VmallocError::OutOfMemory)?;
+    let mut pool = pgtable::alloc_tables(needed)?;
+    // Where a block goes, an empty table may sit (vmalloc's tables stay
+    // once made): it is taken away first, unlinked, its walks flushed,
+    // then freed, as Linux's `pmd_free_pte_page` does.
+    if reclaim {
+        for (v, _, level) in leaves() {
+            if pgtable::lookup(v).level > level {
+                pgtable::reclaim_empty_tables(pgtable::exclusive(), root, v, level.entry_size(), false);
+            }
+        }
+    }
+    // Tables first, outside lazy mode (they were allocated above); the
+    // leaves then in one section.
+    let walk = pgtable::walking();
+    let linked = leaves().try_for_each(|(v, p, level)| match walk.walk_create_from(v, level, &mut pool) {
+        Ok(entry) if !entry.read().is_valid() => {
+            entries.push((entry, p));
+            Ok(())
+        }
+        // Only another CPU mapping into the caller's area gets here.
+        Ok(_) => Err(VmallocError::AlreadyMapped(v)),
+        Err(e) => Err(e.into()),
+    });
+    pgtable::free_unlinked_tables(pool);
+    linked?;
     let _section = lazy_mmu::enable();
-    for (entry, p) in leaves {
+    for (entry, p) in entries {
         // SAFETY: the caller may map [pa, pa + size) at its area's
         // [va, va + size), which the walk above found unmapped.
         unsafe { pgtable::write_entry(&entry, Descriptor::leaf(entry.level, p, attrs)) };
@@ -460,11 +490,10 @@ pub unsafe fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Res
 
 /// Unmaps [va, va + size) of a `get_vm_area` area (Linux's
 /// `vunmap_range`): clears the valid leaves (pages or blocks) in one lazy
-/// section, unlinks the page-table pages left empty, flushes the TLB for
-/// the range once (at every level of the walk if a table went, so no CPU
-/// keeps a walk through it), and only then frees those pages. A range that
-/// is not page aligned or not inside one live `get_vm_area` area is refused,
-/// with nothing changed: safe code cannot unmap what it does not own.
+/// section and flushes the TLB for the range once. The page-table pages
+/// stay, as in Linux (see [`reclaim_page_tables`]). A range that is not
+/// page aligned or not inside one live `get_vm_area` area is refused, with
+/// nothing changed: safe code cannot unmap what it does not own.
 pub fn vunmap_range(va: VirtAddr, size: u64) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
     check_in_address_space(va, size)?;
@@ -508,11 +537,21 @@ fn unmap_area_range(va: VirtAddr, size: u64) {
             }
         }
     }
-    // After the section: under deferred-writes the clears are in memory
-    // only now, and emptiness is read from memory. Taking tables away
-    // waits until no other CPU is walking them; one flush serves the
-    // cleared leaves and the tables taken away.
-    pgtable::reclaim_empty_tables(pgtable::exclusive(), pgtable::kernel_root(), va, size, true);
+    // The tables stay, as Linux's vunmap leaves them: the next mapping
+    // there needs none, and nothing has to wait for walks to end. One
+    // flush of the leaves.
+    tlb::flush_tlb_kernel_range(va, va.add(size));
+}
+
+/// Takes away every empty page-table page of the vmalloc region (unlink,
+/// one flush of their walks, free), waiting until no walk is in progress,
+/// and returns how many went. Unmapping leaves the tables in place, as
+/// Linux does; this is the explicit reclaim, for a caller that wants the
+/// memory back (the test harness, between tests).
+pub fn reclaim_page_tables() -> usize {
+    let _op = pgtable_check::operation();
+    let size = VMALLOC_END.offset_from(VMALLOC_START);
+    pgtable::reclaim_empty_tables(pgtable::exclusive(), pgtable::kernel_root(), VMALLOC_START, size, false)
 }
 
 /// Takes an area away whatever its kind and state, as if its owner had

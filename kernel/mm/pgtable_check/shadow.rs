@@ -120,8 +120,9 @@ struct Stale {
     cpu: usize,
     dsb_gen: u64,
     creator: Ctx,
-    /// A TLBI on this CPU covers it; done at that CPU's next `dsb ish`.
-    invalidating_on: Option<usize>,
+    /// The CPUs (a bit each) whose TLBIs cover it; done at the next
+    /// `dsb ish` of any of them (two CPUs may flush one range at once).
+    invalidating_on: u64,
 }
 
 /// Stale translations per frame: a frame may not be freed while a TLB
@@ -589,7 +590,7 @@ impl Checker {
         }
         let creator = self.here.ctx;
         self.ctx(creator).stale += 1;
-        let rec = Stale { change, kind, cpu, dsb_gen: self.cpus[cpu].dsb_gen, creator, invalidating_on: None };
+        let rec = Stale { change, kind, cpu, dsb_gen: self.cpus[cpu].dsb_gen, creator, invalidating_on: 0 };
         self.stale[level.0 as usize].insert(va, rec);
     }
 
@@ -670,13 +671,19 @@ impl Checker {
             for key in keys {
                 let rec = self.stale[level].get_mut(&key).expect("listed above");
                 let is_walk = matches!(Descriptor(rec.change.old).decode(Level(level as u8)), Entry::Table(_));
-                if (is_walk && !walks) || rec.invalidating_on.is_some() {
+                if (is_walk && !walks) || rec.invalidating_on & (1 << cpu) != 0 {
                     continue;
                 }
-                if self.cpus[rec.cpu].dsb_gen == rec.dsb_gen && too_early.is_none() {
-                    too_early = Some(rec.change);
+                if self.cpus[rec.cpu].dsb_gen == rec.dsb_gen {
+                    // Not visible to walkers yet. The storing CPU's own
+                    // TLBI is then misordered; another CPU's (a reclaim's
+                    // full flush, say) is simply too early to count.
+                    if rec.cpu != cpu {
+                        continue;
+                    }
+                    too_early.get_or_insert(rec.change);
                 }
-                rec.invalidating_on = Some(cpu);
+                rec.invalidating_on |= 1 << cpu;
                 self.cpus[cpu].invalidating.push((level, key));
             }
         }
@@ -695,7 +702,7 @@ impl Checker {
 
     fn complete_tlbis(&mut self, cpu: usize) {
         for (level, key) in core::mem::take(&mut self.cpus[cpu].invalidating) {
-            if self.stale[level].get(&key).is_some_and(|r| r.invalidating_on == Some(cpu)) {
+            if self.stale[level].get(&key).is_some_and(|r| r.invalidating_on & (1 << cpu) != 0) {
                 let rec = self.stale[level].remove(&key).expect("just found");
                 self.forget(&rec, Level(level as u8));
             }
