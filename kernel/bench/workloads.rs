@@ -69,7 +69,16 @@ pub fn vmalloc_cycle(pages: u64) -> Result<[Sample; 3], WorkloadError> {
     let unmap = Meter::start();
     vfree(va)?;
     let unmap = unmap.stop();
-    Ok([map, unmap, whole.stop()])
+    let whole = whole.stop();
+    cold_tables();
+    Ok([map, unmap, whole])
+}
+
+/// vmalloc's tables stay after an unmap (as Linux's do): every sample
+/// starts from none, so that each one makes the tables it needs, and
+/// every repeat counts the same.
+fn cold_tables() {
+    vmalloc::reclaim_page_tables();
 }
 
 /// Makes a live vmalloc area read-only with `apply_to_existing_page_range`
@@ -81,6 +90,7 @@ pub fn modify(pages: u64) -> Result<Sample, WorkloadError> {
     let changed = make_read_only(va, pages);
     let sample = meter.stop();
     vfree(va)?;
+    cold_tables();
     changed.map(|()| sample)
 }
 
@@ -105,6 +115,7 @@ pub fn set_memory(pages: u64) -> Result<Sample, WorkloadError> {
     let changed = set_memory_ro(va, pages).and_then(|()| set_memory_rw(va, pages));
     let sample = meter.stop();
     vfree(va)?;
+    cold_tables();
     changed.map(|()| sample).map_err(WorkloadError::Map)
 }
 
@@ -118,7 +129,9 @@ pub fn vmap_1g() -> Result<[Sample; 2], WorkloadError> {
     let map = map.stop();
     let unmap = Meter::start();
     vmalloc::vunmap(va)?;
-    Ok([map, unmap.stop()])
+    let unmap = unmap.stop();
+    cold_tables();
+    Ok([map, unmap])
 }
 
 /// The floor: the same number of page descriptors stored into plain
@@ -175,13 +188,14 @@ pub fn tlb_unmap(pages: u64, how: FlushStrategy) -> Result<Sample, WorkloadError
     tlb::flush_tlb_kernel_range_with(how, va, va.add(pages * PAGE_SIZE));
     let sample = meter.stop();
     vfree(va)?;
+    cold_tables();
     Ok(sample)
 }
 
 /// lazymmu's side of the peer comparison, the same steps the peer takes
 /// on its own tables: map `pages` pages at a fresh 2 MiB-aligned area
 /// (tables included), make them read-only, unmap them (freeing the
-/// tables, with `vunmap_range`). Ours are live, so modify and unmap also
+/// tables, as the peer does). Ours are live, so modify and unmap also
 /// flush the TLB.
 pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
     let frames = frame_alloc::alloc_contiguous(pages as usize, PAGE_SIZE).map_err(MapError::from)?;
@@ -204,9 +218,17 @@ pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
     let modify = Meter::start();
     let modified = mapped.map_err(WorkloadError::from).and_then(|_| make_read_only(va, pages));
     let modify = modify.stop();
+    // Unmapped as the peer unmaps: the leaves cleared in one section, the
+    // tables freed (a reclaim of the range), one flush for both.
     let unmap = Meter::start();
-    vmalloc::vunmap_range(va, size).expect("the bench's own area");
+    let cleared = apply_to_existing_page_range(va, size, |entry: &EntryRef| {
+        // SAFETY: the bench's own area; the reclaim's flush follows.
+        unsafe { pgtable::write_entry(entry, Descriptor::INVALID) };
+        Ok::<(), Infallible>(())
+    });
+    pgtable::reclaim_empty_tables(pgtable::exclusive(), pgtable::kernel_root(), va, size, true);
     let unmap = unmap.stop();
+    cleared.expect("the bench's own mapping");
     frame_alloc::free_frames(frames, pages as usize).expect("allocated above");
     vmalloc::free_vm_area(va)?;
     modified?;
