@@ -13,12 +13,12 @@
 use core::convert::Infallible;
 use core::fmt::Debug;
 
-use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::{ApplyError, apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_nolazy};
 use lazymmu::mm::audit;
 use lazymmu::mm::descriptor::{Attributes, Level};
 use lazymmu::mm::frame_alloc::{self, FrameError};
-use lazymmu::mm::layout::{MMIO_BASE, VMALLOC_END};
+use lazymmu::mm::layout::{MMIO_BASE, VMALLOC_END, VMALLOC_START};
 use lazymmu::mm::lazy_mmu::{
     LazyMmuMisuse, lazy_mmu_mode_disable, lazy_mmu_mode_enable, lazy_mmu_mode_pause, lazy_mmu_mode_resume,
 };
@@ -56,6 +56,24 @@ fn vmalloc_family() {
     case("vmalloc_aligned(align 2048)", || vmalloc_aligned(PAGE_SIZE, 2048), VmallocError::BadAlignment(2048));
     case("get_vm_area(0)", || get_vm_area(0, PAGE_SIZE), VmallocError::ZeroSize);
     case("get_vm_area(align 0)", || get_vm_area(PAGE_SIZE, 0), VmallocError::BadAlignment(0));
+    let (lo, hi) = (VMALLOC_START.add(BLOCK_1G), VMALLOC_START.add(BLOCK_1G + BLOCK_2M));
+    case("vmalloc_range(0)", || vmalloc_range(0, PAGE_SIZE, lo, hi), VmallocError::ZeroSize);
+    case("vmalloc_range(align 3000)", || vmalloc_range(PAGE_SIZE, 3000, lo, hi), VmallocError::BadAlignment(3000));
+    case(
+        "vmalloc_range(an empty window)",
+        || vmalloc_range(PAGE_SIZE, PAGE_SIZE, hi, lo),
+        VmallocError::Map(MapError::BadRange { start: hi, size: 0 }),
+    );
+    case(
+        "vmalloc_range(a window outside the region)",
+        || vmalloc_range(PAGE_SIZE, PAGE_SIZE, MMIO_BASE, MMIO_BASE.add(BLOCK_2M)),
+        VmallocError::Map(MapError::BadRange { start: MMIO_BASE, size: BLOCK_2M }),
+    );
+    case(
+        "vmalloc_range(larger than the window)",
+        || vmalloc_range(BLOCK_2M, PAGE_SIZE, lo, hi),
+        VmallocError::NoVirtualSpace,
+    );
 
     let live = vmalloc(2 * PAGE_SIZE).unwrap();
     let inside = live.add(PAGE_SIZE);

@@ -260,7 +260,7 @@ pub fn vmalloc_range(size: u64, align: u64, start: VirtAddr, end: VirtAddr) -> R
 /// A window of the region: [start, end) not empty, inside the region.
 fn check_window(start: VirtAddr, end: VirtAddr) -> Result<(), VmallocError> {
     if start < VMALLOC_START || end > VMALLOC_END || start >= end {
-        return Err(VmallocError::Map(MapError::BadRange { start, size: end.as_u64().wrapping_sub(start.as_u64()) }));
+        return Err(VmallocError::Map(MapError::BadRange { start, size: end.as_u64().saturating_sub(start.as_u64()) }));
     }
     Ok(())
 }
