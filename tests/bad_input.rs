@@ -170,6 +170,21 @@ fn vmap_family() {
     );
     vunmap_range(area, 4 * PAGE_SIZE).unwrap();
     free_vm_area(area).unwrap();
+
+    // A block is unmapped whole or not at all.
+    let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
+    let area = get_vm_area(BLOCK_2M, BLOCK_2M).unwrap();
+    // SAFETY: the test's own frames, in its own area.
+    unsafe { vmap_range(area, run, BLOCK_2M, Attributes::KERNEL_RW) }.unwrap();
+    let inside = area.add(PAGE_SIZE);
+    case(
+        "vunmap_range(part of a block)",
+        || vunmap_range(inside, PAGE_SIZE),
+        VmallocError::Misaligned { what: "vunmap_range splits a block at", value: area.as_u64() },
+    );
+    vunmap_range(area, BLOCK_2M).unwrap();
+    free_vm_area(area).unwrap();
+    frame_alloc::free_frames(run, 512).unwrap();
 }
 
 #[test_case]

@@ -118,7 +118,8 @@ impl Drop for Scratch {
         }
         self.walk = None;
         let size = self.pages * PAGE_SIZE;
-        pgtable::free_empty_tables(pgtable::kernel_root(), SCRATCH, size);
+        // SAFETY: the kernel's own root; the range is the test's scratch in the vmalloc region.
+        unsafe { pgtable::free_empty_tables(pgtable::kernel_root(), SCRATCH, size) };
         tlb::flush_tlb_kernel_range(SCRATCH, SCRATCH.add(size));
         frame_alloc::free_frame(self.frame).unwrap();
     }
@@ -667,7 +668,8 @@ fn deferred_writes_a_walk_makes_its_stores_before_it_lets_the_tables_go() {
         while !GO.load(SeqCst) {
             sched::yield_now();
         }
-        pgtable::free_empty_tables(root, va, BLOCK_2M);
+        // SAFETY: the kernel's own root; the range is the test's scratch in the vmalloc region.
+        unsafe { pgtable::free_empty_tables(root, va, BLOCK_2M) };
     })
     .unwrap();
     let after_map = {

@@ -207,7 +207,8 @@ fn a_cleared_entry_is_still_used_until_the_tlb_is_flushed() {
 
     // Freeing the tables made for the page unlinks them, flushes at every
     // level of the walk, and only then frees them.
-    let free = barrier::cost(|| pgtable::free_empty_tables(root, va, PAGE_SIZE));
+    // SAFETY: the kernel's own root; the test's own range of the vmalloc region.
+    let free = barrier::cost(|| unsafe { pgtable::free_empty_tables(root, va, PAGE_SIZE) });
     assert_eq!((free.dsb_ishst, free.tlbi(), free.tlbi_walks, free.dsb_ish, free.isb), (1, 1, 1, 1, 1), "{free:?}");
     assert_eq!(frame_alloc::stats(), frames_before, "the tables made for the page were freed");
     frame_alloc::free_frame(frame).unwrap();

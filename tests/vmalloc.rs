@@ -655,7 +655,8 @@ fn a_failing_callback_stops_the_walk_and_its_error_is_returned() {
     });
     assert_eq!(got, Err(ApplyError::Callback("stop here")));
     assert_eq!(calls, 4);
-    pgtable::free_empty_tables(pgtable::kernel_root(), start, 8 * PAGE_SIZE);
+    // SAFETY: the kernel's own root; the test's own range of the vmalloc region.
+    unsafe { pgtable::free_empty_tables(pgtable::kernel_root(), start, 8 * PAGE_SIZE) };
     assert_eq!(footprint(), before);
 }
 

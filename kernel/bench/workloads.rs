@@ -226,7 +226,8 @@ pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
         unsafe { pgtable::write_entry(entry, Descriptor::INVALID) };
         Ok::<(), Infallible>(())
     });
-    pgtable::reclaim_empty_tables(pgtable::exclusive(), pgtable::kernel_root(), va, size, true);
+    // SAFETY: the kernel's own root.
+    unsafe { pgtable::reclaim_empty_tables(pgtable::exclusive(), pgtable::kernel_root(), va, size, true) };
     let unmap = unmap.stop();
     cleared.expect("the bench's own mapping");
     frame_alloc::free_frames(frames, pages as usize).expect("allocated above");

@@ -139,7 +139,7 @@ impl Baseline {
     /// Takes back what the test left: its areas (unmapped, their frames
     /// freed), any other mapping it made in the vmalloc region, and the
     /// frames it took that no table and no stack still uses.
-    pub fn restore(&self) {
+    pub(crate) fn restore(&self) {
         for area in vmalloc::areas() {
             if !self.areas.contains(&area) {
                 let _ = vmalloc::release_leaked_area(area.start);
@@ -152,8 +152,9 @@ impl Baseline {
                 let walk = pgtable::walking();
                 for &va in &stray {
                     let entry = walk.walk(VirtAddr::new(va));
-                    // SAFETY: a mapping a failed test left in the vmalloc
-                    // region with no area around it: nobody owns it.
+                    // SAFETY: a leaf the failed test made or changed (it is
+                    // not in the baseline); its code was abandoned, and the
+                    // harness runs alone between tests: nobody uses it.
                     unsafe { pgtable::write_entry(&entry, Descriptor::INVALID) };
                 }
             }

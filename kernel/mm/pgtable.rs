@@ -275,6 +275,9 @@ static TABLES: spin::RwLock<()> = spin::RwLock::new(());
 pub struct Walking {
     _guard: spin::RwLockReadGuard<'static, ()>,
     root: PhysAddr,
+    /// Not `Send`: the walk is counted on the task that began it, and its
+    /// end makes that task's queued stores.
+    _task_bound: PhantomData<*const ()>,
 }
 
 /// Declares a walk-then-write operation in progress on the kernel's tables.
@@ -287,7 +290,7 @@ pub fn walking() -> Walking {
 pub(super) fn walking_from(root: PhysAddr) -> Walking {
     let guard = TABLES.read();
     crate::task::current().count_walk(true);
-    Walking { _guard: guard, root }
+    Walking { _guard: guard, root, _task_bound: PhantomData }
 }
 
 impl Walking {
@@ -314,7 +317,12 @@ impl Walking {
     /// (from [`alloc_tables`], sized by [`Walking::tables_missing`]), so
     /// that it cannot run out of memory half way; a table another CPU
     /// linked first goes back to the pool.
-    pub fn walk_create_from(
+    ///
+    /// # Safety
+    /// Every page in `pool` is a zeroed page-table page from
+    /// [`alloc_tables`], the caller's, linked nowhere: whatever is in the
+    /// pool becomes part of the kernel's tables.
+    pub(crate) unsafe fn walk_create_from(
         &self,
         va: VirtAddr,
         level: Level,
@@ -424,8 +432,10 @@ pub fn linear_map_entry(va: VirtAddr) -> Option<EntryRef<'static>> {
 
 /// Lets go of the walk guards the current task held when its code was
 /// abandoned by a fault or panic (recovery skips their drops), so the
-/// next reclaim does not wait for them forever. Returns how many.
-pub fn recover_abandoned_walks() -> u32 {
+/// next reclaim does not wait for them forever. Returns how many. For the
+/// test harness, after `exception::catch` abandoned a test's code: a live
+/// guard let go this way would let its tables be freed under it.
+pub(crate) fn recover_abandoned_walks() -> u32 {
     let n = crate::task::current().take_walks();
     for _ in 0..n {
         // SAFETY: each was a read guard of TABLES that this task took and
@@ -455,6 +465,8 @@ impl Drop for Walking {
 pub struct Exclusive {
     guard: Option<spin::RwLockWriteGuard<'static, ()>>,
     daif: u64,
+    /// Not `Send`: it masked this CPU's interrupts and must end on it.
+    _cpu_bound: PhantomData<*const ()>,
 }
 
 impl Drop for Exclusive {
@@ -486,7 +498,7 @@ pub fn exclusive_held() -> bool {
 pub fn try_exclusive() -> Option<Exclusive> {
     let daif = crate::arch::cpu::irq_save();
     match TABLES.try_write() {
-        Some(guard) => Some(Exclusive { guard: Some(guard), daif }),
+        Some(guard) => Some(Exclusive { guard: Some(guard), daif, _cpu_bound: PhantomData }),
         None => {
             crate::arch::cpu::irq_restore(daif);
             None
@@ -615,8 +627,8 @@ pub unsafe fn map_range(
 /// caller flushes the TLB for the leaves.
 ///
 /// # Safety
-/// The range is the caller's: nothing else uses what it maps (see
-/// [`write_entry`]).
+/// `root` is a level-0 page table, and the range is the caller's: nothing
+/// else uses what it maps (see [`write_entry`]).
 pub unsafe fn unmap_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(), MapError> {
     check_range(va, size)?;
     {
@@ -635,7 +647,8 @@ pub unsafe fn unmap_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(),
             unsafe { write_entry(&entry, Descriptor::INVALID) };
         }
     }
-    free_empty_tables(root, va, size);
+    // SAFETY: `root` is a level-0 table (our caller's contract).
+    unsafe { free_empty_tables(root, va, size) };
     Ok(())
 }
 
@@ -661,13 +674,24 @@ fn unlink_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) -> Vec<PhysAddr>
 /// (`leaves_cleared`), it is the leaves' flush; else there is none. The
 /// pages are freed after `exclusive` is let go (freeing may map and unmap,
 /// under debug_pagealloc, which walks). Returns how many tables went.
-pub fn reclaim_empty_tables(
+/// Never in the linear map, whose tables are permanent
+/// ([`linear_map_entry`] relies on it).
+///
+/// # Safety
+/// `root` is a level-0 page table: the kernel's, or tables the caller
+/// built and owns (every entry below it is read as a table or a leaf).
+pub(crate) unsafe fn reclaim_empty_tables(
     exclusive: Exclusive,
     root: PhysAddr,
     va: VirtAddr,
     size: u64,
     leaves_cleared: bool,
 ) -> usize {
+    let linear = PAGE_OFFSET.as_u64()..PAGE_OFFSET.as_u64() + LINEAR_MAP_SIZE;
+    assert!(
+        va.as_u64() >= linear.end || va.as_u64().saturating_add(size) <= linear.start,
+        "the linear map's tables are never taken away: {va} + {size:#x}"
+    );
     let mut unlinked = unlink_empty_tables(root, va, size);
     let count = unlinked.len();
     if planted(Bug::FreeBeforeFlush) {
@@ -688,11 +712,14 @@ pub fn reclaim_empty_tables(
 
 /// Takes the empty tables under [va, va + size) away (see
 /// [`reclaim_empty_tables`]). If another CPU is walking the tables right
-/// now, leaves them for a later call (the next `vunmap_range` there takes
-/// them).
-pub fn free_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) {
+/// now, leaves them for a later reclaim.
+///
+/// # Safety
+/// As for [`reclaim_empty_tables`]: `root` is a level-0 page table.
+pub unsafe fn free_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) {
     if let Some(exclusive) = try_exclusive() {
-        reclaim_empty_tables(exclusive, root, va, size, false);
+        // SAFETY: as our caller guarantees.
+        unsafe { reclaim_empty_tables(exclusive, root, va, size, false) };
     }
 }
 

@@ -440,14 +440,16 @@ fn map_contiguous(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> R
     if reclaim {
         for (v, _, level) in leaves() {
             if pgtable::lookup(v).level > level {
-                pgtable::reclaim_empty_tables(pgtable::exclusive(), root, v, level.entry_size(), false);
+                // SAFETY: the kernel's own root.
+                unsafe { pgtable::reclaim_empty_tables(pgtable::exclusive(), root, v, level.entry_size(), false) };
             }
         }
     }
     // Tables first, outside lazy mode (they were allocated above); the
     // leaves then in one section.
     let walk = pgtable::walking();
-    let linked = leaves().try_for_each(|(v, p, level)| match walk.walk_create_from(v, level, &mut pool) {
+    // SAFETY: the pool is from alloc_tables above, ours, linked nowhere.
+    let linked = leaves().try_for_each(|(v, p, level)| match unsafe { walk.walk_create_from(v, level, &mut pool) } {
         Ok(entry) if !entry.read().is_valid() => {
             entries.push((entry, p));
             Ok(())
@@ -492,11 +494,26 @@ pub unsafe fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Res
 /// `vunmap_range`): clears the valid leaves (pages or blocks) in one lazy
 /// section and flushes the TLB for the range once. The page-table pages
 /// stay, as in Linux (see [`reclaim_page_tables`]). A range that is not
-/// page aligned or not inside one live `get_vm_area` area is refused, with
-/// nothing changed: safe code cannot unmap what it does not own.
+/// page aligned, not inside one live `get_vm_area` area, or cutting a block
+/// mapping is refused, with nothing changed: safe code can unmap only what
+/// a `get_vm_area` caller maps itself, never vmalloc's, a stack or the
+/// linear map.
 pub fn vunmap_range(va: VirtAddr, size: u64) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
     check_in_address_space(va, size)?;
+    {
+        // A block is cleared whole or not at all: its flush would not
+        // cover the part outside the range.
+        let walk = pgtable::walking();
+        let end = va.as_u64() + size;
+        for (_, entry) in walk.walk_range(va, size) {
+            let outside = entry.va < va || entry.va.as_u64() + entry.level.entry_size() > end;
+            if matches!(entry.entry(), Entry::Leaf { .. }) && outside {
+                let value = entry.va.as_u64();
+                return Err(VmallocError::Misaligned { what: "vunmap_range splits a block at", value });
+            }
+        }
+    }
     unmap_area_range(va, size);
     Ok(())
 }
@@ -551,14 +568,15 @@ fn unmap_area_range(va: VirtAddr, size: u64) {
 pub fn reclaim_page_tables() -> usize {
     let _op = pgtable_check::operation();
     let size = VMALLOC_END.offset_from(VMALLOC_START);
-    pgtable::reclaim_empty_tables(pgtable::exclusive(), pgtable::kernel_root(), VMALLOC_START, size, false)
+    // SAFETY: the kernel's own root.
+    unsafe { pgtable::reclaim_empty_tables(pgtable::exclusive(), pgtable::kernel_root(), VMALLOC_START, size, false) }
 }
 
 /// Takes an area away whatever its kind and state, as if its owner had
 /// given it back: unmapped (one flush), its vmalloc frames freed, its
 /// record gone. For the test harness, after a test that left it behind
 /// (or was abandoned half way through making it).
-pub fn release_leaked_area(start: VirtAddr) -> Result<(), VmallocError> {
+pub(crate) fn release_leaked_area(start: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
     let (size, kind) = take_area(start, |_| true)?;
     unmap_area_range(start, size);

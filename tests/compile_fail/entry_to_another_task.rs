@@ -4,6 +4,8 @@
 //!
 //! case: moved_into_a_task E0277
 //! case: kept_in_a_static E0277
+//! case: walk_moved_into_a_task E0277
+//! case: exclusive_moved_into_a_task E0277
 #![no_std]
 
 use lazymmu::mm::layout::VMALLOC_START;
@@ -23,6 +25,21 @@ pub fn hand_over() {
         let _ = entry.read();
     });
     let _ = (task, entry.level);
+}
+
+/// The guard itself stays with its task too: its end makes that task's
+/// queued stores, and `Exclusive` masked this CPU's interrupts.
+pub fn hand_over_the_guard() {
+    let walk = pgtable::walking();
+    #[cfg(case = "walk_moved_into_a_task")]
+    let _ = sched::spawn("dropper", move || drop(walk));
+    #[cfg(not(case = "walk_moved_into_a_task"))]
+    drop(walk);
+    let exclusive = pgtable::exclusive();
+    #[cfg(case = "exclusive_moved_into_a_task")]
+    let _ = sched::spawn("dropper", move || drop(exclusive));
+    #[cfg(not(case = "exclusive_moved_into_a_task"))]
+    drop(exclusive);
 }
 
 #[cfg(case = "kept_in_a_static")]

@@ -4,6 +4,8 @@
 //!
 //! case: lazy_state_written E0616
 //! case: task_outlives_handle E0515
+//! case: walk_guards_forgotten E0603
+//! case: area_taken_away E0603
 #![no_std]
 
 use lazymmu::sched;
@@ -13,6 +15,17 @@ pub fn depth() -> u8 {
     #[cfg(case = "lazy_state_written")]
     task::current().lazy_mmu.enable_count.set(0);
     task::current().lazy_state().0
+}
+
+/// What the test harness does between tests, after a test's code was
+/// abandoned, is not for anyone else: let go of walk guards still held,
+/// take away an area whatever its owner.
+pub fn harness_only(area: lazymmu::mm::addr::VirtAddr) {
+    #[cfg(case = "walk_guards_forgotten")]
+    let _ = lazymmu::mm::pgtable::recover_abandoned_walks();
+    #[cfg(case = "area_taken_away")]
+    let _ = lazymmu::mm::vmalloc::release_leaked_area(area);
+    let _ = area;
 }
 
 #[cfg(case = "task_outlives_handle")]

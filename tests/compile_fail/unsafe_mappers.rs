@@ -9,7 +9,12 @@
 //! case: vmap_pages E0133
 //! case: vmap_contiguous E0133
 //! case: table_entry E0133
+//! case: free_empty_tables E0133
+//! case: walk_create_from E0624
+//! case: reclaim_empty_tables E0603
 #![no_std]
+
+extern crate alloc;
 
 use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
@@ -35,6 +40,14 @@ pub fn map_the_kernel_writable(va: VirtAddr, text: PhysAddr) {
     let _ = vmalloc::vmap_contiguous(text, PAGE_SIZE, rw);
     #[cfg(case = "table_entry")]
     let _ = pgtable::walking().table_entry(text, Level::L3, va);
+    // Freeing tables below any root (the linear map's, say), or linking
+    // pages the caller made up as tables.
+    #[cfg(case = "free_empty_tables")]
+    pgtable::free_empty_tables(root, va, PAGE_SIZE);
+    #[cfg(case = "walk_create_from")]
+    let _ = pgtable::walking().walk_create_from(va, Level::L3, &mut alloc::vec![text]);
+    #[cfg(case = "reclaim_empty_tables")]
+    let _ = unsafe { pgtable::reclaim_empty_tables(pgtable::exclusive(), root, va, PAGE_SIZE, false) };
     // The safe ones: refused unless the range is the caller's own area.
     let _ = vmalloc::vunmap_range(va, PAGE_SIZE);
     let _ = (root, rw, Descriptor::leaf(Level::L3, text, rw), LeafSizes::PagesOnly);
