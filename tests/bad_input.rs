@@ -24,6 +24,7 @@ use lazymmu::mm::lazy_mmu::{
 };
 use lazymmu::mm::pageattr::{set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x};
 use lazymmu::mm::pgtable::{EntryRef, MapError};
+use lazymmu::mm::translate::{SwTranslation, sw_translate};
 use lazymmu::mm::vmalloc::*;
 use lazymmu::{dtb, println};
 
@@ -269,6 +270,14 @@ fn set_memory_family() {
     set_memory_nx(va, 1).unwrap();
     set_memory_rw(va, 1).unwrap();
     vfree(va).unwrap();
+    // The linear map's alias of the kernel's rodata (where this string
+    // is): made writable, safe code could change a `static`.
+    static CONSTANT: &str = "never written";
+    let SwTranslation::Mapped { pa, .. } = sw_translate(VirtAddr::from_ptr(CONSTANT.as_ptr())) else {
+        panic!("rodata is mapped")
+    };
+    let alias = lazymmu::mm::phys_to_virt(pa).align_down(PAGE_SIZE);
+    case("set_memory_rw(the linear alias of rodata)", || set_memory_rw(alias, 1), MapError::KernelImage(alias));
 }
 
 #[test_case]

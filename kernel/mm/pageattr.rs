@@ -31,7 +31,7 @@ use super::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{LINEAR_MAP_SIZE, PAGE_OFFSET, VMALLOC_END, VMALLOC_START};
 use super::pgtable::{self, EntryRef, MapError, Walking, alloc_tables, check_range, free_unlinked_tables};
-use super::{lazy_mmu, pgtable_check, tlb, vmalloc};
+use super::{kernel_map, lazy_mmu, pgtable_check, phys_to_virt, tlb, vmalloc};
 use crate::arch::{barrier, cpu as arch_cpu};
 use crate::cpu;
 use crate::planted::{Bug, planted};
@@ -67,10 +67,27 @@ fn check_region(addr: VirtAddr, end: VirtAddr) -> Result<(), MapError> {
             _ => Err(MapError::NotMapped(addr)),
         }
     } else if in_linear {
+        let (text, rodata_end) = image_alias();
+        if addr.as_u64() < rodata_end && end.as_u64() > text {
+            return Err(MapError::KernelImage(VirtAddr::new(addr.as_u64().max(text))));
+        }
         Ok(())
     } else {
         Err(MapError::NotKernelAddress(addr))
     }
+}
+
+/// The linear map's alias of the image's text and rodata: [start, end).
+fn image_alias() -> (u64, u64) {
+    // Only the sections' link addresses are used, not the load address.
+    let image = kernel_map::image_layout(PhysAddr::new(0));
+    let alias = |va: VirtAddr| match pgtable::lookup(va) {
+        pgtable::Found { entry: Entry::Leaf { addr, .. }, va: base, .. } => {
+            phys_to_virt(addr.add(va.offset_from(base))).as_u64()
+        }
+        other => unreachable!("the image is mapped: {other:?}"),
+    };
+    (alias(image.text.0), alias(VirtAddr::new(image.rodata.1.as_u64() - 1)) + 1)
 }
 
 /// The leaves covering [addr, end), in order; fails on a hole.

@@ -57,6 +57,10 @@ pub enum MapError {
     /// level 2), and a page table the split must write lies inside that
     /// block: it would be unmapped while it is written.
     BreakBeforeMakeUnsafe(VirtAddr),
+    /// The linear map's alias of the kernel's text or rodata, whose
+    /// permissions are the image's: a writable alias would let safe code
+    /// change the kernel's code, or data Rust assumes never changes.
+    KernelImage(VirtAddr),
 }
 
 impl From<FrameError> for MapError {
