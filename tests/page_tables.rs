@@ -43,7 +43,7 @@ fn leaves() -> Vec<(VirtAddr, Level, PhysAddr, Attributes)> {
         }
     }
     let mut c = Collect(Vec::new());
-    pgtable::visit(pgtable::kernel_root(), &mut c);
+    pgtable::visit(&mut c);
     c.0
 }
 

@@ -409,7 +409,7 @@ fn a_table_walk_keeps_its_tables_while_another_cpu_frees_them() {
         }
     }
     let mut walk = FreeItMidWalk { target: va, pending: None, freed_during_walk: false };
-    pgtable::visit(pgtable::kernel_root(), &mut walk);
+    pgtable::visit(&mut walk);
     // The walk holds the walk guard (as Linux's ptdump holds the hotplug
     // lock): the reclaim waited for it to end, then went ahead.
     assert!(!walk.freed_during_walk, "the tables under the walk were freed while it was in them");

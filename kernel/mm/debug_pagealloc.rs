@@ -85,7 +85,7 @@ pub fn set_map_back(how: MapBack) -> MapBack {
 
 /// Turns it on, at boot, with one task and no interrupts yet: splits the
 /// linear map into pages and unmaps every free frame.
-pub fn init() -> Result<BootStats, MapError> {
+pub(crate) fn init() -> Result<BootStats, MapError> {
     BLOCKS_SPLIT.store(pageattr::split_linear_map_to_pages()?, Relaxed);
     // From here the allocator maps what it hands out; nothing allocates
     // between taking the list and unmapping it (init runs alone).

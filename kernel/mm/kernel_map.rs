@@ -84,7 +84,7 @@ pub fn linear_map_leaves() -> LeafSizes {
 }
 
 /// Builds the kernel's tables and switches TTBR1 to them.
-pub fn build_and_switch(ram_start: PhysAddr, ram_size: u64, image: &ImageLayout) -> Result<PhysAddr, MapError> {
+pub(crate) fn build_and_switch(ram_start: PhysAddr, ram_size: u64, image: &ImageLayout) -> Result<PhysAddr, MapError> {
     let root = alloc_table()?;
     let ram_size = ram_size.min(LINEAR_MAP_SIZE);
     let linear = |pa: PhysAddr| PAGE_OFFSET.add(pa.offset_from(ram_start));

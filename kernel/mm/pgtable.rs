@@ -764,14 +764,14 @@ pub trait Visitor {
     fn leaf(&mut self, va: VirtAddr, level: Level, pa: PhysAddr, attrs: Attributes);
 }
 
-/// Visits every table page and valid leaf of the kernel half under `root`.
-/// The visit is a walk ([`walking`]): no table is taken away under it
-/// (Linux's ptdump holds the memory-hotplug lock for the same reason).
-pub fn visit(root: PhysAddr, visitor: &mut dyn Visitor) {
-    let _walk = walking();
+/// Visits every table page and valid leaf of the kernel half. The visit
+/// is a walk ([`walking`]): no table is taken away under it (Linux's
+/// ptdump holds the memory-hotplug lock for the same reason).
+pub fn visit(visitor: &mut dyn Visitor) {
+    let walk = walking();
     let base = VirtAddr::new(0xffff_0000_0000_0000);
     visitor.table(base, Level::L0);
-    visit_table(root, Level::L0, base.as_u64(), visitor);
+    visit_table(walk.root(), Level::L0, base.as_u64(), visitor);
 }
 
 fn visit_table(table: PhysAddr, level: Level, base: u64, visitor: &mut dyn Visitor) {

@@ -55,7 +55,7 @@ pub fn region_stats() -> [RegionStats; REGIONS.len()] {
         }
     }
     let mut count = Count([RegionStats::default(); REGIONS.len()]);
-    pgtable::visit(pgtable::kernel_root(), &mut count);
+    pgtable::visit(&mut count);
     count.0
 }
 
@@ -136,7 +136,7 @@ pub fn dump(out: &mut dyn Write) -> fmt::Result {
         }
     }
     let mut dump = Dump { out, run: None, region: usize::MAX, result: Ok(()) };
-    pgtable::visit(pgtable::kernel_root(), &mut dump);
+    pgtable::visit(&mut dump);
     dump.flush();
     dump.result
 }
