@@ -13,7 +13,7 @@ use crate::arch::timer as arch_timer;
 use crate::console::emergency;
 use crate::drivers::gic;
 use crate::mm::pgtable_check;
-use crate::percpu::{this_cpu, with_this_cpu};
+use crate::percpu::this_cpu;
 use crate::semihosting::{ExitCode, exit};
 use crate::{sched, task, timer, trace};
 
@@ -22,7 +22,7 @@ static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
 /// Is this CPU running an interrupt handler? (Read with IRQs masked: a
 /// task moved to another CPU mid-read would see that CPU's handler.)
 pub fn in_interrupt() -> bool {
-    with_this_cpu(|cpu| cpu.irq_depth() > 0)
+    task::current().in_irq()
 }
 
 /// Interrupts handled so far, on every CPU.
@@ -46,6 +46,7 @@ pub(crate) fn handle() {
     cpu.irq_enter();
     INTERRUPTS.fetch_add(1, Relaxed);
     let interrupted = task::current();
+    interrupted.irq_enter();
     trace::emit(format_args!("interrupt: enter (task {} interrupted)", interrupted.name));
     while let Some(iar) = gic::acknowledge() {
         match gic::intid(iar) {
@@ -59,6 +60,7 @@ pub(crate) fn handle() {
     }
     trace::emit(format_args!("interrupt: exit"));
     pgtable_check::interrupt_exit();
+    interrupted.irq_exit();
     cpu.irq_exit();
     if cpu.take_need_resched() {
         sched::schedule();

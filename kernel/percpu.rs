@@ -51,8 +51,10 @@ impl PerCpu {
         unsafe { &*task }
     }
 
+    /// Called on this CPU only, with IRQs masked.
     pub(crate) fn set_current_task(&self, task: &'static Task) {
         self.current.store(task as *const Task as *mut Task, Relaxed);
+        cpu::set_current_task_pointer(task as *const Task as u64);
     }
 
     pub(crate) fn set_switched_from(&self, task: &'static Task) {
@@ -96,6 +98,8 @@ static PERCPU: [PerCpu; MAX_CPUS] = [PerCpu::new(0), PerCpu::new(1), PerCpu::new
 /// Points this CPU's TPIDR_EL1 at its slot.
 pub fn init_this_cpu(id: usize) {
     cpu::set_percpu_pointer(&PERCPU[id] as *const PerCpu as u64);
+    let cpu = &PERCPU[id];
+    cpu::set_current_task_pointer(cpu.current_task() as *const Task as u64);
 }
 
 /// Runs `f` on this CPU's data with IRQs masked, so that no switch (and no

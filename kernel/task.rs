@@ -78,6 +78,11 @@ pub struct Task {
     pub affinity: Affinity,
     /// Walk guards (`pgtable::walking`) the task holds now.
     walks: Cell<u32>,
+    /// Interrupt handlers running on top of this task (0 or 1): kept with
+    /// the task, as Linux keeps the preempt count, so that `in_interrupt`
+    /// reads it without masking anything (a handler never switches away
+    /// from the task it interrupted while it runs).
+    irq_depth: Cell<u32>,
 }
 
 /// The CPUs a task may run on.
@@ -121,6 +126,7 @@ impl Task {
             caught: Cell::new(None),
             affinity: Affinity::Cpu(cpu),
             walks: Cell::new(0),
+            irq_depth: Cell::new(0),
         }
     }
 
@@ -209,6 +215,19 @@ impl Task {
 
     /// The walk guards this task holds, forgotten: what a fault or panic
     /// abandoned without letting go.
+    /// Is an interrupt handler running on top of this task?
+    pub fn in_irq(&self) -> bool {
+        self.irq_depth.get() > 0
+    }
+
+    pub(crate) fn irq_enter(&self) {
+        self.irq_depth.set(self.irq_depth.get() + 1);
+    }
+
+    pub(crate) fn irq_exit(&self) {
+        self.irq_depth.set(self.irq_depth.get() - 1);
+    }
+
     pub(crate) fn walks(&self) -> u32 {
         self.walks.get()
     }
@@ -218,11 +237,15 @@ impl Task {
     }
 }
 
-/// The task running on this CPU: the caller itself.
-///
-/// Finding this CPU and reading its current task are two steps; a task
-/// switched out between them and resumed on another CPU would read the old
-/// CPU's task, hence `with_this_cpu`.
+/// The task running on this CPU: the caller itself, from one register
+/// (SP_EL0, see `arch::cpu::current_task_pointer`), with nothing masked.
 pub fn current() -> &'static Task {
-    with_this_cpu(|cpu| cpu.current_task())
+    let ptr = crate::arch::cpu::current_task_pointer() as *const Task;
+    if ptr.is_null() {
+        // Early boot, before this CPU's init.
+        return with_this_cpu(|cpu| cpu.current_task());
+    }
+    // SAFETY: the scheduler only sets it to a running task, which lives
+    // at least as long as it runs (boot tasks are static).
+    unsafe { &*ptr }
 }

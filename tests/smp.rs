@@ -296,6 +296,11 @@ fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu
                 lazymmu::sched::yield_now();
             }
             let to = percpu::this_cpu().id;
+            // `current` (SP_EL0, set by the switch on the new CPU) is still
+            // this task, and agrees with the new CPU's record.
+            let me = lazymmu::task::current();
+            assert_eq!(me.name, "migrant");
+            assert!(core::ptr::eq(me, percpu::this_cpu().current_task()), "SP_EL0 and the per-CPU record agree");
             let after = lazy_state();
             let c = cost(|| drop(section));
             *SEEN.lock() = Some(Migration { from, to, before, after, leave: (c.dsb_ishst, c.isb) });

@@ -27,6 +27,14 @@
 1:
 .endm
 
+// The per-CPU pointer (TPIDR_EL1) and the current task (SP_EL0, free: the
+// kernel runs on SP_EL1) reset to UNKNOWN values on hardware: zero means
+// "not set yet" to the code that reads them.
+.macro clear_task_registers
+    msr     tpidr_el1, xzr
+    msr     sp_el0, xzr
+.endm
+
 .section .text.boot, "ax"
 .global _start
 _start:
@@ -37,6 +45,7 @@ _start:
     cbnz    x0, .Lpark
 
     drop_to_el1
+    clear_task_registers
     adrp    x0, __boot_stack_top        // adrp is PC-relative: physical here
     add     x0, x0, :lo12:__boot_stack_top
     mov     sp, x0
@@ -78,6 +87,7 @@ _start:
 _secondary_start:
     mov     x19, x0                     // CPU number
     drop_to_el1
+    clear_task_registers
     adrp    x0, __secondary_boot_stacks // physical: MMU off
     add     x0, x0, :lo12:__secondary_boot_stacks
     add     x1, x19, #1

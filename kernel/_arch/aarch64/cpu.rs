@@ -71,6 +71,26 @@ pub fn irq_restore(daif: u64) {
     DAIF.set(daif);
 }
 
+/// The current task's TCB (SP_EL0, which the kernel, running on SP_EL1,
+/// does not use as a stack: Linux keeps `current` there too). One
+/// register read, no masking: the scheduler sets it on the CPU it
+/// switches to, so a task reads its own TCB wherever it runs. 0 until set.
+#[inline(always)]
+pub fn current_task_pointer() -> u64 {
+    let ptr: u64;
+    // SAFETY: reads a system register; no memory is touched.
+    unsafe { asm!("mrs {}, sp_el0", out(reg) ptr, options(nomem, nostack, preserves_flags)) };
+    ptr
+}
+
+/// Sets [`current_task_pointer`] on this CPU (the scheduler, with IRQs
+/// masked, for the task it switches to; each CPU's init, for its boot task).
+#[inline(always)]
+pub fn set_current_task_pointer(ptr: u64) {
+    // SAFETY: writes a system register the kernel uses only for this.
+    unsafe { asm!("msr sp_el0, {}", in(reg) ptr, options(nomem, nostack, preserves_flags)) };
+}
+
 /// This CPU's per-CPU data pointer (TPIDR_EL1).
 #[inline]
 pub fn percpu_pointer() -> u64 {
