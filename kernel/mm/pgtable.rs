@@ -370,7 +370,10 @@ impl Walking {
     /// Nothing is changed.
     pub fn tables_missing(&self, va: VirtAddr, level: Level) -> Result<impl Iterator<Item = (Level, u64)>, MapError> {
         let deepest = self.walk(va);
-        if deepest.level < level && deepest.read().is_valid() {
+        // One read of the entry the walk stopped at: another CPU may link
+        // a table there meanwhile (then the count is one too many, never
+        // too few), which a second read would take for a block.
+        if deepest.level < level && matches!(deepest.entry(), Entry::Leaf { .. }) {
             return Err(MapError::BlockInTheWay { va, level: deepest.level });
         }
         let from = if deepest.level < level { deepest.level.0 } else { level.0 };
