@@ -312,17 +312,17 @@ pub fn pagealloc(pages: u64) -> Result<(), VmallocError> {
             let (outcome, publish) =
                 pgtable_check::expecting(Rule::Publish, || kasan_shadow::populate_shadow(pages, how));
             debug_pagealloc::set_map_back(previous);
-            let p = outcome?;
+            let (writes, dsb_ishst, isb, nested_exits, allocs, faults) = outcome?.row();
             println!(
                 "{:<36} {:<16} {:>6} {:>9} {:>5} {:>13} {:>15} {:>7} {:>15}",
                 cure,
                 backend.name(),
-                p.stats.entry_writes,
-                p.stats.barriers.dsb_ishst,
-                p.stats.barriers.isb,
-                p.stats.flushes,
-                p.allocations_in_lazy_mode,
-                p.faults,
+                writes,
+                dsb_ishst,
+                isb,
+                nested_exits,
+                allocs,
+                faults,
                 publish.total()
             );
         }

@@ -181,32 +181,20 @@ fn populate(backend: &str, how: Populate, map_back: MapBack) -> Populated {
     outcome.unwrap()
 }
 
-/// (entry writes, dsb ishst, isb, nested exits, allocations in lazy mode, faults)
-fn row(p: Populated) -> (u64, u64, u64, u64, u64, u64) {
-    (
-        p.stats.entry_writes,
-        p.stats.barriers.dsb_ishst,
-        p.stats.barriers.isb,
-        p.stats.flushes,
-        p.allocations_in_lazy_mode,
-        p.faults,
-    )
-}
-
 #[test_case]
 fn populating_in_lazy_mode_nests_one_section_per_allocation() {
     // 8 map-backs + 8 shadow entries; each nested exit pays one pair, the
     // outermost leave one more: N + 1.
-    assert_eq!(row(populate("eager", Populate::Lazy, MapBack::NestedSection)), (16, 16, 16, 8, 8, 0));
-    assert_eq!(row(populate("batched", Populate::Lazy, MapBack::NestedSection)), (16, 9, 9, 8, 8, 0));
-    assert_eq!(row(populate("deferred-writes", Populate::Lazy, MapBack::NestedSection)), (16, 9, 9, 8, 8, 0));
+    assert_eq!(populate("eager", Populate::Lazy, MapBack::NestedSection).row(), (16, 16, 16, 8, 8, 0));
+    assert_eq!(populate("batched", Populate::Lazy, MapBack::NestedSection).row(), (16, 9, 9, 8, 8, 0));
+    assert_eq!(populate("deferred-writes", Populate::Lazy, MapBack::NestedSection).row(), (16, 9, 9, 8, 8, 0));
 }
 
 #[test_case]
 fn the_nolazy_variant_never_allocates_in_lazy_mode_and_pays_per_write() {
     for backend in BACKENDS {
         assert_eq!(
-            row(populate(backend, Populate::NoLazy, MapBack::NestedSection)),
+            populate(backend, Populate::NoLazy, MapBack::NestedSection).row(),
             (16, 16, 16, 0, 0, 0),
             "{backend}"
         );
@@ -219,7 +207,7 @@ fn a_map_back_in_the_callers_section_faults_under_deferred_writes() {
     // page-table rules checker reports it (publish) once per frame, under
     // every backend that defers, though only deferred-writes faults here.
     let bug = |backend| {
-        pgtable_check::expecting(Rule::Publish, || row(populate(backend, Populate::Lazy, MapBack::CallersSection)))
+        pgtable_check::expecting(Rule::Publish, || populate(backend, Populate::Lazy, MapBack::CallersSection).row())
     };
     let reported = if pgtable_check::enabled() { 8 } else { 0 };
     let (eager, reports) = bug("eager");

@@ -21,7 +21,9 @@ use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use super::addr::{PhysAddr, VirtAddr};
 use super::descriptor::{Entry, Level};
-use super::pgtable::{self, EntryRef, Linked, MapError, Walking, alloc_tables, check_range, free_unlinked_tables};
+use super::pgtable::{
+    self, EntryRef, Linked, MapError, NewTables, Walking, alloc_tables, check_range, free_unlinked_tables,
+};
 use super::{lazy_mmu, span};
 
 /// How a call brackets its writes with lazy MMU sections.
@@ -127,33 +129,14 @@ fn chunks(start: VirtAddr, end: VirtAddr) -> impl Iterator<Item = (u64, u64)> {
 /// Walks the range without changing anything: fails if a block mapping is
 /// in the way, and counts the tables a creating walk will need.
 fn plan(walking: &Walking, start: VirtAddr, end: VirtAddr, create: bool) -> Result<usize, MapError> {
-    // New tables are counted once each: chunks come in address order, so
-    // the chunks under one new table come one after another, and the last
-    // one counted per level is enough to know (no allocation: a plan
-    // cannot run out of heap).
-    let mut new_tables = 0;
-    let mut last_new: [Option<u64>; 3] = [None; 3];
+    let mut new = NewTables::default();
     for (at, _) in chunks(start, end) {
-        let va = VirtAddr::new(at);
-        let mut table = Some(walking.root());
-        for level in [Level::L0, Level::L1, Level::L2] {
-            // SAFETY: the root, or a table linked below it at `level`.
-            let entry = table.map(|t| unsafe { walking.table_entry(t, level, va) }.entry()).unwrap_or(Entry::Invalid);
-            table = match entry {
-                Entry::Table(next) => Some(next),
-                Entry::Leaf { .. } => return Err(MapError::BlockInTheWay { va, level }),
-                Entry::Invalid if !create => break,
-                Entry::Invalid => {
-                    let base = at & !(level.entry_size() - 1);
-                    if last_new[level.0 as usize].replace(base) != Some(base) {
-                        new_tables += 1;
-                    }
-                    None
-                }
-            };
+        let missing = walking.tables_missing(VirtAddr::new(at), Level::L3)?;
+        if create {
+            new.note(missing);
         }
     }
-    Ok(new_tables)
+    Ok(new.count)
 }
 
 /// Links tables for `va` down to level 3, from `pool`, and returns the

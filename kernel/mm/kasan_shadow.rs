@@ -226,6 +226,16 @@ pub struct Populated {
     pub faults: u64,
 }
 
+impl Populated {
+    /// The figures `demo pagealloc` prints and its tests check: (entry
+    /// writes, dsb ishst, isb, nested exits, allocations in lazy mode,
+    /// faults).
+    pub fn row(&self) -> (u64, u64, u64, u64, u64, u64) {
+        let s = &self.stats;
+        (s.entry_writes, s.barriers.dsb_ishst, s.barriers.isb, s.flushes, self.allocations_in_lazy_mode, self.faults)
+    }
+}
+
 /// Populates the shadow of `pages` fresh pages the way
 /// `kasan_populate_vmalloc` does: each callback takes a frame, poisons it
 /// through the linear map, and maps it. The tables are made first, so the

@@ -17,6 +17,11 @@ pub const PAGE_OFFSET: VirtAddr = VirtAddr::new(0xffff_0000_0000_0000);
 /// The linear map's room: one level-0 entry.
 pub const LINEAR_MAP_SIZE: u64 = 512 << 30;
 
+/// Is `va` in the linear map's room?
+pub fn in_linear_map(va: VirtAddr) -> bool {
+    va.as_u64().wrapping_sub(PAGE_OFFSET.as_u64()) < LINEAR_MAP_SIZE
+}
+
 pub const VMALLOC_START: VirtAddr = VirtAddr::new(0xffff_8000_0000_0000);
 pub const VMALLOC_END: VirtAddr = VirtAddr::new(0xffff_8100_0000_0000);
 

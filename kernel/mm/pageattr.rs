@@ -29,7 +29,7 @@ use alloc::vec::Vec;
 
 use super::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
-use super::layout::{LINEAR_MAP_SIZE, PAGE_OFFSET, VMALLOC_END, VMALLOC_START};
+use super::layout::{LINEAR_MAP_SIZE, PAGE_OFFSET, VMALLOC_END, VMALLOC_START, in_linear_map};
 use super::pgtable::{self, EntryRef, MapError, Walking, alloc_tables, check_range, free_unlinked_tables};
 use super::{kernel_map, lazy_mmu, pgtable_check, phys_to_virt, tlb, vmalloc};
 use crate::arch::{barrier, cpu as arch_cpu};
@@ -59,7 +59,7 @@ pub fn set_memory_nx(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
 /// Where set_memory_* may act: a live vmalloc area, or the linear map.
 fn check_region(addr: VirtAddr, end: VirtAddr) -> Result<(), MapError> {
     let last = VirtAddr::new(end.as_u64().wrapping_sub(1));
-    let in_linear = addr >= PAGE_OFFSET && last.as_u64() - PAGE_OFFSET.as_u64() < LINEAR_MAP_SIZE;
+    let in_linear = in_linear_map(addr) && in_linear_map(last);
     let in_vmalloc = addr >= VMALLOC_START && last < VMALLOC_END;
     if in_vmalloc {
         match vmalloc::find_area(addr) {

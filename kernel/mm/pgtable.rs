@@ -19,7 +19,7 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::frame_alloc::{self, FrameError};
-use super::layout::{LINEAR_MAP_SIZE, PAGE_OFFSET};
+use super::layout::{LINEAR_MAP_SIZE, PAGE_OFFSET, in_linear_map};
 use super::{lazy_mmu, pgtable_check, phys_to_virt, tlb};
 use crate::arch::barrier;
 use crate::planted::{Bug, planted};
@@ -120,6 +120,12 @@ impl<'walk> EntryRef<'walk> {
         self.read().decode(self.level)
     }
 
+    /// Does the range this entry maps lie wholly inside [va, va + size)?
+    /// (A block that sticks out of a range must not be cleared for it.)
+    pub fn within(&self, va: VirtAddr, size: u64) -> bool {
+        self.va >= va && self.level.entry_size() <= size.saturating_sub(self.va.offset_from(va))
+    }
+
     /// Where the entry itself is, in the linear map.
     pub fn slot_va(&self) -> VirtAddr {
         VirtAddr::from_ptr(self.ptr)
@@ -203,6 +209,27 @@ pub fn alloc_tables(count: usize) -> Result<Vec<PhysAddr>, MapError> {
         }
     }
     Ok(tables)
+}
+
+/// Counts the tables a series of creating walks will link, each once.
+/// The walks come in address order, so the walks under one new table come
+/// one after another, and the last table noted per level is enough to
+/// know (no allocation: a plan cannot run out of heap).
+#[derive(Default)]
+pub(super) struct NewTables {
+    last: [Option<u64>; 3],
+    pub(super) count: usize,
+}
+
+impl NewTables {
+    /// Notes tables as [`Walking::tables_missing`] lists them.
+    pub(super) fn note(&mut self, missing: impl Iterator<Item = (Level, u64)>) {
+        for (level, base) in missing {
+            if self.last[level.0 as usize].replace(base) != Some(base) {
+                self.count += 1;
+            }
+        }
+    }
 }
 
 /// Where a creating walk gets its new tables.
@@ -430,7 +457,7 @@ unsafe fn walk_from<'a>(root: PhysAddr, va: VirtAddr) -> EntryRef<'a> {
 /// guard goes: under `deferred-writes` a store through it stays queued
 /// until the task's section ends. None outside the linear map.
 pub fn linear_map_entry(va: VirtAddr) -> Option<EntryRef<'static>> {
-    if va.as_u64().wrapping_sub(PAGE_OFFSET.as_u64()) >= LINEAR_MAP_SIZE {
+    if !in_linear_map(va) {
         return None;
     }
     // SAFETY: the linear map's tables are permanent (see above).
@@ -645,7 +672,7 @@ pub unsafe fn unmap_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(),
             if !matches!(entry.entry(), Entry::Leaf { .. }) {
                 return Err(MapError::NotMapped(at));
             }
-            if entry.va != at || entry.level.entry_size() > size - at.offset_from(va) {
+            if !entry.within(va, size) {
                 return Err(MapError::Misaligned { what: "unmap splits a block at", value: entry.va.as_u64() });
             }
         }

@@ -30,7 +30,7 @@ use super::apply::{ApplyError, apply_to_page_range};
 use super::area_alloc::{Free, FreeRanges, Node, OutOfHeap, Tree, Weight};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{VMALLOC_END, VMALLOC_START};
-use super::pgtable::{self, EntryRef, LeafSizes, MapError};
+use super::pgtable::{self, EntryRef, LeafSizes, MapError, NewTables};
 use super::{frame_alloc, lazy_mmu, pgtable_check, phys_to_virt, tlb};
 use crate::sync::IrqSpinLock;
 
@@ -409,10 +409,9 @@ fn map_contiguous(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> R
     // First everything that can fail, with nothing changed: a slot mapped
     // already (at any level under it), a block in the way above it, the
     // tables to link (counted once each), the memory for all of them.
-    let (mut count, mut needed, mut reclaim) = (0, 0, false);
+    let (mut count, mut needed, mut reclaim) = (0, NewTables::default(), false);
     {
         let walk = pgtable::walking();
-        let mut last_new: [Option<u64>; 3] = [None; 3];
         for (v, _, level) in leaves() {
             count += 1;
             if walk.walk_range(v, level.entry_size()).any(|(_, e)| e.level >= level && e.read().is_valid()) {
@@ -424,16 +423,12 @@ fn map_contiguous(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> R
             let reclaimed = walk.walk(v).level > level;
             reclaim |= reclaimed;
             let path = (0..level.0).map(|l| (Level(l), v.as_u64() & !(Level(l).entry_size() - 1)));
-            for (at, base) in missing.chain(path.filter(|_| reclaimed)) {
-                if last_new[at.0 as usize].replace(base) != Some(base) {
-                    needed += 1;
-                }
-            }
+            needed.note(missing.chain(path.filter(|_| reclaimed)));
         }
     }
     let mut entries = Vec::new();
     entries.try_reserve_exact(count).map_err(|_| VmallocError::OutOfMemory)?;
-    let mut pool = pgtable::alloc_tables(needed)?;
+    let mut pool = pgtable::alloc_tables(needed.count)?;
     // Where a block goes, an empty table may sit (vmalloc's tables stay
     // once made): it is taken away first, unlinked, its walks flushed,
     // then freed, as Linux's `pmd_free_pte_page` does.
@@ -505,10 +500,8 @@ pub fn vunmap_range(va: VirtAddr, size: u64) -> Result<(), VmallocError> {
         // A block is cleared whole or not at all: its flush would not
         // cover the part outside the range.
         let walk = pgtable::walking();
-        let end = va.as_u64() + size;
         for (_, entry) in walk.walk_range(va, size) {
-            let outside = entry.va < va || entry.va.as_u64() + entry.level.entry_size() > end;
-            if matches!(entry.entry(), Entry::Leaf { .. }) && outside {
+            if matches!(entry.entry(), Entry::Leaf { .. }) && !entry.within(va, size) {
                 let value = entry.va.as_u64();
                 return Err(VmallocError::Misaligned { what: "vunmap_range splits a block at", value });
             }

@@ -14,7 +14,7 @@ use crate::arch::observe::Issued;
 use crate::cpu;
 use crate::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
-use crate::mm::layout::{LINEAR_MAP_SIZE, PAGE_OFFSET};
+use crate::mm::layout::in_linear_map;
 use crate::mm::{frame_alloc, heap, pgtable, phys_to_virt, virt_to_phys};
 use crate::percpu::{MAX_CPUS, this_cpu};
 
@@ -542,7 +542,7 @@ impl Checker {
     /// A valid entry was cleared.
     fn cleared(&mut self, change: EntryChange, level: Level, old: Entry) {
         let (va, _) = change.at.expect("a live table");
-        let in_linear = va >= PAGE_OFFSET.as_u64() && va - PAGE_OFFSET.as_u64() < LINEAR_MAP_SIZE;
+        let in_linear = in_linear_map(VirtAddr::new(va));
         if in_linear {
             let pa = virt_to_phys(VirtAddr::new(va)).as_u64();
             let what = if level < Level::L3 {
