@@ -28,14 +28,20 @@ pub struct LazyMmuState {
     pub(crate) enable_count: Cell<u8>,
     /// Nesting depth of pause/resume.
     pub(crate) pause_count: Cell<u8>,
+    /// Entries this task wrote in active sections that the backend's
+    /// statistics do not hold yet: the store path counts here, in the
+    /// task, with no atomic, and `mm::lazy_mmu::stats` adds them up at
+    /// every transition and whenever it is read.
+    pub(crate) unaccounted_writes: Cell<u64>,
 }
 
 impl LazyMmuState {
     pub const fn new() -> LazyMmuState {
-        LazyMmuState { enable_count: Cell::new(0), pause_count: Cell::new(0) }
+        LazyMmuState { enable_count: Cell::new(0), pause_count: Cell::new(0), unaccounted_writes: Cell::new(0) }
     }
 
     /// Lazy MMU mode is active: enabled and not paused.
+    #[inline]
     pub fn is_active(&self) -> bool {
         self.enable_count.get() > 0 && self.pause_count.get() == 0
     }
@@ -213,9 +219,8 @@ impl Task {
         self.walks.set(if up { self.walks.get() + 1 } else { self.walks.get() - 1 });
     }
 
-    /// The walk guards this task holds, forgotten: what a fault or panic
-    /// abandoned without letting go.
     /// Is an interrupt handler running on top of this task?
+    #[inline]
     pub fn in_irq(&self) -> bool {
         self.irq_depth.get() > 0
     }
@@ -232,6 +237,8 @@ impl Task {
         self.walks.get()
     }
 
+    /// The walk guards this task holds, forgotten: what a fault or panic
+    /// abandoned without letting go.
     pub(crate) fn take_walks(&self) -> u32 {
         self.walks.replace(0)
     }
@@ -239,6 +246,7 @@ impl Task {
 
 /// The task running on this CPU: the caller itself, from one register
 /// (SP_EL0, see `arch::cpu::current_task_pointer`), with nothing masked.
+#[inline]
 pub fn current() -> &'static Task {
     let ptr = crate::arch::cpu::current_task_pointer() as *const Task;
     if ptr.is_null() {

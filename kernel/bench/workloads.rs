@@ -8,7 +8,7 @@ use super::{Counts, Meter, Sample};
 use crate::arch::barrier;
 use crate::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::mm::apply::{ApplyError, apply_to_existing_page_range, apply_to_page_range};
-use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
+use crate::mm::descriptor::{Attributes, Descriptor, Level};
 use crate::mm::pageattr::{set_memory_ro, set_memory_rw};
 use crate::mm::pgtable::{self, EntryRef, MapError};
 use crate::mm::tlb::{self, FlushStrategy};
@@ -96,12 +96,9 @@ pub fn modify(pages: u64) -> Result<Sample, WorkloadError> {
 
 fn make_read_only(va: VirtAddr, pages: u64) -> Result<(), WorkloadError> {
     apply_to_existing_page_range(va, pages * PAGE_SIZE, |entry: &EntryRef| {
-        if let Entry::Leaf { addr, mut attrs } = entry.entry() {
-            attrs.writable = false;
-            // SAFETY: a page of the bench's own area, write taken away; the
-            // flush follows.
-            unsafe { pgtable::write_entry(entry, Descriptor::leaf(Level::L3, addr, attrs)) };
-        }
+        // SAFETY: a page of the bench's own area (the walk visits valid
+        // level-3 entries only), write taken away; the flush follows.
+        unsafe { pgtable::write_entry(entry, entry.read().read_only()) };
         Ok::<(), Infallible>(())
     })?;
     tlb::flush_tlb_kernel_range(va, va.add(pages * PAGE_SIZE));
@@ -208,10 +205,11 @@ pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
         }
     };
     let map = Meter::start();
+    let template = Descriptor::leaf_template(Level::L3, Attributes::KERNEL_RW);
     let mapped = apply_to_page_range(va, size, |entry: &EntryRef| {
         let pa = frames.add(entry.va.offset_from(va));
         // SAFETY: the bench's own frames, in its own area.
-        unsafe { pgtable::write_entry(entry, Descriptor::leaf(Level::L3, pa, Attributes::KERNEL_RW)) };
+        unsafe { pgtable::write_entry(entry, template.with_output(pa)) };
         Ok::<(), Infallible>(())
     });
     let map = map.stop();

@@ -172,6 +172,7 @@ impl core::fmt::Debug for Descriptor {
 impl Descriptor {
     pub const INVALID: Descriptor = Descriptor(0);
 
+    #[inline]
     pub fn is_valid(self) -> bool {
         self.0 & 1 != 0
     }
@@ -214,6 +215,32 @@ impl Descriptor {
         Descriptor(d.get())
     }
 
+    /// The leaves of `attrs` at `level` as a template: [`Descriptor::leaf`]
+    /// with output address 0, encoded once, so that a loop over many pages
+    /// makes each one with [`Descriptor::with_output`], a mask and an OR.
+    pub fn leaf_template(level: Level, attrs: Attributes) -> Descriptor {
+        Descriptor::leaf(level, PhysAddr::new(0), attrs)
+    }
+
+    /// This descriptor with output address `addr` (bits 47:12) instead of
+    /// its own: `leaf_template(level, attrs).with_output(addr)` is
+    /// `leaf(level, addr, attrs)`.
+    #[inline]
+    pub fn with_output(self, addr: PhysAddr) -> Descriptor {
+        let mut d = Raw::new(self.0);
+        d.modify(STAGE1_DESCRIPTOR::OUTPUT_ADDR.val(addr.as_u64() >> 12));
+        Descriptor(d.get())
+    }
+
+    /// This leaf read-only at EL1 (AP = `RO_EL1`), the rest unchanged: the
+    /// change `set_memory_ro` makes, as one bit operation.
+    #[inline]
+    pub fn read_only(self) -> Descriptor {
+        let mut d = Raw::new(self.0);
+        d.modify(STAGE1_DESCRIPTOR::AP::RO_EL1);
+        Descriptor(d.get())
+    }
+
     /// Decodes the entry as read from a table at `level`.
     pub fn decode(self, level: Level) -> Entry {
         let d = Raw::new(self.0);
@@ -253,6 +280,22 @@ mod tests {
             for attrs in [Attributes::KERNEL_RW, Attributes::KERNEL_RO, Attributes::KERNEL_RX, Attributes::DEVICE] {
                 let d = Descriptor::leaf(level, pa, attrs);
                 assert_eq!(d.decode(level), Entry::Leaf { addr: pa, attrs }, "{level:?} {attrs:?} {d:?}");
+            }
+        }
+    }
+
+    #[test_case]
+    fn templates_and_bit_operations_encode_as_leaf_does() {
+        let pa = PhysAddr::new(0x4020_3000);
+        for level in [Level::L1, Level::L2, Level::L3] {
+            let pa = PhysAddr::new(pa.as_u64() & !(level.entry_size() - 1));
+            for attrs in [Attributes::KERNEL_RW, Attributes::KERNEL_RO, Attributes::KERNEL_RX, Attributes::DEVICE] {
+                let made = Descriptor::leaf_template(level, attrs).with_output(pa);
+                assert_eq!(made, Descriptor::leaf(level, pa, attrs), "{level:?} {attrs:?}");
+                let other = made.with_output(PhysAddr::new(0x8000_0000));
+                assert_eq!(other, Descriptor::leaf(level, PhysAddr::new(0x8000_0000), attrs));
+                let read_only = Attributes { writable: false, ..attrs };
+                assert_eq!(made.read_only(), Descriptor::leaf(level, pa, read_only), "{level:?} {attrs:?}");
             }
         }
     }

@@ -152,6 +152,58 @@ impl FrameAllocator {
         Ok(self.base.add(frame as u64 * PAGE_SIZE))
     }
 
+    /// `count` single frames, wherever they are free, pushed onto `out`:
+    /// the bitmap is read a word (64 frames) at a time, from the hint on,
+    /// and each free bit is taken with a few bit operations. All or none.
+    fn alloc_bulk(&mut self, count: usize, out: &mut Vec<PhysAddr>) -> Result<(), FrameError> {
+        if count == 0 {
+            return Err(FrameError::ZeroCount);
+        }
+        if count > self.free {
+            return Err(FrameError::OutOfMemory);
+        }
+        let words = self.frames.div_ceil(64);
+        let mut word = (self.hint / 64).min(words - 1);
+        let mut left = count;
+        while left > 0 {
+            // Bits past the last frame count as used.
+            let beyond = (word + 1) * 64;
+            let tail = if beyond > self.frames { !0u64 << (self.frames % 64) } else { 0 };
+            let mut free = !(self.bitmap[word] | tail);
+            while free != 0 && left > 0 {
+                let bit = free.trailing_zeros() as usize;
+                free &= free - 1;
+                self.bitmap[word] |= 1 << bit;
+                out.push(self.base.add(((word * 64 + bit) as u64) * PAGE_SIZE));
+                left -= 1;
+            }
+            self.hint = word * 64;
+            // `free` frames are known to be enough: the search wraps once at most.
+            word = if word + 1 == words { 0 } else { word + 1 };
+        }
+        self.free -= count;
+        Ok(())
+    }
+
+    /// Gives back every frame of `frames`, or none if one of them is not
+    /// allocated (or is listed twice).
+    fn free_bulk(&mut self, frames: &[PhysAddr]) -> Result<(), FrameError> {
+        for (i, &pa) in frames.iter().enumerate() {
+            let frame = self.frame_of(pa)?;
+            if !self.is_used(frame) {
+                // Put back the ones already cleared: nothing is freed.
+                for &earlier in &frames[..i] {
+                    let f = self.frame_of(earlier).expect("checked above");
+                    self.set_used(f, true);
+                }
+                return Err(FrameError::NotAllocated(pa));
+            }
+            self.set_used(frame, false);
+        }
+        self.free += frames.len();
+        Ok(())
+    }
+
     /// The first frame of a run that is wholly allocated, or why not.
     fn check_allocated(&self, pa: PhysAddr, count: usize) -> Result<usize, FrameError> {
         if count == 0 {
@@ -286,6 +338,56 @@ pub fn free_frames(pa: PhysAddr, count: usize) -> Result<(), FrameError> {
     ALLOCATOR.lock().free_run(pa, count)
 }
 
+/// `count` frames, not necessarily contiguous, appended to `frames` in one
+/// request (Linux's `alloc_pages_bulk`): one lazy MMU check, one lock, a
+/// word-at-a-time search. All or none: on an error `frames` is as it was.
+/// Under `debug_pagealloc` each is mapped back into the linear map first.
+pub fn alloc_frames_bulk(count: usize, frames: &mut Vec<PhysAddr>) -> Result<(), FrameError> {
+    check_lazy_mode();
+    if injected_failure() {
+        return Err(FrameError::OutOfMemory);
+    }
+    frames.try_reserve(count).map_err(|_| FrameError::OutOfMemory)?;
+    let first = frames.len();
+    ALLOCATOR.lock().alloc_bulk(count, frames)?;
+    if debug_pagealloc::enabled() {
+        let mapped = frames[first..].iter().position(|&pa| debug_pagealloc::map_pages(pa, 1).is_err());
+        if let Some(failed) = mapped {
+            for &pa in &frames[first..first + failed] {
+                debug_pagealloc::unmap_pages(pa, 1);
+            }
+            ALLOCATOR.lock().free_bulk(&frames[first..]).expect("allocated above");
+            frames.truncate(first);
+            return Err(FrameError::OutOfMemory);
+        }
+        pgtable_check::handed_over();
+    }
+    Ok(())
+}
+
+/// Gives back every frame of `frames` (from [`alloc_frames_bulk`] or any
+/// other allocation) in one request: all must be allocated, or nothing is
+/// freed. Under `debug_pagealloc` they leave the linear map.
+pub fn free_frames_bulk(frames: &[PhysAddr]) -> Result<(), FrameError> {
+    {
+        let a = ALLOCATOR.lock();
+        for &pa in frames {
+            a.check_allocated(pa, 1)?;
+        }
+    }
+    if pgtable_check::enabled() {
+        for &pa in frames {
+            pgtable_check::frames_freed(pa, 1);
+        }
+    }
+    if debug_pagealloc::enabled() {
+        for &pa in frames {
+            debug_pagealloc::unmap_pages(pa, 1);
+        }
+    }
+    ALLOCATOR.lock().free_bulk(frames)
+}
+
 /// The runs of free frames (address, frames), in address order.
 pub fn free_runs() -> Vec<(PhysAddr, usize)> {
     ALLOCATOR.lock().free_runs()
@@ -384,6 +486,43 @@ mod tests {
         assert_eq!(alloc_contiguous(before.total + 1, PAGE_SIZE), Err(FrameError::OutOfMemory));
         let outside = PhysAddr::new(0x1000);
         assert_eq!(free_frame(outside), Err(FrameError::OutOfRange(outside)));
+        assert_eq!(stats(), before);
+    }
+
+    #[test_case]
+    fn bulk_frames_are_distinct_and_come_back_whole() {
+        let before = stats();
+        let mut frames = Vec::from([PhysAddr::new(0x1234_5000)]);
+        alloc_frames_bulk(300, &mut frames).unwrap();
+        assert_eq!(frames.len(), 301, "appended after what was there");
+        assert_eq!(stats().used, before.used + 300);
+        let mut sorted = frames[1..].to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 300, "300 distinct frames");
+        assert!(sorted.iter().all(|pa| pa.is_aligned(PAGE_SIZE)));
+        // A list naming one frame twice frees nothing.
+        let twice = [frames[1], frames[2], frames[1]];
+        assert_eq!(free_frames_bulk(&twice), Err(FrameError::NotAllocated(frames[1])));
+        assert_eq!(stats().used, before.used + 300);
+        free_frames_bulk(&frames[1..]).unwrap();
+        assert_eq!(stats(), before);
+        // Bad requests change nothing.
+        assert_eq!(alloc_frames_bulk(0, &mut frames), Err(FrameError::ZeroCount));
+        assert_eq!(alloc_frames_bulk(before.free + 1, &mut frames), Err(FrameError::OutOfMemory));
+        assert_eq!(frames.len(), 301);
+        assert_eq!(free_frames_bulk(&frames[1..2]), Err(FrameError::NotAllocated(frames[1])));
+        assert_eq!(stats(), before);
+    }
+
+    #[test_case]
+    fn bulk_allocation_can_take_every_free_frame() {
+        let before = stats();
+        let mut frames = Vec::new();
+        alloc_frames_bulk(before.free, &mut frames).unwrap();
+        assert_eq!(stats().free, 0);
+        assert_eq!(alloc_frame(), Err(FrameError::OutOfMemory));
+        free_frames_bulk(&frames).unwrap();
         assert_eq!(stats(), before);
     }
 

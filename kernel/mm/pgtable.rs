@@ -144,16 +144,24 @@ impl<'walk> EntryRef<'walk> {
 /// away) is followed by the TLB maintenance it owes before what it mapped
 /// is used otherwise. The entry's own table is kept by the walk `entry`
 /// borrows.
+#[inline(always)]
 pub unsafe fn write_entry(entry: &EntryRef<'_>, desc: Descriptor) {
+    if crate::trace::enabled() {
+        trace_write(entry, desc);
+    }
+    // SAFETY: `ptr` points into a live page-table page (see EntryRef::read);
+    // the caller keeps the table until its section ends.
+    unsafe { lazy_mmu::set_entry(entry.ptr, desc) };
+}
+
+#[cold]
+fn trace_write(entry: &EntryRef<'_>, desc: Descriptor) {
     crate::trace::emit(format_args!(
         "write L{} entry for {}: {}",
         entry.level.0,
         entry.va,
         Described(desc, entry.level)
     ));
-    // SAFETY: `ptr` points into a live page-table page (see EntryRef::read);
-    // the caller keeps the table until its section ends.
-    unsafe { lazy_mmu::set_entry(entry.ptr, desc) };
 }
 
 /// A descriptor in words, for traces.
@@ -410,11 +418,27 @@ impl Walking {
     /// step the deepest entry the walk reaches (a leaf, or an invalid entry
     /// at the level where a hole starts), with the address it was reached
     /// for (`va` for the first, the entry's own start after that).
+    ///
+    /// Inside a level-3 table it steps from one entry to the next instead
+    /// of walking from the root again: the table stays linked for as long
+    /// as this walk (nothing replaces a table with a block), so the next
+    /// entry is where a walk from the root would find it.
     pub fn walk_range(&self, va: VirtAddr, size: u64) -> impl Iterator<Item = (VirtAddr, EntryRef<'_>)> + '_ {
         let mut at = (size > 0).then_some(va);
+        let mut last: Option<EntryRef<'_>> = None;
         core::iter::from_fn(move || {
             let here = at?;
-            let entry = self.walk(here);
+            let entry = match last {
+                Some(prev) if prev.level == Level::L3 && here.as_u64() & (BLOCK_2M - 1) != 0 => EntryRef {
+                    // The next slot of the same level-3 table.
+                    ptr: prev.ptr.wrapping_add(1),
+                    level: Level::L3,
+                    va: here,
+                    walk: PhantomData,
+                },
+                _ => self.walk(here),
+            };
+            last = Some(entry);
             let next = entry.va.as_u64().wrapping_add(entry.level.entry_size());
             // Stop at the end, even when the entry runs past it or to 2^64.
             at = (next != 0 && next.wrapping_sub(va.as_u64()) < size).then(|| VirtAddr::new(next));

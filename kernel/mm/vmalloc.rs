@@ -281,15 +281,9 @@ fn alloc_and_map(size: u64, align: u64, (lo, hi): (VirtAddr, VirtAddr), zero: bo
     let mut frames = Vec::new();
     frames.try_reserve_exact(pages as usize).map_err(|_| VmallocError::OutOfMemory)?;
     let va = reserve(size, align, lo, hi)?;
-    for _ in 0..pages {
-        match frame_alloc::alloc_frame() {
-            Ok(pa) => frames.push(pa),
-            Err(_) => {
-                free_frames(&frames);
-                unreserve(va);
-                return Err(VmallocError::OutOfMemory);
-            }
-        }
+    if frame_alloc::alloc_frames_bulk(pages as usize, &mut frames).is_err() {
+        unreserve(va);
+        return Err(VmallocError::OutOfMemory);
     }
     if zero {
         for &pa in &frames {
@@ -356,6 +350,8 @@ pub fn vunmap(addr: VirtAddr) -> Result<(), VmallocError> {
 fn vmap_pages_range(va: VirtAddr, pages: &[PhysAddr], attrs: Attributes) -> Result<(), VmallocError> {
     let size = pages.len() as u64 * PAGE_SIZE;
     let mut next = pages.iter();
+    // Encoded once; each page is its address ORed in.
+    let template = Descriptor::leaf_template(Level::L3, attrs);
     let result = apply_to_page_range(va, size, |entry: &EntryRef| {
         if entry.read().is_valid() {
             return Err(VmallocError::AlreadyMapped(entry.va));
@@ -363,7 +359,7 @@ fn vmap_pages_range(va: VirtAddr, pages: &[PhysAddr], attrs: Attributes) -> Resu
         let pa = *next.next().expect("one page per slot");
         // SAFETY: a free slot of the caller's area, mapping a page the
         // caller may map (the callers' own contracts).
-        unsafe { pgtable::write_entry(entry, Descriptor::leaf(Level::L3, pa, attrs)) };
+        unsafe { pgtable::write_entry(entry, template.with_output(pa)) };
         Ok(())
     });
     if let Err(e) = result {
@@ -581,7 +577,5 @@ pub(crate) fn release_leaked_area(start: VirtAddr) -> Result<(), VmallocError> {
 }
 
 fn free_frames(frames: &[PhysAddr]) {
-    for &pa in frames {
-        frame_alloc::free_frame(pa).expect("allocated by vmalloc");
-    }
+    frame_alloc::free_frames_bulk(frames).expect("allocated by vmalloc");
 }

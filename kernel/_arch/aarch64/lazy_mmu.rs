@@ -146,13 +146,26 @@ pub trait LazyMmuBackend: Sync {
 ///
 /// # Safety
 /// `slot` is an entry of a live page table.
+#[inline(always)]
 unsafe fn store(slot: *mut u64, desc: Descriptor) {
+    match observe::observer() {
+        // SAFETY: as the caller guarantees.
+        Some(observer) => unsafe { store_observed(observer, slot, desc) },
+        // SAFETY: as the caller guarantees.
+        None => unsafe { write_volatile(slot, desc.0) },
+    }
+}
+
+/// [`store`] with an observer listening (the checker): it makes the store.
+///
+/// # Safety
+/// `slot` is an entry of a live page table.
+#[cold]
+#[inline(never)]
+unsafe fn store_observed(observer: &dyn observe::Observer, slot: *mut u64, desc: Descriptor) {
     // SAFETY: as the caller guarantees.
     let write = || unsafe { write_volatile(slot, desc.0) };
-    match observe::observer() {
-        Some(observer) => observer.store(slot, desc.0, &write),
-        None => write(),
-    }
+    observer.store(slot, desc.0, &write);
 }
 
 /// `dsb ishst; isb`: the pair a valid entry store owes.
@@ -181,6 +194,7 @@ impl LazyMmuBackend for Eager {
     fn enter(&self, _: &ArchLazyState) {}
     fn leave(&self, _: &ArchLazyState) {}
     fn flush(&self, _: &ArchLazyState) {}
+    #[inline(always)]
     unsafe fn set_entry(&self, _: &ArchLazyState, slot: *mut u64, desc: Descriptor, _: bool) {
         // SAFETY: as our caller guarantees.
         unsafe { store(slot, desc) };
@@ -207,6 +221,7 @@ impl LazyMmuBackend for Batched {
     fn flush(&self, state: &ArchLazyState) {
         emit_if_pending(state);
     }
+    #[inline(always)]
     unsafe fn set_entry(&self, state: &ArchLazyState, slot: *mut u64, desc: Descriptor, lazy: bool) {
         // SAFETY: as our caller guarantees.
         unsafe { store(slot, desc) };
@@ -242,6 +257,7 @@ impl LazyMmuBackend for DeferredWrites {
     fn flush(&self, state: &ArchLazyState) {
         Self::apply(state);
     }
+    #[inline(never)]
     unsafe fn set_entry(&self, state: &ArchLazyState, slot: *mut u64, desc: Descriptor, lazy: bool) {
         if !lazy {
             // SAFETY: as our caller guarantees.
@@ -266,6 +282,7 @@ impl LazyMmuBackend for DeferredWrites {
     }
 }
 
+/// Every backend; [`set_entry`] matches on the same order.
 pub static BACKENDS: [&dyn LazyMmuBackend; 3] = [&Eager, &Batched, &DeferredWrites];
 
 /// Which of [`BACKENDS`] is selected at boot: batched, as arm64 Linux.
@@ -276,6 +293,24 @@ static SELECTED: AtomicU8 = AtomicU8::new(DEFAULT_BACKEND as u8);
 /// The backend in use (default: batched).
 pub fn backend() -> &'static dyn LazyMmuBackend {
     BACKENDS[SELECTED.load(Relaxed) as usize]
+}
+
+/// The store through the backend in use: [`LazyMmuBackend::set_entry`]
+/// of the selected backend, called directly (no dynamic dispatch: this is
+/// the path of every entry written).
+///
+/// # Safety
+/// As [`LazyMmuBackend::set_entry`].
+#[inline(always)]
+pub unsafe fn set_entry(state: &ArchLazyState, slot: *mut u64, desc: Descriptor, lazy: bool) {
+    // SAFETY: as our caller guarantees. The indices are BACKENDS' order.
+    unsafe {
+        match SELECTED.load(Relaxed) {
+            0 => Eager.set_entry(state, slot, desc, lazy),
+            1 => Batched.set_entry(state, slot, desc, lazy),
+            _ => DeferredWrites.set_entry(state, slot, desc, lazy),
+        }
+    }
 }
 
 /// Which of [`BACKENDS`] is in use.

@@ -7,6 +7,8 @@
 //! never calls up by name. With nothing installed, each report is one
 //! atomic load and a branch.
 
+use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
 use spin::Once;
 
 /// An ordering instruction as issued, with what it covers.
@@ -44,14 +46,27 @@ pub trait Observer: Sync {
 }
 
 static OBSERVER: Once<&'static dyn Observer> = Once::new();
+/// The observer wants to be told: false until one is installed, and once
+/// it stops listening (the checker turned off to measure), so that the
+/// store path pays one load and a branch, not a call that returns at once.
+static LISTENING: AtomicBool = AtomicBool::new(false);
 
-/// Installs the observer; the first one stays.
+/// Installs the observer and starts telling it; the first one stays.
 pub fn install(observer: &'static dyn Observer) {
     OBSERVER.call_once(|| observer);
+    LISTENING.store(true, Relaxed);
 }
 
-/// The installed observer, if any.
+/// Stops telling the observer anything, for the rest of the boot.
+pub fn stop_listening() {
+    LISTENING.store(false, Relaxed);
+}
+
+/// The installed observer, if any is listening.
 #[inline]
 pub fn observer() -> Option<&'static dyn Observer> {
+    if !LISTENING.load(Relaxed) {
+        return None;
+    }
     OBSERVER.get().copied()
 }

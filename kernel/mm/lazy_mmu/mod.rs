@@ -58,6 +58,7 @@ fn transition(call: &'static str, step: impl FnOnce(Counts) -> Transition) -> Re
     let task = task::current();
     let state = &task.lazy_mmu;
     let old = Counts { enable: state.enable_count.get(), pause: state.pause_count.get() };
+    stats::account(task);
     let (new, hook) = step(old).or_else(refuse)?;
     state.enable_count.set(new.enable);
     state.pause_count.set(new.pause);
@@ -133,22 +134,42 @@ pub fn lazy_mmu_mode_resume() -> Result<(), LazyMmuMisuse> {
 /// Is the current task in an active (enabled, not paused) section? Never
 /// in interrupt context.
 pub fn is_lazy_mmu_mode_active() -> bool {
-    !in_interrupt() && task::current().lazy_mmu.is_active()
+    active_in(task::current())
+}
+
+/// Is `task`, the one running here, in an active section, and not in an
+/// interrupt handler? Two loads from the task, nothing masked.
+#[inline(always)]
+fn active_in(task: &task::Task) -> bool {
+    !task.in_irq() && task.lazy_mmu.is_active()
 }
 
 /// Stores `desc` at `slot` through the backend: the only way
 /// `pgtable::write_entry` writes a table.
 ///
+/// This is the path every entry written takes, so it does only what the
+/// architecture needs and what keeps the counts exact: `current` from a
+/// register, the task's state read without masking anything, the write
+/// counted in the task (no atomic; see `stats`), the backend's store
+/// called directly (no dynamic dispatch), and the checker reached only
+/// when it is on.
+///
 /// # Safety
 /// `slot` is an entry of a live page table and stays one until the store
 /// is made (under `deferred-writes`, until the section is flushed).
+#[inline(always)]
 pub(crate) unsafe fn set_entry(slot: *mut u64, desc: Descriptor) {
     let task = task::current();
-    let lazy = is_lazy_mmu_mode_active();
-    stats::entry_written(lazy);
+    let lazy = active_in(task);
+    if lazy {
+        let writes = &task.lazy_mmu.unaccounted_writes;
+        writes.set(writes.get() + 1);
+    } else {
+        stats::written_outside_section();
+    }
     // SAFETY: as our caller guarantees.
-    unsafe { backend().set_entry(&task.arch_lazy, slot, desc, lazy) };
-    if !lazy {
+    unsafe { arch::set_entry(&task.arch_lazy, slot, desc, lazy) };
+    if !lazy && pgtable_check::enabled() {
         pgtable_check::wrote_outside_section();
     }
 }
@@ -184,6 +205,7 @@ pub fn recover_abandoned() -> (u8, u8) {
     let task = task::current();
     let state = &task.lazy_mmu;
     let found = (state.enable_count.get(), state.pause_count.get());
+    stats::account(task);
     if state.is_active() {
         backend().leave(&task.arch_lazy);
     }
@@ -196,6 +218,8 @@ pub fn recover_abandoned() -> (u8, u8) {
 /// there is none of that name. Only switch when no task is in a section.
 pub fn select_backend(name: &str) -> bool {
     let previous = arch::backend_index();
+    // Writes counted so far are the old backend's.
+    stats::account_current();
     if !arch::select_backend(name) {
         return false;
     }

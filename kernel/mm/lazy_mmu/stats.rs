@@ -2,12 +2,21 @@
 //! sections, flushes, pauses, the deepest nesting) and every barrier, TLBI
 //! and AT issued while that backend was selected. One boot can run the same
 //! work under each backend and print the columns side by side.
+//!
+//! The store path pays no atomic for an entry written inside a section:
+//! the task counts it (`LazyMmuState::unaccounted_writes`), and the count
+//! joins the backend's here at every lazy MMU call and whenever the
+//! statistics are read, so every figure stays exact. A section's writes
+//! belong to the backend of its section: the backend is only switched
+//! when no task is in one.
 
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 
 use crate::arch::barrier::{self, BarrierCounts};
 use crate::arch::lazy_mmu::{BACKENDS, backend_index};
+use crate::irq::in_interrupt;
 use crate::sync::IrqSpinLock;
+use crate::task::Task;
 
 const N: usize = BACKENDS.len();
 
@@ -79,10 +88,26 @@ fn mine() -> &'static Counters {
     &COUNTERS[backend_index()]
 }
 
-pub(super) fn entry_written(lazy: bool) {
+/// An entry written outside any active section (or in an interrupt).
+#[inline]
+pub(super) fn written_outside_section() {
     mine().entry_writes.fetch_add(1, Relaxed);
-    if lazy {
-        mine().lazy_writes.fetch_add(1, Relaxed);
+}
+
+/// Adds the writes `task` made in its sections to the backend's counts.
+pub(super) fn account(task: &Task) {
+    let writes = task.lazy_mmu.unaccounted_writes.replace(0);
+    if writes > 0 {
+        mine().entry_writes.fetch_add(writes, Relaxed);
+        mine().lazy_writes.fetch_add(writes, Relaxed);
+    }
+}
+
+/// [`account`] for the task running here, unless in an interrupt handler
+/// (which must not touch the interrupted task's count).
+pub(super) fn account_current() {
+    if !in_interrupt() {
+        account(crate::task::current());
     }
 }
 
@@ -112,6 +137,7 @@ pub(super) fn backend_switched(previous: usize) {
 /// The totals of backend `name` since boot (or the last [`reset`]).
 pub fn stats(name: &str) -> Option<LazyMmuStats> {
     let i = BACKENDS.iter().position(|b| b.name() == name)?;
+    account_current();
     let c = &COUNTERS[i];
     let w = WINDOWS.lock();
     let open = if i == backend_index() { barrier::counts() - w.start } else { BarrierCounts::ZERO };
@@ -128,6 +154,7 @@ pub fn stats(name: &str) -> Option<LazyMmuStats> {
 
 /// Starts every backend's accounting from zero.
 pub fn reset() {
+    account_current();
     for c in &COUNTERS {
         for counter in [&c.entry_writes, &c.lazy_writes, &c.sections, &c.flushes, &c.pauses] {
             counter.store(0, Relaxed);

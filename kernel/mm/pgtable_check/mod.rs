@@ -121,6 +121,7 @@ pub fn enabled() -> bool {
 /// it). It cannot be turned back on: tables made meanwhile are unknown.
 pub fn disable() {
     ENABLED.store(false, Relaxed);
+    observe::stop_listening();
 }
 
 /// Runs `f` on the checker with the context it was called in, then
