@@ -204,7 +204,8 @@ fn bench(quick: bool, tlb_only: bool) {
         exit(ExitCode::TestsFailed);
     }
     if quick {
-        println!("bench: every count check passed");
+        let budgets = if lazymmu::bench::budgets_apply(&results) { " and every instruction budget held" } else { "" };
+        println!("bench: every count check passed{budgets}");
     }
 }
 

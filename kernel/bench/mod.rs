@@ -19,6 +19,7 @@
 //! between `--- results.csv ---` markers, which `scripts/bench` saves as
 //! docs/bench/results.csv and plots.
 
+mod ideal;
 pub mod peer;
 mod workloads;
 
@@ -57,7 +58,21 @@ impl Counts {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Sample {
     pub ticks: u64,
+    /// Instructions retired, where the PMU counts them (QEMU: under
+    /// `-icount` only, and then exactly).
+    pub insns: Option<u64>,
     pub counts: Counts,
+    /// The barriers and TLBIs were issued by code that does not go
+    /// through `arch::barrier` (the peer crate's own `asm!`), so they are
+    /// not counted: the row's barrier columns stay empty.
+    pub barriers_unknown: bool,
+}
+
+/// Is event counter 0 counting instructions (see `cpu::start_instruction_counter`)?
+static COUNTING_INSTRUCTIONS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+fn counting_instructions() -> bool {
+    COUNTING_INSTRUCTIONS.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// Entry writes seen by the generic layer, whichever backend is selected.
@@ -68,6 +83,7 @@ fn entry_writes() -> u64 {
 /// Starts measuring: the counter and every count now.
 pub struct Meter {
     ticks: u64,
+    insns: Option<u64>,
     barriers: BarrierCounts,
     entries: u64,
 }
@@ -75,11 +91,14 @@ pub struct Meter {
 impl Meter {
     pub fn start() -> Meter {
         let (barriers, entries) = (barrier::counts(), entry_writes());
-        Meter { ticks: cpu::counter(), barriers, entries }
+        let insns = counting_instructions().then(cpu::instructions);
+        Meter { ticks: cpu::counter(), insns, barriers, entries }
     }
 
     pub fn stop(&self) -> Sample {
         let ticks = cpu::counter() - self.ticks;
+        // The event counter is 32 bits wide; no phase runs 2^32 instructions.
+        let insns = self.insns.map(|start| cpu::instructions().wrapping_sub(start) & 0xffff_ffff);
         let b = barrier::counts() - self.barriers;
         let counts = Counts {
             entries: entry_writes() - self.entries,
@@ -88,7 +107,7 @@ impl Meter {
             isb: b.isb,
             tlbi: b.tlbi(),
         };
-        Sample { ticks, counts }
+        Sample { ticks, insns, counts, barriers_unknown: false }
     }
 }
 
@@ -101,14 +120,36 @@ pub struct Row {
     pub counts: Counts,
     /// Median, min, max over the repeats.
     pub ticks: [u64; 3],
+    /// Instructions retired, median over the repeats (None: not counted).
+    pub insns: Option<u64>,
     /// Counts differed between repeats (they must not).
     pub unsteady: bool,
+    /// See [`Sample::barriers_unknown`].
+    pub barriers_unknown: bool,
 }
 
 impl Row {
     pub fn ns_per_page(&self) -> f64 {
         self.ticks[0] as f64 * 1e9 / cpu::counter_frequency() as f64 / self.pages as f64
     }
+
+    pub fn min_ns_per_page(&self) -> f64 {
+        self.ticks[1] as f64 * 1e9 / cpu::counter_frequency() as f64 / self.pages as f64
+    }
+
+    pub fn insns_per_page(&self) -> Option<f64> {
+        self.insns.map(|i| i as f64 / self.pages as f64)
+    }
+}
+
+/// One phase's figures over the repeats.
+#[derive(Clone, Copy)]
+struct Measured {
+    counts: Counts,
+    ticks: [u64; 3],
+    insns: Option<u64>,
+    unsteady: bool,
+    barriers_unknown: bool,
 }
 
 /// The backends as the bench names them: a lazy MMU backend and an apply mode.
@@ -139,7 +180,7 @@ impl Plan {
 fn repeat<const P: usize>(
     repeats: usize,
     mut f: impl FnMut() -> Result<[Sample; P], WorkloadError>,
-) -> Result<[(Counts, [u64; 3], bool); P], WorkloadError> {
+) -> Result<[Measured; P], WorkloadError> {
     let mut runs: Vec<[Sample; P]> = Vec::with_capacity(repeats);
     for _ in 0..repeats {
         runs.push(f()?);
@@ -147,9 +188,16 @@ fn repeat<const P: usize>(
     Ok(core::array::from_fn(|phase| {
         let mut ticks: Vec<u64> = runs.iter().map(|r| r[phase].ticks).collect();
         ticks.sort_unstable();
+        let mut insns: Vec<u64> = runs.iter().filter_map(|r| r[phase].insns).collect();
+        insns.sort_unstable();
         let counts = runs[0][phase].counts;
-        let unsteady = runs.iter().any(|r| r[phase].counts != counts);
-        (counts, [ticks[ticks.len() / 2], ticks[0], ticks[ticks.len() - 1]], unsteady)
+        Measured {
+            counts,
+            ticks: [ticks[ticks.len() / 2], ticks[0], ticks[ticks.len() - 1]],
+            insns: insns.get(insns.len() / 2).copied(),
+            unsteady: runs.iter().any(|r| r[phase].counts != counts),
+            barriers_unknown: runs[0][phase].barriers_unknown,
+        }
     }))
 }
 
@@ -164,8 +212,17 @@ pub struct Results {
 }
 
 impl Results {
-    fn push(&mut self, workload: &'static str, backend: &'static str, pages: u64, m: (Counts, [u64; 3], bool)) {
-        self.rows.push(Row { workload, backend, pages, counts: m.0, ticks: m.1, unsteady: m.2 });
+    fn push(&mut self, workload: &'static str, backend: &'static str, pages: u64, m: Measured) {
+        self.rows.push(Row {
+            workload,
+            backend,
+            pages,
+            counts: m.counts,
+            ticks: m.ticks,
+            insns: m.insns,
+            unsteady: m.unsteady,
+            barriers_unknown: m.barriers_unknown,
+        });
     }
 
     pub fn find(&self, workload: &str, backend: &str, pages: u64) -> Option<&Row> {
@@ -175,6 +232,11 @@ impl Results {
     /// The floor's time per page at `pages`.
     pub fn floor(&self, pages: u64) -> Option<f64> {
         self.find("floor", "raw", pages).map(Row::ns_per_page)
+    }
+
+    /// The ideal loop's row for `workload` at `pages`.
+    pub fn ideal(&self, workload: &str, pages: u64) -> Option<&Row> {
+        self.find(workload, "ideal", pages)
     }
 }
 
@@ -214,6 +276,13 @@ pub fn run_tlb_only(quick: bool) -> Result<Results, WorkloadError> {
 /// Runs the bench; `quick` runs small sizes and checks the counts.
 pub fn run(quick: bool) -> Result<Results, WorkloadError> {
     let plan = Plan::new(quick);
+    let counting = cpu::start_instruction_counter();
+    COUNTING_INSTRUCTIONS.store(counting, core::sync::atomic::Ordering::Relaxed);
+    if counting {
+        println!("bench: counting instructions (PMU INST_RETIRED: QEMU runs with -icount, the counts are exact)");
+    } else {
+        println!("bench: instructions not counted (QEMU counts them under -icount only: scripts/bench --icount)");
+    }
     let preemption = sched::set_preemption(false);
     let mode = apply_mode();
     let mut results = Results { rows: Vec::new(), failures: Vec::new(), reserve: Vec::new() };
@@ -256,7 +325,7 @@ fn run_all(plan: &Plan, results: &mut Results) -> Result<(), WorkloadError> {
     let sizes = &plan.sizes;
     let r = plan.repeats;
     let strategies = tlb_strategies();
-    let steps = 1 + CONFIGS.len() * 4 + strategies.len() + 1;
+    let steps = 1 + CONFIGS.len() * 4 + strategies.len() + 3;
     let mut step = 0;
     let mut next = |what: &str| {
         step += 1;
@@ -300,20 +369,35 @@ fn run_all(plan: &Plan, results: &mut Results) -> Result<(), WorkloadError> {
             results.push("tlb_unmap", name, n, m);
         }
     }
-    next("map / modify / unmap: lazymmu (batched) beside aarch64-paging");
+    next("map / modify / unmap: lazymmu (batched), and the ideal loops");
     let _selected = lazy_mmu::use_backend("batched").expect("a backend's name");
     set_apply_mode(ApplyMode::WholeCall);
+    let ideal = !crate::mm::pgtable_check::enabled();
+    if !ideal {
+        println!("bench: no ideal loops with pgtable_check=on (they store by hand, unseen by the checker)");
+    }
     for &n in sizes {
-        let [map, modify, unmap] = repeat(r, || workloads::map_modify_unmap(n))?;
-        results.push("map", "lazymmu", n, map);
-        results.push("modify", "lazymmu", n, modify);
-        results.push("unmap", "lazymmu", n, unmap);
-        let [map, modify, unmap] = repeat(r, || workloads::peer_map_modify_unmap(n))?;
-        results.push("map", "aarch64-paging", n, map);
-        results.push("modify", "aarch64-paging", n, modify);
-        results.push("unmap", "aarch64-paging", n, unmap);
+        let phases = repeat(r, || workloads::map_modify_unmap(n))?;
+        push_phases(results, "lazymmu", n, phases);
+        if ideal {
+            push_phases(results, "ideal", n, repeat(r, || ideal::map_modify_unmap(n))?);
+        }
+    }
+    next("map / modify / unmap: aarch64-paging on live tables (TTBR0, its own ASID)");
+    for &n in sizes {
+        push_phases(results, "aarch64-paging-live", n, repeat(r, || workloads::peer_map_modify_unmap(n, true))?);
+    }
+    next("map / modify / unmap: aarch64-paging on tables never made live");
+    for &n in sizes {
+        push_phases(results, "aarch64-paging-never-live", n, repeat(r, || workloads::peer_map_modify_unmap(n, false))?);
     }
     Ok(())
+}
+
+fn push_phases(results: &mut Results, backend: &'static str, n: u64, [map, modify, unmap]: [Measured; 3]) {
+    results.push("map", backend, n, map);
+    results.push("modify", backend, n, modify);
+    results.push("unmap", backend, n, unmap);
 }
 
 /// The TLB flush strategies this CPU can run.
@@ -325,9 +409,49 @@ fn tlb_strategies() -> Vec<(&'static str, FlushStrategy)> {
     all
 }
 
+/// Instruction budgets, per page, of the quick bench (release build,
+/// `-icount`, one CPU: `scripts/bench --quick`): upper bounds a little
+/// above the figures measured when they were set, so that a change that
+/// makes the store path or a mapper heavier fails `scripts/test`, on any
+/// host, without a flaky timing. (workload, backend, N, instructions.)
+/// Measured when set (2026-11-30), at N = 512 / 1000: map 71.2 / 66.8,
+/// modify 53.7 / 53.1, unmap 62.0 / 55.8, vmalloc 99.4 / 91.6, vfree
+/// 91.7 / 90.5.
+pub const INSTRUCTION_BUDGETS: [(&str, &str, u64, f64); 10] = [
+    ("map", "lazymmu", 512, 78.0),
+    ("map", "lazymmu", 1000, 73.0),
+    ("modify", "lazymmu", 512, 59.0),
+    ("modify", "lazymmu", 1000, 58.0),
+    ("unmap", "lazymmu", 512, 68.0),
+    ("unmap", "lazymmu", 1000, 61.0),
+    ("vmalloc", "batched", 512, 109.0),
+    ("vmalloc", "batched", 1000, 101.0),
+    ("vfree", "batched", 512, 101.0),
+    ("vfree", "batched", 1000, 100.0),
+];
+
+/// Are the instruction budgets checked in this run? Only where they were
+/// set: instructions counted, and the release build.
+pub fn budgets_apply(results: &Results) -> bool {
+    !cfg!(debug_assertions) && results.rows.iter().any(|r| r.insns.is_some())
+}
+
 /// `--quick`'s promises: what each backend must have issued, exactly.
 fn check(results: &mut Results) {
     let mut failures = Vec::new();
+    if budgets_apply(results) {
+        for (workload, backend, n, budget) in INSTRUCTION_BUDGETS {
+            match results.find(workload, backend, n).and_then(Row::insns_per_page) {
+                Some(insns) if insns <= budget => {
+                    println!("bench: {workload} under {backend} at N = {n}: {insns:.1} instructions per page (budget {budget})")
+                }
+                Some(insns) => failures.push(format!(
+                    "{workload} under {backend} at N = {n}: {insns:.1} instructions per page, over its budget of {budget}"
+                )),
+                None => failures.push(format!("{workload} under {backend} at N = {n}: no instruction count")),
+            }
+        }
+    }
     for row in &results.rows {
         let c = row.counts;
         let n = row.pages;
@@ -377,31 +501,43 @@ fn check(results: &mut Results) {
 }
 
 /// The CSV, as docs/bench/results.csv holds it.
+///
+/// `floor_ratio` and `ideal_ratio` compare the median time per page with
+/// the floor's and with the ideal loop's for the same workload and N;
+/// `insns_per_page` is empty unless instructions were counted (under
+/// `-icount`), and the barrier columns are empty where the code measured
+/// issues barriers the kernel cannot count (the peer crate's own).
 pub fn csv(results: &Results) -> String {
     let mut out = String::from(
-        "workload,backend,n,entries,dsb_ishst,dsb_ish,isb,tlbi,ticks_median,ticks_min,ticks_max,ns_per_page,floor_ratio\n",
+        "workload,backend,n,entries,dsb_ishst,dsb_ish,isb,tlbi,ticks_median,ticks_min,ticks_max,ns_per_page,\
+         floor_ratio,ideal_ratio,insns_per_page\n",
     );
     for r in &results.rows {
         let c = r.counts;
-        let ratio = match (r.workload, results.floor(r.pages)) {
+        let floor_ratio = match (r.workload, results.floor(r.pages)) {
             ("floor", _) | (_, None) => String::new(),
             (_, Some(floor)) => format!("{:.2}", r.ns_per_page() / floor),
         };
+        let ideal_ratio = match results.ideal(r.workload, r.pages) {
+            Some(ideal) if r.backend != "ideal" => format!("{:.2}", r.ns_per_page() / ideal.ns_per_page()),
+            _ => String::new(),
+        };
+        let barriers = if r.barriers_unknown {
+            String::from(",,,")
+        } else {
+            format!("{},{},{},{}", c.dsb_ishst, c.dsb_ish, c.isb, c.tlbi)
+        };
+        let insns = r.insns_per_page().map(|i| format!("{i:.2}")).unwrap_or_default();
         out += &format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{:.2},{}\n",
+            "{},{},{},{},{barriers},{},{},{},{:.2},{floor_ratio},{ideal_ratio},{insns}\n",
             r.workload,
             r.backend,
             r.pages,
             c.entries,
-            c.dsb_ishst,
-            c.dsb_ish,
-            c.isb,
-            c.tlbi,
             r.ticks[0],
             r.ticks[1],
             r.ticks[2],
             r.ns_per_page(),
-            ratio
         );
     }
     out
@@ -491,7 +627,8 @@ pub fn print_table(results: &Results) {
 /// and lazymmu beside aarch64-paging.
 pub fn print_headline(results: &Results) {
     let largest = results.rows.iter().filter(|r| r.workload == "floor").map(|r| r.pages).max().unwrap_or(1);
-    println!("\n==== headline (vmalloc of N pages; map / modify / unmap for the peer) ====");
+    let insns = |r: &Row| r.insns_per_page().map_or(String::from("-"), |i| format!("{i:.1}"));
+    println!("\n==== headline: per page, median ns (min ns) and instructions (under -icount) ====");
     for n in [512, largest] {
         let (Some(eager), Some(batched)) = (results.find("vmalloc", "eager", n), results.find("vmalloc", "batched", n))
         else {
@@ -499,21 +636,48 @@ pub fn print_headline(results: &Results) {
         };
         let floor = results.floor(n).unwrap_or(f64::NAN);
         println!(
-            "N = {n}: barriers eager {} / batched {} = {:.0}x; time batched / eager = {:.2}; batched / floor = {:.1}, eager / floor = {:.1}",
+            "N = {n}: vmalloc barriers eager {} / batched {} = {:.0}x; time batched / eager = {:.2} (the barriers' share \
+             of eager's time: {:.0}%); batched / floor = {:.1}, eager / floor = {:.1}",
             eager.counts.barriers(),
             batched.counts.barriers(),
             eager.counts.barriers() as f64 / batched.counts.barriers() as f64,
             batched.ns_per_page() / eager.ns_per_page(),
+            100.0 * (1.0 - batched.ns_per_page() / eager.ns_per_page()),
             batched.ns_per_page() / floor,
             eager.ns_per_page() / floor
         );
-        let mut peer = format!("N = {n}: lazymmu / aarch64-paging time:");
-        for op in ["map", "modify", "unmap"] {
-            if let (Some(ours), Some(theirs)) = (results.find(op, "lazymmu", n), results.find(op, "aarch64-paging", n))
-            {
-                peer += &format!(" {op} {:.2}", ours.ns_per_page() / theirs.ns_per_page());
+        for (workload, backend) in [("vmalloc", "batched"), ("vfree", "batched")] {
+            if let Some(r) = results.find(workload, backend, n) {
+                println!(
+                    "N = {n}: {workload:<8} {backend:<26} {:>9.1} ns ({:>9.1}) {:>8} insns   x floor {:.1}",
+                    r.ns_per_page(),
+                    r.min_ns_per_page(),
+                    insns(r),
+                    r.ns_per_page() / floor
+                );
             }
         }
-        println!("{peer}");
+        for op in ["map", "modify", "unmap"] {
+            let ideal = results.ideal(op, n);
+            for who in ["lazymmu", "ideal", "aarch64-paging-live", "aarch64-paging-never-live"] {
+                let Some(r) = results.find(op, who, n) else { continue };
+                let mut line = format!(
+                    "N = {n}: {op:<8} {who:<26} {:>9.1} ns ({:>9.1}) {:>8} insns",
+                    r.ns_per_page(),
+                    r.min_ns_per_page(),
+                    insns(r)
+                );
+                if let (Some(ideal), false) = (ideal, who == "ideal") {
+                    line += &format!("   x ideal {:.2}", r.ns_per_page() / ideal.ns_per_page());
+                    if let (Some(a), Some(b)) = (r.insns, ideal.insns) {
+                        line += &format!(" ({:.2} in insns)", a as f64 / b as f64);
+                    }
+                }
+                if let (Some(ours), true) = (results.find(op, "lazymmu", n), who.starts_with("aarch64-paging")) {
+                    line += &format!("   / lazymmu {:.2}", r.ns_per_page() / ours.ns_per_page());
+                }
+                println!("{line}");
+            }
+        }
     }
 }

@@ -7,15 +7,22 @@
 //! an error enum), so the comparison is between two Rust walkers, not
 //! between Rust and C.
 //!
-//! What is comparable: the same VA (TTBR1-style, four levels from level 0,
-//! at our vmalloc region's start), the same PA (RAM from its first frame),
-//! the same descriptor bits as our `KERNEL_RW` / `KERNEL_RO`, 4 KiB pages
-//! only (block mappings are ruled out), and tables taken from our frame
-//! allocator and zeroed the same way. What is not: these tables are never
-//! loaded into a TTBR, so the crate skips every DSB, ISB and TLBI (see
-//! [`PEER_BARRIERS_NOTE`]); ours are live and pay that maintenance, which
-//! is what lazy MMU mode batches. Their gap is the price of being live,
-//! not a verdict on either walker.
+//! It runs two ways. *Live* (the row `aarch64-paging-live`): its tables
+//! are loaded into TTBR0 with an ASID of their own (`Mapping::activate`)
+//! before the map, at an address of the lower half, so the crate pays what
+//! it pays on live tables: its break-before-make dry run, `dsb ishst`, one
+//! `tlbi vaae1is` per entry changed, `dsb ish; isb`, and a TLBI per entry
+//! of every table it frees. *Never live* (`aarch64-paging-never-live`):
+//! the tables are never loaded, and the crate skips every barrier and TLBI
+//! (see [`PEER_BARRIERS_NOTE`]); that row shows its walker alone.
+//!
+//! What is comparable: four levels from level 0, the same PA (RAM from its
+//! first frame), the same descriptor bits as our `KERNEL_RW` / `KERNEL_RO`
+//! (not global where live: the lower half is tagged with the peer's ASID),
+//! 4 KiB pages only (block mappings are ruled out), and tables taken from
+//! our frame allocator and zeroed the same way. Its barriers and TLBIs are
+//! its own `asm!`, which the kernel's counters do not see: the CSV leaves
+//! its barrier columns empty.
 
 use core::cell::Cell;
 use core::ptr::NonNull;
@@ -24,11 +31,13 @@ use aarch64_paging::descriptor::{El1Attributes, PhysicalAddress, UpdatableDescri
 use aarch64_paging::paging::{Constraints, El1And0, LEAF_LEVEL, MemoryRegion, PageTable, Translation, VaRange};
 use aarch64_paging::{MapError, Mapping};
 
-use crate::arch::cpu;
+use crate::arch::barrier;
 use crate::dtb;
 use crate::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::mm::descriptor::{Attributes, Descriptor, Level};
 use crate::mm::{frame_alloc, layout, phys_to_virt, virt_to_phys};
+
+use super::{Meter, Sample};
 
 /// What aarch64-paging issues per call on tables that are not live, read
 /// from its source (0.12.3: `Mapping::map_range`, `modify_range`,
@@ -43,15 +52,25 @@ isb; map_range dsb ishst + one tlbi vaae1is per descriptor covering the range + 
 modify_range dsb ishst per leaf table changed + one tlbi vaae1is per changed entry + dsb ish + isb; \
 per subtable freed dsb ishst + one tlbi per valid entry in it + dsb ish + isb.";
 
-/// Times, in CNTVCT ticks, of one map / modify / unmap of `pages` 4 KiB pages
-/// done by aarch64-paging on a fresh set of its own tables (never made live).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The ASID of the peer's live tables (the kernel's own mappings are
+/// global and use none).
+pub const PEER_ASID: usize = 1;
+
+/// Where the peer maps, live: the lower half (TTBR0), at 512 GiB, far from
+/// anything (the kernel runs in the upper half and walks nothing in TTBR0
+/// once booted).
+pub const PEER_LIVE_VA: u64 = 1 << 39;
+
+/// One map / modify / unmap of `pages` 4 KiB pages done by aarch64-paging
+/// on a fresh set of its own tables: each phase measured (time, and
+/// instructions where counted).
+#[derive(Clone, Copy, Debug)]
 pub struct PeerRun {
-    pub map_ticks: u64,
-    pub modify_ticks: u64,
+    pub map: Sample,
+    pub modify: Sample,
     /// The unmap plus `compact_subtables`, which frees the tables the
     /// unmap emptied, as our `unmap_range` does.
-    pub unmap_ticks: u64,
+    pub unmap: Sample,
     /// Page-table pages in use once mapped, the root included (the root is
     /// allocated before the timed map; the other tables inside it).
     pub tables: usize,
@@ -76,15 +95,16 @@ pub enum PeerError {
     TablesLeaked(usize),
 }
 
-/// Maps, write-protects and unmaps `pages` pages with aarch64-paging, timing
-/// each step; its tables are freed before it returns, whatever happens.
-pub fn run(pages: u64) -> Result<PeerRun, PeerError> {
+/// Maps, write-protects and unmaps `pages` pages with aarch64-paging,
+/// measuring each step, on tables loaded into TTBR0 (`live`) or never
+/// loaded; its tables are freed before it returns, whatever happens.
+pub fn run(pages: u64, live: bool) -> Result<PeerRun, PeerError> {
     let ram = dtb::info();
     let ram_pages = ram.ram_size / PAGE_SIZE;
     if pages == 0 || pages > ram_pages {
         return Err(PeerError::BadPageCount { pages, ram_pages });
     }
-    let va = layout::VMALLOC_START;
+    let va = if live { VirtAddr::new(PEER_LIVE_VA) } else { layout::VMALLOC_START };
     // allocate_table cannot fail, so every frame it will need is checked for
     // here (a fresh tree needs exactly these).
     let needed = tables_needed(va, pages);
@@ -94,8 +114,10 @@ pub fn run(pages: u64) -> Result<PeerRun, PeerError> {
     }
 
     let region = MemoryRegion::new(va.as_u64() as usize, va.add(pages * PAGE_SIZE).as_u64() as usize);
-    let rw = peer_flags(Attributes::KERNEL_RW);
-    let ro = peer_flags(Attributes::KERNEL_RO);
+    // Live, in the lower half: tagged with the peer's ASID.
+    let tag = if live { El1Attributes::NON_GLOBAL } else { El1Attributes::empty() };
+    let rw = peer_flags(Attributes::KERNEL_RW) | tag;
+    let ro = peer_flags(Attributes::KERNEL_RO) | tag;
     let to_read_only = |_: &MemoryRegion, d: &mut UpdatableDescriptor<El1Attributes>| {
         if d.level() != LEAF_LEVEL || d.flags() != rw | El1Attributes::TABLE_OR_PAGE {
             return Err(());
@@ -104,27 +126,46 @@ pub fn run(pages: u64) -> Result<PeerRun, PeerError> {
     };
 
     let live_tables = Cell::new(0);
-    // ASID 0: the tables are never live, so no TLB entry is ever tagged.
-    let mut mapping =
-        Mapping::with_asid_and_va_range(FrameTables { live: &live_tables }, 0, 0, El1And0, VaRange::Upper);
+    let (asid, range) = if live { (PEER_ASID, VaRange::Lower) } else { (0, VaRange::Upper) };
+    let mut mapping = Mapping::with_asid_and_va_range(FrameTables { live: &live_tables }, asid, 0, El1And0, range);
+    let loaded = live.then(|| {
+        barrier::enable_ttbr0_walks();
+        // SAFETY: the peer's table maps only its own region of the lower
+        // half, which the kernel never touches; it is unloaded (below)
+        // before it is dropped.
+        unsafe { mapping.activate() }
+    });
 
-    let start = cpu::counter();
-    mapping.map_range(&region, peer_pa(ram.ram_start), rw, Constraints::NO_BLOCK_MAPPINGS).map_err(PeerError::Map)?;
-    let mapped = cpu::counter();
-    let tables = live_tables.get();
-    mapping.modify_range(&region, &to_read_only).map_err(PeerError::Modify)?;
-    let modified = cpu::counter();
-    mapping
-        .map_range(&region, PhysicalAddress(0), El1Attributes::empty(), Constraints::NO_BLOCK_MAPPINGS)
-        .map_err(PeerError::Unmap)?;
-    mapping.compact_subtables();
-    let unmapped = cpu::counter();
+    let steps = (|| {
+        let map = Meter::start();
+        mapping
+            .map_range(&region, peer_pa(ram.ram_start), rw, Constraints::NO_BLOCK_MAPPINGS)
+            .map_err(PeerError::Map)?;
+        let map = map.stop();
+        let tables = live_tables.get();
+        let modify = Meter::start();
+        mapping.modify_range(&region, &to_read_only).map_err(PeerError::Modify)?;
+        let modify = modify.stop();
+        let unmap = Meter::start();
+        mapping
+            .map_range(&region, PhysicalAddress(0), El1Attributes::empty(), Constraints::NO_BLOCK_MAPPINGS)
+            .map_err(PeerError::Unmap)?;
+        mapping.compact_subtables();
+        let unmap = unmap.stop();
+        Ok((map, modify, unmap, tables))
+    })();
 
+    if let Some(previous) = loaded {
+        // SAFETY: back to the TTBR0 the kernel had, which it does not use.
+        unsafe { mapping.deactivate(previous) };
+        barrier::disable_ttbr0_walks();
+    }
     drop(mapping);
     if live_tables.get() != 0 {
         return Err(PeerError::TablesLeaked(live_tables.get()));
     }
-    Ok(PeerRun { map_ticks: mapped - start, modify_ticks: modified - mapped, unmap_ticks: unmapped - modified, tables })
+    let (map, modify, unmap, tables) = steps?;
+    Ok(PeerRun { map, modify, unmap, tables })
 }
 
 /// The root plus one table per 512 GiB, 1 GiB and 2 MiB that the pages touch.

@@ -234,13 +234,14 @@ pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
     Ok([map, modify, unmap])
 }
 
-/// The peer's map / modify / unmap of `pages` pages on its own tables
-/// (see `peer`): it issues no barrier or TLBI there, and writes one
-/// descriptor per page plus, to map and to unmap, one per table it links
-/// or unlinks below its root.
-pub fn peer_map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
-    let run = peer::run(pages)?;
+/// The peer's map / modify / unmap of `pages` pages on its own tables,
+/// live or never live (see `peer`). Its barriers and TLBIs are its own
+/// `asm!`: not counted. It writes one descriptor per page plus, to map and
+/// to unmap, one per table it links or unlinks below its root.
+pub fn peer_map_modify_unmap(pages: u64, live: bool) -> Result<[Sample; 3], WorkloadError> {
+    let run = peer::run(pages, live)?;
     let links = run.tables as u64 - 1;
-    let sample = |ticks, entries| Sample { ticks, counts: Counts { entries, ..Counts::default() } };
-    Ok([sample(run.map_ticks, pages + links), sample(run.modify_ticks, pages), sample(run.unmap_ticks, pages + links)])
+    let sample =
+        |s: Sample, entries| Sample { counts: Counts { entries, ..Counts::default() }, barriers_unknown: true, ..s };
+    Ok([sample(run.map, pages + links), sample(run.modify, pages), sample(run.unmap, pages + links)])
 }

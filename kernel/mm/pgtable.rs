@@ -110,6 +110,12 @@ impl<'walk> EntryRef<'walk> {
         EntryRef { ptr, level, va, walk: PhantomData }
     }
 
+    /// Where the entry is, for the bench's ideal loops, which store by
+    /// hand to measure what the store path adds.
+    pub(crate) fn as_ptr(&self) -> *mut u64 {
+        self.ptr
+    }
+
     pub fn read(&self) -> Descriptor {
         // SAFETY: `ptr` points into a live page-table page, reached through
         // the linear map (or the boot identity map before it exists).

@@ -304,6 +304,13 @@ pub fn clean_dcache_to_poc(va: u64) {
     dsb_ish();
 }
 
+/// Lets the MMU walk the tables in TTBR0 again (TCR_EL1.EPD0), on this
+/// CPU: for the bench's peer, which loads its own tables there.
+pub fn enable_ttbr0_walks() {
+    TCR_EL1.modify(TCR_EL1::EPD0::EnableTTBR0Walks);
+    isb();
+}
+
 /// Stops all walks through TTBR0 (TCR_EL1.EPD0), so any low address faults.
 pub fn disable_ttbr0_walks() {
     TCR_EL1.modify(TCR_EL1::EPD0::DisableTTBR0Walks);

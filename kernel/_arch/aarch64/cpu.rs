@@ -110,6 +110,60 @@ pub fn counter_frequency() -> u64 {
     CNTFRQ_EL0.get()
 }
 
+/// PMU common event 0x08, INST_RETIRED: instructions architecturally
+/// executed.
+const INST_RETIRED: u64 = 0x08;
+
+/// Starts event counter 0 of this CPU's PMU counting retired instructions
+/// at EL1, if the PMU implements that event (PMCEID0_EL0 bit 8); false if
+/// not. QEMU implements it only under `-icount`, where it counts exactly
+/// the instructions QEMU executed: the same number on every run and every
+/// host, which is what the bench's instruction budgets rest on.
+pub fn start_instruction_counter() -> bool {
+    let (dfr0, events): (u64, u64);
+    // SAFETY: reads two ID registers; no memory is touched.
+    unsafe {
+        asm!("mrs {}, id_aa64dfr0_el1", out(reg) dfr0, options(nomem, nostack, preserves_flags));
+    }
+    // PMUVer (bits 11:8): 0 none, 0xf IMPLEMENTATION DEFINED.
+    if matches!((dfr0 >> 8) & 0xf, 0 | 0xf) {
+        return false;
+    }
+    // SAFETY: as above.
+    unsafe { asm!("mrs {}, pmceid0_el0", out(reg) events, options(nomem, nostack, preserves_flags)) };
+    if events & (1 << INST_RETIRED) == 0 {
+        return false;
+    }
+    // SAFETY: programs this CPU's PMU, which nothing else in the kernel
+    // uses: counter 0 counts INST_RETIRED at EL1 and EL0 (PMEVTYPER0's
+    // filter bits clear), the PMU is enabled (PMCR_EL0.E) and counter 0
+    // with it (PMCNTENSET_EL0 bit 0).
+    unsafe {
+        asm!(
+            "msr pmevtyper0_el0, {event}",
+            "mrs {pmcr}, pmcr_el0",
+            "orr {pmcr}, {pmcr}, #1",
+            "msr pmcr_el0, {pmcr}",
+            "msr pmcntenset_el0, {one}",
+            "isb",
+            event = in(reg) INST_RETIRED,
+            pmcr = out(reg) _,
+            one = in(reg) 1u64,
+            options(nostack, preserves_flags),
+        );
+    }
+    true
+}
+
+/// The count of event counter 0 (see [`start_instruction_counter`]).
+#[inline]
+pub fn instructions() -> u64 {
+    let count: u64;
+    // SAFETY: reads a PMU register; no memory is touched.
+    unsafe { asm!("isb", "mrs {}, pmevcntr0_el0", out(reg) count, options(nomem, nostack, preserves_flags)) };
+    count
+}
+
 core::arch::global_asm!(
     ".global __call_on_stack",
     "__call_on_stack:",
