@@ -223,16 +223,27 @@ fn visit_slots<E>(
     f: &mut impl FnMut(&EntryRef) -> Result<(), E>,
     applied: &mut Applied,
 ) -> Result<(), E> {
-    let mut va = at;
-    while va != stop {
-        // SAFETY: a level-3 table linked below the root by leaf_table().
-        let entry = unsafe { walking.table_entry(table, Level::L3, VirtAddr::new(va)) };
+    // SAFETY: a level-3 table linked below the root by leaf_table().
+    let mut entry = unsafe { walking.table_entry(table, Level::L3, VirtAddr::new(at)) };
+    let mut visited = 0;
+    let result = loop {
         if create || entry.read().is_valid() {
-            f(&entry)?;
-            applied.slots += 1;
-            applied.levels_modified |= 1 << 3;
+            if let Err(e) = f(&entry) {
+                break Err(e);
+            }
+            visited += 1;
         }
-        va = va.wrapping_add(Level::L3.entry_size());
+        let next = entry.va.as_u64().wrapping_add(Level::L3.entry_size());
+        if next == stop {
+            break Ok(());
+        }
+        // SAFETY: [at, stop) lies within one level-3 table, and `next` is
+        // in it: this entry is not the table's last.
+        entry = unsafe { entry.following() };
+    };
+    applied.slots += visited;
+    if visited > 0 {
+        applied.levels_modified |= 1 << 3;
     }
-    Ok(())
+    result
 }

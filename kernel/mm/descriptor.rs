@@ -177,6 +177,18 @@ impl Descriptor {
         self.0 & 1 != 0
     }
 
+    /// Does this descriptor map memory at `level`, a block or a page (what
+    /// [`Descriptor::decode`] calls [`Entry::Leaf`])? Two bits, no decoding:
+    /// for loops that only need to know whether there is something to clear.
+    #[inline]
+    pub fn is_leaf(self, level: Level) -> bool {
+        match level.0 {
+            0 => false,
+            3 => self.0 & 0b11 == 0b11,
+            _ => self.0 & 0b11 == 0b01,
+        }
+    }
+
     /// A table descriptor pointing at the next-level table at `table`.
     pub fn table(table: PhysAddr) -> Descriptor {
         let mut d = Raw::new(0);
@@ -296,6 +308,24 @@ mod tests {
                 assert_eq!(other, Descriptor::leaf(level, PhysAddr::new(0x8000_0000), attrs));
                 let read_only = Attributes { writable: false, ..attrs };
                 assert_eq!(made.read_only(), Descriptor::leaf(level, pa, read_only), "{level:?} {attrs:?}");
+            }
+        }
+    }
+
+    #[test_case]
+    fn is_leaf_says_what_decode_says() {
+        let pa = PhysAddr::new(0x4000_0000);
+        let samples = [
+            Descriptor::INVALID,
+            Descriptor::table(pa),
+            Descriptor::leaf(Level::L2, pa, Attributes::KERNEL_RW),
+            Descriptor::leaf(Level::L3, pa, Attributes::KERNEL_RO),
+            Descriptor(0b10),
+        ];
+        for level in [Level::L0, Level::L1, Level::L2, Level::L3] {
+            for d in samples {
+                let leaf = matches!(d.decode(level), Entry::Leaf { .. });
+                assert_eq!(d.is_leaf(level), leaf, "{d:?} at {level:?}");
             }
         }
     }

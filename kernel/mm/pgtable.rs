@@ -110,6 +110,22 @@ impl<'walk> EntryRef<'walk> {
         EntryRef { ptr, level, va, walk: PhantomData }
     }
 
+    /// The next entry of the same table (the entry for `va` plus this
+    /// level's entry size), without a walk.
+    ///
+    /// # Safety
+    /// This is not the table's last entry.
+    #[inline]
+    pub(super) unsafe fn following(&self) -> EntryRef<'walk> {
+        EntryRef {
+            // SAFETY: as the caller guarantees, still inside the table.
+            ptr: unsafe { self.ptr.add(1) },
+            level: self.level,
+            va: self.va.add(self.level.entry_size()),
+            walk: PhantomData,
+        }
+    }
+
     /// Where the entry is, for the bench's ideal loops, which store by
     /// hand to measure what the store path adds.
     pub(crate) fn as_ptr(&self) -> *mut u64 {
@@ -153,7 +169,7 @@ impl<'walk> EntryRef<'walk> {
 #[inline(always)]
 pub unsafe fn write_entry(entry: &EntryRef<'_>, desc: Descriptor) {
     if crate::trace::enabled() {
-        trace_write(entry, desc);
+        trace_write(*entry, desc);
     }
     // SAFETY: `ptr` points into a live page-table page (see EntryRef::read);
     // the caller keeps the table until its section ends.
@@ -161,7 +177,7 @@ pub unsafe fn write_entry(entry: &EntryRef<'_>, desc: Descriptor) {
 }
 
 #[cold]
-fn trace_write(entry: &EntryRef<'_>, desc: Descriptor) {
+fn trace_write(entry: EntryRef<'_>, desc: Descriptor) {
     crate::trace::emit(format_args!(
         "write L{} entry for {}: {}",
         entry.level.0,
@@ -435,12 +451,10 @@ impl Walking {
         core::iter::from_fn(move || {
             let here = at?;
             let entry = match last {
-                Some(prev) if prev.level == Level::L3 && here.as_u64() & (BLOCK_2M - 1) != 0 => EntryRef {
-                    // The next slot of the same level-3 table.
-                    ptr: prev.ptr.wrapping_add(1),
-                    level: Level::L3,
-                    va: here,
-                    walk: PhantomData,
+                // SAFETY: `here` is not 2 MiB aligned, so `prev` is not
+                // the last entry of its level-3 table.
+                Some(prev) if prev.level == Level::L3 && here.as_u64() & (BLOCK_2M - 1) != 0 => unsafe {
+                    prev.following()
                 },
                 _ => self.walk(here),
             };

@@ -537,7 +537,7 @@ fn unmap_area_range(va: VirtAddr, size: u64) {
         let walk = pgtable::walking();
         let _section = lazy_mmu::enable();
         for (_, entry) in walk.walk_range(va, size) {
-            if matches!(entry.entry(), Entry::Leaf { .. }) {
+            if entry.read().is_leaf(entry.level) {
                 // SAFETY: the range is the caller's (see the callers).
                 unsafe { pgtable::write_entry(&entry, Descriptor::INVALID) };
             }
