@@ -227,10 +227,20 @@ impl Task {
 
     pub(crate) fn irq_enter(&self) {
         self.irq_depth.set(self.irq_depth.get() + 1);
+        self.refresh_store_mode();
     }
 
     pub(crate) fn irq_exit(&self) {
         self.irq_depth.set(self.irq_depth.get() - 1);
+        self.refresh_store_mode();
+    }
+
+    /// Decides again how this task's next entry stores are made (see
+    /// `arch::lazy_mmu::StoreMode`), after its lazy MMU state, its
+    /// interrupt depth or the backend changed: lazily only in an active
+    /// section and outside interrupt handlers.
+    pub(crate) fn refresh_store_mode(&self) {
+        self.arch_lazy.set_store_mode(!self.in_irq() && self.lazy_mmu.is_active());
     }
 
     pub(crate) fn walks(&self) -> u32 {

@@ -421,20 +421,20 @@ fn tlb_strategies() -> Vec<(&'static str, FlushStrategy)> {
 /// above the figures measured when they were set, so that a change that
 /// makes the store path or a mapper heavier fails `scripts/test`, on any
 /// host, without a flaky timing. (workload, backend, N, instructions.)
-/// Measured when set (2026-11-30), at N = 512 / 1000: map 58.2 / 53.9,
-/// modify 40.8 / 40.1, unmap 50.0 / 43.8, vmalloc 87.4 / 79.6, vfree
-/// 70.7 / 69.4.
+/// Measured when set (2026-11-30), at N = 512 / 1000: map 50.2 / 45.8,
+/// modify 32.8 / 32.1, unmap 42.0 / 35.8, vmalloc 78.4 / 70.6, vfree
+/// 63.7 / 62.5.
 pub const INSTRUCTION_BUDGETS: [(&str, &str, u64, f64); 10] = [
-    ("map", "lazymmu", 512, 64.0),
-    ("map", "lazymmu", 1000, 60.0),
-    ("modify", "lazymmu", 512, 45.0),
-    ("modify", "lazymmu", 1000, 44.0),
-    ("unmap", "lazymmu", 512, 55.0),
-    ("unmap", "lazymmu", 1000, 49.0),
-    ("vmalloc", "batched", 512, 96.0),
-    ("vmalloc", "batched", 1000, 88.0),
-    ("vfree", "batched", 512, 78.0),
-    ("vfree", "batched", 1000, 77.0),
+    ("map", "lazymmu", 512, 55.0),
+    ("map", "lazymmu", 1000, 51.0),
+    ("modify", "lazymmu", 512, 36.0),
+    ("modify", "lazymmu", 1000, 35.0),
+    ("unmap", "lazymmu", 512, 46.0),
+    ("unmap", "lazymmu", 1000, 40.0),
+    ("vmalloc", "batched", 512, 86.0),
+    ("vmalloc", "batched", 1000, 78.0),
+    ("vfree", "batched", 512, 70.0),
+    ("vfree", "batched", 1000, 69.0),
 ];
 
 /// Are the instruction budgets checked in this run? Only where they were

@@ -37,8 +37,29 @@ use crate::trace;
 /// queue is applied early (Xen's multicall batch holds 32).
 pub const DEFERRED_QUEUE_LEN: usize = 64;
 
+/// How the task's next entry store is made. The generic layer decides it
+/// whenever the task's lazy MMU state changes (a section entered or left,
+/// a pause, a resume, an interrupt taken or returned from, a backend
+/// selected), so that a store reads one byte instead of the nesting
+/// counts, the interrupt depth and the backend in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreMode {
+    /// Not in an active section (or in an interrupt handler): every
+    /// backend stores at once and pays for a valid entry at once.
+    Now,
+    /// In an active section under `eager`: the same, and counted as a
+    /// write in a section.
+    EagerInSection,
+    /// In an active section under `batched`: store, and owe the pair.
+    Pending,
+    /// In an active section under `deferred-writes`: queue the store.
+    Queue,
+}
+
 /// Per-task state of the arm64 backends.
 pub struct ArchLazyState {
+    /// How the next store is made (see [`StoreMode`]).
+    mode: Cell<StoreMode>,
     /// A valid entry was stored (or queued) in this section and its
     /// barriers are owed.
     pending: Cell<bool>,
@@ -50,10 +71,30 @@ pub struct ArchLazyState {
 impl ArchLazyState {
     pub const fn new() -> ArchLazyState {
         ArchLazyState {
+            mode: Cell::new(StoreMode::Now),
             pending: Cell::new(false),
             queue: [const { Cell::new((null_mut(), 0)) }; DEFERRED_QUEUE_LEN],
             queued: Cell::new(0),
         }
+    }
+
+    /// How the next store is made.
+    #[inline(always)]
+    pub fn store_mode(&self) -> StoreMode {
+        self.mode.get()
+    }
+
+    /// Decides how the next stores are made: `active` says whether the
+    /// task is in an active section and not in an interrupt handler; the
+    /// backend in use says what a store in a section does.
+    pub fn set_store_mode(&self, active: bool) {
+        let mode = match (active, backend_index()) {
+            (false, _) => StoreMode::Now,
+            (true, 0) => StoreMode::EagerInSection,
+            (true, 1) => StoreMode::Pending,
+            (true, _) => StoreMode::Queue,
+        };
+        self.mode.set(mode);
     }
 
     /// Barriers are owed for entries stored in the current section.
@@ -295,20 +336,23 @@ pub fn backend() -> &'static dyn LazyMmuBackend {
     BACKENDS[SELECTED.load(Relaxed) as usize]
 }
 
-/// The store through the backend in use: [`LazyMmuBackend::set_entry`]
-/// of the selected backend, called directly (no dynamic dispatch: this is
-/// the path of every entry written).
+/// The store through the backend in use, as the task's [`StoreMode`]
+/// says: [`LazyMmuBackend::set_entry`] of that backend, called directly
+/// (no dynamic dispatch, no second look at the task's state: this is the
+/// path of every entry written). Outside a section every backend does
+/// what `eager` does.
 ///
 /// # Safety
 /// As [`LazyMmuBackend::set_entry`].
 #[inline(always)]
-pub unsafe fn set_entry(state: &ArchLazyState, slot: *mut u64, desc: Descriptor, lazy: bool) {
-    // SAFETY: as our caller guarantees. The indices are BACKENDS' order.
+pub unsafe fn set_entry(state: &ArchLazyState, slot: *mut u64, desc: Descriptor) {
+    // SAFETY: as our caller guarantees.
     unsafe {
-        match SELECTED.load(Relaxed) {
-            0 => Eager.set_entry(state, slot, desc, lazy),
-            1 => Batched.set_entry(state, slot, desc, lazy),
-            _ => DeferredWrites.set_entry(state, slot, desc, lazy),
+        match state.store_mode() {
+            StoreMode::Now => Eager.set_entry(state, slot, desc, false),
+            StoreMode::EagerInSection => Eager.set_entry(state, slot, desc, true),
+            StoreMode::Pending => Batched.set_entry(state, slot, desc, true),
+            StoreMode::Queue => DeferredWrites.set_entry(state, slot, desc, true),
         }
     }
 }

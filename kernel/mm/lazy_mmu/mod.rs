@@ -24,7 +24,7 @@ pub mod stats;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use crate::arch::lazy_mmu::{self as arch, backend};
+use crate::arch::lazy_mmu::{self as arch, StoreMode, backend};
 use crate::irq::in_interrupt;
 use crate::mm::descriptor::Descriptor;
 use crate::mm::pgtable_check;
@@ -103,6 +103,7 @@ fn transition(call: &'static str, step: impl FnOnce(Counts) -> Transition) -> Re
         }
         Hook::Resume => backend().resume(arch),
     }
+    task.refresh_store_mode();
     // What the section deferred is owed by now.
     if matches!(hook, Hook::Leave | Hook::Flush | Hook::Pause) {
         pgtable_check::section_ended(call);
@@ -160,7 +161,7 @@ fn active_in(task: &task::Task) -> bool {
 #[inline(always)]
 pub(crate) unsafe fn set_entry(slot: *mut u64, desc: Descriptor) {
     let task = task::current();
-    let lazy = active_in(task);
+    let lazy = task.arch_lazy.store_mode() != StoreMode::Now;
     if lazy {
         let writes = &task.lazy_mmu.unaccounted_writes;
         writes.set(writes.get() + 1);
@@ -168,7 +169,7 @@ pub(crate) unsafe fn set_entry(slot: *mut u64, desc: Descriptor) {
         stats::written_outside_section();
     }
     // SAFETY: as our caller guarantees.
-    unsafe { arch::set_entry(&task.arch_lazy, slot, desc, lazy) };
+    unsafe { arch::set_entry(&task.arch_lazy, slot, desc) };
     if !lazy && pgtable_check::enabled() {
         pgtable_check::wrote_outside_section();
     }
@@ -211,6 +212,7 @@ pub fn recover_abandoned() -> (u8, u8) {
     }
     state.enable_count.set(0);
     state.pause_count.set(0);
+    task.refresh_store_mode();
     found
 }
 
@@ -224,6 +226,9 @@ pub fn select_backend(name: &str) -> bool {
         return false;
     }
     stats::backend_switched(previous);
+    if !in_interrupt() {
+        task::current().refresh_store_mode();
+    }
     true
 }
 
