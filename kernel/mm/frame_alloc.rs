@@ -170,13 +170,15 @@ impl FrameAllocator {
             let beyond = (word + 1) * 64;
             let tail = if beyond > self.frames { !0u64 << (self.frames % 64) } else { 0 };
             let mut free = !(self.bitmap[word] | tail);
+            let mut taken = 0u64;
             while free != 0 && left > 0 {
                 let bit = free.trailing_zeros() as usize;
                 free &= free - 1;
-                self.bitmap[word] |= 1 << bit;
+                taken |= 1 << bit;
                 out.push(self.base.add(((word * 64 + bit) as u64) * PAGE_SIZE));
                 left -= 1;
             }
+            self.bitmap[word] |= taken;
             self.hint = word * 64;
             // `free` frames are known to be enough: the search wraps once at most.
             word = if word + 1 == words { 0 } else { word + 1 };
