@@ -168,15 +168,33 @@ impl<'walk> EntryRef<'walk> {
 /// borrows.
 #[inline(always)]
 pub unsafe fn write_entry(entry: &EntryRef<'_>, desc: Descriptor) {
-    if crate::trace::enabled() {
-        trace_write(*entry, desc);
+    if lazy_mmu::stores_watched() {
+        // SAFETY: as below.
+        unsafe { write_entry_watched(entry.ptr, entry.level, entry.va, desc) };
+        return;
     }
     // SAFETY: `ptr` points into a live page-table page (see EntryRef::read);
     // the caller keeps the table until its section ends.
     unsafe { lazy_mmu::set_entry(entry.ptr, desc) };
 }
 
+/// [`write_entry`] with the trace or the checker on: the trace line, then
+/// the store path that tells them.
+///
+/// # Safety
+/// As [`write_entry`].
 #[cold]
+#[inline(never)]
+unsafe fn write_entry_watched(ptr: *mut u64, level: Level, va: VirtAddr, desc: Descriptor) {
+    // (The entry in parts: passed in registers, so that the short path
+    // never has to build it in memory.)
+    if crate::trace::enabled() {
+        trace_write(EntryRef { ptr, level, va, walk: PhantomData }, desc);
+    }
+    // SAFETY: as for write_entry.
+    unsafe { lazy_mmu::set_entry_watched(ptr, desc) };
+}
+
 fn trace_write(entry: EntryRef<'_>, desc: Descriptor) {
     crate::trace::emit(format_args!(
         "write L{} entry for {}: {}",

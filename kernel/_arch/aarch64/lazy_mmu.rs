@@ -357,6 +357,36 @@ pub unsafe fn set_entry(state: &ArchLazyState, slot: *mut u64, desc: Descriptor)
     }
 }
 
+/// [`set_entry`] with nothing watching the stores (no observer listening,
+/// no trace): what the backends' `set_entry` do, without their calls to
+/// the observer and the trace, so that the store path of an unwatched
+/// kernel is a handful of instructions. `deferred-writes` in a section
+/// keeps its own, out of line.
+///
+/// # Safety
+/// As [`LazyMmuBackend::set_entry`].
+#[inline(always)]
+pub unsafe fn set_entry_unwatched(state: &ArchLazyState, slot: *mut u64, desc: Descriptor) {
+    match state.store_mode() {
+        StoreMode::Pending => {
+            // SAFETY: as our caller guarantees.
+            unsafe { write_volatile(slot, desc.0) };
+            if desc.is_valid() {
+                state.pending.set(true);
+            }
+        }
+        StoreMode::Now | StoreMode::EagerInSection => {
+            // SAFETY: as our caller guarantees.
+            unsafe { write_volatile(slot, desc.0) };
+            if desc.is_valid() {
+                emit_pair();
+            }
+        }
+        // SAFETY: as our caller guarantees.
+        StoreMode::Queue => unsafe { DeferredWrites.set_entry(state, slot, desc, true) },
+    }
+}
+
 /// Which of [`BACKENDS`] is in use.
 pub fn backend_index() -> usize {
     SELECTED.load(Relaxed) as usize

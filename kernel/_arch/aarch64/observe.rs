@@ -62,6 +62,12 @@ pub fn stop_listening() {
     LISTENING.store(false, Relaxed);
 }
 
+/// Is an observer listening?
+#[inline(always)]
+pub fn listening() -> bool {
+    LISTENING.load(Relaxed)
+}
+
 /// The installed observer, if any is listening.
 #[inline]
 pub fn observer() -> Option<&'static dyn Observer> {

@@ -145,15 +145,36 @@ fn active_in(task: &task::Task) -> bool {
     !task.in_irq() && task.lazy_mmu.is_active()
 }
 
-/// Stores `desc` at `slot` through the backend: the only way
+/// Is anything watching the entry stores: the trace, or an observer (the
+/// page-table rules checker)? When not, a store takes the short path,
+/// [`set_entry`]; when so, [`set_entry_watched`]. Two loads.
+#[inline(always)]
+pub(crate) fn stores_watched() -> bool {
+    trace::enabled() || crate::arch::observe::listening()
+}
+
+/// Counts one entry write of `task`: in the task when in a section (no
+/// atomic; see `stats`), in the backend's totals when not.
+#[inline(always)]
+fn count_write(task: &task::Task, lazy: bool) {
+    if lazy {
+        let writes = &task.lazy_mmu.unaccounted_writes;
+        writes.set(writes.get() + 1);
+    } else {
+        stats::written_outside_section();
+    }
+}
+
+/// Stores `desc` at `slot` through the backend, with nothing watching
+/// (see [`stores_watched`]): with [`set_entry_watched`], the only ways
 /// `pgtable::write_entry` writes a table.
 ///
-/// This is the path every entry written takes, so it does only what the
-/// architecture needs and what keeps the counts exact: `current` from a
-/// register, the task's state read without masking anything, the write
-/// counted in the task (no atomic; see `stats`), the backend's store
-/// called directly (no dynamic dispatch), and the checker reached only
-/// when it is on.
+/// This is the path of every entry written when the bench measures, so it
+/// does only what the architecture needs and what keeps the counts exact:
+/// `current` from a register, one byte of the task saying what a store
+/// does now (`arch::lazy_mmu::StoreMode`, decided when the task's state
+/// changes), the write counted in the task, the store, and the pair or
+/// the pending flag a valid entry owes.
 ///
 /// # Safety
 /// `slot` is an entry of a live page table and stays one until the store
@@ -161,13 +182,24 @@ fn active_in(task: &task::Task) -> bool {
 #[inline(always)]
 pub(crate) unsafe fn set_entry(slot: *mut u64, desc: Descriptor) {
     let task = task::current();
+    let state = &task.arch_lazy;
+    count_write(task, state.store_mode() != StoreMode::Now);
+    // SAFETY: as our caller guarantees.
+    unsafe { arch::set_entry_unwatched(state, slot, desc) };
+}
+
+/// [`set_entry`] with the trace or the checker watching: the backend's
+/// own store, which tells the observer and prints its trace lines, and
+/// the checker's checkpoint after a write outside any section.
+///
+/// # Safety
+/// As [`set_entry`].
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn set_entry_watched(slot: *mut u64, desc: Descriptor) {
+    let task = task::current();
     let lazy = task.arch_lazy.store_mode() != StoreMode::Now;
-    if lazy {
-        let writes = &task.lazy_mmu.unaccounted_writes;
-        writes.set(writes.get() + 1);
-    } else {
-        stats::written_outside_section();
-    }
+    count_write(task, lazy);
     // SAFETY: as our caller guarantees.
     unsafe { arch::set_entry(&task.arch_lazy, slot, desc) };
     if !lazy && pgtable_check::enabled() {
