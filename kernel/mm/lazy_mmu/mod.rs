@@ -149,7 +149,7 @@ fn active_in(task: &task::Task) -> bool {
 /// page-table rules checker)? When not, a store takes the short path,
 /// [`set_entry`]; when so, [`set_entry_watched`]. Two loads.
 #[inline(always)]
-pub(crate) fn stores_watched() -> bool {
+pub fn stores_watched() -> bool {
     trace::enabled() || crate::arch::observe::listening()
 }
 
