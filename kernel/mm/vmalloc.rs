@@ -31,7 +31,7 @@ use super::area_alloc::{Free, FreeRanges, Node, OutOfHeap, Tree, Weight};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{VMALLOC_END, VMALLOC_START};
 use super::pgtable::{self, EntryRef, LeafSizes, MapError, NewTables};
-use super::{frame_alloc, lazy_mmu, pgtable_check, phys_to_virt, tlb};
+use super::{frame_alloc, lazy_mmu, pgtable_check, phys_to_virt, span, tlb};
 use crate::sync::IrqSpinLock;
 
 /// Unmapped bytes after every area.
@@ -536,10 +536,21 @@ fn unmap_area_range(va: VirtAddr, size: u64) {
     {
         let walk = pgtable::walking();
         let _section = lazy_mmu::enable();
-        for (_, entry) in walk.walk_range(va, size) {
-            if entry.read().is_leaf(entry.level) {
-                // SAFETY: the range is the caller's (see the callers).
-                unsafe { pgtable::write_entry(&entry, Descriptor::INVALID) };
+        // One walk per 2 MiB; inside a level-3 table, from slot to slot.
+        for (at, stop) in span::chunks(va.as_u64(), va.as_u64().wrapping_add(size), BLOCK_2M) {
+            let mut entry = walk.walk(VirtAddr::new(at));
+            loop {
+                if entry.read().is_leaf(entry.level) {
+                    // SAFETY: the range is the caller's (see the callers).
+                    unsafe { pgtable::write_entry(&entry, Descriptor::INVALID) };
+                }
+                let next = entry.va.as_u64().wrapping_add(entry.level.entry_size());
+                if entry.level != Level::L3 || next == stop {
+                    break;
+                }
+                // SAFETY: `next` is below `stop`, in the same 2 MiB: this
+                // is not the last entry of its level-3 table.
+                entry = unsafe { entry.following() };
             }
         }
     }
