@@ -17,13 +17,13 @@
 use alloc::vec::Vec;
 use core::ptr::{read_volatile, write_volatile};
 
-use super::workloads::WorkloadError;
+use super::workloads::{WorkloadError, with_fresh_area};
 use super::{Meter, Sample};
 use crate::arch::barrier;
 use crate::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::mm::descriptor::{Attributes, Descriptor, Level};
 use crate::mm::pgtable::{self, MapError, Walking};
-use crate::mm::{frame_alloc, phys_to_virt, tlb, vmalloc};
+use crate::mm::{phys_to_virt, tlb, vmalloc};
 
 /// The level-3 table for one 2 MiB chunk, reached through the linear map.
 fn slots(table: PhysAddr) -> *mut u64 {
@@ -35,21 +35,10 @@ fn slots(table: PhysAddr) -> *mut u64 {
 /// lazymmu: (map, modify, unmap), with the level-3 tables made by map and
 /// freed by unmap. Whatever fails, everything it took goes back.
 pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
-    let frames = frame_alloc::alloc_contiguous(pages as usize, PAGE_SIZE).map_err(MapError::from)?;
-    let size = pages * PAGE_SIZE;
-    let va = match vmalloc::get_vm_area(size, BLOCK_2M) {
-        Ok(va) => va,
-        Err(e) => {
-            frame_alloc::free_frames(frames, pages as usize).expect("allocated above");
-            return Err(e.into());
-        }
-    };
-    let measured = {
+    let measured = with_fresh_area(pages, |va, frames| {
         let walk = pgtable::walking();
         timed(&walk, va, frames, pages)
-    };
-    frame_alloc::free_frames(frames, pages as usize).expect("allocated above");
-    vmalloc::free_vm_area(va)?;
+    });
     // The tables above level 3 it found or made go too: the next run, of
     // either kind, starts from none.
     vmalloc::reclaim_page_tables();

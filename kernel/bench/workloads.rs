@@ -189,49 +189,63 @@ pub fn tlb_unmap(pages: u64, how: FlushStrategy) -> Result<Sample, WorkloadError
     Ok(sample)
 }
 
-/// lazymmu's side of the peer comparison, the same steps the peer takes
-/// on its own tables: map `pages` pages at a fresh 2 MiB-aligned area
-/// (tables included), make them read-only, unmap them (freeing the
-/// tables, as the peer does). Ours are live, so modify and unmap also
-/// flush the TLB.
-pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
+/// Runs `steps` on `pages` fresh, physically contiguous frames and a fresh
+/// 2 MiB-aligned area of as many pages (`steps(va, frames)`), and gives
+/// both back whatever it returns: the setup of the map / modify / unmap
+/// comparisons (lazymmu's here, the ideal loop's in `ideal`).
+pub fn with_fresh_area(
+    pages: u64,
+    steps: impl FnOnce(VirtAddr, PhysAddr) -> Result<[Sample; 3], WorkloadError>,
+) -> Result<[Sample; 3], WorkloadError> {
     let frames = frame_alloc::alloc_contiguous(pages as usize, PAGE_SIZE).map_err(MapError::from)?;
-    let size = pages * PAGE_SIZE;
-    let va = match vmalloc::get_vm_area(size, BLOCK_2M) {
+    let va = match vmalloc::get_vm_area(pages * PAGE_SIZE, BLOCK_2M) {
         Ok(va) => va,
         Err(e) => {
             frame_alloc::free_frames(frames, pages as usize).expect("allocated above");
             return Err(e.into());
         }
     };
-    let map = Meter::start();
-    let template = Descriptor::leaf_template(Level::L3, Attributes::KERNEL_RW);
-    let mapped = apply_to_page_range(va, size, |entry: &EntryRef| {
-        let pa = frames.add(entry.va.offset_from(va));
-        // SAFETY: the bench's own frames, in its own area.
-        unsafe { pgtable::write_entry(entry, template.with_output(pa)) };
-        Ok::<(), Infallible>(())
-    });
-    let map = map.stop();
-    let modify = Meter::start();
-    let modified = mapped.map_err(WorkloadError::from).and_then(|_| make_read_only(va, pages));
-    let modify = modify.stop();
-    // Unmapped as the peer unmaps: the leaves cleared in one section, the
-    // tables freed (a reclaim of the range), one flush for both.
-    let unmap = Meter::start();
-    let cleared = apply_to_existing_page_range(va, size, |entry: &EntryRef| {
-        // SAFETY: the bench's own area; the reclaim's flush follows.
-        unsafe { pgtable::write_entry(entry, Descriptor::INVALID) };
-        Ok::<(), Infallible>(())
-    });
-    // SAFETY: the kernel's own root.
-    unsafe { pgtable::reclaim_empty_tables(pgtable::exclusive(), pgtable::kernel_root(), va, size, true) };
-    let unmap = unmap.stop();
-    cleared.expect("the bench's own mapping");
+    let measured = steps(va, frames);
     frame_alloc::free_frames(frames, pages as usize).expect("allocated above");
     vmalloc::free_vm_area(va)?;
-    modified?;
-    Ok([map, modify, unmap])
+    measured
+}
+
+/// lazymmu's side of the peer comparison, the same steps the peer takes
+/// on its own tables: map `pages` pages at a fresh 2 MiB-aligned area
+/// (tables included), make them read-only, unmap them (freeing the
+/// tables, as the peer does). Ours are live, so modify and unmap also
+/// flush the TLB.
+pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
+    with_fresh_area(pages, |va, frames| {
+        let size = pages * PAGE_SIZE;
+        let map = Meter::start();
+        let template = Descriptor::leaf_template(Level::L3, Attributes::KERNEL_RW);
+        let mapped = apply_to_page_range(va, size, |entry: &EntryRef| {
+            let pa = frames.add(entry.va.offset_from(va));
+            // SAFETY: the bench's own frames, in its own area.
+            unsafe { pgtable::write_entry(entry, template.with_output(pa)) };
+            Ok::<(), Infallible>(())
+        });
+        let map = map.stop();
+        let modify = Meter::start();
+        let modified = mapped.map_err(WorkloadError::from).and_then(|_| make_read_only(va, pages));
+        let modify = modify.stop();
+        // Unmapped as the peer unmaps: the leaves cleared in one section,
+        // the tables freed (a reclaim of the range), one flush for both.
+        let unmap = Meter::start();
+        let cleared = apply_to_existing_page_range(va, size, |entry: &EntryRef| {
+            // SAFETY: the bench's own area; the reclaim's flush follows.
+            unsafe { pgtable::write_entry(entry, Descriptor::INVALID) };
+            Ok::<(), Infallible>(())
+        });
+        // SAFETY: the kernel's own root.
+        unsafe { pgtable::reclaim_empty_tables(pgtable::exclusive(), pgtable::kernel_root(), va, size, true) };
+        let unmap = unmap.stop();
+        cleared.expect("the bench's own mapping");
+        modified?;
+        Ok([map, modify, unmap])
+    })
 }
 
 /// The peer's map / modify / unmap of `pages` pages on its own tables,
