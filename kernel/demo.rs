@@ -11,13 +11,12 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
 use crate::arch::cpu;
-use crate::arch::lazy_mmu::BACKENDS;
 use crate::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::mm::debug_pagealloc::{self, MapBack};
 use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use crate::mm::kasan_shadow::Populate;
 use crate::mm::layout::{VMALLOC_END, VMALLOC_START};
-use crate::mm::lazy_mmu::{self, stats};
+use crate::mm::lazy_mmu::{self, Backend, stats};
 use crate::mm::pgtable::{self, EntryRef, Walking};
 use crate::mm::pgtable_check::{self, Rule};
 use crate::mm::vmalloc::{self, VmallocError};
@@ -173,25 +172,24 @@ fn steps(pages: &Pages) {
 }
 
 /// Runs the demo under each backend named (all of them if `only` is None).
-pub fn lazy(only: Option<&str>) -> Result<(), VmallocError> {
+pub fn lazy(only: Option<Backend>) -> Result<(), VmallocError> {
     // Tasks switch only where step 7 yields, so the trace is the same every run.
     let preemption = sched::set_preemption(false);
     stats::reset();
     let mut costs = Vec::new();
-    for backend in BACKENDS.iter().filter(|b| only.is_none_or(|o| o == b.name())) {
-        let name = backend.name();
-        let _selected = lazy_mmu::use_backend(name);
-        println!("\n==== demo lazy: backend {name} ====");
-        println!("{}", describe(name));
+    for backend in Backend::ALL.into_iter().filter(|&b| only.is_none_or(|o| o == b)) {
+        let _selected = lazy_mmu::use_backend(backend);
+        println!("\n==== demo lazy: backend {backend} ====");
+        println!("{}", describe(backend));
         let pages = Pages::new()?;
         // Ready now, so that step 7's yield has somewhere to go.
         let other = sched::spawn("other", other_task)?;
         println!("(task {} starts outside any section)", task::current().name);
-        let before = stats::stats(name).expect("a backend's name");
+        let before = stats::stats(backend);
         trace::set_enabled(true);
         steps(&pages);
         trace::set_enabled(false);
-        costs.push((name, stats::stats(name).expect("a backend's name") - before));
+        costs.push((backend, stats::stats(backend) - before));
         if let Err(e) = other.join() {
             println!("the other task failed: {e}");
         }
@@ -202,21 +200,21 @@ pub fn lazy(only: Option<&str>) -> Result<(), VmallocError> {
     Ok(())
 }
 
-fn describe(name: &str) -> &'static str {
-    match name {
-        "eager" => "eager: no lazy mode at all; every valid entry write is followed by dsb ishst; isb.",
-        "batched" => {
+fn describe(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Eager => "eager: no lazy mode at all; every valid entry write is followed by dsb ishst; isb.",
+        Backend::Batched => {
             "batched (arm64): a write in a section only sets the task's pending flag; leaving or\n\
              flushing the section emits one dsb ishst; isb, and only if something is pending."
         }
-        _ => {
+        Backend::DeferredWrites => {
             "deferred-writes: the stores themselves wait in the task's queue until the section is\n\
              flushed or left (as Xen batches them): a read in the section still sees the old entry."
         }
     }
 }
 
-fn summary(costs: &[(&str, stats::LazyMmuStats)]) {
+fn summary(costs: &[(Backend, stats::LazyMmuStats)]) {
     println!("\n==== the same steps, counted per backend ====");
     println!(
         "{:<16} {:>7} {:>7} {:>9} {:>5} {:>7} {:>5} {:>8} {:>7} {:>7}",
@@ -254,8 +252,8 @@ pub fn kasan(trials: u32) -> Result<(), VmallocError> {
         "{:<16} {:<22} {:>7} {:>9} {:>16} {:>12}",
         "backend", "around the lock", "trials", "installs", "double mappings", "BBM reports"
     );
-    for backend in BACKENDS {
-        let _selected = lazy_mmu::use_backend(backend.name());
+    for backend in Backend::ALL {
+        let _selected = lazy_mmu::use_backend(backend);
         for pause in [false, true] {
             let (mut installs, mut doubles, mut bbm) = (0, 0, 0);
             for _ in 0..trials {
@@ -306,8 +304,8 @@ pub fn pagealloc(pages: u64) -> Result<(), VmallocError> {
         "cure", "backend", "writes", "dsb ishst", "isb", "nested exits", "allocs in lazy", "faults", "publish reports"
     );
     for &(cure, how, map_back) in shown {
-        for backend in BACKENDS {
-            let _selected = lazy_mmu::use_backend(backend.name());
+        for backend in Backend::ALL {
+            let _selected = lazy_mmu::use_backend(backend);
             let previous = debug_pagealloc::set_map_back(map_back);
             let (outcome, publish) =
                 pgtable_check::expecting(Rule::Publish, || kasan_shadow::populate_shadow(pages, how));

@@ -9,9 +9,9 @@ extern crate alloc;
 use alloc::format;
 use alloc::vec::Vec;
 
-use lazymmu::arch::lazy_mmu::BACKENDS;
 use lazymmu::dtb;
 use lazymmu::init;
+use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::{debug_pagealloc, frame_alloc, heap, pgtable_check, ptdump};
 use lazymmu::planted::Bug;
 use lazymmu::semihosting::{ExitCode, exit};
@@ -152,18 +152,22 @@ fn banner() {
     println!("  heap         {} KiB ({} KiB used)", (heap_used + heap_free) >> 10, heap_used >> 10);
 }
 
-fn demo_lazy(backend: Option<&str>) {
-    if let Some(name) = backend
-        && !BACKENDS.iter().any(|b| b.name() == name)
-    {
-        let names: Vec<&str> = BACKENDS.iter().map(|b| b.name()).collect();
-        println!("lazymmu: no backend {name:?}; the backends are {}", names.join(", "));
-        exit(ExitCode::Usage);
-    }
+fn demo_lazy(name: Option<&str>) {
+    let backend = name.map(|name| {
+        Backend::from_name(name).unwrap_or_else(|| {
+            println!("lazymmu: no backend {name:?}; the backends are {}", backend_names());
+            exit(ExitCode::Usage)
+        })
+    });
     if let Err(e) = demo::lazy(backend) {
         println!("lazymmu: demo lazy: {e:?}");
         exit(ExitCode::Usage);
     }
+}
+
+/// The backends' names, for a usage message.
+fn backend_names() -> alloc::string::String {
+    Backend::ALL.map(Backend::name).join(", ")
 }
 
 fn bench(quick: bool, tlb_only: bool) {
@@ -217,13 +221,7 @@ fn fuzz(options: &[&str]) {
         let ok = match *flag {
             "--seed" => value.parse().map(|v| config.seed = v).is_ok(),
             "--ops" => value.parse().map(|v| config.ops = v).is_ok(),
-            "--backend" => match BACKENDS.iter().find(|b| b.name() == *value) {
-                Some(b) => {
-                    config.backends = Vec::from([b.name()]);
-                    true
-                }
-                None => false,
-            },
+            "--backend" => Backend::from_name(value).map(|b| config.backends = Vec::from([b])).is_some(),
             "--break" => Bug::from_name(value).map(|bug| config.broken = Some(bug)).is_some(),
             _ => false,
         };
@@ -242,13 +240,14 @@ fn fuzz(options: &[&str]) {
         "lazymmu fuzz: seed {}, {} ops under each of {}{}",
         config.seed,
         config.ops,
-        config.backends.join(", "),
+        config.backends.iter().map(|b| b.name()).collect::<Vec<_>>().join(", "),
         config
             .broken
             .map(|bug| format!(" (kernel deliberately broken, {}: {})", bug.name(), bug.what()))
             .unwrap_or_default()
     );
-    let progress = |backend: &str, ops: u64, checks: u64| println!("fuzz: {backend}: {ops} ops, {checks} page checks");
+    let progress =
+        |backend: Backend, ops: u64, checks: u64| println!("fuzz: {backend}: {ops} ops, {checks} page checks");
     match lazymmu::fuzz::run(&config, progress) {
         Ok(report) => {
             for (backend, ops, checks) in &report.runs {

@@ -35,6 +35,19 @@ pub struct LazyMmuState {
     pub(crate) unaccounted_writes: Cell<u64>,
 }
 
+/// A task's lazy MMU state, read at one moment ([`Task::lazy_state`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LazySnapshot {
+    /// Nesting depth of enable/disable.
+    pub enable_count: u8,
+    /// Nesting depth of pause/resume.
+    pub pause_count: u8,
+    /// Barriers are owed for entries stored in the current section.
+    pub pending: bool,
+    /// Stores waiting in the queue (`deferred-writes` only).
+    pub queued: usize,
+}
+
 impl LazyMmuState {
     pub const fn new() -> LazyMmuState {
         LazyMmuState { enable_count: Cell::new(0), pause_count: Cell::new(0), unaccounted_writes: Cell::new(0) }
@@ -151,15 +164,14 @@ impl Task {
         task
     }
 
-    /// Its lazy MMU state at a glance: (enable count, pause count, pending
-    /// flag, stores queued), as tests and the audit compare it.
-    pub fn lazy_state(&self) -> (u8, u8, bool, usize) {
-        (
-            self.lazy_mmu.enable_count.get(),
-            self.lazy_mmu.pause_count.get(),
-            self.arch_lazy.pending(),
-            self.arch_lazy.queued(),
-        )
+    /// Its lazy MMU state at a glance, as tests and the audit compare it.
+    pub fn lazy_state(&self) -> LazySnapshot {
+        LazySnapshot {
+            enable_count: self.lazy_mmu.enable_count.get(),
+            pause_count: self.lazy_mmu.pause_count.get(),
+            pending: self.arch_lazy.pending(),
+            queued: self.arch_lazy.queued(),
+        }
     }
 
     pub fn state(&self) -> TaskState {

@@ -104,7 +104,6 @@ fn test_timed_out() {
 /// no frame request set to fail. Returns what was not at its default
 /// (a test that returns normally must have put it back itself).
 fn reset_after_test(preemption: bool) -> Vec<String> {
-    use crate::arch::lazy_mmu::{BACKENDS, DEFAULT_BACKEND};
     use crate::mm::apply::{ApplyMode, apply_mode, set_apply_mode};
     use crate::mm::debug_pagealloc::{self, MapBack};
     use crate::mm::{frame_alloc, pgtable};
@@ -119,10 +118,10 @@ fn reset_after_test(preemption: bool) -> Vec<String> {
     if walks > 0 {
         left.push(format!("{walks} walk guard(s) held"));
     }
-    let default = BACKENDS[DEFAULT_BACKEND].name();
-    if lazy_mmu::backend_name() != default {
-        left.push(format!("backend {} selected", lazy_mmu::backend_name()));
-        lazy_mmu::select_backend(default);
+    let backend = lazy_mmu::selected_backend();
+    if backend != lazy_mmu::Backend::DEFAULT {
+        left.push(format!("backend {backend} selected"));
+        lazy_mmu::select_backend(lazy_mmu::Backend::DEFAULT);
     }
     if apply_mode() != ApplyMode::WholeCall {
         left.push(String::from("apply mode PerLeafTable"));

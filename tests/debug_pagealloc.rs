@@ -18,6 +18,7 @@ use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::debug_pagealloc::{self, MapBack};
 use lazymmu::mm::kasan_shadow::{Populate, Populated, populate_shadow};
 use lazymmu::mm::kernel_map::{self, image_phys};
+use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{self, is_lazy_mmu_mode_active, use_backend};
 use lazymmu::mm::pgtable::LeafSizes;
 use lazymmu::mm::pgtable_check::{self, Rule};
@@ -37,8 +38,6 @@ fn kernel_main() -> ! {
     test_main();
     unreachable!("the test runner exits QEMU");
 }
-
-const BACKENDS: [&str; 3] = ["eager", "batched", "deferred-writes"];
 
 fn pairs(c: BarrierCounts) -> (u64, u64) {
     (c.dsb_ishst, c.isb)
@@ -119,7 +118,7 @@ fn a_freed_frame_faults_through_the_linear_map() {
 
 #[test_case]
 fn allocating_costs_one_pair_and_freeing_one_tlb_flush() {
-    let _b = use_backend("batched").unwrap();
+    let _b = use_backend(Backend::Batched);
     let mut pa = PhysAddr::new(0);
     let alloc = cost(|| pa = frame_alloc::alloc_contiguous(4, PAGE_SIZE).unwrap());
     assert_eq!((pairs(alloc), alloc.tlbi()), ((1, 1), 0), "a map-back is one section: {alloc:?}");
@@ -150,8 +149,8 @@ fn bad_frees_unmap_nothing() {
 
 #[test_case]
 fn an_allocation_in_a_section_nests_and_the_outer_batch_goes_on() {
-    for backend in BACKENDS {
-        let _b = use_backend(backend).unwrap();
+    for backend in Backend::ALL {
+        let _b = use_backend(backend);
         let section = lazy_mmu::enable();
         let mut pa = PhysAddr::new(0);
         let alloc = cost(|| pa = frame_alloc::alloc_frame().unwrap());
@@ -168,8 +167,8 @@ fn an_allocation_in_a_section_nests_and_the_outer_batch_goes_on() {
 
 const PAGES: u64 = 8;
 
-fn populate(backend: &str, how: Populate, map_back: MapBack) -> Populated {
-    let _b = use_backend(backend).unwrap();
+fn populate(backend: Backend, how: Populate, map_back: MapBack) -> Populated {
+    let _b = use_backend(backend);
     let before = frame_alloc::stats().used;
     let areas = vmalloc::area_count();
     let previous = debug_pagealloc::set_map_back(map_back);
@@ -185,14 +184,14 @@ fn populate(backend: &str, how: Populate, map_back: MapBack) -> Populated {
 fn populating_in_lazy_mode_nests_one_section_per_allocation() {
     // 8 map-backs + 8 shadow entries; each nested exit pays one pair, the
     // outermost leave one more: N + 1.
-    assert_eq!(populate("eager", Populate::Lazy, MapBack::NestedSection).row(), (16, 16, 16, 8, 8, 0));
-    assert_eq!(populate("batched", Populate::Lazy, MapBack::NestedSection).row(), (16, 9, 9, 8, 8, 0));
-    assert_eq!(populate("deferred-writes", Populate::Lazy, MapBack::NestedSection).row(), (16, 9, 9, 8, 8, 0));
+    assert_eq!(populate(Backend::Eager, Populate::Lazy, MapBack::NestedSection).row(), (16, 16, 16, 8, 8, 0));
+    assert_eq!(populate(Backend::Batched, Populate::Lazy, MapBack::NestedSection).row(), (16, 9, 9, 8, 8, 0));
+    assert_eq!(populate(Backend::DeferredWrites, Populate::Lazy, MapBack::NestedSection).row(), (16, 9, 9, 8, 8, 0));
 }
 
 #[test_case]
 fn the_nolazy_variant_never_allocates_in_lazy_mode_and_pays_per_write() {
-    for backend in BACKENDS {
+    for backend in Backend::ALL {
         assert_eq!(
             populate(backend, Populate::NoLazy, MapBack::NestedSection).row(),
             (16, 16, 16, 0, 0, 0),
@@ -210,13 +209,13 @@ fn a_map_back_in_the_callers_section_faults_under_deferred_writes() {
         pgtable_check::expecting(Rule::Publish, || populate(backend, Populate::Lazy, MapBack::CallersSection).row())
     };
     let reported = if pgtable_check::enabled() { 8 } else { 0 };
-    let (eager, reports) = bug("eager");
+    let (eager, reports) = bug(Backend::Eager);
     assert_eq!((eager, reports.total()), ((16, 16, 16, 0, 8, 0), 0));
     // One pair for everything, paid after the frames were touched.
-    let (batched, reports) = bug("batched");
+    let (batched, reports) = bug(Backend::Batched);
     assert_eq!((batched, reports.total()), ((16, 1, 1, 0, 8, 0), reported));
     // The map-back is still queued when the frame is poisoned.
-    let (deferred, reports) = bug("deferred-writes");
+    let (deferred, reports) = bug(Backend::DeferredWrites);
     assert_eq!((deferred, reports.total()), ((16, 1, 1, 0, 8, 8), reported));
     if let Some(first) = reports.first.first() {
         assert!(first.what.as_str().contains("1 deferred store not made"), "{first}");

@@ -23,6 +23,7 @@ use lazymmu::mm::apply::{ApplyError, apply_to_page_range};
 use lazymmu::mm::audit;
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
 use lazymmu::mm::layout::VMALLOC_END;
+use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::use_backend;
 use lazymmu::mm::pageattr::{set_memory_ro, set_memory_rw};
 use lazymmu::mm::pgtable::{self, EntryRef, MapError};
@@ -36,8 +37,6 @@ fn kernel_main() -> ! {
     test_main();
     unreachable!("the test runner exits QEMU");
 }
-
-const BACKENDS: [&str; 3] = ["eager", "batched", "deferred-writes"];
 
 /// Runs `op` on a fresh `setup()` once to count its frame requests, then
 /// once per request with that one failing. Returns the count.
@@ -80,8 +79,8 @@ fn no_teardown(_: ()) {}
 
 #[test_case]
 fn vmalloc_fails_cleanly_at_every_allocation_point() {
-    for backend in BACKENDS {
-        let _b = use_backend(backend).unwrap();
+    for backend in Backend::ALL {
+        let _b = use_backend(backend);
         // A fresh GiB and a range across a 2 MiB boundary: the pages' frames
         // and new level-2 and level-3 tables.
         let n = every_failure_point(
@@ -119,8 +118,8 @@ fn vmalloc_fails_cleanly_at_every_allocation_point() {
 #[test_case]
 fn vmap_fails_cleanly_at_every_allocation_point() {
     let frames: Vec<PhysAddr> = (0..600).map(|_| frame_alloc::alloc_frame().unwrap()).collect();
-    for backend in BACKENDS {
-        let _b = use_backend(backend).unwrap();
+    for backend in Backend::ALL {
+        let _b = use_backend(backend);
         // 600 pages span two level-3 tables, at least one of them new.
         let n = every_failure_point(
             "vmap_pages",
@@ -172,8 +171,8 @@ fn vmap_fails_cleanly_at_every_allocation_point() {
 
 #[test_case]
 fn apply_to_page_range_fails_cleanly_at_every_allocation_point() {
-    for backend in BACKENDS {
-        let _b = use_backend(backend).unwrap();
+    for backend in Backend::ALL {
+        let _b = use_backend(backend);
         let n = every_failure_point(
             "apply_to_page_range",
             || vmalloc::get_vm_area(BLOCK_1G, BLOCK_1G).unwrap(),

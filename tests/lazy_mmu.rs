@@ -21,11 +21,13 @@ use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
 use lazymmu::mm::layout::VMALLOC_START;
+use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::stats::{self, LazyMmuStats};
 use lazymmu::mm::lazy_mmu::*;
 use lazymmu::mm::pgtable::{self, EntryRef, Walking};
 use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
 use lazymmu::mm::{frame_alloc, probe, tlb};
+use lazymmu::task::LazySnapshot;
 use lazymmu::{irq, sched, task, timer};
 use spin::Mutex;
 
@@ -107,7 +109,7 @@ const UNMAPPED: HwTranslation = HwTranslation::Fault(FaultStatus::Translation { 
 
 /// What the current task's lazy state is: (enable_count, pause_count,
 /// pending, queued stores).
-fn lazy_state() -> (u8, u8, bool, usize) {
+fn lazy_state() -> LazySnapshot {
     lazymmu::task::current().lazy_state()
 }
 
@@ -130,7 +132,7 @@ fn pairs(c: BarrierCounts) -> (u64, u64) {
 }
 
 fn depth() -> (u8, u8) {
-    let (enable_count, pause_count, _, _) = task::current().lazy_state();
+    let LazySnapshot { enable_count, pause_count, .. } = task::current().lazy_state();
     (enable_count, pause_count)
 }
 
@@ -159,7 +161,7 @@ fn kunit_sequence_active_nested_paused_resumed() {
 
 #[test_case]
 fn batched_n_writes_in_one_section_cost_one_pair() {
-    let _b = use_backend("batched").unwrap();
+    let _b = use_backend(Backend::Batched);
     for n in [1, 512, 4096] {
         let scratch = Scratch::new(n);
         let mut inside = BarrierCounts::default();
@@ -186,7 +188,7 @@ fn the_stores_are_watched_exactly_when_the_checker_is_on() {
 
 #[test_case]
 fn a_section_without_writes_costs_nothing() {
-    let _b = use_backend("batched").unwrap();
+    let _b = use_backend(Backend::Batched);
     let c = cost(|| {
         let _outer = enable();
         let _inner = enable();
@@ -196,24 +198,24 @@ fn a_section_without_writes_costs_nothing() {
 
 #[test_case]
 fn a_nested_exit_with_pending_writes_flushes_and_stays_active() {
-    let _b = use_backend("batched").unwrap();
+    let _b = use_backend(Backend::Batched);
     let scratch = Scratch::new(8);
     let _outer = enable();
     let inner = enable();
     assert_eq!(inner.kind(), SectionKind::Nested);
     scratch.write_all();
-    assert!(lazy_state().2, "pending");
+    assert!(lazy_state().pending, "pending");
     let c = cost(|| drop(inner));
     assert_eq!(pairs(c), (1, 1), "nested exit flushes");
     assert!(is_lazy_mmu_mode_active(), "and the mode stays on");
-    assert!(!lazy_state().2, "nothing pending");
+    assert!(!lazy_state().pending, "nothing pending");
     let nothing = cost(|| drop(enable()));
     assert_eq!(pairs(nothing), (0, 0), "a nested exit with nothing pending emits nothing");
 }
 
 #[test_case]
 fn pause_flushes_pending_writes_and_writes_while_paused_are_eager() {
-    let _b = use_backend("batched").unwrap();
+    let _b = use_backend(Backend::Batched);
     let scratch = Scratch::new(4);
     let _section = enable();
     scratch.write_all();
@@ -229,7 +231,7 @@ fn pause_flushes_pending_writes_and_writes_while_paused_are_eager() {
 
 #[test_case]
 fn eager_costs_two_barriers_per_write_in_every_case() {
-    let _b = use_backend("eager").unwrap();
+    let _b = use_backend(Backend::Eager);
     let scratch = Scratch::new(16);
     assert_eq!(pairs(scratch.write_all()), (16, 16), "outside a section");
     let total = cost(|| {
@@ -304,8 +306,8 @@ struct InHandler {
     active: bool,
     kind: SectionKind,
     calls: [Result<(), LazyMmuMisuse>; 5],
-    state_before: (u8, u8, bool, usize),
-    state_after: (u8, u8, bool, usize),
+    state_before: LazySnapshot,
+    state_after: LazySnapshot,
     write_cost: (u64, u64),
     misuses: u64,
 }
@@ -344,8 +346,8 @@ fn timer_handler_writes_an_entry() {
     });
 }
 
-fn interrupt_inside_a_section(backend: &str) {
-    let _b = use_backend(backend).unwrap();
+fn interrupt_inside_a_section(backend: Backend) {
+    let _b = use_backend(backend);
     let scratch = Scratch::new(4);
     *HANDLER_VA.lock() = scratch.va(3);
     *HANDLER_FRAME.lock() = scratch.frame;
@@ -356,7 +358,7 @@ fn interrupt_inside_a_section(backend: &str) {
         scratch.write(i, page(scratch.frame));
     }
     let before = lazy_state();
-    assert!(before.2, "{backend}: three writes are pending");
+    assert!(before.pending, "{backend}: three writes are pending");
     let interrupts = irq::interrupt_count();
     timer::call_after(timer::ticks_from_us(200), timer_handler_writes_an_entry);
     wait_until(|| IN_HANDLER.lock().is_some());
@@ -385,12 +387,12 @@ fn interrupt_inside_a_section(backend: &str) {
 
 #[test_case]
 fn batched_interrupt_writes_pay_at_once_and_leave_the_task_alone() {
-    interrupt_inside_a_section("batched");
+    interrupt_inside_a_section(Backend::Batched);
 }
 
 #[test_case]
 fn deferred_writes_interrupt_stores_directly_and_leaves_the_queue_alone() {
-    interrupt_inside_a_section("deferred-writes");
+    interrupt_inside_a_section(Backend::DeferredWrites);
 }
 
 // ---- context switches -------------------------------------------------------
@@ -399,7 +401,7 @@ fn deferred_writes_interrupt_stores_directly_and_leaves_the_queue_alone() {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Bystander {
     active: bool,
-    state: (u8, u8, bool, usize),
+    state: LazySnapshot,
     /// `dsb ish` issued between the preempted task's last write and now.
     dsb_ish_since: u64,
     /// Context switches in that time: one, unless a busy host let the
@@ -412,8 +414,8 @@ struct Bystander {
 /// What the preempted task found when it ran again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Preempted {
-    state_before: (u8, u8, bool, usize),
-    state_after: (u8, u8, bool, usize),
+    state_before: LazySnapshot,
+    state_after: LazySnapshot,
     leave_cost: (u64, u64),
     switches: u64,
 }
@@ -434,8 +436,8 @@ fn barriers_and_switches() -> (BarrierCounts, u64) {
     now
 }
 
-fn preempted_in_a_section(backend: &str, yield_explicitly: bool) {
-    let _b = use_backend(backend).unwrap();
+fn preempted_in_a_section(backend: Backend, yield_explicitly: bool) {
+    let _b = use_backend(backend);
     let scratch = Scratch::new(8);
     let (first, frame) = (scratch.va(0), scratch.frame);
     BYSTANDER_RAN.store(false, SeqCst);
@@ -489,42 +491,42 @@ fn preempted_in_a_section(backend: &str, yield_explicitly: bool) {
 
     let b = BYSTANDER.lock().expect("the bystander ran");
     let p = PREEMPTED.lock().expect("the writer finished");
-    assert!(!b.active && b.state == (0, 0, false, 0), "{backend}: the other task is not in lazy mode: {b:?}");
+    assert!(!b.active && b.state == LazySnapshot::default(), "{backend}: the other task is not in lazy mode: {b:?}");
     assert!(b.switches_since >= 1, "{backend}: the bystander ran after the writer's last write: {b:?}");
     assert_eq!(
         b.dsb_ish_since, b.switches_since,
         "{backend}: each switch since the writer's last write issued one dsb ish, and nothing else did"
     );
-    let queued = if backend == "deferred-writes" { 8 } else { 0 };
-    assert_eq!(p.state_before, (1, 0, true, queued));
+    let queued = if backend == Backend::DeferredWrites { 8 } else { 0 };
+    assert_eq!(p.state_before, LazySnapshot { enable_count: 1, pause_count: 0, pending: true, queued });
     assert_eq!(p.state_after, p.state_before, "{backend}: depth, pending flag and queue came back with the task");
     assert!(p.switches >= 2, "{backend}: the writer was switched out and back in ({} switches)", p.switches);
     assert_eq!(p.leave_cost, (1, 1), "{backend}: its own leave emits the deferred pair");
-    let expected_view = if backend == "deferred-writes" { UNMAPPED } else { mapped(frame) };
+    let expected_view = if backend == Backend::DeferredWrites { UNMAPPED } else { mapped(frame) };
     assert_eq!(b.sees, expected_view, "{backend}: what the bystander's walk found at the writer's entry");
     assert_eq!(hw_translate(first, Access::Read), mapped(frame));
 }
 
 #[test_case]
 fn batched_task_preempted_mid_section_keeps_its_state_and_pays_at_leave() {
-    preempted_in_a_section("batched", false);
+    preempted_in_a_section(Backend::Batched, false);
 }
 
 #[test_case]
 fn deferred_writes_task_preempted_mid_section_keeps_its_queue() {
-    preempted_in_a_section("deferred-writes", false);
+    preempted_in_a_section(Backend::DeferredWrites, false);
 }
 
 #[test_case]
 fn batched_task_that_yields_mid_section_keeps_its_state() {
-    preempted_in_a_section("batched", true);
+    preempted_in_a_section(Backend::Batched, true);
 }
 
 // ---- deferred-writes: the read hazard ---------------------------------------
 
 #[test_case]
 fn deferred_writes_a_read_in_the_section_sees_the_old_entry() {
-    let _b = use_backend("deferred-writes").unwrap();
+    let _b = use_backend(Backend::DeferredWrites);
     let scratch = Scratch::new(1);
     let entry = &scratch.entry(0);
     let section = enable();
@@ -539,7 +541,7 @@ fn deferred_writes_a_read_in_the_section_sees_the_old_entry() {
 
 #[test_case]
 fn deferred_writes_pause_makes_the_queued_entry_readable() {
-    let _b = use_backend("deferred-writes").unwrap();
+    let _b = use_backend(Backend::DeferredWrites);
     let scratch = Scratch::new(1);
     let entry = &scratch.entry(0);
     let _section = enable();
@@ -547,14 +549,14 @@ fn deferred_writes_pause_makes_the_queued_entry_readable() {
     let paused = pause();
     assert_eq!(entry.read(), page(scratch.frame), "pause applied the queue");
     assert_eq!(hw_translate(scratch.va(0), Access::Read), mapped(scratch.frame));
-    assert_eq!(lazy_state(), (1, 1, false, 0));
+    assert_eq!(lazy_state(), LazySnapshot { enable_count: 1, pause_count: 1, pending: false, queued: 0 });
     drop(paused);
     assert!(is_lazy_mmu_mode_active());
 }
 
 #[test_case]
 fn deferred_writes_are_applied_in_order_at_leave() {
-    let _b = use_backend("deferred-writes").unwrap();
+    let _b = use_backend(Backend::DeferredWrites);
     let scratch = Scratch::new(3);
     let other = frame_alloc::alloc_frame().unwrap();
     let e: Vec<EntryRef<'_>> = (0..3).map(|i| scratch.entry(i)).collect();
@@ -570,7 +572,7 @@ fn deferred_writes_are_applied_in_order_at_leave() {
         write(&e[1], Descriptor::INVALID);
     });
     assert_eq!(pairs(inside), (0, 0));
-    assert_eq!(lazy_state(), (1, 0, true, 5));
+    assert_eq!(lazy_state(), LazySnapshot { enable_count: 1, pause_count: 0, pending: true, queued: 5 });
     for i in 0..3 {
         assert_eq!(hw_translate(scratch.va(i), Access::Read), UNMAPPED, "nothing stored yet");
     }
@@ -589,7 +591,7 @@ fn deferred_writes_are_applied_in_order_at_leave() {
 
 #[test_case]
 fn deferred_writes_a_full_queue_is_applied_early() {
-    let _b = use_backend("deferred-writes").unwrap();
+    let _b = use_backend(Backend::DeferredWrites);
     for n in [DEFERRED_QUEUE_LEN as u64, DEFERRED_QUEUE_LEN as u64 + 1, 4096] {
         let scratch = Scratch::new(n);
         let total = cost(|| {
@@ -604,16 +606,16 @@ fn deferred_writes_a_full_queue_is_applied_early() {
 
 #[test_case]
 fn deferred_writes_tlb_maintenance_in_a_section_applies_the_queue_first() {
-    let _b = use_backend("deferred-writes").unwrap();
+    let _b = use_backend(Backend::DeferredWrites);
     let scratch = Scratch::new(1);
     let va = scratch.va(0);
     scratch.write(0, page(scratch.frame));
     assert!(probe::read(va).is_ok(), "mapped, and now in the TLB");
     let _section = enable();
     scratch.write(0, Descriptor::INVALID);
-    assert_eq!(lazy_state().3, 1, "the clear is queued");
+    assert_eq!(lazy_state().queued, 1, "the clear is queued");
     tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
-    assert_eq!(lazy_state().3, 0, "the flush made the queued store first");
+    assert_eq!(lazy_state().queued, 0, "the flush made the queued store first");
     let fault = probe::read(va).unwrap_err();
     assert_eq!(fault.class, ExceptionClass::DataAbortCurrentEl);
     assert_eq!(fault.status, Some(FaultStatus::Translation { level: 3 }));
@@ -623,7 +625,7 @@ fn deferred_writes_tlb_maintenance_in_a_section_applies_the_queue_first() {
 
 #[test_case]
 fn accounting_counts_writes_sections_flushes_and_nesting_per_backend() {
-    let _b = use_backend("batched").unwrap();
+    let _b = use_backend(Backend::Batched);
     let scratch = Scratch::new(5);
     stats::reset();
     {
@@ -636,7 +638,7 @@ fn accounting_counts_writes_sections_flushes_and_nesting_per_backend() {
         drop(pause()); // nothing pending either
     }
     scratch.write(0, Descriptor::INVALID);
-    let s = stats::stats("batched").unwrap();
+    let s = stats::stats(Backend::Batched);
     let expected = LazyMmuStats {
         entry_writes: 6,
         lazy_writes: 5,
@@ -647,16 +649,24 @@ fn accounting_counts_writes_sections_flushes_and_nesting_per_backend() {
         barriers: BarrierCounts { dsb_ishst: 1, isb: 1, ..BarrierCounts::ZERO },
     };
     assert_eq!(s, expected);
-    assert_eq!(stats::stats("eager").unwrap(), LazyMmuStats::default(), "nothing ran under eager");
+    assert_eq!(stats::stats(Backend::Eager), LazyMmuStats::default(), "nothing ran under eager");
 
     // The same work under eager lands in eager's column.
     drop(_b);
-    let _e = use_backend("eager").unwrap();
+    let _e = use_backend(Backend::Eager);
     scratch.write_all();
-    let e = stats::stats("eager").unwrap();
+    let e = stats::stats(Backend::Eager);
     assert_eq!((e.entry_writes, e.lazy_writes, e.barriers.dsb_ishst, e.barriers.isb), (5, 0, 5, 5));
-    assert_eq!(stats::stats("batched").unwrap(), expected, "batched's column did not move");
-    assert_eq!(stats::stats("no-such-backend"), None);
+    assert_eq!(stats::stats(Backend::Batched), expected, "batched's column did not move");
+}
+
+#[test_case]
+fn a_backend_is_named_by_its_name_alone() {
+    for backend in Backend::ALL {
+        assert_eq!(Backend::from_name(backend.name()), Some(backend));
+    }
+    assert_eq!(Backend::from_name("no-such-backend"), None);
+    assert_eq!(Backend::from_name("Batched"), None, "names are exact");
 }
 
 #[test_case]
@@ -664,7 +674,7 @@ fn deferred_writes_a_walk_makes_its_stores_before_it_lets_the_tables_go() {
     use lazymmu::mm::addr::BLOCK_2M;
     use lazymmu::mm::pgtable::LeafSizes;
     use lazymmu::mm::vmalloc::{free_vm_area, get_vm_area, vunmap_range};
-    let _b = use_backend("deferred-writes").unwrap();
+    let _b = use_backend(Backend::DeferredWrites);
     let root = pgtable::kernel_root();
     // A fresh 2 MiB: map_range links a new level-3 table for the page.
     let va = get_vm_area(BLOCK_2M, BLOCK_2M).unwrap();
@@ -694,7 +704,7 @@ fn deferred_writes_a_walk_makes_its_stores_before_it_lets_the_tables_go() {
     // The walk's stores were made before its guard went (they used to wait
     // in the queue, the new table looked empty, was freed, and the leave
     // stored into a freed page).
-    assert_eq!(after_map, (1, 0, true, 0));
+    assert_eq!(after_map, LazySnapshot { enable_count: 1, pause_count: 0, pending: true, queued: 0 });
     assert_eq!(hw_translate(va, Access::Read), mapped(frame), "the table was not taken away under the mapping");
     vunmap_range(va, PAGE_SIZE).unwrap();
     free_vm_area(va).unwrap();

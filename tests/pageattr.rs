@@ -14,6 +14,7 @@ use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, VirtAddr};
 use lazymmu::mm::descriptor::Level;
 use lazymmu::mm::layout::{KIMAGE_VADDR, REGIONS};
+use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::use_backend;
 use lazymmu::mm::pageattr::*;
 use lazymmu::mm::pgtable::{self, MapError};
@@ -51,7 +52,7 @@ fn assert_writable(va: VirtAddr) {
 
 #[test_case]
 fn set_memory_ro_makes_writes_fault_and_rw_undoes_it_in_one_section_and_one_flush() {
-    let _b = use_backend("batched").unwrap();
+    let _b = use_backend(Backend::Batched);
     let n = 64;
     let va = vmalloc(n * PAGE_SIZE).unwrap();
     for i in 0..n {
@@ -146,7 +147,7 @@ fn a_split_under_deferred_writes_finds_its_own_link_and_splits_once() {
     if !lazymmu::cpu::features().bbml2_noabort {
         return;
     }
-    let _b = use_backend("deferred-writes").unwrap();
+    let _b = use_backend(Backend::DeferredWrites);
     let pa = lazymmu::testing::linear_map_block();
     let va = phys_to_virt(pa);
     let linear = REGIONS.iter().position(|r| r.0 == "linear map").unwrap();

@@ -15,10 +15,10 @@ extern crate alloc;
 use core::convert::Infallible;
 
 use lazymmu::arch::barrier;
-use lazymmu::arch::lazy_mmu::BACKENDS;
 use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::{apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_nolazy};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
+use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{enable, use_backend};
 use lazymmu::mm::pageattr::{set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x};
 use lazymmu::mm::pgtable::{self, EntryRef, LeafSizes, Walking};
@@ -98,7 +98,7 @@ fn exactly_one(found: &Violations, rule: Rule, at: Option<(VirtAddr, Level)>) {
 
 #[test_case]
 fn publish_a_section_left_without_its_pair_is_reported() {
-    let _b = use_backend("batched").unwrap();
+    let _b = use_backend(Backend::Batched);
     let slot = Slot::new();
     let (_, found) = pgtable_check::expecting(Rule::Publish, || {
         planted::with(Bug::SkipLeavePair, || {
@@ -122,7 +122,7 @@ fn publish_a_stack_handed_over_with_its_mapping_pending_is_reported() {
     // A stack mapped inside the caller's batched section, its pair not
     // paid when it is handed to another task (as before the fix): the
     // section's writes are made by hand here, with the same effect.
-    let _b = use_backend("batched").unwrap();
+    let _b = use_backend(Backend::Batched);
     let slot = Slot::new();
     let (_, found) = pgtable_check::expecting(Rule::Publish, || {
         let _section = enable();
@@ -268,7 +268,7 @@ fn invalidate_tables_freed_before_the_walk_flush_are_reported() {
 
 #[test_case]
 fn table_lifetime_a_walk_guard_dropped_with_stores_queued_is_reported() {
-    let _b = use_backend("deferred-writes").unwrap();
+    let _b = use_backend(Backend::DeferredWrites);
     let va = get_vm_area(PAGE_SIZE, PAGE_SIZE).unwrap();
     let frame = frame_alloc::alloc_frame().unwrap();
     let (_, found) = pgtable_check::expecting(Rule::TableLifetime, || {
@@ -329,7 +329,7 @@ fn table_lifetime_a_store_into_a_freed_table_is_reported() {
 
 #[test_case]
 fn barrier_order_an_isb_before_the_dsb_is_reported() {
-    let _b = use_backend("eager").unwrap();
+    let _b = use_backend(Backend::Eager);
     let slot = Slot::new();
     let (_, found) = pgtable_check::expecting(Rule::BarrierOrder, || {
         planted::with(Bug::SwapPair, || write(&slot.entry(), slot.page(slot.frame)))
@@ -358,8 +358,8 @@ fn barrier_order_a_tlbi_before_the_dsb_ishst_is_reported() {
 #[test_case]
 fn a_clean_run_of_every_mapper_under_every_backend_reports_nothing() {
     let before = (pgtable_check::stats(), audit::state());
-    for backend in BACKENDS {
-        let _b = use_backend(backend.name()).unwrap();
+    for backend in Backend::ALL {
+        let _b = use_backend(backend);
         for pages in [1, 512, 600] {
             let va = vmalloc(pages * PAGE_SIZE).unwrap();
             set_memory_ro(va, pages).unwrap();

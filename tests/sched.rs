@@ -18,8 +18,10 @@ use lazymmu::arch::cpu;
 use lazymmu::exception::{Caught, ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::VirtAddr;
 use lazymmu::mm::layout::KSTACK_SLOTS;
+use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{enable, is_lazy_mmu_mode_active};
 use lazymmu::mm::{frame_alloc, probe};
+use lazymmu::task::LazySnapshot;
 use lazymmu::{irq, sched, task};
 use spin::Mutex;
 
@@ -155,7 +157,7 @@ fn yield_with_nothing_else_ready_returns_with_interrupts_unmasked() {
 fn a_task_spawned_inside_a_deferred_writes_section_runs_on_a_mapped_stack() {
     // Found by the fuzzer: the new stack's entries waited in the spawning
     // task's queue, and the new task faulted on its first push.
-    let _b = lazymmu::mm::lazy_mmu::use_backend("deferred-writes").unwrap();
+    let _b = lazymmu::mm::lazy_mmu::use_backend(Backend::DeferredWrites);
     let section = enable();
     let ran = sched::spawn("child", || assert!(!is_lazy_mmu_mode_active())).unwrap().join();
     drop(section);
@@ -167,7 +169,7 @@ fn a_stack_made_inside_a_batched_section_is_published_before_it_is_handed_over()
     use lazymmu::arch::barrier::cost;
     use lazymmu::mm::lazy_mmu::use_backend;
     use lazymmu::mm::stack::KernelStack;
-    let _b = use_backend("batched").unwrap();
+    let _b = use_backend(Backend::Batched);
     let section = enable();
     let mut stack = None;
     let c = cost(|| stack = Some(KernelStack::new().unwrap()));
@@ -175,7 +177,11 @@ fn a_stack_made_inside_a_batched_section_is_published_before_it_is_handed_over()
     // pair is paid now, not at the caller's leave (Affinity::Any tasks
     // used to start on a stack their spawner still owed a dsb ishst; isb).
     assert_eq!((c.dsb_ishst, c.isb), (1, 1), "{c:?}");
-    assert_eq!(task::current().lazy_state(), (1, 0, false, 0), "nothing pending, still in the section");
+    assert_eq!(
+        task::current().lazy_state(),
+        LazySnapshot { enable_count: 1, pause_count: 0, pending: false, queued: 0 },
+        "nothing pending, still in the section"
+    );
     drop(section);
     drop(stack);
 }

@@ -21,8 +21,10 @@ use lazymmu::exception::{Caught, ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{PAGE_SIZE, VirtAddr};
 use lazymmu::mm::descriptor::Descriptor;
 use lazymmu::mm::layout::{KSTACK_SLOT_SIZE, KSTACK_START};
+use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::vmalloc::{vfree, vmalloc};
 use lazymmu::mm::{pgtable, probe, tlb};
+use lazymmu::task::LazySnapshot;
 use lazymmu::{dtb, percpu, smp};
 use spin::Mutex;
 
@@ -215,15 +217,18 @@ fn the_kasan_shadow_race_is_real_on_two_cpus_and_pause_ends_it() {
     // 250 trials of 4 pages each: with 4 vCPUs on a 2-core host every
     // broadcast TLBI must wake the idle ones, and 1000 took minutes.
     const TRIALS: u32 = 250;
-    for (backend, pause) in
-        [("deferred-writes", false), ("deferred-writes", true), ("batched", false), ("batched", true)]
-    {
-        let _b = use_backend(backend).unwrap();
+    for (backend, pause) in [
+        (Backend::DeferredWrites, false),
+        (Backend::DeferredWrites, true),
+        (Backend::Batched, false),
+        (Backend::Batched, true),
+    ] {
+        let _b = use_backend(backend);
         let (mut installs, mut doubles, mut bbm, mut trials) = (0, 0, 0, 0);
         // At least TRIALS trials. A host that deschedules one vCPU for the
         // whole of a trial makes it race nobody, so the racy case goes on
         // (to 20 times as many) until it has lost at least once.
-        let racy = backend == "deferred-writes" && !pause;
+        let racy = backend == Backend::DeferredWrites && !pause;
         while trials < TRIALS || (racy && doubles == 0 && trials < 20 * TRIALS) {
             let outcome = shadow_race_two_cpus(1, pause, 4).unwrap();
             installs += outcome.installs;
@@ -251,12 +256,12 @@ fn the_kasan_shadow_race_is_real_on_two_cpus_and_pause_ends_it() {
 struct Migration {
     from: usize,
     to: usize,
-    before: (u8, u8, bool, usize),
-    after: (u8, u8, bool, usize),
+    before: LazySnapshot,
+    after: LazySnapshot,
     leave: (u64, u64),
 }
 
-fn lazy_state() -> (u8, u8, bool, usize) {
+fn lazy_state() -> LazySnapshot {
     lazymmu::task::current().lazy_state()
 }
 
@@ -270,8 +275,8 @@ fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu
     use lazymmu::task::Affinity;
     let _ = cpus();
     static SEEN: Mutex<Option<Migration>> = Mutex::new(None);
-    for backend in ["batched", "deferred-writes"] {
-        let _b = use_backend(backend).unwrap();
+    for backend in [Backend::Batched, Backend::DeferredWrites] {
+        let _b = use_backend(backend);
         let va = get_vm_area(8 * PAGE_SIZE, PAGE_SIZE).unwrap();
         let walk = pgtable::walking();
         for i in 0..8 {
@@ -308,9 +313,13 @@ fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu
         .unwrap();
         task.join().unwrap();
         let m = SEEN.lock().expect("the task ran");
-        let queued = if backend == "deferred-writes" { 8 } else { 0 };
+        let queued = if backend == Backend::DeferredWrites { 8 } else { 0 };
         assert_ne!(m.from, m.to, "{backend}: {m:?}");
-        assert_eq!(m.before, (1, 0, true, queued), "{backend}: in the section, with work pending");
+        assert_eq!(
+            m.before,
+            LazySnapshot { enable_count: 1, pause_count: 0, pending: true, queued },
+            "{backend}: in the section, with work pending"
+        );
         assert_eq!(m.after, m.before, "{backend}: depth, pause count, pending flag and queue moved with the task");
         assert_eq!(m.leave, (1, 1), "{backend}: its leave on the new CPU emitted the deferred pair");
         for i in 0..8 {

@@ -21,6 +21,7 @@ use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::*;
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use lazymmu::mm::layout::{REGIONS, VMALLOC_END, VMALLOC_START};
+use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{BackendSelection, is_lazy_mmu_mode_active, use_backend};
 use lazymmu::mm::pgtable::{self, EntryRef, MapError};
 use lazymmu::mm::ptdump::{RegionStats, region_stats};
@@ -46,8 +47,8 @@ struct Setting {
 }
 
 impl Setting {
-    fn new(backend: &str, mode: ApplyMode) -> Setting {
-        let previous = Setting { _backend: use_backend(backend).expect("a backend's name"), mode: apply_mode() };
+    fn new(backend: Backend, mode: ApplyMode) -> Setting {
+        let previous = Setting { _backend: use_backend(backend), mode: apply_mode() };
         set_apply_mode(mode);
         previous
     }
@@ -114,7 +115,7 @@ fn footprint_reclaimed() -> (usize, usize, RegionStats) {
 
 #[test_case]
 fn batched_vmalloc_of_n_pages_costs_one_pair() {
-    let _s = Setting::new("batched", ApplyMode::WholeCall);
+    let _s = Setting::new(Backend::Batched, ApplyMode::WholeCall);
     for n in [1, 512, 4096] {
         let before = footprint();
         let lazy_allocs = frame_alloc::allocations_in_lazy_mode();
@@ -131,7 +132,7 @@ fn batched_vmalloc_of_n_pages_costs_one_pair() {
 
 #[test_case]
 fn batched_vmalloc_that_needs_new_tables_still_costs_one_pair() {
-    let _s = Setting::new("batched", ApplyMode::WholeCall);
+    let _s = Setting::new(Backend::Batched, ApplyMode::WholeCall);
     // 3 leaf tables' worth, starting 8 pages before a 2 MiB boundary, in a
     // fresh part of the region: new level-3 tables (and maybe level 2).
     let stretch = Stretch::new();
@@ -167,7 +168,7 @@ fn unmap_test_range(start: VirtAddr, size: u64) {
     vmalloc::vunmap_range(start, size).unwrap();
 }
 
-fn map_with(mode: ApplyMode, backend: &str, start: VirtAddr, size: u64) -> (Applied, BarrierCounts) {
+fn map_with(mode: ApplyMode, backend: Backend, start: VirtAddr, size: u64) -> (Applied, BarrierCounts) {
     let _s = Setting::new(backend, mode);
     let mut applied = Applied::default();
     let c = cost(|| {
@@ -216,7 +217,7 @@ fn linux_style_mode_costs_a_pair_per_leaf_table_and_per_new_table_entry() {
     let start = stretch.0.add(BLOCK_2M - 8 * PAGE_SIZE);
     let size = 2 * BLOCK_2M;
     let leaf_tables = 3;
-    let (applied, c) = map_with(ApplyMode::PerLeafTable, "batched", start, size);
+    let (applied, c) = map_with(ApplyMode::PerLeafTable, Backend::Batched, start, size);
     assert_eq!(applied.slots, 1024);
     assert_eq!(
         pairs(c),
@@ -226,12 +227,12 @@ fn linux_style_mode_costs_a_pair_per_leaf_table_and_per_new_table_entry() {
     unmap_test_range(start, size);
 
     // The tables stayed: mapping again writes leaves only.
-    let (again, c) = map_with(ApplyMode::PerLeafTable, "batched", start, size);
+    let (again, c) = map_with(ApplyMode::PerLeafTable, Backend::Batched, start, size);
     assert_eq!(again.tables_allocated, 0, "no table needed again");
     assert_eq!(pairs(c), (leaf_tables, leaf_tables), "a pair per leaf table, none for tables");
     unmap_test_range(start, size);
     vmalloc::reclaim_page_tables();
-    let (again, c) = map_with(ApplyMode::WholeCall, "batched", start, size);
+    let (again, c) = map_with(ApplyMode::WholeCall, Backend::Batched, start, size);
     assert_eq!(again.tables_allocated, applied.tables_allocated, "after a reclaim, the same tables were needed");
     assert_eq!(pairs(c), (1, 1));
     unmap_test_range(start, size);
@@ -242,7 +243,7 @@ fn eager_costs_a_pair_per_entry_written() {
     let stretch = Stretch::new();
     let start = stretch.0.add(BLOCK_2M - 8 * PAGE_SIZE);
     let size = 2 * BLOCK_2M;
-    let (applied, c) = map_with(ApplyMode::WholeCall, "eager", start, size);
+    let (applied, c) = map_with(ApplyMode::WholeCall, Backend::Eager, start, size);
     let entries = applied.slots + applied.tables_allocated as u64;
     assert_eq!(pairs(c), (entries, entries), "{applied:?}");
     unmap_test_range(start, size);
@@ -250,7 +251,7 @@ fn eager_costs_a_pair_per_entry_written() {
 
 #[test_case]
 fn deferred_writes_vmalloc_maps_everything_by_the_end_of_the_call() {
-    let _s = Setting::new("deferred-writes", ApplyMode::WholeCall);
+    let _s = Setting::new(Backend::DeferredWrites, ApplyMode::WholeCall);
     let before = footprint();
     // Crosses leaf tables, so the walk links tables whose entries are still
     // queued when it needs them again: it must not read them back.
@@ -271,7 +272,7 @@ fn deferred_writes_walk_never_reads_back_the_tables_it_linked() {
     let start = stretch.0.add(BLOCK_2M - 8 * PAGE_SIZE);
     let frame = frame_alloc::alloc_frame().unwrap();
     let (applied, c) = {
-        let _s = Setting::new("deferred-writes", ApplyMode::WholeCall);
+        let _s = Setting::new(Backend::DeferredWrites, ApplyMode::WholeCall);
         let mut applied = Applied::default();
         let c = cost(|| {
             applied = apply_to_page_range(start, 16 * PAGE_SIZE, |entry: &EntryRef| {
@@ -300,7 +301,7 @@ fn deferred_writes_walk_never_reads_back_the_tables_it_linked() {
 
 #[test_case]
 fn vfree_of_n_pages_is_one_tlb_flush_and_no_per_page_barriers() {
-    let _s = Setting::new("batched", ApplyMode::WholeCall);
+    let _s = Setting::new(Backend::Batched, ApplyMode::WholeCall);
     for n in [1, 512, 4096] {
         let va = vmalloc(n * PAGE_SIZE).unwrap();
         check_mapped(va, n); // the TLB now holds every page
@@ -325,7 +326,7 @@ fn vfree_of_n_pages_is_one_tlb_flush_and_no_per_page_barriers() {
 fn a_page_vmalloc_after_a_page_vfree_links_no_table() {
     // Linux keeps vmalloc's page tables: the second 1-page vmalloc in the
     // same place finds its level-3 table there and writes one leaf.
-    let _s = Setting::new("batched", ApplyMode::WholeCall);
+    let _s = Setting::new(Backend::Batched, ApplyMode::WholeCall);
     let va = vmalloc(PAGE_SIZE).unwrap();
     vfree(va).unwrap();
     let (used, tables) = (frame_alloc::stats().used, footprint().2.tables);
@@ -432,7 +433,7 @@ fn mappers_called_inside_a_deferred_writes_section_read_back_nothing_stale() {
     // Found by the fuzzer: a caller's open section makes the mappers' own
     // table links wait in its queue, where walks that read them back (table
     // creation, block splitting, emptiness checks) would miss them.
-    let _s = Setting::new("deferred-writes", ApplyMode::WholeCall);
+    let _s = Setting::new(Backend::DeferredWrites, ApplyMode::WholeCall);
     let before = footprint();
     let pa = frame_alloc::alloc_contiguous(513, BLOCK_2M).unwrap();
     let outer = lazymmu::mm::lazy_mmu::enable();
@@ -706,14 +707,14 @@ fn nolazy_variants_run_the_callback_outside_lazy_mode() {
 fn kasan_shadow_race_double_maps_only_under_deferred_writes_without_pause() {
     use lazymmu::mm::kasan_shadow::{RaceOutcome, shadow_race};
     let before = footprint();
-    for backend in ["eager", "batched", "deferred-writes"] {
+    for backend in Backend::ALL {
         let _s = Setting::new(backend, ApplyMode::WholeCall);
         for pause in [false, true] {
             let outcome = shadow_race(pause).unwrap();
             // The checker sees the double mapping for what it is on
             // hardware: a live page replaced by another frame, no BBM.
             let reported = lazymmu::mm::pgtable_check::enabled() as u64;
-            let expected = if backend == "deferred-writes" && !pause {
+            let expected = if backend == Backend::DeferredWrites && !pause {
                 RaceOutcome { installs: 2, double_mappings: 1, bbm_reports: reported }
             } else {
                 RaceOutcome { installs: 1, double_mappings: 0, bbm_reports: 0 }

@@ -36,9 +36,9 @@ use alloc::vec::Vec;
 
 use crate::arch::barrier::{self, BarrierCounts};
 use crate::arch::cpu;
-use crate::arch::lazy_mmu::BACKENDS;
 use crate::mm::addr::{BLOCK_1G, PAGE_SIZE};
 use crate::mm::apply::{ApplyMode, apply_mode, set_apply_mode};
+use crate::mm::lazy_mmu::Backend;
 use crate::mm::lazy_mmu::{self, stats};
 use crate::mm::tlb::{self, FlushStrategy};
 use crate::{println, sched};
@@ -84,7 +84,7 @@ fn counting_instructions() -> bool {
 
 /// Entry writes seen by the generic layer, whichever backend is selected.
 fn entry_writes() -> u64 {
-    BACKENDS.iter().map(|b| stats::stats(b.name()).map_or(0, |s| s.entry_writes)).sum()
+    Backend::ALL.into_iter().map(|b| stats::stats(b).entry_writes).sum()
 }
 
 /// Starts measuring: the counter and every count now.
@@ -159,12 +159,19 @@ struct Measured {
     barriers_unknown: bool,
 }
 
+/// The rows' `backend` labels that name a lazy MMU backend.
+const EAGER: &str = Backend::Eager.name();
+const BATCHED: &str = Backend::Batched.name();
+const DEFERRED_WRITES: &str = Backend::DeferredWrites.name();
+/// `batched` with Linux's apply walk: a section per leaf table.
+const BATCHED_LINUX: &str = "batched-linux";
+
 /// The backends as the bench names them: a lazy MMU backend and an apply mode.
-const CONFIGS: [(&str, &str, ApplyMode); 4] = [
-    ("eager", "eager", ApplyMode::WholeCall),
-    ("batched", "batched", ApplyMode::WholeCall),
-    ("batched-linux", "batched", ApplyMode::PerLeafTable),
-    ("deferred-writes", "deferred-writes", ApplyMode::WholeCall),
+const CONFIGS: [(&str, Backend, ApplyMode); 4] = [
+    (EAGER, Backend::Eager, ApplyMode::WholeCall),
+    (BATCHED, Backend::Batched, ApplyMode::WholeCall),
+    (BATCHED_LINUX, Backend::Batched, ApplyMode::PerLeafTable),
+    (DEFERRED_WRITES, Backend::DeferredWrites, ApplyMode::WholeCall),
 ];
 
 /// Sizes and repeats of a run.
@@ -345,7 +352,7 @@ fn run_all(plan: &Plan, results: &mut Results) -> Result<(), WorkloadError> {
         results.push("floor", "raw", n, m);
     }
     for (name, backend, mode) in CONFIGS {
-        let _selected = lazy_mmu::use_backend(backend).expect("a backend's name");
+        let _selected = lazy_mmu::use_backend(backend);
         set_apply_mode(mode);
         next(&format!("vmalloc + touch + vfree under {name}"));
         for &n in sizes {
@@ -377,7 +384,7 @@ fn run_all(plan: &Plan, results: &mut Results) -> Result<(), WorkloadError> {
         }
     }
     next("map / modify / unmap: lazymmu (batched), and the ideal loops");
-    let _selected = lazy_mmu::use_backend("batched").expect("a backend's name");
+    let _selected = lazy_mmu::use_backend(Backend::Batched);
     set_apply_mode(ApplyMode::WholeCall);
     let ideal = !crate::mm::pgtable_check::enabled();
     if !ideal {
@@ -431,10 +438,10 @@ pub const INSTRUCTION_BUDGETS: [(&str, &str, u64, f64); 10] = [
     ("modify", "lazymmu", 1000, 33.0),
     ("unmap", "lazymmu", 512, 46.0),
     ("unmap", "lazymmu", 1000, 40.0),
-    ("vmalloc", "batched", 512, 79.0),
-    ("vmalloc", "batched", 1000, 70.0),
-    ("vfree", "batched", 512, 60.0),
-    ("vfree", "batched", 1000, 58.0),
+    ("vmalloc", BATCHED, 512, 79.0),
+    ("vmalloc", BATCHED, 1000, 70.0),
+    ("vfree", BATCHED, 512, 60.0),
+    ("vfree", BATCHED, 1000, 58.0),
 ];
 
 /// Are the instruction budgets checked in this run? Only where they were
@@ -470,22 +477,22 @@ fn check(results: &mut Results) {
         expect("the same counts in every repeat", !row.unsteady);
         match (row.workload, row.backend) {
             ("floor", _) => expect("one pair", (c.dsb_ishst, c.isb) == (1, 1)),
-            ("vmalloc", "batched") => expect("one pair whatever N", (c.dsb_ishst, c.dsb_ish, c.isb) == (1, 0, 1)),
-            ("vmalloc", "eager") => expect("one pair per entry", (c.dsb_ishst, c.isb) == (c.entries, c.entries)),
+            ("vmalloc", BATCHED) => expect("one pair whatever N", (c.dsb_ishst, c.dsb_ish, c.isb) == (1, 0, 1)),
+            ("vmalloc", EAGER) => expect("one pair per entry", (c.dsb_ishst, c.isb) == (c.entries, c.entries)),
             // A pair each time the 64-deep queue fills, and one at the end;
             // table links are stored at once (another CPU must see them),
             // which can leave the last queue short.
-            ("vmalloc", "deferred-writes") => expect(
+            ("vmalloc", DEFERRED_WRITES) => expect(
                 "one pair per 64 queued stores",
                 c.dsb_ishst == c.isb && c.dsb_ishst >= n.div_ceil(64) && c.dsb_ishst <= c.entries.div_ceil(64),
             ),
-            ("vmalloc", "batched-linux") => {
+            ("vmalloc", BATCHED_LINUX) => {
                 expect("at least one pair per leaf table", c.dsb_ishst >= n.div_ceil(512) && c.dsb_ishst == c.isb)
             }
-            ("vfree", "eager" | "batched" | "batched-linux") => {
+            ("vfree", EAGER | BATCHED | BATCHED_LINUX) => {
                 expect("one TLB flush, no per-page barrier", (c.dsb_ishst, c.dsb_ish, c.isb) == (1, 1, 1))
             }
-            ("modify", "batched" | "lazymmu" | "ideal") => {
+            ("modify", BATCHED | "lazymmu" | "ideal") => {
                 expect("one pair and one flush", (c.dsb_ishst, c.dsb_ish, c.isb) == (2, 1, 2))
             }
             ("map", "lazymmu" | "ideal") => {
@@ -495,10 +502,10 @@ fn check(results: &mut Results) {
             ("unmap", "lazymmu" | "ideal") => {
                 expect("one flush, nothing per page", (c.dsb_ishst, c.dsb_ish, c.isb) == (1, 1, 1))
             }
-            ("modify", "eager") => {
+            ("modify", EAGER) => {
                 expect("a pair per entry and one flush", (c.dsb_ishst, c.dsb_ish, c.isb) == (n + 1, 1, n + 1))
             }
-            ("set_memory", "batched") => {
+            ("set_memory", BATCHED) => {
                 expect("two sections and two flushes", (c.dsb_ishst, c.dsb_ish, c.isb) == (4, 2, 4))
             }
             ("tlb_unmap", "per-page") => expect("one TLBI per page", c.tlbi == n),
@@ -644,7 +651,7 @@ pub fn print_headline(results: &Results) {
     let insns = |r: &Row| r.insns_per_page().map_or(String::from("-"), |i| format!("{i:.1}"));
     println!("\n==== headline: per page, median ns (min ns) and instructions (under -icount) ====");
     for n in [512, largest] {
-        let (Some(eager), Some(batched)) = (results.find("vmalloc", "eager", n), results.find("vmalloc", "batched", n))
+        let (Some(eager), Some(batched)) = (results.find("vmalloc", EAGER, n), results.find("vmalloc", BATCHED, n))
         else {
             continue;
         };
@@ -660,7 +667,7 @@ pub fn print_headline(results: &Results) {
             batched.ns_per_page() / floor,
             eager.ns_per_page() / floor
         );
-        for (workload, backend) in [("vmalloc", "batched"), ("vfree", "batched")] {
+        for (workload, backend) in [("vmalloc", BATCHED), ("vfree", BATCHED)] {
             if let Some(r) = results.find(workload, backend, n) {
                 println!(
                     "N = {n}: {workload:<8} {backend:<26} {:>9.1} ns ({:>9.1}) {:>8} insns   x floor {:.1}",

@@ -30,12 +30,12 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use model::{Area, AreaKind, Model, Page};
 
 use crate::arch::cpu;
-use crate::arch::lazy_mmu::BACKENDS;
 use crate::exception::FaultStatus;
 use crate::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::mm::apply::{self, ApplyError};
 use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use crate::mm::layout::{VMALLOC_END, VMALLOC_START};
+use crate::mm::lazy_mmu::Backend;
 use crate::mm::pgtable::{self, EntryRef, MapError};
 use crate::mm::translate::{Access, HwTranslation, SwTranslation, hw_translate, sw_translate};
 use crate::mm::vmalloc::{self, VmallocError};
@@ -49,7 +49,7 @@ pub struct Config {
     pub seed: u64,
     /// Steps per backend.
     pub ops: u64,
-    pub backends: Vec<&'static str>,
+    pub backends: Vec<Backend>,
     /// A deliberately broken kernel, to show that the checks catch it.
     pub broken: Option<Bug>,
 }
@@ -58,7 +58,7 @@ pub struct Config {
 /// page-table rule (`rule`: the first one the checker reported).
 #[derive(Debug)]
 pub struct Divergence {
-    pub backend: &'static str,
+    pub backend: Backend,
     /// 0-based step index (`ops` = index + 1 replays up to it).
     pub step: u64,
     pub op: String,
@@ -68,7 +68,7 @@ pub struct Divergence {
 
 /// What a clean run did, per backend: (backend, steps, page checks).
 pub struct Report {
-    pub runs: Vec<(&'static str, u64, u64)>,
+    pub runs: Vec<(Backend, u64, u64)>,
 }
 
 /// xorshift64*: small, fast, and the same sequence for the same seed.
@@ -703,7 +703,7 @@ fn release(kind: &AreaKind) {
 
 /// Runs the campaign: `ops` steps under each backend, then the sweep and
 /// teardown checks.
-pub fn run(config: &Config, mut progress: impl FnMut(&str, u64, u64)) -> Result<Report, Divergence> {
+pub fn run(config: &Config, mut progress: impl FnMut(Backend, u64, u64)) -> Result<Report, Divergence> {
     let preemption = sched::set_preemption(false);
     planted::plant(config.broken);
     let result = run_all(config, &mut progress);
@@ -712,10 +712,10 @@ pub fn run(config: &Config, mut progress: impl FnMut(&str, u64, u64)) -> Result<
     result
 }
 
-fn run_all(config: &Config, progress: &mut impl FnMut(&str, u64, u64)) -> Result<Report, Divergence> {
+fn run_all(config: &Config, progress: &mut impl FnMut(Backend, u64, u64)) -> Result<Report, Divergence> {
     let mut report = Report { runs: Vec::new() };
     for &backend in &config.backends {
-        let _selected = lazy_mmu::use_backend(backend).expect("a backend's name");
+        let _selected = lazy_mmu::use_backend(backend);
         let diverged =
             |step: u64, op: &str, what: String| Divergence { backend, step, op: String::from(op), what, rule: None };
         // Every step ends with nothing owed and no rule broken.
@@ -848,6 +848,6 @@ fn linear_tables() -> usize {
 }
 
 /// All backends, for the default campaign.
-pub fn all_backends() -> Vec<&'static str> {
-    BACKENDS.iter().map(|b| b.name()).collect()
+pub fn all_backends() -> Vec<Backend> {
+    Backend::ALL.to_vec()
 }

@@ -263,15 +263,15 @@ pub fn populate_shadow(pages: u64, how: Populate) -> Result<Populated, VmallocEr
         unsafe { pgtable::write_entry(entry, Descriptor::leaf(Level::L3, frame, Attributes::KERNEL_RW)) };
         Ok::<(), frame_alloc::FrameError>(())
     };
-    let backend = lazy_mmu::backend_name();
-    let before = stats(backend).expect("the selected backend");
+    let backend = lazy_mmu::selected_backend();
+    let before = stats(backend);
     let lazy_allocations = frame_alloc::allocations_in_lazy_mode();
     let result = match how {
         Populate::Lazy => apply_to_page_range(va, size, callback),
         Populate::NoLazy => apply_to_page_range_nolazy(va, size, callback),
     };
     let outcome = Populated {
-        stats: stats(backend).expect("the selected backend") - before,
+        stats: stats(backend) - before,
         allocations_in_lazy_mode: frame_alloc::allocations_in_lazy_mode() - lazy_allocations,
         faults,
     };

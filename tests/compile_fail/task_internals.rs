@@ -14,7 +14,7 @@ use lazymmu::task::{self, Task};
 pub fn depth() -> u8 {
     #[cfg(case = "lazy_state_written")]
     task::current().lazy_mmu.enable_count.set(0);
-    task::current().lazy_state().0
+    task::current().lazy_state().enable_count
 }
 
 /// What the test harness does between tests, after a test's code was

@@ -13,14 +13,16 @@ use core::convert::Infallible;
 use lazymmu::mm::addr::PAGE_SIZE;
 use lazymmu::mm::apply::apply_to_page_range;
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
-use lazymmu::mm::lazy_mmu::{backend_name, use_backend};
+use lazymmu::mm::lazy_mmu::Backend;
+use lazymmu::mm::lazy_mmu::{selected_backend, use_backend};
 use lazymmu::mm::vmalloc::{self, get_vm_area, vfree, vmalloc};
 use lazymmu::mm::{frame_alloc, pgtable};
 use lazymmu::task;
+use lazymmu::task::LazySnapshot;
 use lazymmu::testing::{Testable, run_tests};
 
 fn fails_half_way_through_a_mapping() {
-    let _deferred = use_backend("deferred-writes").unwrap();
+    let _deferred = use_backend(Backend::DeferredWrites);
     let leaked = vmalloc(3 * PAGE_SIZE).unwrap();
     let area = get_vm_area(4 * PAGE_SIZE, PAGE_SIZE).unwrap();
     let mut mapped = 0;
@@ -36,8 +38,8 @@ fn fails_half_way_through_a_mapping() {
 }
 
 fn the_next_test_starts_clean() {
-    assert_eq!(backend_name(), "batched", "the default backend");
-    assert_eq!(task::current().lazy_state(), (0, 0, false, 0), "no section open, nothing pending or queued");
+    assert_eq!(selected_backend(), Backend::Batched, "the default backend");
+    assert_eq!(task::current().lazy_state(), LazySnapshot::default(), "no section open, nothing pending or queued");
     assert_eq!(vmalloc::area_count(), 0, "no area left behind");
     // Freeing takes the tables away: it waits for no walk guard forever.
     vfree(vmalloc(PAGE_SIZE).unwrap()).unwrap();

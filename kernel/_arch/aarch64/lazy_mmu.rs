@@ -88,11 +88,11 @@ impl ArchLazyState {
     /// task is in an active section and not in an interrupt handler; the
     /// backend in use says what a store in a section does.
     pub fn set_store_mode(&self, active: bool) {
-        let mode = match (active, backend_index()) {
+        let mode = match (active, selected()) {
             (false, _) => StoreMode::Now,
-            (true, 0) => StoreMode::EagerInSection,
-            (true, 1) => StoreMode::Pending,
-            (true, _) => StoreMode::Queue,
+            (true, Backend::Eager) => StoreMode::EagerInSection,
+            (true, Backend::Batched) => StoreMode::Pending,
+            (true, Backend::DeferredWrites) => StoreMode::Queue,
         };
         self.mode.set(mode);
     }
@@ -153,7 +153,6 @@ impl fmt::Display for ArchLazyState {
 /// The arch hooks (Linux's `arch_*_lazy_mmu_mode`). Only the generic layer
 /// and the context switch call them.
 pub trait LazyMmuBackend: Sync {
-    fn name(&self) -> &'static str;
     /// The outermost section starts.
     fn enter(&self, state: &ArchLazyState);
     /// The outermost section ends: everything deferred must be done.
@@ -229,9 +228,6 @@ fn emit_if_pending(state: &ArchLazyState) {
 pub struct Eager;
 
 impl LazyMmuBackend for Eager {
-    fn name(&self) -> &'static str {
-        "eager"
-    }
     fn enter(&self, _: &ArchLazyState) {}
     fn leave(&self, _: &ArchLazyState) {}
     fn flush(&self, _: &ArchLazyState) {}
@@ -248,9 +244,6 @@ impl LazyMmuBackend for Eager {
 pub struct Batched;
 
 impl LazyMmuBackend for Batched {
-    fn name(&self) -> &'static str {
-        "batched"
-    }
     fn enter(&self, _: &ArchLazyState) {}
     fn leave(&self, state: &ArchLazyState) {
         if planted(Bug::SkipLeavePair) {
@@ -288,9 +281,6 @@ impl DeferredWrites {
 }
 
 impl LazyMmuBackend for DeferredWrites {
-    fn name(&self) -> &'static str {
-        "deferred-writes"
-    }
     fn enter(&self, _: &ArchLazyState) {}
     fn leave(&self, state: &ArchLazyState) {
         Self::apply(state);
@@ -323,17 +313,65 @@ impl LazyMmuBackend for DeferredWrites {
     }
 }
 
-/// Every backend; [`set_entry`] matches on the same order.
-pub static BACKENDS: [&dyn LazyMmuBackend; 3] = [&Eager, &Batched, &DeferredWrites];
+/// The three backends, by what they do with a store in a section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Backend {
+    /// Pays the pair after every valid store (Linux without lazy MMU mode).
+    Eager = 0,
+    /// Owes the pair, pays it once when the section is left or flushed
+    /// (arm64 since Linux 6.16).
+    Batched = 1,
+    /// Queues the stores themselves until the section is flushed or left
+    /// (Xen PV's way).
+    DeferredWrites = 2,
+}
 
-/// Which of [`BACKENDS`] is selected at boot: batched, as arm64 Linux.
-pub const DEFAULT_BACKEND: usize = 1;
+impl Backend {
+    /// Every backend, in the order of their statistics.
+    pub const ALL: [Backend; 3] = [Backend::Eager, Backend::Batched, Backend::DeferredWrites];
+    /// The backend at boot: batched, as arm64 Linux.
+    pub const DEFAULT: Backend = Backend::Batched;
 
-static SELECTED: AtomicU8 = AtomicU8::new(DEFAULT_BACKEND as u8);
+    /// Its name on the command line and in the output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Backend::Eager => "eager",
+            Backend::Batched => "batched",
+            Backend::DeferredWrites => "deferred-writes",
+        }
+    }
 
-/// The backend in use (default: batched).
-pub fn backend() -> &'static dyn LazyMmuBackend {
-    BACKENDS[SELECTED.load(Relaxed) as usize]
+    /// The backend of that name (command-line parsing).
+    pub fn from_name(name: &str) -> Option<Backend> {
+        Backend::ALL.into_iter().find(|b| b.name() == name)
+    }
+
+    /// Its place in [`Backend::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Its hooks.
+    pub fn hooks(self) -> &'static dyn LazyMmuBackend {
+        match self {
+            Backend::Eager => &Eager,
+            Backend::Batched => &Batched,
+            Backend::DeferredWrites => &DeferredWrites,
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+static SELECTED: AtomicU8 = AtomicU8::new(Backend::DEFAULT as u8);
+
+/// The backend in use (at boot, [`Backend::DEFAULT`]).
+pub fn selected() -> Backend {
+    Backend::ALL[SELECTED.load(Relaxed) as usize]
 }
 
 /// The store through the backend in use, as the task's [`StoreMode`]
@@ -387,19 +425,9 @@ pub unsafe fn set_entry_unwatched(state: &ArchLazyState, slot: *mut u64, desc: D
     }
 }
 
-/// Which of [`BACKENDS`] is in use.
-pub fn backend_index() -> usize {
-    SELECTED.load(Relaxed) as usize
-}
-
-/// Selects a backend by name; false if there is none of that name. Only
-/// switch when no task is inside a section.
-pub fn select_backend(name: &str) -> bool {
-    match BACKENDS.iter().position(|b| b.name() == name) {
-        Some(i) => {
-            SELECTED.store(i as u8, Relaxed);
-            true
-        }
-        None => false,
-    }
+/// Makes `backend` the one in use, and nothing else: the generic layer's
+/// `select_backend` accounts the statistics and the tasks' store modes
+/// around it.
+pub(crate) fn set_selected(backend: Backend) {
+    SELECTED.store(backend as u8, Relaxed);
 }

@@ -24,7 +24,8 @@ pub mod stats;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use crate::arch::lazy_mmu::{self as arch, StoreMode, backend};
+pub use crate::arch::lazy_mmu::Backend;
+use crate::arch::lazy_mmu::{self as arch, StoreMode};
 use crate::irq::in_interrupt;
 use crate::mm::descriptor::Descriptor;
 use crate::mm::pgtable_check;
@@ -248,33 +249,31 @@ pub fn recover_abandoned() -> (u8, u8) {
     found
 }
 
-/// Selects a backend by name (see `arch::lazy_mmu::BACKENDS`); false if
-/// there is none of that name. Only switch when no task is in a section.
-pub fn select_backend(name: &str) -> bool {
-    let previous = arch::backend_index();
+/// Makes `backend` the one in use: the writes counted so far stay the
+/// old one's, and the current task's stores follow the new one. Only
+/// switch when no task is in a section.
+pub fn select_backend(backend: Backend) {
+    let previous = arch::selected();
     // Writes counted so far are the old backend's.
     stats::account_current();
-    if !arch::select_backend(name) {
-        return false;
-    }
+    arch::set_selected(backend);
     stats::backend_switched(previous);
     if !in_interrupt() {
         task::current().refresh_store_mode();
     }
-    true
 }
 
 /// A backend selected for a while: dropping it selects the previous one.
 #[must_use = "the previous backend comes back when this is dropped"]
 pub struct BackendSelection {
-    previous: &'static str,
+    previous: Backend,
 }
 
-/// Selects backend `name` until the returned value is dropped; None (and
-/// nothing changed) if there is no backend of that name.
-pub fn use_backend(name: &str) -> Option<BackendSelection> {
-    let previous = backend_name();
-    select_backend(name).then_some(BackendSelection { previous })
+/// Selects `backend` until the returned value is dropped.
+pub fn use_backend(backend: Backend) -> BackendSelection {
+    let previous = selected_backend();
+    select_backend(backend);
+    BackendSelection { previous }
 }
 
 impl Drop for BackendSelection {
@@ -283,9 +282,14 @@ impl Drop for BackendSelection {
     }
 }
 
-/// The name of the backend in use.
-pub fn backend_name() -> &'static str {
-    backend().name()
+/// The backend in use.
+pub fn selected_backend() -> Backend {
+    arch::selected()
+}
+
+/// The hooks of the backend in use.
+fn backend() -> &'static dyn arch::LazyMmuBackend {
+    arch::selected().hooks()
 }
 
 /// Where a section stands in the nesting, as seed 003's local

@@ -13,12 +13,12 @@
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 
 use crate::arch::barrier::{self, BarrierCounts};
-use crate::arch::lazy_mmu::{BACKENDS, backend_index};
+use crate::arch::lazy_mmu::{Backend, selected};
 use crate::irq::in_interrupt;
 use crate::sync::IrqSpinLock;
 use crate::task::Task;
 
-const N: usize = BACKENDS.len();
+const N: usize = Backend::ALL.len();
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LazyMmuStats {
@@ -85,7 +85,7 @@ static WINDOWS: IrqSpinLock<Windows> =
     IrqSpinLock::new(Windows { closed: [BarrierCounts::ZERO; N], start: BarrierCounts::ZERO });
 
 fn mine() -> &'static Counters {
-    &COUNTERS[backend_index()]
+    &COUNTERS[selected().index()]
 }
 
 /// An entry written outside any active section (or in an interrupt).
@@ -127,21 +127,22 @@ pub(super) fn paused() {
 }
 
 /// Closes the window of the backend that was selected until now.
-pub(super) fn backend_switched(previous: usize) {
+pub(super) fn backend_switched(previous: Backend) {
     let now = barrier::counts();
     let mut w = WINDOWS.lock();
-    w.closed[previous] = w.closed[previous] + (now - w.start);
+    let i = previous.index();
+    w.closed[i] = w.closed[i] + (now - w.start);
     w.start = now;
 }
 
-/// The totals of backend `name` since boot (or the last [`reset`]).
-pub fn stats(name: &str) -> Option<LazyMmuStats> {
-    let i = BACKENDS.iter().position(|b| b.name() == name)?;
+/// The totals of `backend` since boot (or the last [`reset`]).
+pub fn stats(backend: Backend) -> LazyMmuStats {
     account_current();
+    let i = backend.index();
     let c = &COUNTERS[i];
     let w = WINDOWS.lock();
-    let open = if i == backend_index() { barrier::counts() - w.start } else { BarrierCounts::ZERO };
-    Some(LazyMmuStats {
+    let open = if backend == selected() { barrier::counts() - w.start } else { BarrierCounts::ZERO };
+    LazyMmuStats {
         entry_writes: c.entry_writes.load(Relaxed),
         lazy_writes: c.lazy_writes.load(Relaxed),
         sections: c.sections.load(Relaxed),
@@ -149,7 +150,7 @@ pub fn stats(name: &str) -> Option<LazyMmuStats> {
         pauses: c.pauses.load(Relaxed),
         max_nesting: c.max_nesting.load(Relaxed),
         barriers: w.closed[i] + open,
-    })
+    }
 }
 
 /// Starts every backend's accounting from zero.
