@@ -29,16 +29,13 @@ extern crate alloc;
 #[path = "_arch/aarch64/mod.rs"]
 pub mod arch;
 
-pub mod bench;
 pub mod boot_args;
 pub mod console;
 pub mod cpu;
-pub mod demo;
 pub mod drivers;
 pub mod dtb;
 pub mod exception;
 pub mod fixed_text;
-pub mod fuzz;
 pub mod init;
 pub mod irq;
 pub mod mm;

@@ -1,7 +1,10 @@
 //! The lazymmu boot binary: `cargo run -- [COMMAND]`.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+// As the library (kernel/lib.rs): unsafe is small, local and documented,
+// and a caught fault's message travels in large, fixed-size values.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+#![allow(clippy::result_large_err, clippy::large_enum_variant)]
 #![no_main]
 
 extern crate alloc;
@@ -9,6 +12,7 @@ extern crate alloc;
 use alloc::format;
 use alloc::vec::Vec;
 
+use lazymmu::cpu;
 use lazymmu::dtb;
 use lazymmu::init;
 use lazymmu::mm::lazy_mmu::Backend;
@@ -16,7 +20,10 @@ use lazymmu::mm::{debug_pagealloc, frame_alloc, heap, pgtable_check, ptdump};
 use lazymmu::planted::Bug;
 use lazymmu::semihosting::{ExitCode, exit};
 use lazymmu::{boot_args, println};
-use lazymmu::{cpu, demo};
+
+mod cmd;
+
+use cmd::demo;
 
 /// What `cargo run -- COMMAND` can do.
 const COMMANDS: &[(&str, &str)] = &[
@@ -184,7 +191,7 @@ fn bench(quick: bool, tlb_only: bool) {
         lazymmu::arch::cpu::counter_frequency(),
         lazymmu::smp::online_cpus()
     );
-    let run = if tlb_only { lazymmu::bench::run_tlb_only } else { lazymmu::bench::run };
+    let run = if tlb_only { cmd::bench::run_tlb_only } else { cmd::bench::run };
     let results = match run(quick) {
         Ok(results) => results,
         Err(e) => {
@@ -193,13 +200,13 @@ fn bench(quick: bool, tlb_only: bool) {
         }
     };
     println!("pgtable_check: {} while measuring", if checked { "on (the figures include its cost)" } else { "off" });
-    lazymmu::bench::print_table(&results);
-    lazymmu::bench::print_reserve(&results);
+    cmd::bench::print_table(&results);
+    cmd::bench::print_reserve(&results);
     if !tlb_only {
-        lazymmu::bench::print_headline(&results);
+        cmd::bench::print_headline(&results);
     }
     println!("--- results.csv ---");
-    lazymmu::print!("{}", lazymmu::bench::csv(&results));
+    lazymmu::print!("{}", cmd::bench::csv(&results));
     println!("--- end results.csv ---");
     if !results.failures.is_empty() {
         for failure in &results.failures {
@@ -208,14 +215,13 @@ fn bench(quick: bool, tlb_only: bool) {
         exit(ExitCode::TestsFailed);
     }
     if quick {
-        let budgets = if lazymmu::bench::budgets_apply(&results) { " and every instruction budget held" } else { "" };
+        let budgets = if cmd::bench::budgets_apply(&results) { " and every instruction budget held" } else { "" };
         println!("bench: every count check passed{budgets}");
     }
 }
 
 fn fuzz(options: &[&str]) {
-    let mut config =
-        lazymmu::fuzz::Config { seed: 1, ops: 2000, backends: lazymmu::fuzz::all_backends(), broken: None };
+    let mut config = cmd::fuzz::Config { seed: 1, ops: 2000, backends: cmd::fuzz::all_backends(), broken: None };
     let mut rest = options;
     while let [flag, value, tail @ ..] = rest {
         let ok = match *flag {
@@ -248,7 +254,7 @@ fn fuzz(options: &[&str]) {
     );
     let progress =
         |backend: Backend, ops: u64, checks: u64| println!("fuzz: {backend}: {ops} ops, {checks} page checks");
-    match lazymmu::fuzz::run(&config, progress) {
+    match cmd::fuzz::run(&config, progress) {
         Ok(report) => {
             for (backend, ops, checks) in &report.runs {
                 println!("fuzz: {backend}: {ops} ops, {checks} page checks, final sweep and teardown: ok");

@@ -10,13 +10,19 @@
 #![test_runner(lazymmu::testing::run_tests)]
 #![reexport_test_harness_main = "test_main"]
 
+/// The KASAN shadow model of `demo kasan`, shared with the boot binary;
+/// this image uses a part of it.
+#[allow(dead_code)]
+#[path = "../kernel/cmd/kasan_shadow.rs"]
+mod kasan_shadow;
+
 use alloc::vec::Vec;
 
+use kasan_shadow::{Populate, Populated, populate_shadow};
 use lazymmu::arch::barrier::{BarrierCounts, cost};
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::debug_pagealloc::{self, MapBack};
-use lazymmu::mm::kasan_shadow::{Populate, Populated, populate_shadow};
 use lazymmu::mm::kernel_map::{self, image_phys};
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{self, is_lazy_mmu_mode_active, use_backend};

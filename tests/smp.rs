@@ -12,6 +12,12 @@
 
 extern crate alloc;
 
+/// The KASAN shadow model of `demo kasan`, shared with the boot binary;
+/// this image uses a part of it.
+#[allow(dead_code)]
+#[path = "../kernel/cmd/kasan_shadow.rs"]
+mod kasan_shadow;
+
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
@@ -211,7 +217,7 @@ fn an_unmap_reaches_another_cpus_tlb_only_through_the_broadcast_flush() {
 
 #[test_case]
 fn the_kasan_shadow_race_is_real_on_two_cpus_and_pause_ends_it() {
-    use lazymmu::mm::kasan_shadow::shadow_race_two_cpus;
+    use crate::kasan_shadow::shadow_race_two_cpus;
     use lazymmu::mm::lazy_mmu::use_backend;
     let _ = cpus();
     // 250 trials of 4 pages each: with 4 vCPUs on a 2-core host every

@@ -11,6 +11,12 @@
 
 extern crate alloc;
 
+/// The KASAN shadow model of `demo kasan`, shared with the boot binary;
+/// this image uses a part of it.
+#[allow(dead_code)]
+#[path = "../kernel/cmd/kasan_shadow.rs"]
+mod kasan_shadow;
+
 use alloc::vec::Vec;
 use core::convert::Infallible;
 
@@ -705,7 +711,7 @@ fn nolazy_variants_run_the_callback_outside_lazy_mode() {
 
 #[test_case]
 fn kasan_shadow_race_double_maps_only_under_deferred_writes_without_pause() {
-    use lazymmu::mm::kasan_shadow::{RaceOutcome, shadow_race};
+    use crate::kasan_shadow::{RaceOutcome, shadow_race};
     let before = footprint();
     for backend in Backend::ALL {
         let _s = Setting::new(backend, ApplyMode::WholeCall);

@@ -9,7 +9,6 @@ pub mod debug_pagealloc;
 pub mod descriptor;
 pub mod frame_alloc;
 pub mod heap;
-pub mod kasan_shadow;
 pub mod kernel_map;
 pub mod layout;
 pub mod lazy_mmu;

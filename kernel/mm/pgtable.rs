@@ -126,9 +126,10 @@ impl<'walk> EntryRef<'walk> {
         }
     }
 
-    /// Where the entry is, for the bench's ideal loops, which store by
-    /// hand to measure what the store path adds.
-    pub(crate) fn as_ptr(&self) -> *mut u64 {
+    /// Where the entry is. A store through it (unsafe) bypasses the store
+    /// path: no barrier owed, no count, nothing the checker sees. The
+    /// bench's ideal loops do that on purpose, to measure what the path adds.
+    pub fn as_ptr(&self) -> *mut u64 {
         self.ptr
     }
 

@@ -7,7 +7,7 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-use crate::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 
 /// One mapped page as the model expects it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,10 +44,6 @@ pub struct Area {
 impl Area {
     pub fn page(&self, i: u64) -> VirtAddr {
         self.start.add(i * PAGE_SIZE)
-    }
-
-    pub fn end(&self) -> VirtAddr {
-        self.page(self.pages)
     }
 }
 

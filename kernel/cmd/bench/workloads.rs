@@ -5,17 +5,20 @@ use core::convert::Infallible;
 
 use super::peer::{self, PeerError};
 use super::{Counts, Meter, Sample};
-use crate::arch::barrier;
-use crate::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use crate::mm::apply::{ApplyError, apply_to_existing_page_range, apply_to_page_range};
-use crate::mm::descriptor::{Attributes, Descriptor, Level};
-use crate::mm::pageattr::{set_memory_ro, set_memory_rw};
-use crate::mm::pgtable::{self, EntryRef, MapError};
-use crate::mm::tlb::{self, FlushStrategy};
-use crate::mm::vmalloc::{self, VmallocError, vfree, vmalloc};
-use crate::mm::{frame_alloc, phys_to_virt};
+use lazymmu::arch::barrier;
+use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::apply::{ApplyError, apply_to_existing_page_range, apply_to_page_range};
+use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
+use lazymmu::mm::pageattr::{set_memory_ro, set_memory_rw};
+use lazymmu::mm::pgtable::{self, EntryRef, MapError};
+use lazymmu::mm::tlb::{self, FlushStrategy};
+use lazymmu::mm::vmalloc::{self, VmallocError, vfree, vmalloc};
+use lazymmu::mm::{frame_alloc, phys_to_virt};
 
-/// What stops a workload: the machine ran out of something.
+/// What stops a workload: the machine ran out of something. (Its fields
+/// are read when it is printed, `{:?}`, which the dead-code lint does not
+/// count.)
+#[allow(dead_code)]
 #[derive(Debug)]
 pub enum WorkloadError {
     Vmalloc(VmallocError),
@@ -119,7 +122,7 @@ pub fn set_memory(pages: u64) -> Result<Sample, WorkloadError> {
 /// `vmap_contiguous` of the GiB of RAM that holds the kernel (read-only,
 /// one level-1 block) and its `vunmap`: (map, unmap).
 pub fn vmap_1g() -> Result<[Sample; 2], WorkloadError> {
-    let ram = crate::dtb::info().ram_start.align_down(BLOCK_1G);
+    let ram = lazymmu::dtb::info().ram_start.align_down(BLOCK_1G);
     let map = Meter::start();
     // SAFETY: RAM, read-only: it is mapped so already (the linear map).
     let va = unsafe { vmalloc::vmap_contiguous(ram, BLOCK_1G, Attributes::KERNEL_RO) }?;
@@ -165,11 +168,11 @@ pub fn reserve_with_live_areas(live: usize, pairs: usize) -> Result<u64, Workloa
         Ok::<(), VmallocError>(())
     });
     let timed = filled.and_then(|()| {
-        let start = crate::arch::cpu::counter();
+        let start = lazymmu::arch::cpu::counter();
         for _ in 0..pairs {
             vmalloc::free_vm_area(vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE)?)?;
         }
-        Ok((crate::arch::cpu::counter() - start) / pairs as u64)
+        Ok((lazymmu::arch::cpu::counter() - start) / pairs as u64)
     });
     for va in areas {
         vmalloc::free_vm_area(va).expect("taken above");
@@ -239,8 +242,9 @@ pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
             unsafe { pgtable::write_entry(entry, Descriptor::INVALID) };
             Ok::<(), Infallible>(())
         });
-        // SAFETY: the kernel's own root.
-        unsafe { pgtable::reclaim_empty_tables(pgtable::exclusive(), pgtable::kernel_root(), va, size, true) };
+        // SAFETY: the kernel's own root. Every leaf was cleared, so every
+        // table goes, with one flush of the leaves and the walks.
+        unsafe { pgtable::free_empty_tables(pgtable::kernel_root(), va, size) };
         let unmap = unmap.stop();
         cleared.expect("the bench's own mapping");
         modified?;

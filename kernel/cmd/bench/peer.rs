@@ -14,7 +14,7 @@
 //! `tlbi vaae1is` per entry changed, `dsb ish; isb`, and a TLBI per entry
 //! of every table it frees. *Never live* (`aarch64-paging-never-live`):
 //! the tables are never loaded, and the crate skips every barrier and TLBI
-//! (see [`PEER_BARRIERS_NOTE`]); that row shows its walker alone.
+//! (see below); that row shows its walker alone.
 //!
 //! What is comparable: four levels from level 0, the same PA (RAM from its
 //! first frame), the same descriptor bits as our `KERNEL_RW` / `KERNEL_RO`
@@ -23,6 +23,20 @@
 //! our frame allocator and zeroed the same way. Its barriers and TLBIs are
 //! its own `asm!`, which the kernel's counters do not see: the CSV leaves
 //! its barrier columns empty.
+//!
+//! What it issues per call, read from its source (0.12.3:
+//! `Mapping::map_range`, `modify_range`, `compact_subtables`,
+//! `PageTableWithLevel::free_detached`) and checked in the disassembly:
+//! never live, map_range (map), modify_range (modify) and map_range with an
+//! invalid descriptor + compact_subtables (unmap) issue no dsb ishst, dsb
+//! ish, isb or tlbi: each sits behind `Mapping::active()`. Descriptors are
+//! still written with store-release (STLR; modify_range swaps with
+//! LDXR/STLXR) and read with load-acquire (LDAR). Live, it adds: activate()
+//! dsb ishst + isb; map_range dsb ishst + one tlbi vaae1is per descriptor
+//! covering the range + dsb ish + isb; modify_range dsb ishst per leaf table
+//! changed + one tlbi vaae1is per changed entry + dsb ish + isb; per
+//! subtable freed dsb ishst + one tlbi per valid entry in it + dsb ish +
+//! isb.
 
 use core::cell::Cell;
 use core::ptr::NonNull;
@@ -31,26 +45,13 @@ use aarch64_paging::descriptor::{El1Attributes, PhysicalAddress, UpdatableDescri
 use aarch64_paging::paging::{Constraints, El1And0, LEAF_LEVEL, MemoryRegion, PageTable, Translation, VaRange};
 use aarch64_paging::{MapError, Mapping};
 
-use crate::arch::barrier;
-use crate::dtb;
-use crate::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
-use crate::mm::descriptor::{Attributes, Descriptor, Level};
-use crate::mm::{frame_alloc, layout, phys_to_virt, virt_to_phys};
+use lazymmu::arch::barrier;
+use lazymmu::dtb;
+use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
+use lazymmu::mm::{frame_alloc, layout, phys_to_virt, virt_to_phys};
 
 use super::{Meter, Sample};
-
-/// What aarch64-paging issues per call on tables that are not live, read
-/// from its source (0.12.3: `Mapping::map_range`, `modify_range`,
-/// `compact_subtables`, `PageTableWithLevel::free_detached`) and checked in
-/// the disassembly: each barrier and TLBI sits behind `Mapping::active()`.
-pub const PEER_BARRIERS_NOTE: &str = "aarch64-paging 0.12.3, Mapping never activated: map_range (map), \
-modify_range (modify) and map_range with an invalid descriptor + compact_subtables (unmap) issue \
-0 dsb ishst, 0 dsb ish, 0 isb, 0 tlbi; every barrier and TLBI in them is skipped while \
-Mapping::active() is false. Descriptors are still written with store-release (STLR; modify_range \
-swaps with LDXR/STLXR) and read with load-acquire (LDAR). Live, it would add: activate() dsb ishst + \
-isb; map_range dsb ishst + one tlbi vaae1is per descriptor covering the range + dsb ish + isb; \
-modify_range dsb ishst per leaf table changed + one tlbi vaae1is per changed entry + dsb ish + isb; \
-per subtable freed dsb ishst + one tlbi per valid entry in it + dsb ish + isb.";
 
 /// The ASID of the peer's live tables (the kernel's own mappings are
 /// global and use none).
@@ -76,6 +77,9 @@ pub struct PeerRun {
     pub tables: usize,
 }
 
+// The fields are read when the error is printed (`{:?}`), which the
+// dead-code lint does not count.
+#[allow(dead_code)]
 #[derive(Debug)]
 pub enum PeerError {
     /// Zero pages, or more pages than RAM has frames.

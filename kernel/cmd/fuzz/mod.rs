@@ -29,19 +29,19 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
 use model::{Area, AreaKind, Model, Page};
 
-use crate::arch::cpu;
-use crate::exception::FaultStatus;
-use crate::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use crate::mm::apply::{self, ApplyError};
-use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
-use crate::mm::layout::{VMALLOC_END, VMALLOC_START};
-use crate::mm::lazy_mmu::Backend;
-use crate::mm::pgtable::{self, EntryRef, MapError};
-use crate::mm::translate::{Access, HwTranslation, SwTranslation, hw_translate, sw_translate};
-use crate::mm::vmalloc::{self, VmallocError};
-use crate::mm::{audit, frame_alloc, lazy_mmu, pageattr, pgtable_check, phys_to_virt, probe, tlb};
-use crate::planted::{self, Bug};
-use crate::{sched, timer};
+use lazymmu::arch::cpu;
+use lazymmu::exception::FaultStatus;
+use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::apply::{self, ApplyError};
+use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
+use lazymmu::mm::layout::{VMALLOC_END, VMALLOC_START};
+use lazymmu::mm::lazy_mmu::Backend;
+use lazymmu::mm::pgtable::{self, EntryRef, MapError};
+use lazymmu::mm::translate::{Access, HwTranslation, SwTranslation, hw_translate, sw_translate};
+use lazymmu::mm::vmalloc::{self, VmallocError};
+use lazymmu::mm::{audit, frame_alloc, lazy_mmu, pageattr, pgtable_check, phys_to_virt, probe, tlb};
+use lazymmu::planted::{self, Bug};
+use lazymmu::{sched, timer};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -844,7 +844,7 @@ fn run_all(config: &Config, progress: &mut impl FnMut(Backend, u64, u64)) -> Res
 
 /// Table pages of the linear map.
 fn linear_tables() -> usize {
-    crate::mm::ptdump::region_stats()[0].table_pages()
+    lazymmu::mm::ptdump::region_stats()[0].table_pages()
 }
 
 /// All backends, for the default campaign.

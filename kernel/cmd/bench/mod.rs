@@ -34,14 +34,14 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::arch::barrier::{self, BarrierCounts};
-use crate::arch::cpu;
-use crate::mm::addr::{BLOCK_1G, PAGE_SIZE};
-use crate::mm::apply::{ApplyMode, apply_mode, set_apply_mode};
-use crate::mm::lazy_mmu::Backend;
-use crate::mm::lazy_mmu::{self, stats};
-use crate::mm::tlb::{self, FlushStrategy};
-use crate::{println, sched};
+use lazymmu::arch::barrier::{self, BarrierCounts};
+use lazymmu::arch::cpu;
+use lazymmu::mm::addr::{BLOCK_1G, PAGE_SIZE};
+use lazymmu::mm::apply::{ApplyMode, apply_mode, set_apply_mode};
+use lazymmu::mm::lazy_mmu::Backend;
+use lazymmu::mm::lazy_mmu::{self, stats};
+use lazymmu::mm::tlb::{self, FlushStrategy};
+use lazymmu::{println, sched};
 pub use workloads::WorkloadError;
 
 /// What one run issued.
@@ -263,7 +263,7 @@ pub fn run_tlb_only(quick: bool) -> Result<Results, WorkloadError> {
     let plan = if quick { Plan::new(true) } else { Plan { sizes: (0..=12).map(|k| 1u64 << k).collect(), repeats: 3 } };
     let preemption = sched::set_preemption(false);
     let mut results = Results { rows: Vec::new(), failures: Vec::new(), reserve: Vec::new() };
-    let workload = match crate::smp::online_cpus() {
+    let workload = match lazymmu::smp::online_cpus() {
         1 => "tlb_flush_1cpu",
         2 => "tlb_flush_2cpu",
         3 => "tlb_flush_3cpu",
@@ -274,7 +274,7 @@ pub fn run_tlb_only(quick: bool) -> Result<Results, WorkloadError> {
             progress(
                 1,
                 1,
-                &format!("TLB flush of N live pages with {} CPUs online: {name}", crate::smp::online_cpus()),
+                &format!("TLB flush of N live pages with {} CPUs online: {name}", lazymmu::smp::online_cpus()),
             );
             for &n in &plan.sizes {
                 let [m] = repeat(plan.repeats, || Ok([workloads::tlb_unmap(n, how)?]))?;
@@ -386,7 +386,7 @@ fn run_all(plan: &Plan, results: &mut Results) -> Result<(), WorkloadError> {
     next("map / modify / unmap: lazymmu (batched), and the ideal loops");
     let _selected = lazy_mmu::use_backend(Backend::Batched);
     set_apply_mode(ApplyMode::WholeCall);
-    let ideal = !crate::mm::pgtable_check::enabled();
+    let ideal = !lazymmu::mm::pgtable_check::enabled();
     if !ideal {
         println!("bench: no ideal loops with pgtable_check=on (they store by hand, unseen by the checker)");
     }
@@ -417,7 +417,7 @@ fn push_phases(results: &mut Results, backend: &'static str, n: u64, [map, modif
 /// The TLB flush strategies this CPU can run.
 fn tlb_strategies() -> Vec<(&'static str, FlushStrategy)> {
     let mut all = Vec::from([("per-page", FlushStrategy::PerPage), ("all", FlushStrategy::All)]);
-    if crate::cpu::features().tlbi_range {
+    if lazymmu::cpu::features().tlbi_range {
         all.insert(1, ("range", FlushStrategy::RangeTlbi));
     }
     all

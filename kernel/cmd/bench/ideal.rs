@@ -19,11 +19,11 @@ use core::ptr::{read_volatile, write_volatile};
 
 use super::workloads::{WorkloadError, with_fresh_area};
 use super::{Meter, Sample};
-use crate::arch::barrier;
-use crate::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use crate::mm::descriptor::{Attributes, Descriptor, Level};
-use crate::mm::pgtable::{self, MapError, Walking};
-use crate::mm::{phys_to_virt, tlb, vmalloc};
+use lazymmu::arch::barrier;
+use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
+use lazymmu::mm::pgtable::{self, MapError, Walking};
+use lazymmu::mm::{phys_to_virt, tlb, vmalloc};
 
 /// The level-3 table for one 2 MiB chunk, reached through the linear map.
 fn slots(table: PhysAddr) -> *mut u64 {

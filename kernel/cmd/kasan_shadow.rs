@@ -22,20 +22,27 @@
 //! mode: [`populate_shadow`] counts what it costs with its callbacks in lazy
 //! mode (under `debug_pagealloc` each allocation nests a section) and with
 //! the `_nolazy` variant.
+//!
+//! The boot binary (`demo kasan`, `demo pagealloc`) and the test images
+//! that race it compile this file each for themselves.
+
+// A task's outcome carries a caught fault's message in a fixed buffer (see
+// `lazymmu::exception`): its `Result`s are large on purpose.
+#![allow(clippy::result_large_err)]
 
 use alloc::vec::Vec;
 use core::convert::Infallible;
 use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
-use super::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
-use super::apply::{ApplyError, apply_to_page_range, apply_to_page_range_nolazy};
-use super::descriptor::{Attributes, Descriptor, Level};
-use super::lazy_mmu::stats::{LazyMmuStats, stats};
-use super::pgtable::{self, EntryRef};
-use super::pgtable_check::{self, Rule};
-use super::vmalloc::{VmallocError, free_vm_area, get_vm_area, vunmap_range};
-use super::{frame_alloc, lazy_mmu, phys_to_virt, probe};
-use crate::sched;
+use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::apply::{ApplyError, apply_to_page_range, apply_to_page_range_nolazy};
+use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
+use lazymmu::mm::lazy_mmu::stats::{LazyMmuStats, stats};
+use lazymmu::mm::pgtable::{self, EntryRef};
+use lazymmu::mm::pgtable_check::{self, Rule};
+use lazymmu::mm::vmalloc::{VmallocError, free_vm_area, get_vm_area, vunmap_range};
+use lazymmu::mm::{frame_alloc, lazy_mmu, phys_to_virt, probe};
+use lazymmu::sched;
 
 /// The lock KASAN takes (init_mm's page_table_lock). Not an IRQ lock: its
 /// holder may be switched out, as a task on another CPU would keep running.
@@ -62,7 +69,8 @@ pub struct RaceOutcome {
 enum Racers {
     /// Two tasks on one CPU, switched at fixed points.
     OneCpu,
-    /// Two CPUs at once: no switch needed.
+    /// Two CPUs at once: no switch needed (the SMP test image's race).
+    #[allow(dead_code, reason = "the demo runs on one CPU; tests/smp.rs races two")]
     TwoCpus,
 }
 
@@ -149,6 +157,7 @@ pub fn shadow_race(pause: bool) -> Result<RaceOutcome, VmallocError> {
 }
 
 /// Why a two-CPU race could not run.
+#[allow(dead_code, reason = "the demo runs on one CPU; tests/smp.rs races two")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TwoCpuRaceError {
     /// That CPU is not online, or is this one, or is busy.
@@ -167,6 +176,7 @@ impl From<VmallocError> for TwoCpuRaceError {
 /// moment, with no switch at all. Each side's section spans all the pages,
 /// so a store one side made under the lock may still sit in its queue when
 /// the other side, holding the lock next, looks at the entry.
+#[allow(dead_code, reason = "the demo runs on one CPU; tests/smp.rs races two")]
 pub fn shadow_race_two_cpus(other: usize, pause: bool, pages: u64) -> Result<RaceOutcome, TwoCpuRaceError> {
     let size = pages * PAGE_SIZE;
     let va = shadow_area(size)?;
@@ -177,7 +187,7 @@ pub fn shadow_race_two_cpus(other: usize, pause: bool, pages: u64) -> Result<Rac
     READY.store(false, SeqCst);
     let racer =
         move || apply_to_page_range(va, size, |entry: &EntryRef| populate(entry, pause, Racers::TwoCpus)).map(|_| ());
-    let remote = crate::smp::run_on(other, move || {
+    let remote = lazymmu::smp::run_on(other, move || {
         READY.store(true, SeqCst);
         while !GO.load(SeqCst) {
             core::hint::spin_loop();

@@ -10,18 +10,19 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
-use crate::arch::cpu;
-use crate::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
-use crate::mm::debug_pagealloc::{self, MapBack};
-use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
-use crate::mm::kasan_shadow::Populate;
-use crate::mm::layout::{VMALLOC_END, VMALLOC_START};
-use crate::mm::lazy_mmu::{self, Backend, stats};
-use crate::mm::pgtable::{self, EntryRef, Walking};
-use crate::mm::pgtable_check::{self, Rule};
-use crate::mm::vmalloc::{self, VmallocError};
-use crate::mm::{frame_alloc, kasan_shadow, tlb};
-use crate::{println, sched, task, timer, trace};
+use crate::cmd::kasan_shadow;
+use crate::cmd::kasan_shadow::Populate;
+use lazymmu::arch::cpu;
+use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::debug_pagealloc::{self, MapBack};
+use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
+use lazymmu::mm::layout::{VMALLOC_END, VMALLOC_START};
+use lazymmu::mm::lazy_mmu::{self, Backend, stats};
+use lazymmu::mm::pgtable::{self, EntryRef, Walking};
+use lazymmu::mm::pgtable_check::{self, Rule};
+use lazymmu::mm::vmalloc::{self, VmallocError};
+use lazymmu::mm::{frame_alloc, tlb};
+use lazymmu::{println, sched, task, timer, trace};
 
 /// Where the demo maps its pages: four level-3 slots of an area of the
 /// vmalloc region, at this address if it is free (a fixed place keeps the
