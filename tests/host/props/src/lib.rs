@@ -12,3 +12,13 @@ pub mod area_alloc;
 
 #[path = "../../../../kernel/mm/span.rs"]
 pub mod span;
+
+/// The descriptor codec, with the address types it encodes (its
+/// `super::addr` is this crate's `addr`, as it is `mm::addr` in the kernel).
+#[path = "../../../../kernel/mm/addr.rs"]
+pub mod addr;
+
+// Kernel-internal items (the boot tables' attributes) go unused here.
+#[allow(dead_code)]
+#[path = "../../../../kernel/mm/descriptor.rs"]
+pub mod descriptor;
