@@ -20,6 +20,7 @@ pub mod ptdump;
 pub mod span;
 pub mod stack;
 pub mod tlb;
+pub mod tlb_policy;
 pub mod translate;
 pub mod vmalloc;
 

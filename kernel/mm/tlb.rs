@@ -11,40 +11,16 @@
 use super::addr::{PAGE_SIZE, VirtAddr};
 use super::lazy_mmu;
 use super::span::{self, TlbiOp};
+use super::tlb_policy;
 use crate::arch::barrier;
 use crate::cpu;
 use crate::planted::{Bug, planted};
 
-/// Without range TLBI, a range of this many pages or more is flushed with
-/// one `tlbi vmalle1is` instead of page by page (Linux's `MAX_DVM_OPS`,
-/// `PTRS_PER_PTE`). Not because a full flush is cheaper: each TLBI is a
-/// broadcast DVM message to every CPU, and a long loop of them can stall
-/// the interconnect and the CPU issuing them (soft lock-ups). Linux named
-/// it after DVM in ec1c3b9ff160 ("arm64: tlbflush: Rename MAX_TLBI_OPS"),
-/// as I-cache maintenance has the same problem.
-pub const MAX_DVM_OPS: u64 = 512;
+pub use super::tlb_policy::{FlushStrategy, MAX_DVM_OPS, MAX_TLBI_RANGE_PAGES};
 
-/// The most pages one range-TLBI sequence can cover: NUM = 31 at SCALE = 3
-/// is (31 + 1) << (5 * 3 + 1) pages.
-pub const MAX_TLBI_RANGE_PAGES: u64 = 32 << 16;
-
-/// How `flush_tlb_kernel_range` covered a range, for tests and benches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FlushStrategy {
-    RangeTlbi,
-    PerPage,
-    All,
-}
-
-/// The strategy for `pages` pages on this CPU.
+/// The strategy for `pages` pages on this CPU (see `tlb_policy`).
 pub fn strategy(pages: u64) -> FlushStrategy {
-    if cpu::features().tlbi_range {
-        if pages > MAX_TLBI_RANGE_PAGES { FlushStrategy::All } else { FlushStrategy::RangeTlbi }
-    } else if pages >= MAX_DVM_OPS {
-        FlushStrategy::All
-    } else {
-        FlushStrategy::PerPage
-    }
+    tlb_policy::choose_flush(pages, cpu::features().tlbi_range)
 }
 
 /// Invalidates the translations of [start, end) on every CPU: the leaf
@@ -75,7 +51,7 @@ enum Walks {
 }
 
 fn pages_in(start: VirtAddr, end: VirtAddr) -> u64 {
-    end.as_u64().wrapping_sub(start.align_down(PAGE_SIZE).as_u64()).div_ceil(PAGE_SIZE)
+    tlb_policy::pages_in(start.as_u64(), end.as_u64())
 }
 
 fn flush(how: FlushStrategy, start: VirtAddr, end: VirtAddr, walks: Walks) {

@@ -13,6 +13,9 @@ pub mod area_alloc;
 #[path = "../../../../kernel/mm/span.rs"]
 pub mod span;
 
+#[path = "../../../../kernel/mm/tlb_policy.rs"]
+pub mod tlb_policy;
+
 /// The descriptor codec, with the address types it encodes (its
 /// `super::addr` is this crate's `addr`, as it is `mm::addr` in the kernel).
 #[path = "../../../../kernel/mm/addr.rs"]
