@@ -16,19 +16,24 @@ macro_rules! address_type {
         pub struct $name(u64);
 
         impl $name {
+            #[inline]
             pub const fn new(addr: u64) -> Self {
                 Self(addr)
             }
+            #[inline]
             pub const fn as_u64(self) -> u64 {
                 self.0
             }
+            #[inline]
             pub const fn is_aligned(self, align: u64) -> bool {
                 self.0 & (align - 1) == 0
             }
+            #[inline]
             pub const fn align_down(self, align: u64) -> Self {
                 Self(self.0 & !(align - 1))
             }
             /// `self + bytes`, or None if it would wrap.
+            #[inline]
             pub const fn checked_add(self, bytes: u64) -> Option<Self> {
                 match self.0.checked_add(bytes) {
                     Some(a) => Some(Self(a)),
@@ -36,10 +41,12 @@ macro_rules! address_type {
                 }
             }
             /// `self + bytes`; the caller knows it cannot wrap.
+            #[inline]
             pub const fn add(self, bytes: u64) -> Self {
                 Self(self.0 + bytes)
             }
             /// Bytes from `base` up to `self`.
+            #[inline]
             pub const fn offset_from(self, base: Self) -> u64 {
                 self.0 - base.0
             }
@@ -63,16 +70,20 @@ address_type!(PhysAddr, "physical");
 address_type!(VirtAddr, "virtual");
 
 impl VirtAddr {
+    #[inline]
     pub fn as_ptr<T>(self) -> *const T {
         self.0 as *const T
     }
+    #[inline]
     pub fn as_mut_ptr<T>(self) -> *mut T {
         self.0 as *mut T
     }
+    #[inline]
     pub fn from_ptr<T>(ptr: *const T) -> VirtAddr {
         VirtAddr(ptr as u64)
     }
     /// The kernel half: addresses translated through TTBR1 (bits 63:48 set).
+    #[inline]
     pub const fn is_kernel(self) -> bool {
         self.0 >> 48 == 0xffff
     }

@@ -21,9 +21,7 @@ use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use super::addr::{PhysAddr, VirtAddr};
 use super::descriptor::{Entry, Level};
-use super::pgtable::{
-    self, EntryRef, Linked, MapError, NewTables, Walking, alloc_tables, check_range, free_unlinked_tables,
-};
+use super::pgtable::{self, EntryRef, Linked, MapError, Walking, alloc_tables, check_range, free_unlinked_tables};
 use super::{lazy_mmu, span};
 
 /// How a call brackets its writes with lazy MMU sections.
@@ -127,16 +125,11 @@ fn chunks(start: VirtAddr, end: VirtAddr) -> impl Iterator<Item = (u64, u64)> {
 }
 
 /// Walks the range without changing anything: fails if a block mapping is
-/// in the way, and counts the tables a creating walk will need.
+/// in the way, and counts the tables a creating walk will need
+/// (`mm::walk::tables_needed`).
 fn plan(walking: &Walking, start: VirtAddr, end: VirtAddr, create: bool) -> Result<usize, MapError> {
-    let mut new = NewTables::default();
-    for (at, _) in chunks(start, end) {
-        let missing = walking.tables_missing(VirtAddr::new(at), Level::L3)?;
-        if create {
-            new.note(missing);
-        }
-    }
-    Ok(new.count)
+    let needed = walking.tables_needed(start, end)?;
+    Ok(if create { needed } else { 0 })
 }
 
 /// Links tables for `va` down to level 3, from `pool`, and returns the

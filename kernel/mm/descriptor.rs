@@ -128,20 +128,24 @@ impl Level {
     pub const L3: Level = Level(3);
 
     /// Bytes covered by one entry at this level.
+    #[inline]
     pub const fn entry_size(self) -> u64 {
         1u64 << self.shift()
     }
 
     /// Which of a table's 512 entries at this level covers `va`.
+    #[inline]
     pub const fn index(self, va: u64) -> usize {
         ((va >> self.shift()) & 511) as usize
     }
 
     /// Bit position of this level's index in a virtual address.
+    #[inline]
     pub const fn shift(self) -> u32 {
         12 + 9 * (3 - self.0 as u32)
     }
 
+    #[inline]
     pub fn next(self) -> Option<Level> {
         (self.0 < 3).then(|| Level(self.0 + 1))
     }
@@ -230,6 +234,7 @@ impl Descriptor {
     /// The leaves of `attrs` at `level` as a template: [`Descriptor::leaf`]
     /// with output address 0, encoded once, so that a loop over many pages
     /// makes each one with [`Descriptor::with_output`], a mask and an OR.
+    #[inline]
     pub fn leaf_template(level: Level, attrs: Attributes) -> Descriptor {
         Descriptor::leaf(level, PhysAddr::new(0), attrs)
     }
@@ -254,6 +259,7 @@ impl Descriptor {
     }
 
     /// Decodes the entry as read from a table at `level`.
+    #[inline]
     pub fn decode(self, level: Level) -> Entry {
         let d = Raw::new(self.0);
         if !d.is_set(STAGE1_DESCRIPTOR::VALID) {

@@ -23,6 +23,7 @@ pub mod tlb;
 pub mod tlb_policy;
 pub mod translate;
 pub mod vmalloc;
+pub mod walk;
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -33,11 +34,13 @@ use addr::{PhysAddr, VirtAddr};
 static PHYS_TO_VIRT: AtomicU64 = AtomicU64::new(0);
 
 /// Where the kernel reads and writes the RAM at `pa`.
+#[inline]
 pub fn phys_to_virt(pa: PhysAddr) -> VirtAddr {
     VirtAddr::new(pa.as_u64().wrapping_add(PHYS_TO_VIRT.load(Relaxed)))
 }
 
 /// The physical address behind a linear-map address.
+#[inline]
 pub fn virt_to_phys(va: VirtAddr) -> PhysAddr {
     PhysAddr::new(va.as_u64().wrapping_sub(PHYS_TO_VIRT.load(Relaxed)))
 }

@@ -20,6 +20,7 @@ use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::frame_alloc::{self, FrameError};
 use super::layout::{LINEAR_MAP_SIZE, PAGE_OFFSET, in_linear_map};
+use super::walk::{self, BlockInTheWay, Slot, TableMemory};
 use super::{lazy_mmu, pgtable_check, phys_to_virt, tlb};
 use crate::arch::barrier;
 use crate::planted::{Bug, planted};
@@ -63,6 +64,12 @@ pub enum MapError {
     KernelImage(VirtAddr),
 }
 
+impl From<BlockInTheWay> for MapError {
+    fn from(BlockInTheWay { va, level }: BlockInTheWay) -> MapError {
+        MapError::BlockInTheWay { va, level }
+    }
+}
+
 impl From<FrameError> for MapError {
     fn from(_: FrameError) -> MapError {
         MapError::OutOfMemory
@@ -104,10 +111,21 @@ impl<'walk> EntryRef<'walk> {
     /// `table` is a page-table page at `level` that stays one for `'walk`:
     /// reachable under a walk guard (or `Exclusive`) that lives that long,
     /// or not linked anywhere yet and owned by the caller.
+    #[inline]
     pub(super) unsafe fn new(table: PhysAddr, level: Level, va: VirtAddr) -> EntryRef<'walk> {
         let ptr = phys_to_virt(table).as_mut_ptr::<u64>().wrapping_add(level.index(va.as_u64()));
         let va = VirtAddr::new(va.as_u64() & !(level.entry_size() - 1));
         EntryRef { ptr, level, va, walk: PhantomData }
+    }
+
+    /// The entry at `slot`, which a walk reached.
+    ///
+    /// # Safety
+    /// As [`EntryRef::new`], for `slot.table`.
+    #[inline]
+    unsafe fn at(slot: Slot) -> EntryRef<'walk> {
+        // SAFETY: as our caller guarantees.
+        unsafe { EntryRef::new(slot.table, slot.level, slot.va) }
     }
 
     /// The next entry of the same table (the entry for `va` plus this
@@ -133,18 +151,21 @@ impl<'walk> EntryRef<'walk> {
         self.ptr
     }
 
+    #[inline]
     pub fn read(&self) -> Descriptor {
         // SAFETY: `ptr` points into a live page-table page, reached through
         // the linear map (or the boot identity map before it exists).
         Descriptor(unsafe { read_volatile(self.ptr) })
     }
 
+    #[inline]
     pub fn entry(&self) -> Entry {
         self.read().decode(self.level)
     }
 
     /// Does the range this entry maps lie wholly inside [va, va + size)?
     /// (A block that sticks out of a range must not be cleared for it.)
+    #[inline]
     pub fn within(&self, va: VirtAddr, size: u64) -> bool {
         self.va >= va && self.level.entry_size() <= size.saturating_sub(self.va.offset_from(va))
     }
@@ -260,27 +281,6 @@ pub fn alloc_tables(count: usize) -> Result<Vec<PhysAddr>, MapError> {
     Ok(tables)
 }
 
-/// Counts the tables a series of creating walks will link, each once.
-/// The walks come in address order, so the walks under one new table come
-/// one after another, and the last table noted per level is enough to
-/// know (no allocation: a plan cannot run out of heap).
-#[derive(Default)]
-pub(super) struct NewTables {
-    last: [Option<u64>; 3],
-    pub(super) count: usize,
-}
-
-impl NewTables {
-    /// Notes tables as [`Walking::tables_missing`] lists them.
-    pub(super) fn note(&mut self, missing: impl Iterator<Item = (Level, u64)>) {
-        for (level, base) in missing {
-            if self.last[level.0 as usize].replace(base) != Some(base) {
-                self.count += 1;
-            }
-        }
-    }
-}
-
 /// Where a creating walk gets its new tables.
 enum Tables<'p> {
     /// From the frame allocator, one at a time.
@@ -375,12 +375,14 @@ pub(super) fn walking_from(root: PhysAddr) -> Walking {
 
 impl Walking {
     /// The level-0 table this walk starts from.
+    #[inline]
     pub fn root(&self) -> PhysAddr {
         self.root
     }
 
     /// Walks towards `va` and returns the deepest entry reached: a leaf,
     /// an invalid entry, or the level-3 entry.
+    #[inline]
     pub fn walk(&self, va: VirtAddr) -> EntryRef<'_> {
         // SAFETY: the root and every table linked below it stay for as
         // long as this walk (see the module's notes on taking tables away).
@@ -412,32 +414,24 @@ impl Walking {
     }
 
     fn walk_create_with(&self, va: VirtAddr, level: Level, tables: &mut Tables<'_>) -> Result<EntryRef<'_>, MapError> {
-        // SAFETY: the root stays for as long as this walk.
-        let mut entry = unsafe { EntryRef::new(self.root, Level::L0, va) };
-        while entry.level < level {
-            let next_level = entry.level.next().expect("below level 3");
-            let next = match entry.entry() {
-                Entry::Table(next) => next,
-                Entry::Invalid => {
-                    let new = tables.take()?;
-                    match link_table(&entry, new) {
-                        Linked::Ours => new,
-                        Linked::Theirs(existing) => {
-                            tables.give_back(new);
-                            existing
-                        }
-                        Linked::Block => {
-                            tables.give_back(new);
-                            return Err(MapError::BlockInTheWay { va, level: entry.level });
-                        }
-                    }
-                }
-                Entry::Leaf { .. } => return Err(MapError::BlockInTheWay { va, level: entry.level }),
-            };
+        let slot = walk::walk_create(&LinearMap, self.root, va, level, |slot| -> Result<_, MapError> {
+            let new = tables.take()?;
             // SAFETY: a table linked below the root, kept by this walk.
-            entry = unsafe { EntryRef::new(next, next_level, va) };
-        }
-        Ok(entry)
+            let entry = unsafe { EntryRef::at(slot) };
+            Ok(match link_table(&entry, new) {
+                Linked::Ours => Some(new),
+                Linked::Theirs(existing) => {
+                    tables.give_back(new);
+                    Some(existing)
+                }
+                Linked::Block => {
+                    tables.give_back(new);
+                    None
+                }
+            })
+        })?;
+        // SAFETY: a table linked below the root, kept by this walk.
+        Ok(unsafe { EntryRef::at(slot) })
     }
 
     /// The tables [`Walking::walk_create`] would link to reach `va` at
@@ -445,16 +439,15 @@ impl Walking {
     /// address it covers), top down; an error if a block is in the way.
     /// Nothing is changed.
     pub fn tables_missing(&self, va: VirtAddr, level: Level) -> Result<impl Iterator<Item = (Level, u64)>, MapError> {
-        let deepest = self.walk(va);
-        // One read of the entry the walk stopped at: another CPU may link
-        // a table there meanwhile (then the count is one too many, never
-        // too few), which a second read would take for a block.
-        if deepest.level < level && matches!(deepest.entry(), Entry::Leaf { .. }) {
-            return Err(MapError::BlockInTheWay { va, level: deepest.level });
-        }
-        let from = if deepest.level < level { deepest.level.0 } else { level.0 };
-        Ok((from..level.0).map(move |l| (Level(l), va.as_u64() & !(Level(l).entry_size() - 1))))
+        Ok(walk::tables_missing(&LinearMap, self.root, va, level)?)
     }
+
+    /// The tables creating walks to every level-3 entry of [start, end)
+    /// will link, each counted once; an error if a block is in the way.
+    pub fn tables_needed(&self, start: VirtAddr, end: VirtAddr) -> Result<usize, MapError> {
+        Ok(walk::tables_needed(&LinearMap, self.root, start, end)?)
+    }
+
     /// The entries covering [va, va + size), in address order: at each
     /// step the deepest entry the walk reaches (a leaf, or an invalid entry
     /// at the level where a hole starts), with the address it was reached
@@ -491,9 +484,22 @@ impl Walking {
     /// `table` is a page-table page at `level` that is linked below this
     /// walk's root, or that the caller allocated and owns and has not
     /// linked yet (to fill it first).
+    #[inline]
     pub unsafe fn table_entry(&self, table: PhysAddr, level: Level, va: VirtAddr) -> EntryRef<'_> {
         // SAFETY: as the caller guarantees; the walk keeps a linked table.
         unsafe { EntryRef::new(table, level, va) }
+    }
+}
+
+/// The kernel's tables as the walk reads them: through the linear map.
+struct LinearMap;
+
+impl TableMemory for LinearMap {
+    #[inline]
+    fn read(&self, table: PhysAddr, index: usize) -> Descriptor {
+        // SAFETY: the walk reads only tables linked below a root that its
+        // caller keeps (see `walk_from`), reached through the linear map.
+        Descriptor(unsafe { read_volatile(phys_to_virt(table).as_mut_ptr::<u64>().add(index)) })
     }
 }
 
@@ -503,14 +509,7 @@ impl Walking {
 /// The tables below `root` on the way to `va` stay page tables for `'a`.
 unsafe fn walk_from<'a>(root: PhysAddr, va: VirtAddr) -> EntryRef<'a> {
     // SAFETY: as the caller guarantees.
-    let mut entry = unsafe { EntryRef::new(root, Level::L0, va) };
-    loop {
-        match (entry.entry(), entry.level.next()) {
-            // SAFETY: as above: a table linked below the root.
-            (Entry::Table(next), Some(level)) => entry = unsafe { EntryRef::new(next, level, va) },
-            _ => return entry,
-        }
-    }
+    unsafe { EntryRef::at(walk::walk(&LinearMap, root, va)) }
 }
 
 /// The linear map's entry for `va` (the deepest the walk reaches), with no

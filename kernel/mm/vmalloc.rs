@@ -30,7 +30,8 @@ use super::apply::{ApplyError, apply_to_page_range};
 use super::area_alloc::{Free, FreeRanges, Node, OutOfHeap, Tree, Weight};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{VMALLOC_END, VMALLOC_START};
-use super::pgtable::{self, EntryRef, LeafSizes, MapError, NewTables};
+use super::pgtable::{self, EntryRef, LeafSizes, MapError};
+use super::walk::NewTables;
 use super::{frame_alloc, lazy_mmu, pgtable_check, phys_to_virt, span, tlb};
 use crate::sync::IrqSpinLock;
 

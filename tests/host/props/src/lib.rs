@@ -16,6 +16,12 @@ pub mod span;
 #[path = "../../../../kernel/mm/tlb_policy.rs"]
 pub mod tlb_policy;
 
+/// The walker and the apply planner's count, over the tables a test
+/// provides (its `super::span`, `super::addr` and `super::descriptor` are
+/// this crate's).
+#[path = "../../../../kernel/mm/walk.rs"]
+pub mod walk;
+
 /// The descriptor codec, with the address types it encodes (its
 /// `super::addr` is this crate's `addr`, as it is `mm::addr` in the kernel).
 #[path = "../../../../kernel/mm/addr.rs"]
