@@ -1,5 +1,7 @@
-//! The page-table walker: the one module through which every kernel page
-//! table is read and written.
+//! The kernel's page tables: the one module through which every kernel
+//! page table is read and written. The walk's logic is `mm::walk`, which
+//! this module runs over the linear map, under its locks, with its store
+//! path.
 //!
 //! [`write_entry`] is the single place where a descriptor is stored, so the
 //! barrier policy (what a store must be followed by before the walker can

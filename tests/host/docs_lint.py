@@ -4,8 +4,10 @@
   docs_lint.py commands   prints every command the docs name, one per line,
                           as the check will run it
   docs_lint.py lint       checks chapter headings, "Reproduce:" lines,
-                          figures, and every bench number against the CSV;
-                          prints one "ok"/"FAILED" line per chapter
+                          figures, every bench number against the CSV, and
+                          that the README's "Where things are" names every
+                          file of kernel/ once, and nothing else; prints one
+                          "ok"/"FAILED" line per chapter and one for the tree
   docs_lint.py sync       rewrites every bench number from the CSV
                           (scripts/bench does this after a full run)
 
@@ -108,7 +110,39 @@ def lint():
     if len(set(tested)) != len(tested):
         why.append("a case label is used twice")
     print(f"docs {BAD_INPUT_DOC.name} ({len(tested)} rows) ... " + ("ok" if not why else "FAILED: " + "; ".join(why)))
-    return bad + bool(why)
+    bad += bool(why)
+    return bad + tree()
+
+
+def tree():
+    """The README's "Where things are": one line per file of kernel/, by
+    its path under the directory lines above it, and no file that is not
+    there."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"^## Where things are\n.*?^```\n(.*?)^```", readme, re.M | re.S)
+    if block is None:
+        print('docs README.md "Where things are" ... FAILED: no tree block')
+        return 1
+    named, dirs = [], []
+    for line in block.group(1).splitlines():
+        indent = len(line) - len(line.lstrip())
+        name = line.split()[0] if line.strip() else ""
+        depth = indent // 2
+        dirs = dirs[:depth]
+        if name.endswith("/"):
+            dirs.append(name)
+        elif name:
+            named.append("".join(dirs) + name)
+    kernel = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "kernel").rglob("*") if p.is_file() and p.suffix in (".rs", ".s"))
+    listed = [n for n in named if n.startswith("kernel/")]
+    why = []
+    if sorted(set(listed)) != kernel:
+        why.append(f"not listed: {sorted(set(kernel) - set(listed))}; listed, not there: {sorted(set(listed) - set(kernel))}")
+    twice = sorted({n for n in listed if listed.count(n) > 1})
+    if twice:
+        why.append(f"listed twice: {twice}")
+    print(f'docs README.md "Where things are" ({len(kernel)} files) ... ' + ("ok" if not why else "FAILED: " + "; ".join(why)))
+    return bool(why)
 
 
 def sync():
