@@ -16,6 +16,14 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 
 pub fn set_enabled(on: bool) {
     ENABLED.store(on, Relaxed);
+    // The barriers and TLBIs are issued below this layer, which tells it
+    // of each through a hook while the trace is on.
+    crate::arch::barrier::set_issue_hook(on.then_some(issued as fn(&'static str)));
+}
+
+/// A barrier or TLBI issued: its own line.
+fn issued(name: &'static str) {
+    emit(format_args!("{name}"));
 }
 
 #[inline]

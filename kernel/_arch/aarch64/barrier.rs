@@ -11,7 +11,7 @@
 
 use aarch64_cpu::registers::*;
 use core::arch::asm;
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use super::observe::{self, Issued};
 
@@ -129,9 +129,25 @@ pub fn cost(f: impl FnOnce()) -> BarrierCounts {
     counts() - before
 }
 
-fn count(counter: &AtomicU64, name: &str) {
+/// What to call with each instruction's name once it is issued: the
+/// upper layer's trace, installed while it is on (this layer calls no
+/// other). 0: nothing.
+static ON_ISSUE: AtomicUsize = AtomicUsize::new(0);
+
+/// Calls `hook` with the name of every barrier and TLBI issued from now
+/// on, or nobody (None).
+pub fn set_issue_hook(hook: Option<fn(&'static str)>) {
+    ON_ISSUE.store(hook.map_or(0, |f| f as usize), Relaxed);
+}
+
+fn count(counter: &AtomicU64, name: &'static str) {
     counter.fetch_add(1, Relaxed);
-    crate::trace::emit(format_args!("{name}"));
+    let hook = ON_ISSUE.load(Relaxed);
+    if hook != 0 {
+        // SAFETY: a value stored by set_issue_hook, from a `fn(&'static str)`.
+        let hook = unsafe { core::mem::transmute::<usize, fn(&'static str)>(hook) };
+        hook(name);
+    }
 }
 
 /// Tells the observer (if one is installed) what was just issued.
