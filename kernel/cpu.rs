@@ -4,6 +4,7 @@
 use core::fmt;
 
 use crate::arch::cpu::{IdRegisters, id_registers};
+use crate::arch::sysreg;
 use spin::Once;
 
 /// Features that change how the kernel maintains its tables.
@@ -30,30 +31,18 @@ pub struct Features {
     pub pa_bits: u8,
 }
 
-fn field(reg: u64, shift: u32) -> u8 {
-    ((reg >> shift) & 0xf) as u8
-}
-
 impl Features {
     pub fn decode(id: &IdRegisters) -> Features {
-        let tgran4 = field(id.mmfr0, 28);
+        let tgran4 = sysreg::tgran4(id.mmfr0);
         Features {
             midr: id.midr,
-            tlbi_range: field(id.isar0, 56) == 0b0010,
-            bbm_level: field(id.mmfr2, 52),
+            tlbi_range: sysreg::tlbi_range(id.isar0),
+            bbm_level: sysreg::bbm_level(id.mmfr2),
             bbml2_noabort: bbml2_noabort(id.midr),
-            hafdbs: field(id.mmfr1, 0),
+            hafdbs: sysreg::hafdbs(id.mmfr1),
             granule_4k: tgran4 == 0b0000 || tgran4 == 0b0001,
             granule_4k_lpa2: tgran4 == 0b0001,
-            pa_bits: match field(id.mmfr0, 0) {
-                0 => 32,
-                1 => 36,
-                2 => 40,
-                3 => 42,
-                4 => 44,
-                5 => 48,
-                _ => 52,
-            },
+            pa_bits: sysreg::pa_bits(id.mmfr0),
         }
     }
 
@@ -75,10 +64,7 @@ impl Features {
 /// abort. That is our choice, and it keeps the in-place split exercised;
 /// `cortex-a72` (no FEAT_BBM at all) is not on the list.
 pub fn bbml2_noabort(midr: u64) -> bool {
-    let implementer = (midr >> 24) & 0xff;
-    let variant = (midr >> 20) & 0xf;
-    let part = (midr >> 4) & 0xfff;
-    let revision = midr & 0xf;
+    let (implementer, variant, part, revision) = sysreg::midr_fields(midr);
     match (implementer, part) {
         // Arm Cortex-X4 r0p3 and later r0 revisions.
         (0x41, 0xd82) => variant == 0 && revision >= 3,
@@ -96,10 +82,7 @@ pub struct Model(u64);
 
 impl fmt::Display for Model {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let implementer = (self.0 >> 24) & 0xff;
-        let variant = (self.0 >> 20) & 0xf;
-        let part = (self.0 >> 4) & 0xfff;
-        let revision = self.0 & 0xf;
+        let (implementer, variant, part, revision) = sysreg::midr_fields(self.0);
         let name = match (implementer, part) {
             (0x41, 0xd03) => Some("Arm Cortex-A53"),
             (0x41, 0xd07) => Some("Arm Cortex-A57"),

@@ -6,7 +6,6 @@ pub mod apply;
 pub mod area_alloc;
 pub mod audit;
 pub mod debug_pagealloc;
-pub mod descriptor;
 pub mod frame_alloc;
 pub mod heap;
 pub mod kernel_map;
@@ -24,6 +23,10 @@ pub mod tlb_policy;
 pub mod translate;
 pub mod vmalloc;
 pub mod walk;
+
+/// The stage-1 descriptor format, arm64's (`arch::descriptor`), where the
+/// memory manager's code looks for it.
+pub use crate::arch::descriptor;
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

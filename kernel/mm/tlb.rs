@@ -12,7 +12,7 @@ use super::addr::{PAGE_SIZE, VirtAddr};
 use super::lazy_mmu;
 use super::span::{self, TlbiOp};
 use super::tlb_policy;
-use crate::arch::barrier;
+use crate::arch::{barrier, sysreg};
 use crate::cpu;
 use crate::planted::{Bug, planted};
 
@@ -107,20 +107,13 @@ fn range_tlbi(va: u64, pages: u64, walks: Walks) {
         match (op, walks) {
             (TlbiOp::Page(va), _) => tlbi_page(va, walks),
             (TlbiOp::Range { va, scale, num }, Walks::LeafOnly) => {
-                barrier::tlbi_rvaale1is(range_operand(va, scale, num))
+                barrier::tlbi_rvaale1is(sysreg::tlbi_range_operand(va, scale, num))
             }
             (TlbiOp::Range { va, scale, num }, Walks::AllLevels) => {
-                barrier::tlbi_rvaae1is(range_operand(va, scale, num))
+                barrier::tlbi_rvaae1is(sysreg::tlbi_range_operand(va, scale, num))
             }
         }
     }
-}
-
-/// The register operand of a range TLBI for the 4 KiB granule:
-/// TG [47:46] = 0b01, SCALE [45:44], NUM [43:39], TTL [38:37] = 0 (any
-/// level), BaseADDR [36:0] = VA[48:12] (the hardware sign-extends bit 48).
-pub fn range_operand(va: u64, scale: u64, num: u64) -> u64 {
-    (0b01 << 46) | (scale << 44) | (num << 39) | ((va >> 12) & ((1 << 37) - 1))
 }
 
 #[cfg(test)]
@@ -130,7 +123,7 @@ mod tests {
     #[test_case]
     fn range_operand_encodes_granule_scale_num_and_base() {
         let va = 0xffff_8000_0020_0000u64;
-        let op = range_operand(va, 1, 7);
+        let op = sysreg::tlbi_range_operand(va, 1, 7);
         assert_eq!(op >> 46 & 0b11, 0b01, "TG: 4 KiB");
         assert_eq!(op >> 44 & 0b11, 1, "SCALE");
         assert_eq!(op >> 39 & 0x1f, 7, "NUM");
@@ -138,6 +131,8 @@ mod tests {
         // BaseADDR holds VA[48:12]; sign-extending bit 36 gives the VA back.
         let base = ((op & ((1 << 37) - 1)) << 27) as i64 >> 27;
         assert_eq!((base << 12) as u64, va);
+        // And the decoder the observer uses reads the same range back.
+        assert_eq!(sysreg::tlbi_range_of(op), (va, 8 << 6));
     }
 
     #[test_case]

@@ -8,6 +8,7 @@ use super::descriptor::{Attributes, Entry, Level, MemoryType};
 use super::pgtable;
 use crate::arch::barrier;
 use crate::arch::exception::FaultStatus;
+use crate::arch::sysreg::Par;
 
 /// The access `at` checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,13 +37,12 @@ pub fn mair_attr(memory: MemoryType) -> u8 {
 
 /// Asks the MMU: may EL1 make this access, and to which physical address?
 pub fn hw_translate(va: VirtAddr, access: Access) -> HwTranslation {
-    let par = barrier::at_s1e1(va.as_u64(), access == Access::Write);
-    if par & 1 == 0 {
-        let pa = (par & 0x0000_ffff_ffff_f000) | (va.as_u64() & 0xfff);
-        HwTranslation::Mapped { pa: PhysAddr::new(pa), mair_attr: (par >> 56) as u8 }
-    } else {
-        // PAR_EL1.FST [6:1] uses the same fault status codes as ESR.
-        HwTranslation::Fault(FaultStatus::decode((par >> 1) & 0x3f))
+    match Par::decode(barrier::at_s1e1(va.as_u64(), access == Access::Write)) {
+        Par::Translated { page, attr } => {
+            HwTranslation::Mapped { pa: PhysAddr::new(page | (va.as_u64() & 0xfff)), mair_attr: attr }
+        }
+        // PAR_EL1.FST uses the same fault status codes as ESR.
+        Par::Fault { status } => HwTranslation::Fault(FaultStatus::decode(status)),
     }
 }
 

@@ -14,6 +14,7 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use super::observe::{self, Issued};
+use super::sysreg;
 
 /// One counter per kind of instruction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -158,15 +159,6 @@ fn report(what: Issued) {
     }
 }
 
-/// The pages a range-TLBI operand covers (see `mm::tlb::range_operand`):
-/// BaseADDR is VA[48:12], sign-extended from bit 48; the count is
-/// (NUM + 1) << (5 * SCALE + 1).
-fn range_of(operand: u64) -> (u64, u64) {
-    let start = ((((operand & ((1 << 37) - 1)) << 12) as i64) << 15 >> 15) as u64;
-    let (scale, num) = ((operand >> 44) & 0b11, (operand >> 39) & 0x1f);
-    (start, (num + 1) << (5 * scale + 1))
-}
-
 /// Makes earlier stores, page-table writes included, visible to the table
 /// walker (and other CPUs) before anything after it.
 #[inline]
@@ -209,12 +201,12 @@ pub fn isb() {
 pub fn tlbi_vaale1is(va: u64) {
     count(&TLBI_PAGE, "tlbi vaale1is");
     // SAFETY: TLB maintenance only drops cached translations.
-    unsafe { asm!("tlbi vaale1is, {}", in(reg) (va >> 12) & ((1 << 44) - 1), options(nostack, preserves_flags)) };
+    unsafe { asm!("tlbi vaale1is, {}", in(reg) sysreg::tlbi_va_operand(va), options(nostack, preserves_flags)) };
     report(Issued::Tlbi { start: va, pages: 1, walks: false });
 }
 
 /// Invalidates a range of pages in one instruction (FEAT_TLBIRANGE).
-/// `operand` is built by `mm::tlb`; it encodes base, scale and count.
+/// `operand` is built by [`sysreg::tlbi_range_operand`]: base, scale and count.
 #[inline]
 pub fn tlbi_rvaale1is(operand: u64) {
     count(&TLBI_RANGE, "tlbi rvaale1is");
@@ -222,7 +214,7 @@ pub fn tlbi_rvaale1is(operand: u64) {
     // (op1=0, CRn=8, CRm=2, op2=7) so no assembler extension is needed.
     // SAFETY: TLB maintenance only drops cached translations.
     unsafe { asm!("sys #0, c8, c2, #7, {}", in(reg) operand, options(nostack, preserves_flags)) };
-    let (start, pages) = range_of(operand);
+    let (start, pages) = sysreg::tlbi_range_of(operand);
     report(Issued::Tlbi { start, pages, walks: false });
 }
 
@@ -233,7 +225,7 @@ pub fn tlbi_vaae1is(va: u64) {
     TLBI_WALKS.fetch_add(1, Relaxed);
     count(&TLBI_PAGE, "tlbi vaae1is");
     // SAFETY: TLB maintenance only drops cached translations.
-    unsafe { asm!("tlbi vaae1is, {}", in(reg) (va >> 12) & ((1 << 44) - 1), options(nostack, preserves_flags)) };
+    unsafe { asm!("tlbi vaae1is, {}", in(reg) sysreg::tlbi_va_operand(va), options(nostack, preserves_flags)) };
     report(Issued::Tlbi { start: va, pages: 1, walks: true });
 }
 
@@ -245,7 +237,7 @@ pub fn tlbi_rvaae1is(operand: u64) {
     // `tlbi rvaae1is, x`: op1=0, CRn=8, CRm=2, op2=3.
     // SAFETY: TLB maintenance only drops cached translations.
     unsafe { asm!("sys #0, c8, c2, #3, {}", in(reg) operand, options(nostack, preserves_flags)) };
-    let (start, pages) = range_of(operand);
+    let (start, pages) = sysreg::tlbi_range_of(operand);
     report(Issued::Tlbi { start, pages, walks: true });
 }
 

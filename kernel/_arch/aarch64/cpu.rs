@@ -125,8 +125,8 @@ pub fn start_instruction_counter() -> bool {
     unsafe {
         asm!("mrs {}, id_aa64dfr0_el1", out(reg) dfr0, options(nomem, nostack, preserves_flags));
     }
-    // PMUVer (bits 11:8): 0 none, 0xf IMPLEMENTATION DEFINED.
-    if matches!((dfr0 >> 8) & 0xf, 0 | 0xf) {
+    // No PMU, or an IMPLEMENTATION DEFINED one.
+    if matches!(super::sysreg::pmu_version(dfr0), 0 | 0xf) {
         return false;
     }
     // SAFETY: as above.

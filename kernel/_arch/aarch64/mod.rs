@@ -5,11 +5,13 @@ pub mod barrier;
 pub mod boot;
 pub mod context;
 pub mod cpu;
+pub mod descriptor;
 pub mod exception;
 pub mod lazy_mmu;
 pub mod observe;
 pub mod psci;
 pub mod semihosting;
+pub mod sysreg;
 pub mod timer;
 
 core::arch::global_asm!(include_str!("boot.s"));

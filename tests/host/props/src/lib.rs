@@ -22,12 +22,17 @@ pub mod tlb_policy;
 #[path = "../../../../kernel/mm/walk.rs"]
 pub mod walk;
 
-/// The descriptor codec, with the address types it encodes (its
-/// `super::addr` is this crate's `addr`, as it is `mm::addr` in the kernel).
+/// The descriptor codec, with the address types it encodes (it reads them
+/// from `crate::mm::addr`, as in the kernel).
 #[path = "../../../../kernel/mm/addr.rs"]
 pub mod addr;
 
 // Kernel-internal items (the boot tables' attributes) go unused here.
 #[allow(dead_code)]
-#[path = "../../../../kernel/mm/descriptor.rs"]
+#[path = "../../../../kernel/_arch/aarch64/descriptor.rs"]
 pub mod descriptor;
+
+/// The kernel's paths to what is at this crate's root.
+pub mod mm {
+    pub use crate::addr;
+}

@@ -11,7 +11,7 @@
 
 use tock_registers::{LocalRegisterCopy, register_bitfields};
 
-use super::addr::PhysAddr;
+use crate::mm::addr::PhysAddr;
 
 register_bitfields! {u64,
     pub STAGE1_DESCRIPTOR [
