@@ -169,10 +169,10 @@ pub(crate) fn schedule() {
     trace::emit(format_args!(
         "context switch: {} ({}, depth {}) -> {} (depth {})",
         prev.name,
-        prev.arch_lazy,
-        prev.lazy_mmu.enable_count.get(),
+        prev.lazy_mmu.arch,
+        prev.lazy_state().enable_count,
         next.name,
-        next.lazy_mmu.enable_count.get()
+        next.lazy_state().enable_count
     ));
     // Everything `prev` stored, page-table entries of an open lazy section
     // included, reaches every walker before `next` runs.

@@ -16,49 +16,10 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::arch::context::Context;
 use crate::arch::exception::RecoveryPoint;
-use crate::arch::lazy_mmu::ArchLazyState;
 use crate::exception::Caught;
+use crate::mm::lazy_mmu::{LazyMmuState, LazySnapshot};
 use crate::mm::stack::KernelStack;
 use crate::percpu::with_this_cpu;
-
-/// The generic lazy MMU state of a task (Linux 7.0's `lazy_mmu_state`).
-#[derive(Debug, Default)]
-pub struct LazyMmuState {
-    /// Nesting depth of enable/disable.
-    pub(crate) enable_count: Cell<u8>,
-    /// Nesting depth of pause/resume.
-    pub(crate) pause_count: Cell<u8>,
-    /// Entries this task wrote in active sections that the backend's
-    /// statistics do not hold yet: the store path counts here, in the
-    /// task, with no atomic, and `mm::lazy_mmu::stats` adds them up at
-    /// every transition and whenever it is read.
-    pub(crate) unaccounted_writes: Cell<u64>,
-}
-
-/// A task's lazy MMU state, read at one moment ([`Task::lazy_state`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LazySnapshot {
-    /// Nesting depth of enable/disable.
-    pub enable_count: u8,
-    /// Nesting depth of pause/resume.
-    pub pause_count: u8,
-    /// Barriers are owed for entries stored in the current section.
-    pub pending: bool,
-    /// Stores waiting in the queue (`deferred-writes` only).
-    pub queued: usize,
-}
-
-impl LazyMmuState {
-    pub const fn new() -> LazyMmuState {
-        LazyMmuState { enable_count: Cell::new(0), pause_count: Cell::new(0), unaccounted_writes: Cell::new(0) }
-    }
-
-    /// Lazy MMU mode is active: enabled and not paused.
-    #[inline]
-    pub fn is_active(&self) -> bool {
-        self.enable_count.get() > 0 && self.pause_count.get() == 0
-    }
-}
 
 /// Where a task is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,11 +36,10 @@ pub enum TaskState {
 
 pub struct Task {
     pub name: &'static str,
-    /// Private to the lazy MMU layer (`mm::lazy_mmu`), which changes it
-    /// only for the current task; others read it with [`Task::lazy_state`].
+    /// Its lazy MMU state, generic and arch parts: private to the lazy MMU
+    /// layer (`mm::lazy_mmu`), which changes it only for the current task;
+    /// others read it with [`Task::lazy_state`].
     pub(crate) lazy_mmu: LazyMmuState,
-    /// What the architecture's lazy MMU backend keeps per task (as private).
-    pub(crate) arch_lazy: ArchLazyState,
     state: AtomicU8,
     /// Saved registers while the task is not running.
     context: UnsafeCell<Context>,
@@ -135,7 +95,6 @@ impl Task {
         Task {
             name,
             lazy_mmu: LazyMmuState::new(),
-            arch_lazy: ArchLazyState::new(),
             state: AtomicU8::new(TaskState::Running as u8),
             context: UnsafeCell::new(Context::zeroed()),
             stack: None,
@@ -166,12 +125,7 @@ impl Task {
 
     /// Its lazy MMU state at a glance, as tests and the audit compare it.
     pub fn lazy_state(&self) -> LazySnapshot {
-        LazySnapshot {
-            enable_count: self.lazy_mmu.enable_count.get(),
-            pause_count: self.lazy_mmu.pause_count.get(),
-            pending: self.arch_lazy.pending(),
-            queued: self.arch_lazy.queued(),
-        }
+        self.lazy_mmu.snapshot()
     }
 
     pub fn state(&self) -> TaskState {
@@ -252,7 +206,7 @@ impl Task {
     /// interrupt depth or the backend changed: lazily only in an active
     /// section and outside interrupt handlers.
     pub(crate) fn refresh_store_mode(&self) {
-        self.arch_lazy.set_store_mode(!self.in_irq() && self.lazy_mmu.is_active());
+        self.lazy_mmu.arch.set_store_mode(!self.in_irq() && self.lazy_mmu.is_active());
     }
 
     pub(crate) fn walks(&self) -> u32 {

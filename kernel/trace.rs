@@ -46,6 +46,6 @@ fn line(args: fmt::Arguments) {
         return;
     }
     let task = task::current();
-    let depth = task.lazy_mmu.enable_count.get() as usize;
+    let depth = task.lazy_state().enable_count as usize;
     println!("  [{:<8}] {:width$}{args}", task.name, "", width = 2 * depth.min(8));
 }

@@ -22,12 +22,12 @@ use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
 use lazymmu::mm::layout::VMALLOC_START;
 use lazymmu::mm::lazy_mmu::Backend;
+use lazymmu::mm::lazy_mmu::LazySnapshot;
 use lazymmu::mm::lazy_mmu::stats::{self, LazyMmuStats};
 use lazymmu::mm::lazy_mmu::*;
 use lazymmu::mm::pgtable::{self, EntryRef, Walking};
 use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
 use lazymmu::mm::{frame_alloc, probe, tlb};
-use lazymmu::task::LazySnapshot;
 use lazymmu::{irq, sched, task, timer};
 use spin::Mutex;
 

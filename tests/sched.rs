@@ -19,9 +19,9 @@ use lazymmu::exception::{Caught, ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::VirtAddr;
 use lazymmu::mm::layout::KSTACK_SLOTS;
 use lazymmu::mm::lazy_mmu::Backend;
+use lazymmu::mm::lazy_mmu::LazySnapshot;
 use lazymmu::mm::lazy_mmu::{enable, is_lazy_mmu_mode_active};
 use lazymmu::mm::{frame_alloc, probe};
-use lazymmu::task::LazySnapshot;
 use lazymmu::{irq, sched, task};
 use spin::Mutex;
 

@@ -28,9 +28,9 @@ use lazymmu::mm::addr::{PAGE_SIZE, VirtAddr};
 use lazymmu::mm::descriptor::Descriptor;
 use lazymmu::mm::layout::{KSTACK_SLOT_SIZE, KSTACK_START};
 use lazymmu::mm::lazy_mmu::Backend;
+use lazymmu::mm::lazy_mmu::LazySnapshot;
 use lazymmu::mm::vmalloc::{vfree, vmalloc};
 use lazymmu::mm::{pgtable, probe, tlb};
-use lazymmu::task::LazySnapshot;
 use lazymmu::{dtb, percpu, smp};
 use spin::Mutex;
 

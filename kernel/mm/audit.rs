@@ -28,7 +28,7 @@ pub struct MmState {
     pub table_pages: usize,
     pub tables_digest: u64,
     /// (enable count, pause count, pending, queued stores).
-    pub lazy: task::LazySnapshot,
+    pub lazy: super::lazy_mmu::LazySnapshot,
 }
 
 /// A digest of every table page reachable from the root: each page's 512

@@ -13,7 +13,7 @@ use lazymmu::task::{self, Task};
 
 pub fn depth() -> u8 {
     #[cfg(case = "lazy_state_written")]
-    task::current().lazy_mmu.enable_count.set(0);
+    task::current().lazy_mmu.counts.set(Default::default());
     task::current().lazy_state().enable_count
 }
 

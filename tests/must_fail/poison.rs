@@ -14,11 +14,11 @@ use lazymmu::mm::addr::PAGE_SIZE;
 use lazymmu::mm::apply::apply_to_page_range;
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
 use lazymmu::mm::lazy_mmu::Backend;
+use lazymmu::mm::lazy_mmu::LazySnapshot;
 use lazymmu::mm::lazy_mmu::{selected_backend, use_backend};
 use lazymmu::mm::vmalloc::{self, get_vm_area, vfree, vmalloc};
 use lazymmu::mm::{frame_alloc, pgtable};
 use lazymmu::task;
-use lazymmu::task::LazySnapshot;
 use lazymmu::testing::{Testable, run_tests};
 
 fn fails_half_way_through_a_mapping() {

@@ -9,7 +9,7 @@
 //! the mode off at any depth until `lazy_mmu_mode_resume()`; pauses nest,
 //! and enable/disable between them do nothing.
 //!
-//! The state is the current task's (`task::LazyMmuState`). Only this layer
+//! The state is the current task's ([`LazyMmuState`]). Only this layer
 //! (and the context switch) calls the arch hooks (`arch::lazy_mmu`).
 //!
 //! In interrupt context every call here does nothing and nothing is
@@ -22,16 +22,77 @@
 pub mod state;
 pub mod stats;
 
+use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 pub use crate::arch::lazy_mmu::Backend;
-use crate::arch::lazy_mmu::{self as arch, StoreMode};
+use crate::arch::lazy_mmu::{self as arch, ArchLazyState, StoreMode};
 use crate::irq::in_interrupt;
 use crate::mm::descriptor::Descriptor;
 use crate::mm::pgtable_check;
 use crate::{println, task, trace};
 pub use state::LazyMmuMisuse;
 use state::{Counts, Hook, Transition};
+
+/// A task's lazy MMU state, all of it, in its control block (Linux 7.0's
+/// `lazy_mmu_state` in `task_struct`, with the arch's part beside it as
+/// arm64 keeps its TIF_LAZY_MMU flags in the thread's flags). Only this
+/// layer changes it, and only the current task's.
+#[derive(Default)]
+pub struct LazyMmuState {
+    /// The nesting counts, as the state machine (`state.rs`) reads and
+    /// makes them.
+    pub(crate) counts: Cell<Counts>,
+    /// Entries this task wrote in active sections that the backend's
+    /// statistics do not hold yet: the store path counts here, in the
+    /// task, with no atomic, and [`stats`] adds them up at every
+    /// transition and whenever it is read.
+    pub(crate) unaccounted_writes: Cell<u64>,
+    /// What the arch backend keeps: the pending flag, the queue, how the
+    /// next store is made.
+    pub(crate) arch: ArchLazyState,
+}
+
+impl LazyMmuState {
+    pub const fn new() -> LazyMmuState {
+        LazyMmuState {
+            counts: Cell::new(Counts { enable: 0, pause: 0 }),
+            unaccounted_writes: Cell::new(0),
+            arch: ArchLazyState::new(),
+        }
+    }
+
+    /// Lazy MMU mode is active: enabled and not paused.
+    #[inline]
+    pub fn is_active(&self) -> bool {
+        self.counts.get().is_active()
+    }
+
+    /// The state now, as a value.
+    pub fn snapshot(&self) -> LazySnapshot {
+        let Counts { enable, pause } = self.counts.get();
+        LazySnapshot {
+            enable_count: enable,
+            pause_count: pause,
+            pending: self.arch.pending(),
+            queued: self.arch.queued(),
+        }
+    }
+}
+
+/// A task's lazy MMU state, read at one moment (`Task::lazy_state`), as
+/// tests and the audit compare it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LazySnapshot {
+    /// Nesting depth of enable/disable.
+    pub enable_count: u8,
+    /// Nesting depth of pause/resume.
+    pub pause_count: u8,
+    /// Barriers are owed for entries stored in the current section.
+    pub pending: bool,
+    /// Stores waiting in the queue (`deferred-writes` only).
+    pub queued: usize,
+}
 
 static REPORTED: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
 static MISUSES: AtomicU64 = AtomicU64::new(0);
@@ -58,12 +119,11 @@ fn transition(call: &'static str, step: impl FnOnce(Counts) -> Transition) -> Re
     }
     let task = task::current();
     let state = &task.lazy_mmu;
-    let old = Counts { enable: state.enable_count.get(), pause: state.pause_count.get() };
+    let old = state.counts.get();
     stats::account(task);
     let (new, hook) = step(old).or_else(refuse)?;
-    state.enable_count.set(new.enable);
-    state.pause_count.set(new.pause);
-    let arch = &task.arch_lazy;
+    state.counts.set(new);
+    let arch = &state.arch;
     match (old.pause != new.pause, hook) {
         (false, _) if old == new => trace::emit(format_args!("{call}: paused, does nothing")),
         (false, Hook::Enter) => trace::emit(format_args!("{call}: depth {} -> {}, arch enter", old.enable, new.enable)),
@@ -183,7 +243,7 @@ fn count_write(task: &task::Task, lazy: bool) {
 #[inline(always)]
 pub(crate) unsafe fn set_entry(slot: *mut u64, desc: Descriptor) {
     let task = task::current();
-    let state = &task.arch_lazy;
+    let state = &task.lazy_mmu.arch;
     count_write(task, state.store_mode() != StoreMode::Now);
     // SAFETY: as our caller guarantees.
     unsafe { arch::set_entry_unwatched(state, slot, desc) };
@@ -199,10 +259,10 @@ pub(crate) unsafe fn set_entry(slot: *mut u64, desc: Descriptor) {
 #[inline(never)]
 pub(crate) unsafe fn set_entry_watched(slot: *mut u64, desc: Descriptor) {
     let task = task::current();
-    let lazy = task.arch_lazy.store_mode() != StoreMode::Now;
+    let lazy = task.lazy_mmu.arch.store_mode() != StoreMode::Now;
     count_write(task, lazy);
     // SAFETY: as our caller guarantees.
-    unsafe { arch::set_entry(&task.arch_lazy, slot, desc) };
+    unsafe { arch::set_entry(&task.lazy_mmu.arch, slot, desc) };
     if !lazy && pgtable_check::enabled() {
         pgtable_check::wrote_outside_section();
     }
@@ -211,7 +271,7 @@ pub(crate) unsafe fn set_entry_watched(slot: *mut u64, desc: Descriptor) {
 /// Stores the current task has queued and not made yet (`deferred-writes`
 /// only; none in interrupt context, which never batches).
 pub(crate) fn queued_stores() -> usize {
-    if in_interrupt() { 0 } else { task::current().arch_lazy.queued() }
+    if in_interrupt() { 0 } else { task::current().lazy_mmu.arch.queued() }
 }
 
 /// Makes every store the current task has asked for reach memory, before
@@ -219,7 +279,7 @@ pub(crate) fn queued_stores() -> usize {
 /// another task (only `deferred-writes` has any left to make).
 pub(crate) fn sync_stores() {
     if is_lazy_mmu_mode_active() {
-        backend().sync(&task::current().arch_lazy);
+        backend().sync(&task::current().lazy_mmu.arch);
     }
 }
 
@@ -238,15 +298,14 @@ pub fn flush_section() {
 pub fn recover_abandoned() -> (u8, u8) {
     let task = task::current();
     let state = &task.lazy_mmu;
-    let found = (state.enable_count.get(), state.pause_count.get());
+    let found = state.counts.get();
     stats::account(task);
     if state.is_active() {
-        backend().leave(&task.arch_lazy);
+        backend().leave(&state.arch);
     }
-    state.enable_count.set(0);
-    state.pause_count.set(0);
+    state.counts.set(Counts::default());
     task.refresh_store_mode();
-    found
+    (found.enable, found.pause)
 }
 
 /// Makes `backend` the one in use: the writes counted so far stay the
@@ -323,7 +382,8 @@ impl LazyMmuSection {
 /// Opens a section for the guard's lifetime.
 pub fn enable() -> LazyMmuSection {
     let state = &task::current().lazy_mmu;
-    let kind = match (state.pause_count.get(), state.enable_count.get()) {
+    let Counts { enable, pause } = state.counts.get();
+    let kind = match (pause, enable) {
         _ if in_interrupt() => SectionKind::InInterrupt,
         (1.., _) => SectionKind::WhilePaused,
         (0, 0) => SectionKind::Outermost,

@@ -4,7 +4,7 @@
 //! work under each backend and print the columns side by side.
 //!
 //! The store path pays no atomic for an entry written inside a section:
-//! the task counts it (`LazyMmuState::unaccounted_writes`), and the count
+//! the task counts it (`LazyMmuState::unaccounted_writes`, `super`), and the count
 //! joins the backend's here at every lazy MMU call and whenever the
 //! statistics are read, so every figure stays exact. A section's writes
 //! belong to the backend of its section: the backend is only switched
