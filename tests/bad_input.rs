@@ -108,59 +108,76 @@ fn vmap_family() {
 
     let area = get_vm_area(4 * PAGE_SIZE, PAGE_SIZE).unwrap();
     case(
-        "vmap_range(unaligned size)",
+        "vmap_range(unaligned end)",
         // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
-        || unsafe { vmap_range(area, ram, 100, Attributes::KERNEL_RO) },
-        VmallocError::Misaligned { what: "size", value: 100 },
+        || unsafe { vmap_range(area, area.add(100), ram, Attributes::KERNEL_RO) },
+        VmallocError::Misaligned { what: "end", value: area.as_u64() + 100 },
     );
     let va = area.add(8);
     case(
         "vmap_range(unaligned virtual address)",
         // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
-        || unsafe { vmap_range(va, ram, PAGE_SIZE, Attributes::KERNEL_RO) },
+        || unsafe { vmap_range(va, va.add(PAGE_SIZE), ram, Attributes::KERNEL_RO) },
         VmallocError::Misaligned { what: "virtual address", value: va.as_u64() },
     );
     case(
         "vmap_range(unaligned physical address)",
         // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
-        || unsafe { vmap_range(area, odd, PAGE_SIZE, Attributes::KERNEL_RO) },
+        || unsafe { vmap_range(area, area.add(PAGE_SIZE), odd, Attributes::KERNEL_RO) },
         VmallocError::Misaligned { what: "physical address", value: odd.as_u64() },
     );
     // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
-    unsafe { vmap_range(area, ram, PAGE_SIZE, Attributes::KERNEL_RO) }.unwrap();
+    unsafe { vmap_range(area, area.add(PAGE_SIZE), ram, Attributes::KERNEL_RO) }.unwrap();
     case(
         "vmap_range(a slot already mapped)",
         // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
-        || unsafe { vmap_range(area, ram, 2 * PAGE_SIZE, Attributes::KERNEL_RO) },
+        || unsafe { vmap_range(area, area.add(2 * PAGE_SIZE), ram, Attributes::KERNEL_RO) },
         VmallocError::AlreadyMapped(area),
     );
     case("vunmap(a get_vm_area area)", || vunmap(area), VmallocError::NotAnArea(area));
     // Safe code unmaps only inside a get_vm_area area of its own.
-    case("vunmap_range(size 0)", || vunmap_range(area, 0), VmallocError::ZeroSize);
+    case("vunmap_range(an empty range)", || vunmap_range(area, area), VmallocError::ZeroSize);
     case(
-        "vunmap_range(unaligned size)",
-        || vunmap_range(area, 100),
-        VmallocError::Misaligned { what: "size", value: 100 },
+        "vunmap_range(unaligned end)",
+        || vunmap_range(area, area.add(100)),
+        VmallocError::Misaligned { what: "end", value: area.as_u64() + 100 },
+    );
+    case(
+        "vunmap_range(end before start)",
+        || vunmap_range(area.add(PAGE_SIZE), area),
+        VmallocError::Map(MapError::BadRange { start: area.add(PAGE_SIZE), size: PAGE_SIZE.wrapping_neg() }),
     );
     let nowhere = VirtAddr::new(VMALLOC_END.as_u64() - PAGE_SIZE);
-    case("vunmap_range(no area there)", || vunmap_range(nowhere, PAGE_SIZE), VmallocError::NotAnArea(nowhere));
+    case(
+        "vunmap_range(no area there)",
+        || vunmap_range(nowhere, nowhere.add(PAGE_SIZE)),
+        VmallocError::NotAnArea(nowhere),
+    );
     let tail = area.add(2 * PAGE_SIZE);
-    case("vunmap_range(past the area's end)", || vunmap_range(tail, 4 * PAGE_SIZE), VmallocError::NotAnArea(tail));
+    case(
+        "vunmap_range(past the area's end)",
+        || vunmap_range(tail, tail.add(4 * PAGE_SIZE)),
+        VmallocError::NotAnArea(tail),
+    );
     let linear = lazymmu::mm::phys_to_virt(ram);
-    case("vunmap_range(the linear map)", || vunmap_range(linear, PAGE_SIZE), VmallocError::NotAnArea(linear));
+    case(
+        "vunmap_range(the linear map)",
+        || vunmap_range(linear, linear.add(PAGE_SIZE)),
+        VmallocError::NotAnArea(linear),
+    );
     let live = vmalloc(PAGE_SIZE).unwrap();
-    case("vunmap_range(a vmalloc area)", || vunmap_range(live, PAGE_SIZE), VmallocError::NotAnArea(live));
+    case("vunmap_range(a vmalloc area)", || vunmap_range(live, live.add(PAGE_SIZE)), VmallocError::NotAnArea(live));
     vfree(live).unwrap();
     case(
         "vmap_range(no area there)",
         // SAFETY: refused before anything is mapped.
-        || unsafe { vmap_range(nowhere, ram, PAGE_SIZE, Attributes::KERNEL_RO) },
+        || unsafe { vmap_range(nowhere, nowhere.add(PAGE_SIZE), ram, Attributes::KERNEL_RO) },
         VmallocError::NotAnArea(nowhere),
     );
     case(
         "vmap_range(past the area's end)",
         // SAFETY: refused before anything is mapped.
-        || unsafe { vmap_range(tail, ram, 4 * PAGE_SIZE, Attributes::KERNEL_RO) },
+        || unsafe { vmap_range(tail, tail.add(4 * PAGE_SIZE), ram, Attributes::KERNEL_RO) },
         VmallocError::NotAnArea(tail),
     );
     let outside = VMALLOC_END;
@@ -169,21 +186,21 @@ fn vmap_family() {
         || get_vm_area_range(PAGE_SIZE, PAGE_SIZE, outside, outside.add(BLOCK_2M)),
         VmallocError::Map(MapError::BadRange { start: outside, size: BLOCK_2M }),
     );
-    vunmap_range(area, 4 * PAGE_SIZE).unwrap();
+    vunmap_range(area, area.add(4 * PAGE_SIZE)).unwrap();
     free_vm_area(area).unwrap();
 
     // A block is unmapped whole or not at all.
     let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
     let area = get_vm_area(BLOCK_2M, BLOCK_2M).unwrap();
     // SAFETY: the test's own frames, in its own area.
-    unsafe { vmap_range(area, run, BLOCK_2M, Attributes::KERNEL_RW) }.unwrap();
+    unsafe { vmap_range(area, area.add(BLOCK_2M), run, Attributes::KERNEL_RW) }.unwrap();
     let inside = area.add(PAGE_SIZE);
     case(
         "vunmap_range(part of a block)",
-        || vunmap_range(inside, PAGE_SIZE),
+        || vunmap_range(inside, inside.add(PAGE_SIZE)),
         VmallocError::Misaligned { what: "vunmap_range splits a block at", value: area.as_u64() },
     );
-    vunmap_range(area, BLOCK_2M).unwrap();
+    vunmap_range(area, area.add(BLOCK_2M)).unwrap();
     free_vm_area(area).unwrap();
     frame_alloc::free_frames(run, 512).unwrap();
 }

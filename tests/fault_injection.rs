@@ -153,9 +153,11 @@ fn vmap_fails_cleanly_at_every_allocation_point() {
                 area
             },
             // SAFETY: the test's own frames, in its own area.
-            |&area| unsafe { vmalloc::vmap_range(area, contiguous, BLOCK_2M + PAGE_SIZE, Attributes::KERNEL_RW) },
+            |&area| unsafe {
+                vmalloc::vmap_range(area, area.add(BLOCK_2M + PAGE_SIZE), contiguous, Attributes::KERNEL_RW)
+            },
             VmallocError::OutOfMemory,
-            |&area, ()| vmalloc::vunmap_range(area, BLOCK_2M + PAGE_SIZE).unwrap(),
+            |&area, ()| vmalloc::vunmap_range(area, area.add(BLOCK_2M + PAGE_SIZE)).unwrap(),
             |area| {
                 vmalloc::free_vm_area(area).unwrap();
                 vmalloc::reclaim_page_tables();
@@ -190,7 +192,7 @@ fn apply_to_page_range_fails_cleanly_at_every_allocation_point() {
                 })
             },
             ApplyError::Map(MapError::OutOfMemory),
-            |&va, _| vmalloc::vunmap_range(va, BLOCK_1G).unwrap(),
+            |&va, _| vmalloc::vunmap_range(va, va.add(BLOCK_1G)).unwrap(),
             |va| vmalloc::free_vm_area(va).unwrap(),
         );
         assert!(n >= 3, "{backend}: a level-2 and two level-3 tables: {n}");

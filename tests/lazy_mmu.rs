@@ -706,7 +706,7 @@ fn deferred_writes_a_walk_makes_its_stores_before_it_lets_the_tables_go() {
     // stored into a freed page).
     assert_eq!(after_map, LazySnapshot { enable_count: 1, pause_count: 0, pending: true, queued: 0 });
     assert_eq!(hw_translate(va, Access::Read), mapped(frame), "the table was not taken away under the mapping");
-    vunmap_range(va, PAGE_SIZE).unwrap();
+    vunmap_range(va, va.add(PAGE_SIZE)).unwrap();
     free_vm_area(va).unwrap();
     frame_alloc::free_frame(frame).unwrap();
 }

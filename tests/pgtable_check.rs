@@ -66,7 +66,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.walk = None;
-        vunmap_range(self.va, PAGE_SIZE).unwrap();
+        vunmap_range(self.va, self.va.add(PAGE_SIZE)).unwrap();
         free_vm_area(self.va).unwrap();
         frame_alloc::free_frame(self.frame).unwrap();
     }
@@ -149,7 +149,7 @@ fn link_order_a_table_linked_before_its_zeroing_is_ordered_is_reported() {
         "{:?}",
         found.first
     );
-    vunmap_range(va, PAGE_SIZE).unwrap();
+    vunmap_range(va, va.add(PAGE_SIZE)).unwrap();
     free_vm_area(va).unwrap();
 }
 
@@ -294,7 +294,7 @@ fn table_lifetime_a_walk_guard_dropped_with_stores_queued_is_reported() {
         "{}",
         found.first[0]
     );
-    vunmap_range(va, PAGE_SIZE).unwrap();
+    vunmap_range(va, va.add(PAGE_SIZE)).unwrap();
     free_vm_area(va).unwrap();
     frame_alloc::free_frame(frame).unwrap();
 }
@@ -394,7 +394,7 @@ fn a_clean_run_of_every_mapper_under_every_backend_reports_nothing() {
         })
         .unwrap();
         tlb::flush_tlb_kernel_range(area, area.add(4 * PAGE_SIZE));
-        vunmap_range(area, 4 * PAGE_SIZE).unwrap();
+        vunmap_range(area, area.add(4 * PAGE_SIZE)).unwrap();
         free_vm_area(area).unwrap();
         // The linear map: split in place with BBML2_NOABORT, pages without.
         let page = phys_to_virt(run.add(8 * PAGE_SIZE));

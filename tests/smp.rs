@@ -334,7 +334,7 @@ fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu
                 HwTranslation::Mapped { pa: frame, mair_attr: 0xff }
             );
         }
-        vunmap_range(va, 8 * PAGE_SIZE).unwrap();
+        vunmap_range(va, va.add(8 * PAGE_SIZE)).unwrap();
         free_vm_area(va).unwrap();
         lazymmu::mm::frame_alloc::free_frame(frame).unwrap();
     }

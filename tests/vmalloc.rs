@@ -171,7 +171,7 @@ fn batched_vmalloc_that_needs_new_tables_still_costs_one_pair() {
 
 /// Clears what the tests mapped by hand with apply_to_page_range.
 fn unmap_test_range(start: VirtAddr, size: u64) {
-    vmalloc::vunmap_range(start, size).unwrap();
+    vmalloc::vunmap_range(start, start.add(size)).unwrap();
 }
 
 fn map_with(mode: ApplyMode, backend: Backend, start: VirtAddr, size: u64) -> (Applied, BarrierCounts) {
@@ -507,26 +507,30 @@ fn mapper_errors_are_typed_and_change_nothing() {
     assert_eq!(free_vm_area(live), Err(VmallocError::NotAnArea(live)), "nor free_vm_area's");
     assert_eq!(
         // SAFETY: refused before anything is mapped.
-        unsafe { vmap_range(live, PhysAddr::new(0x4000_0000), PAGE_SIZE, Attributes::KERNEL_RO) },
+        unsafe { vmap_range(live, live.add(PAGE_SIZE), PhysAddr::new(0x4000_0000), Attributes::KERNEL_RO) },
         Err(VmallocError::NotAnArea(live)),
         "vmap_range maps only into a get_vm_area area"
     );
-    assert_eq!(vunmap_range(live, PAGE_SIZE), Err(VmallocError::NotAnArea(live)), "and vunmap_range unmaps only there");
+    assert_eq!(
+        vunmap_range(live, live.add(PAGE_SIZE)),
+        Err(VmallocError::NotAnArea(live)),
+        "and vunmap_range unmaps only there"
+    );
     let area = get_vm_area(2 * PAGE_SIZE, PAGE_SIZE).unwrap();
     // SAFETY: RAM, read-only as the linear map has it, in the test's own area.
-    unsafe { vmap_range(area, PhysAddr::new(0x4000_0000), PAGE_SIZE, Attributes::KERNEL_RO) }.unwrap();
+    unsafe { vmap_range(area, area.add(PAGE_SIZE), PhysAddr::new(0x4000_0000), Attributes::KERNEL_RO) }.unwrap();
     assert_eq!(
         // SAFETY: as above; refused (EBUSY) before anything is mapped.
-        unsafe { vmap_range(area, PhysAddr::new(0x4000_0000), 2 * PAGE_SIZE, Attributes::KERNEL_RO) },
+        unsafe { vmap_range(area, area.add(2 * PAGE_SIZE), PhysAddr::new(0x4000_0000), Attributes::KERNEL_RO) },
         Err(VmallocError::AlreadyMapped(area)),
         "the EBUSY case"
     );
-    vunmap_range(area, 2 * PAGE_SIZE).unwrap();
+    vunmap_range(area, area.add(2 * PAGE_SIZE)).unwrap();
     free_vm_area(area).unwrap();
     assert_eq!(
         // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
-        unsafe { vmap_range(live, PhysAddr::new(0x4000_0000), 100, Attributes::KERNEL_RO) },
-        Err(VmallocError::Misaligned { what: "size", value: 100 })
+        unsafe { vmap_range(live, live.add(100), PhysAddr::new(0x4000_0000), Attributes::KERNEL_RO) },
+        Err(VmallocError::Misaligned { what: "end", value: live.as_u64() + 100 })
     );
     assert_eq!(footprint(), before, "no frame, table or area changed");
     assert_eq!(frame_alloc::allocations_in_lazy_mode(), lazy_allocs);
@@ -744,7 +748,7 @@ fn vmap_range_takes_away_an_empty_table_where_a_block_goes() {
     // It used to refuse with AlreadyMapped; Linux frees the empty table
     // (pmd_free_pte_page): unlink, flush its walks, free, then the block.
     // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
-    let c = cost(|| unsafe { vmap_range(va, run, BLOCK_2M, Attributes::KERNEL_RW) }.unwrap());
+    let c = cost(|| unsafe { vmap_range(va, va.add(BLOCK_2M), run, Attributes::KERNEL_RW) }.unwrap());
     assert_eq!(pgtable::lookup(va).level, Level::L2, "a 2 MiB block now");
     assert_eq!(region_stats()[vmalloc_region].tables[3], l3_tables - 1, "the empty level-3 table was freed");
     match tlb::strategy(512) {
@@ -755,7 +759,7 @@ fn vmap_range_takes_away_an_empty_table_where_a_block_goes() {
         hw_translate(va.add(5 * PAGE_SIZE), Access::Read),
         HwTranslation::Mapped { pa: run.add(5 * PAGE_SIZE), mair_attr: 0xff }
     );
-    vunmap_range(va, BLOCK_2M).unwrap();
+    vunmap_range(va, va.add(BLOCK_2M)).unwrap();
     free_vm_area(va).unwrap();
     frame_alloc::free_frames(run, 512).unwrap();
 }

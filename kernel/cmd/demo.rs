@@ -84,7 +84,7 @@ impl Pages {
 impl Drop for Pages {
     fn drop(&mut self) {
         self.walk = None;
-        vmalloc::vunmap_range(self.va, SLOTS * PAGE_SIZE).expect("the demo's own area");
+        vmalloc::vunmap_range(self.va, self.va.add(SLOTS * PAGE_SIZE)).expect("the demo's own area");
         vmalloc::free_vm_area(self.va).expect("the demo's own area");
         frame_alloc::free_frame(self.frame).expect("allocated by new()");
     }

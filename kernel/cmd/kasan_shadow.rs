@@ -308,7 +308,7 @@ fn shadow_area(size: u64) -> Result<VirtAddr, VmallocError> {
 /// them, double mappings included), its tables and the area. Returns how
 /// many frames there were.
 fn release_shadow_area(va: VirtAddr, size: u64, frames: Vec<PhysAddr>) -> Result<usize, VmallocError> {
-    vunmap_range(va, size)?;
+    vunmap_range(va, va.add(size))?;
     for &pa in &frames {
         frame_alloc::free_frame(pa).expect("mapped by populate");
     }

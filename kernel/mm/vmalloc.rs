@@ -370,23 +370,45 @@ fn vmap_pages_range(va: VirtAddr, pages: &[PhysAddr], attrs: Attributes) -> Resu
     Ok(())
 }
 
-/// Maps [pa, pa + size) at [va, va + size) of a [`get_vm_area`] area, with
-/// 1 GiB and 2 MiB blocks where both addresses and the size allow, in one
-/// lazy section (Linux's `vmap_range`, as ioremap uses it). A range that is
-/// not page aligned or not inside one live `get_vm_area` area is refused,
-/// and so is a slot already mapped; nothing is changed.
+/// Maps [addr, end) of a [`get_vm_area`] area to the physical range from
+/// `pa`, with 1 GiB and 2 MiB blocks where both addresses and the size
+/// allow, in one lazy section (Linux's `vmap_range(addr, end, phys_addr,
+/// prot, ...)`, as ioremap uses it; now `vmap_page_range`). A range that
+/// is empty, not page aligned or not inside one live `get_vm_area` area is
+/// refused, and so is a slot already mapped; nothing is changed.
 ///
 /// # Safety
-/// [pa, pa + size) is memory (or device registers) the caller may map
-/// with `attrs`: a writable mapping of a frame someone else owns, or of
-/// the kernel's own text, is a way around every rule of the memory model.
-pub unsafe fn vmap_range(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> Result<(), VmallocError> {
+/// The `end - addr` bytes from `pa` are memory (or device registers) the
+/// caller may map with `attrs`: a writable mapping of a frame someone else
+/// owns, or of the kernel's own text, is a way around every rule of the
+/// memory model.
+pub unsafe fn vmap_range(addr: VirtAddr, end: VirtAddr, pa: PhysAddr, attrs: Attributes) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
+    let size = range_size(addr, end)?;
     if !pa.is_aligned(PAGE_SIZE) {
         return Err(VmallocError::Misaligned { what: "physical address", value: pa.as_u64() });
     }
-    check_in_address_space(va, size)?;
-    map_contiguous(va, pa, size, attrs)
+    check_in_address_space(addr, size)?;
+    map_contiguous(addr, pa, size, attrs)
+}
+
+/// The size of [addr, end): refused if either end is not page aligned, or
+/// if the range is empty or runs backwards.
+fn range_size(addr: VirtAddr, end: VirtAddr) -> Result<u64, VmallocError> {
+    if !addr.is_aligned(PAGE_SIZE) {
+        return Err(VmallocError::Misaligned { what: "virtual address", value: addr.as_u64() });
+    }
+    if end == addr {
+        return Err(VmallocError::ZeroSize);
+    }
+    if end < addr {
+        let size = end.as_u64().wrapping_sub(addr.as_u64());
+        return Err(VmallocError::Map(MapError::BadRange { start: addr, size }));
+    }
+    if !end.is_aligned(PAGE_SIZE) {
+        return Err(VmallocError::Misaligned { what: "end", value: end.as_u64() });
+    }
+    Ok(end.offset_from(addr))
 }
 
 /// [`vmap_range`] into an area whose record the caller holds, checked.
@@ -482,16 +504,18 @@ pub unsafe fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Res
     Ok(va)
 }
 
-/// Unmaps [va, va + size) of a `get_vm_area` area (Linux's
-/// `vunmap_range`): clears the valid leaves (pages or blocks) in one lazy
-/// section and flushes the TLB for the range once. The page-table pages
-/// stay, as in Linux (see [`reclaim_page_tables`]). A range that is not
-/// page aligned, not inside one live `get_vm_area` area, or cutting a block
-/// mapping is refused, with nothing changed: safe code can unmap only what
-/// a `get_vm_area` caller maps itself, never vmalloc's, a stack or the
-/// linear map.
-pub fn vunmap_range(va: VirtAddr, size: u64) -> Result<(), VmallocError> {
+/// Unmaps [addr, end) of a `get_vm_area` area (Linux's
+/// `vunmap_range(addr, end)`): clears the valid leaves (pages or blocks) in
+/// one lazy section and flushes the TLB for the range once. The page-table
+/// pages stay, as in Linux (see [`reclaim_page_tables`]). A range that is
+/// empty, not page aligned, not inside one live `get_vm_area` area, or
+/// cutting a block mapping is refused, with nothing changed: safe code can
+/// unmap only what a `get_vm_area` caller maps itself, never vmalloc's, a
+/// stack or the linear map.
+pub fn vunmap_range(addr: VirtAddr, end: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
+    let size = range_size(addr, end)?;
+    let va = addr;
     check_in_address_space(va, size)?;
     {
         // A block is cleared whole or not at all: its flush would not

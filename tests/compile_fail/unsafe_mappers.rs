@@ -33,7 +33,7 @@ pub fn map_the_kernel_writable(va: VirtAddr, text: PhysAddr) {
     #[cfg(case = "unmap_range")]
     let _ = pgtable::unmap_range(root, va, PAGE_SIZE);
     #[cfg(case = "vmap_range")]
-    let _ = vmalloc::vmap_range(va, text, PAGE_SIZE, rw);
+    let _ = vmalloc::vmap_range(va, va.add(PAGE_SIZE), text, rw);
     #[cfg(case = "vmap_pages")]
     let _ = vmalloc::vmap_pages(&[text], rw);
     #[cfg(case = "vmap_contiguous")]
@@ -49,6 +49,6 @@ pub fn map_the_kernel_writable(va: VirtAddr, text: PhysAddr) {
     #[cfg(case = "reclaim_empty_tables")]
     let _ = unsafe { pgtable::reclaim_empty_tables(pgtable::exclusive(), root, va, PAGE_SIZE, false) };
     // The safe ones: refused unless the range is the caller's own area.
-    let _ = vmalloc::vunmap_range(va, PAGE_SIZE);
+    let _ = vmalloc::vunmap_range(va, va.add(PAGE_SIZE));
     let _ = (root, rw, Descriptor::leaf(Level::L3, text, rw), LeafSizes::PagesOnly);
 }

@@ -318,7 +318,7 @@ impl Fuzzer {
                 )?;
             }
         }
-        vmalloc::vunmap_range(area.start, area.pages * PAGE_SIZE).map_err(err("vunmap_range"))?;
+        vmalloc::vunmap_range(area.start, area.start.add(area.pages * PAGE_SIZE)).map_err(err("vunmap_range"))?;
         vmalloc::free_vm_area(area.start).map_err(err("free_vm_area"))?;
         self.model.remove_area(area.start);
         release(&area.kind);
@@ -673,7 +673,7 @@ impl Fuzzer {
                     vmalloc::vunmap(area.start).map_err(err("vunmap at teardown"))?
                 }
                 AreaKind::AddressSpace(_) => {
-                    vmalloc::vunmap_range(area.start, area.pages * PAGE_SIZE)
+                    vmalloc::vunmap_range(area.start, area.start.add(area.pages * PAGE_SIZE))
                         .map_err(err("vunmap_range at teardown"))?;
                     vmalloc::free_vm_area(area.start).map_err(err("free_vm_area at teardown"))?;
                 }
@@ -818,7 +818,8 @@ fn run_all(config: &Config, progress: &mut impl FnMut(Backend, u64, u64)) -> Res
         f.sweep().map_err(|what| diverged(last, "final sweep", what))?;
         f.teardown().map_err(|what| diverged(last, "teardown", what))?;
         rules_kept(last, "teardown")?;
-        vmalloc::vunmap_range(irq_page, PAGE_SIZE).map_err(|e| diverged(last, "teardown", format!("{e:?}")))?;
+        vmalloc::vunmap_range(irq_page, irq_page.add(PAGE_SIZE))
+            .map_err(|e| diverged(last, "teardown", format!("{e:?}")))?;
         vmalloc::free_vm_area(irq_page).map_err(|e| diverged(last, "teardown", format!("{e:?}")))?;
         frame_alloc::free_frame(irq_frame).expect("allocated above");
         // A linear-map block split by a permission change stays split, as
