@@ -1,0 +1,123 @@
+//! Mapping and unmapping ranges of physical memory, with blocks where they fit.
+
+use super::*;
+use crate::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
+use crate::mm::pgtable_check;
+
+/// Which leaf sizes a mapping may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeafSizes {
+    /// 4 KiB pages only.
+    PagesOnly,
+    /// 1 GiB and 2 MiB blocks where address and size allow, pages elsewhere.
+    Blocks,
+}
+
+/// The largest leaf that fits at `va`/`pa` with `remaining` bytes left.
+pub(in crate::mm) fn leaf_level(va: VirtAddr, pa: PhysAddr, remaining: u64, sizes: LeafSizes) -> Level {
+    if sizes == LeafSizes::Blocks {
+        for (level, size) in [(Level::L1, BLOCK_1G), (Level::L2, BLOCK_2M)] {
+            if va.is_aligned(size) && pa.is_aligned(size) && remaining >= size {
+                return level;
+            }
+        }
+    }
+    Level::L3
+}
+
+pub(in crate::mm) fn check_range(va: VirtAddr, size: u64) -> Result<VirtAddr, MapError> {
+    if !va.is_kernel() {
+        return Err(MapError::NotKernelAddress(va));
+    }
+    if !va.is_aligned(PAGE_SIZE) {
+        return Err(MapError::Misaligned { what: "virtual address", value: va.as_u64() });
+    }
+    if size == 0 {
+        return Err(MapError::BadRange { start: va, size });
+    }
+    if !size.is_multiple_of(PAGE_SIZE) {
+        return Err(MapError::Misaligned { what: "size", value: size });
+    }
+    // The end may be exactly 2^64 (the last page of the address space).
+    match va.checked_add(size - 1) {
+        Some(_) => Ok(VirtAddr::new(va.as_u64().wrapping_add(size))),
+        None => Err(MapError::BadRange { start: va, size }),
+    }
+}
+
+/// Maps [va, va + size) to [pa, pa + size) with `attrs` in the table at
+/// `root`. Nothing may be mapped there yet. On failure nothing is mapped.
+///
+/// # Safety
+/// [pa, pa + size) is memory the caller may map at `va` with `attrs`
+/// (see [`write_entry`]).
+pub unsafe fn map_range(
+    root: PhysAddr,
+    va: VirtAddr,
+    pa: PhysAddr,
+    size: u64,
+    attrs: Attributes,
+    sizes: LeafSizes,
+) -> Result<(), MapError> {
+    let _op = pgtable_check::operation();
+    check_range(va, size)?;
+    if !pa.is_aligned(PAGE_SIZE) {
+        return Err(MapError::Misaligned { what: "physical address", value: pa.as_u64() });
+    }
+    let walk = walking_from(root);
+    if let Some((mapped, _)) = walk.walk_range(va, size).find(|(_, entry)| !matches!(entry.entry(), Entry::Invalid)) {
+        return Err(MapError::AlreadyMapped(mapped));
+    }
+    let mut done = 0;
+    while done < size {
+        let (v, p) = (va.add(done), pa.add(done));
+        let level = leaf_level(v, p, size - done, sizes);
+        let entry = match walk.walk_create(v, level) {
+            Ok(entry) => entry,
+            Err(e) => {
+                drop(walk);
+                if done > 0 {
+                    // SAFETY: what this call mapped, nothing else; its
+                    // caller owns the range.
+                    unsafe { unmap_range(root, va, done) }.expect("just mapped");
+                }
+                return Err(e);
+            }
+        };
+        // SAFETY: the caller may map [pa, pa + size) at [va, va + size).
+        unsafe { write_entry(&entry, Descriptor::leaf(level, p, attrs)) };
+        done += level.entry_size();
+    }
+    Ok(())
+}
+
+/// Unmaps [va, va + size): clears every leaf (blocks must lie wholly
+/// inside) and frees tables left empty (see [`free_empty_tables`]). The
+/// caller flushes the TLB for the leaves.
+///
+/// # Safety
+/// `root` is a level-0 page table, and the range is the caller's: nothing
+/// else uses what it maps (see [`write_entry`]).
+pub unsafe fn unmap_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(), MapError> {
+    check_range(va, size)?;
+    {
+        let walk = walking_from(root);
+        // Check first: every address mapped, blocks entirely inside.
+        for (at, entry) in walk.walk_range(va, size) {
+            if !matches!(entry.entry(), Entry::Leaf { .. }) {
+                return Err(MapError::NotMapped(at));
+            }
+            if !entry.within(va, size) {
+                return Err(MapError::Misaligned { what: "unmap splits a block at", value: entry.va.as_u64() });
+            }
+        }
+        for (_, entry) in walk.walk_range(va, size) {
+            // SAFETY: the caller's range; its flush is the caller's too.
+            unsafe { write_entry(&entry, Descriptor::INVALID) };
+        }
+    }
+    // SAFETY: `root` is a level-0 table (our caller's contract).
+    unsafe { free_empty_tables(root, va, size) };
+    Ok(())
+}

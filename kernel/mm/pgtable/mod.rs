@@ -1,0 +1,107 @@
+//! The kernel's page tables: the one module through which every kernel
+//! page table is read and written. The walk's logic is `mm::walk`, which
+//! this module runs over the linear map, under its locks, with its store
+//! path.
+//!
+//! [`write_entry`] is the single place where a descriptor is stored, so the
+//! barrier policy (what a store must be followed by before the walker can
+//! rely on it) is applied in exactly one place: after making an entry valid,
+//! `dsb ishst` (the store reaches the walker) and `isb` (no instruction
+//! already in the pipeline keeps a stale "invalid" translation), paid at
+//! once or deferred to the end of a lazy MMU section (`mm::lazy_mmu`).
+//! Making an entry invalid needs neither: the TLB maintenance that must
+//! follow it brings its own barriers.
+//!
+//! The files: `entry.rs` (the entry handle and the store path), `tables.rs`
+//! (page-table pages), `walking.rs` (walks and the SMP lock protocol),
+//! `map.rs` (map and unmap ranges), `reclaim.rs` (empty tables taken
+//! away), `visit.rs` (every entry, for ptdump and the audit).
+
+mod entry;
+mod map;
+mod reclaim;
+mod tables;
+mod visit;
+mod walking;
+
+pub use entry::*;
+pub use map::*;
+pub use reclaim::*;
+pub use tables::*;
+pub use visit::*;
+pub use walking::*;
+
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use super::addr::{PhysAddr, VirtAddr};
+use super::descriptor::Level;
+use super::frame_alloc::FrameError;
+use super::walk::BlockInTheWay;
+
+/// Errors from building or changing mappings. Each leaves the tables as
+/// they were.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    OutOfMemory,
+    /// An address or size not aligned as the operation needs.
+    Misaligned {
+        what: &'static str,
+        value: u64,
+    },
+    /// Size zero, or start + size wraps around.
+    BadRange {
+        start: VirtAddr,
+        size: u64,
+    },
+    /// Not a kernel (TTBR1) address.
+    NotKernelAddress(VirtAddr),
+    /// A block mapping covers `va` at `level` where a table is needed.
+    BlockInTheWay {
+        va: VirtAddr,
+        level: Level,
+    },
+    /// Something is already mapped at `va`.
+    AlreadyMapped(VirtAddr),
+    /// Nothing is mapped at `va`.
+    NotMapped(VirtAddr),
+    /// The change would make the page at `va` writable and executable (W^X).
+    WritableAndExecutable(VirtAddr),
+    /// Splitting the block at `va` needs break-before-make (no FEAT_BBM
+    /// level 2), and a page table the split must write lies inside that
+    /// block: it would be unmapped while it is written.
+    BreakBeforeMakeUnsafe(VirtAddr),
+    /// The linear map's alias of the kernel's text or rodata, whose
+    /// permissions are the image's: a writable alias would let safe code
+    /// change the kernel's code, or data Rust assumes never changes.
+    KernelImage(VirtAddr),
+}
+
+impl From<BlockInTheWay> for MapError {
+    fn from(BlockInTheWay { va, level }: BlockInTheWay) -> MapError {
+        MapError::BlockInTheWay { va, level }
+    }
+}
+
+impl From<FrameError> for MapError {
+    fn from(_: FrameError) -> MapError {
+        MapError::OutOfMemory
+    }
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+/// Physical address of the kernel's level-0 table (TTBR1), once built.
+static KERNEL_ROOT: AtomicU64 = AtomicU64::new(0);
+
+pub fn kernel_root() -> PhysAddr {
+    PhysAddr::new(KERNEL_ROOT.load(Relaxed))
+}
+
+pub(super) fn set_kernel_root(root: PhysAddr) {
+    KERNEL_ROOT.store(root.as_u64(), Relaxed);
+}

@@ -1,0 +1,71 @@
+//! Page-table pages: allocated zeroed and ordered, freed when never linked.
+
+use alloc::vec::Vec;
+
+use super::*;
+use crate::arch::barrier;
+use crate::mm::addr::{PAGE_SIZE, PhysAddr};
+use crate::mm::frame_alloc::{self};
+use crate::mm::{pgtable_check, phys_to_virt};
+use crate::planted::{Bug, planted};
+
+/// A zeroed page-table page. The zeroing must be visible to the walker
+/// before the page is linked into a table, which `dmb ishst` orders.
+pub fn alloc_table() -> Result<PhysAddr, MapError> {
+    let pa = frame_alloc::alloc_frame()?;
+    // SAFETY: a fresh frame, ours alone, mapped at phys_to_virt(pa).
+    unsafe { core::ptr::write_bytes(phys_to_virt(pa).as_mut_ptr::<u8>(), 0, PAGE_SIZE as usize) };
+    pgtable_check::table_allocated(pa);
+    if !planted(Bug::SkipTableDmb) {
+        barrier::dmb_ishst();
+    }
+    Ok(pa)
+}
+
+/// `count` zeroed page-table pages for a change to link later, or, if
+/// frames run out, none at all.
+pub fn alloc_tables(count: usize) -> Result<Vec<PhysAddr>, MapError> {
+    let mut tables = Vec::new();
+    tables.try_reserve_exact(count).map_err(|_| MapError::OutOfMemory)?;
+    for _ in 0..count {
+        match alloc_table() {
+            Ok(pa) => tables.push(pa),
+            Err(e) => {
+                free_unlinked_tables(tables);
+                return Err(e);
+            }
+        }
+    }
+    Ok(tables)
+}
+
+/// Where a creating walk gets its new tables.
+pub(super) enum Tables<'p> {
+    /// From the frame allocator, one at a time.
+    Allocate,
+    /// From tables allocated beforehand.
+    Pool(&'p mut Vec<PhysAddr>),
+}
+
+impl Tables<'_> {
+    pub(super) fn take(&mut self) -> Result<PhysAddr, MapError> {
+        match self {
+            Tables::Allocate => alloc_table(),
+            Tables::Pool(pool) => pool.pop().ok_or(MapError::OutOfMemory),
+        }
+    }
+
+    pub(super) fn give_back(&mut self, table: PhysAddr) {
+        match self {
+            Tables::Allocate => frame_alloc::free_frame(table).expect("allocated by take()"),
+            Tables::Pool(pool) => pool.push(table),
+        }
+    }
+}
+
+/// Frees page-table pages from [`alloc_tables`] that were never linked.
+pub fn free_unlinked_tables(tables: Vec<PhysAddr>) {
+    for pa in tables {
+        frame_alloc::free_frame(pa).expect("allocated by alloc_tables");
+    }
+}

@@ -1,0 +1,335 @@
+//! Walks on the kernel's tables, and the lock protocol that lets several
+//! CPUs link, walk and take away tables at once.
+
+use alloc::vec::Vec;
+use core::marker::PhantomData;
+use core::ptr::read_volatile;
+
+use super::tables::Tables;
+use super::*;
+use crate::mm::addr::{BLOCK_2M, PhysAddr, VirtAddr};
+use crate::mm::descriptor::{Descriptor, Entry, Level};
+use crate::mm::layout::in_linear_map;
+use crate::mm::walk::{self, TableMemory};
+use crate::mm::{lazy_mmu, pgtable_check, phys_to_virt};
+use crate::planted::{Bug, planted};
+use crate::sync::IrqSpinLock;
+
+/// What the walk for an address finds: the deepest entry reached (a leaf,
+/// an invalid entry, or the level-3 entry), as a value: its level, the
+/// first address it translates, and what it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub level: Level,
+    pub va: VirtAddr,
+    pub entry: Entry,
+}
+
+/// What the kernel's tables hold for `va` now (read under a walk guard).
+pub fn lookup(va: VirtAddr) -> Found {
+    let walk = walking();
+    let entry = walk.walk(va);
+    Found { level: entry.level, va: entry.va, entry: entry.entry() }
+}
+
+// ---- several CPUs: who may link, walk and take away tables -------------
+//
+// Leaf entries belong to whoever owns the range (a vmalloc area, a stack):
+// two CPUs never write the same leaf unless they agreed on a lock of their
+// own (as KASAN does). Tables are shared, and two rules keep them right:
+//
+// - Linking: a missing table is linked under `LINK`, after looking again
+//   (another CPU may have linked one meanwhile: then that one is used and
+//   ours goes back), and the link is in memory before the lock is dropped,
+//   so the next CPU to look sees it (Linux's `__pte_alloc_kernel` under
+//   init_mm's page_table_lock).
+// - Taking away: every operation that walks the tables and then writes
+//   through what it found holds `TABLES` for reading ([`walking`]); empty
+//   tables are unlinked and freed only under `TABLES` for writing, when no
+//   such walk is in progress, so nobody can be about to write into a table
+//   that is being taken away.
+
+static LINK: IrqSpinLock<()> = IrqSpinLock::new(());
+static TABLES: spin::RwLock<()> = spin::RwLock::new(());
+
+/// A walk in progress: empty tables are not taken away while it lives,
+/// and the entries it finds ([`EntryRef`]) borrow it.
+#[must_use = "tables may be taken away as soon as this is dropped"]
+pub struct Walking {
+    _guard: spin::RwLockReadGuard<'static, ()>,
+    root: PhysAddr,
+    /// Not `Send`: the walk is counted on the task that began it, and its
+    /// end makes that task's queued stores.
+    _task_bound: PhantomData<*const ()>,
+}
+
+/// Declares a walk-then-write operation in progress on the kernel's tables.
+pub fn walking() -> Walking {
+    walking_from(kernel_root())
+}
+
+/// [`walking`], on the tables under `root` (boot builds the kernel's own
+/// before it installs them).
+pub(in crate::mm) fn walking_from(root: PhysAddr) -> Walking {
+    let guard = TABLES.read();
+    crate::task::current().count_walk(true);
+    Walking { _guard: guard, root, _task_bound: PhantomData }
+}
+
+impl Walking {
+    /// The level-0 table this walk starts from.
+    #[inline]
+    pub fn root(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// Walks towards `va` and returns the deepest entry reached: a leaf,
+    /// an invalid entry, or the level-3 entry.
+    #[inline]
+    pub fn walk(&self, va: VirtAddr) -> EntryRef<'_> {
+        // SAFETY: the root and every table linked below it stay for as
+        // long as this walk (see the module's notes on taking tables away).
+        unsafe { walk_from(self.root, va) }
+    }
+
+    /// The entry for `va` at `level`, creating missing tables on the way.
+    /// Fails if a block mapping sits above `level`.
+    pub fn walk_create(&self, va: VirtAddr, level: Level) -> Result<EntryRef<'_>, MapError> {
+        self.walk_create_with(va, level, &mut Tables::Allocate)
+    }
+
+    /// [`Walking::walk_create`] taking the tables it links from `pool`
+    /// (from [`alloc_tables`], sized by [`Walking::tables_missing`]), so
+    /// that it cannot run out of memory half way; a table another CPU
+    /// linked first goes back to the pool.
+    ///
+    /// # Safety
+    /// Every page in `pool` is a zeroed page-table page from
+    /// [`alloc_tables`], the caller's, linked nowhere: whatever is in the
+    /// pool becomes part of the kernel's tables.
+    pub(crate) unsafe fn walk_create_from(
+        &self,
+        va: VirtAddr,
+        level: Level,
+        pool: &mut Vec<PhysAddr>,
+    ) -> Result<EntryRef<'_>, MapError> {
+        self.walk_create_with(va, level, &mut Tables::Pool(pool))
+    }
+
+    fn walk_create_with(&self, va: VirtAddr, level: Level, tables: &mut Tables<'_>) -> Result<EntryRef<'_>, MapError> {
+        let slot = walk::walk_create(&LinearMap, self.root, va, level, |slot| -> Result<_, MapError> {
+            let new = tables.take()?;
+            // SAFETY: a table linked below the root, kept by this walk.
+            let entry = unsafe { EntryRef::at(slot) };
+            Ok(match link_table(&entry, new) {
+                Linked::Ours => Some(new),
+                Linked::Theirs(existing) => {
+                    tables.give_back(new);
+                    Some(existing)
+                }
+                Linked::Block => {
+                    tables.give_back(new);
+                    None
+                }
+            })
+        })?;
+        // SAFETY: a table linked below the root, kept by this walk.
+        Ok(unsafe { EntryRef::at(slot) })
+    }
+
+    /// The tables [`Walking::walk_create`] would link to reach `va` at
+    /// `level`, as (level of the entry that would point to it, the first
+    /// address it covers), top down; an error if a block is in the way.
+    /// Nothing is changed.
+    pub fn tables_missing(&self, va: VirtAddr, level: Level) -> Result<impl Iterator<Item = (Level, u64)>, MapError> {
+        Ok(walk::tables_missing(&LinearMap, self.root, va, level)?)
+    }
+
+    /// The tables creating walks to every level-3 entry of [start, end)
+    /// will link, each counted once; an error if a block is in the way.
+    pub fn tables_needed(&self, start: VirtAddr, end: VirtAddr) -> Result<usize, MapError> {
+        Ok(walk::tables_needed(&LinearMap, self.root, start, end)?)
+    }
+
+    /// The entries covering [va, va + size), in address order: at each
+    /// step the deepest entry the walk reaches (a leaf, or an invalid entry
+    /// at the level where a hole starts), with the address it was reached
+    /// for (`va` for the first, the entry's own start after that).
+    ///
+    /// Inside a level-3 table it steps from one entry to the next instead
+    /// of walking from the root again: the table stays linked for as long
+    /// as this walk (nothing replaces a table with a block), so the next
+    /// entry is where a walk from the root would find it.
+    pub fn walk_range(&self, va: VirtAddr, size: u64) -> impl Iterator<Item = (VirtAddr, EntryRef<'_>)> + '_ {
+        let mut at = (size > 0).then_some(va);
+        let mut last: Option<EntryRef<'_>> = None;
+        core::iter::from_fn(move || {
+            let here = at?;
+            let entry = match last {
+                // SAFETY: `here` is not 2 MiB aligned, so `prev` is not
+                // the last entry of its level-3 table.
+                Some(prev) if prev.level == Level::L3 && here.as_u64() & (BLOCK_2M - 1) != 0 => unsafe {
+                    prev.following()
+                },
+                _ => self.walk(here),
+            };
+            last = Some(entry);
+            let next = entry.va.as_u64().wrapping_add(entry.level.entry_size());
+            // Stop at the end, even when the entry runs past it or to 2^64.
+            at = (next != 0 && next.wrapping_sub(va.as_u64()) < size).then(|| VirtAddr::new(next));
+            Some((here, entry))
+        })
+    }
+
+    /// The entry for `va` at `level` in `table`.
+    ///
+    /// # Safety
+    /// `table` is a page-table page at `level` that is linked below this
+    /// walk's root, or that the caller allocated and owns and has not
+    /// linked yet (to fill it first).
+    #[inline]
+    pub unsafe fn table_entry(&self, table: PhysAddr, level: Level, va: VirtAddr) -> EntryRef<'_> {
+        // SAFETY: as the caller guarantees; the walk keeps a linked table.
+        unsafe { EntryRef::new(table, level, va) }
+    }
+}
+
+/// The kernel's tables as the walk reads them: through the linear map.
+struct LinearMap;
+
+impl TableMemory for LinearMap {
+    #[inline]
+    fn read(&self, table: PhysAddr, index: usize) -> Descriptor {
+        // SAFETY: the walk reads only tables linked below a root that its
+        // caller keeps (see `walk_from`), reached through the linear map.
+        Descriptor(unsafe { read_volatile(phys_to_virt(table).as_mut_ptr::<u64>().add(index)) })
+    }
+}
+
+/// The deepest entry for `va` below `root`.
+///
+/// # Safety
+/// The tables below `root` on the way to `va` stay page tables for `'a`.
+unsafe fn walk_from<'a>(root: PhysAddr, va: VirtAddr) -> EntryRef<'a> {
+    // SAFETY: as the caller guarantees.
+    unsafe { EntryRef::at(walk::walk(&LinearMap, root, va)) }
+}
+
+/// The linear map's entry for `va` (the deepest the walk reaches), with no
+/// walk guard: the linear map's tables are never taken away (a split puts
+/// a table under a block, nothing frees one), so the entry is good for as
+/// long as the kernel runs. Not for stores that must be made before a
+/// guard goes: under `deferred-writes` a store through it stays queued
+/// until the task's section ends. None outside the linear map.
+pub fn linear_map_entry(va: VirtAddr) -> Option<EntryRef<'static>> {
+    if !in_linear_map(va) {
+        return None;
+    }
+    // SAFETY: the linear map's tables are permanent (see above).
+    Some(unsafe { walk_from(kernel_root(), va) })
+}
+
+/// Lets go of the walk guards the current task held when its code was
+/// abandoned by a fault or panic (recovery skips their drops), so the
+/// next reclaim does not wait for them forever. Returns how many. For the
+/// test harness, after `exception::catch` abandoned a test's code: a live
+/// guard let go this way would let its tables be freed under it.
+pub(crate) fn recover_abandoned_walks() -> u32 {
+    let n = crate::task::current().take_walks();
+    for _ in 0..n {
+        // SAFETY: each was a read guard of TABLES that this task took and
+        // will never drop: its code was abandoned.
+        unsafe { TABLES.force_read_decrement() };
+    }
+    n
+}
+
+impl Drop for Walking {
+    /// The stores made under the walk are in memory before it ends: under
+    /// `deferred-writes` they may wait in the task's queue, and once the
+    /// walk is over the table they go into may be taken away (emptiness is
+    /// read from memory) and freed, and they would land in a freed page.
+    fn drop(&mut self) {
+        if !planted(Bug::EarlyGuardDrop) {
+            lazy_mmu::sync_stores();
+        }
+        pgtable_check::walk_ended();
+        crate::task::current().count_walk(false);
+    }
+}
+
+/// No walk is in progress: tables may be unlinked and freed. Interrupts
+/// are masked while it is held, so that no handler on this CPU starts a
+/// walk that would wait for it forever.
+pub struct Exclusive {
+    guard: Option<spin::RwLockWriteGuard<'static, ()>>,
+    daif: u64,
+    /// Not `Send`: it masked this CPU's interrupts and must end on it.
+    _cpu_bound: PhantomData<*const ()>,
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        self.guard = None;
+        crate::arch::cpu::irq_restore(self.daif);
+    }
+}
+
+/// Waits until no walk is in progress. Must not be called during one of
+/// the caller's own (see [`walking`]).
+pub fn exclusive() -> Exclusive {
+    // It would wait for itself forever: say so instead.
+    assert_eq!(crate::task::current().walks(), 0, "exclusive() inside one of this task's own walks");
+    loop {
+        if let Some(exclusive) = try_exclusive() {
+            return exclusive;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Is [`exclusive`] held (by anyone)? The checker asks when a table is unlinked.
+pub fn exclusive_held() -> bool {
+    TABLES.writer_count() > 0
+}
+
+/// [`exclusive`], or None at once if a walk is in progress.
+pub fn try_exclusive() -> Option<Exclusive> {
+    let daif = crate::arch::cpu::irq_save();
+    match TABLES.try_write() {
+        Some(guard) => Some(Exclusive { guard: Some(guard), daif, _cpu_bound: PhantomData }),
+        None => {
+            crate::arch::cpu::irq_restore(daif);
+            None
+        }
+    }
+}
+
+/// What [`link_table`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::mm) enum Linked {
+    /// The new table is linked.
+    Ours,
+    /// Another CPU linked this table first; the new one was not used.
+    Theirs(PhysAddr),
+    /// A block mapping is there.
+    Block,
+}
+
+/// Links `table` at `entry` unless something is there by now (see above).
+pub(in crate::mm) fn link_table(entry: &EntryRef<'_>, table: PhysAddr) -> Linked {
+    let _link = LINK.lock();
+    match entry.entry() {
+        Entry::Table(existing) => Linked::Theirs(existing),
+        Entry::Leaf { .. } => Linked::Block,
+        Entry::Invalid => {
+            // SAFETY: a table just allocated (zeroed and ordered), linked
+            // where nothing was, under LINK.
+            unsafe { write_entry(entry, Descriptor::table(table)) };
+            // In memory before the lock goes: under deferred-writes it
+            // would otherwise wait in this task's queue, unseen.
+            lazy_mmu::sync_stores();
+            Linked::Ours
+        }
+    }
+}
