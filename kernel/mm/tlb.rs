@@ -16,7 +16,7 @@ use crate::arch::{barrier, sysreg};
 use crate::cpu;
 use crate::planted::{Bug, planted};
 
-pub use super::tlb_policy::{FlushStrategy, MAX_DVM_OPS, MAX_TLBI_RANGE_PAGES};
+pub use super::tlb_policy::{Changed, FlushStrategy, MAX_DVM_OPS, MAX_TLBI_RANGE_PAGES, Walks};
 
 /// The strategy for `pages` pages on this CPU (see `tlb_policy`).
 pub fn strategy(pages: u64) -> FlushStrategy {
@@ -43,11 +43,12 @@ pub fn flush_tlb_kernel_pgtables(start: VirtAddr, end: VirtAddr) {
     flush(strategy(pages_in(start, end)), start, end, Walks::AllLevels);
 }
 
-/// What a flush drops: last-level entries, or cached table walks as well.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Walks {
-    LeafOnly,
-    AllLevels,
+/// The flush `changed` needs over [start, end), if any (see
+/// `tlb_policy::flush_for`).
+pub fn flush_after(changed: Changed, start: VirtAddr, end: VirtAddr) {
+    if let Some(walks) = tlb_policy::flush_for(changed) {
+        flush(strategy(pages_in(start, end)), start, end, walks);
+    }
 }
 
 fn pages_in(start: VirtAddr, end: VirtAddr) -> u64 {

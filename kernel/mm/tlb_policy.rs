@@ -44,6 +44,43 @@ pub fn choose_flush(pages: u64, range_tlbi: bool) -> FlushStrategy {
     }
 }
 
+/// What a change under a range did, as far as the TLB is concerned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changed {
+    /// Valid leaf entries were cleared or made stricter.
+    pub leaves: bool,
+    /// Page-table pages were unlinked (to be freed once no CPU can hold a
+    /// walk through them).
+    pub tables: bool,
+}
+
+impl Changed {
+    pub const NOTHING: Changed = Changed { leaves: false, tables: false };
+    pub const LEAVES: Changed = Changed { leaves: true, tables: false };
+}
+
+/// What a flush drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Walks {
+    /// Last-level entries (`tlbi vaale1is`, `rvaale1is`): enough when only
+    /// leaves changed.
+    LeafOnly,
+    /// Cached table walks as well (`tlbi vaae1is`, `rvaae1is`; Linux's
+    /// `__flush_tlb_kernel_pgtable`), once page-table pages were unlinked.
+    AllLevels,
+}
+
+/// The flush a change needs before what it took away is reused: none if
+/// nothing changed; every level of the walk if a table was unlinked (that
+/// flush drops the leaves too, so one is enough); else the leaves'.
+pub fn flush_for(changed: Changed) -> Option<Walks> {
+    match changed {
+        Changed { tables: true, .. } => Some(Walks::AllLevels),
+        Changed { leaves: true, tables: false } => Some(Walks::LeafOnly),
+        Changed { leaves: false, tables: false } => None,
+    }
+}
+
 /// The pages [start, end) touches: from `start` rounded down to a page
 /// to `end` rounded up. `end` may be 0, the top of the address space (the
 /// difference wraps).

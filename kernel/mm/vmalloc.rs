@@ -455,7 +455,15 @@ fn map_contiguous(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> R
         for (v, _, level) in leaves() {
             if pgtable::lookup(v).level > level {
                 // SAFETY: the kernel's own root.
-                unsafe { pgtable::reclaim_empty_tables(pgtable::exclusive(), root, v, level.entry_size(), false) };
+                unsafe {
+                    pgtable::reclaim_empty_tables(
+                        pgtable::exclusive(),
+                        root,
+                        v,
+                        level.entry_size(),
+                        tlb::Changed::NOTHING,
+                    )
+                };
             }
         }
     }
@@ -594,7 +602,15 @@ pub fn reclaim_page_tables() -> usize {
     let _op = pgtable_check::operation();
     let size = VMALLOC_END.offset_from(VMALLOC_START);
     // SAFETY: the kernel's own root.
-    unsafe { pgtable::reclaim_empty_tables(pgtable::exclusive(), pgtable::kernel_root(), VMALLOC_START, size, false) }
+    unsafe {
+        pgtable::reclaim_empty_tables(
+            pgtable::exclusive(),
+            pgtable::kernel_root(),
+            VMALLOC_START,
+            size,
+            tlb::Changed::NOTHING,
+        )
+    }
 }
 
 /// Takes an area away whatever its kind and state, as if its owner had

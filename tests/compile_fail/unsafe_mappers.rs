@@ -47,7 +47,7 @@ pub fn map_the_kernel_writable(va: VirtAddr, text: PhysAddr) {
     #[cfg(case = "walk_create_from")]
     let _ = pgtable::walking().walk_create_from(va, Level::L3, &mut alloc::vec![text]);
     #[cfg(case = "reclaim_empty_tables")]
-    let _ = unsafe { pgtable::reclaim_empty_tables(pgtable::exclusive(), root, va, PAGE_SIZE, false) };
+    let _ = unsafe { pgtable::reclaim_empty_tables(pgtable::exclusive(), root, va, PAGE_SIZE, Default::default()) };
     // The safe ones: refused unless the range is the caller's own area.
     let _ = vmalloc::vunmap_range(va, va.add(PAGE_SIZE));
     let _ = (root, rw, Descriptor::leaf(Level::L3, text, rw), LeafSizes::PagesOnly);

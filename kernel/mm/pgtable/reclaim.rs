@@ -27,9 +27,9 @@ fn unlink_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) -> Vec<PhysAddr>
 }
 
 /// Takes the empty tables under [va, va + size) away: unlink, one flush of
-/// the range, then free, in that order. The flush is at every level of the
-/// walk if a table went; else, if the caller cleared leaves there
-/// (`leaves_cleared`), it is the leaves' flush; else there is none. The
+/// the range, then free, in that order. The flush is what the caller's
+/// change there (`changed`: leaves cleared, or nothing) and the tables
+/// unlinked need together (`tlb_policy::flush_for`). The
 /// pages are freed after `exclusive` is let go (freeing may map and unmap,
 /// under debug_pagealloc, which walks). Returns how many tables went.
 /// Never in the linear map, whose tables are permanent
@@ -43,7 +43,7 @@ pub(crate) unsafe fn reclaim_empty_tables(
     root: PhysAddr,
     va: VirtAddr,
     size: u64,
-    leaves_cleared: bool,
+    changed: tlb::Changed,
 ) -> usize {
     let linear = PAGE_OFFSET.as_u64()..PAGE_OFFSET.as_u64() + LINEAR_MAP_SIZE;
     assert!(
@@ -58,11 +58,7 @@ pub(crate) unsafe fn reclaim_empty_tables(
         tlb::flush_tlb_kernel_pgtables(va, va.add(size));
         return count;
     }
-    if !unlinked.is_empty() {
-        tlb::flush_tlb_kernel_pgtables(va, va.add(size));
-    } else if leaves_cleared {
-        tlb::flush_tlb_kernel_range(va, va.add(size));
-    }
+    tlb::flush_after(tlb::Changed { tables: !unlinked.is_empty(), ..changed }, va, va.add(size));
     drop(exclusive);
     free_unlinked_tables(unlinked);
     count
@@ -77,7 +73,7 @@ pub(crate) unsafe fn reclaim_empty_tables(
 pub unsafe fn free_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) {
     if let Some(exclusive) = try_exclusive() {
         // SAFETY: as our caller guarantees.
-        unsafe { reclaim_empty_tables(exclusive, root, va, size, false) };
+        unsafe { reclaim_empty_tables(exclusive, root, va, size, tlb::Changed::NOTHING) };
     }
 }
 

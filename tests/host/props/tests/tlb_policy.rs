@@ -1,7 +1,10 @@
-//! The TLB flush decision: Linux's rules for `flush_tlb_kernel_range`
-//! (`__flush_tlb_range_limit_excess`), and the page count it is made on.
+//! The TLB flush decisions: which flush a change needs, Linux's rules for
+//! how `flush_tlb_kernel_range` covers a range
+//! (`__flush_tlb_range_limit_excess`), and the page count they are made on.
 
-use lazymmu_props::tlb_policy::{FlushStrategy, MAX_DVM_OPS, MAX_TLBI_RANGE_PAGES, choose_flush, pages_in};
+use lazymmu_props::tlb_policy::{
+    Changed, FlushStrategy, MAX_DVM_OPS, MAX_TLBI_RANGE_PAGES, Walks, choose_flush, flush_for, pages_in,
+};
 use proptest::prelude::*;
 
 const PAGE: u64 = 4096;
@@ -52,4 +55,14 @@ fn the_thresholds_are_linuxs() {
     assert_eq!(choose_flush((32 << 16) + 1, true), FlushStrategy::All);
     assert_eq!(pages_in(0x1000, 0x1001), 1);
     assert_eq!(pages_in(0x1fff, 0x2001), 2);
+}
+
+#[test]
+fn a_change_gets_the_flush_it_needs_and_no_more() {
+    assert_eq!(flush_for(Changed::NOTHING), None, "nothing changed: no flush");
+    assert_eq!(flush_for(Changed::LEAVES), Some(Walks::LeafOnly), "leaves only: the leaves");
+    // A table unlinked: a CPU may hold a walk through it, whatever else changed.
+    for leaves in [false, true] {
+        assert_eq!(flush_for(Changed { leaves, tables: true }), Some(Walks::AllLevels));
+    }
 }
