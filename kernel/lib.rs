@@ -6,7 +6,7 @@
 //! `_arch/aarch64/boot.rs` (boot tables, MMU on) -> [`init::kernel_init`]
 //! (upper half: device tree, frames, the kernel's own page tables, heap,
 //! a guarded stack) -> `kernel_main`, which each kernel image provides: the
-//! boot binary (`main.rs`), or a test image (`tests/*.rs`, or this library
+//! boot binary (`cmd/main.rs`, a package of its own), or a test image (`tests/*.rs`, or this library
 //! built for its unit tests).
 
 #![no_std]

@@ -10,8 +10,8 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
-use crate::cmd::kasan_shadow;
-use crate::cmd::kasan_shadow::Populate;
+use crate::kasan_shadow;
+use crate::kasan_shadow::Populate;
 use lazymmu::arch::cpu;
 use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::debug_pagealloc::{self, MapBack};

@@ -115,9 +115,9 @@ def lint():
 
 
 def tree():
-    """The README's "Where things are": one line per file of kernel/, by
-    its path under the directory lines above it, and no file that is not
-    there."""
+    """The README's "Where things are": one line per source file (and
+    package manifest) of kernel/, by its path under the directory lines
+    above it, and no file that is not there."""
     readme = (ROOT / "README.md").read_text()
     block = re.search(r"^## Where things are\n.*?^```\n(.*?)^```", readme, re.M | re.S)
     if block is None:
@@ -133,7 +133,11 @@ def tree():
             dirs.append(name)
         elif name:
             named.append("".join(dirs) + name)
-    kernel = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "kernel").rglob("*") if p.is_file() and p.suffix in (".rs", ".s"))
+    kernel = sorted(
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "kernel").rglob("*")
+        if p.is_file() and (p.suffix in (".rs", ".s") or p.name == "Cargo.toml")
+    )
     listed = [n for n in named if n.startswith("kernel/")]
     why = []
     if sorted(set(listed)) != kernel:

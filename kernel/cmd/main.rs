@@ -1,4 +1,9 @@
-//! The lazymmu boot binary: `cargo run -- [COMMAND]`.
+//! The lazymmu boot binary: `cargo run -- [COMMAND]`. A package of its
+//! own (`kernel/cmd/Cargo.toml`), so that what only it needs (the demos,
+//! the bench and its aarch64-paging peer, the fuzzer) is no part of the
+//! kernel library: it reaches the kernel through the library's public API
+//! alone, as any user would. The KASAN model (`kasan_shadow.rs`) is also a
+//! workload of the test images that race it, which include the file.
 
 #![no_std]
 // As the library (kernel/lib.rs): unsafe is small, local and documented,
@@ -21,9 +26,10 @@ use lazymmu::planted::Bug;
 use lazymmu::semihosting::{ExitCode, exit};
 use lazymmu::{boot_args, println};
 
-mod cmd;
-
-use cmd::demo;
+mod bench;
+mod demo;
+mod fuzz;
+mod kasan_shadow;
 
 /// What `cargo run -- COMMAND` can do.
 const COMMANDS: &[(&str, &str)] = &[
@@ -191,7 +197,7 @@ fn bench(quick: bool, tlb_only: bool) {
         lazymmu::arch::cpu::counter_frequency(),
         lazymmu::smp::online_cpus()
     );
-    let run = if tlb_only { cmd::bench::run_tlb_only } else { cmd::bench::run };
+    let run = if tlb_only { bench::run_tlb_only } else { bench::run };
     let results = match run(quick) {
         Ok(results) => results,
         Err(e) => {
@@ -200,13 +206,13 @@ fn bench(quick: bool, tlb_only: bool) {
         }
     };
     println!("pgtable_check: {} while measuring", if checked { "on (the figures include its cost)" } else { "off" });
-    cmd::bench::print_table(&results);
-    cmd::bench::print_reserve(&results);
+    bench::print_table(&results);
+    bench::print_reserve(&results);
     if !tlb_only {
-        cmd::bench::print_headline(&results);
+        bench::print_headline(&results);
     }
     println!("--- results.csv ---");
-    lazymmu::print!("{}", cmd::bench::csv(&results));
+    lazymmu::print!("{}", bench::csv(&results));
     println!("--- end results.csv ---");
     if !results.failures.is_empty() {
         for failure in &results.failures {
@@ -215,13 +221,13 @@ fn bench(quick: bool, tlb_only: bool) {
         exit(ExitCode::TestsFailed);
     }
     if quick {
-        let budgets = if cmd::bench::budgets_apply(&results) { " and every instruction budget held" } else { "" };
+        let budgets = if bench::budgets_apply(&results) { " and every instruction budget held" } else { "" };
         println!("bench: every count check passed{budgets}");
     }
 }
 
 fn fuzz(options: &[&str]) {
-    let mut config = cmd::fuzz::Config { seed: 1, ops: 2000, backends: cmd::fuzz::all_backends(), broken: None };
+    let mut config = fuzz::Config { seed: 1, ops: 2000, backends: fuzz::all_backends(), broken: None };
     let mut rest = options;
     while let [flag, value, tail @ ..] = rest {
         let ok = match *flag {
@@ -254,7 +260,7 @@ fn fuzz(options: &[&str]) {
     );
     let progress =
         |backend: Backend, ops: u64, checks: u64| println!("fuzz: {backend}: {ops} ops, {checks} page checks");
-    match cmd::fuzz::run(&config, progress) {
+    match fuzz::run(&config, progress) {
         Ok(report) => {
             for (backend, ops, checks) in &report.runs {
                 println!("fuzz: {backend}: {ops} ops, {checks} page checks, final sweep and teardown: ok");
