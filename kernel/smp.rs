@@ -106,7 +106,7 @@ extern "C" fn __secondary_stack_top(n: usize) -> u64 {
 extern "C" fn __secondary_init(n: usize) -> ! {
     arch_exception::install_vectors();
     percpu::init_this_cpu(n);
-    crate::arch::barrier::disable_ttbr0_walks();
+    crate::arch::mmu::disable_ttbr0_walks();
     irq::init_this_cpu(false);
     SLOTS[n].online.store(true, SeqCst);
     cpu::send_event();

@@ -346,7 +346,7 @@ fn barrier_order_a_tlbi_before_the_dsb_ishst_is_reported() {
         let _op = pgtable_check::operation();
         write(&slot.entry(), Descriptor::INVALID);
         // The TLBI may run before the walker sees the clear, and refill.
-        barrier::tlbi_vaale1is(slot.va.as_u64());
+        lazymmu::arch::tlbi::tlbi_vaale1is(slot.va.as_u64());
         barrier::dsb_ish();
         barrier::isb();
     });

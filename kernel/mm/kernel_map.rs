@@ -18,7 +18,7 @@ use super::descriptor::Attributes;
 use super::layout::{LINEAR_MAP_SIZE, MMIO_BASE, PAGE_OFFSET};
 use super::pgtable::{self, LeafSizes, MapError, alloc_table, map_range};
 use super::use_linear_map;
-use crate::arch::barrier;
+use crate::arch::mmu;
 use crate::cpu;
 use crate::drivers::{gic, pl011};
 
@@ -126,11 +126,11 @@ pub(crate) fn build_and_switch(ram_start: PhysAddr, ram_size: u64, image: &Image
     let empty = alloc_table()?;
     // SAFETY: the boot tables identity-map the image (boot.rs), and the new
     // tables map the image, its boot stack and the RAM we reach after this.
-    unsafe { barrier::replace_ttbr1(root.as_u64(), empty.as_u64(), image.kimage_voffset) };
+    unsafe { mmu::replace_ttbr1(root.as_u64(), empty.as_u64(), image.kimage_voffset) };
     super::frame_alloc::free_frame(empty).expect("allocated above");
     pgtable::set_kernel_root(root);
     use_linear_map(ram_start);
     pl011::set_base(MMIO_BASE.add(pl011::PHYS_BASE).as_u64());
-    barrier::disable_ttbr0_walks();
+    mmu::disable_ttbr0_walks();
     Ok(root)
 }

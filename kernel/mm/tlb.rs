@@ -12,7 +12,7 @@ use super::addr::{PAGE_SIZE, VirtAddr};
 use super::lazy_mmu;
 use super::span::{self, TlbiOp};
 use super::tlb_policy;
-use crate::arch::{barrier, sysreg};
+use crate::arch::{barrier, sysreg, tlbi};
 use crate::cpu;
 use crate::planted::{Bug, planted};
 
@@ -84,8 +84,8 @@ fn flush(how: FlushStrategy, start: VirtAddr, end: VirtAddr, walks: Walks) {
 
 fn tlbi_page(va: u64, walks: Walks) {
     match walks {
-        Walks::LeafOnly => barrier::tlbi_vaale1is(va),
-        Walks::AllLevels => barrier::tlbi_vaae1is(va),
+        Walks::LeafOnly => tlbi::tlbi_vaale1is(va),
+        Walks::AllLevels => tlbi::tlbi_vaae1is(va),
     }
 }
 
@@ -96,7 +96,7 @@ pub fn flush_tlb_all() {
         return;
     }
     barrier::dsb_ishst();
-    barrier::tlbi_vmalle1is();
+    tlbi::tlbi_vmalle1is();
     barrier::dsb_ish();
     barrier::isb();
 }
@@ -108,10 +108,10 @@ fn range_tlbi(va: u64, pages: u64, walks: Walks) {
         match (op, walks) {
             (TlbiOp::Page(va), _) => tlbi_page(va, walks),
             (TlbiOp::Range { va, scale, num }, Walks::LeafOnly) => {
-                barrier::tlbi_rvaale1is(sysreg::tlbi_range_operand(va, scale, num))
+                tlbi::tlbi_rvaale1is(sysreg::tlbi_range_operand(va, scale, num))
             }
             (TlbiOp::Range { va, scale, num }, Walks::AllLevels) => {
-                barrier::tlbi_rvaae1is(sysreg::tlbi_range_operand(va, scale, num))
+                tlbi::tlbi_rvaae1is(sysreg::tlbi_range_operand(va, scale, num))
             }
         }
     }

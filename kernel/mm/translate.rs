@@ -6,8 +6,8 @@
 use super::addr::{PhysAddr, VirtAddr};
 use super::descriptor::{Attributes, Entry, Level, MemoryType};
 use super::pgtable;
-use crate::arch::barrier;
 use crate::arch::exception::FaultStatus;
+use crate::arch::mmu;
 use crate::arch::sysreg::Par;
 
 /// The access `at` checks.
@@ -37,7 +37,7 @@ pub fn mair_attr(memory: MemoryType) -> u8 {
 
 /// Asks the MMU: may EL1 make this access, and to which physical address?
 pub fn hw_translate(va: VirtAddr, access: Access) -> HwTranslation {
-    match Par::decode(barrier::at_s1e1(va.as_u64(), access == Access::Write)) {
+    match Par::decode(mmu::at_s1e1(va.as_u64(), access == Access::Write)) {
         Par::Translated { page, attr } => {
             HwTranslation::Mapped { pa: PhysAddr::new(page | (va.as_u64() & 0xfff)), mair_attr: attr }
         }

@@ -1,20 +1,19 @@
-//! Every ordering instruction the memory-management code issues: DSB, ISB,
-//! TLBI and AT, plus the TTBR writes. Keeping them in one module means each
-//! one can be counted and traced, so a test can say exactly how
-//! many barriers an operation cost.
+//! The barriers the memory-management code issues (DSB, DMB, ISB), and the
+//! counters of every barrier, TLBI (`tlbi.rs`) and AT (`mmu.rs`): each one
+//! is counted and told to the observer where it is issued, so a test can
+//! say exactly how many an operation cost.
 //!
-//! With `trace` on, each one also prints a line as it is issued.
+//! With the trace on, each one also prints a line as it is issued, through
+//! the hook the trace installs ([`set_issue_hook`]).
 //!
 //! Counters are global and atomic, so a count taken around an operation
 //! includes what an interrupt handler issued meanwhile; tests that need
 //! exact numbers keep interrupts out of the way, or count them on purpose.
 
-use aarch64_cpu::registers::*;
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use super::observe::{self, Issued};
-use super::sysreg;
 
 /// One counter per kind of instruction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,12 +100,12 @@ impl core::ops::Sub for BarrierCounts {
 static DSB_ISHST: AtomicU64 = AtomicU64::new(0);
 static DSB_ISH: AtomicU64 = AtomicU64::new(0);
 static DMB_ISHST: AtomicU64 = AtomicU64::new(0);
-static ISB: AtomicU64 = AtomicU64::new(0);
-static TLBI_PAGE: AtomicU64 = AtomicU64::new(0);
-static TLBI_RANGE: AtomicU64 = AtomicU64::new(0);
-static TLBI_ALL: AtomicU64 = AtomicU64::new(0);
-static TLBI_WALKS: AtomicU64 = AtomicU64::new(0);
-static AT: AtomicU64 = AtomicU64::new(0);
+pub(super) static ISB: AtomicU64 = AtomicU64::new(0);
+pub(super) static TLBI_PAGE: AtomicU64 = AtomicU64::new(0);
+pub(super) static TLBI_RANGE: AtomicU64 = AtomicU64::new(0);
+pub(super) static TLBI_ALL: AtomicU64 = AtomicU64::new(0);
+pub(super) static TLBI_WALKS: AtomicU64 = AtomicU64::new(0);
+pub(super) static AT: AtomicU64 = AtomicU64::new(0);
 
 /// The counts so far; subtract two snapshots to cost an operation.
 pub fn counts() -> BarrierCounts {
@@ -141,7 +140,7 @@ pub fn set_issue_hook(hook: Option<fn(&'static str)>) {
     ON_ISSUE.store(hook.map_or(0, |f| f as usize), Relaxed);
 }
 
-fn count(counter: &AtomicU64, name: &'static str) {
+pub(super) fn count(counter: &AtomicU64, name: &'static str) {
     counter.fetch_add(1, Relaxed);
     let hook = ON_ISSUE.load(Relaxed);
     if hook != 0 {
@@ -153,7 +152,7 @@ fn count(counter: &AtomicU64, name: &'static str) {
 
 /// Tells the observer (if one is installed) what was just issued.
 #[inline]
-fn report(what: Issued) {
+pub(super) fn report(what: Issued) {
     if let Some(observer) = observe::observer() {
         observer.issued(what);
     }
@@ -192,140 +191,6 @@ pub fn isb() {
     count(&ISB, "isb");
     raw::isb();
     report(Issued::Isb);
-}
-
-/// Invalidates one page's last-level translation, for all ASIDs, on every
-/// CPU in the inner-shareable domain. Cached table walks stay: enough when
-/// only leaf entries changed.
-#[inline]
-pub fn tlbi_vaale1is(va: u64) {
-    count(&TLBI_PAGE, "tlbi vaale1is");
-    // SAFETY: TLB maintenance only drops cached translations.
-    unsafe { asm!("tlbi vaale1is, {}", in(reg) sysreg::tlbi_va_operand(va), options(nostack, preserves_flags)) };
-    report(Issued::Tlbi { start: va, pages: 1, walks: false });
-}
-
-/// Invalidates a range of pages in one instruction (FEAT_TLBIRANGE).
-/// `operand` is built by [`sysreg::tlbi_range_operand`]: base, scale and count.
-#[inline]
-pub fn tlbi_rvaale1is(operand: u64) {
-    count(&TLBI_RANGE, "tlbi rvaale1is");
-    // `tlbi rvaale1is, x` written as its system-instruction encoding
-    // (op1=0, CRn=8, CRm=2, op2=7) so no assembler extension is needed.
-    // SAFETY: TLB maintenance only drops cached translations.
-    unsafe { asm!("sys #0, c8, c2, #7, {}", in(reg) operand, options(nostack, preserves_flags)) };
-    let (start, pages) = sysreg::tlbi_range_of(operand);
-    report(Issued::Tlbi { start, pages, walks: false });
-}
-
-/// Like [`tlbi_vaale1is`], but also drops cached walks through table
-/// entries for `va`: needed once a page-table page under it was unlinked.
-#[inline]
-pub fn tlbi_vaae1is(va: u64) {
-    TLBI_WALKS.fetch_add(1, Relaxed);
-    count(&TLBI_PAGE, "tlbi vaae1is");
-    // SAFETY: TLB maintenance only drops cached translations.
-    unsafe { asm!("tlbi vaae1is, {}", in(reg) sysreg::tlbi_va_operand(va), options(nostack, preserves_flags)) };
-    report(Issued::Tlbi { start: va, pages: 1, walks: true });
-}
-
-/// Like [`tlbi_rvaale1is`], at every level of the walk.
-#[inline]
-pub fn tlbi_rvaae1is(operand: u64) {
-    TLBI_WALKS.fetch_add(1, Relaxed);
-    count(&TLBI_RANGE, "tlbi rvaae1is");
-    // `tlbi rvaae1is, x`: op1=0, CRn=8, CRm=2, op2=3.
-    // SAFETY: TLB maintenance only drops cached translations.
-    unsafe { asm!("sys #0, c8, c2, #3, {}", in(reg) operand, options(nostack, preserves_flags)) };
-    let (start, pages) = sysreg::tlbi_range_of(operand);
-    report(Issued::Tlbi { start, pages, walks: true });
-}
-
-/// Invalidates every EL1&0 translation on every CPU in the inner-shareable domain.
-#[inline]
-pub fn tlbi_vmalle1is() {
-    count(&TLBI_ALL, "tlbi vmalle1is");
-    // SAFETY: TLB maintenance only drops cached translations.
-    unsafe { asm!("tlbi vmalle1is", options(nostack, preserves_flags)) };
-    report(Issued::TlbiAll);
-}
-
-/// Asks the MMU to translate `va` for an EL1 read (`write` = false) or
-/// write, walking the tables in memory, and returns PAR_EL1.
-pub fn at_s1e1(va: u64, write: bool) -> u64 {
-    AT.fetch_add(1, Relaxed);
-    ISB.fetch_add(1, Relaxed);
-    // SAFETY: AT only writes PAR_EL1; the ISB orders it before the read.
-    unsafe {
-        if write {
-            asm!("at s1e1w, {}", "isb", in(reg) va, options(nostack, preserves_flags));
-        } else {
-            asm!("at s1e1r, {}", "isb", in(reg) va, options(nostack, preserves_flags));
-        }
-    }
-    report(Issued::Isb);
-    PAR_EL1.get()
-}
-
-core::arch::global_asm!(
-    // Replaces TTBR1 while running from the identity map (TTBR0), so no
-    // instruction fetch or stack access goes through TTBR1 meanwhile: first
-    // an empty table (x1), so no walk can mix old and new entries, then the
-    // TLB is emptied, then the new table (x0). Leaf function: no stack.
-    ".global __idmap_replace_ttbr1",
-    "__idmap_replace_ttbr1:",
-    "    msr ttbr1_el1, x1",
-    "    isb",
-    "    tlbi vmalle1",
-    "    dsb nsh",
-    "    isb",
-    "    msr ttbr1_el1, x0",
-    "    isb",
-    "    ret",
-);
-
-unsafe extern "C" {
-    fn __idmap_replace_ttbr1(new_root: u64, empty_root: u64);
-}
-
-/// Switches the kernel half to the table at `new_root`, calling the switch
-/// code at its identity-mapped address `kimage_voffset` below its link
-/// address. `empty_root` is a zeroed table.
-///
-/// # Safety
-/// TTBR0 must identity-map the image's text, and the new table must map
-/// everything the caller will touch after the switch (its stack, its code).
-pub unsafe fn replace_ttbr1(new_root: u64, empty_root: u64, kimage_voffset: u64) {
-    let link_address = __idmap_replace_ttbr1 as *const () as u64;
-    // SAFETY: the caller guarantees the identity mapping of the function.
-    unsafe {
-        let at_identity: unsafe extern "C" fn(u64, u64) = core::mem::transmute(link_address - kimage_voffset);
-        at_identity(new_root, empty_root);
-    }
-}
-
-/// Cleans the cache line holding `va` to the point of coherency, so that an
-/// observer that bypasses the caches (a CPU with its MMU off) reads it.
-pub fn clean_dcache_to_poc(va: u64) {
-    // SAFETY: a cache clean only writes back data already there.
-    unsafe { asm!("dc cvac, {}", in(reg) va, options(nostack, preserves_flags)) };
-    dsb_ish();
-}
-
-/// Lets the MMU walk the tables in TTBR0 again (TCR_EL1.EPD0), on this
-/// CPU: for the bench's peer, which loads its own tables there.
-pub fn enable_ttbr0_walks() {
-    TCR_EL1.modify(TCR_EL1::EPD0::EnableTTBR0Walks);
-    isb();
-}
-
-/// Stops all walks through TTBR0 (TCR_EL1.EPD0), so any low address faults.
-pub fn disable_ttbr0_walks() {
-    TCR_EL1.modify(TCR_EL1::EPD0::DisableTTBR0Walks);
-    isb();
-    tlbi_vmalle1is();
-    dsb_ish();
-    isb();
 }
 
 /// Uncounted forms, for code that runs before the counters may be touched

@@ -96,7 +96,7 @@ pub fn set_secondary_ttbr1(root: u64) {
     unsafe {
         let slot = addr_of_mut!(SECONDARY_TTBR1);
         write_volatile(slot, root);
-        super::barrier::clean_dcache_to_poc(slot as u64);
+        super::mmu::clean_dcache_to_poc(slot as u64);
     }
 }
 

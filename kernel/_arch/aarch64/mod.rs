@@ -8,10 +8,12 @@ pub mod cpu;
 pub mod descriptor;
 pub mod exception;
 pub mod lazy_mmu;
+pub mod mmu;
 pub mod observe;
 pub mod psci;
 pub mod semihosting;
 pub mod sysreg;
 pub mod timer;
+pub mod tlbi;
 
 core::arch::global_asm!(include_str!("boot.s"));
