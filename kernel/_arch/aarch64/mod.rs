@@ -1,5 +1,8 @@
-//! Everything that is arm64 assembly or system registers. The rest of the
-//! kernel reaches it through the small generic modules beside `arch`.
+//! Everything that is arm64 itself: the assembly, the system registers,
+//! and the encodings the architecture defines (stage-1 descriptors in
+//! `descriptor.rs`; TLBI operands, PAR_EL1 and ID-register fields in
+//! `sysreg.rs`). The rest of the kernel reaches it through the small
+//! generic modules beside `arch`.
 
 pub mod barrier;
 pub mod boot;
