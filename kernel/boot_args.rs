@@ -77,6 +77,51 @@ pub fn option(name: &str) -> Option<&'static str> {
     value(line()).or_else(|| value(builtin()))
 }
 
+/// Linux's `kstrtobool()` (lib/kstrtox.c): true if the value starts with
+/// one of `EeYyTt1`, or is `on` in any case (`[oO][nN]`); false if it starts
+/// with one of `DdNnFf0`, or is `of...` (`[oO][fF]`); None for anything
+/// else, the empty string included.
+pub fn kstrtobool(value: &str) -> Option<bool> {
+    match value.as_bytes() {
+        [b'e' | b'E' | b'y' | b'Y' | b't' | b'T' | b'1', ..] => Some(true),
+        [b'd' | b'D' | b'n' | b'N' | b'f' | b'F' | b'0', ..] => Some(false),
+        [b'o' | b'O', b'n' | b'N', ..] => Some(true),
+        [b'o' | b'O', b'f' | b'F', ..] => Some(false),
+        _ => None,
+    }
+}
+
+/// The boot options that are booleans, and what they are when not given.
+pub const BOOLEAN_OPTIONS: &[(&str, bool)] = &[("debug_pagealloc", false), ("pgtable_check", true)];
+
+/// Boolean boot option `name` (one of [`BOOLEAN_OPTIONS`]), read as Linux
+/// reads one ([`kstrtobool`]); its default if it is not given or not a
+/// boolean (a value that is not is refused at boot, see [`check_options`]).
+pub fn bool_option(name: &str) -> bool {
+    let default = BOOLEAN_OPTIONS.iter().find(|(n, _)| *n == name).is_some_and(|&(_, d)| d);
+    option(name).and_then(kstrtobool).unwrap_or(default)
+}
+
+/// A boot option whose value the kernel cannot take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadOption {
+    pub name: &'static str,
+    pub value: &'static str,
+}
+
+/// Checks the boot options' values: the first boolean option that is not
+/// one, if any (the kernel says so and stops, rather than guess).
+pub fn check_options() -> Result<(), BadOption> {
+    for &(name, _) in BOOLEAN_OPTIONS {
+        if let Some(value) = option(name)
+            && kstrtobool(value).is_none()
+        {
+            return Err(BadOption { name, value });
+        }
+    }
+    Ok(())
+}
+
 /// Gives the kernel image a built-in command line of boot options, e.g.
 /// `lazymmu::builtin_cmdline!("debug_pagealloc=on");` in a test image.
 #[macro_export]
@@ -120,7 +165,20 @@ pub fn parse_size(size: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{kstrtobool, parse_size};
+
+    #[test_case]
+    fn booleans_parse_as_linuxs_kstrtobool() {
+        for yes in ["1", "y", "Y", "yes", "t", "true", "e", "enable", "on", "ON", "oN"] {
+            assert_eq!(kstrtobool(yes), Some(true), "{yes}");
+        }
+        for no in ["0", "n", "N", "no", "f", "false", "d", "disable", "off", "OFF", "of"] {
+            assert_eq!(kstrtobool(no), Some(false), "{no}");
+        }
+        for neither in ["", "o", "ox", "2", "maybe", "-1", " on"] {
+            assert_eq!(kstrtobool(neither), None, "{neither:?}");
+        }
+    }
 
     #[test_case]
     fn qemu_sizes_parse_to_bytes() {

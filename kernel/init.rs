@@ -76,6 +76,15 @@ extern "C" fn __kernel_init(dtb_pointer: u64, kernel_phys: u64, entry_el: u64) -
     if let Err(e) = heap::init(heap_size(machine.ram_size)) {
         panic!("cannot allocate the kernel heap: {e}");
     }
+    // A boot option the kernel cannot read is refused, not guessed at.
+    if let Err(bad) = crate::boot_args::check_options() {
+        crate::println!(
+            "lazymmu: {}={}: not a boolean (Linux's kstrtobool reads 1/0, y/n, yes/no, on/off, true/false, enable/disable)",
+            bad.name,
+            bad.value
+        );
+        crate::semihosting::exit(crate::semihosting::ExitCode::Usage);
+    }
     pgtable_check::init();
     if let Err(e) = vmalloc::init() {
         panic!("cannot set up the vmalloc region: {e:?}");

@@ -10,7 +10,8 @@ use core::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 use crate::arch::cpu;
 use crate::task::Task;
 
-pub const MAX_CPUS: usize = 4;
+/// The most CPUs the kernel starts (GICv2's limit); the runner refuses more.
+pub const MAX_CPUS: usize = 8;
 
 pub struct PerCpu {
     pub id: usize,
@@ -90,10 +91,27 @@ impl PerCpu {
 }
 
 /// The task each CPU boots into.
-static BOOT_TASKS: [Task; MAX_CPUS] =
-    [Task::boot("boot/0", 0), Task::boot("boot/1", 1), Task::boot("boot/2", 2), Task::boot("boot/3", 3)];
+static BOOT_TASKS: [Task; MAX_CPUS] = [
+    Task::boot("boot/0", 0),
+    Task::boot("boot/1", 1),
+    Task::boot("boot/2", 2),
+    Task::boot("boot/3", 3),
+    Task::boot("boot/4", 4),
+    Task::boot("boot/5", 5),
+    Task::boot("boot/6", 6),
+    Task::boot("boot/7", 7),
+];
 
-static PERCPU: [PerCpu; MAX_CPUS] = [PerCpu::new(0), PerCpu::new(1), PerCpu::new(2), PerCpu::new(3)];
+static PERCPU: [PerCpu; MAX_CPUS] = [
+    PerCpu::new(0),
+    PerCpu::new(1),
+    PerCpu::new(2),
+    PerCpu::new(3),
+    PerCpu::new(4),
+    PerCpu::new(5),
+    PerCpu::new(6),
+    PerCpu::new(7),
+];
 
 /// Points this CPU's TPIDR_EL1 at its slot.
 pub fn init_this_cpu(id: usize) {

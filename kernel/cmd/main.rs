@@ -31,6 +31,9 @@ mod demo;
 mod fuzz;
 mod kasan_shadow;
 
+/// The demos, for a message.
+const DEMOS: &str = "lazy, kasan, pagealloc";
+
 /// What `cargo run -- COMMAND` can do.
 const COMMANDS: &[(&str, &str)] = &[
     ("(none)", "boot, print the CPU, its features and the memory map, then this menu"),
@@ -67,8 +70,20 @@ fn kernel_main() -> ! {
             }
             let _ = ptdump::dump(&mut Console);
         }
+        ["demo"] => {
+            println!("lazymmu: demo: which one? The demos are {DEMOS}.");
+            exit(ExitCode::Usage);
+        }
         ["demo", "lazy"] => demo_lazy(None),
         ["demo", "lazy", "--backend", name] => demo_lazy(Some(name)),
+        ["demo", "lazy", "--backend"] => {
+            println!("lazymmu: demo lazy: --backend needs a name; the backends are {}", backend_names());
+            exit(ExitCode::Usage);
+        }
+        ["demo", "lazy", option, ..] => {
+            println!("lazymmu: demo lazy: unknown option {option:?}; it takes --backend NAME");
+            exit(ExitCode::Usage);
+        }
         ["demo", "kasan"] => {
             if let Err(e) = demo::kasan(100) {
                 println!("lazymmu: demo kasan: {e:?}");
@@ -84,11 +99,30 @@ fn kernel_main() -> ! {
         ["bench"] => bench(false, false),
         ["bench", "--quick"] => bench(true, false),
         ["bench", "--tlb-only"] => bench(false, true),
-        ["bench", "--tlb-only", "--quick"] => bench(true, true),
+        ["bench", "--tlb-only", "--quick"] | ["bench", "--quick", "--tlb-only"] => bench(true, true),
+        ["bench", ..] => {
+            println!("lazymmu: bench: unknown options {:?}; it takes --tlb-only and --quick", &args[1..]);
+            exit(ExitCode::Usage);
+        }
         ["fuzz", options @ ..] => fuzz(options),
-        ["help"] => menu(),
-        other => {
-            println!("lazymmu: unknown command {:?}", other);
+        ["help"] | ["--help"] | ["-h"] => menu(),
+        [option, ..] if option.starts_with('-') => {
+            println!(
+                "lazymmu: unknown option {option:?}: options come after a command (`cargo run -- help` lists them)"
+            );
+            exit(ExitCode::Usage);
+        }
+        ["demo", name, rest @ ..] => {
+            match rest.first() {
+                Some(option) if DEMOS.split(", ").any(|d| d == *name) => {
+                    println!("lazymmu: demo {name}: unknown option {option:?}; it takes none")
+                }
+                _ => println!("lazymmu: no demo {name:?}; the demos are {DEMOS}"),
+            }
+            exit(ExitCode::Usage);
+        }
+        [command, ..] => {
+            println!("lazymmu: unknown command {command:?}");
             menu();
             exit(ExitCode::Usage);
         }
@@ -186,7 +220,7 @@ fn backend_names() -> alloc::string::String {
 fn bench(quick: bool, tlb_only: bool) {
     // The figures are the kernel's own cost, not the checker's, unless
     // `pgtable_check=on` asks to see what checking costs.
-    let checked = boot_args::option("pgtable_check") == Some("on");
+    let checked = boot_args::option("pgtable_check").and_then(boot_args::kstrtobool) == Some(true);
     if !checked {
         pgtable_check::disable();
     }

@@ -63,7 +63,7 @@ pub struct BootStats {
 
 /// Did the command line ask for it (`debug_pagealloc=on`)?
 pub fn requested() -> bool {
-    boot_args::option("debug_pagealloc") == Some("on")
+    boot_args::bool_option("debug_pagealloc")
 }
 
 /// Is it on: are free frames out of the linear map?

@@ -25,6 +25,25 @@ check "(none), pgtable_check=off" 0 scripts/qemu-runner "$kernel" pgtable_check=
 check "unknown command" 2 scripts/qemu-runner "$kernel" frobnicate -- 'unknown command'
 check "demo lazy, no such backend" 2 scripts/qemu-runner "$kernel" demo lazy --backend lazy -- 'the backends are eager, batched, deferred-writes'
 
+# Small mistakes get a message that says which one.
+check "demo, with no name" 2 scripts/qemu-runner "$kernel" demo -- 'demo: which one\? The demos are lazy, kasan, pagealloc'
+check "demo, no such demo" 2 scripts/qemu-runner "$kernel" demo frob -- 'no demo "frob"; the demos are lazy, kasan, pagealloc'
+check "demo kasan, an option it does not take" 2 scripts/qemu-runner "$kernel" demo kasan --fast -- 'demo kasan: unknown option "--fast"'
+check "demo lazy, an unknown option" 2 scripts/qemu-runner "$kernel" demo lazy --fast -- 'demo lazy: unknown option "--fast"; it takes --backend NAME'
+check "demo lazy, --backend without a name" 2 scripts/qemu-runner "$kernel" demo lazy --backend -- '--backend needs a name; the backends are'
+check "bench, an unknown option" 2 scripts/qemu-runner "$kernel" bench --slow -- 'bench: unknown options \["--slow"\]; it takes --tlb-only and --quick'
+check "an option instead of a command" 2 scripts/qemu-runner "$kernel" --frob -- 'unknown option "--frob": options come after a command'
+check "--help" 0 scripts/qemu-runner "$kernel" --help -- '^usage: cargo run'
+check "a boolean boot option that is not one" 2 scripts/qemu-runner "$kernel" debug_pagealloc=maybe -- \
+    'debug_pagealloc=maybe: not a boolean'
+check "a boolean boot option as Linux's kstrtobool reads it" 0 scripts/qemu-runner "$kernel" debug_pagealloc=YES -- \
+    '^debug_pagealloc: on'
+check "LAZYMMU_SMP above the kernel's limit" 2 env LAZYMMU_SMP=9 scripts/qemu-runner "$kernel" -- 'LAZYMMU_SMP=9: the kernel runs on 1 to 8 CPUs'
+check "LAZYMMU_SMP at the kernel's limit" 0 env LAZYMMU_SMP=8 scripts/qemu-runner "$kernel" -- '\(8 in the device tree, 8 online\)'
+check "LAZYMMU_MEM too small" 2 env LAZYMMU_MEM=4M scripts/qemu-runner "$kernel" -- 'LAZYMMU_MEM=4M is too small: the kernel needs at least 8M'
+check "a CPU model QEMU cannot boot the kernel on" 1 env LAZYMMU_CPU=cortex-a7 scripts/qemu-runner "$kernel" -- \
+    "QEMU could not start the kernel" "CPU model 'cortex-a7'"
+
 # Each backend's trace shows its own behaviour, and the per-backend table
 # counts the same 16 entry writes (13 in sections) with exactly the barriers
 # that behaviour implies: eager pays a pair per valid write (12) plus the TLB

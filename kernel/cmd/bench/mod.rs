@@ -263,12 +263,17 @@ pub fn run_tlb_only(quick: bool) -> Result<Results, WorkloadError> {
     let plan = if quick { Plan::new(true) } else { Plan { sizes: (0..=12).map(|k| 1u64 << k).collect(), repeats: 3 } };
     let preemption = sched::set_preemption(false);
     let mut results = Results { rows: Vec::new(), failures: Vec::new(), reserve: Vec::new() };
-    let workload = match lazymmu::smp::online_cpus() {
-        1 => "tlb_flush_1cpu",
-        2 => "tlb_flush_2cpu",
-        3 => "tlb_flush_3cpu",
-        _ => "tlb_flush_4cpu",
-    };
+    const WORKLOADS: [&str; 8] = [
+        "tlb_flush_1cpu",
+        "tlb_flush_2cpu",
+        "tlb_flush_3cpu",
+        "tlb_flush_4cpu",
+        "tlb_flush_5cpu",
+        "tlb_flush_6cpu",
+        "tlb_flush_7cpu",
+        "tlb_flush_8cpu",
+    ];
+    let workload = WORKLOADS[lazymmu::smp::online_cpus().clamp(1, WORKLOADS.len()) - 1];
     let outcome = (|| {
         for (name, how) in tlb_strategies() {
             progress(

@@ -97,7 +97,7 @@ const PRINTED: u64 = 16;
 /// Was the checker asked for? `pgtable_check=off` on the command line (or
 /// in an image's built-in one) is the only way to say no.
 pub fn requested() -> bool {
-    boot_args::option("pgtable_check") != Some("off")
+    boot_args::bool_option("pgtable_check")
 }
 
 /// Starts checking, at boot, once the heap exists: learns every table the
