@@ -12,9 +12,11 @@
 //!   if something is pending (arm64 since Linux 6.16);
 //! - `deferred-writes`: inside an active section the *stores themselves*
 //!   are queued in the task and made at flush or leave, followed by one
-//!   pair if any was valid. That is how hypervisor-style backends batch
-//!   (Xen's multicalls, powerpc hash, s390), and it is what makes the read
-//!   hazard real: until the queue is applied, memory holds the old entry.
+//!   pair if any was valid. That is how Xen PV batches, with its
+//!   multicalls (in mainline the only one: powerpc's hash MMU and sparc64
+//!   store at once and batch what follows, hash-table invalidations and TLB
+//!   flushes), and it is what makes the read hazard real: until the queue
+//!   is applied, memory holds the old entry.
 //!
 //! Clearing an entry (valid to invalid) owes nothing in any backend: the
 //! TLB maintenance that must follow it brings its own barriers.
