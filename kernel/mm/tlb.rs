@@ -37,8 +37,9 @@ pub fn flush_tlb_kernel_range_with(how: FlushStrategy, start: VirtAddr, end: Vir
 
 /// Invalidates [start, end) at every level of the walk, as needed once
 /// page-table pages under the range were unlinked: a CPU may hold cached
-/// walks through the table entries that pointed to them (Linux's
-/// `__flush_tlb_kernel_pgtable`). The same count of TLBIs as a leaf flush.
+/// walks through the table entries that pointed to them. The same count of
+/// TLBIs as a leaf flush. (Linux's `__flush_tlb_kernel_pgtable(addr)` is
+/// the per-table form: one `tlbi vaae1is` for each table it frees.)
 pub fn flush_tlb_kernel_pgtables(start: VirtAddr, end: VirtAddr) {
     flush(strategy(pages_in(start, end)), start, end, Walks::AllLevels);
 }

@@ -65,8 +65,9 @@ pub enum Walks {
     /// Last-level entries (`tlbi vaale1is`, `rvaale1is`): enough when only
     /// leaves changed.
     LeafOnly,
-    /// Cached table walks as well (`tlbi vaae1is`, `rvaae1is`; Linux's
-    /// `__flush_tlb_kernel_pgtable`), once page-table pages were unlinked.
+    /// Cached table walks as well (`tlbi vaae1is`, `rvaae1is`, the forms of
+    /// Linux's `__flush_tlb_kernel_pgtable`), once page-table pages were
+    /// unlinked.
     AllLevels,
 }
 

@@ -11,7 +11,8 @@ use super::observe::Issued;
 use super::tlbi::tlbi_vmalle1is;
 
 /// Asks the MMU to translate `va` for an EL1 read (`write` = false) or
-/// write, walking the tables in memory, and returns PAR_EL1.
+/// write, and returns PAR_EL1. QEMU walks the tables in memory; a real CPU
+/// may answer from its TLB, as for the access itself.
 pub fn at_s1e1(va: u64, write: bool) -> u64 {
     AT.fetch_add(1, Relaxed);
     ISB.fetch_add(1, Relaxed);
