@@ -214,6 +214,36 @@ fn a_cleared_entry_is_still_used_until_the_tlb_is_flushed() {
     frame_alloc::free_frame(frame).unwrap();
 }
 
+#[test_case]
+fn unmap_range_leaves_nothing_in_the_tlb_and_flushes_once() {
+    let root = pgtable::kernel_root();
+    let va = VMALLOC_START.add(0x1800_0000);
+    let frames = frame_alloc::alloc_contiguous(2, PAGE_SIZE).unwrap();
+    let frames_before = frame_alloc::stats();
+    // SAFETY: our own fresh frames, at a place of the vmalloc region no area uses.
+    unsafe { pgtable::map_range(root, va, frames, 2 * PAGE_SIZE, Attributes::KERNEL_RW, LeafSizes::PagesOnly) }
+        .unwrap();
+    for page in 0..2 {
+        probe::read(va.add(page * PAGE_SIZE)).expect("mapped, and now in the TLB");
+    }
+    // One page of two: its table stays, so the flush is the leaves' alone.
+    // SAFETY: the mapping this test made.
+    let one = barrier::cost(|| unsafe { pgtable::unmap_range(root, va, PAGE_SIZE) }.unwrap());
+    let fault = probe::read(va).expect_err("flushed: the stale translation is gone");
+    assert_fault(fault, ExceptionClass::DataAbortCurrentEl, FaultStatus::Translation { level: 3 });
+    assert_eq!((one.tlbi(), one.tlbi_walks, one.dsb_ish), (1, 0, 1), "{one:?}");
+    // The last page: the tables go too, and the one flush covers every level.
+    // SAFETY: as above.
+    let last = barrier::cost(|| unsafe { pgtable::unmap_range(root, va.add(PAGE_SIZE), PAGE_SIZE) }.unwrap());
+    let fault = probe::read(va.add(PAGE_SIZE)).expect_err("flushed with the tables");
+    // A translation fault at the level of the highest table taken away.
+    assert_eq!(fault.class, ExceptionClass::DataAbortCurrentEl, "{fault:?}");
+    assert!(matches!(fault.status, Some(FaultStatus::Translation { level: 0..=2 })), "{fault:?}");
+    assert_eq!((last.tlbi(), last.tlbi_walks, last.dsb_ish), (1, 1, 1), "{last:?}");
+    assert_eq!(frame_alloc::stats(), frames_before, "the tables made for the pages were freed");
+    frame_alloc::free_frames(frames, 2).unwrap();
+}
+
 fn flush_cost(pages: u64) -> BarrierCounts {
     let va = VMALLOC_START.add(0x2000_0000);
     let before = barrier::counts();

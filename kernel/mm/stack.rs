@@ -10,7 +10,7 @@ use super::descriptor::Attributes;
 use super::layout::{KSTACK_PAGES, KSTACK_SLOT_SIZE, KSTACK_SLOTS, KSTACK_START};
 use super::pgtable::{self, LeafSizes, MapError};
 use super::translate::{SwTranslation, sw_translate};
-use super::{frame_alloc, lazy_mmu, pgtable_check, tlb};
+use super::{frame_alloc, lazy_mmu, pgtable_check};
 
 /// Which stack slots are taken, one bit each.
 static SLOTS: AtomicU64 = AtomicU64::new(0);
@@ -95,10 +95,9 @@ impl KernelStack {
         });
         if pages > 0 {
             // SAFETY: this stack's own pages; it is no longer in use, and
-            // they are flushed before the frames are freed.
+            // unmap_range flushes them before the frames are freed.
             unsafe { pgtable::unmap_range(pgtable::kernel_root(), bottom, pages * PAGE_SIZE) }
                 .expect("mapped by new()");
-            tlb::flush_tlb_kernel_range(bottom, bottom.add(pages * PAGE_SIZE));
         }
         for pa in frames.into_iter().flatten() {
             frame_alloc::free_frame(pa).expect("allocated by new()");

@@ -3,7 +3,7 @@
 use super::*;
 use crate::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
-use crate::mm::pgtable_check;
+use crate::mm::{pgtable_check, tlb};
 
 /// Which leaf sizes a mapping may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,8 +93,11 @@ pub unsafe fn map_range(
 }
 
 /// Unmaps [va, va + size): clears every leaf (blocks must lie wholly
-/// inside) and frees tables left empty (see [`free_empty_tables`]). The
-/// caller flushes the TLB for the leaves.
+/// inside), takes away the tables left empty, and flushes the TLB once for
+/// both: the leaves, and every level of the walk if a table went (see
+/// [`reclaim_empty_tables`]; if another CPU is walking right now the
+/// tables stay for a later reclaim, and the flush is the leaves').
+/// Everything it unmapped is out of every TLB when it returns.
 ///
 /// # Safety
 /// `root` is a level-0 page table, and the range is the caller's: nothing
@@ -113,11 +116,17 @@ pub unsafe fn unmap_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(),
             }
         }
         for (_, entry) in walk.walk_range(va, size) {
-            // SAFETY: the caller's range; its flush is the caller's too.
+            // SAFETY: the caller's range; flushed below.
             unsafe { write_entry(&entry, Descriptor::INVALID) };
         }
     }
-    // SAFETY: `root` is a level-0 table (our caller's contract).
-    unsafe { free_empty_tables(root, va, size) };
+    match try_exclusive() {
+        // SAFETY: `root` is a level-0 table (our caller's contract).
+        Some(exclusive) => unsafe { reclaim_empty_tables(exclusive, root, va, size, tlb::Changed::LEAVES) },
+        None => {
+            tlb::flush_after(tlb::Changed::LEAVES, va, va.add(size));
+            0
+        }
+    };
     Ok(())
 }
