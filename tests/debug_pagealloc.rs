@@ -88,6 +88,26 @@ fn blocks_in(start: PhysAddr, end: PhysAddr) -> usize {
 }
 
 #[test_case]
+fn a_refused_bulk_free_leaves_every_frame_mapped() {
+    let mut frames = Vec::new();
+    frame_alloc::alloc_frames_bulk(4, &mut frames).unwrap();
+    let used = frame_alloc::stats().used;
+    // One frame listed twice: the whole list is refused, before any frame
+    // leaves the linear map.
+    let twice = [frames[0], frames[1], frames[0]];
+    assert_eq!(frame_alloc::free_frames_bulk(&twice), Err(frame_alloc::FrameError::NotAllocated(frames[0])));
+    assert_eq!(frame_alloc::stats().used, used);
+    for &pa in &frames {
+        assert_mapped(pa);
+    }
+    assert_linear_map_is_the_used_frames();
+    frame_alloc::free_frames_bulk(&frames).unwrap();
+    for &pa in &frames {
+        assert_unmapped(phys_to_virt(pa));
+    }
+}
+
+#[test_case]
 fn the_boot_option_unmaps_every_free_frame() {
     assert!(debug_pagealloc::requested() && debug_pagealloc::enabled());
     assert_linear_map_is_the_used_frames();

@@ -206,6 +206,18 @@ impl FrameAllocator {
         Ok(())
     }
 
+    /// Would [`FrameAllocator::free_bulk`] take `frames` (every one
+    /// allocated, none listed twice)? Changes nothing.
+    fn check_bulk(&mut self, frames: &[PhysAddr]) -> Result<(), FrameError> {
+        self.free_bulk(frames)?;
+        for &pa in frames {
+            let frame = self.frame_of(pa).expect("freed just above");
+            self.set_used(frame, true);
+        }
+        self.free -= frames.len();
+        Ok(())
+    }
+
     /// The first frame of a run that is wholly allocated, or why not.
     fn check_allocated(&self, pa: PhysAddr, count: usize) -> Result<usize, FrameError> {
         if count == 0 {
@@ -377,12 +389,9 @@ pub fn free_frames_bulk(frames: &[PhysAddr]) -> Result<(), FrameError> {
         // back if one is not allocated.
         return ALLOCATOR.lock().free_bulk(frames);
     }
-    {
-        let a = ALLOCATOR.lock();
-        for &pa in frames {
-            a.check_allocated(pa, 1)?;
-        }
-    }
+    // Checked whole (a frame listed twice included) before anything is
+    // told or unmapped, so that a refused list changes nothing.
+    ALLOCATOR.lock().check_bulk(frames)?;
     if pgtable_check::enabled() {
         for &pa in frames {
             pgtable_check::frames_freed(pa, 1);
