@@ -32,7 +32,7 @@ mod fuzz;
 mod kasan_shadow;
 
 /// The demos, for a message.
-const DEMOS: &str = "lazy, kasan, pagealloc";
+const DEMOS: [&str; 3] = ["lazy", "kasan", "pagealloc"];
 
 /// What `cargo run -- COMMAND` can do.
 const COMMANDS: &[(&str, &str)] = &[
@@ -71,7 +71,7 @@ fn kernel_main() -> ! {
             let _ = ptdump::dump(&mut Console);
         }
         ["demo"] => {
-            println!("lazymmu: demo: which one? The demos are {DEMOS}.");
+            println!("lazymmu: demo: which one? The demos are {}.", DEMOS.join(", "));
             exit(ExitCode::Usage);
         }
         ["demo", "lazy"] => demo_lazy(None),
@@ -114,10 +114,10 @@ fn kernel_main() -> ! {
         }
         ["demo", name, rest @ ..] => {
             match rest.first() {
-                Some(option) if DEMOS.split(", ").any(|d| d == *name) => {
+                Some(option) if DEMOS.contains(name) => {
                     println!("lazymmu: demo {name}: unknown option {option:?}; it takes none")
                 }
-                _ => println!("lazymmu: no demo {name:?}; the demos are {DEMOS}"),
+                _ => println!("lazymmu: no demo {name:?}; the demos are {}", DEMOS.join(", ")),
             }
             exit(ExitCode::Usage);
         }

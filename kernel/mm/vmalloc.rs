@@ -523,34 +523,26 @@ pub unsafe fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Res
 pub fn vunmap_range(addr: VirtAddr, end: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
     let size = range_size(addr, end)?;
-    let va = addr;
-    check_in_address_space(va, size)?;
+    check_in_address_space(addr, size)?;
     {
         // A block is cleared whole or not at all: its flush would not
         // cover the part outside the range.
         let walk = pgtable::walking();
-        for (_, entry) in walk.walk_range(va, size) {
-            if matches!(entry.entry(), Entry::Leaf { .. }) && !entry.within(va, size) {
+        for (_, entry) in walk.walk_range(addr, size) {
+            if matches!(entry.entry(), Entry::Leaf { .. }) && !entry.within(addr, size) {
                 let value = entry.va.as_u64();
                 return Err(VmallocError::Misaligned { what: "vunmap_range splits a block at", value });
             }
         }
     }
-    unmap_area_range(va, size);
+    unmap_area_range(addr, size);
     Ok(())
 }
 
-/// Checks that [va, va + size) is page aligned, not empty, and inside one
-/// live area from [`get_vm_area`] (whose caller maps and unmaps it).
+/// Checks that [va, va + size), a range [`range_size`] accepted, lies
+/// inside one live area from [`get_vm_area`] (whose caller maps and
+/// unmaps it).
 fn check_in_address_space(va: VirtAddr, size: u64) -> Result<(), VmallocError> {
-    if size == 0 {
-        return Err(VmallocError::ZeroSize);
-    }
-    for (what, value) in [("virtual address", va.as_u64()), ("size", size)] {
-        if !value.is_multiple_of(PAGE_SIZE) {
-            return Err(VmallocError::Misaligned { what, value });
-        }
-    }
     let areas = AREAS.lock();
     match areas.taken.at_or_below(va.as_u64()) {
         Some((start, area))

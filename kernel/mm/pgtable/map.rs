@@ -120,13 +120,7 @@ pub unsafe fn unmap_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(),
             unsafe { write_entry(&entry, Descriptor::INVALID) };
         }
     }
-    match try_exclusive() {
-        // SAFETY: `root` is a level-0 table (our caller's contract).
-        Some(exclusive) => unsafe { reclaim_empty_tables(exclusive, root, va, size, tlb::Changed::LEAVES) },
-        None => {
-            tlb::flush_after(tlb::Changed::LEAVES, va, va.add(size));
-            0
-        }
-    };
+    // SAFETY: `root` is a level-0 table (our caller's contract).
+    unsafe { super::reclaim::reclaim_unless_walked(root, va, size, tlb::Changed::LEAVES) };
     Ok(())
 }

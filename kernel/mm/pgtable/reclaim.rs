@@ -71,9 +71,21 @@ pub(crate) unsafe fn reclaim_empty_tables(
 /// # Safety
 /// As for [`reclaim_empty_tables`]: `root` is a level-0 page table.
 pub unsafe fn free_empty_tables(root: PhysAddr, va: VirtAddr, size: u64) {
-    if let Some(exclusive) = try_exclusive() {
+    // SAFETY: as our caller guarantees.
+    unsafe { reclaim_unless_walked(root, va, size, tlb::Changed::NOTHING) };
+}
+
+/// [`reclaim_empty_tables`] after the caller's `changed` under the range,
+/// unless another CPU is walking the tables right now: then the tables
+/// stay for a later reclaim, and the flush is only what `changed` needs.
+///
+/// # Safety
+/// As for [`reclaim_empty_tables`]: `root` is a level-0 page table.
+pub(super) unsafe fn reclaim_unless_walked(root: PhysAddr, va: VirtAddr, size: u64, changed: tlb::Changed) {
+    match try_exclusive() {
         // SAFETY: as our caller guarantees.
-        unsafe { reclaim_empty_tables(exclusive, root, va, size, tlb::Changed::NOTHING) };
+        Some(exclusive) => _ = unsafe { reclaim_empty_tables(exclusive, root, va, size, changed) },
+        None => tlb::flush_after(changed, va, va.add(size)),
     }
 }
 
