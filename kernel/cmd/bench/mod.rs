@@ -127,6 +127,8 @@ pub struct Row {
     pub counts: Counts,
     /// Median, min, max over the repeats.
     pub ticks: [u64; 3],
+    /// How many runs the median, min and max are of.
+    pub repeats: usize,
     /// Instructions retired, median over the repeats (None: not counted).
     pub insns: Option<u64>,
     /// Counts differed between repeats (they must not).
@@ -136,12 +138,21 @@ pub struct Row {
 }
 
 impl Row {
+    /// Median time per page over the repeats.
     pub fn ns_per_page(&self) -> f64 {
-        self.ticks[0] as f64 * 1e9 / cpu::counter_frequency() as f64 / self.pages as f64
+        self.per_page(self.ticks[0])
     }
 
     pub fn min_ns_per_page(&self) -> f64 {
-        self.ticks[1] as f64 * 1e9 / cpu::counter_frequency() as f64 / self.pages as f64
+        self.per_page(self.ticks[1])
+    }
+
+    pub fn max_ns_per_page(&self) -> f64 {
+        self.per_page(self.ticks[2])
+    }
+
+    fn per_page(&self, ticks: u64) -> f64 {
+        ticks as f64 * 1e9 / cpu::counter_frequency() as f64 / self.pages as f64
     }
 
     pub fn insns_per_page(&self) -> Option<f64> {
@@ -154,6 +165,7 @@ impl Row {
 struct Measured {
     counts: Counts,
     ticks: [u64; 3],
+    repeats: usize,
     insns: Option<u64>,
     unsteady: bool,
     barriers_unknown: bool,
@@ -208,6 +220,7 @@ fn repeat<const P: usize>(
         Measured {
             counts,
             ticks: [ticks[ticks.len() / 2], ticks[0], ticks[ticks.len() - 1]],
+            repeats: runs.len(),
             insns: insns.get(insns.len() / 2).copied(),
             unsteady: runs.iter().any(|r| r[phase].counts != counts),
             barriers_unknown: runs[0][phase].barriers_unknown,
@@ -233,6 +246,7 @@ impl Results {
             pages,
             counts: m.counts,
             ticks: m.ticks,
+            repeats: m.repeats,
             insns: m.insns,
             unsteady: m.unsteady,
             barriers_unknown: m.barriers_unknown,
@@ -256,7 +270,9 @@ impl Results {
 
 /// The TLB flush strategies alone, as workload `tlb_flush_<k>cpu` with
 /// k = the CPUs online: a broadcast TLBI must reach every one of them, so
-/// `scripts/bench` boots with 1, 2 and 4 CPUs and runs this in each.
+/// `scripts/bench` boots with 1, 2 and 4 CPUs (as many of those as the
+/// host has cores for: a vCPU without a core of its own times the host's
+/// scheduler, not the TLBI) and runs this in each.
 pub fn run_tlb_only(quick: bool) -> Result<Results, WorkloadError> {
     // Up to 4096 pages: a broadcast TLBI that must wake idle CPUs is slow
     // under QEMU, and the per-page strategy issues one per page.
@@ -529,16 +545,22 @@ fn check(results: &mut Results) {
 
 /// The CSV, as docs/bench/results.csv holds it.
 ///
-/// `floor_ratio` and `ideal_ratio` compare the median time per page with
-/// the floor's and with the ideal loop's for the same workload and N;
-/// `insns_per_page` is empty unless instructions were counted (under
-/// `-icount`), and the barrier columns are empty where the code measured
-/// issues barriers the kernel cannot count (the peer crate's own).
+/// `ns_per_page` is the median time per page over the repeats,
+/// `ns_per_page_min` and `ns_per_page_max` the fastest and the slowest
+/// repeat's (the spread the figures draw); `floor_ratio` and
+/// `ideal_ratio` compare the median with the floor's and with the ideal
+/// loop's for the same workload and N; `insns_per_page` is empty unless
+/// instructions were counted (under `-icount`), and the barrier columns
+/// are empty where the code measured issues barriers the kernel cannot
+/// count (the peer crate's own). `repeats`: the runs the times are of;
+/// `cpus`: the CPUs online in this boot, every one of which a broadcast
+/// TLBI must reach.
 pub fn csv(results: &Results) -> String {
     let mut out = String::from(
         "workload,backend,n,entries,dsb_ishst,dsb_ish,isb,tlbi,ticks_median,ticks_min,ticks_max,ns_per_page,\
-         floor_ratio,ideal_ratio,insns_per_page\n",
+         floor_ratio,ideal_ratio,insns_per_page,ns_per_page_min,ns_per_page_max,repeats,cpus\n",
     );
+    let cpus = lazymmu::smp::online_cpus();
     for r in &results.rows {
         let c = r.counts;
         let floor_ratio = match (r.workload, results.floor(r.pages)) {
@@ -556,7 +578,7 @@ pub fn csv(results: &Results) -> String {
         };
         let insns = r.insns_per_page().map(|i| format!("{i:.2}")).unwrap_or_default();
         out += &format!(
-            "{},{},{},{},{barriers},{},{},{},{:.2},{floor_ratio},{ideal_ratio},{insns}\n",
+            "{},{},{},{},{barriers},{},{},{},{:.2},{floor_ratio},{ideal_ratio},{insns},{:.2},{:.2},{},{cpus}\n",
             r.workload,
             r.backend,
             r.pages,
@@ -565,6 +587,9 @@ pub fn csv(results: &Results) -> String {
             r.ticks[1],
             r.ticks[2],
             r.ns_per_page(),
+            r.min_ns_per_page(),
+            r.max_ns_per_page(),
+            r.repeats,
         );
     }
     out
@@ -655,7 +680,8 @@ pub fn print_table(results: &Results) {
 pub fn print_headline(results: &Results) {
     let largest = results.rows.iter().filter(|r| r.workload == "floor").map(|r| r.pages).max().unwrap_or(1);
     let insns = |r: &Row| r.insns_per_page().map_or(String::from("-"), |i| format!("{i:.1}"));
-    println!("\n==== headline: per page, median ns (min ns) and instructions (under -icount) ====");
+    println!("\n==== headline: per page, median ns (min..max) and instructions (under -icount) ====");
+    let spread = |r: &Row| format!("({:.1}..{:.1})", r.min_ns_per_page(), r.max_ns_per_page());
     for n in [512, largest] {
         let (Some(eager), Some(batched)) = (results.find("vmalloc", EAGER, n), results.find("vmalloc", BATCHED, n))
         else {
@@ -676,9 +702,9 @@ pub fn print_headline(results: &Results) {
         for (workload, backend) in [("vmalloc", BATCHED), ("vfree", BATCHED)] {
             if let Some(r) = results.find(workload, backend, n) {
                 println!(
-                    "N = {n}: {workload:<8} {backend:<26} {:>9.1} ns ({:>9.1}) {:>8} insns   x floor {:.1}",
+                    "N = {n}: {workload:<8} {backend:<26} {:>9.1} ns {:>20} {:>8} insns   x floor {:.1}",
                     r.ns_per_page(),
-                    r.min_ns_per_page(),
+                    spread(r),
                     insns(r),
                     r.ns_per_page() / floor
                 );
@@ -689,9 +715,9 @@ pub fn print_headline(results: &Results) {
             for who in ["lazymmu", "ideal", "aarch64-paging-live", "aarch64-paging-never-live"] {
                 let Some(r) = results.find(op, who, n) else { continue };
                 let mut line = format!(
-                    "N = {n}: {op:<8} {who:<26} {:>9.1} ns ({:>9.1}) {:>8} insns",
+                    "N = {n}: {op:<8} {who:<26} {:>9.1} ns {:>20} {:>8} insns",
                     r.ns_per_page(),
-                    r.min_ns_per_page(),
+                    spread(r),
                     insns(r)
                 );
                 if let (Some(ideal), false) = (ideal, who == "ideal") {
