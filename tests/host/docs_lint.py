@@ -8,8 +8,32 @@
                           that the README's "Where things are" names every
                           file of kernel/ once, and nothing else; prints one
                           "ok"/"FAILED" line per chapter and one for the tree
+  docs_lint.py run        runs every command the docs name (each once)
+                          and checks that it exits 0 and that every
+                          output block that names it is in what it printed
   docs_lint.py sync       rewrites every bench number from the CSV
                           (scripts/bench does this after a full run)
+
+What the docs quote is checked against the tree:
+
+- A ```rust block is a code excerpt. Its first line names the file and,
+  optionally, the items: `// kernel/mm/apply.rs, apply() (comments ours)`.
+  The file must exist, every identifier of the items must be in it, and the
+  block's lines must be in the file in order: consecutive lines
+  consecutive, except across a gap line (`// ...`, alone or followed by a
+  description, or `...`). Inside one line `/* ... */` stands for any text.
+  Indentation and blank lines do not count. A note in parentheses that
+  says "comment" (comments ours, doc comments shortened) makes comments
+  not count either, on both sides.
+- A ```text block is output. The line before it says which command printed
+  it: `<!-- output: cargo run -- demo lazy -->` (checked by `run` on the
+  tree as it is), or `<!-- output after CHANGE: COMMAND -->` (the output
+  once a change the docs describe is made: checked by
+  tests/host/exercises.py). The block's lines must be in the output in
+  order, as above (gap: a line `...`). Before they are compared, both
+  sides go through OUTPUT_NORMALISE: what changes from build to build or
+  run to run (physical addresses, times, panic line numbers).
+  Anything else (a diagram, a layout) takes a plain ``` fence.
 
 A command is a line of a ```sh block, or the backticked command of a
 "Reproduce:" line, that starts with `cargo`, `scripts/` or VAR=value.
@@ -30,6 +54,177 @@ CSV = DOCS / "bench" / "results.csv"
 COMMAND = re.compile(r"^(?:[A-Z_]+=\S+\s+)*(?:cargo\s|scripts/)")
 BENCH = re.compile(r"<!--bench:([^/]+)/([^/]+)/(\d+)/(\w+)-->(.*?)<!--/bench-->")
 FIGURE = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
+OUTPUT_MARKER = re.compile(r"^<!-- output(?: after ([\w-]+))?: (.+?) -->$")
+EXCERPT_HEADER = re.compile(r"^// ((?:kernel|tests|scripts)/[\w/.-]+\.(?:rs|s))\b(.*)$")
+GAP = re.compile(r"^(?:// \.\.\.|\.\.\.$)")
+
+# What may differ between the output a chapter quotes and a fresh run, and
+# nothing else: each pattern is replaced by its placeholder on both sides.
+OUTPUT_NORMALISE = [
+    # physical addresses (RAM starts at 0x4000_0000 on QEMU virt): frames
+    # and tables move whenever the image grows or shrinks
+    (re.compile(r"\b0x[4-9a-f][0-9a-f]{7}\b"), "<pa>"),
+    # the test harness's and the demos' times
+    (re.compile(r"finished in \d+(?:\.\d+)?s"), "finished in <t>"),
+    (re.compile(r"\b\d+(?:\.\d+)? ?(?:ns|us|ms)\b"), "<t>"),
+    # a panic's line and column
+    (re.compile(r"(\.rs):\d+:\d+"), r"\1:<line>"),
+    # free frames: RAM minus the image, its tables and what boot took
+    (re.compile(r"\b\d+ free frames"), "<n> free frames"),
+]
+# What varies with the build for one command's output only: (the commands
+# it applies to, pattern, placeholder).
+OUTPUT_VARY = [
+    # the image's size: where its text, rodata and data end, in the image
+    # and in the linear map, and the sizes of those runs
+    (re.compile(r"ptdump"), re.compile(r"\b0xffffffff80[2-9a-f][0-9a-f]{5}\b"), "<image va>"),
+    (re.compile(r"ptdump"), re.compile(r"\b0xffff0000002[0-9a-f]{5}|\b0xffff0000003[0-9a-f]{5}\b"), "<image alias>"),
+    (re.compile(r"ptdump"), re.compile(r"^(.*<image .*?) +\d+K\b"), r"\1 <size>"),
+    # the software-vs-hardware walk samples pages of the image too
+    (re.compile(r"--test page_tables"), re.compile(r"\(\d+ addresses checked\)"), "(<n> addresses checked)"),
+]
+
+
+def fences(text):
+    """Every fenced block: (line number of the fence, its language, the
+    line before the fence, the block's lines)."""
+    found, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        if lines[i].startswith("```"):
+            j = i + 1
+            while j < len(lines) and not lines[j].startswith("```"):
+                j += 1
+            before = lines[i - 1] if i > 0 else ""
+            found.append((i + 1, lines[i][3:].strip(), before, lines[i + 1 : j]))
+            i = j
+        i += 1
+    return found
+
+
+def chunks(lines):
+    """The block split at its gap lines: each chunk is consecutive lines."""
+    out, cur = [], []
+    for line in lines:
+        if GAP.match(line.strip()):
+            out.append(cur)
+            cur = []
+        else:
+            cur.append(line)
+    out.append(cur)
+    return [c for c in out if c]
+
+
+def line_matches(quoted, actual):
+    if "/* ... */" not in quoted:
+        return quoted == actual
+    pattern = ".*".join(re.escape(part) for part in quoted.split("/* ... */"))
+    return re.fullmatch(pattern, actual) is not None
+
+
+def find_in_order(quoted, source):
+    """None if every chunk of `quoted` is consecutive lines of `source`, the
+    chunks in order; else why not (the line that could not be matched)."""
+    at = 0
+    for chunk in chunks(quoted):
+        best = (-1, None)
+        for start in range(at, len(source) - len(chunk) + 1):
+            n = 0
+            while n < len(chunk) and line_matches(chunk[n], source[start + n]):
+                n += 1
+            if n == len(chunk):
+                at = start + n
+                break
+            if n > best[0]:
+                best = (n, start)
+        else:
+            n, start = best
+            if start is None or n <= 0:
+                return f"not found: {chunk[0].strip()!r}"
+            return f"{chunk[n].strip()!r} not found after {chunk[n - 1].strip()!r} (there: {source[start + n].strip()!r})"
+    return None
+
+
+def strip_comment(line):
+    """A line without its // comment (not inside a string)."""
+    quote = False
+    for i, c in enumerate(line):
+        if c == '"' and (i == 0 or line[i - 1] != "\\"):
+            quote = not quote
+        elif not quote and line.startswith("//", i):
+            return line[:i]
+    return line
+
+
+def code_lines(lines, without_comments):
+    out = []
+    for line in lines:
+        if GAP.match(line.strip()):
+            out.append("// ...")
+            continue
+        if without_comments:
+            line = strip_comment(line)
+        line = line.strip()
+        if line:
+            out.append(line)
+    return out
+
+
+def excerpt_problems(path, text):
+    """Each ```rust block names its file and items and is still there."""
+    why = []
+    for lineno, lang, _, block in fences(text):
+        if lang != "rust":
+            continue
+        header = EXCERPT_HEADER.match(block[0]) if block else None
+        if header is None:
+            why.append(f"line {lineno}: a rust block whose first line does not name its file (// kernel/...rs)")
+            continue
+        file = ROOT / header.group(1)
+        if not file.exists():
+            why.append(f"line {lineno}: {header.group(1)} does not exist")
+            continue
+        source = file.read_text()
+        rest = header.group(2)
+        # the note: a parenthesis with words in it, at the end of the line
+        # (it may go on on the next line); `name()` is an item
+        note = re.search(r"\(([^()]*[^()\s][^()]*)\)?\s*$", rest)
+        items = rest[: note.start()] if note else rest
+        for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", items.split(";")[0]):
+            if name not in ("and", "impl", "for", "fn", "the", "of") and not re.search(rf"\b{name}\b", source):
+                why.append(f"line {lineno}: {name} is not in {header.group(1)}")
+        without_comments = bool(note and "comment" in note.group(1))
+        missing = find_in_order(code_lines(block[1:], without_comments), code_lines(source.splitlines(), without_comments))
+        if missing:
+            why.append(f"line {lineno}: excerpt of {header.group(1)}: {missing}")
+    return why
+
+
+def output_blocks(text):
+    """(line, change or None, command, block lines) for each ```text block,
+    and the lines of ```text blocks that name no command."""
+    found, unnamed = [], []
+    for lineno, lang, before, block in fences(text):
+        if lang != "text":
+            continue
+        marker = OUTPUT_MARKER.match(before.strip())
+        if marker is None:
+            unnamed.append(lineno)
+        else:
+            found.append((lineno, marker.group(1), marker.group(2), block))
+    return found, unnamed
+
+
+def normalise_output(lines, command=""):
+    """`lines` with OUTPUT_NORMALISE applied, and the OUTPUT_VARY patterns
+    that apply to `command`."""
+    patterns = OUTPUT_NORMALISE + [(p, r) for c, p, r in OUTPUT_VARY if c.search(command)]
+    out = []
+    for line in lines:
+        if line.strip() != "...":
+            for pattern, placeholder in patterns:
+                line = pattern.sub(placeholder, line)
+        out.append(line.rstrip())
+    return out
 
 
 def chapters():
@@ -59,6 +254,10 @@ def as_run(command):
 
 
 def commands():
+    print("\n".join(commands_list()))
+
+
+def commands_list():
     seen = []
     for path in [DOCS / "README.md", BAD_INPUT_DOC, *chapters()]:
         if path.exists():
@@ -66,7 +265,51 @@ def commands():
                 run = as_run(c)
                 if run and run not in seen:
                     seen.append(run)
-    print("\n".join(seen))
+    return seen
+
+
+def quoting_problems(text):
+    why = excerpt_problems(None, text)
+    _, unnamed = output_blocks(text)
+    why += [f"line {n}: a text block names no command (<!-- output: COMMAND --> before it)" for n in unnamed]
+    return why
+
+
+def documents():
+    return [ROOT / "README.md", DOCS / "README.md", BAD_INPUT_DOC, *chapters()]
+
+
+def run(only=()):
+    """Runs every command the docs name, each once, and compares the output
+    blocks that name it with what it printed (`only`: just the blocks of
+    these documents)."""
+    import subprocess
+
+    wanted = {}
+    if not only:
+        for c in commands_list():
+            wanted.setdefault(c, [])
+    for path in documents():
+        if only and path.name not in only:
+            continue
+        for lineno, change, command, block in output_blocks(path.read_text())[0]:
+            if change is None:
+                wanted.setdefault(command, []).append((path, lineno, block))
+    bad = 0
+    for command, blocks in wanted.items():
+        done = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True)
+        out = normalise_output((done.stdout + done.stderr).splitlines(), command)
+        ok = done.returncode == 0
+        print(f"docs $ {command} ... " + ("ok" if ok else f"FAILED: exit {done.returncode}"), flush=True)
+        if not ok:
+            print("\n".join(out[-30:]))
+        bad += not ok
+        for path, lineno, block in blocks:
+            why = find_in_order(normalise_output(block, command), out)
+            name = f"{path.relative_to(ROOT)}:{lineno}"
+            print(f"docs {name} is what `{command}` prints ... " + ("ok" if not why else f"FAILED: {why}"), flush=True)
+            bad += bool(why)
+    return bad
 
 
 def lint():
@@ -77,8 +320,8 @@ def lint():
                 rows[(r["workload"], r["backend"], r["n"])] = r
     bad = 0
     files = chapters()
-    if [int(p.name[:2]) for p in files] != list(range(1, 10)):
-        print(f"docs: expected chapters 01..09, found {[p.name for p in files]} ... FAILED")
+    if [int(p.name[:2]) for p in files] != list(range(0, 10)):
+        print(f"docs: expected chapters 00..09, found {[p.name for p in files]} ... FAILED")
         bad += 1
     for path in files:
         number = int(path.name[:2])
@@ -99,7 +342,12 @@ def lint():
                 why.append(f"bench {workload}/{backend}/{n}: no column {column}")
             elif row[column] != value:
                 why.append(f"bench {workload}/{backend}/{n}/{column}: the docs say {value}, the CSV {row[column]}")
+        why += quoting_problems(text)
         print(f"docs {path.name} ... " + ("ok" if not why else "FAILED: " + "; ".join(why)))
+        bad += bool(why)
+    for path in [ROOT / "README.md", DOCS / "README.md", BAD_INPUT_DOC]:
+        why = quoting_problems(path.read_text())
+        print(f"docs {path.relative_to(ROOT)}: excerpts and outputs named ... " + ("ok" if not why else "FAILED: " + "; ".join(why)))
         bad += bool(why)
     # The bad-input table and the test's cases: the same rows.
     documented = re.findall(r"^\| `(.+?)` \|", BAD_INPUT_DOC.read_text(), re.M)
@@ -177,7 +425,9 @@ if __name__ == "__main__":
         commands()
     elif sys.argv[1:] == ["sync"]:
         sys.exit(1 if sync() else 0)
+    elif sys.argv[1:2] == ["run"]:
+        sys.exit(1 if run(sys.argv[2:]) else 0)
     elif sys.argv[1:] == ["lint"]:
         sys.exit(1 if lint() else 0)
     else:
-        sys.exit(f"usage: {sys.argv[0]} commands|lint")
+        sys.exit(f"usage: {sys.argv[0]} commands|lint|run [DOC.md...]|sync")
