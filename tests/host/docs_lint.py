@@ -29,7 +29,8 @@ What the docs quote is checked against the tree:
   it: `<!-- output: cargo run -- demo lazy -->` (checked by `run` on the
   tree as it is), or `<!-- output after CHANGE: COMMAND -->` (the output
   once a change the docs describe is made: checked by
-  tests/host/exercises.py). The block's lines must be in the output in
+  tests/host/exercises.py). `COMMAND (exits N)`: a command that must exit
+  with N (a check that fails on purpose). The block's lines must be in the output in
   order, as above (gap: a line `...`). Before they are compared, both
   sides go through OUTPUT_NORMALISE: what changes from build to build or
   run to run (physical addresses, times, panic line numbers).
@@ -64,6 +65,11 @@ OUTPUT_NORMALISE = [
     # physical addresses (RAM starts at 0x4000_0000 on QEMU virt): frames
     # and tables move whenever the image grows or shrinks
     (re.compile(r"\b0x[4-9a-f][0-9a-f]{7}\b"), "<pa>"),
+    # code addresses in the image and offsets into functions (call chains)
+    (re.compile(r"\b0xffffffff80[2-9a-f][0-9a-f]{5}\b"), "<image va>"),
+    (re.compile(r"\+0x[0-9a-f]+>"), "+<offset>>"),
+    # where a table's entry sits in the linear map: the table's frame moves
+    (re.compile(r"\(slot 0x[0-9a-f]+\)"), "(slot <va>)"),
     # the test harness's and the demos' times
     (re.compile(r"finished in \d+(?:\.\d+)?s"), "finished in <t>"),
     (re.compile(r"\b\d+(?:\.\d+)? ?(?:ns|us|ms)\b"), "<t>"),
@@ -77,7 +83,6 @@ OUTPUT_NORMALISE = [
 OUTPUT_VARY = [
     # the image's size: where its text, rodata and data end, in the image
     # and in the linear map, and the sizes of those runs
-    (re.compile(r"ptdump"), re.compile(r"\b0xffffffff80[2-9a-f][0-9a-f]{5}\b"), "<image va>"),
     (re.compile(r"ptdump"), re.compile(r"\b0xffff0000002[0-9a-f]{5}|\b0xffff0000003[0-9a-f]{5}\b"), "<image alias>"),
     (re.compile(r"ptdump"), re.compile(r"^(.*<image .*?) +\d+K\b"), r"\1 <size>"),
     # the software-vs-hardware walk samples pages of the image too
@@ -297,9 +302,13 @@ def run(only=()):
                 wanted.setdefault(command, []).append((path, lineno, block))
     bad = 0
     for command, blocks in wanted.items():
-        done = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True)
+        # `<!-- output: COMMAND (exits N) -->`: a command that fails on purpose
+        exits = re.search(r" \(exits (\d+)\)$", command)
+        run_it = command[: exits.start()] if exits else command
+        want = int(exits.group(1)) if exits else 0
+        done = subprocess.run(["bash", "-c", run_it], cwd=ROOT, capture_output=True, text=True)
         out = normalise_output((done.stdout + done.stderr).splitlines(), command)
-        ok = done.returncode == 0
+        ok = done.returncode == want
         print(f"docs $ {command} ... " + ("ok" if ok else f"FAILED: exit {done.returncode}"), flush=True)
         if not ok:
             print("\n".join(out[-30:]))
