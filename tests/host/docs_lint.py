@@ -75,6 +75,9 @@ OUTPUT_NORMALISE = [
     (re.compile(r"\b\d+(?:\.\d+)? ?(?:ns|us|ms)\b"), "<t>"),
     # a panic's line and column
     (re.compile(r"(\.rs):\d+:\d+"), r"\1:<line>"),
+    # how many checks the page-table rules checker made: every store and
+    # barrier of the run, which any change to the code moves
+    (re.compile(r"pgtable_check: \d+ checks"), "pgtable_check: <n> checks"),
     # free frames: RAM minus the image, its tables and what boot took
     (re.compile(r"\b\d+ free frames"), "<n> free frames"),
 ]
