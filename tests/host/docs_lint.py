@@ -193,9 +193,8 @@ def excerpt_problems(path, text):
             continue
         source = file.read_text()
         rest = header.group(2)
-        # the note: a parenthesis with words in it, at the end of the line
-        # (it may go on on the next line); `name()` is an item
-        note = re.search(r"\(([^()]*[^()\s][^()]*)\)?\s*$", rest)
+        # the note: from the first " (" on (`name()` is an item)
+        note = re.search(r" \((.*)", rest)
         items = rest[: note.start()] if note else rest
         for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", items.split(";")[0]):
             if name not in ("and", "impl", "for", "fn", "the", "of") and not re.search(rf"\b{name}\b", source):
