@@ -2,7 +2,8 @@
 //! mode at work, one backend after another (or just NAME), then the cost of
 //! the same steps under each, side by side. `demo kasan`: the read hazard
 //! that pause/resume exists for, counted. `demo pagealloc`: allocating
-//! inside lazy mode (seed 002), and the two cures, counted.
+//! inside lazy mode (Ryan Roberts' RFC "mm: Avoid calling page allocator
+//! from apply_to_page_range()", <20250530140446.2387131-4-ryan.roberts@arm.com>), and the two cures, counted.
 //!
 //! Every line that starts with `[task]` is printed by the kernel as it
 //! happens (see `trace`); the `--` lines say what the next steps show.
@@ -240,7 +241,8 @@ fn summary(costs: &[(Backend, stats::LazyMmuStats)]) {
     println!(" \"in sec\" counts writes made in an active section, \"nesting\" the deepest one)");
 }
 
-/// `demo kasan`: the shadow-population race of seed 000, `trials` times
+/// `demo kasan`: the shadow-population race of the generic lazy_mmu helpers'
+/// review (<20251029100909.3381140-7-kevin.brodsky@arm.com>), `trials` times
 /// under each backend, without and with pause/resume around the locked part.
 pub fn kasan(trials: u32) -> Result<(), VmallocError> {
     println!("==== demo kasan: two tasks populate one KASAN-style shadow page ====");
@@ -276,7 +278,7 @@ pub fn kasan(trials: u32) -> Result<(), VmallocError> {
     Ok(())
 }
 
-/// `demo pagealloc`: seed 002's problem, counted. KASAN's shadow populate
+/// `demo pagealloc`: the page-allocator RFC's problem, counted. KASAN's shadow populate
 /// callback allocates a frame per page; under `debug_pagealloc=on` each
 /// allocation maps its frame back into the linear map, a page-table change
 /// in the middle of the caller's lazy section.
@@ -333,7 +335,7 @@ pub fn pagealloc(pages: u64) -> Result<(), VmallocError> {
     }
     println!("nesting: each map-back is a nested section whose exit pays what is pending, and the");
     println!("  callback stays in lazy mode: N + 1 pairs for 2N writes (Linux 7.0's answer).");
-    println!("_nolazy: no lazy mode around the callbacks: every write pays, 2N pairs (seed 002's).");
+    println!("_nolazy: no lazy mode around the callbacks: every write pays, 2N pairs (the RFC's).");
     println!("none: the map-back's writes join the caller's batch. Under batched one pair is paid,");
     println!("  after the frames were touched: those accesses had no barrier (harmless only under QEMU).");
     println!("  Under deferred-writes the map-back is still queued when the frame is poisoned: faults.");

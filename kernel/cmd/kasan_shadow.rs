@@ -1,5 +1,6 @@
 //! A model of KASAN's vmalloc shadow population (Linux mm/kasan/shadow.c),
-//! kept to show why `lazy_mmu_mode_pause()` exists (seed 000).
+//! kept to show why `lazy_mmu_mode_pause()` exists (the review of "mm: introduce
+//! generic lazy_mmu helpers", <20251029100909.3381140-7-kevin.brodsky@arm.com>).
 //!
 //! Two tasks populate the same shadow page through `apply_to_page_range`.
 //! Each callback checks the entry, takes a frame, and under a spinlock maps
@@ -18,7 +19,8 @@
 //! - with pause/resume around the locked part the store is made before the
 //!   lock is dropped, and the race is gone under every backend.
 //!
-//! The same callback is also seed 002's example of allocating inside lazy
+//! The same callback is also the page-allocator RFC's (<20250530140446.2387131-4-ryan.roberts@arm.com>)
+//! example of allocating inside lazy
 //! mode: [`populate_shadow`] counts what it costs with its callbacks in lazy
 //! mode (under `debug_pagealloc` each allocation nests a section) and with
 //! the `_nolazy` variant.
@@ -214,7 +216,7 @@ pub fn shadow_race_two_cpus(other: usize, pause: bool, pages: u64) -> Result<Rac
 /// KASAN's byte for vmalloc shadow that is mapped but not in use yet.
 const KASAN_VMALLOC_INVALID: u8 = 0xf8;
 
-/// How [`populate_shadow`] runs its callbacks: seed 002's two answers to
+/// How [`populate_shadow`] runs its callbacks: the page-allocator RFC's two answers to
 /// "the callback allocates".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Populate {

@@ -92,7 +92,7 @@ pub fn apply_to_existing_page_range<E>(
     apply(start, size, Walk { create: false, lazy: true }, f)
 }
 
-/// [`apply_to_page_range`] with `f` running outside lazy mode (seed 002),
+/// [`apply_to_page_range`] with `f` running outside lazy mode (Ryan Roberts' RFC <20250530140446.2387131-4-ryan.roberts@arm.com>),
 /// for callbacks that allocate memory or must see their own writes.
 pub fn apply_to_page_range_nolazy<E>(
     start: VirtAddr,

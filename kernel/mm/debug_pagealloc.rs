@@ -5,7 +5,8 @@
 //! The frame allocator maps frames back as it hands them out and unmaps
 //! them (with a TLB flush) as they come back, so **the allocator writes
 //! page-table entries**. That is what makes it matter for lazy MMU mode
-//! (seed 002): a caller that allocates inside a lazy section, such as an
+//! (Ryan Roberts' RFC "mm: Avoid calling page allocator from
+//! apply_to_page_range()", <20250530140446.2387131-4-ryan.roberts@arm.com>): a caller that allocates inside a lazy section, such as an
 //! `apply_to_page_range` callback that populates pages, now has a page-table
 //! change made in the middle of its section, and the frame must be
 //! reachable when `alloc_frame` returns, before the caller's section ends.
@@ -14,7 +15,7 @@
 //!   section of its own, which **nests** in the caller's: its exit flushes
 //!   what is pending (one `dsb ishst; isb`), and the caller stays in lazy
 //!   mode, its batch intact for everything after. This is Linux 7.0's cure.
-//! - The other cure (seed 002's) is for the caller not to be in lazy mode
+//! - The other cure (the RFC's) is for the caller not to be in lazy mode
 //!   while it allocates: the `_nolazy` variants of `apply_to_page_range`.
 //! - [`MapBack::CallersSection`] shows the disease: map-back writes made
 //!   without a section of their own belong to the caller's section, so
@@ -48,7 +49,7 @@ pub enum MapBack {
     /// In a lazy section of their own (nested in the caller's, if any).
     NestedSection = 0,
     /// Written bare, so inside the caller's section if it has one: the
-    /// bug seed 002 describes, kept to be shown.
+    /// bug the RFC describes, kept to be shown.
     CallersSection = 1,
 }
 

@@ -351,7 +351,8 @@ fn backend() -> &'static dyn arch::LazyMmuBackend {
     arch::selected().hooks()
 }
 
-/// Where a section stands in the nesting, as seed 003's local
+/// Where a section stands in the nesting, as the local-state patch's
+/// (<20250908073931.4159362-3-kevin.brodsky@arm.com>) local
 /// `lazy_mmu_state_t` recorded it (LAZY_MMU_DEFAULT / LAZY_MMU_NESTED).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SectionKind {
