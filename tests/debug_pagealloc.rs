@@ -1,7 +1,8 @@
 //! `debug_pagealloc=on`, built into this image's command line: free frames
 //! are out of the linear map, allocation maps them back, a use after free
-//! faults, and an allocation inside a lazy section nests one (seed 002),
-//! counted under every backend against the `_nolazy` cure.
+//! faults, and an allocation inside a lazy section nests one (Ryan Roberts'
+//! RFC "mm: Avoid calling page allocator from apply_to_page_range()",
+//! <20250530140446.2387131-4-ryan.roberts@arm.com>), counted under every backend against the `_nolazy` cure.
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]

@@ -711,7 +711,7 @@ fn nolazy_variants_run_the_callback_outside_lazy_mode() {
     vfree(va).unwrap();
 }
 
-// ---- the KASAN shadow race (seed 000) -------------------------------------------
+// ---- the KASAN shadow race (the generic lazy_mmu helpers review) ----------------
 
 #[test_case]
 fn kasan_shadow_race_double_maps_only_under_deferred_writes_without_pause() {
