@@ -17,6 +17,10 @@ passed=$((passed + $(grep -c '\.\.\. ok$' <<<"$lint")))
 failed=$((failed + $(grep -c '\.\.\. FAILED' <<<"$lint")))
 [ $lint_rc = 0 ] || [ "$failed" -gt 0 ] || failed=1
 
+# The diagrams drawn from the kernel's trace and sources are what
+# scripts/diagrams draws today.
+check "figures: docs/figures/*.svg are what scripts/diagrams draws" 0 scripts/diagrams --check --
+
 # Every command the docs name, run once each, and every output block
 # compared with what its command printed.
 run=$(tests/host/docs_lint.py run); run_rc=$?

@@ -370,7 +370,21 @@ def lint():
         why.append("a case label is used twice")
     print(f"docs {BAD_INPUT_DOC.name} ({len(tested)} rows) ... " + ("ok" if not why else "FAILED: " + "; ".join(why)))
     bad += bool(why)
+    bad += figures_referenced()
     return bad + tree()
+
+
+def figures_referenced():
+    """Every drawn figure (docs/figures/, made by scripts/diagrams) is shown
+    by some chapter."""
+    shown = set()
+    for path in documents():
+        shown |= {pathlib.Path(t).name for t in FIGURE.findall(path.read_text())}
+    drawn = sorted(p.name for p in (DOCS / "figures").glob("*.svg"))
+    unshown = [name for name in drawn if name not in shown]
+    why = f"not shown by any chapter: {unshown}" if unshown else ""
+    print(f"docs figures/ ({len(drawn)} diagrams) each shown by a chapter ... " + ("ok" if not why else "FAILED: " + why))
+    return bool(why)
 
 
 def tree():
