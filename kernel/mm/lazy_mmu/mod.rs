@@ -10,7 +10,8 @@
 //! and enable/disable between them do nothing.
 //!
 //! The state is the current task's ([`LazyMmuState`]). Only this layer
-//! (and the context switch) calls the arch hooks (`arch::lazy_mmu`).
+//! calls the arch hooks (`arch::lazy_mmu`); the context switch calls none:
+//! its `dsb ish` is enough (chapter 4).
 //!
 //! In interrupt context every call here does nothing and nothing is
 //! batched: a handler that writes an entry pays its barriers at once, and
@@ -36,7 +37,7 @@ use state::{Counts, Hook, Transition};
 
 /// A task's lazy MMU state, all of it, in its control block (Linux 7.0's
 /// `lazy_mmu_state` in `task_struct`, with the arch's part beside it as
-/// arm64 keeps its TIF_LAZY_MMU flags in the thread's flags). Only this
+/// arm64 keeps its TIF_LAZY_MMU_PENDING flag in the thread's flags). Only this
 /// layer changes it, and only the current task's.
 #[derive(Default)]
 pub struct LazyMmuState {
