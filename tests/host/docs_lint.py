@@ -275,6 +275,27 @@ def commands_list():
     return seen
 
 
+def slug(heading):
+    """The anchor GitHub gives a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def front_matter_problems(text):
+    """Before its first section a chapter has a **tl;dr**, "You need first:",
+    "Contents:" linking every ## section in order, and "Sources:" with the
+    Arm ARM sections and the Linux commits or threads it draws on."""
+    first = text.find("\n## ")
+    top = text[: first if first >= 0 else len(text)]
+    why = [f'no "{part}" before the first section' for part in ("**tl;dr**", "You need first:", "Contents:", "Sources:") if part not in top]
+    if "Sources:" in top and not re.search(r"^- Arm ARM", top, re.M) or "Sources:" in top and not re.search(r"^- Linux", top, re.M):
+        why.append('"Sources:" lacks an "Arm ARM" or a "Linux" item')
+    linked = re.findall(r"^- \[[^\]]+\]\(#([^)]+)\)", top, re.M)
+    headings = [slug(h) for h in re.findall(r"^## (.+)$", text, re.M)]
+    if "Contents:" in top and linked != headings:
+        why.append(f"Contents links {linked}, the sections are {headings}")
+    return why
+
+
 def quoting_problems(text):
     why = excerpt_problems(None, text)
     _, unnamed = output_blocks(text)
@@ -354,6 +375,7 @@ def lint():
             elif row[column] != value:
                 why.append(f"bench {workload}/{backend}/{n}/{column}: the docs say {value}, the CSV {row[column]}")
         why += quoting_problems(text)
+        why += front_matter_problems(text)
         print(f"docs {path.name} ... " + ("ok" if not why else "FAILED: " + "; ".join(why)))
         bad += bool(why)
     for path in [ROOT / "README.md", DOCS / "README.md", BAD_INPUT_DOC]:
