@@ -71,7 +71,7 @@ check "demo kasan" 0 scripts/qemu-runner "$kernel" demo kasan -- \
     '^deferred-writes +pause/resume +100 +100 +0 +0$' \
     "$clean \\(100 more broken on purpose"
 
-# Seed 002: with debug_pagealloc each allocation in the populate callback
+# Roberts' page-allocator RFC: with debug_pagealloc each allocation in the populate callback
 # nests a section (N + 1 = 9 pairs for 8 pages), _nolazy pays 2N = 16, and
 # a map-back left in the caller's section faults under deferred-writes.
 check "demo pagealloc, debug_pagealloc=on" 0 scripts/qemu-runner "$kernel" debug_pagealloc=on demo pagealloc -- \
