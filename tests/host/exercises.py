@@ -24,8 +24,8 @@ its line:
   <!-- output after NAME: COMMAND -->
       on the line right before a ```text block: with the change made, the
       block is in what COMMAND prints, matched as docs_lint.py matches
-      output (its normalisations, `...` a gap, consecutive lines
-      consecutive).
+      output (its normalisations; `...` alone a gap, `/* ... */` any text
+      inside a line; otherwise consecutive lines consecutive).
 
 The tracked files of the tree, as they are in the working tree, are copied
 once into target/exercises/ (only the files that differ are written again,
@@ -176,7 +176,10 @@ def read_docs():
 
 
 def tracked_files():
-    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    done = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if done.returncode != 0:
+        sys.exit(f"{PREFIX}: git ls-files failed, so which files make the tree is unknown: {done.stderr.decode().strip()}")
+    out = done.stdout
     files = [f for f in out.decode().split("\0") if f and f not in NOT_COPIED]
     return [f for f in files if (ROOT / f).is_file()]
 
