@@ -302,7 +302,7 @@ def check_exercise(ex):
                     why.append(f"exit {rc} and no test failed")
                 report(label, f"{'; '.join(why)} (output: {log})" if why else None, out)
             else:
-                missing = find_in_order(normalise_output(expected), normalise_output(out))
+                missing = find_in_order(normalise_output(expected, command), normalise_output(out, command))
                 report(f"{ex.name}: {where} is what `{command}` prints", missing and f"{missing} (output: {log})", out)
     finally:
         restore(before)
