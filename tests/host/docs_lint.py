@@ -3,11 +3,16 @@
 
   docs_lint.py commands   prints every command the docs name, one per line,
                           as the check will run it
-  docs_lint.py lint       checks chapter headings, "Reproduce:" lines,
-                          figures, every bench number against the CSV, and
-                          that the README's "Where things are" names every
-                          file of kernel/ once, and nothing else; prints one
-                          "ok"/"FAILED" line per chapter and one for the tree
+  docs_lint.py lint       checks chapter headings, "Reproduce:" lines, each
+                          chapter's front matter (tl;dr, "You need first:",
+                          "Contents:" linking every section, "Sources:"),
+                          figures (each exists; each drawn one is shown),
+                          every bench number against the CSV, every code
+                          excerpt against its file, that every text block
+                          names its command, and that the README's "Where
+                          things are" names every file of kernel/ once, and
+                          nothing else; prints one "ok"/"FAILED" line per
+                          chapter and one per other check
   docs_lint.py run        runs every command the docs name (each once)
                           and checks that it exits 0 and that every
                           output block that names it is in what it printed
@@ -33,7 +38,8 @@ What the docs quote is checked against the tree:
   with N (a check that fails on purpose). The block's lines must be in the output in
   order, as above (gap: a line `...`). Before they are compared, both
   sides go through OUTPUT_NORMALISE: what changes from build to build or
-  run to run (physical addresses, times, panic line numbers).
+  run to run (physical addresses, times, panic line numbers), and the
+  OUTPUT_VARY patterns of that command (ptdump's image sizes).
   Anything else (a diagram, a layout) takes a plain ``` fence.
 
 A command is a line of a ```sh block, or the backticked command of a
