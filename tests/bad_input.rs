@@ -14,7 +14,10 @@ use core::convert::Infallible;
 use core::fmt::Debug;
 
 use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::apply::{ApplyError, apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_nolazy};
+use lazymmu::mm::apply::{
+    ApplyError, apply_to_existing_page_range, apply_to_existing_page_range_by_table, apply_to_page_range,
+    apply_to_page_range_by_table, apply_to_page_range_nolazy,
+};
 use lazymmu::mm::audit;
 use lazymmu::mm::descriptor::{Attributes, Level};
 use lazymmu::mm::frame_alloc::{self, FrameError};
@@ -23,7 +26,7 @@ use lazymmu::mm::lazy_mmu::{
     LazyMmuMisuse, lazy_mmu_mode_disable, lazy_mmu_mode_enable, lazy_mmu_mode_pause, lazy_mmu_mode_resume,
 };
 use lazymmu::mm::pageattr::{set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x};
-use lazymmu::mm::pgtable::{EntryRef, MapError};
+use lazymmu::mm::pgtable::{EntryRef, MapError, Ptes};
 use lazymmu::mm::translate::{SwTranslation, sw_translate};
 use lazymmu::mm::vmalloc::*;
 use lazymmu::{dtb, println};
@@ -44,6 +47,10 @@ fn case<T: Debug, E: Debug + PartialEq>(label: &str, call: impl FnOnce() -> Resu
 }
 
 fn nop(_: &EntryRef) -> Result<(), Infallible> {
+    Ok(())
+}
+
+fn nop_run(_: &Ptes) -> Result<(), Infallible> {
     Ok(())
 }
 
@@ -251,8 +258,18 @@ fn apply_family() {
         || apply_to_existing_page_range(block, PAGE_SIZE, nop),
         ApplyError::Map(MapError::BlockInTheWay { va: block, level: Level::L2 }),
     );
+    case(
+        "apply_to_existing_page_range_by_table(a block in the way)",
+        || apply_to_existing_page_range_by_table(block, PAGE_SIZE, nop_run),
+        ApplyError::Map(MapError::BlockInTheWay { va: block, level: Level::L2 }),
+    );
     vunmap(block).unwrap();
     frame_alloc::free_frames(run, 512).unwrap();
+    case(
+        "apply_to_page_range_by_table(size 0)",
+        || apply_to_page_range_by_table(area, 0, nop_run),
+        ApplyError::Map(MapError::BadRange { start: area, size: 0 }),
+    );
     case(
         "apply_to_page_range_nolazy(size 0)",
         || apply_to_page_range_nolazy(area, 0, nop),

@@ -16,12 +16,14 @@ use core::convert::Infallible;
 
 use lazymmu::arch::barrier;
 use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::apply::{apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_nolazy};
+use lazymmu::mm::apply::{
+    apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_by_table, apply_to_page_range_nolazy,
+};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{enable, use_backend};
 use lazymmu::mm::pageattr::{set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x};
-use lazymmu::mm::pgtable::{self, EntryRef, LeafSizes, Walking};
+use lazymmu::mm::pgtable::{self, EntryRef, LeafSizes, Ptes, Walking};
 use lazymmu::mm::pgtable_check::{self, Rule, Violations};
 use lazymmu::mm::stack::KernelStack;
 use lazymmu::mm::vmalloc::{
@@ -163,6 +165,38 @@ fn break_before_make_a_live_page_replaced_by_another_frame_is_reported() {
     write(&slot.entry(), Descriptor::INVALID);
     tlb::flush_tlb_kernel_range(slot.va, slot.va.add(PAGE_SIZE));
     frame_alloc::free_frame(other).unwrap();
+}
+
+#[test_case]
+fn break_before_make_set_ptes_over_live_pages_is_reported_store_by_store() {
+    // A batched store is seen entry by entry: each live page replaced by
+    // another frame is its own report, under every backend.
+    for backend in Backend::ALL {
+        let _b = use_backend(backend);
+        let va = get_vm_area(4 * PAGE_SIZE, PAGE_SIZE).unwrap();
+        let [old, new] = [(); 2].map(|()| frame_alloc::alloc_contiguous(4, PAGE_SIZE).unwrap());
+        let set = |frames: PhysAddr| {
+            apply_to_page_range_by_table(va, 4 * PAGE_SIZE, |ptes: &Ptes| {
+                // SAFETY: the test's own frames, in its own area (breaking
+                // break-before-make on purpose the second time).
+                unsafe { pgtable::set_ptes(ptes, Descriptor::leaf(Level::L3, frames, Attributes::KERNEL_RW)) };
+                Ok::<(), Infallible>(())
+            })
+            .unwrap()
+        };
+        set(old);
+        let (_, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || set(new));
+        assert_eq!(found.total(), 4, "{backend}: one report per page: {}", found.summary());
+        let at: alloc::vec::Vec<_> = found.first.iter().filter_map(|v| v.entry.and_then(|e| e.at)).collect();
+        let want: alloc::vec::Vec<_> = (0..4).map(|i| (va.add(i * PAGE_SIZE).as_u64(), Level::L3)).collect();
+        assert_eq!(at, want[..at.len()], "{backend}: reported at each page in turn");
+        // SAFETY: the kernel's own root and the test's own area.
+        unsafe { pgtable::clear_range(pgtable::kernel_root(), va, 4 * PAGE_SIZE) }.unwrap();
+        free_vm_area(va).unwrap();
+        for frames in [old, new] {
+            frame_alloc::free_frames(frames, 4).unwrap();
+        }
+    }
 }
 
 #[test_case]

@@ -29,7 +29,7 @@ use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use lazymmu::mm::layout::{REGIONS, VMALLOC_END, VMALLOC_START};
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{BackendSelection, is_lazy_mmu_mode_active, use_backend};
-use lazymmu::mm::pgtable::{self, EntryRef, MapError};
+use lazymmu::mm::pgtable::{self, EntryRef, MapError, Ptes};
 use lazymmu::mm::ptdump::{RegionStats, region_stats};
 use lazymmu::mm::tlb::{self, FlushStrategy};
 use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
@@ -891,4 +891,283 @@ fn vfree_next_to_a_live_neighbour_unmaps_its_range_with_one_flush() {
     check_unmapped(a, 2);
     check_mapped(b, 2);
     vfree(b).unwrap();
+}
+
+// ---- batched stores: a level-3 table at a time ------------------------------------
+//
+// `set_ptes`, `modify_ptes`, `clear_ptes` (through the `_by_table` apply
+// variants) and `clear_range` must cost exactly what the same stores made
+// one at a time cost, under every backend: the same entries written, the
+// same pairs (one under `batched`, one per valid entry under `eager`, one
+// per 64 queued under `deferred-writes`). This image runs twice, with the
+// checker watching every store and with `pgtable_check=off`, where a
+// `batched` run is a plain loop: both must give the same counts.
+
+/// Entries written (all backends' statistics) and the pairs paid by `f`.
+fn counted(f: impl FnOnce()) -> (u64, (u64, u64)) {
+    let writes = || Backend::ALL.into_iter().map(|b| lazymmu::mm::lazy_mmu::stats::stats(b).entry_writes).sum::<u64>();
+    let before = writes();
+    let c = cost(f);
+    (writes() - before, pairs(c))
+}
+
+/// A fresh 2 MiB-aligned area of 2 MiB + 88 pages and 600 contiguous
+/// frames: mapped from 88 pages before the area's second 2 MiB, a run of
+/// 88 slots in one level-3 table and 512 in the next. Given back after.
+struct Runs {
+    area: VirtAddr,
+    frames: PhysAddr,
+}
+
+const RUN_PAGES: u64 = 600;
+
+impl Runs {
+    fn new() -> Runs {
+        let frames = frame_alloc::alloc_contiguous(RUN_PAGES as usize, PAGE_SIZE).unwrap();
+        let area = get_vm_area(2 * BLOCK_2M, BLOCK_2M).unwrap();
+        Runs { area, frames }
+    }
+
+    fn start(&self) -> VirtAddr {
+        self.area.add(BLOCK_2M - 88 * PAGE_SIZE)
+    }
+
+    fn size(&self) -> u64 {
+        RUN_PAGES * PAGE_SIZE
+    }
+
+    /// The descriptor of page `i` (read-write), for the page at `va`.
+    fn page(&self, va: VirtAddr) -> Descriptor {
+        Descriptor::leaf(Level::L3, self.frames.add(va.offset_from(self.start())), Attributes::KERNEL_RW)
+    }
+
+    /// Maps every page but `hole` (if any) one store at a time.
+    fn map_one_at_a_time(&self, hole: Option<u64>) -> Applied {
+        let skip = hole.map(|h| self.start().add(h * PAGE_SIZE));
+        apply_to_page_range(self.start(), self.size(), |e: &EntryRef| {
+            if Some(e.va) != skip {
+                // SAFETY: the test's own frames, in its own area.
+                unsafe { pgtable::write_entry(e, self.page(e.va)) };
+            }
+            Ok::<(), Infallible>(())
+        })
+        .unwrap()
+    }
+
+    /// Every page but `hole` maps its own frame, writable or not, as the
+    /// MMU sees it (`at s1e1r` and `at s1e1w`); the hole faults.
+    fn check(&self, writable: bool, hole: Option<u64>) {
+        for i in 0..RUN_PAGES {
+            let va = self.start().add(i * PAGE_SIZE);
+            let read = hw_translate(va, Access::Read);
+            if Some(i) == hole {
+                assert!(matches!(read, HwTranslation::Fault(FaultStatus::Translation { .. })), "{va}: {read:?}");
+                continue;
+            }
+            let want = self.frames.add(i * PAGE_SIZE);
+            assert!(matches!(read, HwTranslation::Mapped { pa, mair_attr: 0xff } if pa == want), "{va}: {read:?}");
+            let write = hw_translate(va, Access::Write);
+            match writable {
+                true => assert!(matches!(write, HwTranslation::Mapped { pa, .. } if pa == want), "{va}: {write:?}"),
+                false => {
+                    assert!(matches!(write, HwTranslation::Fault(FaultStatus::Permission { .. })), "{va}: {write:?}")
+                }
+            }
+        }
+    }
+
+    /// Unmaps the range and takes its tables away.
+    fn clear(&self) {
+        unmap_test_range(self.start(), self.size());
+        vmalloc::reclaim_page_tables();
+    }
+}
+
+impl Drop for Runs {
+    fn drop(&mut self) {
+        free_vm_area(self.area).unwrap();
+        frame_alloc::free_frames(self.frames, RUN_PAGES as usize).unwrap();
+    }
+}
+
+/// What the stores of a call owe under `backend`, from the entries it
+/// wrote and how many of them were valid.
+fn pairs_owed(backend: Backend, valid: u64) -> Option<(u64, u64)> {
+    match backend {
+        Backend::Eager => Some((valid, valid)),
+        Backend::Batched => Some((valid.min(1), valid.min(1))),
+        // A pair per 64 queued and one at the end: compared with the
+        // stores made one at a time instead.
+        Backend::DeferredWrites => None,
+    }
+}
+
+#[test_case]
+fn set_ptes_costs_what_one_store_at_a_time_costs_under_every_backend() {
+    let runs = Runs::new();
+    let before = footprint();
+    for backend in Backend::ALL {
+        let _s = Setting::new(backend, ApplyMode::WholeCall);
+        let mut applied = Applied::default();
+        let one_at_a_time = counted(|| applied = runs.map_one_at_a_time(None));
+        runs.clear();
+        let mut seen = Vec::new();
+        let batched = counted(|| {
+            let again = apply_to_page_range_by_table(runs.start(), runs.size(), |ptes: &Ptes| {
+                seen.push((ptes.va(), ptes.len()));
+                // SAFETY: the test's own frames, in its own area.
+                unsafe { pgtable::set_ptes(ptes, runs.page(ptes.va())) };
+                Ok::<(), Infallible>(())
+            })
+            .unwrap();
+            assert_eq!((again.tables_allocated, again.slots), (applied.tables_allocated, RUN_PAGES));
+        });
+        assert_eq!(seen, [(runs.start(), 88), (runs.area.add(BLOCK_2M), 512)], "one run per level-3 table");
+        let entries = RUN_PAGES + applied.tables_allocated as u64;
+        assert_eq!(batched, one_at_a_time, "{backend}: the same writes and pairs as one store at a time");
+        assert_eq!(batched.0, entries, "{backend}: every page and table written once");
+        if let Some(owed) = pairs_owed(backend, entries) {
+            assert_eq!(batched.1, owed, "{backend}");
+        }
+        runs.check(true, None);
+        // Again over the tables that stayed: the leaves alone owe the pair.
+        unmap_test_range(runs.start(), runs.size());
+        let leaves_only = counted(|| {
+            apply_to_page_range_by_table(runs.start(), runs.size(), |ptes: &Ptes| {
+                // SAFETY: the test's own frames, in its own area.
+                unsafe { pgtable::set_ptes(ptes, runs.page(ptes.va())) };
+                Ok::<(), Infallible>(())
+            })
+            .unwrap();
+        });
+        assert_eq!(leaves_only.0, RUN_PAGES, "{backend}: no table linked this time");
+        if let Some(owed) = pairs_owed(backend, RUN_PAGES) {
+            assert_eq!(leaves_only.1, owed, "{backend}: the pages' own pairs");
+        }
+        runs.check(true, None);
+        runs.clear();
+    }
+    assert_eq!(footprint(), before);
+}
+
+#[test_case]
+fn modify_ptes_changes_the_valid_entries_only_at_the_cost_of_one_store_at_a_time() {
+    let runs = Runs::new();
+    let before = footprint();
+    let hole = Some(100);
+    let read_only = |e: &EntryRef| {
+        // SAFETY: the test's own pages: write taken away, flushed below.
+        unsafe { pgtable::write_entry(e, e.read().read_only()) };
+        Ok::<(), Infallible>(())
+    };
+    for backend in Backend::ALL {
+        let _s = Setting::new(backend, ApplyMode::WholeCall);
+        runs.map_one_at_a_time(hole);
+        let one_at_a_time = counted(|| _ = apply_to_existing_page_range(runs.start(), runs.size(), read_only).unwrap());
+        runs.clear();
+        runs.map_one_at_a_time(hole);
+        let mut changed = 0;
+        let batched = counted(|| {
+            apply_to_existing_page_range_by_table(runs.start(), runs.size(), |ptes: &Ptes| {
+                // SAFETY: the test's own pages: write taken away, flushed below.
+                changed += unsafe { pgtable::modify_ptes(ptes, Descriptor::read_only) };
+                Ok::<(), Infallible>(())
+            })
+            .unwrap();
+        });
+        tlb::flush_tlb_kernel_range(runs.start(), runs.start().add(runs.size()));
+        assert_eq!(changed as u64, RUN_PAGES - 1, "{backend}: every page but the hole");
+        assert_eq!(batched, one_at_a_time, "{backend}: the same writes and pairs as one store at a time");
+        assert_eq!(batched.0, RUN_PAGES - 1, "{backend}");
+        if let Some(owed) = pairs_owed(backend, RUN_PAGES - 1) {
+            assert_eq!(batched.1, owed, "{backend}");
+        }
+        runs.check(false, hole);
+        runs.clear();
+    }
+    assert_eq!(footprint(), before);
+}
+
+#[test_case]
+fn clear_range_unmaps_around_holes_and_frees_its_tables_with_one_flush() {
+    let runs = Runs::new();
+    let before = footprint_reclaimed();
+    let hole = Some(100);
+    for backend in Backend::ALL {
+        let _s = Setting::new(backend, ApplyMode::WholeCall);
+        let applied = runs.map_one_at_a_time(hole);
+        // One store at a time: the leaves cleared in a section, then the
+        // tables taken away, one flush.
+        let one_at_a_time = counted(|| {
+            apply_to_existing_page_range(runs.start(), runs.size(), |e: &EntryRef| {
+                // SAFETY: the test's own pages; flushed below.
+                unsafe { pgtable::write_entry(e, Descriptor::INVALID) };
+                Ok::<(), Infallible>(())
+            })
+            .unwrap();
+            // SAFETY: the kernel's own root; the test's own range.
+            unsafe { pgtable::free_empty_tables(pgtable::kernel_root(), runs.start(), runs.size()) };
+        });
+        assert_eq!(footprint(), before, "{backend}: the tables went");
+        runs.map_one_at_a_time(hole);
+        let mut c = BarrierCounts::ZERO;
+        let batched = counted(|| {
+            // SAFETY: the kernel's own root; the test's own range.
+            c = cost(|| unsafe { pgtable::clear_range(pgtable::kernel_root(), runs.start(), runs.size()) }.unwrap());
+        });
+        assert_eq!(batched, one_at_a_time, "{backend}: the same writes and barriers as one store at a time");
+        // The leaves, and the two level-3 tables and whatever above them
+        // this call had made.
+        assert_eq!(batched.0, RUN_PAGES - 1 + applied.tables_allocated as u64, "{backend}");
+        assert_eq!((c.dsb_ishst, c.dsb_ish, c.isb), (1, 1, 1), "{backend}: one flush, nothing per page: {c:?}");
+        assert!(c.tlbi_walks > 0 || c.tlbi_all > 0, "{backend}: the walks are flushed too: {c:?}");
+        check_unmapped(runs.start(), RUN_PAGES);
+        assert_eq!(footprint(), before, "{backend}: every table came back");
+    }
+}
+
+#[test_case]
+fn clear_range_refuses_to_split_a_block_and_changes_nothing() {
+    let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
+    // SAFETY: the test's own frames.
+    let block = unsafe { vmap_contiguous(run, BLOCK_2M, Attributes::KERNEL_RW) }.unwrap();
+    let state = lazymmu::mm::audit::state();
+    let half = block.add(BLOCK_2M / 2);
+    // SAFETY: the kernel's own root; refused before anything changes.
+    let got = unsafe { pgtable::clear_range(pgtable::kernel_root(), half, BLOCK_2M / 2) };
+    assert_eq!(got, Err(MapError::Misaligned { what: "clear_range splits a block at", value: block.as_u64() }));
+    assert_eq!(lazymmu::mm::audit::state(), state, "nothing changed");
+    check_mapped(block, 512);
+    vunmap(block).unwrap();
+    frame_alloc::free_frames(run, 512).unwrap();
+}
+
+#[test_case]
+fn set_ptes_under_deferred_writes_queues_its_stores_until_the_section_ends() {
+    let runs = Runs::new();
+    let start = runs.area;
+    for (backend, lands_at_once) in [(Backend::Batched, true), (Backend::DeferredWrites, false), (Backend::Eager, true)]
+    {
+        let _s = Setting::new(backend, ApplyMode::WholeCall);
+        let mut inside = None;
+        apply_to_page_range_by_table(start, 8 * PAGE_SIZE, |ptes: &Ptes| {
+            // SAFETY: the test's own frames, in its own area.
+            unsafe { pgtable::set_ptes(ptes, Descriptor::leaf(Level::L3, runs.frames, Attributes::KERNEL_RW)) };
+            let queued = lazymmu::task::current().lazy_state().queued;
+            inside = Some(((0..8).filter(|&i| ptes.read(i).is_valid()).count(), queued));
+            Ok::<(), Infallible>(())
+        })
+        .unwrap();
+        let want = if lands_at_once { (8, 0) } else { (0, 8) };
+        assert_eq!(inside, Some(want), "{backend}: (entries in memory, stores queued) inside the section");
+        for i in 0..8 {
+            assert_eq!(
+                frame_of(start.add(i * PAGE_SIZE)),
+                runs.frames.add(i * PAGE_SIZE),
+                "{backend}: made by the end"
+            );
+        }
+        unmap_test_range(start, 8 * PAGE_SIZE);
+        vmalloc::reclaim_page_tables();
+    }
 }

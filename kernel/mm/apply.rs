@@ -12,6 +12,11 @@
 //! allocated inside lazy mode. The Linux-style walk stays selectable
 //! ([`ApplyMode::PerLeafTable`]) so the two can be counted side by side.
 //!
+//! The `_by_table` variants call their function once per level-3 table,
+//! with the run of its slots in the range (`pgtable::Ptes`), for callers
+//! that change a table's entries together (`set_ptes`, `modify_ptes`,
+//! `clear_ptes`): one loop per table, the lazy MMU bookkeeping once per run.
+//!
 //! Inside the section the walker never reads back an entry it wrote: under
 //! `deferred-writes` that read would still see the old, invalid entry. It
 //! remembers the tables it linked instead.
@@ -21,7 +26,9 @@ use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use super::addr::{PhysAddr, VirtAddr};
 use super::descriptor::{Entry, Level};
-use super::pgtable::{self, EntryRef, Linked, MapError, Walking, alloc_tables, check_range, free_unlinked_tables};
+use super::pgtable::{
+    self, EntryRef, Linked, MapError, Ptes, Walking, alloc_tables, check_range, free_unlinked_tables,
+};
 use super::{lazy_mmu, span};
 
 /// How a call brackets its writes with lazy MMU sections.
@@ -90,6 +97,32 @@ pub fn apply_to_existing_page_range<E>(
     f: impl FnMut(&EntryRef) -> Result<(), E>,
 ) -> Result<Applied, ApplyError<E>> {
     apply(start, size, Walk { create: false, lazy: true }, f)
+}
+
+/// [`apply_to_page_range`] calling `f` once per level-3 table with the
+/// run of its slots in the range ([`Ptes`]), for callers that change a
+/// table's entries together (`pgtable::set_ptes`, `modify_ptes`,
+/// `clear_ptes`: one loop per table, the lazy MMU bookkeeping once per
+/// run). Runs in lazy MMU mode. `Applied::slots` counts the slots handed
+/// to `f`.
+pub fn apply_to_page_range_by_table<E>(
+    start: VirtAddr,
+    size: u64,
+    f: impl FnMut(&Ptes) -> Result<(), E>,
+) -> Result<Applied, ApplyError<E>> {
+    apply_by_table(start, size, Walk { create: true, lazy: true }, f)
+}
+
+/// [`apply_to_existing_page_range`] by table: `f` gets the run of slots
+/// of every level-3 table the range reaches, holes included (the batched
+/// stores skip them: `modify_ptes`, `clear_ptes`); missing tables are
+/// skipped and nothing is allocated. Runs in lazy MMU mode.
+pub fn apply_to_existing_page_range_by_table<E>(
+    start: VirtAddr,
+    size: u64,
+    f: impl FnMut(&Ptes) -> Result<(), E>,
+) -> Result<Applied, ApplyError<E>> {
+    apply_by_table(start, size, Walk { create: false, lazy: true }, f)
 }
 
 /// [`apply_to_page_range`] with `f` running outside lazy mode (Ryan Roberts' RFC <20250530140446.2387131-4-ryan.roberts@arm.com>),
@@ -181,6 +214,39 @@ fn apply<E>(
     walk: Walk,
     mut f: impl FnMut(&EntryRef) -> Result<(), E>,
 ) -> Result<Applied, ApplyError<E>> {
+    walk_tables(start, size, walk, |walking, table, at, stop, applied| {
+        visit_slots(walking, table, at, stop, walk.create, &mut f, applied)
+    })
+}
+
+fn apply_by_table<E>(
+    start: VirtAddr,
+    size: u64,
+    walk: Walk,
+    mut f: impl FnMut(&Ptes) -> Result<(), E>,
+) -> Result<Applied, ApplyError<E>> {
+    walk_tables(start, size, walk, |walking, table, at, stop, applied| {
+        let len = ((stop - at) / Level::L3.entry_size()) as usize;
+        // SAFETY: a level-3 table linked below the root by leaf_table(),
+        // kept by `walking`; [at, stop) lies within it.
+        let ptes = unsafe { walking.table_ptes(table, VirtAddr::new(at), len) };
+        applied.slots += len as u64;
+        applied.levels_modified |= 1 << 3;
+        f(&ptes)
+    })
+}
+
+/// The walk both kinds of callback share: plan, allocate, then for every
+/// level-3 table of the range (linked on the way, or skipped if missing
+/// when `walk.create` is not set), `visit(walking, table, at, stop,
+/// applied)` for its part [at, stop) of the range, in the lazy MMU
+/// section(s) the apply mode says.
+fn walk_tables<E>(
+    start: VirtAddr,
+    size: u64,
+    walk: Walk,
+    mut visit: impl FnMut(&Walking, PhysAddr, u64, u64, &mut Applied) -> Result<(), E>,
+) -> Result<Applied, ApplyError<E>> {
     let end = check_range(start, size)?;
     let walking = pgtable::walking();
     let needed = plan(&walking, start, end, walk.create)?;
@@ -196,7 +262,7 @@ fn apply<E>(
             continue;
         };
         let _per_table = (walk.lazy && mode == ApplyMode::PerLeafTable).then(lazy_mmu::enable);
-        result = visit_slots(&walking, table, at, stop, walk.create, &mut f, &mut applied);
+        result = visit(&walking, table, at, stop, &mut applied);
         if result.is_err() {
             break;
         }

@@ -7,7 +7,8 @@
 //!   found in O(log n) whatever the number of live areas (`area_alloc`),
 //!   and a request bigger than the region, or than RAM, is refused first.
 //! - `vmalloc`/`vzalloc`/`vmalloc_aligned` take frames, then map them with
-//!   `apply_to_page_range`: every frame is allocated before the lazy section
+//!   `apply_to_page_range_by_table`, a level-3 table at a time
+//!   (`pgtable::write_ptes`): every frame is allocated before the lazy section
 //!   opens, and the whole mapping costs one `dsb ishst; isb`.
 //! - `vmap_pages` maps frames the caller owns; `vmap_range` maps physically
 //!   contiguous memory with 1 GiB and 2 MiB blocks where the addresses and
@@ -26,11 +27,11 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use super::apply::{ApplyError, apply_to_page_range};
+use super::apply::{ApplyError, apply_to_page_range_by_table};
 use super::area_alloc::{Free, FreeRanges, Node, OutOfHeap, Tree, Weight};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{VMALLOC_END, VMALLOC_START};
-use super::pgtable::{self, EntryRef, LeafSizes, MapError};
+use super::pgtable::{self, LeafSizes, MapError, Ptes};
 use super::walk::NewTables;
 use super::{frame_alloc, lazy_mmu, pgtable_check, phys_to_virt, span, tlb};
 use crate::sync::IrqSpinLock;
@@ -350,17 +351,19 @@ pub fn vunmap(addr: VirtAddr) -> Result<(), VmallocError> {
 /// is already mapped stops it (EBUSY); what it had mapped is undone.
 fn vmap_pages_range(va: VirtAddr, pages: &[PhysAddr], attrs: Attributes) -> Result<(), VmallocError> {
     let size = pages.len() as u64 * PAGE_SIZE;
-    let mut next = pages.iter();
+    let mut rest = pages;
     // Encoded once; each page is its address ORed in.
     let template = Descriptor::leaf_template(Level::L3, attrs);
-    let result = apply_to_page_range(va, size, |entry: &EntryRef| {
-        if entry.read().is_valid() {
-            return Err(VmallocError::AlreadyMapped(entry.va));
+    // A level-3 table at a time: its slots checked free, then filled.
+    let result = apply_to_page_range_by_table(va, size, |ptes: &Ptes| {
+        if let Some(i) = (0..ptes.len()).find(|&i| ptes.read(i).is_valid()) {
+            return Err(VmallocError::AlreadyMapped(ptes.entry(i).va));
         }
-        let pa = *next.next().expect("one page per slot");
-        // SAFETY: a free slot of the caller's area, mapping a page the
+        let (run, after) = rest.split_at(ptes.len());
+        rest = after;
+        // SAFETY: free slots of the caller's area, mapping pages the
         // caller may map (the callers' own contracts).
-        unsafe { pgtable::write_entry(entry, template.with_output(pa)) };
+        unsafe { pgtable::write_ptes(ptes, |slot| Some(template.with_output(run[slot.index()]))) };
         Ok(())
     });
     if let Err(e) = result {
@@ -462,6 +465,7 @@ fn map_contiguous(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> R
                         v,
                         level.entry_size(),
                         tlb::Changed::NOTHING,
+                        pgtable::Cleared::Unknown,
                     )
                 };
             }
@@ -561,21 +565,20 @@ fn unmap_area_range(va: VirtAddr, size: u64) {
     {
         let walk = pgtable::walking();
         let _section = lazy_mmu::enable();
-        // One walk per 2 MiB; inside a level-3 table, from slot to slot.
+        // One walk per 2 MiB; inside a level-3 table, one loop over its
+        // part of the range (Linux's `vunmap_pte_range`).
         for (at, stop) in span::chunks(va.as_u64(), va.as_u64().wrapping_add(size), BLOCK_2M) {
-            let mut entry = walk.walk(VirtAddr::new(at));
-            loop {
-                if entry.read().is_leaf(entry.level) {
-                    // SAFETY: the range is the caller's (see the callers).
-                    unsafe { pgtable::write_entry(&entry, Descriptor::INVALID) };
-                }
-                let next = entry.va.as_u64().wrapping_add(entry.level.entry_size());
-                if entry.level != Level::L3 || next == stop {
-                    break;
-                }
-                // SAFETY: `next` is below `stop`, in the same 2 MiB: this
-                // is not the last entry of its level-3 table.
-                entry = unsafe { entry.following() };
+            let entry = walk.walk(VirtAddr::new(at));
+            if entry.level == Level::L3 {
+                let pages = stop.wrapping_sub(at) / PAGE_SIZE;
+                // SAFETY: [at, stop) lies within one 2 MiB, in the level-3
+                // table the walk reached.
+                let ptes = unsafe { Ptes::starting_at(&entry, pages as usize) };
+                // SAFETY: the range is the caller's (see the callers).
+                unsafe { pgtable::clear_ptes(&ptes) };
+            } else if entry.read().is_leaf(entry.level) {
+                // SAFETY: the range is the caller's (see the callers).
+                unsafe { pgtable::write_entry(&entry, Descriptor::INVALID) };
             }
         }
     }
@@ -601,6 +604,7 @@ pub fn reclaim_page_tables() -> usize {
             VMALLOC_START,
             size,
             tlb::Changed::NOTHING,
+            pgtable::Cleared::Unknown,
         )
     }
 }

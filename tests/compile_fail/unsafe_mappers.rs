@@ -3,8 +3,10 @@
 //! `vunmap_range`, which refuses what is not a `get_vm_area` area.)
 //!
 //! case: write_entry E0133
+//! case: set_ptes E0133
 //! case: map_range E0133
 //! case: unmap_range E0133
+//! case: clear_range E0133
 //! case: vmap_range E0133
 //! case: vmap_pages E0133
 //! case: vmap_contiguous E0133
@@ -28,10 +30,17 @@ pub fn map_the_kernel_writable(va: VirtAddr, text: PhysAddr) {
     let root = pgtable::kernel_root();
     #[cfg(case = "write_entry")]
     pgtable::write_entry(&pgtable::walking().walk(va), Descriptor::leaf(Level::L3, text, rw));
+    #[cfg(case = "set_ptes")]
+    let _ = lazymmu::mm::apply::apply_to_page_range_by_table(va, PAGE_SIZE, |ptes: &pgtable::Ptes| {
+        pgtable::set_ptes(ptes, Descriptor::leaf(Level::L3, text, rw));
+        Ok::<(), ()>(())
+    });
     #[cfg(case = "map_range")]
     let _ = pgtable::map_range(root, va, text, PAGE_SIZE, rw, LeafSizes::PagesOnly);
     #[cfg(case = "unmap_range")]
     let _ = pgtable::unmap_range(root, va, PAGE_SIZE);
+    #[cfg(case = "clear_range")]
+    let _ = pgtable::clear_range(root, va, PAGE_SIZE);
     #[cfg(case = "vmap_range")]
     let _ = vmalloc::vmap_range(va, va.add(PAGE_SIZE), text, rw);
     #[cfg(case = "vmap_pages")]
@@ -47,7 +56,9 @@ pub fn map_the_kernel_writable(va: VirtAddr, text: PhysAddr) {
     #[cfg(case = "walk_create_from")]
     let _ = pgtable::walking().walk_create_from(va, Level::L3, &mut alloc::vec![text]);
     #[cfg(case = "reclaim_empty_tables")]
-    let _ = unsafe { pgtable::reclaim_empty_tables(pgtable::exclusive(), root, va, PAGE_SIZE, Default::default()) };
+    let _ = unsafe {
+        pgtable::reclaim_empty_tables(pgtable::exclusive(), root, va, PAGE_SIZE, Default::default(), Default::default())
+    };
     // The safe ones: refused unless the range is the caller's own area.
     let _ = vmalloc::vunmap_range(va, va.add(PAGE_SIZE));
     let _ = (root, rw, Descriptor::leaf(Level::L3, text, rw), LeafSizes::PagesOnly);

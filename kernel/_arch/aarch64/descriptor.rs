@@ -249,6 +249,12 @@ impl Descriptor {
         Descriptor(d.get())
     }
 
+    /// The output address (bits 47:12): the next table, block or page.
+    #[inline]
+    pub fn output(self) -> PhysAddr {
+        PhysAddr::new(Raw::new(self.0).read(STAGE1_DESCRIPTOR::OUTPUT_ADDR) << 12)
+    }
+
     /// This leaf read-only at EL1 (AP = `RO_EL1`), the rest unchanged: the
     /// change `set_memory_ro` makes, as one bit operation.
     #[inline]

@@ -427,6 +427,17 @@ pub unsafe fn set_entry_unwatched(state: &ArchLazyState, slot: *mut u64, desc: D
     }
 }
 
+/// After a run of plain stores in an active `batched` section
+/// ([`StoreMode::Pending`], nothing watching): the pair is owed if any of
+/// them was valid, as [`set_entry_unwatched`] would have owed it for each.
+#[inline(always)]
+pub fn stored_run(state: &ArchLazyState, valid: bool) {
+    debug_assert_eq!(state.store_mode(), StoreMode::Pending, "a run of plain stores outside a batched section");
+    if valid {
+        state.pending.set(true);
+    }
+}
+
 /// Makes `backend` the one in use, and nothing else: the generic layer's
 /// `select_backend` accounts the statistics and the tasks' store modes
 /// around it.

@@ -7,10 +7,10 @@ use super::peer::{self, PeerError};
 use super::{Counts, Meter, Sample};
 use lazymmu::arch::barrier;
 use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::apply::{ApplyError, apply_to_existing_page_range, apply_to_page_range};
+use lazymmu::mm::apply::{ApplyError, apply_to_existing_page_range_by_table, apply_to_page_range_by_table};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
 use lazymmu::mm::pageattr::{set_memory_ro, set_memory_rw};
-use lazymmu::mm::pgtable::{self, EntryRef, MapError};
+use lazymmu::mm::pgtable::{self, MapError, Ptes};
 use lazymmu::mm::tlb::{self, FlushStrategy};
 use lazymmu::mm::vmalloc::{self, VmallocError, vfree, vmalloc};
 use lazymmu::mm::{frame_alloc, phys_to_virt};
@@ -84,8 +84,9 @@ fn cold_tables() {
     vmalloc::reclaim_page_tables();
 }
 
-/// Makes a live vmalloc area read-only with `apply_to_existing_page_range`
-/// and one TLB flush: the permission change Linux's set_memory_* does.
+/// Makes a live vmalloc area read-only with
+/// `apply_to_existing_page_range_by_table` (`modify_ptes`, a table at a
+/// time) and one TLB flush: the permission change Linux's set_memory_* does.
 pub fn modify(pages: u64) -> Result<Sample, WorkloadError> {
     let va = vmalloc(pages * PAGE_SIZE)?;
     touch(va, pages);
@@ -98,10 +99,10 @@ pub fn modify(pages: u64) -> Result<Sample, WorkloadError> {
 }
 
 fn make_read_only(va: VirtAddr, pages: u64) -> Result<(), WorkloadError> {
-    apply_to_existing_page_range(va, pages * PAGE_SIZE, |entry: &EntryRef| {
-        // SAFETY: a page of the bench's own area (the walk visits valid
-        // level-3 entries only), write taken away; the flush follows.
-        unsafe { pgtable::write_entry(entry, entry.read().read_only()) };
+    apply_to_existing_page_range_by_table(va, pages * PAGE_SIZE, |ptes: &Ptes| {
+        // SAFETY: pages of the bench's own area (holes are skipped),
+        // write taken away; the flush follows.
+        unsafe { pgtable::modify_ptes(ptes, Descriptor::read_only) };
         Ok::<(), Infallible>(())
     })?;
     tlb::flush_tlb_kernel_range(va, va.add(pages * PAGE_SIZE));
@@ -218,33 +219,32 @@ pub fn with_fresh_area(
 /// on its own tables: map `pages` pages at a fresh 2 MiB-aligned area
 /// (tables included), make them read-only, unmap them (freeing the
 /// tables, as the peer does). Ours are live, so modify and unmap also
-/// flush the TLB.
+/// flush the TLB. Each step uses the calls a kernel user would: the
+/// `_by_table` apply variants with `set_ptes` and `modify_ptes` (a loop
+/// per level-3 table, Linux's `set_ptes` shape), and `pgtable::clear_range`
+/// (clear, take the tables away, one flush: memory hot-remove's unmap).
 pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
     with_fresh_area(pages, |va, frames| {
         let size = pages * PAGE_SIZE;
         let map = Meter::start();
         let template = Descriptor::leaf_template(Level::L3, Attributes::KERNEL_RW);
-        let mapped = apply_to_page_range(va, size, |entry: &EntryRef| {
-            let pa = frames.add(entry.va.offset_from(va));
+        let mapped = apply_to_page_range_by_table(va, size, |ptes: &Ptes| {
+            let pa = frames.add(ptes.va().offset_from(va));
             // SAFETY: the bench's own frames, in its own area.
-            unsafe { pgtable::write_entry(entry, template.with_output(pa)) };
+            unsafe { pgtable::set_ptes(ptes, template.with_output(pa)) };
             Ok::<(), Infallible>(())
         });
         let map = map.stop();
         let modify = Meter::start();
         let modified = mapped.map_err(WorkloadError::from).and_then(|_| make_read_only(va, pages));
         let modify = modify.stop();
-        // Unmapped as the peer unmaps: the leaves cleared in one section,
-        // the tables freed (a reclaim of the range), one flush for both.
+        // Unmapped as the peer unmaps, with the kernel's call for it: the
+        // leaves cleared in one section, a table at a time, the tables
+        // freed, one flush for both.
         let unmap = Meter::start();
-        let cleared = apply_to_existing_page_range(va, size, |entry: &EntryRef| {
-            // SAFETY: the bench's own area; the reclaim's flush follows.
-            unsafe { pgtable::write_entry(entry, Descriptor::INVALID) };
-            Ok::<(), Infallible>(())
-        });
-        // SAFETY: the kernel's own root. Every leaf was cleared, so every
-        // table goes, with one flush of the leaves and the walks.
-        unsafe { pgtable::free_empty_tables(pgtable::kernel_root(), va, size) };
+        // SAFETY: the kernel's own root and the bench's own area, which
+        // nothing else maps into.
+        let cleared = unsafe { pgtable::clear_range(pgtable::kernel_root(), va, size) };
         let unmap = unmap.stop();
         cleared.expect("the bench's own mapping");
         modified?;

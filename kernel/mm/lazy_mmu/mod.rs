@@ -269,6 +269,39 @@ pub(crate) unsafe fn set_entry_watched(slot: *mut u64, desc: Descriptor) {
     }
 }
 
+/// Leave to make a run of entry stores into one table as plain stores
+/// (`pgtable::write_ptes`), with the bookkeeping once for the run: given
+/// only in an active `batched` section with nothing watching, where a
+/// store does nothing but the store, count itself and owe the pair if
+/// valid ([`set_entry`]). Everywhere else each store must go its own way
+/// (`eager` pays a pair per valid entry, `deferred-writes` queues it, the
+/// checker and the trace see it): None.
+pub(crate) struct PlainStores {
+    task: &'static task::Task,
+}
+
+/// [`PlainStores`] for the current task, if its stores may be made so now.
+#[inline(always)]
+pub(crate) fn plain_stores() -> Option<PlainStores> {
+    if stores_watched() {
+        return None;
+    }
+    let task = task::current();
+    (task.lazy_mmu.arch.store_mode() == StoreMode::Pending).then_some(PlainStores { task })
+}
+
+impl PlainStores {
+    /// The run is made: `written` entries, at least one of them valid if
+    /// `valid`. Counts them and owes the pair, as `written` calls of
+    /// [`set_entry`] would have.
+    #[inline(always)]
+    pub(crate) fn stored(self, written: u64, valid: bool) {
+        let writes = &self.task.lazy_mmu.unaccounted_writes;
+        writes.set(writes.get() + written);
+        arch::stored_run(&self.task.lazy_mmu.arch, valid);
+    }
+}
+
 /// Stores the current task has queued and not made yet (`deferred-writes`
 /// only; none in interrupt context, which never batches).
 pub(crate) fn queued_stores() -> usize {

@@ -45,6 +45,16 @@ impl<'walk> EntryRef<'walk> {
         unsafe { EntryRef::new(slot.table, slot.level, slot.va) }
     }
 
+    /// The entry at `ptr`, of a table at `level`, for `va`.
+    ///
+    /// # Safety
+    /// `ptr` is an entry of a page-table page at `level`, kept as for
+    /// [`EntryRef::new`]; `va` is the first address it translates.
+    #[inline]
+    pub(super) unsafe fn from_parts(ptr: *mut u64, level: Level, va: VirtAddr) -> EntryRef<'walk> {
+        EntryRef { ptr, level, va, walk: PhantomData }
+    }
+
     /// The next entry of the same table (the entry for `va` plus this
     /// level's entry size), without a walk.
     ///

@@ -3,7 +3,7 @@
 use super::*;
 use crate::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
-use crate::mm::{pgtable_check, tlb};
+use crate::mm::{lazy_mmu, pgtable_check, tlb};
 
 /// Which leaf sizes a mapping may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +120,87 @@ pub unsafe fn unmap_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(),
             unsafe { write_entry(&entry, Descriptor::INVALID) };
         }
     }
-    // SAFETY: `root` is a level-0 table (our caller's contract).
-    unsafe { super::reclaim::reclaim_unless_walked(root, va, size, tlb::Changed::LEAVES) };
+    // Every level-3 entry of the range was a page and is cleared: the
+    // tables wholly inside it are empty without a look.
+    // SAFETY: `root` is a level-0 table, and the range the caller's (our
+    // caller's contract); every level-3 entry in it was cleared above.
+    unsafe { super::reclaim::reclaim_unless_walked(root, va, size, tlb::Changed::LEAVES, Cleared::Leaves) };
+    Ok(())
+}
+
+/// Clears every valid leaf of [va, va + size) in one lazy MMU section, a
+/// level-3 table at a time ([`clear_ptes`]'s loop), takes away the
+/// tables left empty, and flushes the TLB once for both: how Linux's
+/// memory hot-remove unmaps (arm64's `unmap_hotplug_range`, then
+/// `free_empty_tables`). Unlike [`unmap_range`], holes are allowed; a
+/// block must lie wholly inside (refused first, with nothing changed).
+/// Everything it unmapped is out of every TLB when it returns; if another
+/// CPU is walking right now, the tables stay for a later reclaim.
+///
+/// # Safety
+/// `root` is a level-0 page table, and the range is the caller's: nothing
+/// else maps, unmaps or uses anything in it while this runs (see
+/// [`write_entry`]).
+pub unsafe fn clear_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(), MapError> {
+    let _op = pgtable_check::operation();
+    check_range(va, size)?;
+    // Is every level-3 entry of the range zero at the end? (Clears make
+    // them so; an invalid entry that is not zero, which nothing here
+    // writes, stays, and its table is looked at.)
+    let mut left = 0;
+    {
+        let walking = walking_from(root);
+        let walk = &walking;
+        // A hole or a leaf above level 3, or a level-3 table's part of the
+        // range: (where it starts, the entry, how many pages).
+        let steps = || {
+            let mut done = 0;
+            core::iter::from_fn(move || {
+                (done < size).then(|| {
+                    let at = va.add(done);
+                    let entry = walk.walk(at);
+                    let span = match entry.level {
+                        Level::L3 => (BLOCK_2M - (at.as_u64() & (BLOCK_2M - 1))).min(size - done),
+                        _ => entry.level.entry_size() - at.offset_from(entry.va),
+                    };
+                    done = done.saturating_add(span);
+                    (entry, span / PAGE_SIZE)
+                })
+            })
+        };
+        if let Some((entry, _)) = steps()
+            .find(|(entry, _)| entry.level != Level::L3 && entry.read().is_leaf(entry.level) && !entry.within(va, size))
+        {
+            return Err(MapError::Misaligned { what: "clear_range splits a block at", value: entry.va.as_u64() });
+        }
+        let _section = lazy_mmu::enable();
+        for (entry, pages) in steps() {
+            if entry.level != Level::L3 {
+                if entry.read().is_leaf(entry.level) {
+                    // SAFETY: a block of the caller's range; flushed below.
+                    unsafe { write_entry(&entry, Descriptor::INVALID) };
+                }
+                continue;
+            }
+            // SAFETY: the walk reached this level-3 entry, and the run
+            // stops at its table's end (or the range's).
+            let ptes = unsafe { Ptes::starting_at(&entry, pages as usize) };
+            // SAFETY: the caller's range; flushed below.
+            unsafe {
+                write_ptes(&ptes, |slot| {
+                    let old = slot.read();
+                    if old.is_valid() {
+                        return Some(Descriptor::INVALID);
+                    }
+                    left |= old.0;
+                    None
+                })
+            };
+        }
+    }
+    let cleared = if left == 0 { Cleared::Leaves } else { Cleared::Unknown };
+    // SAFETY: `root` is a level-0 table, and the range the caller's (our
+    // caller's contract); `cleared` says what the walk above left.
+    unsafe { super::reclaim::reclaim_unless_walked(root, va, size, tlb::Changed::LEAVES, cleared) };
     Ok(())
 }

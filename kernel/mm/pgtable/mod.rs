@@ -14,11 +14,13 @@
 //!
 //! The files: `entry.rs` (the entry handle and the store path), `tables.rs`
 //! (page-table pages), `walking.rs` (walks and the SMP lock protocol),
-//! `map.rs` (map and unmap ranges), `reclaim.rs` (empty tables taken
+//! `map.rs` (map and unmap ranges), `ptes.rs` (runs of level-3 entries
+//! of one table and their batched stores), `reclaim.rs` (empty tables taken
 //! away), `visit.rs` (every entry, for ptdump and the audit).
 
 mod entry;
 mod map;
+mod ptes;
 mod reclaim;
 mod tables;
 mod visit;
@@ -26,6 +28,7 @@ mod walking;
 
 pub use entry::*;
 pub use map::*;
+pub use ptes::*;
 pub use reclaim::*;
 pub use tables::*;
 pub use visit::*;

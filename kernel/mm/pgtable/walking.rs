@@ -192,6 +192,17 @@ impl Walking {
         // SAFETY: as the caller guarantees; the walk keeps a linked table.
         unsafe { EntryRef::new(table, level, va) }
     }
+
+    /// The `len` entries of the level-3 table `table` from the one for `va`.
+    ///
+    /// # Safety
+    /// As [`Walking::table_entry`], for a level-3 table; the `len` entries
+    /// lie in it.
+    #[inline]
+    pub unsafe fn table_ptes(&self, table: PhysAddr, va: VirtAddr, len: usize) -> Ptes<'_> {
+        // SAFETY: as the caller guarantees; the walk keeps a linked table.
+        unsafe { Ptes::new(table, va, len) }
+    }
 }
 
 /// The kernel's tables as the walk reads them: through the linear map.

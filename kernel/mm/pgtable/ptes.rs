@@ -1,0 +1,206 @@
+//! Runs of level-3 entries of one table ([`Ptes`]), and the batched store
+//! path that writes them: [`set_ptes`] (Linux's `set_ptes`: consecutive
+//! pages), [`modify_ptes`] and [`clear_ptes`].
+//!
+//! Each store of a run is what [`write_entry`] would make of it, with the
+//! same barriers, counts and checks; what a run saves is the bookkeeping
+//! around each store. In an active `batched` section with nothing
+//! watching (no checker, no trace) the run is a plain loop of stores, and
+//! the lazy MMU layer is told once, after it: how many entries were
+//! written, and whether any was valid (then the pair is owed, as arm64's
+//! `set_ptes` pays its barriers once for `nr` entries). Everywhere else
+//! (under `eager`, which pays a pair per valid store; under
+//! `deferred-writes`, which queues each; outside a section; with the
+//! checker or the trace on, which must see each store) every entry goes
+//! through [`write_entry`], one at a time.
+
+use core::marker::PhantomData;
+use core::ptr::{read_volatile, write_volatile};
+
+use super::*;
+use crate::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use crate::mm::descriptor::{Descriptor, Level};
+use crate::mm::lazy_mmu;
+
+/// `len` consecutive level-3 entries of one table, from the entry for
+/// `va()`. Like [`EntryRef`], it borrows the walk that found the table.
+#[derive(Clone, Copy, Debug)]
+pub struct Ptes<'walk> {
+    first: *mut u64,
+    va: VirtAddr,
+    len: usize,
+    walk: PhantomData<&'walk Walking>,
+}
+
+impl<'walk> Ptes<'walk> {
+    /// The entries of the level-3 table at `table` for [va, va + len pages).
+    ///
+    /// # Safety
+    /// As [`EntryRef::new`] for `table` at level 3; the `len` entries
+    /// from the one for `va` lie in that table (they do not cross a
+    /// 2 MiB boundary).
+    #[inline]
+    pub(in crate::mm) unsafe fn new(table: PhysAddr, va: VirtAddr, len: usize) -> Ptes<'walk> {
+        debug_assert!(Level::L3.index(va.as_u64()) + len <= 512, "a run of entries crosses its table's end");
+        // SAFETY: as our caller guarantees.
+        let first = unsafe { EntryRef::<'walk>::new(table, Level::L3, va) };
+        Ptes { first: first.as_ptr(), va: first.va, len, walk: PhantomData }
+    }
+
+    /// The `len` entries from `first`, which a walk reached.
+    ///
+    /// # Safety
+    /// `first` is a level-3 entry, and the `len` entries from it lie in
+    /// its table.
+    #[inline]
+    pub(in crate::mm) unsafe fn starting_at(first: &EntryRef<'walk>, len: usize) -> Ptes<'walk> {
+        debug_assert!(first.level == Level::L3 && Level::L3.index(first.va.as_u64()) + len <= 512);
+        Ptes { first: first.as_ptr(), va: first.va, len, walk: PhantomData }
+    }
+
+    /// The first address the run translates.
+    #[inline]
+    pub fn va(&self) -> VirtAddr {
+        self.va
+    }
+
+    /// How many entries.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The `i`th entry of the run.
+    #[inline]
+    pub fn entry(&self, i: usize) -> EntryRef<'walk> {
+        assert!(i < self.len, "entry {i} of a run of {}", self.len);
+        // SAFETY: inside the run, so inside its table, which the walk keeps.
+        unsafe { EntryRef::from_parts(self.first.add(i), Level::L3, self.va.add(i as u64 * PAGE_SIZE)) }
+    }
+
+    /// What the `i`th entry holds.
+    #[inline]
+    pub fn read(&self, i: usize) -> Descriptor {
+        assert!(i < self.len, "entry {i} of a run of {}", self.len);
+        // SAFETY: an entry of a live page-table page, as in EntryRef::read.
+        Descriptor(unsafe { read_volatile(self.first.add(i)) })
+    }
+}
+
+/// One slot of a run, as [`write_ptes`] hands it to its callback.
+pub struct PteSlot {
+    ptr: *mut u64,
+    index: usize,
+}
+
+impl PteSlot {
+    /// Its place in the run.
+    #[inline(always)]
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// What it holds.
+    #[inline(always)]
+    pub fn read(&self) -> Descriptor {
+        // SAFETY: an entry of the run's live table, as in EntryRef::read.
+        Descriptor(unsafe { read_volatile(self.ptr) })
+    }
+}
+
+/// Writes `new(slot)` into every slot of the run where it is `Some`
+/// (`new` may read the slot first): the one loop behind [`set_ptes`],
+/// [`modify_ptes`] and [`clear_ptes`]. `new` only computes descriptors;
+/// it must not write page tables itself. Returns how many entries it wrote.
+///
+/// # Safety
+/// Each store is one [`write_entry`] would be allowed to make.
+#[inline(never)]
+pub unsafe fn write_ptes(ptes: &Ptes<'_>, mut new: impl FnMut(&PteSlot) -> Option<Descriptor>) -> usize {
+    let (first, len) = (ptes.first, ptes.len);
+    // (Called for index < len only: inside the run.)
+    let slot = |index: usize| PteSlot { ptr: first.wrapping_add(index), index };
+    let Some(plain) = lazy_mmu::plain_stores() else {
+        let mut written = 0;
+        for i in 0..len {
+            if let Some(desc) = new(&slot(i)) {
+                // SAFETY: as our caller guarantees.
+                unsafe { write_entry(&ptes.entry(i), desc) };
+                written += 1;
+            }
+        }
+        return written;
+    };
+    // (Counted so that the loop's common case does no counting: the
+    // slots skipped, rare, and the valid bits ORed, which each of our
+    // callers' descriptors fix at compile time, so that the OR folds away.)
+    let (mut skipped, mut valid) = (0, 0);
+    for i in 0..len {
+        let slot = slot(i);
+        match new(&slot) {
+            Some(desc) => {
+                // SAFETY: an entry of the run's live table (see
+                // PteSlot::read); the store is one write_entry may make
+                // (our caller's), and `plain` owes what it owes once the
+                // run is done.
+                unsafe { write_volatile(slot.ptr, desc.0) };
+                valid |= desc.0;
+            }
+            None => {
+                core::hint::cold_path();
+                skipped += 1;
+            }
+        }
+    }
+    let written = len - skipped;
+    plain.stored(written as u64, Descriptor(valid).is_valid());
+    written
+}
+
+/// Maps the run to consecutive pages (Linux's `set_ptes(mm, addr, ptep,
+/// pte, nr)`): entry `i` gets `first` with its output address moved on
+/// by `i` pages.
+///
+/// # Safety
+/// As [`write_entry`], for every page the run maps.
+#[inline(always)]
+pub unsafe fn set_ptes(ptes: &Ptes<'_>, first: Descriptor) {
+    let template = first.with_output(PhysAddr::new(0));
+    let pa = first.output();
+    // SAFETY: as our caller guarantees.
+    unsafe { write_ptes(ptes, |slot| Some(template.with_output(pa.add(slot.index() as u64 * PAGE_SIZE)))) };
+}
+
+/// Replaces every valid entry of the run with `f(entry)` (a permission
+/// change: `Descriptor::read_only`, one bit operation on the word); holes
+/// stay holes. Returns how many entries it changed.
+///
+/// # Safety
+/// As [`write_entry`], for every change `f` makes.
+#[inline(always)]
+pub unsafe fn modify_ptes(ptes: &Ptes<'_>, f: impl Fn(Descriptor) -> Descriptor) -> usize {
+    // SAFETY: as our caller guarantees.
+    unsafe {
+        write_ptes(ptes, |slot| {
+            let old = slot.read();
+            old.is_valid().then(|| f(old))
+        })
+    }
+}
+
+/// Clears every valid entry of the run (as Linux's `vunmap_pte_range`
+/// does, slot by slot); holes stay untouched. Returns how many it cleared.
+///
+/// # Safety
+/// As [`write_entry`]: what the run mapped is flushed from the TLB before
+/// it is used otherwise.
+#[inline(always)]
+pub unsafe fn clear_ptes(ptes: &Ptes<'_>) -> usize {
+    // SAFETY: as our caller guarantees.
+    unsafe { write_ptes(ptes, |slot| slot.read().is_valid().then_some(Descriptor::INVALID)) }
+}
