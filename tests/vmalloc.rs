@@ -954,6 +954,18 @@ impl Runs {
         .unwrap()
     }
 
+    /// Maps every page a level-3 table at a time (`set_ptes`), telling
+    /// `each_run` of every run first.
+    fn map_by_table(&self, mut each_run: impl FnMut(&Ptes)) -> Applied {
+        apply_to_page_range_by_table(self.start(), self.size(), |ptes: &Ptes| {
+            each_run(ptes);
+            // SAFETY: the test's own frames, in its own area.
+            unsafe { pgtable::set_ptes(ptes, self.page(ptes.va())) };
+            Ok::<(), Infallible>(())
+        })
+        .unwrap()
+    }
+
     /// Every page but `hole` maps its own frame, writable or not, as the
     /// MMU sees it (`at s1e1r` and `at s1e1w`); the hole faults.
     fn check(&self, writable: bool, hole: Option<u64>) {
@@ -1013,13 +1025,7 @@ fn set_ptes_costs_what_one_store_at_a_time_costs_under_every_backend() {
         runs.clear();
         let mut seen = Vec::new();
         let batched = counted(|| {
-            let again = apply_to_page_range_by_table(runs.start(), runs.size(), |ptes: &Ptes| {
-                seen.push((ptes.va(), ptes.len()));
-                // SAFETY: the test's own frames, in its own area.
-                unsafe { pgtable::set_ptes(ptes, runs.page(ptes.va())) };
-                Ok::<(), Infallible>(())
-            })
-            .unwrap();
+            let again = runs.map_by_table(|ptes| seen.push((ptes.va(), ptes.len())));
             assert_eq!((again.tables_allocated, again.slots), (applied.tables_allocated, RUN_PAGES));
         });
         assert_eq!(seen, [(runs.start(), 88), (runs.area.add(BLOCK_2M), 512)], "one run per level-3 table");
@@ -1032,14 +1038,7 @@ fn set_ptes_costs_what_one_store_at_a_time_costs_under_every_backend() {
         runs.check(true, None);
         // Again over the tables that stayed: the leaves alone owe the pair.
         unmap_test_range(runs.start(), runs.size());
-        let leaves_only = counted(|| {
-            apply_to_page_range_by_table(runs.start(), runs.size(), |ptes: &Ptes| {
-                // SAFETY: the test's own frames, in its own area.
-                unsafe { pgtable::set_ptes(ptes, runs.page(ptes.va())) };
-                Ok::<(), Infallible>(())
-            })
-            .unwrap();
-        });
+        let leaves_only = counted(|| _ = runs.map_by_table(|_| {}));
         assert_eq!(leaves_only.0, RUN_PAGES, "{backend}: no table linked this time");
         if let Some(owed) = pairs_owed(backend, RUN_PAGES) {
             assert_eq!(leaves_only.1, owed, "{backend}: the pages' own pairs");

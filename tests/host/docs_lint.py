@@ -183,7 +183,7 @@ def code_lines(lines, without_comments):
     return out
 
 
-def excerpt_problems(path, text):
+def excerpt_problems(text):
     """Each ```rust block names its file and items and is still there."""
     why = []
     for lineno, lang, _, block in fences(text):
@@ -293,7 +293,7 @@ def front_matter_problems(text):
     first = text.find("\n## ")
     top = text[: first if first >= 0 else len(text)]
     why = [f'no "{part}" before the first section' for part in ("**tl;dr**", "You need first:", "Contents:", "Sources:") if part not in top]
-    if "Sources:" in top and not re.search(r"^- Arm ARM", top, re.M) or "Sources:" in top and not re.search(r"^- Linux", top, re.M):
+    if "Sources:" in top and not (re.search(r"^- Arm ARM", top, re.M) and re.search(r"^- Linux", top, re.M)):
         why.append('"Sources:" lacks an "Arm ARM" or a "Linux" item')
     linked = re.findall(r"^- \[[^\]]+\]\(#([^)]+)\)", top, re.M)
     headings = [slug(h) for h in re.findall(r"^## (.+)$", text, re.M)]
@@ -303,7 +303,7 @@ def front_matter_problems(text):
 
 
 def quoting_problems(text):
-    why = excerpt_problems(None, text)
+    why = excerpt_problems(text)
     _, unnamed = output_blocks(text)
     why += [f"line {n}: a text block names no command (<!-- output: COMMAND --> before it)" for n in unnamed]
     return why
