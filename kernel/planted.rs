@@ -72,6 +72,13 @@ static PLANTED: AtomicU8 = AtomicU8::new(0);
 /// Plants `bug` (None: removes whatever was planted).
 pub fn plant(bug: Option<Bug>) {
     PLANTED.store(bug.map_or(0, |b| 1 << b as u8), Relaxed);
+    // The arch layer's bugs are its own to make (it calls nothing above it).
+    use crate::arch::lazy_mmu::planted as arch;
+    arch::plant(match bug {
+        Some(Bug::SwapPair) => arch::SWAP_PAIR,
+        Some(Bug::SkipLeavePair) => arch::SKIP_LEAVE_PAIR,
+        _ => 0,
+    });
 }
 
 /// Is `bug` planted?

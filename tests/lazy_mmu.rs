@@ -177,15 +177,6 @@ fn batched_n_writes_in_one_section_cost_one_pair() {
     }
 }
 
-/// `scripts/test` runs this image twice: as built (the checker watches
-/// every store, which then takes the watched store path) and with
-/// `-- pgtable_check=off` (nothing watches, every store takes the short
-/// path the bench measures); both must issue exactly the same.
-#[test_case]
-fn the_stores_are_watched_exactly_when_the_checker_is_on() {
-    assert_eq!(lazymmu::mm::lazy_mmu::stores_watched(), lazymmu::mm::pgtable_check::enabled());
-}
-
 #[test_case]
 fn a_section_without_writes_costs_nothing() {
     let _b = use_backend(Backend::Batched);

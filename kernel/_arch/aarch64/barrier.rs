@@ -150,12 +150,10 @@ pub(super) fn count(counter: &AtomicU64, name: &'static str) {
     }
 }
 
-/// Tells the observer (if one is installed) what was just issued.
+/// Tells the observers (if any listen) what was just issued.
 #[inline]
 pub(super) fn report(what: Issued) {
-    if let Some(observer) = observe::observer() {
-        observer.issued(what);
-    }
+    observe::tell(|observer| observer.issued(what));
 }
 
 /// Makes earlier stores, page-table writes included, visible to the table

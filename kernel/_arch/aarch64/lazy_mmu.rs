@@ -27,13 +27,12 @@
 
 use core::cell::Cell;
 use core::fmt;
-use core::ptr::{null_mut, write_volatile};
+use core::ptr::write_volatile;
 use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
-use super::{barrier, observe};
-use crate::mm::descriptor::Descriptor;
-use crate::planted::{Bug, planted};
-use crate::trace;
+use super::barrier;
+use super::descriptor::Descriptor;
+use super::observe::{self, QueueEvent, Run};
 
 /// How many stores one task can queue under `deferred-writes` before the
 /// queue is applied early (Xen's multicall batch holds 32).
@@ -42,8 +41,8 @@ pub const DEFERRED_QUEUE_LEN: usize = 64;
 /// How the task's next entry store is made. The generic layer decides it
 /// whenever the task's lazy MMU state changes (a section entered or left,
 /// a pause, a resume, an interrupt taken or returned from, a backend
-/// selected), so that a store reads one byte instead of the nesting
-/// counts, the interrupt depth and the backend in use.
+/// selected), so that a run of stores reads one byte instead of the
+/// nesting counts, the interrupt depth and the backend in use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreMode {
     /// Not in an active section (or in an interrupt handler): every
@@ -66,7 +65,7 @@ pub struct ArchLazyState {
     /// barriers are owed.
     pending: Cell<bool>,
     /// `deferred-writes`: stores not made yet, oldest first.
-    queue: [Cell<(*mut u64, u64)>; DEFERRED_QUEUE_LEN],
+    queue: [Cell<(Run, Descriptor)>; DEFERRED_QUEUE_LEN],
     queued: Cell<usize>,
 }
 
@@ -75,7 +74,7 @@ impl ArchLazyState {
         ArchLazyState {
             mode: Cell::new(StoreMode::Now),
             pending: Cell::new(false),
-            queue: [const { Cell::new((null_mut(), 0)) }; DEFERRED_QUEUE_LEN],
+            queue: [const { Cell::new((Run::EMPTY, Descriptor::INVALID)) }; DEFERRED_QUEUE_LEN],
             queued: Cell::new(0),
         }
     }
@@ -109,13 +108,11 @@ impl ArchLazyState {
         self.queued.get()
     }
 
-    fn push(&self, slot: *mut u64, desc: Descriptor) {
+    fn push(&self, one: Run, desc: Descriptor) {
         let n = self.queued.get();
-        self.queue[n].set((slot, desc.0));
+        self.queue[n].set((one, desc));
         self.queued.set(n + 1);
-        if let Some(observer) = observe::observer() {
-            observer.queued(slot, true);
-        }
+        observe::tell(|o| o.queue(QueueEvent::Queued { slot: one.first, waiting: n + 1 }));
     }
 
     /// Makes every queued store, in order; leaves the barriers owed.
@@ -124,14 +121,12 @@ impl ArchLazyState {
         if n == 0 {
             return;
         }
-        trace::emit(format_args!("apply {n} queued store{}", if n == 1 { "" } else { "s" }));
+        observe::tell(|o| o.queue(QueueEvent::Applying { count: n }));
         for cell in &self.queue[..n] {
-            let (slot, value) = cell.get();
-            if let Some(observer) = observe::observer() {
-                observer.queued(slot, false);
-            }
-            // SAFETY: queued by `set_entry`, whose caller vouched for the slot.
-            unsafe { store(slot, Descriptor(value)) };
+            let (one, desc) = cell.get();
+            observe::tell(|o| o.queue(QueueEvent::Dequeued { slot: one.first }));
+            // SAFETY: queued by `write_run`, whose caller vouched for the entry.
+            unsafe { store_entries(&one, |_| Some(desc)) };
         }
     }
 }
@@ -153,7 +148,8 @@ impl fmt::Display for ArchLazyState {
 }
 
 /// The arch hooks (Linux's `arch_*_lazy_mmu_mode`). Only the generic layer
-/// and the context switch call them.
+/// calls them. What a store does is not a hook: the task's [`StoreMode`]
+/// says it, and [`write_run`] does it.
 pub trait LazyMmuBackend: Sync {
     /// The outermost section starts.
     fn enter(&self, state: &ArchLazyState);
@@ -170,49 +166,147 @@ pub trait LazyMmuBackend: Sync {
     fn resume(&self, state: &ArchLazyState) {
         self.enter(state)
     }
-    /// Stores `desc` into the entry at `slot` (arm64's `__set_pte`), now or
-    /// later, and pays or defers what the store owes. `lazy` says whether
-    /// the current task is in an active section (never in interrupt context).
-    ///
-    /// # Safety
-    /// `slot` is an entry of a live page table, and stays one until the
-    /// store is made.
-    unsafe fn set_entry(&self, state: &ArchLazyState, slot: *mut u64, desc: Descriptor, lazy: bool);
     /// Every store asked for reaches memory now (barriers may stay owed):
     /// TLB maintenance must come after the stores it is for.
     fn sync(&self, _state: &ArchLazyState) {}
 }
 
-/// The store itself: one 64-bit `str`, single-copy atomic, so the walker
-/// sees the old or the new descriptor, never a mix.
+/// Writes `new(i)` into entry `i` of `run` wherever it is `Some`, as the
+/// task's [`StoreMode`] says (arm64's `__set_pte` and `set_ptes`): the
+/// store policy of every backend, in one place. Returns how many entries
+/// it wrote (stored or queued).
+///
+/// - `Pending` (`batched` in a section): the whole run is one plain loop
+///   of stores, and the pair is owed once if any entry was valid.
+/// - `Now`, `EagerInSection`: each entry is stored and, if valid, followed
+///   by its pair at once.
+/// - `Queue` (`deferred-writes` in a section): each entry is queued.
+///
+/// `new(i)` computes a descriptor and may read entry `i` (and no other
+/// entry of the run); it is asked again by the observers, if any listen.
 ///
 /// # Safety
-/// `slot` is an entry of a live page table.
+/// `run` lies inside one live page table (or one not linked yet and owned
+/// by the caller), which stays one until the stores are made (under
+/// `deferred-writes`, until the section is flushed); each store is one the
+/// caller may make (see `pgtable::write_entry`).
 #[inline(always)]
-unsafe fn store(slot: *mut u64, desc: Descriptor) {
-    match observe::observer() {
-        // SAFETY: as the caller guarantees.
-        Some(observer) => unsafe { store_observed(observer, slot, desc) },
-        // SAFETY: as the caller guarantees.
-        None => unsafe { write_volatile(slot, desc.0) },
+pub unsafe fn write_run(state: &ArchLazyState, run: Run, new: impl Fn(usize) -> Option<Descriptor>) -> usize {
+    let mode = state.store_mode();
+    match mode {
+        StoreMode::Pending => {
+            observe::tell(|o| o.writing(&run, mode, &new));
+            // SAFETY: as our caller guarantees.
+            let (written, valid) = unsafe { store_entries(&run, &new) };
+            if valid {
+                state.pending.set(true);
+            }
+            written
+        }
+        // SAFETY: as our caller guarantees.
+        StoreMode::Now | StoreMode::EagerInSection => unsafe { write_run_eager(run, mode, new) },
+        // SAFETY: as our caller guarantees.
+        StoreMode::Queue => unsafe { DeferredWrites::queue_run(state, run, &new) },
     }
 }
 
-/// [`store`] with an observer listening (the checker): it makes the store.
+/// [`write_run`] a store at a time, each valid one followed by its pair.
 ///
 /// # Safety
-/// `slot` is an entry of a live page table.
-#[cold]
-#[inline(never)]
-unsafe fn store_observed(observer: &dyn observe::Observer, slot: *mut u64, desc: Descriptor) {
-    // SAFETY: as the caller guarantees.
-    let write = || unsafe { write_volatile(slot, desc.0) };
-    observer.store(slot, desc.0, &write);
+/// As [`write_run`].
+#[inline(always)]
+unsafe fn write_run_eager(run: Run, mode: StoreMode, new: impl Fn(usize) -> Option<Descriptor>) -> usize {
+    let mut written = 0;
+    for i in 0..run.len {
+        let Some(desc) = new(i) else { continue };
+        let one = run.one(i);
+        observe::tell(|o| o.writing(&one, mode, &|_| Some(desc)));
+        // SAFETY: entry `i` of the caller's run.
+        let (_, valid) = unsafe { store_entries(&one, |_| Some(desc)) };
+        if valid {
+            emit_pair();
+        }
+        written += 1;
+    }
+    written
+}
+
+/// The one place a descriptor is stored into a live page table (besides
+/// the boot code's tables, made before the MMU is on, and the zeroing of
+/// a table not linked yet, `pgtable::alloc_table`): entry `i` of `run`
+/// gets `new(i)` where that is `Some`, each a single 64-bit `str`
+/// (single-copy atomic, so the walker sees the old or the new descriptor,
+/// never a mix). With the checker listening, the same loop runs inside
+/// its check (`observe::storing`). Returns how many entries it stored,
+/// and whether any of them was valid (the pair is then owed).
+///
+/// # Safety
+/// As [`write_run`], and the store is made now.
+#[inline(always)]
+unsafe fn store_entries(run: &Run, new: impl Fn(usize) -> Option<Descriptor>) -> (usize, bool) {
+    let mut stored = (0, false);
+    // (Counted so that the loop's common case does no counting: the
+    // slots skipped, rare, and the valid bits ORed, which each caller's
+    // descriptors fix at compile time, so that the OR folds away.)
+    let mut store = || {
+        let (mut skipped, mut valid) = (0, 0);
+        for i in 0..run.len {
+            match new(i) {
+                Some(desc) => {
+                    // SAFETY: entry `i` of the caller's run, inside its table.
+                    unsafe { write_volatile(run.first.add(i), desc.0) };
+                    valid |= desc.0;
+                }
+                None => {
+                    core::hint::cold_path();
+                    skipped += 1;
+                }
+            }
+        }
+        stored = (run.len - skipped, Descriptor(valid).is_valid());
+    };
+    observe::storing(run, &new, &mut store);
+    stored
+}
+
+/// Bugs this module can be made to have, to show that the checks catch
+/// them (`planted`: debug builds only; a release build has none).
+#[cfg(debug_assertions)]
+pub mod planted {
+    use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+    /// The pair is issued `isb; dsb ishst`.
+    pub const SWAP_PAIR: u8 = 1 << 0;
+    /// `batched` forgets what is pending when a section is left.
+    pub const SKIP_LEAVE_PAIR: u8 = 1 << 1;
+
+    static PLANTED: AtomicU8 = AtomicU8::new(0);
+
+    /// Plants the bugs of `bits` (0: none).
+    pub fn plant(bits: u8) {
+        PLANTED.store(bits, Relaxed);
+    }
+
+    #[inline(always)]
+    pub(super) fn planted(bit: u8) -> bool {
+        PLANTED.load(Relaxed) & bit != 0
+    }
+}
+
+/// Without planted bugs (a release build): none is ever planted.
+#[cfg(not(debug_assertions))]
+mod planted {
+    pub const SWAP_PAIR: u8 = 0;
+    pub const SKIP_LEAVE_PAIR: u8 = 0;
+    #[inline(always)]
+    pub(super) fn planted(_: u8) -> bool {
+        false
+    }
 }
 
 /// `dsb ishst; isb`: the pair a valid entry store owes.
 fn emit_pair() {
-    if planted(Bug::SwapPair) {
+    if planted::planted(planted::SWAP_PAIR) {
         barrier::isb();
         barrier::dsb_ishst();
         return;
@@ -233,14 +327,6 @@ impl LazyMmuBackend for Eager {
     fn enter(&self, _: &ArchLazyState) {}
     fn leave(&self, _: &ArchLazyState) {}
     fn flush(&self, _: &ArchLazyState) {}
-    #[inline(always)]
-    unsafe fn set_entry(&self, _: &ArchLazyState, slot: *mut u64, desc: Descriptor, _: bool) {
-        // SAFETY: as our caller guarantees.
-        unsafe { store(slot, desc) };
-        if desc.is_valid() {
-            emit_pair();
-        }
-    }
 }
 
 pub struct Batched;
@@ -248,7 +334,7 @@ pub struct Batched;
 impl LazyMmuBackend for Batched {
     fn enter(&self, _: &ArchLazyState) {}
     fn leave(&self, state: &ArchLazyState) {
-        if planted(Bug::SkipLeavePair) {
+        if planted::planted(planted::SKIP_LEAVE_PAIR) {
             state.pending.set(false);
             return;
         }
@@ -256,20 +342,6 @@ impl LazyMmuBackend for Batched {
     }
     fn flush(&self, state: &ArchLazyState) {
         emit_if_pending(state);
-    }
-    #[inline(always)]
-    unsafe fn set_entry(&self, state: &ArchLazyState, slot: *mut u64, desc: Descriptor, lazy: bool) {
-        // SAFETY: as our caller guarantees.
-        unsafe { store(slot, desc) };
-        if !desc.is_valid() {
-            return;
-        }
-        if lazy {
-            state.pending.set(true);
-            trace::emit(format_args!("  barriers deferred (pending)"));
-        } else {
-            emit_pair();
-        }
     }
 }
 
@@ -280,6 +352,31 @@ impl DeferredWrites {
         state.apply_queue();
         emit_if_pending(state);
     }
+
+    /// [`write_run`] in an active section: each entry is queued (the
+    /// queue applied first when it is full), and the pair owed if valid.
+    ///
+    /// # Safety
+    /// As [`write_run`].
+    #[inline(never)]
+    unsafe fn queue_run(state: &ArchLazyState, run: Run, new: &dyn Fn(usize) -> Option<Descriptor>) -> usize {
+        let mut written = 0;
+        for i in 0..run.len {
+            let Some(desc) = new(i) else { continue };
+            let one = run.one(i);
+            observe::tell(|o| o.writing(&one, StoreMode::Queue, &|_| Some(desc)));
+            if state.queued() == DEFERRED_QUEUE_LEN {
+                observe::tell(|o| o.queue(QueueEvent::Full));
+                Self::apply(state);
+            }
+            state.push(one, desc);
+            if desc.is_valid() {
+                state.pending.set(true);
+            }
+            written += 1;
+        }
+        written
+    }
 }
 
 impl LazyMmuBackend for DeferredWrites {
@@ -289,26 +386,6 @@ impl LazyMmuBackend for DeferredWrites {
     }
     fn flush(&self, state: &ArchLazyState) {
         Self::apply(state);
-    }
-    #[inline(never)]
-    unsafe fn set_entry(&self, state: &ArchLazyState, slot: *mut u64, desc: Descriptor, lazy: bool) {
-        if !lazy {
-            // SAFETY: as our caller guarantees.
-            unsafe { store(slot, desc) };
-            if desc.is_valid() {
-                emit_pair();
-            }
-            return;
-        }
-        if state.queued() == DEFERRED_QUEUE_LEN {
-            trace::emit(format_args!("  queue full"));
-            Self::apply(state);
-        }
-        state.push(slot, desc);
-        if desc.is_valid() {
-            state.pending.set(true);
-        }
-        trace::emit(format_args!("  store queued ({} waiting), memory still holds the old entry", state.queued()));
     }
     fn sync(&self, state: &ArchLazyState) {
         state.apply_queue();
@@ -374,68 +451,6 @@ static SELECTED: AtomicU8 = AtomicU8::new(Backend::DEFAULT as u8);
 /// The backend in use (at boot, [`Backend::DEFAULT`]).
 pub fn selected() -> Backend {
     Backend::ALL[SELECTED.load(Relaxed) as usize]
-}
-
-/// The store through the backend in use, as the task's [`StoreMode`]
-/// says: [`LazyMmuBackend::set_entry`] of that backend, called directly
-/// (no dynamic dispatch, no second look at the task's state: this is the
-/// path of every entry written). Outside a section every backend does
-/// what `eager` does.
-///
-/// # Safety
-/// As [`LazyMmuBackend::set_entry`].
-#[inline(always)]
-pub unsafe fn set_entry(state: &ArchLazyState, slot: *mut u64, desc: Descriptor) {
-    // SAFETY: as our caller guarantees.
-    unsafe {
-        match state.store_mode() {
-            StoreMode::Now => Eager.set_entry(state, slot, desc, false),
-            StoreMode::EagerInSection => Eager.set_entry(state, slot, desc, true),
-            StoreMode::Pending => Batched.set_entry(state, slot, desc, true),
-            StoreMode::Queue => DeferredWrites.set_entry(state, slot, desc, true),
-        }
-    }
-}
-
-/// [`set_entry`] with nothing watching the stores (no observer listening,
-/// no trace): what the backends' `set_entry` do, without their calls to
-/// the observer and the trace, so that the store path of an unwatched
-/// kernel is a handful of instructions. `deferred-writes` in a section
-/// keeps its own, out of line.
-///
-/// # Safety
-/// As [`LazyMmuBackend::set_entry`].
-#[inline(always)]
-pub unsafe fn set_entry_unwatched(state: &ArchLazyState, slot: *mut u64, desc: Descriptor) {
-    match state.store_mode() {
-        StoreMode::Pending => {
-            // SAFETY: as our caller guarantees.
-            unsafe { write_volatile(slot, desc.0) };
-            if desc.is_valid() {
-                state.pending.set(true);
-            }
-        }
-        StoreMode::Now | StoreMode::EagerInSection => {
-            // SAFETY: as our caller guarantees.
-            unsafe { write_volatile(slot, desc.0) };
-            if desc.is_valid() {
-                emit_pair();
-            }
-        }
-        // SAFETY: as our caller guarantees.
-        StoreMode::Queue => unsafe { DeferredWrites.set_entry(state, slot, desc, true) },
-    }
-}
-
-/// After a run of plain stores in an active `batched` section
-/// ([`StoreMode::Pending`], nothing watching): the pair is owed if any of
-/// them was valid, as [`set_entry_unwatched`] would have owed it for each.
-#[inline(always)]
-pub fn stored_run(state: &ArchLazyState, valid: bool) {
-    debug_assert_eq!(state.store_mode(), StoreMode::Pending, "a run of plain stores outside a batched section");
-    if valid {
-        state.pending.set(true);
-    }
 }
 
 /// Makes `backend` the one in use, and nothing else: the generic layer's

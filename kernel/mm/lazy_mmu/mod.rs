@@ -28,6 +28,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 pub use crate::arch::lazy_mmu::Backend;
 use crate::arch::lazy_mmu::{self as arch, ArchLazyState, StoreMode};
+use crate::arch::observe::Run;
 use crate::irq::in_interrupt;
 use crate::mm::descriptor::Descriptor;
 use crate::mm::pgtable_check;
@@ -207,99 +208,41 @@ fn active_in(task: &task::Task) -> bool {
     !task.in_irq() && task.lazy_mmu.is_active()
 }
 
-/// Is anything watching the entry stores: the trace, or an observer (the
-/// page-table rules checker)? When not, a store takes the short path,
-/// [`set_entry`]; when so, [`set_entry_watched`]. Two loads.
-#[inline(always)]
-pub fn stores_watched() -> bool {
-    trace::enabled() || crate::arch::observe::listening()
-}
-
-/// Counts one entry write of `task`: in the task when in a section (no
-/// atomic; see `stats`), in the backend's totals when not.
-#[inline(always)]
-fn count_write(task: &task::Task, lazy: bool) {
-    if lazy {
-        let writes = &task.lazy_mmu.unaccounted_writes;
-        writes.set(writes.get() + 1);
-    } else {
-        stats::written_outside_section();
-    }
-}
-
-/// Stores `desc` at `slot` through the backend, with nothing watching
-/// (see [`stores_watched`]): with [`set_entry_watched`], the only ways
-/// `pgtable::write_entry` writes a table.
-///
-/// This is the path of every entry written when the bench measures, so it
-/// does only what the architecture needs and what keeps the counts exact:
-/// `current` from a register, one byte of the task saying what a store
-/// does now (`arch::lazy_mmu::StoreMode`, decided when the task's state
-/// changes), the write counted in the task, the store, and the pair or
-/// the pending flag a valid entry owes.
+/// Writes `new(i)` into entry `i` of `run` wherever it is `Some`: the
+/// one way the kernel stores descriptors into page tables
+/// (`pgtable::write_entry` for one entry, `pgtable::write_ptes` for a run
+/// of one table's level-3 entries). What a store does is the current
+/// task's [`StoreMode`], decided when its state last changed
+/// (`arch::lazy_mmu::write_run`); this layer counts the writes: in the
+/// task in a section (no atomic; see `stats`), in the backend's totals
+/// outside. Whatever watches (the checker, the trace) is told by the
+/// store itself and changes nothing of it: this is the path the bench
+/// measures and the checker checks. Returns how many entries it wrote.
 ///
 /// # Safety
-/// `slot` is an entry of a live page table and stays one until the store
-/// is made (under `deferred-writes`, until the section is flushed).
+/// As `arch::lazy_mmu::write_run`: `run` lies in one live page table (or
+/// one the caller owns, not linked yet), kept until the stores are made,
+/// and each store is one the caller may make.
 #[inline(always)]
-pub(crate) unsafe fn set_entry(slot: *mut u64, desc: Descriptor) {
+pub(crate) unsafe fn write_run(run: Run, new: impl Fn(usize) -> Option<Descriptor>) -> usize {
     let task = task::current();
     let state = &task.lazy_mmu.arch;
-    count_write(task, state.store_mode() != StoreMode::Now);
+    let mode = state.store_mode();
     // SAFETY: as our caller guarantees.
-    unsafe { arch::set_entry_unwatched(state, slot, desc) };
-}
-
-/// [`set_entry`] with the trace or the checker watching: the backend's
-/// own store, which tells the observer and prints its trace lines, and
-/// the checker's checkpoint after a write outside any section.
-///
-/// # Safety
-/// As [`set_entry`].
-#[cold]
-#[inline(never)]
-pub(crate) unsafe fn set_entry_watched(slot: *mut u64, desc: Descriptor) {
-    let task = task::current();
-    let lazy = task.lazy_mmu.arch.store_mode() != StoreMode::Now;
-    count_write(task, lazy);
-    // SAFETY: as our caller guarantees.
-    unsafe { arch::set_entry(&task.lazy_mmu.arch, slot, desc) };
-    if !lazy && pgtable_check::enabled() {
-        pgtable_check::wrote_outside_section();
+    let written = unsafe { arch::write_run(state, run, new) };
+    if written == 0 {
+        return 0;
     }
-}
-
-/// Leave to make a run of entry stores into one table as plain stores
-/// (`pgtable::write_ptes`), with the bookkeeping once for the run: given
-/// only in an active `batched` section with nothing watching, where a
-/// store does nothing but the store, count itself and owe the pair if
-/// valid ([`set_entry`]). Everywhere else each store must go its own way
-/// (`eager` pays a pair per valid entry, `deferred-writes` queues it, the
-/// checker and the trace see it): None.
-pub(crate) struct PlainStores {
-    task: &'static task::Task,
-}
-
-/// [`PlainStores`] for the current task, if its stores may be made so now.
-#[inline(always)]
-pub(crate) fn plain_stores() -> Option<PlainStores> {
-    if stores_watched() {
-        return None;
+    if mode == StoreMode::Now {
+        stats::written_outside_section(written as u64);
+        if pgtable_check::enabled() {
+            pgtable_check::wrote_outside_section();
+        }
+    } else {
+        let writes = &task.lazy_mmu.unaccounted_writes;
+        writes.set(writes.get() + written as u64);
     }
-    let task = task::current();
-    (task.lazy_mmu.arch.store_mode() == StoreMode::Pending).then_some(PlainStores { task })
-}
-
-impl PlainStores {
-    /// The run is made: `written` entries, at least one of them valid if
-    /// `valid`. Counts them and owes the pair, as `written` calls of
-    /// [`set_entry`] would have.
-    #[inline(always)]
-    pub(crate) fn stored(self, written: u64, valid: bool) {
-        let writes = &self.task.lazy_mmu.unaccounted_writes;
-        writes.set(writes.get() + written);
-        arch::stored_run(&self.task.lazy_mmu.arch, valid);
-    }
+    written
 }
 
 /// Stores the current task has queued and not made yet (`deferred-writes`

@@ -88,10 +88,10 @@ fn mine() -> &'static Counters {
     &COUNTERS[selected().index()]
 }
 
-/// An entry written outside any active section (or in an interrupt).
+/// `n` entries written outside any active section (or in an interrupt).
 #[inline]
-pub(super) fn written_outside_section() {
-    mine().entry_writes.fetch_add(1, Relaxed);
+pub(super) fn written_outside_section(n: u64) {
+    mine().entry_writes.fetch_add(n, Relaxed);
 }
 
 /// Adds the writes `task` made in its sections to the backend's counts.

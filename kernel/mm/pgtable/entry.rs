@@ -1,10 +1,10 @@
-//! The entry handle ([`EntryRef`]) and the one store path ([`write_entry`]).
+//! The entry handle ([`EntryRef`]) and the store of one entry ([`write_entry`]).
 
-use core::fmt;
 use core::marker::PhantomData;
 use core::ptr::read_volatile;
 
 use super::*;
+use crate::arch::observe::Run;
 use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::descriptor::{Descriptor, Entry, Level};
 use crate::mm::walk::Slot;
@@ -103,10 +103,11 @@ impl<'walk> EntryRef<'walk> {
     }
 }
 
-/// Writes `desc` into a page-table entry: the only way the kernel changes
-/// a page table. The store and the barriers it owes are the lazy MMU
-/// backend's business (`mm::lazy_mmu`): made and paid at once, paid at the
-/// end of the section, or (under `deferred-writes`) both at the end.
+/// Writes `desc` into a page-table entry: a run of one through the one
+/// store path (`lazy_mmu::write_run`). The store and the barriers it owes
+/// are the lazy MMU backend's business (`mm::lazy_mmu`): made and paid at
+/// once, paid at the end of the section, or (under `deferred-writes`)
+/// both at the end.
 ///
 /// # Safety
 /// The entry is the caller's to change: a valid `desc` maps only memory
@@ -117,63 +118,8 @@ impl<'walk> EntryRef<'walk> {
 /// borrows.
 #[inline(always)]
 pub unsafe fn write_entry(entry: &EntryRef<'_>, desc: Descriptor) {
-    if lazy_mmu::stores_watched() {
-        // SAFETY: as below.
-        unsafe { write_entry_watched(entry.ptr, entry.level, entry.va, desc) };
-        return;
-    }
-    // SAFETY: `ptr` points into a live page-table page (see EntryRef::read);
-    // the caller keeps the table until its section ends.
-    unsafe { lazy_mmu::set_entry(entry.ptr, desc) };
-}
-
-/// [`write_entry`] with the trace or the checker on: the trace line, then
-/// the store path that tells them.
-///
-/// # Safety
-/// As [`write_entry`].
-#[cold]
-#[inline(never)]
-unsafe fn write_entry_watched(ptr: *mut u64, level: Level, va: VirtAddr, desc: Descriptor) {
-    // (The entry in parts: passed in registers, so that the short path
-    // never has to build it in memory.)
-    if crate::trace::enabled() {
-        trace_write(EntryRef { ptr, level, va, walk: PhantomData }, desc);
-    }
-    // SAFETY: as for write_entry.
-    unsafe { lazy_mmu::set_entry_watched(ptr, desc) };
-}
-
-fn trace_write(entry: EntryRef<'_>, desc: Descriptor) {
-    crate::trace::emit(format_args!(
-        "write L{} entry for {}: {}",
-        entry.level.0,
-        entry.va,
-        Described(desc, entry.level)
-    ));
-}
-
-/// A descriptor in words, for traces.
-struct Described(Descriptor, Level);
-
-impl fmt::Display for Described {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.decode(self.1) {
-            Entry::Invalid => write!(f, "invalid (clears it)"),
-            Entry::Table(pa) => write!(f, "table at {pa}"),
-            Entry::Leaf { addr, attrs } => {
-                let size = match self.1.0 {
-                    1 => "1G block",
-                    2 => "2M block",
-                    _ => "page",
-                };
-                let perm = match (attrs.writable, attrs.executable) {
-                    (true, _) => "RW",
-                    (false, true) => "RX",
-                    (false, false) => "RO",
-                };
-                write!(f, "{size} -> {addr} {perm}")
-            }
-        }
-    }
+    let run = Run { first: entry.ptr, len: 1, level: entry.level, va: entry.va.as_u64() };
+    // SAFETY: `ptr` points into a live page-table page (see EntryRef::read),
+    // kept by the caller's walk; the store is the caller's to make.
+    unsafe { lazy_mmu::write_run(run, |_| Some(desc)) };
 }

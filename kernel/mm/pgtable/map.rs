@@ -146,8 +146,9 @@ pub unsafe fn clear_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(),
     check_range(va, size)?;
     // Is every level-3 entry of the range zero at the end? (Clears make
     // them so; an invalid entry that is not zero, which nothing here
-    // writes, stays, and its table is looked at.)
-    let mut left = 0;
+    // writes, stays, and its table is looked at.) A cell: the run's
+    // callback may be asked more than once per slot (see `write_ptes`).
+    let left = core::cell::Cell::new(0);
     {
         let walking = walking_from(root);
         let walk = &walking;
@@ -192,13 +193,13 @@ pub unsafe fn clear_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(),
                     if old.is_valid() {
                         return Some(Descriptor::INVALID);
                     }
-                    left |= old.0;
+                    left.set(left.get() | old.0);
                     None
                 })
             };
         }
     }
-    let cleared = if left == 0 { Cleared::Leaves } else { Cleared::Unknown };
+    let cleared = if left.get() == 0 { Cleared::Leaves } else { Cleared::Unknown };
     // SAFETY: `root` is a level-0 table, and the range the caller's (our
     // caller's contract); `cleared` says what the walk above left.
     unsafe { super::reclaim::reclaim_unless_walked(root, va, size, tlb::Changed::LEAVES, cleared) };

@@ -1,23 +1,21 @@
-//! Runs of level-3 entries of one table ([`Ptes`]), and the batched store
-//! path that writes them: [`set_ptes`] (Linux's `set_ptes`: consecutive
+//! Runs of level-3 entries of one table ([`Ptes`]), and the batched
+//! stores that write them: [`set_ptes`] (Linux's `set_ptes`: consecutive
 //! pages), [`modify_ptes`] and [`clear_ptes`].
 //!
-//! Each store of a run is what [`write_entry`] would make of it, with the
-//! same barriers, counts and checks; what a run saves is the bookkeeping
-//! around each store. In an active `batched` section with nothing
-//! watching (no checker, no trace) the run is a plain loop of stores, and
-//! the lazy MMU layer is told once, after it: how many entries were
-//! written, and whether any was valid (then the pair is owed, as arm64's
-//! `set_ptes` pays its barriers once for `nr` entries). Everywhere else
-//! (under `eager`, which pays a pair per valid store; under
-//! `deferred-writes`, which queues each; outside a section; with the
-//! checker or the trace on, which must see each store) every entry goes
-//! through [`write_entry`], one at a time.
+//! A run goes down the one store path whole (`lazy_mmu::write_run`):
+//! each store is what [`write_entry`] would make of it, with the same
+//! barriers, counts and checks, and what a run saves is the bookkeeping
+//! around each store. In an active `batched` section the run is one plain
+//! loop of stores and the pair is owed once, after it, if any entry was
+//! valid (as arm64's `set_ptes` pays its barriers once for `nr` entries);
+//! under `eager` each valid store pays its pair, under `deferred-writes`
+//! each is queued. The checker and the trace watch the same loop.
 
 use core::marker::PhantomData;
-use core::ptr::{read_volatile, write_volatile};
+use core::ptr::read_volatile;
 
 use super::*;
+use crate::arch::observe::Run;
 use crate::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::mm::descriptor::{Descriptor, Level};
 use crate::mm::lazy_mmu;
@@ -115,51 +113,21 @@ impl PteSlot {
 
 /// Writes `new(slot)` into every slot of the run where it is `Some`
 /// (`new` may read the slot first): the one loop behind [`set_ptes`],
-/// [`modify_ptes`] and [`clear_ptes`]. `new` only computes descriptors;
-/// it must not write page tables itself. Returns how many entries it wrote.
+/// [`modify_ptes`] and [`clear_ptes`], a run through the one store path
+/// (`lazy_mmu::write_run`). `new` only computes descriptors from the
+/// slot's index and old value; it must not write page tables itself, and
+/// it may be asked more than once for a slot (by the checker and the
+/// trace, before the store). Returns how many entries it wrote.
 ///
 /// # Safety
 /// Each store is one [`write_entry`] would be allowed to make.
-#[inline(never)]
-pub unsafe fn write_ptes(ptes: &Ptes<'_>, mut new: impl FnMut(&PteSlot) -> Option<Descriptor>) -> usize {
-    let (first, len) = (ptes.first, ptes.len);
-    // (Called for index < len only: inside the run.)
-    let slot = |index: usize| PteSlot { ptr: first.wrapping_add(index), index };
-    let Some(plain) = lazy_mmu::plain_stores() else {
-        let mut written = 0;
-        for i in 0..len {
-            if let Some(desc) = new(&slot(i)) {
-                // SAFETY: as our caller guarantees.
-                unsafe { write_entry(&ptes.entry(i), desc) };
-                written += 1;
-            }
-        }
-        return written;
-    };
-    // (Counted so that the loop's common case does no counting: the
-    // slots skipped, rare, and the valid bits ORed, which each of our
-    // callers' descriptors fix at compile time, so that the OR folds away.)
-    let (mut skipped, mut valid) = (0, 0);
-    for i in 0..len {
-        let slot = slot(i);
-        match new(&slot) {
-            Some(desc) => {
-                // SAFETY: an entry of the run's live table (see
-                // PteSlot::read); the store is one write_entry may make
-                // (our caller's), and `plain` owes what it owes once the
-                // run is done.
-                unsafe { write_volatile(slot.ptr, desc.0) };
-                valid |= desc.0;
-            }
-            None => {
-                core::hint::cold_path();
-                skipped += 1;
-            }
-        }
-    }
-    let written = len - skipped;
-    plain.stored(written as u64, Descriptor(valid).is_valid());
-    written
+#[inline(always)]
+pub unsafe fn write_ptes(ptes: &Ptes<'_>, new: impl Fn(&PteSlot) -> Option<Descriptor>) -> usize {
+    let first = ptes.first;
+    let run = Run { first, len: ptes.len, level: Level::L3, va: ptes.va.as_u64() };
+    // SAFETY: the run's entries lie in its live table, which the walk
+    // keeps (see `Ptes::new`); the stores are our caller's to make.
+    unsafe { lazy_mmu::write_run(run, |index| new(&PteSlot { ptr: first.wrapping_add(index), index })) }
 }
 
 /// Maps the run to consecutive pages (Linux's `set_ptes(mm, addr, ptep,

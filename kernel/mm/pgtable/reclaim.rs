@@ -25,9 +25,9 @@ pub(crate) enum Cleared {
     /// Every level-3 entry of the range is zero: the caller, who owns the
     /// range (nothing else maps into it), has just cleared them. A level-3
     /// table wholly inside the range is empty without a look, as the
-    /// ideal loop knows its own tables are. With the checker on it is
-    /// looked at anyway, so that a table a broken caller left entries in
-    /// stays linked (and the tests that check its pages see them).
+    /// ideal loop knows its own tables are. The checker, if on, verifies
+    /// the claim (`pgtable_check::claimed_empty`) and reports a table a
+    /// broken caller left entries in; the code takes the same path.
     Leaves,
 }
 
@@ -46,8 +46,11 @@ fn unlink_empty_tables(root: PhysAddr, va: VirtAddr, size: u64, cleared: Cleared
 /// the caller described with `cleared`, empty?
 fn leaf_table_is_empty(table: PhysAddr, cleared: Cleared) -> bool {
     match cleared {
-        Cleared::Leaves if !pgtable_check::enabled() => true,
-        _ => table_is_empty(table),
+        Cleared::Leaves => {
+            pgtable_check::claimed_empty(table);
+            true
+        }
+        Cleared::Unknown => table_is_empty(table),
     }
 }
 

@@ -5,7 +5,7 @@
 //! walk, so a missing or misplaced `dsb`/`dmb`/`isb` never faults there:
 //! barrier *counts* can be tested, barrier *placement* cannot. The checker
 //! watches the two things the architecture's rules are about, every
-//! descriptor store (`arch::lazy_mmu`'s one store path) and every ordering
+//! descriptor store (`arch::lazy_mmu`'s one store) and every ordering
 //! instruction and TLBI (`arch::barrier`), through `arch::observe`, keeps
 //! shadow state per entry, per table page, per CPU and per task (or
 //! interrupt handler), and reports each broken rule as it happens:
@@ -40,11 +40,13 @@
 //!   publish, and before a TLBI of the entry it must make visible; `dsb ish`
 //!   then `isb` follow a TLBI.
 //!
-//! Everything is checked under one lock, and a descriptor store is made
-//! under it too (`arch::observe::Observer::store`): another CPU may read a
-//! new entry the instant it is in memory (a table linked by one CPU is
-//! shared by the next), so the store and its check must be one step, or
-//! that CPU's use of the entry could be checked before the store was.
+//! Everything is checked under one lock. The checker watches and never
+//! stores: the store path tells it of a run of stores before making them
+//! (`arch::observe::Observer::storing`), and then makes them exactly as
+//! it does with the checker off. Told first, the checker has judged a new
+//! entry before another CPU can read it from memory (a table linked by
+//! one CPU is shared by the next), so that CPU's use of it is never
+//! checked before the store that made it.
 //!
 //! A violation is recorded with the rule, a sentence, the entry (its VA,
 //! level, old and new descriptor), the CPU, the task and the call chain,
@@ -62,8 +64,9 @@ pub use report::{EntryChange, Rule, Violation};
 use shadow::Checker;
 
 use crate::arch::cpu;
-use crate::arch::observe::{self, Issued, Observer};
+use crate::arch::observe::{self, Issued, Observer, QueueEvent, Run, Watcher};
 use crate::mm::addr::PhysAddr;
+use crate::mm::descriptor::Descriptor;
 use crate::mm::lazy_mmu;
 use crate::sync::IrqSpinLock;
 use crate::{boot_args, println};
@@ -107,7 +110,7 @@ pub fn init() {
         return;
     }
     *CHECKER.lock() = Some(Checker::new());
-    observe::install(&HOOKS);
+    observe::install(Watcher::Checker, &HOOKS);
     ENABLED.store(true, Relaxed);
 }
 
@@ -121,7 +124,7 @@ pub fn enabled() -> bool {
 /// it). It cannot be turned back on: tables made meanwhile are unknown.
 pub fn disable() {
     ENABLED.store(false, Relaxed);
-    observe::stop_listening();
+    observe::set_listening(Watcher::Checker, false);
 }
 
 /// Runs `f` on the checker with the context it was called in, then
@@ -140,24 +143,6 @@ fn check(fp: u64, f: impl FnOnce(&mut Checker)) {
         checker.take_found()
     };
     record(found);
-}
-
-/// Makes a descriptor store and judges it in one step under the checker's
-/// lock: a CPU that reads the new entry from memory (to share a table it
-/// links) can only be checked after the store that put it there.
-fn store_checked(fp: u64, slot: *mut u64, new: u64, write: &dyn Fn()) {
-    let mut written = false;
-    check(fp, |c| {
-        // SAFETY: `slot` is the entry of a live page table the store path
-        // is about to write (its caller's contract); reading it is harmless.
-        let old = unsafe { core::ptr::read_volatile(slot) };
-        write();
-        written = true;
-        c.stored(slot as u64, old, new);
-    });
-    if !written {
-        write();
-    }
 }
 
 fn record(found: Vec<Violation>) {
@@ -197,11 +182,42 @@ impl Observer for Hooks {
     fn issued(&self, what: Issued) {
         check(cpu::frame_pointer(), |c| c.issued(what));
     }
-    fn store(&self, slot: *mut u64, new: u64, write: &dyn Fn()) {
-        store_checked(cpu::frame_pointer(), slot, new, write);
+    /// The run's stores and their judgement, one step under the checker's
+    /// lock: a CPU that reads a new entry from memory (to share a table it
+    /// links) can only be checked after the store that put it there. The
+    /// stores are the store path's own loop, as it runs when nothing
+    /// watches; the checker reads the old entries first and learns the new
+    /// ones from `new`.
+    fn storing(&self, run: &Run, new: &dyn Fn(usize) -> Option<Descriptor>, store: &mut dyn FnMut()) {
+        let mut stored = false;
+        check(cpu::frame_pointer(), |c| {
+            let changes: Vec<(u64, u64, u64)> = (0..run.len)
+                .filter_map(|i| {
+                    let desc = new(i)?;
+                    let slot = run.first.wrapping_add(i);
+                    // SAFETY: an entry of the live page table the store path
+                    // is about to write (its caller's contract); reading it
+                    // is harmless.
+                    let old = unsafe { core::ptr::read_volatile(slot) };
+                    Some((slot as u64, old, desc.0))
+                })
+                .collect();
+            store();
+            stored = true;
+            for (slot, old, new) in changes {
+                c.stored(slot, old, new);
+            }
+        });
+        if !stored {
+            store();
+        }
     }
-    fn queued(&self, slot: *mut u64, queued: bool) {
-        check(cpu::frame_pointer(), |c| c.queued(slot as u64, queued));
+    fn queue(&self, event: QueueEvent) {
+        match event {
+            QueueEvent::Queued { slot, .. } => check(cpu::frame_pointer(), |c| c.queued(slot as u64, true)),
+            QueueEvent::Dequeued { slot } => check(cpu::frame_pointer(), |c| c.queued(slot as u64, false)),
+            QueueEvent::Full | QueueEvent::Applying { .. } => {}
+        }
     }
 }
 
@@ -211,6 +227,13 @@ impl Observer for Hooks {
 #[inline(never)]
 pub fn table_allocated(pa: PhysAddr) {
     check(cpu::frame_pointer(), |c| c.table_allocated(pa.as_u64()));
+}
+
+/// A level-3 table is taken as empty without a look, on its caller's word
+/// (`pgtable::Cleared::Leaves`): the checker looks.
+#[inline(never)]
+pub fn claimed_empty(pa: PhysAddr) {
+    check(cpu::frame_pointer(), |c| c.claimed_empty(pa.as_u64()));
 }
 
 /// Frames are about to go back to the allocator.

@@ -253,6 +253,30 @@ impl Checker {
         self.tables.insert(pa, table);
     }
 
+    /// The level-3 table at `pa` is said to be empty (every entry zero) and
+    /// will be unlinked and freed on that word.
+    pub(super) fn claimed_empty(&mut self, pa: u64) {
+        let held = (0..512).filter(|&i| entry_at(pa, i) != 0).count() as u64;
+        if held > 0 {
+            let first = (0..512).find(|&i| entry_at(pa, i) != 0).expect("counted");
+            let slot = phys_to_virt(PhysAddr::new(pa)).as_u64() + first * 8;
+            let at = match self.tables.get(&pa).map(|t| t.place) {
+                Some(Place::Linked { level, va }) => Some((va + first * level.entry_size(), level)),
+                _ => None,
+            };
+            let old = entry_at(pa, first);
+            self.violation(
+                Rule::TableLifetime,
+                sentence(format_args!(
+                    "a level-3 table still holding {held} entr{} was taken as empty (its caller said it had cleared them) and is unlinked and freed",
+                    plural(held)
+                )),
+                Some(EntryChange { slot, at, old, new: old }),
+                Some(pa),
+            );
+        }
+    }
+
     pub(super) fn frames_freed(&mut self, pa: u64, count: u64) {
         for at in (0..count).map(|i| pa + i * PAGE_SIZE) {
             let stale = self.frames.get(at);
