@@ -68,7 +68,7 @@ pub enum VmallocError {
 impl fmt::Display for VmallocError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            VmallocError::ZeroSize => write!(f, "a size of zero bytes"),
+            VmallocError::ZeroSize => write!(f, "the size is zero bytes"),
             VmallocError::BadAlignment(align) => {
                 write!(f, "alignment {align:#x} is not a power-of-two multiple of the page size")
             }
