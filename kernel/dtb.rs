@@ -29,6 +29,15 @@ pub enum DtbError {
     NoMemoryNode,
 }
 
+impl core::fmt::Display for DtbError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DtbError::BadHeader(pa) => write!(f, "no valid device tree header (magic 0xd00dfeed) at {pa}"),
+            DtbError::NoMemoryNode => write!(f, "the device tree has no memory node with a base and size"),
+        }
+    }
+}
+
 static INFO: Once<MachineInfo> = Once::new();
 
 /// Parses the blob at `pa`, readable at `va`, and records what it says.

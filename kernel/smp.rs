@@ -54,6 +54,17 @@ pub enum SmpError {
     Silent,
 }
 
+impl core::fmt::Display for SmpError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SmpError::NoPsci => write!(f, "the device tree names no PSCI conduit"),
+            SmpError::NoStack => write!(f, "no kernel stack could be mapped for the CPU"),
+            SmpError::Psci(e) => write!(f, "PSCI CPU_ON failed: {e}"),
+            SmpError::Silent => write!(f, "PSCI started the CPU, but it never reported in"),
+        }
+    }
+}
+
 /// CPUs running the kernel (the boot CPU included).
 pub fn online_cpus() -> usize {
     ONLINE.load(SeqCst)

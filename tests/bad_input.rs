@@ -10,9 +10,14 @@
 #![test_runner(lazymmu::testing::run_tests)]
 #![reexport_test_harness_main = "test_main"]
 
+extern crate alloc;
+
+use alloc::format;
 use core::convert::Infallible;
 use core::fmt::Debug;
 
+use lazymmu::arch::psci::PsciError;
+use lazymmu::dtb::DtbError;
 use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::{
     ApplyError, apply_to_existing_page_range, apply_to_existing_page_range_by_table, apply_to_page_range,
@@ -26,9 +31,10 @@ use lazymmu::mm::lazy_mmu::{
     LazyMmuMisuse, lazy_mmu_mode_disable, lazy_mmu_mode_enable, lazy_mmu_mode_pause, lazy_mmu_mode_resume,
 };
 use lazymmu::mm::pageattr::{set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x};
-use lazymmu::mm::pgtable::{EntryRef, MapError, Ptes};
+use lazymmu::mm::pgtable::{EntryRef, MapError, Operand, Ptes};
 use lazymmu::mm::translate::{SwTranslation, sw_translate};
 use lazymmu::mm::vmalloc::*;
+use lazymmu::smp::SmpError;
 use lazymmu::{dtb, println};
 
 #[unsafe(no_mangle)]
@@ -104,7 +110,7 @@ fn vmap_family() {
         "vmap_pages(an unaligned frame)",
         // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
         || unsafe { vmap_pages(&[odd], Attributes::KERNEL_RW) },
-        VmallocError::Misaligned { what: "page", value: odd.as_u64() },
+        VmallocError::Misaligned { what: Operand::Page, value: odd.as_u64() },
     );
     // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
     case(
@@ -118,20 +124,20 @@ fn vmap_family() {
         "vmap_range(unaligned end)",
         // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
         || unsafe { vmap_range(area, area.add(100), ram, Attributes::KERNEL_RO) },
-        VmallocError::Misaligned { what: "end", value: area.as_u64() + 100 },
+        VmallocError::Misaligned { what: Operand::End, value: area.as_u64() + 100 },
     );
     let va = area.add(8);
     case(
         "vmap_range(unaligned virtual address)",
         // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
         || unsafe { vmap_range(va, va.add(PAGE_SIZE), ram, Attributes::KERNEL_RO) },
-        VmallocError::Misaligned { what: "virtual address", value: va.as_u64() },
+        VmallocError::Misaligned { what: Operand::VirtualAddress, value: va.as_u64() },
     );
     case(
         "vmap_range(unaligned physical address)",
         // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
         || unsafe { vmap_range(area, area.add(PAGE_SIZE), odd, Attributes::KERNEL_RO) },
-        VmallocError::Misaligned { what: "physical address", value: odd.as_u64() },
+        VmallocError::Misaligned { what: Operand::PhysicalAddress, value: odd.as_u64() },
     );
     // SAFETY: refused before anything is mapped, or RAM read-only in the test's own area.
     unsafe { vmap_range(area, area.add(PAGE_SIZE), ram, Attributes::KERNEL_RO) }.unwrap();
@@ -147,7 +153,7 @@ fn vmap_family() {
     case(
         "vunmap_range(unaligned end)",
         || vunmap_range(area, area.add(100)),
-        VmallocError::Misaligned { what: "end", value: area.as_u64() + 100 },
+        VmallocError::Misaligned { what: Operand::End, value: area.as_u64() + 100 },
     );
     case(
         "vunmap_range(end before start)",
@@ -205,7 +211,7 @@ fn vmap_family() {
     case(
         "vunmap_range(part of a block)",
         || vunmap_range(inside, inside.add(PAGE_SIZE)),
-        VmallocError::Misaligned { what: "vunmap_range splits a block at", value: area.as_u64() },
+        VmallocError::SplitsBlock { va: area, level: Level::L2 },
     );
     vunmap_range(area, area.add(BLOCK_2M)).unwrap();
     free_vm_area(area).unwrap();
@@ -230,12 +236,12 @@ fn apply_family() {
     case(
         "apply_to_page_range(unaligned start)",
         || apply_to_page_range(odd, PAGE_SIZE, nop),
-        ApplyError::Map(MapError::Misaligned { what: "virtual address", value: odd.as_u64() }),
+        ApplyError::Map(MapError::Misaligned { what: Operand::VirtualAddress, value: odd.as_u64() }),
     );
     case(
         "apply_to_page_range(unaligned size)",
         || apply_to_page_range(area, 100, nop),
-        ApplyError::Map(MapError::Misaligned { what: "size", value: 100 }),
+        ApplyError::Map(MapError::Misaligned { what: Operand::Size, value: 100 }),
     );
     let user = VirtAddr::new(0x4000_0000);
     case(
@@ -291,7 +297,7 @@ fn set_memory_family() {
     case(
         "set_memory_ro(unaligned address)",
         || set_memory_ro(odd, 1),
-        MapError::Misaligned { what: "virtual address", value: odd.as_u64() },
+        MapError::Misaligned { what: Operand::VirtualAddress, value: odd.as_u64() },
     );
     let guard = va.add(2 * PAGE_SIZE);
     case("set_memory_ro(past the end of an area)", || set_memory_ro(va, 3), MapError::NotMapped(va));
@@ -353,4 +359,53 @@ fn frame_allocator() {
     let pa = frame_alloc::alloc_frame().unwrap();
     frame_alloc::free_frame(pa).unwrap();
     case("free_frame(twice)", || frame_alloc::free_frame(pa), FrameError::NotAllocated(pa));
+}
+
+/// What the errors say when printed: a sentence with the values in it, per
+/// variant. A `Display` that fell back to the `Debug` form fails here.
+#[test_case]
+fn errors_display_as_sentences() {
+    let va = VirtAddr::new(0xffff_8000_0020_0000);
+    let pa = PhysAddr::new(0x4000_0010);
+    let messages = [
+        (
+            format!("{}", MapError::Misaligned { what: Operand::VirtualAddress, value: va.as_u64() + 8 }),
+            "virtual address 0xffff800000200008 is not page aligned",
+        ),
+        (format!("{}", MapError::BadRange { start: va, size: 0 }), "the range at 0xffff800000200000 is empty"),
+        (
+            format!("{}", MapError::BlockInTheWay { va, level: Level::L2 }),
+            "a level-2 block maps 0xffff800000200000 where a page table is needed",
+        ),
+        (
+            format!("{}", VmallocError::SplitsBlock { va, level: Level::L2 }),
+            "the range covers only part of the level-2 block at 0xffff800000200000",
+        ),
+        (
+            format!("{}", VmallocError::Misaligned { what: Operand::Page, value: pa.as_u64() }),
+            "page 0x40000010 is not page aligned",
+        ),
+        (
+            format!("{}", VmallocError::Map(MapError::NotKernelAddress(VirtAddr::new(0x4000_0000)))),
+            "0x40000000 is not a kernel (TTBR1) address",
+        ),
+        (
+            format!("{}", ApplyError::<Infallible>::Map(MapError::AlreadyMapped(va))),
+            "0xffff800000200000 is already mapped",
+        ),
+        (
+            format!("{}", ApplyError::Callback(FrameError::NotAllocated(pa))),
+            "the callback failed: frame 0x40000010 is not allocated",
+        ),
+        (format!("{}", LazyMmuMisuse::DisableWithoutEnable), "lazy_mmu_mode_disable with no section open"),
+        (format!("{}", SmpError::Psci(PsciError::AlreadyOn)), "PSCI CPU_ON failed: the CPU is already on (ALREADY_ON)"),
+        (
+            format!("{}", DtbError::BadHeader(PhysAddr::new(0x4800_0000))),
+            "no valid device tree header (magic 0xd00dfeed) at 0x48000000",
+        ),
+    ];
+    for (got, want) in &messages {
+        assert_eq!(got, want);
+        println!("  {want}");
+    }
 }

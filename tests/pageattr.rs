@@ -17,7 +17,7 @@ use lazymmu::mm::layout::{KIMAGE_VADDR, REGIONS};
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::use_backend;
 use lazymmu::mm::pageattr::*;
-use lazymmu::mm::pgtable::{self, MapError};
+use lazymmu::mm::pgtable::{self, MapError, Operand};
 use lazymmu::mm::ptdump::region_stats;
 use lazymmu::mm::tlb::{self, FlushStrategy};
 use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
@@ -210,7 +210,7 @@ fn set_memory_errors_are_typed_and_change_nothing() {
     assert_eq!(set_memory_ro(va, 3), Err(MapError::NotMapped(va)), "runs past the area into its guard page");
     assert_eq!(
         set_memory_ro(va.add(8), 1),
-        Err(MapError::Misaligned { what: "virtual address", value: va.as_u64() + 8 })
+        Err(MapError::Misaligned { what: Operand::VirtualAddress, value: va.as_u64() + 8 })
     );
     assert_eq!(set_memory_ro(va, u64::MAX), Err(MapError::BadRange { start: va, size: u64::MAX }));
     assert_eq!(set_memory_ro(KIMAGE_VADDR, 1), Err(MapError::NotKernelAddress(KIMAGE_VADDR)), "not the image");

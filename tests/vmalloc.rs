@@ -29,7 +29,7 @@ use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use lazymmu::mm::layout::{REGIONS, VMALLOC_END, VMALLOC_START};
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{BackendSelection, is_lazy_mmu_mode_active, use_backend};
-use lazymmu::mm::pgtable::{self, EntryRef, MapError, Ptes};
+use lazymmu::mm::pgtable::{self, EntryRef, MapError, Operand, Ptes};
 use lazymmu::mm::ptdump::{RegionStats, region_stats};
 use lazymmu::mm::tlb::{self, FlushStrategy};
 use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
@@ -496,7 +496,7 @@ fn mapper_errors_are_typed_and_change_nothing() {
             "vmap_pages(unaligned frame)",
             // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
             unsafe { vmap_pages(&[PhysAddr::new(0x4000_0010)], Attributes::KERNEL_RW) },
-            VmallocError::Misaligned { what: "page", value: 0x4000_0010 },
+            VmallocError::Misaligned { what: Operand::Page, value: 0x4000_0010 },
         ),
     ];
     for (what, got, want) in cases {
@@ -530,7 +530,7 @@ fn mapper_errors_are_typed_and_change_nothing() {
     assert_eq!(
         // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
         unsafe { vmap_range(live, live.add(100), PhysAddr::new(0x4000_0000), Attributes::KERNEL_RO) },
-        Err(VmallocError::Misaligned { what: "end", value: live.as_u64() + 100 })
+        Err(VmallocError::Misaligned { what: Operand::End, value: live.as_u64() + 100 })
     );
     assert_eq!(footprint(), before, "no frame, table or area changed");
     assert_eq!(frame_alloc::allocations_in_lazy_mode(), lazy_allocs);
@@ -586,12 +586,12 @@ fn apply_errors_are_typed_and_change_nothing() {
         (
             "unaligned start",
             apply_to_page_range(VMALLOC_START.add(8), PAGE_SIZE, nop),
-            MapError::Misaligned { what: "virtual address", value: VMALLOC_START.as_u64() + 8 },
+            MapError::Misaligned { what: Operand::VirtualAddress, value: VMALLOC_START.as_u64() + 8 },
         ),
         (
             "unaligned size",
             apply_to_page_range(VMALLOC_START, 100, nop),
-            MapError::Misaligned { what: "size", value: 100 },
+            MapError::Misaligned { what: Operand::Size, value: 100 },
         ),
         (
             "user half",
@@ -1134,7 +1134,7 @@ fn clear_range_refuses_to_split_a_block_and_changes_nothing() {
     let half = block.add(BLOCK_2M / 2);
     // SAFETY: the kernel's own root; refused before anything changes.
     let got = unsafe { pgtable::clear_range(pgtable::kernel_root(), half, BLOCK_2M / 2) };
-    assert_eq!(got, Err(MapError::Misaligned { what: "clear_range splits a block at", value: block.as_u64() }));
+    assert_eq!(got, Err(MapError::SplitsBlock { va: block, level: Level::L2 }));
     assert_eq!(lazymmu::mm::audit::state(), state, "nothing changed");
     check_mapped(block, 512);
     vunmap(block).unwrap();

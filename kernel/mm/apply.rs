@@ -22,6 +22,7 @@
 //! remembers the tables it linked instead.
 
 use alloc::vec::Vec;
+use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 use super::addr::{PhysAddr, VirtAddr};
@@ -58,6 +59,15 @@ pub enum ApplyError<E> {
     Map(MapError),
     /// The callback failed at some slot; slots before it were visited.
     Callback(E),
+}
+
+impl<E: fmt::Display> fmt::Display for ApplyError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApplyError::Map(e) => write!(f, "{e}"),
+            ApplyError::Callback(e) => write!(f, "the callback failed: {e}"),
+        }
+    }
 }
 
 impl<E> From<MapError> for ApplyError<E> {

@@ -25,13 +25,14 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
+use core::fmt;
 
 use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use super::apply::{ApplyError, apply_to_page_range_by_table};
 use super::area_alloc::{Free, FreeRanges, Node, OutOfHeap, Tree, Weight};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{VMALLOC_END, VMALLOC_START};
-use super::pgtable::{self, LeafSizes, MapError, Ptes};
+use super::pgtable::{self, LeafSizes, MapError, Operand, Ptes};
 use super::walk::NewTables;
 use super::{frame_alloc, lazy_mmu, pgtable_check, phys_to_virt, span, tlb};
 use crate::sync::IrqSpinLock;
@@ -45,8 +46,11 @@ pub enum VmallocError {
     ZeroSize,
     /// An alignment that is not a power of two multiple of the page size.
     BadAlignment(u64),
-    /// An address or size that must be page aligned (or block aligned) is not.
-    Misaligned { what: &'static str, value: u64 },
+    /// An address that must be page aligned is not.
+    Misaligned { what: Operand, value: u64 },
+    /// The range covers only part of the block at `va` (at `level`), which
+    /// is unmapped whole or not at all.
+    SplitsBlock { va: VirtAddr, level: Level },
     /// No free range of the region is large enough.
     NoVirtualSpace,
     /// Not enough frames (or page-table pages).
@@ -59,6 +63,27 @@ pub enum VmallocError {
     EmptyPageList,
     /// The page tables refused (a block in the way, a bad range).
     Map(MapError),
+}
+
+impl fmt::Display for VmallocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            VmallocError::ZeroSize => write!(f, "the size is zero bytes"),
+            VmallocError::BadAlignment(align) => {
+                write!(f, "alignment {align:#x} is not a power-of-two multiple of the page size")
+            }
+            VmallocError::Misaligned { what, value } => write!(f, "{what} {value:#x} is not page aligned"),
+            VmallocError::SplitsBlock { va, level } => {
+                write!(f, "the range covers only part of the level-{} block at {va}", level.0)
+            }
+            VmallocError::NoVirtualSpace => write!(f, "no free virtual range is large enough"),
+            VmallocError::OutOfMemory => write!(f, "out of memory"),
+            VmallocError::NotAnArea(va) => write!(f, "{va} is not in a live area of the right kind"),
+            VmallocError::AlreadyMapped(va) => write!(f, "{va} is already mapped"),
+            VmallocError::EmptyPageList => write!(f, "no pages to map"),
+            VmallocError::Map(e) => write!(f, "{e}"),
+        }
+    }
 }
 
 impl From<MapError> for VmallocError {
@@ -326,7 +351,7 @@ pub unsafe fn vmap_pages(pages: &[PhysAddr], attrs: Attributes) -> Result<VirtAd
         return Err(VmallocError::EmptyPageList);
     }
     if let Some(&pa) = pages.iter().find(|pa| !pa.is_aligned(PAGE_SIZE)) {
-        return Err(VmallocError::Misaligned { what: "page", value: pa.as_u64() });
+        return Err(VmallocError::Misaligned { what: Operand::Page, value: pa.as_u64() });
     }
     let va = reserve(pages.len() as u64 * PAGE_SIZE, PAGE_SIZE, VMALLOC_START, VMALLOC_END)?;
     if let Err(e) = vmap_pages_range(va, pages, attrs) {
@@ -389,7 +414,7 @@ pub unsafe fn vmap_range(addr: VirtAddr, end: VirtAddr, pa: PhysAddr, attrs: Att
     let _op = pgtable_check::operation();
     let size = range_size(addr, end)?;
     if !pa.is_aligned(PAGE_SIZE) {
-        return Err(VmallocError::Misaligned { what: "physical address", value: pa.as_u64() });
+        return Err(VmallocError::Misaligned { what: Operand::PhysicalAddress, value: pa.as_u64() });
     }
     check_in_address_space(addr, size)?;
     map_contiguous(addr, pa, size, attrs)
@@ -399,7 +424,7 @@ pub unsafe fn vmap_range(addr: VirtAddr, end: VirtAddr, pa: PhysAddr, attrs: Att
 /// if the range is empty or runs backwards.
 fn range_size(addr: VirtAddr, end: VirtAddr) -> Result<u64, VmallocError> {
     if !addr.is_aligned(PAGE_SIZE) {
-        return Err(VmallocError::Misaligned { what: "virtual address", value: addr.as_u64() });
+        return Err(VmallocError::Misaligned { what: Operand::VirtualAddress, value: addr.as_u64() });
     }
     if end == addr {
         return Err(VmallocError::ZeroSize);
@@ -409,7 +434,7 @@ fn range_size(addr: VirtAddr, end: VirtAddr) -> Result<u64, VmallocError> {
         return Err(VmallocError::Map(MapError::BadRange { start: addr, size }));
     }
     if !end.is_aligned(PAGE_SIZE) {
-        return Err(VmallocError::Misaligned { what: "end", value: end.as_u64() });
+        return Err(VmallocError::Misaligned { what: Operand::End, value: end.as_u64() });
     }
     Ok(end.offset_from(addr))
 }
@@ -505,7 +530,7 @@ pub unsafe fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Res
     let size = page_size(size)?;
     let align = [BLOCK_1G, BLOCK_2M].into_iter().find(|&b| size >= b && pa.is_aligned(b)).unwrap_or(PAGE_SIZE);
     if !pa.is_aligned(PAGE_SIZE) {
-        return Err(VmallocError::Misaligned { what: "physical address", value: pa.as_u64() });
+        return Err(VmallocError::Misaligned { what: Operand::PhysicalAddress, value: pa.as_u64() });
     }
     let va = reserve(size, align, VMALLOC_START, VMALLOC_END)?;
     if let Err(e) = map_contiguous(va, pa, size, attrs) {
@@ -534,8 +559,7 @@ pub fn vunmap_range(addr: VirtAddr, end: VirtAddr) -> Result<(), VmallocError> {
         let walk = pgtable::walking();
         for (_, entry) in walk.walk_range(addr, size) {
             if matches!(entry.entry(), Entry::Leaf { .. }) && !entry.within(addr, size) {
-                let value = entry.va.as_u64();
-                return Err(VmallocError::Misaligned { what: "vunmap_range splits a block at", value });
+                return Err(VmallocError::SplitsBlock { va: entry.va, level: entry.level });
             }
         }
     }

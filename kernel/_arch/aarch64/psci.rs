@@ -24,6 +24,20 @@ pub enum PsciError {
     Other(i64),
 }
 
+impl core::fmt::Display for PsciError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PsciError::NotSupported => write!(f, "the firmware does not support the call (NOT_SUPPORTED)"),
+            PsciError::InvalidParameters => write!(f, "the firmware refused the arguments (INVALID_PARAMETERS)"),
+            PsciError::Denied => write!(f, "the firmware denied the call (DENIED)"),
+            PsciError::AlreadyOn => write!(f, "the CPU is already on (ALREADY_ON)"),
+            PsciError::OnPending => write!(f, "the CPU is already being turned on (ON_PENDING)"),
+            PsciError::InternalFailure => write!(f, "the firmware failed internally (INTERNAL_FAILURE)"),
+            PsciError::Other(code) => write!(f, "the firmware returned the unknown error code {code}"),
+        }
+    }
+}
+
 /// CPU_ON, SMC64 calling convention.
 const CPU_ON: u64 = 0xc400_0003;
 

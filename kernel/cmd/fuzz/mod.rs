@@ -36,7 +36,7 @@ use lazymmu::mm::apply::{self, ApplyError};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use lazymmu::mm::layout::{VMALLOC_END, VMALLOC_START};
 use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::pgtable::{self, EntryRef, MapError};
+use lazymmu::mm::pgtable::{self, EntryRef, MapError, Operand};
 use lazymmu::mm::translate::{Access, HwTranslation, SwTranslation, hw_translate, sw_translate};
 use lazymmu::mm::vmalloc::{self, VmallocError};
 use lazymmu::mm::{audit, frame_alloc, lazy_mmu, pageattr, pgtable_check, phys_to_virt, probe, tlb};
@@ -512,7 +512,7 @@ impl Fuzzer {
                 self.unchanged(
                     "apply_to_page_range(unaligned)",
                     || apply::apply_to_page_range(va, PAGE_SIZE, |_| Ok::<(), ()>(())).map(|_| ()),
-                    Err(ApplyError::Map(MapError::Misaligned { what: "virtual address", value: va.as_u64() })),
+                    Err(ApplyError::Map(MapError::Misaligned { what: Operand::VirtualAddress, value: va.as_u64() })),
                 )
             }
         }?;

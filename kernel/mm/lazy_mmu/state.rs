@@ -25,6 +25,17 @@ pub enum LazyMmuMisuse {
     ResumeWithoutPause,
 }
 
+impl core::fmt::Display for LazyMmuMisuse {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            LazyMmuMisuse::EnableOverflow => "lazy_mmu_mode_enable with sections already nested 255 deep",
+            LazyMmuMisuse::DisableWithoutEnable => "lazy_mmu_mode_disable with no section open",
+            LazyMmuMisuse::PauseOverflow => "lazy_mmu_mode_pause with pauses already nested 255 deep",
+            LazyMmuMisuse::ResumeWithoutPause => "lazy_mmu_mode_resume with no pause to undo",
+        })
+    }
+}
+
 /// The arch hook a call must make.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {

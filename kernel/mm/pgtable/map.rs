@@ -31,13 +31,13 @@ pub(in crate::mm) fn check_range(va: VirtAddr, size: u64) -> Result<VirtAddr, Ma
         return Err(MapError::NotKernelAddress(va));
     }
     if !va.is_aligned(PAGE_SIZE) {
-        return Err(MapError::Misaligned { what: "virtual address", value: va.as_u64() });
+        return Err(MapError::Misaligned { what: Operand::VirtualAddress, value: va.as_u64() });
     }
     if size == 0 {
         return Err(MapError::BadRange { start: va, size });
     }
     if !size.is_multiple_of(PAGE_SIZE) {
-        return Err(MapError::Misaligned { what: "size", value: size });
+        return Err(MapError::Misaligned { what: Operand::Size, value: size });
     }
     // The end may be exactly 2^64 (the last page of the address space).
     match va.checked_add(size - 1) {
@@ -63,7 +63,7 @@ pub unsafe fn map_range(
     let _op = pgtable_check::operation();
     check_range(va, size)?;
     if !pa.is_aligned(PAGE_SIZE) {
-        return Err(MapError::Misaligned { what: "physical address", value: pa.as_u64() });
+        return Err(MapError::Misaligned { what: Operand::PhysicalAddress, value: pa.as_u64() });
     }
     let walk = walking_from(root);
     if let Some((mapped, _)) = walk.walk_range(va, size).find(|(_, entry)| !matches!(entry.entry(), Entry::Invalid)) {
@@ -112,7 +112,7 @@ pub unsafe fn unmap_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(),
                 return Err(MapError::NotMapped(at));
             }
             if !entry.within(va, size) {
-                return Err(MapError::Misaligned { what: "unmap splits a block at", value: entry.va.as_u64() });
+                return Err(MapError::SplitsBlock { va: entry.va, level: entry.level });
             }
         }
         for (_, entry) in walk.walk_range(va, size) {
@@ -172,7 +172,7 @@ pub unsafe fn clear_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(),
         if let Some((entry, _)) = steps()
             .find(|(entry, _)| entry.level != Level::L3 && entry.read().is_leaf(entry.level) && !entry.within(va, size))
         {
-            return Err(MapError::Misaligned { what: "clear_range splits a block at", value: entry.va.as_u64() });
+            return Err(MapError::SplitsBlock { va: entry.va, level: entry.level });
         }
         let _section = lazy_mmu::enable();
         for (entry, pages) in steps() {
