@@ -3,18 +3,20 @@
 //! checker's own tests. Each is a one-line switch at the place it breaks;
 //! none is planted unless asked for.
 //!
-//! They exist only in debug builds (`cfg(debug_assertions)`, on in the dev
-//! profile that `cargo test`, `cargo run` and so the fuzzer and the
-//! exercises build), as do fault injection (`frame_alloc::fail_request`)
-//! and the test harness (`testing`), whose recovery hooks put back what a
-//! failed test left. A release build, the one `scripts/bench` measures, has
-//! none of their code or atomics: there [`planted`] is a constant `false`
-//! that each check folds away, and planting a bug is an error. Why not a
-//! cargo feature: cargo cannot turn one on per profile, so every `cargo
-//! test` and every command the docs quote would have to name it, and one
-//! left on would be measured by the bench; every build that plants a bug is
-//! already a dev build. (`cargo test --release` is therefore not a thing:
-//! the test images need the harness.)
+//! Debug builds only, with fault injection (`frame_alloc::fail_request`)
+//! and the test harness (`testing`: its baseline and the recovery hooks
+//! that put back what a failed test left). The switch is
+//! `cfg(debug_assertions)`: on in the dev profile, the one `cargo test` and
+//! `cargo run` build, so the tests, the fuzzer's `--break` and the
+//! exercises have them; off in a release build, the one `scripts/bench`
+//! measures, which has none of their code or atomics
+//! (`tests/host/commands.sh` checks its symbols). There [`planted`] is a
+//! constant `false` that each check folds away, and planting a bug is an
+//! error (`fuzz --break` exits 2 saying so). Not a cargo feature: cargo
+//! cannot turn one on per profile, so every `cargo test` and every command
+//! the docs quote would have to name it, and one left on would be measured
+//! by the bench. (`cargo test --release` does not build: the test images
+//! need the harness.)
 //!
 //! | name | what it breaks | the rule the checker names |
 //! |---|---|---|
