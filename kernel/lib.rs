@@ -48,6 +48,8 @@ pub mod smp;
 pub mod symbols;
 pub mod sync;
 pub mod task;
+// The test harness: debug builds only, as what it resets (see planted.rs).
+#[cfg(debug_assertions)]
 pub mod testing;
 pub mod timer;
 pub mod trace;

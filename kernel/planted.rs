@@ -3,6 +3,21 @@
 //! checker's own tests. Each is a one-line switch at the place it breaks;
 //! none is planted unless asked for.
 //!
+//! Debug builds only, with fault injection (`frame_alloc::fail_request`)
+//! and the test harness (`testing`: its baseline and the recovery hooks
+//! that put back what a failed test left). The switch is
+//! `cfg(debug_assertions)`: on in the dev profile, the one `cargo test` and
+//! `cargo run` build, so the tests, the fuzzer's `--break` and the
+//! exercises have them; off in a release build, the one `scripts/bench`
+//! measures, which has none of their code or atomics
+//! (`tests/host/commands.sh` checks its symbols). There [`planted`] is a
+//! constant `false` that each check folds away, and planting a bug is an
+//! error (`fuzz --break` exits 2 saying so). Not a cargo feature: cargo
+//! cannot turn one on per profile, so every `cargo test` and every command
+//! the docs quote would have to name it, and one left on would be measured
+//! by the bench. (`cargo test --release` does not build: the test images
+//! need the harness.)
+//!
 //! | name | what it breaks | the rule the checker names |
 //! |---|---|---|
 //! | `skip-table-dmb` | `alloc_table` links a table without the `dmb ishst` after zeroing it | link-order |
@@ -13,6 +28,7 @@
 //! | `free-before-flush` | empty tables are freed before the flush of their walks | invalidate |
 //! | `early-guard-drop` | a walk guard goes with the walk's deferred stores still queued | table-lifetime |
 
+#[cfg(debug_assertions)]
 use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,9 +83,14 @@ impl Bug {
     }
 }
 
+/// Why a release build refuses to plant a bug.
+pub const DEBUG_ONLY: &str = "planted bugs exist only in debug builds";
+
+#[cfg(debug_assertions)]
 static PLANTED: AtomicU8 = AtomicU8::new(0);
 
 /// Plants `bug` (None: removes whatever was planted).
+#[cfg(debug_assertions)]
 pub fn plant(bug: Option<Bug>) {
     PLANTED.store(bug.map_or(0, |b| 1 << b as u8), Relaxed);
     // The arch layer's bugs are its own to make (it calls nothing above it).
@@ -81,10 +102,27 @@ pub fn plant(bug: Option<Bug>) {
     });
 }
 
+/// Plants nothing: a release build has no planted bugs, and asking for
+/// one is a mistake said out loud, not a run that silently proves nothing.
+#[cfg(not(debug_assertions))]
+pub fn plant(bug: Option<Bug>) {
+    if let Some(bug) = bug {
+        panic!("cannot plant {}: {DEBUG_ONLY}", bug.name());
+    }
+}
+
 /// Is `bug` planted?
+#[cfg(debug_assertions)]
 #[inline]
 pub fn planted(bug: Bug) -> bool {
     PLANTED.load(Relaxed) & (1 << bug as u8) != 0
+}
+
+/// Never, in a release build: a constant, so each check compiles away.
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub const fn planted(_bug: Bug) -> bool {
+    false
 }
 
 /// `bug` planted while `f` runs.

@@ -8,15 +8,23 @@
 //! first (see [`run_tests`]). The run exits non-zero if any test failed.
 //! Arguments after `cargo test --` are read as libtest reads them: name
 //! filters, `--exact`, `--skip FILTER`, `--list`.
+//!
+//! Debug builds only, as the planted bugs and fault injection it resets:
+//! see `planted.rs`.
 
+use alloc::collections::BTreeSet;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
+use core::ptr::read_volatile;
 
 use crate::exception::{self, Caught};
-use crate::mm::audit::Baseline;
-use crate::mm::{lazy_mmu, pgtable_check};
+use crate::mm::addr::{PhysAddr, VirtAddr};
+use crate::mm::descriptor::{Descriptor, Entry, Level};
+use crate::mm::layout::{KSTACK_SLOT_SIZE, KSTACK_SLOTS, KSTACK_START, VMALLOC_END, VMALLOC_START};
+use crate::mm::vmalloc::{self, AreaInfo};
+use crate::mm::{frame_alloc, lazy_mmu, pgtable, pgtable_check, phys_to_virt, ptdump, tlb};
 use crate::semihosting::{ExitCode, exit};
 use crate::{arch, boot_args, print, println, sched, timer};
 
@@ -106,7 +114,6 @@ fn test_timed_out() {
 fn reset_after_test(preemption: bool) -> Vec<String> {
     use crate::mm::apply::{ApplyMode, apply_mode, set_apply_mode};
     use crate::mm::debug_pagealloc::{self, MapBack};
-    use crate::mm::{frame_alloc, pgtable};
     let mut left = Vec::new();
     crate::planted::plant(None);
     sched::set_preemption(preemption);
@@ -241,6 +248,130 @@ pub fn run_tests(tests: &[&dyn Testable]) -> ! {
     exit(if failures.is_empty() { ExitCode::Success } else { ExitCode::TestsFailed })
 }
 
+/// What a test may not leave behind: the areas, the frames in use (but for
+/// the linear map's tables: a block split by a permission change stays
+/// split), and every mapping of the vmalloc region. The test harness takes
+/// one before each test; after it, [`Baseline::leaks`] says what the test
+/// left behind and [`Baseline::restore`] takes it back, so that a test that
+/// failed half way (its cleanup skipped) cannot poison the next.
+struct Baseline {
+    areas: Vec<AreaInfo>,
+    frames_used: usize,
+    used: Vec<u64>,
+    vmalloc_leaves: Vec<(u64, u64)>,
+}
+
+/// The valid leaves of the vmalloc region: (VA, descriptor).
+fn vmalloc_leaves() -> Vec<(u64, u64)> {
+    let walk = pgtable::walking();
+    walk.walk_range(VMALLOC_START, VMALLOC_END.offset_from(VMALLOC_START))
+        .filter(|(_, e)| matches!(e.entry(), Entry::Leaf { .. }))
+        .map(|(_, e)| (e.va.as_u64(), e.read().0))
+        .collect()
+}
+
+/// Frames in use minus the linear map's table pages.
+fn frames_used() -> usize {
+    frame_alloc::stats().used - ptdump::region_stats()[0].table_pages()
+}
+
+impl Baseline {
+    fn take() -> Baseline {
+        Baseline {
+            areas: vmalloc::areas(),
+            frames_used: frames_used(),
+            used: frame_alloc::used_bitmap(),
+            vmalloc_leaves: vmalloc_leaves(),
+        }
+    }
+
+    /// What is different now, in words; None if nothing is.
+    fn leaks(&self) -> Option<String> {
+        let mut what = String::new();
+        let areas = vmalloc::areas();
+        let (new, gone) = (
+            areas.iter().filter(|a| !self.areas.contains(a)).count(),
+            self.areas.iter().filter(|a| !areas.contains(a)).count(),
+        );
+        if new + gone > 0 {
+            let _ = write!(what, "{new} area(s) left, {gone} gone; ");
+        }
+        let frames = frames_used();
+        if frames != self.frames_used {
+            let _ = write!(what, "{} frames in use, {} before; ", frames, self.frames_used);
+        }
+        let leaves = vmalloc_leaves();
+        if leaves != self.vmalloc_leaves {
+            let stray = leaves.iter().filter(|l| !self.vmalloc_leaves.contains(l)).count();
+            let _ = write!(what, "{stray} vmalloc-region mapping(s) that were not there; ");
+        }
+        (!what.is_empty()).then(|| String::from(what.trim_end_matches("; ")))
+    }
+
+    /// Takes back what the test left: its areas (unmapped, their frames
+    /// freed), any other mapping it made in the vmalloc region, and the
+    /// frames it took that no table and no stack still uses.
+    fn restore(&self) {
+        for area in vmalloc::areas() {
+            if !self.areas.contains(&area) {
+                let _ = vmalloc::release_leaked_area(area.start);
+            }
+        }
+        let stray: Vec<u64> =
+            vmalloc_leaves().into_iter().filter(|l| !self.vmalloc_leaves.contains(l)).map(|(va, _)| va).collect();
+        if !stray.is_empty() {
+            {
+                let walk = pgtable::walking();
+                for &va in &stray {
+                    let entry = walk.walk(VirtAddr::new(va));
+                    // SAFETY: a leaf the failed test made or changed (it is
+                    // not in the baseline); its code was abandoned, and the
+                    // harness runs alone between tests: nobody uses it.
+                    unsafe { pgtable::write_entry(&entry, Descriptor::INVALID) };
+                }
+            }
+            let size = VMALLOC_END.offset_from(VMALLOC_START);
+            tlb::flush_tlb_kernel_range(VMALLOC_START, VMALLOC_START.add(size));
+        }
+        // The tables of what was released stay (as vmalloc's do); empty now.
+        vmalloc::reclaim_page_tables();
+        let in_use = frames_in_use_by_tables_and_stacks();
+        for pa in frame_alloc::used_since(&self.used) {
+            if !in_use.contains(&pa.as_u64()) {
+                let _ = frame_alloc::free_frame(pa);
+            }
+        }
+    }
+}
+
+/// Every page-table page, and every frame a kernel stack maps: frames a
+/// leaked task or the linear map's splits still use.
+fn frames_in_use_by_tables_and_stacks() -> BTreeSet<u64> {
+    fn tables(table: PhysAddr, level: Level, out: &mut BTreeSet<u64>) {
+        out.insert(table.as_u64());
+        let Some(next) = level.next() else { return };
+        let entries = phys_to_virt(table).as_ptr::<u64>();
+        for i in 0..512 {
+            // SAFETY: a live page-table page (the caller holds a walk
+            // guard), read through the linear map.
+            let raw = unsafe { read_volatile(entries.add(i)) };
+            if let Entry::Table(child) = Descriptor(raw).decode(level) {
+                tables(child, next, out);
+            }
+        }
+    }
+    let mut found = BTreeSet::new();
+    let walk = pgtable::walking();
+    tables(walk.root(), Level::L0, &mut found);
+    let stacks = KSTACK_SLOTS * KSTACK_SLOT_SIZE;
+    for (_, entry) in walk.walk_range(KSTACK_START, stacks) {
+        if let Entry::Leaf { addr, .. } = entry.entry() {
+            found.insert(addr.as_u64());
+        }
+    }
+    found
+}
+
 /// Asserts that `f` panics with a message containing `expected`.
 pub fn expect_panic(expected: &str, f: impl FnOnce()) {
     match exception::catch(f) {
@@ -259,8 +390,6 @@ pub fn expect_panic(expected: &str, f: impl FnOnce()) {
 /// until one is whole). Only a CPU with BBML2_NOABORT has such blocks.
 pub fn linear_map_block() -> crate::mm::addr::PhysAddr {
     use crate::mm::addr::BLOCK_2M;
-    use crate::mm::descriptor::Level;
-    use crate::mm::{frame_alloc, pgtable, phys_to_virt};
     assert!(crate::cpu::features().bbml2_noabort, "only a CPU with BBML2_NOABORT has linear-map blocks");
     let mut split = Vec::new();
     let run = loop {

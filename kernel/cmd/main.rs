@@ -22,7 +22,7 @@ use lazymmu::dtb;
 use lazymmu::init;
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::{debug_pagealloc, frame_alloc, heap, pgtable_check, ptdump};
-use lazymmu::planted::Bug;
+use lazymmu::planted::{self, Bug};
 use lazymmu::semihosting::{ExitCode, exit};
 use lazymmu::{boot_args, println};
 
@@ -47,7 +47,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "fuzz [--seed S] [--ops N] [--backend NAME] [--break BUG]",
-        "random mapping operations checked against a model and the page-table rules, under each backend (default seed 1, 2000 ops); BUG plants a bug to catch (see `planted.rs`)",
+        "random mapping operations checked against a model and the page-table rules, under each backend (default seed 1, 2000 ops); BUG plants a bug to catch (debug builds only, see `planted.rs`)",
     ),
     ("help", "print this menu"),
 ];
@@ -268,7 +268,11 @@ fn fuzz(options: &[&str]) {
             "--seed" => value.parse().map(|v| config.seed = v).is_ok(),
             "--ops" => value.parse().map(|v| config.ops = v).is_ok(),
             "--backend" => Backend::from_name(value).map(|b| config.backends = Vec::from([b])).is_some(),
-            "--break" => Bug::from_name(value).map(|bug| config.broken = Some(bug)).is_some(),
+            "--break" if cfg!(debug_assertions) => Bug::from_name(value).map(|bug| config.broken = Some(bug)).is_some(),
+            "--break" => {
+                println!("lazymmu: fuzz: --break {value}: {}; build without --release", planted::DEBUG_ONLY);
+                exit(ExitCode::Usage);
+            }
             _ => false,
         };
         if !ok {

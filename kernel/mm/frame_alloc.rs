@@ -298,26 +298,39 @@ pub fn alloc_frame() -> Result<PhysAddr, FrameError> {
 
 /// Requests since fault injection was armed, and the one that fails (0:
 /// none). For tests: every allocation point of an operation can be made to
-/// fail in turn.
+/// fail in turn. Debug builds only, as the planted bugs (`planted.rs`):
+/// a release build counts nothing.
+#[cfg(debug_assertions)]
 static REQUESTS: AtomicU64 = AtomicU64::new(0);
+#[cfg(debug_assertions)]
 static FAIL_AT: AtomicU64 = AtomicU64::new(0);
 
 /// Fault injection: the `k`-th frame request from now on (1 = the next)
 /// fails with `OutOfMemory`, once; `None` disarms it. Counting restarts.
+#[cfg(debug_assertions)]
 pub fn fail_request(k: Option<u64>) {
     REQUESTS.store(0, Relaxed);
     FAIL_AT.store(k.unwrap_or(0), Relaxed);
 }
 
 /// Frame requests made since the last [`fail_request`].
+#[cfg(debug_assertions)]
 pub fn requests() -> u64 {
     REQUESTS.load(Relaxed)
 }
 
 /// Counts this request; true if fault injection says it fails.
+#[cfg(debug_assertions)]
 fn injected_failure() -> bool {
     let n = REQUESTS.fetch_add(1, Relaxed) + 1;
     n == FAIL_AT.load(Relaxed)
+}
+
+/// No fault injection in a release build.
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+const fn injected_failure() -> bool {
+    false
 }
 
 /// `count` physically contiguous frames, the first aligned to `align` bytes.

@@ -636,7 +636,8 @@ pub fn reclaim_page_tables() -> usize {
 /// Takes an area away whatever its kind and state, as if its owner had
 /// given it back: unmapped (one flush), its vmalloc frames freed, its
 /// record gone. For the test harness, after a test that left it behind
-/// (or was abandoned half way through making it).
+/// (or was abandoned half way through making it). Debug builds only.
+#[cfg(debug_assertions)]
 pub(crate) fn release_leaked_area(start: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
     let (size, kind) = take_area(start, |_| true)?;

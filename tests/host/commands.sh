@@ -127,4 +127,33 @@ check "fuzz finds a deliberately missing TLB flush, pgtable_check=off" 101 scrip
 check "demo lazy (all backends)" 0 scripts/qemu-runner "$kernel" demo lazy -- \
     '^==== demo lazy: backend eager' '^==== demo lazy: backend batched' '^==== demo lazy: backend deferred-writes' "$clean"
 
+# The release build (what scripts/bench measures) has no test hooks: no
+# planted bug, no fault injection, no test harness (kernel/planted.rs).
+# Their symbols are looked for in the debug kernel too, so an empty list
+# in release means they are gone, not that the search finds nothing.
+hooks='lazymmu::planted::|lazymmu::testing::|frame_alloc::(REQUESTS|FAIL_AT|fail_request|requests|injected_failure)\b|recover_abandoned_walks|release_leaked_area'
+nm_tool=$(command -v nm || command -v llvm-nm)
+release=target/aarch64-unknown-none-softfloat/release/lazymmu
+if cargo build -q --release --bin lazymmu; then
+    hook_symbols() { "$nm_tool" -C "$1" | grep -E "$hooks"; }
+    why=""
+    if [ -z "$nm_tool" ]; then
+        why="no nm (binutils) to read the symbols with"
+    elif ! hook_symbols "$kernel" >/dev/null; then
+        why="the debug kernel shows none either: the search is broken"
+    elif left=$(hook_symbols "$release"); then
+        why="the release kernel has them:"$'\n'"$left"
+    fi
+    label="release build: no planted-bug, fault-injection or test-harness symbol"
+    if [ -z "$why" ]; then
+        echo "$PREFIX $label ... ok"; passed=$((passed + 1))
+    else
+        echo "$PREFIX $label ... FAILED: $why"; failed=$((failed + 1))
+    fi
+    check "release build: fuzz --break is refused" 2 scripts/qemu-runner "$release" fuzz --break skip-tlb-flush -- \
+        'fuzz: --break skip-tlb-flush: planted bugs exist only in debug builds'
+else
+    echo "$PREFIX release build ... FAILED: cannot build it"; failed=$((failed + 1))
+fi
+
 summary

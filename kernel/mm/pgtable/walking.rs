@@ -244,7 +244,9 @@ pub fn linear_map_entry(va: VirtAddr) -> Option<EntryRef<'static>> {
 /// abandoned by a fault or panic (recovery skips their drops), so the
 /// next reclaim does not wait for them forever. Returns how many. For the
 /// test harness, after `exception::catch` abandoned a test's code: a live
-/// guard let go this way would let its tables be freed under it.
+/// guard let go this way would let its tables be freed under it. Debug
+/// builds only, as the harness.
+#[cfg(debug_assertions)]
 pub(crate) fn recover_abandoned_walks() -> u32 {
     let n = crate::task::current().take_walks();
     for _ in 0..n {
