@@ -388,7 +388,7 @@ fn vmap_pages_range(va: VirtAddr, pages: &[PhysAddr], attrs: Attributes) -> Resu
         rest = after;
         // SAFETY: free slots of the caller's area, mapping pages the
         // caller may map (the callers' own contracts).
-        unsafe { pgtable::write_ptes(ptes, |slot| Some(template.with_output(run[slot.index()]))) };
+        unsafe { pgtable::write_ptes(ptes, move |slot| Some(template.with_output(run[slot.index()]))) };
         Ok(())
     });
     if let Err(e) = result {

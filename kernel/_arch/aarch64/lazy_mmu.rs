@@ -126,7 +126,7 @@ impl ArchLazyState {
             let (one, desc) = cell.get();
             observe::tell(|o| o.queue(QueueEvent::Dequeued { slot: one.first }));
             // SAFETY: queued by `write_run`, whose caller vouched for the entry.
-            unsafe { store_entries(&one, |_| Some(desc)) };
+            unsafe { store_entries(&one, move |_| Some(desc)) };
         }
     }
 }
@@ -191,13 +191,13 @@ pub trait LazyMmuBackend: Sync {
 /// `deferred-writes`, until the section is flushed); each store is one the
 /// caller may make (see `pgtable::write_entry`).
 #[inline(always)]
-pub unsafe fn write_run(state: &ArchLazyState, run: Run, new: impl Fn(usize) -> Option<Descriptor>) -> usize {
+pub unsafe fn write_run(state: &ArchLazyState, run: Run, new: impl Fn(usize) -> Option<Descriptor> + Copy) -> usize {
     let mode = state.store_mode();
     match mode {
         StoreMode::Pending => {
             observe::tell(|o| o.writing(&run, mode, &new));
             // SAFETY: as our caller guarantees.
-            let (written, valid) = unsafe { store_entries(&run, &new) };
+            let (written, valid) = unsafe { store_entries(&run, new) };
             if valid {
                 state.pending.set(true);
             }
@@ -215,14 +215,14 @@ pub unsafe fn write_run(state: &ArchLazyState, run: Run, new: impl Fn(usize) -> 
 /// # Safety
 /// As [`write_run`].
 #[inline(always)]
-unsafe fn write_run_eager(run: Run, mode: StoreMode, new: impl Fn(usize) -> Option<Descriptor>) -> usize {
+unsafe fn write_run_eager(run: Run, mode: StoreMode, new: impl Fn(usize) -> Option<Descriptor> + Copy) -> usize {
     let mut written = 0;
     for i in 0..run.len {
         let Some(desc) = new(i) else { continue };
         let one = run.one(i);
         observe::tell(|o| o.writing(&one, mode, &|_| Some(desc)));
         // SAFETY: entry `i` of the caller's run.
-        let (_, valid) = unsafe { store_entries(&one, |_| Some(desc)) };
+        let (_, valid) = unsafe { store_entries(&one, move |_| Some(desc)) };
         if valid {
             emit_pair();
         }
@@ -237,36 +237,50 @@ unsafe fn write_run_eager(run: Run, mode: StoreMode, new: impl Fn(usize) -> Opti
 /// gets `new(i)` where that is `Some`, each a single 64-bit `str`
 /// (single-copy atomic, so the walker sees the old or the new descriptor,
 /// never a mix). With the checker listening, the same loop runs inside
-/// its check (`observe::storing`). Returns how many entries it stored,
+/// its check (`observe::storing_checked`). Returns how many entries it stored,
 /// and whether any of them was valid (the pair is then owed).
 ///
 /// # Safety
 /// As [`write_run`], and the store is made now.
 #[inline(always)]
-unsafe fn store_entries(run: &Run, new: impl Fn(usize) -> Option<Descriptor>) -> (usize, bool) {
+unsafe fn store_entries(run: &Run, new: impl Fn(usize) -> Option<Descriptor> + Copy) -> (usize, bool) {
+    if !observe::checker_listening() {
+        // SAFETY: as our caller guarantees.
+        return unsafe { store_loop(run.first, run.len, new) };
+    }
     let mut stored = (0, false);
+    // SAFETY: as our caller guarantees.
+    let mut store = || stored = unsafe { store_loop(run.first, run.len, new) };
+    observe::storing_checked(run, &new, &mut store);
+    stored
+}
+
+/// The loop of [`store_entries`]. Its arguments are values (`new` a copy
+/// of the caller's), so that what it reads stays in registers while it
+/// stores: nothing the observers were shown is read in the loop.
+///
+/// # Safety
+/// As [`store_entries`], for the `len` entries from `first`.
+#[inline(always)]
+unsafe fn store_loop(first: *mut u64, len: usize, new: impl Fn(usize) -> Option<Descriptor>) -> (usize, bool) {
     // (Counted so that the loop's common case does no counting: the
     // slots skipped, rare, and the valid bits ORed, which each caller's
     // descriptors fix at compile time, so that the OR folds away.)
-    let mut store = || {
-        let (mut skipped, mut valid) = (0, 0);
-        for i in 0..run.len {
-            match new(i) {
-                Some(desc) => {
-                    // SAFETY: entry `i` of the caller's run, inside its table.
-                    unsafe { write_volatile(run.first.add(i), desc.0) };
-                    valid |= desc.0;
-                }
-                None => {
-                    core::hint::cold_path();
-                    skipped += 1;
-                }
+    let (mut skipped, mut valid) = (0, 0);
+    for i in 0..len {
+        match new(i) {
+            Some(desc) => {
+                // SAFETY: entry `i` of the caller's run, inside its table.
+                unsafe { write_volatile(first.add(i), desc.0) };
+                valid |= desc.0;
+            }
+            None => {
+                core::hint::cold_path();
+                skipped += 1;
             }
         }
-        stored = (run.len - skipped, Descriptor(valid).is_valid());
-    };
-    observe::storing(run, &new, &mut store);
-    stored
+    }
+    (len - skipped, Descriptor(valid).is_valid())
 }
 
 /// Bugs this module can be made to have, to show that the checks catch

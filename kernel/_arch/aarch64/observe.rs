@@ -144,19 +144,18 @@ pub fn tell(f: impl Fn(&dyn Observer)) {
     }
 }
 
-/// Makes the stores of `run` (`store`, the store loop) with the checker
-/// told, if it listens: it runs `store` itself, once.
+/// Is the checker listening? Then a run's stores are made through
+/// [`storing_checked`]; else the store loop runs as it is.
 #[inline(always)]
-pub fn storing(run: &Run, new: &dyn Fn(usize) -> Option<Descriptor>, store: &mut dyn FnMut()) {
-    if LISTENING.load(Relaxed) & (1 << Watcher::Checker as u8) == 0 {
-        return store();
-    }
-    storing_checked(run, new, store);
+pub fn checker_listening() -> bool {
+    LISTENING.load(Relaxed) & (1 << Watcher::Checker as u8) != 0
 }
 
+/// Makes the stores of `run` (`store`, the store loop) with the checker
+/// told: it runs `store` itself, once.
 #[cold]
 #[inline(never)]
-fn storing_checked(run: &Run, new: &dyn Fn(usize) -> Option<Descriptor>, store: &mut dyn FnMut()) {
+pub fn storing_checked(run: &Run, new: &dyn Fn(usize) -> Option<Descriptor>, store: &mut dyn FnMut()) {
     match OBSERVERS[Watcher::Checker as usize].get() {
         Some(checker) => checker.storing(run, new, store),
         None => store(),

@@ -224,7 +224,7 @@ fn active_in(task: &task::Task) -> bool {
 /// one the caller owns, not linked yet), kept until the stores are made,
 /// and each store is one the caller may make.
 #[inline(always)]
-pub(crate) unsafe fn write_run(run: Run, new: impl Fn(usize) -> Option<Descriptor>) -> usize {
+pub(crate) unsafe fn write_run(run: Run, new: impl Fn(usize) -> Option<Descriptor> + Copy) -> usize {
     let task = task::current();
     let state = &task.lazy_mmu.arch;
     let mode = state.store_mode();

@@ -121,5 +121,5 @@ pub unsafe fn write_entry(entry: &EntryRef<'_>, desc: Descriptor) {
     let run = Run { first: entry.ptr, len: 1, level: entry.level, va: entry.va.as_u64() };
     // SAFETY: `ptr` points into a live page-table page (see EntryRef::read),
     // kept by the caller's walk; the store is the caller's to make.
-    unsafe { lazy_mmu::write_run(run, |_| Some(desc)) };
+    unsafe { lazy_mmu::write_run(run, move |_| Some(desc)) };
 }

@@ -188,7 +188,8 @@ pub unsafe fn clear_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(),
             let ptes = unsafe { Ptes::starting_at(&entry, pages as usize) };
             // SAFETY: the caller's range; flushed below.
             unsafe {
-                write_ptes(&ptes, |slot| {
+                let left = &left;
+                write_ptes(&ptes, move |slot| {
                     let old = slot.read();
                     if old.is_valid() {
                         return Some(Descriptor::INVALID);

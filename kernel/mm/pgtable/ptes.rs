@@ -117,17 +117,19 @@ impl PteSlot {
 /// (`lazy_mmu::write_run`). `new` only computes descriptors from the
 /// slot's index and old value; it must not write page tables itself, and
 /// it may be asked more than once for a slot (by the checker and the
-/// trace, before the store). Returns how many entries it wrote.
+/// trace, before the store). It is `Copy` (capture by value: `move`), so
+/// that the store loop works on its own copy, in registers. Returns how
+/// many entries it wrote.
 ///
 /// # Safety
 /// Each store is one [`write_entry`] would be allowed to make.
 #[inline(always)]
-pub unsafe fn write_ptes(ptes: &Ptes<'_>, new: impl Fn(&PteSlot) -> Option<Descriptor>) -> usize {
+pub unsafe fn write_ptes(ptes: &Ptes<'_>, new: impl Fn(&PteSlot) -> Option<Descriptor> + Copy) -> usize {
     let first = ptes.first;
     let run = Run { first, len: ptes.len, level: Level::L3, va: ptes.va.as_u64() };
     // SAFETY: the run's entries lie in its live table, which the walk
     // keeps (see `Ptes::new`); the stores are our caller's to make.
-    unsafe { lazy_mmu::write_run(run, |index| new(&PteSlot { ptr: first.wrapping_add(index), index })) }
+    unsafe { lazy_mmu::write_run(run, move |index| new(&PteSlot { ptr: first.wrapping_add(index), index })) }
 }
 
 /// Maps the run to consecutive pages (Linux's `set_ptes(mm, addr, ptep,
@@ -141,7 +143,7 @@ pub unsafe fn set_ptes(ptes: &Ptes<'_>, first: Descriptor) {
     let template = first.with_output(PhysAddr::new(0));
     let pa = first.output();
     // SAFETY: as our caller guarantees.
-    unsafe { write_ptes(ptes, |slot| Some(template.with_output(pa.add(slot.index() as u64 * PAGE_SIZE)))) };
+    unsafe { write_ptes(ptes, move |slot| Some(template.with_output(pa.add(slot.index() as u64 * PAGE_SIZE)))) };
 }
 
 /// Replaces every valid entry of the run with `f(entry)` (a permission
@@ -151,10 +153,10 @@ pub unsafe fn set_ptes(ptes: &Ptes<'_>, first: Descriptor) {
 /// # Safety
 /// As [`write_entry`], for every change `f` makes.
 #[inline(always)]
-pub unsafe fn modify_ptes(ptes: &Ptes<'_>, f: impl Fn(Descriptor) -> Descriptor) -> usize {
+pub unsafe fn modify_ptes(ptes: &Ptes<'_>, f: impl Fn(Descriptor) -> Descriptor + Copy) -> usize {
     // SAFETY: as our caller guarantees.
     unsafe {
-        write_ptes(ptes, |slot| {
+        write_ptes(ptes, move |slot| {
             let old = slot.read();
             old.is_valid().then(|| f(old))
         })
