@@ -457,8 +457,8 @@ fn tlb_strategies() -> Vec<(&'static str, FlushStrategy)> {
 /// 34.6, modify 30.8 / 30.1, unmap 43.0 / 36.8, vmalloc 67.9 / 60.4, vfree
 /// 53.6 / 52.5).
 pub const INSTRUCTION_BUDGETS: [(&str, &str, u64, f64); 10] = [
-    ("map", "lazymmu", 512, 22.0),
-    ("map", "lazymmu", 1000, 17.5),
+    ("map", "lazymmu", 512, 23.0),
+    ("map", "lazymmu", 1000, 18.5),
     ("modify", "lazymmu", 512, 11.0),
     ("modify", "lazymmu", 1000, 10.5),
     ("unmap", "lazymmu", 512, 21.0),
