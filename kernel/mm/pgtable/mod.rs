@@ -3,16 +3,19 @@
 //! this module runs over the linear map, under its locks, with its store
 //! path.
 //!
-//! [`write_entry`] is the single place where a descriptor is stored, so the
-//! barrier policy (what a store must be followed by before the walker can
-//! rely on it) is applied in exactly one place: after making an entry valid,
+//! Every descriptor stored into a live table goes through
+//! [`write_entry`] (one entry) or [`write_ptes`] (a run of one table's
+//! level-3 entries), both a run through the one store primitive
+//! (`arch::lazy_mmu::write_run`, whose `store_entries` makes the stores), so
+//! the barrier policy (what a store must be followed by before the walker
+//! can rely on it) is applied in exactly one place: after making an entry valid,
 //! `dsb ishst` (the store reaches the walker) and `isb` (no instruction
 //! already in the pipeline keeps a stale "invalid" translation), paid at
 //! once or deferred to the end of a lazy MMU section (`mm::lazy_mmu`).
 //! Making an entry invalid needs neither: the TLB maintenance that must
 //! follow it brings its own barriers.
 //!
-//! The files: `entry.rs` (the entry handle and the store path), `tables.rs`
+//! The files: `entry.rs` (the entry handle and the store of one entry), `tables.rs`
 //! (page-table pages), `walking.rs` (walks and the SMP lock protocol),
 //! `map.rs` (map and unmap ranges), `ptes.rs` (runs of level-3 entries
 //! of one table and their batched stores), `reclaim.rs` (empty tables taken
