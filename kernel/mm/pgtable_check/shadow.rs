@@ -256,15 +256,14 @@ impl Checker {
     /// The level-3 table at `pa` is said to be empty (every entry zero) and
     /// will be unlinked and freed on that word.
     pub(super) fn claimed_empty(&mut self, pa: u64) {
-        let held = (0..512).filter(|&i| entry_at(pa, i) != 0).count() as u64;
-        if held > 0 {
-            let first = (0..512).find(|&i| entry_at(pa, i) != 0).expect("counted");
+        let mut held = (0..512).map(|i| (i, entry_at(pa, i))).filter(|&(_, e)| e != 0);
+        if let Some((first, old)) = held.next() {
+            let held = 1 + held.count() as u64;
             let slot = phys_to_virt(PhysAddr::new(pa)).as_u64() + first * 8;
             let at = match self.tables.get(&pa).map(|t| t.place) {
                 Some(Place::Linked { level, va }) => Some((va + first * level.entry_size(), level)),
                 _ => None,
             };
-            let old = entry_at(pa, first);
             self.violation(
                 Rule::TableLifetime,
                 sentence(format_args!(
