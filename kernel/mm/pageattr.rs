@@ -31,7 +31,7 @@ use super::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{LINEAR_MAP_SIZE, PAGE_OFFSET, VMALLOC_END, VMALLOC_START, in_linear_map};
 use super::pgtable::{self, EntryRef, MapError, Walking, alloc_tables, check_range, free_unlinked_tables};
-use super::{kernel_map, lazy_mmu, pgtable_check, phys_to_virt, tlb, vmalloc};
+use super::{engine, kernel_map, lazy_mmu, pgtable_check, phys_to_virt, tlb, vmalloc};
 use crate::arch::{barrier, cpu as arch_cpu};
 use crate::cpu;
 use crate::planted::{Bug, planted};
@@ -200,6 +200,21 @@ fn block_across(walk: &Walking, boundary: VirtAddr) -> Option<EntryRef<'_>> {
 /// Replaces `block` by `table` holding the same mapping one level down, in
 /// place (BBML2_NOABORT). Runs inside the caller's lazy section.
 fn split(walk: &Walking, block: &EntryRef<'_>, table: PhysAddr) {
+    if planted(Bug::BreakLiveBlock) {
+        break_live_block(walk, block, table);
+        return;
+    }
+        // The old block and the new table may both be in TLBs for a while:
+    // they map the same memory, which BBML2_NOABORT allows; the caller's
+    // flush drops the block.
+    // SAFETY: `table` is ours, from the pool; the block is the caller's to
+    // split in place (BBML2_NOABORT).
+    unsafe { engine::split_block(&pgtable::KernelTables::new(walk), block.slot(), table) };
+}
+
+/// The planted `break-live-block` bug: the split by break-before-make,
+/// the live block unmapped for a moment.
+fn break_live_block(walk: &Walking, block: &EntryRef<'_>, table: PhysAddr) {
     let Entry::Leaf { addr: pa, attrs } = block.entry() else { unreachable!("a block") };
     let level = block.level.next().expect("blocks are above level 3");
     for i in 0..512 {
@@ -211,27 +226,14 @@ fn split(walk: &Walking, block: &EntryRef<'_>, table: PhysAddr) {
         }
     }
     order_before_link();
-    if planted(Bug::BreakLiveBlock) {
-        let _paused = lazy_mmu::pause();
-        let daif = arch_cpu::irq_save();
-        // SAFETY: none: this is the planted bug (a live block broken).
-        unsafe { pgtable::write_entry(block, Descriptor::INVALID) };
-        tlb::flush_tlb_kernel_range(block.va, block.va.add(block.level.entry_size()));
-        // SAFETY: as above.
-        unsafe { pgtable::write_entry(block, Descriptor::table(table)) };
-        arch_cpu::irq_restore(daif);
-        return;
-    }
-    // The old block and the new table may both be in TLBs for a while:
-    // they map the same memory, which BBML2_NOABORT allows; the caller's
-    // flush drops the block.
-    // SAFETY: the table maps exactly what the block did (BBML2_NOABORT).
+    let _paused = lazy_mmu::pause();
+    let daif = arch_cpu::irq_save();
+    // SAFETY: none: this is the planted bug (a live block broken).
+    unsafe { pgtable::write_entry(block, Descriptor::INVALID) };
+    tlb::flush_tlb_kernel_range(block.va, block.va.add(block.level.entry_size()));
+    // SAFETY: as above.
     unsafe { pgtable::write_entry(block, Descriptor::table(table)) };
-    // The caller walks again right away (to the next split, then to the
-    // leaves), reading from memory: under `deferred-writes` the link must
-    // be there, or the block would be found and split a second time, and
-    // the second table linked over the first (the rules checker found it).
-    lazy_mmu::sync_stores();
+    arch_cpu::irq_restore(daif);
 }
 
 /// The entries of a table built inside a lazy section are in memory

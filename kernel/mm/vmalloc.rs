@@ -28,13 +28,13 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use super::apply::{ApplyError, apply_to_page_range_by_table};
+use super::apply::{self, ApplyError};
 use super::area_alloc::{Free, FreeRanges, Node, OutOfHeap, Tree, Weight};
-use super::descriptor::{Attributes, Descriptor, Entry, Level};
+use super::descriptor::{Attributes, Level};
+use super::engine::{self, Contiguous, Pages, Sections};
 use super::layout::{VMALLOC_END, VMALLOC_START};
-use super::pgtable::{self, LeafSizes, MapError, Operand, Ptes};
-use super::walk::NewTables;
-use super::{frame_alloc, lazy_mmu, pgtable_check, phys_to_virt, span, tlb};
+use super::pgtable::{self, LeafSizes, MapError, Operand};
+use super::{frame_alloc, pgtable_check, phys_to_virt, tlb};
 use crate::sync::IrqSpinLock;
 
 /// Unmapped bytes after every area.
@@ -91,6 +91,7 @@ impl From<MapError> for VmallocError {
         match e {
             MapError::OutOfMemory => VmallocError::OutOfMemory,
             MapError::AlreadyMapped(va) => VmallocError::AlreadyMapped(va),
+            MapError::SplitsBlock { va, level } => VmallocError::SplitsBlock { va, level },
             other => VmallocError::Map(other),
         }
     }
@@ -372,29 +373,14 @@ pub fn vunmap(addr: VirtAddr) -> Result<(), VmallocError> {
     Ok(())
 }
 
-/// Maps `pages` one per slot from `va`, in one lazy section. A slot that
-/// is already mapped stops it (EBUSY); what it had mapped is undone.
+/// Maps `pages` one per slot from `va`, in one lazy section (or one per
+/// level-3 table, as the apply mode says), all or nothing: a slot already
+/// mapped refuses it (EBUSY) before anything changes.
 fn vmap_pages_range(va: VirtAddr, pages: &[PhysAddr], attrs: Attributes) -> Result<(), VmallocError> {
     let size = pages.len() as u64 * PAGE_SIZE;
-    let mut rest = pages;
-    // Encoded once; each page is its address ORed in.
-    let template = Descriptor::leaf_template(Level::L3, attrs);
-    // A level-3 table at a time: its slots checked free, then filled.
-    let result = apply_to_page_range_by_table(va, size, |ptes: &Ptes| {
-        if let Some(i) = (0..ptes.len()).find(|&i| ptes.read(i).is_valid()) {
-            return Err(VmallocError::AlreadyMapped(ptes.entry(i).va));
-        }
-        let (run, after) = rest.split_at(ptes.len());
-        rest = after;
-        // SAFETY: free slots of the caller's area, mapping pages the
-        // caller may map (the callers' own contracts).
-        unsafe { pgtable::write_ptes(ptes, move |slot| Some(template.with_output(run[slot.index()]))) };
-        Ok(())
-    });
-    if let Err(e) = result {
-        unmap_area_range(va, size);
-        return Err(e.into());
-    }
+    // SAFETY: the caller's area, mapping pages the caller may map (the
+    // callers' own contracts).
+    unsafe { pgtable::map_leaves(pgtable::kernel_root(), va, size, Pages(pages), attrs, apply::sections(true)) }?;
     Ok(())
 }
 
@@ -439,84 +425,13 @@ fn range_size(addr: VirtAddr, end: VirtAddr) -> Result<u64, VmallocError> {
     Ok(end.offset_from(addr))
 }
 
-/// [`vmap_range`] into an area whose record the caller holds, checked.
+/// [`vmap_range`] into an area whose record the caller holds, checked:
+/// 1 GiB and 2 MiB blocks where both addresses and the size allow, in one
+/// lazy section, all or nothing.
 fn map_contiguous(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> Result<(), VmallocError> {
-    let root = pgtable::kernel_root();
-    let leaves = || {
-        let mut done = 0;
-        core::iter::from_fn(move || {
-            (done < size).then(|| {
-                let (v, p) = (va.add(done), pa.add(done));
-                let level = pgtable::leaf_level(v, p, size - done, LeafSizes::Blocks);
-                done += level.entry_size();
-                (v, p, level)
-            })
-        })
-    };
-    // First everything that can fail, with nothing changed: a slot mapped
-    // already (at any level under it), a block in the way above it, the
-    // tables to link (counted once each), the memory for all of them.
-    let (mut count, mut needed, mut reclaim) = (0, NewTables::default(), false);
-    {
-        let walk = pgtable::walking();
-        for (v, _, level) in leaves() {
-            count += 1;
-            if walk.walk_range(v, level.entry_size()).any(|(_, e)| e.level >= level && e.read().is_valid()) {
-                return Err(VmallocError::AlreadyMapped(v));
-            }
-            let missing = walk.tables_missing(v, level)?;
-            // Taking an empty table away may take its parents with it, if
-            // they empty too: count the whole path as missing then.
-            let reclaimed = walk.walk(v).level > level;
-            reclaim |= reclaimed;
-            let path = (0..level.0).map(|l| (Level(l), v.as_u64() & !(Level(l).entry_size() - 1)));
-            needed.note(missing.chain(path.filter(|_| reclaimed)));
-        }
-    }
-    let mut entries = Vec::new();
-    entries.try_reserve_exact(count).map_err(|_| VmallocError::OutOfMemory)?;
-    let mut pool = pgtable::alloc_tables(needed.count)?;
-    // Where a block goes, an empty table may sit (vmalloc's tables stay
-    // once made): it is taken away first, unlinked, its walks flushed,
-    // then freed, as Linux's `pmd_free_pte_page` does.
-    if reclaim {
-        for (v, _, level) in leaves() {
-            if pgtable::lookup(v).level > level {
-                // SAFETY: the kernel's own root.
-                unsafe {
-                    pgtable::reclaim_empty_tables(
-                        pgtable::exclusive(),
-                        root,
-                        v,
-                        level.entry_size(),
-                        tlb::Changed::NOTHING,
-                        pgtable::Cleared::Unknown,
-                    )
-                };
-            }
-        }
-    }
-    // Tables first, outside lazy mode (they were allocated above); the
-    // leaves then in one section.
-    let walk = pgtable::walking();
-    // SAFETY: the pool is from alloc_tables above, ours, linked nowhere.
-    let linked = leaves().try_for_each(|(v, p, level)| match unsafe { walk.walk_create_from(v, level, &mut pool) } {
-        Ok(entry) if !entry.read().is_valid() => {
-            entries.push((entry, p));
-            Ok(())
-        }
-        // Only another CPU mapping into the caller's area gets here.
-        Ok(_) => Err(VmallocError::AlreadyMapped(v)),
-        Err(e) => Err(e.into()),
-    });
-    pgtable::free_unlinked_tables(pool);
-    linked?;
-    let _section = lazy_mmu::enable();
-    for (entry, p) in entries {
-        // SAFETY: the caller may map [pa, pa + size) at its area's
-        // [va, va + size), which the walk above found unmapped.
-        unsafe { pgtable::write_entry(&entry, Descriptor::leaf(entry.level, p, attrs)) };
-    }
+    let leaves = Contiguous { pa, sizes: LeafSizes::Blocks };
+    // SAFETY: the caller may map [pa, pa + size) at its area's [va, va + size).
+    unsafe { pgtable::map_leaves(pgtable::kernel_root(), va, size, leaves, attrs, Sections::WholeCall) }?;
     Ok(())
 }
 
@@ -557,11 +472,7 @@ pub fn vunmap_range(addr: VirtAddr, end: VirtAddr) -> Result<(), VmallocError> {
         // A block is cleared whole or not at all: its flush would not
         // cover the part outside the range.
         let walk = pgtable::walking();
-        for (_, entry) in walk.walk_range(addr, size) {
-            if matches!(entry.entry(), Entry::Leaf { .. }) && !entry.within(addr, size) {
-                return Err(VmallocError::SplitsBlock { va: entry.va, level: entry.level });
-            }
-        }
+        engine::check_clear(&pgtable::KernelTables::new(&walk), walk.root(), addr, size, false)?;
     }
     unmap_area_range(addr, size);
     Ok(())
@@ -584,27 +495,14 @@ fn check_in_address_space(va: VirtAddr, size: u64) -> Result<(), VmallocError> {
     }
 }
 
-/// [`vunmap_range`] for an area whose record the caller holds.
+/// [`vunmap_range`] for an area whose record the caller holds: the
+/// engine's clear, in one lazy section, a level-3 table's part of the
+/// range in one run (Linux's `vunmap_pte_range`).
 fn unmap_area_range(va: VirtAddr, size: u64) {
     {
         let walk = pgtable::walking();
-        let _section = lazy_mmu::enable();
-        // One walk per 2 MiB; inside a level-3 table, one loop over its
-        // part of the range (Linux's `vunmap_pte_range`).
-        for (at, stop) in span::chunks(va.as_u64(), va.as_u64().wrapping_add(size), BLOCK_2M) {
-            let entry = walk.walk(VirtAddr::new(at));
-            if entry.level == Level::L3 {
-                let pages = stop.wrapping_sub(at) / PAGE_SIZE;
-                // SAFETY: [at, stop) lies within one 2 MiB, in the level-3
-                // table the walk reached.
-                let ptes = unsafe { Ptes::starting_at(&entry, pages as usize) };
-                // SAFETY: the range is the caller's (see the callers).
-                unsafe { pgtable::clear_ptes(&ptes) };
-            } else if entry.read().is_leaf(entry.level) {
-                // SAFETY: the range is the caller's (see the callers).
-                unsafe { pgtable::write_entry(&entry, Descriptor::INVALID) };
-            }
-        }
+        // SAFETY: the range is the caller's (see the callers).
+        unsafe { engine::clear(&pgtable::KernelTables::new(&walk), walk.root(), va, size, Sections::WholeCall) };
     }
     // The tables stay, as Linux's vunmap leaves them: the next mapping
     // there needs none, and nothing has to wait for walks to end. One

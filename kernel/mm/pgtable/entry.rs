@@ -8,7 +8,8 @@ use crate::arch::observe::Run;
 use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::descriptor::{Descriptor, Entry, Level};
 use crate::mm::walk::Slot;
-use crate::mm::{lazy_mmu, phys_to_virt};
+use crate::mm::addr::PAGE_SIZE;
+use crate::mm::{lazy_mmu, phys_to_virt, virt_to_phys};
 
 /// One entry of one table: where it is, at which level, and which virtual
 /// address its range starts at. It borrows the walk that found it
@@ -100,6 +101,13 @@ impl<'walk> EntryRef<'walk> {
     /// Where the entry itself is, in the linear map.
     pub fn slot_va(&self) -> VirtAddr {
         VirtAddr::from_ptr(self.ptr)
+    }
+
+    /// The entry by position (its table, level and address), as the
+    /// mapping engine names it.
+    pub fn slot(&self) -> Slot {
+        let table = virt_to_phys(self.slot_va().align_down(PAGE_SIZE));
+        Slot::new(table, self.level, self.va)
     }
 }
 

@@ -1,53 +1,70 @@
-//! Mapping and unmapping ranges of physical memory, with blocks where they fit.
+//! Mapping and unmapping ranges of the kernel's tables: the kernel's side
+//! of the mapping engine (`mm::engine`), under its locks, with its store
+//! path, its reclaim of empty tables and its TLB maintenance.
 
 use super::*;
-use crate::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
-use crate::mm::{lazy_mmu, pgtable_check, tlb};
+use crate::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use crate::mm::descriptor::{Attributes, Level};
+use crate::mm::engine::{self, Applied, Leaves, Sections};
+use crate::mm::{pgtable_check, tlb};
 
-/// Which leaf sizes a mapping may use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LeafSizes {
-    /// 4 KiB pages only.
-    PagesOnly,
-    /// 1 GiB and 2 MiB blocks where address and size allow, pages elsewhere.
-    Blocks,
-}
+pub use crate::mm::engine::{LeafSizes, check_range, leaf_level};
 
-/// The largest leaf that fits at `va`/`pa` with `remaining` bytes left.
-pub(in crate::mm) fn leaf_level(va: VirtAddr, pa: PhysAddr, remaining: u64, sizes: LeafSizes) -> Level {
-    if sizes == LeafSizes::Blocks {
-        for (level, size) in [(Level::L1, BLOCK_1G), (Level::L2, BLOCK_2M)] {
-            if va.is_aligned(size) && pa.is_aligned(size) && remaining >= size {
-                return level;
+/// Maps [va, va + size) with `leaves` and `attrs` in the tables under
+/// `root`, all or nothing: planned first (nothing may be mapped there
+/// yet), the tables allocated, then written run by run in `sections`.
+/// Where a block goes over an empty table (left by an earlier mapping),
+/// the table is taken away first, its walks flushed (Linux's
+/// `pmd_free_pte_page`), and the mapping planned again.
+///
+/// # Safety
+/// As [`engine::map`]: the range is the caller's, and the leaves map
+/// memory the caller may map there with `attrs`.
+pub(in crate::mm) unsafe fn map_leaves(
+    root: PhysAddr,
+    va: VirtAddr,
+    size: u64,
+    leaves: impl Leaves,
+    attrs: Attributes,
+    sections: Sections,
+) -> Result<Applied, MapError> {
+    let mut walk = walking_from(root);
+    let mut plan = engine::plan_map(&KernelTables::new(&walk), root, va, size, leaves)?;
+    if plan.reclaim {
+        drop(walk);
+        for run in engine::leaf_runs(va, size, leaves).filter(|run| run.level < Level::L3) {
+            for at in (0..run.count as u64).map(|i| run.va.add(i * run.level.entry_size())) {
+                if lookup_from(root, at).level > run.level {
+                    // SAFETY: `root` is a level-0 table (our caller's);
+                    // the plan found nothing mapped under the block.
+                    unsafe {
+                        reclaim_empty_tables(
+                            exclusive(),
+                            root,
+                            at,
+                            run.level.entry_size(),
+                            tlb::Changed::NOTHING,
+                            Cleared::Unknown,
+                        )
+                    };
+                }
             }
         }
+        walk = walking_from(root);
+        plan = engine::plan_map(&KernelTables::new(&walk), root, va, size, leaves)?;
+        if plan.reclaim {
+            // Only another CPU mapping into the caller's range gets here.
+            return Err(MapError::AlreadyMapped(va));
+        }
     }
-    Level::L3
-}
-
-pub(in crate::mm) fn check_range(va: VirtAddr, size: u64) -> Result<VirtAddr, MapError> {
-    if !va.is_kernel() {
-        return Err(MapError::NotKernelAddress(va));
-    }
-    if !va.is_aligned(PAGE_SIZE) {
-        return Err(MapError::Misaligned { what: Operand::VirtualAddress, value: va.as_u64() });
-    }
-    if size == 0 {
-        return Err(MapError::BadRange { start: va, size });
-    }
-    if !size.is_multiple_of(PAGE_SIZE) {
-        return Err(MapError::Misaligned { what: Operand::Size, value: size });
-    }
-    // The end may be exactly 2^64 (the last page of the address space).
-    match va.checked_add(size - 1) {
-        Some(_) => Ok(VirtAddr::new(va.as_u64().wrapping_add(size))),
-        None => Err(MapError::BadRange { start: va, size }),
-    }
+    // SAFETY: as our caller guarantees; planned under this same walk.
+    unsafe { engine::map(&KernelTables::new(&walk), root, va, size, leaves, attrs, plan, sections) }
 }
 
 /// Maps [va, va + size) to [pa, pa + size) with `attrs` in the table at
-/// `root`. Nothing may be mapped there yet. On failure nothing is mapped.
+/// `root`, with the leaf sizes `sizes` allows. Nothing may be mapped there
+/// yet. On failure nothing is mapped. Runs in the caller's lazy MMU
+/// section, if any.
 ///
 /// # Safety
 /// [pa, pa + size) is memory the caller may map at `va` with `attrs`
@@ -65,31 +82,8 @@ pub unsafe fn map_range(
     if !pa.is_aligned(PAGE_SIZE) {
         return Err(MapError::Misaligned { what: Operand::PhysicalAddress, value: pa.as_u64() });
     }
-    let walk = walking_from(root);
-    if let Some((mapped, _)) = walk.walk_range(va, size).find(|(_, entry)| !matches!(entry.entry(), Entry::Invalid)) {
-        return Err(MapError::AlreadyMapped(mapped));
-    }
-    let mut done = 0;
-    while done < size {
-        let (v, p) = (va.add(done), pa.add(done));
-        let level = leaf_level(v, p, size - done, sizes);
-        let entry = match walk.walk_create(v, level) {
-            Ok(entry) => entry,
-            Err(e) => {
-                drop(walk);
-                if done > 0 {
-                    // SAFETY: what this call mapped, nothing else; its
-                    // caller owns the range.
-                    unsafe { unmap_range(root, va, done) }.expect("just mapped");
-                }
-                return Err(e);
-            }
-        };
-        // SAFETY: the caller may map [pa, pa + size) at [va, va + size).
-        unsafe { write_entry(&entry, Descriptor::leaf(level, p, attrs)) };
-        done += level.entry_size();
-    }
-    Ok(())
+    // SAFETY: as our caller guarantees.
+    unsafe { map_leaves(root, va, size, engine::Contiguous { pa, sizes }, attrs, Sections::Caller) }.map(|_| ())
 }
 
 /// Unmaps [va, va + size): clears every leaf (blocks must lie wholly
@@ -104,34 +98,29 @@ pub unsafe fn map_range(
 /// else uses what it maps (see [`write_entry`]).
 pub unsafe fn unmap_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(), MapError> {
     check_range(va, size)?;
-    {
+    let cleared = {
         let walk = walking_from(root);
+        let tables = KernelTables::new(&walk);
         // Check first: every address mapped, blocks entirely inside.
-        for (at, entry) in walk.walk_range(va, size) {
-            if !matches!(entry.entry(), Entry::Leaf { .. }) {
-                return Err(MapError::NotMapped(at));
-            }
-            if !entry.within(va, size) {
-                return Err(MapError::SplitsBlock { va: entry.va, level: entry.level });
-            }
-        }
-        for (_, entry) in walk.walk_range(va, size) {
-            // SAFETY: the caller's range; flushed below.
-            unsafe { write_entry(&entry, Descriptor::INVALID) };
-        }
-    }
-    // Every level-3 entry of the range was a page and is cleared: the
-    // tables wholly inside it are empty without a look.
+        engine::check_clear(&tables, root, va, size, true)?;
+        // SAFETY: the caller's range; flushed below.
+        unsafe { engine::clear(&tables, root, va, size, Sections::Caller) }
+    };
     // SAFETY: `root` is a level-0 table, and the range the caller's (our
-    // caller's contract); every level-3 entry in it was cleared above.
-    unsafe { super::reclaim::reclaim_unless_walked(root, va, size, tlb::Changed::LEAVES, Cleared::Leaves) };
+    // caller's contract); `cleared` says what the clear left.
+    unsafe { reclaim_unless_walked(root, va, size, tlb::Changed::LEAVES, reclaim_claim(cleared)) };
     Ok(())
 }
 
+/// What a clear lets the reclaim after it claim of the range.
+fn reclaim_claim(cleared: engine::Cleared) -> Cleared {
+    if cleared.zero { Cleared::Leaves } else { Cleared::Unknown }
+}
+
 /// Clears every valid leaf of [va, va + size) in one lazy MMU section, a
-/// level-3 table at a time ([`clear_ptes`]'s loop), takes away the
-/// tables left empty, and flushes the TLB once for both: how Linux's
-/// memory hot-remove unmaps (arm64's `unmap_hotplug_range`, then
+/// level-3 table's part of the range in one run, takes away the tables
+/// left empty, and flushes the TLB once for both: how Linux's memory
+/// hot-remove unmaps (arm64's `unmap_hotplug_range`, then
 /// `free_empty_tables`). Unlike [`unmap_range`], holes are allowed; a
 /// block must lie wholly inside (refused first, with nothing changed).
 /// Everything it unmapped is out of every TLB when it returns; if another
@@ -144,65 +133,15 @@ pub unsafe fn unmap_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(),
 pub unsafe fn clear_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(), MapError> {
     let _op = pgtable_check::operation();
     check_range(va, size)?;
-    // Is every level-3 entry of the range zero at the end? (Clears make
-    // them so; an invalid entry that is not zero, which nothing here
-    // writes, stays, and its table is looked at.) A cell: the run's
-    // callback may be asked more than once per slot (see `write_ptes`).
-    let left = core::cell::Cell::new(0);
-    {
-        let walking = walking_from(root);
-        let walk = &walking;
-        // A hole or a leaf above level 3, or a level-3 table's part of the
-        // range: (where it starts, the entry, how many pages).
-        let steps = || {
-            let mut done = 0;
-            core::iter::from_fn(move || {
-                (done < size).then(|| {
-                    let at = va.add(done);
-                    let entry = walk.walk(at);
-                    let span = match entry.level {
-                        Level::L3 => (BLOCK_2M - (at.as_u64() & (BLOCK_2M - 1))).min(size - done),
-                        _ => entry.level.entry_size() - at.offset_from(entry.va),
-                    };
-                    done = done.saturating_add(span);
-                    (entry, span / PAGE_SIZE)
-                })
-            })
-        };
-        if let Some((entry, _)) = steps()
-            .find(|(entry, _)| entry.level != Level::L3 && entry.read().is_leaf(entry.level) && !entry.within(va, size))
-        {
-            return Err(MapError::SplitsBlock { va: entry.va, level: entry.level });
-        }
-        let _section = lazy_mmu::enable();
-        for (entry, pages) in steps() {
-            if entry.level != Level::L3 {
-                if entry.read().is_leaf(entry.level) {
-                    // SAFETY: a block of the caller's range; flushed below.
-                    unsafe { write_entry(&entry, Descriptor::INVALID) };
-                }
-                continue;
-            }
-            // SAFETY: the walk reached this level-3 entry, and the run
-            // stops at its table's end (or the range's).
-            let ptes = unsafe { Ptes::starting_at(&entry, pages as usize) };
-            // SAFETY: the caller's range; flushed below.
-            unsafe {
-                let left = &left;
-                write_ptes(&ptes, move |slot| {
-                    let old = slot.read();
-                    if old.is_valid() {
-                        return Some(Descriptor::INVALID);
-                    }
-                    left.set(left.get() | old.0);
-                    None
-                })
-            };
-        }
-    }
-    let cleared = if left.get() == 0 { Cleared::Leaves } else { Cleared::Unknown };
+    let cleared = {
+        let walk = walking_from(root);
+        let tables = KernelTables::new(&walk);
+        engine::check_clear(&tables, root, va, size, false)?;
+        // SAFETY: the caller's range; flushed below.
+        unsafe { engine::clear(&tables, root, va, size, Sections::WholeCall) }
+    };
     // SAFETY: `root` is a level-0 table, and the range the caller's (our
-    // caller's contract); `cleared` says what the walk above left.
-    unsafe { super::reclaim::reclaim_unless_walked(root, va, size, tlb::Changed::LEAVES, cleared) };
+    // caller's contract); `cleared` says what the clear left.
+    unsafe { reclaim_unless_walked(root, va, size, tlb::Changed::LEAVES, reclaim_claim(cleared)) };
     Ok(())
 }

@@ -45,17 +45,6 @@ impl<'walk> Ptes<'walk> {
         Ptes { first: first.as_ptr(), va: first.va, len, walk: PhantomData }
     }
 
-    /// The `len` entries from `first`, which a walk reached.
-    ///
-    /// # Safety
-    /// `first` is a level-3 entry, and the `len` entries from it lie in
-    /// its table.
-    #[inline]
-    pub(in crate::mm) unsafe fn starting_at(first: &EntryRef<'walk>, len: usize) -> Ptes<'walk> {
-        debug_assert!(first.level == Level::L3 && Level::L3.index(first.va.as_u64()) + len <= 512);
-        Ptes { first: first.as_ptr(), va: first.va, len, walk: PhantomData }
-    }
-
     /// The first address the run translates.
     #[inline]
     pub fn va(&self) -> VirtAddr {

@@ -39,30 +39,6 @@ pub fn alloc_tables(count: usize) -> Result<Vec<PhysAddr>, MapError> {
     Ok(tables)
 }
 
-/// Where a creating walk gets its new tables.
-pub(super) enum Tables<'p> {
-    /// From the frame allocator, one at a time.
-    Allocate,
-    /// From tables allocated beforehand.
-    Pool(&'p mut Vec<PhysAddr>),
-}
-
-impl Tables<'_> {
-    pub(super) fn take(&mut self) -> Result<PhysAddr, MapError> {
-        match self {
-            Tables::Allocate => alloc_table(),
-            Tables::Pool(pool) => pool.pop().ok_or(MapError::OutOfMemory),
-        }
-    }
-
-    pub(super) fn give_back(&mut self, table: PhysAddr) {
-        match self {
-            Tables::Allocate => frame_alloc::free_frame(table).expect("allocated by take()"),
-            Tables::Pool(pool) => pool.push(table),
-        }
-    }
-}
-
 /// Frees page-table pages from [`alloc_tables`] that were never linked.
 pub fn free_unlinked_tables(tables: Vec<PhysAddr>) {
     for pa in tables {

@@ -1,16 +1,16 @@
 //! Walks on the kernel's tables, and the lock protocol that lets several
 //! CPUs link, walk and take away tables at once.
 
-use alloc::vec::Vec;
 use core::marker::PhantomData;
 use core::ptr::read_volatile;
 
-use super::tables::Tables;
 use super::*;
 use crate::mm::addr::{BLOCK_2M, PhysAddr, VirtAddr};
 use crate::mm::descriptor::{Descriptor, Entry, Level};
 use crate::mm::layout::in_linear_map;
-use crate::mm::walk::{self, TableMemory};
+use crate::arch::observe::Run;
+use crate::mm::engine::{self, TableRun};
+use crate::mm::walk::{self, Slot, TableMemory};
 use crate::mm::{lazy_mmu, pgtable_check, phys_to_virt};
 use crate::planted::{Bug, planted};
 use crate::sync::IrqSpinLock;
@@ -27,7 +27,12 @@ pub struct Found {
 
 /// What the kernel's tables hold for `va` now (read under a walk guard).
 pub fn lookup(va: VirtAddr) -> Found {
-    let walk = walking();
+    lookup_from(kernel_root(), va)
+}
+
+/// [`lookup`] in the tables under `root`.
+pub(in crate::mm) fn lookup_from(root: PhysAddr, va: VirtAddr) -> Found {
+    let walk = walking_from(root);
     let entry = walk.walk(va);
     Found { level: entry.level, va: entry.va, entry: entry.entry() }
 }
@@ -95,40 +100,18 @@ impl Walking {
     /// The entry for `va` at `level`, creating missing tables on the way.
     /// Fails if a block mapping sits above `level`.
     pub fn walk_create(&self, va: VirtAddr, level: Level) -> Result<EntryRef<'_>, MapError> {
-        self.walk_create_with(va, level, &mut Tables::Allocate)
-    }
-
-    /// [`Walking::walk_create`] taking the tables it links from `pool`
-    /// (from [`alloc_tables`], sized by [`Walking::tables_missing`]), so
-    /// that it cannot run out of memory half way; a table another CPU
-    /// linked first goes back to the pool.
-    ///
-    /// # Safety
-    /// Every page in `pool` is a zeroed page-table page from
-    /// [`alloc_tables`], the caller's, linked nowhere: whatever is in the
-    /// pool becomes part of the kernel's tables.
-    pub(crate) unsafe fn walk_create_from(
-        &self,
-        va: VirtAddr,
-        level: Level,
-        pool: &mut Vec<PhysAddr>,
-    ) -> Result<EntryRef<'_>, MapError> {
-        self.walk_create_with(va, level, &mut Tables::Pool(pool))
-    }
-
-    fn walk_create_with(&self, va: VirtAddr, level: Level, tables: &mut Tables<'_>) -> Result<EntryRef<'_>, MapError> {
         let slot = walk::walk_create(&LinearMap, self.root, va, level, |slot| -> Result<_, MapError> {
-            let new = tables.take()?;
+            let new = alloc_table()?;
             // SAFETY: a table linked below the root, kept by this walk.
             let entry = unsafe { EntryRef::at(slot) };
             Ok(match link_table(&entry, new) {
                 Linked::Ours => Some(new),
                 Linked::Theirs(existing) => {
-                    tables.give_back(new);
+                    crate::mm::frame_alloc::free_frame(new).expect("allocated above");
                     Some(existing)
                 }
                 Linked::Block => {
-                    tables.give_back(new);
+                    crate::mm::frame_alloc::free_frame(new).expect("allocated above");
                     None
                 }
             })
@@ -214,6 +197,74 @@ impl TableMemory for LinearMap {
         // SAFETY: the walk reads only tables linked below a root that its
         // caller keeps (see `walk_from`), reached through the linear map.
         Descriptor(unsafe { read_volatile(phys_to_virt(table).as_mut_ptr::<u64>().add(index)) })
+    }
+}
+
+/// The kernel's tables as the mapping engine (`mm::engine`) changes them:
+/// read through the linear map, written through the one store path
+/// (`lazy_mmu::write_run`), tables linked under `LINK` ([`link_table`]),
+/// sections of the current task. It borrows the walk that keeps the
+/// tables it reaches.
+pub(crate) struct KernelTables<'walk> {
+    _walk: PhantomData<&'walk Walking>,
+}
+
+impl<'walk> KernelTables<'walk> {
+    pub(crate) fn new(_walk: &'walk Walking) -> KernelTables<'walk> {
+        KernelTables { _walk: PhantomData }
+    }
+}
+
+impl TableMemory for KernelTables<'_> {
+    #[inline(always)]
+    fn read(&self, table: PhysAddr, index: usize) -> Descriptor {
+        LinearMap.read(table, index)
+    }
+}
+
+impl engine::Tables for KernelTables<'_> {
+    type Section = lazy_mmu::LazyMmuSection;
+
+    #[inline]
+    fn lazy_section(&self) -> lazy_mmu::LazyMmuSection {
+        lazy_mmu::enable()
+    }
+
+    #[inline(always)]
+    unsafe fn write_run(&self, run: TableRun, new: impl Fn(usize) -> Option<Descriptor> + Copy) -> usize {
+        let first = phys_to_virt(run.table).as_mut_ptr::<u64>().wrapping_add(run.index);
+        let run = Run { first, len: run.len, level: run.level, va: run.va.as_u64() };
+        // SAFETY: the run lies in a table the walk keeps (or the caller's,
+        // unlinked), and the stores are the caller's (our caller's contract).
+        unsafe { lazy_mmu::write_run(run, new) }
+    }
+
+    unsafe fn link(&self, slot: Slot, table: PhysAddr) -> Linked {
+        // SAFETY: a table the walk reached, kept by it.
+        link_table(&unsafe { EntryRef::at(slot) }, table)
+    }
+
+    unsafe fn replace_block(&self, slot: Slot, table: PhysAddr) {
+        // The table's entries are in memory (under `deferred-writes` they
+        // may still be queued) and ordered before the store that links it:
+        // a walker that sees the link must not read the zeroes under it
+        // (Linux's `split_pmd`: `dsb(ishst)` before `pmd_populate`).
+        lazy_mmu::sync_stores();
+        crate::arch::barrier::dsb_ishst();
+        // SAFETY: the table maps exactly what the block did (our caller's
+        // contract); the walk keeps the block's table.
+        unsafe { write_entry(&EntryRef::at(slot), Descriptor::table(table)) };
+        // The next walk reads from memory: under `deferred-writes` the link
+        // must be there, or the block would be found and split again.
+        lazy_mmu::sync_stores();
+    }
+
+    fn alloc_table(&self) -> Option<PhysAddr> {
+        alloc_table().ok()
+    }
+
+    fn free_table(&self, table: PhysAddr) {
+        crate::mm::frame_alloc::free_frame(table).expect("allocated by alloc_table");
     }
 }
 
@@ -318,16 +369,7 @@ pub fn try_exclusive() -> Option<Exclusive> {
     }
 }
 
-/// What [`link_table`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(in crate::mm) enum Linked {
-    /// The new table is linked.
-    Ours,
-    /// Another CPU linked this table first; the new one was not used.
-    Theirs(PhysAddr),
-    /// A block mapping is there.
-    Block,
-}
+pub(in crate::mm) use crate::mm::engine::Linked;
 
 /// Links `table` at `entry` unless something is there by now (see above).
 pub(in crate::mm) fn link_table(entry: &EntryRef<'_>, table: PhysAddr) -> Linked {
