@@ -271,42 +271,68 @@ pub trait Tables: TableMemory {
 
 /// Tables allocated for a change before it starts, so that it cannot run
 /// out of memory half way. What is left over goes back at
-/// [`Pool::release`].
-pub struct Pool(Vec<PhysAddr>);
+/// [`Pool::release`]. The first [`Pool::INLINE`] are held in place (the
+/// common case, and the only one while the kernel builds its tables, before
+/// it has a heap); more go in a vector.
+pub struct Pool {
+    inline: [PhysAddr; Pool::INLINE],
+    held: usize,
+    more: Vec<PhysAddr>,
+}
 
 impl Pool {
+    /// How many tables a pool holds without a heap allocation.
+    pub const INLINE: usize = 16;
+
     /// `count` tables, or none at all if memory (or heap) runs out.
     pub fn alloc(tables: &impl Tables, count: usize) -> Result<Pool, MapError> {
-        let mut pool = Vec::new();
-        pool.try_reserve_exact(count).map_err(|_| MapError::OutOfMemory)?;
+        let mut pool = Pool { inline: [PhysAddr::new(0); Pool::INLINE], held: 0, more: Vec::new() };
+        if count > Pool::INLINE {
+            pool.more.try_reserve_exact(count - Pool::INLINE).map_err(|_| MapError::OutOfMemory)?;
+        }
         for _ in 0..count {
             match tables.alloc_table() {
-                Some(pa) => pool.push(pa),
+                Some(pa) => pool.put(pa),
                 None => {
-                    Pool(pool).release(tables);
+                    pool.release(tables);
                     return Err(MapError::OutOfMemory);
                 }
             }
         }
-        Ok(Pool(pool))
+        Ok(pool)
     }
 
     /// How many are left.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.held + self.more.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
+    }
+
+    fn put(&mut self, table: PhysAddr) {
+        if self.held < Pool::INLINE {
+            self.inline[self.held] = table;
+            self.held += 1;
+        } else {
+            // Within the capacity reserved at `alloc` (a table given back
+            // was taken from it first).
+            self.more.push(table);
+        }
     }
 
     fn take(&mut self) -> Option<PhysAddr> {
-        self.0.pop()
+        if let Some(pa) = self.more.pop() {
+            return Some(pa);
+        }
+        self.held = self.held.checked_sub(1)?;
+        Some(self.inline[self.held])
     }
 
     /// Frees the tables not used.
-    pub fn release(self, tables: &impl Tables) {
-        for pa in self.0 {
+    pub fn release(mut self, tables: &impl Tables) {
+        while let Some(pa) = self.take() {
             tables.free_table(pa);
         }
     }
@@ -383,11 +409,11 @@ fn table_for(
                     }
                     // Another CPU linked one first: ours goes back.
                     Linked::Theirs(existing) => {
-                        pool.0.push(new);
+                        pool.put(new);
                         existing
                     }
                     Linked::Block => {
-                        pool.0.push(new);
+                        pool.put(new);
                         return Err(BlockInTheWay { va, level: at }.into());
                     }
                 }
@@ -497,10 +523,11 @@ pub fn leaf_runs(va: VirtAddr, size: u64, leaves: impl Leaves) -> impl Iterator<
 
 // ---- mapping ----------------------------------------------------------------
 
-/// What [`plan_map`] found: how many tables the mapping will link, and
-/// whether empty tables sit where blocks go (to be taken away first, by
-/// the caller, with the flush of their walks that needs; then it plans
-/// again).
+/// What [`plan_map`] found: how many tables the mapping will link (at
+/// most), and whether empty tables sit where blocks go (to be taken away
+/// first, by the caller, with the flush of their walks that needs, after
+/// the tables are allocated: a mapping that fails for memory changes
+/// nothing).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     pub tables: usize,
@@ -548,8 +575,11 @@ pub fn plan_map(tables: &impl TableMemory, root: PhysAddr, va: VirtAddr, size: u
                         return Err(MapError::AlreadyMapped(at));
                     }
                     // An empty table where a block goes: the caller takes
-                    // it away first (its walks flushed), then plans again.
+                    // it away first (its walks flushed), which may take its
+                    // parents with it if they empty too: the whole path
+                    // counts as missing (what is left over goes back).
                     plan.reclaim = true;
+                    needed.note((0..run.level.0).map(|l| (Level(l), slot.va.as_u64() & !(Level(l).entry_size() - 1))));
                 }
             }
         }
@@ -570,10 +600,10 @@ fn walk_up(tables: &impl TableMemory, root: PhysAddr, va: VirtAddr, level: Level
 }
 
 /// Maps [va, va + size) with `leaves` and `attrs`, as [`plan_map`]
-/// planned it (under the same walk: no table the plan counted on has been
-/// taken away since): the tables first allocated (or none, and nothing
-/// changes), then each run of leaves written in one store, linking the
-/// tables on the way. If it still fails (only another CPU mapping into the
+/// planned it, with the tables it counted (`pool`, from [`Pool::alloc`]:
+/// allocated before anything changes): each run of leaves written in one
+/// store, linking the tables on the way. What is left of the pool is
+/// freed. If it still fails (only another CPU mapping into the
 /// caller's range can make it), what it mapped is cleared again.
 ///
 /// # Safety
@@ -586,10 +616,9 @@ pub unsafe fn map(
     size: u64,
     leaves: impl Leaves,
     attrs: Attributes,
-    plan: Plan,
+    mut pool: Pool,
     sections: Sections,
 ) -> Result<Applied, MapError> {
-    let mut pool = Pool::alloc(tables, plan.tables)?;
     let mut applied = Applied::default();
     let mut linking = Linking::default();
     let mut result = Ok(());

@@ -29,7 +29,9 @@ pub(in crate::mm) unsafe fn map_leaves(
     sections: Sections,
 ) -> Result<Applied, MapError> {
     let mut walk = walking_from(root);
-    let mut plan = engine::plan_map(&KernelTables::new(&walk), root, va, size, leaves)?;
+    let plan = engine::plan_map(&KernelTables::new(&walk), root, va, size, leaves)?;
+    // Allocated before anything changes, the reclaim below included.
+    let pool = engine::Pool::alloc(&KernelTables::new(&walk), plan.tables)?;
     if plan.reclaim {
         drop(walk);
         for run in engine::leaf_runs(va, size, leaves).filter(|run| run.level < Level::L3) {
@@ -51,14 +53,16 @@ pub(in crate::mm) unsafe fn map_leaves(
             }
         }
         walk = walking_from(root);
-        plan = engine::plan_map(&KernelTables::new(&walk), root, va, size, leaves)?;
-        if plan.reclaim {
+        // The pool counted every table of the blocks' paths.
+        let again = engine::plan_map(&KernelTables::new(&walk), root, va, size, leaves);
+        if again.is_err() || again.is_ok_and(|p| p.reclaim || p.tables > pool.len()) {
             // Only another CPU mapping into the caller's range gets here.
-            return Err(MapError::AlreadyMapped(va));
+            pool.release(&KernelTables::new(&walk));
+            return Err(again.err().unwrap_or(MapError::AlreadyMapped(va)));
         }
     }
-    // SAFETY: as our caller guarantees; planned under this same walk.
-    unsafe { engine::map(&KernelTables::new(&walk), root, va, size, leaves, attrs, plan, sections) }
+    // SAFETY: as our caller guarantees; the tables are as planned.
+    unsafe { engine::map(&KernelTables::new(&walk), root, va, size, leaves, attrs, pool, sections) }
 }
 
 /// Maps [va, va + size) to [pa, pa + size) with `attrs` in the table at

@@ -36,3 +36,8 @@ pub mod descriptor;
 pub mod mm {
     pub use crate::addr;
 }
+
+/// The mapping engine: the one range walker behind every mapper (plan,
+/// allocate, write runs, clear, split), over tables a test provides.
+#[path = "../../../../kernel/mm/engine.rs"]
+pub mod engine;
