@@ -28,8 +28,9 @@
 //!
 //! The mappers with Linux's names (`apply_to_page_range`, `vmap_pages`,
 //! `vmap_range`, `vunmap_range`, `pgtable::map_range`, `unmap_range`,
-//! `clear_range`) are thin callers of [`plan_map`] + [`map`],
-//! [`for_each_table`], [`check_clear`] + [`clear`] and [`split_block`].
+//! `clear_range`, `set_memory_*`) are thin callers of [`plan_map`] +
+//! [`map`], [`for_each_table`], [`check_clear`] + [`clear`],
+//! [`split_block`] and [`unlink_empty_tables`].
 
 use alloc::vec::Vec;
 use core::cell::Cell;
@@ -260,6 +261,15 @@ pub trait Tables: TableMemory {
     /// # Safety
     /// As [`Tables::write_run`]; the table maps exactly what the block did.
     unsafe fn replace_block(&self, slot: Slot, table: PhysAddr);
+
+    /// Makes the stores asked for so far reach memory (under
+    /// `deferred-writes` they may wait in the task's queue), for a walk that
+    /// reads them back next.
+    fn sync(&self);
+
+    /// The caller claims the level-3 table at `table` empty without a look
+    /// ([`unlink_empty_tables`] with `zero`): an observer may check it.
+    fn claimed_empty(&self, _table: PhysAddr) {}
 
     /// A zeroed page-table page, or None if memory ran out.
     fn alloc_table(&self) -> Option<PhysAddr>;
@@ -834,4 +844,81 @@ pub unsafe fn split_block(tables: &impl Tables, block: Slot, table: PhysAddr) ->
         tables.replace_block(block, table);
     }
     level
+}
+
+// ---- taking empty tables away ----------------------------------------------------
+
+/// Is the table at `table` all zeroes?
+fn table_is_empty(tables: &impl TableMemory, table: PhysAddr) -> bool {
+    (0..512).all(|i| tables.read(table, i) == Descriptor::INVALID)
+}
+
+/// Unlinks the tables below `root` that cover [va, va + size) and are
+/// empty (clears the entries that point to them, bottom up: a table whose
+/// tables all went may go too), and hands each to `unlinked`. They are not
+/// free yet: a CPU may still hold a cached walk through the cleared
+/// entries until the caller's flush drops it. With `zero` (every level-3
+/// entry of the range is zero: the caller, who owns the range, has just
+/// cleared them), a level-3 table wholly inside the range is empty without
+/// a look ([`Tables::claimed_empty`]).
+///
+/// # Safety
+/// No walk of the tables is in progress, nor starts until the caller's
+/// flush (the kernel's `Exclusive`); with `zero`, the claim is true.
+pub unsafe fn unlink_empty_tables(
+    tables: &impl Tables,
+    root: PhysAddr,
+    va: VirtAddr,
+    size: u64,
+    zero: bool,
+    unlinked: &mut impl FnMut(PhysAddr),
+) {
+    let last = va.as_u64().wrapping_add(size - 1);
+    // SAFETY: as our caller guarantees.
+    unsafe { unlink_empty_below(tables, root, Level::L0, va.as_u64(), last, zero, unlinked) };
+}
+
+/// # Safety
+/// As [`unlink_empty_tables`], for the table at `table` (at `level`).
+unsafe fn unlink_empty_below(
+    tables: &impl Tables,
+    table: PhysAddr,
+    level: Level,
+    first: u64,
+    last: u64,
+    zero: bool,
+    unlinked: &mut impl FnMut(PhysAddr),
+) {
+    let Some(next_level) = level.next() else { return };
+    let size = level.entry_size();
+    let mut at = first & !(size - 1);
+    loop {
+        let slot = Slot::new(table, level, VirtAddr::new(at));
+        if let Entry::Table(child) = slot.entry(tables) {
+            let lo = first.max(at);
+            let hi = last.min(at.wrapping_add(size - 1));
+            // SAFETY: as our caller guarantees.
+            unsafe { unlink_empty_below(tables, child, next_level, lo, hi, zero, unlinked) };
+            let whole = lo == at && hi == at.wrapping_add(size - 1);
+            let empty = if next_level == Level::L3 && whole && zero {
+                tables.claimed_empty(child);
+                true
+            } else {
+                table_is_empty(tables, child)
+            };
+            if empty {
+                // SAFETY: an empty table, unlinked with no walk in progress
+                // (our caller's contract); flushed before it is freed.
+                unsafe { tables.write_run(TableRun::new(table, level, slot.va, 1), |_| Some(Descriptor::INVALID)) };
+                // The parent's emptiness is read from memory next.
+                tables.sync();
+                unlinked(child);
+            }
+        }
+        let next = at.wrapping_add(size);
+        if next == 0 || next > last || next < at {
+            break;
+        }
+        at = next;
+    }
 }

@@ -1,20 +1,12 @@
 //! Taking empty page-table pages away: unlink, flush, free.
 
 use alloc::vec::Vec;
-use core::ptr::read_volatile;
 
 use super::*;
 use crate::mm::addr::{PhysAddr, VirtAddr};
-use crate::mm::descriptor::{Descriptor, Entry, Level};
 use crate::mm::layout::{LINEAR_MAP_SIZE, PAGE_OFFSET};
-use crate::mm::{lazy_mmu, pgtable_check, phys_to_virt, tlb};
+use crate::mm::{engine, tlb};
 use crate::planted::{Bug, planted};
-
-fn table_is_empty(table: PhysAddr) -> bool {
-    let entries = phys_to_virt(table).as_ptr::<u64>();
-    // SAFETY: a live page-table page.
-    (0..512).all(|i| unsafe { read_volatile(entries.add(i)) } == 0)
-}
 
 /// What the caller of a reclaim knows of the range's level-3 entries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,27 +23,21 @@ pub(crate) enum Cleared {
     Leaves,
 }
 
-/// Unlinks the tables below `root` that cover [va, va + size) and are
-/// empty (clears the entries that point to them), and returns their pages.
-/// They are not free yet: a CPU may still hold a cached walk through the
-/// cleared entries until [`tlb::flush_tlb_kernel_pgtables`] drops it.
-fn unlink_empty_tables(root: PhysAddr, va: VirtAddr, size: u64, cleared: Cleared) -> Vec<PhysAddr> {
+/// Unlinks the empty tables below `root` that cover [va, va + size) (the
+/// engine's [`engine::unlink_empty_tables`]) and returns their pages.
+///
+/// # Safety
+/// The caller holds `Exclusive`; `cleared` is true of the range.
+unsafe fn unlink_empty_tables(exclusive: &Exclusive, root: PhysAddr, va: VirtAddr, size: u64, cleared: Cleared) -> Vec<PhysAddr> {
     let mut unlinked = Vec::new();
-    let last = va.as_u64().wrapping_add(size - 1);
-    unlink_empty_below(root, Level::L0, va.as_u64(), last, cleared, &mut unlinked);
+    // SAFETY: no walk is in progress (our caller's `Exclusive`), and the
+    // claim is the caller's.
+    unsafe {
+        engine::unlink_empty_tables(&KernelTables::exclusive(exclusive), root, va, size, cleared == Cleared::Leaves, &mut |pa| {
+            unlinked.push(pa)
+        })
+    };
     unlinked
-}
-
-/// Is the level-3 table `table`, all of whose entries lie in the range
-/// the caller described with `cleared`, empty?
-fn leaf_table_is_empty(table: PhysAddr, cleared: Cleared) -> bool {
-    match cleared {
-        Cleared::Leaves => {
-            pgtable_check::claimed_empty(table);
-            true
-        }
-        Cleared::Unknown => table_is_empty(table),
-    }
 }
 
 /// Takes the empty tables under [va, va + size) away: unlink, one flush of
@@ -82,7 +68,8 @@ pub(crate) unsafe fn reclaim_empty_tables(
         va.as_u64() >= linear.end || va.as_u64().saturating_add(size) <= linear.start,
         "the linear map's tables are never taken away: {va} + {size:#x}"
     );
-    let mut unlinked = unlink_empty_tables(root, va, size, cleared);
+    // SAFETY: `exclusive` is held; `cleared` is our caller's claim.
+    let mut unlinked = unsafe { unlink_empty_tables(&exclusive, root, va, size, cleared) };
     let count = unlinked.len();
     if planted(Bug::FreeBeforeFlush) {
         drop(exclusive);
@@ -125,46 +112,5 @@ pub(super) unsafe fn reclaim_unless_walked(
         // SAFETY: as our caller guarantees.
         Some(exclusive) => _ = unsafe { reclaim_empty_tables(exclusive, root, va, size, changed, cleared) },
         None => tlb::flush_after(changed, va, va.add(size)),
-    }
-}
-
-fn unlink_empty_below(
-    table: PhysAddr,
-    level: Level,
-    first: u64,
-    last: u64,
-    cleared: Cleared,
-    unlinked: &mut Vec<PhysAddr>,
-) {
-    let Some(next_level) = level.next() else { return };
-    let size = level.entry_size();
-    let mut at = first & !(size - 1);
-    loop {
-        // SAFETY: a table reached from the root under `Exclusive` (the
-        // caller's): nothing takes it away but this code.
-        let entry = unsafe { EntryRef::new(table, level, VirtAddr::new(at)) };
-        if let Entry::Table(child) = entry.entry() {
-            let lo = first.max(at);
-            let hi = last.min(at.wrapping_add(size - 1));
-            unlink_empty_below(child, next_level, lo, hi, cleared, unlinked);
-            let whole = lo == at && hi == at.wrapping_add(size - 1);
-            let empty = match next_level {
-                Level::L3 if whole => leaf_table_is_empty(child, cleared),
-                _ => table_is_empty(child),
-            };
-            if empty {
-                // SAFETY: an empty table, unlinked with no walk in
-                // progress; the caller flushes its walks before freeing it.
-                unsafe { write_entry(&entry, Descriptor::INVALID) };
-                // The parent's emptiness is read from memory next.
-                lazy_mmu::sync_stores();
-                unlinked.push(child);
-            }
-        }
-        let next = at.wrapping_add(size);
-        if next == 0 || next > last || next < at {
-            break;
-        }
-        at = next;
     }
 }

@@ -120,20 +120,6 @@ impl Walking {
         Ok(unsafe { EntryRef::at(slot) })
     }
 
-    /// The tables [`Walking::walk_create`] would link to reach `va` at
-    /// `level`, as (level of the entry that would point to it, the first
-    /// address it covers), top down; an error if a block is in the way.
-    /// Nothing is changed.
-    pub fn tables_missing(&self, va: VirtAddr, level: Level) -> Result<impl Iterator<Item = (Level, u64)>, MapError> {
-        Ok(walk::tables_missing(&LinearMap, self.root, va, level)?)
-    }
-
-    /// The tables creating walks to every level-3 entry of [start, end)
-    /// will link, each counted once; an error if a block is in the way.
-    pub fn tables_needed(&self, start: VirtAddr, end: VirtAddr) -> Result<usize, MapError> {
-        Ok(walk::tables_needed(&LinearMap, self.root, start, end)?)
-    }
-
     /// The entries covering [va, va + size), in address order: at each
     /// step the deepest entry the walk reaches (a leaf, or an invalid entry
     /// at the level where a hole starts), with the address it was reached
@@ -206,12 +192,19 @@ impl TableMemory for LinearMap {
 /// sections of the current task. It borrows the walk that keeps the
 /// tables it reaches.
 pub(crate) struct KernelTables<'walk> {
-    _walk: PhantomData<&'walk Walking>,
+    _kept: PhantomData<&'walk ()>,
 }
 
 impl<'walk> KernelTables<'walk> {
+    /// The tables as a walk reaches them (it keeps them).
     pub(crate) fn new(_walk: &'walk Walking) -> KernelTables<'walk> {
-        KernelTables { _walk: PhantomData }
+        KernelTables { _kept: PhantomData }
+    }
+
+    /// The tables as the holder of [`Exclusive`] reaches them (no walk is
+    /// in progress: it may take tables away).
+    pub(crate) fn exclusive(_exclusive: &'walk Exclusive) -> KernelTables<'walk> {
+        KernelTables { _kept: PhantomData }
     }
 }
 
@@ -257,6 +250,15 @@ impl engine::Tables for KernelTables<'_> {
         // The next walk reads from memory: under `deferred-writes` the link
         // must be there, or the block would be found and split again.
         lazy_mmu::sync_stores();
+    }
+
+    fn sync(&self) {
+        lazy_mmu::sync_stores();
+    }
+
+    fn claimed_empty(&self, table: PhysAddr) {
+        // The checker, if on, verifies the claim; the code takes the same path.
+        pgtable_check::claimed_empty(table);
     }
 
     fn alloc_table(&self) -> Option<PhysAddr> {

@@ -109,6 +109,21 @@ impl HostTables {
         }
     }
 
+    /// The empty tables below `table` (at `level`, from `base`), as
+    /// (first address, level).
+    fn empty_tables(&self, table: PhysAddr, level: Level, base: u64, out: &mut Vec<(u64, Level)>) {
+        for i in 0..512u64 {
+            let va = base | (i << level.shift());
+            if let Entry::Table(next) = self.read(table, i as usize).decode(level) {
+                let next_level = level.next().unwrap();
+                if (0..512).all(|j| self.read(next, j) == Descriptor::INVALID) {
+                    out.push((va, next_level));
+                }
+                self.empty_tables(next, next_level, va, out);
+            }
+        }
+    }
+
     /// Takes the empty tables under the entry at `slot` away (a mapping's
     /// block goes there): what the kernel's reclaim does before it plans
     /// again.
@@ -171,6 +186,12 @@ impl Tables for HostTables {
     unsafe fn replace_block(&self, slot: Slot, table: PhysAddr) {
         assert!(matches!(slot.entry(self), Entry::Leaf { .. }), "a block is replaced");
         self.write(slot.table, slot.index(), Descriptor::table(table));
+    }
+
+    fn sync(&self) {}
+
+    fn claimed_empty(&self, table: PhysAddr) {
+        assert!((0..512).all(|i| self.read(table, i) == Descriptor::INVALID), "a table claimed empty is");
     }
 
     fn alloc_table(&self) -> Option<PhysAddr> {
@@ -280,6 +301,9 @@ enum Op {
     Protect { window: usize, offset: u64, size: u64 },
     /// Split the `nth` block (if any) one level down.
     Split { nth: usize },
+    /// Take the empty tables of a range away (after clearing it, claiming
+    /// its level-3 entries zero, if `cleared`).
+    Reclaim { window: usize, offset: u64, size: u64, cleared: bool },
 }
 
 /// An offset or size in a window: page, 2 MiB or 1 GiB granular, so that
@@ -323,6 +347,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => range().prop_map(|(window, offset, size)| Op::Clear { window, offset, size }),
         1 => range().prop_map(|(window, offset, size)| Op::Protect { window, offset, size }),
         1 => (0usize..8).prop_map(|nth| Op::Split { nth }),
+        2 => (range(), any::<bool>()).prop_map(|((window, offset, size), cleared)| Op::Reclaim { window, offset, size, cleared }),
     ]
 }
 
@@ -481,6 +506,36 @@ fn run_op(t: &HostTables, root: PhysAddr, model: &mut Model, op: Op) {
             model.leaves.remove(&va);
             for i in 0..512 {
                 model.leaves.insert(va + i * next.entry_size(), (next, pa + i * next.entry_size(), attrs));
+            }
+        }
+        Op::Reclaim { window, offset, size, cleared } => {
+            let va = WINDOWS[window].0 + offset;
+            if cleared {
+                if model.clear_refusal(va, size, false).is_some() {
+                    return;
+                }
+                // SAFETY: host memory.
+                unsafe { engine::clear(t, root, VirtAddr::new(va), size, Sections::Caller) };
+                for (at, _) in model.overlapping(va, size) {
+                    model.leaves.remove(&at);
+                }
+            }
+            let mut unlinked = Vec::new();
+            // SAFETY: host memory, no walk in progress; the claim is true
+            // if `cleared`.
+            unsafe {
+                engine::unlink_empty_tables(t, root, VirtAddr::new(va), size, cleared, &mut |pa| unlinked.push(pa))
+            };
+            for pa in unlinked {
+                t.free_table(pa);
+            }
+            // No table left under the range is empty.
+            let mut empty = Vec::new();
+            t.empty_tables(root, Level::L0, 0xffff_0000_0000_0000, &mut empty);
+            let last = va + (size - 1);
+            for (at, level) in empty {
+                let end = at + (level.entry_size() * 512 - 1);
+                assert!(end < va || at > last, "{op:?}: an empty level-{} table at {at:#x} stayed", level.0);
             }
         }
     }
