@@ -757,7 +757,8 @@ pub fn check_clear(tables: &impl TableMemory, root: PhysAddr, va: VirtAddr, size
         match (slot.level, slot.entry(tables)) {
             (Level::L3, _) if mapped => {
                 let run = TableRun::new(slot.table, Level::L3, at, (span / PAGE_SIZE) as usize);
-                if let Some(i) = (0..run.len).find(|&i| !tables.read(run.table, run.index + i).is_valid()) {
+                let old = tables.reader(run.table, run.index);
+                if let Some(i) = (0..run.len).find(|&i| !old(i).is_valid()) {
                     return Err(MapError::NotMapped(run.slot(i).va));
                 }
             }
@@ -798,11 +799,11 @@ pub unsafe fn clear(tables: &impl Tables, root: PhysAddr, va: VirtAddr, size: u6
         if slot.level == Level::L3 {
             let _per_table = (sections == Sections::PerTable).then(|| tables.lazy_section());
             let run = TableRun::new(slot.table, Level::L3, at, (span / PAGE_SIZE) as usize);
-            let left = &left;
+            let (left, old) = (&left, tables.reader(run.table, run.index));
             // SAFETY: the caller's range; flushed by the caller.
             cleared += unsafe {
                 tables.write_run(run, move |i| {
-                    let old = tables.read(run.table, run.index + i);
+                    let old = old(i);
                     if old.is_valid() {
                         return Some(Descriptor::INVALID);
                     }

@@ -427,11 +427,12 @@ fn range_size(addr: VirtAddr, end: VirtAddr) -> Result<u64, VmallocError> {
 
 /// [`vmap_range`] into an area whose record the caller holds, checked:
 /// 1 GiB and 2 MiB blocks where both addresses and the size allow, in one
-/// lazy section, all or nothing.
+/// lazy section (or, as the apply mode says, Linux's: one per level-3
+/// table, blocks outside any), all or nothing.
 fn map_contiguous(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> Result<(), VmallocError> {
     let leaves = Contiguous { pa, sizes: LeafSizes::Blocks };
     // SAFETY: the caller may map [pa, pa + size) at its area's [va, va + size).
-    unsafe { pgtable::map_leaves(pgtable::kernel_root(), va, size, leaves, attrs, Sections::WholeCall) }?;
+    unsafe { pgtable::map_leaves(pgtable::kernel_root(), va, size, leaves, attrs, apply::sections(true)) }?;
     Ok(())
 }
 

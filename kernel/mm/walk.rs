@@ -14,6 +14,14 @@ use super::descriptor::{Descriptor, Entry, Level};
 pub trait TableMemory {
     /// Entry `index` (0 to 511) of the page-table page at `table`.
     fn read(&self, table: PhysAddr, index: usize) -> Descriptor;
+
+    /// A reader of the entries of `table` from entry `first`: `i` gives
+    /// entry `first + i`, as [`TableMemory::read`] would read it, with the
+    /// table's address worked out once (for loops over a run).
+    #[inline(always)]
+    fn reader(&self, table: PhysAddr, first: usize) -> impl Fn(usize) -> Descriptor + Copy {
+        move |i| self.read(table, first + i)
+    }
 }
 
 /// One entry of one table, by position: the table, its level, and the

@@ -213,6 +213,13 @@ impl TableMemory for KernelTables<'_> {
     fn read(&self, table: PhysAddr, index: usize) -> Descriptor {
         LinearMap.read(table, index)
     }
+
+    #[inline(always)]
+    fn reader(&self, table: PhysAddr, first: usize) -> impl Fn(usize) -> Descriptor + Copy {
+        let first = phys_to_virt(table).as_ptr::<u64>().wrapping_add(first);
+        // SAFETY: entries of a table the walk keeps, through the linear map.
+        move |i| Descriptor(unsafe { read_volatile(first.wrapping_add(i)) })
+    }
 }
 
 impl engine::Tables for KernelTables<'_> {
