@@ -11,7 +11,7 @@
 
 use tock_registers::{LocalRegisterCopy, register_bitfields};
 
-use crate::mm::addr::PhysAddr;
+use crate::mm::addr::{PAGE_SHIFT, PhysAddr};
 
 register_bitfields! {u64,
     pub STAGE1_DESCRIPTOR [
@@ -249,6 +249,18 @@ impl Descriptor {
         Descriptor(d.get())
     }
 
+    /// This page with its output address `pages` pages further on (Linux's
+    /// `pte_advance_pfn`): one add on the word, nothing masked, so that a
+    /// loop over consecutive pages (`pgtable::set_ptes`) keeps a running
+    /// descriptor. The new address must still fit bits 47:12, as any page
+    /// of RAM does: a carry out of them would land in the attributes.
+    #[inline(always)]
+    pub fn advance_pfn(self, pages: u64) -> Descriptor {
+        let next = Descriptor(self.0 + (pages << PAGE_SHIFT));
+        debug_assert_eq!(next.output(), self.output().add(pages << PAGE_SHIFT), "{self:?} advanced {pages} pages");
+        next
+    }
+
     /// The output address (bits 47:12): the next table, block or page.
     #[inline]
     pub fn output(self) -> PhysAddr {
@@ -320,6 +332,18 @@ mod tests {
                 assert_eq!(other, Descriptor::leaf(level, PhysAddr::new(0x8000_0000), attrs));
                 let read_only = Attributes { writable: false, ..attrs };
                 assert_eq!(made.read_only(), Descriptor::leaf(level, pa, read_only), "{level:?} {attrs:?}");
+            }
+        }
+    }
+
+    #[test_case]
+    fn advancing_a_page_moves_its_output_address_and_nothing_else() {
+        let pa = PhysAddr::new(0x4020_3000);
+        for attrs in [Attributes::KERNEL_RW, Attributes::KERNEL_RO, Attributes::KERNEL_RX, Attributes::DEVICE] {
+            let first = Descriptor::leaf(Level::L3, pa, attrs);
+            for pages in [0, 1, 511] {
+                let expected = Descriptor::leaf(Level::L3, pa.add(pages << PAGE_SHIFT), attrs);
+                assert_eq!(first.advance_pfn(pages), expected, "{attrs:?} advanced {pages} pages");
             }
         }
     }

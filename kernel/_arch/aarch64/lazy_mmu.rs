@@ -195,7 +195,9 @@ pub unsafe fn write_run(state: &ArchLazyState, run: Run, new: impl Fn(usize) -> 
     let mode = state.store_mode();
     match mode {
         StoreMode::Pending => {
-            observe::tell(|o| o.writing(&run, mode, &new));
+            // (`move`: the observers are shown copies, so that `run` and
+            // `new` stay in registers for the store loop.)
+            observe::tell(move |o| o.writing(&run, mode, &new));
             // SAFETY: as our caller guarantees.
             let (written, valid) = unsafe { store_entries(&run, new) };
             if valid {
@@ -248,10 +250,16 @@ unsafe fn store_entries(run: &Run, new: impl Fn(usize) -> Option<Descriptor> + C
         // SAFETY: as our caller guarantees.
         return unsafe { store_loop(run.first, run.len, new) };
     }
+    // The checker is shown copies and its `store` owns its own: nothing
+    // of the caller's has its address taken, so that the loop above keeps
+    // the run and `new`'s captures in registers.
+    let (shown_run, shown_new) = (*run, new);
+    let (first, len) = (run.first, run.len);
     let mut stored = (0, false);
+    let out = &mut stored;
     // SAFETY: as our caller guarantees.
-    let mut store = || stored = unsafe { store_loop(run.first, run.len, new) };
-    observe::storing_checked(run, &new, &mut store);
+    let mut store = move || *out = unsafe { store_loop(first, len, new) };
+    observe::storing_checked(&shown_run, &shown_new, &mut store);
     stored
 }
 
@@ -264,15 +272,17 @@ unsafe fn store_entries(run: &Run, new: impl Fn(usize) -> Option<Descriptor> + C
 #[inline(always)]
 unsafe fn store_loop(first: *mut u64, len: usize, new: impl Fn(usize) -> Option<Descriptor>) -> (usize, bool) {
     // (Counted so that the loop's common case does no counting: the
-    // slots skipped, rare, and the valid bits ORed, which each caller's
-    // descriptors fix at compile time, so that the OR folds away.)
+    // slots skipped, rare, and the valid bits ORed, bit 0 alone, which
+    // each caller's descriptors fix outside the loop (a constant, or the
+    // run's first entry's: `set_ptes` adds whole pages), so that the OR
+    // leaves the loop.)
     let (mut skipped, mut valid) = (0, 0);
     for i in 0..len {
         match new(i) {
             Some(desc) => {
                 // SAFETY: entry `i` of the caller's run, inside its table.
                 unsafe { write_volatile(first.add(i), desc.0) };
-                valid |= desc.0;
+                valid |= desc.0 & 1;
             }
             None => {
                 core::hint::cold_path();

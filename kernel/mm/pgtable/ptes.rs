@@ -123,16 +123,15 @@ pub unsafe fn write_ptes(ptes: &Ptes<'_>, new: impl Fn(&PteSlot) -> Option<Descr
 
 /// Maps the run to consecutive pages (Linux's `set_ptes(mm, addr, ptep,
 /// pte, nr)`): entry `i` gets `first` with its output address moved on
-/// by `i` pages.
+/// by `i` pages (`Descriptor::advance_pfn`: an add, so that the store loop
+/// keeps one running descriptor, as Linux's `set_ptes` does).
 ///
 /// # Safety
 /// As [`write_entry`], for every page the run maps.
 #[inline(always)]
 pub unsafe fn set_ptes(ptes: &Ptes<'_>, first: Descriptor) {
-    let template = first.with_output(PhysAddr::new(0));
-    let pa = first.output();
     // SAFETY: as our caller guarantees.
-    unsafe { write_ptes(ptes, move |slot| Some(template.with_output(pa.add(slot.index() as u64 * PAGE_SIZE)))) };
+    unsafe { write_ptes(ptes, move |slot| Some(first.advance_pfn(slot.index() as u64))) };
 }
 
 /// Replaces every valid entry of the run with `f(entry)` (a permission
