@@ -246,6 +246,19 @@ pub trait Tables: TableMemory {
     /// otherwise).
     unsafe fn write_run(&self, run: TableRun, new: impl Fn(usize) -> Option<Descriptor> + Copy) -> usize;
 
+    /// [`Tables::write_run`] with `new` given each entry's old value too:
+    /// `new(i, old)`. The same store primitive; the kernel reads and
+    /// stores through one pointer.
+    ///
+    /// # Safety
+    /// As [`Tables::write_run`].
+    #[inline(always)]
+    unsafe fn update_run(&self, run: TableRun, new: impl Fn(usize, Descriptor) -> Option<Descriptor> + Copy) -> usize {
+        let old = self.reader(run.table, run.index);
+        // SAFETY: as our caller guarantees.
+        unsafe { self.write_run(run, move |i| new(i, old(i))) }
+    }
+
     /// Links `table` (zeroed, ordered, from [`Tables::alloc_table`]) at the
     /// entry `slot`, unless something is there by now, and makes the link
     /// visible to the next walker that looks.
@@ -799,11 +812,10 @@ pub unsafe fn clear(tables: &impl Tables, root: PhysAddr, va: VirtAddr, size: u6
         if slot.level == Level::L3 {
             let _per_table = (sections == Sections::PerTable).then(|| tables.lazy_section());
             let run = TableRun::new(slot.table, Level::L3, at, (span / PAGE_SIZE) as usize);
-            let (left, old) = (&left, tables.reader(run.table, run.index));
+            let left = &left;
             // SAFETY: the caller's range; flushed by the caller.
             cleared += unsafe {
-                tables.write_run(run, move |i| {
-                    let old = old(i);
+                tables.update_run(run, move |_, old| {
                     if old.is_valid() {
                         return Some(Descriptor::INVALID);
                     }
@@ -851,7 +863,8 @@ pub unsafe fn split_block(tables: &impl Tables, block: Slot, table: PhysAddr) ->
 
 /// Is the table at `table` all zeroes?
 fn table_is_empty(tables: &impl TableMemory, table: PhysAddr) -> bool {
-    (0..512).all(|i| tables.read(table, i) == Descriptor::INVALID)
+    let entry = tables.reader(table, 0);
+    (0..512).all(|i| entry(i) == Descriptor::INVALID)
 }
 
 /// Unlinks the tables below `root` that cover [va, va + size) and are

@@ -239,6 +239,14 @@ impl engine::Tables for KernelTables<'_> {
         unsafe { lazy_mmu::write_run(run, new) }
     }
 
+    #[inline(always)]
+    unsafe fn update_run(&self, run: TableRun, new: impl Fn(usize, Descriptor) -> Option<Descriptor> + Copy) -> usize {
+        let first = phys_to_virt(run.table).as_mut_ptr::<u64>().wrapping_add(run.index);
+        let run = Run { first, len: run.len, level: run.level, va: run.va.as_u64() };
+        // SAFETY: as in `write_run`; the reads are of the same entries.
+        unsafe { lazy_mmu::write_run(run, move |i| new(i, Descriptor(read_volatile(first.wrapping_add(i))))) }
+    }
+
     unsafe fn link(&self, slot: Slot, table: PhysAddr) -> Linked {
         // SAFETY: a table the walk reached, kept by it.
         link_table(&unsafe { EntryRef::at(slot) }, table)
