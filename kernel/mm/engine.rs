@@ -48,17 +48,29 @@ use super::walk::{self, BlockInTheWay, NewTables, Slot, TableMemory};
 pub enum MapError {
     OutOfMemory,
     /// An address or size that must be page aligned is not.
-    Misaligned { what: Operand, value: u64 },
+    Misaligned {
+        what: Operand,
+        value: u64,
+    },
     /// The range covers only part of the block at `va` (at `level`): the
     /// call would have to split it, and a block is changed whole or not
     /// at all.
-    SplitsBlock { va: VirtAddr, level: Level },
+    SplitsBlock {
+        va: VirtAddr,
+        level: Level,
+    },
     /// Size zero, or start + size wraps around.
-    BadRange { start: VirtAddr, size: u64 },
+    BadRange {
+        start: VirtAddr,
+        size: u64,
+    },
     /// Not a kernel (TTBR1) address.
     NotKernelAddress(VirtAddr),
     /// A block mapping covers `va` at `level` where a table is needed.
-    BlockInTheWay { va: VirtAddr, level: Level },
+    BlockInTheWay {
+        va: VirtAddr,
+        level: Level,
+    },
     /// Something is already mapped at `va`.
     AlreadyMapped(VirtAddr),
     /// Nothing is mapped at `va`.
@@ -480,14 +492,17 @@ pub trait Leaves: Copy {
     fn level(&self, va: VirtAddr, offset: u64, remaining: u64) -> Level;
     /// Where the leaf at `offset` bytes into the range points.
     fn output(&self, offset: u64) -> PhysAddr;
+    /// The attributes of every leaf.
+    fn attrs(&self) -> Attributes;
 }
 
 /// A physically contiguous range from `pa`, in leaves as large as `sizes`
-/// and the alignment of both addresses allow.
+/// and the alignment of both addresses allow, with `attrs`.
 #[derive(Clone, Copy, Debug)]
 pub struct Contiguous {
     pub pa: PhysAddr,
     pub sizes: LeafSizes,
+    pub attrs: Attributes,
 }
 
 impl Leaves for Contiguous {
@@ -500,11 +515,19 @@ impl Leaves for Contiguous {
     fn output(&self, offset: u64) -> PhysAddr {
         self.pa.add(offset)
     }
+
+    #[inline]
+    fn attrs(&self) -> Attributes {
+        self.attrs
+    }
 }
 
-/// One page per frame of a list, in order (vmap's).
+/// One page per frame of a list, in order, with `attrs` (vmap's).
 #[derive(Clone, Copy, Debug)]
-pub struct Pages<'a>(pub &'a [PhysAddr]);
+pub struct Pages<'a> {
+    pub frames: &'a [PhysAddr],
+    pub attrs: Attributes,
+}
 
 impl Leaves for Pages<'_> {
     #[inline]
@@ -514,7 +537,12 @@ impl Leaves for Pages<'_> {
 
     #[inline(always)]
     fn output(&self, offset: u64) -> PhysAddr {
-        self.0[(offset / PAGE_SIZE) as usize]
+        self.frames[(offset / PAGE_SIZE) as usize]
+    }
+
+    #[inline]
+    fn attrs(&self) -> Attributes {
+        self.attrs
     }
 }
 
@@ -573,7 +601,13 @@ fn first_mapped(tables: &impl TableMemory, slot: Slot) -> Option<VirtAddr> {
 /// fails if anything is mapped there already (at any level under a leaf,
 /// or a block over it), and counts the tables the mapping will link, each
 /// once. The range is checked ([`check_range`]) by the caller.
-pub fn plan_map(tables: &impl TableMemory, root: PhysAddr, va: VirtAddr, size: u64, leaves: impl Leaves) -> Result<Plan, MapError> {
+pub fn plan_map(
+    tables: &impl TableMemory,
+    root: PhysAddr,
+    va: VirtAddr,
+    size: u64,
+    leaves: impl Leaves,
+) -> Result<Plan, MapError> {
     let mut plan = Plan::default();
     let mut needed = NewTables::default();
     for run in leaf_runs(va, size, leaves) {
@@ -582,7 +616,9 @@ pub fn plan_map(tables: &impl TableMemory, root: PhysAddr, va: VirtAddr, size: u
             if matches!(deepest.entry(tables), Entry::Leaf { .. }) {
                 return Err(MapError::AlreadyMapped(run.va));
             }
-            needed.note((deepest.level.0..run.level.0).map(|l| (Level(l), run.va.as_u64() & !(Level(l).entry_size() - 1))));
+            needed.note(
+                (deepest.level.0..run.level.0).map(|l| (Level(l), run.va.as_u64() & !(Level(l).entry_size() - 1))),
+            );
             continue;
         }
         // The table the leaves go in is there: each of their slots must be
@@ -622,7 +658,7 @@ fn walk_up(tables: &impl TableMemory, root: PhysAddr, va: VirtAddr, level: Level
     slot.table
 }
 
-/// Maps [va, va + size) with `leaves` and `attrs`, as [`plan_map`]
+/// Maps [va, va + size) with `leaves`, as [`plan_map`]
 /// planned it, with the tables it counted (`pool`, from [`Pool::alloc`]:
 /// allocated before anything changes): each run of leaves written in one
 /// store, linking the tables on the way. What is left of the pool is
@@ -638,7 +674,6 @@ pub unsafe fn map(
     va: VirtAddr,
     size: u64,
     leaves: impl Leaves,
-    attrs: Attributes,
     mut pool: Pool,
     sections: Sections,
 ) -> Result<Applied, MapError> {
@@ -656,7 +691,7 @@ pub unsafe fn map(
                 }
             };
             let _per_table = (sections == Sections::PerTable).then(|| tables.lazy_section());
-            let template = Descriptor::leaf_template(run.level, attrs);
+            let template = Descriptor::leaf_template(run.level, leaves.attrs());
             let (offset, step) = (run.offset, run.level.entry_size());
             let run = TableRun::new(table, run.level, run.va, run.count);
             // SAFETY: a table the walk reached or linked; the leaves are the
@@ -765,7 +800,13 @@ fn within(slot: Slot, va: VirtAddr, size: u64) -> bool {
 /// Checks that [va, va + size) can be cleared: no block sticks out of it
 /// (`SplitsBlock`), and, if `mapped`, every address of it is mapped
 /// (`NotMapped`, the first hole). Changes nothing.
-pub fn check_clear(tables: &impl TableMemory, root: PhysAddr, va: VirtAddr, size: u64, mapped: bool) -> Result<(), MapError> {
+pub fn check_clear(
+    tables: &impl TableMemory,
+    root: PhysAddr,
+    va: VirtAddr,
+    size: u64,
+    mapped: bool,
+) -> Result<(), MapError> {
     for (slot, at, span) in steps(tables, root, va, size) {
         match (slot.level, slot.entry(tables)) {
             (Level::L3, _) if mapped => {
@@ -844,7 +885,9 @@ pub unsafe fn clear(tables: &impl Tables, root: PhysAddr, va: VirtAddr, size: u6
 /// block and the new table map the same memory, which may both be in TLBs
 /// until the caller's flush).
 pub unsafe fn split_block(tables: &impl Tables, block: Slot, table: PhysAddr) -> Level {
-    let Entry::Leaf { addr: pa, attrs } = block.entry(tables) else { panic!("split_block of a non-block at {}", block.va) };
+    let Entry::Leaf { addr: pa, attrs } = block.entry(tables) else {
+        panic!("split_block of a non-block at {}", block.va)
+    };
     let level = block.level.next().expect("blocks are above level 3");
     let template = Descriptor::leaf_template(level, attrs);
     let step = level.entry_size();

@@ -204,7 +204,7 @@ fn split(walk: &Walking, block: &EntryRef<'_>, table: PhysAddr) {
         break_live_block(walk, block, table);
         return;
     }
-        // The old block and the new table may both be in TLBs for a while:
+    // The old block and the new table may both be in TLBs for a while:
     // they map the same memory, which BBML2_NOABORT allows; the caller's
     // flush drops the block.
     // SAFETY: `table` is ours, from the pool; the block is the caller's to

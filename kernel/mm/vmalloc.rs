@@ -380,7 +380,9 @@ fn vmap_pages_range(va: VirtAddr, pages: &[PhysAddr], attrs: Attributes) -> Resu
     let size = pages.len() as u64 * PAGE_SIZE;
     // SAFETY: the caller's area, mapping pages the caller may map (the
     // callers' own contracts).
-    unsafe { pgtable::map_leaves(pgtable::kernel_root(), va, size, Pages(pages), attrs, apply::sections(true)) }?;
+    unsafe {
+        pgtable::map_leaves(pgtable::kernel_root(), va, size, Pages { frames: pages, attrs }, apply::sections(true))
+    }?;
     Ok(())
 }
 
@@ -430,9 +432,9 @@ fn range_size(addr: VirtAddr, end: VirtAddr) -> Result<u64, VmallocError> {
 /// lazy section (or, as the apply mode says, Linux's: one per level-3
 /// table, blocks outside any), all or nothing.
 fn map_contiguous(va: VirtAddr, pa: PhysAddr, size: u64, attrs: Attributes) -> Result<(), VmallocError> {
-    let leaves = Contiguous { pa, sizes: LeafSizes::Blocks };
+    let leaves = Contiguous { pa, sizes: LeafSizes::Blocks, attrs };
     // SAFETY: the caller may map [pa, pa + size) at its area's [va, va + size).
-    unsafe { pgtable::map_leaves(pgtable::kernel_root(), va, size, leaves, attrs, apply::sections(true)) }?;
+    unsafe { pgtable::map_leaves(pgtable::kernel_root(), va, size, leaves, apply::sections(true)) }?;
     Ok(())
 }
 

@@ -543,10 +543,9 @@ fn check(results: &mut Results) {
             // deferred-writes, its pair still owed to the section's end); a
             // pair each where stores are made at once (eager; Linux's walk,
             // whose blocks are written outside any section).
-            ("vmap_1g", BATCHED | DEFERRED_WRITES) => expect(
-                "one pair: the block, and a table",
-                (c.dsb_ishst, c.isb) == (1, 1) && c.entries <= 2,
-            ),
+            ("vmap_1g", BATCHED | DEFERRED_WRITES) => {
+                expect("one pair: the block, and a table", (c.dsb_ishst, c.isb) == (1, 1) && c.entries <= 2)
+            }
             ("vmap_1g", _) => expect(
                 "a pair per entry: the block, and a table",
                 (c.dsb_ishst, c.isb) == (c.entries, c.entries) && c.entries <= 2,

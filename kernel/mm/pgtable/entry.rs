@@ -5,10 +5,10 @@ use core::ptr::read_volatile;
 
 use super::*;
 use crate::arch::observe::Run;
+use crate::mm::addr::PAGE_SIZE;
 use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::descriptor::{Descriptor, Entry, Level};
 use crate::mm::walk::Slot;
-use crate::mm::addr::PAGE_SIZE;
 use crate::mm::{lazy_mmu, phys_to_virt, virt_to_phys};
 
 /// One entry of one table: where it is, at which level, and which virtual

@@ -10,7 +10,7 @@ use crate::mm::{pgtable_check, tlb};
 
 pub use crate::mm::engine::{LeafSizes, check_range, leaf_level};
 
-/// Maps [va, va + size) with `leaves` and `attrs` in the tables under
+/// Maps [va, va + size) with `leaves` in the tables under
 /// `root`, all or nothing: planned first (nothing may be mapped there
 /// yet), the tables allocated, then written run by run in `sections`.
 /// Where a block goes over an empty table (left by an earlier mapping),
@@ -19,13 +19,12 @@ pub use crate::mm::engine::{LeafSizes, check_range, leaf_level};
 ///
 /// # Safety
 /// As [`engine::map`]: the range is the caller's, and the leaves map
-/// memory the caller may map there with `attrs`.
+/// memory the caller may map there with their attributes.
 pub(in crate::mm) unsafe fn map_leaves(
     root: PhysAddr,
     va: VirtAddr,
     size: u64,
     leaves: impl Leaves,
-    attrs: Attributes,
     sections: Sections,
 ) -> Result<Applied, MapError> {
     let mut walk = walking_from(root);
@@ -62,7 +61,7 @@ pub(in crate::mm) unsafe fn map_leaves(
         }
     }
     // SAFETY: as our caller guarantees; the tables are as planned.
-    unsafe { engine::map(&KernelTables::new(&walk), root, va, size, leaves, attrs, pool, sections) }
+    unsafe { engine::map(&KernelTables::new(&walk), root, va, size, leaves, pool, sections) }
 }
 
 /// Maps [va, va + size) to [pa, pa + size) with `attrs` in the table at
@@ -87,7 +86,7 @@ pub unsafe fn map_range(
         return Err(MapError::Misaligned { what: Operand::PhysicalAddress, value: pa.as_u64() });
     }
     // SAFETY: as our caller guarantees.
-    unsafe { map_leaves(root, va, size, engine::Contiguous { pa, sizes }, attrs, Sections::Caller) }.map(|_| ())
+    unsafe { map_leaves(root, va, size, engine::Contiguous { pa, sizes, attrs }, Sections::Caller) }.map(|_| ())
 }
 
 /// Unmaps [va, va + size): clears every leaf (blocks must lie wholly

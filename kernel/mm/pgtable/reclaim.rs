@@ -28,14 +28,25 @@ pub(crate) enum Cleared {
 ///
 /// # Safety
 /// The caller holds `Exclusive`; `cleared` is true of the range.
-unsafe fn unlink_empty_tables(exclusive: &Exclusive, root: PhysAddr, va: VirtAddr, size: u64, cleared: Cleared) -> Vec<PhysAddr> {
+unsafe fn unlink_empty_tables(
+    exclusive: &Exclusive,
+    root: PhysAddr,
+    va: VirtAddr,
+    size: u64,
+    cleared: Cleared,
+) -> Vec<PhysAddr> {
     let mut unlinked = Vec::new();
     // SAFETY: no walk is in progress (our caller's `Exclusive`), and the
     // claim is the caller's.
     unsafe {
-        engine::unlink_empty_tables(&KernelTables::exclusive(exclusive), root, va, size, cleared == Cleared::Leaves, &mut |pa| {
-            unlinked.push(pa)
-        })
+        engine::unlink_empty_tables(
+            &KernelTables::exclusive(exclusive),
+            root,
+            va,
+            size,
+            cleared == Cleared::Leaves,
+            &mut |pa| unlinked.push(pa),
+        )
     };
     unlinked
 }

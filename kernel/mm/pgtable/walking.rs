@@ -5,11 +5,11 @@ use core::marker::PhantomData;
 use core::ptr::read_volatile;
 
 use super::*;
+use crate::arch::observe::Run;
 use crate::mm::addr::{BLOCK_2M, PhysAddr, VirtAddr};
 use crate::mm::descriptor::{Descriptor, Entry, Level};
-use crate::mm::layout::in_linear_map;
-use crate::arch::observe::Run;
 use crate::mm::engine::{self, TableRun};
+use crate::mm::layout::in_linear_map;
 use crate::mm::walk::{self, Slot, TableMemory};
 use crate::mm::{lazy_mmu, pgtable_check, phys_to_virt};
 use crate::planted::{Bug, planted};

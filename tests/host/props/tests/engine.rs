@@ -357,9 +357,9 @@ fn unchanged(t: &HostTables, before: &BTreeMap<u64, Vec<u64>>, allocated: usize,
     assert_eq!(t.allocated.get() - allocated, t.freed.get() - freed, "every table it took went back");
 }
 
-/// Maps with the engine as the kernel does: plan (taking away empty
-/// tables where blocks go, then planning again), then map.
-fn map(t: &HostTables, root: PhysAddr, va: u64, size: u64, leaves: impl engine::Leaves, attrs: Attributes) -> Result<(), MapError> {
+/// Maps with the engine as the kernel does: plan, allocate the tables,
+/// take away empty tables where blocks go (and plan again), then map.
+fn map(t: &HostTables, root: PhysAddr, va: u64, size: u64, leaves: impl engine::Leaves) -> Result<(), MapError> {
     let va = VirtAddr::new(va);
     let plan = engine::plan_map(t, root, va, size, leaves)?;
     // Allocated before anything changes, the tables taken away included.
@@ -386,7 +386,7 @@ fn map(t: &HostTables, root: PhysAddr, va: u64, size: u64, leaves: impl engine::
     let (entered, stored, outside) = (t.sections_entered.get(), t.stored.get(), t.stored_outside.get());
     // SAFETY: host memory.
     let (allocated, freed) = (t.allocated.get(), t.freed.get());
-    let applied = unsafe { engine::map(t, root, va, size, leaves, attrs, pool, Sections::WholeCall) }?;
+    let applied = unsafe { engine::map(t, root, va, size, leaves, pool, Sections::WholeCall) }?;
     assert_eq!(t.allocated.get(), allocated, "no allocation once the pool is made");
     if !plan.reclaim {
         assert_eq!(t.linked.get() - linked, plan.tables, "the plan counted every table it linked, once");
@@ -407,8 +407,9 @@ fn run_op(t: &HostTables, root: PhysAddr, model: &mut Model, op: Op) {
         Op::MapPages { window, page, pages, frame } => {
             let va = WINDOWS[window].0 + page * PAGE;
             let size = pages * PAGE;
-            let frames: Vec<PhysAddr> = (0..pages).map(|i| PhysAddr::new(((frame + i * 7919) % (1 << 20)) * PAGE)).collect();
-            let got = map(t, root, va, size, Pages(&frames), Attributes::KERNEL_RW);
+            let frames: Vec<PhysAddr> =
+                (0..pages).map(|i| PhysAddr::new(((frame + i * 7919) % (1 << 20)) * PAGE)).collect();
+            let got = map(t, root, va, size, Pages { frames: &frames, attrs: Attributes::KERNEL_RW });
             match model.map_refusal(va, size) {
                 Some(e) => {
                     assert_eq!(got, Err(e), "{op:?}");
@@ -426,7 +427,7 @@ fn run_op(t: &HostTables, root: PhysAddr, model: &mut Model, op: Op) {
         Op::MapContiguous { window, offset, size, pa, blocks } => {
             let va = WINDOWS[window].0 + offset;
             let sizes = if blocks { LeafSizes::Blocks } else { LeafSizes::PagesOnly };
-            let got = map(t, root, va, size, Contiguous { pa: PhysAddr::new(pa), sizes }, Attributes::KERNEL_RO);
+            let got = map(t, root, va, size, Contiguous { pa: PhysAddr::new(pa), sizes, attrs: Attributes::KERNEL_RO });
             match model.map_refusal(va, size) {
                 Some(e) => {
                     assert_eq!(got, Err(e), "{op:?}");
@@ -563,19 +564,34 @@ fn a_block_over_an_empty_table_is_mapped_after_the_table_goes() {
     let (t, root) = HostTables::new();
     let va = WINDOWS[0].0;
     // A page, unmapped again: its level-3 table stays, empty.
-    map(&t, root, va, PAGE, Contiguous { pa: PhysAddr::new(0), sizes: LeafSizes::PagesOnly }, Attributes::KERNEL_RW)
-        .unwrap();
+    map(
+        &t,
+        root,
+        va,
+        PAGE,
+        Contiguous { pa: PhysAddr::new(0), sizes: LeafSizes::PagesOnly, attrs: Attributes::KERNEL_RW },
+    )
+    .unwrap();
     // SAFETY: host memory.
     unsafe { engine::clear(&t, root, VirtAddr::new(va), PAGE, Sections::Caller) };
-    let plan = engine::plan_map(&t, root, VirtAddr::new(va), BLOCK_2M, Contiguous { pa: PhysAddr::new(0), sizes: LeafSizes::Blocks })
-        .unwrap();
+    let plan = engine::plan_map(
+        &t,
+        root,
+        VirtAddr::new(va),
+        BLOCK_2M,
+        Contiguous { pa: PhysAddr::new(0), sizes: LeafSizes::Blocks, attrs: Attributes::KERNEL_RW },
+    )
+    .unwrap();
     assert!(plan.reclaim, "the plan says the table must go first");
-    map(&t, root, va, BLOCK_2M, Contiguous { pa: PhysAddr::new(0), sizes: LeafSizes::Blocks }, Attributes::KERNEL_RW)
-        .unwrap();
-    assert_eq!(
-        t.leaves(root).into_iter().collect::<Vec<_>>(),
-        vec![(va, (Level::L2, 0, Attributes::KERNEL_RW))]
-    );
+    map(
+        &t,
+        root,
+        va,
+        BLOCK_2M,
+        Contiguous { pa: PhysAddr::new(0), sizes: LeafSizes::Blocks, attrs: Attributes::KERNEL_RW },
+    )
+    .unwrap();
+    assert_eq!(t.leaves(root).into_iter().collect::<Vec<_>>(), vec![(va, (Level::L2, 0, Attributes::KERNEL_RW))]);
 }
 
 #[test]
@@ -584,11 +600,21 @@ fn a_page_list_is_one_run_per_table_and_the_tables_are_counted_once() {
     // 2 MiB - 4 KiB + 3 pages: across one level-3 table boundary.
     let va = WINDOWS[0].0 + BLOCK_2M - PAGE;
     let frames: Vec<PhysAddr> = (0..4).map(|i| PhysAddr::new(i * PAGE)).collect();
-    let plan = engine::plan_map(&t, root, VirtAddr::new(va), 4 * PAGE, Pages(&frames)).unwrap();
+    let plan = engine::plan_map(
+        &t,
+        root,
+        VirtAddr::new(va),
+        4 * PAGE,
+        Pages { frames: &frames, attrs: Attributes::KERNEL_RW },
+    )
+    .unwrap();
     // Level 1, level 2 and two level-3 tables.
     assert_eq!(plan, engine::Plan { tables: 4, reclaim: false });
-    let runs: Vec<_> = engine::leaf_runs(VirtAddr::new(va), 4 * PAGE, Pages(&frames)).map(|r| r.count).collect();
+    let runs: Vec<_> =
+        engine::leaf_runs(VirtAddr::new(va), 4 * PAGE, Pages { frames: &frames, attrs: Attributes::KERNEL_RW })
+            .map(|r| r.count)
+            .collect();
     assert_eq!(runs, vec![1, 3]);
-    map(&t, root, va, 4 * PAGE, Pages(&frames), Attributes::KERNEL_RW).unwrap();
+    map(&t, root, va, 4 * PAGE, Pages { frames: &frames, attrs: Attributes::KERNEL_RW }).unwrap();
     assert_eq!((t.allocated.get(), t.freed.get()), (1 + 4, 0));
 }
