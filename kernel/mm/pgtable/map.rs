@@ -67,7 +67,8 @@ pub(in crate::mm) unsafe fn map_leaves(
 /// Maps [va, va + size) to [pa, pa + size) with `attrs` in the table at
 /// `root`, with the leaf sizes `sizes` allows. Nothing may be mapped there
 /// yet. On failure nothing is mapped. Runs in the caller's lazy MMU
-/// section, if any.
+/// section, if any. It needs no heap (the kernel builds its own tables
+/// with it before it has one).
 ///
 /// # Safety
 /// [pa, pa + size) is memory the caller may map at `va` with `attrs`
@@ -85,8 +86,33 @@ pub unsafe fn map_range(
     if !pa.is_aligned(PAGE_SIZE) {
         return Err(MapError::Misaligned { what: Operand::PhysicalAddress, value: pa.as_u64() });
     }
-    // SAFETY: as our caller guarantees.
-    unsafe { map_leaves(root, va, size, engine::Contiguous { pa, sizes, attrs }, Sections::Caller) }.map(|_| ())
+    // In pieces of a few runs of leaves, each of which needs at most three
+    // new tables: a piece's tables fit in the pool's own space
+    // (`engine::Pool::INLINE`), as they must while the kernel builds its
+    // tables, before it has a heap. A piece ends where a run does, so the
+    // leaves are those of the whole range.
+    let leaves = engine::Contiguous { pa, sizes, attrs };
+    let mut runs = engine::leaf_runs(va, size, leaves).peekable();
+    let mut done = 0;
+    while runs.peek().is_some() {
+        let end = runs
+            .by_ref()
+            .take(engine::Pool::INLINE / 3)
+            .last()
+            .map_or(size, |r| r.offset + r.count as u64 * r.level.entry_size());
+        let piece = engine::Contiguous { pa: pa.add(done), sizes, attrs };
+        // SAFETY: as our caller guarantees.
+        if let Err(e) = unsafe { map_leaves(root, va.add(done), end - done, piece, Sections::Caller) } {
+            if done > 0 {
+                // SAFETY: what this call mapped, nothing else; its caller
+                // owns the range.
+                unsafe { unmap_range(root, va, done) }.expect("just mapped");
+            }
+            return Err(e);
+        }
+        done = end;
+    }
+    Ok(())
 }
 
 /// Unmaps [va, va + size): clears every leaf (blocks must lie wholly
