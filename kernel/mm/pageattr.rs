@@ -30,9 +30,11 @@ use alloc::vec::Vec;
 use super::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{LINEAR_MAP_SIZE, PAGE_OFFSET, VMALLOC_END, VMALLOC_START, in_linear_map};
-use super::pgtable::{self, EntryRef, MapError, Walking, alloc_tables, check_range, free_unlinked_tables};
+use super::pgtable::{
+    self, EntryRef, MapError, Walking, alloc_tables, check_range, free_unlinked_tables, order_before_link,
+};
 use super::{engine, kernel_map, lazy_mmu, pgtable_check, phys_to_virt, tlb, vmalloc};
-use crate::arch::{barrier, cpu as arch_cpu};
+use crate::arch::cpu as arch_cpu;
 use crate::cpu;
 use crate::planted::{Bug, planted};
 
@@ -234,16 +236,6 @@ fn break_live_block(walk: &Walking, block: &EntryRef<'_>, table: PhysAddr) {
     // SAFETY: as above.
     unsafe { pgtable::write_entry(block, Descriptor::table(table)) };
     arch_cpu::irq_restore(daif);
-}
-
-/// The entries of a table built inside a lazy section are in memory
-/// (under `deferred-writes` they may still be queued) and ordered before
-/// the store that links the table where a walker can reach it: a walker
-/// that sees the link must not read the zeroes under it (Linux's
-/// `split_pmd`/`split_pud`: `dsb(ishst)` before `pmd_populate`).
-fn order_before_link() {
-    lazy_mmu::sync_stores();
-    barrier::dsb_ishst();
 }
 
 /// Rewrites every block of the linear map as 4 KiB pages with the same

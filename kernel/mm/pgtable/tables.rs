@@ -6,7 +6,7 @@ use super::*;
 use crate::arch::barrier;
 use crate::mm::addr::{PAGE_SIZE, PhysAddr};
 use crate::mm::frame_alloc::{self};
-use crate::mm::{pgtable_check, phys_to_virt};
+use crate::mm::{lazy_mmu, pgtable_check, phys_to_virt};
 use crate::planted::{Bug, planted};
 
 /// A zeroed page-table page. The zeroing must be visible to the walker
@@ -44,4 +44,14 @@ pub fn free_unlinked_tables(tables: Vec<PhysAddr>) {
     for pa in tables {
         frame_alloc::free_frame(pa).expect("allocated by alloc_tables");
     }
+}
+
+/// The entries of a table built inside a lazy section are in memory
+/// (under `deferred-writes` they may still be queued) and ordered before
+/// the store that links the table where a walker can reach it: a walker
+/// that sees the link must not read the zeroes under it (Linux's
+/// `split_pmd`/`split_pud`: `dsb(ishst)` before `pmd_populate`).
+pub(in crate::mm) fn order_before_link() {
+    lazy_mmu::sync_stores();
+    barrier::dsb_ishst();
 }

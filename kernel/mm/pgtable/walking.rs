@@ -253,12 +253,7 @@ impl engine::Tables for KernelTables<'_> {
     }
 
     unsafe fn replace_block(&self, slot: Slot, table: PhysAddr) {
-        // The table's entries are in memory (under `deferred-writes` they
-        // may still be queued) and ordered before the store that links it:
-        // a walker that sees the link must not read the zeroes under it
-        // (Linux's `split_pmd`: `dsb(ishst)` before `pmd_populate`).
-        lazy_mmu::sync_stores();
-        crate::arch::barrier::dsb_ishst();
+        order_before_link();
         // SAFETY: the table maps exactly what the block did (our caller's
         // contract); the walk keeps the block's table.
         unsafe { write_entry(&EntryRef::at(slot), Descriptor::table(table)) };
