@@ -50,7 +50,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use lazymmu_props::addr::{PhysAddr, VirtAddr};
 use lazymmu_props::arch::observe::Issued;
 use lazymmu_props::descriptor::{Attributes, Descriptor, Entry, Level};
-use lazymmu_props::pgtable_check::report::Rule;
+use lazymmu_props::pgtable_check::report::{Rule, Violation};
 use lazymmu_props::pgtable_check::shadow::{Checker, Ctx, Here, Kernel, Start};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -69,7 +69,7 @@ const FRAMES: [u64; 4] = [RAM + 0x20 * PAGE, RAM + 0x21 * PAGE, RAM + 0x22 * PAG
 /// Level-2 entries the level-3 tables are linked into, and level-3
 /// entries stored into.
 const SLOTS: u64 = 4;
-const ENTRIES: u64 = 8;
+const ENTRIES: u64 = 4;
 const CPUS: usize = 2;
 
 /// The tables in memory, as the checker's [`Kernel`] reads them.
@@ -233,6 +233,19 @@ fn event() -> impl Strategy<Value = Event> {
 
 // ---- the model ----------------------------------------------------------
 
+/// A rule broken, and the count its report gives, if it gives one: the
+/// valid entries not published, or the entries not invalidated (of the
+/// task, or mapping the frame freed).
+type Broken = (Rule, Option<u64>);
+
+/// A violation reported, as the model predicts it.
+fn broken(v: &Violation) -> Broken {
+    let what = v.what.as_str();
+    let digits: String = what.chars().skip_while(|c| !c.is_ascii_digit()).take_while(|c| c.is_ascii_digit()).collect();
+    let counted = matches!(v.rule, Rule::Publish | Rule::Invalidate | Rule::BarrierOrder);
+    (v.rule, if counted { digits.parse().ok() } else { None })
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Place {
     Fresh,
@@ -248,6 +261,7 @@ struct Table {
 
 /// The valid entries a task stored and has not published.
 struct Unpublished {
+    count: u64,
     /// A `dsb` came on its CPU after the last of them.
     dsb_after: bool,
     /// An `isb` came since the first of them (so before that `dsb`).
@@ -284,7 +298,7 @@ struct Model {
     /// Is `pgtable::exclusive` held (during an unlink)?
     exclusive: bool,
     /// The rules broken by the event being judged, in order.
-    broken: Vec<Rule>,
+    broken: Vec<Broken>,
 }
 
 impl Model {
@@ -301,7 +315,7 @@ impl Model {
 
     /// The rules `event` breaks, in the order the checker reports them;
     /// `old` is what the stored entry held, if it stores.
-    fn expect(&mut self, event: Event, old: u64) -> Vec<Rule> {
+    fn expect(&mut self, event: Event, old: u64) -> Vec<Broken> {
         match event {
             Event::Store { cpu, table, index, page } => {
                 self.store(cpu, TABLES[table], index, Level::L3, old, page.descriptor())
@@ -318,13 +332,13 @@ impl Model {
             Event::Alloc { cpu, table } => {
                 let pa = TABLES[table];
                 if self.tables.contains_key(&pa) {
-                    self.broken.push(Rule::TableLifetime);
+                    self.broken.push((Rule::TableLifetime, None));
                 }
                 self.tables.insert(pa, Table { place: Place::Fresh, unordered: BTreeSet::from([cpu]) });
             }
             Event::Free { table, which, .. } => {
                 let pa = if table { TABLES[which] } else { FRAMES[which] };
-                let maps_it = |(&(level, _), s): (&(u8, u64), &Stale)| {
+                let maps_it = |&(&(level, _), s): &(&(u8, u64), &Stale)| {
                     s.cleared
                         && match Descriptor(s.old).decode(Level(level)) {
                             Entry::Table(t) => t.as_u64() == pa,
@@ -332,13 +346,14 @@ impl Model {
                             Entry::Invalid => false,
                         }
                 };
-                if self.stale.iter().any(maps_it) {
-                    self.broken.push(Rule::Invalidate);
+                let mapping = self.stale.iter().filter(maps_it).count() as u64;
+                if mapping > 0 {
+                    self.broken.push((Rule::Invalidate, Some(mapping)));
                 }
                 if let Some(t) = self.tables.remove(&pa)
                     && matches!(t.place, Place::Linked(_))
                 {
-                    self.broken.push(Rule::TableLifetime);
+                    self.broken.push((Rule::TableLifetime, None));
                 }
             }
             Event::Barrier { cpu, barrier } => self.barrier(cpu, barrier),
@@ -354,15 +369,16 @@ impl Model {
                 }
                 let before = self.stale.len();
                 self.stale.retain(|_, s| s.cpu != cpu);
-                if self.stale.len() < before {
-                    self.broken.push(Rule::Invalidate);
+                let owed = (before - self.stale.len()) as u64;
+                if owed > 0 {
+                    self.broken.push((Rule::Invalidate, Some(owed)));
                 }
                 if std::mem::take(&mut self.cpus[cpu].tlbi_open) {
-                    self.broken.push(Rule::Invalidate);
+                    self.broken.push((Rule::Invalidate, None));
                     self.stale.retain(|_, s| !s.covered_by.contains(&cpu));
                 }
                 if std::mem::take(&mut self.cpus[cpu].isb_owed) {
-                    self.broken.push(Rule::BarrierOrder);
+                    self.broken.push((Rule::BarrierOrder, None));
                 }
             }
             Event::SwitchingOut { cpu } => {
@@ -370,7 +386,7 @@ impl Model {
                     && !u.dsb_after
                 {
                     u.dsb_after = true;
-                    self.broken.push(Rule::Publish);
+                    self.broken.push((Rule::Publish, Some(u.count)));
                 }
             }
         }
@@ -379,14 +395,14 @@ impl Model {
 
     fn store(&mut self, cpu: usize, table: u64, index: u64, level: Level, old: u64, new: u64) {
         let Some(t) = self.tables.get_mut(&table) else {
-            self.broken.push(Rule::TableLifetime);
+            self.broken.push((Rule::TableLifetime, None));
             return;
         };
         t.unordered.insert(cpu);
         let va = match t.place {
             Place::Fresh => return,
             Place::Unlinked => {
-                self.broken.push(Rule::TableLifetime);
+                self.broken.push((Rule::TableLifetime, None));
                 return;
             }
             Place::Linked(base) => base + index * level.entry_size(),
@@ -400,7 +416,7 @@ impl Model {
                     let again = s.old != new;
                     self.stale.remove(&(level.0, va));
                     if again {
-                        self.broken.push(Rule::BreakBeforeMake);
+                        self.broken.push((Rule::BreakBeforeMake, None));
                     }
                 }
                 if let Entry::Table(child) = made {
@@ -413,21 +429,21 @@ impl Model {
                         c.place = Place::Unlinked;
                     }
                     if !self.exclusive {
-                        self.broken.push(Rule::TableLifetime);
+                        self.broken.push((Rule::TableLifetime, None));
                     }
                 }
                 self.make_stale(cpu, level, va, old, true);
             }
             (Entry::Leaf { addr: a, attrs: x }, Entry::Leaf { addr: b, attrs: y }) => {
                 if a != b || x.memory != y.memory {
-                    self.broken.push(Rule::BreakBeforeMake);
+                    self.broken.push((Rule::BreakBeforeMake, None));
                 } else if x.writable && !y.writable {
                     self.make_stale(cpu, level, va, old, false);
                 }
             }
             (Entry::Table(a), Entry::Table(b)) if a == b => {}
             (before, after) => {
-                self.broken.push(Rule::BreakBeforeMake);
+                self.broken.push((Rule::BreakBeforeMake, None));
                 for (t, place) in [(before, Place::Unlinked), (after, Place::Linked(va))] {
                     if let Entry::Table(t) = t
                         && let Some(t) = self.tables.get_mut(&t.as_u64())
@@ -438,22 +454,24 @@ impl Model {
             }
         }
         if Descriptor(new).is_valid() {
-            let u = self.cpus[cpu].unpublished.get_or_insert(Unpublished { dsb_after: false, isb_seen: false });
+            let u =
+                self.cpus[cpu].unpublished.get_or_insert(Unpublished { count: 0, dsb_after: false, isb_seen: false });
+            u.count += 1;
             u.dsb_after = false;
         }
     }
 
     fn link(&mut self, child: u64, va: u64) {
         let Some(t) = self.tables.get_mut(&child) else {
-            self.broken.push(Rule::TableLifetime);
+            self.broken.push((Rule::TableLifetime, None));
             return;
         };
         if t.place != Place::Fresh {
-            self.broken.push(Rule::TableLifetime);
+            self.broken.push((Rule::TableLifetime, None));
             return;
         }
         if !t.unordered.is_empty() {
-            self.broken.push(Rule::LinkOrder);
+            self.broken.push((Rule::LinkOrder, None));
         }
         t.place = Place::Linked(va);
     }
@@ -509,13 +527,14 @@ impl Model {
         }
         self.cpus[cpu].tlbi_open = true;
         if misordered {
-            self.broken.push(Rule::BarrierOrder);
+            self.broken.push((Rule::BarrierOrder, None));
         }
     }
 
     fn publish_point(&mut self, cpu: usize) {
         if let Some(u) = self.cpus[cpu].unpublished.take() {
-            self.broken.push(if u.dsb_after && u.isb_seen { Rule::BarrierOrder } else { Rule::Publish });
+            let rule = if u.dsb_after && u.isb_seen { Rule::BarrierOrder } else { Rule::Publish };
+            self.broken.push((rule, Some(u.count)));
         }
     }
 }
@@ -564,7 +583,7 @@ impl<'m> World<'m> {
 
     /// Tells the checker of `event`; returns the rules it found broken and
     /// what the stored entry held before, if the event stores.
-    fn run(&mut self, event: Event) -> (Vec<Rule>, u64) {
+    fn run(&mut self, event: Event) -> (Vec<Broken>, u64) {
         let cpu = match event {
             Event::Store { cpu, .. }
             | Event::Link { cpu, .. }
@@ -614,12 +633,12 @@ impl<'m> World<'m> {
             }
             Event::SwitchingOut { .. } => self.checker.switching_out(),
         }
-        (self.checker.take_found().iter().map(|v| v.rule).collect(), old)
+        (self.checker.take_found().iter().map(broken).collect(), old)
     }
 }
 
 /// The rules each event of `events` breaks, by the checker and by the model.
-fn both(events: &[Event]) -> Vec<(Vec<Rule>, Vec<Rule>)> {
+fn both(events: &[Event]) -> Vec<(Vec<Broken>, Vec<Broken>)> {
     let memory = World::memory();
     let mut world = World::new(&memory);
     let mut model = Model::new();
@@ -659,7 +678,7 @@ fn the_random_sequences_break_every_modelled_rule() {
         for (found, _) in both(&events) {
             events_seen += 1;
             clean += usize::from(found.is_empty());
-            for rule in found {
+            for (rule, _) in found {
                 *by_rule.entry(rule.name()).or_insert(0) += 1;
             }
         }
@@ -684,7 +703,7 @@ fn barrier(cpu: usize, barrier: Barrier) -> Event {
 fn found(events: &[Event]) -> Vec<Vec<Rule>> {
     let memory = World::memory();
     let mut world = World::new(&memory);
-    events.iter().map(|&e| world.run(e).0).collect()
+    events.iter().map(|&e| world.run(e).0.into_iter().map(|(rule, _)| rule).collect()).collect()
 }
 
 /// All the rules the checker finds in `events`, in order.
@@ -736,11 +755,13 @@ fn a_cleared_entry_needs_a_tlbi_and_dsb_ish_before_the_operation_returns() {
     let flushed =
         [unmap, barrier(0, Barrier::DsbIshst), tlbi, barrier(0, Barrier::DsbIsh), barrier(0, Barrier::Isb), end];
     assert_eq!(found_all(&[&map[..], &flushed].concat()), []);
-    // A TLBI of the next page does not cover it; one not completed leaves it open too.
-    let missed = Tlbi { cpu: 0, slot: 0, index: 4, pages: 1, walks: false };
-    let wrong =
-        [unmap, barrier(0, Barrier::DsbIshst), missed, barrier(0, Barrier::DsbIsh), barrier(0, Barrier::Isb), end];
-    assert_eq!(found_all(&[&map[..], &wrong].concat()), [Rule::Invalidate]);
+    // A TLBI of the page before or after does not cover it.
+    for index in [2, 4] {
+        let missed = Tlbi { cpu: 0, slot: 0, index, pages: 1, walks: false };
+        let wrong =
+            [unmap, barrier(0, Barrier::DsbIshst), missed, barrier(0, Barrier::DsbIsh), barrier(0, Barrier::Isb), end];
+        assert_eq!(found_all(&[&map[..], &wrong].concat()), [Rule::Invalidate], "TLBI of page {index}");
+    }
     // Left open, it is both an entry not invalidated and a TLBI not completed.
     let open = [unmap, barrier(0, Barrier::DsbIshst), tlbi, end];
     assert_eq!(found_all(&[&map[..], &open].concat()), [Rule::Invalidate, Rule::Invalidate]);
