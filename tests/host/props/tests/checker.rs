@@ -42,7 +42,8 @@
 //! Not modelled here (pinned by the kernel's own test images,
 //! `tests/pgtable_check.rs`): the linear map's blocks and pages, block
 //! splits, interrupt handlers and tasks that move between CPUs, deferred
-//! stores still queued, tables below fresh tables.
+//! stores still queued, tables below fresh tables, tables claimed empty,
+//! and the other checkpoints (walk ended, handed over, task exited).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
