@@ -16,24 +16,8 @@ use spin::Once;
 use super::descriptor::{Descriptor, Level};
 use super::lazy_mmu::StoreMode;
 
-/// An ordering instruction as issued, with what it covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Issued {
-    DsbIshst,
-    DsbIsh,
-    DmbIshst,
-    Isb,
-    /// A TLBI by address: every page of [start, start + pages * 4 KiB).
-    /// `walks`: it also drops cached table walks (`vaae1is`, `rvaae1is`),
-    /// not only last-level entries (`vaale1is`, `rvaale1is`).
-    Tlbi {
-        start: u64,
-        pages: u64,
-        walks: bool,
-    },
-    /// `tlbi vmalle1is`: everything, walks included.
-    TlbiAll,
-}
+mod issued;
+pub use issued::Issued;
 
 /// `len` consecutive entries of one page table at `level`, the first of
 /// which, at `first`, translates from `va`: what the store primitive

@@ -60,19 +60,21 @@ mod shadow;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 
+use report::BACKTRACE_DEPTH;
 pub use report::{EntryChange, Rule, Violation};
-use shadow::Checker;
+use shadow::{Checker, Ctx, Here, Kernel, Start};
 
 use crate::arch::cpu;
 use crate::arch::observe::{self, Issued, Observer, QueueEvent, Run, Watcher};
-use crate::mm::addr::PhysAddr;
+use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::descriptor::Descriptor;
-use crate::mm::lazy_mmu;
+use crate::mm::{frame_alloc, heap, lazy_mmu, pgtable};
+use crate::percpu::this_cpu;
 use crate::sync::IrqSpinLock;
 use crate::{boot_args, println};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
-static CHECKER: IrqSpinLock<Option<Checker>> = IrqSpinLock::new(None);
+static CHECKER: IrqSpinLock<Option<Checker<Live>>> = IrqSpinLock::new(None);
 /// Events checked so far: stores, barriers, TLBIs and checkpoints.
 static CHECKS: AtomicU64 = AtomicU64::new(0);
 
@@ -109,7 +111,13 @@ pub fn init() {
     if !requested() {
         return;
     }
-    *CHECKER.lock() = Some(Checker::new());
+    let start = Start {
+        root: pgtable::kernel_root(),
+        frames: frame_alloc::managed(),
+        heap: heap::phys_range(),
+        bbml2_noabort: crate::cpu::features().bbml2_noabort,
+    };
+    *CHECKER.lock() = Some(Checker::new(Live, start));
     observe::install(Watcher::Checker, &HOOKS);
     ENABLED.store(true, Relaxed);
 }
@@ -127,22 +135,80 @@ pub fn disable() {
     observe::set_listening(Watcher::Checker, false);
 }
 
+/// What the rules ask of the kernel, answered from the live tables.
+struct Live;
+
+impl Kernel for Live {
+    fn entry(&self, table: PhysAddr, index: u64) -> u64 {
+        // SAFETY: `table` is a page-table page the checker knows, reached
+        // through the linear map; a volatile read of one descriptor.
+        unsafe { core::ptr::read_volatile(crate::mm::phys_to_virt(table).as_ptr::<u64>().add(index as usize)) }
+    }
+    fn phys_to_virt(&self, pa: PhysAddr) -> VirtAddr {
+        crate::mm::phys_to_virt(pa)
+    }
+    fn virt_to_phys(&self, va: VirtAddr) -> PhysAddr {
+        crate::mm::virt_to_phys(va)
+    }
+    fn exclusive_held(&self) -> bool {
+        pgtable::exclusive_held()
+    }
+}
+
+/// Where the event being checked happens: this CPU, and the task or the
+/// interrupt handler running on it (asked with interrupts masked).
+fn here() -> Here {
+    let cpu = this_cpu();
+    let task = Ctx::Task(cpu.current_task() as *const _ as usize);
+    let irq = cpu.irq_depth() > 0;
+    Here { cpu: cpu.id, ctx: if irq { Ctx::Irq(cpu.id) } else { task }, task, name: cpu.current_task().name, irq }
+}
+
 /// Runs `f` on the checker with the context it was called in, then
 /// records what it found. `fp` is the caller's frame pointer, where a
 /// violation's backtrace starts.
-fn check(fp: u64, f: impl FnOnce(&mut Checker)) {
+fn check(fp: u64, f: impl FnOnce(&mut Checker<Live>)) {
     if !enabled() {
         return;
     }
-    let found = {
+    let mut found = {
         let mut guard = CHECKER.lock();
         let Some(checker) = guard.as_mut() else { return };
         CHECKS.fetch_add(1, Relaxed);
-        checker.begin(fp);
+        checker.begin(here());
         f(checker);
         checker.take_found()
     };
+    if !found.is_empty() {
+        let backtrace = backtrace_from(fp);
+        for v in &mut found {
+            v.backtrace = backtrace;
+        }
+    }
     record(found);
+}
+
+/// The return addresses of the frame-pointer chain (the kernel is built
+/// with frame pointers) from the frame record at `fp`, innermost first.
+fn backtrace_from(mut fp: u64) -> [u64; BACKTRACE_DEPTH] {
+    let mut out = [0; BACKTRACE_DEPTH];
+    let mut n = 0;
+    while n < BACKTRACE_DEPTH && fp != 0 && fp.is_multiple_of(16) && fp >> 48 == 0xffff {
+        // SAFETY: `fp` is a frame record of this stack (a kernel address,
+        // aligned, above the one before it): the caller's frame pointer
+        // and the return address.
+        let (next, lr) = unsafe { (*(fp as *const u64), *((fp + 8) as *const u64)) };
+        if lr == 0 {
+            break;
+        }
+        out[n] = lr;
+        n += 1;
+        if next <= fp || next - fp > 64 << 10 {
+            break;
+        }
+        fp = next;
+    }
+    out
 }
 
 fn record(found: Vec<Violation>) {

@@ -154,26 +154,3 @@ impl fmt::Display for Violation {
         Ok(())
     }
 }
-
-/// The return addresses of the frame-pointer chain (the kernel is built
-/// with frame pointers) from the frame record at `fp`, innermost first.
-pub fn backtrace_from(mut fp: u64) -> [u64; BACKTRACE_DEPTH] {
-    let mut out = [0; BACKTRACE_DEPTH];
-    let mut n = 0;
-    while n < BACKTRACE_DEPTH && fp != 0 && fp.is_multiple_of(16) && fp >> 48 == 0xffff {
-        // SAFETY: `fp` is a frame record of this stack (a kernel address,
-        // aligned, above the one before it): the caller's frame pointer
-        // and the return address.
-        let (next, lr) = unsafe { (*(fp as *const u64), *((fp + 8) as *const u64)) };
-        if lr == 0 {
-            break;
-        }
-        out[n] = lr;
-        n += 1;
-        if next <= fp || next - fp > 64 << 10 {
-            break;
-        }
-        fp = next;
-    }
-    out
-}

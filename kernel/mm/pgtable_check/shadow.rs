@@ -1,45 +1,72 @@
 //! The checker's shadow state, and the rules applied to each event.
 //!
 //! Everything here runs under the checker's lock with interrupts masked,
-//! on the CPU the event happened on (see `Checker::begin`).
+//! on the CPU the event happened on. The rules know the kernel only
+//! through what they are told: the events, where each happened ([`Here`],
+//! given to `Checker::begin`), and what [`Kernel`] answers. So the host
+//! compiles this file as it is and drives it against a model
+//! (`tests/host/props/tests/checker.rs`).
 
 use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use core::ptr::read_volatile;
 
-use super::report::{EntryChange, Rule, Sentence, Violation, backtrace_from};
+use super::report::{BACKTRACE_DEPTH, EntryChange, Rule, Sentence, Violation};
 use crate::arch::observe::Issued;
-use crate::cpu;
 use crate::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use crate::mm::layout::in_linear_map;
-use crate::mm::{frame_alloc, heap, pgtable, phys_to_virt, virt_to_phys};
-use crate::percpu::{MAX_CPUS, this_cpu};
+use crate::percpu::MAX_CPUS;
+
+/// What the rules ask of the kernel they watch, besides the events: the
+/// kernel answers from its live tables and lock (`pgtable_check`'s
+/// `Live`), the host's tests from a model.
+pub trait Kernel {
+    /// The descriptor at `index` of the page-table page at `table`, as it
+    /// is in memory now.
+    fn entry(&self, table: PhysAddr, index: u64) -> u64;
+    /// Where the kernel reaches the RAM at `pa` (the linear map).
+    fn phys_to_virt(&self, pa: PhysAddr) -> VirtAddr;
+    /// The RAM behind a linear-map address.
+    fn virt_to_phys(&self, va: VirtAddr) -> PhysAddr;
+    /// Is `pgtable::exclusive` held, so that no walk is in progress?
+    fn exclusive_held(&self) -> bool;
+}
+
+/// What the checker learns of the kernel once, when it starts.
+pub struct Start {
+    /// The root table: every table reachable from it is learnt.
+    pub root: PhysAddr,
+    /// The frames the allocator hands out: the first, and how many.
+    pub frames: (PhysAddr, usize),
+    /// The heap's memory: where it starts, and its size in bytes.
+    pub heap: (PhysAddr, u64),
+    /// May a live block be split into a table in place?
+    pub bbml2_noabort: bool,
+}
 
 /// Who made a change: a task (by its control block's address), or the
 /// interrupt handler running on a CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Ctx {
+pub enum Ctx {
     Task(usize),
     Irq(usize),
 }
 
 /// Where an event happened.
 #[derive(Clone, Copy)]
-struct Here {
-    cpu: usize,
-    ctx: Ctx,
+pub struct Here {
+    pub cpu: usize,
+    pub ctx: Ctx,
     /// The task running on the CPU (interrupted, if `ctx` is an interrupt).
-    task: Ctx,
-    name: &'static str,
-    irq: bool,
-    fp: u64,
+    pub task: Ctx,
+    pub name: &'static str,
+    pub irq: bool,
 }
 
 impl Here {
-    const NOWHERE: Here = Here { cpu: 0, ctx: Ctx::Irq(0), task: Ctx::Irq(0), name: "", irq: false, fp: 0 };
+    const NOWHERE: Here = Here { cpu: 0, ctx: Ctx::Irq(0), task: Ctx::Irq(0), name: "", irq: false };
 }
 
 #[derive(Default)]
@@ -150,7 +177,8 @@ impl FrameCounts {
     }
 }
 
-pub(super) struct Checker {
+pub struct Checker<K: Kernel> {
+    kernel: K,
     here: Here,
     cpus: [CpuShadow; MAX_CPUS],
     contexts: BTreeMap<Ctx, CtxShadow>,
@@ -172,18 +200,13 @@ fn plural(n: u64) -> &'static str {
     if n == 1 { "y" } else { "ies" }
 }
 
-fn entry_at(table: u64, index: u64) -> u64 {
-    // SAFETY: `table` is a page-table page the checker knows, reached
-    // through the linear map; a volatile read of one descriptor.
-    unsafe { read_volatile(phys_to_virt(PhysAddr::new(table)).as_ptr::<u64>().add(index as usize)) }
-}
-
-impl Checker {
-    /// A checker that knows every table reachable from the kernel root.
-    pub(super) fn new() -> Checker {
-        let (base, frames) = frame_alloc::managed();
-        let (heap_pa, heap_bytes) = heap::phys_range();
+impl<K: Kernel> Checker<K> {
+    /// A checker that knows every table reachable from `start.root`.
+    pub fn new(kernel: K, start: Start) -> Checker<K> {
+        let (base, frames) = start.frames;
+        let (heap_pa, heap_bytes) = start.heap;
         let mut checker = Checker {
+            kernel,
             here: Here::NOWHERE,
             cpus: Default::default(),
             contexts: BTreeMap::new(),
@@ -191,31 +214,23 @@ impl Checker {
             stale: Default::default(),
             frames: FrameCounts { base: base.as_u64(), counts: vec![0; frames] },
             heap: (heap_pa.as_u64(), heap_pa.as_u64() + heap_bytes),
-            bbml2_noabort: cpu::features().bbml2_noabort,
+            bbml2_noabort: start.bbml2_noabort,
             found: Vec::new(),
         };
-        let root = pgtable::kernel_root().as_u64();
+        let root = start.root.as_u64();
         checker.tables.insert(root, TableShadow::new(Place::Fresh));
         checker.place_subtree(root, Level::L0, 0xffff_0000_0000_0000);
         checker
     }
 
-    /// Notes where and by whom the event being checked happened.
-    pub(super) fn begin(&mut self, fp: u64) {
-        let cpu = this_cpu();
-        let task = Ctx::Task(cpu.current_task() as *const _ as usize);
-        let irq = cpu.irq_depth() > 0;
-        self.here = Here {
-            cpu: cpu.id,
-            ctx: if irq { Ctx::Irq(cpu.id) } else { task },
-            task,
-            name: cpu.current_task().name,
-            irq,
-            fp,
-        };
+    /// Notes where and by whom the event about to be checked happened.
+    pub fn begin(&mut self, here: Here) {
+        self.here = here;
     }
 
-    pub(super) fn take_found(&mut self) -> Vec<Violation> {
+    /// The violations found since the last call. Their call chains are
+    /// left empty: the kernel's glue, which knows the stack, fills them.
+    pub fn take_found(&mut self) -> Vec<Violation> {
         core::mem::take(&mut self.found)
     }
 
@@ -228,8 +243,12 @@ impl Checker {
             cpu: self.here.cpu,
             task: self.here.name,
             in_interrupt: self.here.irq,
-            backtrace: backtrace_from(self.here.fp),
+            backtrace: [0; BACKTRACE_DEPTH],
         });
+    }
+
+    fn entry_at(&self, table: u64, index: u64) -> u64 {
+        self.kernel.entry(PhysAddr::new(table), index)
     }
 
     fn ctx(&mut self, ctx: Ctx) -> &mut CtxShadow {
@@ -238,7 +257,7 @@ impl Checker {
 
     // ---- tables ----------------------------------------------------------
 
-    pub(super) fn table_allocated(&mut self, pa: u64) {
+    pub fn table_allocated(&mut self, pa: u64) {
         let cpu = self.here.cpu;
         if self.tables.contains_key(&pa) {
             self.violation(
@@ -255,11 +274,11 @@ impl Checker {
 
     /// The level-3 table at `pa` is said to be empty (every entry zero) and
     /// will be unlinked and freed on that word.
-    pub(super) fn claimed_empty(&mut self, pa: u64) {
-        let mut held = (0..512).map(|i| (i, entry_at(pa, i))).filter(|&(_, e)| e != 0);
+    pub fn claimed_empty(&mut self, pa: u64) {
+        let mut held = (0..512).map(|i| (i, self.entry_at(pa, i))).filter(|&(_, e)| e != 0);
         if let Some((first, old)) = held.next() {
             let held = 1 + held.count() as u64;
-            let slot = phys_to_virt(PhysAddr::new(pa)).as_u64() + first * 8;
+            let slot = self.kernel.phys_to_virt(PhysAddr::new(pa)).as_u64() + first * 8;
             let at = match self.tables.get(&pa).map(|t| t.place) {
                 Some(Place::Linked { level, va }) => Some((va + first * level.entry_size(), level)),
                 _ => None,
@@ -276,7 +295,7 @@ impl Checker {
         }
     }
 
-    pub(super) fn frames_freed(&mut self, pa: u64, count: u64) {
+    pub fn frames_freed(&mut self, pa: u64, count: u64) {
         for at in (0..count).map(|i| pa + i * PAGE_SIZE) {
             let stale = self.frames.get(at);
             if stale > 0 {
@@ -332,8 +351,8 @@ impl Checker {
         None
     }
 
-    pub(super) fn queued(&mut self, slot: u64, queued: bool) {
-        let table = virt_to_phys(VirtAddr::new(slot)).as_u64() & !(PAGE_SIZE - 1);
+    pub fn queued(&mut self, slot: u64, queued: bool) {
+        let table = self.kernel.virt_to_phys(VirtAddr::new(slot)).as_u64() & !(PAGE_SIZE - 1);
         if let Some(t) = self.tables.get_mut(&table) {
             t.queued = if queued { t.queued + 1 } else { t.queued.saturating_sub(1) };
         }
@@ -346,7 +365,7 @@ impl Checker {
         t.place = Place::Linked { level, va };
         let Some(next) = level.next() else { return };
         for i in 0..512 {
-            if let Entry::Table(child) = Descriptor(entry_at(table, i)).decode(level) {
+            if let Entry::Table(child) = Descriptor(self.entry_at(table, i)).decode(level) {
                 let child = child.as_u64();
                 let fresh = self.tables.get(&child).is_none_or(|c| c.place == Place::Fresh);
                 if fresh {
@@ -370,7 +389,7 @@ impl Checker {
             }
         }
         let next = level.next()?;
-        (0..512).find_map(|i| match Descriptor(entry_at(table, i)).decode(level) {
+        (0..512).find_map(|i| match Descriptor(self.entry_at(table, i)).decode(level) {
             Entry::Table(child) => self.unordered_below(child.as_u64(), next),
             _ => None,
         })
@@ -378,9 +397,9 @@ impl Checker {
 
     // ---- stores ----------------------------------------------------------
 
-    pub(super) fn stored(&mut self, slot: u64, old: u64, new: u64) {
+    pub fn stored(&mut self, slot: u64, old: u64, new: u64) {
         let cpu = self.here.cpu;
-        let table = virt_to_phys(VirtAddr::new(slot)).as_u64() & !(PAGE_SIZE - 1);
+        let table = self.kernel.virt_to_phys(VirtAddr::new(slot)).as_u64() & !(PAGE_SIZE - 1);
         let index = (slot & (PAGE_SIZE - 1)) / 8;
         let order_gen = self.cpus[cpu].order_gen;
         let Some(t) = self.tables.get_mut(&table) else {
@@ -550,7 +569,7 @@ impl Checker {
             );
         }
         let next = level.next().expect("blocks are above level 3");
-        if self.link(change, level, child) && !maps_same(child, next, pa, attrs) {
+        if self.link(change, level, child) && !self.maps_same(child, next, pa, attrs) {
             self.violation(
                 Rule::BreakBeforeMake,
                 sentence(format_args!(
@@ -567,7 +586,7 @@ impl Checker {
         let (va, _) = change.at.expect("a live table");
         let in_linear = in_linear_map(VirtAddr::new(va));
         if in_linear {
-            let pa = virt_to_phys(VirtAddr::new(va)).as_u64();
+            let pa = self.kernel.virt_to_phys(VirtAddr::new(va)).as_u64();
             let what = if level < Level::L3 {
                 Some(
                     "a live linear-map block was broken: the linear map holds the page tables, the heap and every task's control block, which any CPU may touch meanwhile (Linux never breaks a live kernel block)",
@@ -588,7 +607,7 @@ impl Checker {
             if let Some(t) = self.tables.get_mut(&child) {
                 t.place = Place::Unlinked { level: level.next().expect("above level 3"), va };
             }
-            if !pgtable::exclusive_held() {
+            if !self.kernel.exclusive_held() {
                 self.violation(
                     Rule::TableLifetime,
                     sentence(format_args!(
@@ -637,7 +656,7 @@ impl Checker {
 
     // ---- barriers and TLB maintenance -------------------------------------
 
-    pub(super) fn issued(&mut self, what: Issued) {
+    pub fn issued(&mut self, what: Issued) {
         let cpu = self.here.cpu;
         match what {
             Issued::DmbIshst => self.cpus[cpu].order_gen += 1,
@@ -735,7 +754,7 @@ impl Checker {
     // ---- checkpoints -------------------------------------------------------
 
     /// Everything the current context stored must be published by now.
-    pub(super) fn publish_point(&mut self, why: &'static str) {
+    pub fn publish_point(&mut self, why: &'static str) {
         let ctx = self.here.ctx;
         let Some(u) = self.contexts.get_mut(&ctx).and_then(|s| s.unpublished.take()) else { return };
         let n = u.count;
@@ -765,12 +784,12 @@ impl Checker {
         self.violation(rule, what, Some(u.first), None);
     }
 
-    pub(super) fn op_begin(&mut self) {
+    pub fn op_begin(&mut self) {
         let ctx = self.here.ctx;
         self.ctx(ctx).ops += 1;
     }
 
-    pub(super) fn op_end(&mut self, in_section: bool) {
+    pub fn op_end(&mut self, in_section: bool) {
         let ctx = self.here.ctx;
         let shadow = self.ctx(ctx);
         shadow.ops = shadow.ops.saturating_sub(1);
@@ -832,7 +851,7 @@ impl Checker {
     }
 
     /// A checkpoint between operations, at a task's or a handler's end.
-    pub(super) fn quiescent(&mut self, queued: usize, ends: bool) {
+    pub fn quiescent(&mut self, queued: usize, ends: bool) {
         let ctx = self.here.ctx;
         // (No entry is made for a context the checker has not met: an
         // interrupt handler may end while the heap is full.)
@@ -857,7 +876,7 @@ impl Checker {
         }
     }
 
-    pub(super) fn walk_ended(&mut self, queued: usize) {
+    pub fn walk_ended(&mut self, queued: usize) {
         if queued > 0 {
             self.violation(
                 Rule::TableLifetime,
@@ -871,12 +890,12 @@ impl Checker {
         }
     }
 
-    pub(super) fn handed_over(&mut self, queued: usize) {
+    pub fn handed_over(&mut self, queued: usize) {
         self.publish_point("a mapping was handed to another task (which may run on another CPU at once)");
         self.check_queued(queued, "a mapping was handed to another task");
     }
 
-    pub(super) fn switching_out(&mut self) {
+    pub fn switching_out(&mut self) {
         let (cpu, ctx) = (self.here.cpu, self.here.ctx);
         let Some(u) = self.contexts.get_mut(&ctx).and_then(|s| s.unpublished.as_mut()) else { return };
         if u.dsb_on == Some(cpu) {
@@ -893,18 +912,18 @@ impl Checker {
             );
         }
     }
-}
 
-/// Does `table` (at `level`) map [pa, pa + 512 entries) with `attrs`, as
-/// leaves or through tables below it?
-fn maps_same(table: u64, level: Level, pa: PhysAddr, attrs: Attributes) -> bool {
-    let size = level.entry_size();
-    (0..512u64).all(|i| {
-        let at = pa.add(i * size);
-        match Descriptor(entry_at(table, i)).decode(level) {
-            Entry::Leaf { addr, attrs: a } => addr == at && a == attrs,
-            Entry::Table(child) => level.next().is_some_and(|next| maps_same(child.as_u64(), next, at, attrs)),
-            Entry::Invalid => false,
-        }
-    })
+    /// Does `table` (at `level`) map [pa, pa + 512 entries) with `attrs`, as
+    /// leaves or through tables below it?
+    fn maps_same(&self, table: u64, level: Level, pa: PhysAddr, attrs: Attributes) -> bool {
+        let size = level.entry_size();
+        (0..512u64).all(|i| {
+            let at = pa.add(i * size);
+            match Descriptor(self.entry_at(table, i)).decode(level) {
+                Entry::Leaf { addr, attrs: a } => addr == at && a == attrs,
+                Entry::Table(child) => level.next().is_some_and(|next| self.maps_same(child.as_u64(), next, at, attrs)),
+                Entry::Invalid => false,
+            }
+        })
+    }
 }

@@ -32,9 +32,59 @@ pub mod addr;
 #[path = "../../../../kernel/_arch/aarch64/descriptor.rs"]
 pub mod descriptor;
 
+/// The kernel's virtual address space (the checker asks what is linear map).
+#[path = "../../../../kernel/mm/layout.rs"]
+pub mod layout;
+
+#[path = "../../../../kernel/fixed_text.rs"]
+pub mod fixed_text;
+
+/// The page-table rules checker's rules and reports, without its kernel
+/// glue (`pgtable_check/mod.rs`): the tests give the events, where each
+/// happened, and a [`pgtable_check::shadow::Kernel`] of their own. (A
+/// path on an inline module names the folder its modules are read from.)
+#[path = "../../../../kernel/mm/pgtable_check"]
+pub mod pgtable_check {
+    // `Rule::index` serves the kernel's log (`pgtable_check/mod.rs`).
+    #[allow(dead_code)]
+    pub mod report;
+    pub mod shadow;
+}
+
+/// What the barrier module reports issuing, which the checker judges.
+#[path = "../../../../kernel/_arch/aarch64/observe/issued.rs"]
+mod issued;
+
 /// The kernel's paths to what is at this crate's root.
 pub mod mm {
-    pub use crate::addr;
+    pub use crate::{addr, descriptor, layout};
+}
+
+pub mod arch {
+    pub mod observe {
+        pub use crate::issued::Issued;
+    }
+}
+
+/// Stand-in for the kernel's per-CPU data: only the number of CPUs it has
+/// room for (the checker's shadow keeps that many), as in the kernel.
+pub mod percpu {
+    pub const MAX_CPUS: usize = 8;
+}
+
+/// Stand-in for the kernel's symbolizer, which reads the kernel's ELF
+/// file: on the host no address is known, so it prints nothing, as the
+/// kernel's does for an unknown one.
+pub mod symbols {
+    use core::fmt;
+
+    pub struct Symbolized(pub u64);
+
+    impl fmt::Display for Symbolized {
+        fn fmt(&self, _f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            Ok(())
+        }
+    }
 }
 
 /// The mapping engine: the one range walker behind every mapper (plan,

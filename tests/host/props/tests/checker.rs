@@ -1,0 +1,859 @@
+//! The page-table rules checker's rules (`mm/pgtable_check/shadow.rs`, as
+//! the kernel compiles it) driven on the host by random sequences of
+//! events, against a model of which violations each event must produce.
+//!
+//! The world: two CPUs, each running one task of its own; the kernel's
+//! root, a level-1 and a level-2 table linked at the start of the vmalloc
+//! region; three level-3 table pages (the first two linked at the start,
+//! under level-2 entries 0 and 1) and four data frames. The events: descriptor stores
+//! into the level-3 tables (invalid, or a page read/write, read-only or
+//! device, whatever the table's state), links and unlinks of level-3
+//! tables in four level-2 entries (with or without `pgtable::exclusive`
+//! held), table allocations, frees of frames and of table pages, `dmb
+//! ishst`, `dsb ishst`, `dsb ish`, `isb`, TLBIs of a range (with or
+//! without the walks) and of everything, the end of a lazy MMU section, the
+//! end of an operation (inside a section or not) and a task switched out.
+//! Each event's violations are compared, rule by rule and in order, with
+//! the model's.
+//!
+//! The rules modelled, each as its own sentence says (see the module doc
+//! of `pgtable_check`), over this world:
+//! - **publish** and its **barrier-order** half: the valid entries a task
+//!   stored are followed on its CPU by a `dsb` and then an `isb` before
+//!   its section or operation ends; an `isb` that came before that `dsb`
+//!   does not count; a switch out with no `dsb` after the last store.
+//! - **invalidate** and its **barrier-order** half: a cleared or
+//!   downgraded entry is covered by a TLBI (one that drops walks, for a
+//!   table entry) completed by `dsb ish` on the issuing CPU before the
+//!   operation ends and before the frame or table it mapped is freed; a
+//!   TLBI by the storing CPU before its `dsb` after the store; no TLBI left
+//!   open and no `isb` owed after `dsb ish` at an operation's end.
+//! - **break-before-make**: a live page replaced by another output
+//!   address or memory type; an entry made again, differently, while its
+//!   clearing is not invalidated yet; a table entry replaced by another.
+//! - **link-order**: a table linked while a store into it (its zeroing
+//!   included) is not ordered by `dmb ishst` or `dsb` on the CPU that made
+//!   it.
+//! - **table-lifetime**: a store into a page that is no table or into an
+//!   unlinked one; a table linked that was never allocated or is linked
+//!   already; an unlink without `pgtable::exclusive`; a table page
+//!   allocated twice or freed while linked.
+//!
+//! Not modelled here (pinned by the kernel's own test images,
+//! `tests/pgtable_check.rs`): the linear map's blocks and pages, block
+//! splits, interrupt handlers and tasks that move between CPUs, deferred
+//! stores still queued, tables below fresh tables, tables claimed empty,
+//! and the other checkpoints (walk ended, handed over, task exited).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use lazymmu_props::addr::{PhysAddr, VirtAddr};
+use lazymmu_props::arch::observe::Issued;
+use lazymmu_props::descriptor::{Attributes, Descriptor, Entry, Level};
+use lazymmu_props::pgtable_check::report::{Rule, Violation};
+use lazymmu_props::pgtable_check::shadow::{Checker, Ctx, Here, Kernel, Start};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+
+const PAGE: u64 = 4096;
+/// Where RAM starts, and the linear map's offset to it.
+const RAM: u64 = 0x4000_0000;
+const LINEAR: u64 = 0xffff_0000_0000_0000 - RAM;
+const VMALLOC: u64 = 0xffff_8000_0000_0000;
+const ROOT: u64 = RAM;
+const L1_TABLE: u64 = RAM + PAGE;
+const L2_TABLE: u64 = RAM + 2 * PAGE;
+/// The level-3 table pages the events use, and the data frames.
+const TABLES: [u64; 3] = [RAM + 0x10 * PAGE, RAM + 0x11 * PAGE, RAM + 0x12 * PAGE];
+const FRAMES: [u64; 4] = [RAM + 0x20 * PAGE, RAM + 0x21 * PAGE, RAM + 0x22 * PAGE, RAM + 0x23 * PAGE];
+/// Level-2 entries the level-3 tables are linked into, and level-3
+/// entries stored into.
+const SLOTS: u64 = 4;
+const ENTRIES: u64 = 4;
+const CPUS: usize = 2;
+
+/// The tables in memory, as the checker's [`Kernel`] reads them.
+struct Memory {
+    pages: RefCell<HashMap<u64, [u64; 512]>>,
+    exclusive: Cell<bool>,
+}
+
+impl Memory {
+    fn read(&self, table: u64, index: u64) -> u64 {
+        self.pages.borrow().get(&table).map_or(0, |p| p[index as usize])
+    }
+
+    fn write(&self, table: u64, index: u64, desc: u64) {
+        self.pages.borrow_mut().entry(table).or_insert([0; 512])[index as usize] = desc;
+    }
+}
+
+impl Kernel for &Memory {
+    fn entry(&self, table: PhysAddr, index: u64) -> u64 {
+        self.read(table.as_u64(), index)
+    }
+    fn phys_to_virt(&self, pa: PhysAddr) -> VirtAddr {
+        VirtAddr::new(pa.as_u64().wrapping_add(LINEAR))
+    }
+    fn virt_to_phys(&self, va: VirtAddr) -> PhysAddr {
+        PhysAddr::new(va.as_u64().wrapping_sub(LINEAR))
+    }
+    fn exclusive_held(&self) -> bool {
+        self.exclusive.get()
+    }
+}
+
+/// The VA level-2 entry `slot` translates from.
+fn slot_va(slot: u64) -> u64 {
+    VMALLOC + slot * Level::L2.entry_size()
+}
+
+/// CPU `cpu`, running its own task.
+fn on(cpu: usize) -> Here {
+    let task = Ctx::Task(0x1000 + cpu);
+    Here { cpu, ctx: task, task, name: ["task0", "task1"][cpu], irq: false }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Page {
+    None,
+    Rw(usize),
+    Ro(usize),
+    Device(usize),
+}
+
+impl Page {
+    fn descriptor(self) -> u64 {
+        let (frame, attrs) = match self {
+            Page::None => return 0,
+            Page::Rw(f) => (f, Attributes::KERNEL_RW),
+            Page::Ro(f) => (f, Attributes::KERNEL_RO),
+            Page::Device(f) => (f, Attributes::DEVICE),
+        };
+        Descriptor::leaf(Level::L3, PhysAddr::new(FRAMES[frame]), attrs).0
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Barrier {
+    DmbIshst,
+    DsbIshst,
+    DsbIsh,
+    Isb,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Event {
+    /// Entry `index` of level-3 table page `table` is set to `page`.
+    Store {
+        cpu: usize,
+        table: usize,
+        index: u64,
+        page: Page,
+    },
+    /// Level-2 entry `slot` is set to level-3 table `table`.
+    Link {
+        cpu: usize,
+        slot: u64,
+        table: usize,
+    },
+    /// Level-2 entry `slot` is cleared, with `pgtable::exclusive` held or not.
+    Unlink {
+        cpu: usize,
+        slot: u64,
+        exclusive: bool,
+    },
+    /// Table page `table` is allocated and zeroed.
+    Alloc {
+        cpu: usize,
+        table: usize,
+    },
+    /// A data frame (`table` false) or a table page goes back.
+    Free {
+        cpu: usize,
+        table: bool,
+        which: usize,
+    },
+    Barrier {
+        cpu: usize,
+        barrier: Barrier,
+    },
+    /// A TLBI of `pages` pages from entry `index` under level-2 entry `slot`.
+    Tlbi {
+        cpu: usize,
+        slot: u64,
+        index: u64,
+        pages: u64,
+        walks: bool,
+    },
+    TlbiAll {
+        cpu: usize,
+    },
+    SectionEnded {
+        cpu: usize,
+    },
+    /// An operation (begun just before) returns, in a lazy MMU section or not.
+    OperationEnded {
+        cpu: usize,
+        in_section: bool,
+    },
+    SwitchingOut {
+        cpu: usize,
+    },
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    let cpu = 0..CPUS;
+    let page = prop_oneof![
+        Just(Page::None),
+        (0..FRAMES.len()).prop_map(Page::Rw),
+        (0..FRAMES.len()).prop_map(Page::Ro),
+        (0..FRAMES.len()).prop_map(Page::Device),
+    ];
+    let barrier =
+        prop_oneof![Just(Barrier::DmbIshst), Just(Barrier::DsbIshst), Just(Barrier::DsbIsh), Just(Barrier::Isb)];
+    prop_oneof![
+        8 => (cpu.clone(), 0..TABLES.len(), 0..ENTRIES, page)
+            .prop_map(|(cpu, table, index, page)| Event::Store { cpu, table, index, page }),
+        2 => (cpu.clone(), 0..SLOTS, 0..TABLES.len()).prop_map(|(cpu, slot, table)| Event::Link { cpu, slot, table }),
+        1 => (cpu.clone(), 0..SLOTS, any::<bool>())
+            .prop_map(|(cpu, slot, exclusive)| Event::Unlink { cpu, slot, exclusive }),
+        1 => (cpu.clone(), 0..TABLES.len()).prop_map(|(cpu, table)| Event::Alloc { cpu, table }),
+        2 => (cpu.clone(), any::<bool>(), 0..FRAMES.len())
+            .prop_map(|(cpu, table, which)| Event::Free { cpu, table, which: which % if table { TABLES.len() } else { FRAMES.len() } }),
+        10 => (cpu.clone(), barrier).prop_map(|(cpu, barrier)| Event::Barrier { cpu, barrier }),
+        3 => (cpu.clone(), 0..SLOTS, 0..ENTRIES, 1..=ENTRIES, any::<bool>())
+            .prop_map(|(cpu, slot, index, pages, walks)| Event::Tlbi { cpu, slot, index, pages, walks }),
+        1 => cpu.clone().prop_map(|cpu| Event::TlbiAll { cpu }),
+        2 => cpu.clone().prop_map(|cpu| Event::SectionEnded { cpu }),
+        3 => (cpu.clone(), any::<bool>()).prop_map(|(cpu, in_section)| Event::OperationEnded { cpu, in_section }),
+        1 => cpu.prop_map(|cpu| Event::SwitchingOut { cpu }),
+    ]
+}
+
+// ---- the model ----------------------------------------------------------
+
+/// A rule broken, and the count its report gives, if it gives one: the
+/// valid entries not published, or the entries not invalidated (of the
+/// task, or mapping the frame freed).
+type Broken = (Rule, Option<u64>);
+
+/// A violation reported, as the model predicts it.
+fn broken(v: &Violation) -> Broken {
+    let what = v.what.as_str();
+    let digits: String = what.chars().skip_while(|c| !c.is_ascii_digit()).take_while(|c| c.is_ascii_digit()).collect();
+    let counted = matches!(v.rule, Rule::Publish | Rule::Invalidate | Rule::BarrierOrder);
+    (v.rule, if counted { digits.parse().ok() } else { None })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Place {
+    Fresh,
+    Linked(u64),
+    Unlinked,
+}
+
+struct Table {
+    place: Place,
+    /// CPUs with a store into it that no `dmb ishst` or `dsb` has ordered yet.
+    unordered: BTreeSet<usize>,
+}
+
+/// The valid entries a task stored and has not published.
+struct Unpublished {
+    count: u64,
+    /// A `dsb` came on its CPU after the last of them.
+    dsb_after: bool,
+    /// An `isb` came since the first of them (so before that `dsb`).
+    isb_seen: bool,
+}
+
+/// A change the TLBs may not know of yet.
+struct Stale {
+    /// What the entry held: what a TLB may still translate by.
+    old: u64,
+    /// Cleared (else made less permissive).
+    cleared: bool,
+    cpu: usize,
+    /// The storing CPU's `dsb`s up to the store.
+    dsbs: u64,
+    /// CPUs whose TLBIs cover it, done at their next `dsb ish`.
+    covered_by: BTreeSet<usize>,
+}
+
+#[derive(Default)]
+struct Cpu {
+    dsbs: u64,
+    tlbi_open: bool,
+    isb_owed: bool,
+    /// Its task's entries not yet published.
+    unpublished: Option<Unpublished>,
+}
+
+struct Model {
+    tables: BTreeMap<u64, Table>,
+    cpus: [Cpu; CPUS],
+    /// By (level, VA); each made by the task of its `cpu`.
+    stale: BTreeMap<(u8, u64), Stale>,
+    /// Is `pgtable::exclusive` held (during an unlink)?
+    exclusive: bool,
+    /// The rules broken by the event being judged, in order.
+    broken: Vec<Broken>,
+}
+
+impl Model {
+    fn new() -> Model {
+        let linked = |va| Table { place: Place::Linked(va), unordered: BTreeSet::new() };
+        let mut tables = BTreeMap::new();
+        tables.insert(ROOT, linked(0));
+        tables.insert(L1_TABLE, linked(0));
+        tables.insert(L2_TABLE, linked(VMALLOC));
+        tables.insert(TABLES[0], linked(slot_va(0)));
+        tables.insert(TABLES[1], linked(slot_va(1)));
+        Model { tables, cpus: Default::default(), stale: BTreeMap::new(), exclusive: false, broken: Vec::new() }
+    }
+
+    /// The rules `event` breaks, in the order the checker reports them;
+    /// `old` is what the stored entry held, if it stores.
+    fn expect(&mut self, event: Event, old: u64) -> Vec<Broken> {
+        match event {
+            Event::Store { cpu, table, index, page } => {
+                self.store(cpu, TABLES[table], index, Level::L3, old, page.descriptor())
+            }
+            Event::Link { cpu, slot, table } => {
+                let new = Descriptor::table(PhysAddr::new(TABLES[table])).0;
+                self.store(cpu, L2_TABLE, slot, Level::L2, old, new)
+            }
+            Event::Unlink { cpu, slot, exclusive } => {
+                self.exclusive = exclusive;
+                self.store(cpu, L2_TABLE, slot, Level::L2, old, 0);
+                self.exclusive = false;
+            }
+            Event::Alloc { cpu, table } => {
+                let pa = TABLES[table];
+                if self.tables.contains_key(&pa) {
+                    self.broken.push((Rule::TableLifetime, None));
+                }
+                self.tables.insert(pa, Table { place: Place::Fresh, unordered: BTreeSet::from([cpu]) });
+            }
+            Event::Free { table, which, .. } => {
+                let pa = if table { TABLES[which] } else { FRAMES[which] };
+                let maps_it = |&(&(level, _), s): &(&(u8, u64), &Stale)| {
+                    s.cleared
+                        && match Descriptor(s.old).decode(Level(level)) {
+                            Entry::Table(t) => t.as_u64() == pa,
+                            Entry::Leaf { addr, .. } => addr.as_u64() == pa,
+                            Entry::Invalid => false,
+                        }
+                };
+                let mapping = self.stale.iter().filter(maps_it).count() as u64;
+                if mapping > 0 {
+                    self.broken.push((Rule::Invalidate, Some(mapping)));
+                }
+                if let Some(t) = self.tables.remove(&pa)
+                    && matches!(t.place, Place::Linked(_))
+                {
+                    self.broken.push((Rule::TableLifetime, None));
+                }
+            }
+            Event::Barrier { cpu, barrier } => self.barrier(cpu, barrier),
+            Event::Tlbi { cpu, slot, index, pages, walks } => {
+                let start = slot_va(slot) + index * PAGE;
+                self.tlbi(cpu, Some((start, start + pages * PAGE)), walks)
+            }
+            Event::TlbiAll { cpu } => self.tlbi(cpu, None, true),
+            Event::SectionEnded { cpu } => self.publish_point(cpu),
+            Event::OperationEnded { cpu, in_section } => {
+                if !in_section {
+                    self.publish_point(cpu);
+                }
+                let before = self.stale.len();
+                self.stale.retain(|_, s| s.cpu != cpu);
+                let owed = (before - self.stale.len()) as u64;
+                if owed > 0 {
+                    self.broken.push((Rule::Invalidate, Some(owed)));
+                }
+                if std::mem::take(&mut self.cpus[cpu].tlbi_open) {
+                    self.broken.push((Rule::Invalidate, None));
+                    self.stale.retain(|_, s| !s.covered_by.contains(&cpu));
+                }
+                if std::mem::take(&mut self.cpus[cpu].isb_owed) {
+                    self.broken.push((Rule::BarrierOrder, None));
+                }
+            }
+            Event::SwitchingOut { cpu } => {
+                if let Some(u) = &mut self.cpus[cpu].unpublished
+                    && !u.dsb_after
+                {
+                    u.dsb_after = true;
+                    self.broken.push((Rule::Publish, Some(u.count)));
+                }
+            }
+        }
+        std::mem::take(&mut self.broken)
+    }
+
+    fn store(&mut self, cpu: usize, table: u64, index: u64, level: Level, old: u64, new: u64) {
+        let Some(t) = self.tables.get_mut(&table) else {
+            self.broken.push((Rule::TableLifetime, None));
+            return;
+        };
+        t.unordered.insert(cpu);
+        let va = match t.place {
+            Place::Fresh => return,
+            Place::Unlinked => {
+                self.broken.push((Rule::TableLifetime, None));
+                return;
+            }
+            Place::Linked(base) => base + index * level.entry_size(),
+        };
+        match (Descriptor(old).decode(level), Descriptor(new).decode(level)) {
+            (Entry::Invalid, Entry::Invalid) => {}
+            (Entry::Invalid, made) => {
+                if let Some(s) = self.stale.get(&(level.0, va))
+                    && s.cleared
+                {
+                    let again = s.old != new;
+                    self.stale.remove(&(level.0, va));
+                    if again {
+                        self.broken.push((Rule::BreakBeforeMake, None));
+                    }
+                }
+                if let Entry::Table(child) = made {
+                    self.link(child.as_u64(), va);
+                }
+            }
+            (cleared, Entry::Invalid) => {
+                if let Entry::Table(child) = cleared {
+                    if let Some(c) = self.tables.get_mut(&child.as_u64()) {
+                        c.place = Place::Unlinked;
+                    }
+                    if !self.exclusive {
+                        self.broken.push((Rule::TableLifetime, None));
+                    }
+                }
+                self.make_stale(cpu, level, va, old, true);
+            }
+            (Entry::Leaf { addr: a, attrs: x }, Entry::Leaf { addr: b, attrs: y }) => {
+                if a != b || x.memory != y.memory {
+                    self.broken.push((Rule::BreakBeforeMake, None));
+                } else if x.writable && !y.writable {
+                    self.make_stale(cpu, level, va, old, false);
+                }
+            }
+            (Entry::Table(a), Entry::Table(b)) if a == b => {}
+            (before, after) => {
+                self.broken.push((Rule::BreakBeforeMake, None));
+                for (t, place) in [(before, Place::Unlinked), (after, Place::Linked(va))] {
+                    if let Entry::Table(t) = t
+                        && let Some(t) = self.tables.get_mut(&t.as_u64())
+                    {
+                        t.place = place;
+                    }
+                }
+            }
+        }
+        if Descriptor(new).is_valid() {
+            let u =
+                self.cpus[cpu].unpublished.get_or_insert(Unpublished { count: 0, dsb_after: false, isb_seen: false });
+            u.count += 1;
+            u.dsb_after = false;
+        }
+    }
+
+    fn link(&mut self, child: u64, va: u64) {
+        let Some(t) = self.tables.get_mut(&child) else {
+            self.broken.push((Rule::TableLifetime, None));
+            return;
+        };
+        if t.place != Place::Fresh {
+            self.broken.push((Rule::TableLifetime, None));
+            return;
+        }
+        if !t.unordered.is_empty() {
+            self.broken.push((Rule::LinkOrder, None));
+        }
+        t.place = Place::Linked(va);
+    }
+
+    fn make_stale(&mut self, cpu: usize, level: Level, va: u64, old: u64, cleared: bool) {
+        let stale = Stale { old, cleared, cpu, dsbs: self.cpus[cpu].dsbs, covered_by: BTreeSet::new() };
+        self.stale.insert((level.0, va), stale);
+    }
+
+    fn barrier(&mut self, cpu: usize, barrier: Barrier) {
+        let c = &mut self.cpus[cpu];
+        if barrier == Barrier::Isb {
+            c.isb_owed = false;
+            match &mut c.unpublished {
+                Some(u) if u.dsb_after => c.unpublished = None,
+                Some(u) => u.isb_seen = true,
+                None => {}
+            }
+            return;
+        }
+        for t in self.tables.values_mut() {
+            t.unordered.remove(&cpu);
+        }
+        if barrier == Barrier::DmbIshst {
+            return;
+        }
+        c.dsbs += 1;
+        if let Some(u) = &mut c.unpublished {
+            u.dsb_after = true;
+        }
+        if barrier == Barrier::DsbIsh && std::mem::take(&mut c.tlbi_open) {
+            c.isb_owed = true;
+            self.stale.retain(|_, s| !s.covered_by.contains(&cpu));
+        }
+    }
+
+    /// A TLBI of [start, end) (None: everything).
+    fn tlbi(&mut self, cpu: usize, range: Option<(u64, u64)>, walks: bool) {
+        let mut misordered = false;
+        for (&(level, va), s) in &mut self.stale {
+            let size = Level(level).entry_size();
+            let covered = range.is_none_or(|(start, end)| va < end && start < va + size);
+            let walk = matches!(Descriptor(s.old).decode(Level(level)), Entry::Table(_));
+            if !covered || (walk && !walks) || s.covered_by.contains(&cpu) {
+                continue;
+            }
+            let visible = self.cpus[s.cpu].dsbs > s.dsbs;
+            if !visible && s.cpu != cpu {
+                continue;
+            }
+            misordered |= !visible;
+            s.covered_by.insert(cpu);
+        }
+        self.cpus[cpu].tlbi_open = true;
+        if misordered {
+            self.broken.push((Rule::BarrierOrder, None));
+        }
+    }
+
+    fn publish_point(&mut self, cpu: usize) {
+        if let Some(u) = self.cpus[cpu].unpublished.take() {
+            let rule = if u.dsb_after && u.isb_seen { Rule::BarrierOrder } else { Rule::Publish };
+            self.broken.push((rule, Some(u.count)));
+        }
+    }
+}
+
+// ---- the world the checker watches --------------------------------------
+
+struct World<'m> {
+    memory: &'m Memory,
+    checker: Checker<&'m Memory>,
+}
+
+impl<'m> World<'m> {
+    /// The tables the kernel would have built: root, level 1 and level 2
+    /// at the start of vmalloc, and level-3 tables 0 and 1 under level-2
+    /// entries 0 and 1.
+    fn memory() -> Memory {
+        let memory = Memory { pages: RefCell::new(HashMap::new()), exclusive: Cell::new(false) };
+        let table = |pa| Descriptor::table(PhysAddr::new(pa)).0;
+        memory.write(ROOT, Level::L0.index(VMALLOC) as u64, table(L1_TABLE));
+        memory.write(L1_TABLE, Level::L1.index(VMALLOC) as u64, table(L2_TABLE));
+        memory.write(L2_TABLE, 0, table(TABLES[0]));
+        memory.write(L2_TABLE, 1, table(TABLES[1]));
+        memory
+    }
+
+    fn new(memory: &'m Memory) -> World<'m> {
+        let start = Start {
+            root: PhysAddr::new(ROOT),
+            frames: (PhysAddr::new(RAM), 64),
+            heap: (PhysAddr::new(RAM + (64 << 12)), 16 * PAGE),
+            bbml2_noabort: false,
+        };
+        World { memory, checker: Checker::new(memory, start) }
+    }
+
+    fn slot(&self, table: u64, index: u64) -> u64 {
+        table + LINEAR + index * 8
+    }
+
+    fn store(&mut self, table: u64, index: u64, new: u64) -> u64 {
+        let old = self.memory.read(table, index);
+        self.memory.write(table, index, new);
+        self.checker.stored(self.slot(table, index), old, new);
+        old
+    }
+
+    /// Tells the checker of `event`; returns the rules it found broken and
+    /// what the stored entry held before, if the event stores.
+    fn run(&mut self, event: Event) -> (Vec<Broken>, u64) {
+        let cpu = match event {
+            Event::Store { cpu, .. }
+            | Event::Link { cpu, .. }
+            | Event::Unlink { cpu, .. }
+            | Event::Alloc { cpu, .. }
+            | Event::Free { cpu, .. }
+            | Event::Barrier { cpu, .. }
+            | Event::Tlbi { cpu, .. }
+            | Event::TlbiAll { cpu }
+            | Event::SectionEnded { cpu }
+            | Event::OperationEnded { cpu, .. }
+            | Event::SwitchingOut { cpu } => cpu,
+        };
+        self.checker.begin(on(cpu));
+        let mut old = 0;
+        match event {
+            Event::Store { table, index, page, .. } => old = self.store(TABLES[table], index, page.descriptor()),
+            Event::Link { slot, table, .. } => {
+                old = self.store(L2_TABLE, slot, Descriptor::table(PhysAddr::new(TABLES[table])).0)
+            }
+            Event::Unlink { slot, exclusive, .. } => {
+                self.memory.exclusive.set(exclusive);
+                old = self.store(L2_TABLE, slot, 0);
+                self.memory.exclusive.set(false);
+            }
+            Event::Alloc { table, .. } => {
+                self.memory.pages.borrow_mut().insert(TABLES[table], [0; 512]);
+                self.checker.table_allocated(TABLES[table]);
+            }
+            Event::Free { table, which, .. } => {
+                self.checker.frames_freed(if table { TABLES[which] } else { FRAMES[which] }, 1)
+            }
+            Event::Barrier { barrier, .. } => self.checker.issued(match barrier {
+                Barrier::DmbIshst => Issued::DmbIshst,
+                Barrier::DsbIshst => Issued::DsbIshst,
+                Barrier::DsbIsh => Issued::DsbIsh,
+                Barrier::Isb => Issued::Isb,
+            }),
+            Event::Tlbi { slot, index, pages, walks, .. } => {
+                self.checker.issued(Issued::Tlbi { start: slot_va(slot) + index * PAGE, pages, walks })
+            }
+            Event::TlbiAll { .. } => self.checker.issued(Issued::TlbiAll),
+            Event::SectionEnded { .. } => self.checker.publish_point("a lazy MMU section ended"),
+            Event::OperationEnded { in_section, .. } => {
+                self.checker.op_begin();
+                self.checker.op_end(in_section);
+            }
+            Event::SwitchingOut { .. } => self.checker.switching_out(),
+        }
+        (self.checker.take_found().iter().map(broken).collect(), old)
+    }
+}
+
+/// The rules each event of `events` breaks, by the checker and by the model.
+fn both(events: &[Event]) -> Vec<(Vec<Broken>, Vec<Broken>)> {
+    let memory = World::memory();
+    let mut world = World::new(&memory);
+    let mut model = Model::new();
+    events
+        .iter()
+        .map(|&event| {
+            let (found, old) = world.run(event);
+            (found, model.expect(event, old))
+        })
+        .collect()
+}
+
+fn events() -> impl Strategy<Value = Vec<Event>> {
+    prop::collection::vec(event(), 1..80)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn every_event_breaks_exactly_the_rules_the_model_says(events in events()) {
+        for (i, (found, expected)) in both(&events).into_iter().enumerate() {
+            prop_assert_eq!(&found, &expected, "event {} of {}: {:?}", i, events.len(), events[i]);
+        }
+    }
+}
+
+/// The property above is not vacuous: over the sequences it draws (the
+/// same strategy, a fixed seed), each modelled rule is broken somewhere,
+/// and most events break none.
+#[test]
+fn the_random_sequences_break_every_modelled_rule() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let (mut by_rule, mut events_seen, mut clean) = (BTreeMap::new(), 0, 0);
+    for _ in 0..500 {
+        let events = events().new_tree(&mut runner).expect("a sequence").current();
+        for (found, _) in both(&events) {
+            events_seen += 1;
+            clean += usize::from(found.is_empty());
+            for (rule, _) in found {
+                *by_rule.entry(rule.name()).or_insert(0) += 1;
+            }
+        }
+    }
+    for rule in Rule::ALL {
+        assert!(by_rule.get(rule.name()).is_some_and(|&n| n >= 20), "{rule} broken too rarely: {by_rule:?}");
+    }
+    assert!(clean * 2 > events_seen, "only {clean} of {events_seen} events broke nothing: {by_rule:?}");
+}
+
+// ---- exact examples -----------------------------------------------------
+
+use Event::*;
+
+const RW: Page = Page::Rw(0);
+
+fn barrier(cpu: usize, barrier: Barrier) -> Event {
+    Event::Barrier { cpu, barrier }
+}
+
+/// The rules the checker finds in `events`, event by event.
+fn found(events: &[Event]) -> Vec<Vec<Rule>> {
+    let memory = World::memory();
+    let mut world = World::new(&memory);
+    events.iter().map(|&e| world.run(e).0.into_iter().map(|(rule, _)| rule).collect()).collect()
+}
+
+/// All the rules the checker finds in `events`, in order.
+fn found_all(events: &[Event]) -> Vec<Rule> {
+    found(events).concat()
+}
+
+#[test]
+fn a_section_ended_without_dsb_and_isb_breaks_publish() {
+    let store = Store { cpu: 0, table: 0, index: 0, page: RW };
+    assert_eq!(found_all(&[store, SectionEnded { cpu: 0 }]), [Rule::Publish]);
+    assert_eq!(found_all(&[store, barrier(0, Barrier::DsbIshst), SectionEnded { cpu: 0 }]), [Rule::Publish]);
+    assert_eq!(
+        found_all(&[store, barrier(0, Barrier::DsbIshst), barrier(0, Barrier::Isb), SectionEnded { cpu: 0 }]),
+        []
+    );
+}
+
+#[test]
+fn an_isb_before_the_dsb_breaks_barrier_order_and_publishes_nothing() {
+    let events = [
+        Store { cpu: 0, table: 0, index: 0, page: RW },
+        barrier(0, Barrier::Isb),
+        barrier(0, Barrier::DsbIshst),
+        OperationEnded { cpu: 0, in_section: false },
+    ];
+    assert_eq!(found_all(&events), [Rule::BarrierOrder]);
+}
+
+#[test]
+fn another_cpus_dsb_and_isb_publish_nothing() {
+    let events = [
+        Store { cpu: 0, table: 0, index: 0, page: RW },
+        barrier(1, Barrier::DsbIshst),
+        barrier(1, Barrier::Isb),
+        SectionEnded { cpu: 0 },
+    ];
+    assert_eq!(found_all(&events), [Rule::Publish]);
+}
+
+#[test]
+fn a_cleared_entry_needs_a_tlbi_and_dsb_ish_before_the_operation_returns() {
+    let publish = [barrier(0, Barrier::DsbIshst), barrier(0, Barrier::Isb)];
+    let map = [&[Store { cpu: 0, table: 0, index: 3, page: RW }][..], &publish].concat();
+    let unmap = Store { cpu: 0, table: 0, index: 3, page: Page::None };
+    let end = OperationEnded { cpu: 0, in_section: false };
+    let tlbi = Tlbi { cpu: 0, slot: 0, index: 3, pages: 1, walks: false };
+    assert_eq!(found_all(&[&map[..], &[unmap, end]].concat()), [Rule::Invalidate]);
+    let flushed =
+        [unmap, barrier(0, Barrier::DsbIshst), tlbi, barrier(0, Barrier::DsbIsh), barrier(0, Barrier::Isb), end];
+    assert_eq!(found_all(&[&map[..], &flushed].concat()), []);
+    // A TLBI of the page before or after does not cover it.
+    for index in [2, 4] {
+        let missed = Tlbi { cpu: 0, slot: 0, index, pages: 1, walks: false };
+        let wrong =
+            [unmap, barrier(0, Barrier::DsbIshst), missed, barrier(0, Barrier::DsbIsh), barrier(0, Barrier::Isb), end];
+        assert_eq!(found_all(&[&map[..], &wrong].concat()), [Rule::Invalidate], "TLBI of page {index}");
+    }
+    // Left open, it is both an entry not invalidated and a TLBI not completed.
+    let open = [unmap, barrier(0, Barrier::DsbIshst), tlbi, end];
+    assert_eq!(found_all(&[&map[..], &open].concat()), [Rule::Invalidate, Rule::Invalidate]);
+    let no_isb = [unmap, barrier(0, Barrier::DsbIshst), tlbi, barrier(0, Barrier::DsbIsh), end];
+    assert_eq!(found_all(&[&map[..], &no_isb].concat()), [Rule::BarrierOrder]);
+}
+
+#[test]
+fn a_tlbi_before_the_dsb_that_shows_the_clearing_breaks_barrier_order() {
+    let events = [
+        Store { cpu: 0, table: 0, index: 0, page: RW },
+        barrier(0, Barrier::DsbIshst),
+        barrier(0, Barrier::Isb),
+        Store { cpu: 0, table: 0, index: 0, page: Page::None },
+        TlbiAll { cpu: 0 },
+    ];
+    assert_eq!(found(&events), [vec![], vec![], vec![], vec![], vec![Rule::BarrierOrder]]);
+}
+
+#[test]
+fn a_frame_freed_before_its_invalidation_completes_breaks_invalidate() {
+    let events = [
+        Store { cpu: 0, table: 0, index: 0, page: Page::Rw(2) },
+        barrier(0, Barrier::DsbIshst),
+        barrier(0, Barrier::Isb),
+        Store { cpu: 0, table: 0, index: 0, page: Page::None },
+        Free { cpu: 0, table: false, which: 1 },
+        Free { cpu: 0, table: false, which: 2 },
+        barrier(0, Barrier::DsbIshst),
+        TlbiAll { cpu: 0 },
+        Free { cpu: 0, table: false, which: 2 },
+        barrier(0, Barrier::DsbIsh),
+        Free { cpu: 0, table: false, which: 2 },
+    ];
+    let found = found(&events);
+    assert_eq!(found[4..], [vec![], vec![Rule::Invalidate], vec![], vec![], vec![Rule::Invalidate], vec![], vec![]]);
+}
+
+#[test]
+fn a_live_page_replaced_without_break_before_make_is_reported() {
+    let events = [
+        Store { cpu: 0, table: 0, index: 0, page: Page::Rw(0) },
+        Store { cpu: 0, table: 0, index: 0, page: Page::Ro(0) },
+        Store { cpu: 0, table: 0, index: 0, page: Page::Ro(1) },
+        Store { cpu: 0, table: 0, index: 0, page: Page::Device(1) },
+    ];
+    assert_eq!(found(&events), [vec![], vec![], vec![Rule::BreakBeforeMake], vec![Rule::BreakBeforeMake]]);
+}
+
+#[test]
+fn a_table_linked_before_its_zeroing_is_ordered_breaks_link_order() {
+    let alloc = Alloc { cpu: 0, table: 2 };
+    let link = Link { cpu: 0, slot: 2, table: 2 };
+    assert_eq!(found_all(&[alloc, link]), [Rule::LinkOrder]);
+    assert_eq!(found_all(&[alloc, barrier(1, Barrier::DmbIshst), link]), [Rule::LinkOrder]);
+    assert_eq!(found_all(&[alloc, barrier(0, Barrier::DmbIshst), link]), []);
+}
+
+#[test]
+fn tables_are_unlinked_under_exclusive_and_freed_only_once_unlinked_and_invalidated() {
+    let unlink = Unlink { cpu: 0, slot: 0, exclusive: true };
+    let free = Free { cpu: 0, table: true, which: 0 };
+    assert_eq!(found(&[free]), [vec![Rule::TableLifetime]]);
+    assert_eq!(found(&[Unlink { cpu: 0, slot: 0, exclusive: false }]), [vec![Rule::TableLifetime]]);
+    assert_eq!(found(&[unlink, free]), [vec![], vec![Rule::Invalidate]]);
+    // A TLBI of the level-3 entries only leaves the walk through the table cached.
+    let leaves = Tlbi { cpu: 0, slot: 0, index: 0, pages: 1, walks: false };
+    let walks = Tlbi { cpu: 0, slot: 0, index: 0, pages: 1, walks: true };
+    let flushed = |tlbi| [unlink, barrier(0, Barrier::DsbIshst), tlbi, barrier(0, Barrier::DsbIsh), free];
+    assert_eq!(found_all(&flushed(leaves)), [Rule::Invalidate]);
+    assert_eq!(found_all(&flushed(walks)), []);
+    // Stores into it once it is gone are into no table.
+    let store = Store { cpu: 0, table: 0, index: 0, page: RW };
+    assert_eq!(found_all(&[unlink, store]), [Rule::TableLifetime]);
+    assert_eq!(found_all(&[&flushed(walks)[..], &[store]].concat()), [Rule::TableLifetime]);
+}
+
+#[test]
+fn the_publish_sentence_is_the_one_the_docs_quote() {
+    let memory = World::memory();
+    let mut world = World::new(&memory);
+    world.run(Store { cpu: 0, table: 0, index: 5, page: RW });
+    world.checker.begin(on(0));
+    world.checker.publish_point("lazy_mmu_mode_disable() left a lazy MMU section");
+    let found = world.checker.take_found();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        found[0].what.as_str(),
+        "lazy_mmu_mode_disable() left a lazy MMU section with 1 valid entry stored and no dsb ishst; isb after them: the walker may not see them yet"
+    );
+    let entry = found[0].entry.expect("the entry is reported");
+    assert_eq!(entry.at, Some((VMALLOC + 5 * PAGE, Level::L3)));
+    assert_eq!((entry.old, entry.new), (0, RW.descriptor()));
+}
