@@ -70,6 +70,10 @@ fn kernel_main() -> ! {
             }
             let _ = ptdump::dump(&mut Console);
         }
+        ["ptdump", option, ..] => {
+            println!("lazymmu: ptdump: unknown option {option:?}; it takes none");
+            exit(ExitCode::Usage);
+        }
         ["demo"] => {
             println!("lazymmu: demo: which one? The demos are {}.", DEMOS.join(", "));
             exit(ExitCode::Usage);
@@ -260,31 +264,48 @@ fn bench(quick: bool, tlb_only: bool) {
     }
 }
 
+/// What `fuzz` takes, for its messages.
+const FUZZ_OPTIONS: &str = "--seed N, --ops N, --backend NAME and --break BUG";
+
+/// Ends the command with a message about one of `fuzz`'s options.
+fn fuzz_usage(what: core::fmt::Arguments) -> ! {
+    println!("lazymmu: fuzz: {what}");
+    exit(ExitCode::Usage);
+}
+
 fn fuzz(options: &[&str]) {
     let mut config = fuzz::Config { seed: 1, ops: 2000, backends: fuzz::all_backends(), broken: None };
     let mut rest = options;
-    while let [flag, value, tail @ ..] = rest {
-        let ok = match *flag {
-            "--seed" => value.parse().map(|v| config.seed = v).is_ok(),
-            "--ops" => value.parse().map(|v| config.ops = v).is_ok(),
-            "--backend" => Backend::from_name(value).map(|b| config.backends = Vec::from([b])).is_some(),
-            "--break" if cfg!(debug_assertions) => Bug::from_name(value).map(|bug| config.broken = Some(bug)).is_some(),
-            "--break" => {
-                println!("lazymmu: fuzz: --break {value}: {}; build without --release", planted::DEBUG_ONLY);
-                exit(ExitCode::Usage);
-            }
-            _ => false,
+    while let [flag, tail @ ..] = rest {
+        let known = ["--seed", "--ops", "--backend", "--break"];
+        if !known.contains(flag) {
+            fuzz_usage(format_args!("unknown option {flag:?}; it takes {FUZZ_OPTIONS}"));
+        }
+        let [value, tail @ ..] = tail else { fuzz_usage(format_args!("{flag} needs a value")) };
+        let number = |what: &str| -> u64 {
+            value.parse().unwrap_or_else(|_| {
+                fuzz_usage(format_args!("{flag} {value}: {what} is a whole number from 0 to {}", u64::MAX))
+            })
         };
-        if !ok {
-            println!("lazymmu: fuzz: bad option {flag} {value}");
-            menu();
-            exit(ExitCode::Usage);
+        match *flag {
+            "--seed" => config.seed = number("the seed"),
+            "--ops" => config.ops = number("the number of operations per backend"),
+            "--backend" => match Backend::from_name(value) {
+                Some(backend) => config.backends = Vec::from([backend]),
+                None => fuzz_usage(format_args!("no backend {value:?}; the backends are {}", backend_names())),
+            },
+            _ if !cfg!(debug_assertions) => {
+                fuzz_usage(format_args!("--break {value}: {}; build without --release", planted::DEBUG_ONLY))
+            }
+            _ => match Bug::from_name(value) {
+                Some(bug) => config.broken = Some(bug),
+                None => {
+                    let bugs = Bug::ALL.iter().map(|bug| bug.name()).collect::<Vec<_>>().join(", ");
+                    fuzz_usage(format_args!("no planted bug {value:?}; the bugs are {bugs}"))
+                }
+            },
         }
         rest = tail;
-    }
-    if !rest.is_empty() {
-        println!("lazymmu: fuzz: option {:?} needs a value", rest[0]);
-        exit(ExitCode::Usage);
     }
     println!(
         "lazymmu fuzz: seed {}, {} ops under each of {}{}",

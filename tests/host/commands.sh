@@ -34,6 +34,18 @@ check "demo lazy, --backend without a name" 2 scripts/qemu-runner "$kernel" demo
 check "bench, an unknown option" 2 scripts/qemu-runner "$kernel" bench --slow -- 'bench: unknown options \["--slow"\]; it takes --tlb-only and --quick'
 check "an option instead of a command" 2 scripts/qemu-runner "$kernel" --frob -- 'unknown option "--frob": options come after a command'
 check "--help" 0 scripts/qemu-runner "$kernel" --help -- '^usage: cargo run'
+check "ptdump, an option it does not take" 2 scripts/qemu-runner "$kernel" ptdump --all -- 'ptdump: unknown option "--all"; it takes none'
+check "fuzz, a negative number of operations" 2 scripts/qemu-runner "$kernel" fuzz --ops -1 -- \
+    'fuzz: --ops -1: the number of operations per backend is a whole number from 0 to 18446744073709551615'
+check "fuzz, a seed that is not a number" 2 scripts/qemu-runner "$kernel" fuzz --seed abc -- \
+    'fuzz: --seed abc: the seed is a whole number from 0 to 18446744073709551615'
+check "fuzz, no such backend" 2 scripts/qemu-runner "$kernel" fuzz --backend Batched -- \
+    'fuzz: no backend "Batched"; the backends are eager, batched, deferred-writes'
+check "fuzz, no such planted bug" 2 scripts/qemu-runner "$kernel" fuzz --break nope -- \
+    'fuzz: no planted bug "nope"; the bugs are [a-z-]+(, [a-z-]+)+$'
+check "fuzz, an unknown option" 2 scripts/qemu-runner "$kernel" fuzz --fast 1 -- \
+    'fuzz: unknown option "--fast"; it takes --seed N, --ops N, --backend NAME and --break BUG'
+check "fuzz, an option without its value" 2 scripts/qemu-runner "$kernel" fuzz --ops -- 'fuzz: --ops needs a value'
 check "a boolean boot option that is not one" 2 scripts/qemu-runner "$kernel" debug_pagealloc=maybe -- \
     'debug_pagealloc=maybe: not a boolean'
 check "a boolean boot option as Linux's kstrtobool reads it" 0 scripts/qemu-runner "$kernel" debug_pagealloc=YES -- \
