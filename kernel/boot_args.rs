@@ -123,7 +123,8 @@ pub fn check_options() -> Result<(), BadOption> {
 }
 
 /// Gives the kernel image a built-in command line of boot options, e.g.
-/// `lazymmu::builtin_cmdline!("debug_pagealloc=on");` in a test image.
+/// `lazymmu::test_image!("debug_pagealloc=on");` in a test image (which
+/// expands to this).
 #[macro_export]
 macro_rules! builtin_cmdline {
     ($line:literal) => {

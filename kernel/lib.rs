@@ -12,8 +12,8 @@
 #![no_std]
 #![cfg_attr(test, no_main)]
 // Every unsafe operation sits in its own `unsafe` block with a `// SAFETY:`
-// line, also inside an `unsafe fn` (see STYLE: unsafe is small and local).
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+// line, also inside an `unsafe fn`: Cargo.toml's `[workspace.lints]` deny
+// the rest, for every crate and image (see STYLE: unsafe is small and local).
 // A fault or panic caught by `exception::catch` carries its message in a
 // fixed buffer, so that recovering from one needs no heap: the `Result`s
 // and the enum that carry it are large on purpose.
@@ -51,6 +51,10 @@ pub mod task;
 // The test harness: debug builds only, as what it resets (see planted.rs).
 #[cfg(debug_assertions)]
 pub mod testing;
+/// The test harness, what test images use of it (debug builds only):
+/// `#![test_runner(lazymmu::run_tests)]` and [`test_image!`] make an image.
+#[cfg(debug_assertions)]
+pub use testing::{Scratch, Testable, expect_panic, linear_map_block, run_tests};
 pub mod timer;
 pub mod trace;
 

@@ -4,13 +4,10 @@
 //! rows; tests/host/docs_lint.py checks that the two lists are equal.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
-#![test_runner(lazymmu::testing::run_tests)]
+#![test_runner(lazymmu::run_tests)]
 #![reexport_test_harness_main = "test_main"]
-
-extern crate alloc;
 
 use alloc::format;
 use core::convert::Infallible;
@@ -37,11 +34,7 @@ use lazymmu::mm::vmalloc::*;
 use lazymmu::smp::SmpError;
 use lazymmu::{dtb, println};
 
-#[unsafe(no_mangle)]
-fn kernel_main() -> ! {
-    test_main();
-    unreachable!("the test runner exits QEMU");
-}
+lazymmu::test_image!();
 
 /// One row: `call` must fail with `want` and leave everything as it was.
 fn case<T: Debug, E: Debug + PartialEq>(label: &str, call: impl FnOnce() -> Result<T, E>, want: E) {

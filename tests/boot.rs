@@ -2,24 +2,19 @@
 //! expected-fault and expected-panic support.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
-#![test_runner(lazymmu::testing::run_tests)]
+#![test_runner(lazymmu::run_tests)]
 #![reexport_test_harness_main = "test_main"]
 
 use lazymmu::boot_args::{parse_size, qemu_param};
 use lazymmu::exception::{Caught, ExceptionClass, FaultStatus, catch};
+use lazymmu::expect_panic;
 use lazymmu::mm::addr::{PAGE_SIZE, VirtAddr};
 use lazymmu::mm::{frame_alloc, probe};
-use lazymmu::testing::expect_panic;
 use lazymmu::{cpu, dtb, init};
 
-#[unsafe(no_mangle)]
-fn kernel_main() -> ! {
-    test_main();
-    unreachable!("the test runner exits QEMU");
-}
+lazymmu::test_image!();
 
 #[test_case]
 fn device_tree_memory_matches_the_size_qemu_was_given() {
@@ -59,8 +54,6 @@ fn cpu_features_match_the_qemu_model() {
         other => panic!("no expectations for CPU model {other}"),
     }
 }
-
-extern crate alloc;
 
 #[test_case]
 fn reading_a_low_address_is_an_expected_level_0_translation_fault() {

@@ -3,13 +3,10 @@
 //! are given back.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
-#![test_runner(lazymmu::testing::run_tests)]
+#![test_runner(lazymmu::run_tests)]
 #![reexport_test_harness_main = "test_main"]
-
-extern crate alloc;
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -25,11 +22,7 @@ use lazymmu::mm::{frame_alloc, probe};
 use lazymmu::{irq, sched, task};
 use spin::Mutex;
 
-#[unsafe(no_mangle)]
-fn kernel_main() -> ! {
-    test_main();
-    unreachable!("the test runner exits QEMU");
-}
+lazymmu::test_image!();
 
 #[test_case]
 fn a_spawned_task_runs_on_its_own_stack_above_a_guard_page() {

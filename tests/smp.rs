@@ -4,13 +4,10 @@
 //! only through the broadcast flush: until then they keep reading the page.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
-#![test_runner(lazymmu::testing::run_tests)]
+#![test_runner(lazymmu::run_tests)]
 #![reexport_test_harness_main = "test_main"]
-
-extern crate alloc;
 
 /// The KASAN shadow model of `demo kasan`, shared with the boot binary;
 /// this image uses a part of it.
@@ -34,11 +31,7 @@ use lazymmu::mm::{pgtable, probe, tlb};
 use lazymmu::{dtb, percpu, smp};
 use spin::Mutex;
 
-#[unsafe(no_mangle)]
-fn kernel_main() -> ! {
-    test_main();
-    unreachable!("the test runner exits QEMU");
-}
+lazymmu::test_image!();
 
 fn cpus() -> usize {
     let n: usize = qemu_param("smp").and_then(|s| s.parse().ok()).expect("the runner passes qemu.smp");
