@@ -31,14 +31,14 @@ fn line() -> &'static str {
 }
 
 /// The host path of the running kernel image, if the runner gave it.
-pub fn program() -> Option<&'static str> {
+pub(crate) fn program() -> Option<&'static str> {
     line().split_ascii_whitespace().next()
 }
 
 const PARAM_PREFIX: &str = "qemu.";
 
 /// The boot options the kernel knows.
-pub const KERNEL_OPTIONS: &[&str] = &["debug_pagealloc", "pgtable_check", "test_time_limit"];
+pub(crate) const KERNEL_OPTIONS: &[&str] = &["debug_pagealloc", "pgtable_check", "test_time_limit"];
 
 fn is_kernel_option(arg: &str) -> bool {
     arg.split_once('=').is_some_and(|(name, _)| KERNEL_OPTIONS.contains(&name))
@@ -92,26 +92,26 @@ pub fn kstrtobool(value: &str) -> Option<bool> {
 }
 
 /// The boot options that are booleans, and what they are when not given.
-pub const BOOLEAN_OPTIONS: &[(&str, bool)] = &[("debug_pagealloc", false), ("pgtable_check", true)];
+pub(crate) const BOOLEAN_OPTIONS: &[(&str, bool)] = &[("debug_pagealloc", false), ("pgtable_check", true)];
 
 /// Boolean boot option `name` (one of [`BOOLEAN_OPTIONS`]), read as Linux
 /// reads one ([`kstrtobool`]); its default if it is not given or not a
 /// boolean (a value that is not is refused at boot, see [`check_options`]).
-pub fn bool_option(name: &str) -> bool {
+pub(crate) fn bool_option(name: &str) -> bool {
     let default = BOOLEAN_OPTIONS.iter().find(|(n, _)| *n == name).is_some_and(|&(_, d)| d);
     option(name).and_then(kstrtobool).unwrap_or(default)
 }
 
 /// A boot option whose value the kernel cannot take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BadOption {
+pub(crate) struct BadOption {
     pub name: &'static str,
     pub value: &'static str,
 }
 
 /// Checks the boot options' values: the first boolean option that is not
 /// one, if any (the kernel says so and stops, rather than guess).
-pub fn check_options() -> Result<(), BadOption> {
+pub(crate) fn check_options() -> Result<(), BadOption> {
     for &(name, _) in BOOLEAN_OPTIONS {
         if let Some(value) = option(name)
             && kstrtobool(value).is_none()

@@ -13,7 +13,6 @@ use alloc::format;
 use core::convert::Infallible;
 use core::fmt::Debug;
 
-use lazymmu::arch::psci::PsciError;
 use lazymmu::dtb::DtbError;
 use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::{
@@ -31,6 +30,7 @@ use lazymmu::mm::pageattr::{set_memory_nx, set_memory_ro, set_memory_rw, set_mem
 use lazymmu::mm::pgtable::{EntryRef, MapError, Operand, Ptes};
 use lazymmu::mm::translate::{SwTranslation, sw_translate};
 use lazymmu::mm::vmalloc::*;
+use lazymmu::smp::PsciError;
 use lazymmu::smp::SmpError;
 use lazymmu::{dtb, println};
 

@@ -30,7 +30,7 @@ fn device_tree_memory_matches_the_size_qemu_was_given() {
 fn kernel_was_entered_at_the_level_qemu_chose_and_runs_at_el1() {
     let expected: u64 = qemu_param("el").and_then(|el| el.parse().ok()).expect("the runner passes qemu.el");
     assert_eq!(init::entry_el(), expected);
-    assert_eq!(lazymmu::arch::cpu::current_el(), 1, "the kernel always runs at EL1");
+    assert_eq!(lazymmu::cpu::current_el(), 1, "the kernel always runs at EL1");
 }
 
 #[test_case]

@@ -19,7 +19,7 @@ mod kasan_shadow;
 use alloc::vec::Vec;
 
 use kasan_shadow::{Populate, Populated, populate_shadow};
-use lazymmu::arch::barrier::{BarrierCounts, cost};
+use lazymmu::barrier::{BarrierCounts, cost};
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::debug_pagealloc::{self, MapBack};

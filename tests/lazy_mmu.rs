@@ -11,13 +11,13 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
-use lazymmu::arch::barrier::{self, BarrierCounts, cost};
-use lazymmu::arch::cpu::wait_until;
-use lazymmu::arch::lazy_mmu::DEFERRED_QUEUE_LEN;
+use lazymmu::barrier::{self, BarrierCounts, cost};
+use lazymmu::cpu::wait_until;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
 use lazymmu::mm::lazy_mmu::Backend;
+use lazymmu::mm::lazy_mmu::DEFERRED_QUEUE_LEN;
 use lazymmu::mm::lazy_mmu::LazySnapshot;
 use lazymmu::mm::lazy_mmu::stats::{self, LazyMmuStats};
 use lazymmu::mm::lazy_mmu::*;
@@ -354,9 +354,9 @@ static PREEMPTED: Mutex<Option<Preempted>> = Mutex::new(None);
 /// masked, so that no preemption falls between the two reads (a switch in
 /// between would count its `dsb ish` in one and not the other).
 fn barriers_and_switches() -> (BarrierCounts, u64) {
-    let daif = lazymmu::arch::cpu::irq_save();
+    let daif = lazymmu::cpu::irq_save();
     let now = (barrier::counts(), sched::switch_count());
-    lazymmu::arch::cpu::irq_restore(daif);
+    lazymmu::cpu::irq_restore(daif);
     now
 }
 

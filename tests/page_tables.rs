@@ -10,7 +10,7 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use lazymmu::arch::barrier::{self, BarrierCounts};
+use lazymmu::barrier::{self, BarrierCounts};
 use lazymmu::boot_args::qemu_param;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::init;

@@ -8,7 +8,7 @@
 #![test_runner(lazymmu::run_tests)]
 #![reexport_test_harness_main = "test_main"]
 
-use lazymmu::arch::barrier::cost;
+use lazymmu::barrier::cost;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, VirtAddr};
 use lazymmu::mm::descriptor::Level;

@@ -11,7 +11,7 @@
 
 use core::convert::Infallible;
 
-use lazymmu::arch::barrier;
+use lazymmu::barrier;
 use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::{
     apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_by_table, apply_to_page_range_nolazy,
@@ -27,7 +27,7 @@ use lazymmu::mm::vmalloc::{
     self, free_vm_area, get_vm_area, vfree, vmalloc, vmap_contiguous, vmap_pages, vunmap, vunmap_range, vzalloc,
 };
 use lazymmu::mm::{audit, frame_alloc, phys_to_virt, tlb};
-use lazymmu::planted::{self, Bug};
+use lazymmu::{Bug, with_planted};
 use lazymmu::{Scratch, cpu, sched};
 
 lazymmu::test_image!();
@@ -65,7 +65,7 @@ fn publish_a_section_left_without_its_pair_is_reported() {
     let _b = use_backend(Backend::Batched);
     let scratch = Scratch::new(1);
     let (_, found) = pgtable_check::expecting(Rule::Publish, || {
-        planted::with(Bug::SkipLeavePair, || {
+        with_planted(Bug::SkipLeavePair, || {
             let _section = enable();
             scratch.map(0);
         })
@@ -102,7 +102,7 @@ fn link_order_a_table_linked_before_its_zeroing_is_ordered_is_reported() {
     // A fresh 2 MiB of address space: the walk links a new level-3 table.
     let va = get_vm_area(BLOCK_2M, BLOCK_2M).unwrap();
     let (result, found) = pgtable_check::expecting(Rule::LinkOrder, || {
-        planted::with(Bug::SkipTableDmb, || apply_to_page_range(va, PAGE_SIZE, |_| Ok::<(), Infallible>(())))
+        with_planted(Bug::SkipTableDmb, || apply_to_page_range(va, PAGE_SIZE, |_| Ok::<(), Infallible>(())))
     });
     // Every table the walk linked, the level-3 one under the area's level-2
     // entry among them.
@@ -210,7 +210,7 @@ fn break_before_make_a_live_linear_map_block_broken_is_reported() {
     let run = lazymmu::linear_map_block();
     let va = phys_to_virt(run);
     let (result, found) =
-        pgtable_check::expecting(Rule::BreakBeforeMake, || planted::with(Bug::BreakLiveBlock, || set_memory_ro(va, 1)));
+        pgtable_check::expecting(Rule::BreakBeforeMake, || with_planted(Bug::BreakLiveBlock, || set_memory_ro(va, 1)));
     result.unwrap();
     exactly_one(&found, Rule::BreakBeforeMake, Some((va, Level::L2)));
     assert!(found.first[0].what.as_str().starts_with("a live linear-map block was broken"), "{}", found.first[0]);
@@ -250,9 +250,8 @@ fn invalidate_a_frame_freed_before_its_flush_is_reported() {
 fn invalidate_tables_freed_before_the_walk_flush_are_reported() {
     let va = vmalloc::vmalloc_aligned(PAGE_SIZE, BLOCK_2M).unwrap();
     vfree(va).unwrap();
-    let (_, found) = pgtable_check::expecting(Rule::Invalidate, || {
-        planted::with(Bug::FreeBeforeFlush, vmalloc::reclaim_page_tables)
-    });
+    let (_, found) =
+        pgtable_check::expecting(Rule::Invalidate, || with_planted(Bug::FreeBeforeFlush, vmalloc::reclaim_page_tables));
     // The level-3 table the area's 2 MiB had, taken away by the reclaim:
     // freed while a walk through the cleared level-2 entry may still be
     // cached.
@@ -268,7 +267,7 @@ fn table_lifetime_a_walk_guard_dropped_with_stores_queued_is_reported() {
     let va = get_vm_area(PAGE_SIZE, PAGE_SIZE).unwrap();
     let frame = frame_alloc::alloc_frame().unwrap();
     let (_, found) = pgtable_check::expecting(Rule::TableLifetime, || {
-        planted::with(Bug::EarlyGuardDrop, || {
+        with_planted(Bug::EarlyGuardDrop, || {
             let _section = enable();
             // SAFETY: the test's own frame, in its own area.
             unsafe {
@@ -327,7 +326,7 @@ fn table_lifetime_a_store_into_a_freed_table_is_reported() {
 fn barrier_order_an_isb_before_the_dsb_is_reported() {
     let _b = use_backend(Backend::Eager);
     let scratch = Scratch::new(1);
-    let (_, found) = pgtable_check::expecting(Rule::BarrierOrder, || planted::with(Bug::SwapPair, || scratch.map(0)));
+    let (_, found) = pgtable_check::expecting(Rule::BarrierOrder, || with_planted(Bug::SwapPair, || scratch.map(0)));
     exactly_one(&found, Rule::BarrierOrder, Some((scratch.va(0), Level::L3)));
     barrier::isb();
 }
@@ -340,7 +339,7 @@ fn barrier_order_a_tlbi_before_the_dsb_ishst_is_reported() {
         let _op = pgtable_check::operation();
         scratch.clear(0);
         // The TLBI may run before the walker sees the clear, and refill.
-        lazymmu::arch::tlbi::tlbi_vaale1is(scratch.va(0).as_u64());
+        lazymmu::barrier::tlbi_vaale1is(scratch.va(0).as_u64());
         barrier::dsb_ish();
         barrier::isb();
     });

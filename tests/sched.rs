@@ -11,7 +11,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
-use lazymmu::arch::cpu;
+use lazymmu::cpu;
 use lazymmu::exception::{Caught, ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::VirtAddr;
 use lazymmu::mm::layout::KSTACK_SLOTS;
@@ -159,7 +159,7 @@ fn a_task_spawned_inside_a_deferred_writes_section_runs_on_a_mapped_stack() {
 
 #[test_case]
 fn a_stack_made_inside_a_batched_section_is_published_before_it_is_handed_over() {
-    use lazymmu::arch::barrier::cost;
+    use lazymmu::barrier::cost;
     use lazymmu::mm::lazy_mmu::use_backend;
     use lazymmu::mm::stack::KernelStack;
     let _b = use_backend(Backend::Batched);

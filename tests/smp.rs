@@ -18,8 +18,8 @@ mod kasan_shadow;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
-use lazymmu::arch::cpu;
 use lazymmu::boot_args::qemu_param;
+use lazymmu::cpu;
 use lazymmu::exception::{Caught, ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{PAGE_SIZE, VirtAddr};
 use lazymmu::mm::descriptor::Descriptor;
@@ -193,7 +193,7 @@ fn an_unmap_reaches_another_cpus_tlb_only_through_the_broadcast_flush() {
         // SAFETY: the test's own mapping; the stale TLB entry is the point.
         unsafe { pgtable::write_entry(&walk.walk(va), Descriptor::INVALID) };
     }
-    lazymmu::arch::barrier::dsb_ish();
+    lazymmu::barrier::dsb_ish();
     CLEARED.store(true, SeqCst);
     while STALE_READS.load(SeqCst) < 1000 && !reader.is_done() {
         core::hint::spin_loop();
@@ -266,7 +266,7 @@ fn lazy_state() -> LazySnapshot {
 
 #[test_case]
 fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu() {
-    use lazymmu::arch::barrier::cost;
+    use lazymmu::barrier::cost;
     use lazymmu::mm::descriptor::{Attributes, Level};
     use lazymmu::mm::lazy_mmu::{enable, use_backend};
     use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};

@@ -17,7 +17,7 @@ mod kasan_shadow;
 use alloc::vec::Vec;
 use core::convert::Infallible;
 
-use lazymmu::arch::barrier::{BarrierCounts, cost};
+use lazymmu::barrier::{BarrierCounts, cost};
 use lazymmu::dtb;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};

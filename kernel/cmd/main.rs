@@ -17,12 +17,12 @@ extern crate alloc;
 use alloc::format;
 use alloc::vec::Vec;
 
+use lazymmu::Bug;
 use lazymmu::cpu;
 use lazymmu::dtb;
 use lazymmu::init;
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::{debug_pagealloc, frame_alloc, heap, pgtable_check, ptdump};
-use lazymmu::planted::{self, Bug};
 use lazymmu::semihosting::{ExitCode, exit};
 use lazymmu::{boot_args, println};
 
@@ -228,7 +228,7 @@ fn bench(quick: bool, tlb_only: bool) {
         "lazymmu bench{}{}: counter at {} Hz, {} CPUs online",
         if tlb_only { " --tlb-only" } else { "" },
         if quick { " --quick" } else { "" },
-        lazymmu::arch::cpu::counter_frequency(),
+        lazymmu::cpu::counter_frequency(),
         lazymmu::smp::online_cpus()
     );
     let run = if tlb_only { bench::run_tlb_only } else { bench::run };
@@ -270,7 +270,10 @@ fn fuzz(options: &[&str]) {
             "--backend" => Backend::from_name(value).map(|b| config.backends = Vec::from([b])).is_some(),
             "--break" if cfg!(debug_assertions) => Bug::from_name(value).map(|bug| config.broken = Some(bug)).is_some(),
             "--break" => {
-                println!("lazymmu: fuzz: --break {value}: {}; build without --release", planted::DEBUG_ONLY);
+                println!(
+                    "lazymmu: fuzz: --break {value}: {}; build without --release",
+                    lazymmu::PLANTED_BUGS_DEBUG_ONLY
+                );
                 exit(ExitCode::Usage);
             }
             _ => false,
