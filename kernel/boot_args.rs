@@ -6,7 +6,7 @@
 //! Among the arguments, `NAME=VALUE` for a NAME in [`KERNEL_OPTIONS`] is a
 //! boot option (`cargo run -- debug_pagealloc=on demo pagealloc`), read
 //! with [`option`]; the rest are the command. An image may also carry a
-//! built-in command line ([`builtin_cmdline!`], Linux's CONFIG_CMDLINE):
+//! built-in command line ([`builtin_cmdline!`](crate::builtin_cmdline), Linux's CONFIG_CMDLINE):
 //! a test image that needs a boot option says so in its own source, and
 //! the runner's arguments override it.
 
@@ -38,7 +38,7 @@ pub(crate) fn program() -> Option<&'static str> {
 const PARAM_PREFIX: &str = "qemu.";
 
 /// The boot options the kernel knows.
-pub(crate) const KERNEL_OPTIONS: &[&str] = &["debug_pagealloc", "pgtable_check", "test_time_limit"];
+pub const KERNEL_OPTIONS: &[&str] = &["debug_pagealloc", "pgtable_check", "test_time_limit"];
 
 fn is_kernel_option(arg: &str) -> bool {
     arg.split_once('=').is_some_and(|(name, _)| KERNEL_OPTIONS.contains(&name))
@@ -134,7 +134,7 @@ macro_rules! builtin_cmdline {
     };
 }
 
-/// A string's bytes as an array, for [`builtin_cmdline!`].
+/// A string's bytes as an array, for [`builtin_cmdline!`](crate::builtin_cmdline).
 pub const fn bytes_of<const N: usize>(s: &str) -> [u8; N] {
     let mut out = [0; N];
     let mut i = 0;

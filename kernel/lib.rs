@@ -3,7 +3,7 @@
 //! counted and learned.
 //!
 //! Boot path: `_arch/aarch64/boot.s` (physical addresses, MMU off) ->
-//! `_arch/aarch64/boot.rs` (boot tables, MMU on) -> [`init::kernel_init`]
+//! `_arch/aarch64/boot.rs` (boot tables, MMU on) -> `init.rs` (`__kernel_init`)
 //! (upper half: device tree, frames, the kernel's own page tables, heap,
 //! a guarded stack) -> `kernel_main`, which each kernel image provides: the
 //! boot binary (`cmd/main.rs`, a package of its own), or a test image (`tests/*.rs`, or this library

@@ -188,8 +188,8 @@ fn reset_after_test(preemption: bool) -> Vec<String> {
 /// Runs the tests and exits QEMU: 0 when all passed, 101 otherwise.
 ///
 /// Every test starts from the same state. After each one the harness puts
-/// back what a failing test may have left (see [`reset_after_test`]) and
-/// compares the memory manager with a [`Baseline`] taken before it: a test
+/// back what a failing test may have left (see `reset_after_test`) and
+/// compares the memory manager with a `Baseline` taken before it: a test
 /// that leaves areas, frames or vmalloc-region mappings behind fails, and
 /// what it left is taken back, so that it cannot make the next test fail.
 pub fn run_tests(tests: &[&dyn Testable]) -> ! {
