@@ -6,7 +6,7 @@
 //! Among the arguments, `NAME=VALUE` for a NAME in [`KERNEL_OPTIONS`] is a
 //! boot option (`cargo run -- debug_pagealloc=on demo pagealloc`), read
 //! with [`option`]; the rest are the command. An image may also carry a
-//! built-in command line ([`builtin_cmdline!`], Linux's CONFIG_CMDLINE):
+//! built-in command line ([`builtin_cmdline!`](crate::builtin_cmdline), Linux's CONFIG_CMDLINE):
 //! a test image that needs a boot option says so in its own source, and
 //! the runner's arguments override it.
 
@@ -31,7 +31,7 @@ fn line() -> &'static str {
 }
 
 /// The host path of the running kernel image, if the runner gave it.
-pub fn program() -> Option<&'static str> {
+pub(crate) fn program() -> Option<&'static str> {
     line().split_ascii_whitespace().next()
 }
 
@@ -92,26 +92,26 @@ pub fn kstrtobool(value: &str) -> Option<bool> {
 }
 
 /// The boot options that are booleans, and what they are when not given.
-pub const BOOLEAN_OPTIONS: &[(&str, bool)] = &[("debug_pagealloc", false), ("pgtable_check", true)];
+pub(crate) const BOOLEAN_OPTIONS: &[(&str, bool)] = &[("debug_pagealloc", false), ("pgtable_check", true)];
 
 /// Boolean boot option `name` (one of [`BOOLEAN_OPTIONS`]), read as Linux
 /// reads one ([`kstrtobool`]); its default if it is not given or not a
 /// boolean (a value that is not is refused at boot, see [`check_options`]).
-pub fn bool_option(name: &str) -> bool {
+pub(crate) fn bool_option(name: &str) -> bool {
     let default = BOOLEAN_OPTIONS.iter().find(|(n, _)| *n == name).is_some_and(|&(_, d)| d);
     option(name).and_then(kstrtobool).unwrap_or(default)
 }
 
 /// A boot option whose value the kernel cannot take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BadOption {
+pub(crate) struct BadOption {
     pub name: &'static str,
     pub value: &'static str,
 }
 
 /// Checks the boot options' values: the first boolean option that is not
 /// one, if any (the kernel says so and stops, rather than guess).
-pub fn check_options() -> Result<(), BadOption> {
+pub(crate) fn check_options() -> Result<(), BadOption> {
     for &(name, _) in BOOLEAN_OPTIONS {
         if let Some(value) = option(name)
             && kstrtobool(value).is_none()
@@ -123,7 +123,8 @@ pub fn check_options() -> Result<(), BadOption> {
 }
 
 /// Gives the kernel image a built-in command line of boot options, e.g.
-/// `lazymmu::builtin_cmdline!("debug_pagealloc=on");` in a test image.
+/// `lazymmu::test_image!("debug_pagealloc=on");` in a test image (which
+/// expands to this).
 #[macro_export]
 macro_rules! builtin_cmdline {
     ($line:literal) => {
@@ -133,7 +134,7 @@ macro_rules! builtin_cmdline {
     };
 }
 
-/// A string's bytes as an array, for [`builtin_cmdline!`].
+/// A string's bytes as an array, for [`builtin_cmdline!`](crate::builtin_cmdline).
 pub const fn bytes_of<const N: usize>(s: &str) -> [u8; N] {
     let mut out = [0; N];
     let mut i = 0;

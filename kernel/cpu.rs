@@ -3,6 +3,14 @@
 
 use core::fmt;
 
+/// The CPU's own registers and controls that code outside the kernel
+/// needs: the clock and instruction counter (the bench), interrupt
+/// masking, the exception level, waiting.
+pub use crate::arch::cpu::{
+    counter, counter_frequency, current_el, instructions, irq_restore, irq_save, irq_state, mpidr, stack_pointer,
+    start_instruction_counter, wait_until,
+};
+
 use crate::arch::cpu::{IdRegisters, id_registers};
 use crate::arch::sysreg;
 use spin::Once;

@@ -31,7 +31,7 @@ pub fn interrupt_count() -> u64 {
 }
 
 /// Sets up the interrupt controller for this CPU and unmasks IRQs.
-pub fn init_this_cpu(boot_cpu: bool) {
+pub(crate) fn init_this_cpu(boot_cpu: bool) {
     if boot_cpu {
         gic::init_distributor();
     }

@@ -3,7 +3,7 @@
 //! counted and learned.
 //!
 //! Boot path: `_arch/aarch64/boot.s` (physical addresses, MMU off) ->
-//! `_arch/aarch64/boot.rs` (boot tables, MMU on) -> [`init::kernel_init`]
+//! `_arch/aarch64/boot.rs` (boot tables, MMU on) -> `init.rs` (`__kernel_init`)
 //! (upper half: device tree, frames, the kernel's own page tables, heap,
 //! a guarded stack) -> `kernel_main`, which each kernel image provides: the
 //! boot binary (`cmd/main.rs`, a package of its own), or a test image (`tests/*.rs`, or this library
@@ -12,8 +12,8 @@
 #![no_std]
 #![cfg_attr(test, no_main)]
 // Every unsafe operation sits in its own `unsafe` block with a `// SAFETY:`
-// line, also inside an `unsafe fn` (see STYLE: unsafe is small and local).
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+// line, also inside an `unsafe fn`: Cargo.toml's `[workspace.lints]` deny
+// the rest, for every crate and image (see STYLE: unsafe is small and local).
 // A fault or panic caught by `exception::catch` carries its message in a
 // fixed buffer, so that recovering from one needs no heap: the `Result`s
 // and the enum that carry it are large on purpose.
@@ -26,33 +26,55 @@
 
 extern crate alloc;
 
+// The library's public API is the modules marked `pub` here and the
+// re-exports below: what the boot binary (kernel/cmd), the test images and
+// the must-fail images use, and nothing else (tests/host/public_items.py
+// counts it). arm64 itself stays inside: the rest of the world reaches it
+// through the small generic modules beside `arch` (`barrier`, `cpu`,
+// `exception`, `timer`, `semihosting`).
 #[path = "_arch/aarch64/mod.rs"]
-pub mod arch;
+mod arch;
 
+pub mod barrier;
 pub mod boot_args;
-pub mod console;
+mod console;
 pub mod cpu;
-pub mod drivers;
+mod drivers;
 pub mod dtb;
 pub mod exception;
-pub mod fixed_text;
+mod fixed_text;
 pub mod init;
 pub mod irq;
 pub mod mm;
-pub mod panic;
+mod panic;
 pub mod percpu;
-pub mod planted;
+mod planted;
 pub mod sched;
 pub mod semihosting;
 pub mod smp;
-pub mod symbols;
-pub mod sync;
+mod symbols;
+mod sync;
 pub mod task;
 // The test harness: debug builds only, as what it resets (see planted.rs).
 #[cfg(debug_assertions)]
-pub mod testing;
+mod testing;
 pub mod timer;
 pub mod trace;
+
+/// What `print!` and `println!` call: they expand in the caller's crate, so
+/// it must be public; it is no API of its own.
+#[doc(hidden)]
+pub use console::_print;
+
+/// The planted bugs (`planted.rs`): the fuzzer's `--break BUG` and the
+/// checker's tests plant one to prove it is caught.
+pub use planted::{Bug, DEBUG_ONLY as PLANTED_BUGS_DEBUG_ONLY, plant, with as with_planted};
+
+/// The test harness (`testing.rs`), what test images use of it (debug
+/// builds only): `#![test_runner(lazymmu::run_tests)]` and
+/// [`test_image!`] make an image.
+#[cfg(debug_assertions)]
+pub use testing::{Scratch, Testable, expect_panic, linear_map_block, run_tests};
 
 #[cfg(test)]
 #[unsafe(no_mangle)]

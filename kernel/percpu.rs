@@ -11,7 +11,7 @@ use crate::arch::cpu;
 use crate::task::Task;
 
 /// The most CPUs the kernel starts (GICv2's limit); the runner refuses more.
-pub const MAX_CPUS: usize = 8;
+pub(crate) const MAX_CPUS: usize = 8;
 
 pub struct PerCpu {
     pub id: usize,
@@ -114,7 +114,7 @@ static PERCPU: [PerCpu; MAX_CPUS] = [
 ];
 
 /// Points this CPU's TPIDR_EL1 at its slot.
-pub fn init_this_cpu(id: usize) {
+pub(crate) fn init_this_cpu(id: usize) {
     cpu::set_percpu_pointer(&PERCPU[id] as *const PerCpu as u64);
     let cpu = &PERCPU[id];
     cpu::set_current_task_pointer(cpu.current_task() as *const Task as u64);

@@ -25,7 +25,7 @@ use crate::task::{self, Affinity, Task, TaskState};
 use crate::{timer, trace};
 
 /// How long a task runs before the timer lets another have the CPU.
-pub const TIME_SLICE_US: u64 = 1_000;
+pub(crate) const TIME_SLICE_US: u64 = 1_000;
 
 static RUN_QUEUE: IrqSpinLock<VecDeque<&'static Task>> = IrqSpinLock::new(VecDeque::new());
 static SWITCHES: AtomicU64 = AtomicU64::new(0);
@@ -92,7 +92,7 @@ fn enqueue(task: &'static Task) {
 }
 
 /// Is a task that may run on this CPU waiting?
-pub fn has_work_here() -> bool {
+pub(crate) fn has_work_here() -> bool {
     let here = this_cpu().id;
     RUN_QUEUE.lock().iter().any(|t| t.affinity.allows(here))
 }

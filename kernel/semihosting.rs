@@ -45,7 +45,7 @@ pub fn exit(code: ExitCode) -> ! {
 
 /// Fills `buf` with the command line ("program arg1 arg2 ...") and returns
 /// the part used, or None without semihosting.
-pub fn cmdline(buf: &mut [u8]) -> Option<&str> {
+pub(crate) fn cmdline(buf: &mut [u8]) -> Option<&str> {
     let mut block = [buf.as_mut_ptr() as u64, buf.len() as u64];
     // SAFETY: SYS_GET_CMDLINE writes at most block[1] bytes into buf and
     // stores the length back into block[1].

@@ -20,6 +20,9 @@ use crate::mm::stack::KernelStack;
 use crate::percpu::{self, MAX_CPUS};
 use crate::{dtb, init, irq, println, sched};
 
+/// Why PSCI refused to start a CPU (in [`SmpError::Psci`]).
+pub use crate::arch::psci::PsciError;
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// One CPU's side of the bring-up and its mailbox.
@@ -72,7 +75,7 @@ pub fn online_cpus() -> usize {
 
 /// Starts every CPU the device tree lists; returns how many are online.
 /// A CPU that does not come up is reported and left out.
-pub fn bring_up_secondaries() -> usize {
+pub(crate) fn bring_up_secondaries() -> usize {
     let machine = dtb::info();
     let image = init::image();
     unsafe extern "C" {

@@ -9,6 +9,20 @@
 //! Arguments after `cargo test --` are read as libtest reads them: name
 //! filters, `--exact`, `--skip FILTER`, `--list`.
 //!
+//! A test image is one file of `#[test_case]`s under five crate
+//! attributes and one line, [`test_image!`](crate::test_image) (the
+//! attributes cannot come from a macro: Rust reads them at the crate root):
+//!
+//! ```ignore
+//! #![no_std]
+//! #![no_main]
+//! #![feature(custom_test_frameworks)]
+//! #![test_runner(lazymmu::run_tests)]
+//! #![reexport_test_harness_main = "test_main"]
+//!
+//! lazymmu::test_image!();
+//! ```
+//!
 //! Debug builds only, as the planted bugs and fault injection it resets:
 //! see `planted.rs`.
 
@@ -16,17 +30,43 @@ use alloc::collections::BTreeSet;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::convert::Infallible;
 use core::fmt::Write;
 use core::ptr::read_volatile;
 
+use crate::arch::barrier::{BarrierCounts, cost};
 use crate::exception::{self, Caught};
-use crate::mm::addr::{PhysAddr, VirtAddr};
-use crate::mm::descriptor::{Descriptor, Entry, Level};
+use crate::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use crate::mm::apply::apply_to_page_range;
+use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use crate::mm::layout::{KSTACK_SLOT_SIZE, KSTACK_SLOTS, KSTACK_START, VMALLOC_END, VMALLOC_START};
+use crate::mm::pgtable::{EntryRef, Walking};
 use crate::mm::vmalloc::{self, AreaInfo};
 use crate::mm::{frame_alloc, lazy_mmu, pgtable, pgtable_check, phys_to_virt, ptdump, tlb};
 use crate::semihosting::{ExitCode, exit};
 use crate::{arch, boot_args, print, println, sched, timer};
+
+/// The rest of a test image's harness: its entry point, which runs the
+/// image's `#[test_case]`s, `alloc` for its code, and, given a literal,
+/// the boot options built into the image (see
+/// [`builtin_cmdline!`](crate::builtin_cmdline)), e.g.
+/// `lazymmu::test_image!("debug_pagealloc=on");`.
+#[macro_export]
+macro_rules! test_image {
+    () => {
+        extern crate alloc;
+
+        #[unsafe(no_mangle)]
+        fn kernel_main() -> ! {
+            test_main();
+            unreachable!("the test runner exits QEMU");
+        }
+    };
+    ($cmdline:literal) => {
+        $crate::test_image!();
+        $crate::builtin_cmdline!($cmdline);
+    };
+}
 
 /// A test: a function whose name is its path.
 pub trait Testable {
@@ -148,8 +188,8 @@ fn reset_after_test(preemption: bool) -> Vec<String> {
 /// Runs the tests and exits QEMU: 0 when all passed, 101 otherwise.
 ///
 /// Every test starts from the same state. After each one the harness puts
-/// back what a failing test may have left (see [`reset_after_test`]) and
-/// compares the memory manager with a [`Baseline`] taken before it: a test
+/// back what a failing test may have left (see `reset_after_test`) and
+/// compares the memory manager with a `Baseline` taken before it: a test
 /// that leaves areas, frames or vmalloc-region mappings behind fails, and
 /// what it left is taken back, so that it cannot make the next test fail.
 pub fn run_tests(tests: &[&dyn Testable]) -> ! {
@@ -403,4 +443,86 @@ pub fn linear_map_block() -> crate::mm::addr::PhysAddr {
         frame_alloc::free_frames(r, 512).expect("allocated above");
     }
     run
+}
+
+/// A test's own stretch of the vmalloc region: `pages` pages reserved with
+/// [`vmalloc::get_vm_area`] (so no other mapping can be there), their
+/// tables made up front (so that writes under test allocate nothing), one
+/// frame to map, and the walk that reaches the entries, held as long as
+/// the scratch lives. Dropping it unmaps the area and gives everything
+/// back.
+pub struct Scratch {
+    walk: Option<Walking>,
+    start: VirtAddr,
+    pages: u64,
+    frame: PhysAddr,
+}
+
+impl Scratch {
+    pub fn new(pages: u64) -> Scratch {
+        let size = pages * PAGE_SIZE;
+        let start = vmalloc::get_vm_area(size, PAGE_SIZE).expect("room for a scratch area");
+        apply_to_page_range(start, size, |_| Ok::<(), Infallible>(())).expect("the scratch area's tables");
+        let frame = frame_alloc::alloc_frame().expect("a frame for the scratch area");
+        let scratch = Scratch { walk: Some(pgtable::walking()), start, pages, frame };
+        for i in 0..pages {
+            assert_eq!(scratch.entry(i).level, Level::L3, "tables for {} exist", scratch.va(i));
+        }
+        scratch
+    }
+
+    /// The address of page `i` (`va(pages)`: the end of the area).
+    pub fn va(&self, i: u64) -> VirtAddr {
+        assert!(i <= self.pages, "page {i} of a scratch area of {}", self.pages);
+        self.start.add(i * PAGE_SIZE)
+    }
+
+    /// The frame the scratch maps.
+    pub fn frame(&self) -> PhysAddr {
+        self.frame
+    }
+
+    /// The level-3 entry of page `i`.
+    pub fn entry(&self, i: u64) -> EntryRef<'_> {
+        self.walk.as_ref().expect("held until drop").walk(self.va(i))
+    }
+
+    /// Maps page `i` to the scratch's frame, read-write.
+    pub fn map(&self, i: u64) {
+        self.store(i, Descriptor::leaf(Level::L3, self.frame, Attributes::KERNEL_RW));
+    }
+
+    /// Clears page `i`'s entry (no TLB flush: the caller's business).
+    pub fn clear(&self, i: u64) {
+        self.store(i, Descriptor::INVALID);
+    }
+
+    /// Maps every page to the scratch's frame; returns what that cost.
+    pub fn map_all(&self) -> BarrierCounts {
+        let entries: Vec<EntryRef<'_>> = (0..self.pages).map(|i| self.entry(i)).collect();
+        let page = Descriptor::leaf(Level::L3, self.frame, Attributes::KERNEL_RW);
+        cost(|| {
+            for entry in &entries {
+                // SAFETY: an entry of the area this scratch reserved, mapping
+                // the frame it allocated.
+                unsafe { pgtable::write_entry(entry, page) };
+            }
+        })
+    }
+
+    fn store(&self, i: u64, desc: Descriptor) {
+        // SAFETY: an entry of the area this scratch reserved; `desc` maps
+        // the frame it allocated, or nothing.
+        unsafe { pgtable::write_entry(&self.entry(i), desc) };
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        self.walk = None;
+        let end = self.start.add(self.pages * PAGE_SIZE);
+        vmalloc::vunmap_range(self.start, end).expect("the scratch area unmaps");
+        vmalloc::free_vm_area(self.start).expect("the scratch area is live");
+        frame_alloc::free_frame(self.frame).expect("the scratch frame is in use");
+    }
 }

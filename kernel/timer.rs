@@ -50,8 +50,10 @@ pub fn call_after(ticks: u64, f: fn()) {
 }
 
 /// Calls `f` in interrupt context on this CPU `ticks` from now, unless
-/// called again first (None: never). One watchdog per CPU.
-pub fn set_watchdog(deadline: Option<(u64, fn())>) {
+/// called again first (None: never). One watchdog per CPU: the test
+/// harness's per-test time limit (debug builds only).
+#[cfg(debug_assertions)]
+pub(crate) fn set_watchdog(deadline: Option<(u64, fn())>) {
     with_this_cpu(|cpu| {
         let mut d = DEADLINES[cpu.id].lock();
         d.watchdog = deadline.map(|(ticks, f)| (now() + ticks, f));

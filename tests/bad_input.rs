@@ -4,19 +4,15 @@
 //! rows; tests/host/docs_lint.py checks that the two lists are equal.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
-#![test_runner(lazymmu::testing::run_tests)]
+#![test_runner(lazymmu::run_tests)]
 #![reexport_test_harness_main = "test_main"]
-
-extern crate alloc;
 
 use alloc::format;
 use core::convert::Infallible;
 use core::fmt::Debug;
 
-use lazymmu::arch::psci::PsciError;
 use lazymmu::dtb::DtbError;
 use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::{
@@ -34,14 +30,11 @@ use lazymmu::mm::pageattr::{set_memory_nx, set_memory_ro, set_memory_rw, set_mem
 use lazymmu::mm::pgtable::{EntryRef, MapError, Operand, Ptes};
 use lazymmu::mm::translate::{SwTranslation, sw_translate};
 use lazymmu::mm::vmalloc::*;
+use lazymmu::smp::PsciError;
 use lazymmu::smp::SmpError;
 use lazymmu::{dtb, println};
 
-#[unsafe(no_mangle)]
-fn kernel_main() -> ! {
-    test_main();
-    unreachable!("the test runner exits QEMU");
-}
+lazymmu::test_image!();
 
 /// One row: `call` must fail with `want` and leave everything as it was.
 fn case<T: Debug, E: Debug + PartialEq>(label: &str, call: impl FnOnce() -> Result<T, E>, want: E) {

@@ -2,24 +2,19 @@
 //! expected-fault and expected-panic support.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
-#![test_runner(lazymmu::testing::run_tests)]
+#![test_runner(lazymmu::run_tests)]
 #![reexport_test_harness_main = "test_main"]
 
 use lazymmu::boot_args::{parse_size, qemu_param};
 use lazymmu::exception::{Caught, ExceptionClass, FaultStatus, catch};
+use lazymmu::expect_panic;
 use lazymmu::mm::addr::{PAGE_SIZE, VirtAddr};
 use lazymmu::mm::{frame_alloc, probe};
-use lazymmu::testing::expect_panic;
 use lazymmu::{cpu, dtb, init};
 
-#[unsafe(no_mangle)]
-fn kernel_main() -> ! {
-    test_main();
-    unreachable!("the test runner exits QEMU");
-}
+lazymmu::test_image!();
 
 #[test_case]
 fn device_tree_memory_matches_the_size_qemu_was_given() {
@@ -35,7 +30,7 @@ fn device_tree_memory_matches_the_size_qemu_was_given() {
 fn kernel_was_entered_at_the_level_qemu_chose_and_runs_at_el1() {
     let expected: u64 = qemu_param("el").and_then(|el| el.parse().ok()).expect("the runner passes qemu.el");
     assert_eq!(init::entry_el(), expected);
-    assert_eq!(lazymmu::arch::cpu::current_el(), 1, "the kernel always runs at EL1");
+    assert_eq!(lazymmu::cpu::current_el(), 1, "the kernel always runs at EL1");
 }
 
 #[test_case]
@@ -59,8 +54,6 @@ fn cpu_features_match_the_qemu_model() {
         other => panic!("no expectations for CPU model {other}"),
     }
 }
-
-extern crate alloc;
 
 #[test_case]
 fn reading_a_low_address_is_an_expected_level_0_translation_fault() {

@@ -5,10 +5,9 @@
 //! <20250530140446.2387131-4-ryan.roberts@arm.com>), counted under every backend against the `_nolazy` cure.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
-#![test_runner(lazymmu::testing::run_tests)]
+#![test_runner(lazymmu::run_tests)]
 #![reexport_test_harness_main = "test_main"]
 
 /// The KASAN shadow model of `demo kasan`, shared with the boot binary;
@@ -20,7 +19,7 @@ mod kasan_shadow;
 use alloc::vec::Vec;
 
 use kasan_shadow::{Populate, Populated, populate_shadow};
-use lazymmu::arch::barrier::{BarrierCounts, cost};
+use lazymmu::barrier::{BarrierCounts, cost};
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::debug_pagealloc::{self, MapBack};
@@ -36,15 +35,7 @@ use lazymmu::mm::vmalloc::{self, vfree, vmalloc};
 use lazymmu::mm::{frame_alloc, phys_to_virt, probe};
 use lazymmu::{cpu, dtb, init};
 
-extern crate alloc;
-
-lazymmu::builtin_cmdline!("debug_pagealloc=on");
-
-#[unsafe(no_mangle)]
-fn kernel_main() -> ! {
-    test_main();
-    unreachable!("the test runner exits QEMU");
-}
+lazymmu::test_image!("debug_pagealloc=on");
 
 fn pairs(c: BarrierCounts) -> (u64, u64) {
     (c.dsb_ishst, c.isb)

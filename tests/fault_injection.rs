@@ -5,13 +5,10 @@
 //! page-table entry and the lazy MMU state exactly as they were.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
-#![test_runner(lazymmu::testing::run_tests)]
+#![test_runner(lazymmu::run_tests)]
 #![reexport_test_harness_main = "test_main"]
-
-extern crate alloc;
 
 use alloc::vec::Vec;
 use core::cell::RefCell;
@@ -32,11 +29,7 @@ use lazymmu::mm::vmalloc::{self, VmallocError};
 use lazymmu::mm::{frame_alloc, phys_to_virt};
 use lazymmu::println;
 
-#[unsafe(no_mangle)]
-fn kernel_main() -> ! {
-    test_main();
-    unreachable!("the test runner exits QEMU");
-}
+lazymmu::test_image!();
 
 /// Runs `op` on a fresh `setup()` once to count its frame requests, then
 /// once per request with that one failing. Returns the count.

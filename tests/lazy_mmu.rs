@@ -3,98 +3,45 @@
 //! a section; the read hazard of `deferred-writes`.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
-#![test_runner(lazymmu::testing::run_tests)]
+#![test_runner(lazymmu::run_tests)]
 #![reexport_test_harness_main = "test_main"]
-
-extern crate alloc;
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
-use lazymmu::arch::barrier::{self, BarrierCounts, cost};
-use lazymmu::arch::cpu::wait_until;
-use lazymmu::arch::lazy_mmu::DEFERRED_QUEUE_LEN;
+use lazymmu::barrier::{self, BarrierCounts, cost};
+use lazymmu::cpu::wait_until;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
-use lazymmu::mm::layout::VMALLOC_START;
 use lazymmu::mm::lazy_mmu::Backend;
+use lazymmu::mm::lazy_mmu::DEFERRED_QUEUE_LEN;
 use lazymmu::mm::lazy_mmu::LazySnapshot;
 use lazymmu::mm::lazy_mmu::stats::{self, LazyMmuStats};
 use lazymmu::mm::lazy_mmu::*;
 use lazymmu::mm::pgtable::{self, EntryRef, Walking};
 use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
 use lazymmu::mm::{frame_alloc, probe, tlb};
-use lazymmu::{irq, sched, task, timer};
+use lazymmu::{Scratch, irq, sched, task, timer};
 use spin::Mutex;
 
-#[unsafe(no_mangle)]
-fn kernel_main() -> ! {
-    test_main();
-    unreachable!("the test runner exits QEMU");
-}
-
-/// `pages` level-3 slots in the vmalloc region, their tables made up front
-/// (so the writes under test allocate nothing), and one frame to map.
-/// The walk that reaches the slots is held as long as the scratch lives.
-struct Scratch {
-    walk: Option<Walking>,
-    pages: u64,
-    frame: PhysAddr,
-}
-
-const SCRATCH: VirtAddr = VMALLOC_START.add(0x4000_0000);
-
-impl Scratch {
-    fn new(pages: u64) -> Scratch {
-        let walk = pgtable::walking();
-        for i in 0..pages {
-            walk.walk_create(SCRATCH.add(i * PAGE_SIZE), Level::L3).unwrap();
-        }
-        Scratch { walk: Some(walk), pages, frame: frame_alloc::alloc_frame().unwrap() }
-    }
-
-    /// The entry of slot `i`.
-    fn entry(&self, i: u64) -> EntryRef<'_> {
-        slot(self.walk.as_ref().unwrap(), self.va(i))
-    }
-
-    /// Writes `desc` into slot `i`.
-    fn write(&self, i: u64, desc: Descriptor) {
-        write(&self.entry(i), desc);
-    }
-
-    /// Maps every slot to the frame; returns what that cost.
-    fn write_all(&self) -> BarrierCounts {
-        let entries: Vec<EntryRef<'_>> = (0..self.pages).map(|i| self.entry(i)).collect();
-        cost(|| {
-            for entry in &entries {
-                write(entry, page(self.frame));
-            }
-        })
-    }
-
-    fn va(&self, slot: u64) -> VirtAddr {
-        SCRATCH.add(slot * PAGE_SIZE)
-    }
-}
+lazymmu::test_image!();
 
 fn page(pa: PhysAddr) -> Descriptor {
     Descriptor::leaf(Level::L3, pa, Attributes::KERNEL_RW)
 }
 
-/// Writes an entry of the tests' own scratch range (nothing else maps
-/// there; the frames are the tests' own).
+/// Writes an entry of the test's own [`Scratch`] area (reserved: nothing
+/// else maps there; the frames are the test's own).
 fn write(entry: &EntryRef<'_>, desc: Descriptor) {
-    // SAFETY: a slot of SCRATCH, which only these tests use, one test at a
-    // time; what it maps is a frame the test allocated.
+    // SAFETY: a page of the test's Scratch area, which it reserved; what it
+    // maps is a frame the test allocated.
     unsafe { pgtable::write_entry(entry, desc) };
 }
 
-/// The level-3 entry for `va`, whose tables exist (a Scratch made them).
+/// The level-3 entry for `va`, whose tables exist (a [`Scratch`] made them).
 fn slot(walk: &Walking, va: VirtAddr) -> EntryRef<'_> {
     let entry = walk.walk(va);
     assert_eq!(entry.level, Level::L3, "tables for {va} exist");
@@ -111,20 +58,6 @@ const UNMAPPED: HwTranslation = HwTranslation::Fault(FaultStatus::Translation { 
 /// pending, queued stores).
 fn lazy_state() -> LazySnapshot {
     lazymmu::task::current().lazy_state()
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        for i in 0..self.pages {
-            self.write(i, Descriptor::INVALID);
-        }
-        self.walk = None;
-        let size = self.pages * PAGE_SIZE;
-        // SAFETY: the kernel's own root; the range is the test's scratch in the vmalloc region.
-        unsafe { pgtable::free_empty_tables(pgtable::kernel_root(), SCRATCH, size) };
-        tlb::flush_tlb_kernel_range(SCRATCH, SCRATCH.add(size));
-        frame_alloc::free_frame(self.frame).unwrap();
-    }
 }
 
 fn pairs(c: BarrierCounts) -> (u64, u64) {
@@ -167,13 +100,13 @@ fn batched_n_writes_in_one_section_cost_one_pair() {
         let mut inside = BarrierCounts::default();
         let total = cost(|| {
             let _section = enable();
-            inside = scratch.write_all();
+            inside = scratch.map_all();
         });
         assert_eq!(pairs(inside), (0, 0), "N = {n}: nothing emitted inside the section");
         assert_eq!(pairs(total), (1, 1), "N = {n}: one dsb ishst + one isb at leave");
         // The entries really are in memory, as the hardware walk shows.
-        let last = SCRATCH.add((n - 1) * PAGE_SIZE);
-        assert_eq!(hw_translate(last, Access::Read), HwTranslation::Mapped { pa: scratch.frame, mair_attr: 0xff });
+        let last = scratch.va(n - 1);
+        assert_eq!(hw_translate(last, Access::Read), HwTranslation::Mapped { pa: scratch.frame(), mair_attr: 0xff });
     }
 }
 
@@ -194,7 +127,7 @@ fn a_nested_exit_with_pending_writes_flushes_and_stays_active() {
     let _outer = enable();
     let inner = enable();
     assert_eq!(inner.kind(), SectionKind::Nested);
-    scratch.write_all();
+    scratch.map_all();
     assert!(lazy_state().pending, "pending");
     let c = cost(|| drop(inner));
     assert_eq!(pairs(c), (1, 1), "nested exit flushes");
@@ -209,11 +142,11 @@ fn pause_flushes_pending_writes_and_writes_while_paused_are_eager() {
     let _b = use_backend(Backend::Batched);
     let scratch = Scratch::new(4);
     let _section = enable();
-    scratch.write_all();
+    scratch.map_all();
     let paused_cost = cost(|| {
         let _paused = pause();
         assert!(!is_lazy_mmu_mode_active());
-        let eager = scratch.write_all();
+        let eager = scratch.map_all();
         assert_eq!(pairs(eager), (4, 4), "while paused every write pays its pair");
     });
     // The pause flushed the 4 earlier writes (1 pair) + 4 eager pairs; resume emits nothing.
@@ -224,14 +157,14 @@ fn pause_flushes_pending_writes_and_writes_while_paused_are_eager() {
 fn eager_costs_two_barriers_per_write_in_every_case() {
     let _b = use_backend(Backend::Eager);
     let scratch = Scratch::new(16);
-    assert_eq!(pairs(scratch.write_all()), (16, 16), "outside a section");
+    assert_eq!(pairs(scratch.map_all()), (16, 16), "outside a section");
     let total = cost(|| {
         let _outer = enable();
-        assert_eq!(pairs(scratch.write_all()), (16, 16), "inside a section");
+        assert_eq!(pairs(scratch.map_all()), (16, 16), "inside a section");
         let _inner = enable();
-        assert_eq!(pairs(scratch.write_all()), (16, 16), "nested");
+        assert_eq!(pairs(scratch.map_all()), (16, 16), "nested");
         let _paused = pause();
-        assert_eq!(pairs(scratch.write_all()), (16, 16), "paused");
+        assert_eq!(pairs(scratch.map_all()), (16, 16), "paused");
     });
     assert_eq!(pairs(total), (48, 48), "and nothing extra at the section ends");
 }
@@ -341,12 +274,12 @@ fn interrupt_inside_a_section(backend: Backend) {
     let _b = use_backend(backend);
     let scratch = Scratch::new(4);
     *HANDLER_VA.lock() = scratch.va(3);
-    *HANDLER_FRAME.lock() = scratch.frame;
+    *HANDLER_FRAME.lock() = scratch.frame();
     *IN_HANDLER.lock() = None;
 
     let section = enable();
     for i in 0..3 {
-        scratch.write(i, page(scratch.frame));
+        scratch.map(i);
     }
     let before = lazy_state();
     assert!(before.pending, "{backend}: three writes are pending");
@@ -365,14 +298,14 @@ fn interrupt_inside_a_section(backend: Backend) {
     assert_eq!(lazy_state(), before, "{backend}: the task's depth, pending flag and queue are as they were");
     assert_eq!(
         hw_translate(scratch.va(3), Access::Read),
-        mapped(scratch.frame),
+        mapped(scratch.frame()),
         "the handler's store is in memory now"
     );
 
     let leave = cost(|| drop(section));
     assert_eq!(pairs(leave), (1, 1), "{backend}: the task's own leave still pays its deferred pair");
     for i in 0..4 {
-        assert_eq!(hw_translate(scratch.va(i), Access::Read), mapped(scratch.frame));
+        assert_eq!(hw_translate(scratch.va(i), Access::Read), mapped(scratch.frame()));
     }
 }
 
@@ -421,16 +354,16 @@ static PREEMPTED: Mutex<Option<Preempted>> = Mutex::new(None);
 /// masked, so that no preemption falls between the two reads (a switch in
 /// between would count its `dsb ish` in one and not the other).
 fn barriers_and_switches() -> (BarrierCounts, u64) {
-    let daif = lazymmu::arch::cpu::irq_save();
+    let daif = lazymmu::cpu::irq_save();
     let now = (barrier::counts(), sched::switch_count());
-    lazymmu::arch::cpu::irq_restore(daif);
+    lazymmu::cpu::irq_restore(daif);
     now
 }
 
 fn preempted_in_a_section(backend: Backend, yield_explicitly: bool) {
     let _b = use_backend(backend);
     let scratch = Scratch::new(8);
-    let (first, frame) = (scratch.va(0), scratch.frame);
+    let (first, frame) = (scratch.va(0), scratch.frame());
     BYSTANDER_RAN.store(false, SeqCst);
     *BYSTANDER.lock() = None;
     *PREEMPTED.lock() = None;
@@ -521,13 +454,13 @@ fn deferred_writes_a_read_in_the_section_sees_the_old_entry() {
     let scratch = Scratch::new(1);
     let entry = &scratch.entry(0);
     let section = enable();
-    let inside = cost(|| write(entry, page(scratch.frame)));
+    let inside = cost(|| write(entry, page(scratch.frame())));
     assert_eq!(pairs(inside), (0, 0));
     assert_eq!(entry.read(), Descriptor::INVALID, "memory still holds the old entry");
     assert_eq!(hw_translate(scratch.va(0), Access::Read), UNMAPPED, "and so does the walker");
     assert_eq!(pairs(cost(|| drop(section))), (1, 1));
-    assert_eq!(entry.read(), page(scratch.frame));
-    assert_eq!(hw_translate(scratch.va(0), Access::Read), mapped(scratch.frame));
+    assert_eq!(entry.read(), page(scratch.frame()));
+    assert_eq!(hw_translate(scratch.va(0), Access::Read), mapped(scratch.frame()));
 }
 
 #[test_case]
@@ -536,10 +469,10 @@ fn deferred_writes_pause_makes_the_queued_entry_readable() {
     let scratch = Scratch::new(1);
     let entry = &scratch.entry(0);
     let _section = enable();
-    write(entry, page(scratch.frame));
+    write(entry, page(scratch.frame()));
     let paused = pause();
-    assert_eq!(entry.read(), page(scratch.frame), "pause applied the queue");
-    assert_eq!(hw_translate(scratch.va(0), Access::Read), mapped(scratch.frame));
+    assert_eq!(entry.read(), page(scratch.frame()), "pause applied the queue");
+    assert_eq!(hw_translate(scratch.va(0), Access::Read), mapped(scratch.frame()));
     assert_eq!(lazy_state(), LazySnapshot { enable_count: 1, pause_count: 1, pending: false, queued: 0 });
     drop(paused);
     assert!(is_lazy_mmu_mode_active());
@@ -554,9 +487,9 @@ fn deferred_writes_are_applied_in_order_at_leave() {
     let section = enable();
     // Two writes to slot 0: the second takes write permission away (a
     // valid-to-valid change of another frame would break break-before-make).
-    let read_only = Descriptor::leaf(Level::L3, scratch.frame, Attributes::KERNEL_RO);
+    let read_only = Descriptor::leaf(Level::L3, scratch.frame(), Attributes::KERNEL_RO);
     let inside = cost(|| {
-        write(&e[0], page(scratch.frame));
+        write(&e[0], page(scratch.frame()));
         write(&e[1], page(other));
         write(&e[0], read_only);
         write(&e[2], page(other));
@@ -568,7 +501,7 @@ fn deferred_writes_are_applied_in_order_at_leave() {
         assert_eq!(hw_translate(scratch.va(i), Access::Read), UNMAPPED, "nothing stored yet");
     }
     assert_eq!(pairs(cost(|| drop(section))), (1, 1));
-    assert_eq!(hw_translate(scratch.va(0), Access::Read), mapped(scratch.frame));
+    assert_eq!(hw_translate(scratch.va(0), Access::Read), mapped(scratch.frame()));
     assert_eq!(
         hw_translate(scratch.va(0), Access::Write),
         HwTranslation::Fault(FaultStatus::Permission { level: 3 }),
@@ -587,11 +520,11 @@ fn deferred_writes_a_full_queue_is_applied_early() {
         let scratch = Scratch::new(n);
         let total = cost(|| {
             let _section = enable();
-            scratch.write_all();
+            scratch.map_all();
         });
         let batches = n.div_ceil(DEFERRED_QUEUE_LEN as u64);
         assert_eq!(pairs(total), (batches, batches), "N = {n}: one pair per queue-full of stores");
-        assert_eq!(hw_translate(scratch.va(n - 1), Access::Read), mapped(scratch.frame));
+        assert_eq!(hw_translate(scratch.va(n - 1), Access::Read), mapped(scratch.frame()));
     }
 }
 
@@ -600,10 +533,10 @@ fn deferred_writes_tlb_maintenance_in_a_section_applies_the_queue_first() {
     let _b = use_backend(Backend::DeferredWrites);
     let scratch = Scratch::new(1);
     let va = scratch.va(0);
-    scratch.write(0, page(scratch.frame));
+    scratch.map(0);
     assert!(probe::read(va).is_ok(), "mapped, and now in the TLB");
     let _section = enable();
-    scratch.write(0, Descriptor::INVALID);
+    scratch.clear(0);
     assert_eq!(lazy_state().queued, 1, "the clear is queued");
     tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
     assert_eq!(lazy_state().queued, 0, "the flush made the queued store first");
@@ -623,12 +556,12 @@ fn accounting_counts_writes_sections_flushes_and_nesting_per_backend() {
         let _outer = enable();
         let inner = enable();
         let innermost = enable();
-        scratch.write_all();
+        scratch.map_all();
         drop(innermost); // flushes the 5 pending writes: 1 pair
         drop(inner); // nothing pending: a flush that emits nothing
         drop(pause()); // nothing pending either
     }
-    scratch.write(0, Descriptor::INVALID);
+    scratch.clear(0);
     let s = stats::stats(Backend::Batched);
     let expected = LazyMmuStats {
         entry_writes: 6,
@@ -645,7 +578,7 @@ fn accounting_counts_writes_sections_flushes_and_nesting_per_backend() {
     // The same work under eager lands in eager's column.
     drop(_b);
     let _e = use_backend(Backend::Eager);
-    scratch.write_all();
+    scratch.map_all();
     let e = stats::stats(Backend::Eager);
     assert_eq!((e.entry_writes, e.lazy_writes, e.barriers.dsb_ishst, e.barriers.isb), (5, 0, 5, 5));
     assert_eq!(stats::stats(Backend::Batched), expected, "batched's column did not move");

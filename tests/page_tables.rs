@@ -2,18 +2,15 @@
 //! (`at s1e1r` / `at s1e1w`) and by touching memory.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
-#![test_runner(lazymmu::testing::run_tests)]
+#![test_runner(lazymmu::run_tests)]
 #![reexport_test_harness_main = "test_main"]
-
-extern crate alloc;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use lazymmu::arch::barrier::{self, BarrierCounts};
+use lazymmu::barrier::{self, BarrierCounts};
 use lazymmu::boot_args::qemu_param;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::init;
@@ -27,11 +24,7 @@ use lazymmu::mm::translate::{
 use lazymmu::mm::{frame_alloc, kernel_map, phys_to_virt, probe, ptdump, tlb};
 use lazymmu::{cpu, dtb, println};
 
-#[unsafe(no_mangle)]
-fn kernel_main() -> ! {
-    test_main();
-    unreachable!("the test runner exits QEMU");
-}
+lazymmu::test_image!();
 
 /// Every leaf of the kernel tables, as (va, level, pa, attrs).
 fn leaves() -> Vec<(VirtAddr, Level, PhysAddr, Attributes)> {

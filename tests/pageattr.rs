@@ -3,13 +3,12 @@
 //! exactly where a change cuts them.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
-#![test_runner(lazymmu::testing::run_tests)]
+#![test_runner(lazymmu::run_tests)]
 #![reexport_test_harness_main = "test_main"]
 
-use lazymmu::arch::barrier::cost;
+use lazymmu::barrier::cost;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, VirtAddr};
 use lazymmu::mm::descriptor::Level;
@@ -24,11 +23,7 @@ use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
 use lazymmu::mm::vmalloc::{vfree, vmalloc};
 use lazymmu::mm::{frame_alloc, phys_to_virt, probe, vmalloc};
 
-#[unsafe(no_mangle)]
-fn kernel_main() -> ! {
-    test_main();
-    unreachable!("the test runner exits QEMU");
-}
+lazymmu::test_image!();
 
 /// Writing `va` faults with a level-3 permission fault, and reading works.
 fn assert_read_only(va: VirtAddr) {
@@ -148,7 +143,7 @@ fn a_split_under_deferred_writes_finds_its_own_link_and_splits_once() {
         return;
     }
     let _b = use_backend(Backend::DeferredWrites);
-    let pa = lazymmu::testing::linear_map_block();
+    let pa = lazymmu::linear_map_block();
     let va = phys_to_virt(pa);
     let linear = REGIONS.iter().position(|r| r.0 == "linear map").unwrap();
     let before = region_stats()[linear];

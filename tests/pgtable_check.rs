@@ -4,17 +4,14 @@
 //! backend reports nothing.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
-#![test_runner(lazymmu::testing::run_tests)]
+#![test_runner(lazymmu::run_tests)]
 #![reexport_test_harness_main = "test_main"]
-
-extern crate alloc;
 
 use core::convert::Infallible;
 
-use lazymmu::arch::barrier;
+use lazymmu::barrier;
 use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::{
     apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_by_table, apply_to_page_range_nolazy,
@@ -23,58 +20,23 @@ use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{enable, use_backend};
 use lazymmu::mm::pageattr::{set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x};
-use lazymmu::mm::pgtable::{self, EntryRef, LeafSizes, Ptes, Walking};
+use lazymmu::mm::pgtable::{self, EntryRef, LeafSizes, Ptes};
 use lazymmu::mm::pgtable_check::{self, Rule, Violations};
 use lazymmu::mm::stack::KernelStack;
 use lazymmu::mm::vmalloc::{
     self, free_vm_area, get_vm_area, vfree, vmalloc, vmap_contiguous, vmap_pages, vunmap, vunmap_range, vzalloc,
 };
 use lazymmu::mm::{audit, frame_alloc, phys_to_virt, tlb};
-use lazymmu::planted::{self, Bug};
-use lazymmu::{cpu, sched};
+use lazymmu::{Bug, with_planted};
+use lazymmu::{Scratch, cpu, sched};
 
-#[unsafe(no_mangle)]
-fn kernel_main() -> ! {
-    test_main();
-    unreachable!("the test runner exits QEMU");
+lazymmu::test_image!();
+
+fn page(pa: PhysAddr) -> Descriptor {
+    Descriptor::leaf(Level::L3, pa, Attributes::KERNEL_RW)
 }
 
-/// A page of address space with its tables made, a frame, and the walk
-/// that reaches its entry (held as long as the slot).
-struct Slot {
-    va: VirtAddr,
-    walk: Option<Walking>,
-    frame: PhysAddr,
-}
-
-impl Slot {
-    fn new() -> Slot {
-        let va = get_vm_area(PAGE_SIZE, PAGE_SIZE).unwrap();
-        apply_to_page_range(va, PAGE_SIZE, |_| Ok::<(), Infallible>(())).unwrap();
-        let slot = Slot { va, walk: Some(pgtable::walking()), frame: frame_alloc::alloc_frame().unwrap() };
-        assert_eq!(slot.entry().level, Level::L3);
-        slot
-    }
-
-    fn entry(&self) -> EntryRef<'_> {
-        self.walk.as_ref().unwrap().walk(self.va)
-    }
-
-    fn page(&self, pa: PhysAddr) -> Descriptor {
-        Descriptor::leaf(Level::L3, pa, Attributes::KERNEL_RW)
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.walk = None;
-        vunmap_range(self.va, self.va.add(PAGE_SIZE)).unwrap();
-        free_vm_area(self.va).unwrap();
-        frame_alloc::free_frame(self.frame).unwrap();
-    }
-}
-
-/// Writes an entry of a test's own slot or area; the rules it breaks on
+/// Writes an entry of a test's own scratch or area; the rules it breaks on
 /// purpose are the checker's business, not memory safety's (the frames
 /// are the test's own).
 fn write(entry: &EntryRef<'_>, desc: Descriptor) {
@@ -101,20 +63,20 @@ fn exactly_one(found: &Violations, rule: Rule, at: Option<(VirtAddr, Level)>) {
 #[test_case]
 fn publish_a_section_left_without_its_pair_is_reported() {
     let _b = use_backend(Backend::Batched);
-    let slot = Slot::new();
+    let scratch = Scratch::new(1);
     let (_, found) = pgtable_check::expecting(Rule::Publish, || {
-        planted::with(Bug::SkipLeavePair, || {
+        with_planted(Bug::SkipLeavePair, || {
             let _section = enable();
-            write(&slot.entry(), slot.page(slot.frame));
+            scratch.map(0);
         })
     });
-    exactly_one(&found, Rule::Publish, Some((slot.va, Level::L3)));
+    exactly_one(&found, Rule::Publish, Some((scratch.va(0), Level::L3)));
     assert!(
         found.first[0].what.as_str().starts_with("lazy_mmu_mode_disable() with 1 valid entry stored"),
         "{}",
         found.first[0]
     );
-    // The pair the planted bug skipped, so the slot's teardown is clean.
+    // The pair the planted bug skipped, so the scratch's teardown is clean.
     barrier::dsb_ishst();
     barrier::isb();
 }
@@ -125,13 +87,13 @@ fn publish_a_stack_handed_over_with_its_mapping_pending_is_reported() {
     // paid when it is handed to another task (as before the fix): the
     // section's writes are made by hand here, with the same effect.
     let _b = use_backend(Backend::Batched);
-    let slot = Slot::new();
+    let scratch = Scratch::new(1);
     let (_, found) = pgtable_check::expecting(Rule::Publish, || {
         let _section = enable();
-        write(&slot.entry(), slot.page(slot.frame));
+        scratch.map(0);
         pgtable_check::handed_over();
     });
-    exactly_one(&found, Rule::Publish, Some((slot.va, Level::L3)));
+    exactly_one(&found, Rule::Publish, Some((scratch.va(0), Level::L3)));
     assert!(found.first[0].what.as_str().starts_with("a mapping was handed to another task"), "{}", found.first[0]);
 }
 
@@ -140,7 +102,7 @@ fn link_order_a_table_linked_before_its_zeroing_is_ordered_is_reported() {
     // A fresh 2 MiB of address space: the walk links a new level-3 table.
     let va = get_vm_area(BLOCK_2M, BLOCK_2M).unwrap();
     let (result, found) = pgtable_check::expecting(Rule::LinkOrder, || {
-        planted::with(Bug::SkipTableDmb, || apply_to_page_range(va, PAGE_SIZE, |_| Ok::<(), Infallible>(())))
+        with_planted(Bug::SkipTableDmb, || apply_to_page_range(va, PAGE_SIZE, |_| Ok::<(), Infallible>(())))
     });
     // Every table the walk linked, the level-3 one under the area's level-2
     // entry among them.
@@ -157,13 +119,13 @@ fn link_order_a_table_linked_before_its_zeroing_is_ordered_is_reported() {
 
 #[test_case]
 fn break_before_make_a_live_page_replaced_by_another_frame_is_reported() {
-    let slot = Slot::new();
+    let scratch = Scratch::new(1);
     let other = frame_alloc::alloc_frame().unwrap();
-    write(&slot.entry(), slot.page(slot.frame));
-    let (_, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || write(&slot.entry(), slot.page(other)));
-    exactly_one(&found, Rule::BreakBeforeMake, Some((slot.va, Level::L3)));
-    write(&slot.entry(), Descriptor::INVALID);
-    tlb::flush_tlb_kernel_range(slot.va, slot.va.add(PAGE_SIZE));
+    scratch.map(0);
+    let (_, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || write(&scratch.entry(0), page(other)));
+    exactly_one(&found, Rule::BreakBeforeMake, Some((scratch.va(0), Level::L3)));
+    scratch.clear(0);
+    tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
     frame_alloc::free_frame(other).unwrap();
 }
 
@@ -245,10 +207,10 @@ fn break_before_make_a_live_linear_map_block_broken_is_reported() {
     if !cpu::features().bbml2_noabort {
         return;
     }
-    let run = lazymmu::testing::linear_map_block();
+    let run = lazymmu::linear_map_block();
     let va = phys_to_virt(run);
     let (result, found) =
-        pgtable_check::expecting(Rule::BreakBeforeMake, || planted::with(Bug::BreakLiveBlock, || set_memory_ro(va, 1)));
+        pgtable_check::expecting(Rule::BreakBeforeMake, || with_planted(Bug::BreakLiveBlock, || set_memory_ro(va, 1)));
     result.unwrap();
     exactly_one(&found, Rule::BreakBeforeMake, Some((va, Level::L2)));
     assert!(found.first[0].what.as_str().starts_with("a live linear-map block was broken"), "{}", found.first[0]);
@@ -258,13 +220,13 @@ fn break_before_make_a_live_linear_map_block_broken_is_reported() {
 
 #[test_case]
 fn invalidate_an_operation_that_clears_without_a_tlb_flush_is_reported() {
-    let slot = Slot::new();
-    write(&slot.entry(), slot.page(slot.frame));
+    let scratch = Scratch::new(1);
+    scratch.map(0);
     let (_, found) = pgtable_check::expecting(Rule::Invalidate, || {
         let _op = pgtable_check::operation();
-        write(&slot.entry(), Descriptor::INVALID);
+        scratch.clear(0);
     });
-    exactly_one(&found, Rule::Invalidate, Some((slot.va, Level::L3)));
+    exactly_one(&found, Rule::Invalidate, Some((scratch.va(0), Level::L3)));
     assert!(
         found.first[0].what.as_str().starts_with("an operation returned with 1 entry cleared"),
         "{}",
@@ -274,23 +236,22 @@ fn invalidate_an_operation_that_clears_without_a_tlb_flush_is_reported() {
 
 #[test_case]
 fn invalidate_a_frame_freed_before_its_flush_is_reported() {
-    let slot = Slot::new();
+    let scratch = Scratch::new(1);
     let frame = frame_alloc::alloc_frame().unwrap();
-    write(&slot.entry(), slot.page(frame));
-    write(&slot.entry(), Descriptor::INVALID);
+    write(&scratch.entry(0), page(frame));
+    scratch.clear(0);
     let (_, found) = pgtable_check::expecting(Rule::Invalidate, || frame_alloc::free_frame(frame).unwrap());
-    exactly_one(&found, Rule::Invalidate, Some((slot.va, Level::L3)));
+    exactly_one(&found, Rule::Invalidate, Some((scratch.va(0), Level::L3)));
     assert_eq!(found.first[0].frame, Some(frame));
-    tlb::flush_tlb_kernel_range(slot.va, slot.va.add(PAGE_SIZE));
+    tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
 }
 
 #[test_case]
 fn invalidate_tables_freed_before_the_walk_flush_are_reported() {
     let va = vmalloc::vmalloc_aligned(PAGE_SIZE, BLOCK_2M).unwrap();
     vfree(va).unwrap();
-    let (_, found) = pgtable_check::expecting(Rule::Invalidate, || {
-        planted::with(Bug::FreeBeforeFlush, vmalloc::reclaim_page_tables)
-    });
+    let (_, found) =
+        pgtable_check::expecting(Rule::Invalidate, || with_planted(Bug::FreeBeforeFlush, vmalloc::reclaim_page_tables));
     // The level-3 table the area's 2 MiB had, taken away by the reclaim:
     // freed while a walk through the cleared level-2 entry may still be
     // cached.
@@ -306,7 +267,7 @@ fn table_lifetime_a_walk_guard_dropped_with_stores_queued_is_reported() {
     let va = get_vm_area(PAGE_SIZE, PAGE_SIZE).unwrap();
     let frame = frame_alloc::alloc_frame().unwrap();
     let (_, found) = pgtable_check::expecting(Rule::TableLifetime, || {
-        planted::with(Bug::EarlyGuardDrop, || {
+        with_planted(Bug::EarlyGuardDrop, || {
             let _section = enable();
             // SAFETY: the test's own frame, in its own area.
             unsafe {
@@ -364,27 +325,25 @@ fn table_lifetime_a_store_into_a_freed_table_is_reported() {
 #[test_case]
 fn barrier_order_an_isb_before_the_dsb_is_reported() {
     let _b = use_backend(Backend::Eager);
-    let slot = Slot::new();
-    let (_, found) = pgtable_check::expecting(Rule::BarrierOrder, || {
-        planted::with(Bug::SwapPair, || write(&slot.entry(), slot.page(slot.frame)))
-    });
-    exactly_one(&found, Rule::BarrierOrder, Some((slot.va, Level::L3)));
+    let scratch = Scratch::new(1);
+    let (_, found) = pgtable_check::expecting(Rule::BarrierOrder, || with_planted(Bug::SwapPair, || scratch.map(0)));
+    exactly_one(&found, Rule::BarrierOrder, Some((scratch.va(0), Level::L3)));
     barrier::isb();
 }
 
 #[test_case]
 fn barrier_order_a_tlbi_before_the_dsb_ishst_is_reported() {
-    let slot = Slot::new();
-    write(&slot.entry(), slot.page(slot.frame));
+    let scratch = Scratch::new(1);
+    scratch.map(0);
     let (_, found) = pgtable_check::expecting(Rule::BarrierOrder, || {
         let _op = pgtable_check::operation();
-        write(&slot.entry(), Descriptor::INVALID);
+        scratch.clear(0);
         // The TLBI may run before the walker sees the clear, and refill.
-        lazymmu::arch::tlbi::tlbi_vaale1is(slot.va.as_u64());
+        lazymmu::barrier::tlbi_vaale1is(scratch.va(0).as_u64());
         barrier::dsb_ish();
         barrier::isb();
     });
-    exactly_one(&found, Rule::BarrierOrder, Some((slot.va, Level::L3)));
+    exactly_one(&found, Rule::BarrierOrder, Some((scratch.va(0), Level::L3)));
 }
 
 // ---- and nothing when nothing is broken ----------------------------------

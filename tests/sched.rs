@@ -3,18 +3,15 @@
 //! are given back.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
-#![test_runner(lazymmu::testing::run_tests)]
+#![test_runner(lazymmu::run_tests)]
 #![reexport_test_harness_main = "test_main"]
-
-extern crate alloc;
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
-use lazymmu::arch::cpu;
+use lazymmu::cpu;
 use lazymmu::exception::{Caught, ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::VirtAddr;
 use lazymmu::mm::layout::KSTACK_SLOTS;
@@ -25,11 +22,7 @@ use lazymmu::mm::{frame_alloc, probe};
 use lazymmu::{irq, sched, task};
 use spin::Mutex;
 
-#[unsafe(no_mangle)]
-fn kernel_main() -> ! {
-    test_main();
-    unreachable!("the test runner exits QEMU");
-}
+lazymmu::test_image!();
 
 #[test_case]
 fn a_spawned_task_runs_on_its_own_stack_above_a_guard_page() {
@@ -166,7 +159,7 @@ fn a_task_spawned_inside_a_deferred_writes_section_runs_on_a_mapped_stack() {
 
 #[test_case]
 fn a_stack_made_inside_a_batched_section_is_published_before_it_is_handed_over() {
-    use lazymmu::arch::barrier::cost;
+    use lazymmu::barrier::cost;
     use lazymmu::mm::lazy_mmu::use_backend;
     use lazymmu::mm::stack::KernelStack;
     let _b = use_backend(Backend::Batched);

@@ -4,13 +4,10 @@
 //! only through the broadcast flush: until then they keep reading the page.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
-#![test_runner(lazymmu::testing::run_tests)]
+#![test_runner(lazymmu::run_tests)]
 #![reexport_test_harness_main = "test_main"]
-
-extern crate alloc;
 
 /// The KASAN shadow model of `demo kasan`, shared with the boot binary;
 /// this image uses a part of it.
@@ -21,8 +18,8 @@ mod kasan_shadow;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
-use lazymmu::arch::cpu;
 use lazymmu::boot_args::qemu_param;
+use lazymmu::cpu;
 use lazymmu::exception::{Caught, ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{PAGE_SIZE, VirtAddr};
 use lazymmu::mm::descriptor::Descriptor;
@@ -34,11 +31,7 @@ use lazymmu::mm::{pgtable, probe, tlb};
 use lazymmu::{dtb, percpu, smp};
 use spin::Mutex;
 
-#[unsafe(no_mangle)]
-fn kernel_main() -> ! {
-    test_main();
-    unreachable!("the test runner exits QEMU");
-}
+lazymmu::test_image!();
 
 fn cpus() -> usize {
     let n: usize = qemu_param("smp").and_then(|s| s.parse().ok()).expect("the runner passes qemu.smp");
@@ -200,7 +193,7 @@ fn an_unmap_reaches_another_cpus_tlb_only_through_the_broadcast_flush() {
         // SAFETY: the test's own mapping; the stale TLB entry is the point.
         unsafe { pgtable::write_entry(&walk.walk(va), Descriptor::INVALID) };
     }
-    lazymmu::arch::barrier::dsb_ish();
+    lazymmu::barrier::dsb_ish();
     CLEARED.store(true, SeqCst);
     while STALE_READS.load(SeqCst) < 1000 && !reader.is_done() {
         core::hint::spin_loop();
@@ -273,7 +266,7 @@ fn lazy_state() -> LazySnapshot {
 
 #[test_case]
 fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu() {
-    use lazymmu::arch::barrier::cost;
+    use lazymmu::barrier::cost;
     use lazymmu::mm::descriptor::{Attributes, Level};
     use lazymmu::mm::lazy_mmu::{enable, use_backend};
     use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};

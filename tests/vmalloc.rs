@@ -3,13 +3,10 @@
 //! barrier and TLBI counts exact, errors typed and side-effect free.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 #![feature(custom_test_frameworks)]
-#![test_runner(lazymmu::testing::run_tests)]
+#![test_runner(lazymmu::run_tests)]
 #![reexport_test_harness_main = "test_main"]
-
-extern crate alloc;
 
 /// The KASAN shadow model of `demo kasan`, shared with the boot binary;
 /// this image uses a part of it.
@@ -20,7 +17,7 @@ mod kasan_shadow;
 use alloc::vec::Vec;
 use core::convert::Infallible;
 
-use lazymmu::arch::barrier::{BarrierCounts, cost};
+use lazymmu::barrier::{BarrierCounts, cost};
 use lazymmu::dtb;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
@@ -36,11 +33,7 @@ use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
 use lazymmu::mm::vmalloc::{self, *};
 use lazymmu::mm::{frame_alloc, probe};
 
-#[unsafe(no_mangle)]
-fn kernel_main() -> ! {
-    test_main();
-    unreachable!("the test runner exits QEMU");
-}
+lazymmu::test_image!();
 
 fn pairs(c: BarrierCounts) -> (u64, u64) {
     (c.dsb_ishst, c.isb)

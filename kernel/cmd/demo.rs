@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
 use crate::kasan_shadow;
 use crate::kasan_shadow::Populate;
-use lazymmu::arch::cpu;
+use lazymmu::cpu;
 use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::debug_pagealloc::{self, MapBack};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};

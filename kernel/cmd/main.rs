@@ -6,9 +6,9 @@
 //! workload of the test images that race it, which include the file.
 
 #![no_std]
-// As the library (kernel/lib.rs): unsafe is small, local and documented,
-// and a caught fault's message travels in large, fixed-size values.
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+// As the library (kernel/lib.rs): unsafe is small, local and documented
+// (the workspace's lints, Cargo.toml), and a caught fault's message travels
+// in large, fixed-size values.
 #![allow(clippy::result_large_err, clippy::large_enum_variant)]
 #![no_main]
 
@@ -17,12 +17,12 @@ extern crate alloc;
 use alloc::format;
 use alloc::vec::Vec;
 
+use lazymmu::Bug;
 use lazymmu::cpu;
 use lazymmu::dtb;
 use lazymmu::init;
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::{debug_pagealloc, frame_alloc, heap, pgtable_check, ptdump};
-use lazymmu::planted::{self, Bug};
 use lazymmu::semihosting::{ExitCode, exit};
 use lazymmu::{boot_args, println};
 
@@ -232,7 +232,7 @@ fn bench(quick: bool, tlb_only: bool) {
         "lazymmu bench{}{}: counter at {} Hz, {} CPUs online",
         if tlb_only { " --tlb-only" } else { "" },
         if quick { " --quick" } else { "" },
-        lazymmu::arch::cpu::counter_frequency(),
+        lazymmu::cpu::counter_frequency(),
         lazymmu::smp::online_cpus()
     );
     let run = if tlb_only { bench::run_tlb_only } else { bench::run };
@@ -294,9 +294,10 @@ fn fuzz(options: &[&str]) {
                 Some(backend) => config.backends = Vec::from([backend]),
                 None => fuzz_usage(format_args!("no backend {value:?}; the backends are {}", backend_names())),
             },
-            _ if !cfg!(debug_assertions) => {
-                fuzz_usage(format_args!("--break {value}: {}; build without --release", planted::DEBUG_ONLY))
-            }
+            _ if !cfg!(debug_assertions) => fuzz_usage(format_args!(
+                "--break {value}: {}; build without --release",
+                lazymmu::PLANTED_BUGS_DEBUG_ONLY
+            )),
             _ => match Bug::from_name(value) {
                 Some(bug) => config.broken = Some(bug),
                 None => {

@@ -48,6 +48,7 @@ impl<V: Weight> Node<V> {
         Box::try_new(node).map_err(|_| OutOfHeap)
     }
 
+    #[allow(dead_code, reason = "the host property tests' view (tests/host/props); the kernel needs none")]
     pub fn key(&self) -> u64 {
         self.key
     }
@@ -102,6 +103,7 @@ impl<V: Weight> Tree<V> {
         self.len
     }
 
+    #[allow(dead_code, reason = "the host property tests' view (tests/host/props); the kernel needs none")]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -246,11 +248,13 @@ impl FreeRanges {
     }
 
     /// How many separate free ranges there are.
+    #[allow(dead_code, reason = "the host property tests' view (tests/host/props); the kernel needs none")]
     pub fn ranges(&self) -> usize {
         self.tree.len()
     }
 
     /// The free ranges, (start, end), in address order.
+    #[allow(dead_code, reason = "the host property tests' view (tests/host/props); the kernel needs none")]
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.tree.iter().map(|(start, f)| (start, start + f.len))
     }

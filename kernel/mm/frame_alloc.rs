@@ -16,7 +16,7 @@ use crate::sync::IrqSpinLock;
 use crate::{println, task};
 
 /// The most RAM the bitmap can describe (8 GiB); more is left unused.
-pub const MAX_FRAMES: usize = (8 << 30) / PAGE_SIZE as usize;
+pub(crate) const MAX_FRAMES: usize = (8 << 30) / PAGE_SIZE as usize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameError {
@@ -52,7 +52,7 @@ pub struct FrameStats {
     pub used: usize,
 }
 
-pub struct FrameAllocator {
+pub(crate) struct FrameAllocator {
     base: PhysAddr,
     frames: usize,
     free: usize,
@@ -419,7 +419,7 @@ pub fn free_frames_bulk(frames: &[PhysAddr]) -> Result<(), FrameError> {
 }
 
 /// The runs of free frames (address, frames), in address order.
-pub fn free_runs() -> Vec<(PhysAddr, usize)> {
+pub(crate) fn free_runs() -> Vec<(PhysAddr, usize)> {
     ALLOCATOR.lock().free_runs()
 }
 
@@ -427,14 +427,17 @@ pub fn free_frame(pa: PhysAddr) -> Result<(), FrameError> {
     free_frames(pa, 1)
 }
 
-/// Which frames are in use now, one bit each (for [`used_since`]).
-pub fn used_bitmap() -> Vec<u64> {
+/// Which frames are in use now, one bit each (for [`used_since`]): the
+/// test harness's baseline (debug builds only).
+#[cfg(debug_assertions)]
+pub(crate) fn used_bitmap() -> Vec<u64> {
     let a = ALLOCATOR.lock();
     a.bitmap[..a.frames.div_ceil(64)].to_vec()
 }
 
 /// The frames in use now that were free in `earlier` (a [`used_bitmap`]).
-pub fn used_since(earlier: &[u64]) -> Vec<PhysAddr> {
+#[cfg(debug_assertions)]
+pub(crate) fn used_since(earlier: &[u64]) -> Vec<PhysAddr> {
     let a = ALLOCATOR.lock();
     let mut found = Vec::new();
     for (word, (&now, &then)) in a.bitmap.iter().zip(earlier).enumerate() {
@@ -449,7 +452,7 @@ pub fn used_since(earlier: &[u64]) -> Vec<PhysAddr> {
 }
 
 /// The RAM the allocator manages: its first frame and how many frames.
-pub fn managed() -> (PhysAddr, usize) {
+pub(crate) fn managed() -> (PhysAddr, usize) {
     let a = ALLOCATOR.lock();
     (a.base, a.frames)
 }

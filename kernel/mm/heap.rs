@@ -46,7 +46,7 @@ static PHYS_RANGE: spin::Once<(PhysAddr, u64)> = spin::Once::new();
 
 /// Where the heap is in RAM: its first byte and its size (0 bytes before
 /// `init`).
-pub fn phys_range() -> (PhysAddr, u64) {
+pub(crate) fn phys_range() -> (PhysAddr, u64) {
     PHYS_RANGE.get().copied().unwrap_or((PhysAddr::new(0), 0))
 }
 

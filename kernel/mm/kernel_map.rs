@@ -23,7 +23,7 @@ use crate::cpu;
 use crate::drivers::{gic, pl011};
 
 /// MMIO ranges of QEMU `virt` that the kernel maps: (name, physical base, size).
-pub const MMIO_DEVICES: &[(&str, u64, u64)] = &[
+pub(crate) const MMIO_DEVICES: &[(&str, u64, u64)] = &[
     ("GIC distributor", gic::DISTRIBUTOR_PHYS, 0x1_0000),
     ("GIC CPU interface", gic::CPU_INTERFACE_PHYS, 0x1_0000),
     ("PL011 UART", pl011::PHYS_BASE, 0x1000),
@@ -50,7 +50,7 @@ pub struct ImageLayout {
 }
 
 /// The image's layout, given the physical address it was loaded at.
-pub fn image_layout(loaded_at: PhysAddr) -> ImageLayout {
+pub(crate) fn image_layout(loaded_at: PhysAddr) -> ImageLayout {
     fn va(symbol: &u8) -> VirtAddr {
         VirtAddr::from_ptr(symbol)
     }

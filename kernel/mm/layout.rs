@@ -13,12 +13,12 @@
 
 use super::addr::VirtAddr;
 
-pub const PAGE_OFFSET: VirtAddr = VirtAddr::new(0xffff_0000_0000_0000);
+pub(crate) const PAGE_OFFSET: VirtAddr = VirtAddr::new(0xffff_0000_0000_0000);
 /// The linear map's room: one level-0 entry.
-pub const LINEAR_MAP_SIZE: u64 = 512 << 30;
+pub(crate) const LINEAR_MAP_SIZE: u64 = 512 << 30;
 
 /// Is `va` in the linear map's room?
-pub fn in_linear_map(va: VirtAddr) -> bool {
+pub(crate) fn in_linear_map(va: VirtAddr) -> bool {
     va.as_u64().wrapping_sub(PAGE_OFFSET.as_u64()) < LINEAR_MAP_SIZE
 }
 
@@ -27,13 +27,13 @@ pub const VMALLOC_END: VirtAddr = VirtAddr::new(0xffff_8100_0000_0000);
 
 pub const KSTACK_START: VirtAddr = VirtAddr::new(0xffff_c000_0000_0000);
 /// Pages in one kernel stack.
-pub const KSTACK_PAGES: u64 = 16;
+pub(crate) const KSTACK_PAGES: u64 = 16;
 /// Virtual room per stack: the stack at the top, unmapped below it.
 pub const KSTACK_SLOT_SIZE: u64 = 2 * KSTACK_PAGES * super::addr::PAGE_SIZE;
 pub const KSTACK_SLOTS: u64 = 64;
 
 pub const MMIO_BASE: VirtAddr = VirtAddr::new(0xffff_e000_0000_0000);
-pub const MMIO_SIZE: u64 = 1 << 32;
+pub(crate) const MMIO_SIZE: u64 = 1 << 32;
 
 /// Where linker.ld puts the image; the boot tables map this 1 GiB with one block.
 pub const KIMAGE_VADDR: VirtAddr = VirtAddr::new(0xffff_ffff_8000_0000);

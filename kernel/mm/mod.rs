@@ -3,7 +3,7 @@
 
 pub mod addr;
 pub mod apply;
-pub mod area_alloc;
+mod area_alloc;
 pub mod audit;
 pub mod debug_pagealloc;
 pub mod engine;
@@ -17,17 +17,23 @@ pub mod pgtable;
 pub mod pgtable_check;
 pub mod probe;
 pub mod ptdump;
-pub mod span;
+mod span;
 pub mod stack;
 pub mod tlb;
-pub mod tlb_policy;
+mod tlb_policy;
 pub mod translate;
 pub mod vmalloc;
-pub mod walk;
+mod walk;
 
-/// The stage-1 descriptor format, arm64's (`arch::descriptor`), where the
-/// memory manager's code looks for it.
-pub use crate::arch::descriptor;
+/// The stage-1 descriptor format, arm64's (`_arch/aarch64/descriptor.rs`),
+/// where the memory manager's code looks for it.
+pub mod descriptor {
+    pub use crate::arch::descriptor::{Attributes, Descriptor, Entry, Level, MemoryType};
+}
+
+/// The bench's peer (the aarch64-paging crate) loads its own tables into
+/// TTBR0, which the kernel otherwise keeps the MMU from walking.
+pub use crate::arch::mmu::{disable_ttbr0_walks, enable_ttbr0_walks};
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

@@ -46,7 +46,7 @@ pub fn flush_tlb_kernel_pgtables(start: VirtAddr, end: VirtAddr) {
 
 /// The flush `changed` needs over [start, end), if any (see
 /// `tlb_policy::flush_for`).
-pub fn flush_after(changed: Changed, start: VirtAddr, end: VirtAddr) {
+pub(crate) fn flush_after(changed: Changed, start: VirtAddr, end: VirtAddr) {
     if let Some(walks) = tlb_policy::flush_for(changed) {
         flush(strategy(pages_in(start, end)), start, end, walks);
     }
@@ -91,7 +91,7 @@ fn tlbi_page(va: u64, walks: Walks) {
 }
 
 /// Invalidates every EL1 translation on every CPU.
-pub fn flush_tlb_all() {
+pub(crate) fn flush_tlb_all() {
     lazy_mmu::sync_stores();
     if planted(Bug::SkipTlbFlush) {
         return;

@@ -3,7 +3,6 @@
 //! symbol) and exit with the fault exit code.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 
 /// A low address: TTBR0 walks are off after boot, so this faults at level 0.

@@ -2,7 +2,6 @@
 //! kill QEMU and fail the run (checked by tests/host/harness_selfcheck.sh).
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 
 #[unsafe(no_mangle)]

@@ -2,7 +2,6 @@
 //! with its location and exit with the panic exit code.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 
 // The kernel (boot code, panic handler) comes with the library.

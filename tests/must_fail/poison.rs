@@ -5,7 +5,6 @@
 //! back what the failed test left, so it cannot poison the ones after it.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 
 use core::convert::Infallible;
@@ -19,7 +18,7 @@ use lazymmu::mm::lazy_mmu::{selected_backend, use_backend};
 use lazymmu::mm::vmalloc::{self, get_vm_area, vfree, vmalloc};
 use lazymmu::mm::{frame_alloc, pgtable};
 use lazymmu::task;
-use lazymmu::testing::{Testable, run_tests};
+use lazymmu::{Testable, run_tests};
 
 fn fails_half_way_through_a_mapping() {
     let _deferred = use_backend(Backend::DeferredWrites);

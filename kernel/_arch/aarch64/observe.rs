@@ -113,12 +113,6 @@ pub fn set_listening(watcher: Watcher, on: bool) {
     }
 }
 
-/// Is any observer listening?
-#[inline(always)]
-pub fn listening() -> bool {
-    LISTENING.load(Relaxed) != 0
-}
-
 /// Tells every listening observer, checker first.
 #[inline(always)]
 pub fn tell(f: impl Fn(&dyn Observer)) {

@@ -19,7 +19,7 @@ use core::ptr::{read_volatile, write_volatile};
 
 use super::workloads::{WorkloadError, with_fresh_area};
 use super::{Meter, Sample};
-use lazymmu::arch::barrier;
+use lazymmu::barrier;
 use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
 use lazymmu::mm::pgtable::{self, MapError, Walking};

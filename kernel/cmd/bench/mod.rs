@@ -34,8 +34,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use lazymmu::arch::barrier::{self, BarrierCounts};
-use lazymmu::arch::cpu;
+use lazymmu::barrier::{self, BarrierCounts};
+use lazymmu::cpu;
 use lazymmu::mm::addr::{BLOCK_1G, PAGE_SIZE};
 use lazymmu::mm::apply::{ApplyMode, apply_mode, set_apply_mode};
 use lazymmu::mm::lazy_mmu::Backend;

@@ -45,11 +45,10 @@ use aarch64_paging::descriptor::{El1Attributes, PhysicalAddress, UpdatableDescri
 use aarch64_paging::paging::{Constraints, El1And0, LEAF_LEVEL, MemoryRegion, PageTable, Translation, VaRange};
 use aarch64_paging::{MapError, Mapping};
 
-use lazymmu::arch::mmu;
 use lazymmu::dtb;
 use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
-use lazymmu::mm::{frame_alloc, layout, phys_to_virt, virt_to_phys};
+use lazymmu::mm::{disable_ttbr0_walks, enable_ttbr0_walks, frame_alloc, layout, phys_to_virt, virt_to_phys};
 
 use super::{Meter, Sample};
 
@@ -133,7 +132,7 @@ pub fn run(pages: u64, live: bool) -> Result<PeerRun, PeerError> {
     let (asid, range) = if live { (PEER_ASID, VaRange::Lower) } else { (0, VaRange::Upper) };
     let mut mapping = Mapping::with_asid_and_va_range(FrameTables { live: &live_tables }, asid, 0, El1And0, range);
     let loaded = live.then(|| {
-        mmu::enable_ttbr0_walks();
+        enable_ttbr0_walks();
         // SAFETY: the peer's table maps only its own region of the lower
         // half, which the kernel never touches; it is unloaded (below)
         // before it is dropped.
@@ -162,7 +161,7 @@ pub fn run(pages: u64, live: bool) -> Result<PeerRun, PeerError> {
     if let Some(previous) = loaded {
         // SAFETY: back to the TTBR0 the kernel had, which it does not use.
         unsafe { mapping.deactivate(previous) };
-        mmu::disable_ttbr0_walks();
+        disable_ttbr0_walks();
     }
     drop(mapping);
     if live_tables.get() != 0 {

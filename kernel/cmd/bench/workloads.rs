@@ -5,7 +5,7 @@ use core::convert::Infallible;
 
 use super::peer::{self, PeerError};
 use super::{Counts, Meter, Sample};
-use lazymmu::arch::barrier;
+use lazymmu::barrier;
 use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::{ApplyError, apply_to_existing_page_range_by_table, apply_to_page_range_by_table};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
@@ -169,11 +169,11 @@ pub fn reserve_with_live_areas(live: usize, pairs: usize) -> Result<u64, Workloa
         Ok::<(), VmallocError>(())
     });
     let timed = filled.and_then(|()| {
-        let start = lazymmu::arch::cpu::counter();
+        let start = lazymmu::cpu::counter();
         for _ in 0..pairs {
             vmalloc::free_vm_area(vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE)?)?;
         }
-        Ok((lazymmu::arch::cpu::counter() - start) / pairs as u64)
+        Ok((lazymmu::cpu::counter() - start) / pairs as u64)
     });
     for va in areas {
         vmalloc::free_vm_area(va).expect("taken above");

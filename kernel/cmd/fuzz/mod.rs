@@ -29,7 +29,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
 use model::{Area, AreaKind, Model, Page};
 
-use lazymmu::arch::cpu;
+use lazymmu::cpu;
 use lazymmu::exception::FaultStatus;
 use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::{self, ApplyError};
@@ -40,7 +40,7 @@ use lazymmu::mm::pgtable::{self, EntryRef, MapError, Operand};
 use lazymmu::mm::translate::{Access, HwTranslation, SwTranslation, hw_translate, sw_translate};
 use lazymmu::mm::vmalloc::{self, VmallocError};
 use lazymmu::mm::{audit, frame_alloc, lazy_mmu, pageattr, pgtable_check, phys_to_virt, probe, tlb};
-use lazymmu::planted::{self, Bug};
+use lazymmu::{Bug, plant};
 use lazymmu::{sched, timer};
 
 /// What to run.
@@ -705,9 +705,9 @@ fn release(kind: &AreaKind) {
 /// teardown checks.
 pub fn run(config: &Config, mut progress: impl FnMut(Backend, u64, u64)) -> Result<Report, Divergence> {
     let preemption = sched::set_preemption(false);
-    planted::plant(config.broken);
+    plant(config.broken);
     let result = run_all(config, &mut progress);
-    planted::plant(None);
+    plant(None);
     sched::set_preemption(preemption);
     result
 }

@@ -20,14 +20,14 @@
 //! Rust code normally uses the guards, [`enable`] and [`pause`], so that
 //! every enable has its disable and every pause its resume.
 
-pub mod state;
+mod state;
 pub mod stats;
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-pub use crate::arch::lazy_mmu::Backend;
 use crate::arch::lazy_mmu::{self as arch, ArchLazyState, StoreMode};
+pub use crate::arch::lazy_mmu::{Backend, DEFERRED_QUEUE_LEN};
 use crate::arch::observe::Run;
 use crate::irq::in_interrupt;
 use crate::mm::descriptor::Descriptor;
@@ -264,7 +264,7 @@ pub(crate) fn sync_stores() {
 /// nested section's exit does (Linux's `arch_flush_lazy_mmu_mode()`), and
 /// stays in lazy mode; outside any section there is nothing to pay. For a
 /// mapping handed to another task before the section ends.
-pub fn flush_section() {
+pub(crate) fn flush_section() {
     drop(enable());
 }
 
@@ -272,7 +272,7 @@ pub fn flush_section() {
 /// code was abandoned (a fault or panic recovered by `exception::catch`
 /// skips the guards' drops): deferred work is done as a leave would do it,
 /// and the counts go back to zero. Returns the (enable, pause) counts found.
-pub fn recover_abandoned() -> (u8, u8) {
+pub(crate) fn recover_abandoned() -> (u8, u8) {
     let task = task::current();
     let state = &task.lazy_mmu;
     let found = state.counts.get();
@@ -288,7 +288,7 @@ pub fn recover_abandoned() -> (u8, u8) {
 /// Makes `backend` the one in use: the writes counted so far stay the
 /// old one's, and the current task's stores follow the new one. Only
 /// switch when no task is in a section.
-pub fn select_backend(backend: Backend) {
+pub(crate) fn select_backend(backend: Backend) {
     let previous = arch::selected();
     // Writes counted so far are the old backend's.
     stats::account_current();

@@ -8,7 +8,7 @@ use crate::mm::descriptor::{Attributes, Level};
 use crate::mm::engine::{self, Applied, Leaves, Sections};
 use crate::mm::{pgtable_check, tlb};
 
-pub use crate::mm::engine::{LeafSizes, check_range, leaf_level};
+pub use crate::mm::engine::{LeafSizes, check_range};
 
 /// Maps [va, va + size) with `leaves` in the tables under
 /// `root`, all or nothing: planned first (nothing may be mapped there
@@ -137,7 +137,7 @@ pub unsafe fn unmap_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(),
     };
     // SAFETY: `root` is a level-0 table, and the range the caller's (our
     // caller's contract); `cleared` says what the clear left.
-    unsafe { reclaim_unless_walked(root, va, size, tlb::Changed::LEAVES, reclaim_claim(cleared)) };
+    unsafe { super::reclaim::reclaim_unless_walked(root, va, size, tlb::Changed::LEAVES, reclaim_claim(cleared)) };
     Ok(())
 }
 
@@ -171,6 +171,6 @@ pub unsafe fn clear_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(),
     };
     // SAFETY: `root` is a level-0 table, and the range the caller's (our
     // caller's contract); `cleared` says what the clear left.
-    unsafe { reclaim_unless_walked(root, va, size, tlb::Changed::LEAVES, reclaim_claim(cleared)) };
+    unsafe { super::reclaim::reclaim_unless_walked(root, va, size, tlb::Changed::LEAVES, reclaim_claim(cleared)) };
     Ok(())
 }

@@ -29,13 +29,23 @@ mod tables;
 mod visit;
 mod walking;
 
-pub use entry::*;
-pub use map::*;
-pub use ptes::*;
-pub use reclaim::*;
-pub use tables::*;
-pub use visit::*;
-pub use walking::*;
+// What the rest of the world maps, walks and frees tables with; then
+// what only the kernel's own mappers use.
+pub use entry::{EntryRef, write_entry};
+pub use map::{LeafSizes, clear_range, map_range, unmap_range};
+pub(in crate::mm) use map::{check_range, map_leaves};
+pub use ptes::{Ptes, clear_ptes, modify_ptes, set_ptes, write_ptes};
+pub use reclaim::free_empty_tables;
+pub(crate) use reclaim::{Cleared, reclaim_empty_tables};
+pub(in crate::mm) use tables::order_before_link;
+pub use tables::{alloc_table, alloc_tables, free_unlinked_tables};
+pub use visit::{Visitor, visit};
+pub(crate) use walking::KernelTables;
+#[cfg(debug_assertions)]
+pub(crate) use walking::recover_abandoned_walks;
+pub use walking::{Exclusive, Found, Walking, exclusive, lookup, walking};
+pub(crate) use walking::{exclusive_held, linear_map_entry, try_exclusive};
+pub(in crate::mm) use walking::{lookup_from, walking_from};
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
