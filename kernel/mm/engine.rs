@@ -338,12 +338,8 @@ impl Pool {
     }
 
     /// How many are left.
-    pub fn len(&self) -> usize {
+    pub fn left(&self) -> usize {
         self.held + self.more.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn put(&mut self, table: PhysAddr) {

@@ -6,7 +6,7 @@ pub mod apply;
 mod area_alloc;
 pub mod audit;
 pub mod debug_pagealloc;
-pub mod engine;
+pub(crate) mod engine;
 pub mod frame_alloc;
 pub mod heap;
 pub mod kernel_map;

@@ -54,7 +54,7 @@ pub(in crate::mm) unsafe fn map_leaves(
         walk = walking_from(root);
         // The pool counted every table of the blocks' paths.
         let again = engine::plan_map(&KernelTables::new(&walk), root, va, size, leaves);
-        if again.is_err() || again.is_ok_and(|p| p.reclaim || p.tables > pool.len()) {
+        if again.is_err() || again.is_ok_and(|p| p.reclaim || p.tables > pool.left()) {
             // Only another CPU mapping into the caller's range gets here.
             pool.release(&KernelTables::new(&walk));
             return Err(again.err().unwrap_or(MapError::AlreadyMapped(va)));

@@ -101,13 +101,13 @@ const PRINTED: u64 = 16;
 
 /// Was the checker asked for? `pgtable_check=off` on the command line (or
 /// in an image's built-in one) is the only way to say no.
-pub fn requested() -> bool {
+pub(crate) fn requested() -> bool {
     boot_args::bool_option("pgtable_check")
 }
 
 /// Starts checking, at boot, once the heap exists: learns every table the
 /// kernel has built so far, then watches from here on.
-pub fn init() {
+pub(crate) fn init() {
     if !requested() {
         return;
     }
@@ -291,40 +291,40 @@ impl Observer for Hooks {
 
 /// A page-table page was allocated and zeroed (`pgtable::alloc_table`).
 #[inline(never)]
-pub fn table_allocated(pa: PhysAddr) {
+pub(crate) fn table_allocated(pa: PhysAddr) {
     check(cpu::frame_pointer(), |c| c.table_allocated(pa.as_u64()));
 }
 
 /// A level-3 table is taken as empty without a look, on its caller's word
 /// (`pgtable::Cleared::Leaves`): the checker looks.
 #[inline(never)]
-pub fn claimed_empty(pa: PhysAddr) {
+pub(crate) fn claimed_empty(pa: PhysAddr) {
     check(cpu::frame_pointer(), |c| c.claimed_empty(pa.as_u64()));
 }
 
 /// Frames are about to go back to the allocator.
 #[inline(never)]
-pub fn frames_freed(pa: PhysAddr, count: usize) {
+pub(crate) fn frames_freed(pa: PhysAddr, count: usize) {
     check(cpu::frame_pointer(), |c| c.frames_freed(pa.as_u64(), count as u64));
 }
 
 /// A lazy MMU section ended for good (`why`: the call that ended it:
 /// outermost disable, nested disable, pause).
 #[inline(never)]
-pub fn section_ended(why: &'static str) {
+pub(crate) fn section_ended(why: &'static str) {
     check(cpu::frame_pointer(), |c| c.publish_point(why));
 }
 
 /// An entry was written outside any active section: it is paid for now.
 #[inline(never)]
-pub fn wrote_outside_section() {
+pub(crate) fn wrote_outside_section() {
     check(cpu::frame_pointer(), |c| c.publish_point("a write outside any lazy MMU section returned"));
 }
 
 /// A walk guard (`pgtable::walking`) is going: the current task's
 /// deferred stores must all be made.
 #[inline(never)]
-pub fn walk_ended() {
+pub(crate) fn walk_ended() {
     let queued = lazy_mmu::queued_stores();
     check(cpu::frame_pointer(), |c| c.walk_ended(queued));
 }
@@ -340,20 +340,20 @@ pub fn handed_over() {
 /// The scheduler is about to switch the current task out (after its
 /// `dsb ish`).
 #[inline(never)]
-pub fn switching_out() {
+pub(crate) fn switching_out() {
     check(cpu::frame_pointer(), |c| c.switching_out());
 }
 
 /// The current task has finished.
 #[inline(never)]
-pub fn task_exited() {
+pub(crate) fn task_exited() {
     let queued = lazy_mmu::queued_stores();
     check(cpu::frame_pointer(), |c| c.quiescent(queued, true));
 }
 
 /// An interrupt handler is about to return.
 #[inline(never)]
-pub fn interrupt_exit() {
+pub(crate) fn interrupt_exit() {
     check(cpu::frame_pointer(), |c| c.quiescent(0, true));
 }
 
