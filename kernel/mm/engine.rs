@@ -454,6 +454,17 @@ fn table_for(
     Ok(Some(table))
 }
 
+/// The entry for `va` at `level`, linking the missing tables above it
+/// first (allocated together, or none: out of memory changes nothing).
+/// Fails if a block is in the way.
+pub fn entry_for(tables: &impl Tables, root: PhysAddr, va: VirtAddr, level: Level) -> Result<Slot, MapError> {
+    let missing = walk::tables_missing(tables, root, va, level)?.count();
+    let mut pool = Pool::alloc(tables, missing)?;
+    let table = table_for(tables, root, va, level, Some(&mut pool), &mut Linking::default(), &mut Applied::default());
+    pool.release(tables);
+    Ok(Slot::new(table?.expect("a creating walk"), level, va))
+}
+
 // ---- leaves ---------------------------------------------------------------
 
 /// Which leaf sizes a mapping may use.

@@ -1,10 +1,10 @@
 //! The page-table walk as pure logic: which entry a walk for an address
-//! reaches, which tables a creating walk links on the way, and how many
-//! tables a range will need (the count `apply_to_page_range` and vmap
-//! allocate up front). It reads tables through [`TableMemory`] and links
-//! them through a callback, so it knows nothing of locks, frames or the
-//! store path: the kernel runs it over the linear map (`pgtable`), the
-//! host property tests over pages of their own (tests/host/props), as
+//! reaches, which tables a creating walk would link on the way, and how
+//! many tables a range will need (the count the mapping engine,
+//! `mm::engine`, allocates up front). It reads tables through
+//! [`TableMemory`], so it knows nothing of locks, frames or the store
+//! path: the kernel runs it over the linear map (`pgtable`), the host
+//! property tests over pages of their own (tests/host/props), as
 //! aarch64-paging's `Translation` trait lets its walker run anywhere.
 
 use super::addr::{PhysAddr, VirtAddr};
@@ -73,35 +73,7 @@ pub fn walk(memory: &impl TableMemory, root: PhysAddr, va: VirtAddr) -> Slot {
     }
 }
 
-/// The entry for `va` at `level`, linking a table wherever the walk finds
-/// none: `link(slot)` links one at that invalid slot and returns the table
-/// now there (its own, or one another CPU linked first), or None if a
-/// block got there first. Fails if a block is in the way, or if `link`
-/// does.
-pub fn walk_create<E: From<BlockInTheWay>>(
-    memory: &impl TableMemory,
-    root: PhysAddr,
-    va: VirtAddr,
-    level: Level,
-    mut link: impl FnMut(Slot) -> Result<Option<PhysAddr>, E>,
-) -> Result<Slot, E> {
-    let mut slot = Slot::new(root, Level::L0, va);
-    while slot.level < level {
-        let next_level = slot.level.next().expect("below level 3");
-        let next = match slot.entry(memory) {
-            Entry::Table(next) => next,
-            Entry::Invalid => match link(slot)? {
-                Some(table) => table,
-                None => return Err(BlockInTheWay { va, level: slot.level }.into()),
-            },
-            Entry::Leaf { .. } => return Err(BlockInTheWay { va, level: slot.level }.into()),
-        };
-        slot = Slot::new(next, next_level, va);
-    }
-    Ok(slot)
-}
-
-/// The tables [`walk_create`] would link to reach `va` at `level`, as
+/// The tables a creating walk would link to reach `va` at `level`, as
 /// (level of the entry that would point to it, the first address it
 /// covers), top down; an error if a block is in the way. Nothing is
 /// changed.

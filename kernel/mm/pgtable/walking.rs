@@ -97,25 +97,11 @@ impl Walking {
         unsafe { walk_from(self.root, va) }
     }
 
-    /// The entry for `va` at `level`, creating missing tables on the way.
-    /// Fails if a block mapping sits above `level`.
+    /// The entry for `va` at `level`, creating missing tables on the way
+    /// (the mapping engine's `entry_for`: all of them, or none). Fails if
+    /// a block mapping sits above `level`.
     pub fn walk_create(&self, va: VirtAddr, level: Level) -> Result<EntryRef<'_>, MapError> {
-        let slot = walk::walk_create(&LinearMap, self.root, va, level, |slot| -> Result<_, MapError> {
-            let new = alloc_table()?;
-            // SAFETY: a table linked below the root, kept by this walk.
-            let entry = unsafe { EntryRef::at(slot) };
-            Ok(match link_table(&entry, new) {
-                Linked::Ours => Some(new),
-                Linked::Theirs(existing) => {
-                    crate::mm::frame_alloc::free_frame(new).expect("allocated above");
-                    Some(existing)
-                }
-                Linked::Block => {
-                    crate::mm::frame_alloc::free_frame(new).expect("allocated above");
-                    None
-                }
-            })
-        })?;
+        let slot = engine::entry_for(&KernelTables::new(self), self.root, va, level)?;
         // SAFETY: a table linked below the root, kept by this walk.
         Ok(unsafe { EntryRef::at(slot) })
     }

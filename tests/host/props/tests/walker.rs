@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use lazymmu_props::addr::{PhysAddr, VirtAddr};
 use lazymmu_props::descriptor::{Attributes, Descriptor, Entry, Level};
-use lazymmu_props::walk::{BlockInTheWay, Slot, TableMemory, tables_missing, tables_needed, walk, walk_create};
+use lazymmu_props::walk::{BlockInTheWay, Slot, TableMemory, tables_missing, tables_needed, walk};
 use proptest::prelude::*;
 
 const PAGE: u64 = 4096;
@@ -56,13 +56,25 @@ impl Tables {
         self.pages.borrow_mut().get_mut(&slot.table.as_u64()).unwrap()[slot.index()] = desc.0;
     }
 
-    /// A creating walk that links fresh tables, as the kernel's does.
+    /// A creating walk that links fresh tables, as the kernel's does (the
+    /// kernel's is the engine's `table_for`, tested in engine.rs; this one
+    /// is the test's own, to make the states the walker is tested on).
     fn walk_create(&self, root: PhysAddr, va: u64, level: Level) -> Result<Slot, BlockInTheWay> {
-        walk_create(self, root, VirtAddr::new(va), level, |slot| {
-            let table = self.alloc();
-            self.write(slot, Descriptor::table(table));
-            Ok::<_, BlockInTheWay>(Some(table))
-        })
+        let va = VirtAddr::new(va);
+        let mut slot = Slot::new(root, Level::L0, va);
+        while slot.level < level {
+            let next = match slot.entry(self) {
+                Entry::Table(next) => next,
+                Entry::Invalid => {
+                    let table = self.alloc();
+                    self.write(slot, Descriptor::table(table));
+                    table
+                }
+                Entry::Leaf { .. } => return Err(BlockInTheWay { va, level: slot.level }),
+            };
+            slot = Slot::new(next, slot.level.next().unwrap(), va);
+        }
+        Ok(slot)
     }
 }
 
