@@ -376,7 +376,8 @@ pub enum Sections {
     Caller,
     /// One for the whole change: one barrier pair per call, whatever its size.
     WholeCall,
-    /// One per level-3 table, tables linked outside them (Linux's walk).
+    /// One per level-3 table, tables linked outside them, blocks written
+    /// outside any (Linux's walk: only its pte loops enter lazy MMU mode).
     PerTable,
 }
 
@@ -697,7 +698,8 @@ pub unsafe fn map(
                     break;
                 }
             };
-            let _per_table = (sections == Sections::PerTable).then(|| tables.lazy_section());
+            let per_table = sections == Sections::PerTable && run.level == Level::L3;
+            let _per_table = per_table.then(|| tables.lazy_section());
             let template = Descriptor::leaf_template(run.level, leaves.attrs());
             let (offset, step) = (run.offset, run.level.entry_size());
             let run = TableRun::new(table, run.level, run.va, run.count);

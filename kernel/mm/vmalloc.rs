@@ -7,9 +7,10 @@
 //!   found in O(log n) whatever the number of live areas (`area_alloc`),
 //!   and a request bigger than the region, or than RAM, is refused first.
 //! - `vmalloc`/`vzalloc`/`vmalloc_aligned` take frames, then map them with
-//!   `apply_to_page_range_by_table`, a level-3 table at a time
-//!   (`pgtable::write_ptes`): every frame is allocated before the lazy section
-//!   opens, and the whole mapping costs one `dsb ishst; isb`.
+//!   the mapping engine (`pgtable::map_leaves` with `engine::Pages`), a
+//!   run of stores per level-3 table: every frame and table is allocated
+//!   before the lazy section opens, and the whole mapping costs one
+//!   `dsb ishst; isb`.
 //! - `vmap_pages` maps frames the caller owns; `vmap_range` maps physically
 //!   contiguous memory with 1 GiB and 2 MiB blocks where the addresses and
 //!   size allow.
