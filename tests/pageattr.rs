@@ -1,7 +1,7 @@
 //! set_memory_ro/rw/x/nx: permission changes of vmalloc areas (and nothing
 //! else) that the MMU enforces at once, in one lazy section and one TLB
-//! flush; and set_linear_map_ro/rw, with linear-map blocks split exactly
-//! where a change cuts them.
+//! flush; set_linear_map_ro/rw, with linear-map blocks split exactly where
+//! a change cuts them; and flush_icache_range for code written as data.
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
@@ -12,9 +12,15 @@
 
 extern crate alloc;
 
-use lazymmu::arch::barrier::cost;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use lazymmu::arch::barrier::{cost, set_issue_hook};
+use lazymmu::arch::cache;
+use lazymmu::boot_args::qemu_param;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, VirtAddr};
+use lazymmu::mm::cacheflush::flush_icache_range;
 use lazymmu::mm::descriptor::Level;
 use lazymmu::mm::layout::{KIMAGE_VADDR, REGIONS};
 use lazymmu::mm::lazy_mmu::Backend;
@@ -119,6 +125,9 @@ fn w_xor_x_is_kept_and_x_really_executes() {
     let va = vmalloc(PAGE_SIZE).unwrap();
     // SAFETY: our own page: a `ret` instruction at its start.
     unsafe { probe::write(va, probe::RET_INSTRUCTION as u64).unwrap() };
+    // Written through the data side: cleaned to where instructions are
+    // fetched from, and any stale instruction line dropped.
+    flush_icache_range(va, va.add(4));
     // SAFETY: the page holds only a `ret`.
     let fault = unsafe { probe::exec(va) }.unwrap_err();
     assert_eq!(fault.class, ExceptionClass::InstructionAbortCurrentEl, "vmalloc memory is not executable");
@@ -133,6 +142,69 @@ fn w_xor_x_is_kept_and_x_really_executes() {
     assert_eq!(unsafe { probe::exec(va) }.unwrap_err().class, ExceptionClass::InstructionAbortCurrentEl);
     set_memory_rw(va, 1).unwrap();
     assert_writable(va);
+    vfree(va).unwrap();
+}
+
+/// The barriers, TLBIs and cache maintenance issued on `cpu` (its MPIDR
+/// plus one; 0: nobody) while a test records them.
+static RECORDING: AtomicU64 = AtomicU64::new(0);
+static SEEN: spin::Mutex<Vec<&'static str>> = spin::Mutex::new(Vec::new());
+
+fn record(name: &'static str) {
+    if RECORDING.load(Relaxed) == lazymmu::arch::cpu::mpidr() + 1 {
+        SEEN.lock().push(name);
+    }
+}
+
+/// What `f` issued on this CPU, in order, with interrupts masked.
+fn issued_by(f: impl FnOnce()) -> Vec<&'static str> {
+    SEEN.lock().clear();
+    let daif = lazymmu::arch::cpu::irq_save();
+    RECORDING.store(lazymmu::arch::cpu::mpidr() + 1, Relaxed);
+    set_issue_hook(Some(record));
+    f();
+    set_issue_hook(None);
+    RECORDING.store(0, Relaxed);
+    lazymmu::arch::cpu::irq_restore(daif);
+    core::mem::take(&mut *SEEN.lock())
+}
+
+#[test_case]
+fn flush_icache_range_issues_exactly_what_ctr_el0_asks_for() {
+    // The CPU's own CTR_EL0, decoded here by hand (bits from the Arm ARM).
+    let ctr = cache::cache_type().0;
+    let (idc, dic) = ((ctr >> 28) & 1 == 1, (ctr >> 29) & 1 == 1);
+    let (d_line, i_line) = (4u64 << ((ctr >> 16) & 0xf), 4u64 << (ctr & 0xf));
+    // The A72 needs both steps (QEMU's `max` reports the same CTR_EL0);
+    // what IDC and DIC leave out is host-tested with made-up values.
+    if qemu_param("cpu") == Some("cortex-a72") {
+        assert_eq!((idc, dic, d_line, i_line), (false, false, 64, 64), "CTR_EL0 {ctr:#x}");
+    }
+    let va = vmalloc(PAGE_SIZE).unwrap();
+    // Linux's caches_clean_inval_pou: clean by data line then dsb ish,
+    // unless IDC (then dsb ishst); invalidate by instruction line then
+    // dsb ish, unless DIC; isb. A range that starts and ends inside a
+    // line still covers every line of the page.
+    let mut want = Vec::new();
+    if idc {
+        want.push("dsb ishst");
+    } else {
+        want.extend(core::iter::repeat_n("dc cvau", (PAGE_SIZE / d_line) as usize));
+        want.push("dsb ish");
+    }
+    if !dic {
+        want.extend(core::iter::repeat_n("ic ivau", (PAGE_SIZE / i_line) as usize));
+        want.push("dsb ish");
+    }
+    want.push("isb");
+    let before = cache::counts();
+    let seen = issued_by(|| flush_icache_range(va.add(8), va.add(PAGE_SIZE - 8)));
+    let after = cache::counts();
+    assert_eq!(seen, want, "CTR_EL0 {ctr:#x}");
+    assert_eq!(
+        (after.dc_cvau - before.dc_cvau, after.ic_ivau - before.ic_ivau),
+        (if idc { 0 } else { PAGE_SIZE / d_line }, if dic { 0 } else { PAGE_SIZE / i_line })
+    );
     vfree(va).unwrap();
 }
 
