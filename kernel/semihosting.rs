@@ -1,11 +1,18 @@
 //! Talking to QEMU (the "host") through Arm semihosting: exit with a code,
 //! read the command line, and read host files (the kernel's own ELF, for
 //! symbol names in fault reports).
+//!
+//! Every exit is recorded before it is made: QEMU ended by a signal, or by
+//! a guest that powered the machine off, exits 0 as well, so the code
+//! alone cannot tell a passing run from a killed one. The runner names a
+//! host file (`qemu.exit_status=PATH`) and fails any run whose file does
+//! not hold the code QEMU exited with.
 
 use crate::arch::semihosting::call;
 
 const SYS_OPEN: u32 = 0x01;
 const SYS_CLOSE: u32 = 0x02;
+const SYS_WRITE: u32 = 0x05;
 const SYS_READ: u32 = 0x06;
 const SYS_SEEK: u32 = 0x0a;
 const SYS_GET_CMDLINE: u32 = 0x15;
@@ -32,8 +39,16 @@ pub enum ExitCode {
     TestsFailed = 101,
 }
 
-/// Ends the QEMU run with `code`.
+/// Ends the QEMU run with `code`, after writing it to the runner's exit
+/// status file (see the module docs).
 pub fn exit(code: ExitCode) -> ! {
+    if let Some(path) = crate::boot_args::qemu_param("exit_status")
+        && let Some(file) = HostFile::create(path)
+    {
+        // Three decimal digits ("005"): the runner reads them as a number.
+        let n = code as u8;
+        file.write(&[b'0' + n / 100, b'0' + n / 10 % 10, b'0' + n % 10, b'\n']);
+    }
     let block = [ADP_STOPPED_APPLICATION_EXIT, code as u64];
     // SAFETY: SYS_EXIT reads two words from the block.
     unsafe { call(SYS_EXIT, block.as_ptr() as u64) };
@@ -57,22 +72,42 @@ pub(crate) fn cmdline(buf: &mut [u8]) -> Option<&str> {
     core::str::from_utf8(&buf[..len]).ok()
 }
 
-/// A host file opened for reading.
+/// A host file opened for reading (or, for the exit status, writing).
 pub struct HostFile(u64);
+
+/// SYS_OPEN's modes are fopen()'s, numbered: 1 is "rb", 4 is "w".
+const MODE_READ: u64 = 1;
+const MODE_WRITE: u64 = 4;
 
 impl HostFile {
     pub fn open(path: &str) -> Option<HostFile> {
+        HostFile::open_mode(path, MODE_READ)
+    }
+
+    /// Opens `path` for writing, emptying it first.
+    fn create(path: &str) -> Option<HostFile> {
+        HostFile::open_mode(path, MODE_WRITE)
+    }
+
+    fn open_mode(path: &str, mode: u64) -> Option<HostFile> {
         // QEMU reads the name up to its NUL, whatever length is given.
         let mut name = [0u8; 512];
         if path.len() >= name.len() {
             return None;
         }
         name[..path.len()].copy_from_slice(path.as_bytes());
-        // Mode 1 is "rb".
-        let block = [name.as_ptr() as u64, 1, path.len() as u64];
+        let block = [name.as_ptr() as u64, mode, path.len() as u64];
         // SAFETY: SYS_OPEN reads the name and the two words after it.
         let handle = unsafe { call(SYS_OPEN, block.as_ptr() as u64) };
         (handle as i64 >= 0).then_some(HostFile(handle))
+    }
+
+    /// Writes `bytes` at the file's current position.
+    fn write(&self, bytes: &[u8]) {
+        let block = [self.0, bytes.as_ptr() as u64, bytes.len() as u64];
+        // SAFETY: SYS_WRITE reads the three words and then bytes.len()
+        // bytes from `bytes`.
+        unsafe { call(SYS_WRITE, block.as_ptr() as u64) };
     }
 
     /// Reads up to `buf.len()` bytes at `offset`; returns how many arrived.

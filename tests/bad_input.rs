@@ -26,7 +26,7 @@ use lazymmu::mm::layout::{MMIO_BASE, VMALLOC_END, VMALLOC_START};
 use lazymmu::mm::lazy_mmu::{
     LazyMmuMisuse, lazy_mmu_mode_disable, lazy_mmu_mode_enable, lazy_mmu_mode_pause, lazy_mmu_mode_resume,
 };
-use lazymmu::mm::pageattr::{set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x};
+use lazymmu::mm::pageattr::{set_linear_map_rw, set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x};
 use lazymmu::mm::pgtable::{EntryRef, MapError, Operand, Ptes};
 use lazymmu::mm::translate::{SwTranslation, sw_translate};
 use lazymmu::mm::vmalloc::*;
@@ -295,7 +295,7 @@ fn set_memory_family() {
     let guard = va.add(2 * PAGE_SIZE);
     case("set_memory_ro(past the end of an area)", || set_memory_ro(va, 3), MapError::NotMapped(va));
     case("set_memory_ro(a guard page)", || set_memory_ro(guard, 1), MapError::NotMapped(guard));
-    case("set_memory_ro(MMIO)", || set_memory_ro(MMIO_BASE, 1), MapError::NotKernelAddress(MMIO_BASE));
+    case("set_memory_ro(MMIO)", || set_memory_ro(MMIO_BASE, 1), MapError::NotVmallocArea(MMIO_BASE));
     case("set_memory_x(a writable page)", || set_memory_x(va, 1), MapError::WritableAndExecutable(va));
     set_memory_ro(va, 1).unwrap();
     set_memory_x(va, 1).unwrap();
@@ -310,7 +310,14 @@ fn set_memory_family() {
         panic!("rodata is mapped")
     };
     let alias = lazymmu::mm::phys_to_virt(pa).align_down(PAGE_SIZE);
-    case("set_memory_rw(the linear alias of rodata)", || set_memory_rw(alias, 1), MapError::KernelImage(alias));
+    case("set_memory_rw(the linear alias of rodata)", || set_memory_rw(alias, 1), MapError::NotVmallocArea(alias));
+    case(
+        "set_linear_map_rw(the linear alias of rodata)",
+        // SAFETY: refused before anything changes (else the test would
+        // have made rodata writable, which is what it checks cannot be).
+        || unsafe { set_linear_map_rw(alias, 1) },
+        MapError::KernelImage(alias),
+    );
 }
 
 #[test_case]

@@ -22,7 +22,7 @@ use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
 use lazymmu::mm::layout::VMALLOC_END;
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::use_backend;
-use lazymmu::mm::pageattr::{set_memory_ro, set_memory_rw};
+use lazymmu::mm::pageattr::{set_linear_map_ro, set_linear_map_rw};
 use lazymmu::mm::pgtable::{self, EntryRef, MapError};
 use lazymmu::mm::stack::KernelStack;
 use lazymmu::mm::vmalloc::{self, VmallocError};
@@ -193,17 +193,19 @@ fn apply_to_page_range_fails_cleanly_at_every_allocation_point() {
 }
 
 #[test_case]
-fn set_memory_splitting_a_linear_block_fails_cleanly_at_every_allocation_point() {
+fn set_linear_map_splitting_a_block_fails_cleanly_at_every_allocation_point() {
     // A fresh 2 MiB run of frames is one block of the linear map (with
     // BBML2_NOABORT); changing one page inside it needs split tables. Each run is kept until the end
     // (a split block stays split, so a freed run would not be fresh again).
     let runs = RefCell::new(Vec::new());
     let n = every_failure_point(
-        "set_memory_ro inside a 2 MiB block",
+        "set_linear_map_ro inside a 2 MiB block",
         || frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap(),
-        |&pa| set_memory_ro(phys_to_virt(pa).add(8 * PAGE_SIZE), 1),
+        // SAFETY: the test's own frames, writable again before they are freed.
+        |&pa| unsafe { set_linear_map_ro(phys_to_virt(pa).add(8 * PAGE_SIZE), 1) },
         MapError::OutOfMemory,
-        |&pa, ()| set_memory_rw(phys_to_virt(pa).add(8 * PAGE_SIZE), 1).unwrap(),
+        // SAFETY: the test's own frames.
+        |&pa, ()| unsafe { set_linear_map_rw(phys_to_virt(pa).add(8 * PAGE_SIZE), 1) }.unwrap(),
         |pa| runs.borrow_mut().push(pa),
     );
     if lazymmu::cpu::features().bbml2_noabort {

@@ -1,6 +1,7 @@
-//! set_memory_ro/rw/x/nx: permission changes that the MMU enforces at once,
-//! in one lazy section and one TLB flush, with linear-map blocks split
-//! exactly where a change cuts them.
+//! set_memory_ro/rw/x/nx: permission changes of vmalloc areas (and nothing
+//! else) that the MMU enforces at once, in one lazy section and one TLB
+//! flush; set_linear_map_ro/rw, with linear-map blocks split exactly where
+//! a change cuts them; and flush_icache_range for code written as data.
 
 #![no_std]
 #![no_main]
@@ -8,9 +9,15 @@
 #![test_runner(lazymmu::run_tests)]
 #![reexport_test_harness_main = "test_main"]
 
-use lazymmu::barrier::cost;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use lazymmu::barrier::{cost, set_issue_hook};
+use lazymmu::boot_args::qemu_param;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, VirtAddr};
+use lazymmu::mm::cacheflush as cache;
+use lazymmu::mm::cacheflush::flush_icache_range;
 use lazymmu::mm::descriptor::Level;
 use lazymmu::mm::layout::{KIMAGE_VADDR, REGIONS};
 use lazymmu::mm::lazy_mmu::Backend;
@@ -22,6 +29,8 @@ use lazymmu::mm::tlb::{self, FlushStrategy};
 use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
 use lazymmu::mm::vmalloc::{vfree, vmalloc};
 use lazymmu::mm::{frame_alloc, phys_to_virt, probe, vmalloc};
+use lazymmu::sched;
+use lazymmu::task::Task;
 
 lazymmu::test_image!();
 
@@ -72,10 +81,46 @@ fn set_memory_ro_makes_writes_fault_and_rw_undoes_it_in_one_section_and_one_flus
 }
 
 #[test_case]
+fn safe_code_cannot_make_a_page_table_the_heap_or_a_task_control_block_read_only() {
+    // What the kernel writes through the linear map at any moment: a page
+    // table (the root), the heap (a Box), a spawned task's control block
+    // (a boot task's is a static of the image). Each used to be accepted:
+    // the page turned read-only, and the kernel's next write to it faulted.
+    fn refused(what: &str, va: VirtAddr) {
+        assert_eq!(set_memory_ro(va, 1), Err(MapError::NotVmallocArea(va)), "set_memory_ro of {what}");
+        assert_eq!(set_memory_x(va, 1), Err(MapError::NotVmallocArea(va)), "set_memory_x of {what}");
+        assert!(matches!(hw_translate(va, Access::Write), HwTranslation::Mapped { .. }), "{what} stays writable");
+    }
+    let linear = REGIONS.iter().position(|r| r.0 == "linear map").unwrap();
+    let before = region_stats()[linear];
+    refused("a page table", phys_to_virt(pgtable::kernel_root()));
+    let boxed = alloc::boxed::Box::new(0u64);
+    refused("the heap", VirtAddr::from_ptr(&*boxed as *const u64).align_down(PAGE_SIZE));
+    sched::spawn("tcb", || {
+        let tcb = VirtAddr::from_ptr(lazymmu::task::current() as *const Task).align_down(PAGE_SIZE);
+        refused("a task control block", tcb);
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    assert_eq!(region_stats()[linear], before, "nothing split, nothing changed in the linear map");
+    // A vmalloc area is what set_memory_* is for, and it still works.
+    let va = vmalloc(2 * PAGE_SIZE).unwrap();
+    set_memory_ro(va.add(PAGE_SIZE), 1).unwrap();
+    assert_read_only(va.add(PAGE_SIZE));
+    assert_writable(va);
+    set_memory_rw(va.add(PAGE_SIZE), 1).unwrap();
+    vfree(va).unwrap();
+}
+
+#[test_case]
 fn w_xor_x_is_kept_and_x_really_executes() {
     let va = vmalloc(PAGE_SIZE).unwrap();
     // SAFETY: our own page: a `ret` instruction at its start.
     unsafe { probe::write(va, probe::RET_INSTRUCTION as u64).unwrap() };
+    // Written through the data side: cleaned to where instructions are
+    // fetched from, and any stale instruction line dropped.
+    flush_icache_range(va, va.add(4));
     // SAFETY: the page holds only a `ret`.
     let fault = unsafe { probe::exec(va) }.unwrap_err();
     assert_eq!(fault.class, ExceptionClass::InstructionAbortCurrentEl, "vmalloc memory is not executable");
@@ -93,6 +138,69 @@ fn w_xor_x_is_kept_and_x_really_executes() {
     vfree(va).unwrap();
 }
 
+/// The barriers, TLBIs and cache maintenance issued on `cpu` (its MPIDR
+/// plus one; 0: nobody) while a test records them.
+static RECORDING: AtomicU64 = AtomicU64::new(0);
+static SEEN: spin::Mutex<Vec<&'static str>> = spin::Mutex::new(Vec::new());
+
+fn record(name: &'static str) {
+    if RECORDING.load(Relaxed) == lazymmu::cpu::mpidr() + 1 {
+        SEEN.lock().push(name);
+    }
+}
+
+/// What `f` issued on this CPU, in order, with interrupts masked.
+fn issued_by(f: impl FnOnce()) -> Vec<&'static str> {
+    SEEN.lock().clear();
+    let daif = lazymmu::cpu::irq_save();
+    RECORDING.store(lazymmu::cpu::mpidr() + 1, Relaxed);
+    set_issue_hook(Some(record));
+    f();
+    set_issue_hook(None);
+    RECORDING.store(0, Relaxed);
+    lazymmu::cpu::irq_restore(daif);
+    core::mem::take(&mut *SEEN.lock())
+}
+
+#[test_case]
+fn flush_icache_range_issues_exactly_what_ctr_el0_asks_for() {
+    // The CPU's own CTR_EL0, decoded here by hand (bits from the Arm ARM).
+    let ctr = cache::cache_type().0;
+    let (idc, dic) = ((ctr >> 28) & 1 == 1, (ctr >> 29) & 1 == 1);
+    let (d_line, i_line) = (4u64 << ((ctr >> 16) & 0xf), 4u64 << (ctr & 0xf));
+    // The A72 needs both steps (QEMU's `max` reports the same CTR_EL0);
+    // what IDC and DIC leave out is host-tested with made-up values.
+    if qemu_param("cpu") == Some("cortex-a72") {
+        assert_eq!((idc, dic, d_line, i_line), (false, false, 64, 64), "CTR_EL0 {ctr:#x}");
+    }
+    let va = vmalloc(PAGE_SIZE).unwrap();
+    // Linux's caches_clean_inval_pou: clean by data line then dsb ish,
+    // unless IDC (then dsb ishst); invalidate by instruction line then
+    // dsb ish, unless DIC; isb. A range that starts and ends inside a
+    // line still covers every line of the page.
+    let mut want = Vec::new();
+    if idc {
+        want.push("dsb ishst");
+    } else {
+        want.extend(core::iter::repeat_n("dc cvau", (PAGE_SIZE / d_line) as usize));
+        want.push("dsb ish");
+    }
+    if !dic {
+        want.extend(core::iter::repeat_n("ic ivau", (PAGE_SIZE / i_line) as usize));
+        want.push("dsb ish");
+    }
+    want.push("isb");
+    let before = cache::counts();
+    let seen = issued_by(|| flush_icache_range(va.add(8), va.add(PAGE_SIZE - 8)));
+    let after = cache::counts();
+    assert_eq!(seen, want, "CTR_EL0 {ctr:#x}");
+    assert_eq!(
+        (after.dc_cvau - before.dc_cvau, after.ic_ivau - before.ic_ivau),
+        (if idc { 0 } else { PAGE_SIZE / d_line }, if dic { 0 } else { PAGE_SIZE / i_line })
+    );
+    vfree(va).unwrap();
+}
+
 #[test_case]
 fn a_page_inside_a_linear_map_block_splits_exactly_that_block() {
     // Only a CPU with BBML2_NOABORT has linear-map blocks (see the next test).
@@ -107,7 +215,8 @@ fn a_page_inside_a_linear_map_block_splits_exactly_that_block() {
     let frames_before = frame_alloc::stats().used;
     let page = va.add(3 * PAGE_SIZE);
 
-    let c = cost(|| set_memory_ro(page, 1).unwrap());
+    // SAFETY: the test's own frames, writable again before they are freed.
+    let c = cost(|| unsafe { set_linear_map_ro(page, 1) }.unwrap());
     let after = region_stats();
     assert_eq!(after[linear].tables[3], before[linear].tables[3] + 1, "one new level-3 table");
     assert_eq!(after[linear].blocks_2m, before[linear].blocks_2m - 1, "one block fewer");
@@ -131,7 +240,8 @@ fn a_page_inside_a_linear_map_block_splits_exactly_that_block() {
     // the splits, each zeroed and ordered by its dmb; one goes back.)
     assert_eq!((c.dsb_ishst, c.dmb_ishst, c.isb, c.tlbi()), (3, 2, 2, 1), "{c:?}");
 
-    set_memory_rw(page, 1).unwrap();
+    // SAFETY: the test's own frames.
+    unsafe { set_linear_map_rw(page, 1) }.unwrap();
     assert_writable(page);
     assert_eq!(pgtable::lookup(page).level, Level::L3, "a split stays split, as in Linux");
     frame_alloc::free_frames(pa, 512).unwrap();
@@ -150,10 +260,12 @@ fn a_split_under_deferred_writes_finds_its_own_link_and_splits_once() {
     // The split's link waited in the queue while the change walked on: it
     // found the block again, split it a second time and linked a second
     // table over the first (break-before-make, reported by the checker).
-    set_memory_ro(va.add(3 * PAGE_SIZE), 1).unwrap();
+    // SAFETY: the test's own frames, writable again before they are freed.
+    unsafe { set_linear_map_ro(va.add(3 * PAGE_SIZE), 1) }.unwrap();
     assert_eq!(region_stats()[linear].tables[3], before.tables[3] + 1, "one split, one new table");
     assert_read_only(va.add(3 * PAGE_SIZE));
-    set_memory_rw(va.add(3 * PAGE_SIZE), 1).unwrap();
+    // SAFETY: the test's own frames.
+    unsafe { set_linear_map_rw(va.add(3 * PAGE_SIZE), 1) }.unwrap();
     frame_alloc::free_frames(pa, 512).unwrap();
 }
 
@@ -176,11 +288,13 @@ fn without_bbml2_noabort_the_linear_map_is_pages_and_no_live_block_is_broken() {
     // no split at all (it used to break the 2 MiB block around it live).
     assert_eq!((stats.blocks_1g, stats.blocks_2m), (0, 0), "pages only: {stats:?}");
     let before = region_stats();
-    let c = cost(|| set_memory_ro(page, 1).unwrap());
+    // SAFETY: the test's own frame, writable again before it is freed.
+    let c = cost(|| unsafe { set_linear_map_ro(page, 1) }.unwrap());
     assert_eq!(region_stats(), before, "no table added, no block broken");
     assert_eq!((c.dsb_ishst, c.isb, c.tlbi_page, c.tlbi_all), (2, 2, 1, 0), "one section, one page flushed: {c:?}");
     assert_read_only(page);
-    set_memory_rw(page, 1).unwrap();
+    // SAFETY: the test's own frame.
+    unsafe { set_linear_map_rw(page, 1) }.unwrap();
     assert_writable(page);
     // A block elsewhere (a vmap_range of contiguous memory) that a change
     // would have to split is refused, and nothing changes.
@@ -208,7 +322,7 @@ fn set_memory_errors_are_typed_and_change_nothing() {
         Err(MapError::Misaligned { what: Operand::VirtualAddress, value: va.as_u64() + 8 })
     );
     assert_eq!(set_memory_ro(va, u64::MAX), Err(MapError::BadRange { start: va, size: u64::MAX }));
-    assert_eq!(set_memory_ro(KIMAGE_VADDR, 1), Err(MapError::NotKernelAddress(KIMAGE_VADDR)), "not the image");
+    assert_eq!(set_memory_ro(KIMAGE_VADDR, 1), Err(MapError::NotVmallocArea(KIMAGE_VADDR)), "not the image");
     let low = VirtAddr::new(0x4000_0000);
     assert_eq!(set_memory_ro(low, 1), Err(MapError::NotKernelAddress(low)));
     assert_eq!((frame_alloc::stats().used, vmalloc::area_count(), region_stats()), before);

@@ -19,7 +19,9 @@ use lazymmu::mm::apply::{
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{enable, use_backend};
-use lazymmu::mm::pageattr::{set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x};
+use lazymmu::mm::pageattr::{
+    set_linear_map_ro, set_linear_map_rw, set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x,
+};
 use lazymmu::mm::pgtable::{self, EntryRef, LeafSizes, Ptes};
 use lazymmu::mm::pgtable_check::{self, Rule, Violations};
 use lazymmu::mm::stack::KernelStack;
@@ -209,12 +211,14 @@ fn break_before_make_a_live_linear_map_block_broken_is_reported() {
     }
     let run = lazymmu::linear_map_block();
     let va = phys_to_virt(run);
-    let (result, found) =
-        pgtable_check::expecting(Rule::BreakBeforeMake, || with_planted(Bug::BreakLiveBlock, || set_memory_ro(va, 1)));
+    // SAFETY: the test's own frames, writable again before they are freed.
+    let change = || unsafe { set_linear_map_ro(va, 1) };
+    let (result, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || with_planted(Bug::BreakLiveBlock, change));
     result.unwrap();
     exactly_one(&found, Rule::BreakBeforeMake, Some((va, Level::L2)));
     assert!(found.first[0].what.as_str().starts_with("a live linear-map block was broken"), "{}", found.first[0]);
-    set_memory_rw(va, 1).unwrap();
+    // SAFETY: the test's own frames.
+    unsafe { set_linear_map_rw(va, 1) }.unwrap();
     frame_alloc::free_frames(run, 512).unwrap();
 }
 
@@ -391,8 +395,10 @@ fn a_clean_run_of_every_mapper_under_every_backend_reports_nothing() {
         free_vm_area(area).unwrap();
         // The linear map: split in place with BBML2_NOABORT, pages without.
         let page = phys_to_virt(run.add(8 * PAGE_SIZE));
-        set_memory_ro(page, 1).unwrap();
-        set_memory_rw(page, 1).unwrap();
+        // SAFETY: the test's own frame, writable again before it is freed.
+        unsafe { set_linear_map_ro(page, 1) }.unwrap();
+        // SAFETY: the test's own frame.
+        unsafe { set_linear_map_rw(page, 1) }.unwrap();
         frame_alloc::free_frames(run, 513).unwrap();
         frames.into_iter().for_each(|pa| frame_alloc::free_frame(pa).unwrap());
         drop(KernelStack::new().unwrap());

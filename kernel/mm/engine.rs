@@ -85,6 +85,11 @@ pub enum MapError {
     /// permissions are the image's: a writable alias would let safe code
     /// change the kernel's code, or data Rust assumes never changes.
     KernelImage(VirtAddr),
+    /// Not inside one live vmalloc area: `set_memory_*` changes vmalloc'd
+    /// memory only (Linux's `change_memory_common()`), never the linear
+    /// map, where the page tables, the heap and the tasks' control blocks
+    /// live.
+    NotVmallocArea(VirtAddr),
 }
 
 impl From<BlockInTheWay> for MapError {
@@ -118,6 +123,9 @@ impl fmt::Display for MapError {
             ),
             MapError::KernelImage(va) => {
                 write!(f, "{va} is the linear map's alias of the kernel image, whose permissions are fixed")
+            }
+            MapError::NotVmallocArea(va) => {
+                write!(f, "{va} is not in a vmalloc area: set_memory_* changes vmalloc'd memory only")
             }
         }
     }

@@ -5,6 +5,7 @@ pub mod addr;
 pub mod apply;
 mod area_alloc;
 pub mod audit;
+pub mod cacheflush;
 pub mod debug_pagealloc;
 pub(crate) mod engine;
 pub mod frame_alloc;

@@ -1,18 +1,50 @@
-//! `set_memory_ro`, `_rw`, `_x`, `_nx`: change the permissions of kernel
-//! pages in the vmalloc region or the linear map (Linux
-//! arch/arm64/mm/pageattr.c).
+//! `set_memory_ro`, `_rw`, `_x`, `_nx`: change the permissions of pages of
+//! a vmalloc area (Linux arch/arm64/mm/pageattr.c); and, for the kernel's
+//! own tests and tools, `set_linear_map_ro`/`_rw` on the linear map.
+//!
+//! **Whose memory.** `set_memory_*` is safe code, so it takes Linux's
+//! contract: the range must lie inside one live vmalloc area
+//! (`change_memory_common()` refuses anything but part of one `VM_ALLOC`
+//! area: `find_vm_area(addr)`, `end` within `area->addr + area->size`,
+//! else -EINVAL). Anything else is a typed error and nothing changes; the
+//! linear map above all (`MapError::NotVmallocArea`): it holds the page
+//! tables, the heap and every task's control block, and a read-only page
+//! there makes the kernel's next write to it fault. Linux tells `VM_ALLOC`
+//! areas from `vmap` and `ioremap` ones; here any live area is accepted
+//! (the kinds are vmalloc.rs's own), which is safe because only the area's
+//! own mapping changes (see the linear alias below), and a `vmap` area's
+//! caller vouched for its frames when it mapped them. The linear map is
+//! changed only through the `unsafe` `set_linear_map_ro`/`_rw`, whose
+//! caller owns the frames (Linux's `__change_memory_common()` on
+//! `page_address()`, which debug_pagealloc and `rodata_full` use).
+//!
+//! **The linear alias.** A vmalloc'd page is also mapped by the linear map,
+//! writable and never executable. Linux keeps that alias in step only under
+//! `rodata_full`: `change_memory_common()` applies a read-only change to
+//! `page_address(area->pages[i])` as well (never an executable one), and
+//! it may, because the alias is put back before the pages are freed
+//! (`vfree()` of a `VM_FLUSH_RESET_PERMS` area calls `vm_reset_perms()`,
+//! mm/vmalloc.c, and the users of `set_memory_x` mark their areas so).
+//! Here `vfree` hands the frames back as they are: an alias made read-only
+//! would outlive its area, and the frame's next owner (a page table, the
+//! heap) would fault on its first write, the very bug the contract above
+//! rules out. So the alias is left alone, as Linux leaves it with
+//! `rodata=on` rather than `full`: a vmalloc page made read-only or
+//! executable keeps a writable, never-executable alias in the linear map.
+//! Keeping it in step needs `vfree` to reset it first (issue 24, item 1).
 //!
 //! A permission change of a live entry needs no break-before-make: the new
 //! entry goes in, in one lazy section for the whole range, and one TLB
 //! flush drops the old permissions everywhere.
 //!
 //! On a CPU with BBML2_NOABORT (`cpu::bbml2_noabort`) the linear map is
-//! made of 1 GiB and 2 MiB blocks. Changing part of a block first *splits*
-//! it: a new table holds the same mapping in the next smaller size, and
-//! replaces the block in place, in the same lazy section as the permission
-//! change (like arm64's `split_kernel_leaf_mapping`). Its entries are
-//! ordered before the link that makes them reachable (`dsb ishst`, as
-//! Linux's `split_pmd` does), and the final flush drops the old block.
+//! made of 1 GiB and 2 MiB blocks, and a `vmap_contiguous` area may be too.
+//! Changing part of a block first *splits* it: a new table holds the same
+//! mapping in the next smaller size, and replaces the block in place, in
+//! the same lazy section as the permission change (like arm64's
+//! `split_kernel_leaf_mapping`). Its entries are ordered before the link
+//! that makes them reachable (`dsb ishst`, as Linux's `split_pmd` does),
+//! and the final flush drops the old block.
 //!
 //! Without BBML2_NOABORT a live block would have to be broken (invalid,
 //! TLB flush, then the table), and the kernel may touch any byte of the
@@ -38,44 +70,75 @@ use crate::arch::cpu as arch_cpu;
 use crate::cpu;
 use crate::planted::{Bug, planted};
 
-/// Makes `pages` pages from `addr` read-only.
+/// Makes `pages` pages from `addr`, inside one vmalloc area, read-only.
 pub fn set_memory_ro(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
-    change_memory(addr, pages, |a| a.writable = false)
+    change_memory(addr, pages, Region::Vmalloc, |a| a.writable = false)
 }
 
 /// Makes them writable (refused if any is executable).
 pub fn set_memory_rw(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
-    change_memory(addr, pages, |a| a.writable = true)
+    change_memory(addr, pages, Region::Vmalloc, |a| a.writable = true)
 }
 
 /// Makes them executable (refused if any is writable).
 pub fn set_memory_x(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
-    change_memory(addr, pages, |a| a.executable = true)
+    change_memory(addr, pages, Region::Vmalloc, |a| a.executable = true)
 }
 
 /// Makes them never executable.
 pub fn set_memory_nx(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
-    change_memory(addr, pages, |a| a.executable = false)
+    change_memory(addr, pages, Region::Vmalloc, |a| a.executable = false)
 }
 
-/// Where set_memory_* may act: a live vmalloc area, or the linear map.
-fn check_region(addr: VirtAddr, end: VirtAddr) -> Result<(), MapError> {
+/// Makes `pages` pages of the linear map from `addr` read-only (the
+/// image's alias is refused: `MapError::KernelImage`).
+///
+/// # Safety
+/// The caller owns the frames behind them (from `frame_alloc`), and nothing
+/// writes them through the linear map until [`set_linear_map_rw`] has
+/// made them writable again, which the caller does before it frees them:
+/// a read-only page table, heap page or task control block faults the
+/// kernel's next write to it.
+pub unsafe fn set_linear_map_ro(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
+    change_memory(addr, pages, Region::LinearMap, |a| a.writable = false)
+}
+
+/// Makes `pages` pages of the linear map from `addr` writable again.
+///
+/// # Safety
+/// The caller owns the frames behind them (see [`set_linear_map_ro`]).
+pub unsafe fn set_linear_map_rw(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
+    change_memory(addr, pages, Region::LinearMap, |a| a.writable = true)
+}
+
+/// Where a change may act.
+#[derive(Clone, Copy)]
+enum Region {
+    /// Inside one live vmalloc area: `set_memory_*`.
+    Vmalloc,
+    /// The linear map, but for the image's alias: `set_linear_map_*`.
+    LinearMap,
+}
+
+/// Checks that [addr, end) lies where `region` says (see the module docs).
+fn check_region(addr: VirtAddr, end: VirtAddr, region: Region) -> Result<(), MapError> {
     let last = VirtAddr::new(end.as_u64().wrapping_sub(1));
-    let in_linear = in_linear_map(addr) && in_linear_map(last);
-    let in_vmalloc = addr >= VMALLOC_START && last < VMALLOC_END;
-    if in_vmalloc {
-        match vmalloc::find_area(addr) {
+    match region {
+        // Linux's change_memory_common(): find_vm_area(addr), and `end`
+        // no further than the area's end (ours excludes the guard page).
+        Region::Vmalloc if addr >= VMALLOC_START && last < VMALLOC_END => match vmalloc::find_area(addr) {
             Some(area) if last.as_u64() - area.start.as_u64() < area.size => Ok(()),
             _ => Err(MapError::NotMapped(addr)),
+        },
+        Region::Vmalloc => Err(MapError::NotVmallocArea(addr)),
+        Region::LinearMap if in_linear_map(addr) && in_linear_map(last) => {
+            let (text, rodata_end) = image_alias();
+            if addr.as_u64() < rodata_end && end.as_u64() > text {
+                return Err(MapError::KernelImage(VirtAddr::new(addr.as_u64().max(text))));
+            }
+            Ok(())
         }
-    } else if in_linear {
-        let (text, rodata_end) = image_alias();
-        if addr.as_u64() < rodata_end && end.as_u64() > text {
-            return Err(MapError::KernelImage(VirtAddr::new(addr.as_u64().max(text))));
-        }
-        Ok(())
-    } else {
-        Err(MapError::NotKernelAddress(addr))
+        Region::LinearMap => Err(MapError::BadRange { start: addr, size: end.offset_from(addr) }),
     }
 }
 
@@ -119,13 +182,13 @@ fn splits_needed(walk: &Walking, boundary: VirtAddr) -> usize {
 /// would each replace it with a table of their own.
 static CHANGING: spin::Mutex<()> = spin::Mutex::new(());
 
-fn change_memory(addr: VirtAddr, pages: u64, change: fn(&mut Attributes)) -> Result<(), MapError> {
+fn change_memory(addr: VirtAddr, pages: u64, region: Region, change: fn(&mut Attributes)) -> Result<(), MapError> {
     let _one_at_a_time = CHANGING.lock();
     let _op = pgtable_check::operation();
     let walk = pgtable::walking();
     let size = pages.checked_mul(PAGE_SIZE).ok_or(MapError::BadRange { start: addr, size: u64::MAX })?;
     let end = check_range(addr, size)?;
-    check_region(addr, end)?;
+    check_region(addr, end, region)?;
     // Every check before anything changes: mapped throughout, and W^X.
     for entry in leaves(&walk, addr, end)? {
         if let Entry::Leaf { attrs, .. } = entry.entry() {

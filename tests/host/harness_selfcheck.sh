@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Host-side checks of the test harness and the runner: kernel images that
-# must FAIL, each in exactly the expected way. A harness that reported green
+# must FAIL, each in exactly the expected way (one of them killed from
+# outside: a QEMU ended by a signal must not pass). A harness that reported green
 # here, or a runner that hung, would make every other result worthless.
 #
 # Prints one line per check and a closing "N passed, N failed" line.
@@ -23,6 +24,28 @@ check must_fail_assertion 101 scripts/qemu-runner "$dir/must_fail_assertion" -- 
 LAZYMMU_TIMEOUT=5 check must_fail_hang 124 scripts/qemu-runner "$dir/must_fail_hang" -- \
     'hanging on purpose' \
     'qemu-runner: TIMEOUT: must_fail_hang did not exit within 5s'
+# QEMU sent SIGTERM (as by a user, a CI job's cancel or the OOM killer's
+# first try) ends cleanly with exit code 0, like a kernel that passed. The
+# hang image is killed once it has printed its line; the runner must fail.
+kill_qemu_mid_run() {
+    local pidfile out runner rc
+    pidfile=$(mktemp) out=$(mktemp)
+    LAZYMMU_TIMEOUT=30 LAZYMMU_QEMU_ARGS="-pidfile $pidfile" \
+        scripts/qemu-runner "$dir/must_fail_hang" >"$out" 2>&1 &
+    runner=$!
+    for _ in $(seq 200); do
+        grep -q 'hanging on purpose' "$out" && [ -s "$pidfile" ] && break
+        sleep 0.1
+    done
+    kill -TERM "$(<"$pidfile")"
+    wait "$runner"; rc=$?
+    cat "$out"; rm -f "$pidfile" "$out"
+    return $rc
+}
+check must_fail_hang_killed 125 kill_qemu_mid_run -- \
+    'hanging on purpose' \
+    'terminating on signal 15' \
+    'qemu-runner: must_fail_hang did not end through the kernel.s exit: QEMU exited with code 0, the kernel recorded no exit'
 check must_fail_fault 4 scripts/qemu-runner "$dir/must_fail_fault" -- \
     'kernel fault: unhandled synchronous exception' \
     'exception: Data Abort \(current EL\) \(EC 0x25\)' \

@@ -6,6 +6,8 @@
 
 pub mod barrier;
 pub mod boot;
+pub mod cache;
+pub mod cache_type;
 pub mod context;
 pub mod cpu;
 pub mod descriptor;

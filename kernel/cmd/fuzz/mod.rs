@@ -461,24 +461,29 @@ impl Fuzzer {
         Ok(Vec::from([(area.start, area.pages)]))
     }
 
-    /// set_memory_ro, then _rw, on the linear-map page of a frame the
+    /// set_linear_map_ro, then _rw, on the linear-map page of a frame the
     /// fuzzer owns (in a 2 MiB run of its own, so nothing else the kernel
     /// uses is in that block): a write through it must fault in between,
     /// and work after. With BBML2_NOABORT the first change inside a block
-    /// splits that live block in place.
-    fn set_memory_linear(&mut self) -> Step {
+    /// splits that live block in place. (set_memory_* refuses the linear
+    /// map: `bad_input`.)
+    fn set_linear_map(&mut self) -> Step {
         let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).map_err(err("alloc_contiguous"))?;
         let va = phys_to_virt(run.add(self.rng.below(512) * PAGE_SIZE));
         let result = (|| {
-            pageattr::set_memory_ro(va, 1).map_err(err("set_memory_ro of a linear-map page"))?;
+            // SAFETY: the fuzzer's own frame, made writable again below
+            // whatever the write in between did, before the run is freed.
+            unsafe { pageattr::set_linear_map_ro(va, 1) }.map_err(err("set_linear_map_ro"))?;
             // SAFETY: the fuzzer's own frame; the write is expected to fault.
-            match unsafe { probe::write(va, 1) } {
+            let write = unsafe { probe::write(va, 1) };
+            // SAFETY: the fuzzer's own frame.
+            unsafe { pageattr::set_linear_map_rw(va, 1) }.map_err(err("set_linear_map_rw"))?;
+            match write {
                 Err(s) if s.write && s.status == Some(FaultStatus::Permission { level: 3 }) => {}
                 other => return Err(format!("a write to the read-only linear-map page {va}: {other:?}")),
             }
-            pageattr::set_memory_rw(va, 1).map_err(err("set_memory_rw of a linear-map page"))?;
             // SAFETY: the fuzzer's own frame, writable again.
-            unsafe { probe::write(va, 2) }.map_err(err(&format!("a write to {va} after set_memory_rw")))
+            unsafe { probe::write(va, 2) }.map_err(err(&format!("a write to {va} after set_linear_map_rw")))
         })();
         frame_alloc::free_frames(run, 512).expect("allocated above");
         result.map(|()| Vec::new())
@@ -770,7 +775,7 @@ fn run_all(config: &Config, progress: &mut impl FnMut(Backend, u64, u64)) -> Res
                 70..76 => "free_vm_area",
                 76..88 => "apply",
                 88..92 => "set_memory",
-                92..95 => "set_memory on the linear map",
+                92..95 => "set_linear_map",
                 _ => "bad input",
             };
             let label = format!(
@@ -792,7 +797,7 @@ fn run_all(config: &Config, progress: &mut impl FnMut(Backend, u64, u64)) -> Res
                     "free_vm_area" => f.free_vm_area(),
                     "apply" => f.apply(),
                     "set_memory" => f.set_memory(),
-                    "set_memory on the linear map" => f.set_memory_linear(),
+                    "set_linear_map" => f.set_linear_map(),
                     _ => f.bad_input(),
                 }?;
                 if interrupt {

@@ -36,6 +36,10 @@ pub mod descriptor;
 #[path = "../../../../kernel/mm/layout.rs"]
 pub mod layout;
 
+/// CTR_EL0 and the cache maintenance for code it asks for.
+#[path = "../../../../kernel/_arch/aarch64/cache_type.rs"]
+pub mod cache_type;
+
 #[path = "../../../../kernel/fixed_text.rs"]
 pub mod fixed_text;
 

@@ -1,0 +1,58 @@
+//! Cache maintenance for code: `dc cvau` and `ic ivau`, counted and told
+//! to the trace where they are issued, like every barrier (`barrier.rs`),
+//! and Linux's `caches_clean_inval_pou` built from them as CTR_EL0 asks
+//! (`cache_type.rs` decides the sequence).
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use super::barrier::{self, count};
+use super::cache_type::{CacheOp, CacheType, icache_sync_ops};
+
+static DC_CVAU: AtomicU64 = AtomicU64::new(0);
+static IC_IVAU: AtomicU64 = AtomicU64::new(0);
+
+/// How many `dc cvau` and `ic ivau` were issued so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    pub dc_cvau: u64,
+    pub ic_ivau: u64,
+}
+
+pub fn counts() -> CacheCounts {
+    CacheCounts { dc_cvau: DC_CVAU.load(Relaxed), ic_ivau: IC_IVAU.load(Relaxed) }
+}
+
+/// This CPU's CTR_EL0.
+pub fn cache_type() -> CacheType {
+    let ctr: u64;
+    // SAFETY: reads a register.
+    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+    CacheType(ctr)
+}
+
+/// Makes the bytes of [start, end), written through the data side, what
+/// this CPU's instruction fetches see (Linux's `caches_clean_inval_pou`).
+/// Every address must be mapped readable: `dc cvau` of an unmapped one
+/// faults.
+pub fn caches_clean_inval_pou(start: u64, end: u64) {
+    for op in icache_sync_ops(cache_type(), start, end) {
+        match op {
+            CacheOp::DcCvau(addr) => {
+                count(&DC_CVAU, "dc cvau");
+                // SAFETY: cleaning a data line writes it back, nothing else;
+                // the caller's range is mapped.
+                unsafe { asm!("dc cvau, {}", in(reg) addr, options(nostack, preserves_flags)) };
+            }
+            CacheOp::IcIvau(addr) => {
+                count(&IC_IVAU, "ic ivau");
+                // SAFETY: invalidating an instruction line only makes later
+                // fetches read memory again.
+                unsafe { asm!("ic ivau, {}", in(reg) addr, options(nostack, preserves_flags)) };
+            }
+            CacheOp::DsbIshst => barrier::dsb_ishst(),
+            CacheOp::DsbIsh => barrier::dsb_ish(),
+            CacheOp::Isb => barrier::isb(),
+        }
+    }
+}
