@@ -853,6 +853,25 @@ fn thirty_two_thousand_live_areas_are_placed_found_and_given_back() {
     assert_eq!(lazymmu::mm::audit::state(), before, "every area given back, the region free again");
 }
 
+/// An alignment as large as the region: the region's first range is
+/// shorter than `size + guard + align - page`, but it starts aligned, so
+/// the slot is there, and found (Linux's search tests each range it
+/// visits exactly: `is_within_this_va`).
+#[test_case]
+fn vmalloc_aligned_to_the_region_size_fits_at_its_start() {
+    assert_eq!(vmalloc::area_count(), 0, "an empty region");
+    let region = VMALLOC_END.offset_from(VMALLOC_START);
+    assert_eq!(region, 1 << 40);
+    let va = vmalloc_aligned(PAGE_SIZE, 1 << 40).unwrap();
+    assert_eq!(va, VMALLOC_START);
+    check_mapped(va, 1);
+    // The slot is taken: no other 1 TiB-aligned one is in the region.
+    assert_eq!(vmalloc_aligned(PAGE_SIZE, 1 << 40), Err(VmallocError::NoVirtualSpace));
+    assert_eq!(get_vm_area(PAGE_SIZE, 1 << 39), Ok(VMALLOC_START.add(1 << 39)), "the half-way slot");
+    free_vm_area(VMALLOC_START.add(1 << 39)).unwrap();
+    vfree(va).unwrap();
+}
+
 #[test_case]
 fn vmalloc_range_places_an_area_inside_its_window_only() {
     let lo = VMALLOC_START.add(BLOCK_1G);

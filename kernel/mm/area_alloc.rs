@@ -255,15 +255,23 @@ impl FreeRanges {
         self.tree.iter().map(|(start, f)| (start, start + f.len))
     }
 
-    /// The lowest start, aligned to `align` and inside [lo, hi), of a free
-    /// range that holds `span` bytes from there, searching only ranges of
-    /// at least `span + align - granule` bytes: as Linux's
-    /// `find_vmap_lowest_match`, a range found that way always fits, which
-    /// keeps the search O(log n); a smaller range that happens to be
-    /// aligned is passed over. `align` is a power of two, at least `granule`.
+    /// A start, aligned to `align` and inside [lo, hi), of a free range
+    /// that holds `span` bytes from there; `align` is a power of two, at
+    /// least `granule`. First the lowest range of at least `span + align -
+    /// granule` bytes, which fits wherever it starts: the augmentation
+    /// skips every shorter subtree, O(log n). Only if there is none, the
+    /// lowest range whose own start lets the span fit (the region's first
+    /// range for an alignment as large as the region): a walk of the
+    /// ranges at least `span` long, the only ones that could. So a slot is
+    /// found whenever one exists, as Linux's `find_vmap_lowest_match`
+    /// tests each range it visits exactly (`is_within_this_va`) and uses
+    /// `size + align - 1` only to choose where to look.
     pub fn find(&self, span: u64, align: u64, granule: u64, lo: u64, hi: u64) -> Option<u64> {
-        let need = span.checked_add(align - granule)?;
-        search(self.tree.root.as_deref(), need, span, align, lo, hi)
+        let root = self.tree.root.as_deref();
+        let fits_anywhere = span.checked_add(align - granule);
+        fits_anywhere
+            .and_then(|need| search(root, need, span, align, lo, hi))
+            .or_else(|| search(root, span, span, align, lo, hi))
     }
 
     /// Marks [start, end) free, merging with free neighbours. `spare` is
@@ -323,16 +331,18 @@ impl Default for FreeRanges {
     }
 }
 
-/// The lowest aligned start in a range of at least `need` bytes (weights
-/// are lengths) below `node`; see [`FreeRanges::find`].
+/// The lowest aligned start for `span` bytes inside [lo, hi), among the
+/// ranges of at least `need` bytes (weights are lengths) below `node`;
+/// see [`FreeRanges::find`].
 fn search(node: Option<&Node<Free>>, need: u64, span: u64, align: u64, lo: u64, hi: u64) -> Option<u64> {
     let node = node?;
-    if node.max < need || node.key >= hi {
-        // Too small everywhere below, or (this node and) its right subtree
-        // start at or above `hi`: only the left subtree could still help.
-        if node.max < need {
-            return None;
-        }
+    if node.max < need {
+        // Too short everywhere below.
+        return None;
+    }
+    if node.key >= hi {
+        // This node and its right subtree start at or above `hi`: only
+        // the left subtree could still help.
         return search(node.left.as_deref(), need, span, align, lo, hi);
     }
     let (start, end) = (node.key, node.key + node.value.len);
