@@ -788,10 +788,13 @@ fn requests_bigger_than_the_machine_or_the_region_are_refused_before_anything_is
     assert_eq!(lazymmu::mm::audit::state(), before);
 }
 
+/// vmalloc's bookkeeping comes from slab caches, not the heap: with every
+/// byte of heap taken, areas are still reserved and given back. (A slab
+/// that cannot have a frame is `OutOfMemory`:
+/// `a_reservation_whose_slab_cannot_grow_fails_cleanly`.)
 #[test_case]
-fn with_the_heap_exhausted_every_mapper_is_out_of_memory_and_nothing_changes() {
+fn with_the_heap_exhausted_areas_are_still_reserved_and_given_back() {
     let before = lazymmu::mm::audit::state();
-    let frame = frame_alloc::alloc_frame().unwrap();
     // Take every byte of heap the allocator will give, largest pieces first
     // (a reserved capacity holds its memory).
     let mut hoard: Vec<Vec<u8>> = Vec::with_capacity(8192);
@@ -804,20 +807,14 @@ fn with_the_heap_exhausted_every_mapper_is_out_of_memory_and_nothing_changes() {
             piece /= 2;
         }
     }
-    let results = [
-        vmalloc(PAGE_SIZE).err(),
-        vzalloc(PAGE_SIZE).err(),
-        get_vm_area(PAGE_SIZE, PAGE_SIZE).err(),
-        // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
-        unsafe { vmap_pages(&[frame], Attributes::KERNEL_RW) }.err(),
-        // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
-        unsafe { vmap_contiguous(frame, PAGE_SIZE, Attributes::KERNEL_RW) }.err(),
-    ];
+    // Address space only: mapping is not bookkeeping (the checker, when
+    // it watches, keeps its records on the heap).
+    let areas = [get_vm_area(PAGE_SIZE, PAGE_SIZE), get_vm_area(3 * PAGE_SIZE, BLOCK_2M)];
+    let freed = areas.map(|area| area.map(free_vm_area));
     drop(hoard);
-    assert_eq!(results, [Some(VmallocError::OutOfMemory); 5], "a typed error each, no panic, no lock left held");
-    frame_alloc::free_frame(frame).unwrap();
+    assert!(areas.iter().all(Result::is_ok), "{areas:?}");
+    assert_eq!(freed, [Ok(Ok(())); 2]);
     assert_eq!(lazymmu::mm::audit::state(), before, "nothing changed");
-    vfree(vmalloc(PAGE_SIZE).unwrap()).unwrap();
 }
 
 #[test_case]
@@ -853,6 +850,41 @@ fn thirty_two_thousand_live_areas_are_placed_found_and_given_back() {
     assert_eq!(lazymmu::mm::audit::state(), before, "every area given back, the region free again");
 }
 
+/// Issue 25's stress case, at its size: 200,000 1-page areas live (200,000
+/// frames, 781 MiB of the test machine's 1 GiB, and their bookkeeping,
+/// about 180 bytes an area, in slabs), every other one freed, the holes
+/// refilled. With the bookkeeping on the heap the frees alone took about
+/// 6 minutes (each deallocation walked the heap's list of holes); from
+/// slab caches each call costs the same however many areas are live, so
+/// the frees take no longer per call than the first allocations did.
+#[test_case]
+fn two_hundred_thousand_live_areas_free_every_other_and_refill_in_linear_time() {
+    const N: usize = 200_000;
+    let before = lazymmu::mm::audit::state();
+    let per_call = |f: &mut dyn FnMut(), calls: usize| {
+        let start = lazymmu::arch::cpu::counter();
+        f();
+        (lazymmu::arch::cpu::counter() - start) / calls as u64
+    };
+    let mut live = Vec::with_capacity(N);
+    let filling = per_call(&mut || live.extend((0..N).map(|_| vmalloc(PAGE_SIZE).unwrap())), N);
+    assert_eq!(vmalloc::area_count(), N);
+    let freeing = per_call(&mut || live.iter().step_by(2).for_each(|&va| vfree(va).unwrap()), N / 2);
+    let mut refilled = Vec::with_capacity(N / 2);
+    let refilling = per_call(&mut || refilled.extend((0..N / 2).map(|_| vmalloc(PAGE_SIZE).unwrap())), N / 2);
+    // Each hole is one area and its guard: refilled lowest first, exactly.
+    assert!(refilled.iter().eq(live.iter().step_by(2)), "every hole refilled, in address order");
+    for &va in live.iter().skip(1).step_by(2).chain(&refilled) {
+        vfree(va).unwrap();
+    }
+    vmalloc::reclaim_page_tables();
+    assert_eq!(lazymmu::mm::audit::state(), before, "every area given back, the region free again");
+    // Counter ticks per call: the frees and refills with 200,000 areas
+    // live cost what the first allocations, made with fewer, did (within
+    // 3x: the machine's noise, where the heap took 100x and more).
+    assert!(freeing < 3 * filling && refilling < 3 * filling, "ticks per call: {filling} {freeing} {refilling}");
+}
+
 /// An alignment as large as the region: the region's first range is
 /// shorter than `size + guard + align - page`, but it starts aligned, so
 /// the slot is there, and found (Linux's search tests each range it
@@ -870,6 +902,40 @@ fn vmalloc_aligned_to_the_region_size_fits_at_its_start() {
     assert_eq!(get_vm_area(PAGE_SIZE, 1 << 39), Ok(VMALLOC_START.add(1 << 39)), "the half-way slot");
     free_vm_area(VMALLOC_START.add(1 << 39)).unwrap();
     vfree(va).unwrap();
+}
+
+/// A reservation whose slab cache needs a new frame, and cannot have it,
+/// is `OutOfMemory` with nothing changed (the frame request is a fault
+/// injection point like any other).
+#[test_case]
+fn a_reservation_whose_slab_cannot_grow_fails_cleanly() {
+    let mut live = Vec::new();
+    let failed = loop {
+        let before = lazymmu::mm::audit::state();
+        // get_vm_area takes no frame but a new slab's.
+        frame_alloc::fail_request(Some(1));
+        let got = get_vm_area(PAGE_SIZE, PAGE_SIZE);
+        let requests = frame_alloc::requests();
+        frame_alloc::fail_request(None);
+        match got {
+            Ok(va) => {
+                assert_eq!(requests, 0, "area {}: a slab with room costs no frame request", live.len());
+                live.push(va);
+            }
+            Err(e) => {
+                assert_eq!(e, VmallocError::OutOfMemory);
+                assert_eq!(requests, 1, "the new slab's frame request, refused");
+                assert_eq!(lazymmu::mm::audit::state(), before, "nothing changed");
+                break live.len();
+            }
+        }
+        assert!(live.len() < 1000, "no slab filled up in 1000 areas");
+    };
+    assert!(failed > 0, "the first slabs had room");
+    live.push(get_vm_area(PAGE_SIZE, PAGE_SIZE).unwrap());
+    for va in live {
+        free_vm_area(va).unwrap();
+    }
 }
 
 #[test_case]

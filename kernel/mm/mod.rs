@@ -17,6 +17,7 @@ pub mod pgtable;
 pub mod pgtable_check;
 pub mod probe;
 pub mod ptdump;
+pub mod slab;
 pub mod span;
 pub mod stack;
 pub mod tlb;
