@@ -16,14 +16,14 @@ fn lowest_slot(free: &[bool], span: u64, align: u64, lo: u64, hi: u64, min_run: 
         let end = (x..UNITS).take_while(|&u| free[u as usize]).last()? + 1;
         Some((start, end))
     };
-    (lo.next_multiple_of(align)..hi).step_by(align as usize).find(|&x| {
-        run_around(x).is_some_and(|(start, end)| end - start >= min_run && x + span <= end.min(hi))
-    })
+    (lo.next_multiple_of(align)..hi)
+        .step_by(align as usize)
+        .find(|&x| run_around(x).is_some_and(|(start, end)| end - start >= min_run && x + span <= end.min(hi)))
 }
 
-/// The model's answer: the lowest slot in a run of at least `span + align
-/// - 1` units (one that fits wherever the run starts), else the lowest
-/// slot at all.
+/// The model's answer: the lowest slot in a run long enough to fit
+/// wherever it starts (`span + align - 1` units), else the lowest slot at
+/// all.
 fn model_find(free: &[bool], span: u64, align: u64, lo: u64, hi: u64) -> Option<u64> {
     lowest_slot(free, span, align, lo, hi, span + align - 1).or_else(|| lowest_slot(free, span, align, lo, hi, span))
 }
