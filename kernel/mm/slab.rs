@@ -136,7 +136,7 @@ impl KmemCache {
     /// request, made without the cache's lock held).
     pub fn alloc(&self) -> Result<NonNull<u8>, AllocError> {
         let mut slabs = self.slabs.lock();
-        if slabs.partial.head.is_null() {
+        while slabs.partial.head.is_null() {
             drop(slabs);
             let frame = frame_alloc::alloc_frame().map_err(|_| AllocError)?;
             slabs = self.slabs.lock();
@@ -144,7 +144,8 @@ impl KmemCache {
                 // SAFETY: a fresh frame, ours alone, on no list.
                 unsafe { slabs.partial.push(self.carve(frame)) };
             } else {
-                // Another CPU added a slab meanwhile: use that one.
+                // Another CPU added a slab meanwhile: use that one (if
+                // it still has room when the lock is ours again).
                 drop(slabs);
                 frame_alloc::free_frame(frame).expect("allocated just above");
                 slabs = self.slabs.lock();
