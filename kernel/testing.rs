@@ -384,8 +384,9 @@ impl Baseline {
     }
 }
 
-/// Every page-table page, and every frame a kernel stack maps: frames a
-/// leaked task or the linear map's splits still use.
+/// Every page-table page, every frame a kernel stack maps, and every slab:
+/// frames a leaked task, the linear map's splits or the objects still
+/// live (vmalloc's free ranges) use.
 fn frames_in_use_by_tables_and_stacks() -> BTreeSet<u64> {
     fn tables(table: PhysAddr, level: Level, out: &mut BTreeSet<u64>) {
         out.insert(table.as_u64());
@@ -400,7 +401,7 @@ fn frames_in_use_by_tables_and_stacks() -> BTreeSet<u64> {
             }
         }
     }
-    let mut found = BTreeSet::new();
+    let mut found: BTreeSet<u64> = crate::mm::slab::frames().iter().map(|pa| pa.as_u64()).collect();
     let walk = pgtable::walking();
     tables(walk.root(), Level::L0, &mut found);
     let stacks = KSTACK_SLOTS * KSTACK_SLOT_SIZE;

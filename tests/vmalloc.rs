@@ -781,10 +781,13 @@ fn requests_bigger_than_the_machine_or_the_region_are_refused_before_anything_is
     assert_eq!(lazymmu::mm::audit::state(), before);
 }
 
+/// vmalloc's bookkeeping comes from slab caches, not the heap: with every
+/// byte of heap taken, areas are still reserved and given back. (A slab
+/// that cannot have a frame is `OutOfMemory`:
+/// `a_reservation_whose_slab_cannot_grow_fails_cleanly`.)
 #[test_case]
-fn with_the_heap_exhausted_every_mapper_is_out_of_memory_and_nothing_changes() {
+fn with_the_heap_exhausted_areas_are_still_reserved_and_given_back() {
     let before = lazymmu::mm::audit::state();
-    let frame = frame_alloc::alloc_frame().unwrap();
     // Take every byte of heap the allocator will give, largest pieces first
     // (a reserved capacity holds its memory).
     let mut hoard: Vec<Vec<u8>> = Vec::with_capacity(8192);
@@ -797,20 +800,14 @@ fn with_the_heap_exhausted_every_mapper_is_out_of_memory_and_nothing_changes() {
             piece /= 2;
         }
     }
-    let results = [
-        vmalloc(PAGE_SIZE).err(),
-        vzalloc(PAGE_SIZE).err(),
-        get_vm_area(PAGE_SIZE, PAGE_SIZE).err(),
-        // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
-        unsafe { vmap_pages(&[frame], Attributes::KERNEL_RW) }.err(),
-        // SAFETY: the test's own frames, or RAM read-only as the linear map has it, in the test's own area.
-        unsafe { vmap_contiguous(frame, PAGE_SIZE, Attributes::KERNEL_RW) }.err(),
-    ];
+    // Address space only: mapping is not bookkeeping (the checker, when
+    // it watches, keeps its records on the heap).
+    let areas = [get_vm_area(PAGE_SIZE, PAGE_SIZE), get_vm_area(3 * PAGE_SIZE, BLOCK_2M)];
+    let freed = areas.map(|area| area.map(free_vm_area));
     drop(hoard);
-    assert_eq!(results, [Some(VmallocError::OutOfMemory); 5], "a typed error each, no panic, no lock left held");
-    frame_alloc::free_frame(frame).unwrap();
+    assert!(areas.iter().all(Result::is_ok), "{areas:?}");
+    assert_eq!(freed, [Ok(Ok(())); 2]);
     assert_eq!(lazymmu::mm::audit::state(), before, "nothing changed");
-    vfree(vmalloc(PAGE_SIZE).unwrap()).unwrap();
 }
 
 #[test_case]
@@ -844,6 +841,85 @@ fn thirty_two_thousand_live_areas_are_placed_found_and_given_back() {
     }
     vmalloc::reclaim_page_tables();
     assert_eq!(lazymmu::mm::audit::state(), before, "every area given back, the region free again");
+}
+
+/// Issue 25's stress case, at its size: 200,000 1-page areas live (200,000
+/// frames, 781 MiB of the test machine's 1 GiB, and their bookkeeping,
+/// about 180 bytes an area, in slabs), every other one freed, the holes
+/// refilled. With the bookkeeping on the heap the frees alone took about
+/// 6 minutes (each deallocation walked the heap's list of holes), beyond
+/// the per-test time limit; from slab caches each call costs the same
+/// however many areas are live, and the whole test takes about half a
+/// minute. What it asserts is exact: the refill order and the state
+/// after (the time limit is the harness's, not a measurement).
+#[test_case]
+fn two_hundred_thousand_live_areas_free_every_other_and_refill_within_the_time_limit() {
+    const N: usize = 200_000;
+    let before = lazymmu::mm::audit::state();
+    let live: Vec<VirtAddr> = (0..N).map(|_| vmalloc(PAGE_SIZE).unwrap()).collect();
+    assert_eq!(vmalloc::area_count(), N);
+    live.iter().step_by(2).for_each(|&va| vfree(va).unwrap());
+    let refilled: Vec<VirtAddr> = (0..N / 2).map(|_| vmalloc(PAGE_SIZE).unwrap()).collect();
+    // Each hole is one area and its guard: refilled lowest first, exactly.
+    assert!(refilled.iter().eq(live.iter().step_by(2)), "every hole refilled, in address order");
+    for &va in live.iter().skip(1).step_by(2).chain(&refilled) {
+        vfree(va).unwrap();
+    }
+    vmalloc::reclaim_page_tables();
+    assert_eq!(lazymmu::mm::audit::state(), before, "every area given back, the region free again");
+}
+
+/// An alignment as large as the region: the region's first range is
+/// shorter than `size + guard + align - page`, but it starts aligned, so
+/// the slot is there, and found (Linux's search tests each range it
+/// visits exactly: `is_within_this_va`).
+#[test_case]
+fn vmalloc_aligned_to_the_region_size_fits_at_its_start() {
+    assert_eq!(vmalloc::area_count(), 0, "an empty region");
+    let region = VMALLOC_END.offset_from(VMALLOC_START);
+    assert_eq!(region, 1 << 40);
+    let va = vmalloc_aligned(PAGE_SIZE, 1 << 40).unwrap();
+    assert_eq!(va, VMALLOC_START);
+    check_mapped(va, 1);
+    // The slot is taken: no other 1 TiB-aligned one is in the region.
+    assert_eq!(vmalloc_aligned(PAGE_SIZE, 1 << 40), Err(VmallocError::NoVirtualSpace));
+    assert_eq!(get_vm_area(PAGE_SIZE, 1 << 39), Ok(VMALLOC_START.add(1 << 39)), "the half-way slot");
+    free_vm_area(VMALLOC_START.add(1 << 39)).unwrap();
+    vfree(va).unwrap();
+}
+
+/// A reservation whose slab cache needs a new frame, and cannot have it,
+/// is `OutOfMemory` with nothing changed (the frame request is a fault
+/// injection point like any other).
+#[test_case]
+fn a_reservation_whose_slab_cannot_grow_fails_cleanly() {
+    let mut live = Vec::new();
+    let failed = loop {
+        let before = lazymmu::mm::audit::state();
+        // get_vm_area takes no frame but a new slab's.
+        frame_alloc::fail_request(Some(1));
+        let got = get_vm_area(PAGE_SIZE, PAGE_SIZE);
+        let requests = frame_alloc::requests();
+        frame_alloc::fail_request(None);
+        match got {
+            Ok(va) => {
+                assert_eq!(requests, 0, "area {}: a slab with room costs no frame request", live.len());
+                live.push(va);
+            }
+            Err(e) => {
+                assert_eq!(e, VmallocError::OutOfMemory);
+                assert_eq!(requests, 1, "the new slab's frame request, refused");
+                assert_eq!(lazymmu::mm::audit::state(), before, "nothing changed");
+                break live.len();
+            }
+        }
+        assert!(live.len() < 1000, "no slab filled up in 1000 areas");
+    };
+    assert!(failed > 0, "the first slabs had room");
+    live.push(get_vm_area(PAGE_SIZE, PAGE_SIZE).unwrap());
+    for va in live {
+        free_vm_area(va).unwrap();
+    }
 }
 
 #[test_case]

@@ -11,28 +11,27 @@
 //! request skips every subtree too small for it.
 //!
 //! Nothing here allocates behind the caller's back: a node is made with
-//! [`Node::new`], which fails instead of panicking when the heap is out of
-//! memory, and the operations take the nodes they may need up front. So
-//! running out of heap is an error before anything changes, never a panic
-//! with a lock held.
+//! [`Node::new`], which fails instead of panicking when its allocator is
+//! out of memory, and the operations take the nodes they may need up
+//! front. So running out of memory is an error before anything changes,
+//! never a panic with a lock held. Where the nodes live is the caller's
+//! choice, the allocator `A`: the kernel's vmalloc keeps them in slab
+//! caches (`slab.rs`), the host tests on the host's heap.
 
+use alloc::alloc::{AllocError, Allocator, Global};
 use alloc::boxed::Box;
 
-/// The heap could not hold one more node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OutOfHeap;
-
-type Link<V> = Option<Box<Node<V>>>;
+type Link<V, A> = Option<Box<Node<V, A>, A>>;
 
 /// One entry of a [`Tree`]: a key (a start address) and its value.
-pub struct Node<V> {
+pub struct Node<V, A: Allocator = Global> {
     key: u64,
     value: V,
     priority: u64,
     /// The largest weight in this subtree (see [`Weight`]).
     max: u64,
-    left: Link<V>,
-    right: Link<V>,
+    left: Link<V, A>,
+    right: Link<V, A>,
 }
 
 /// What the augmentation measures: a free range's length; 0 for values
@@ -41,13 +40,15 @@ pub trait Weight {
     fn weight(&self) -> u64;
 }
 
-impl<V: Weight> Node<V> {
-    /// A node for `value` at `key`, or `OutOfHeap`.
-    pub fn new(key: u64, value: V) -> Result<Box<Node<V>>, OutOfHeap> {
+impl<V: Weight, A: Allocator + Default> Node<V, A> {
+    /// A node for `value` at `key`, from a new object of `A`.
+    pub fn new(key: u64, value: V) -> Result<Box<Node<V, A>, A>, AllocError> {
         let node = Node { key, value, priority: mix(key), max: 0, left: None, right: None };
-        Box::try_new(node).map_err(|_| OutOfHeap)
+        Box::try_new_in(node, A::default())
     }
+}
 
+impl<V: Weight, A: Allocator> Node<V, A> {
     #[allow(dead_code, reason = "the host property tests' view (tests/host/props); the kernel needs none")]
     pub fn key(&self) -> u64 {
         self.key
@@ -68,7 +69,7 @@ impl<V: Weight> Node<V> {
     }
 
     fn fix(&mut self) {
-        let child = |l: &Link<V>| l.as_ref().map_or(0, |n| n.max);
+        let child = |l: &Link<V, A>| l.as_ref().map_or(0, |n| n.max);
         self.max = self.value.weight().max(child(&self.left)).max(child(&self.right));
     }
 }
@@ -83,19 +84,19 @@ fn mix(key: u64) -> u64 {
 
 /// A treap keyed by `u64`, augmented with the largest [`Weight`] below
 /// each node.
-pub struct Tree<V> {
-    root: Link<V>,
+pub struct Tree<V, A: Allocator = Global> {
+    root: Link<V, A>,
     len: usize,
 }
 
-impl<V: Weight> Default for Tree<V> {
+impl<V: Weight, A: Allocator> Default for Tree<V, A> {
     fn default() -> Self {
         Tree::new()
     }
 }
 
-impl<V: Weight> Tree<V> {
-    pub const fn new() -> Tree<V> {
+impl<V: Weight, A: Allocator> Tree<V, A> {
+    pub const fn new() -> Tree<V, A> {
         Tree { root: None, len: 0 }
     }
 
@@ -109,7 +110,7 @@ impl<V: Weight> Tree<V> {
     }
 
     /// Puts `node` in; its key must not be in the tree yet.
-    pub fn insert(&mut self, mut node: Box<Node<V>>) {
+    pub fn insert(&mut self, mut node: Box<Node<V, A>, A>) {
         node.fix();
         let (less, rest) = split(self.root.take(), node.key);
         self.root = merge(merge(less, Some(node)), rest);
@@ -117,7 +118,7 @@ impl<V: Weight> Tree<V> {
     }
 
     /// Takes the node at `key` out.
-    pub fn remove(&mut self, key: u64) -> Option<Box<Node<V>>> {
+    pub fn remove(&mut self, key: u64) -> Option<Box<Node<V, A>, A>> {
         let (less, rest) = split(self.root.take(), key);
         let (found, greater) = match key.checked_add(1) {
             Some(next) => split(rest, next),
@@ -174,7 +175,7 @@ impl<V: Weight> Tree<V> {
 
     /// The entries in key order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> {
-        let mut stack: alloc::vec::Vec<&Node<V>> = alloc::vec::Vec::new();
+        let mut stack: alloc::vec::Vec<&Node<V, A>> = alloc::vec::Vec::new();
         let mut at = self.root.as_deref();
         core::iter::from_fn(move || {
             while let Some(node) = at {
@@ -189,7 +190,7 @@ impl<V: Weight> Tree<V> {
 }
 
 /// (keys below `key`, keys at or above it).
-fn split<V: Weight>(link: Link<V>, key: u64) -> (Link<V>, Link<V>) {
+fn split<V: Weight, A: Allocator>(link: Link<V, A>, key: u64) -> (Link<V, A>, Link<V, A>) {
     let Some(mut node) = link else { return (None, None) };
     if node.key < key {
         let (less, rest) = split(node.right.take(), key);
@@ -205,7 +206,7 @@ fn split<V: Weight>(link: Link<V>, key: u64) -> (Link<V>, Link<V>) {
 }
 
 /// Joins two trees, every key of `a` below every key of `b`.
-fn merge<V: Weight>(a: Link<V>, b: Link<V>) -> Link<V> {
+fn merge<V: Weight, A: Allocator>(a: Link<V, A>, b: Link<V, A>) -> Link<V, A> {
     match (a, b) {
         (None, b) => b,
         (a, None) => a,
@@ -230,8 +231,8 @@ pub struct Free {
 }
 
 /// The free ranges of an address space, merged where they touch.
-pub struct FreeRanges {
-    tree: Tree<Free>,
+pub struct FreeRanges<A: Allocator = Global> {
+    tree: Tree<Free, A>,
 }
 
 /// The search looks for long enough ranges.
@@ -241,9 +242,9 @@ impl Weight for Free {
     }
 }
 
-impl FreeRanges {
+impl<A: Allocator> FreeRanges<A> {
     /// Nothing free.
-    pub const fn new() -> FreeRanges {
+    pub const fn new() -> FreeRanges<A> {
         FreeRanges { tree: Tree::new() }
     }
 
@@ -259,21 +260,29 @@ impl FreeRanges {
         self.tree.iter().map(|(start, f)| (start, start + f.len))
     }
 
-    /// The lowest start, aligned to `align` and inside [lo, hi), of a free
-    /// range that holds `span` bytes from there, searching only ranges of
-    /// at least `span + align - granule` bytes: as Linux's
-    /// `find_vmap_lowest_match`, a range found that way always fits, which
-    /// keeps the search O(log n); a smaller range that happens to be
-    /// aligned is passed over. `align` is a power of two, at least `granule`.
+    /// A start, aligned to `align` and inside [lo, hi), of a free range
+    /// that holds `span` bytes from there; `align` is a power of two, at
+    /// least `granule`. First the lowest range of at least `span + align -
+    /// granule` bytes, which fits wherever it starts: the augmentation
+    /// skips every shorter subtree, O(log n). Only if there is none, the
+    /// lowest range whose own start lets the span fit (the region's first
+    /// range for an alignment as large as the region): a walk of the
+    /// ranges at least `span` long, the only ones that could. So a slot is
+    /// found whenever one exists, as Linux's `find_vmap_lowest_match`
+    /// tests each range it visits exactly (`is_within_this_va`) and uses
+    /// `size + align - 1` only to choose where to look.
     pub fn find(&self, span: u64, align: u64, granule: u64, lo: u64, hi: u64) -> Option<u64> {
-        let need = span.checked_add(align - granule)?;
-        search(self.tree.root.as_deref(), need, span, align, lo, hi)
+        let root = self.tree.root.as_deref();
+        let fits_anywhere = span.checked_add(align - granule);
+        fits_anywhere
+            .and_then(|need| search(root, need, span, align, lo, hi))
+            .or_else(|| search(root, span, span, align, lo, hi))
     }
 
     /// Marks [start, end) free, merging with free neighbours. `spare` is
     /// the node it may need (taken up front so that giving an address
     /// range back cannot fail); it is dropped if the range merged.
-    pub fn give_back(&mut self, start: u64, end: u64, mut spare: Box<Node<Free>>) {
+    pub fn give_back(&mut self, start: u64, end: u64, mut spare: Box<Node<Free, A>, A>) {
         let (mut start, mut end) = (start, end);
         if let Some((s, f)) = self.tree.at_or_below(start).map(|(s, f)| (s, *f))
             && s + f.len == start
@@ -294,7 +303,7 @@ impl FreeRanges {
     /// range. `spare` is the node a split in the middle needs; the node
     /// left over (`spare`, or the range's own if nothing is left before
     /// `start`) comes back, for the caller to drop or keep.
-    pub fn take(&mut self, start: u64, span: u64, spare: Box<Node<Free>>) -> Option<Box<Node<Free>>> {
+    pub fn take(&mut self, start: u64, span: u64, spare: Box<Node<Free, A>, A>) -> Option<Box<Node<Free, A>, A>> {
         let end = start + span;
         let (s, len) = self.tree.at_or_below(start).map(|(s, f)| (s, f.len)).expect("inside a free range");
         let range_end = s + len;
@@ -321,22 +330,31 @@ impl FreeRanges {
     }
 }
 
-impl Default for FreeRanges {
+impl<A: Allocator> Default for FreeRanges<A> {
     fn default() -> Self {
         FreeRanges::new()
     }
 }
 
-/// The lowest aligned start in a range of at least `need` bytes (weights
-/// are lengths) below `node`; see [`FreeRanges::find`].
-fn search(node: Option<&Node<Free>>, need: u64, span: u64, align: u64, lo: u64, hi: u64) -> Option<u64> {
+/// The lowest aligned start for `span` bytes inside [lo, hi), among the
+/// ranges of at least `need` bytes (weights are lengths) below `node`;
+/// see [`FreeRanges::find`].
+fn search<A: Allocator>(
+    node: Option<&Node<Free, A>>,
+    need: u64,
+    span: u64,
+    align: u64,
+    lo: u64,
+    hi: u64,
+) -> Option<u64> {
     let node = node?;
-    if node.max < need || node.key >= hi {
-        // Too small everywhere below, or (this node and) its right subtree
-        // start at or above `hi`: only the left subtree could still help.
-        if node.max < need {
-            return None;
-        }
+    if node.max < need {
+        // Too short everywhere below.
+        return None;
+    }
+    if node.key >= hi {
+        // This node and its right subtree start at or above `hi`: only
+        // the left subtree could still help.
         return search(node.left.as_deref(), need, span, align, lo, hi);
     }
     let (start, end) = (node.key, node.key + node.value.len);

@@ -5,6 +5,7 @@
 //! mappings and the heap need them) with a linear scan. Its statistics are
 //! what tests use to prove that an operation leaked no frame.
 
+use core::alloc::Allocator;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
@@ -155,7 +156,7 @@ impl FrameAllocator {
     /// `count` single frames, wherever they are free, pushed onto `out`:
     /// the bitmap is read a word (64 frames) at a time, from the hint on,
     /// and each free bit is taken with a few bit operations. All or none.
-    fn alloc_bulk(&mut self, count: usize, out: &mut Vec<PhysAddr>) -> Result<(), FrameError> {
+    fn alloc_bulk<A: Allocator>(&mut self, count: usize, out: &mut Vec<PhysAddr, A>) -> Result<(), FrameError> {
         if count == 0 {
             return Err(FrameError::ZeroCount);
         }
@@ -369,7 +370,7 @@ pub fn free_frames(pa: PhysAddr, count: usize) -> Result<(), FrameError> {
 /// request (Linux's `alloc_pages_bulk`): one lazy MMU check, one lock, a
 /// word-at-a-time search. All or none: on an error `frames` is as it was.
 /// Under `debug_pagealloc` each is mapped back into the linear map first.
-pub fn alloc_frames_bulk(count: usize, frames: &mut Vec<PhysAddr>) -> Result<(), FrameError> {
+pub fn alloc_frames_bulk<A: Allocator>(count: usize, frames: &mut Vec<PhysAddr, A>) -> Result<(), FrameError> {
     check_lazy_mode();
     if injected_failure() {
         return Err(FrameError::OutOfMemory);

@@ -18,6 +18,7 @@ pub mod pgtable;
 pub mod pgtable_check;
 pub mod probe;
 pub mod ptdump;
+pub(crate) mod slab;
 mod span;
 pub mod stack;
 pub mod tlb;

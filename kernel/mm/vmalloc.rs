@@ -24,17 +24,19 @@
 //! Every operation either does all it says or returns an error and leaves
 //! the frame count, the area list and the tables as they were.
 
+use alloc::alloc::AllocError;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 
 use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use super::apply::{self, ApplyError};
-use super::area_alloc::{Free, FreeRanges, Node, OutOfHeap, Tree, Weight};
+use super::area_alloc::{Free, FreeRanges, Node, Tree, Weight};
 use super::descriptor::{Attributes, Level};
 use super::engine::{self, Contiguous, Pages, Sections};
 use super::layout::{VMALLOC_END, VMALLOC_START};
 use super::pgtable::{self, LeafSizes, MapError, Operand};
+use super::slab::{self, Kmalloc};
 use super::{frame_alloc, pgtable_check, phys_to_virt, tlb};
 use crate::sync::IrqSpinLock;
 
@@ -115,7 +117,7 @@ enum Kind {
     /// get_vm_area: address space only; the caller maps it.
     AddressSpace,
     /// vmalloc: frames it owns, one per page.
-    Vmalloc(Vec<PhysAddr>),
+    Vmalloc(Vec<PhysAddr, Kmalloc>),
     /// vmap_pages: frames the caller owns.
     Pages,
     /// vmap_range: contiguous memory the caller owns.
@@ -128,7 +130,7 @@ struct Area {
     kind: Kind,
     /// The node its address range takes when it goes back to the free
     /// ranges, taken when it was reserved: giving back cannot fail.
-    spare: Option<Box<Node<Free>>>,
+    spare: Option<Record<Free>>,
 }
 
 /// Taken areas need no search.
@@ -141,25 +143,34 @@ impl Weight for Area {
 /// The region's address ranges: the free ones (searched in O(log n) for a
 /// range that fits, as Linux's augmented `free_vmap_area_root`) and the
 /// taken ones, by start address. Every node either needs is allocated
-/// before the lock is taken, and fallibly: running out of heap is
+/// before the lock is taken, and fallibly: running out of memory is
 /// `OutOfMemory` with nothing changed.
+///
+/// The nodes, and a vmalloc'd area's frame list, come from slab caches
+/// (`kmalloc`), as Linux's `vmap_area`s come from `vmap_area_cachep`, not
+/// from the heap: taking and giving one back is O(1) however many areas
+/// are live (see `slab.rs` for what the heap cost).
 struct Areas {
-    free: FreeRanges,
-    taken: Tree<Area>,
+    free: FreeRanges<Kmalloc>,
+    taken: Tree<Area, Kmalloc>,
 }
+
+/// A tree node of the region's bookkeeping.
+type Record<V> = Box<Node<V, Kmalloc>, Kmalloc>;
 
 static AREAS: IrqSpinLock<Areas> = IrqSpinLock::new(Areas { free: FreeRanges::new(), taken: Tree::new() });
 
-/// Makes the whole region free, once, at boot (once the heap exists).
+/// Makes the whole region free, once, at boot (once frames can be had).
 pub fn init() -> Result<(), VmallocError> {
+    slab::init().map_err(|AllocError| VmallocError::OutOfMemory)?;
     let region = node(Free { len: 0 })?;
     AREAS.lock().free.give_back(VMALLOC_START.as_u64(), VMALLOC_END.as_u64(), region);
     Ok(())
 }
 
-/// A node, or `OutOfMemory` when the heap is full.
-fn node<V: Weight>(value: V) -> Result<Box<Node<V>>, VmallocError> {
-    Node::new(0, value).map_err(|OutOfHeap| VmallocError::OutOfMemory)
+/// A node, or `OutOfMemory` when its slab cache can have no frame.
+fn node<V: Weight>(value: V) -> Result<Record<V>, VmallocError> {
+    Node::new(0, value).map_err(|AllocError| VmallocError::OutOfMemory)
 }
 
 /// A live area: where it starts and how many bytes it maps.
@@ -307,7 +318,7 @@ fn alloc_and_map(size: u64, align: u64, (lo, hi): (VirtAddr, VirtAddr), zero: bo
     if pages > frame_alloc::stats().total as u64 {
         return Err(VmallocError::OutOfMemory);
     }
-    let mut frames = Vec::new();
+    let mut frames = Vec::new_in(Kmalloc);
     frames.try_reserve_exact(pages as usize).map_err(|_| VmallocError::OutOfMemory)?;
     let va = reserve(size, align, lo, hi)?;
     if frame_alloc::alloc_frames_bulk(pages as usize, &mut frames).is_err() {
