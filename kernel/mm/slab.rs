@@ -32,6 +32,7 @@ use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 
 use alloc::alloc::{AllocError, Allocator, Global};
+#[cfg(debug_assertions)]
 use alloc::vec::Vec;
 
 use super::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
@@ -99,6 +100,7 @@ impl SlabList {
     }
 
     /// The slabs' frames.
+    #[cfg(debug_assertions)]
     fn frames(&self, out: &mut Vec<PhysAddr>) {
         let mut at = self.head;
         while !at.is_null() {
@@ -237,6 +239,7 @@ impl KmemCache {
     }
 
     /// The frames of the cache's slabs.
+    #[cfg(debug_assertions)]
     fn frames(&self, out: &mut Vec<PhysAddr>) {
         let slabs = self.slabs.lock();
         slabs.partial.frames(out);
@@ -299,7 +302,9 @@ pub fn init() -> Result<(), AllocError> {
     KMALLOC_CACHES.iter().try_for_each(KmemCache::prepare)
 }
 
-/// The frames every slab cache holds: bookkeeping memory, like the heap's.
+/// The frames every slab cache holds: bookkeeping memory, like the heap's
+/// (the test harness's leak check; debug builds only, as the harness).
+#[cfg(debug_assertions)]
 pub fn frames() -> Vec<PhysAddr> {
     let mut out = Vec::new();
     for cache in &KMALLOC_CACHES {
