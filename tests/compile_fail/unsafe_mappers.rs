@@ -12,7 +12,7 @@
 //! case: vmap_contiguous E0133
 //! case: table_entry E0133
 //! case: free_empty_tables E0133
-//! case: walk_create_from E0624
+//! case: engine_pool E0603
 //! case: reclaim_empty_tables E0603
 #![no_std]
 
@@ -53,8 +53,8 @@ pub fn map_the_kernel_writable(va: VirtAddr, text: PhysAddr) {
     // pages the caller made up as tables.
     #[cfg(case = "free_empty_tables")]
     pgtable::free_empty_tables(root, va, PAGE_SIZE);
-    #[cfg(case = "walk_create_from")]
-    let _ = pgtable::walking().walk_create_from(va, Level::L3, &mut alloc::vec![text]);
+    #[cfg(case = "engine_pool")]
+    let _ = lazymmu::mm::engine::Pool::INLINE;
     #[cfg(case = "reclaim_empty_tables")]
     let _ = unsafe {
         pgtable::reclaim_empty_tables(pgtable::exclusive(), root, va, PAGE_SIZE, Default::default(), Default::default())
