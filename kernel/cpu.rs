@@ -5,10 +5,10 @@ use core::fmt;
 
 /// The CPU's own registers and controls that code outside the kernel
 /// needs: the clock and instruction counter (the bench), interrupt
-/// masking, the exception level, waiting.
+/// masking, the exception level, the system control register, waiting.
 pub use crate::arch::cpu::{
-    counter, counter_frequency, current_el, instructions, irq_restore, irq_save, irq_state, mpidr, stack_pointer,
-    start_instruction_counter, wait_until,
+    counter, counter_frequency, current_el, instructions, irq_restore, irq_save, irq_state, mpidr, sctlr_el1,
+    stack_pointer, start_instruction_counter, wait_until,
 };
 
 use crate::arch::cpu::{IdRegisters, id_registers};

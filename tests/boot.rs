@@ -33,6 +33,21 @@ fn kernel_was_entered_at_the_level_qemu_chose_and_runs_at_el1() {
     assert_eq!(lazymmu::cpu::current_el(), 1, "the kernel always runs at EL1");
 }
 
+/// SCTLR_EL1 as boot writes it whole (boot.rs, `SCTLR_EL1_MMU_ON`): M, C,
+/// SA, I; EIS and EOS; SPAN, TSCXT, LSMAOE, nTLSMD, SED, ITD; nothing else.
+pub const SCTLR_EL1_EXPECTED: u64 = 0x30d0_198d;
+
+#[test_case]
+fn sctlr_el1_is_written_whole_with_exception_entry_and_return_synchronizing() {
+    let sctlr = cpu::sctlr_el1();
+    assert_eq!(
+        sctlr,
+        SCTLR_EL1_EXPECTED,
+        "SCTLR_EL1 is {sctlr:#x}, differing in bits {:#x}",
+        sctlr ^ SCTLR_EL1_EXPECTED
+    );
+}
+
 #[test_case]
 fn cpu_features_match_the_qemu_model() {
     let f = cpu::features();

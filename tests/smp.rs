@@ -69,6 +69,24 @@ fn every_cpu_comes_up_on_its_own_stack_and_reports() {
 }
 
 #[test_case]
+fn every_secondary_cpu_writes_sctlr_el1_whole_as_the_boot_cpu_does() {
+    // tests/boot.rs pins the boot CPU's value, bit by bit.
+    const EXPECTED: u64 = 0x30d0_198d;
+    static SEEN: Mutex<Vec<(usize, u64)>> = Mutex::new(Vec::new());
+    SEEN.lock().clear();
+    for other in 1..cpus() {
+        smp::run_on(other, move || SEEN.lock().push((other, cpu::sctlr_el1())))
+            .expect("online and idle")
+            .wait()
+            .unwrap();
+    }
+    for &(c, sctlr) in SEEN.lock().iter() {
+        assert_eq!(sctlr, EXPECTED, "cpu {c}: SCTLR_EL1 is {sctlr:#x}, differing in bits {:#x}", sctlr ^ EXPECTED);
+    }
+    assert_eq!(cpu::sctlr_el1(), EXPECTED, "boot CPU");
+}
+
+#[test_case]
 fn every_cpu_takes_its_own_timer_interrupt() {
     let n = cpus();
     static FIRED_ON: AtomicU64 = AtomicU64::new(u64::MAX);

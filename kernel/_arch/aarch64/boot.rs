@@ -20,6 +20,7 @@ use aarch64_cpu::registers::*;
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use super::barrier::raw;
+use super::sysreg::SCTLR;
 use crate::mm::addr::{BLOCK_1G, PhysAddr};
 use crate::mm::descriptor::{Attributes, Descriptor, Level};
 use crate::mm::layout::KIMAGE_VADDR;
@@ -63,8 +64,8 @@ unsafe extern "C" fn __boot_enable_mmu(kernel_phys: u64) {
     }
 }
 
-/// Translation set up, both tables in, stale TLB entries dropped, MMU,
-/// caches and stack alignment checks on.
+/// Translation set up, both tables in, stale TLB entries dropped, then
+/// SCTLR_EL1 written whole: MMU, caches and stack alignment checks on.
 fn switch_mmu_on(ttbr0: u64, ttbr1: u64) {
     configure_translation();
     TTBR0_EL1.set(ttbr0);
@@ -74,9 +75,47 @@ fn switch_mmu_on(ttbr0: u64, ttbr1: u64) {
     raw::tlbi_vmalle1();
     raw::dsb_ish();
     raw::isb();
-    SCTLR_EL1.modify(SCTLR_EL1::M::Enable + SCTLR_EL1::C::Cacheable + SCTLR_EL1::I::Cacheable + SCTLR_EL1::SA::Enable);
+    SCTLR_EL1.set(SCTLR_EL1_MMU_ON);
     raw::isb();
 }
+
+/// SCTLR_EL1 from the first instruction at EL1 until the MMU goes on,
+/// written whole by boot.s on both entry paths: its reset value is UNKNOWN
+/// on hardware (EE, A, C, M among it), and entry at EL2 never set it. As
+/// Linux's `INIT_SCTLR_EL1_MMU_OFF` (arch/arm64/include/asm/sysreg.h) for a
+/// little-endian kernel, plus SPAN, SED and ITD. Every bit not named is 0:
+/// little-endian (EE, E0E), no alignment checks on normal accesses (A),
+/// no WXN (the boot tables map the image RWX), no pointer authentication
+/// or BTI, and every EL0 control at its trapping value (no EL0 here).
+pub const SCTLR_EL1_MMU_OFF: u64 =
+    // Exception entry and return are context synchronizing. Without them
+    // on a FEAT_ExS core they are not, and the course relies on both;
+    // RES1 where FEAT_ExS is absent, so right on every core.
+    SCTLR::EIS::SET.value
+        | SCTLR::EOS::SET.value
+        // PSTATE.PAN unchanged by exceptions: the kernel does not use PAN.
+        // RES1 without FEAT_PAN. Linux sets it once the MMU is on.
+        | SCTLR::SPAN::SET.value
+        // Controls of AArch32 EL0 (never run) and SCXTNUM_EL0 (never
+        // used), each RES1 where its feature is absent: set, as Linux.
+        | SCTLR::LSMAOE::SET.value
+        | SCTLR::NTLSMD::SET.value
+        | SCTLR::TSCXT::SET.value
+        | SCTLR::SED::SET.value
+        // Linux leaves ITD 0 to run AArch32 EL0 code; with no EL0 here,
+        // 1 is right both where it is a control and where it is RES1.
+        | SCTLR::ITD::SET.value;
+
+/// SCTLR_EL1 with the MMU on, as [`SCTLR_EL1_MMU_OFF`] plus the four bits
+/// of Linux's `INIT_SCTLR_EL1_MMU_ON` that concern EL1 alone.
+pub const SCTLR_EL1_MMU_ON: u64 = SCTLR_EL1_MMU_OFF
+    // Stage-1 translation, through the tables just installed.
+    | SCTLR::M::SET.value
+    // Data and instruction caches: memory types come from MAIR_EL1.
+    | SCTLR::C::SET.value
+    | SCTLR::I::SET.value
+    // SP alignment fault at EL1: catches a misaligned stack at once.
+    | SCTLR::SA::SET.value;
 
 /// The kernel's root table, for secondary CPUs to switch their MMU on
 /// with. Written by the boot CPU before it starts them, and cleaned to

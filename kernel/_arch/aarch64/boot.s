@@ -27,6 +27,19 @@
 1:
 .endm
 
+// SCTLR_EL1 written whole (boot.rs, SCTLR_EL1_MMU_OFF): on hardware its
+// reset value is UNKNOWN, and entry at EL2 leaves it untouched. Before the
+// first memory access, so none runs with an unknown EE, A or C (hence
+// move-immediates, not a literal load).
+.macro init_sctlr_el1
+    movz    x0, #({SCTLR_EL1_MMU_OFF} & 0xffff)
+    movk    x0, #(({SCTLR_EL1_MMU_OFF} >> 16) & 0xffff), lsl #16
+    movk    x0, #(({SCTLR_EL1_MMU_OFF} >> 32) & 0xffff), lsl #32
+    movk    x0, #(({SCTLR_EL1_MMU_OFF} >> 48) & 0xffff), lsl #48
+    msr     sctlr_el1, x0
+    isb
+.endm
+
 // The per-CPU pointer (TPIDR_EL1) and the current task (SP_EL0, free: the
 // kernel runs on SP_EL1) reset to UNKNOWN values on hardware: zero means
 // "not set yet" to the code that reads them.
@@ -45,6 +58,7 @@ _start:
     cbnz    x0, .Lpark
 
     drop_to_el1
+    init_sctlr_el1
     clear_task_registers
     adrp    x0, __boot_stack_top        // adrp is PC-relative: physical here
     add     x0, x0, :lo12:__boot_stack_top
@@ -87,6 +101,7 @@ _start:
 _secondary_start:
     mov     x19, x0                     // CPU number
     drop_to_el1
+    init_sctlr_el1
     clear_task_registers
     adrp    x0, __secondary_boot_stacks // physical: MMU off
     add     x0, x0, :lo12:__secondary_boot_stacks

@@ -27,6 +27,11 @@ pub fn current_el() -> u64 {
     CurrentEL.read(CurrentEL::EL)
 }
 
+/// SCTLR_EL1 as boot left it: the tests compare it with its exact value.
+pub fn sctlr_el1() -> u64 {
+    SCTLR_EL1.get()
+}
+
 /// This CPU's affinity (MPIDR_EL1.Aff0-2), as the device tree names CPUs.
 pub fn mpidr() -> u64 {
     MPIDR_EL1.get() & 0xff_ffff

@@ -21,4 +21,4 @@ pub mod sysreg;
 pub mod timer;
 pub mod tlbi;
 
-core::arch::global_asm!(include_str!("boot.s"));
+core::arch::global_asm!(include_str!("boot.s"), SCTLR_EL1_MMU_OFF = const boot::SCTLR_EL1_MMU_OFF);

@@ -1,10 +1,11 @@
 //! The arm64 encodings the kernel builds or decodes besides descriptors
 //! (`descriptor.rs`), as typed fields declared once: the operands of the
-//! TLBI instructions, PAR_EL1 after an `at`, and the ID-register fields
-//! the kernel's feature checks read (those `aarch64-cpu` leaves out; the
-//! rest are its own definitions). Bit positions are the Arm ARM's
-//! (DDI 0487): D8.14 "TLB maintenance" operands, D23.2 "General system
-//! control registers" (PAR_EL1, ID_AA64ISAR0_EL1).
+//! TLBI instructions, PAR_EL1 after an `at`, the SCTLR_EL1 bits boot
+//! writes, and the ID-register fields the kernel's feature checks read
+//! (those `aarch64-cpu` leaves out; the rest are its own definitions). Bit
+//! positions are the Arm ARM's (DDI 0487): D8.14 "TLB maintenance"
+//! operands, D23.2 "General system control registers" (PAR_EL1,
+//! SCTLR_EL1, ID_AA64ISAR0_EL1).
 
 use aarch64_cpu::registers::{ID_AA64DFR0_EL1, ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1, MIDR_EL1};
 use tock_registers::{LocalRegisterCopy, register_bitfields};
@@ -39,6 +40,38 @@ register_bitfields! {u64,
         FST OFFSET(1) NUMBITS(6) [],
         /// The translation faulted.
         F OFFSET(0) NUMBITS(1) []
+    ],
+    /// SCTLR_EL1, the bits the kernel writes (aarch64-cpu lacks EIS, EOS,
+    /// TSCXT, SPAN, LSMAOE, nTLSMD and ITD). Every bit not named here is
+    /// written 0.
+    pub SCTLR [
+        /// Load/store multiple atomicity and ordering (AArch32 EL0 only);
+        /// RES1 without FEAT_LSMAOC.
+        LSMAOE OFFSET(29) NUMBITS(1) [],
+        /// No trap of AArch32 EL0 load/store multiple to Device memory;
+        /// RES1 without FEAT_LSMAOC.
+        NTLSMD OFFSET(28) NUMBITS(1) [],
+        /// PSTATE.PAN left unchanged on exception entry to EL1; RES1
+        /// without FEAT_PAN.
+        SPAN OFFSET(23) NUMBITS(1) [],
+        /// Exception entry is context synchronizing; RES1 without FEAT_ExS.
+        EIS OFFSET(22) NUMBITS(1) [],
+        /// EL0 access to SCXTNUM_EL0 traps; RES1 without FEAT_CSV2_2.
+        TSCXT OFFSET(20) NUMBITS(1) [],
+        /// Instruction cache enable.
+        I OFFSET(12) NUMBITS(1) [],
+        /// Exception return is context synchronizing; RES1 without FEAT_ExS.
+        EOS OFFSET(11) NUMBITS(1) [],
+        /// SETEND disabled at AArch32 EL0; RES1 without AArch32 EL0.
+        SED OFFSET(8) NUMBITS(1) [],
+        /// Some IT uses disabled at AArch32 EL0; RES1 without AArch32 EL0.
+        ITD OFFSET(7) NUMBITS(1) [],
+        /// SP alignment check at EL1.
+        SA OFFSET(3) NUMBITS(1) [],
+        /// Data cache enable (stage-1 cacheability of data and walks).
+        C OFFSET(2) NUMBITS(1) [],
+        /// Stage-1 translation of the EL1&0 regime.
+        M OFFSET(0) NUMBITS(1) []
     ],
     /// ID_AA64ISAR0_EL1's TLB field (not in aarch64-cpu).
     pub ID_AA64ISAR0 [
