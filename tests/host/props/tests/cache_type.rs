@@ -39,10 +39,7 @@ fn an_unaligned_range_covers_every_line_it_touches() {
 fn data_and_instruction_lines_are_stepped_by_their_own_sizes() {
     // DminLine 4 (64 bytes), IminLine 3 (32 bytes).
     let ctr = (A72 & !0xf) | 3;
-    assert_eq!(
-        ops(ctr, 0x2000, 0x2040),
-        [DcCvau(0x2000), DsbIsh, IcIvau(0x2000), IcIvau(0x2020), DsbIsh, Isb]
-    );
+    assert_eq!(ops(ctr, 0x2000, 0x2040), [DcCvau(0x2000), DsbIsh, IcIvau(0x2000), IcIvau(0x2020), DsbIsh, Isb]);
 }
 
 #[test]
