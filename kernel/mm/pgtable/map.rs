@@ -127,13 +127,29 @@ pub unsafe fn map_range(
 /// else uses what it maps (see [`write_entry`]).
 pub unsafe fn unmap_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(), MapError> {
     check_range(va, size)?;
+    // SAFETY: as our caller guarantees; every address must be mapped.
+    unsafe { clear_and_reclaim(root, va, size, true, Sections::Caller) }
+}
+
+/// The body of [`unmap_range`] and [`clear_range`] on a checked range:
+/// the engine's check (every address mapped, if `mapped`; no block sticking
+/// out), its clear in `sections`, then the reclaim with the flush of both.
+///
+/// # Safety
+/// As [`clear_range`].
+unsafe fn clear_and_reclaim(
+    root: PhysAddr,
+    va: VirtAddr,
+    size: u64,
+    mapped: bool,
+    sections: Sections,
+) -> Result<(), MapError> {
     let cleared = {
         let walk = walking_from(root);
         let tables = KernelTables::new(&walk);
-        // Check first: every address mapped, blocks entirely inside.
-        engine::check_clear(&tables, root, va, size, true)?;
+        engine::check_clear(&tables, root, va, size, mapped)?;
         // SAFETY: the caller's range; flushed below.
-        unsafe { engine::clear(&tables, root, va, size, Sections::Caller) }
+        unsafe { engine::clear(&tables, root, va, size, sections) }
     };
     // SAFETY: `root` is a level-0 table, and the range the caller's (our
     // caller's contract); `cleared` says what the clear left.
@@ -162,15 +178,6 @@ fn reclaim_claim(cleared: engine::Cleared) -> Cleared {
 pub unsafe fn clear_range(root: PhysAddr, va: VirtAddr, size: u64) -> Result<(), MapError> {
     let _op = pgtable_check::operation();
     check_range(va, size)?;
-    let cleared = {
-        let walk = walking_from(root);
-        let tables = KernelTables::new(&walk);
-        engine::check_clear(&tables, root, va, size, false)?;
-        // SAFETY: the caller's range; flushed below.
-        unsafe { engine::clear(&tables, root, va, size, Sections::WholeCall) }
-    };
-    // SAFETY: `root` is a level-0 table, and the range the caller's (our
-    // caller's contract); `cleared` says what the clear left.
-    unsafe { super::reclaim::reclaim_unless_walked(root, va, size, tlb::Changed::LEAVES, reclaim_claim(cleared)) };
-    Ok(())
+    // SAFETY: as our caller guarantees; holes are allowed.
+    unsafe { clear_and_reclaim(root, va, size, false, Sections::WholeCall) }
 }

@@ -208,6 +208,14 @@ impl TableMemory for KernelTables<'_> {
     }
 }
 
+/// The engine's run as the store primitive takes it: where its first
+/// entry is, through the linear map.
+#[inline(always)]
+fn arch_run(run: TableRun) -> Run {
+    let first = phys_to_virt(run.table).as_mut_ptr::<u64>().wrapping_add(run.index);
+    Run { first, len: run.len, level: run.level, va: run.va.as_u64() }
+}
+
 impl engine::Tables for KernelTables<'_> {
     type Section = lazy_mmu::LazyMmuSection;
 
@@ -218,17 +226,15 @@ impl engine::Tables for KernelTables<'_> {
 
     #[inline(always)]
     unsafe fn write_run(&self, run: TableRun, new: impl Fn(usize) -> Option<Descriptor> + Copy) -> usize {
-        let first = phys_to_virt(run.table).as_mut_ptr::<u64>().wrapping_add(run.index);
-        let run = Run { first, len: run.len, level: run.level, va: run.va.as_u64() };
         // SAFETY: the run lies in a table the walk keeps (or the caller's,
         // unlinked), and the stores are the caller's (our caller's contract).
-        unsafe { lazy_mmu::write_run(run, new) }
+        unsafe { lazy_mmu::write_run(arch_run(run), new) }
     }
 
     #[inline(always)]
     unsafe fn update_run(&self, run: TableRun, new: impl Fn(usize, Descriptor) -> Option<Descriptor> + Copy) -> usize {
-        let first = phys_to_virt(run.table).as_mut_ptr::<u64>().wrapping_add(run.index);
-        let run = Run { first, len: run.len, level: run.level, va: run.va.as_u64() };
+        let run = arch_run(run);
+        let first = run.first;
         // SAFETY: as in `write_run`; the reads are of the same entries.
         unsafe { lazy_mmu::write_run(run, move |i| new(i, Descriptor(read_volatile(first.wrapping_add(i))))) }
     }
