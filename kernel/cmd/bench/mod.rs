@@ -40,7 +40,7 @@ use lazymmu::mm::addr::{BLOCK_1G, PAGE_SIZE};
 use lazymmu::mm::apply::{ApplyMode, apply_mode, set_apply_mode};
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{self, stats};
-use lazymmu::mm::tlb::{self, FlushStrategy};
+use lazymmu::mm::tlb::FlushStrategy;
 use lazymmu::{println, sched};
 pub use workloads::WorkloadError;
 
@@ -629,8 +629,6 @@ pub fn csv(results: &Results) -> String {
     out
 }
 
-/// The readable table: per workload and backend, barriers per page and
-/// time per page at a few sizes.
 /// Reservation cost by live areas, and its growth from the fewest.
 pub fn print_reserve(results: &Results) {
     let ns = |ticks: u64| ticks as f64 * 1e9 / cpu::counter_frequency() as f64;
@@ -648,6 +646,10 @@ pub fn print_reserve(results: &Results) {
     }
 }
 
+/// The readable table (`--tlb-only`'s summary; the main run's rows are
+/// too many for a terminal: they go to the CSV): per workload and backend,
+/// barriers per page and the median time per page at a few sizes. A
+/// barrier count the kernel cannot see is shown as "-".
 pub fn print_table(results: &Results) {
     // The sizes of the first series (every series but the 1 GiB block has them all).
     let sizes: Vec<u64> = match results.rows.first() {
@@ -666,46 +668,43 @@ pub fn print_table(results: &Results) {
     let mut shown_sizes: Vec<u64> =
         [1, 512, 65536].into_iter().filter(|n| sizes.contains(n)).chain(sizes.last().copied()).collect();
     shown_sizes.dedup();
+    let workload_w = results.rows.iter().map(|r| r.workload.len()).max().unwrap_or(0).max("workload".len());
+    let backend_w = results.rows.iter().map(|r| r.backend.len()).max().unwrap_or(0).max("backend".len());
     println!("\n==== barriers per page (dsb ishst + dsb ish + isb) / N, and ns per page (median) ====");
-    let mut header = format!("{:<20} {:<16}", "workload", "backend");
+    let mut header = format!("{:<workload_w$} {:<backend_w$}", "workload", "backend");
     for n in &shown_sizes {
         header += &format!(" {:>11} {:>10}", format!("bar/pg@{n}"), format!("ns/pg@{n}"));
     }
     println!("{header}");
+    let barriers = |r: &Row| {
+        if r.barriers_unknown {
+            String::from("-")
+        } else {
+            format!("{:.6}", r.counts.barriers() as f64 / r.pages as f64)
+        }
+    };
     let mut seen: Vec<(&str, &str)> = Vec::new();
     for r in &results.rows {
         if seen.contains(&(r.workload, r.backend)) {
             continue;
         }
         seen.push((r.workload, r.backend));
-        let mut line = format!("{:<20} {:<16}", r.workload, r.backend);
+        let mut line = format!("{:<workload_w$} {:<backend_w$}", r.workload, r.backend);
         if !sizes.contains(&r.pages) {
             // One size only (the 1 GiB block): shown in the first column.
-            line += &format!(
-                " {:>11.6} {:>10.3}   (N = {})",
-                r.counts.barriers() as f64 / r.pages as f64,
-                r.ns_per_page(),
-                r.pages
-            );
+            line += &format!(" {:>11} {:>10.3}   (N = {})", barriers(r), r.ns_per_page(), r.pages);
             println!("{line}");
             continue;
         }
         for &n in &shown_sizes {
             match results.find(r.workload, r.backend, n) {
-                Some(c) => {
-                    line += &format!(" {:>11.6} {:>10.1}", c.counts.barriers() as f64 / n as f64, c.ns_per_page())
-                }
+                Some(c) => line += &format!(" {:>11} {:>10.1}", barriers(c), c.ns_per_page()),
                 None => line += &format!(" {:>11} {:>10}", "-", "-"),
             }
         }
         println!("{line}");
     }
-    println!(
-        "(times are wall-clock under QEMU TCG: a busy host inflates them; the counts are exact.\n \
-         vfree of {} pages or more flushes with {:?} on this CPU)",
-        tlb::MAX_DVM_OPS,
-        tlb::strategy(tlb::MAX_DVM_OPS)
-    );
+    println!("(times are wall-clock under QEMU TCG: a busy host inflates them; the counts are exact)");
 }
 
 /// The figures the docs lead with, at N = 512 and the largest N: what
@@ -714,7 +713,8 @@ pub fn print_table(results: &Results) {
 pub fn print_headline(results: &Results) {
     let largest = results.rows.iter().filter(|r| r.workload == "floor").map(|r| r.pages).max().unwrap_or(1);
     let insns = |r: &Row| r.insns_per_page().map_or(String::from("-"), |i| format!("{i:.1}"));
-    println!("\n==== headline: per page, median ns (min..max) and instructions (under -icount) ====");
+    let build = if cfg!(debug_assertions) { " [debug build: not for quoting]" } else { "" };
+    println!("\n==== headline: per page, median ns (min..max) and instructions (under -icount){build} ====");
     let spread = |r: &Row| format!("({:.1}..{:.1})", r.min_ns_per_page(), r.max_ns_per_page());
     for n in [512, largest] {
         let (Some(eager), Some(batched)) = (results.find("vmalloc", EAGER, n), results.find("vmalloc", BATCHED, n))
@@ -743,6 +743,17 @@ pub fn print_headline(results: &Results) {
                     r.ns_per_page() / floor
                 );
             }
+        }
+        if let (Some(settled), Some(grown)) =
+            (results.find("tlb_unmap", "all", n), results.find(TLB_UNMAP_GROWN, "all", n))
+        {
+            println!(
+                "N = {n}: one tlbi vmalle1is {:>9.1} ns {:>20}, with QEMU's software TLB grown {:.1} ns {}",
+                settled.ns_per_page(),
+                spread(settled),
+                grown.ns_per_page(),
+                spread(grown)
+            );
         }
         for op in ["map", "modify", "unmap"] {
             let ideal = results.ideal(op, n);
