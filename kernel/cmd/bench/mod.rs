@@ -22,9 +22,9 @@
 //! `-icount` the instruction budgets ([`INSTRUCTION_BUDGETS`]); the full
 //! run is for the docs.
 //!
-//! The results go to the console twice: a readable table, and the CSV
-//! between `--- results.csv ---` markers, which `scripts/bench` saves as
-//! docs/bench/results.csv and plots.
+//! The console gets a summary (`print_headline`, or `print_table` for
+//! `--tlb-only`); the CSV goes to a host file through semihosting, which
+//! `scripts/bench` merges into docs/bench/results.csv and plots.
 
 mod ideal;
 pub mod peer;
@@ -421,11 +421,11 @@ fn run_all(plan: &Plan, quick: bool, results: &mut Results) -> Result<(), Worklo
 }
 
 /// `tlb_unmap`'s full flush timed with QEMU's software TLB grown
-/// ([`workloads::SoftTlb::Grown`]).
+/// ([`workloads::grow_softmmu_tlb`]).
 const TLB_UNMAP_GROWN: &str = "tlb_unmap_grown";
 
 /// Every TLB flush strategy at every size, as rows of `workload`. Each
-/// strategy starts from a settled software TLB ([`workloads::SoftTlb`]):
+/// strategy starts from a settled software TLB ([`workloads::settle_softmmu_tlb`]):
 /// what the flushes cost then depends on the pages they flush, not on what
 /// ran before them. `--quick` checks counts only and skips the settling;
 /// so does a run that counts instructions (`-icount`: its times are not
