@@ -290,8 +290,11 @@ pub fn run_tlb_only(quick: bool) -> Result<Results, WorkloadError> {
         "tlb_flush_8cpu",
     ];
     let workload = WORKLOADS[lazymmu::smp::online_cpus().clamp(1, WORKLOADS.len()) - 1];
-    let cpus = lazymmu::smp::online_cpus();
-    let mut next = |what: &str| progress(1, 1, &format!("TLB flush of N live pages with {cpus} CPUs online: {what}"));
+    let cpus = match lazymmu::smp::online_cpus() {
+        1 => String::from("1 CPU"),
+        k => format!("{k} CPUs"),
+    };
+    let mut next = |what: &str| progress(1, 1, &format!("TLB flush of N live pages with {cpus} online: {what}"));
     let outcome = tlb_flushes(workload, &plan, quick, &mut results, &mut next);
     sched::set_preemption(preemption);
     outcome.map(|()| results)
