@@ -72,7 +72,8 @@ pub(crate) fn cmdline(buf: &mut [u8]) -> Option<&str> {
     core::str::from_utf8(&buf[..len]).ok()
 }
 
-/// A host file opened for reading (or, for the exit status, writing).
+/// A host file opened for reading, or for writing (the exit status, the
+/// bench's CSV).
 pub struct HostFile(u64);
 
 /// SYS_OPEN's modes are fopen()'s, numbered: 1 is "rb", 4 is "w".
@@ -85,7 +86,7 @@ impl HostFile {
     }
 
     /// Opens `path` for writing, emptying it first.
-    fn create(path: &str) -> Option<HostFile> {
+    pub fn create(path: &str) -> Option<HostFile> {
         HostFile::open_mode(path, MODE_WRITE)
     }
 
@@ -103,7 +104,7 @@ impl HostFile {
     }
 
     /// Writes `bytes` at the file's current position.
-    fn write(&self, bytes: &[u8]) {
+    pub fn write(&self, bytes: &[u8]) {
         let block = [self.0, bytes.as_ptr() as u64, bytes.len() as u64];
         // SAFETY: SYS_WRITE reads the three words and then bytes.len()
         // bytes from `bytes`.

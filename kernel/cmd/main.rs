@@ -42,8 +42,8 @@ const COMMANDS: &[(&str, &str)] = &[
     ("demo kasan", "the KASAN shadow race: double mappings per backend, without and with pause"),
     ("demo pagealloc", "allocating inside lazy mode (boot with debug_pagealloc=on): both cures, counted"),
     (
-        "bench [--tlb-only] [--quick]",
-        "every workload under every backend: exact counts, times, CSV (--quick: small N, counts checked; --tlb-only: the TLB flush strategies, with the CPUs online)",
+        "bench [--tlb-only] [--quick] [--csv PATH]",
+        "every workload under every backend: exact counts and times; prints a summary and writes the CSV to PATH on the host (default target/bench.csv; --quick: small N, counts checked; --tlb-only: the TLB flush strategies, with the CPUs online)",
     ),
     (
         "fuzz [--seed S] [--ops N] [--backend NAME] [--break BUG]",
@@ -100,14 +100,7 @@ fn kernel_main() -> ! {
                 exit(ExitCode::Usage);
             }
         }
-        ["bench"] => bench(false, false),
-        ["bench", "--quick"] => bench(true, false),
-        ["bench", "--tlb-only"] => bench(false, true),
-        ["bench", "--tlb-only", "--quick"] | ["bench", "--quick", "--tlb-only"] => bench(true, true),
-        ["bench", ..] => {
-            println!("lazymmu: bench: unknown options {:?}; it takes --tlb-only and --quick", &args[1..]);
-            exit(ExitCode::Usage);
-        }
+        ["bench", options @ ..] => bench(options),
         ["fuzz", options @ ..] => fuzz(options),
         ["help"] | ["--help"] | ["-h"] => menu(),
         [option, ..] if option.starts_with('-') => {
@@ -221,20 +214,54 @@ fn backend_names() -> alloc::string::String {
     Backend::ALL.map(Backend::name).join(", ")
 }
 
-fn bench(quick: bool, tlb_only: bool) {
+/// What `bench` takes, for its messages.
+const BENCH_OPTIONS: &str = "--tlb-only, --quick and --csv PATH";
+
+/// Where `bench` writes its CSV unless told (`--csv PATH`): a host path,
+/// relative to the directory QEMU runs in (`cargo run` runs it where it
+/// was called, usually the repository).
+const BENCH_CSV: &str = "target/bench.csv";
+
+fn bench(options: &[&str]) {
+    let (mut quick, mut tlb_only, mut csv_path) = (false, false, BENCH_CSV);
+    let mut rest = options.iter();
+    while let Some(&option) = rest.next() {
+        match option {
+            "--quick" => quick = true,
+            "--tlb-only" => tlb_only = true,
+            "--csv" => match rest.next() {
+                Some(path) => csv_path = path,
+                None => {
+                    println!("lazymmu: bench: --csv needs a path on the host");
+                    exit(ExitCode::Usage);
+                }
+            },
+            other => {
+                println!("lazymmu: bench: unknown option {other:?}; it takes {BENCH_OPTIONS}");
+                exit(ExitCode::Usage);
+            }
+        }
+    }
     // The figures are the kernel's own cost, not the checker's, unless
     // `pgtable_check=on` asks to see what checking costs.
     let checked = boot_args::option("pgtable_check").and_then(boot_args::kstrtobool) == Some(true);
     if !checked {
         pgtable_check::disable();
     }
+    let cpus = lazymmu::smp::online_cpus();
     println!(
-        "lazymmu bench{}{}: counter at {} Hz, {} CPUs online",
+        "lazymmu bench{}{}: counter at {} Hz, {cpus} {} online",
         if tlb_only { " --tlb-only" } else { "" },
         if quick { " --quick" } else { "" },
         lazymmu::cpu::counter_frequency(),
-        lazymmu::smp::online_cpus()
+        if cpus == 1 { "CPU" } else { "CPUs" }
     );
+    if cfg!(debug_assertions) {
+        println!(
+            "bench: a debug build: its times include the debug build's checks and unoptimised code; they are not for \
+             quoting (scripts/bench runs the release build)"
+        );
+    }
     let run = if tlb_only { bench::run_tlb_only } else { bench::run };
     let results = match run(quick) {
         Ok(results) => results,
@@ -244,14 +271,25 @@ fn bench(quick: bool, tlb_only: bool) {
         }
     };
     println!("pgtable_check: {} while measuring", if checked { "on (the figures include its cost)" } else { "off" });
-    bench::print_table(&results);
-    bench::print_reserve(&results);
-    if !tlb_only {
+    if tlb_only {
+        bench::print_table(&results);
+    } else {
         bench::print_headline(&results);
+        bench::print_reserve(&results);
     }
-    println!("--- results.csv ---");
-    lazymmu::print!("{}", bench::csv(&results));
-    println!("--- end results.csv ---");
+    let csv = bench::csv(&results);
+    match lazymmu::semihosting::HostFile::create(csv_path) {
+        Some(file) => {
+            file.write(csv.as_bytes());
+            println!("bench: {} rows written to {csv_path} (on the host)", results.rows.len());
+        }
+        None => {
+            println!("bench: cannot write {csv_path} on the host; the CSV follows");
+            println!("--- results.csv ---");
+            lazymmu::print!("{csv}");
+            println!("--- end results.csv ---");
+        }
+    }
     if !results.failures.is_empty() {
         for failure in &results.failures {
             println!("bench: count check FAILED: {failure}");

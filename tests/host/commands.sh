@@ -31,7 +31,7 @@ check "demo, no such demo" 2 scripts/qemu-runner "$kernel" demo frob -- 'no demo
 check "demo kasan, an option it does not take" 2 scripts/qemu-runner "$kernel" demo kasan --fast -- 'demo kasan: unknown option "--fast"'
 check "demo lazy, an unknown option" 2 scripts/qemu-runner "$kernel" demo lazy --fast -- 'demo lazy: unknown option "--fast"; it takes --backend NAME'
 check "demo lazy, --backend without a name" 2 scripts/qemu-runner "$kernel" demo lazy --backend -- '--backend needs a name; the backends are'
-check "bench, an unknown option" 2 scripts/qemu-runner "$kernel" bench --slow -- 'bench: unknown options \["--slow"\]; it takes --tlb-only and --quick'
+check "bench, an unknown option" 2 scripts/qemu-runner "$kernel" bench --slow -- 'bench: unknown option "--slow"; it takes --tlb-only, --quick and --csv PATH'
 check "an option instead of a command" 2 scripts/qemu-runner "$kernel" --frob -- 'unknown option "--frob": options come after a command'
 check "--help" 0 scripts/qemu-runner "$kernel" --help -- '^usage: cargo run'
 check "ptdump, an option it does not take" 2 scripts/qemu-runner "$kernel" ptdump --all -- 'ptdump: unknown option "--all"; it takes none'
@@ -99,11 +99,23 @@ check "demo pagealloc, without the option" 0 scripts/qemu-runner "$kernel" demo 
     '^_nolazy variant +batched +8 +8 +8 +0 +0 +0 +0$' "$clean"
 # The bench at small N checks its own counts (batched: one pair per
 # vmalloc whatever N; eager: one per entry; vfree: one TLB flush; ...).
-check "bench --quick" 0 scripts/qemu-runner "$kernel" bench --quick -- \
-    '^bench \[23/23\] map / modify / unmap' '^--- results.csv ---$' '^vmalloc,batched,512,515,1,0,1,0,' 'every count check passed' \
-    '^pgtable_check: off while measuring'
-check "bench --quick, -cpu cortex-a72" 0 env LAZYMMU_CPU=cortex-a72 scripts/qemu-runner "$kernel" bench --quick -- \
-    '^tlb_unmap,per-page,512,0,1,1,1,512,' 'every count check passed'
+# The terminal gets a summary (a debug build says its times are not for
+# quoting) and the CSV goes to the host file named.
+bench_csv=$(mktemp -d)
+trap 'rm -rf "$bench_csv"' EXIT
+check "bench --quick" 0 scripts/qemu-runner "$kernel" bench --quick --csv "$bench_csv/quick.csv" -- \
+    '^bench \[24/24\] map / modify / unmap' '^==== headline: .*\[debug build: not for quoting\] ====$' \
+    '^bench: [0-9]+ rows written to .*/quick.csv \(on the host\)$' 'every count check passed' \
+    '^pgtable_check: off while measuring' '^bench: a debug build: .*not for quoting'
+check "bench --quick: the CSV it wrote" 0 cat "$bench_csv/quick.csv" -- '^vmalloc,batched,512,515,1,0,1,0,' \
+    '^map,aarch64-paging-live,512,[0-9]+,,,,,'
+check "bench --quick, -cpu cortex-a72" 0 env LAZYMMU_CPU=cortex-a72 scripts/qemu-runner "$kernel" bench --quick --csv "$bench_csv/a72.csv" -- \
+    'every count check passed'
+check "bench --quick, -cpu cortex-a72: the CSV it wrote" 0 cat "$bench_csv/a72.csv" -- '^tlb_unmap,per-page,512,0,1,1,1,512,'
+check "bench --tlb-only --quick, one CPU: its table" 0 env LAZYMMU_SMP=1 scripts/qemu-runner "$kernel" bench --tlb-only --quick --csv "$bench_csv/tlb.csv" -- \
+    '^lazymmu bench --tlb-only --quick: counter at [0-9]+ Hz, 1 CPU online$' \
+    '^tlb_flush_1cpu +per-page +[0-9]+\.[0-9]{6} ' '^\(times are wall-clock under QEMU TCG: a busy host inflates them; the counts are exact\)$'
+check "bench, --csv without a path" 2 scripts/qemu-runner "$kernel" bench --csv -- 'bench: --csv needs a path on the host'
 # The bounded fuzz campaign: several seeds, every backend, both CPUs, the
 # page-table rules checked at every step.
 for seed in 1 2 3; do

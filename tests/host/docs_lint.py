@@ -6,8 +6,12 @@
   docs_lint.py lint       checks chapter headings, "Reproduce:" lines, each
                           chapter's front matter (tl;dr, "You need first:",
                           "Contents:" linking every section, "Sources:"),
-                          figures (each exists; each drawn one is shown),
-                          every bench number against the CSV, every code
+                          figures (each exists; each drawn one is shown;
+                          every snake_case name in a figure's text is
+                          named by the chapter that shows it), every
+                          bench number against the CSV, every timing
+                          (a number in ns, us or ms) in the prose against
+                          the CSV's times, every code
                           excerpt against its file, that every text block
                           names its command, and that the README's "Where
                           things are" names every file of kernel/ once, and
@@ -380,6 +384,8 @@ def lint():
                 why.append(f"bench {workload}/{backend}/{n}: no column {column}")
             elif row[column] != value:
                 why.append(f"bench {workload}/{backend}/{n}/{column}: the docs say {value}, the CSV {row[column]}")
+        why += timing_problems(text, rows)
+        why += figure_label_problems(path, text)
         why += quoting_problems(text)
         why += front_matter_problems(text)
         print(f"docs {path.name} ... " + ("ok" if not why else "FAILED: " + "; ".join(why)))
@@ -400,6 +406,58 @@ def lint():
     bad += bool(why)
     bad += figures_referenced()
     return bad + tree()
+
+
+# A time the prose states: a number and a unit of time (`16 ns`, `6.7 us`, `~8 ms`).
+TIMING = re.compile(r"(?<![\w.])(\d[\d,]*(?:\.\d+)?)\s?(?:ns|us|µs|ms)\b")
+# The CSV columns that hold times.
+TIME_COLUMNS = ("ns_per_page", "ns_per_page_min", "ns_per_page_max")
+
+
+def prose(text):
+    """`text` without its fenced blocks (outputs are checked by `run`, code
+    by the excerpt rule) and without its bench numbers (checked against
+    their cells): what the chapter states in its own words."""
+    text = re.sub(r"^```.*?^```", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.M | re.S)
+    return BENCH.sub("<bench>", text)
+
+
+def timing_problems(text, rows):
+    """A time stated in the prose must be a cell of the bench's CSV: a
+    chapter does not type its timings by hand (they move from run to run
+    and host to host); it quotes them as <!--bench:...--> numbers, which
+    are checked and rewritten from the CSV."""
+    held = {r[c] for r in rows.values() for c in TIME_COLUMNS if r.get(c)}
+    why = []
+    for lineno, line in enumerate(prose(text).splitlines(), 1):
+        for m in TIMING.finditer(line):
+            if m.group(1).replace(",", "") not in held:
+                why.append(f"line {lineno}: the timing {m.group(0)!r} is in no CSV cell (quote it as <!--bench:...--> from {CSV.name})")
+    return why
+
+
+# A label of a figure that names something of the code: a snake_case name.
+CODE_LABEL = re.compile(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b")
+
+
+def figure_labels(svg):
+    """The snake_case names in a figure's text."""
+    texts = re.findall(r"<text\b[^>]*>(.*?)</text>", svg, re.S)
+    return {name for t in texts for name in CODE_LABEL.findall(re.sub(r"<[^>]+>", "", t))}
+
+
+def figure_label_problems(path, text):
+    """Every name a figure shows (`order_gen`, `dsb_on`) is one the chapter
+    that shows it names too, where a reader can find what it means."""
+    why = []
+    for target in FIGURE.findall(text):
+        figure = path.parent / target
+        if figure.suffix != ".svg" or not figure.exists():
+            continue
+        for name in sorted(figure_labels(figure.read_text())):
+            if not re.search(rf"\b{name}\b", text):
+                why.append(f"figure {target}: its label {name} is never named in {path.name}")
+    return why
 
 
 def figures_referenced():

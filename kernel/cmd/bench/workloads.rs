@@ -181,6 +181,54 @@ pub fn reserve_with_live_areas(live: usize, pairs: usize) -> Result<u64, Workloa
     Ok(timed?)
 }
 
+/// The pages [`grow_softmmu_tlb`] touches: the bench's largest N.
+pub const GROWN_PAGES: u64 = 65536;
+
+/// Lets QEMU shrink its software TLB back to what the kernel uses while
+/// idle, so that a TLB flush timed next costs what its own pages make it
+/// cost, not what ran before it.
+///
+/// Under TCG each CPU's software TLB is a table QEMU sizes to the guest's
+/// recent use (accel/tcg/cputlb.c, `tlb_mmu_resize_locked`): at a full
+/// flush it doubles when more than 70% of it was used since the last
+/// resize, and it shrinks, to fit the most used, only at a full flush
+/// after a 100 ms window of low use. A full flush clears the whole table
+/// (`tlb_mmu_flush_locked`, a `memset`), so `tlbi vmalle1is` costs in
+/// proportion to the table: to what the guest touched lately, not to the
+/// range flushed. (A hardware TLB has a fixed size; there a full flush
+/// costs its refills afterwards.)
+///
+/// Three windows of more than 100 ms that touch nothing, each ended by a
+/// full flush (QEMU resizes only then, and the first still sees the
+/// window the last workload used): about a third of a second.
+pub fn settle_softmmu_tlb() {
+    let window = lazymmu::cpu::counter_frequency() * 110 / 1000;
+    let anywhere = VirtAddr::new(0xffff_8000_0000_0000);
+    for _ in 0..3 {
+        let end = lazymmu::cpu::counter() + window;
+        while lazymmu::cpu::counter() < end {
+            core::hint::spin_loop();
+        }
+        tlb::flush_tlb_kernel_range_with(FlushStrategy::All, anywhere, anywhere.add(PAGE_SIZE));
+    }
+}
+
+/// Makes QEMU grow its software TLB (see [`settle_softmmu_tlb`]) as a
+/// large workload does: [`GROWN_PAGES`] pages touched, then a full flush,
+/// twelve times (the table doubles at most once per flush, and only after
+/// use: from QEMU's smallest, 2^6 entries, twelve doublings pass 2^17, the
+/// size that holds these pages at under 70%).
+pub fn grow_softmmu_tlb() -> Result<(), WorkloadError> {
+    let va = vmalloc(GROWN_PAGES * PAGE_SIZE)?;
+    for _ in 0..12 {
+        touch(va, GROWN_PAGES);
+        tlb::flush_tlb_kernel_range_with(FlushStrategy::All, va, va.add(GROWN_PAGES * PAGE_SIZE));
+    }
+    vfree(va)?;
+    cold_tables();
+    Ok(())
+}
+
 /// One flush of `pages` live, touched pages with the strategy given.
 pub fn tlb_unmap(pages: u64, how: FlushStrategy) -> Result<Sample, WorkloadError> {
     let va = vmalloc(pages * PAGE_SIZE)?;
