@@ -96,6 +96,30 @@ fn check_unmapped(va: VirtAddr, pages: u64) {
     }
 }
 
+/// Purges what was freed lazily, then checks that [va, va + pages)
+/// faults: `vfree` and `vunmap` leave their flush to the next purge, and
+/// until then the TLB may still translate the pages (`at s1e1r` does).
+fn check_purged(va: VirtAddr, pages: u64) {
+    vm_unmap_aliases();
+    check_unmapped(va, pages);
+}
+
+/// The lazy vfree purge on or off (`vmap_lazy_purge`) while a test runs;
+/// put back after.
+struct LazyPurge(bool);
+
+impl LazyPurge {
+    fn set(on: bool) -> LazyPurge {
+        LazyPurge(set_vmap_lazy_purge(on))
+    }
+}
+
+impl Drop for LazyPurge {
+    fn drop(&mut self) {
+        set_vmap_lazy_purge(self.0);
+    }
+}
+
 /// Frames used, areas live, and the vmalloc region's table pages and
 /// leaves: what every operation must give back, and no error may change.
 fn footprint() -> (usize, usize, RegionStats) {
@@ -103,9 +127,11 @@ fn footprint() -> (usize, usize, RegionStats) {
     (frame_alloc::stats().used, vmalloc::area_count(), vmalloc_region)
 }
 
-/// [`footprint`] once the empty page tables are reclaimed: vmalloc's
-/// tables stay after an unmap, as Linux's do, until an explicit reclaim.
+/// [`footprint`] once lazily freed areas are purged and the empty page
+/// tables reclaimed: vmalloc's tables stay after an unmap, as Linux's do,
+/// until an explicit reclaim.
 fn footprint_reclaimed() -> (usize, usize, RegionStats) {
+    vm_unmap_aliases();
     vmalloc::reclaim_page_tables();
     footprint()
 }
@@ -124,7 +150,7 @@ fn batched_vmalloc_of_n_pages_costs_one_pair() {
         assert_eq!(frame_alloc::allocations_in_lazy_mode(), lazy_allocs, "no frame allocated inside the section");
         check_mapped(va, n);
         vfree(va).unwrap();
-        check_unmapped(va, n);
+        check_purged(va, n);
         assert_eq!(footprint_reclaimed(), before, "N = {n}: every frame and table came back");
     }
 }
@@ -257,7 +283,7 @@ fn deferred_writes_vmalloc_maps_everything_by_the_end_of_the_call() {
     let va = vmalloc_aligned(BLOCK_2M + 16 * PAGE_SIZE, BLOCK_2M).unwrap();
     check_mapped(va, 512 + 16);
     vfree(va).unwrap();
-    check_unmapped(va, 512 + 16);
+    check_purged(va, 512 + 16);
     assert_eq!(footprint_reclaimed(), before);
 }
 
@@ -300,6 +326,9 @@ fn deferred_writes_walk_never_reads_back_the_tables_it_linked() {
 
 #[test_case]
 fn vfree_of_n_pages_is_one_tlb_flush_and_no_per_page_barriers() {
+    // The counts of vmap_lazy_purge=off: each vfree flushes its own range
+    // (with the purge on, see `vfree_of_a_page_issues_no_tlbi`).
+    let _eager = LazyPurge::set(false);
     let _s = Setting::new(Backend::Batched, ApplyMode::WholeCall);
     for n in [1, 512, 4096] {
         let va = vmalloc(n * PAGE_SIZE).unwrap();
@@ -328,6 +357,7 @@ fn a_page_vmalloc_after_a_page_vfree_links_no_table() {
     let _s = Setting::new(Backend::Batched, ApplyMode::WholeCall);
     let va = vmalloc(PAGE_SIZE).unwrap();
     vfree(va).unwrap();
+    vm_unmap_aliases();
     let (used, tables) = (frame_alloc::stats().used, footprint().2.tables);
     let mut again = VirtAddr::new(0);
     let c = cost(|| again = vmalloc(PAGE_SIZE).unwrap());
@@ -337,6 +367,7 @@ fn a_page_vmalloc_after_a_page_vfree_links_no_table() {
     assert_eq!(pairs(c), (1, 1), "one leaf, one pair");
     check_mapped(again, 1);
     vfree(again).unwrap();
+    vm_unmap_aliases();
     assert_eq!(frame_alloc::stats().used, used, "the page went back; its table stays");
     assert!(vmalloc::reclaim_page_tables() >= 1, "until an explicit reclaim");
 }
@@ -385,7 +416,7 @@ fn vmap_pages_maps_the_callers_frames_and_vunmap_leaves_them() {
     );
     check_mapped(va, 3);
     vunmap(va).unwrap();
-    check_unmapped(va, 3);
+    check_purged(va, 3);
     vmalloc::reclaim_page_tables();
     assert_eq!(frame_alloc::stats().used, before.0 + 3, "the frames are still the caller's");
     for pa in frames {
@@ -421,7 +452,7 @@ fn vmap_contiguous_uses_blocks_where_addresses_and_size_allow() {
     check_mapped(va, 1);
     assert_eq!(frame_of(va.add(BLOCK_2M)), pa.add(BLOCK_2M));
     vunmap(va).unwrap();
-    check_unmapped(va, 1);
+    check_purged(va, 1);
     check_unmapped(va.add(BLOCK_2M), 1);
     frame_alloc::free_frames(pa, 513).unwrap();
     assert_eq!(footprint_reclaimed(), before);
@@ -444,7 +475,7 @@ fn mappers_called_inside_a_deferred_writes_section_read_back_nothing_stale() {
     let outer = lazymmu::mm::lazy_mmu::enable();
     vunmap(va).unwrap();
     drop(outer);
-    check_unmapped(va, 1);
+    check_purged(va, 1);
     check_unmapped(va.add(BLOCK_2M), 1);
     frame_alloc::free_frames(pa, 513).unwrap();
     assert_eq!(footprint_reclaimed(), before, "no table duplicated or left behind");
@@ -463,6 +494,7 @@ fn any_sequence_gives_back_every_frame() {
     vunmap(c).unwrap();
     vfree(b).unwrap();
     vfree(d).unwrap();
+    vm_unmap_aliases();
     for pa in frames {
         frame_alloc::free_frame(pa).unwrap();
     }
@@ -617,6 +649,7 @@ fn apply_errors_are_typed_and_change_nothing() {
         assert_eq!(calls, 0);
     }
     vunmap(block).unwrap();
+    vm_unmap_aliases();
     frame_alloc::free_frames(run, 512).unwrap();
     assert_eq!(footprint_reclaimed(), before);
 }
@@ -839,6 +872,7 @@ fn thirty_two_thousand_live_areas_are_placed_found_and_given_back() {
     for &area in live.iter().skip(1).step_by(2) {
         free_vm_area(area).unwrap();
     }
+    vm_unmap_aliases();
     vmalloc::reclaim_page_tables();
     assert_eq!(lazymmu::mm::audit::state(), before, "every area given back, the region free again");
 }
@@ -859,12 +893,16 @@ fn two_hundred_thousand_live_areas_free_every_other_and_refill_within_the_time_l
     let live: Vec<VirtAddr> = (0..N).map(|_| vmalloc(PAGE_SIZE).unwrap()).collect();
     assert_eq!(vmalloc::area_count(), N);
     live.iter().step_by(2).for_each(|&va| vfree(va).unwrap());
+    // The holes are free once purged (many purges ran on the way: 100,000
+    // pages is more than lazy_max_pages).
+    vm_unmap_aliases();
     let refilled: Vec<VirtAddr> = (0..N / 2).map(|_| vmalloc(PAGE_SIZE).unwrap()).collect();
     // Each hole is one area and its guard: refilled lowest first, exactly.
     assert!(refilled.iter().eq(live.iter().step_by(2)), "every hole refilled, in address order");
     for &va in live.iter().skip(1).step_by(2).chain(&refilled) {
         vfree(va).unwrap();
     }
+    vm_unmap_aliases();
     vmalloc::reclaim_page_tables();
     assert_eq!(lazymmu::mm::audit::state(), before, "every area given back, the region free again");
 }
@@ -942,6 +980,8 @@ fn vmalloc_range_places_an_area_inside_its_window_only() {
 fn vfree_next_to_a_live_neighbour_unmaps_its_range_with_one_flush() {
     // Two buffers in one level-3 table: freeing one keeps the table (the
     // neighbour lives in it) and still unmaps every page of the freed one.
+    // The counts of vmap_lazy_purge=off.
+    let _eager = LazyPurge::set(false);
     let a = vmalloc(2 * PAGE_SIZE).unwrap();
     let b = vmalloc(2 * PAGE_SIZE).unwrap();
     assert_eq!(a.align_down(BLOCK_2M), b.align_down(BLOCK_2M), "one level-3 table holds both");
@@ -1207,6 +1247,7 @@ fn clear_range_refuses_to_split_a_block_and_changes_nothing() {
     assert_eq!(lazymmu::mm::audit::state(), state, "nothing changed");
     check_mapped(block, 512);
     vunmap(block).unwrap();
+    vm_unmap_aliases();
     frame_alloc::free_frames(run, 512).unwrap();
 }
 

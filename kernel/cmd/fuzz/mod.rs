@@ -699,6 +699,11 @@ fn free_frames(frames: &[PhysAddr]) {
 
 /// Frees the fuzzer's frames behind an area that is gone.
 fn release(kind: &AreaKind) {
+    // A vunmap'd area's flush waits for the purge: no TLB may still map
+    // the frames when they go.
+    if matches!(kind, AreaKind::Pages(_) | AreaKind::Range(..)) {
+        vmalloc::vm_unmap_aliases();
+    }
     match kind {
         AreaKind::Vmalloc => {}
         AreaKind::Pages(frames) | AreaKind::AddressSpace(frames) => free_frames(frames),
@@ -827,6 +832,8 @@ fn run_all(config: &Config, progress: &mut impl FnMut(Backend, u64, u64)) -> Res
             .map_err(|e| diverged(last, "teardown", format!("{e:?}")))?;
         vmalloc::free_vm_area(irq_page).map_err(|e| diverged(last, "teardown", format!("{e:?}")))?;
         frame_alloc::free_frame(irq_frame).expect("allocated above");
+        // What was freed lazily comes back at its purge.
+        vmalloc::vm_unmap_aliases();
         // A linear-map block split by a permission change stays split, as
         // in Linux: its tables are not counted.
         vmalloc::reclaim_page_tables();
