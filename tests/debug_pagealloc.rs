@@ -255,6 +255,9 @@ fn vfree_takes_every_frame_out_of_the_linear_map() {
         assert_mapped(pa);
     }
     vfree(va).unwrap();
+    // A lazily freed area's frames go back (and out of the linear map)
+    // at its purge.
+    vmalloc::vm_unmap_aliases();
     for &pa in &frames {
         assert_unmapped(phys_to_virt(pa));
     }

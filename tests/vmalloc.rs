@@ -1280,3 +1280,149 @@ fn set_ptes_under_deferred_writes_queues_its_stores_until_the_section_ends() {
         vmalloc::reclaim_page_tables();
     }
 }
+
+// ---- the lazy vfree purge: TLB flushes batched ------------------------------------
+//
+// vfree and vunmap clear the entries and flush nothing; the freed areas
+// wait on the purge list, and one flush of their union covers them all
+// when they are purged (`vm_unmap_aliases`, past `lazy_max_pages`, or when
+// an allocation finds no room). Until then a freed range is not handed out
+// again and its frames stay taken.
+
+/// Starts a test of the lazy purge: on (whatever the command line says),
+/// nothing pending.
+fn lazy_purge() -> LazyPurge {
+    let on = LazyPurge::set(true);
+    vm_unmap_aliases();
+    assert_eq!(lazy_pages(), 0);
+    on
+}
+
+/// What one flush of [start, end) costs on this CPU (range TLBIs, page
+/// TLBIs or everything, as `tlb::strategy` says for its size).
+fn one_flush(start: VirtAddr, end: VirtAddr) -> BarrierCounts {
+    cost(|| tlb::flush_tlb_kernel_range(start, end))
+}
+
+#[test_case]
+fn vfree_of_a_page_issues_no_tlbi() {
+    let _lazy = lazy_purge();
+    let va = vmalloc(PAGE_SIZE).unwrap();
+    check_mapped(va, 1);
+    let (used, areas) = (frame_alloc::stats().used, vmalloc::area_count());
+    let c = cost(|| vfree(va).unwrap());
+    assert_eq!(c, BarrierCounts::default(), "no TLBI and no barrier: a clear owes none, the flush is the purge's");
+    assert_eq!(lazy_pages(), 1);
+    assert_eq!((find_area(va), vmalloc::area_count()), (None, areas - 1), "no longer an area");
+    assert_eq!(frame_alloc::stats().used, used, "its frame waits for the purge");
+    vm_unmap_aliases();
+    assert_eq!(frame_alloc::stats().used, used - 1, "and goes back with it");
+}
+
+#[test_case]
+fn a_thousand_page_vmalloc_vfree_cycles_flush_once_at_the_purge() {
+    let _lazy = lazy_purge();
+    let _s = Setting::new(Backend::Batched, ApplyMode::WholeCall);
+    let mut freed = Vec::with_capacity(1000);
+    let c = cost(|| {
+        for _ in 0..1000 {
+            let va = vmalloc(PAGE_SIZE).unwrap();
+            vfree(va).unwrap();
+            freed.push(va);
+        }
+    });
+    assert_eq!((c.tlbi_page, c.tlbi_range, c.tlbi_all, c.dsb_ish), (0, 0, 0, 0), "no flush in the loop: {c:?}");
+    assert_eq!(pairs(c), (1000, 1000), "each vmalloc's own pair, nothing else");
+    assert_eq!(lazy_pages(), 1000);
+    // No range was handed out twice: each next to the one before.
+    for pair in freed.windows(2) {
+        assert_eq!(pair[1], pair[0].add(PAGE_SIZE + GUARD_SIZE));
+    }
+    let (start, end) = (freed[0], freed[999].add(PAGE_SIZE));
+    let purge = cost(vm_unmap_aliases);
+    assert_eq!(purge.dsb_ish, 1, "one flush for the thousand: {purge:?}");
+    assert_eq!(purge, one_flush(start, end), "of their union");
+    assert_eq!(lazy_pages(), 0);
+}
+
+#[test_case]
+fn a_freed_range_and_its_frames_are_not_reused_before_the_purge() {
+    let _lazy = lazy_purge();
+    let a = vmalloc(PAGE_SIZE).unwrap();
+    let frame = frame_of(a);
+    let used = frame_alloc::stats().used;
+    vfree(a).unwrap();
+    let b = vmalloc(PAGE_SIZE).unwrap();
+    assert_eq!(b, a.add(PAGE_SIZE + GUARD_SIZE), "the next range, not the freed one");
+    assert_ne!(frame_of(b), frame, "a fresh frame, not the freed one");
+    assert_eq!(frame_alloc::stats().used, used + 1, "the freed frame is still taken");
+    vm_unmap_aliases();
+    assert_eq!(frame_alloc::stats().used, used, "given back by the purge");
+    let c = vmalloc(PAGE_SIZE).unwrap();
+    assert_eq!(c, a, "after the purge the lowest free range is the freed one again");
+    vfree(b).unwrap();
+    vfree(c).unwrap();
+}
+
+#[test_case]
+fn one_purge_flushes_many_areas_once() {
+    let _lazy = lazy_purge();
+    let areas: Vec<VirtAddr> = (1..=16).map(|n| vmalloc(n * PAGE_SIZE).unwrap()).collect();
+    let c = cost(|| areas.iter().for_each(|&va| vfree(va).unwrap()));
+    assert_eq!((c.tlbi_page, c.tlbi_range, c.tlbi_all, c.dsb_ish), (0, 0, 0, 0), "{c:?}");
+    assert_eq!(lazy_pages(), (1..=16).sum::<u64>());
+    let (start, end) = (areas[0], areas[15].add(16 * PAGE_SIZE));
+    let purge = cost(vm_unmap_aliases);
+    assert_eq!(purge.dsb_ish, 1, "one flush for sixteen areas: {purge:?}");
+    assert_eq!(purge, one_flush(start, end), "of their union");
+    assert_eq!(cost(vm_unmap_aliases), BarrierCounts::default(), "nothing pending: nothing flushed");
+}
+
+#[test_case]
+fn vm_unmap_aliases_leaves_no_stale_entry() {
+    let _lazy = lazy_purge();
+    let va = vmalloc(PAGE_SIZE).unwrap();
+    // SAFETY: our own fresh mapping.
+    unsafe { probe::write(va, 0x5eed) }.unwrap();
+    check_mapped(va, 1); // the TLB holds it
+    vfree(va).unwrap();
+    // The tables say unmapped (`at s1e1r` walks them); the checker knows
+    // the TLB may still say otherwise until the purge.
+    assert!(matches!(hw_translate(va, Access::Read), HwTranslation::Fault(FaultStatus::Translation { .. })));
+    if lazymmu::mm::pgtable_check::enabled() {
+        assert_eq!(lazymmu::mm::pgtable_check::awaiting_purge(), 1);
+    }
+    vm_unmap_aliases();
+    assert_eq!(lazymmu::mm::pgtable_check::awaiting_purge(), 0, "the checker: nothing stale");
+    check_unmapped(va, 1); // `at s1e1r` and a real read through the TLB: both fault
+}
+
+#[test_case]
+fn lazily_freed_pages_past_lazy_max_pages_trigger_a_purge() {
+    let _lazy = lazy_purge();
+    // Linux's lazy_max_pages(): 32 MiB worth times fls(CPUs online).
+    let fls = u64::from(usize::BITS - lazymmu::smp::online_cpus().leading_zeros());
+    let max = lazy_max_pages();
+    assert_eq!(max, fls * (32 << 20) / PAGE_SIZE);
+    // One frame mapped many times: the pages cost tables, not frames.
+    let frame = frame_alloc::alloc_frame().unwrap();
+    let half = alloc::vec![frame; (max / 2) as usize];
+    // SAFETY: the test's own frame, read-only, in the test's own areas.
+    let (a, b, c) = unsafe {
+        (
+            vmap_pages(&half, Attributes::KERNEL_RO).unwrap(),
+            vmap_pages(&half, Attributes::KERNEL_RO).unwrap(),
+            vmap_pages(&[frame], Attributes::KERNEL_RO).unwrap(),
+        )
+    };
+    let no_flush = |c: BarrierCounts| (c.tlbi_page, c.tlbi_range, c.tlbi_all, c.dsb_ish) == (0, 0, 0, 0);
+    assert!(no_flush(cost(|| vunmap(a).unwrap())));
+    assert_eq!(lazy_pages(), max / 2);
+    assert!(no_flush(cost(|| vunmap(b).unwrap())));
+    assert_eq!(lazy_pages(), max, "at lazy_max_pages, not past it: no purge yet");
+    let past = cost(|| vunmap(c).unwrap());
+    assert_eq!(lazy_pages(), 0, "one page past: purged");
+    assert_eq!(past.dsb_ish, 1, "one flush: {past:?}");
+    assert_eq!(past, one_flush(a, c.add(PAGE_SIZE)), "of the three areas' union");
+    frame_alloc::free_frame(frame).unwrap();
+}

@@ -339,10 +339,7 @@ fn alloc_and_map(size: u64, align: u64, (lo, hi): (VirtAddr, VirtAddr), zero: bo
     let mut frames = Vec::new_in(Kmalloc);
     frames.try_reserve_exact(pages as usize).map_err(|_| VmallocError::OutOfMemory)?;
     let va = reserve(size, align, lo, hi)?;
-    // Lazily freed areas hold their frames until purged: out of frames,
-    // purge and try once more.
-    let mut alloc = || frame_alloc::alloc_frames_bulk(pages as usize, &mut frames);
-    if alloc().is_err() && !(purge::purge_vmap_area_lazy() && alloc().is_ok()) {
+    if frame_alloc::alloc_frames_bulk(pages as usize, &mut frames).is_err() {
         unreserve(va);
         return Err(VmallocError::OutOfMemory);
     }

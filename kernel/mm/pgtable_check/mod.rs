@@ -319,6 +319,12 @@ pub(crate) fn lazily_freed(va: VirtAddr, size: u64) {
     check(cpu::frame_pointer(), |c| c.lazily_freed(va.as_u64(), va.as_u64() + size));
 }
 
+/// Cleared entries that wait for a purge's flush: 0 once
+/// `vm_unmap_aliases` has returned (and with the checker off).
+pub fn awaiting_purge() -> u64 {
+    CHECKER.lock().as_ref().map_or(0, |c| c.awaiting_purge())
+}
+
 /// A lazy MMU section ended for good (`why`: the call that ended it:
 /// outermost disable, nested disable, pause).
 #[inline(never)]

@@ -728,11 +728,18 @@ impl<K: Kernel> Checker<K> {
                 if self.cpus[rec.cpu].dsb_gen == rec.dsb_gen {
                     // Not visible to walkers yet. The storing CPU's own
                     // TLBI is then misordered; another CPU's (a reclaim's
-                    // full flush, say) is simply too early to count.
+                    // full flush, say) is simply too early to count, but
+                    // for a lazily freed entry: it came to the purging
+                    // CPU through the purge list's lock, and that CPU's
+                    // `dsb ishst` is cumulative (it orders what it has
+                    // observed, the clear included), as Linux relies on.
                     if rec.cpu != cpu {
-                        continue;
+                        if !rec.lazy {
+                            continue;
+                        }
+                    } else {
+                        too_early.get_or_insert(rec.change);
                     }
-                    too_early.get_or_insert(rec.change);
                 }
                 rec.invalidating_on |= 1 << cpu;
                 self.cpus[cpu].invalidating.push((level, key));

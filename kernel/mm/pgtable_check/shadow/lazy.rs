@@ -33,6 +33,11 @@ impl<K: Kernel> Checker<K> {
         }
     }
 
+    /// Cleared entries that wait for a purge.
+    pub fn awaiting_purge(&self) -> u64 {
+        self.stale.iter().map(|m| m.values().filter(|r| r.lazy).count() as u64).sum()
+    }
+
     /// A valid entry is being made where a lazily freed one waits for its
     /// purge: reported, and the old entry forgotten (the new one replaces it).
     pub(super) fn reused_before_purge(&mut self, change: EntryChange, level: Level) {
