@@ -1426,3 +1426,21 @@ fn lazily_freed_pages_past_lazy_max_pages_trigger_a_purge() {
     assert_eq!(past, one_flush(a, c.add(PAGE_SIZE)), "of the three areas' union");
     frame_alloc::free_frame(frame).unwrap();
 }
+
+#[test_case]
+fn an_allocation_that_finds_no_room_purges_and_tries_once_more() {
+    let _lazy = lazy_purge();
+    let a = vmalloc(PAGE_SIZE).unwrap();
+    vfree(a).unwrap();
+    // A window that holds exactly the freed area and its guard page.
+    let end = a.add(PAGE_SIZE + GUARD_SIZE);
+    let mut b = Err(VmallocError::ZeroSize);
+    let c = cost(|| b = vmalloc_range(PAGE_SIZE, PAGE_SIZE, a, end));
+    assert_eq!(b, Ok(a), "the freed range, once purged");
+    assert_eq!(c.dsb_ish, 1, "the purge's one flush: {c:?}");
+    assert_eq!(lazy_pages(), 0);
+    // No room, and nothing to purge: refused, and nothing flushed.
+    let c = cost(|| assert_eq!(vmalloc_range(PAGE_SIZE, PAGE_SIZE, a, end), Err(VmallocError::NoVirtualSpace)));
+    assert_eq!((c.dsb_ish, c.tlbi_page + c.tlbi_range + c.tlbi_all), (0, 0), "{c:?}");
+    vfree(a).unwrap();
+}
