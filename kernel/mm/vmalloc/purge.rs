@@ -117,7 +117,6 @@ pub(super) fn free_vmap_area_noflush(start: VirtAddr, size: u64, kind: Kind) {
 /// gives back their frames and ranges; false if the list was empty (and
 /// nothing was flushed). Linux's `__purge_vmap_area_lazy`.
 pub(super) fn purge_vmap_area_lazy() -> bool {
-    let _op = pgtable_check::operation();
     let mut list = PURGE.lock();
     let Some((start, _)) = list.areas.first() else { return false };
     // The areas do not overlap: the last to start ends last.
