@@ -38,7 +38,7 @@ pub(crate) fn program() -> Option<&'static str> {
 const PARAM_PREFIX: &str = "qemu.";
 
 /// The boot options the kernel knows.
-pub const KERNEL_OPTIONS: &[&str] = &["debug_pagealloc", "pgtable_check", "test_time_limit"];
+pub const KERNEL_OPTIONS: &[&str] = &["debug_pagealloc", "pgtable_check", "test_time_limit", "vmap_lazy_purge"];
 
 fn is_kernel_option(arg: &str) -> bool {
     arg.split_once('=').is_some_and(|(name, _)| KERNEL_OPTIONS.contains(&name))
@@ -92,7 +92,8 @@ pub fn kstrtobool(value: &str) -> Option<bool> {
 }
 
 /// The boot options that are booleans, and what they are when not given.
-pub(crate) const BOOLEAN_OPTIONS: &[(&str, bool)] = &[("debug_pagealloc", false), ("pgtable_check", true)];
+pub(crate) const BOOLEAN_OPTIONS: &[(&str, bool)] =
+    &[("debug_pagealloc", false), ("pgtable_check", true), ("vmap_lazy_purge", true)];
 
 /// Boolean boot option `name` (one of [`BOOLEAN_OPTIONS`]), read as Linux
 /// reads one ([`kstrtobool`]); its default if it is not given or not a

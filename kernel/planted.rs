@@ -27,6 +27,7 @@
 //! | `break-live-block` | a linear-map block is split by break-before-make while live | break-before-make |
 //! | `free-before-flush` | empty tables are freed before the flush of their walks | invalidate |
 //! | `early-guard-drop` | a walk guard goes with the walk's deferred stores still queued | table-lifetime |
+//! | `reuse-before-purge` | a lazily freed area's range is handed out again before the purge flushed it | break-before-make |
 
 #[cfg(debug_assertions)]
 use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
@@ -40,10 +41,11 @@ pub enum Bug {
     BreakLiveBlock,
     FreeBeforeFlush,
     EarlyGuardDrop,
+    ReuseBeforePurge,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 8] = [
         Bug::SkipTableDmb,
         Bug::SwapPair,
         Bug::SkipLeavePair,
@@ -51,6 +53,7 @@ impl Bug {
         Bug::BreakLiveBlock,
         Bug::FreeBeforeFlush,
         Bug::EarlyGuardDrop,
+        Bug::ReuseBeforePurge,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +65,7 @@ impl Bug {
             Bug::BreakLiveBlock => "break-live-block",
             Bug::FreeBeforeFlush => "free-before-flush",
             Bug::EarlyGuardDrop => "early-guard-drop",
+            Bug::ReuseBeforePurge => "reuse-before-purge",
         }
     }
 
@@ -79,6 +83,7 @@ impl Bug {
             Bug::BreakLiveBlock => "live linear-map blocks split by break-before-make",
             Bug::FreeBeforeFlush => "empty tables freed before their walk flush",
             Bug::EarlyGuardDrop => "walk guards dropped with stores still queued",
+            Bug::ReuseBeforePurge => "lazily freed ranges handed out again before their purge",
         }
     }
 }

@@ -227,8 +227,11 @@ pub fn run_tests(tests: &[&dyn Testable]) -> ! {
         if outcome.is_ok() && !left.is_empty() {
             let _ = write!(why, "returned with {}", left.join(", "));
         }
-        // vmalloc's page tables stay once made: the empty ones the test
-        // left go now, so that the next test starts from the same tables.
+        // Areas the test freed lazily are purged (their frames and ranges
+        // come back), and vmalloc's page tables stay once made: the empty
+        // ones the test left go now, so that the next test starts from the
+        // same tables.
+        crate::mm::vmalloc::vm_unmap_aliases();
         crate::mm::vmalloc::reclaim_page_tables();
         // Everything the test changed is published and invalidated by now,
         // and no rule was broken on the way (a test that breaks one on

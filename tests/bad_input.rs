@@ -263,6 +263,8 @@ fn apply_family() {
         ApplyError::Map(MapError::BlockInTheWay { va: block, level: Level::L2 }),
     );
     vunmap(block).unwrap();
+    // Its flush waits for the purge; the frames go after it.
+    vm_unmap_aliases();
     frame_alloc::free_frames(run, 512).unwrap();
     case(
         "apply_to_page_range_by_table(size 0)",

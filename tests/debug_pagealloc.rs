@@ -255,10 +255,34 @@ fn vfree_takes_every_frame_out_of_the_linear_map() {
         assert_mapped(pa);
     }
     vfree(va).unwrap();
+    // A lazily freed area's frames go back (and out of the linear map)
+    // at its purge.
+    vmalloc::vm_unmap_aliases();
     for &pa in &frames {
         assert_unmapped(phys_to_virt(pa));
     }
     vmalloc::reclaim_page_tables();
     assert_eq!(frame_alloc::stats().used, before, "with the area's tables, once reclaimed");
     assert_linear_map_is_the_used_frames();
+}
+
+#[test_case]
+fn vfree_flushes_at_once_under_debug_pagealloc_and_still_waits_for_the_purge() {
+    // Linux's free_unmap_vmap_area: with debug_pagealloc on, the area's
+    // range is flushed at once, so that a use after free faults; the area
+    // still waits on the purge list (its frames and range come back then).
+    let was = vmalloc::set_vmap_lazy_purge(true);
+    vmalloc::vm_unmap_aliases();
+    let va = vmalloc(PAGE_SIZE).unwrap();
+    // SAFETY: our own fresh mapping.
+    unsafe { probe::write(va, 1) }.unwrap();
+    let used = frame_alloc::stats().used;
+    let c = cost(|| vfree(va).unwrap());
+    let one_flush = cost(|| tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE)));
+    assert_eq!(c, one_flush, "the area's own flush, at once");
+    assert_unmapped(va);
+    assert_eq!((vmalloc::lazy_pages(), frame_alloc::stats().used), (1, used), "on the purge list all the same");
+    vmalloc::vm_unmap_aliases();
+    assert_eq!((vmalloc::lazy_pages(), frame_alloc::stats().used), (0, used - 1));
+    vmalloc::set_vmap_lazy_purge(was);
 }

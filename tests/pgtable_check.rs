@@ -200,6 +200,7 @@ fn break_before_make_a_block_split_in_place_needs_bbml2_noabort_and_the_same_mem
     tlb::flush_tlb_kernel_range(va, va.add(BLOCK_2M));
     drop(walk);
     vunmap(va).unwrap();
+    vmalloc::vm_unmap_aliases();
     frame_alloc::free_frames(run, 512).unwrap();
 }
 
@@ -263,6 +264,67 @@ fn invalidate_tables_freed_before_the_walk_flush_are_reported() {
     let v = &found.first[0];
     assert!(v.what.as_str().starts_with("a frame was freed while"), "{v}");
     assert_eq!(v.entry.and_then(|e| e.at).map(|(a, l)| (VirtAddr::new(a), l)), Some((va, Level::L2)), "{v}");
+}
+
+/// The lazy vfree purge on (whatever the command line says), nothing
+/// pending; put back after.
+struct LazyPurge(bool);
+
+impl LazyPurge {
+    fn on() -> LazyPurge {
+        let was = LazyPurge(vmalloc::set_vmap_lazy_purge(true));
+        vmalloc::vm_unmap_aliases();
+        was
+    }
+}
+
+impl Drop for LazyPurge {
+    fn drop(&mut self) {
+        vmalloc::set_vmap_lazy_purge(self.0);
+    }
+}
+
+#[test_case]
+fn break_before_make_a_range_handed_out_before_its_purge_is_reported() {
+    let _lazy = LazyPurge::on();
+    let a = vmalloc(PAGE_SIZE).unwrap();
+    let (b, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || {
+        with_planted(Bug::ReuseBeforePurge, || {
+            vfree(a).unwrap();
+            vmalloc(PAGE_SIZE).unwrap()
+        })
+    });
+    assert_eq!(b, a, "the unpurged range, handed out again");
+    exactly_one(&found, Rule::BreakBeforeMake, Some((a, Level::L3)));
+    assert!(
+        found.first[0]
+            .what
+            .as_str()
+            .starts_with("an address freed lazily (vfree, vunmap) was mapped again before a purge flushed it"),
+        "{}",
+        found.first[0]
+    );
+    // The purge gives back the first area's frame (its range went early).
+    vmalloc::vm_unmap_aliases();
+    vfree(b).unwrap();
+}
+
+#[test_case]
+fn invalidate_a_frame_freed_before_the_purge_of_its_lazy_unmap_is_reported() {
+    let _lazy = LazyPurge::on();
+    let frame = frame_alloc::alloc_frame().unwrap();
+    // SAFETY: the test's own frame, in its own area.
+    let va = unsafe { vmap_pages(&[frame], Attributes::KERNEL_RW) }.unwrap();
+    vunmap(va).unwrap();
+    let (_, found) = pgtable_check::expecting(Rule::Invalidate, || frame_alloc::free_frame(frame).unwrap());
+    exactly_one(&found, Rule::Invalidate, Some((va, Level::L3)));
+    assert!(
+        found.first[0].what.as_str().starts_with("a frame was freed while an area freed lazily"),
+        "{}",
+        found.first[0]
+    );
+    assert_eq!(found.first[0].frame, Some(frame));
+    vmalloc::vm_unmap_aliases();
 }
 
 #[test_case]
@@ -408,6 +470,8 @@ fn a_clean_run_of_every_mapper_under_every_backend_reports_nothing() {
         vfree(vmalloc(5 * PAGE_SIZE).unwrap()).unwrap();
         drop(KernelStack::new().unwrap());
     }
+    // What was freed lazily comes back at its purge.
+    vmalloc::vm_unmap_aliases();
     pgtable_check::quiescent();
     let found = pgtable_check::take_violations();
     assert_eq!(found.total(), 0, "{}", found.summary());

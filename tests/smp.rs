@@ -393,6 +393,7 @@ fn mappers_on_every_cpu_at_once_share_tables_safely() {
         p.wait().unwrap();
     }
     assert_eq!(FAILURES.load(SeqCst), 0, "every buffer was mapped, readable, writable and freed");
+    vmalloc::vm_unmap_aliases();
     vmalloc::reclaim_page_tables();
     assert_eq!((frame_alloc::stats().used, vmalloc::area_count()), before, "every frame and table came back");
 }

@@ -96,6 +96,30 @@ fn check_unmapped(va: VirtAddr, pages: u64) {
     }
 }
 
+/// Purges what was freed lazily, then checks that [va, va + pages)
+/// faults: `vfree` and `vunmap` leave their flush to the next purge, and
+/// until then the TLB may still translate the pages (`at s1e1r` does).
+fn check_purged(va: VirtAddr, pages: u64) {
+    vm_unmap_aliases();
+    check_unmapped(va, pages);
+}
+
+/// The lazy vfree purge on or off (`vmap_lazy_purge`) while a test runs;
+/// put back after.
+struct LazyPurge(bool);
+
+impl LazyPurge {
+    fn set(on: bool) -> LazyPurge {
+        LazyPurge(set_vmap_lazy_purge(on))
+    }
+}
+
+impl Drop for LazyPurge {
+    fn drop(&mut self) {
+        set_vmap_lazy_purge(self.0);
+    }
+}
+
 /// Frames used, areas live, and the vmalloc region's table pages and
 /// leaves: what every operation must give back, and no error may change.
 fn footprint() -> (usize, usize, RegionStats) {
@@ -103,9 +127,11 @@ fn footprint() -> (usize, usize, RegionStats) {
     (frame_alloc::stats().used, vmalloc::area_count(), vmalloc_region)
 }
 
-/// [`footprint`] once the empty page tables are reclaimed: vmalloc's
-/// tables stay after an unmap, as Linux's do, until an explicit reclaim.
+/// [`footprint`] once lazily freed areas are purged and the empty page
+/// tables reclaimed: vmalloc's tables stay after an unmap, as Linux's do,
+/// until an explicit reclaim.
 fn footprint_reclaimed() -> (usize, usize, RegionStats) {
+    vm_unmap_aliases();
     vmalloc::reclaim_page_tables();
     footprint()
 }
@@ -124,7 +150,7 @@ fn batched_vmalloc_of_n_pages_costs_one_pair() {
         assert_eq!(frame_alloc::allocations_in_lazy_mode(), lazy_allocs, "no frame allocated inside the section");
         check_mapped(va, n);
         vfree(va).unwrap();
-        check_unmapped(va, n);
+        check_purged(va, n);
         assert_eq!(footprint_reclaimed(), before, "N = {n}: every frame and table came back");
     }
 }
@@ -257,7 +283,7 @@ fn deferred_writes_vmalloc_maps_everything_by_the_end_of_the_call() {
     let va = vmalloc_aligned(BLOCK_2M + 16 * PAGE_SIZE, BLOCK_2M).unwrap();
     check_mapped(va, 512 + 16);
     vfree(va).unwrap();
-    check_unmapped(va, 512 + 16);
+    check_purged(va, 512 + 16);
     assert_eq!(footprint_reclaimed(), before);
 }
 
@@ -300,6 +326,9 @@ fn deferred_writes_walk_never_reads_back_the_tables_it_linked() {
 
 #[test_case]
 fn vfree_of_n_pages_is_one_tlb_flush_and_no_per_page_barriers() {
+    // The counts of vmap_lazy_purge=off: each vfree flushes its own range
+    // (with the purge on, see `vfree_of_a_page_issues_no_tlbi`).
+    let _eager = LazyPurge::set(false);
     let _s = Setting::new(Backend::Batched, ApplyMode::WholeCall);
     for n in [1, 512, 4096] {
         let va = vmalloc(n * PAGE_SIZE).unwrap();
@@ -328,6 +357,7 @@ fn a_page_vmalloc_after_a_page_vfree_links_no_table() {
     let _s = Setting::new(Backend::Batched, ApplyMode::WholeCall);
     let va = vmalloc(PAGE_SIZE).unwrap();
     vfree(va).unwrap();
+    vm_unmap_aliases();
     let (used, tables) = (frame_alloc::stats().used, footprint().2.tables);
     let mut again = VirtAddr::new(0);
     let c = cost(|| again = vmalloc(PAGE_SIZE).unwrap());
@@ -337,6 +367,7 @@ fn a_page_vmalloc_after_a_page_vfree_links_no_table() {
     assert_eq!(pairs(c), (1, 1), "one leaf, one pair");
     check_mapped(again, 1);
     vfree(again).unwrap();
+    vm_unmap_aliases();
     assert_eq!(frame_alloc::stats().used, used, "the page went back; its table stays");
     assert!(vmalloc::reclaim_page_tables() >= 1, "until an explicit reclaim");
 }
@@ -385,7 +416,7 @@ fn vmap_pages_maps_the_callers_frames_and_vunmap_leaves_them() {
     );
     check_mapped(va, 3);
     vunmap(va).unwrap();
-    check_unmapped(va, 3);
+    check_purged(va, 3);
     vmalloc::reclaim_page_tables();
     assert_eq!(frame_alloc::stats().used, before.0 + 3, "the frames are still the caller's");
     for pa in frames {
@@ -421,7 +452,7 @@ fn vmap_contiguous_uses_blocks_where_addresses_and_size_allow() {
     check_mapped(va, 1);
     assert_eq!(frame_of(va.add(BLOCK_2M)), pa.add(BLOCK_2M));
     vunmap(va).unwrap();
-    check_unmapped(va, 1);
+    check_purged(va, 1);
     check_unmapped(va.add(BLOCK_2M), 1);
     frame_alloc::free_frames(pa, 513).unwrap();
     assert_eq!(footprint_reclaimed(), before);
@@ -444,7 +475,7 @@ fn mappers_called_inside_a_deferred_writes_section_read_back_nothing_stale() {
     let outer = lazymmu::mm::lazy_mmu::enable();
     vunmap(va).unwrap();
     drop(outer);
-    check_unmapped(va, 1);
+    check_purged(va, 1);
     check_unmapped(va.add(BLOCK_2M), 1);
     frame_alloc::free_frames(pa, 513).unwrap();
     assert_eq!(footprint_reclaimed(), before, "no table duplicated or left behind");
@@ -463,6 +494,7 @@ fn any_sequence_gives_back_every_frame() {
     vunmap(c).unwrap();
     vfree(b).unwrap();
     vfree(d).unwrap();
+    vm_unmap_aliases();
     for pa in frames {
         frame_alloc::free_frame(pa).unwrap();
     }
@@ -617,6 +649,7 @@ fn apply_errors_are_typed_and_change_nothing() {
         assert_eq!(calls, 0);
     }
     vunmap(block).unwrap();
+    vm_unmap_aliases();
     frame_alloc::free_frames(run, 512).unwrap();
     assert_eq!(footprint_reclaimed(), before);
 }
@@ -839,6 +872,7 @@ fn thirty_two_thousand_live_areas_are_placed_found_and_given_back() {
     for &area in live.iter().skip(1).step_by(2) {
         free_vm_area(area).unwrap();
     }
+    vm_unmap_aliases();
     vmalloc::reclaim_page_tables();
     assert_eq!(lazymmu::mm::audit::state(), before, "every area given back, the region free again");
 }
@@ -859,12 +893,16 @@ fn two_hundred_thousand_live_areas_free_every_other_and_refill_within_the_time_l
     let live: Vec<VirtAddr> = (0..N).map(|_| vmalloc(PAGE_SIZE).unwrap()).collect();
     assert_eq!(vmalloc::area_count(), N);
     live.iter().step_by(2).for_each(|&va| vfree(va).unwrap());
+    // The holes are free once purged (many purges ran on the way: 100,000
+    // pages is more than lazy_max_pages).
+    vm_unmap_aliases();
     let refilled: Vec<VirtAddr> = (0..N / 2).map(|_| vmalloc(PAGE_SIZE).unwrap()).collect();
     // Each hole is one area and its guard: refilled lowest first, exactly.
     assert!(refilled.iter().eq(live.iter().step_by(2)), "every hole refilled, in address order");
     for &va in live.iter().skip(1).step_by(2).chain(&refilled) {
         vfree(va).unwrap();
     }
+    vm_unmap_aliases();
     vmalloc::reclaim_page_tables();
     assert_eq!(lazymmu::mm::audit::state(), before, "every area given back, the region free again");
 }
@@ -942,6 +980,8 @@ fn vmalloc_range_places_an_area_inside_its_window_only() {
 fn vfree_next_to_a_live_neighbour_unmaps_its_range_with_one_flush() {
     // Two buffers in one level-3 table: freeing one keeps the table (the
     // neighbour lives in it) and still unmaps every page of the freed one.
+    // The counts of vmap_lazy_purge=off.
+    let _eager = LazyPurge::set(false);
     let a = vmalloc(2 * PAGE_SIZE).unwrap();
     let b = vmalloc(2 * PAGE_SIZE).unwrap();
     assert_eq!(a.align_down(BLOCK_2M), b.align_down(BLOCK_2M), "one level-3 table holds both");
@@ -1207,6 +1247,7 @@ fn clear_range_refuses_to_split_a_block_and_changes_nothing() {
     assert_eq!(lazymmu::mm::audit::state(), state, "nothing changed");
     check_mapped(block, 512);
     vunmap(block).unwrap();
+    vm_unmap_aliases();
     frame_alloc::free_frames(run, 512).unwrap();
 }
 
@@ -1238,4 +1279,168 @@ fn set_ptes_under_deferred_writes_queues_its_stores_until_the_section_ends() {
         unmap_test_range(start, 8 * PAGE_SIZE);
         vmalloc::reclaim_page_tables();
     }
+}
+
+// ---- the lazy vfree purge: TLB flushes batched ------------------------------------
+//
+// vfree and vunmap clear the entries and flush nothing; the freed areas
+// wait on the purge list, and one flush of their union covers them all
+// when they are purged (`vm_unmap_aliases`, past `lazy_max_pages`, or when
+// an allocation finds no room). Until then a freed range is not handed out
+// again and its frames stay taken.
+
+/// Starts a test of the lazy purge: on (whatever the command line says),
+/// nothing pending.
+fn lazy_purge() -> LazyPurge {
+    let on = LazyPurge::set(true);
+    vm_unmap_aliases();
+    assert_eq!(lazy_pages(), 0);
+    on
+}
+
+/// What one flush of [start, end) costs on this CPU (range TLBIs, page
+/// TLBIs or everything, as `tlb::strategy` says for its size).
+fn one_flush(start: VirtAddr, end: VirtAddr) -> BarrierCounts {
+    cost(|| tlb::flush_tlb_kernel_range(start, end))
+}
+
+#[test_case]
+fn vfree_of_a_page_issues_no_tlbi() {
+    let _lazy = lazy_purge();
+    let va = vmalloc(PAGE_SIZE).unwrap();
+    check_mapped(va, 1);
+    let (used, areas) = (frame_alloc::stats().used, vmalloc::area_count());
+    let c = cost(|| vfree(va).unwrap());
+    assert_eq!(c, BarrierCounts::default(), "no TLBI and no barrier: a clear owes none, the flush is the purge's");
+    assert_eq!(lazy_pages(), 1);
+    assert_eq!((find_area(va), vmalloc::area_count()), (None, areas - 1), "no longer an area");
+    assert_eq!(frame_alloc::stats().used, used, "its frame waits for the purge");
+    vm_unmap_aliases();
+    assert_eq!(frame_alloc::stats().used, used - 1, "and goes back with it");
+}
+
+#[test_case]
+fn a_thousand_page_vmalloc_vfree_cycles_flush_once_at_the_purge() {
+    let _lazy = lazy_purge();
+    let _s = Setting::new(Backend::Batched, ApplyMode::WholeCall);
+    let mut freed = Vec::with_capacity(1000);
+    let c = cost(|| {
+        for _ in 0..1000 {
+            let va = vmalloc(PAGE_SIZE).unwrap();
+            vfree(va).unwrap();
+            freed.push(va);
+        }
+    });
+    assert_eq!((c.tlbi_page, c.tlbi_range, c.tlbi_all, c.dsb_ish), (0, 0, 0, 0), "no flush in the loop: {c:?}");
+    assert_eq!(pairs(c), (1000, 1000), "each vmalloc's own pair, nothing else");
+    assert_eq!(lazy_pages(), 1000);
+    // No range was handed out twice: each next to the one before.
+    for pair in freed.windows(2) {
+        assert_eq!(pair[1], pair[0].add(PAGE_SIZE + GUARD_SIZE));
+    }
+    let (start, end) = (freed[0], freed[999].add(PAGE_SIZE));
+    let purge = cost(vm_unmap_aliases);
+    assert_eq!(purge.dsb_ish, 1, "one flush for the thousand: {purge:?}");
+    assert_eq!(purge, one_flush(start, end), "of their union");
+    assert_eq!(lazy_pages(), 0);
+}
+
+#[test_case]
+fn a_freed_range_and_its_frames_are_not_reused_before_the_purge() {
+    let _lazy = lazy_purge();
+    let a = vmalloc(PAGE_SIZE).unwrap();
+    let frame = frame_of(a);
+    let used = frame_alloc::stats().used;
+    vfree(a).unwrap();
+    let b = vmalloc(PAGE_SIZE).unwrap();
+    assert_eq!(b, a.add(PAGE_SIZE + GUARD_SIZE), "the next range, not the freed one");
+    assert_ne!(frame_of(b), frame, "a fresh frame, not the freed one");
+    assert_eq!(frame_alloc::stats().used, used + 1, "the freed frame is still taken");
+    vm_unmap_aliases();
+    assert_eq!(frame_alloc::stats().used, used, "given back by the purge");
+    let c = vmalloc(PAGE_SIZE).unwrap();
+    assert_eq!(c, a, "after the purge the lowest free range is the freed one again");
+    vfree(b).unwrap();
+    vfree(c).unwrap();
+}
+
+#[test_case]
+fn one_purge_flushes_many_areas_once() {
+    let _lazy = lazy_purge();
+    let areas: Vec<VirtAddr> = (1..=16).map(|n| vmalloc(n * PAGE_SIZE).unwrap()).collect();
+    let c = cost(|| areas.iter().for_each(|&va| vfree(va).unwrap()));
+    assert_eq!((c.tlbi_page, c.tlbi_range, c.tlbi_all, c.dsb_ish), (0, 0, 0, 0), "{c:?}");
+    assert_eq!(lazy_pages(), (1..=16).sum::<u64>());
+    let (start, end) = (areas[0], areas[15].add(16 * PAGE_SIZE));
+    let purge = cost(vm_unmap_aliases);
+    assert_eq!(purge.dsb_ish, 1, "one flush for sixteen areas: {purge:?}");
+    assert_eq!(purge, one_flush(start, end), "of their union");
+    assert_eq!(cost(vm_unmap_aliases), BarrierCounts::default(), "nothing pending: nothing flushed");
+}
+
+#[test_case]
+fn vm_unmap_aliases_leaves_no_stale_entry() {
+    let _lazy = lazy_purge();
+    let va = vmalloc(PAGE_SIZE).unwrap();
+    // SAFETY: our own fresh mapping.
+    unsafe { probe::write(va, 0x5eed) }.unwrap();
+    check_mapped(va, 1); // the TLB holds it
+    vfree(va).unwrap();
+    // The tables say unmapped (`at s1e1r` walks them); the checker knows
+    // the TLB may still say otherwise until the purge.
+    assert!(matches!(hw_translate(va, Access::Read), HwTranslation::Fault(FaultStatus::Translation { .. })));
+    if lazymmu::mm::pgtable_check::enabled() {
+        assert_eq!(lazymmu::mm::pgtable_check::awaiting_purge(), 1);
+    }
+    vm_unmap_aliases();
+    assert_eq!(lazymmu::mm::pgtable_check::awaiting_purge(), 0, "the checker: nothing stale");
+    check_unmapped(va, 1); // `at s1e1r` and a real read through the TLB: both fault
+}
+
+#[test_case]
+fn lazily_freed_pages_past_lazy_max_pages_trigger_a_purge() {
+    let _lazy = lazy_purge();
+    // Linux's lazy_max_pages(): 32 MiB worth times fls(CPUs online).
+    let fls = u64::from(usize::BITS - lazymmu::smp::online_cpus().leading_zeros());
+    let max = lazy_max_pages();
+    assert_eq!(max, fls * (32 << 20) / PAGE_SIZE);
+    // One frame mapped many times: the pages cost tables, not frames.
+    let frame = frame_alloc::alloc_frame().unwrap();
+    let half = alloc::vec![frame; (max / 2) as usize];
+    // SAFETY: the test's own frame, read-only, in the test's own areas.
+    let (a, b, c) = unsafe {
+        (
+            vmap_pages(&half, Attributes::KERNEL_RO).unwrap(),
+            vmap_pages(&half, Attributes::KERNEL_RO).unwrap(),
+            vmap_pages(&[frame], Attributes::KERNEL_RO).unwrap(),
+        )
+    };
+    let no_flush = |c: BarrierCounts| (c.tlbi_page, c.tlbi_range, c.tlbi_all, c.dsb_ish) == (0, 0, 0, 0);
+    assert!(no_flush(cost(|| vunmap(a).unwrap())));
+    assert_eq!(lazy_pages(), max / 2);
+    assert!(no_flush(cost(|| vunmap(b).unwrap())));
+    assert_eq!(lazy_pages(), max, "at lazy_max_pages, not past it: no purge yet");
+    let past = cost(|| vunmap(c).unwrap());
+    assert_eq!(lazy_pages(), 0, "one page past: purged");
+    assert_eq!(past.dsb_ish, 1, "one flush: {past:?}");
+    assert_eq!(past, one_flush(a, c.add(PAGE_SIZE)), "of the three areas' union");
+    frame_alloc::free_frame(frame).unwrap();
+}
+
+#[test_case]
+fn an_allocation_that_finds_no_room_purges_and_tries_once_more() {
+    let _lazy = lazy_purge();
+    let a = vmalloc(PAGE_SIZE).unwrap();
+    vfree(a).unwrap();
+    // A window that holds exactly the freed area and its guard page.
+    let end = a.add(PAGE_SIZE + GUARD_SIZE);
+    let mut b = Err(VmallocError::ZeroSize);
+    let c = cost(|| b = vmalloc_range(PAGE_SIZE, PAGE_SIZE, a, end));
+    assert_eq!(b, Ok(a), "the freed range, once purged");
+    assert_eq!(c.dsb_ish, 1, "the purge's one flush: {c:?}");
+    assert_eq!(lazy_pages(), 0);
+    // No room, and nothing to purge: refused, and nothing flushed.
+    let c = cost(|| assert_eq!(vmalloc_range(PAGE_SIZE, PAGE_SIZE, a, end), Err(VmallocError::NoVirtualSpace)));
+    assert_eq!((c.dsb_ish, c.tlbi_page + c.tlbi_range + c.tlbi_all), (0, 0), "{c:?}");
+    vfree(a).unwrap();
 }

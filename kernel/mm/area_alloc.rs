@@ -158,6 +158,16 @@ impl<V: Weight, A: Allocator> Tree<V, A> {
         None
     }
 
+    /// The entry with the least key, found without allocating (the
+    /// purge drains its list from there).
+    pub fn first(&self) -> Option<(u64, &V)> {
+        let mut node = self.root.as_deref()?;
+        while let Some(left) = node.left.as_deref() {
+            node = left;
+        }
+        Some((node.key, &node.value))
+    }
+
     /// The entry with the greatest key at or below `key`.
     pub fn at_or_below(&self, key: u64) -> Option<(u64, &V)> {
         let mut at = self.root.as_deref();

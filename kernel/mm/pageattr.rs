@@ -210,6 +210,10 @@ fn change_memory(addr: VirtAddr, pages: u64, region: Region, change: fn(&mut Att
         free_unlinked_tables(pool);
         return Err(e);
     }
+    // No lazily freed vmalloc area may still alias these frames in a TLB
+    // with the permissions being taken away (arm64 Linux's
+    // `change_memory_common` calls `vm_unmap_aliases` too).
+    vmalloc::vm_unmap_aliases();
     // The range the final flush covers: the blocks split, whole.
     let (mut flush_start, mut flush_end) = (addr, end);
     {

@@ -14,9 +14,12 @@
 //! - `vmap_pages` maps frames the caller owns; `vmap_range` maps physically
 //!   contiguous memory with 1 GiB and 2 MiB blocks where the addresses and
 //!   size allow.
-//! - Unmapping clears the entries in one lazy section (a clear owes no
-//!   barrier), then flushes the TLB for the whole area once, then frees the
-//!   frames. The page-table pages stay, as Linux's do: a 1-page vmalloc
+//! - `vfree` and `vunmap` clear the entries in one lazy section (a clear
+//!   owes no barrier) and flush nothing: the area waits on the purge list,
+//!   and one flush covers many freed areas when they are purged
+//!   (`vmalloc/purge.rs`); only then are their frames and ranges given
+//!   back. `vunmap_range` flushes at once. The page-table pages stay, as
+//!   Linux's do: a 1-page vmalloc
 //!   after a 1-page vfree links no table. Tables go only where Linux frees
 //!   them: under a block that replaces them (`vmap_range`), and in an
 //!   explicit reclaim (`reclaim_page_tables`).
@@ -39,6 +42,10 @@ use super::pgtable::{self, LeafSizes, MapError, Operand};
 use super::slab::{self, Kmalloc};
 use super::{frame_alloc, pgtable_check, phys_to_virt, tlb};
 use crate::sync::IrqSpinLock;
+
+mod purge;
+
+pub use purge::{lazy_max_pages, lazy_pages, set_vmap_lazy_purge, vm_unmap_aliases};
 
 /// Unmapped bytes after every area.
 pub const GUARD_SIZE: u64 = PAGE_SIZE;
@@ -163,6 +170,7 @@ static AREAS: IrqSpinLock<Areas> = IrqSpinLock::new(Areas { free: FreeRanges::ne
 /// Makes the whole region free, once, at boot (once frames can be had).
 pub fn init() -> Result<(), VmallocError> {
     slab::init().map_err(|AllocError| VmallocError::OutOfMemory)?;
+    purge::init();
     let region = node(Free { len: 0 })?;
     AREAS.lock().free.give_back(VMALLOC_START.as_u64(), VMALLOC_END.as_u64(), region);
     Ok(())
@@ -199,14 +207,24 @@ pub fn areas() -> Vec<AreaInfo> {
 
 /// Reserves `size` bytes (page multiple) in [lo, hi), aligned to `align`,
 /// followed by a guard page: the lowest range that fits (see
-/// `FreeRanges::find`).
+/// `FreeRanges::find`). With no room, lazily freed areas are purged and
+/// the search made once more (Linux's `alloc_vmap_area`).
 fn reserve(size: u64, align: u64, lo: VirtAddr, hi: VirtAddr) -> Result<VirtAddr, VmallocError> {
     let span = size.checked_add(GUARD_SIZE).ok_or(VmallocError::NoVirtualSpace)?;
     let (split, give_back) = (node(Free { len: 0 })?, node(Free { len: 0 })?);
     let mut record = node(Area { size, kind: Kind::Reserved, spare: Some(give_back) })?;
-    let mut areas = AREAS.lock();
-    let start =
-        areas.free.find(span, align, PAGE_SIZE, lo.as_u64(), hi.as_u64()).ok_or(VmallocError::NoVirtualSpace)?;
+    let mut purged = false;
+    let (mut areas, start) = loop {
+        let areas = AREAS.lock();
+        if let Some(start) = areas.free.find(span, align, PAGE_SIZE, lo.as_u64(), hi.as_u64()) {
+            break (areas, start);
+        }
+        drop(areas);
+        if purged || !purge::purge_vmap_area_lazy() {
+            return Err(VmallocError::NoVirtualSpace);
+        }
+        purged = true;
+    };
     let _left_over = areas.free.take(start, span, split);
     record.rekey(start);
     areas.taken.insert(record);
@@ -340,15 +358,29 @@ fn alloc_and_map(size: u64, align: u64, (lo, hi): (VirtAddr, VirtAddr), zero: bo
     Ok(va)
 }
 
-/// Unmaps and frees what `vmalloc` (or `vzalloc`) returned.
+/// Unmaps and frees what `vmalloc` (or `vzalloc`) returned: the entries
+/// are cleared now, the TLB flushed and the frames and range given back
+/// at the next purge (see `vmalloc/purge.rs`).
 pub fn vfree(addr: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
     let (size, kind) = take_area(addr, |k| matches!(k, Kind::Vmalloc(_)))?;
-    let Kind::Vmalloc(frames) = kind else { unreachable!("checked by take_area") };
-    unmap_area_range(addr, size);
-    free_frames(&frames);
-    unreserve(addr);
+    free_unmap_vmap_area(addr, size, kind);
     Ok(())
+}
+
+/// Clears a taken area's entries, then puts it on the purge list, or,
+/// with the lazy purge off, flushes its range and gives back its frames
+/// (if it owns them) and its range at once (Linux's `free_unmap_vmap_area`).
+fn free_unmap_vmap_area(va: VirtAddr, size: u64, kind: Kind) {
+    clear_area_range(va, size);
+    if purge::lazy() {
+        return purge::free_vmap_area_noflush(va, size, kind);
+    }
+    tlb::flush_tlb_kernel_range(va, va.add(size));
+    if let Kind::Vmalloc(frames) = kind {
+        free_frames(&frames);
+    }
+    unreserve(va);
 }
 
 /// Maps `pages` (frames the caller owns and keeps) at a new area, one
@@ -376,12 +408,13 @@ pub unsafe fn vmap_pages(pages: &[PhysAddr], attrs: Attributes) -> Result<VirtAd
 }
 
 /// Unmaps what `vmap_pages` or `vmap_contiguous` returned; the frames stay
-/// the caller's.
+/// the caller's. As [`vfree`], the flush waits for the next purge: a
+/// caller that frees the frames (or reaches them with other attributes)
+/// calls [`vm_unmap_aliases`] first, so that no TLB still maps them here.
 pub fn vunmap(addr: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
-    let (size, _) = take_area(addr, |k| matches!(k, Kind::Pages | Kind::Range))?;
-    unmap_area_range(addr, size);
-    unreserve(addr);
+    let (size, kind) = take_area(addr, |k| matches!(k, Kind::Pages | Kind::Range))?;
+    free_unmap_vmap_area(addr, size, kind);
     Ok(())
 }
 
@@ -514,15 +547,18 @@ fn check_in_address_space(va: VirtAddr, size: u64) -> Result<(), VmallocError> {
 /// engine's clear, in one lazy section, a level-3 table's part of the
 /// range in one run (Linux's `vunmap_pte_range`).
 fn unmap_area_range(va: VirtAddr, size: u64) {
-    {
-        let walk = pgtable::walking();
-        // SAFETY: the range is the caller's (see the callers).
-        unsafe { engine::clear(&pgtable::KernelTables::new(&walk), walk.root(), va, size, Sections::WholeCall) };
-    }
+    clear_area_range(va, size);
     // The tables stay, as Linux's vunmap leaves them: the next mapping
     // there needs none, and nothing has to wait for walks to end. One
     // flush of the leaves.
     tlb::flush_tlb_kernel_range(va, va.add(size));
+}
+
+/// The clear of [`unmap_area_range`], with no flush: the caller owes it.
+fn clear_area_range(va: VirtAddr, size: u64) {
+    let walk = pgtable::walking();
+    // SAFETY: the range is the caller's (see the callers).
+    unsafe { engine::clear(&pgtable::KernelTables::new(&walk), walk.root(), va, size, Sections::WholeCall) };
 }
 
 /// Takes away every empty page-table page of the vmalloc region (unlink,

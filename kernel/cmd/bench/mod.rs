@@ -41,6 +41,7 @@ use lazymmu::mm::apply::{ApplyMode, apply_mode, set_apply_mode};
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{self, stats};
 use lazymmu::mm::tlb::FlushStrategy;
+use lazymmu::mm::vmalloc;
 use lazymmu::{println, sched};
 pub use workloads::WorkloadError;
 
@@ -351,7 +352,7 @@ fn progress(step: usize, steps: usize, what: &str) {
 fn run_all(plan: &Plan, quick: bool, results: &mut Results) -> Result<(), WorkloadError> {
     let sizes = &plan.sizes;
     let r = plan.repeats;
-    let steps = 1 + CONFIGS.len() * 4 + tlb_strategies().len() + 4;
+    let steps = 1 + CONFIGS.len() * 4 + 1 + tlb_strategies().len() + 4;
     let mut step = 0;
     let mut next = |what: &str| {
         step += 1;
@@ -363,6 +364,9 @@ fn run_all(plan: &Plan, quick: bool, results: &mut Results) -> Result<(), Worklo
         let [m] = repeat(r, || Ok([workloads::floor(n)?]))?;
         results.push("floor", "raw", n, m);
     }
+    // Every vfree pays its own flush here (vmap_lazy_purge=off), as the
+    // rows have always measured; the lazy purge's rows follow.
+    let lazy_purge = vmalloc::set_vmap_lazy_purge(false);
     for (name, backend, mode) in CONFIGS {
         let _selected = lazy_mmu::use_backend(backend);
         set_apply_mode(mode);
@@ -388,6 +392,17 @@ fn run_all(plan: &Plan, quick: bool, results: &mut Results) -> Result<(), Worklo
         results.push("vmap_1g", name, BLOCK_1G / PAGE_SIZE, map);
         results.push("vunmap_1g", name, BLOCK_1G / PAGE_SIZE, unmap);
     }
+    next("vmalloc + touch + vfree under batched, the flush left to the lazy purge (between samples)");
+    vmalloc::set_vmap_lazy_purge(true);
+    {
+        let _selected = lazy_mmu::use_backend(Backend::Batched);
+        set_apply_mode(ApplyMode::WholeCall);
+        for &n in sizes {
+            let [_, unmap, _] = repeat(r, || workloads::vmalloc_cycle(n))?;
+            results.push("vfree_lazy", BATCHED, n, unmap);
+        }
+    }
+    vmalloc::set_vmap_lazy_purge(lazy_purge);
     tlb_flushes("tlb_unmap", plan, quick, results, &mut |name| next(&format!("TLB flush of N live pages: {name}")))?;
     // The same full flush with QEMU's software TLB grown by a large
     // workload just before: what an earlier edition of the bench timed
@@ -543,6 +558,9 @@ fn check(results: &mut Results) {
             }
             ("vfree", EAGER | BATCHED | BATCHED_LINUX) => {
                 expect("one TLB flush, no per-page barrier", (c.dsb_ishst, c.dsb_ish, c.isb) == (1, 1, 1))
+            }
+            ("vfree_lazy", BATCHED) => {
+                expect("no flush and no barrier: the purge's", (c.dsb_ishst, c.dsb_ish, c.isb, c.tlbi) == (0, 0, 0, 0))
             }
             ("modify", BATCHED | "lazymmu" | "ideal") => {
                 expect("one pair and one flush", (c.dsb_ishst, c.dsb_ish, c.isb) == (2, 1, 2))

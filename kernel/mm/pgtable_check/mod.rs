@@ -31,6 +31,9 @@
 //!   a TLBI (one that drops cached walks, for a cleared table entry),
 //!   completed by `dsb ish` on the CPU that issued it, before the operation
 //!   that changed it returns and before the frame or table it mapped is freed.
+//!   An entry cleared by a lazy free (`vfree`, `vunmap`) is the purge's to
+//!   invalidate: until it is, the address is not mapped again and the
+//!   frame not freed.
 //! - **table-lifetime**: descriptors are stored only into live (or not yet
 //!   linked) tables; a table is unlinked only while no walk is in progress
 //!   (`pgtable::exclusive`), freed only once unlinked and invalidated, never
@@ -306,6 +309,20 @@ pub(crate) fn claimed_empty(pa: PhysAddr) {
 #[inline(never)]
 pub(crate) fn frames_freed(pa: PhysAddr, count: usize) {
     check(cpu::frame_pointer(), |c| c.frames_freed(pa.as_u64(), count as u64));
+}
+
+/// [va, va + size) was cleared by a lazy free (`vfree`, `vunmap`): its
+/// TLB flush is the purge's, not the freeing operation's. Until then the
+/// range may not be mapped again, nor its frames freed.
+#[inline(never)]
+pub(crate) fn lazily_freed(va: VirtAddr, size: u64) {
+    check(cpu::frame_pointer(), |c| c.lazily_freed(va.as_u64(), va.as_u64() + size));
+}
+
+/// Cleared entries that wait for a purge's flush: 0 once
+/// `vm_unmap_aliases` has returned (and with the checker off).
+pub fn awaiting_purge() -> u64 {
+    CHECKER.lock().as_ref().map_or(0, |c| c.awaiting_purge())
 }
 
 /// A lazy MMU section ended for good (`why`: the call that ended it:

@@ -19,6 +19,8 @@ use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use crate::mm::layout::in_linear_map;
 use crate::percpu::MAX_CPUS;
 
+mod lazy;
+
 /// What the rules ask of the kernel they watch, besides the events: the
 /// kernel answers from its live tables and lock (`pgtable_check`'s
 /// `Live`), the host's tests from a model.
@@ -150,6 +152,9 @@ struct Stale {
     /// The CPUs (a bit each) whose TLBIs cover it; done at the next
     /// `dsb ish` of any of them (two CPUs may flush one range at once).
     invalidating_on: u64,
+    /// Cleared by a lazy free: the purge's to invalidate, not its creator's
+    /// (see `shadow/lazy.rs`).
+    lazy: bool,
 }
 
 /// Stale translations per frame: a frame may not be freed while a TLB
@@ -298,7 +303,7 @@ impl<K: Kernel> Checker<K> {
     pub fn frames_freed(&mut self, pa: u64, count: u64) {
         for at in (0..count).map(|i| pa + i * PAGE_SIZE) {
             let stale = self.frames.get(at);
-            if stale > 0 {
+            if stale > 0 && !self.freed_before_purge(at) {
                 self.violation(
                     Rule::Invalidate,
                     sentence(format_args!(
@@ -493,6 +498,7 @@ impl<K: Kernel> Checker<K> {
     /// An invalid entry became valid.
     fn made(&mut self, change: EntryChange, level: Level, new: Entry) {
         let (va, _) = change.at.expect("a live table");
+        self.reused_before_purge(change, level);
         if let Some(rec) = self.stale[level.0 as usize].get(&va)
             && rec.kind == StaleKind::Cleared
         {
@@ -632,7 +638,8 @@ impl<K: Kernel> Checker<K> {
         }
         let creator = self.here.ctx;
         self.ctx(creator).stale += 1;
-        let rec = Stale { change, kind, cpu, dsb_gen: self.cpus[cpu].dsb_gen, creator, invalidating_on: 0 };
+        let rec =
+            Stale { change, kind, cpu, dsb_gen: self.cpus[cpu].dsb_gen, creator, invalidating_on: 0, lazy: false };
         self.stale[level.0 as usize].insert(va, rec);
     }
 
@@ -641,7 +648,9 @@ impl<K: Kernel> Checker<K> {
         if rec.kind == StaleKind::Cleared {
             self.count_frames(rec.change.old, level, false);
         }
-        if let Some(shadow) = self.contexts.get_mut(&rec.creator) {
+        if !rec.lazy
+            && let Some(shadow) = self.contexts.get_mut(&rec.creator)
+        {
             shadow.stale = shadow.stale.saturating_sub(1);
         }
     }
@@ -719,11 +728,18 @@ impl<K: Kernel> Checker<K> {
                 if self.cpus[rec.cpu].dsb_gen == rec.dsb_gen {
                     // Not visible to walkers yet. The storing CPU's own
                     // TLBI is then misordered; another CPU's (a reclaim's
-                    // full flush, say) is simply too early to count.
+                    // full flush, say) is simply too early to count, but
+                    // for a lazily freed entry: it came to the purging
+                    // CPU through the purge list's lock, and that CPU's
+                    // `dsb ishst` is cumulative (it orders what it has
+                    // observed, the clear included), as Linux relies on.
                     if rec.cpu != cpu {
-                        continue;
+                        if !rec.lazy {
+                            continue;
+                        }
+                    } else {
+                        too_early.get_or_insert(rec.change);
                     }
-                    too_early.get_or_insert(rec.change);
                 }
                 rec.invalidating_on |= 1 << cpu;
                 self.cpus[cpu].invalidating.push((level, key));
@@ -807,7 +823,8 @@ impl<K: Kernel> Checker<K> {
         }
         let stale = self.contexts.get(&ctx).map_or(0, |s| s.stale);
         if stale > 0 {
-            let first = self.stale.iter().flat_map(|m| m.values()).find(|r| r.creator == ctx).map(|r| r.change);
+            let first =
+                self.stale.iter().flat_map(|m| m.values()).find(|r| r.creator == ctx && !r.lazy).map(|r| r.change);
             self.violation(
                 Rule::Invalidate,
                 sentence(format_args!(
@@ -842,7 +859,8 @@ impl<K: Kernel> Checker<K> {
 
     fn drop_stale_of(&mut self, ctx: Ctx) {
         for level in 0..4 {
-            let keys: Vec<u64> = self.stale[level].iter().filter(|(_, r)| r.creator == ctx).map(|(&k, _)| k).collect();
+            let keys: Vec<u64> =
+                self.stale[level].iter().filter(|(_, r)| r.creator == ctx && !r.lazy).map(|(&k, _)| k).collect();
             for key in keys {
                 let rec = self.stale[level].remove(&key).expect("listed above");
                 self.forget(&rec, Level(level as u8));

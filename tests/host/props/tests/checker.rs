@@ -857,3 +857,99 @@ fn the_publish_sentence_is_the_one_the_docs_quote() {
     assert_eq!(entry.at, Some((VMALLOC + 5 * PAGE, Level::L3)));
     assert_eq!((entry.old, entry.new), (0, RW.descriptor()));
 }
+
+// ---- the lazy purge (shadow/lazy.rs) ------------------------------------
+
+/// Maps entry 3 of level-3 table 0 to frame 2 and publishes it, clears it
+/// on `cpu`, tells the checker the clear was a lazy free (vfree, vunmap)
+/// and ends the operation; then runs `after`. The rules found in `after`,
+/// event by event, and the violations' sentences.
+fn after_a_lazy_free(cpu: usize, after: &[Event]) -> (Vec<Vec<Rule>>, Vec<String>) {
+    let memory = World::memory();
+    let mut world = World::new(&memory);
+    let before = [
+        Store { cpu, table: 0, index: 3, page: Page::Rw(2) },
+        barrier(cpu, Barrier::DsbIshst),
+        barrier(cpu, Barrier::Isb),
+        Store { cpu, table: 0, index: 3, page: Page::None },
+    ];
+    for e in before {
+        assert_eq!(world.run(e).0, []);
+    }
+    world.checker.begin(on(cpu));
+    world.checker.lazily_freed(slot_va(0) + 3 * PAGE, slot_va(0) + 4 * PAGE);
+    assert_eq!(world.checker.awaiting_purge(), 1);
+    assert_eq!(world.run(OperationEnded { cpu, in_section: false }).0, [], "the flush is the purge's, not vfree's");
+    let mut said = Vec::new();
+    let rules = after
+        .iter()
+        .map(|&e| match e {
+            // Stores and frees by hand, to keep the sentences.
+            Store { cpu, table, index, page } => {
+                world.checker.begin(on(cpu));
+                world.store(TABLES[table], index, page.descriptor());
+                let found = world.checker.take_found();
+                said.extend(found.iter().map(|v| v.what.as_str().to_string()));
+                found.iter().map(|v| v.rule).collect()
+            }
+            Free { cpu, table: false, which } => {
+                world.checker.begin(on(cpu));
+                world.checker.frames_freed(FRAMES[which], 1);
+                let found = world.checker.take_found();
+                said.extend(found.iter().map(|v| v.what.as_str().to_string()));
+                found.iter().map(|v| v.rule).collect()
+            }
+            other => world.run(other).0.into_iter().map(|(rule, _)| rule).collect(),
+        })
+        .collect();
+    (rules, said)
+}
+
+/// The purge's flush of entry 3, on `cpu`.
+fn purge(cpu: usize) -> [Event; 4] {
+    [
+        barrier(cpu, Barrier::DsbIshst),
+        Tlbi { cpu, slot: 0, index: 0, pages: 8, walks: false },
+        barrier(cpu, Barrier::DsbIsh),
+        barrier(cpu, Barrier::Isb),
+    ]
+}
+
+#[test]
+fn a_lazily_freed_entry_waits_for_its_purge_then_its_frame_may_go() {
+    let free = Free { cpu: 0, table: false, which: 2 };
+    let (rules, _) = after_a_lazy_free(0, &[&purge(0)[..], &[free]].concat());
+    assert_eq!(rules.concat(), []);
+}
+
+#[test]
+fn another_cpus_purge_covers_a_lazily_freed_entry() {
+    // The clearing CPU made no dsb: the entry reached the purging CPU
+    // through the purge list's lock, and its dsb ishst is cumulative.
+    let free = Free { cpu: 1, table: false, which: 2 };
+    let (rules, _) = after_a_lazy_free(0, &[&purge(1)[..], &[free]].concat());
+    assert_eq!(rules.concat(), []);
+}
+
+#[test]
+fn a_lazily_freed_address_mapped_again_before_the_purge_breaks_break_before_make() {
+    // Even with the same frame: the purge's flush comes first.
+    for page in [Page::Rw(3), Page::Rw(2)] {
+        let (rules, said) = after_a_lazy_free(0, &[Store { cpu: 0, table: 0, index: 3, page }]);
+        assert_eq!(rules, [vec![Rule::BreakBeforeMake]], "{page:?}");
+        assert!(said[0].starts_with("an address freed lazily (vfree, vunmap) was mapped again before a purge flushed it"));
+    }
+    let again = Store { cpu: 0, table: 0, index: 3, page: Page::Rw(3) };
+    let (rules, _) = after_a_lazy_free(0, &[&purge(0)[..], &[again]].concat());
+    assert_eq!(rules.concat(), [], "after the purge the address is free");
+}
+
+#[test]
+fn a_frame_freed_before_the_purge_of_its_lazy_free_breaks_invalidate() {
+    let (rules, said) = after_a_lazy_free(0, &[Free { cpu: 0, table: false, which: 2 }]);
+    assert_eq!(rules, [vec![Rule::Invalidate]]);
+    assert!(said[0].starts_with("a frame was freed while an area freed lazily (vfree, vunmap) still mapped it"));
+    // Another frame is not its business.
+    let (rules, _) = after_a_lazy_free(0, &[Free { cpu: 0, table: false, which: 1 }]);
+    assert_eq!(rules.concat(), []);
+}
