@@ -290,6 +290,12 @@ pub fn vzalloc(size: u64) -> Result<VirtAddr, VmallocError> {
     alloc_and_map(size, PAGE_SIZE, (VMALLOC_START, VMALLOC_END), true)
 }
 
+/// [`vmalloc_aligned`], zeroed (Linux's `__vmalloc_node(size, align,
+/// GFP_KERNEL | __GFP_ZERO, ...)`).
+pub fn vzalloc_aligned(size: u64, align: u64) -> Result<VirtAddr, VmallocError> {
+    alloc_and_map(size, check_align(align)?, (VMALLOC_START, VMALLOC_END), true)
+}
+
 /// [`vmalloc_aligned`] in [start, end) only, a part of the vmalloc region
 /// (Linux's `__vmalloc_node_range`).
 pub fn vmalloc_range(size: u64, align: u64, start: VirtAddr, end: VirtAddr) -> Result<VirtAddr, VmallocError> {
