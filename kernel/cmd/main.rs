@@ -379,6 +379,8 @@ fn run_test_vmalloc(args: &[&str]) {
         if checked { "on" } else { "off" },
         if counting { " (-icount: usec are instructions in thousands)" } else { "" }
     );
+    // One worker, never sliced: the figures are the tests' own.
+    let preemption = lazymmu::sched::set_preemption(false);
     let start = cpu::counter();
     for (index, &(name, test)) in test_vmalloc::TESTS.iter().enumerate() {
         if p.run_test_mask & (1 << index) == 0 {
@@ -401,6 +403,7 @@ fn run_test_vmalloc(args: &[&str]) {
         }
     }
     println!("All test took worker0={} cycles", cpu::counter() - start);
+    lazymmu::sched::set_preemption(preemption);
 }
 
 fn menu() {

@@ -189,6 +189,51 @@ impl<V: Weight, A: Allocator> Tree<V, A> {
     }
 }
 
+/// Nodes kept for reuse, at most `cap`: a stack threaded through their
+/// right links. A vmalloc that takes a node and a vfree that gives one
+/// back then cost a few stores instead of a round trip to the allocator
+/// (Linux keeps one such node per CPU, `ne_fit_preload_node`, for the
+/// same call).
+pub struct Spares<V, A: Allocator = Global> {
+    head: Link<V, A>,
+    len: usize,
+    cap: usize,
+}
+
+impl<V: Weight, A: Allocator> Spares<V, A> {
+    pub const fn new(cap: usize) -> Spares<V, A> {
+        Spares { head: None, len: 0, cap }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[allow(dead_code, reason = "the host property tests' view (tests/host/props); the kernel needs none")]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Keeps `node` (out of any tree), or hands it back if the stack is full.
+    pub fn put(&mut self, mut node: Box<Node<V, A>, A>) -> Option<Box<Node<V, A>, A>> {
+        if self.len == self.cap {
+            return Some(node);
+        }
+        node.left = None;
+        node.right = self.head.take();
+        self.head = Some(node);
+        self.len += 1;
+        None
+    }
+
+    pub fn take(&mut self) -> Option<Box<Node<V, A>, A>> {
+        let mut node = self.head.take()?;
+        self.head = node.right.take();
+        self.len -= 1;
+        Some(node)
+    }
+}
+
 /// (keys below `key`, keys at or above it).
 fn split<V: Weight, A: Allocator>(link: Link<V, A>, key: u64) -> (Link<V, A>, Link<V, A>) {
     let Some(mut node) = link else { return (None, None) };
@@ -281,22 +326,30 @@ impl<A: Allocator> FreeRanges<A> {
 
     /// Marks [start, end) free, merging with free neighbours. `spare` is
     /// the node it may need (taken up front so that giving an address
-    /// range back cannot fail); it is dropped if the range merged.
-    pub fn give_back(&mut self, start: u64, end: u64, mut spare: Box<Node<Free, A>, A>) {
+    /// range back cannot fail); the nodes of the neighbours it merged with
+    /// come back, for the caller to drop or keep.
+    pub fn give_back(
+        &mut self,
+        start: u64,
+        end: u64,
+        mut spare: Box<Node<Free, A>, A>,
+    ) -> [Option<Box<Node<Free, A>, A>>; 2] {
         let (mut start, mut end) = (start, end);
+        let mut merged = [None, None];
         if let Some((s, f)) = self.tree.at_or_below(start).map(|(s, f)| (s, *f))
             && s + f.len == start
         {
-            self.tree.remove(s);
+            merged[0] = self.tree.remove(s);
             start = s;
         }
         if let Some(next) = self.tree.get(end).copied() {
-            self.tree.remove(end);
+            merged[1] = self.tree.remove(end);
             end += next.len;
         }
         spare.rekey(start);
         spare.value = Free { len: end - start };
         self.tree.insert(spare);
+        merged
     }
 
     /// Marks [start, start + span) taken; it must lie inside one free

@@ -316,7 +316,10 @@ pub trait Tables: TableMemory {
 /// out of memory half way. What is left over goes back at
 /// [`Pool::release`]. The first [`Pool::INLINE`] are held in place (the
 /// common case, and the only one while the kernel builds its tables, before
-/// it has a heap); more go in a vector.
+/// it has a heap); more go in a vector. Three: the tables one run of
+/// leaves can need (levels 1 to 3), and a pool small enough that making
+/// one costs a few stores (with 16 in place, a 1-page vmalloc spent a
+/// tenth of its instructions copying and clearing its pool).
 pub struct Pool {
     inline: [PhysAddr; Pool::INLINE],
     held: usize,
@@ -325,9 +328,11 @@ pub struct Pool {
 
 impl Pool {
     /// How many tables a pool holds without a heap allocation.
-    pub const INLINE: usize = 16;
+    pub const INLINE: usize = 3;
 
     /// `count` tables, or none at all if memory (or heap) runs out.
+    /// Inlined: a pool is 160 bytes, which a call would copy out.
+    #[inline(always)]
     pub fn alloc(tables: &impl Tables, count: usize) -> Result<Pool, MapError> {
         let mut pool = Pool { inline: [PhysAddr::new(0); Pool::INLINE], held: 0, more: Vec::new() };
         if count > Pool::INLINE {
@@ -371,6 +376,11 @@ impl Pool {
 
     /// Frees the tables not used.
     pub fn release(mut self, tables: &impl Tables) {
+        self.release_unused(tables);
+    }
+
+    /// Frees the tables not used, and leaves the pool empty.
+    fn release_unused(&mut self, tables: &impl Tables) {
         while let Some(pa) = self.take() {
             tables.free_table(pa);
         }
@@ -676,9 +686,9 @@ fn walk_up(tables: &impl TableMemory, root: PhysAddr, va: VirtAddr, level: Level
 
 /// Maps [va, va + size) with `leaves`, as [`plan_map`]
 /// planned it, with the tables it counted (`pool`, from [`Pool::alloc`]:
-/// allocated before anything changes): each run of leaves written in one
-/// store, linking the tables on the way. What is left of the pool is
-/// freed. If it still fails (only another CPU mapping into the
+/// allocated before anything changes; borrowed, not moved: a move copies
+/// it): each run of leaves written in one store, linking the tables on the
+/// way. What is left of the pool is freed. If it still fails (only another CPU mapping into the
 /// caller's range can make it), what it mapped is cleared again.
 ///
 /// # Safety
@@ -690,7 +700,7 @@ pub unsafe fn map(
     va: VirtAddr,
     size: u64,
     leaves: impl Leaves,
-    mut pool: Pool,
+    pool: &mut Pool,
     sections: Sections,
 ) -> Result<Applied, MapError> {
     let mut applied = Applied::default();
@@ -699,7 +709,7 @@ pub unsafe fn map(
     {
         let _whole = (sections == Sections::WholeCall).then(|| tables.lazy_section());
         for run in leaf_runs(va, size, leaves) {
-            let table = match table_for(tables, root, run.va, run.level, Some(&mut pool), &mut linking, &mut applied) {
+            let table = match table_for(tables, root, run.va, run.level, Some(&mut *pool), &mut linking, &mut applied) {
                 Ok(table) => table.expect("a creating walk"),
                 Err(e) => {
                     result = Err((e, run.offset));
@@ -720,7 +730,7 @@ pub unsafe fn map(
             applied.levels_modified |= 1 << run.level.0;
         }
     }
-    pool.release(tables);
+    pool.release_unused(tables);
     match result {
         Ok(()) => Ok(applied),
         Err((e, done)) => {
