@@ -673,6 +673,47 @@ pub fn plan_map(
     Ok(plan)
 }
 
+/// [`plan_map`] and [`map`] in one walk, for the commonest mapping: pages
+/// in one level-3 table that is already there (a 1-page vmalloc after an
+/// earlier one: the tables stay). Walks to the table, checks that every
+/// slot of the run is empty, writes the run (in one section unless the
+/// caller has it: one table is the same section under either policy).
+/// `None`, with nothing changed, where the mapping is not of that shape:
+/// the caller plans and maps. The range is checked by the caller.
+///
+/// # Safety
+/// As [`map`].
+#[inline]
+pub unsafe fn map_in_one_table(
+    tables: &impl Tables,
+    root: PhysAddr,
+    va: VirtAddr,
+    size: u64,
+    leaves: impl Leaves,
+    sections: Sections,
+) -> Option<Result<Applied, MapError>> {
+    let run = leaf_runs(va, size, leaves).next()?;
+    if run.level != Level::L3 || run.count as u64 * PAGE_SIZE != size {
+        return None;
+    }
+    let slot = walk::walk(tables, root, va);
+    if slot.level != Level::L3 {
+        return None;
+    }
+    let run = TableRun::new(slot.table, Level::L3, va, run.count);
+    let old = tables.reader(run.table, run.index);
+    if let Some(i) = (0..run.len).find(|&i| old(i).is_valid()) {
+        return Some(Err(MapError::AlreadyMapped(run.slot(i).va)));
+    }
+    let template = Descriptor::leaf_template(Level::L3, leaves.attrs());
+    let _section = (sections != Sections::Caller).then(|| tables.lazy_section());
+    // SAFETY: a table the walk reached, its slots empty; the leaves are
+    // the caller's to map (our caller's contract).
+    let written =
+        unsafe { tables.write_run(run, move |i| Some(template.with_output(leaves.output(i as u64 * PAGE_SIZE)))) };
+    Some(Ok(Applied { levels_modified: 1 << 3, tables_allocated: 0, slots: written as u64 }))
+}
+
 /// The table at `level` on the way to `va`, which exists (the walk went
 /// deeper than `level`).
 fn walk_up(tables: &impl TableMemory, root: PhysAddr, va: VirtAddr, level: Level) -> PhysAddr {

@@ -28,6 +28,12 @@ pub(in crate::mm) unsafe fn map_leaves(
     sections: Sections,
 ) -> Result<Applied, MapError> {
     let mut walk = walking_from(root);
+    // SAFETY: as our caller guarantees.
+    if let Some(mapped) =
+        unsafe { engine::map_in_one_table(&KernelTables::new(&walk), root, va, size, leaves, sections) }
+    {
+        return mapped;
+    }
     let plan = engine::plan_map(&KernelTables::new(&walk), root, va, size, leaves)?;
     // Allocated before anything changes, the reclaim below included.
     let mut pool = engine::Pool::alloc(&KernelTables::new(&walk), plan.tables)?;
