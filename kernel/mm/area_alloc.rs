@@ -246,7 +246,6 @@ impl<V: Weight, A: Allocator> Spares<V, A> {
         self.len
     }
 
-    #[allow(dead_code, reason = "the host property tests' view (tests/host/props); the kernel needs none")]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

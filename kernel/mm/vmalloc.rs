@@ -270,14 +270,14 @@ fn reserve(size: u64, align: u64, lo: VirtAddr, hi: VirtAddr) -> Result<VirtAddr
     let mut areas = AREAS.lock();
     // The nodes first, from the spares, else from the caches, without
     // the lock (a cache may need a frame): out of memory changes nothing.
-    while areas.free_spares.len() < FREE_NODES || areas.area_spares.len() < 1 {
-        let (free, area) = (FREE_NODES.saturating_sub(areas.free_spares.len()), 1 - areas.area_spares.len().min(1));
+    while areas.free_spares.len() < FREE_NODES || areas.area_spares.is_empty() {
+        let (free, area) = (FREE_NODES.saturating_sub(areas.free_spares.len()), areas.area_spares.is_empty());
         drop(areas);
         let mut nodes = [None, None];
         for slot in nodes.iter_mut().take(free) {
             *slot = Some(node(Free { len: 0 })?);
         }
-        let record = if area > 0 { Some(node(Area { size: 0, kind: Kind::Reserved, spare: None })?) } else { None };
+        let record = if area { Some(node(Area { size: 0, kind: Kind::Reserved, spare: None })?) } else { None };
         areas = AREAS.lock();
         nodes.into_iter().flatten().for_each(|n| areas.keep(n));
         if let Some(record) = record {

@@ -29,9 +29,8 @@ pub(in crate::mm) unsafe fn map_leaves(
 ) -> Result<Applied, MapError> {
     let mut walk = walking_from(root);
     // SAFETY: as our caller guarantees.
-    if let Some(mapped) =
-        unsafe { engine::map_in_one_table(&KernelTables::new(&walk), root, va, size, leaves, sections) }
-    {
+    let one_table = unsafe { engine::map_in_one_table(&KernelTables::new(&walk), root, va, size, leaves, sections) };
+    if let Some(mapped) = one_table {
         return mapped;
     }
     let plan = engine::plan_map(&KernelTables::new(&walk), root, va, size, leaves)?;
