@@ -474,9 +474,9 @@ fn tlb_strategies() -> Vec<(&'static str, FlushStrategy)> {
 /// test_vmalloc's `fix_size_alloc_test`, per call (issue 25's targets: 1
 /// page at most 1,700, half of Linux 6.12's ~3,470; 16 pages at most
 /// 5,400; 512 pages at most the 37,814 measured before the cut): 16 and
-/// 512 pages hold the targets (measured after the cut: 3,165 and 34,253);
-/// 1 page is held at what was reached, 1,986 (3,656 before; see chapter 8
-/// for where the rest goes).
+/// 512 pages hold the targets (measured after the cut: 3,149 and 34,237);
+/// 1 page is held at what was reached, 1,970 (test_vmalloc: 3,656 before,
+/// 2,015 after; see chapter 8 for where the rest goes).
 pub const INSTRUCTION_BUDGETS: [(&str, &str, u64, f64); 13] = [
     (FIX_SIZE, BATCHED, 1, 2050.0),
     (FIX_SIZE, BATCHED, 16, 337.5),
