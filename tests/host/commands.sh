@@ -119,7 +119,8 @@ check "demo pagealloc, without the option" 0 scripts/qemu-runner "$kernel" demo 
 # The bench at small N checks its own counts (batched: one pair per
 # vmalloc whatever N; eager: one per entry; vfree: one TLB flush; ...).
 check "bench --quick" 0 scripts/qemu-runner "$kernel" bench --quick -- \
-    '^bench \[23/23\] map / modify / unmap' '^--- results.csv ---$' '^vmalloc,batched,512,515,1,0,1,0,' 'every count check passed' \
+    '^bench \[24/24\] map / modify / unmap' '^--- results.csv ---$' '^vmalloc,batched,512,515,1,0,1,0,' \
+    '^fix_size_alloc_test,batched,1,2,2,1,2,1,' 'every count check passed' \
     '^pgtable_check: off while measuring'
 check "bench --quick, -cpu cortex-a72" 0 env LAZYMMU_CPU=cortex-a72 scripts/qemu-runner "$kernel" bench --quick -- \
     '^tlb_unmap,per-page,512,0,1,1,1,512,' 'every count check passed'
