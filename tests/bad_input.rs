@@ -61,6 +61,8 @@ fn vmalloc_family() {
     case("vzalloc(0)", || vzalloc(0), VmallocError::ZeroSize);
     case("vmalloc_aligned(align 3000)", || vmalloc_aligned(PAGE_SIZE, 3000), VmallocError::BadAlignment(3000));
     case("vmalloc_aligned(align 2048)", || vmalloc_aligned(PAGE_SIZE, 2048), VmallocError::BadAlignment(2048));
+    case("vzalloc_aligned(0)", || vzalloc_aligned(0, PAGE_SIZE), VmallocError::ZeroSize);
+    case("vzalloc_aligned(align 3000)", || vzalloc_aligned(PAGE_SIZE, 3000), VmallocError::BadAlignment(3000));
     case("get_vm_area(0)", || get_vm_area(0, PAGE_SIZE), VmallocError::ZeroSize);
     case("get_vm_area(align 0)", || get_vm_area(PAGE_SIZE, 0), VmallocError::BadAlignment(0));
     let (lo, hi) = (VMALLOC_START.add(BLOCK_1G), VMALLOC_START.add(BLOCK_1G + BLOCK_2M));

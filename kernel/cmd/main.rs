@@ -30,6 +30,7 @@ mod bench;
 mod demo;
 mod fuzz;
 mod kasan_shadow;
+mod test_vmalloc;
 
 /// The demos, for a message.
 const DEMOS: [&str; 3] = ["lazy", "kasan", "pagealloc"];
@@ -48,6 +49,10 @@ const COMMANDS: &[(&str, &str)] = &[
     (
         "fuzz [--seed S] [--ops N] [--backend NAME] [--break BUG]",
         "random mapping operations checked against a model and the page-table rules, under each backend (default seed 1, 2000 ops); BUG plants a bug to catch (debug builds only, see `planted.rs`)",
+    ),
+    (
+        "test_vmalloc [nr_pages=N] [test_loop_count=N] [test_repeat_count=N] [run_test_mask=M]",
+        "Linux's lib/test_vmalloc.c, ported: its tests, parameters, defaults and summary lines (under -icount shift=0, usec are instructions in thousands)",
     ),
     ("help", "print this menu"),
 ];
@@ -102,6 +107,7 @@ fn kernel_main() -> ! {
         }
         ["bench", options @ ..] => bench(options),
         ["fuzz", options @ ..] => fuzz(options),
+        ["test_vmalloc", params @ ..] => run_test_vmalloc(params),
         ["help"] | ["--help"] | ["-h"] => menu(),
         [option, ..] if option.starts_with('-') => {
             println!(
@@ -387,6 +393,55 @@ fn fuzz(options: &[&str]) {
             exit(if d.rule.is_some() { ExitCode::RuleViolated } else { ExitCode::TestsFailed });
         }
     }
+}
+
+fn run_test_vmalloc(args: &[&str]) {
+    let p = test_vmalloc::Params::parse(args).unwrap_or_else(|test_vmalloc::ParamError(e)| {
+        println!("lazymmu: test_vmalloc: {e}");
+        exit(ExitCode::Usage)
+    });
+    // The figures are vmalloc's own, as Linux's module measures it: the
+    // page-table rules checker is off unless `pgtable_check=on` asks.
+    let checked = boot_args::option("pgtable_check").and_then(boot_args::kstrtobool) == Some(true);
+    if !checked {
+        pgtable_check::disable();
+    }
+    let counting = cpu::start_instruction_counter();
+    println!(
+        "test_vmalloc: nr_pages={} test_loop_count={} test_repeat_count={} run_test_mask={:#x}, 1 worker, {} CPUs online, pgtable_check {}{}",
+        p.nr_pages,
+        p.test_loop_count,
+        p.test_repeat_count,
+        p.run_test_mask,
+        lazymmu::smp::online_cpus(),
+        if checked { "on" } else { "off" },
+        if counting { " (-icount: usec are instructions in thousands)" } else { "" }
+    );
+    // One worker, never sliced: the figures are the tests' own.
+    let preemption = lazymmu::sched::set_preemption(false);
+    let start = cpu::counter();
+    for (index, &(name, test)) in test_vmalloc::TESTS.iter().enumerate() {
+        if p.run_test_mask & (1 << index) == 0 {
+            continue;
+        }
+        if test.is_none() {
+            println!("Skipped: {name}: {}", test_vmalloc::left_out(name));
+            continue;
+        }
+        let s = test_vmalloc::run_one(&p, index, counting);
+        println!(
+            "Summary: {name} passed: {} failed: {} repeat: {} loops: {} avg: {} usec",
+            s.passed, s.failed, p.test_repeat_count, p.test_loop_count, s.avg_usec
+        );
+        if let Some(insns) = s.insns_per_loop {
+            println!("Instructions: {name} {insns} per loop");
+        }
+        if let Some(f) = s.failure {
+            println!("Failed: {name}: {f:?}");
+        }
+    }
+    println!("All test took worker0={} cycles", cpu::counter() - start);
+    lazymmu::sched::set_preemption(preemption);
 }
 
 fn menu() {

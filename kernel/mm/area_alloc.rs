@@ -20,6 +20,8 @@
 
 use alloc::alloc::{AllocError, Allocator, Global};
 use alloc::boxed::Box;
+use core::sync::atomic::AtomicU64;
+use core::sync::atomic::Ordering::Relaxed;
 
 type Link<V, A> = Option<Box<Node<V, A>, A>>;
 
@@ -43,7 +45,8 @@ pub trait Weight {
 impl<V: Weight, A: Allocator + Default> Node<V, A> {
     /// A node for `value` at `key`, from a new object of `A`.
     pub fn new(key: u64, value: V) -> Result<Box<Node<V, A>, A>, AllocError> {
-        let node = Node { key, value, priority: mix(key), max: 0, left: None, right: None };
+        let priority = mix(NODES_MADE.fetch_add(1, Relaxed));
+        let node = Node { key, value, priority, max: 0, left: None, right: None };
         Box::try_new_in(node, A::default())
     }
 }
@@ -65,7 +68,6 @@ impl<V: Weight, A: Allocator> Node<V, A> {
     /// Moves the node (not in a tree) to `key`.
     pub fn rekey(&mut self, key: u64) {
         self.key = key;
-        self.priority = mix(key);
     }
 
     fn fix(&mut self) {
@@ -74,7 +76,13 @@ impl<V: Weight, A: Allocator> Node<V, A> {
     }
 }
 
-/// splitmix64: a priority that looks random but is a function of the key.
+/// Nodes made so far: a node's priority is a function of its number, not
+/// of its key, so that a node can move within its own free range (a
+/// range taken from its start, grown down to a freed neighbour) in place:
+/// its priority, and so the tree's shape, stay valid.
+static NODES_MADE: AtomicU64 = AtomicU64::new(0);
+
+/// splitmix64: a priority that looks random but is a function of its input.
 fn mix(key: u64) -> u64 {
     let mut z = key.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -130,6 +138,35 @@ impl<V: Weight, A: Allocator> Tree<V, A> {
         found.left = None;
         found.right = None;
         Some(found)
+    }
+
+    /// Changes the node at `key` in place: `change` may move its key, as
+    /// long as no other key of the tree lies between the old key and the
+    /// new one (the order stays; the priority does not depend on the key),
+    /// and change its value; the augmentation is recomputed on the way
+    /// back up. One walk down, no split and no merge. False if no node
+    /// has `key`.
+    pub fn update(&mut self, key: u64, change: impl FnOnce(&mut u64, &mut V)) -> bool {
+        fn down<V: Weight, A: Allocator>(
+            link: &mut Link<V, A>,
+            key: u64,
+            change: impl FnOnce(&mut u64, &mut V),
+        ) -> bool {
+            let Some(node) = link.as_deref_mut() else { return false };
+            let found = match key.cmp(&node.key) {
+                core::cmp::Ordering::Less => down(&mut node.left, key, change),
+                core::cmp::Ordering::Greater => down(&mut node.right, key, change),
+                core::cmp::Ordering::Equal => {
+                    change(&mut node.key, &mut node.value);
+                    true
+                }
+            };
+            if found {
+                node.fix();
+            }
+            found
+        }
+        down(&mut self.root, key, change)
     }
 
     /// The value at `key`, to change: the change must leave its weight as
@@ -196,6 +233,50 @@ impl<V: Weight, A: Allocator> Tree<V, A> {
             at = node.right.as_deref();
             Some((node.key, &node.value))
         })
+    }
+}
+
+/// Nodes kept for reuse, at most `cap`: a stack threaded through their
+/// right links. A vmalloc that takes a node and a vfree that gives one
+/// back then cost a few stores instead of a round trip to the allocator
+/// (Linux keeps one such node per CPU, `ne_fit_preload_node`, for the
+/// same call).
+pub struct Spares<V, A: Allocator = Global> {
+    head: Link<V, A>,
+    len: usize,
+    cap: usize,
+}
+
+impl<V: Weight, A: Allocator> Spares<V, A> {
+    pub const fn new(cap: usize) -> Spares<V, A> {
+        Spares { head: None, len: 0, cap }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Keeps `node` (out of any tree), or hands it back if the stack is full.
+    pub fn put(&mut self, mut node: Box<Node<V, A>, A>) -> Option<Box<Node<V, A>, A>> {
+        if self.len == self.cap {
+            return Some(node);
+        }
+        node.left = None;
+        node.right = self.head.take();
+        self.head = Some(node);
+        self.len += 1;
+        None
+    }
+
+    pub fn take(&mut self) -> Option<Box<Node<V, A>, A>> {
+        let mut node = self.head.take()?;
+        self.head = node.right.take();
+        self.len -= 1;
+        Some(node)
     }
 }
 
@@ -291,22 +372,44 @@ impl<A: Allocator> FreeRanges<A> {
 
     /// Marks [start, end) free, merging with free neighbours. `spare` is
     /// the node it may need (taken up front so that giving an address
-    /// range back cannot fail); it is dropped if the range merged.
-    pub fn give_back(&mut self, start: u64, end: u64, mut spare: Box<Node<Free, A>, A>) {
-        let (mut start, mut end) = (start, end);
-        if let Some((s, f)) = self.tree.at_or_below(start).map(|(s, f)| (s, *f))
-            && s + f.len == start
-        {
-            self.tree.remove(s);
-            start = s;
+    /// range back cannot fail); the nodes it did not need (the spare, if
+    /// the range merged; a neighbour's, if it merged with both) come back,
+    /// for the caller to drop or keep.
+    pub fn give_back(
+        &mut self,
+        start: u64,
+        end: u64,
+        mut spare: Box<Node<Free, A>, A>,
+    ) -> [Option<Box<Node<Free, A>, A>>; 2] {
+        let before = self.tree.at_or_below(start).map(|(s, f)| (s, *f)).filter(|&(s, f)| s + f.len == start);
+        let after = self.tree.get(end).copied();
+        // Merged ranges grow in place (no other range lies between a
+        // neighbour and the range given back): one walk each, the spare
+        // unused.
+        match (before, after) {
+            (Some((s, _)), Some(next)) => {
+                let right = self.tree.remove(end);
+                self.tree.update(s, |_, f| f.len = end + next.len - s);
+                [right, Some(spare)]
+            }
+            (Some((s, _)), None) => {
+                self.tree.update(s, |_, f| f.len = end - s);
+                [Some(spare), None]
+            }
+            (None, Some(next)) => {
+                self.tree.update(end, |key, f| {
+                    *key = start;
+                    f.len = end + next.len - start;
+                });
+                [Some(spare), None]
+            }
+            (None, None) => {
+                spare.rekey(start);
+                spare.value = Free { len: end - start };
+                self.tree.insert(spare);
+                [None, None]
+            }
         }
-        if let Some(next) = self.tree.get(end).copied() {
-            self.tree.remove(end);
-            end += next.len;
-        }
-        spare.rekey(start);
-        spare.value = Free { len: end - start };
-        self.tree.insert(spare);
     }
 
     /// Marks [start, start + span) taken; it must lie inside one free
@@ -318,6 +421,15 @@ impl<A: Allocator> FreeRanges<A> {
         let (s, len) = self.tree.at_or_below(start).map(|(s, f)| (s, f.len)).expect("inside a free range");
         let range_end = s + len;
         debug_assert!(end <= range_end, "inside a free range");
+        if s == start && end < range_end {
+            // From the range's start (first fit's commonest case): the
+            // range's node moves up past it, in place.
+            self.tree.update(s, |key, f| {
+                *key = end;
+                f.len = range_end - end;
+            });
+            return Some(spare);
+        }
         let mut node = self.tree.remove(s).expect("just found");
         // The node for what is left after the range: the spare if the
         // range's own node keeps what is left before it.

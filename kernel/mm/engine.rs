@@ -316,7 +316,10 @@ pub trait Tables: TableMemory {
 /// out of memory half way. What is left over goes back at
 /// [`Pool::release`]. The first [`Pool::INLINE`] are held in place (the
 /// common case, and the only one while the kernel builds its tables, before
-/// it has a heap); more go in a vector.
+/// it has a heap); more go in a vector. Three: the tables one run of
+/// leaves can need (levels 1 to 3), and a pool small enough that making
+/// one costs a few stores (with 16 in place, a 1-page vmalloc spent a
+/// tenth of its instructions copying and clearing its pool).
 pub struct Pool {
     inline: [PhysAddr; Pool::INLINE],
     held: usize,
@@ -325,9 +328,11 @@ pub struct Pool {
 
 impl Pool {
     /// How many tables a pool holds without a heap allocation.
-    pub const INLINE: usize = 16;
+    pub const INLINE: usize = 3;
 
     /// `count` tables, or none at all if memory (or heap) runs out.
+    /// Inlined: a pool is 160 bytes, which a call would copy out.
+    #[inline(always)]
     pub fn alloc(tables: &impl Tables, count: usize) -> Result<Pool, MapError> {
         let mut pool = Pool { inline: [PhysAddr::new(0); Pool::INLINE], held: 0, more: Vec::new() };
         if count > Pool::INLINE {
@@ -371,6 +376,11 @@ impl Pool {
 
     /// Frees the tables not used.
     pub fn release(mut self, tables: &impl Tables) {
+        self.release_unused(tables);
+    }
+
+    /// Frees the tables not used, and leaves the pool empty.
+    fn release_unused(&mut self, tables: &impl Tables) {
         while let Some(pa) = self.take() {
             tables.free_table(pa);
         }
@@ -663,6 +673,47 @@ pub fn plan_map(
     Ok(plan)
 }
 
+/// [`plan_map`] and [`map`] in one walk, for the commonest mapping: pages
+/// in one level-3 table that is already there (a 1-page vmalloc after an
+/// earlier one: the tables stay). Walks to the table, checks that every
+/// slot of the run is empty, writes the run (in one section unless the
+/// caller has it: one table is the same section under either policy).
+/// `None`, with nothing changed, where the mapping is not of that shape:
+/// the caller plans and maps. The range is checked by the caller.
+///
+/// # Safety
+/// As [`map`].
+#[inline]
+pub unsafe fn map_in_one_table(
+    tables: &impl Tables,
+    root: PhysAddr,
+    va: VirtAddr,
+    size: u64,
+    leaves: impl Leaves,
+    sections: Sections,
+) -> Option<Result<Applied, MapError>> {
+    let run = leaf_runs(va, size, leaves).next()?;
+    if run.level != Level::L3 || run.count as u64 * PAGE_SIZE != size {
+        return None;
+    }
+    let slot = walk::walk(tables, root, va);
+    if slot.level != Level::L3 {
+        return None;
+    }
+    let run = TableRun::new(slot.table, Level::L3, va, run.count);
+    let old = tables.reader(run.table, run.index);
+    if let Some(i) = (0..run.len).find(|&i| old(i).is_valid()) {
+        return Some(Err(MapError::AlreadyMapped(run.slot(i).va)));
+    }
+    let template = Descriptor::leaf_template(Level::L3, leaves.attrs());
+    let _section = (sections != Sections::Caller).then(|| tables.lazy_section());
+    // SAFETY: a table the walk reached, its slots empty; the leaves are
+    // the caller's to map (our caller's contract).
+    let written =
+        unsafe { tables.write_run(run, move |i| Some(template.with_output(leaves.output(i as u64 * PAGE_SIZE)))) };
+    Some(Ok(Applied { levels_modified: 1 << 3, tables_allocated: 0, slots: written as u64 }))
+}
+
 /// The table at `level` on the way to `va`, which exists (the walk went
 /// deeper than `level`).
 fn walk_up(tables: &impl TableMemory, root: PhysAddr, va: VirtAddr, level: Level) -> PhysAddr {
@@ -676,9 +727,9 @@ fn walk_up(tables: &impl TableMemory, root: PhysAddr, va: VirtAddr, level: Level
 
 /// Maps [va, va + size) with `leaves`, as [`plan_map`]
 /// planned it, with the tables it counted (`pool`, from [`Pool::alloc`]:
-/// allocated before anything changes): each run of leaves written in one
-/// store, linking the tables on the way. What is left of the pool is
-/// freed. If it still fails (only another CPU mapping into the
+/// allocated before anything changes; borrowed, not moved: a move copies
+/// it): each run of leaves written in one store, linking the tables on the
+/// way. What is left of the pool is freed. If it still fails (only another CPU mapping into the
 /// caller's range can make it), what it mapped is cleared again.
 ///
 /// # Safety
@@ -690,7 +741,7 @@ pub unsafe fn map(
     va: VirtAddr,
     size: u64,
     leaves: impl Leaves,
-    mut pool: Pool,
+    pool: &mut Pool,
     sections: Sections,
 ) -> Result<Applied, MapError> {
     let mut applied = Applied::default();
@@ -699,7 +750,7 @@ pub unsafe fn map(
     {
         let _whole = (sections == Sections::WholeCall).then(|| tables.lazy_section());
         for run in leaf_runs(va, size, leaves) {
-            let table = match table_for(tables, root, run.va, run.level, Some(&mut pool), &mut linking, &mut applied) {
+            let table = match table_for(tables, root, run.va, run.level, Some(&mut *pool), &mut linking, &mut applied) {
                 Ok(table) => table.expect("a creating walk"),
                 Err(e) => {
                     result = Err((e, run.offset));
@@ -720,7 +771,7 @@ pub unsafe fn map(
             applied.levels_modified |= 1 << run.level.0;
         }
     }
-    pool.release(tables);
+    pool.release_unused(tables);
     match result {
         Ok(()) => Ok(applied),
         Err((e, done)) => {

@@ -156,7 +156,7 @@ impl FrameAllocator {
     /// `count` single frames, wherever they are free, pushed onto `out`:
     /// the bitmap is read a word (64 frames) at a time, from the hint on,
     /// and each free bit is taken with a few bit operations. All or none.
-    fn alloc_bulk<A: Allocator>(&mut self, count: usize, out: &mut Vec<PhysAddr, A>) -> Result<(), FrameError> {
+    fn alloc_bulk(&mut self, count: usize, mut out: impl FnMut(PhysAddr)) -> Result<(), FrameError> {
         if count == 0 {
             return Err(FrameError::ZeroCount);
         }
@@ -176,7 +176,7 @@ impl FrameAllocator {
                 let bit = free.trailing_zeros() as usize;
                 free &= free - 1;
                 taken |= 1 << bit;
-                out.push(self.base.add(((word * 64 + bit) as u64) * PAGE_SIZE));
+                out(self.base.add(((word * 64 + bit) as u64) * PAGE_SIZE));
                 left -= 1;
             }
             self.bitmap[word] |= taken;
@@ -371,21 +371,35 @@ pub fn free_frames(pa: PhysAddr, count: usize) -> Result<(), FrameError> {
 /// word-at-a-time search. All or none: on an error `frames` is as it was.
 /// Under `debug_pagealloc` each is mapped back into the linear map first.
 pub fn alloc_frames_bulk<A: Allocator>(count: usize, frames: &mut Vec<PhysAddr, A>) -> Result<(), FrameError> {
+    frames.try_reserve(count).map_err(|_| FrameError::OutOfMemory)?;
+    let first = frames.len();
+    frames.resize(first + count, PhysAddr::new(0));
+    let allocated = alloc_frames_into(&mut frames[first..]);
+    if allocated.is_err() {
+        frames.truncate(first);
+    }
+    allocated
+}
+
+/// [`alloc_frames_bulk`] into a slice the caller has: as many frames as
+/// it holds. One frame this way is a search from where the last one was
+/// found, a word of the bitmap at a time ([`alloc_frame`] looks frame by
+/// frame, from after the last frame it handed out, so a frame given back
+/// behind it is found again only after a lap of memory).
+pub fn alloc_frames_into(frames: &mut [PhysAddr]) -> Result<(), FrameError> {
     check_lazy_mode();
     if injected_failure() {
         return Err(FrameError::OutOfMemory);
     }
-    frames.try_reserve(count).map_err(|_| FrameError::OutOfMemory)?;
-    let first = frames.len();
-    ALLOCATOR.lock().alloc_bulk(count, frames)?;
+    let mut next = frames.iter_mut();
+    ALLOCATOR.lock().alloc_bulk(next.len(), |pa| *next.next().expect("as many as asked") = pa)?;
     if debug_pagealloc::enabled() {
-        let mapped = frames[first..].iter().position(|&pa| debug_pagealloc::map_pages(pa, 1).is_err());
+        let mapped = frames.iter().position(|&pa| debug_pagealloc::map_pages(pa, 1).is_err());
         if let Some(failed) = mapped {
-            for &pa in &frames[first..first + failed] {
+            for &pa in &frames[..failed] {
                 debug_pagealloc::unmap_pages(pa, 1);
             }
-            ALLOCATOR.lock().free_bulk(&frames[first..]).expect("allocated above");
-            frames.truncate(first);
+            ALLOCATOR.lock().free_bulk(frames).expect("allocated above");
             return Err(FrameError::OutOfMemory);
         }
         pgtable_check::handed_over();

@@ -34,7 +34,7 @@ use core::fmt;
 
 use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use super::apply::{self, ApplyError};
-use super::area_alloc::{Free, FreeRanges, Node, Tree, Weight};
+use super::area_alloc::{Free, FreeRanges, Node, Spares, Tree, Weight};
 use super::descriptor::{Attributes, Level};
 use super::engine::{self, Contiguous, Pages, Sections};
 use super::layout::{VMALLOC_END, VMALLOC_START};
@@ -124,11 +124,41 @@ enum Kind {
     /// get_vm_area: address space only; the caller maps it.
     AddressSpace,
     /// vmalloc: frames it owns, one per page.
-    Vmalloc(Vec<PhysAddr, Kmalloc>),
+    Vmalloc(Frames),
     /// vmap_pages: frames the caller owns.
     Pages,
     /// vmap_range: contiguous memory the caller owns.
     Range,
+}
+
+/// A vmalloc'd area's frames: a 1-page area's in place (no list to
+/// allocate and free on the commonest call), a larger one's in a list.
+#[derive(Debug)]
+enum Frames {
+    One(PhysAddr),
+    Many(Vec<PhysAddr, Kmalloc>),
+}
+
+impl Frames {
+    /// `pages` fresh frames, all or none.
+    fn alloc(pages: usize) -> Result<Frames, VmallocError> {
+        if pages == 1 {
+            let mut one = [PhysAddr::new(0)];
+            frame_alloc::alloc_frames_into(&mut one).map_err(|_| VmallocError::OutOfMemory)?;
+            return Ok(Frames::One(one[0]));
+        }
+        let mut frames = Vec::new_in(Kmalloc);
+        frames.try_reserve_exact(pages).map_err(|_| VmallocError::OutOfMemory)?;
+        frame_alloc::alloc_frames_bulk(pages, &mut frames).map_err(|_| VmallocError::OutOfMemory)?;
+        Ok(Frames::Many(frames))
+    }
+
+    fn as_slice(&self) -> &[PhysAddr] {
+        match self {
+            Frames::One(pa) => core::slice::from_ref(pa),
+            Frames::Many(frames) => frames,
+        }
+    }
 }
 
 struct Area {
@@ -157,15 +187,37 @@ impl Weight for Area {
 /// (`kmalloc`), as Linux's `vmap_area`s come from `vmap_area_cachep`, not
 /// from the heap: taking and giving one back is O(1) however many areas
 /// are live (see `slab.rs` for what the heap cost).
+///
+/// A reservation takes three nodes and a release gives them back: a few
+/// of each kind wait in `spares` for the next call (see `Spares`), so that
+/// the commonest calls touch no cache at all.
 struct Areas {
     free: FreeRanges<Kmalloc>,
     taken: Tree<Area, Kmalloc>,
+    free_spares: Spares<Free, Kmalloc>,
+    area_spares: Spares<Area, Kmalloc>,
+}
+
+/// Free-range nodes a reservation needs: one for a split, one for its
+/// release (`Area::spare`).
+const FREE_NODES: usize = 2;
+
+impl Areas {
+    /// Keeps a node no longer used, or drops it if enough are kept.
+    fn keep(&mut self, node: Record<Free>) {
+        drop(self.free_spares.put(node));
+    }
 }
 
 /// A tree node of the region's bookkeeping.
 type Record<V> = Box<Node<V, Kmalloc>, Kmalloc>;
 
-static AREAS: IrqSpinLock<Areas> = IrqSpinLock::new(Areas { free: FreeRanges::new(), taken: Tree::new() });
+static AREAS: IrqSpinLock<Areas> = IrqSpinLock::new(Areas {
+    free: FreeRanges::new(),
+    taken: Tree::new(),
+    free_spares: Spares::new(2 * FREE_NODES),
+    area_spares: Spares::new(2),
+});
 
 /// Makes the whole region free, once, at boot (once frames can be had).
 pub fn init() -> Result<(), VmallocError> {
@@ -174,6 +226,19 @@ pub fn init() -> Result<(), VmallocError> {
     let region = node(Free { len: 0 })?;
     AREAS.lock().free.give_back(VMALLOC_START.as_u64(), VMALLOC_END.as_u64(), region);
     Ok(())
+}
+
+/// Gives the nodes kept for the next reservation back to their caches
+/// (which give back a slab left empty): the audit counts frames without
+/// them, so that a reservation made and undone leaves the count as it was.
+pub(super) fn shrink_spares() {
+    let mut areas = AREAS.lock();
+    while let Some(node) = areas.free_spares.take() {
+        drop(node);
+    }
+    while let Some(node) = areas.area_spares.take() {
+        drop(node);
+    }
 }
 
 /// A node, or `OutOfMemory` when its slab cache can have no frame.
@@ -211,11 +276,25 @@ pub fn areas() -> Vec<AreaInfo> {
 /// the search made once more (Linux's `alloc_vmap_area`).
 fn reserve(size: u64, align: u64, lo: VirtAddr, hi: VirtAddr) -> Result<VirtAddr, VmallocError> {
     let span = size.checked_add(GUARD_SIZE).ok_or(VmallocError::NoVirtualSpace)?;
-    let (split, give_back) = (node(Free { len: 0 })?, node(Free { len: 0 })?);
-    let mut record = node(Area { size, kind: Kind::Reserved, spare: Some(give_back) })?;
     let mut purged = false;
     let (mut areas, start) = loop {
-        let areas = AREAS.lock();
+        let mut areas = AREAS.lock();
+        // The nodes first, from the spares, else from the caches, without
+        // the lock (a cache may need a frame): out of memory changes nothing.
+        while areas.free_spares.len() < FREE_NODES || areas.area_spares.is_empty() {
+            let (free, area) = (FREE_NODES.saturating_sub(areas.free_spares.len()), areas.area_spares.is_empty());
+            drop(areas);
+            let mut nodes = [None, None];
+            for slot in nodes.iter_mut().take(free) {
+                *slot = Some(node(Free { len: 0 })?);
+            }
+            let record = if area { Some(node(Area { size: 0, kind: Kind::Reserved, spare: None })?) } else { None };
+            areas = AREAS.lock();
+            nodes.into_iter().flatten().for_each(|n| areas.keep(n));
+            if let Some(record) = record {
+                drop(areas.area_spares.put(record));
+            }
+        }
         if let Some(start) = areas.free.find(span, align, PAGE_SIZE, lo.as_u64(), hi.as_u64()) {
             break (areas, start);
         }
@@ -225,8 +304,14 @@ fn reserve(size: u64, align: u64, lo: VirtAddr, hi: VirtAddr) -> Result<VirtAddr
         }
         purged = true;
     };
-    let _left_over = areas.free.take(start, span, split);
+    let split = areas.free_spares.take().expect("counted above");
+    let give_back = areas.free_spares.take().expect("counted above");
+    let mut record = areas.area_spares.take().expect("counted above");
+    *record.value_mut() = Area { size, kind: Kind::Reserved, spare: Some(give_back) };
     record.rekey(start);
+    if let Some(left_over) = areas.free.take(start, span, split) {
+        areas.keep(left_over);
+    }
     areas.taken.insert(record);
     Ok(VirtAddr::new(start))
 }
@@ -236,7 +321,10 @@ fn unreserve(start: VirtAddr) {
     let mut record = areas.taken.remove(start.as_u64()).expect("a reserved area");
     let spare = record.value_mut().spare.take().expect("every area has its spare node");
     let end = start.as_u64() + record.value().size + GUARD_SIZE;
-    areas.free.give_back(start.as_u64(), end, spare);
+    for merged in areas.free.give_back(start.as_u64(), end, spare).into_iter().flatten() {
+        areas.keep(merged);
+    }
+    drop(areas.area_spares.put(record));
 }
 
 fn set_kind(start: VirtAddr, kind: Kind) {
@@ -308,6 +396,12 @@ pub fn vzalloc(size: u64) -> Result<VirtAddr, VmallocError> {
     alloc_and_map(size, PAGE_SIZE, (VMALLOC_START, VMALLOC_END), true)
 }
 
+/// [`vmalloc_aligned`], zeroed (Linux's `__vmalloc_node(size, align,
+/// GFP_KERNEL | __GFP_ZERO, ...)`).
+pub fn vzalloc_aligned(size: u64, align: u64) -> Result<VirtAddr, VmallocError> {
+    alloc_and_map(size, check_align(align)?, (VMALLOC_START, VMALLOC_END), true)
+}
+
 /// [`vmalloc_aligned`] in [start, end) only, a part of the vmalloc region
 /// (Linux's `__vmalloc_node_range`).
 pub fn vmalloc_range(size: u64, align: u64, start: VirtAddr, end: VirtAddr) -> Result<VirtAddr, VmallocError> {
@@ -328,29 +422,33 @@ fn alloc_and_map(size: u64, align: u64, (lo, hi): (VirtAddr, VirtAddr), zero: bo
     let size = page_size(size)?;
     let pages = size / PAGE_SIZE;
     // More than the range can hold, or than the machine has, is refused
-    // before anything is taken; the page list is the only other allocation
-    // the size decides, and it is made (fallibly) before the area is.
+    // before anything is taken.
     if size >= hi.offset_from(lo) {
         return Err(VmallocError::NoVirtualSpace);
     }
-    if pages > frame_alloc::stats().total as u64 {
+    // (One page is never more than the machine has: no lock taken for it.)
+    if pages > 1 && pages > frame_alloc::stats().total as u64 {
         return Err(VmallocError::OutOfMemory);
     }
-    let mut frames = Vec::new_in(Kmalloc);
-    frames.try_reserve_exact(pages as usize).map_err(|_| VmallocError::OutOfMemory)?;
     let va = reserve(size, align, lo, hi)?;
-    if frame_alloc::alloc_frames_bulk(pages as usize, &mut frames).is_err() {
-        unreserve(va);
-        return Err(VmallocError::OutOfMemory);
-    }
+    // Lazily freed areas hold their frames until purged: out of frames,
+    // purge and try once more.
+    let alloc = || Frames::alloc(pages as usize);
+    let frames = match alloc().or_else(|e| if purge::purge_vmap_area_lazy() { alloc() } else { Err(e) }) {
+        Ok(frames) => frames,
+        Err(e) => {
+            unreserve(va);
+            return Err(e);
+        }
+    };
     if zero {
-        for &pa in &frames {
+        for &pa in frames.as_slice() {
             // SAFETY: a fresh frame, ours alone, reached through the linear map.
             unsafe { core::ptr::write_bytes(phys_to_virt(pa).as_mut_ptr::<u8>(), 0, PAGE_SIZE as usize) };
         }
     }
-    if let Err(e) = vmap_pages_range(va, &frames, Attributes::KERNEL_RW) {
-        free_frames(&frames);
+    if let Err(e) = vmap_pages_range(va, frames.as_slice(), Attributes::KERNEL_RW) {
+        free_frames(frames.as_slice());
         unreserve(va);
         return Err(e);
     }
@@ -378,7 +476,7 @@ fn free_unmap_vmap_area(va: VirtAddr, size: u64, kind: Kind) {
     }
     tlb::flush_tlb_kernel_range(va, va.add(size));
     if let Kind::Vmalloc(frames) = kind {
-        free_frames(&frames);
+        free_frames(frames.as_slice());
     }
     unreserve(va);
 }
@@ -592,7 +690,7 @@ pub(crate) fn release_leaked_area(start: VirtAddr) -> Result<(), VmallocError> {
     let (size, kind) = take_area(start, |_| true)?;
     unmap_area_range(start, size);
     if let Kind::Vmalloc(frames) = kind {
-        free_frames(&frames);
+        free_frames(frames.as_slice());
     }
     unreserve(start);
     Ok(())

@@ -32,6 +32,25 @@ check "demo kasan, an option it does not take" 2 scripts/qemu-runner "$kernel" d
 check "demo lazy, an unknown option" 2 scripts/qemu-runner "$kernel" demo lazy --fast -- 'demo lazy: unknown option "--fast"; it takes --backend NAME'
 check "demo lazy, --backend without a name" 2 scripts/qemu-runner "$kernel" demo lazy --backend -- '--backend needs a name; the backends are'
 check "bench, an unknown option" 2 scripts/qemu-runner "$kernel" bench --slow -- 'bench: unknown option "--slow"; it takes --tlb-only, --quick and --csv PATH'
+# test_vmalloc: Linux's summary line per test (a few loops; the debug build,
+# checker on: test_vmalloc turns it off unless asked), the tests Linux has and this kernel cannot run named as
+# such, and a bad parameter named with the valid ones.
+summary='passed: 1 failed: 0 repeat: 1 loops: 3 avg: [0-9]+ usec$'
+check "test_vmalloc, every ported test" 0 scripts/qemu-runner "$kernel" pgtable_check=on test_vmalloc test_loop_count=3 run_test_mask=0x479 -- \
+    "^Summary: fix_size_alloc_test $summary" "^Summary: random_size_alloc_test $summary" \
+    "^Summary: fix_align_alloc_test $summary" "^Summary: random_size_align_alloc_test $summary" \
+    '^Summary: align_shift_alloc_test passed: 0 failed: 1 repeat: 1 loops: 3 avg: [0-9]+ usec$' \
+    "^Summary: vm_map_ram_test $summary" '^All test took worker0=[0-9]+ cycles$' "$clean"
+check "test_vmalloc, the tests left out" 0 scripts/qemu-runner "$kernel" test_vmalloc test_loop_count=1 run_test_mask=0x380 -- \
+    '^Skipped: pcpu_alloc_test: no per-CPU allocator in this kernel$' \
+    '^Skipped: kvfree_rcu_1_arg_vmalloc_test: no RCU in this kernel$' \
+    '^Skipped: kvfree_rcu_2_arg_vmalloc_test: no RCU in this kernel$'
+check "test_vmalloc, a loop count of 0" 2 scripts/qemu-runner "$kernel" test_vmalloc test_loop_count=0 -- \
+    'test_vmalloc: test_loop_count=0: test_loop_count is loops of each test, 1 to 4294967295'
+check "test_vmalloc, a parameter Linux has and this port does not" 2 scripts/qemu-runner "$kernel" test_vmalloc nr_threads=2 -- \
+    'test_vmalloc: no parameter "nr_threads"; the parameters are nr_pages, test_loop_count, test_repeat_count, run_test_mask'
+check "test_vmalloc, a mask with no test" 2 scripts/qemu-runner "$kernel" test_vmalloc run_test_mask=0 -- \
+    'test_vmalloc: run_test_mask=0: run_test_mask is the tests to run, bit i for test i: 1 to 2147483647'
 check "an option instead of a command" 2 scripts/qemu-runner "$kernel" --frob -- 'unknown option "--frob": options come after a command'
 check "--help" 0 scripts/qemu-runner "$kernel" --help -- '^usage: cargo run'
 check "ptdump, an option it does not take" 2 scripts/qemu-runner "$kernel" ptdump --all -- 'ptdump: unknown option "--all"; it takes none'
@@ -104,10 +123,11 @@ check "demo pagealloc, without the option" 0 scripts/qemu-runner "$kernel" demo 
 bench_csv=$(mktemp -d)
 trap 'rm -rf "$bench_csv"' EXIT
 check "bench --quick" 0 scripts/qemu-runner "$kernel" bench --quick --csv "$bench_csv/quick.csv" -- \
-    '^bench \[24/24\] map / modify / unmap' '^==== headline: .*\[debug build: not for quoting\] ====$' \
+    '^bench \[26/26\] map / modify / unmap' '^==== headline: .*\[debug build: not for quoting\] ====$' \
     '^bench: [0-9]+ rows written to .*/quick.csv \(on the host\)$' 'every count check passed' \
     '^pgtable_check: off while measuring' '^bench: a debug build: .*not for quoting'
 check "bench --quick: the CSV it wrote" 0 cat "$bench_csv/quick.csv" -- '^vmalloc,batched,512,515,1,0,1,0,' \
+    '^fix_size_alloc_test,batched,1,2,2,1,2,1,' \
     '^map,aarch64-paging-live,512,[0-9]+,,,,,'
 check "bench --quick, -cpu cortex-a72" 0 env LAZYMMU_CPU=cortex-a72 scripts/qemu-runner "$kernel" bench --quick --csv "$bench_csv/a72.csv" -- \
     'every count check passed'

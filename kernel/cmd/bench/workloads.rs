@@ -77,6 +77,21 @@ pub fn vmalloc_cycle(pages: u64) -> Result<[Sample; 3], WorkloadError> {
     Ok([map, unmap, whole])
 }
 
+/// One loop of test_vmalloc's `fix_size_alloc_test`: vmalloc, touch one
+/// byte, vfree, with the tables a first call left (as every call of the
+/// test's loop but its first finds them; `vmalloc_cycle` starts cold).
+pub fn fix_size_call(pages: u64) -> Result<Sample, WorkloadError> {
+    vfree(vmalloc(pages * PAGE_SIZE)?)?;
+    let meter = Meter::start();
+    let va = vmalloc(pages * PAGE_SIZE)?;
+    // SAFETY: the first byte of the area just allocated.
+    unsafe { core::ptr::write_volatile(va.as_mut_ptr::<u8>(), 0) };
+    vfree(va)?;
+    let sample = meter.stop();
+    cold_tables();
+    Ok(sample)
+}
+
 /// vmalloc's tables stay after an unmap (as Linux's do): every sample
 /// starts from none, so that each one makes the tables it needs, and
 /// every repeat counts the same. What was freed lazily is purged first,

@@ -126,28 +126,34 @@ fn transition(call: &'static str, step: impl FnOnce(Counts) -> Transition) -> Re
     let (new, hook) = step(old).or_else(refuse)?;
     state.counts.set(new);
     let arch = &state.arch;
-    match (old.pause != new.pause, hook) {
-        (false, _) if old == new => trace::emit(format_args!("{call}: paused, does nothing")),
-        (false, Hook::Enter) => trace::emit(format_args!("{call}: depth {} -> {}, arch enter", old.enable, new.enable)),
-        (false, Hook::Leave) => {
-            trace::emit(format_args!("{call}: depth {} -> {}, arch leave ({arch})", old.enable, new.enable))
+    // The trace's lines only when it is on: building them costs a few
+    // stores per call even when `emit` then drops them.
+    if trace::enabled() {
+        match (old.pause != new.pause, hook) {
+            (false, _) if old == new => trace::emit(format_args!("{call}: paused, does nothing")),
+            (false, Hook::Enter) => {
+                trace::emit(format_args!("{call}: depth {} -> {}, arch enter", old.enable, new.enable))
+            }
+            (false, Hook::Leave) => {
+                trace::emit(format_args!("{call}: depth {} -> {}, arch leave ({arch})", old.enable, new.enable))
+            }
+            (false, Hook::Flush) => trace::emit(format_args!(
+                "{call}: depth {} -> {}, nested exit, arch flush ({arch})",
+                old.enable, new.enable
+            )),
+            (false, _) => {
+                trace::emit(format_args!("{call}: depth {} -> {}, nested, nothing to do", old.enable, new.enable))
+            }
+            (true, Hook::Pause) => trace::emit(format_args!(
+                "{call}: pause depth {} -> {}, arch pause (leaves the mode)",
+                old.pause, new.pause
+            )),
+            (true, Hook::Resume) => trace::emit(format_args!(
+                "{call}: pause depth {} -> {}, arch resume (back in the mode)",
+                old.pause, new.pause
+            )),
+            (true, _) => trace::emit(format_args!("{call}: pause depth {} -> {}, nothing to do", old.pause, new.pause)),
         }
-        (false, Hook::Flush) => trace::emit(format_args!(
-            "{call}: depth {} -> {}, nested exit, arch flush ({arch})",
-            old.enable, new.enable
-        )),
-        (false, _) => {
-            trace::emit(format_args!("{call}: depth {} -> {}, nested, nothing to do", old.enable, new.enable))
-        }
-        (true, Hook::Pause) => trace::emit(format_args!(
-            "{call}: pause depth {} -> {}, arch pause (leaves the mode)",
-            old.pause, new.pause
-        )),
-        (true, Hook::Resume) => trace::emit(format_args!(
-            "{call}: pause depth {} -> {}, arch resume (back in the mode)",
-            old.pause, new.pause
-        )),
-        (true, _) => trace::emit(format_args!("{call}: pause depth {} -> {}, nothing to do", old.pause, new.pause)),
     }
     if new.enable > old.enable {
         stats::entered(new.enable);

@@ -28,9 +28,14 @@ pub(in crate::mm) unsafe fn map_leaves(
     sections: Sections,
 ) -> Result<Applied, MapError> {
     let mut walk = walking_from(root);
+    // SAFETY: as our caller guarantees.
+    let one_table = unsafe { engine::map_in_one_table(&KernelTables::new(&walk), root, va, size, leaves, sections) };
+    if let Some(mapped) = one_table {
+        return mapped;
+    }
     let plan = engine::plan_map(&KernelTables::new(&walk), root, va, size, leaves)?;
     // Allocated before anything changes, the reclaim below included.
-    let pool = engine::Pool::alloc(&KernelTables::new(&walk), plan.tables)?;
+    let mut pool = engine::Pool::alloc(&KernelTables::new(&walk), plan.tables)?;
     if plan.reclaim {
         drop(walk);
         for run in engine::leaf_runs(va, size, leaves).filter(|run| run.level < Level::L3) {
@@ -61,7 +66,7 @@ pub(in crate::mm) unsafe fn map_leaves(
         }
     }
     // SAFETY: as our caller guarantees; the tables are as planned.
-    unsafe { engine::map(&KernelTables::new(&walk), root, va, size, leaves, pool, sections) }
+    unsafe { engine::map(&KernelTables::new(&walk), root, va, size, leaves, &mut pool, sections) }
 }
 
 /// Maps [va, va + size) to [pa, pa + size) with `attrs` in the table at
@@ -86,8 +91,8 @@ pub unsafe fn map_range(
     if !pa.is_aligned(PAGE_SIZE) {
         return Err(MapError::Misaligned { what: Operand::PhysicalAddress, value: pa.as_u64() });
     }
-    // In pieces of a few runs of leaves, each of which needs at most three
-    // new tables: a piece's tables fit in the pool's own space
+    // In pieces of runs of leaves, each of which needs at most three new
+    // tables: a piece's tables fit in the pool's own space
     // (`engine::Pool::INLINE`), as they must while the kernel builds its
     // tables, before it has a heap. A piece ends where a run does, so the
     // leaves are those of the whole range.

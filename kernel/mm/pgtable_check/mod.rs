@@ -327,8 +327,20 @@ pub fn awaiting_purge() -> u64 {
 
 /// A lazy MMU section ended for good (`why`: the call that ended it:
 /// outermost disable, nested disable, pause).
-#[inline(never)]
+///
+/// Inlined to its test of [`enabled`]: with the checker off (the bench,
+/// test_vmalloc) a section's end, a walk's end and an operation cost a
+/// load and a branch, not a call (the bodies stay out of line, so that
+/// their frame pointer starts the backtrace).
+#[inline(always)]
 pub(crate) fn section_ended(why: &'static str) {
+    if enabled() {
+        section_ended_checked(why);
+    }
+}
+
+#[inline(never)]
+fn section_ended_checked(why: &'static str) {
     check(cpu::frame_pointer(), |c| c.publish_point(why));
 }
 
@@ -340,8 +352,16 @@ pub(crate) fn wrote_outside_section() {
 
 /// A walk guard (`pgtable::walking`) is going: the current task's
 /// deferred stores must all be made.
-#[inline(never)]
+/// Inlined to its test of [`enabled`] (see [`section_ended`]).
+#[inline(always)]
 pub(crate) fn walk_ended() {
+    if enabled() {
+        walk_ended_checked();
+    }
+}
+
+#[inline(never)]
+fn walk_ended_checked() {
     let queued = lazy_mmu::queued_stores();
     check(cpu::frame_pointer(), |c| c.walk_ended(queued));
 }
@@ -390,6 +410,7 @@ pub struct Operation {
 }
 
 /// Starts an operation (see [`Operation`]).
+#[inline(always)]
 pub fn operation() -> Operation {
     let counted = enabled();
     if counted {
@@ -401,13 +422,18 @@ pub fn operation() -> Operation {
 impl Drop for Operation {
     /// Inside an active lazy MMU section the publishing is the section's
     /// end's business; the TLB maintenance is owed at once either way.
-    #[inline(never)]
+    #[inline(always)]
     fn drop(&mut self) {
         if self.counted {
-            let in_section = lazy_mmu::is_lazy_mmu_mode_active();
-            check(cpu::frame_pointer(), |c| c.op_end(in_section));
+            operation_ended();
         }
     }
+}
+
+#[inline(never)]
+fn operation_ended() {
+    let in_section = lazy_mmu::is_lazy_mmu_mode_active();
+    check(cpu::frame_pointer(), |c| c.op_end(in_section));
 }
 
 // ---- what was found ----------------------------------------------------

@@ -97,7 +97,9 @@ pub(super) fn free_vmap_area_noflush(start: VirtAddr, size: u64, kind: Kind) {
         let mut record = areas.taken.remove(start.as_u64()).expect("a live area");
         if planted(Bug::ReuseBeforePurge) {
             let spare = record.value_mut().spare.take().expect("every area has its spare node");
-            areas.free.give_back(start.as_u64(), start.as_u64() + size + GUARD_SIZE, spare);
+            for merged in areas.free.give_back(start.as_u64(), start.as_u64() + size + GUARD_SIZE, spare).into_iter().flatten() {
+                areas.keep(merged);
+            }
         }
         record
     };
@@ -126,13 +128,17 @@ pub(super) fn purge_vmap_area_lazy() -> bool {
     while let Some((start, _)) = list.areas.first() {
         let mut record = list.areas.remove(start).expect("just found");
         let area = record.value_mut();
-        if let Kind::Vmalloc(frames) = &area.kind {
-            free_frames(frames);
+        if let Kind::Vmalloc(frames) = core::mem::replace(&mut area.kind, Kind::Reserved) {
+            free_frames(frames.as_slice());
         }
+        let mut areas = AREAS.lock();
         // (Gone already if the range was handed out early, on purpose.)
         if let Some(spare) = area.spare.take() {
-            AREAS.lock().free.give_back(start, start + area.size + GUARD_SIZE, spare);
+            for merged in areas.free.give_back(start, start + area.size + GUARD_SIZE, spare).into_iter().flatten() {
+                areas.keep(merged);
+            }
         }
+        drop(areas.area_spares.put(record));
     }
     list.lazy_pages = 0;
     true

@@ -363,7 +363,7 @@ fn map(t: &HostTables, root: PhysAddr, va: u64, size: u64, leaves: impl engine::
     let va = VirtAddr::new(va);
     let plan = engine::plan_map(t, root, va, size, leaves)?;
     // Allocated before anything changes, the tables taken away included.
-    let pool = engine::Pool::alloc(t, plan.tables)?;
+    let mut pool = engine::Pool::alloc(t, plan.tables)?;
     if plan.reclaim {
         for run in engine::leaf_runs(va, size, leaves).filter(|r| r.level < Level::L3) {
             for i in 0..run.count as u64 {
@@ -386,7 +386,7 @@ fn map(t: &HostTables, root: PhysAddr, va: u64, size: u64, leaves: impl engine::
     let (entered, stored, outside) = (t.sections_entered.get(), t.stored.get(), t.stored_outside.get());
     // SAFETY: host memory.
     let (allocated, freed) = (t.allocated.get(), t.freed.get());
-    let applied = unsafe { engine::map(t, root, va, size, leaves, pool, Sections::WholeCall) }?;
+    let applied = unsafe { engine::map(t, root, va, size, leaves, &mut pool, Sections::WholeCall) }?;
     assert_eq!(t.allocated.get(), allocated, "no allocation once the pool is made");
     if !plan.reclaim {
         assert_eq!(t.linked.get() - linked, plan.tables, "the plan counted every table it linked, once");
