@@ -37,6 +37,8 @@ fn run_with(name: &str, nr_pages: u64, loops: u64, held: usize) -> Summary {
     let summary = run_one(&p, index, false);
     held.into_iter().for_each(|va| vmalloc::vfree(va).expect("held above"));
     assert_eq!(vmalloc::area_count(), 0, "{name}: every area given back");
+    // Lazily freed areas hold their frames and ranges until a purge.
+    vmalloc::vm_unmap_aliases();
     vmalloc::reclaim_page_tables();
     assert_eq!(lazymmu::mm::audit::state(), before, "{name}: nothing left behind");
     summary

@@ -349,6 +349,9 @@ pub fn vm_map_ram_test(p: &Params, _: &mut Rng) -> Outcome {
         return Err(Failure::NoFrames);
     }
     let outcome = map_ram_loop(p, &frames);
+    // The unmapped areas wait for a purge: no TLB may still reach the
+    // frames when they go back (this kernel's contract for vunmap).
+    vmalloc::vm_unmap_aliases();
     frame_alloc::free_frames_bulk(&frames).expect("allocated above");
     outcome
 }

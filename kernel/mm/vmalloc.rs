@@ -231,7 +231,7 @@ pub fn init() -> Result<(), VmallocError> {
 /// Gives the nodes kept for the next reservation back to their caches
 /// (which give back a slab left empty): the audit counts frames without
 /// them, so that a reservation made and undone leaves the count as it was.
-pub(super) fn shrink_spares() {
+pub(crate) fn shrink_spares() {
     let mut areas = AREAS.lock();
     while let Some(node) = areas.free_spares.take() {
         drop(node);

@@ -97,7 +97,9 @@ pub(super) fn free_vmap_area_noflush(start: VirtAddr, size: u64, kind: Kind) {
         let mut record = areas.taken.remove(start.as_u64()).expect("a live area");
         if planted(Bug::ReuseBeforePurge) {
             let spare = record.value_mut().spare.take().expect("every area has its spare node");
-            for merged in areas.free.give_back(start.as_u64(), start.as_u64() + size + GUARD_SIZE, spare).into_iter().flatten() {
+            for merged in
+                areas.free.give_back(start.as_u64(), start.as_u64() + size + GUARD_SIZE, spare).into_iter().flatten()
+            {
                 areas.keep(merged);
             }
         }
