@@ -307,6 +307,8 @@ fn without_bbml2_noabort_the_linear_map_is_pages_and_no_live_block_is_broken() {
     assert_eq!(set_memory_ro(va.add(PAGE_SIZE), 1), Err(MapError::BreakBeforeMakeUnsafe(va)));
     assert_eq!((frame_alloc::stats().used, region_stats()), state, "nothing changed");
     vmalloc::vunmap(va).unwrap();
+    // Its flush is the purge's: no TLB may still map the frames when they go.
+    vmalloc::vm_unmap_aliases();
     frame_alloc::free_frames(run, 512).unwrap();
     frame_alloc::free_frame(pa).unwrap();
 }
