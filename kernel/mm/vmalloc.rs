@@ -431,10 +431,7 @@ fn alloc_and_map(size: u64, align: u64, (lo, hi): (VirtAddr, VirtAddr), zero: bo
         return Err(VmallocError::OutOfMemory);
     }
     let va = reserve(size, align, lo, hi)?;
-    // Lazily freed areas hold their frames until purged: out of frames,
-    // purge and try once more.
-    let alloc = || Frames::alloc(pages as usize);
-    let frames = match alloc().or_else(|e| if purge::purge_vmap_area_lazy() { alloc() } else { Err(e) }) {
+    let frames = match Frames::alloc(pages as usize) {
         Ok(frames) => frames,
         Err(e) => {
             unreserve(va);
