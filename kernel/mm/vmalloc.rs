@@ -340,6 +340,25 @@ fn alloc_and_map(size: u64, align: u64, (lo, hi): (VirtAddr, VirtAddr), zero: bo
     Ok(va)
 }
 
+/// Reserves `size` bytes (whole pages) anywhere in the region, aligned to
+/// `align`, for a mapper of vmalloc'd memory in another module
+/// (`vmalloc_huge`); it maps the area, then [`set_vmalloc_frames`], or
+/// [`unreserve_area`] if it fails.
+pub(super) fn reserve_area(size: u64, align: u64) -> Result<VirtAddr, VmallocError> {
+    reserve(size, align, VMALLOC_START, VMALLOC_END)
+}
+
+/// Gives back an area from [`reserve_area`] that was never made live.
+pub(super) fn unreserve_area(va: VirtAddr) {
+    unreserve(va);
+}
+
+/// Makes the area from [`reserve_area`] at `va` a live vmalloc area owning
+/// `frames` (every 4 KiB frame it maps): [`vfree`] unmaps and frees it.
+pub(super) fn set_vmalloc_frames(va: VirtAddr, frames: Vec<PhysAddr, Kmalloc>) {
+    set_kind(va, Kind::Vmalloc(frames));
+}
+
 /// Unmaps and frees what `vmalloc` (or `vzalloc`) returned.
 pub fn vfree(addr: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
