@@ -24,12 +24,14 @@ use lazymmu::mm::descriptor::{Attributes, Entry, Level};
 use lazymmu::mm::layout::REGIONS;
 use lazymmu::mm::lazy_mmu::{Backend, BackendSelection, use_backend};
 use lazymmu::mm::pgtable::{self, MapError};
+use lazymmu::mm::pgtable_check::{self, Rule, Violations};
 use lazymmu::mm::ptdump::{self, RegionStats, region_stats};
 use lazymmu::mm::tlb::{self, FlushStrategy};
 use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
 use lazymmu::mm::vmalloc::{self, VmallocError, vfree, vmalloc};
 use lazymmu::mm::vmalloc_huge::{HugeShape, VmFlags, vmalloc_flags, vmalloc_huge};
 use lazymmu::mm::{frame_alloc, pageattr, probe};
+use lazymmu::{Bug, with_planted};
 
 lazymmu::test_image!();
 
@@ -331,4 +333,95 @@ fn ptdump_shows_contiguous_runs_as_cont() {
     );
     assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");
     vfree(va).unwrap();
+}
+
+// ---- the contiguous-bit rules, each broken on purpose ----------------------
+
+/// The violations' messages, in order, each cut to its first `n` bytes.
+fn messages(found: &Violations, n: usize) -> Vec<String> {
+    found.first.iter().map(|v| String::from(&v.what.as_str()[..n.min(v.what.as_str().len())])).collect()
+}
+
+#[test_case]
+fn cont_partial_write_a_run_without_the_bit_on_one_entry_is_reported() {
+    let before = footprint();
+    let (va, found) = pgtable_check::expecting(Rule::Contiguous, || {
+        with_planted(Bug::ContPartialWrite, || vmalloc_huge(CONT_PTE_SIZE))
+    });
+    let va = va.unwrap();
+    assert_eq!(found.total(), 1, "{}", found.summary());
+    assert_eq!(messages(&found, 34), ["a contiguous run is partial: 15 of"]);
+    assert_eq!(found.first[0].entry.and_then(|e| e.at), Some((va.as_u64(), Level::L3)));
+    assert_eq!(leaf(va.add(15 * PAGE_SIZE)), (Level::L3, false));
+    vfree(va).unwrap();
+    assert_eq!(footprint(), before);
+}
+
+#[test_case]
+fn cont_misaligned_the_bit_on_sixteen_pages_that_are_not_one_aligned_range_is_reported() {
+    let before = footprint();
+    // 16 contiguous frames a page off a 64 KiB boundary, at a 64 KiB
+    // aligned address: pages, no run, unless the bug sets the bit anyway.
+    let pa = frame_alloc::alloc_contiguous(17, CONT_PTE_SIZE).unwrap().add(PAGE_SIZE);
+    let va = vmalloc::get_vm_area(CONT_PTE_SIZE, CONT_PTE_SIZE).unwrap();
+    // SAFETY: the test's own frames, in the test's own area.
+    let map = || unsafe { vmalloc::vmap_range(va, va.add(CONT_PTE_SIZE), pa, Attributes::KERNEL_RW) }.unwrap();
+    let ((), found) = pgtable_check::expecting(Rule::Contiguous, || with_planted(Bug::ContMisaligned, map));
+    assert_eq!(found.total(), 1, "{}", found.summary());
+    assert_eq!(messages(&found, 60), ["the contiguous bit is on 16 entries that do not map one 64 K"]);
+    assert_eq!(found.first[0].entry.and_then(|e| e.at), Some((va.as_u64(), Level::L3)));
+    vmalloc::vunmap_range(va, va.add(CONT_PTE_SIZE)).unwrap();
+    // Without the bug: plain pages, nothing reported.
+    let ((), found) = pgtable_check::expecting(Rule::Contiguous, map);
+    assert_eq!(found.total(), 0, "{}", found.summary());
+    assert_eq!(shape(va, CONT_PTE_SIZE), [(Level::L3, false, CONT_PTE_SIZE)]);
+    vmalloc::vunmap_range(va, va.add(CONT_PTE_SIZE)).unwrap();
+    vmalloc::free_vm_area(va).unwrap();
+    frame_alloc::free_frames(PhysAddr::new(pa.as_u64() - PAGE_SIZE), 17).unwrap();
+    assert_eq!(footprint(), before);
+}
+
+#[test_case]
+fn cont_split_live_part_of_a_live_run_changed_without_a_split_is_reported() {
+    let before = footprint();
+    let va = vmalloc_huge(CONT_PTE_SIZE).unwrap();
+    let page = va.add(3 * PAGE_SIZE);
+    let (done, found) = pgtable_check::expecting(Rule::Contiguous, || {
+        with_planted(Bug::ContSplitLive, || pageattr::set_memory_ro(page, 1))
+    });
+    assert_eq!(done, Ok(()));
+    // The flush of one page does not cover the run the TLB may hold whole,
+    // and the run's entries no longer agree.
+    assert_eq!(
+        messages(&found, 40),
+        ["a TLB flush covered only part of the con", "the entries of a contiguous run differ i"],
+        "{}",
+        found.summary()
+    );
+    pageattr::set_memory_rw(va, CONT_PTE_SIZE / PAGE_SIZE).unwrap();
+    vfree(va).unwrap();
+    assert_eq!(footprint(), before);
+}
+
+#[test_case]
+fn a_run_split_under_every_backend_leaves_sixteen_plain_pages_and_one_changed() {
+    if !cpu::features().bbml2_noabort {
+        return; // refused: the test above
+    }
+    let before = footprint();
+    for backend in Backend::ALL {
+        let _s = Setting::new(backend);
+        let va = vmalloc_huge(CONT_PTE_SIZE).unwrap();
+        // Inside a caller's section too: the change reads the split back.
+        {
+            let _section = lazymmu::mm::lazy_mmu::enable();
+            pageattr::set_memory_ro(va.add(PAGE_SIZE), 1).unwrap();
+        }
+        assert_eq!(shape(va, CONT_PTE_SIZE), [(Level::L3, false, CONT_PTE_SIZE)], "{backend}");
+        assert_read_only(va.add(PAGE_SIZE));
+        check_mapped(va, PAGE_SIZE);
+        check_mapped(va.add(2 * PAGE_SIZE), CONT_PTE_SIZE - 2 * PAGE_SIZE);
+        vfree(va).unwrap();
+    }
+    assert_eq!(footprint(), before);
 }

@@ -200,7 +200,10 @@ fn change_memory(addr: VirtAddr, pages: u64, region: Region, change: fn(&mut Att
         }
     }
     let splits = splits_needed(&walk, addr) + splits_needed(&walk, end);
-    let runs_cut: Vec<EntryRef<'_>> = [addr, end].into_iter().filter_map(|b| run_across(&walk, b)).collect();
+    let mut runs_cut: Vec<EntryRef<'_>> = [addr, end].into_iter().filter_map(|b| run_across(&walk, b)).collect();
+    if planted(Bug::ContSplitLive) {
+        runs_cut.clear();
+    }
     if let Some(run) = runs_cut.first()
         && !cpu::features().bbml2_noabort
     {
@@ -238,6 +241,12 @@ fn change_memory(addr: VirtAddr, pages: u64, region: Region, change: fn(&mut Att
             let first = unsafe { engine::split_contiguous(&pgtable::KernelTables::new(&walk), run.slot()) };
             flush_start = flush_start.min(first);
             flush_end = flush_end.max(first.add(CONT_PTE_SIZE));
+        }
+        if !runs_cut.is_empty() {
+            // The change below reads the entries back: under
+            // `deferred-writes` the split's stores must be there first, or
+            // it would put the bit back on the pages it changes.
+            lazy_mmu::sync_stores();
         }
         for entry in leaves(&walk, addr, end).expect("checked above") {
             if let Entry::Leaf { addr: pa, mut attrs } = entry.entry() {

@@ -273,6 +273,14 @@ impl Descriptor {
         Raw::new(self.0).is_set(STAGE1_DESCRIPTOR::CONTIGUOUS)
     }
 
+    /// This leaf with the contiguous bit set, the rest unchanged.
+    #[inline]
+    pub fn with_contiguous(self) -> Descriptor {
+        let mut d = Raw::new(self.0);
+        d.modify(STAGE1_DESCRIPTOR::CONTIGUOUS::SET);
+        Descriptor(d.get())
+    }
+
     /// This leaf with the contiguous bit cleared, the rest unchanged: what
     /// a run becomes when it is split into 16 plain pages.
     #[inline]
