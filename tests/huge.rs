@@ -154,6 +154,20 @@ fn vmalloc_huge_maps_each_size_in_the_shape_linux_chooses_and_vfree_gives_every_
 }
 
 #[test_case]
+fn vmalloc_huge_refuses_what_vmalloc_refuses_and_changes_nothing() {
+    let before = footprint();
+    assert_eq!(vmalloc_huge(0), Err(VmallocError::ZeroSize));
+    assert_eq!(
+        vmalloc_flags(CONT_PTE_SIZE, 3 * PAGE_SIZE, VmFlags::ALLOW_HUGE_VMAP),
+        Err(VmallocError::BadAlignment(3 * PAGE_SIZE))
+    );
+    // More than the machine: no chunks, and no pages either.
+    let ram = frame_alloc::stats().total as u64 * PAGE_SIZE;
+    assert_eq!(vmalloc_huge(ram + BLOCK_2M), Err(VmallocError::OutOfMemory));
+    assert_eq!(footprint(), before);
+}
+
+#[test_case]
 fn plain_vmalloc_keeps_pages_as_linux_does_without_vm_allow_huge_vmap() {
     let before = footprint();
     let va = vmalloc_flags(BLOCK_2M, BLOCK_2M, VmFlags::NONE).unwrap();

@@ -12,8 +12,9 @@
 //!   before the lazy section opens, and the whole mapping costs one
 //!   `dsb ishst; isb`.
 //! - `vmap_pages` maps frames the caller owns; `vmap_range` maps physically
-//!   contiguous memory with 1 GiB and 2 MiB blocks where the addresses and
-//!   size allow.
+//!   contiguous memory with 1 GiB and 2 MiB blocks and contiguous runs of
+//!   16 pages where the addresses and size allow (`vmalloc_huge.rs` maps
+//!   vmalloc'd memory in chunks that way).
 //! - Unmapping clears the entries in one lazy section (a clear owes no
 //!   barrier), then flushes the TLB for the whole area once, then frees the
 //!   frames. The page-table pages stay, as Linux's do: a 1-page vmalloc

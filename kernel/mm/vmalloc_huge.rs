@@ -111,6 +111,9 @@ pub fn vmalloc_huge(size: u64) -> Result<VirtAddr, VmallocError> {
 /// if larger); if the chunks cannot be had, pages, at the size and
 /// alignment asked for.
 pub fn vmalloc_flags(size: u64, align: u64, flags: VmFlags) -> Result<VirtAddr, VmallocError> {
+    if !align.is_power_of_two() || align < PAGE_SIZE {
+        return Err(VmallocError::BadAlignment(align));
+    }
     if flags.allow_huge_vmap && size > 0 {
         let shape = HugeShape::for_size(size);
         if shape != HugeShape::Pages {
@@ -130,9 +133,6 @@ pub fn vmalloc_flags(size: u64, align: u64, flags: VmFlags) -> Result<VirtAddr, 
 /// maps them, all or nothing.
 fn alloc_and_map_chunks(size: u64, align: u64, shape: HugeShape) -> Result<VirtAddr, VmallocError> {
     let _op = pgtable_check::operation();
-    if !align.is_power_of_two() || align < PAGE_SIZE {
-        return Err(VmallocError::BadAlignment(align));
-    }
     let chunk = shape.chunk_size();
     let (count, per_chunk) = ((size / chunk) as usize, (chunk / PAGE_SIZE) as usize);
     if size >= VMALLOC_END.offset_from(VMALLOC_START) {
