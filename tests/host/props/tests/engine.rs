@@ -697,3 +697,38 @@ fn splitting_a_run_clears_the_bit_of_its_sixteen_pages_in_one_store() {
     assert_eq!(bits, [[false; 16], [true; 16]].concat(), "the first run split, the second whole");
     assert_eq!(engine::check_clear(&t, root, VirtAddr::new(va), PAGE, true), Ok(()));
 }
+
+#[test]
+fn chunks_map_each_chunk_as_one_block_or_one_run_and_nothing_crosses_a_chunk() {
+    let (t, root) = HostTables::new();
+    let va = WINDOWS[0].0;
+    // Two 2 MiB chunks far apart: two blocks.
+    let blocks = [PhysAddr::new(6 * BLOCK_2M), PhysAddr::new(2 * BLOCK_2M)];
+    let leaves = engine::Chunks {
+        chunks: &blocks,
+        chunk_size: BLOCK_2M,
+        sizes: LeafSizes::Blocks,
+        attrs: Attributes::KERNEL_RW,
+    };
+    map(&t, root, va, 2 * BLOCK_2M, leaves).unwrap();
+    let got: Vec<_> = t.leaves(root).into_iter().map(|(v, (level, pa, a))| (v - va, level, pa, a.contiguous)).collect();
+    assert_eq!(got, [(0, Level::L2, 6 * BLOCK_2M, false), (BLOCK_2M, Level::L2, 2 * BLOCK_2M, false)]);
+    // Three 64 KiB chunks, out of order: three runs, one store run each.
+    let va = WINDOWS[0].0 + 4 * BLOCK_2M;
+    let runs = [PhysAddr::new(5 * CONT), PhysAddr::new(CONT), PhysAddr::new(9 * CONT)];
+    let leaves =
+        engine::Chunks { chunks: &runs, chunk_size: CONT, sizes: LeafSizes::ContPtes, attrs: Attributes::KERNEL_RW };
+    let shape: Vec<_> =
+        engine::leaf_runs(VirtAddr::new(va), 3 * CONT, leaves).map(|r| (r.count, r.contiguous)).collect();
+    assert_eq!(shape, [(16, true), (16, true), (16, true)]);
+    map(&t, root, va, 3 * CONT, leaves).unwrap();
+    for (i, pa) in runs.iter().enumerate() {
+        for page in 0..16 {
+            let at = va + i as u64 * CONT + page * PAGE;
+            assert_eq!(
+                t.leaves(root)[&at],
+                (Level::L3, pa.as_u64() + page * PAGE, Attributes { contiguous: true, ..Attributes::KERNEL_RW })
+            );
+        }
+    }
+}
