@@ -18,7 +18,7 @@ use alloc::vec::Vec;
 use lazymmu::barrier::{BarrierCounts, cost};
 use lazymmu::cpu;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
-use lazymmu::mm::addr::{BLOCK_2M, CONT_PTE_SIZE, PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, CONT_PTE_SIZE, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::{ApplyMode, apply_mode, set_apply_mode};
 use lazymmu::mm::descriptor::{Attributes, Entry, Level};
 use lazymmu::mm::layout::REGIONS;
@@ -437,5 +437,36 @@ fn a_run_split_under_every_backend_leaves_sixteen_plain_pages_and_one_changed() 
         check_mapped(va.add(2 * PAGE_SIZE), CONT_PTE_SIZE - 2 * PAGE_SIZE);
         vfree(va).unwrap();
     }
+    assert_eq!(footprint(), before);
+}
+
+#[test_case]
+fn a_gibibyte_of_vmalloc_huge_is_512_blocks_where_the_machine_has_the_memory() {
+    let before = footprint();
+    let free = (frame_alloc::stats().total - frame_alloc::stats().used) as u64 * PAGE_SIZE;
+    if free < BLOCK_1G + 64 * BLOCK_2M {
+        // The default 1 GiB machine: neither 512 chunks nor 262144 pages.
+        assert_eq!(vmalloc_huge(BLOCK_1G), Err(VmallocError::OutOfMemory));
+        assert_eq!(footprint(), before);
+        return;
+    }
+    // LAZYMMU_MEM=2G: 512 blocks.
+    let _s = Setting::new(Backend::Batched);
+    vfree(vmalloc_huge(BLOCK_1G).unwrap()).unwrap();
+    let mut va = VirtAddr::new(0);
+    let (written, c) = counted(|| va = vmalloc_huge(BLOCK_1G).unwrap());
+    assert_eq!(written, 512, "one entry per 2 MiB block");
+    assert_eq!((c.dsb_ishst, c.isb), (1, 1));
+    assert_eq!(shape(va, BLOCK_1G)[..], [(Level::L2, false, BLOCK_1G)]);
+    for off in [0, BLOCK_1G / 2 + PAGE_SIZE, BLOCK_1G - PAGE_SIZE] {
+        check_mapped(va.add(off), PAGE_SIZE);
+    }
+    let freed = cost(|| vfree(va).unwrap());
+    // One range TLBI (FEAT_TLBIRANGE), or one full flush without it.
+    let one = match tlb::strategy(BLOCK_1G / PAGE_SIZE) {
+        FlushStrategy::RangeTlbi => (0, 1, 0),
+        _ => (0, 0, 1),
+    };
+    assert_eq!((freed.tlbi_page, freed.tlbi_range, freed.tlbi_all), one, "{freed:?}");
     assert_eq!(footprint(), before);
 }
