@@ -54,6 +54,14 @@
 //! CPUs (`kernel_map::linear_map_leaves`), and a block elsewhere (a
 //! `vmap_range` mapping) that a change would have to split is refused.
 //!
+//! A contiguous run of 16 pages (the linear map's with BBML2_NOABORT, a
+//! `vmap_range` or `vmalloc_huge` area's) is changed whole or split first,
+//! as a block is: with BBML2_NOABORT its 16 entries are rewritten without
+//! the contiguous bit in place (`engine::split_contiguous`), in the same
+//! section, and the final flush covers the whole run; without it, the
+//! change is refused (`BreakBeforeMakeUnsafe`), since the split would have
+//! to break the live run (the checker's rule `contiguous`).
+//!
 //! Nothing the kernel maps is both writable and executable: a change that
 //! would make such a page is refused before anything is touched.
 
