@@ -28,9 +28,12 @@
 //! | `free-before-flush` | empty tables are freed before the flush of their walks | invalidate |
 //! | `early-guard-drop` | a walk guard goes with the walk's deferred stores still queued | table-lifetime |
 //! | `reuse-before-purge` | a lazily freed area's range is handed out again before the purge flushed it | break-before-make |
+//! | `cont-partial-write` | the last entry of every contiguous run is written without the bit | contiguous |
+//! | `cont-misaligned` | every whole run of 16 pages written at once outside the linear map gets the bit, aligned or not | contiguous |
+//! | `cont-split-live` | `set_memory_*` changes part of a live run without splitting it | contiguous |
 
 #[cfg(debug_assertions)]
-use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU16, Ordering::Relaxed};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bug {
@@ -42,10 +45,13 @@ pub enum Bug {
     FreeBeforeFlush,
     EarlyGuardDrop,
     ReuseBeforePurge,
+    ContPartialWrite,
+    ContMisaligned,
+    ContSplitLive,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 11] = [
         Bug::SkipTableDmb,
         Bug::SwapPair,
         Bug::SkipLeavePair,
@@ -54,6 +60,9 @@ impl Bug {
         Bug::FreeBeforeFlush,
         Bug::EarlyGuardDrop,
         Bug::ReuseBeforePurge,
+        Bug::ContPartialWrite,
+        Bug::ContMisaligned,
+        Bug::ContSplitLive,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +75,9 @@ impl Bug {
             Bug::FreeBeforeFlush => "free-before-flush",
             Bug::EarlyGuardDrop => "early-guard-drop",
             Bug::ReuseBeforePurge => "reuse-before-purge",
+            Bug::ContPartialWrite => "cont-partial-write",
+            Bug::ContMisaligned => "cont-misaligned",
+            Bug::ContSplitLive => "cont-split-live",
         }
     }
 
@@ -84,6 +96,9 @@ impl Bug {
             Bug::FreeBeforeFlush => "empty tables freed before their walk flush",
             Bug::EarlyGuardDrop => "walk guards dropped with stores still queued",
             Bug::ReuseBeforePurge => "lazily freed ranges handed out again before their purge",
+            Bug::ContPartialWrite => "the last entry of each contiguous run written without the bit",
+            Bug::ContMisaligned => "the contiguous bit on runs of 16 pages that are not one aligned range",
+            Bug::ContSplitLive => "part of a live contiguous run changed without splitting it",
         }
     }
 }
@@ -92,12 +107,12 @@ impl Bug {
 pub const DEBUG_ONLY: &str = "planted bugs exist only in debug builds";
 
 #[cfg(debug_assertions)]
-static PLANTED: AtomicU8 = AtomicU8::new(0);
+static PLANTED: AtomicU16 = AtomicU16::new(0);
 
 /// Plants `bug` (None: removes whatever was planted).
 #[cfg(debug_assertions)]
 pub fn plant(bug: Option<Bug>) {
-    PLANTED.store(bug.map_or(0, |b| 1 << b as u8), Relaxed);
+    PLANTED.store(bug.map_or(0, |b| 1 << b as u16), Relaxed);
     // The arch layer's bugs are its own to make (it calls nothing above it).
     use crate::arch::lazy_mmu::planted as arch;
     arch::plant(match bug {
@@ -123,7 +138,7 @@ pub fn plant(bug: Option<Bug>) {
 #[cfg(debug_assertions)]
 #[inline]
 pub fn planted(bug: Bug) -> bool {
-    PLANTED.load(Relaxed) & (1 << bug as u8) != 0
+    PLANTED.load(Relaxed) & (1 << bug as u16) != 0
 }
 
 /// Never, in a release build: a constant, so each check compiles away.

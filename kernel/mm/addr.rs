@@ -5,6 +5,11 @@ use core::fmt;
 
 pub const PAGE_SHIFT: u32 = 12;
 pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+/// Entries in a contiguous run of pages (Linux's `CONT_PTES`, 4 KiB granule):
+/// 16 level-3 entries with the contiguous bit that a TLB may cache as one.
+pub const CONT_PTES: usize = 16;
+/// Bytes a contiguous run of pages maps (Linux's `CONT_PTE_SIZE`): 64 KiB.
+pub const CONT_PTE_SIZE: u64 = CONT_PTES as u64 * PAGE_SIZE;
 pub const BLOCK_2M: u64 = 2 << 20;
 pub const BLOCK_1G: u64 = 1 << 30;
 

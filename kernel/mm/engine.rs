@@ -11,7 +11,8 @@
 //! Its parameters:
 //! - the leaves, [`Leaves`]: a list of pages ([`Pages`]), or a physically
 //!   contiguous range ([`Contiguous`]) with the largest leaf size its
-//!   alignment allows (page, 2 MiB, 1 GiB: [`LeafSizes`]);
+//!   alignment allows (page, contiguous run of 16 pages, 2 MiB, 1 GiB:
+//!   [`LeafSizes`]);
 //! - create or existing-only (apply's two kinds of walk);
 //! - the section policy, [`Sections`]: the caller's, one for the whole
 //!   call, or one per level-3 table (Linux's own walk).
@@ -36,7 +37,7 @@ use alloc::vec::Vec;
 use core::cell::Cell;
 use core::fmt;
 
-use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use super::addr::{BLOCK_1G, BLOCK_2M, CONT_PTE_SIZE, CONT_PTES, PAGE_SIZE, PhysAddr, VirtAddr};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::walk::{self, BlockInTheWay, NewTables, Slot, TableMemory};
 
@@ -85,6 +86,10 @@ pub enum MapError {
     /// permissions are the image's: a writable alias would let safe code
     /// change the kernel's code, or data Rust assumes never changes.
     KernelImage(VirtAddr),
+    /// The range covers only part of the contiguous run of 16 pages at
+    /// `va` (`CONT_PTES`): the run is unmapped whole or not at all, as a
+    /// block is (Linux warns and clears the whole run: `vunmap_pte_range`).
+    SplitsContiguousRun(VirtAddr),
     /// Not inside one live vmalloc area: `set_memory_*` changes vmalloc'd
     /// memory only (Linux's `change_memory_common()`), never the linear
     /// map, where the page tables, the heap and the tasks' control blocks
@@ -123,6 +128,9 @@ impl fmt::Display for MapError {
             ),
             MapError::KernelImage(va) => {
                 write!(f, "{va} is the linear map's alias of the kernel image, whose permissions are fixed")
+            }
+            MapError::SplitsContiguousRun(va) => {
+                write!(f, "the range covers only part of the contiguous run of 16 pages at {va}")
             }
             MapError::NotVmallocArea(va) => {
                 write!(f, "{va} is not in a vmalloc area: set_memory_* changes vmalloc'd memory only")
@@ -491,8 +499,39 @@ pub fn entry_for(tables: &impl Tables, root: PhysAddr, va: VirtAddr, level: Leve
 pub enum LeafSizes {
     /// 4 KiB pages only.
     PagesOnly,
-    /// 1 GiB and 2 MiB blocks where address and size allow, pages elsewhere.
+    /// Pages, in contiguous runs of 16 (64 KiB, the contiguous bit set)
+    /// where both addresses are 64 KiB aligned and 64 KiB are left (arm64's
+    /// `arch_vmap_pte_range_map_size`): `vmalloc_huge` below 2 MiB.
+    ContPtes,
+    /// 1 GiB and 2 MiB blocks where address and size allow, contiguous runs
+    /// of pages where they allow, pages elsewhere.
     Blocks,
+}
+
+impl LeafSizes {
+    /// May level-3 leaves be written as contiguous runs?
+    #[inline]
+    pub fn contiguous(self) -> bool {
+        self != LeafSizes::PagesOnly
+    }
+}
+
+/// The level-3 leaves from `va` (mapping `pa`, `remaining` bytes left):
+/// whether they are contiguous runs, and for how many bytes at most
+/// (then the answer may change). Runs where both addresses are 64 KiB
+/// aligned and a whole run is left; where the two addresses differ modulo
+/// 64 KiB, never.
+#[inline]
+pub fn contiguous_span(va: VirtAddr, pa: PhysAddr, remaining: u64) -> (bool, u64) {
+    let mask = CONT_PTE_SIZE - 1;
+    if (va.as_u64() ^ pa.as_u64()) & mask != 0 {
+        return (false, remaining);
+    }
+    match va.as_u64() & mask {
+        0 if remaining >= CONT_PTE_SIZE => (true, remaining & !mask),
+        0 => (false, remaining),
+        off => (false, remaining.min(CONT_PTE_SIZE - off)),
+    }
 }
 
 /// The largest leaf that fits at `va`/`pa` with `remaining` bytes left.
@@ -518,8 +557,16 @@ pub trait Leaves: Copy {
     fn level(&self, va: VirtAddr, offset: u64, remaining: u64) -> Level;
     /// Where the leaf at `offset` bytes into the range points.
     fn output(&self, offset: u64) -> PhysAddr;
-    /// The attributes of every leaf.
+    /// The attributes of every leaf (the contiguous bit is the engine's).
     fn attrs(&self) -> Attributes;
+    /// The level-3 leaves from `offset` bytes into the range (at `va`,
+    /// `remaining` bytes left): whether they go in contiguous runs of 16,
+    /// and for how many bytes at most ([`contiguous_span`]). A run of
+    /// leaves ends there. None by default.
+    #[inline(always)]
+    fn contiguous(&self, _va: VirtAddr, _offset: u64, remaining: u64) -> (bool, u64) {
+        (false, remaining)
+    }
 }
 
 /// A physically contiguous range from `pa`, in leaves as large as `sizes`
@@ -545,6 +592,59 @@ impl Leaves for Contiguous {
     #[inline]
     fn attrs(&self) -> Attributes {
         self.attrs
+    }
+
+    #[inline]
+    fn contiguous(&self, va: VirtAddr, offset: u64, remaining: u64) -> (bool, u64) {
+        if self.sizes.contiguous() { contiguous_span(va, self.pa.add(offset), remaining) } else { (false, remaining) }
+    }
+}
+
+/// Physically contiguous chunks of `chunk_size` bytes each (a power of
+/// two, each chunk aligned to it), one after another, in leaves as large
+/// as `sizes` and the chunk allow: what `vmalloc_huge` maps (Linux's
+/// `vmap_pages_range_noflush` with a `page_shift` above a page, one
+/// `vmap_range_noflush` per chunk). No leaf crosses a chunk's end.
+#[derive(Clone, Copy, Debug)]
+pub struct Chunks<'a> {
+    pub chunks: &'a [PhysAddr],
+    pub chunk_size: u64,
+    pub sizes: LeafSizes,
+    pub attrs: Attributes,
+}
+
+impl Chunks<'_> {
+    /// Where the leaf at `offset` points, and the bytes of its chunk from
+    /// there (at most `remaining`).
+    #[inline(always)]
+    fn at(&self, offset: u64, remaining: u64) -> (PhysAddr, u64) {
+        let within = offset & (self.chunk_size - 1);
+        let pa = self.chunks[(offset / self.chunk_size) as usize].add(within);
+        (pa, remaining.min(self.chunk_size - within))
+    }
+}
+
+impl Leaves for Chunks<'_> {
+    #[inline]
+    fn level(&self, va: VirtAddr, offset: u64, remaining: u64) -> Level {
+        let (pa, left) = self.at(offset, remaining);
+        leaf_level(va, pa, left, self.sizes)
+    }
+
+    #[inline(always)]
+    fn output(&self, offset: u64) -> PhysAddr {
+        self.at(offset, 0).0
+    }
+
+    #[inline]
+    fn attrs(&self) -> Attributes {
+        self.attrs
+    }
+
+    #[inline]
+    fn contiguous(&self, va: VirtAddr, offset: u64, remaining: u64) -> (bool, u64) {
+        let (pa, left) = self.at(offset, remaining);
+        if self.sizes.contiguous() { contiguous_span(va, pa, left) } else { (false, left) }
     }
 }
 
@@ -573,13 +673,15 @@ impl Leaves for Pages<'_> {
 }
 
 /// One run of leaves of a mapping: `count` leaves at `level` from `va`,
-/// `offset` bytes into the range, all in one table.
+/// `offset` bytes into the range, all in one table; with `contiguous`,
+/// whole aligned runs of 16 pages with the contiguous bit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeafRun {
     pub va: VirtAddr,
     pub offset: u64,
     pub level: Level,
     pub count: usize,
+    pub contiguous: bool,
 }
 
 /// The runs of leaves that map [va, va + size) with `leaves`, in order.
@@ -591,9 +693,11 @@ pub fn leaf_runs(va: VirtAddr, size: u64, leaves: impl Leaves) -> impl Iterator<
             let level = leaves.level(at, done, size - done);
             let step = level.entry_size();
             let in_table = 512 - level.index(at.as_u64()) as u64;
-            let count = in_table.min((size - done) / step);
+            let (contiguous, span) =
+                if level == Level::L3 { leaves.contiguous(at, done, size - done) } else { (false, size - done) };
+            let count = in_table.min(span / step);
             done += count * step;
-            LeafRun { va: at, offset: done - count * step, level, count: count as usize }
+            LeafRun { va: at, offset: done - count * step, level, count: count as usize, contiguous }
         })
     })
 }
@@ -759,7 +863,8 @@ pub unsafe fn map(
             };
             let per_table = sections == Sections::PerTable && run.level == Level::L3;
             let _per_table = per_table.then(|| tables.lazy_section());
-            let template = Descriptor::leaf_template(run.level, leaves.attrs());
+            let template =
+                Descriptor::leaf_template(run.level, Attributes { contiguous: run.contiguous, ..leaves.attrs() });
             let (offset, step) = (run.offset, run.level.entry_size());
             let run = TableRun::new(table, run.level, run.va, run.count);
             // SAFETY: a table the walk reached or linked; the leaves are the
@@ -860,14 +965,22 @@ fn steps(
     })
 }
 
+/// Does a boundary at `at` cut the contiguous run `entry` (the level-3
+/// entry next to it) belongs to?
+#[inline]
+fn run_cut(at: u64, entry: Descriptor) -> bool {
+    entry.is_leaf(Level::L3) && entry.is_contiguous() && at & (CONT_PTE_SIZE - 1) != 0
+}
+
 /// Does the leaf at `slot` lie wholly inside [va, va + size)?
 fn within(slot: Slot, va: VirtAddr, size: u64) -> bool {
     slot.va >= va && slot.level.entry_size() <= size.saturating_sub(slot.va.offset_from(va))
 }
 
-/// Checks that [va, va + size) can be cleared: no block sticks out of it
-/// (`SplitsBlock`), and, if `mapped`, every address of it is mapped
-/// (`NotMapped`, the first hole). Changes nothing.
+/// Checks that [va, va + size) can be cleared: no block or contiguous run
+/// of pages sticks out of it (`SplitsBlock`, `SplitsContiguousRun`), and,
+/// if `mapped`, every address of it is mapped (`NotMapped`, the first
+/// hole). Changes nothing.
 pub fn check_clear(
     tables: &impl TableMemory,
     root: PhysAddr,
@@ -877,14 +990,23 @@ pub fn check_clear(
 ) -> Result<(), MapError> {
     for (slot, at, span) in steps(tables, root, va, size) {
         match (slot.level, slot.entry(tables)) {
-            (Level::L3, _) if mapped => {
+            (Level::L3, _) => {
                 let run = TableRun::new(slot.table, Level::L3, at, (span / PAGE_SIZE) as usize);
                 let old = tables.reader(run.table, run.index);
-                if let Some(i) = (0..run.len).find(|&i| !old(i).is_valid()) {
+                // Only the range's two ends can cut a run.
+                if at == va && run_cut(run.va.as_u64(), old(0)) {
+                    return Err(MapError::SplitsContiguousRun(run.va.align_down(CONT_PTE_SIZE)));
+                }
+                if mapped && let Some(i) = (0..run.len).find(|&i| !old(i).is_valid()) {
                     return Err(MapError::NotMapped(run.slot(i).va));
                 }
+                let last = run.slot(run.len - 1).va;
+                if last.offset_from(va) + PAGE_SIZE == size
+                    && run_cut(last.as_u64().wrapping_add(PAGE_SIZE), old(run.len - 1))
+                {
+                    return Err(MapError::SplitsContiguousRun(last.align_down(CONT_PTE_SIZE)));
+                }
             }
-            (Level::L3, _) => {}
             (_, Entry::Leaf { .. }) if !within(slot, va, size) => {
                 return Err(MapError::SplitsBlock { va: slot.va, level: slot.level });
             }
@@ -968,6 +1090,27 @@ pub unsafe fn split_block(tables: &impl Tables, block: Slot, table: PhysAddr) ->
         tables.replace_block(block, table);
     }
     level
+}
+
+// ---- splitting a contiguous run -------------------------------------------------
+
+/// Rewrites the contiguous run of 16 pages holding the level-3 slot `slot`
+/// as 16 plain pages (the contiguous bit cleared, the rest unchanged), in
+/// one run of stores, and returns the run's first address. Entries without
+/// the bit stay.
+///
+/// # Safety
+/// The run is the caller's to split in place (BBML2_NOABORT: the old
+/// 64 KiB entry and the new pages may both be in TLBs until the caller's
+/// flush of the run's whole range), or already unreachable (broken: all 16
+/// invalid and flushed, which this does not check).
+pub unsafe fn split_contiguous(tables: &impl Tables, slot: Slot) -> VirtAddr {
+    debug_assert_eq!(slot.level, Level::L3, "contiguous runs are of pages");
+    let first = slot.va.align_down(CONT_PTE_SIZE);
+    let run = TableRun::new(slot.table, Level::L3, first, CONT_PTES);
+    // SAFETY: as our caller guarantees.
+    unsafe { tables.update_run(run, |_, old| old.is_contiguous().then(|| old.without_contiguous())) };
+    first
 }
 
 // ---- taking empty tables away ----------------------------------------------------

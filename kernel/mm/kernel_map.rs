@@ -1,8 +1,8 @@
 //! Builds the kernel's own address space (see `layout`) and switches to it.
 //!
 //! - linear map: all RAM, read/write, never executable, with 1 GiB and
-//!   2 MiB blocks wherever alignment allows on a CPU with BBML2_NOABORT,
-//!   with pages on any other (see [`linear_map_leaves`]). The kernel image's text and
+//!   2 MiB blocks and contiguous runs of 16 pages wherever alignment allows
+//!   on a CPU with BBML2_NOABORT, with pages on any other (see [`linear_map_leaves`]). The kernel image's text and
 //!   rodata appear here too (every byte of RAM does); that alias is mapped
 //!   read-only, as Linux does, so the text cannot be written through it.
 //! - kernel image, by section: text RX, rodata R, data/bss RW (W^X).
@@ -75,10 +75,11 @@ fn size(range: (VirtAddr, VirtAddr)) -> u64 {
     range.1.offset_from(range.0)
 }
 
-/// The leaves the linear map is built from: blocks where alignment allows
-/// if the CPU has BBML2_NOABORT (a block that must change later is split in
-/// place), pages otherwise, so that `set_memory_*` and `debug_pagealloc`
-/// never have to break a live block (Linux's `force_pte_mapping()`).
+/// The leaves the linear map is built from: blocks and contiguous runs
+/// where alignment allows if the CPU has BBML2_NOABORT (a block or run that
+/// must change later is split in place), pages otherwise, so that
+/// `set_memory_*` and `debug_pagealloc` never have to break a live block or
+/// run (Linux's `force_pte_mapping()`: `NO_BLOCK_MAPPINGS | NO_CONT_MAPPINGS`).
 pub fn linear_map_leaves() -> LeafSizes {
     if cpu::features().bbml2_noabort { LeafSizes::Blocks } else { LeafSizes::PagesOnly }
 }

@@ -25,6 +25,7 @@ pub mod tlb;
 mod tlb_policy;
 pub mod translate;
 pub mod vmalloc;
+pub mod vmalloc_huge;
 mod walk;
 
 /// The stage-1 descriptor format, arm64's (`_arch/aarch64/descriptor.rs`),

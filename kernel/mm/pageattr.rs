@@ -54,12 +54,20 @@
 //! CPUs (`kernel_map::linear_map_leaves`), and a block elsewhere (a
 //! `vmap_range` mapping) that a change would have to split is refused.
 //!
+//! A contiguous run of 16 pages (the linear map's with BBML2_NOABORT, a
+//! `vmap_range` or `vmalloc_huge` area's) is changed whole or split first,
+//! as a block is: with BBML2_NOABORT its 16 entries are rewritten without
+//! the contiguous bit in place (`engine::split_contiguous`), in the same
+//! section, and the final flush covers the whole run; without it, the
+//! change is refused (`BreakBeforeMakeUnsafe`), since the split would have
+//! to break the live run (the checker's rule `contiguous`).
+//!
 //! Nothing the kernel maps is both writable and executable: a change that
 //! would make such a page is refused before anything is touched.
 
 use alloc::vec::Vec;
 
-use super::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use super::addr::{CONT_PTE_SIZE, PAGE_SIZE, PhysAddr, VirtAddr};
 use super::descriptor::{Attributes, Descriptor, Entry, Level};
 use super::layout::{LINEAR_MAP_SIZE, PAGE_OFFSET, VMALLOC_END, VMALLOC_START, in_linear_map};
 use super::pgtable::{
@@ -200,6 +208,17 @@ fn change_memory(addr: VirtAddr, pages: u64, region: Region, change: fn(&mut Att
         }
     }
     let splits = splits_needed(&walk, addr) + splits_needed(&walk, end);
+    let mut runs_cut: Vec<EntryRef<'_>> = [addr, end].into_iter().filter_map(|b| run_across(&walk, b)).collect();
+    if planted(Bug::ContSplitLive) {
+        runs_cut.clear();
+    }
+    if let Some(run) = runs_cut.first()
+        && !cpu::features().bbml2_noabort
+    {
+        // Splitting a live run needs break-before-make without BBML2, and
+        // a live kernel mapping is never broken (see the module docs).
+        return Err(MapError::BreakBeforeMakeUnsafe(run.va.align_down(CONT_PTE_SIZE)));
+    }
     let break_live = planted(Bug::BreakLiveBlock);
     if splits > 0 && !cpu::features().bbml2_noabort && !break_live {
         let block = [addr, end].into_iter().find_map(|b| block_across(&walk, b)).expect("a split is needed");
@@ -228,6 +247,19 @@ fn change_memory(addr: VirtAddr, pages: u64, region: Region, change: fn(&mut Att
         }
         // Both boundaries may have fallen in the same block: one split served.
         free_unlinked_tables(pool);
+        for run in &runs_cut {
+            // SAFETY: a run of the caller's range, split in place
+            // (BBML2_NOABORT, checked above); the flush below covers it.
+            let first = unsafe { engine::split_contiguous(&pgtable::KernelTables::new(&walk), run.slot()) };
+            flush_start = flush_start.min(first);
+            flush_end = flush_end.max(first.add(CONT_PTE_SIZE));
+        }
+        if !runs_cut.is_empty() {
+            // The change below reads the entries back: under
+            // `deferred-writes` the split's stores must be there first, or
+            // it would put the bit back on the pages it changes.
+            lazy_mmu::sync_stores();
+        }
         for entry in leaves(&walk, addr, end).expect("checked above") {
             if let Entry::Leaf { addr: pa, mut attrs } = entry.entry() {
                 change(&mut attrs);
@@ -263,6 +295,16 @@ fn check_break_before_make(walk: &Walking, addr: VirtAddr, end: VirtAddr, pool: 
 fn block_across(walk: &Walking, boundary: VirtAddr) -> Option<EntryRef<'_>> {
     let entry = walk.walk(boundary);
     let inside = matches!(entry.entry(), Entry::Leaf { .. }) && entry.level < Level::L3 && entry.va != boundary;
+    inside.then_some(entry)
+}
+
+/// The contiguous run of pages that `boundary` falls strictly inside, if
+/// any: its entry for `boundary`.
+fn run_across(walk: &Walking, boundary: VirtAddr) -> Option<EntryRef<'_>> {
+    let entry = walk.walk(boundary);
+    let inside = entry.level == Level::L3
+        && matches!(entry.entry(), Entry::Leaf { attrs, .. } if attrs.contiguous)
+        && !boundary.is_aligned(CONT_PTE_SIZE);
     inside.then_some(entry)
 }
 
@@ -306,20 +348,26 @@ fn break_live_block(walk: &Walking, block: &EntryRef<'_>, table: PhysAddr) {
 }
 
 /// Rewrites every block of the linear map as 4 KiB pages with the same
-/// attributes, in place, and returns how many blocks it split. There are
-/// blocks only with BBML2_NOABORT (see the module doc).
+/// attributes, and every contiguous run of pages as 16 plain pages, in
+/// place, and returns how many blocks it split. There are blocks and runs
+/// only with BBML2_NOABORT (see the module doc).
 ///
 /// Each block's replacement is built bottom-up (a 1 GiB block becomes a
 /// level-2 table of level-3 tables, all filled before the level-2 table is
 /// linked), so nothing written in the section is read back.
 pub(super) fn split_linear_map_to_pages() -> Result<usize, MapError> {
     let walk = pgtable::walking();
-    let blocks: Vec<EntryRef<'_>> = walk
+    let (blocks, runs): (Vec<EntryRef<'_>>, Vec<EntryRef<'_>>) = walk
         .walk_range(PAGE_OFFSET, LINEAR_MAP_SIZE)
         .map(|(_, entry)| entry)
-        .filter(|entry| matches!(entry.entry(), Entry::Leaf { .. }) && entry.level < Level::L3)
-        .collect();
-    let Some(first) = blocks.first() else { return Ok(0) };
+        .filter(|entry| match entry.entry() {
+            Entry::Leaf { attrs, .. } => {
+                entry.level < Level::L3 || (attrs.contiguous && entry.va.is_aligned(CONT_PTE_SIZE))
+            }
+            _ => false,
+        })
+        .partition(|entry| entry.level < Level::L3);
+    let Some(first) = blocks.first().or(runs.first()) else { return Ok(0) };
     if !cpu::features().bbml2_noabort {
         return Err(MapError::BreakBeforeMakeUnsafe(first.va));
     }
@@ -333,6 +381,11 @@ pub(super) fn split_linear_map_to_pages() -> Result<usize, MapError> {
             order_before_link();
             // SAFETY: the table maps exactly what the block did (BBML2_NOABORT).
             unsafe { pgtable::write_entry(block, Descriptor::table(table)) };
+        }
+        for run in &runs {
+            // SAFETY: the same pages without the contiguous bit, in place
+            // (BBML2_NOABORT); the flush below drops the 64 KiB entries.
+            unsafe { engine::split_contiguous(&pgtable::KernelTables::new(&walk), run.slot()) };
         }
     }
     tlb::flush_tlb_kernel_range(PAGE_OFFSET, PAGE_OFFSET.add(LINEAR_MAP_SIZE));

@@ -84,7 +84,7 @@ fn print_run(out: &mut dyn Write, run: &Run) -> fmt::Result {
     };
     writeln!(
         out,
-        "{:#018x}-{:#018x} {:>6}{} {:>4}{} {} {} {}",
+        "{:#018x}-{:#018x} {:>6}{} {:>4}{} {} {} {}{}",
         run.start.as_u64(),
         run.end.as_u64(),
         size,
@@ -93,7 +93,9 @@ fn print_run(out: &mut dyn Write, run: &Run) -> fmt::Result {
         leaf_unit,
         if run.attrs.writable { "RW" } else { "ro" },
         if run.attrs.executable { "x " } else { "NX" },
-        memory
+        memory,
+        // Linux's ptdump says "CON" for PTE_CONT.
+        if run.attrs.contiguous { " CONT" } else { "" }
     )
 }
 

@@ -12,8 +12,9 @@
 //!   before the lazy section opens, and the whole mapping costs one
 //!   `dsb ishst; isb`.
 //! - `vmap_pages` maps frames the caller owns; `vmap_range` maps physically
-//!   contiguous memory with 1 GiB and 2 MiB blocks where the addresses and
-//!   size allow.
+//!   contiguous memory with 1 GiB and 2 MiB blocks and contiguous runs of
+//!   16 pages where the addresses and size allow (`vmalloc_huge.rs` maps
+//!   vmalloc'd memory in chunks that way).
 //! - `vfree` and `vunmap` clear the entries in one lazy section (a clear
 //!   owes no barrier) and flush nothing: the area waits on the purge list,
 //!   and one flush covers many freed areas when they are purged
@@ -451,6 +452,25 @@ fn alloc_and_map(size: u64, align: u64, (lo, hi): (VirtAddr, VirtAddr), zero: bo
     }
     set_kind(va, Kind::Vmalloc(frames));
     Ok(va)
+}
+
+/// Reserves `size` bytes (whole pages) anywhere in the region, aligned to
+/// `align`, for a mapper of vmalloc'd memory in another module
+/// (`vmalloc_huge`); it maps the area, then [`set_vmalloc_frames`], or
+/// [`unreserve_area`] if it fails.
+pub(super) fn reserve_area(size: u64, align: u64) -> Result<VirtAddr, VmallocError> {
+    reserve(size, align, VMALLOC_START, VMALLOC_END)
+}
+
+/// Gives back an area from [`reserve_area`] that was never made live.
+pub(super) fn unreserve_area(va: VirtAddr) {
+    unreserve(va);
+}
+
+/// Makes the area from [`reserve_area`] at `va` a live vmalloc area owning
+/// `frames` (every 4 KiB frame it maps): [`vfree`] unmaps and frees it.
+pub(super) fn set_vmalloc_frames(va: VirtAddr, frames: Vec<PhysAddr, Kmalloc>) {
+    set_kind(va, Kind::Vmalloc(Frames::Many(frames)));
 }
 
 /// Unmaps and frees what `vmalloc` (or `vzalloc`) returned: the entries

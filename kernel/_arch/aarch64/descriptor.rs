@@ -267,6 +267,29 @@ impl Descriptor {
         PhysAddr::new(Raw::new(self.0).read(STAGE1_DESCRIPTOR::OUTPUT_ADDR) << 12)
     }
 
+    /// Is the contiguous bit set (a leaf of a run of 16, `CONT_PTES`)?
+    #[inline]
+    pub fn is_contiguous(self) -> bool {
+        Raw::new(self.0).is_set(STAGE1_DESCRIPTOR::CONTIGUOUS)
+    }
+
+    /// This leaf with the contiguous bit set, the rest unchanged.
+    #[inline]
+    pub fn with_contiguous(self) -> Descriptor {
+        let mut d = Raw::new(self.0);
+        d.modify(STAGE1_DESCRIPTOR::CONTIGUOUS::SET);
+        Descriptor(d.get())
+    }
+
+    /// This leaf with the contiguous bit cleared, the rest unchanged: what
+    /// a run becomes when it is split into 16 plain pages.
+    #[inline]
+    pub fn without_contiguous(self) -> Descriptor {
+        let mut d = Raw::new(self.0);
+        d.modify(STAGE1_DESCRIPTOR::CONTIGUOUS::CLEAR);
+        Descriptor(d.get())
+    }
+
     /// This leaf read-only at EL1 (AP = `RO_EL1`), the rest unchanged: the
     /// change `set_memory_ro` makes, as one bit operation.
     #[inline]

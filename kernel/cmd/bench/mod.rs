@@ -205,6 +205,11 @@ impl Plan {
     }
 }
 
+/// The `vmalloc_huge` sizes measured, in pages: one contiguous run
+/// (64 KiB), one 2 MiB block, sixteen blocks (32 MiB). (1 GiB would need
+/// 512 free, aligned 2 MiB chunks: the whole default machine.)
+const HUGE_SIZES: [u64; 3] = [16, 512, 8192];
+
 /// Runs `f` `repeats` times; its samples (one per phase) become rows.
 fn repeat<const P: usize>(
     repeats: usize,
@@ -354,7 +359,7 @@ fn progress(step: usize, steps: usize, what: &str) {
 fn run_all(plan: &Plan, quick: bool, results: &mut Results) -> Result<(), WorkloadError> {
     let sizes = &plan.sizes;
     let r = plan.repeats;
-    let steps = 1 + CONFIGS.len() * 4 + 2 + tlb_strategies().len() + 4;
+    let steps = 1 + CONFIGS.len() * 5 + 2 + tlb_strategies().len() + 4;
     let mut step = 0;
     let mut next = |what: &str| {
         step += 1;
@@ -378,6 +383,12 @@ fn run_all(plan: &Plan, quick: bool, results: &mut Results) -> Result<(), Worklo
             results.push("vmalloc", name, n, map);
             results.push("vfree", name, n, unmap);
             results.push("vmalloc_touch_vfree", name, n, whole);
+        }
+        next(&format!("vmalloc_huge + touch + vfree (64 KiB run, 2 MiB block) under {name}"));
+        for n in HUGE_SIZES {
+            let [map, unmap] = repeat(r, || workloads::vmalloc_huge_cycle(n))?;
+            results.push("vmalloc_huge", name, n, map);
+            results.push("vfree_huge", name, n, unmap);
         }
         next(&format!("apply_to_existing_page_range permission change under {name}"));
         for &n in sizes {
@@ -579,6 +590,13 @@ fn check(results: &mut Results) {
             }
             // vmalloc's pair, and vfree's flush.
             (FIX_SIZE, BATCHED) => expect("one pair and one TLB flush", (c.dsb_ishst, c.dsb_ish, c.isb) == (2, 1, 2)),
+            ("vmalloc_huge", BATCHED) => {
+                expect("one pair whatever the shape", (c.dsb_ishst, c.dsb_ish, c.isb) == (1, 0, 1))
+            }
+            ("vmalloc_huge", EAGER) => expect("one pair per entry", (c.dsb_ishst, c.isb) == (c.entries, c.entries)),
+            ("vfree_huge", EAGER | BATCHED | BATCHED_LINUX) => {
+                expect("one TLB flush, no per-entry barrier", (c.dsb_ishst, c.dsb_ish, c.isb) == (1, 1, 1))
+            }
             ("vfree", EAGER | BATCHED | BATCHED_LINUX) => {
                 expect("one TLB flush, no per-page barrier", (c.dsb_ishst, c.dsb_ish, c.isb) == (1, 1, 1))
             }

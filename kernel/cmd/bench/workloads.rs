@@ -92,6 +92,20 @@ pub fn fix_size_call(pages: u64) -> Result<Sample, WorkloadError> {
     Ok(sample)
 }
 
+/// The phases of vmalloc_huge + touch + vfree of `pages` pages (64 KiB:
+/// one contiguous run; 2 MiB and up: blocks): (vmalloc_huge, vfree).
+pub fn vmalloc_huge_cycle(pages: u64) -> Result<[Sample; 2], WorkloadError> {
+    let map = Meter::start();
+    let va = lazymmu::mm::vmalloc_huge::vmalloc_huge(pages * PAGE_SIZE)?;
+    let map = map.stop();
+    touch(va, pages);
+    let unmap = Meter::start();
+    vfree(va)?;
+    let unmap = unmap.stop();
+    cold_tables();
+    Ok([map, unmap])
+}
+
 /// vmalloc's tables stay after an unmap (as Linux's do): every sample
 /// starts from none, so that each one makes the tables it needs, and
 /// every repeat counts the same. What was freed lazily is purged first,

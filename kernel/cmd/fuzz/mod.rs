@@ -3,6 +3,7 @@
 //! model ([`model`]), under every backend.
 //!
 //! Each step is one random operation: vmalloc / vzalloc / vmalloc_aligned,
+//! vmalloc_huge (2 MiB blocks, contiguous runs of 16 pages, or pages),
 //! vfree, vmap_pages, vmap_contiguous, vunmap, get_vm_area, the four
 //! apply_to_page_range variants with random callbacks (some of which fail
 //! part-way), set_memory_*, deliberately bad calls, all sometimes run inside
@@ -22,6 +23,7 @@
 
 pub mod model;
 
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -31,7 +33,7 @@ use model::{Area, AreaKind, Model, Page};
 
 use lazymmu::cpu;
 use lazymmu::exception::FaultStatus;
-use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::addr::{BLOCK_2M, CONT_PTE_SIZE, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::{self, ApplyError};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use lazymmu::mm::layout::{VMALLOC_END, VMALLOC_START};
@@ -39,6 +41,7 @@ use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::pgtable::{self, EntryRef, MapError, Operand};
 use lazymmu::mm::translate::{Access, HwTranslation, SwTranslation, hw_translate, sw_translate};
 use lazymmu::mm::vmalloc::{self, VmallocError};
+use lazymmu::mm::vmalloc_huge::{self, HugeShape};
 use lazymmu::mm::{audit, frame_alloc, lazy_mmu, pageattr, pgtable_check, phys_to_virt, probe, tlb};
 use lazymmu::{Bug, plant};
 use lazymmu::{sched, timer};
@@ -111,6 +114,9 @@ struct Fuzzer {
     /// Areas vfree'd or vunmap'd since the last purge: their translations
     /// may still be in the TLB (`vmalloc/purge.rs`).
     awaiting_purge: Vec<(VirtAddr, u64)>,
+    /// The live `vmalloc_huge` areas mapped in chunks, and the chunk size
+    /// (2 MiB blocks or 64 KiB runs): where `set_memory_*` must split.
+    huge: BTreeMap<VirtAddr, u64>,
 }
 
 /// The page the timer handler maps, and the descriptor it writes (the
@@ -199,6 +205,47 @@ impl Fuzzer {
         Ok(Vec::from([(va, pages)]))
     }
 
+    /// `vmalloc_huge` of a size that gives each shape: a 2 MiB block, one
+    /// to three contiguous runs (a size rounded up to whole runs), or pages
+    /// (below 64 KiB). The shape is read back from the tables and must be
+    /// the one the size asks for, or pages (the chunks could not be had).
+    fn vmalloc_huge(&mut self) -> Step {
+        let size = match self.rng.below(4) {
+            0 => BLOCK_2M,
+            1 => (1 + self.rng.below(3)) * CONT_PTE_SIZE,
+            2 => CONT_PTE_SIZE + (1 + self.rng.below(15)) * PAGE_SIZE,
+            _ => (1 + self.rng.below(15)) * PAGE_SIZE,
+        };
+        let va = vmalloc_huge::vmalloc_huge(size).map_err(err("vmalloc_huge"))?;
+        let pages = vmalloc::find_area(va).ok_or("vmalloc_huge: no area")?.size / PAGE_SIZE;
+        let chunk = HugeShape::for_size(size).chunk_size();
+        let (level, contiguous) = match pgtable::lookup(va).entry {
+            Entry::Leaf { attrs, .. } => (pgtable::lookup(va).level, attrs.contiguous),
+            other => return Err(format!("vmalloc_huge({size:#x}) at {va}: {other:?}")),
+        };
+        let shape = match (level, contiguous) {
+            (Level::L2, false) if chunk == BLOCK_2M => Some(BLOCK_2M),
+            (Level::L3, true) if chunk == CONT_PTE_SIZE => Some(CONT_PTE_SIZE),
+            (Level::L3, false) => None,
+            other => return Err(format!("vmalloc_huge({size:#x}) at {va}: leaf {other:?}")),
+        };
+        if let Some(chunk) = shape {
+            if !va.is_aligned(chunk) || pages * PAGE_SIZE != size.next_multiple_of(chunk) {
+                return Err(format!("vmalloc_huge({size:#x}) at {va}: {pages} pages in {chunk:#x} chunks"));
+            }
+            self.huge.insert(va, chunk);
+        }
+        for i in 0..pages {
+            let page = va.add(i * PAGE_SIZE);
+            let tag = self.tag();
+            // SAFETY: a page vmalloc_huge just mapped for us.
+            unsafe { probe::write(page, tag) }.map_err(err(&format!("tagging {page}")))?;
+            self.model.map(page, Page { pa: None, writable: true, executable: false, tag });
+        }
+        self.model.add_area(Area { start: va, pages, kind: AreaKind::Vmalloc });
+        Ok(Vec::from([(va, pages)]))
+    }
+
     fn vfree(&mut self) -> Step {
         let n = self.rng.next();
         let Some(area) = self.model.pick_area(n, |k| *k == AreaKind::Vmalloc) else { return self.vmalloc() };
@@ -214,6 +261,7 @@ impl Fuzzer {
         vmalloc::vfree(area.start).map_err(err("vfree"))?;
         self.awaiting_purge.push((area.start, area.pages));
         self.model.remove_area(area.start);
+        self.huge.remove(&area.start);
         if self.rng.chance(4) {
             self.unchanged("vfree twice", || vmalloc::vfree(area.start), Err(VmallocError::NotAnArea(area.start)))?;
         }
@@ -446,6 +494,17 @@ impl Fuzzer {
                         want = Err(MapError::WritableAndExecutable(va));
                     }
                 }
+            }
+        }
+        // A huge area's run or block that the range cuts must be split,
+        // which only BBML2_NOABORT allows in place (else: refused).
+        if want.is_ok()
+            && !cpu::features().bbml2_noabort
+            && let Some(&chunk) = self.huge.get(&area.start)
+        {
+            let end = area.page(first + count);
+            if let Some(cut) = [start, end].into_iter().find(|b| !b.is_aligned(chunk)) {
+                want = Err(MapError::BreakBeforeMakeUnsafe(cut.align_down(chunk)));
             }
         }
         let name = ["set_memory_ro", "set_memory_rw", "set_memory_x", "set_memory_nx"][which as usize];
@@ -701,6 +760,7 @@ impl Fuzzer {
             self.model.remove_area(area.start);
             release(&area.kind);
         }
+        self.huge.clear();
         self.model.tags.clear();
         Ok(())
     }
@@ -778,6 +838,7 @@ fn run_all(config: &Config, progress: &mut impl FnMut(Backend, u64, u64)) -> Res
             irq_page,
             irq_frame,
             awaiting_purge: Vec::new(),
+            huge: BTreeMap::new(),
         };
         for step in 0..config.ops {
             let choice = f.rng.below(100);
@@ -790,7 +851,8 @@ fn run_all(config: &Config, progress: &mut impl FnMut(Backend, u64, u64)) -> Res
             let full = f.model.areas.len() >= MAX_LIVE_AREAS;
             let op = match choice {
                 0..20 if full => "vfree",
-                0..20 => "vmalloc",
+                0..17 => "vmalloc",
+                17..20 => "vmalloc_huge",
                 20..35 => "vfree",
                 35..45 if full => "vunmap",
                 35..45 => "vmap_pages",
@@ -816,6 +878,7 @@ fn run_all(config: &Config, progress: &mut impl FnMut(Backend, u64, u64)) -> Res
             let outcome = (|| {
                 let touched = match op {
                     "vmalloc" => f.vmalloc(),
+                    "vmalloc_huge" => f.vmalloc_huge(),
                     "vfree" => f.vfree(),
                     "vmap_pages" => f.vmap_pages(),
                     "vmap_contiguous" => f.vmap_contiguous(),

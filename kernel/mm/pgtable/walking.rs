@@ -6,7 +6,7 @@ use core::ptr::read_volatile;
 
 use super::*;
 use crate::arch::observe::Run;
-use crate::mm::addr::{BLOCK_2M, PhysAddr, VirtAddr};
+use crate::mm::addr::{BLOCK_2M, CONT_PTES, PhysAddr, VirtAddr};
 use crate::mm::descriptor::{Descriptor, Entry, Level};
 use crate::mm::engine::{self, TableRun};
 use crate::mm::layout::in_linear_map;
@@ -208,6 +208,26 @@ impl TableMemory for KernelTables<'_> {
     }
 }
 
+/// The planted contiguous-bit bugs, on the way to the store primitive
+/// (nothing in a release build, where `planted` is a constant `false`).
+#[inline(always)]
+fn planted_contiguous(run: TableRun, i: usize, new: Option<Descriptor>) -> Option<Descriptor> {
+    let d = new?;
+    if run.level != Level::L3 || !d.is_leaf(Level::L3) {
+        return Some(d);
+    }
+    let index = run.index + i;
+    if planted(Bug::ContPartialWrite) && d.is_contiguous() && index % CONT_PTES == CONT_PTES - 1 {
+        return Some(d.without_contiguous());
+    }
+    let group = index - index % CONT_PTES;
+    let whole_group = group >= run.index && group + CONT_PTES <= run.index + run.len;
+    if planted(Bug::ContMisaligned) && whole_group && !in_linear_map(run.va) {
+        return Some(d.with_contiguous());
+    }
+    Some(d)
+}
+
 /// The engine's run as the store primitive takes it: where its first
 /// entry is, through the linear map.
 #[inline(always)]
@@ -226,6 +246,7 @@ impl engine::Tables for KernelTables<'_> {
 
     #[inline(always)]
     unsafe fn write_run(&self, run: TableRun, new: impl Fn(usize) -> Option<Descriptor> + Copy) -> usize {
+        let new = move |i| planted_contiguous(run, i, new(i));
         // SAFETY: the run lies in a table the walk keeps (or the caller's,
         // unlinked), and the stores are the caller's (our caller's contract).
         unsafe { lazy_mmu::write_run(arch_run(run), new) }

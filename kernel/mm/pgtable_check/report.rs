@@ -26,16 +26,21 @@ pub enum Rule {
     TableLifetime,
     /// The instructions of a sequence come in their order.
     BarrierOrder,
+    /// A contiguous run is 16 aligned entries, all with the bit, mapping
+    /// one aligned 64 KiB range with the same attributes; a TLB flush of
+    /// an entry of one covers the whole run.
+    Contiguous,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 6] = [
+    pub const ALL: [Rule; 7] = [
         Rule::Publish,
         Rule::LinkOrder,
         Rule::BreakBeforeMake,
         Rule::Invalidate,
         Rule::TableLifetime,
         Rule::BarrierOrder,
+        Rule::Contiguous,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +51,7 @@ impl Rule {
             Rule::Invalidate => "invalidate",
             Rule::TableLifetime => "table-lifetime",
             Rule::BarrierOrder => "barrier-order",
+            Rule::Contiguous => "contiguous",
         }
     }
 

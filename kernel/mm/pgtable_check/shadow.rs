@@ -20,6 +20,9 @@ use crate::mm::layout::in_linear_map;
 use crate::percpu::MAX_CPUS;
 
 mod lazy;
+/// The contiguous-bit rules, on this file's shadow state.
+#[path = "contiguous.rs"]
+mod contiguous;
 
 /// What the rules ask of the kernel they watch, besides the events: the
 /// kernel answers from its live tables and lock (`pgtable_check`'s
@@ -84,6 +87,8 @@ struct CpuShadow {
     isb_owed: Option<Ctx>,
     /// Stale entries (level, VA) this CPU's TLBIs cover, done at its next `dsb ish`.
     invalidating: Vec<(usize, u64)>,
+    /// The ranges [start, end) those TLBIs invalidate (None: everything).
+    flushed: Vec<Option<(u64, u64)>>,
 }
 
 /// Valid entries stored by a context and not yet published.
@@ -101,6 +106,9 @@ struct Unpublished {
 #[derive(Default)]
 struct CtxShadow {
     unpublished: Option<Unpublished>,
+    /// Contiguous runs (level-3 table, first index) this context stored
+    /// into, checked whole when its operation ends (`contiguous.rs`).
+    runs_touched: Vec<(u64, u64)>,
     /// Stale entries this context made and no TLBI has finished with.
     stale: u64,
     /// Operations in progress (nested); the outermost end is a checkpoint.
@@ -451,6 +459,8 @@ impl<K: Kernel> Checker<K> {
                         Some(change),
                         None,
                     );
+                } else if x.contiguous != y.contiguous {
+                    self.contiguous_bit_changed(change, level);
                 } else if (x.writable && !y.writable) || (x.executable && !y.executable) {
                     self.add_stale(change, level, StaleKind::Downgraded);
                 }
@@ -479,6 +489,7 @@ impl<K: Kernel> Checker<K> {
                 }
             }
         }
+        self.note_run(level, table, index, old, new);
         if Descriptor(new).is_valid() {
             let ctx = self.here.ctx;
             let shadow = self.ctx(ctx);
@@ -746,6 +757,7 @@ impl<K: Kernel> Checker<K> {
             }
         }
         self.cpus[cpu].tlbi_open = Some(self.here.ctx);
+        self.cpus[cpu].flushed.push(range.map(|(start, pages)| (start, start.saturating_add(pages << 12))));
         if let Some(change) = too_early {
             self.violation(
                 Rule::BarrierOrder,
@@ -759,6 +771,7 @@ impl<K: Kernel> Checker<K> {
     }
 
     fn complete_tlbis(&mut self, cpu: usize) {
+        self.check_flushed_runs(cpu);
         for (level, key) in core::mem::take(&mut self.cpus[cpu].invalidating) {
             if self.stale[level].get(&key).is_some_and(|r| r.invalidating_on & (1 << cpu) != 0) {
                 let rec = self.stale[level].remove(&key).expect("just found");
@@ -811,6 +824,9 @@ impl<K: Kernel> Checker<K> {
         shadow.ops = shadow.ops.saturating_sub(1);
         if shadow.ops == 0 {
             self.settled("an operation returned", !in_section);
+            if !in_section {
+                self.check_runs();
+            }
         }
     }
 

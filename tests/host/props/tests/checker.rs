@@ -121,6 +121,14 @@ enum Page {
     Rw(usize),
     Ro(usize),
     Device(usize),
+    /// A page mapping `pa`, read-only if `ro`, with the contiguous bit if
+    /// `cont` (the exact examples of the contiguous rules; not drawn at
+    /// random).
+    At {
+        pa: u64,
+        ro: bool,
+        cont: bool,
+    },
 }
 
 impl Page {
@@ -130,6 +138,10 @@ impl Page {
             Page::Rw(f) => (f, Attributes::KERNEL_RW),
             Page::Ro(f) => (f, Attributes::KERNEL_RO),
             Page::Device(f) => (f, Attributes::DEVICE),
+            Page::At { pa, ro, cont } => {
+                let attrs = Attributes { contiguous: cont, writable: !ro, ..Attributes::KERNEL_RW };
+                return Descriptor::leaf(Level::L3, PhysAddr::new(pa), attrs).0;
+            }
         };
         Descriptor::leaf(Level::L3, PhysAddr::new(FRAMES[frame]), attrs).0
     }
@@ -684,7 +696,8 @@ fn the_random_sequences_break_every_modelled_rule() {
             }
         }
     }
-    for rule in Rule::ALL {
+    // The contiguous rules are not in the random model: exact examples below.
+    for rule in Rule::ALL.into_iter().filter(|&r| r != Rule::Contiguous) {
         assert!(by_rule.get(rule.name()).is_some_and(|&n| n >= 20), "{rule} broken too rarely: {by_rule:?}");
     }
     assert!(clean * 2 > events_seen, "only {clean} of {events_seen} events broke nothing: {by_rule:?}");
@@ -952,4 +965,82 @@ fn a_frame_freed_before_the_purge_of_its_lazy_free_breaks_invalidate() {
     // Another frame is not its business.
     let (rules, _) = after_a_lazy_free(0, &[Free { cpu: 0, table: false, which: 1 }]);
     assert_eq!(rules.concat(), []);
+}
+
+// ---- the contiguous bit ------------------------------------------------------
+
+/// A 64 KiB aligned physical run for the contiguous examples.
+const RUN_PA: u64 = RAM + 0x40 * PAGE;
+
+/// A read/write page with the contiguous bit, mapping `pa`.
+fn cont(pa: u64) -> Page {
+    Page::At { pa, ro: false, cont: true }
+}
+
+/// Stores the 16 entries of the run at index 0 of table 0 (`page(i)`
+/// each), then publishes them.
+fn run_stored(page: impl Fn(u64) -> Page) -> Vec<Event> {
+    let mut events: Vec<Event> = (0..16).map(|i| Store { cpu: 0, table: 0, index: i, page: page(i) }).collect();
+    events.extend([barrier(0, Barrier::DsbIshst), barrier(0, Barrier::Isb)]);
+    events
+}
+
+#[test]
+fn a_contiguous_run_is_sixteen_aligned_entries_that_agree_when_the_operation_returns() {
+    let end = OperationEnded { cpu: 0, in_section: false };
+    let whole = run_stored(|i| cont(RUN_PA + i * PAGE));
+    assert_eq!(found_all(&[&whole[..], &[end]].concat()), []);
+    // One entry without the bit: partial.
+    let partial = run_stored(|i| if i == 15 { Page::Rw(0) } else { cont(RUN_PA + i * PAGE) });
+    assert_eq!(found(&[&partial[..], &[end]].concat()).last(), Some(&vec![Rule::Contiguous]));
+    // Output addresses a page off 64 KiB: misaligned.
+    let misaligned = run_stored(|i| cont(RUN_PA + (i + 1) * PAGE));
+    assert_eq!(found_all(&[&misaligned[..], &[end]].concat()), [Rule::Contiguous]);
+    // One entry read-only: the run's attributes differ.
+    let mixed = run_stored(|i| Page::At { pa: RUN_PA + i * PAGE, ro: i == 3, cont: true });
+    assert_eq!(found_all(&[&mixed[..], &[end]].concat()), [Rule::Contiguous]);
+    // Inside a caller's section the check waits for its end.
+    assert_eq!(found_all(&[&partial[..], &[OperationEnded { cpu: 0, in_section: true }]].concat()), []);
+}
+
+#[test]
+fn the_bit_of_a_live_entry_changes_only_after_a_break_without_bbml2() {
+    let whole = run_stored(|i| cont(RUN_PA + i * PAGE));
+    let plain = |i: u64| Page::At { pa: RUN_PA + i * PAGE, ro: false, cont: false };
+    // Without BBML2_NOABORT (this world's CPU), the bit goes in place: a
+    // break-before-make violation at once (the run left partial too).
+    let in_place = Store { cpu: 0, table: 0, index: 0, page: plain(0) };
+    assert_eq!(found(&[&whole[..], &[in_place]].concat()).last(), Some(&vec![Rule::BreakBeforeMake]));
+    // Broken first (all 16 invalid, flushed), then made without the bit.
+    let flushed = [
+        barrier(0, Barrier::DsbIshst),
+        Tlbi { cpu: 0, slot: 0, index: 0, pages: 16, walks: false },
+        barrier(0, Barrier::DsbIsh),
+        barrier(0, Barrier::Isb),
+    ];
+    let broken: Vec<Event> = (0..16).map(|i| Store { cpu: 0, table: 0, index: i, page: Page::None }).collect();
+    let made = run_stored(plain);
+    let end = OperationEnded { cpu: 0, in_section: false };
+    assert_eq!(found_all(&[&whole[..], &broken, &flushed, &made, &[end]].concat()), []);
+}
+
+#[test]
+fn a_tlb_flush_of_a_changed_run_covers_all_sixteen_entries() {
+    let whole = run_stored(|i| cont(RUN_PA + i * PAGE));
+    let cleared: Vec<Event> = (0..16).map(|i| Store { cpu: 0, table: 0, index: i, page: Page::None }).collect();
+    let flush = |pages| {
+        [
+            barrier(0, Barrier::DsbIshst),
+            Tlbi { cpu: 0, slot: 0, index: 0, pages, walks: false },
+            barrier(0, Barrier::DsbIsh),
+            barrier(0, Barrier::Isb),
+            OperationEnded { cpu: 0, in_section: false },
+        ]
+    };
+    assert_eq!(found_all(&[&whole[..], &cleared, &flush(16)].concat()), []);
+    // One page of the run flushed: the run is reported when the flush
+    // completes, and the 15 entries left stale when the operation returns.
+    let found = found(&[&whole[..], &cleared, &flush(1)].concat());
+    let n = found.len();
+    assert_eq!(found[n - 3..], [vec![Rule::Contiguous], vec![], vec![Rule::Invalidate]]);
 }

@@ -31,6 +31,8 @@ use proptest::prelude::*;
 
 const PAGE: u64 = 4096;
 const BLOCK_2M: u64 = 2 << 20;
+/// A contiguous run of 16 pages.
+const CONT: u64 = 16 * PAGE;
 const BLOCK_1G: u64 = 1 << 30;
 
 /// Windows of the kernel half the operations land in: 3 GiB from a 1 GiB
@@ -251,6 +253,14 @@ impl Model {
             if start < va || end.wrapping_sub(1) > va + (size - 1) {
                 return Some(MapError::SplitsBlock { va: VirtAddr::new(start), level });
             }
+            // A page of a contiguous run at either end of the range: the
+            // run must lie wholly inside.
+            let attrs = self.leaves[&start].2;
+            let run = start & !(CONT - 1);
+            let cut = (start == va && start != run) || (end == va.wrapping_add(size) && end % CONT != 0);
+            if level == Level::L3 && attrs.contiguous && cut {
+                return Some(MapError::SplitsContiguousRun(VirtAddr::new(run)));
+            }
             at = end;
         }
         (mapped && at != va.wrapping_add(size)).then(|| MapError::NotMapped(VirtAddr::new(at)))
@@ -266,22 +276,29 @@ impl Model {
 }
 
 /// The leaves the model expects for a contiguous range: the largest that
-/// fits at each step, its own arithmetic.
-fn contiguous_leaves(va: u64, pa: u64, size: u64, sizes: LeafSizes) -> Vec<(u64, Level, u64)> {
+/// fits at each step, its own arithmetic (a contiguous run of 16 pages
+/// where the run fits, each page with the bit), as (va, level, pa,
+/// contiguous).
+fn contiguous_leaves(va: u64, pa: u64, size: u64, sizes: LeafSizes) -> Vec<(u64, Level, u64, bool)> {
     let mut out = Vec::new();
     let mut done = 0;
     while done < size {
         let (v, p, left) = (va + done, pa + done, size - done);
-        let fits = |b: u64| sizes == LeafSizes::Blocks && v % b == 0 && p % b == 0 && left >= b;
-        let level = if fits(BLOCK_1G) {
-            Level::L1
-        } else if fits(BLOCK_2M) {
-            Level::L2
+        let fits = |b: u64| v % b == 0 && p % b == 0 && left >= b;
+        let blocks = sizes == LeafSizes::Blocks;
+        if blocks && fits(BLOCK_1G) {
+            out.push((v, Level::L1, p, false));
+            done += BLOCK_1G;
+        } else if blocks && fits(BLOCK_2M) {
+            out.push((v, Level::L2, p, false));
+            done += BLOCK_2M;
+        } else if sizes != LeafSizes::PagesOnly && fits(CONT) {
+            out.extend((0..16).map(|i| (v + i * PAGE, Level::L3, p + i * PAGE, true)));
+            done += CONT;
         } else {
-            Level::L3
-        };
-        out.push((v, level, p));
-        done += level.entry_size();
+            out.push((v, Level::L3, p, false));
+            done += PAGE;
+        }
     }
     out
 }
@@ -291,8 +308,8 @@ enum Op {
     /// Map `pages` pages of frames from `frame` (shuffled by a stride) at
     /// page `page` of window `window`.
     MapPages { window: usize, page: u64, pages: u64, frame: u64 },
-    /// Map a contiguous range with blocks where they fit.
-    MapContiguous { window: usize, offset: u64, size: u64, pa: u64, blocks: bool },
+    /// Map a contiguous range with the leaf sizes `sizes` allows.
+    MapContiguous { window: usize, offset: u64, size: u64, pa: u64, sizes: LeafSizes },
     /// Unmap a range, every address of which must be mapped.
     Unmap { window: usize, offset: u64, size: u64 },
     /// Clear a range, holes allowed.
@@ -334,14 +351,19 @@ fn op() -> impl Strategy<Value = Op> {
             let pages = pages.min(WINDOWS[window].1 / PAGE - page);
             Op::MapPages { window, page, pages, frame }
         }),
-        3 => (range(), 0u64..8, 0u64..4, any::<bool>()).prop_map(|((window, offset, size), g, skew, blocks)| {
+        3 => (range(), 0u64..8, 0u64..5, 0usize..3, 0u64..16).prop_map(|((window, offset, size), g, skew, sizes, odd)| {
             // The physical address as aligned as the virtual one, or (one
-            // time in four) a page or 2 MiB off, so that blocks fit or not.
-            let pa = g * BLOCK_1G + (WINDOWS[window].0 + offset) % BLOCK_1G + [0, 0, PAGE, BLOCK_2M][skew as usize];
+            // time in five) a page, 64 KiB or 2 MiB off, so that blocks and
+            // contiguous runs fit or not.
+            let pa = g * BLOCK_1G + (WINDOWS[window].0 + offset) % BLOCK_1G + [0, 0, PAGE, CONT, BLOCK_2M][skew as usize];
+            let sizes = [LeafSizes::PagesOnly, LeafSizes::ContPtes, LeafSizes::Blocks][sizes];
             // In pages, at most 8 MiB: a test of the walk, not of patience.
-            let pages_only = !blocks || skew == 2;
+            let pages_only = sizes != LeafSizes::Blocks || skew == 2;
             let size = if pages_only { size.min(4 * BLOCK_2M) } else { size };
-            Op::MapContiguous { window, offset, size, pa, blocks }
+            // Sizes and offsets a few pages off 64 KiB too, so that runs
+            // start and end inside the range.
+            let size = if size > odd * PAGE { size - odd * PAGE } else { size };
+            Op::MapContiguous { window, offset, size, pa, sizes }
         }),
         2 => range().prop_map(|(window, offset, size)| Op::Unmap { window, offset, size }),
         2 => range().prop_map(|(window, offset, size)| Op::Clear { window, offset, size }),
@@ -424,9 +446,8 @@ fn run_op(t: &HostTables, root: PhysAddr, model: &mut Model, op: Op) {
                 }
             }
         }
-        Op::MapContiguous { window, offset, size, pa, blocks } => {
+        Op::MapContiguous { window, offset, size, pa, sizes } => {
             let va = WINDOWS[window].0 + offset;
-            let sizes = if blocks { LeafSizes::Blocks } else { LeafSizes::PagesOnly };
             let got = map(t, root, va, size, Contiguous { pa: PhysAddr::new(pa), sizes, attrs: Attributes::KERNEL_RO });
             match model.map_refusal(va, size) {
                 Some(e) => {
@@ -436,8 +457,8 @@ fn run_op(t: &HostTables, root: PhysAddr, model: &mut Model, op: Op) {
                 None if got == Err(MapError::OutOfMemory) => unchanged(t, &before, allocated, freed),
                 None => {
                     assert_eq!(got, Ok(()), "{op:?}");
-                    for (v, level, p) in contiguous_leaves(va, pa, size, sizes) {
-                        model.leaves.insert(v, (level, p, Attributes::KERNEL_RO));
+                    for (v, level, p, contiguous) in contiguous_leaves(va, pa, size, sizes) {
+                        model.leaves.insert(v, (level, p, Attributes { contiguous, ..Attributes::KERNEL_RO }));
                     }
                 }
             }
@@ -617,4 +638,97 @@ fn a_page_list_is_one_run_per_table_and_the_tables_are_counted_once() {
     assert_eq!(runs, vec![1, 3]);
     map(&t, root, va, 4 * PAGE, Pages { frames: &frames, attrs: Attributes::KERNEL_RW }).unwrap();
     assert_eq!((t.allocated.get(), t.freed.get()), (1 + 4, 0));
+}
+
+#[test]
+fn a_contiguous_range_is_pages_runs_of_sixteen_and_blocks_as_alignment_allows() {
+    let (t, root) = HostTables::new();
+    // From a page before a 64 KiB boundary that is 64 KiB before a 2 MiB
+    // one, to a page after the run after the next 2 MiB boundary.
+    let va = WINDOWS[0].0 + BLOCK_2M - CONT - PAGE;
+    let size = PAGE + CONT + BLOCK_2M + CONT + PAGE;
+    let leaves =
+        Contiguous { pa: PhysAddr::new(va % BLOCK_1G), sizes: LeafSizes::Blocks, attrs: Attributes::KERNEL_RW };
+    let runs: Vec<_> =
+        engine::leaf_runs(VirtAddr::new(va), size, leaves).map(|r| (r.level, r.count, r.contiguous)).collect();
+    assert_eq!(
+        runs,
+        vec![
+            (Level::L3, 1, false),
+            (Level::L3, 16, true),
+            (Level::L2, 1, false),
+            (Level::L3, 16, true),
+            (Level::L3, 1, false)
+        ]
+    );
+    let stored = t.stored.get();
+    map(&t, root, va, size, leaves).unwrap();
+    assert_eq!(t.stored.get() - stored, 1 + 16 + 1 + 16 + 1, "one store per entry");
+    let cont: Vec<u64> = t.leaves(root).into_iter().filter(|(_, l)| l.2.contiguous).map(|(v, _)| v - va).collect();
+    let expected: Vec<u64> =
+        (0..16).map(|i| PAGE + i * PAGE).chain((0..16).map(|i| PAGE + CONT + BLOCK_2M + i * PAGE)).collect();
+    assert_eq!(cont, expected, "the bit on the 32 pages of the two runs, and on nothing else");
+    // Without the same alignment of both addresses, no runs at all.
+    let skewed = Contiguous { pa: PhysAddr::new(PAGE), ..leaves };
+    assert!(engine::leaf_runs(VirtAddr::new(va), size, skewed).all(|r| !r.contiguous));
+    // Unmapping part of a run is refused, nothing changed; the whole run goes.
+    let first_run = VirtAddr::new(va + PAGE);
+    assert_eq!(engine::check_clear(&t, root, first_run, PAGE, true), Err(MapError::SplitsContiguousRun(first_run)));
+    assert_eq!(
+        engine::check_clear(&t, root, first_run.add(PAGE), CONT - PAGE, true),
+        Err(MapError::SplitsContiguousRun(first_run))
+    );
+    assert_eq!(engine::check_clear(&t, root, first_run, CONT, true), Ok(()));
+}
+
+#[test]
+fn splitting_a_run_clears_the_bit_of_its_sixteen_pages_in_one_store() {
+    let (t, root) = HostTables::new();
+    let va = WINDOWS[0].0;
+    let leaves = Contiguous { pa: PhysAddr::new(0), sizes: LeafSizes::ContPtes, attrs: Attributes::KERNEL_RW };
+    map(&t, root, va, 2 * CONT, leaves).unwrap();
+    let slot = lazymmu_props::walk::walk(&t, root, VirtAddr::new(va + 5 * PAGE));
+    let stored = t.stored.get();
+    // SAFETY: host memory.
+    let first = unsafe { engine::split_contiguous(&t, slot) };
+    assert_eq!(first, VirtAddr::new(va));
+    assert_eq!(t.stored.get() - stored, 16);
+    let bits: Vec<bool> = t.leaves(root).values().map(|l| l.2.contiguous).collect();
+    assert_eq!(bits, [[false; 16], [true; 16]].concat(), "the first run split, the second whole");
+    assert_eq!(engine::check_clear(&t, root, VirtAddr::new(va), PAGE, true), Ok(()));
+}
+
+#[test]
+fn chunks_map_each_chunk_as_one_block_or_one_run_and_nothing_crosses_a_chunk() {
+    let (t, root) = HostTables::new();
+    let va = WINDOWS[0].0;
+    // Two 2 MiB chunks far apart: two blocks.
+    let blocks = [PhysAddr::new(6 * BLOCK_2M), PhysAddr::new(2 * BLOCK_2M)];
+    let leaves = engine::Chunks {
+        chunks: &blocks,
+        chunk_size: BLOCK_2M,
+        sizes: LeafSizes::Blocks,
+        attrs: Attributes::KERNEL_RW,
+    };
+    map(&t, root, va, 2 * BLOCK_2M, leaves).unwrap();
+    let got: Vec<_> = t.leaves(root).into_iter().map(|(v, (level, pa, a))| (v - va, level, pa, a.contiguous)).collect();
+    assert_eq!(got, [(0, Level::L2, 6 * BLOCK_2M, false), (BLOCK_2M, Level::L2, 2 * BLOCK_2M, false)]);
+    // Three 64 KiB chunks, out of order: three runs, one store run each.
+    let va = WINDOWS[0].0 + 4 * BLOCK_2M;
+    let runs = [PhysAddr::new(5 * CONT), PhysAddr::new(CONT), PhysAddr::new(9 * CONT)];
+    let leaves =
+        engine::Chunks { chunks: &runs, chunk_size: CONT, sizes: LeafSizes::ContPtes, attrs: Attributes::KERNEL_RW };
+    let shape: Vec<_> =
+        engine::leaf_runs(VirtAddr::new(va), 3 * CONT, leaves).map(|r| (r.count, r.contiguous)).collect();
+    assert_eq!(shape, [(16, true), (16, true), (16, true)]);
+    map(&t, root, va, 3 * CONT, leaves).unwrap();
+    for (i, pa) in runs.iter().enumerate() {
+        for page in 0..16 {
+            let at = va + i as u64 * CONT + page * PAGE;
+            assert_eq!(
+                t.leaves(root)[&at],
+                (Level::L3, pa.as_u64() + page * PAGE, Attributes { contiguous: true, ..Attributes::KERNEL_RW })
+            );
+        }
+    }
 }
