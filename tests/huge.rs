@@ -57,6 +57,8 @@ impl Drop for Setting {
 
 /// Frames used, areas live, the vmalloc region's tables and leaves.
 fn footprint() -> (usize, usize, RegionStats) {
+    // Lazily freed areas give back their frames at the purge.
+    vmalloc::vm_unmap_aliases();
     vmalloc::reclaim_page_tables();
     let region = region_stats()[REGIONS.iter().position(|r| r.0 == "vmalloc").expect("a vmalloc region")];
     (frame_alloc::stats().used, vmalloc::area_count(), region)
@@ -105,6 +107,9 @@ fn check_mapped(va: VirtAddr, size: u64) -> Vec<PhysAddr> {
 /// Every page of [va, va + size) takes a translation fault, by `at s1e1r`
 /// and by a real read.
 fn check_unmapped(va: VirtAddr, size: u64) {
+    // A vfree leaves its flush to the lazy purge: until then a TLB may
+    // still translate the range (QEMU's does), so purge first.
+    vmalloc::vm_unmap_aliases();
     for page in (0..size / PAGE_SIZE).map(|i| va.add(i * PAGE_SIZE)) {
         assert!(matches!(hw_translate(page, Access::Read), HwTranslation::Fault(FaultStatus::Translation { .. })));
         let fault = probe::read(page).unwrap_err();
@@ -197,8 +202,25 @@ fn without_contiguous_frames_vmalloc_huge_falls_back_to_pages() {
 /// What mapping and freeing `size` bytes of vmalloc_huge costs under
 /// `backend`, the tables already there: (entries written, barrier pairs)
 /// of the map, and the vfree's cost.
+/// The lazy purge off while it lives (vfree then pays its own flush, the
+/// count these tests compare), and back as it was when it goes.
+struct EagerVfree(bool);
+
+impl EagerVfree {
+    fn new() -> EagerVfree {
+        EagerVfree(vmalloc::set_vmap_lazy_purge(false))
+    }
+}
+
+impl Drop for EagerVfree {
+    fn drop(&mut self) {
+        vmalloc::set_vmap_lazy_purge(self.0);
+    }
+}
+
 fn huge_costs(backend: Backend, size: u64) -> ((u64, (u64, u64)), BarrierCounts) {
     let _s = Setting::new(backend);
+    let _eager = EagerVfree::new();
     // Once to link the tables (they stay after the vfree), then measured.
     vfree(vmalloc_huge(size).unwrap()).unwrap();
     let mut va = VirtAddr::new(0);

@@ -19,10 +19,10 @@ use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use crate::mm::layout::in_linear_map;
 use crate::percpu::MAX_CPUS;
 
-mod lazy;
 /// The contiguous-bit rules, on this file's shadow state.
 #[path = "contiguous.rs"]
 mod contiguous;
+mod lazy;
 
 /// What the rules ask of the kernel they watch, besides the events: the
 /// kernel answers from its live tables and lock (`pgtable_check`'s
