@@ -225,6 +225,10 @@ fn huge_costs(backend: Backend, size: u64) -> ((u64, (u64, u64)), BarrierCounts)
     vfree(vmalloc_huge(size).unwrap()).unwrap();
     let mut va = VirtAddr::new(0);
     let (written, c) = counted(|| va = vmalloc_huge(size).unwrap());
+    // In the tables the first call left, the shape is the same: a 64 KiB
+    // run keeps its bit, a 2 MiB chunk is a block.
+    let expected = if size < BLOCK_2M { (Level::L3, true, size) } else { (Level::L2, false, size) };
+    assert_eq!(shape(va, size), [expected], "{backend} {size:#x}: the shape with the tables already there");
     check_mapped(va, size);
     let freed = cost(|| vfree(va).unwrap());
     ((written, (c.dsb_ishst, c.isb)), freed)

@@ -797,7 +797,8 @@ pub unsafe fn map_in_one_table(
     sections: Sections,
 ) -> Option<Result<Applied, MapError>> {
     let run = leaf_runs(va, size, leaves).next()?;
-    if run.level != Level::L3 || run.count as u64 * PAGE_SIZE != size {
+    // Pages only: a contiguous run (its bit) and blocks take the planned path.
+    if run.level != Level::L3 || run.contiguous || run.count as u64 * PAGE_SIZE != size {
         return None;
     }
     let slot = walk::walk(tables, root, va);
