@@ -27,9 +27,11 @@
 //! | `break-live-block` | a linear-map block is split by break-before-make while live | break-before-make |
 //! | `free-before-flush` | empty tables are freed before the flush of their walks | invalidate |
 //! | `early-guard-drop` | a walk guard goes with the walk's deferred stores still queued | table-lifetime |
+//! | `upgrade-unflushed` | `set_memory_rw`/`_x` return without the TLB flush of their upgrade | invalidate |
+//! | `device-alias` | `vmap_range`/`vmap_contiguous` map RAM as Device memory beside its cacheable linear alias | mismatched-alias |
 
 #[cfg(debug_assertions)]
-use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU16, Ordering::Relaxed};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bug {
@@ -40,10 +42,12 @@ pub enum Bug {
     BreakLiveBlock,
     FreeBeforeFlush,
     EarlyGuardDrop,
+    UpgradeUnflushed,
+    DeviceAlias,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 9] = [
         Bug::SkipTableDmb,
         Bug::SwapPair,
         Bug::SkipLeavePair,
@@ -51,6 +55,8 @@ impl Bug {
         Bug::BreakLiveBlock,
         Bug::FreeBeforeFlush,
         Bug::EarlyGuardDrop,
+        Bug::UpgradeUnflushed,
+        Bug::DeviceAlias,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +68,8 @@ impl Bug {
             Bug::BreakLiveBlock => "break-live-block",
             Bug::FreeBeforeFlush => "free-before-flush",
             Bug::EarlyGuardDrop => "early-guard-drop",
+            Bug::UpgradeUnflushed => "upgrade-unflushed",
+            Bug::DeviceAlias => "device-alias",
         }
     }
 
@@ -79,6 +87,8 @@ impl Bug {
             Bug::BreakLiveBlock => "live linear-map blocks split by break-before-make",
             Bug::FreeBeforeFlush => "empty tables freed before their walk flush",
             Bug::EarlyGuardDrop => "walk guards dropped with stores still queued",
+            Bug::UpgradeUnflushed => "permission upgrades left without their TLB flush",
+            Bug::DeviceAlias => "RAM mapped as Device memory beside its cacheable linear alias",
         }
     }
 }
@@ -87,7 +97,7 @@ impl Bug {
 pub const DEBUG_ONLY: &str = "planted bugs exist only in debug builds";
 
 #[cfg(debug_assertions)]
-static PLANTED: AtomicU8 = AtomicU8::new(0);
+static PLANTED: AtomicU16 = AtomicU16::new(0);
 
 /// Plants `bug` (None: removes whatever was planted).
 #[cfg(debug_assertions)]

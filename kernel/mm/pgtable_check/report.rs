@@ -18,24 +18,29 @@ pub enum Rule {
     /// A live translation is replaced only through invalid + TLBI, and a
     /// live linear-map block is never broken.
     BreakBeforeMake,
-    /// A cleared or downgraded entry is invalidated in every TLB before
-    /// the operation returns and before what it mapped is freed.
+    /// A cleared entry, or a leaf whose permissions changed in place (less
+    /// or more), is invalidated in every TLB before the operation returns,
+    /// and a cleared one before what it mapped is freed.
     Invalidate,
     /// Tables are stored into, linked and freed only while they are tables,
     /// and never freed under a walk or a queued store.
     TableLifetime,
     /// The instructions of a sequence come in their order.
     BarrierOrder,
+    /// RAM is mapped only with the memory type of its linear-map alias
+    /// (Normal write-back): no Device or non-cacheable alias of it.
+    MismatchedAlias,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 6] = [
+    pub const ALL: [Rule; 7] = [
         Rule::Publish,
         Rule::LinkOrder,
         Rule::BreakBeforeMake,
         Rule::Invalidate,
         Rule::TableLifetime,
         Rule::BarrierOrder,
+        Rule::MismatchedAlias,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +51,7 @@ impl Rule {
             Rule::Invalidate => "invalidate",
             Rule::TableLifetime => "table-lifetime",
             Rule::BarrierOrder => "barrier-order",
+            Rule::MismatchedAlias => "mismatched-alias",
         }
     }
 
