@@ -27,7 +27,7 @@
 //! | `break-live-block` | a linear-map block is split by break-before-make while live | break-before-make |
 //! | `free-before-flush` | empty tables are freed before the flush of their walks | invalidate |
 //! | `early-guard-drop` | a walk guard goes with the walk's deferred stores still queued | table-lifetime |
-//! | `upgrade-unflushed` | `set_memory_rw`/`_x` return without the TLB flush of their upgrade | invalidate |
+//! | `upgrade-unflushed` | a permission change that only grants (`set_memory_rw`/`_x`, `set_linear_map_rw`) returns without its TLB flush | invalidate |
 //! | `device-alias` | `vmap_range`/`vmap_contiguous` map RAM as Device memory beside its cacheable linear alias | mismatched-alias |
 
 #[cfg(debug_assertions)]
