@@ -31,6 +31,8 @@
 //! | `cont-partial-write` | the last entry of every contiguous run is written without the bit | contiguous |
 //! | `cont-misaligned` | every whole run of 16 pages written at once outside the linear map gets the bit, aligned or not | contiguous |
 //! | `cont-split-live` | `set_memory_*` changes part of a live run without splitting it | contiguous |
+//! | `upgrade-unflushed` | a permission change that only grants (`set_memory_rw`/`_x`, `set_linear_map_rw`) returns without its TLB flush | invalidate |
+//! | `device-alias` | `vmap_range`/`vmap_contiguous` map RAM as Device memory beside its cacheable linear alias | mismatched-alias |
 
 #[cfg(debug_assertions)]
 use core::sync::atomic::{AtomicU16, Ordering::Relaxed};
@@ -48,10 +50,12 @@ pub enum Bug {
     ContPartialWrite,
     ContMisaligned,
     ContSplitLive,
+    UpgradeUnflushed,
+    DeviceAlias,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 13] = [
         Bug::SkipTableDmb,
         Bug::SwapPair,
         Bug::SkipLeavePair,
@@ -63,6 +67,8 @@ impl Bug {
         Bug::ContPartialWrite,
         Bug::ContMisaligned,
         Bug::ContSplitLive,
+        Bug::UpgradeUnflushed,
+        Bug::DeviceAlias,
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +84,8 @@ impl Bug {
             Bug::ContPartialWrite => "cont-partial-write",
             Bug::ContMisaligned => "cont-misaligned",
             Bug::ContSplitLive => "cont-split-live",
+            Bug::UpgradeUnflushed => "upgrade-unflushed",
+            Bug::DeviceAlias => "device-alias",
         }
     }
 
@@ -99,6 +107,8 @@ impl Bug {
             Bug::ContPartialWrite => "the last entry of each contiguous run written without the bit",
             Bug::ContMisaligned => "the contiguous bit on runs of 16 pages that are not one aligned range",
             Bug::ContSplitLive => "part of a live contiguous run changed without splitting it",
+            Bug::UpgradeUnflushed => "permission upgrades left without their TLB flush",
+            Bug::DeviceAlias => "RAM mapped as Device memory beside its cacheable linear alias",
         }
     }
 }

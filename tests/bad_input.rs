@@ -20,7 +20,7 @@ use lazymmu::mm::apply::{
     apply_to_page_range_by_table, apply_to_page_range_nolazy,
 };
 use lazymmu::mm::audit;
-use lazymmu::mm::descriptor::{Attributes, Level};
+use lazymmu::mm::descriptor::{Attributes, Level, MemoryType};
 use lazymmu::mm::frame_alloc::{self, FrameError};
 use lazymmu::mm::layout::{MMIO_BASE, VMALLOC_END, VMALLOC_START};
 use lazymmu::mm::lazy_mmu::{
@@ -187,6 +187,20 @@ fn vmap_family() {
         // SAFETY: refused before anything is mapped.
         || unsafe { vmap_range(tail, tail.add(4 * PAGE_SIZE), ram, Attributes::KERNEL_RO) },
         VmallocError::NotAnArea(tail),
+    );
+    // Linux's ioremap refuses RAM: its linear-map alias is cacheable.
+    case(
+        "vmap_range(RAM as Device memory)",
+        // SAFETY: refused before anything is mapped.
+        || unsafe { vmap_range(area.add(PAGE_SIZE), area.add(2 * PAGE_SIZE), ram, Attributes::DEVICE) },
+        VmallocError::RamNotDevice(ram),
+    );
+    let non_cacheable = Attributes { memory: MemoryType::NormalNonCacheable, ..Attributes::KERNEL_RW };
+    case(
+        "vmap_contiguous(RAM as non-cacheable memory)",
+        // SAFETY: refused before anything is mapped.
+        || unsafe { vmap_contiguous(ram, PAGE_SIZE, non_cacheable) },
+        VmallocError::RamNotDevice(ram),
     );
     let outside = VMALLOC_END;
     case(
@@ -392,6 +406,10 @@ fn errors_display_as_sentences() {
         (
             format!("{}", VmallocError::Map(MapError::NotKernelAddress(VirtAddr::new(0x4000_0000)))),
             "0x40000000 is not a kernel (TTBR1) address",
+        ),
+        (
+            format!("{}", VmallocError::RamNotDevice(PhysAddr::new(0x4000_0000))),
+            "0x40000000 is RAM, which the linear map maps cacheable: it may not be mapped as device or non-cacheable memory too",
         ),
         (
             format!("{}", ApplyError::<Infallible>::Map(MapError::AlreadyMapped(va))),

@@ -16,7 +16,7 @@ use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::{
     apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_by_table, apply_to_page_range_nolazy,
 };
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
+use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level, MemoryType};
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{enable, use_backend};
 use lazymmu::mm::pageattr::{
@@ -129,6 +129,104 @@ fn break_before_make_a_live_page_replaced_by_another_frame_is_reported() {
     scratch.clear(0);
     tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
     frame_alloc::free_frame(other).unwrap();
+}
+
+#[test_case]
+fn break_before_make_a_not_global_page_made_global_is_reported() {
+    // Global to not-global in place is allowed (Linux's
+    // pgattr_change_is_safe()); back again needs break-before-make.
+    let scratch = Scratch::new(1);
+    scratch.map(0);
+    let ng = Attributes { not_global: true, ..Attributes::KERNEL_RW };
+    let (_, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || {
+        write(&scratch.entry(0), Descriptor::leaf(Level::L3, scratch.frame(), ng))
+    });
+    assert_eq!(found.total(), 0, "global to not-global: {}", found.summary());
+    let (_, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || scratch.map(0));
+    exactly_one(&found, Rule::BreakBeforeMake, Some((scratch.va(0), Level::L3)));
+    assert_eq!(
+        found.first[0].what.as_str(),
+        "a live not-global (nG) mapping was made global without break-before-make: a TLB may hold both entries, and both match (a TLB conflict)"
+    );
+    scratch.clear(0);
+    tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
+}
+
+#[test_case]
+fn invalidate_a_permission_upgrade_left_unflushed_is_reported() {
+    // set_memory_rw without its flush: a TLB may still hold the read-only
+    // entry, and a write through it would take a permission fault that
+    // nothing forgives at EL1.
+    let va = vmalloc(PAGE_SIZE).unwrap();
+    set_memory_ro(va, 1).unwrap();
+    let (result, found) =
+        pgtable_check::expecting(Rule::Invalidate, || with_planted(Bug::UpgradeUnflushed, || set_memory_rw(va, 1)));
+    result.unwrap();
+    exactly_one(&found, Rule::Invalidate, Some((va, Level::L3)));
+    let v = &found.first[0];
+    assert_eq!(
+        v.what.as_str(),
+        "an operation returned with 1 entry made more permissive and not invalidated in the TLB (TLBI + dsb ish): a TLB may still hold the old entry, and an EL1 permission fault is never fixed up"
+    );
+    let entry = v.entry.expect("the entry is reported");
+    let read_only = |d: u64| match Descriptor(d).decode(Level::L3) {
+        Entry::Leaf { attrs, .. } => !attrs.writable,
+        other => panic!("a page: {other:?}"),
+    };
+    assert_eq!((read_only(entry.old), read_only(entry.new)), (true, false), "{v}");
+    // The flush the bug skipped; with it, the same upgrade is clean.
+    tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
+    set_memory_ro(va, 1).unwrap();
+    let (result, found) = pgtable_check::expecting(Rule::Invalidate, || set_memory_rw(va, 1));
+    result.unwrap();
+    assert_eq!(found.total(), 0, "{}", found.summary());
+    vfree(va).unwrap();
+}
+
+#[test_case]
+fn mismatched_alias_ram_mapped_as_device_is_reported() {
+    let frame = frame_alloc::alloc_frame().unwrap();
+    let (va, found) = pgtable_check::expecting(Rule::MismatchedAlias, || {
+        // SAFETY: the test's own frame (the planted bug lets RAM through).
+        with_planted(Bug::DeviceAlias, || unsafe { vmap_contiguous(frame, PAGE_SIZE, Attributes::DEVICE) })
+    });
+    let va = va.unwrap();
+    exactly_one(&found, Rule::MismatchedAlias, Some((va, Level::L3)));
+    let v = &found.first[0];
+    assert_eq!(v.frame, Some(frame), "{v}");
+    let alias = phys_to_virt(frame).as_u64();
+    let want = alloc::format!(
+        "RAM at {:#x} was mapped Device while its linear-map alias at {alias:#x} maps it Normal write-back: a mismatched-attribute alias (Linux's ioremap refuses RAM)",
+        frame.as_u64()
+    );
+    assert_eq!(v.what.as_str(), want);
+    vunmap(va).unwrap();
+    frame_alloc::free_frame(frame).unwrap();
+}
+
+#[test_case]
+fn ram_is_refused_as_device_or_non_cacheable_memory_and_nothing_changes() {
+    // Linux's ioremap refuses RAM; so do vmap_contiguous and vmap_range
+    // for any memory type but the linear map's.
+    let frames = frame_alloc::alloc_contiguous(2, PAGE_SIZE).unwrap();
+    let area = get_vm_area(2 * PAGE_SIZE, PAGE_SIZE).unwrap();
+    let non_cacheable = Attributes { memory: MemoryType::NormalNonCacheable, ..Attributes::KERNEL_RW };
+    let before = audit::state();
+    for attrs in [Attributes::DEVICE, non_cacheable] {
+        // SAFETY: the test's own frames and area; refused before any store.
+        let got = unsafe { vmap_contiguous(frames, 2 * PAGE_SIZE, attrs) };
+        assert_eq!(got, Err(vmalloc::VmallocError::RamNotDevice(frames)), "{attrs:?}");
+        // SAFETY: as above.
+        let got = unsafe { vmalloc::vmap_range(area, area.add(2 * PAGE_SIZE), frames, attrs) };
+        assert_eq!(got, Err(vmalloc::VmallocError::RamNotDevice(frames)), "{attrs:?}");
+    }
+    assert_eq!(audit::state(), before);
+    // Normal write-back, the linear map's own type, is mapped.
+    // SAFETY: as above.
+    let va = unsafe { vmap_contiguous(frames, 2 * PAGE_SIZE, Attributes::KERNEL_RW) }.unwrap();
+    vunmap(va).unwrap();
+    free_vm_area(area).unwrap();
+    frame_alloc::free_frames(frames, 2).unwrap();
 }
 
 #[test_case]

@@ -269,8 +269,22 @@ fn change_memory(addr: VirtAddr, pages: u64, region: Region, change: fn(&mut Att
             }
         }
     }
-    tlb::flush_tlb_kernel_range(flush_start, flush_end);
+    // Upgrades are flushed too: a TLB still holding the old entry would
+    // refuse the new permission with a permission fault, which Linux's
+    // EL1 fault path never forgives (`__change_memory_common()` flushes
+    // every change; pgtable_check's shadow/perms.rs).
+    if !(planted(Bug::UpgradeUnflushed) && only_grants(change)) {
+        tlb::flush_tlb_kernel_range(flush_start, flush_end);
+    }
     Ok(())
+}
+
+/// Does `change` only grant permissions (the planted `upgrade-unflushed`
+/// bug skips their flush)? It grants if it does so to a page that had none.
+fn only_grants(change: fn(&mut Attributes)) -> bool {
+    let mut attrs = Attributes::KERNEL_RO;
+    change(&mut attrs);
+    attrs != Attributes::KERNEL_RO
 }
 
 /// The planted `break-live-block` bug splits by break-before-make, which

@@ -36,12 +36,13 @@ use core::fmt;
 use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use super::apply::{self, ApplyError};
 use super::area_alloc::{Free, FreeRanges, Node, Spares, Tree, Weight};
-use super::descriptor::{Attributes, Level};
+use super::descriptor::{Attributes, Entry, Level, MemoryType};
 use super::engine::{self, Contiguous, Pages, Sections};
-use super::layout::{VMALLOC_END, VMALLOC_START};
+use super::layout::{VMALLOC_END, VMALLOC_START, in_linear_map};
 use super::pgtable::{self, LeafSizes, MapError, Operand};
 use super::slab::{self, Kmalloc};
 use super::{frame_alloc, pgtable_check, phys_to_virt, tlb};
+use crate::planted::{Bug, planted};
 use crate::sync::IrqSpinLock;
 
 mod purge;
@@ -74,6 +75,9 @@ pub enum VmallocError {
     EmptyPageList,
     /// The page tables refused (a block in the way, a bad range).
     Map(MapError),
+    /// RAM asked for with another memory type than its linear map's
+    /// (Device, non-cacheable): Linux's `ioremap` refuses RAM too.
+    RamNotDevice(PhysAddr),
 }
 
 impl fmt::Display for VmallocError {
@@ -93,6 +97,10 @@ impl fmt::Display for VmallocError {
             VmallocError::AlreadyMapped(va) => write!(f, "{va} is already mapped"),
             VmallocError::EmptyPageList => write!(f, "no pages to map"),
             VmallocError::Map(e) => write!(f, "{e}"),
+            VmallocError::RamNotDevice(pa) => write!(
+                f,
+                "{pa} is RAM, which the linear map maps cacheable: it may not be mapped as device or non-cacheable memory too"
+            ),
         }
     }
 }
@@ -564,8 +572,37 @@ pub unsafe fn vmap_range(addr: VirtAddr, end: VirtAddr, pa: PhysAddr, attrs: Att
     if !pa.is_aligned(PAGE_SIZE) {
         return Err(VmallocError::Misaligned { what: Operand::PhysicalAddress, value: pa.as_u64() });
     }
+    refuse_ram(pa, size, attrs)?;
     check_in_address_space(addr, size)?;
     map_contiguous(addr, pa, size, attrs)
+}
+
+/// Refuses RAM for a mapping whose memory type is not the linear map's, as
+/// Linux's `ioremap_prot()` does (`pfn_is_map_memory()`, arch/arm64/mm/
+/// ioremap.c): the linear map keeps every page of RAM mapped Normal
+/// write-back, and a Device or non-cacheable mapping beside it is a
+/// mismatched-attribute alias, whose accesses may miss what the cacheable
+/// alias holds in a cache (pgtable_check's `mismatched-alias` rule).
+fn refuse_ram(pa: PhysAddr, size: u64, attrs: Attributes) -> Result<(), VmallocError> {
+    if attrs.memory == MemoryType::NormalWriteBack || planted(Bug::DeviceAlias) {
+        return Ok(());
+    }
+    let (mut at, end) = (pa.as_u64(), pa.as_u64().saturating_add(size));
+    while at < end {
+        let alias = phys_to_virt(PhysAddr::new(at));
+        if !in_linear_map(alias) {
+            at += PAGE_SIZE;
+            continue;
+        }
+        let found = pgtable::lookup(alias);
+        if let Entry::Leaf { .. } = found.entry {
+            return Err(VmallocError::RamNotDevice(PhysAddr::new(at)));
+        }
+        // Nothing of what the walk stopped at is mapped.
+        let size = found.level.entry_size();
+        at += ((alias.as_u64() | (size - 1)) + 1) - alias.as_u64();
+    }
+    Ok(())
 }
 
 /// The size of [addr, end): refused if either end is not page aligned, or
@@ -610,6 +647,7 @@ pub unsafe fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Res
     if !pa.is_aligned(PAGE_SIZE) {
         return Err(VmallocError::Misaligned { what: Operand::PhysicalAddress, value: pa.as_u64() });
     }
+    refuse_ram(pa, size, attrs)?;
     let va = reserve(size, align, VMALLOC_START, VMALLOC_END)?;
     if let Err(e) = map_contiguous(va, pa, size, attrs) {
         unreserve(va);

@@ -159,7 +159,9 @@ check "fuzz --seed 4 --ops 2000, -cpu cortex-a72" 0 env LAZYMMU_CPU=cortex-a72 s
 for planted in skip-table-dmb:link-order:eager swap-pair:barrier-order:eager skip-leave-pair:publish:batched \
     skip-tlb-flush:invalidate:eager break-live-block:break-before-make:eager free-before-flush:invalidate:eager \
     early-guard-drop:table-lifetime:deferred-writes reuse-before-purge:break-before-make:eager \
-    cont-partial-write:contiguous:eager cont-misaligned:contiguous:eager cont-split-live:contiguous:eager; do
+    cont-partial-write:contiguous:eager cont-misaligned:contiguous:eager cont-split-live:contiguous:eager \
+    upgrade-unflushed:invalidate:eager \
+    device-alias:mismatched-alias:eager; do
     IFS=: read -r bug rule backend <<<"$planted"
     check "fuzz --break $bug is caught: rule $rule" 5 scripts/qemu-runner "$kernel" fuzz --seed 1 --ops 2000 --backend "$backend" --break "$bug" -- \
         "^fuzz: PAGE-TABLE RULE \`$rule\` BROKEN under $backend at op #" \

@@ -304,6 +304,13 @@ impl Fuzzer {
             unsafe { core::ptr::write_volatile(phys_to_virt(pa.add(i * PAGE_SIZE)).as_mut_ptr::<u64>(), tag) };
             tags.push(tag);
         }
+        // RAM as Device memory is refused (ioremap's rule), changing nothing.
+        self.unchanged(
+            "vmap_contiguous of RAM as Device memory",
+            // SAFETY: the fuzzer's own frames; refused before anything maps them.
+            || unsafe { vmalloc::vmap_contiguous(pa, n * PAGE_SIZE, Attributes::DEVICE) }.map(|_| ()),
+            Err(VmallocError::RamNotDevice(pa)),
+        )?;
         // SAFETY: fresh frames, the fuzzer's own until it vunmaps them.
         let va = match unsafe { vmalloc::vmap_contiguous(pa, n * PAGE_SIZE, attrs) } {
             Ok(va) => va,

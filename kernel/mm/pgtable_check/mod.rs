@@ -21,16 +21,19 @@
 //!   (their zeroing included), has been ordered by a `dmb ishst` or a
 //!   `dsb` on the CPU that made it.
 //! - **break-before-make**: a live entry is replaced by a different valid
-//!   one (another output address or memory type, block <-> table) only
-//!   through invalid + TLBI + `dsb ish`; the one exception is a block split
+//!   one (another output address or memory type, block <-> table, a
+//!   not-global page made global) only through invalid + TLBI + `dsb ish`;
+//!   the one exception is a block split
 //!   into a table that maps the same memory, on a CPU with BBML2_NOABORT.
 //!   Breaking a linear-map block, or the linear-map page of a live page
 //!   table or of the heap, is a violation on any CPU: the kernel may touch
 //!   that memory at any moment, from any CPU.
-//! - **invalidate**: an entry cleared or made less permissive is covered by
-//!   a TLBI (one that drops cached walks, for a cleared table entry),
-//!   completed by `dsb ish` on the CPU that issued it, before the operation
-//!   that changed it returns and before the frame or table it mapped is freed.
+//! - **invalidate**: an entry cleared, or a leaf made less or more
+//!   permissive in place, is covered by a TLBI (one that drops cached
+//!   walks, for a cleared table entry), completed by `dsb ish` on the CPU
+//!   that issued it, before the operation that changed it returns, and a
+//!   cleared one before the frame or table it mapped is freed. (An upgrade
+//!   too: the kernel forgives no permission fault; `shadow/perms.rs`.)
 //!   An entry cleared by a lazy free (`vfree`, `vunmap`) is the purge's to
 //!   invalidate: until it is, the address is not mapped again and the
 //!   frame not freed.
@@ -42,6 +45,9 @@
 //! - **barrier-order**: `dsb ishst` comes before the `isb` that completes a
 //!   publish, and before a TLBI of the entry it must make visible; `dsb ish`
 //!   then `isb` follow a TLBI.
+//! - **mismatched-alias**: RAM is mapped Device or non-cacheable only
+//!   while no cacheable linear-map alias of it is live (never, here: the
+//!   linear map holds all RAM; `vmalloc::vmap_range` refuses it).
 //!
 //! Everything is checked under one lock. The checker watches and never
 //! stores: the store path tells it of a run of stores before making them

@@ -18,8 +18,9 @@ pub enum Rule {
     /// A live translation is replaced only through invalid + TLBI, and a
     /// live linear-map block is never broken.
     BreakBeforeMake,
-    /// A cleared or downgraded entry is invalidated in every TLB before
-    /// the operation returns and before what it mapped is freed.
+    /// A cleared entry, or a leaf whose permissions changed in place (less
+    /// or more), is invalidated in every TLB before the operation returns,
+    /// and a cleared one before what it mapped is freed.
     Invalidate,
     /// Tables are stored into, linked and freed only while they are tables,
     /// and never freed under a walk or a queued store.
@@ -30,10 +31,13 @@ pub enum Rule {
     /// one aligned 64 KiB range with the same attributes; a TLB flush of
     /// an entry of one covers the whole run.
     Contiguous,
+    /// RAM is mapped only with the memory type of its linear-map alias
+    /// (Normal write-back): no Device or non-cacheable alias of it.
+    MismatchedAlias,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 7] = [
+    pub const ALL: [Rule; 8] = [
         Rule::Publish,
         Rule::LinkOrder,
         Rule::BreakBeforeMake,
@@ -41,6 +45,7 @@ impl Rule {
         Rule::TableLifetime,
         Rule::BarrierOrder,
         Rule::Contiguous,
+        Rule::MismatchedAlias,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +57,7 @@ impl Rule {
             Rule::TableLifetime => "table-lifetime",
             Rule::BarrierOrder => "barrier-order",
             Rule::Contiguous => "contiguous",
+            Rule::MismatchedAlias => "mismatched-alias",
         }
     }
 

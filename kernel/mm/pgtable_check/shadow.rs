@@ -7,6 +7,8 @@
 //! compiles this file as it is and drives it against a model
 //! (`tests/host/props/tests/checker.rs`).
 
+mod perms;
+
 use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -147,6 +149,9 @@ enum StaleKind {
     Cleared,
     /// A leaf lost write or execute permission: the TLB may still allow it.
     Downgraded,
+    /// A leaf gained write or execute permission: the TLB may still refuse
+    /// it (`perms.rs`).
+    Upgraded,
 }
 
 /// A change the TLBs do not know about yet.
@@ -461,8 +466,8 @@ impl<K: Kernel> Checker<K> {
                     );
                 } else if x.contiguous != y.contiguous {
                     self.contiguous_bit_changed(change, level);
-                } else if (x.writable && !y.writable) || (x.executable && !y.executable) {
-                    self.add_stale(change, level, StaleKind::Downgraded);
+                } else {
+                    self.leaf_changed(change, level, x, y);
                 }
             }
             (Entry::Leaf { addr, attrs }, Entry::Table(child)) => {
@@ -490,6 +495,9 @@ impl<K: Kernel> Checker<K> {
             }
         }
         self.note_run(level, table, index, old, new);
+        if let Entry::Leaf { addr, attrs } = new_e {
+            self.check_alias(change, level, addr, attrs);
+        }
         if Descriptor(new).is_valid() {
             let ctx = self.here.ctx;
             let shadow = self.ctx(ctx);
@@ -839,17 +847,16 @@ impl<K: Kernel> Checker<K> {
         }
         let stale = self.contexts.get(&ctx).map_or(0, |s| s.stale);
         if stale > 0 {
-            let first =
-                self.stale.iter().flat_map(|m| m.values()).find(|r| r.creator == ctx && !r.lazy).map(|r| r.change);
-            self.violation(
-                Rule::Invalidate,
-                sentence(format_args!(
+            let first = self.stale.iter().flat_map(|m| m.values()).find(|r| r.creator == ctx && !r.lazy);
+            let what = match first.map(|r| r.kind) {
+                Some(StaleKind::Upgraded) => Self::upgrade_not_invalidated(why, stale),
+                _ => sentence(format_args!(
                     "{why} with {stale} entr{} cleared or made less permissive and not invalidated in the TLB (TLBI + dsb ish): CPUs may go on using the old translation",
                     plural(stale)
                 )),
-                first,
-                None,
-            );
+            };
+            let first = first.map(|r| r.change);
+            self.violation(Rule::Invalidate, what, first, None);
             self.drop_stale_of(ctx);
         }
         if self.cpus[cpu].tlbi_open == Some(ctx) {

@@ -22,8 +22,8 @@
 //!   stored are followed on its CPU by a `dsb` and then an `isb` before
 //!   its section or operation ends; an `isb` that came before that `dsb`
 //!   does not count; a switch out with no `dsb` after the last store.
-//! - **invalidate** and its **barrier-order** half: a cleared or
-//!   downgraded entry is covered by a TLBI (one that drops walks, for a
+//! - **invalidate** and its **barrier-order** half: a cleared entry, or
+//!   a page made read-only or writable again in place, is covered by a TLBI (one that drops walks, for a
 //!   table entry) completed by `dsb ish` on the issuing CPU before the
 //!   operation ends and before the frame or table it mapped is freed; a
 //!   TLBI by the storing CPU before its `dsb` after the store; no TLBI left
@@ -34,6 +34,8 @@
 //! - **link-order**: a table linked while a store into it (its zeroing
 //!   included) is not ordered by `dmb ishst` or `dsb` on the CPU that made
 //!   it.
+//! - **mismatched-alias**: a page made Device memory over one of the two
+//!   data frames the linear map maps (cacheable), changed in place or not.
 //! - **table-lifetime**: a store into a page that is no table or into an
 //!   unlinked one; a table linked that was never allocated or is linked
 //!   already; an unlink without `pgtable::exclusive`; a table page
@@ -50,7 +52,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use lazymmu_props::addr::{PhysAddr, VirtAddr};
 use lazymmu_props::arch::observe::Issued;
-use lazymmu_props::descriptor::{Attributes, Descriptor, Entry, Level};
+use lazymmu_props::descriptor::{Attributes, Descriptor, Entry, Level, MemoryType};
 use lazymmu_props::pgtable_check::report::{Rule, Violation};
 use lazymmu_props::pgtable_check::shadow::{Checker, Ctx, Here, Kernel, Start};
 use proptest::prelude::*;
@@ -72,6 +74,11 @@ const FRAMES: [u64; 4] = [RAM + 0x20 * PAGE, RAM + 0x21 * PAGE, RAM + 0x22 * PAG
 const SLOTS: u64 = 4;
 const ENTRIES: u64 = 4;
 const CPUS: usize = 2;
+/// The linear map's tables for the first two data frames: they have a
+/// cacheable alias (the others, as far as the checker can tell, are not
+/// RAM the linear map holds).
+const LINEAR_TABLES: [u64; 3] = [RAM + 3 * PAGE, RAM + 4 * PAGE, RAM + 5 * PAGE];
+const ALIASED: usize = 2;
 
 /// The tables in memory, as the checker's [`Kernel`] reads them.
 struct Memory {
@@ -285,7 +292,7 @@ struct Unpublished {
 struct Stale {
     /// What the entry held: what a TLB may still translate by.
     old: u64,
-    /// Cleared (else made less permissive).
+    /// Cleared (else made less or more permissive).
     cleared: bool,
     cpu: usize,
     /// The storing CPU's `dsb`s up to the store.
@@ -450,7 +457,8 @@ impl Model {
             (Entry::Leaf { addr: a, attrs: x }, Entry::Leaf { addr: b, attrs: y }) => {
                 if a != b || x.memory != y.memory {
                     self.broken.push((Rule::BreakBeforeMake, None));
-                } else if x.writable && !y.writable {
+                } else if x.writable != y.writable {
+                    // Made less or more permissive: stale either way.
                     self.make_stale(cpu, level, va, old, false);
                 }
             }
@@ -465,6 +473,12 @@ impl Model {
                     }
                 }
             }
+        }
+        if let Entry::Leaf { addr, attrs } = Descriptor(new).decode(level)
+            && attrs.memory != MemoryType::NormalWriteBack
+            && FRAMES[..ALIASED].contains(&addr.as_u64())
+        {
+            self.broken.push((Rule::MismatchedAlias, None));
         }
         if Descriptor(new).is_valid() {
             let u =
@@ -570,6 +584,15 @@ impl<'m> World<'m> {
         memory.write(L1_TABLE, Level::L1.index(VMALLOC) as u64, table(L2_TABLE));
         memory.write(L2_TABLE, 0, table(TABLES[0]));
         memory.write(L2_TABLE, 1, table(TABLES[1]));
+        let linear = |pa: u64| pa.wrapping_add(LINEAR);
+        let [l1, l2, l3] = LINEAR_TABLES;
+        memory.write(ROOT, Level::L0.index(linear(FRAMES[0])) as u64, table(l1));
+        memory.write(l1, Level::L1.index(linear(FRAMES[0])) as u64, table(l2));
+        memory.write(l2, Level::L2.index(linear(FRAMES[0])) as u64, table(l3));
+        for pa in &FRAMES[..ALIASED] {
+            let page = Descriptor::leaf(Level::L3, PhysAddr::new(*pa), Attributes::KERNEL_RW).0;
+            memory.write(l3, Level::L3.index(linear(*pa)) as u64, page);
+        }
         memory
     }
 
@@ -822,7 +845,10 @@ fn a_live_page_replaced_without_break_before_make_is_reported() {
         Store { cpu: 0, table: 0, index: 0, page: Page::Ro(1) },
         Store { cpu: 0, table: 0, index: 0, page: Page::Device(1) },
     ];
-    assert_eq!(found(&events), [vec![], vec![], vec![Rule::BreakBeforeMake], vec![Rule::BreakBeforeMake]]);
+    // (Frame 1 is RAM the linear map holds: Device memory over it is a
+    // mismatched alias as well.)
+    let device = vec![Rule::BreakBeforeMake, Rule::MismatchedAlias];
+    assert_eq!(found(&events), [vec![], vec![], vec![Rule::BreakBeforeMake], device]);
 }
 
 #[test]
@@ -1043,4 +1069,80 @@ fn a_tlb_flush_of_a_changed_run_covers_all_sixteen_entries() {
     let found = found(&[&whole[..], &cleared, &flush(1)].concat());
     let n = found.len();
     assert_eq!(found[n - 3..], [vec![Rule::Contiguous], vec![], vec![Rule::Invalidate]]);
+}
+
+#[test]
+fn a_permission_upgrade_needs_a_tlbi_and_dsb_ish_before_the_operation_returns() {
+    let publish = [barrier(0, Barrier::DsbIshst), barrier(0, Barrier::Isb)];
+    let map = [&[Store { cpu: 0, table: 0, index: 3, page: Page::Ro(0) }][..], &publish].concat();
+    let upgrade = Store { cpu: 0, table: 0, index: 3, page: Page::Rw(0) };
+    let end = OperationEnded { cpu: 0, in_section: false };
+    let tlbi = Tlbi { cpu: 0, slot: 0, index: 3, pages: 1, walks: false };
+    assert_eq!(found_all(&[&map[..], &[upgrade], &publish, &[end]].concat()), [Rule::Invalidate]);
+    let flushed = [upgrade, barrier(0, Barrier::DsbIshst), tlbi, barrier(0, Barrier::DsbIsh), barrier(0, Barrier::Isb), end];
+    assert_eq!(found_all(&[&map[..], &flushed].concat()), []);
+    // What the report says.
+    let memory = World::memory();
+    let mut world = World::new(&memory);
+    for event in [&map[..], &[upgrade], &publish].concat() {
+        world.run(event);
+    }
+    world.checker.begin(on(0));
+    world.checker.op_begin();
+    world.checker.op_end(false);
+    let found = world.checker.take_found();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        found[0].what.as_str(),
+        "an operation returned with 1 entry made more permissive and not invalidated in the TLB (TLBI + dsb ish): a TLB may still hold the old entry, and an EL1 permission fault is never fixed up"
+    );
+    let entry = found[0].entry.expect("the entry is reported");
+    assert_eq!((entry.old, entry.new), (Page::Ro(0).descriptor(), Page::Rw(0).descriptor()));
+}
+
+#[test]
+fn a_not_global_page_made_global_in_place_breaks_break_before_make() {
+    let memory = World::memory();
+    let mut world = World::new(&memory);
+    let leaf = |not_global| {
+        let attrs = Attributes { not_global, ..Attributes::KERNEL_RW };
+        Descriptor::leaf(Level::L3, PhysAddr::new(FRAMES[2]), attrs).0
+    };
+    world.checker.begin(on(0));
+    let mut rules = Vec::new();
+    for new in [leaf(false), leaf(true), leaf(false)] {
+        world.store(TABLES[0], 0, new);
+        rules.push(world.checker.take_found().iter().map(|v| v.rule).collect::<Vec<_>>());
+    }
+    // Made; global to not-global is allowed; back is not.
+    assert_eq!(rules, [vec![], vec![], vec![Rule::BreakBeforeMake]]);
+}
+
+#[test]
+fn ram_mapped_as_device_beside_its_cacheable_linear_alias_breaks_mismatched_alias() {
+    let store = |index, page| Store { cpu: 0, table: 0, index, page };
+    // A frame the linear map holds, as Device memory: made, or changed in place.
+    assert_eq!(found(&[store(0, Page::Device(0))]), [vec![Rule::MismatchedAlias]]);
+    assert_eq!(
+        found(&[store(0, Page::Rw(1)), store(0, Page::Device(1))]),
+        [vec![], vec![Rule::BreakBeforeMake, Rule::MismatchedAlias]]
+    );
+    // One the linear map does not hold (MMIO, as far as the checker can tell), or RAM as Normal memory.
+    assert_eq!(found(&[store(0, Page::Device(2)), store(1, Page::Ro(0))]), [vec![], vec![]]);
+    let memory = World::memory();
+    let mut world = World::new(&memory);
+    world.run(store(0, Page::Device(0)));
+    world.checker.begin(on(0));
+    world.store(TABLES[0], 1, Page::Device(1).descriptor());
+    let found = world.checker.take_found();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].frame, Some(PhysAddr::new(FRAMES[1])));
+    assert_eq!(
+        found[0].what.as_str(),
+        format!(
+            "RAM at {:#x} was mapped Device while its linear-map alias at {:#x} maps it Normal write-back: a mismatched-attribute alias (Linux's ioremap refuses RAM)",
+            FRAMES[1],
+            FRAMES[1].wrapping_add(LINEAR)
+        )
+    );
 }
