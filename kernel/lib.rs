@@ -66,6 +66,10 @@ pub mod trace;
 #[doc(hidden)]
 pub use console::_print;
 
+/// Lock waits that could not end, reported (`sync::SpinWait`): tests
+/// count them.
+pub use sync::{LOCK_WAIT_REPORT_S, lock_wait_reports};
+
 /// The planted bugs (`planted.rs`): the fuzzer's `--break BUG` and the
 /// checker's tests plant one to prove it is caught.
 pub use planted::{Bug, DEBUG_ONLY as PLANTED_BUGS_DEBUG_ONLY, plant, with as with_planted};

@@ -130,7 +130,10 @@ extern "C" fn __secondary_init(n: usize) -> ! {
         let job = SLOTS[n].job.lock().take();
         match job {
             Some(job) => {
-                let outcome = exception::catch(job);
+                // What a fault or panic abandoned is let go of, as at a
+                // task's end: the next job starts with no section open and
+                // no walk guard held.
+                let outcome = exception::end_of_work(exception::catch(job));
                 *SLOTS[n].last.lock() = Some(outcome);
                 SLOTS[n].done.fetch_add(1, SeqCst);
             }
