@@ -163,6 +163,10 @@ pub(crate) fn unrecoverable() -> Option<&'static str> {
 }
 
 pub(crate) fn handle_sync(frame: &mut TrapFrame, kind: u64, syndrome: Syndrome) {
+    // The tables allow the access now: return, and it is retried.
+    if crate::mm::fault::fixup_spurious_el1_fault(&syndrome) == crate::mm::fault::FaultFix::Retry {
+        return;
+    }
     // A fault in an interrupt handler is never recovered: the recovery
     // point belongs to the interrupted task, not to the handler.
     if !irq::in_interrupt() {
