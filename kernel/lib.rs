@@ -39,6 +39,7 @@ pub mod barrier;
 pub mod boot_args;
 mod console;
 pub mod cpu;
+mod cpufeature;
 mod drivers;
 pub mod dtb;
 pub mod exception;
