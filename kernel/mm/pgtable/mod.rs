@@ -43,7 +43,7 @@ pub use visit::{Visitor, visit};
 pub(crate) use walking::KernelTables;
 pub(crate) use walking::recover_abandoned_walks;
 pub use walking::{Exclusive, Found, Walking, exclusive, lookup, try_exclusive, walking};
-pub(crate) use walking::{exclusive_held, linear_map_entry};
+pub(crate) use walking::{assert_walk_held, exclusive_held, linear_map_entry};
 pub(in crate::mm) use walking::{lookup_from, walking_from};
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -87,6 +87,17 @@ pub(in crate::mm) fn walking_from(root: PhysAddr) -> Walking {
     Walking { _guard: guard, root, _task_bound: PhantomData }
 }
 
+/// Panics unless the current task holds a walk guard or [`Exclusive`]:
+/// called by code that reads the tables through raw pointers (the audit,
+/// [`visit`]), so that a reader that forgot its guard fails in every test
+/// that runs it, not only in the rare race with a reclaim that frees a
+/// table under it.
+#[track_caller]
+pub(crate) fn assert_walk_held() {
+    let task = crate::task::current();
+    assert!(task.walks() > 0 || task.holds_exclusive(), "the kernel's tables read without a walk guard");
+}
+
 /// [`walking_from`]'s wait while `exclusive()` is held: a holder that
 /// never lets go is reported with where this walk waits.
 #[cold]
