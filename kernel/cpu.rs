@@ -1,5 +1,6 @@
 //! What this CPU is and which optional features that matter to page-table
-//! code it has, decoded from its ID registers.
+//! code it has, decoded from its ID registers; and which of them the
+//! system uses: those every CPU has (`cpufeature.rs`).
 
 use core::fmt;
 
@@ -11,33 +12,11 @@ pub use crate::arch::cpu::{
     stack_pointer, start_instruction_counter, wait_until,
 };
 
-use crate::arch::cpu::{IdRegisters, id_registers};
+pub use crate::arch::cpu::IdRegisters;
+use crate::arch::cpu::id_registers;
 use crate::arch::sysreg;
-use spin::Once;
-
-/// Features that change how the kernel maintains its tables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Features {
-    /// MIDR_EL1, for the model name.
-    pub midr: u64,
-    /// FEAT_TLBIRANGE: `tlbi rva*` invalidates a range in one instruction.
-    pub tlbi_range: bool,
-    /// FEAT_BBM level (0-2): level 2 may change block size without
-    /// break-before-make, but may still raise a TLB conflict abort.
-    pub bbm_level: u8,
-    /// Linux's BBML2_NOABORT: this CPU model is known to change a live
-    /// block into an equivalent table without any abort (see
-    /// [`bbml2_noabort`]).
-    pub bbml2_noabort: bool,
-    /// FEAT_HAFDBS: 0 none, 1 hardware Access flag, 2 also dirty state.
-    pub hafdbs: u8,
-    /// The 4 KiB granule is implemented (ID_AA64MMFR0.TGran4 is 0b0000, or
-    /// 0b0001 with 52-bit addresses (LPA2); 0b1111 means not implemented).
-    pub granule_4k: bool,
-    pub granule_4k_lpa2: bool,
-    /// Physical address bits (ID_AA64MMFR0.PARange).
-    pub pa_bits: u8,
-}
+pub use crate::cpufeature::{Features, Joined, Missing, join};
+use spin::{Mutex, Once};
 
 impl Features {
     pub fn decode(id: &IdRegisters) -> Features {
@@ -112,9 +91,58 @@ impl fmt::Display for Model {
     }
 }
 
-static FEATURES: Once<Features> = Once::new();
+/// The boot CPU's features, read once at boot: the system's until the
+/// secondaries are up.
+static BOOT: Once<Features> = Once::new();
+/// While the secondaries come up: what every CPU up so far has, and what
+/// the kernel already relies on.
+static EARLY: Mutex<Option<(Features, Features)>> = Mutex::new(None);
+/// The system's features once every secondary is up (or parked).
+static SYSTEM: Once<Features> = Once::new();
 
-/// This system's features, read once at boot.
+/// The features the kernel uses: the boot CPU's while it runs alone,
+/// then those every online CPU has ([`finalize_features`]).
 pub fn features() -> &'static Features {
-    FEATURES.call_once(|| Features::decode(&id_registers()))
+    match SYSTEM.get() {
+        Some(system) => system,
+        None => BOOT.call_once(|| Features::decode(&id_registers())),
+    }
+}
+
+/// This CPU, coming up, reads its ID registers: it joins the system, whose
+/// features become what it has in common with the CPUs up so far, or it
+/// lacks a feature in use and must be parked (the message says which).
+pub(crate) fn cpu_up(n: usize) -> Joined {
+    let mine = Features::decode(&id_registers());
+    let mut early = EARLY.lock();
+    let (system, in_use) = match (SYSTEM.get(), *early) {
+        // Late: every system feature is in use.
+        (Some(system), _) => (*system, *system),
+        (None, Some(state)) => state,
+        (None, None) => {
+            let boot = *features();
+            (boot, boot.in_use_at_boot())
+        }
+    };
+    let joined = join(&system, &in_use, &mine);
+    match joined {
+        Joined::Online(system) if SYSTEM.get().is_none() => *early = Some((system, in_use)),
+        Joined::Online(_) => {}
+        Joined::Parked(missing) => {
+            crate::println!("cpu {n}: {} lacks {missing}, which the kernel uses: parked", mine.model())
+        }
+    }
+    joined
+}
+
+/// Every secondary is up or parked: from now on the kernel uses what all
+/// online CPUs have, and a CPU that comes up later must have all of it.
+pub(crate) fn finalize_features() {
+    let early = EARLY.lock().map(|(system, _)| system);
+    SYSTEM.call_once(|| early.unwrap_or(*features()));
+}
+
+/// Has [`finalize_features`] run? Secondaries take no work before.
+pub(crate) fn features_final() -> bool {
+    SYSTEM.get().is_some()
 }

@@ -42,7 +42,11 @@ impl fmt::Display for Caught {
 /// Runs `f`; if it faults or panics, abandons it and returns what happened.
 ///
 /// This is setjmp/longjmp, so `f` must be written for it: whatever `f` holds
-/// when it is abandoned (locks, heap memory) is leaked, not dropped.
+/// when it is abandoned (locks, heap memory) is not dropped. What the
+/// kernel tracks per task, its lazy MMU sections and walk guards, the
+/// caller lets go of with `release_abandoned` (the harness, a task's and a
+/// `run_on` job's end do); the rest is leaked. A fault or panic under
+/// `pgtable::Exclusive` is not recovered: it stops the kernel.
 /// Tests use it to assert that an access faults in exactly the expected way,
 /// and the test harness uses it to keep going after a failed test.
 pub fn catch<R, F: FnOnce() -> R>(f: F) -> Result<R, Caught> {
@@ -72,11 +76,106 @@ pub fn catch<R, F: FnOnce() -> R>(f: F) -> Result<R, Caught> {
     Err(task.take_caught().expect("recovery always records what it caught"))
 }
 
+/// What code abandoned by [`catch`] still held, found and let go of by
+/// [`release_abandoned`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Abandoned {
+    /// The lazy MMU counts it left (its sections are closed now, and what
+    /// they owed is paid).
+    pub enabled: u8,
+    pub paused: u8,
+    /// Walk guards it held (let go now).
+    pub walks: u32,
+}
+
+impl Abandoned {
+    /// Did it hold nothing?
+    pub fn is_empty(&self) -> bool {
+        *self == Abandoned::default()
+    }
+}
+
+impl fmt::Display for Abandoned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut sep = "";
+        if (self.enabled, self.paused) != (0, 0) {
+            write!(f, "lazy MMU mode open (enable count {}, pause count {})", self.enabled, self.paused)?;
+            sep = ", ";
+        }
+        if self.walks > 0 {
+            write!(f, "{sep}{} walk guard(s) held", self.walks)?;
+        }
+        Ok(())
+    }
+}
+
+/// Lets go of what the current task's code held when [`catch`] abandoned
+/// it (recovery skips every drop): its lazy MMU sections are closed and
+/// what they owed is paid (the pair, the queued stores), then its walk
+/// guards are let go, so that no later `exclusive()` waits for them
+/// forever. Call it only once the abandoned code is gone (after `catch`
+/// returned its error, or at a task's end): a live guard let go this way
+/// would let its tables be freed under it. An `Exclusive` is never
+/// abandoned: a fault or panic under it stops the kernel.
+pub(crate) fn release_abandoned() -> Abandoned {
+    // Sections first: under `deferred-writes` their queued stores go into
+    // tables that the walk guards still keep.
+    let (enabled, paused) = crate::mm::lazy_mmu::recover_abandoned();
+    let walks = crate::mm::pgtable::recover_abandoned_walks();
+    Abandoned { enabled, paused, walks }
+}
+
+/// The end of a task's or a `run_on` job's code, run by the task after
+/// [`catch`] returned `outcome`: what a fault or panic abandoned is let go
+/// of ([`release_abandoned`]) and reported; code that returned with a
+/// lazy MMU section open fails (its own bug: the section is closed now).
+pub(crate) fn end_of_work(outcome: Result<(), Caught>) -> Result<(), Caught> {
+    let name = task::current().name;
+    let abandoned = release_abandoned();
+    match outcome {
+        Err(caught) if !abandoned.is_empty() => {
+            crate::println!("{name}: let go of what it held ({abandoned}); it ended: {caught}");
+            Err(caught)
+        }
+        Ok(()) if (abandoned.enabled, abandoned.paused) != (0, 0) => {
+            Err(Caught::Panic(PanicMessage::new(format_args!(
+                "task {name} exited with lazy MMU mode open (enable count {}, pause count {})",
+                abandoned.enabled, abandoned.paused
+            ))))
+        }
+        outcome => outcome,
+    }
+}
+
+/// Why a fault or panic cannot be recovered into its `catch`, if it cannot.
+pub(crate) fn unrecoverable() -> Option<&'static str> {
+    if irq::in_interrupt() {
+        // The recovery point belongs to the interrupted task, not to the handler.
+        None
+    } else if task::current().holds_exclusive() {
+        Some(
+            "while holding pgtable::Exclusive: tables may be half unlinked, and no walk could \
+             start again; not recoverable",
+        )
+    } else {
+        None
+    }
+}
+
 pub(crate) fn handle_sync(frame: &mut TrapFrame, kind: u64, syndrome: Syndrome) {
+    // The tables allow the access now: return, and it is retried.
+    if crate::mm::fault::fixup_spurious_el1_fault(&syndrome) == crate::mm::fault::FaultFix::Retry {
+        return;
+    }
     // A fault in an interrupt handler is never recovered: the recovery
     // point belongs to the interrupted task, not to the handler.
     if !irq::in_interrupt() {
         let task = task::current();
+        if let Some(why) = unrecoverable() {
+            report("unhandled synchronous exception", kind, frame, &syndrome);
+            emergency(format_args!("  ({why})\n"));
+            exit(ExitCode::Fault);
+        }
         if let Some(point) = task.take_recovery() {
             task.set_caught(Caught::Fault(syndrome));
             redirect_to_recovery(frame, point);

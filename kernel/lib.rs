@@ -39,6 +39,7 @@ pub mod barrier;
 pub mod boot_args;
 mod console;
 pub mod cpu;
+mod cpufeature;
 mod drivers;
 pub mod dtb;
 pub mod exception;
@@ -65,6 +66,10 @@ pub mod trace;
 /// it must be public; it is no API of its own.
 #[doc(hidden)]
 pub use console::_print;
+
+/// Lock waits that could not end, reported (`sync::SpinWait`): tests
+/// count them.
+pub use sync::{LOCK_WAIT_REPORT_S, lock_wait_reports};
 
 /// The planted bugs (`planted.rs`): the fuzzer's `--break BUG` and the
 /// checker's tests plant one to prove it is caught.

@@ -1,13 +1,16 @@
 //! The panic handler. Inside [`crate::exception::catch`] a panic is
-//! recovered (that is how a failing test assertion fails only its test);
-//! anywhere else it is reported with its location and QEMU exits non-zero.
+//! recovered (that is how a failing test assertion fails only its test, and
+//! a panicking task or `run_on` job only itself: what it held is let go by
+//! `exception::release_abandoned`); anywhere else, and under
+//! `pgtable::Exclusive` (which cannot be given back safely), it is reported
+//! with its location and QEMU exits non-zero.
 
 use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use crate::arch::exception::__recovery_resume;
 use crate::console::emergency;
-use crate::exception::{Caught, PanicMessage};
+use crate::exception::{Caught, PanicMessage, unrecoverable};
 use crate::semihosting::{ExitCode, exit};
 use crate::{irq, task};
 
@@ -16,7 +19,8 @@ static PANICKING: AtomicBool = AtomicBool::new(false);
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     let location = info.location().map(|l| (l.file(), l.line(), l.column())).unwrap_or(("<unknown>", 0, 0));
-    let recovery = if irq::in_interrupt() { None } else { task::current().take_recovery() };
+    let unrecoverable = unrecoverable();
+    let recovery = if irq::in_interrupt() || unrecoverable.is_some() { None } else { task::current().take_recovery() };
     if let Some(point) = recovery {
         let message =
             PanicMessage::new(format_args!("{}:{}:{}:\n{}", location.0, location.1, location.2, info.message()));
@@ -35,5 +39,8 @@ fn panic(info: &PanicInfo) -> ! {
         location.2,
         info.message()
     ));
+    if let Some(why) = unrecoverable {
+        emergency(format_args!("({why})\n"));
+    }
     exit(ExitCode::Panic)
 }

@@ -15,10 +15,10 @@ use alloc::collections::VecDeque;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use crate::arch::{barrier, context, cpu};
-use crate::exception::{self, Caught, PanicMessage};
+use crate::exception::{self, Caught};
 use crate::mm::pgtable::MapError;
+use crate::mm::pgtable_check;
 use crate::mm::stack::KernelStack;
-use crate::mm::{lazy_mmu, pgtable_check};
 use crate::percpu::this_cpu;
 use crate::sync::IrqSpinLock;
 use crate::task::{self, Affinity, Task, TaskState};
@@ -211,16 +211,10 @@ extern "C" fn task_entry(task: u64) -> ! {
     // SAFETY: spawn passed the task's own address; it lives until Dead.
     let task = unsafe { &*(task as *const Task) };
     let entry = task.take_entry().expect("a new task has its entry");
-    let mut outcome = exception::catch(entry);
-    // Sections a fault or panic abandoned are closed; returning with one
-    // open is the task's own bug, and is reported as its failure.
-    let (enabled, paused) = lazy_mmu::recover_abandoned();
-    if outcome.is_ok() && (enabled, paused) != (0, 0) {
-        outcome = Err(Caught::Panic(PanicMessage::new(format_args!(
-            "task {} exited with lazy MMU mode open (enable count {enabled}, pause count {paused})",
-            task.name
-        ))));
-    }
+    // What a fault or panic abandoned is let go of (sections closed, what
+    // they owed paid, walk guards released) and reported; returning with a
+    // section open is the task's own bug, and is reported as its failure.
+    let outcome = exception::end_of_work(exception::catch(entry));
     pgtable_check::task_exited();
     task.set_outcome(outcome);
     cpu::irq_save();

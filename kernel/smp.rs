@@ -29,6 +29,8 @@ type Job = Box<dyn FnOnce() + Send>;
 struct Slot {
     stack: Once<KernelStack>,
     online: AtomicBool,
+    /// It came up without a feature the kernel uses, and was parked.
+    parked: AtomicBool,
     job: Mutex<Option<Job>>,
     /// Jobs finished, and how the last one ended.
     done: AtomicU64,
@@ -39,6 +41,7 @@ static SLOTS: [Slot; MAX_CPUS] = [const {
     Slot {
         stack: Once::new(),
         online: AtomicBool::new(false),
+        parked: AtomicBool::new(false),
         job: Mutex::new(None),
         done: AtomicU64::new(0),
         last: Mutex::new(None),
@@ -55,6 +58,8 @@ pub enum SmpError {
     Psci(psci::PsciError),
     /// PSCI said yes, but the CPU never reported in.
     Silent,
+    /// It lacks a feature the kernel uses (`cpu::cpu_up` said which).
+    Parked,
 }
 
 impl core::fmt::Display for SmpError {
@@ -64,6 +69,7 @@ impl core::fmt::Display for SmpError {
             SmpError::NoStack => write!(f, "no kernel stack could be mapped for the CPU"),
             SmpError::Psci(e) => write!(f, "PSCI CPU_ON failed: {e}"),
             SmpError::Silent => write!(f, "PSCI started the CPU, but it never reported in"),
+            SmpError::Parked => write!(f, "it lacks a CPU feature the kernel uses, and is parked"),
         }
     }
 }
@@ -89,6 +95,9 @@ pub(crate) fn bring_up_secondaries() -> usize {
             println!("smp: cpu {n} (MPIDR {:#x}) did not come up: {e:?}", machine.cpu_ids[n]);
         }
     }
+    // What every online CPU has is what the kernel uses from now on.
+    crate::cpu::finalize_features();
+    cpu::send_event();
     online_cpus()
 }
 
@@ -100,6 +109,9 @@ fn start(n: usize, mpidr: u64, conduit: Option<psci::Conduit>, entry: u64) -> Re
     // It reports in within microseconds; give it a generous second.
     let deadline = cpu::counter() + cpu::counter_frequency();
     while !SLOTS[n].online.load(SeqCst) {
+        if SLOTS[n].parked.load(SeqCst) {
+            return Err(SmpError::Parked);
+        }
         if cpu::counter() > deadline {
             return Err(SmpError::Silent);
         }
@@ -120,17 +132,34 @@ extern "C" fn __secondary_stack_top(n: usize) -> u64 {
 extern "C" fn __secondary_init(n: usize) -> ! {
     arch_exception::install_vectors();
     percpu::init_this_cpu(n);
+    // Its ID registers, read as it comes up (before it takes interrupts).
+    if let crate::cpu::Joined::Parked(_) = crate::cpu::cpu_up(n) {
+        // It lacks a feature the kernel uses: it must run none of its code.
+        SLOTS[n].parked.store(true, SeqCst);
+        cpu::send_event();
+        loop {
+            cpu::wait_for_event();
+        }
+    }
     crate::arch::mmu::disable_ttbr0_walks();
     irq::init_this_cpu(false);
     SLOTS[n].online.store(true, SeqCst);
     cpu::send_event();
+    // No work before the system's features are final: they may still lose
+    // one that this CPU has and a later one lacks.
+    while !crate::cpu::features_final() {
+        cpu::wait_for_event();
+    }
     // The boot task of this CPU is its idle task: it runs mailbox work,
     // lets tasks that may run here have the CPU, and otherwise sleeps.
     loop {
         let job = SLOTS[n].job.lock().take();
         match job {
             Some(job) => {
-                let outcome = exception::catch(job);
+                // What a fault or panic abandoned is let go of, as at a
+                // task's end: the next job starts with no section open and
+                // no walk guard held.
+                let outcome = exception::end_of_work(exception::catch(job));
                 *SLOTS[n].last.lock() = Some(outcome);
                 SLOTS[n].done.fetch_add(1, SeqCst);
             }

@@ -57,6 +57,9 @@ pub struct Task {
     pub affinity: Affinity,
     /// Walk guards (`pgtable::walking`) the task holds now.
     walks: Cell<u32>,
+    /// Does it hold `pgtable::Exclusive` now? A fault or panic then stops
+    /// the kernel instead of ending the task (see `panic.rs`).
+    exclusive: Cell<bool>,
     /// Interrupt handlers running on top of this task (0 or 1): kept with
     /// the task, as Linux keeps the preempt count, so that `in_interrupt`
     /// reads it without masking anything (a handler never switches away
@@ -104,6 +107,7 @@ impl Task {
             caught: Cell::new(None),
             affinity: Affinity::Cpu(cpu),
             walks: Cell::new(0),
+            exclusive: Cell::new(false),
             irq_depth: Cell::new(0),
         }
     }
@@ -214,10 +218,18 @@ impl Task {
     }
 
     /// The walk guards this task holds, forgotten: what a fault or panic
-    /// abandoned without letting go. For the harness: debug builds only.
-    #[cfg(debug_assertions)]
+    /// abandoned without letting go (`exception::release_abandoned`).
     pub(crate) fn take_walks(&self) -> u32 {
         self.walks.replace(0)
+    }
+
+    pub(crate) fn set_exclusive(&self, held: bool) {
+        self.exclusive.set(held);
+    }
+
+    /// Does this task hold `pgtable::Exclusive`?
+    pub fn holds_exclusive(&self) -> bool {
+        self.exclusive.get()
     }
 }
 

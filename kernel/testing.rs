@@ -157,13 +157,15 @@ fn reset_after_test(preemption: bool) -> Vec<String> {
     let mut left = Vec::new();
     crate::planted::plant(None);
     sched::set_preemption(preemption);
-    let (enabled, paused) = lazy_mmu::recover_abandoned();
-    if (enabled, paused) != (0, 0) {
-        left.push(format!("lazy MMU mode still open (enable count {enabled}, pause count {paused})"));
+    let abandoned = exception::release_abandoned();
+    if (abandoned.enabled, abandoned.paused) != (0, 0) {
+        left.push(format!(
+            "lazy MMU mode still open (enable count {}, pause count {})",
+            abandoned.enabled, abandoned.paused
+        ));
     }
-    let walks = pgtable::recover_abandoned_walks();
-    if walks > 0 {
-        left.push(format!("{walks} walk guard(s) held"));
+    if abandoned.walks > 0 {
+        left.push(format!("{} walk guard(s) held", abandoned.walks));
     }
     let backend = lazy_mmu::selected_backend();
     if backend != lazy_mmu::Backend::DEFAULT {

@@ -272,7 +272,7 @@ fn timer_handler_writes_an_entry() {
 
 fn interrupt_inside_a_section(backend: Backend) {
     let _b = use_backend(backend);
-    let scratch = Scratch::new(4);
+    let scratch = Scratch::new(5);
     *HANDLER_VA.lock() = scratch.va(3);
     *HANDLER_FRAME.lock() = scratch.frame();
     *IN_HANDLER.lock() = None;
@@ -301,10 +301,14 @@ fn interrupt_inside_a_section(backend: Backend) {
         mapped(scratch.frame()),
         "the handler's store is in memory now"
     );
+    // Back in the task, its stores are deferred again: the interrupt's
+    // return gave it back its store mode.
+    let next = cost(|| scratch.map(4));
+    assert_eq!(pairs(next), (0, 0), "{backend}: the task's store after the interrupt is deferred, as before it");
 
     let leave = cost(|| drop(section));
     assert_eq!(pairs(leave), (1, 1), "{backend}: the task's own leave still pays its deferred pair");
-    for i in 0..4 {
+    for i in 0..5 {
         assert_eq!(hw_translate(scratch.va(i), Access::Read), mapped(scratch.frame()));
     }
 }

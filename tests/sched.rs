@@ -85,10 +85,13 @@ fn a_task_that_never_yields_is_preempted_by_the_timer() {
     .unwrap();
     // The spinner gets the CPU here and only a timer interrupt takes it back.
     sched::yield_now();
-    assert!(SPINS.load(SeqCst) > 0, "the spinner ran");
-    assert!(irq::interrupt_count() > interrupts, "a timer interrupt ended its slice");
+    let (spins, interrupts_now) = (SPINS.load(SeqCst), irq::interrupt_count());
+    // Stopped before anything is asserted: a spinner left behind would
+    // take the CPU from the next tests.
     STOP.store(true, SeqCst);
     spinner.join().unwrap();
+    assert!(spins > 0, "the spinner ran");
+    assert!(interrupts_now > interrupts, "a timer interrupt ended its slice");
     assert!(sched::switch_count() - switches >= 3, "main -> spinner -> main -> spinner -> main");
 }
 
@@ -177,4 +180,60 @@ fn a_stack_made_inside_a_batched_section_is_published_before_it_is_handed_over()
     );
     drop(section);
     drop(stack);
+}
+
+#[test_case]
+fn a_task_that_panics_inside_a_walk_lets_its_guard_go_and_ends_with_a_report() {
+    use lazymmu::mm::pgtable;
+    let walker = sched::spawn("walker", || {
+        let _walk = pgtable::walking();
+        panic!("a panic inside a walk");
+    })
+    .unwrap();
+    match walker.join() {
+        Err(Caught::Panic(message)) => assert!(message.as_str().contains("a panic inside a walk"), "{message:?}"),
+        other => panic!("expected the task's panic, got {other:?}"),
+    }
+    // Its guard would keep every later exclusive() spinning forever.
+    assert!(pgtable::try_exclusive().is_some(), "no walk guard is left held by the dead task");
+}
+
+#[test_case]
+fn a_task_that_panics_in_the_middle_of_a_store_run_still_pays_the_pair() {
+    use lazymmu::barrier::cost;
+    use lazymmu::mm::addr::PAGE_SIZE;
+    use lazymmu::mm::apply::apply_to_existing_page_range_by_table;
+    use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
+    use lazymmu::mm::lazy_mmu::use_backend;
+    use lazymmu::mm::pgtable;
+    let scratch = lazymmu::Scratch::new(2);
+    let (va, page) = (scratch.va(0), Descriptor::leaf(Level::L3, scratch.frame(), Attributes::KERNEL_RW));
+    let _b = use_backend(Backend::Batched);
+    sched::set_preemption(false);
+    let writer = sched::spawn("writer", move || {
+        let _ = apply_to_existing_page_range_by_table(va, 2 * PAGE_SIZE, |ptes| {
+            // SAFETY: the test's own scratch pages, mapping its own frame;
+            // the panic comes before the second store.
+            unsafe {
+                pgtable::write_ptes(ptes, |slot| match slot.index() {
+                    0 => Some(page),
+                    _ => panic!("a panic in the store loop"),
+                })
+            };
+            Ok::<(), ()>(())
+        });
+    })
+    .unwrap();
+    // The writer runs, stores page 0 in its batched section, panics at
+    // page 1 and ends; its section is closed and pays the pair it owes.
+    // (With the checker on, the panic comes as the checker asks for the
+    // run's descriptors, before any store: the pair is owed all the same.)
+    let c = cost(|| {
+        while !writer.is_finished() {
+            sched::yield_now();
+        }
+    });
+    assert_eq!((c.dsb_ishst, c.isb), (1, 1), "{c:?}");
+    assert!(matches!(writer.join(), Err(Caught::Panic(_))));
+    drop(scratch);
 }

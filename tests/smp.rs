@@ -449,3 +449,52 @@ fn a_table_walk_keeps_its_tables_while_another_cpu_frees_them() {
     assert!(FREED.load(SeqCst));
     assert!(pgtable::lookup(va).level < Level::L3, "the area's level-3 table is gone now");
 }
+
+#[test_case]
+fn a_job_that_panics_in_a_section_and_a_walk_leaves_neither_behind() {
+    use lazymmu::mm::lazy_mmu::enable;
+    let outcome = smp::run_on(1, || {
+        core::mem::forget(enable());
+        core::mem::forget(pgtable::walking());
+        panic!("a panic in a section and a walk");
+    })
+    .expect("online and idle")
+    .wait();
+    match outcome {
+        Err(Caught::Panic(message)) => {
+            assert!(message.as_str().contains("a panic in a section and a walk"), "{message:?}")
+        }
+        other => panic!("expected the job's panic, got {other:?}"),
+    }
+    // The walk guard is let go: the tables' lock is free.
+    assert!(pgtable::try_exclusive().is_some(), "no walk guard is left held on cpu 1");
+    // The section is closed: cpu 1's boot task runs the next job outside one.
+    static SEEN: Mutex<Option<LazySnapshot>> = Mutex::new(None);
+    smp::run_on(1, || *SEEN.lock() = Some(lazy_state())).expect("online and idle").wait().unwrap();
+    assert_eq!(SEEN.lock().take(), Some(LazySnapshot::default()), "cpu 1's next job starts with no section open");
+}
+
+#[test_case]
+fn a_lock_wait_that_cannot_end_reports_where_it_waits() {
+    static HOLDING: AtomicBool = AtomicBool::new(false);
+    HOLDING.store(false, SeqCst);
+    let before = lazymmu::lock_wait_reports();
+    // Cpu 1 holds a walk guard until the wait for the tables' lock has
+    // reported itself (LOCK_WAIT_REPORT_S in): a holder that never lets go,
+    // as far as this CPU's exclusive() can tell.
+    let holder = smp::run_on(1, move || {
+        let walk = pgtable::walking();
+        HOLDING.store(true, SeqCst);
+        while lazymmu::lock_wait_reports() == before {
+            core::hint::spin_loop();
+        }
+        drop(walk);
+    })
+    .expect("online and idle");
+    while !HOLDING.load(SeqCst) {
+        core::hint::spin_loop();
+    }
+    drop(pgtable::exclusive());
+    holder.wait().unwrap();
+    assert_eq!(lazymmu::lock_wait_reports(), before + 1, "the wait reported itself once");
+}

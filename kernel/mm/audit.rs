@@ -41,6 +41,7 @@ impl Digest {
     }
 
     fn table(&mut self, table: PhysAddr, level: Level) {
+        pgtable::assert_walk_held();
         self.tables += 1;
         let entries = phys_to_virt(table).as_ptr::<u64>();
         for i in 0..512 {

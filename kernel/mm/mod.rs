@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cacheflush;
 pub mod debug_pagealloc;
 pub(crate) mod engine;
+pub mod fault;
 pub mod frame_alloc;
 pub mod heap;
 pub mod kernel_map;

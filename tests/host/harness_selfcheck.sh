@@ -68,6 +68,13 @@ check must_fail_poison 101 scripts/qemu-runner "$dir/must_fail_poison" -- \
     '^test the_next_test_starts_clean \.\.\. ok' \
     '^test and_so_does_the_one_after \.\.\. ok' \
     '^test result: FAILED\. 2 passed; 1 failed;'
+# A panic under Exclusive stops the kernel: the test is not recovered (it
+# would leave the tables' lock held, and the next walk would hang).
+check must_fail_exclusive 3 scripts/qemu-runner "$dir/must_fail_exclusive" -- \
+    '^test panics_holding_exclusive \.\.\. $' \
+    'kernel panic at tests/must_fail/exclusive\.rs:[0-9]+:[0-9]+' \
+    'a deliberate panic under Exclusive' \
+    'while holding pgtable::Exclusive: tables may be half unlinked'
 check must_fail_slow 101 scripts/qemu-runner "$dir/must_fail_slow" test_time_limit=2 -- \
     '^test passes \.\.\. ok' \
     '^test never_finishes \.\.\. TIMED OUT' \

@@ -177,7 +177,8 @@ pub trait LazyMmuBackend: Sync {
 /// it wrote (stored or queued).
 ///
 /// - `Pending` (`batched` in a section): the whole run is one plain loop
-///   of stores, and the pair is owed once if any entry was valid.
+///   of stores, and the pair is owed once if any entry was valid (owed
+///   while the loop runs, in case `new` panics).
 /// - `Now`, `EagerInSection`: each entry is stored and, if valid, followed
 ///   by its pair at once.
 /// - `Queue` (`deferred-writes` in a section): each entry is queued.
@@ -198,11 +199,14 @@ pub unsafe fn write_run(state: &ArchLazyState, run: Run, new: impl Fn(usize) -> 
             // (`move`: the observers are shown copies, so that `run` and
             // `new` stay in registers for the store loop.)
             observe::tell(move |o| o.writing(&run, mode, &new));
+            // The pair is owed before the loop can panic (in `new`) with
+            // valid entries stored: a section abandoned half way through
+            // the run still pays it when it is closed. Once the loop is
+            // done, it is owed only if an entry was valid (or was before).
+            let owed = state.pending.replace(true);
             // SAFETY: as our caller guarantees.
             let (written, valid) = unsafe { store_entries(&run, new) };
-            if valid {
-                state.pending.set(true);
-            }
+            state.pending.set(owed | valid);
             written
         }
         // SAFETY: as our caller guarantees.

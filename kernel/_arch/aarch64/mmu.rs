@@ -28,6 +28,23 @@ pub fn at_s1e1(va: u64, write: bool) -> u64 {
     PAR_EL1.get()
 }
 
+/// [`at_s1e1`] for the fault path (`mm::fault`), not counted among the
+/// barriers: a test that counts a section's barriers around a fault it
+/// expects counts the section's, not the fault handler's re-check. The
+/// fault path counts its checks itself. PAR_EL1 is read before an
+/// interrupt could overwrite it: the caller has interrupts masked.
+pub fn at_s1e1_in_fault(va: u64, write: bool) -> u64 {
+    // SAFETY: AT only writes PAR_EL1; the ISB orders it before the read.
+    unsafe {
+        if write {
+            asm!("at s1e1w, {}", "isb", in(reg) va, options(nostack, preserves_flags));
+        } else {
+            asm!("at s1e1r, {}", "isb", in(reg) va, options(nostack, preserves_flags));
+        }
+    }
+    PAR_EL1.get()
+}
+
 core::arch::global_asm!(
     // Replaces TTBR1 while running from the identity map (TTBR0), so no
     // instruction fetch or stack access goes through TTBR1 meanwhile: first

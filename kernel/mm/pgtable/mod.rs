@@ -41,10 +41,9 @@ pub(in crate::mm) use tables::order_before_link;
 pub use tables::{alloc_table, alloc_tables, free_unlinked_tables};
 pub use visit::{Visitor, visit};
 pub(crate) use walking::KernelTables;
-#[cfg(debug_assertions)]
 pub(crate) use walking::recover_abandoned_walks;
-pub use walking::{Exclusive, Found, Walking, exclusive, lookup, walking};
-pub(crate) use walking::{exclusive_held, linear_map_entry, try_exclusive};
+pub use walking::{Exclusive, Found, Walking, exclusive, lookup, try_exclusive, walking};
+pub(crate) use walking::{assert_walk_held, exclusive_held, linear_map_entry};
 pub(in crate::mm) use walking::{lookup_from, walking_from};
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};

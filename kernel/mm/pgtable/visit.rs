@@ -23,6 +23,7 @@ pub fn visit(visitor: &mut dyn Visitor) {
 }
 
 fn visit_table(table: PhysAddr, level: Level, base: u64, visitor: &mut dyn Visitor) {
+    assert_walk_held();
     for index in 0..512u64 {
         let va = VirtAddr::new(base | (index << level.shift()));
         // SAFETY: a table reached from the root under the visit's walk guard.

@@ -2,6 +2,7 @@
 //! CPUs link, walk and take away tables at once.
 
 use core::marker::PhantomData;
+use core::panic::Location;
 use core::ptr::read_volatile;
 
 use super::*;
@@ -13,7 +14,7 @@ use crate::mm::layout::in_linear_map;
 use crate::mm::walk::{self, Slot, TableMemory};
 use crate::mm::{lazy_mmu, pgtable_check, phys_to_virt};
 use crate::planted::{Bug, planted};
-use crate::sync::IrqSpinLock;
+use crate::sync::{IrqSpinLock, SpinWait};
 
 /// What the walk for an address finds: the deepest entry reached (a leaf,
 /// an invalid entry, or the level-3 entry), as a value: its level, the
@@ -69,16 +70,45 @@ pub struct Walking {
 }
 
 /// Declares a walk-then-write operation in progress on the kernel's tables.
+#[track_caller]
 pub fn walking() -> Walking {
     walking_from(kernel_root())
 }
 
 /// [`walking`], on the tables under `root` (boot builds the kernel's own
 /// before it installs them).
+#[track_caller]
 pub(in crate::mm) fn walking_from(root: PhysAddr) -> Walking {
-    let guard = TABLES.read();
+    let guard = match TABLES.try_read() {
+        Some(guard) => guard,
+        None => wait_to_walk(Location::caller()),
+    };
     crate::task::current().count_walk(true);
     Walking { _guard: guard, root, _task_bound: PhantomData }
+}
+
+/// Panics unless the current task holds a walk guard or [`Exclusive`]:
+/// called by code that reads the tables through raw pointers (the audit,
+/// [`visit`]), so that a reader that forgot its guard fails in every test
+/// that runs it, not only in the rare race with a reclaim that frees a
+/// table under it.
+#[track_caller]
+pub(crate) fn assert_walk_held() {
+    let task = crate::task::current();
+    assert!(task.walks() > 0 || task.holds_exclusive(), "the kernel's tables read without a walk guard");
+}
+
+/// [`walking_from`]'s wait while `exclusive()` is held: a holder that
+/// never lets go is reported with where this walk waits.
+#[cold]
+fn wait_to_walk(at: &'static Location<'static>) -> spin::RwLockReadGuard<'static, ()> {
+    let mut wait = SpinWait::at("TABLES for a walk (exclusive() holds it)", at);
+    loop {
+        if let Some(guard) = TABLES.try_read() {
+            return guard;
+        }
+        wait.spin(|| (TABLES.reader_count() + TABLES.writer_count()) as u64);
+    }
 }
 
 impl Walking {
@@ -318,11 +348,9 @@ pub fn linear_map_entry(va: VirtAddr) -> Option<EntryRef<'static>> {
 
 /// Lets go of the walk guards the current task held when its code was
 /// abandoned by a fault or panic (recovery skips their drops), so the
-/// next reclaim does not wait for them forever. Returns how many. For the
-/// test harness, after `exception::catch` abandoned a test's code: a live
-/// guard let go this way would let its tables be freed under it. Debug
-/// builds only, as the harness.
-#[cfg(debug_assertions)]
+/// next reclaim does not wait for them forever. Returns how many. Only
+/// for code that `exception::catch` abandoned (`exception::release_abandoned`):
+/// a live guard let go this way would let its tables be freed under it.
 pub(crate) fn recover_abandoned_walks() -> u32 {
     let n = crate::task::current().take_walks();
     for _ in 0..n {
@@ -359,21 +387,32 @@ pub struct Exclusive {
 
 impl Drop for Exclusive {
     fn drop(&mut self) {
+        crate::task::current().set_exclusive(false);
         self.guard = None;
         crate::arch::cpu::irq_restore(self.daif);
     }
 }
 
 /// Waits until no walk is in progress. Must not be called during one of
-/// the caller's own (see [`walking`]).
+/// the caller's own (see [`walking`]). A wait that cannot end (a walk
+/// guard never let go) reports itself with where it waits
+/// (`sync::SpinWait`).
+///
+/// A fault or panic while it is held stops the kernel (see `panic.rs`):
+/// tables may be half unlinked, and no walk could ever start again.
+#[track_caller]
 pub fn exclusive() -> Exclusive {
     // It would wait for itself forever: say so instead.
     assert_eq!(crate::task::current().walks(), 0, "exclusive() inside one of this task's own walks");
+    if let Some(exclusive) = try_exclusive() {
+        return exclusive;
+    }
+    let mut wait = SpinWait::new("TABLES for exclusive() (walk guards hold it)");
     loop {
         if let Some(exclusive) = try_exclusive() {
             return exclusive;
         }
-        core::hint::spin_loop();
+        wait.spin(|| (TABLES.reader_count() + TABLES.writer_count()) as u64);
     }
 }
 
@@ -386,7 +425,10 @@ pub fn exclusive_held() -> bool {
 pub fn try_exclusive() -> Option<Exclusive> {
     let daif = crate::arch::cpu::irq_save();
     match TABLES.try_write() {
-        Some(guard) => Some(Exclusive { guard: Some(guard), daif, _cpu_bound: PhantomData }),
+        Some(guard) => {
+            crate::task::current().set_exclusive(true);
+            Some(Exclusive { guard: Some(guard), daif, _cpu_bound: PhantomData })
+        }
         None => {
             crate::arch::cpu::irq_restore(daif);
             None

@@ -265,16 +265,20 @@ impl Observer for Hooks {
     /// ones from `new`.
     fn storing(&self, run: &Run, new: &dyn Fn(usize) -> Option<Descriptor>, store: &mut dyn FnMut()) {
         let mut stored = false;
+        // `new` is the caller's code: it is asked before the checker's lock
+        // is taken, so that a panic in it (which abandons the code, and
+        // any lock it holds) leaves the checker free. Nothing is stored then.
+        let descs: Vec<(usize, u64)> = (0..run.len).filter_map(|i| new(i).map(|d| (i, d.0))).collect();
         check(cpu::frame_pointer(), |c| {
-            let changes: Vec<(u64, u64, u64)> = (0..run.len)
-                .filter_map(|i| {
-                    let desc = new(i)?;
+            let changes: Vec<(u64, u64, u64)> = descs
+                .iter()
+                .map(|&(i, desc)| {
                     let slot = run.first.wrapping_add(i);
                     // SAFETY: an entry of the live page table the store path
                     // is about to write (its caller's contract); reading it
                     // is harmless.
                     let old = unsafe { core::ptr::read_volatile(slot) };
-                    Some((slot as u64, old, desc.0))
+                    (slot as u64, old, desc)
                 })
                 .collect();
             store();

@@ -40,6 +40,10 @@ pub mod layout;
 #[path = "../../../../kernel/_arch/aarch64/cache_type.rs"]
 pub mod cache_type;
 
+/// System-wide CPU features: the meet of every CPU's, and who is parked.
+#[path = "../../../../kernel/cpufeature.rs"]
+pub mod cpufeature;
+
 #[path = "../../../../kernel/fixed_text.rs"]
 pub mod fixed_text;
 
