@@ -201,6 +201,8 @@ fn mismatched_alias_ram_mapped_as_device_is_reported() {
     );
     assert_eq!(v.what.as_str(), want);
     vunmap(va).unwrap();
+    // The unmapped area waits for a purge: none may still reach the frame.
+    lazymmu::mm::vmalloc::vm_unmap_aliases();
     frame_alloc::free_frame(frame).unwrap();
 }
 
@@ -226,6 +228,7 @@ fn ram_is_refused_as_device_or_non_cacheable_memory_and_nothing_changes() {
     let va = unsafe { vmap_contiguous(frames, 2 * PAGE_SIZE, Attributes::KERNEL_RW) }.unwrap();
     vunmap(va).unwrap();
     free_vm_area(area).unwrap();
+    lazymmu::mm::vmalloc::vm_unmap_aliases();
     frame_alloc::free_frames(frames, 2).unwrap();
 }
 
