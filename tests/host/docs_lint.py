@@ -97,7 +97,7 @@ OUTPUT_VARY = [
     # the image's size: where its text, rodata and data end, in the image
     # and in the linear map, and the sizes of those runs
     (re.compile(r"ptdump"), re.compile(r"\b0xffff0000002[0-9a-f]{5}|\b0xffff0000003[0-9a-f]{5}\b"), "<image alias>"),
-    (re.compile(r"ptdump"), re.compile(r"^(.*<image .*?) +\d+K\b"), r"\1 <size>"),
+    (re.compile(r"ptdump"), re.compile(r"^(.*<image .*?) +\d+[KM]\b"), r"\1 <size>"),
     # the software-vs-hardware walk samples pages of the image too
     (re.compile(r"--test page_tables"), re.compile(r"\(\d+ addresses checked\)"), "(<n> addresses checked)"),
 ]

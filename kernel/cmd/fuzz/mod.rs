@@ -649,6 +649,9 @@ impl Fuzzer {
     /// Another task maps, checks and frees a buffer while this one is
     /// switched out (maybe inside its sections).
     fn switch(&mut self) -> Result<(), String> {
+        // Where the other task's buffer was: its vfree leaves the range to
+        // the lazy purge, and a stale TLB entry may still reach it.
+        static OTHER: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
         let pages = 1 + self.rng.below(8);
         let tag = self.tag();
         let task = sched::spawn("fuzz/other", move || {
@@ -662,9 +665,13 @@ impl Fuzzer {
                 assert_eq!(probe::read(va.add(i * PAGE_SIZE)), Ok(tag + i));
             }
             vmalloc::vfree(va).expect("vfree in the other task");
+            OTHER.store(va.as_u64(), core::sync::atomic::Ordering::Relaxed);
         })
         .map_err(err("spawn"))?;
-        task.join().map_err(err("the other task"))
+        task.join().map_err(err("the other task"))?;
+        let va = VirtAddr::new(OTHER.load(core::sync::atomic::Ordering::Relaxed));
+        self.awaiting_purge.push((va, pages));
+        Ok(())
     }
 
     // ---- checks ------------------------------------------------------------
