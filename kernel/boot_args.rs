@@ -52,7 +52,7 @@ pub fn args() -> impl Iterator<Item = &'static str> {
 
 unsafe extern "C" {
     /// linker.ld's bounds of the `.builtin_cmdline` section: empty unless
-    /// the image used [`builtin_cmdline!`].
+    /// the image used [`builtin_cmdline!`](crate::builtin_cmdline).
     static __builtin_cmdline_start: u8;
     static __builtin_cmdline_end: u8;
 }

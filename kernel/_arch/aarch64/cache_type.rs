@@ -21,13 +21,13 @@ use core::ops::Range;
 pub struct CacheType(pub u64);
 
 impl CacheType {
-    /// Bytes in the smallest data cache line (DminLine, bits [19:16]: log2
+    /// Bytes in the smallest data cache line (DminLine, bits \[19:16\]: log2
     /// of the number of 4-byte words).
     pub fn d_line(self) -> u64 {
         4 << ((self.0 >> 16) & 0xf)
     }
 
-    /// Bytes in the smallest instruction cache line (IminLine, bits [3:0]).
+    /// Bytes in the smallest instruction cache line (IminLine, bits \[3:0\]).
     pub fn i_line(self) -> u64 {
         4 << (self.0 & 0xf)
     }

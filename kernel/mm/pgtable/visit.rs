@@ -4,7 +4,7 @@ use super::*;
 use crate::mm::addr::{PhysAddr, VirtAddr};
 use crate::mm::descriptor::{Attributes, Entry, Level};
 
-/// What [`visit`] reports, in address order.
+/// What [`visit`](fn@visit) reports, in address order.
 pub trait Visitor {
     /// A table page at `level` whose entries start at `va`.
     fn table(&mut self, va: VirtAddr, level: Level);
@@ -13,7 +13,7 @@ pub trait Visitor {
 }
 
 /// Visits every table page and valid leaf of the kernel half. The visit
-/// is a walk ([`walking`]): no table is taken away under it (Linux's
+/// is a walk ([`walking`](fn@super::walking)): no table is taken away under it (Linux's
 /// ptdump holds the memory-hotplug lock for the same reason).
 pub fn visit(visitor: &mut dyn Visitor) {
     let walk = walking();

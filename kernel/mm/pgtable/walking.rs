@@ -75,7 +75,7 @@ pub fn walking() -> Walking {
     walking_from(kernel_root())
 }
 
-/// [`walking`], on the tables under `root` (boot builds the kernel's own
+/// [`walking`](fn@walking), on the tables under `root` (boot builds the kernel's own
 /// before it installs them).
 #[track_caller]
 pub(in crate::mm) fn walking_from(root: PhysAddr) -> Walking {
@@ -89,7 +89,7 @@ pub(in crate::mm) fn walking_from(root: PhysAddr) -> Walking {
 
 /// Panics unless the current task holds a walk guard or [`Exclusive`]:
 /// called by code that reads the tables through raw pointers (the audit,
-/// [`visit`]), so that a reader that forgot its guard fails in every test
+/// [`visit`](fn@super::visit)), so that a reader that forgot its guard fails in every test
 /// that runs it, not only in the rare race with a reclaim that frees a
 /// table under it.
 #[track_caller]
@@ -394,7 +394,7 @@ impl Drop for Exclusive {
 }
 
 /// Waits until no walk is in progress. Must not be called during one of
-/// the caller's own (see [`walking`]). A wait that cannot end (a walk
+/// the caller's own (see [`walking`](fn@walking)). A wait that cannot end (a walk
 /// guard never let go) reports itself with where it waits
 /// (`sync::SpinWait`).
 ///
