@@ -976,7 +976,9 @@ fn a_lazily_freed_address_mapped_again_before_the_purge_breaks_break_before_make
     for page in [Page::Rw(3), Page::Rw(2)] {
         let (rules, said) = after_a_lazy_free(0, &[Store { cpu: 0, table: 0, index: 3, page }]);
         assert_eq!(rules, [vec![Rule::BreakBeforeMake]], "{page:?}");
-        assert!(said[0].starts_with("an address freed lazily (vfree, vunmap) was mapped again before a purge flushed it"));
+        assert!(
+            said[0].starts_with("an address freed lazily (vfree, vunmap) was mapped again before a purge flushed it")
+        );
     }
     let again = Store { cpu: 0, table: 0, index: 3, page: Page::Rw(3) };
     let (rules, _) = after_a_lazy_free(0, &[&purge(0)[..], &[again]].concat());
@@ -1079,7 +1081,8 @@ fn a_permission_upgrade_needs_a_tlbi_and_dsb_ish_before_the_operation_returns() 
     let end = OperationEnded { cpu: 0, in_section: false };
     let tlbi = Tlbi { cpu: 0, slot: 0, index: 3, pages: 1, walks: false };
     assert_eq!(found_all(&[&map[..], &[upgrade], &publish, &[end]].concat()), [Rule::Invalidate]);
-    let flushed = [upgrade, barrier(0, Barrier::DsbIshst), tlbi, barrier(0, Barrier::DsbIsh), barrier(0, Barrier::Isb), end];
+    let flushed =
+        [upgrade, barrier(0, Barrier::DsbIshst), tlbi, barrier(0, Barrier::DsbIsh), barrier(0, Barrier::Isb), end];
     assert_eq!(found_all(&[&map[..], &flushed].concat()), []);
     // What the report says.
     let memory = World::memory();
