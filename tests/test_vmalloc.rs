@@ -15,6 +15,10 @@
 #[path = "../kernel/cmd/test_vmalloc.rs"]
 mod test_vmalloc;
 
+#[allow(dead_code, reason = "the fuzzer's draws")]
+#[path = "../kernel/cmd/rng.rs"]
+mod rng;
+
 use lazymmu::mm::addr::PAGE_SIZE;
 use lazymmu::mm::vmalloc::{self, VmallocError};
 use test_vmalloc::{Failure, Params, Summary, TESTS, run_one};

@@ -30,6 +30,7 @@ mod bench;
 mod demo;
 mod fuzz;
 mod kasan_shadow;
+mod rng;
 mod test_vmalloc;
 
 /// The demos, for a message.

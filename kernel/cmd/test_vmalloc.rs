@@ -34,6 +34,8 @@ use lazymmu::mm::descriptor::Attributes;
 use lazymmu::mm::vmalloc::{self, VmallocError};
 use lazymmu::mm::{frame_alloc, phys_to_virt};
 
+use crate::rng::Rng;
+
 /// The parameters, with Linux's names and defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Params {
@@ -153,27 +155,6 @@ pub fn left_out(name: &str) -> &'static str {
     match name {
         "pcpu_alloc_test" => "no per-CPU allocator in this kernel",
         _ => "no RCU in this kernel",
-    }
-}
-
-/// xorshift64*: the same sizes on every run.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in [lo, hi] (Linux's `get_random_u32_inclusive`).
-    fn inclusive(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
     }
 }
 

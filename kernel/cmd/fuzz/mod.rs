@@ -46,6 +46,8 @@ use lazymmu::mm::{audit, frame_alloc, lazy_mmu, pageattr, pgtable_check, phys_to
 use lazymmu::{Bug, plant};
 use lazymmu::{sched, timer};
 
+use crate::rng::Rng;
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -72,30 +74,6 @@ pub struct Divergence {
 /// What a clean run did, per backend: (backend, steps, page checks).
 pub struct Report {
     pub runs: Vec<(Backend, u64, u64)>,
-}
-
-/// xorshift64*: small, fast, and the same sequence for the same seed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
 }
 
 type Step = Result<Vec<(VirtAddr, u64)>, String>;
@@ -651,7 +629,7 @@ impl Fuzzer {
     fn switch(&mut self) -> Result<(), String> {
         // Where the other task's buffer was: its vfree leaves the range to
         // the lazy purge, and a stale TLB entry may still reach it.
-        static OTHER: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+        static OTHER: AtomicU64 = AtomicU64::new(0);
         let pages = 1 + self.rng.below(8);
         let tag = self.tag();
         let task = sched::spawn("fuzz/other", move || {
@@ -665,11 +643,11 @@ impl Fuzzer {
                 assert_eq!(probe::read(va.add(i * PAGE_SIZE)), Ok(tag + i));
             }
             vmalloc::vfree(va).expect("vfree in the other task");
-            OTHER.store(va.as_u64(), core::sync::atomic::Ordering::Relaxed);
+            OTHER.store(va.as_u64(), SeqCst);
         })
         .map_err(err("spawn"))?;
         task.join().map_err(err("the other task"))?;
-        let va = VirtAddr::new(OTHER.load(core::sync::atomic::Ordering::Relaxed));
+        let va = VirtAddr::new(OTHER.load(SeqCst));
         self.awaiting_purge.push((va, pages));
         Ok(())
     }
