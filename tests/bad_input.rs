@@ -210,21 +210,6 @@ fn vmap_family() {
     );
     vunmap_range(area, area.add(4 * PAGE_SIZE)).unwrap();
     free_vm_area(area).unwrap();
-
-    // A block is unmapped whole or not at all.
-    let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
-    let area = get_vm_area(BLOCK_2M, BLOCK_2M).unwrap();
-    // SAFETY: the test's own frames, in its own area.
-    unsafe { vmap_range(area, area.add(BLOCK_2M), run, Attributes::KERNEL_RW) }.unwrap();
-    let inside = area.add(PAGE_SIZE);
-    case(
-        "vunmap_range(part of a block)",
-        || vunmap_range(inside, inside.add(PAGE_SIZE)),
-        VmallocError::SplitsBlock { va: area, level: Level::L2 },
-    );
-    vunmap_range(area, area.add(BLOCK_2M)).unwrap();
-    free_vm_area(area).unwrap();
-    frame_alloc::free_frames(run, 512).unwrap();
 }
 
 #[test_case]

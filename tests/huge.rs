@@ -280,24 +280,87 @@ fn vmap_range_mixes_a_block_a_run_and_a_page_as_alignment_allows() {
     );
     let frames = check_mapped(va, size);
     assert!(frames.iter().enumerate().all(|(i, &f)| f == pa.add(i as u64 * PAGE_SIZE)));
-    // Unmapping part of the run is refused, nothing changed; all of it is not.
-    let run = va.add(BLOCK_2M);
-    assert_eq!(
-        vmalloc::vunmap_range(run.add(PAGE_SIZE), run.add(2 * PAGE_SIZE)),
-        Err(VmallocError::Map(MapError::SplitsContiguousRun(run)))
-    );
-    assert_eq!(
-        vmalloc::vunmap_range(run.add(PAGE_SIZE), va.add(size)),
-        Err(VmallocError::Map(MapError::SplitsContiguousRun(run)))
-    );
-    assert_eq!(
-        vmalloc::vunmap_range(va, run.add(PAGE_SIZE)),
-        Err(VmallocError::Map(MapError::SplitsContiguousRun(run)))
-    );
-    assert_eq!(shape(va, size)[1], (Level::L3, true, CONT_PTE_SIZE));
-    vmalloc::vunmap_range(run, run.add(CONT_PTE_SIZE)).unwrap();
-    check_unmapped(run, CONT_PTE_SIZE);
     vmalloc::vunmap_range(va, va.add(size)).unwrap();
+    check_unmapped(va, size);
+    vmalloc::free_vm_area(va).unwrap();
+    frame_alloc::free_frames(pa, (size / PAGE_SIZE) as usize).unwrap();
+    assert_eq!(footprint(), before);
+}
+
+/// The TLBIs (by page, by range, all) of one flush of `pages` pages.
+fn one_flush(pages: u64) -> (u64, u64, u64) {
+    match tlb::strategy(pages) {
+        FlushStrategy::RangeTlbi => (pages % 2, (pages > 1) as u64, 0),
+        FlushStrategy::PerPage => (pages, 0, 0),
+        FlushStrategy::All => (0, 0, 1),
+    }
+}
+
+/// `vunmap_range(from, to)` under `backend`: the warnings it printed,
+/// the entries it wrote, what it cost.
+fn partial_vunmap(backend: Backend, from: VirtAddr, to: VirtAddr) -> (u64, u64, BarrierCounts) {
+    let _s = Setting::new(backend);
+    let warnings = vmalloc::vunmap_warnings();
+    let (written, c) = counted(|| vmalloc::vunmap_range(from, to).unwrap());
+    (vmalloc::vunmap_warnings() - warnings, written, c)
+}
+
+#[test_case]
+fn vunmap_range_of_part_of_a_run_or_a_block_warns_and_unmaps_all_of_it_as_linux_does() {
+    let before = footprint();
+    // A block, a run, a page: the run's two neighbours show what stays.
+    let size = BLOCK_2M + CONT_PTE_SIZE + PAGE_SIZE;
+    let pa = frame_alloc::alloc_contiguous((size / PAGE_SIZE) as usize, BLOCK_2M).unwrap();
+    let va = vmalloc::get_vm_area(size, BLOCK_2M).unwrap();
+    let run = va.add(BLOCK_2M);
+    let tail = run.add(CONT_PTE_SIZE);
+    // SAFETY: the test's own frames, in the test's own area.
+    let map = |from: VirtAddr, to: VirtAddr| {
+        unsafe { vmalloc::vmap_range(from, to, pa.add(from.offset_from(va)), Attributes::KERNEL_RW) }.unwrap()
+    };
+    map(va, va.add(size));
+    for backend in Backend::ALL {
+        // One page in the middle of the run: Linux warns twice (the start
+        // inside the run, then its end), clears the 16 entries; the flush
+        // covers the run (Linux's covers the page).
+        let (warned, written, c) = partial_vunmap(backend, run.add(PAGE_SIZE), run.add(2 * PAGE_SIZE));
+        assert_eq!((warned, written), (2, 16), "{backend}");
+        assert_eq!((c.dsb_ishst, c.dsb_ish, c.isb), (1, 1, 1), "{backend}: one flush, no pair per entry: {c:?}");
+        assert_eq!((c.tlbi_page, c.tlbi_range, c.tlbi_all), one_flush(16), "{backend}: the whole run: {c:?}");
+        check_unmapped(run, CONT_PTE_SIZE);
+        assert_eq!(shape(va, BLOCK_2M), [(Level::L2, false, BLOCK_2M)], "{backend}: the block stays");
+        check_mapped(va, PAGE_SIZE);
+        check_mapped(tail, PAGE_SIZE);
+        map(run, tail);
+        assert_eq!(shape(run, CONT_PTE_SIZE), [(Level::L3, true, CONT_PTE_SIZE)], "{backend}");
+    }
+    // From the last page of the block to the run's first page: the block
+    // (one warning) and the run (one: the end inside it), 17 entries, one
+    // flush of all 528 pages.
+    let (warned, written, c) = partial_vunmap(Backend::Batched, VirtAddr::new(run.as_u64() - PAGE_SIZE), run.add(PAGE_SIZE));
+    assert_eq!((warned, written), (2, 1 + 16));
+    assert_eq!((c.dsb_ishst, c.dsb_ish, c.isb), (1, 1, 1), "{c:?}");
+    let pages = (BLOCK_2M + CONT_PTE_SIZE) / PAGE_SIZE;
+    let tlbi = match tlb::strategy(pages) {
+        // Two range operations: 512 pages and 16 (`__flush_tlb_range_op`).
+        FlushStrategy::RangeTlbi => (0, 2, 0),
+        _ => one_flush(pages),
+    };
+    assert_eq!((c.tlbi_page, c.tlbi_range, c.tlbi_all), tlbi, "{c:?}");
+    check_unmapped(va, BLOCK_2M + CONT_PTE_SIZE);
+    check_mapped(tail, PAGE_SIZE);
+    // One page inside the block: one warning (Linux's vunmap_pmd_range
+    // warns once per block), one entry, a flush of the block.
+    map(va, tail);
+    let (warned, written, c) = partial_vunmap(Backend::Batched, va.add(PAGE_SIZE), va.add(2 * PAGE_SIZE));
+    assert_eq!((warned, written), (1, 1));
+    assert_eq!((c.tlbi_page, c.tlbi_range, c.tlbi_all), one_flush(BLOCK_2M / PAGE_SIZE), "{c:?}");
+    check_unmapped(va, BLOCK_2M);
+    assert_eq!(shape(run, CONT_PTE_SIZE), [(Level::L3, true, CONT_PTE_SIZE)]);
+    // Whole leaves: no warning, nothing widened.
+    let (warned, written, c) = partial_vunmap(Backend::Batched, run, tail.add(PAGE_SIZE));
+    assert_eq!((warned, written), (0, 17));
+    assert_eq!((c.tlbi_page, c.tlbi_range, c.tlbi_all), one_flush(17), "{c:?}");
     check_unmapped(va, size);
     vmalloc::free_vm_area(va).unwrap();
     frame_alloc::free_frames(pa, (size / PAGE_SIZE) as usize).unwrap();

@@ -30,7 +30,7 @@
 //! The mappers with Linux's names (`apply_to_page_range`, `vmap_pages`,
 //! `vmap_range`, `vunmap_range`, `pgtable::map_range`, `unmap_range`,
 //! `clear_range`, `set_memory_*`) are thin callers of [`plan_map`] +
-//! [`map`], [`for_each_table`], [`check_clear`] + [`clear`],
+//! [`map`], [`for_each_table`], [`check_clear`] + [`clear`] ([`huge_leaf_at`]),
 //! [`split_block`] and [`unlink_empty_tables`].
 
 use alloc::vec::Vec;
@@ -1016,6 +1016,27 @@ pub fn check_clear(
         }
     }
     Ok(())
+}
+
+/// The leaf mapping `va` when it is bigger than a page: the block, or the
+/// contiguous run of 16 pages, as (its first address, its size). `None`
+/// for a page without the bit or nothing mapped. Changes nothing.
+///
+/// Linux's vunmap clears such a leaf whole when the range covers only
+/// part of it (and warns): `vunmap_pmd_range` and `vunmap_pud_range` clear
+/// the block (`pmd_clear_huge`, `WARN_ON(next - addr < PMD_SIZE)`,
+/// 61ef8ddaa35e), `vunmap_pte_range` the run (`huge_ptep_get_and_clear`
+/// of `CONT_PTE_SIZE`, 2fba13371fe8).
+pub fn huge_leaf_at(tables: &impl TableMemory, root: PhysAddr, va: VirtAddr) -> Option<(VirtAddr, u64)> {
+    let slot = walk::walk(tables, root, va);
+    let entry = tables.read(slot.table, slot.index());
+    match slot.level {
+        Level::L3 if entry.is_leaf(Level::L3) && entry.is_contiguous() => {
+            Some((va.align_down(CONT_PTE_SIZE), CONT_PTE_SIZE))
+        }
+        Level::L3 => None,
+        level => entry.is_leaf(level).then_some((slot.va, level.entry_size())),
+    }
 }
 
 /// What [`clear`] did.

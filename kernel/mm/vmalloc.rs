@@ -32,8 +32,9 @@ use alloc::alloc::AllocError;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use super::addr::{BLOCK_1G, BLOCK_2M, CONT_PTE_SIZE, PAGE_SIZE, PhysAddr, VirtAddr};
 use super::apply::{self, ApplyError};
 use super::area_alloc::{Free, FreeRanges, Node, Spares, Tree, Weight};
 use super::descriptor::{Attributes, Entry, Level, MemoryType};
@@ -43,6 +44,7 @@ use super::pgtable::{self, LeafSizes, MapError, Operand};
 use super::slab::{self, Kmalloc};
 use super::{frame_alloc, pgtable_check, phys_to_virt, tlb};
 use crate::planted::{Bug, planted};
+use crate::println;
 use crate::sync::IrqSpinLock;
 
 mod purge;
@@ -658,25 +660,81 @@ pub unsafe fn vmap_contiguous(pa: PhysAddr, size: u64, attrs: Attributes) -> Res
 }
 
 /// Unmaps [addr, end) of a `get_vm_area` area (Linux's
-/// `vunmap_range(addr, end)`): clears the valid leaves (pages or blocks) in
-/// one lazy section and flushes the TLB for the range once. The page-table
-/// pages stay, as in Linux (see [`reclaim_page_tables`]). A range that is
-/// empty, not page aligned, not inside one live `get_vm_area` area, or
-/// cutting a block mapping is refused, with nothing changed: safe code can
-/// unmap only what a `get_vm_area` caller maps itself, never vmalloc's, a
-/// stack or the linear map.
+/// `vunmap_range(addr, end)`): clears the valid leaves (pages, runs and
+/// blocks) in one lazy section and flushes the TLB for what it cleared
+/// once. The page-table pages stay, as in Linux (see
+/// [`reclaim_page_tables`]). A range that is empty, not page aligned, or
+/// not inside one live `get_vm_area` area is refused, with nothing
+/// changed: safe code can unmap only what a `get_vm_area` caller maps
+/// itself, never vmalloc's, a stack or the linear map.
+///
+/// A range that covers only part of a block or of a contiguous run is
+/// improper use, which Linux does not refuse: it warns and unmaps the
+/// whole block or run (61ef8ddaa35e, 2fba13371fe8). So does this, with a
+/// printed warning for each of Linux's `WARN_ON`s ([`vunmap_warnings`]
+/// counts them), and its flush covers the whole of what it cleared
+/// (Linux's covers [addr, end) only; the rest of a run may still be in a
+/// TLB then, which the rule `contiguous` reports).
 pub fn vunmap_range(addr: VirtAddr, end: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
     let size = range_size(addr, end)?;
     check_in_address_space(addr, size)?;
-    {
-        // A block is cleared whole or not at all: its flush would not
-        // cover the part outside the range.
-        let walk = pgtable::walking();
-        engine::check_clear(&pgtable::KernelTables::new(&walk), walk.root(), addr, size, false)?;
-    }
-    unmap_area_range(addr, size);
+    let (start, size) = whole_leaves(addr, size);
+    // A leaf the caller mapped lies inside its area; anything else was
+    // not the caller's to unmap.
+    check_in_address_space(start, size)?;
+    unmap_area_range(start, size);
     Ok(())
+}
+
+/// Linux's `WARN_ON`s for partial unmaps since boot (see [`vunmap_range`]).
+static VUNMAP_WARNINGS: AtomicU64 = AtomicU64::new(0);
+
+/// How many warnings [`vunmap_range`] printed since boot: one for each
+/// `WARN_ON` Linux's vunmap takes on the same range.
+pub fn vunmap_warnings() -> u64 {
+    VUNMAP_WARNINGS.load(Ordering::Relaxed)
+}
+
+/// [addr, addr + size) widened at either end to the whole block or run
+/// it cuts, as Linux's vunmap clears, with a warning where Linux warns:
+/// a block cut once per block (`vunmap_pmd_range`'s `WARN_ON`), a run
+/// once for a start inside it and once for an end inside it
+/// (`vunmap_pte_range`'s two).
+fn whole_leaves(addr: VirtAddr, size: u64) -> (VirtAddr, u64) {
+    let walk = pgtable::walking();
+    let tables = pgtable::KernelTables::new(&walk);
+    let last = addr.add(size - PAGE_SIZE);
+    let first_leaf = engine::huge_leaf_at(&tables, walk.root(), addr);
+    let last_leaf = engine::huge_leaf_at(&tables, walk.root(), last);
+    let mut start = addr;
+    let mut end = addr.add(size);
+    let warn = |leaf: (VirtAddr, u64), why: &str| {
+        VUNMAP_WARNINGS.fetch_add(1, Ordering::Relaxed);
+        let what = if leaf.1 == CONT_PTE_SIZE { "contiguous run" } else { "block" };
+        println!(
+            "lazymmu: WARNING: vunmap_range({addr}, {}) {why} the {what} at {} ({:#x} bytes): unmapping all of it, as Linux does",
+            addr.add(size),
+            leaf.0,
+            leaf.1
+        );
+    };
+    if let Some(leaf) = first_leaf
+        && leaf.0 != addr
+    {
+        warn(leaf, "starts inside");
+        start = leaf.0;
+    }
+    if let Some(leaf) = last_leaf
+        && leaf.0.add(leaf.1) != end
+    {
+        // One WARN_ON per block whatever its ends; a run has one per end.
+        if !(Some(leaf) == first_leaf && leaf.0 != addr && leaf.1 != CONT_PTE_SIZE) {
+            warn(leaf, "ends inside");
+        }
+        end = leaf.0.add(leaf.1);
+    }
+    (start, end.offset_from(start))
 }
 
 /// Checks that [va, va + size), a range [`range_size`] accepted, lies
