@@ -337,7 +337,8 @@ fn vunmap_range_of_part_of_a_run_or_a_block_warns_and_unmaps_all_of_it_as_linux_
     // From the last page of the block to the run's first page: the block
     // (one warning) and the run (one: the end inside it), 17 entries, one
     // flush of all 528 pages.
-    let (warned, written, c) = partial_vunmap(Backend::Batched, VirtAddr::new(run.as_u64() - PAGE_SIZE), run.add(PAGE_SIZE));
+    let (warned, written, c) =
+        partial_vunmap(Backend::Batched, VirtAddr::new(run.as_u64() - PAGE_SIZE), run.add(PAGE_SIZE));
     assert_eq!((warned, written), (2, 1 + 16));
     assert_eq!((c.dsb_ishst, c.dsb_ish, c.isb), (1, 1, 1), "{c:?}");
     let pages = (BLOCK_2M + CONT_PTE_SIZE) / PAGE_SIZE;

@@ -44,8 +44,8 @@ const COMMANDS: &[(&str, &str)] = &[
     ("demo kasan", "the KASAN shadow race: double mappings per backend, without and with pause"),
     ("demo pagealloc", "allocating inside lazy mode (boot with debug_pagealloc=on): both cures, counted"),
     (
-        "bench [--tlb-only] [--quick] [--csv PATH]",
-        "every workload under every backend: exact counts and times; prints a summary and writes the CSV to PATH on the host (default target/bench.csv; --quick: small N, counts checked; --tlb-only: the TLB flush strategies, with the CPUs online)",
+        "bench [--tlb-only | --gib] [--quick] [--csv PATH]",
+        "every workload under every backend: exact counts and times; prints a summary and writes the CSV to PATH on the host (default target/bench.csv; --quick: small N, counts checked; --tlb-only: the TLB flush strategies, with the CPUs online; --gib: 1 GiB of vmalloc_huge and of vmalloc, on a machine with 3 GiB)",
     ),
     (
         "fuzz [--seed S] [--ops N] [--backend NAME] [--break BUG]",
@@ -222,7 +222,7 @@ fn backend_names() -> alloc::string::String {
 }
 
 /// What `bench` takes, for its messages.
-const BENCH_OPTIONS: &str = "--tlb-only, --quick and --csv PATH";
+const BENCH_OPTIONS: &str = "--tlb-only, --gib, --quick and --csv PATH";
 
 /// Where `bench` writes its CSV unless told (`--csv PATH`): a host path,
 /// relative to the directory QEMU runs in (`cargo run` runs it where it
@@ -230,12 +230,13 @@ const BENCH_OPTIONS: &str = "--tlb-only, --quick and --csv PATH";
 const BENCH_CSV: &str = "target/bench.csv";
 
 fn bench(options: &[&str]) {
-    let (mut quick, mut tlb_only, mut csv_path) = (false, false, BENCH_CSV);
+    let (mut quick, mut tlb_only, mut gib, mut csv_path) = (false, false, false, BENCH_CSV);
     let mut rest = options.iter();
     while let Some(&option) = rest.next() {
         match option {
             "--quick" => quick = true,
             "--tlb-only" => tlb_only = true,
+            "--gib" => gib = true,
             "--csv" => match rest.next() {
                 Some(path) => csv_path = path,
                 None => {
@@ -257,8 +258,9 @@ fn bench(options: &[&str]) {
     }
     let cpus = lazymmu::smp::online_cpus();
     println!(
-        "lazymmu bench{}{}: counter at {} Hz, {cpus} {} online",
+        "lazymmu bench{}{}{}: counter at {} Hz, {cpus} {} online",
         if tlb_only { " --tlb-only" } else { "" },
+        if gib { " --gib" } else { "" },
         if quick { " --quick" } else { "" },
         lazymmu::cpu::counter_frequency(),
         if cpus == 1 { "CPU" } else { "CPUs" }
@@ -269,7 +271,11 @@ fn bench(options: &[&str]) {
              quoting (scripts/bench runs the release build)"
         );
     }
-    let run = if tlb_only { bench::run_tlb_only } else { bench::run };
+    let run = match (tlb_only, gib) {
+        (true, _) => bench::run_tlb_only,
+        (false, true) => bench::run_gib,
+        (false, false) => bench::run,
+    };
     let results = match run(quick) {
         Ok(results) => results,
         Err(e) => {
@@ -278,7 +284,7 @@ fn bench(options: &[&str]) {
         }
     };
     println!("pgtable_check: {} while measuring", if checked { "on (the figures include its cost)" } else { "off" });
-    if tlb_only {
+    if tlb_only || gib {
         bench::print_table(&results);
     } else {
         bench::print_headline(&results);

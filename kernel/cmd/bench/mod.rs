@@ -40,8 +40,9 @@ use lazymmu::mm::addr::{BLOCK_1G, PAGE_SIZE};
 use lazymmu::mm::apply::{ApplyMode, apply_mode, set_apply_mode};
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{self, stats};
+use lazymmu::mm::pgtable::MapError;
 use lazymmu::mm::tlb::FlushStrategy;
-use lazymmu::mm::vmalloc;
+use lazymmu::mm::{frame_alloc, vmalloc};
 use lazymmu::{println, sched};
 pub use workloads::WorkloadError;
 
@@ -206,9 +207,67 @@ impl Plan {
 }
 
 /// The `vmalloc_huge` sizes measured, in pages: one contiguous run
-/// (64 KiB), one 2 MiB block, sixteen blocks (32 MiB). (1 GiB would need
-/// 512 free, aligned 2 MiB chunks: the whole default machine.)
+/// (64 KiB), one 2 MiB block, sixteen blocks (32 MiB). 1 GiB needs 512
+/// free, aligned 2 MiB chunks, the whole default machine: `--gib` measures
+/// it in a boot with more memory ([`run_gib`]).
 const HUGE_SIZES: [u64; 3] = [16, 512, 8192];
+
+/// 1 GiB in pages: `--gib`'s one size.
+pub const GIB_PAGES: u64 = 1 << 18;
+
+/// `bench --gib`: 1 GiB of `vmalloc_huge` (512 blocks) beside 1 GiB of
+/// `vmalloc` (262144 pages), map and free, under every backend: the rows
+/// `vmalloc_huge`, `vfree_huge`, `vmalloc`, `vfree` and
+/// `vmalloc_touch_vfree` at N = 262144. The machine needs memory for it
+/// (`scripts/bench` boots it with `LAZYMMU_MEM=3G`); `quick` checks the
+/// counts as the main run's `--quick` does.
+pub fn run_gib(quick: bool) -> Result<Results, WorkloadError> {
+    let free = (frame_alloc::stats().total - frame_alloc::stats().used) as u64 * PAGE_SIZE;
+    if free < 2 * GIB_PAGES * PAGE_SIZE {
+        println!(
+            "bench --gib: {} MiB free; 1 GiB of vmalloc_huge beside 1 GiB of vmalloc needs 2 GiB free (boot with LAZYMMU_MEM=3G)",
+            free >> 20
+        );
+        return Err(WorkloadError::Map(MapError::OutOfMemory));
+    }
+    let counting = cpu::start_instruction_counter();
+    COUNTING_INSTRUCTIONS.store(counting, core::sync::atomic::Ordering::Relaxed);
+    let repeats = if quick { 2 } else { 3 };
+    let preemption = sched::set_preemption(false);
+    let mode = apply_mode();
+    let lazy_purge = vmalloc::set_vmap_lazy_purge(false);
+    let mut results = Results { rows: Vec::new(), failures: Vec::new(), reserve: Vec::new() };
+    let mut outcome = Ok(());
+    for (step, (name, backend, mode)) in CONFIGS.into_iter().enumerate() {
+        let _selected = lazy_mmu::use_backend(backend);
+        set_apply_mode(mode);
+        progress(
+            step + 1,
+            CONFIGS.len(),
+            &format!("1 GiB: vmalloc_huge (512 blocks) and vmalloc (pages) under {name}"),
+        );
+        outcome = repeat(repeats, || workloads::vmalloc_huge_cycle(GIB_PAGES)).and_then(|[map, unmap]| {
+            results.push("vmalloc_huge", name, GIB_PAGES, map);
+            results.push("vfree_huge", name, GIB_PAGES, unmap);
+            let [map, unmap, whole] = repeat(repeats, || workloads::vmalloc_cycle(GIB_PAGES))?;
+            results.push("vmalloc", name, GIB_PAGES, map);
+            results.push("vfree", name, GIB_PAGES, unmap);
+            results.push("vmalloc_touch_vfree", name, GIB_PAGES, whole);
+            Ok(())
+        });
+        if outcome.is_err() {
+            break;
+        }
+    }
+    vmalloc::set_vmap_lazy_purge(lazy_purge);
+    set_apply_mode(mode);
+    sched::set_preemption(preemption);
+    outcome?;
+    if quick {
+        check(&mut results);
+    }
+    Ok(results)
+}
 
 /// Runs `f` `repeats` times; its samples (one per phase) become rows.
 fn repeat<const P: usize>(
@@ -548,8 +607,11 @@ pub const INSTRUCTION_BUDGETS: [(&str, &str, u64, f64); 13] = [
 
 /// Are the instruction budgets checked in this run? Only where they were
 /// set: instructions counted, and the release build.
+/// `--gib`'s run has none of the sizes they were set at.
 pub fn budgets_apply(results: &Results) -> bool {
-    !cfg!(debug_assertions) && results.rows.iter().any(|r| r.insns.is_some())
+    !cfg!(debug_assertions)
+        && results.rows.iter().any(|r| r.insns.is_some())
+        && results.rows.iter().any(|r| r.pages != GIB_PAGES)
 }
 
 /// `--quick`'s promises: what each backend must have issued, exactly.
