@@ -413,13 +413,28 @@ fn set_memory_ro_on_part_of_a_block_splits_it_in_place_with_bbml2_and_is_refused
     let va = vmalloc_huge(BLOCK_2M).unwrap();
     let page = va.add(PAGE_SIZE);
     if cpu::features().bbml2_noabort {
-        pageattr::set_memory_ro(page, 1).unwrap();
+        let (written, c) = counted(|| pageattr::set_memory_ro(page, 1).unwrap());
+        // The table's 512 entries, the table over the block, then the page.
+        assert_eq!(written, 512 + 1 + 1);
+        // The table's entries ordered before its link (a dsb ishst, as
+        // Linux's split_pmd), the section's pair, and one flush of the
+        // whole block.
+        assert_eq!((c.dsb_ishst, c.dsb_ish, c.isb), (3, 1, 2), "{c:?}");
+        assert_eq!((c.tlbi_page, c.tlbi_range, c.tlbi_all), one_flush(BLOCK_2M / PAGE_SIZE), "{c:?}");
         assert_eq!(shape(va, BLOCK_2M), [(Level::L3, false, BLOCK_2M)]);
         assert_read_only(page);
         check_mapped(va, PAGE_SIZE);
+        check_mapped(page.add(PAGE_SIZE), BLOCK_2M - 2 * PAGE_SIZE);
+        pageattr::set_memory_rw(page, 1).unwrap();
     } else {
-        assert_eq!(pageattr::set_memory_ro(page, 1), Err(MapError::BreakBeforeMakeUnsafe(va)));
+        let state = lazymmu::mm::audit::state();
+        let (written, c) = counted(|| {
+            assert_eq!(pageattr::set_memory_ro(page, 1), Err(MapError::BreakBeforeMakeUnsafe(va)));
+        });
+        assert_eq!((written, c), (0, BarrierCounts::default()), "refused first");
+        assert_eq!(lazymmu::mm::audit::state(), state, "nothing changed");
         assert_eq!(shape(va, BLOCK_2M), [(Level::L2, false, BLOCK_2M)]);
+        check_mapped(va, BLOCK_2M);
     }
     vfree(va).unwrap();
     assert_eq!(footprint(), before);
@@ -448,6 +463,9 @@ fn messages(found: &Violations, n: usize) -> Vec<String> {
 
 #[test_case]
 fn cont_partial_write_a_run_without_the_bit_on_one_entry_is_reported() {
+    if !pgtable_check::enabled() {
+        return; // pgtable_check=off: nothing would report it
+    }
     let before = footprint();
     let (va, found) = pgtable_check::expecting(Rule::Contiguous, || {
         with_planted(Bug::ContPartialWrite, || vmalloc_huge(CONT_PTE_SIZE))
@@ -463,6 +481,9 @@ fn cont_partial_write_a_run_without_the_bit_on_one_entry_is_reported() {
 
 #[test_case]
 fn cont_misaligned_the_bit_on_sixteen_pages_that_are_not_one_aligned_range_is_reported() {
+    if !pgtable_check::enabled() {
+        return; // pgtable_check=off: nothing would report it
+    }
     let before = footprint();
     // 16 contiguous frames a page off a 64 KiB boundary, at a 64 KiB
     // aligned address: pages, no run, unless the bug sets the bit anyway.
@@ -487,6 +508,9 @@ fn cont_misaligned_the_bit_on_sixteen_pages_that_are_not_one_aligned_range_is_re
 
 #[test_case]
 fn cont_split_live_part_of_a_live_run_changed_without_a_split_is_reported() {
+    if !pgtable_check::enabled() {
+        return; // pgtable_check=off: nothing would report it
+    }
     let before = footprint();
     let va = vmalloc_huge(CONT_PTE_SIZE).unwrap();
     let page = va.add(3 * PAGE_SIZE);
@@ -540,23 +564,33 @@ fn a_gibibyte_of_vmalloc_huge_is_512_blocks_where_the_machine_has_the_memory() {
         assert_eq!(footprint(), before);
         return;
     }
-    // LAZYMMU_MEM=2G: 512 blocks.
-    let _s = Setting::new(Backend::Batched);
-    vfree(vmalloc_huge(BLOCK_1G).unwrap()).unwrap();
-    let mut va = VirtAddr::new(0);
-    let (written, c) = counted(|| va = vmalloc_huge(BLOCK_1G).unwrap());
-    assert_eq!(written, 512, "one entry per 2 MiB block");
-    assert_eq!((c.dsb_ishst, c.isb), (1, 1));
-    assert_eq!(shape(va, BLOCK_1G)[..], [(Level::L2, false, BLOCK_1G)]);
-    for off in [0, BLOCK_1G / 2 + PAGE_SIZE, BLOCK_1G - PAGE_SIZE] {
-        check_mapped(va.add(off), PAGE_SIZE);
+    // LAZYMMU_MEM=2G: 512 blocks, under every backend.
+    let _eager = EagerVfree::new();
+    for backend in Backend::ALL {
+        let _s = Setting::new(backend);
+        vfree(vmalloc_huge(BLOCK_1G).unwrap()).unwrap();
+        let mut va = VirtAddr::new(0);
+        let (written, c) = counted(|| va = vmalloc_huge(BLOCK_1G).unwrap());
+        assert_eq!(written, 512, "{backend}: one entry per 2 MiB block");
+        let pairs = match backend {
+            Backend::Eager => 512,
+            Backend::DeferredWrites => 512 / 64,
+            Backend::Batched => 1,
+        };
+        assert_eq!((c.dsb_ishst, c.isb), (pairs, pairs), "{backend}: {c:?}");
+        assert_eq!(shape(va, BLOCK_1G)[..], [(Level::L2, false, BLOCK_1G)], "{backend}");
+        for off in [0, BLOCK_1G / 2 + PAGE_SIZE, BLOCK_1G - PAGE_SIZE] {
+            check_mapped(va.add(off), PAGE_SIZE);
+        }
+        let freed = cost(|| vfree(va).unwrap());
+        // One range TLBI (FEAT_TLBIRANGE), or one full flush without it.
+        let one = match tlb::strategy(BLOCK_1G / PAGE_SIZE) {
+            FlushStrategy::RangeTlbi => (0, 1, 0),
+            _ => (0, 0, 1),
+        };
+        assert_eq!((freed.tlbi_page, freed.tlbi_range, freed.tlbi_all), one, "{backend}: {freed:?}");
+        assert_eq!(freed.dsb_ish, 1, "{backend}: one flush: {freed:?}");
+        check_unmapped(va, PAGE_SIZE);
+        assert_eq!(footprint(), before, "{backend}: every frame back");
     }
-    let freed = cost(|| vfree(va).unwrap());
-    // One range TLBI (FEAT_TLBIRANGE), or one full flush without it.
-    let one = match tlb::strategy(BLOCK_1G / PAGE_SIZE) {
-        FlushStrategy::RangeTlbi => (0, 1, 0),
-        _ => (0, 0, 1),
-    };
-    assert_eq!((freed.tlbi_page, freed.tlbi_range, freed.tlbi_all), one, "{freed:?}");
-    assert_eq!(footprint(), before);
 }
