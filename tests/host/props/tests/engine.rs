@@ -679,6 +679,22 @@ fn a_contiguous_range_is_pages_runs_of_sixteen_and_blocks_as_alignment_allows() 
         Err(MapError::SplitsContiguousRun(first_run))
     );
     assert_eq!(engine::check_clear(&t, root, first_run, CONT, true), Ok(()));
+    // The leaf vunmap widens a partial range to (Linux clears it whole):
+    // the run or the block around an address, none for a plain page.
+    let block = VirtAddr::new(va + PAGE + CONT);
+    let second_run = block.add(BLOCK_2M);
+    assert_eq!(engine::huge_leaf_at(&t, root, VirtAddr::new(va)), None);
+    for (at, leaf) in [
+        (first_run, (first_run, CONT)),
+        (first_run.add(CONT - PAGE), (first_run, CONT)),
+        (block, (block, BLOCK_2M)),
+        (block.add(BLOCK_2M - PAGE), (block, BLOCK_2M)),
+        (second_run.add(7 * PAGE), (second_run, CONT)),
+    ] {
+        assert_eq!(engine::huge_leaf_at(&t, root, at), Some(leaf), "{at}");
+    }
+    assert_eq!(engine::huge_leaf_at(&t, root, second_run.add(CONT)), None);
+    assert_eq!(engine::huge_leaf_at(&t, root, second_run.add(CONT + PAGE)), None, "nothing mapped");
 }
 
 #[test]
