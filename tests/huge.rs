@@ -314,8 +314,8 @@ fn vunmap_range_of_part_of_a_run_or_a_block_warns_and_unmaps_all_of_it_as_linux_
     let va = vmalloc::get_vm_area(size, BLOCK_2M).unwrap();
     let run = va.add(BLOCK_2M);
     let tail = run.add(CONT_PTE_SIZE);
-    // SAFETY: the test's own frames, in the test's own area.
     let map = |from: VirtAddr, to: VirtAddr| {
+        // SAFETY: the test's own frames, in the test's own area.
         unsafe { vmalloc::vmap_range(from, to, pa.add(from.offset_from(va)), Attributes::KERNEL_RW) }.unwrap()
     };
     map(va, va.add(size));

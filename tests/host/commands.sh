@@ -31,7 +31,9 @@ check "demo, no such demo" 2 scripts/qemu-runner "$kernel" demo frob -- 'no demo
 check "demo kasan, an option it does not take" 2 scripts/qemu-runner "$kernel" demo kasan --fast -- 'demo kasan: unknown option "--fast"'
 check "demo lazy, an unknown option" 2 scripts/qemu-runner "$kernel" demo lazy --fast -- 'demo lazy: unknown option "--fast"; it takes --backend NAME'
 check "demo lazy, --backend without a name" 2 scripts/qemu-runner "$kernel" demo lazy --backend -- '--backend needs a name; the backends are'
-check "bench, an unknown option" 2 scripts/qemu-runner "$kernel" bench --slow -- 'bench: unknown option "--slow"; it takes --tlb-only, --quick and --csv PATH'
+check "bench, an unknown option" 2 scripts/qemu-runner "$kernel" bench --slow -- 'bench: unknown option "--slow"; it takes --tlb-only, --gib, --quick and --csv PATH'
+check "bench --gib on the default 1 GiB machine" 2 scripts/qemu-runner "$kernel" bench --gib -- \
+    '^bench --gib: [0-9]+ MiB free; 1 GiB of vmalloc_huge beside 1 GiB of vmalloc needs 2 GiB free \(boot with LAZYMMU_MEM=3G\)$'
 # test_vmalloc: Linux's summary line per test (a few loops; the debug build,
 # checker on: test_vmalloc turns it off unless asked), the tests Linux has and this kernel cannot run named as
 # such, and a bad parameter named with the valid ones.
