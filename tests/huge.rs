@@ -4,7 +4,8 @@
 //! every frame back; exact entries written, barrier pairs and TLBIs per
 //! shape and backend; partial changes of a run or a block split in place
 //! under BBML2_NOABORT and refused without it (run it with
-//! `LAZYMMU_CPU=cortex-a72` too).
+//! `LAZYMMU_CPU=cortex-a72` too); a partial `vunmap_range` unmaps the whole
+//! run or block with Linux's warnings; 1 GiB with `LAZYMMU_MEM=2G`.
 
 #![no_std]
 #![no_main]
