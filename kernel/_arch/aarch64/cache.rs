@@ -60,3 +60,32 @@ pub fn caches_clean_inval_pou(start: u64, end: u64) {
         }
     }
 }
+
+/// Invalidates [start, end) to the point of coherency, so that a later
+/// cacheable read sees what was written with the MMU and caches off (Linux's
+/// `dcache_inval_poc`, arch/arm64/mm/cache.S): `dc civac` for a line the
+/// range only partly covers (its other bytes may be someone else's, to be
+/// kept), `dc ivac` for the others, then `dsb sy`. Returns the lines
+/// maintained. Usable with the MMU off: it counts nothing and tells no one
+/// (`boot.rs`).
+#[inline(always)]
+pub(super) fn dcache_inval_poc(start: u64, end: u64) -> u64 {
+    let line = cache_type().d_line();
+    let mut at = start & !(line - 1);
+    let mut lines = 0;
+    while at < end {
+        let partial = at < start || at + line > end;
+        if partial {
+            // SAFETY: cleans then invalidates a line: its data reaches memory first.
+            unsafe { asm!("dc civac, {}", in(reg) at, options(nostack, preserves_flags)) };
+        } else {
+            // SAFETY: the caller's whole line, whose memory holds what it wants
+            // kept; the cached copy is dropped.
+            unsafe { asm!("dc ivac, {}", in(reg) at, options(nostack, preserves_flags)) };
+        }
+        at += line;
+        lines += 1;
+    }
+    barrier::raw::dsb_sy();
+    lines
+}
