@@ -3,6 +3,8 @@
 
 use spin::Once;
 
+/// What boot invalidated with the MMU off (.bss), for the boot test.
+pub use crate::arch::boot::{Invalidated, boot_invalidated};
 use crate::arch::{cpu, exception};
 use crate::dtb;
 use crate::mm::addr::{BLOCK_1G, PAGE_SIZE, PhysAddr, VirtAddr};
@@ -18,6 +20,7 @@ unsafe extern "Rust" {
 
 static IMAGE: Once<ImageLayout> = Once::new();
 static ENTRY_EL: Once<u64> = Once::new();
+static SCTLR_EL2: Once<u64> = Once::new();
 static BOOT_STACK: Once<KernelStack> = Once::new();
 
 /// The kernel image's sections, as linked and loaded.
@@ -29,6 +32,12 @@ pub fn image() -> &'static ImageLayout {
 /// dropped to EL1).
 pub fn entry_el() -> u64 {
     *ENTRY_EL.get().expect("set at boot")
+}
+
+/// SCTLR_EL2 as boot.s wrote it at EL2 entry (read back there), or None
+/// if the kernel was entered at EL1.
+pub fn sctlr_el2_at_entry() -> Option<u64> {
+    Some(*SCTLR_EL2.get().expect("set at boot")).filter(|_| entry_el() == 2)
 }
 
 /// The boot CPU's kernel stack (the one `kernel_main` runs on).
@@ -45,10 +54,11 @@ fn heap_size(ram: u64) -> u64 {
 /// the boot tables live: TTBR0 identity-maps the GiB of RAM holding the
 /// image (and the first GiB of the physical map, for the UART).
 #[unsafe(no_mangle)]
-extern "C" fn __kernel_init(dtb_pointer: u64, kernel_phys: u64, entry_el: u64) -> ! {
+extern "C" fn __kernel_init(dtb_pointer: u64, kernel_phys: u64, entry_el: u64, sctlr_el2: u64) -> ! {
     exception::install_vectors();
     percpu::init_this_cpu(0);
     ENTRY_EL.call_once(|| entry_el);
+    SCTLR_EL2.call_once(|| sctlr_el2);
 
     // Linked at __kernel_start, loaded at kernel_phys.
     let image = IMAGE.call_once(|| kernel_map::image_layout(PhysAddr::new(kernel_phys)));

@@ -48,6 +48,46 @@ fn sctlr_el1_is_written_whole_with_exception_entry_and_return_synchronizing() {
     );
 }
 
+/// SCTLR_EL2 as boot.s writes it whole at EL2 entry (boot.rs,
+/// `SCTLR_EL2_MMU_OFF`, Linux's `INIT_SCTLR_EL2_MMU_OFF`): EIS and EOS, and
+/// the bits RES1 without VHE (4, 5, 16, 18, 23, 28, 29); MMU, caches and EE off.
+pub const SCTLR_EL2_EXPECTED: u64 = 0x30c5_0830;
+
+#[test_case]
+fn sctlr_el2_is_written_whole_at_el2_entry_with_exception_entry_and_return_synchronizing() {
+    match init::entry_el() {
+        2 => {
+            let sctlr = init::sctlr_el2_at_entry().expect("read back at EL2 entry");
+            assert_eq!(
+                sctlr,
+                SCTLR_EL2_EXPECTED,
+                "SCTLR_EL2 was {sctlr:#x}, differing in bits {:#x}",
+                sctlr ^ SCTLR_EL2_EXPECTED
+            );
+        }
+        _ => assert_eq!(init::sctlr_el2_at_entry(), None, "entered at EL1: EL2 was never touched"),
+    }
+}
+
+unsafe extern "C" {
+    static __bss_start: u8;
+    static __bss_end: u8;
+}
+
+#[test_case]
+fn bss_written_with_the_caches_off_was_invalidated_before_the_mmu_went_on() {
+    // The exact range, at its physical addresses, line by line (64-byte
+    // lines on both models; a line only partly in .bss counts once).
+    let voffset = init::image().kimage_voffset;
+    // Only the linker symbols' addresses are taken.
+    let (start, end) = (&raw const __bss_start as u64 - voffset, &raw const __bss_end as u64 - voffset);
+    let line = lazymmu::mm::cacheflush::cache_type().d_line();
+    assert_eq!(line, 64);
+    let lines = (end.next_multiple_of(line) - (start & !(line - 1))) / line;
+    assert!(lines >= 4 * 4096 / line, ".bss holds the four boot tables: {lines} lines");
+    assert_eq!(init::boot_invalidated(), init::Invalidated { start, end, lines });
+}
+
 #[test_case]
 fn cpu_features_match_the_qemu_model() {
     let f = cpu::features();

@@ -16,6 +16,7 @@ use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::{
     apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_by_table, apply_to_page_range_nolazy,
 };
+use lazymmu::mm::cacheflush::{cache_type, flush_icache_range, write_instructions};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level, MemoryType};
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{enable, use_backend};
@@ -28,7 +29,7 @@ use lazymmu::mm::stack::KernelStack;
 use lazymmu::mm::vmalloc::{
     self, free_vm_area, get_vm_area, vfree, vmalloc, vmap_contiguous, vmap_pages, vunmap, vunmap_range, vzalloc,
 };
-use lazymmu::mm::{audit, frame_alloc, phys_to_virt, tlb};
+use lazymmu::mm::{audit, frame_alloc, phys_to_virt, probe, tlb};
 use lazymmu::{Bug, with_planted};
 use lazymmu::{Scratch, cpu, sched};
 
@@ -180,6 +181,55 @@ fn invalidate_a_permission_upgrade_left_unflushed_is_reported() {
     let (result, found) = pgtable_check::expecting(Rule::Invalidate, || set_memory_rw(va, 1));
     result.unwrap();
     assert_eq!(found.total(), 0, "{}", found.summary());
+    vfree(va).unwrap();
+}
+
+#[test_case]
+fn icache_code_made_executable_without_its_cache_maintenance_is_reported() {
+    // A `ret` written through the data side, then made executable with
+    // flush_icache_range doing nothing: on a core with CTR_EL0.IDC or DIC
+    // clear (Cortex-A72) instruction fetches may still see the old bytes.
+    let va = vmalloc(PAGE_SIZE).unwrap();
+    let Entry::Leaf { addr: frame, .. } = pgtable::lookup(va).entry else { panic!("{va} is mapped") };
+    // SAFETY: the test's own page, writable.
+    unsafe { write_instructions(va, &[probe::RET_INSTRUCTION]) };
+    set_memory_ro(va, 1).unwrap();
+    let (result, found) = pgtable_check::expecting(Rule::Icache, || {
+        with_planted(Bug::SkipIcache, || {
+            flush_icache_range(va, va.add(4));
+            set_memory_x(va, 1)
+        })
+    });
+    result.unwrap();
+    exactly_one(&found, Rule::Icache, Some((va, Level::L3)));
+    let v = &found.first[0];
+    assert_eq!(v.frame, Some(frame), "{v}");
+    let ctr = cache_type();
+    let want = if ctr.idc() {
+        "were not complete (no dsb since, on the CPU that wrote them)"
+    } else {
+        "were not cleaned to the point of unification (dc cvau, then dsb ish; flush_icache_range)"
+    };
+    let want = alloc::format!(
+        "memory at {:#x} was made executable while the instructions written to it at {:#x} {want}",
+        frame.as_u64(),
+        va.as_u64()
+    );
+    assert!(v.what.as_str().starts_with(&want), "{v}");
+    // With the maintenance, the same change is clean, and the code runs.
+    set_memory_nx(va, 1).unwrap();
+    set_memory_rw(va, 1).unwrap();
+    // SAFETY: as above.
+    unsafe { write_instructions(va, &[probe::RET_INSTRUCTION]) };
+    flush_icache_range(va, va.add(4));
+    set_memory_ro(va, 1).unwrap();
+    let (result, found) = pgtable_check::expecting(Rule::Icache, || set_memory_x(va, 1));
+    result.unwrap();
+    assert_eq!(found.total(), 0, "{}", found.summary());
+    // SAFETY: the page holds a `ret`, made executable.
+    assert_eq!(unsafe { probe::exec(va) }, Ok(()));
+    set_memory_nx(va, 1).unwrap();
+    set_memory_rw(va, 1).unwrap();
     vfree(va).unwrap();
 }
 

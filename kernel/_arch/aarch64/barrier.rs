@@ -211,6 +211,19 @@ pub mod raw {
         // SAFETY: a barrier has no other effect.
         unsafe { asm!("isb", options(nostack, preserves_flags)) };
     }
+    /// Full system: orders the MMU-off stores before the cache
+    /// invalidation of their lines (Linux: "needed before dc ivac with MMU
+    /// off", head.S).
+    #[inline(always)]
+    pub fn dmb_sy() {
+        // SAFETY: a barrier has no other effect.
+        unsafe { asm!("dmb sy", options(nostack, preserves_flags)) };
+    }
+    #[inline(always)]
+    pub fn dsb_sy() {
+        // SAFETY: a barrier has no other effect.
+        unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+    }
     /// This CPU only: used before the MMU is on, when nothing else runs.
     #[inline(always)]
     pub fn tlbi_vmalle1() {

@@ -3,22 +3,53 @@
 // QEMU enters an ELF at EL1 (or EL2 with virtualization=on) with x0 = 0, or
 // x0 = the device tree address under the Linux boot protocol. We keep x0,
 // drop to EL1 if needed, take the boot stack, clear .bss, let Rust build the
-// boot page tables and switch the MMU on, then jump to the image's virtual
-// (upper-half) address and never come back down.
+// boot page tables (and invalidate .bss, written with the caches off), switch
+// the MMU on, then jump to the image's virtual (upper-half) address and never
+// come back down.
 
-// EL2 -> EL1, if we are at EL2: EL1 is AArch64 (HCR_EL2.RW), EL1 may use
-// the physical counter and timer (CNTHCTL_EL2.EL1PCTEN/EL1PCEN), no virtual
-// offset. Leaves the entry exception level in x21.
+// A 64-bit constant into a register, by move-immediates (no literal load:
+// some run before SCTLR_ELx says how memory is accessed).
+.macro mov_q reg, value
+    movz    \reg, #((\value) & 0xffff)
+    movk    \reg, #(((\value) >> 16) & 0xffff), lsl #16
+    movk    \reg, #(((\value) >> 32) & 0xffff), lsl #32
+    movk    \reg, #(((\value) >> 48) & 0xffff), lsl #48
+.endm
+
+// SCTLR_EL1 written whole (boot.rs, SCTLR_EL1_MMU_OFF): on hardware its
+// reset value is UNKNOWN, M among it, and entry at EL2 leaves it untouched.
+// Before the first memory access at EL1, so none runs with an unknown EE,
+// A or C.
+.macro init_sctlr_el1
+    mov_q   x0, {SCTLR_EL1_MMU_OFF}
+    msr     sctlr_el1, x0
+    isb
+.endm
+
+// EL2 -> EL1, if we are at EL2 (as Linux's init_el2, head.S): first
+// SCTLR_EL2 written whole (boot.rs, SCTLR_EL2_MMU_OFF: its reset value is
+// UNKNOWN, and its EOS makes the eret below context synchronizing), and
+// read back into x22 for the boot test (0: entered at EL1). Then EL1 is
+// AArch64 (HCR_EL2.RW), EL1 may use the physical counter and timer
+// (CNTHCTL_EL2.EL1PCTEN/EL1PCEN), no virtual offset, and SCTLR_EL1 is
+// written whole before the eret lands at EL1 under it. Leaves the entry
+// exception level in x21.
 .macro drop_to_el1
+    mov     x22, xzr
     mrs     x21, CurrentEL
     lsr     x21, x21, #2
     cmp     x21, #2
     b.ne    1f
+    mov_q   x0, {SCTLR_EL2_MMU_OFF}
+    msr     sctlr_el2, x0
+    isb
+    mrs     x22, sctlr_el2
     mov     x0, #(1 << 31)
     msr     hcr_el2, x0
     mov     x0, #3
     msr     cnthctl_el2, x0
     msr     cntvoff_el2, xzr
+    init_sctlr_el1
     mov     x0, #0x3c5                  // EL1h with D, A, I, F masked
     msr     spsr_el2, x0
     adr     x0, 1f
@@ -27,15 +58,11 @@
 1:
 .endm
 
-// SCTLR_EL1 written whole (boot.rs, SCTLR_EL1_MMU_OFF): on hardware its
-// reset value is UNKNOWN, and entry at EL2 leaves it untouched. Before the
-// first memory access, so none runs with an unknown EE, A or C (hence
-// move-immediates, not a literal load).
-.macro init_sctlr_el1
-    movz    x0, #({SCTLR_EL1_MMU_OFF} & 0xffff)
-    movk    x0, #(({SCTLR_EL1_MMU_OFF} >> 16) & 0xffff), lsl #16
-    movk    x0, #(({SCTLR_EL1_MMU_OFF} >> 32) & 0xffff), lsl #32
-    movk    x0, #(({SCTLR_EL1_MMU_OFF} >> 48) & 0xffff), lsl #48
+// The MMU on: SCTLR_EL1 written whole (boot.rs, SCTLR_EL1_MMU_ON), once the
+// Rust code that prepared it has returned, so that no frame it wrote with
+// the MMU off is read back through the caches (boot.rs's module doc).
+.macro enable_mmu
+    mov_q   x0, {SCTLR_EL1_MMU_ON}
     msr     sctlr_el1, x0
     isb
 .endm
@@ -75,7 +102,8 @@ _start:
 2:
     adrp    x20, __kernel_start         // physical address of the image
     mov     x0, x20
-    bl      __boot_enable_mmu           // Rust, still at physical addresses
+    bl      __boot_prepare_mmu          // Rust, still at physical addresses
+    enable_mmu
 
     ldr     x0, =.Lvirtual              // absolute: the upper-half address
     br      x0
@@ -87,6 +115,7 @@ _start:
     mov     x0, x19                     // device tree pointer, or 0
     mov     x1, x20                     // physical address of the image
     mov     x2, x21                     // entry exception level
+    mov     x3, x22                     // SCTLR_EL2 as written, or 0
     bl      __kernel_init               // never returns
 .Lpark:
     wfe
@@ -108,7 +137,8 @@ _secondary_start:
     add     x1, x19, #1
     add     x0, x0, x1, lsl #12         // top of this CPU's 4 KiB early stack
     mov     sp, x0
-    bl      __secondary_enable_mmu      // Rust, still at physical addresses
+    bl      __secondary_prepare_mmu     // Rust, still at physical addresses
+    enable_mmu
 
     ldr     x0, =.Lsecondary_virtual
     br      x0

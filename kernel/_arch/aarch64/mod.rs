@@ -21,4 +21,9 @@ pub mod sysreg;
 pub mod timer;
 pub mod tlbi;
 
-core::arch::global_asm!(include_str!("boot.s"), SCTLR_EL1_MMU_OFF = const boot::SCTLR_EL1_MMU_OFF);
+core::arch::global_asm!(
+    include_str!("boot.s"),
+    SCTLR_EL1_MMU_OFF = const boot::SCTLR_EL1_MMU_OFF,
+    SCTLR_EL1_MMU_ON = const boot::SCTLR_EL1_MMU_ON,
+    SCTLR_EL2_MMU_OFF = const boot::SCTLR_EL2_MMU_OFF,
+);

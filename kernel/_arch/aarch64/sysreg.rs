@@ -1,7 +1,7 @@
 //! The arm64 encodings the kernel builds or decodes besides descriptors
 //! (`descriptor.rs`), as typed fields declared once: the operands of the
-//! TLBI instructions, PAR_EL1 after an `at`, the SCTLR_EL1 bits boot
-//! writes, and the ID-register fields the kernel's feature checks read
+//! TLBI instructions, PAR_EL1 after an `at`, the SCTLR_EL1 and SCTLR_EL2
+//! bits boot writes, and the ID-register fields the kernel's feature checks read
 //! (those `aarch64-cpu` leaves out; the rest are its own definitions). Bit
 //! positions are the Arm ARM's (DDI 0487): D8.14 "TLB maintenance"
 //! operands, D23.2 "General system control registers" (PAR_EL1,
@@ -72,6 +72,31 @@ register_bitfields! {u64,
         C OFFSET(2) NUMBITS(1) [],
         /// Stage-1 translation of the EL1&0 regime.
         M OFFSET(0) NUMBITS(1) []
+    ],
+    /// SCTLR_EL2 with HCR_EL2.E2H 0 (no VHE), the bits boot writes at EL2
+    /// entry. Those named after their VHE meaning are RES1 in this layout;
+    /// every bit not named is written 0 (M, C, I, EE, WXN among them).
+    pub SCTLR_EL2_NVHE [
+        /// LSMAOE with VHE; RES1 here.
+        LSMAOE OFFSET(29) NUMBITS(1) [],
+        /// nTLSMD with VHE; RES1 here.
+        NTLSMD OFFSET(28) NUMBITS(1) [],
+        /// SPAN with VHE; RES1 here.
+        SPAN OFFSET(23) NUMBITS(1) [],
+        /// Exception entry to EL2 is context synchronizing; RES1 without
+        /// FEAT_ExS.
+        EIS OFFSET(22) NUMBITS(1) [],
+        /// nTWE with VHE; RES1 here.
+        NTWE OFFSET(18) NUMBITS(1) [],
+        /// nTWI with VHE; RES1 here.
+        NTWI OFFSET(16) NUMBITS(1) [],
+        /// Exception return from EL2 is context synchronizing; RES1
+        /// without FEAT_ExS.
+        EOS OFFSET(11) NUMBITS(1) [],
+        /// CP15BEN with VHE; RES1 here.
+        CP15BEN OFFSET(5) NUMBITS(1) [],
+        /// SA0 with VHE; RES1 here.
+        SA0 OFFSET(4) NUMBITS(1) []
     ],
     /// ID_AA64ISAR0_EL1's TLB field (not in aarch64-cpu).
     pub ID_AA64ISAR0 [

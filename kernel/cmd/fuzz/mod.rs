@@ -19,7 +19,10 @@
 //! A divergence names the seed, the step and the backend, and the command
 //! that replays exactly the steps up to it. `--break skip-tlb-flush` turns
 //! on a deliberately broken kernel (TLB flushes do nothing), which the
-//! fuzzer must catch: `tests/host/commands.sh` checks that it does.
+//! fuzzer must catch: `tests/host/commands.sh` checks that it does. Each
+//! vmalloc page also gets a `ret` after its tag, written and flushed as
+//! code (`cacheflush`), so that `set_memory_x` of it is judged by the
+//! checker's icache rule (`--break skip-icache`).
 
 pub mod model;
 
@@ -35,6 +38,7 @@ use lazymmu::cpu;
 use lazymmu::exception::FaultStatus;
 use lazymmu::mm::addr::{BLOCK_2M, CONT_PTE_SIZE, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::apply::{self, ApplyError};
+use lazymmu::mm::cacheflush::{flush_icache_range, write_instructions};
 use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use lazymmu::mm::layout::{VMALLOC_END, VMALLOC_START};
 use lazymmu::mm::lazy_mmu::Backend;
@@ -45,6 +49,9 @@ use lazymmu::mm::vmalloc_huge::{self, HugeShape};
 use lazymmu::mm::{audit, frame_alloc, lazy_mmu, pageattr, pgtable_check, phys_to_virt, probe, tlb};
 use lazymmu::{Bug, plant};
 use lazymmu::{sched, timer};
+
+/// Where a vmalloc page's code goes: after its tag (a `u64` at its start).
+const CODE_OFFSET: u64 = 8;
 
 use crate::rng::Rng;
 
@@ -177,6 +184,12 @@ impl Fuzzer {
             let tag = self.tag();
             // SAFETY: a page vmalloc just mapped for us.
             unsafe { probe::write(page, tag) }.map_err(err(&format!("tagging {page}")))?;
+            // Code beside the tag, as a loader would write it: a step may
+            // make the page executable (set_memory_x), and the icache rule
+            // asks for its maintenance before that.
+            // SAFETY: the same page, after the tag.
+            unsafe { write_instructions(page.add(CODE_OFFSET), &[probe::RET_INSTRUCTION]) };
+            flush_icache_range(page.add(CODE_OFFSET), page.add(CODE_OFFSET + 4));
             self.model.map(page, Page { pa: None, writable: true, executable: false, tag });
         }
         self.model.add_area(Area { start: va, pages, kind: AreaKind::Vmalloc });

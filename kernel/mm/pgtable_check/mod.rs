@@ -48,6 +48,12 @@
 //! - **mismatched-alias**: RAM is mapped Device or non-cacheable only
 //!   while no cacheable linear-map alias of it is live (never, here: the
 //!   linear map holds all RAM; `vmalloc::vmap_range` refuses it).
+//! - **icache**: instructions written as data (`cacheflush::
+//!   write_instructions` says where) are cleaned to the point of
+//!   unification and their instruction lines invalidated, each completed
+//!   by `dsb ish`, before an entry makes their memory executable; what
+//!   CTR_EL0's IDC and DIC say is not needed is not asked
+//!   (`shadow/icache.rs`).
 //!
 //! Everything is checked under one lock. The checker watches and never
 //! stores: the store path tells it of a run of stores before making them
@@ -71,7 +77,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 
 use report::BACKTRACE_DEPTH;
 pub use report::{EntryChange, Rule, Violation};
-use shadow::{Checker, Ctx, Here, Kernel, Start};
+use shadow::{Checker, CodeCaches, Ctx, Here, Kernel, Start};
 
 use crate::arch::cpu;
 use crate::arch::observe::{self, Issued, Observer, QueueEvent, Run, Watcher};
@@ -125,6 +131,10 @@ pub(crate) fn init() {
         frames: frame_alloc::managed(),
         heap: heap::phys_range(),
         bbml2_noabort: crate::cpu::features().bbml2_noabort,
+        caches: {
+            let ctr = crate::arch::cache::cache_type();
+            CodeCaches { d_line: ctr.d_line(), i_line: ctr.i_line(), idc: ctr.idc(), dic: ctr.dic() }
+        },
     };
     *CHECKER.lock() = Some(Checker::new(Live, start));
     observe::install(Watcher::Checker, &HOOKS);
@@ -327,6 +337,14 @@ pub(crate) fn frames_freed(pa: PhysAddr, count: usize) {
 #[inline(never)]
 pub(crate) fn lazily_freed(va: VirtAddr, size: u64) {
     check(cpu::frame_pointer(), |c| c.lazily_freed(va.as_u64(), va.as_u64() + size));
+}
+
+/// Instructions were just stored at [va, va + bytes): their memory may be
+/// made executable only once they are cleaned and invalidated as CTR_EL0
+/// asks (`flush_icache_range`).
+#[inline(never)]
+pub(crate) fn code_written(va: VirtAddr, bytes: u64) {
+    check(cpu::frame_pointer(), |c| c.code_written(va.as_u64(), bytes));
 }
 
 /// Cleared entries that wait for a purge's flush: 0 once

@@ -7,6 +7,7 @@
 //! compiles this file as it is and drives it against a model
 //! (`tests/host/props/tests/checker.rs`).
 
+mod icache;
 mod perms;
 
 use alloc::collections::BTreeMap;
@@ -20,6 +21,8 @@ use crate::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::mm::descriptor::{Attributes, Descriptor, Entry, Level};
 use crate::mm::layout::in_linear_map;
 use crate::percpu::MAX_CPUS;
+
+pub use icache::CodeCaches;
 
 /// The contiguous-bit rules, on this file's shadow state.
 #[path = "contiguous.rs"]
@@ -51,6 +54,8 @@ pub struct Start {
     pub heap: (PhysAddr, u64),
     /// May a live block be split into a table in place?
     pub bbml2_noabort: bool,
+    /// What code written as data needs before it runs (CTR_EL0).
+    pub caches: CodeCaches,
 }
 
 /// Who made a change: a task (by its control block's address), or the
@@ -207,6 +212,9 @@ pub struct Checker<K: Kernel> {
     /// The heap's frames [start, end): the kernel touches them at any time.
     heap: (u64, u64),
     bbml2_noabort: bool,
+    caches: CodeCaches,
+    /// Granules written as instructions and not yet maintained (`icache.rs`).
+    code: icache::Code,
     found: Vec<Violation>,
 }
 
@@ -233,6 +241,8 @@ impl<K: Kernel> Checker<K> {
             frames: FrameCounts { base: base.as_u64(), counts: vec![0; frames] },
             heap: (heap_pa.as_u64(), heap_pa.as_u64() + heap_bytes),
             bbml2_noabort: start.bbml2_noabort,
+            caches: start.caches,
+            code: icache::Code::new(),
             found: Vec::new(),
         };
         let root = start.root.as_u64();
@@ -314,6 +324,7 @@ impl<K: Kernel> Checker<K> {
     }
 
     pub fn frames_freed(&mut self, pa: u64, count: u64) {
+        self.code_freed(pa, count * PAGE_SIZE);
         for at in (0..count).map(|i| pa + i * PAGE_SIZE) {
             let stale = self.frames.get(at);
             if stale > 0 && !self.freed_before_purge(at) {
@@ -497,6 +508,10 @@ impl<K: Kernel> Checker<K> {
         self.note_run(level, table, index, old, new);
         if let Entry::Leaf { addr, attrs } = new_e {
             self.check_alias(change, level, addr, attrs);
+            let was_executable = matches!(old_e, Entry::Leaf { addr: a, attrs: x } if a == addr && x.executable);
+            if attrs.executable && !was_executable {
+                self.made_executable(change, level, addr);
+            }
         }
         if Descriptor(new).is_valid() {
             let ctx = self.here.ctx;
@@ -578,6 +593,7 @@ impl<K: Kernel> Checker<K> {
             None => true,
         };
         self.place_subtree(child, child_level, va);
+        self.linked_code(child, child_level, va);
         ordered
     }
 
@@ -691,6 +707,7 @@ impl<K: Kernel> Checker<K> {
             Issued::DsbIshst | Issued::DsbIsh => {
                 self.cpus[cpu].order_gen += 1;
                 self.cpus[cpu].dsb_gen += 1;
+                self.code_dsb(what == Issued::DsbIsh);
                 for shadow in self.contexts.values_mut() {
                     if let Some(u) = &mut shadow.unpublished
                         && u.dsb_on == Some(cpu)
@@ -721,6 +738,7 @@ impl<K: Kernel> Checker<K> {
             }
             Issued::Tlbi { start, pages, walks } => self.tlbi(Some((start, pages)), walks),
             Issued::TlbiAll => self.tlbi(None, true),
+            Issued::DcCvau { .. } | Issued::IcIvau { .. } => self.cache_maintenance(what),
         }
     }
 

@@ -19,4 +19,14 @@ pub enum Issued {
     },
     /// `tlbi vmalle1is`: everything, walks included.
     TlbiAll,
+    /// `dc cvau` of the data cache line holding `va`: cleaned to the point
+    /// of unification once a `dsb ish` on this CPU completes it.
+    DcCvau {
+        va: u64,
+    },
+    /// `ic ivau` of the instruction cache line holding `va`: invalidated
+    /// once a `dsb ish` on this CPU completes it.
+    IcIvau {
+        va: u64,
+    },
 }

@@ -120,7 +120,7 @@ impl<K: Kernel> Checker<K> {
 
     /// The entry that translates `va` in the live tables, and its level
     /// (the level where the walk stopped, for an invalid one).
-    fn translate(&self, va: u64) -> (Level, Entry) {
+    pub(super) fn translate(&self, va: u64) -> (Level, Entry) {
         let root = self.tables.iter().find_map(|(&pa, t)| match t.place {
             Place::Linked { level: Level::L0, .. } => Some(pa),
             _ => None,

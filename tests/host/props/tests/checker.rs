@@ -41,6 +41,10 @@
 //!   already; an unlink without `pgtable::exclusive`; a table page
 //!   allocated twice or freed while linked.
 //!
+//! The **icache** rule (code written as data, then made executable) has
+//! exact examples below, under each combination of CTR_EL0's IDC and DIC,
+//! the Cortex-A72's (both clear) first.
+//!
 //! Not modelled here (pinned by the kernel's own test images,
 //! `tests/pgtable_check.rs`): the linear map's blocks and pages, block
 //! splits, interrupt handlers and tasks that move between CPUs, deferred
@@ -54,7 +58,7 @@ use lazymmu_props::addr::{PhysAddr, VirtAddr};
 use lazymmu_props::arch::observe::Issued;
 use lazymmu_props::descriptor::{Attributes, Descriptor, Entry, Level, MemoryType};
 use lazymmu_props::pgtable_check::report::{Rule, Violation};
-use lazymmu_props::pgtable_check::shadow::{Checker, Ctx, Here, Kernel, Start};
+use lazymmu_props::pgtable_check::shadow::{Checker, CodeCaches, Ctx, Here, Kernel, Start};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 
@@ -597,11 +601,16 @@ impl<'m> World<'m> {
     }
 
     fn new(memory: &'m Memory) -> World<'m> {
+        World::with_caches(memory, A72)
+    }
+
+    fn with_caches(memory: &'m Memory, caches: CodeCaches) -> World<'m> {
         let start = Start {
             root: PhysAddr::new(ROOT),
             frames: (PhysAddr::new(RAM), 64),
             heap: (PhysAddr::new(RAM + (64 << 12)), 16 * PAGE),
             bbml2_noabort: false,
+            caches,
         };
         World { memory, checker: Checker::new(memory, start) }
     }
@@ -719,8 +728,9 @@ fn the_random_sequences_break_every_modelled_rule() {
             }
         }
     }
-    // The contiguous rules are not in the random model: exact examples below.
-    for rule in Rule::ALL.into_iter().filter(|&r| r != Rule::Contiguous) {
+    // The contiguous and icache rules are not in the random model: exact
+    // examples below.
+    for rule in Rule::ALL.into_iter().filter(|&r| r != Rule::Contiguous && r != Rule::Icache) {
         assert!(by_rule.get(rule.name()).is_some_and(|&n| n >= 20), "{rule} broken too rarely: {by_rule:?}");
     }
     assert!(clean * 2 > events_seen, "only {clean} of {events_seen} events broke nothing: {by_rule:?}");
@@ -1148,4 +1158,150 @@ fn ram_mapped_as_device_beside_its_cacheable_linear_alias_breaks_mismatched_alia
             FRAMES[1].wrapping_add(LINEAR)
         )
     );
+}
+
+// ---- icache: code written as data, then made executable -----------------
+
+/// CTR_EL0 of a Cortex-A72 (and QEMU's `max`): 64-byte lines, IDC and DIC
+/// clear, so code needs both the clean and the invalidation.
+const A72: CodeCaches = CodeCaches { d_line: 64, i_line: 64, idc: false, dic: false };
+
+/// What the code events below do, on CPU `cpu`.
+#[derive(Clone, Copy, Debug)]
+enum Code {
+    /// A `ret` written at byte `offset` of data frame 0, through its
+    /// linear-map alias.
+    Written(usize, u64),
+    Op(usize, Issued),
+    /// Entry 0 of level-3 table 0 made a read-only executable page of frame 0.
+    MadeExecutable(usize),
+    /// Data frame 0 goes back to the allocator.
+    Freed(usize),
+}
+
+/// The rules the checker finds in `events` on a CPU whose CTR_EL0 says `caches`.
+fn code_found(caches: CodeCaches, events: &[Code]) -> Vec<Rule> {
+    let memory = World::memory();
+    let mut world = World::with_caches(&memory, caches);
+    let mut rules = Vec::new();
+    for &event in events {
+        let cpu = match event {
+            Code::Written(cpu, _) | Code::Op(cpu, _) | Code::MadeExecutable(cpu) | Code::Freed(cpu) => cpu,
+        };
+        world.checker.begin(on(cpu));
+        match event {
+            Code::Written(_, offset) => world.checker.code_written(FRAMES[0] + LINEAR + offset, 4),
+            Code::Op(_, what) => world.checker.issued(what),
+            Code::MadeExecutable(_) => {
+                let rx = Descriptor::leaf(Level::L3, PhysAddr::new(FRAMES[0]), Attributes::KERNEL_RX).0;
+                world.store(TABLES[0], 0, rx);
+            }
+            Code::Freed(_) => world.checker.frames_freed(FRAMES[0], 1),
+        }
+        rules.extend(world.checker.take_found().iter().map(|v| v.rule));
+    }
+    rules
+}
+
+const CODE: u64 = FRAMES[0] + LINEAR;
+const DC: Issued = Issued::DcCvau { va: CODE };
+const IC: Issued = Issued::IcIvau { va: CODE };
+const DSB_ISH: Issued = Issued::DsbIsh;
+const DSB_ISHST: Issued = Issued::DsbIshst;
+
+fn ops(cpu: usize, ops: &[Issued]) -> Vec<Code> {
+    ops.iter().map(|&op| Code::Op(cpu, op)).collect()
+}
+
+/// `written`, then `between` on CPU 0, then the page made executable.
+fn code_case(caches: CodeCaches, between: &[Code]) -> Vec<Rule> {
+    code_found(caches, &[&[Code::Written(0, 0)][..], between, &[Code::MadeExecutable(0)]].concat())
+}
+
+#[test]
+fn on_an_a72_code_is_cleaned_then_invalidated_each_completed_by_dsb_ish_before_it_is_made_executable() {
+    // flush_icache_range's sequence (cache_type.rs): clean, dsb ish, invalidate, dsb ish.
+    assert_eq!(code_case(A72, &ops(0, &[DC, DSB_ISH, IC, DSB_ISH, Issued::Isb])), []);
+    // Nothing at all (the planted skip-icache), and each step short.
+    assert_eq!(code_case(A72, &[]), [Rule::Icache]);
+    assert_eq!(code_case(A72, &ops(0, &[DC, DSB_ISH])), [Rule::Icache], "not invalidated");
+    assert_eq!(code_case(A72, &ops(0, &[IC, DSB_ISH])), [Rule::Icache], "not cleaned");
+    assert_eq!(code_case(A72, &ops(0, &[DC, DSB_ISHST, IC, DSB_ISH])), [Rule::Icache], "a dsb ishst completes no clean");
+    // The invalidation issued before the clean completed does not count:
+    // the instruction side may refill the line from the old bytes.
+    assert_eq!(code_case(A72, &ops(0, &[DC, IC, DSB_ISH])), [Rule::Icache]);
+    // Another CPU's dsb completes none of CPU 0's maintenance; its own
+    // complete sequence covers what CPU 0 wrote (both broadcast).
+    let other = [ops(0, &[DC]), ops(1, &[DSB_ISH]), ops(0, &[IC]), ops(1, &[DSB_ISH])].concat();
+    assert_eq!(code_case(A72, &other), [Rule::Icache]);
+    assert_eq!(code_case(A72, &ops(1, &[DC, DSB_ISH, IC, DSB_ISH])), []);
+    // A line elsewhere in the frame cleans nothing of this one.
+    let elsewhere = [Issued::DcCvau { va: CODE + 64 }, DSB_ISH, Issued::IcIvau { va: CODE + 64 }, DSB_ISH];
+    assert_eq!(code_case(A72, &ops(0, &elsewhere)), [Rule::Icache]);
+    // Written again after the maintenance: owed again.
+    let again = [ops(0, &[DC, DSB_ISH, IC, DSB_ISH]), vec![Code::Written(0, 4)]].concat();
+    assert_eq!(code_case(A72, &again), [Rule::Icache]);
+    // A frame freed takes what was written there with it.
+    assert_eq!(code_case(A72, &[Code::Freed(0)]), []);
+}
+
+#[test]
+fn idc_and_dic_leave_out_what_ctr_el0_says_is_not_needed() {
+    let idc = CodeCaches { idc: true, ..A72 };
+    let dic = CodeCaches { dic: true, ..A72 };
+    let both = CodeCaches { idc: true, dic: true, ..A72 };
+    // IDC: a dsb on the writing CPU replaces the clean (Linux: dsb ishst);
+    // the invalidation is still owed, after it.
+    assert_eq!(code_case(idc, &ops(0, &[DSB_ISHST, IC, DSB_ISH])), []);
+    assert_eq!(code_case(idc, &ops(0, &[DSB_ISHST])), [Rule::Icache]);
+    assert_eq!(code_case(idc, &ops(0, &[IC, DSB_ISH])), [Rule::Icache], "ic ivau before the stores completed");
+    assert_eq!(code_case(idc, &ops(1, &[DSB_ISHST, IC, DSB_ISH])), [Rule::Icache], "another CPU's dsb");
+    // DIC: the clean alone.
+    assert_eq!(code_case(dic, &ops(0, &[DC, DSB_ISH])), []);
+    assert_eq!(code_case(dic, &ops(0, &[DC])), [Rule::Icache]);
+    // Both: the stores complete on the writing CPU, nothing else.
+    assert_eq!(code_case(both, &ops(0, &[DSB_ISHST])), []);
+    assert_eq!(code_case(both, &[]), [Rule::Icache]);
+}
+
+#[test]
+fn code_in_a_table_linked_with_an_executable_page_is_judged_at_the_link() {
+    let memory = World::memory();
+    let mut world = World::new(&memory);
+    world.checker.begin(on(0));
+    world.checker.code_written(CODE, 4);
+    world.run(Alloc { cpu: 0, table: 2 });
+    world.checker.begin(on(0));
+    let rx = Descriptor::leaf(Level::L3, PhysAddr::new(FRAMES[0]), Attributes::KERNEL_RX).0;
+    world.store(TABLES[2], 5, rx);
+    assert!(world.checker.take_found().is_empty(), "not reachable yet");
+    let (found, _) = world.run(barrier(0, Barrier::DmbIshst));
+    assert_eq!(found, []);
+    let (found, _) = world.run(Link { cpu: 0, slot: 2, table: 2 });
+    assert_eq!(found, [(Rule::Icache, None)]);
+}
+
+#[test]
+fn the_icache_sentence_names_the_frame_the_address_written_and_what_is_missing() {
+    let memory = World::memory();
+    let mut world = World::new(&memory);
+    world.checker.begin(on(0));
+    world.checker.code_written(CODE + 8, 4);
+    for op in [DC, DSB_ISH] {
+        world.checker.issued(op);
+    }
+    let rx = Descriptor::leaf(Level::L3, PhysAddr::new(FRAMES[0]), Attributes::KERNEL_RX).0;
+    world.store(TABLES[0], 0, rx);
+    let found = world.checker.take_found();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].frame, Some(PhysAddr::new(FRAMES[0])));
+    assert_eq!(
+        found[0].what.as_str(),
+        format!(
+            "memory at {:#x} was made executable while the instruction cache lines of what was written to it at {CODE:#x} were not invalidated after the clean (ic ivau, then dsb ish; flush_icache_range): a stale line may still be fetched",
+            FRAMES[0]
+        )
+    );
+    let entry = found[0].entry.expect("the entry");
+    assert_eq!((entry.old, entry.new), (0, rx));
 }
