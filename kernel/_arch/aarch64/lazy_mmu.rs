@@ -477,8 +477,15 @@ impl fmt::Display for Backend {
 static SELECTED: AtomicU8 = AtomicU8::new(Backend::DEFAULT as u8);
 
 /// The backend in use (at boot, [`Backend::DEFAULT`]).
+/// (A match, not an index into [`Backend::ALL`]: every lazy MMU
+/// transition reads it, and a match has no bounds check to pay.)
+#[inline]
 pub fn selected() -> Backend {
-    Backend::ALL[SELECTED.load(Relaxed) as usize]
+    match SELECTED.load(Relaxed) {
+        0 => Backend::Eager,
+        1 => Backend::Batched,
+        _ => Backend::DeferredWrites,
+    }
 }
 
 /// Makes `backend` the one in use, and nothing else: the generic layer's
