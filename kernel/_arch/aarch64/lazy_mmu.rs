@@ -196,9 +196,12 @@ pub unsafe fn write_run(state: &ArchLazyState, run: Run, new: impl Fn(usize) -> 
     let mode = state.store_mode();
     match mode {
         StoreMode::Pending => {
-            // (`move`: the observers are shown copies, so that `run` and
-            // `new` stay in registers for the store loop.)
-            observe::tell(move |o| o.writing(&run, mode, &new));
+            // (Out of line, behind the test of who listens: built here,
+            // the observers' closure was copied on every call, listened
+            // to or not.)
+            if observe::listening() {
+                observe::tell_writing(&run, mode, &new);
+            }
             // The pair is owed before the loop can panic (in `new`) with
             // valid entries stored: a section abandoned half way through
             // the run still pays it when it is closed. Once the loop is
