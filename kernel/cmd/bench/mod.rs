@@ -607,12 +607,12 @@ fn check(results: &mut Results) {
         .iter()
         .filter_map(|&(live, name)| Some((live, results.find(name, BATCHED, 1)?.insns_per_page()?)))
         .collect();
-    if let (Some(&(fewest, least)), Some(&(most, insns))) = (live.first(), live.last()) {
-        if insns > 2.0 * least {
-            failures.push(format!(
-                "a 1-page vmalloc + vfree with {most} areas live: {insns:.0} instructions, over twice the {least:.0} with {fewest}"
-            ));
-        }
+    if let (Some(&(fewest, least)), Some(&(most, insns))) = (live.first(), live.last())
+        && insns > 2.0 * least
+    {
+        failures.push(format!(
+            "a 1-page vmalloc + vfree with {most} areas live: {insns:.0} instructions, over twice the {least:.0} with {fewest}"
+        ));
     }
     for row in &results.rows {
         let c = row.counts;
