@@ -19,7 +19,10 @@ mod test_vmalloc;
 #[path = "../kernel/cmd/rng.rs"]
 mod rng;
 
+use lazymmu::barrier::cost;
 use lazymmu::mm::addr::PAGE_SIZE;
+use lazymmu::mm::apply::{ApplyMode, apply_mode, set_apply_mode};
+use lazymmu::mm::lazy_mmu::{Backend, use_backend};
 use lazymmu::mm::vmalloc::{self, VmallocError};
 use test_vmalloc::{Failure, Params, Summary, TESTS, run_one};
 
@@ -57,6 +60,38 @@ fn fix_size_alloc_test_gets_its_patterns_back() {
     for pages in [1, 16, 513] {
         passed(run("fix_size_alloc_test", pages, 8));
     }
+}
+
+/// The command's 1-page `fix_size_alloc_test`, 1000 loops, as Linux runs
+/// it (the lazy purge on, batched, no pattern checks): each vfree leaves its
+/// flush to the purge, and 1000 pages are far below `lazy_max_pages`, so
+/// the loop flushes nothing: no TLBI, no `dsb ish`; each vmalloc pays its
+/// own pair. The purge after it flushes the thousand areas once.
+#[test_case]
+fn a_thousand_fix_size_loops_flush_nothing_until_one_purge() {
+    let index = TESTS.iter().position(|(n, _)| *n == "fix_size_alloc_test").expect("a test of TESTS");
+    let p = Params { nr_pages: 1, test_loop_count: 1000, test_repeat_count: 1, ..Params::default() };
+    let lazy = vmalloc::set_vmap_lazy_purge(true);
+    let _backend = use_backend(Backend::Batched);
+    let mode = apply_mode();
+    set_apply_mode(ApplyMode::WholeCall);
+    vmalloc::vm_unmap_aliases();
+    let before = lazymmu::mm::audit::state();
+    assert!(1000 < vmalloc::lazy_max_pages(), "the loop stays below the purge threshold");
+    let mut summary = Summary::default();
+    let looped = cost(|| summary = run_one(&p, index, false));
+    assert_eq!((summary.passed, summary.failed), (1, 0), "{summary:?}");
+    let flushes = (looped.tlbi_page, looped.tlbi_range, looped.tlbi_all, looped.dsb_ish);
+    assert_eq!(flushes, (0, 0, 0, 0), "no flush in the loop: {looped:?}");
+    assert_eq!((looped.dsb_ishst, looped.isb), (1000, 1000), "each vmalloc's own pair: {looped:?}");
+    assert_eq!(vmalloc::lazy_pages(), 1000, "every vfree waits for the purge");
+    let purge = cost(vmalloc::vm_unmap_aliases);
+    assert_eq!(purge.dsb_ish, 1, "one flush for the thousand: {purge:?}");
+    assert_eq!(vmalloc::lazy_pages(), 0);
+    set_apply_mode(mode);
+    vmalloc::set_vmap_lazy_purge(lazy);
+    vmalloc::reclaim_page_tables();
+    assert_eq!(lazymmu::mm::audit::state(), before, "nothing left behind");
 }
 
 #[test_case]

@@ -45,9 +45,12 @@ pub trait Weight {
 impl<V: Weight, A: Allocator + Default> Node<V, A> {
     /// A node for `value` at `key`, from a new object of `A`.
     pub fn new(key: u64, value: V) -> Result<Box<Node<V, A>, A>, AllocError> {
+        // The object first, then the node written into it: built on the
+        // stack before the allocation, it was copied in (a `memcpy` call
+        // of 48 or 80 bytes on every reservation that needs a node).
+        let object = Box::try_new_uninit_in(A::default())?;
         let priority = mix(NODES_MADE.fetch_add(1, Relaxed));
-        let node = Node { key, value, priority, max: 0, left: None, right: None };
-        Box::try_new_in(node, A::default())
+        Ok(Box::write(object, Node { key, value, priority, max: 0, left: None, right: None }))
     }
 }
 

@@ -125,11 +125,11 @@ check "demo pagealloc, without the option" 0 scripts/qemu-runner "$kernel" demo 
 bench_csv=$(mktemp -d)
 trap 'rm -rf "$bench_csv"' EXIT
 check "bench --quick" 0 scripts/qemu-runner "$kernel" bench --quick --csv "$bench_csv/quick.csv" -- \
-    '^bench \[30/30\] map / modify / unmap' '^==== headline: .*\[debug build: not for quoting\] ====$' \
+    '^bench \[31/31\] map / modify / unmap' '^==== headline: .*\[debug build: not for quoting\] ====$' \
     '^bench: [0-9]+ rows written to .*/quick.csv \(on the host\)$' 'every count check passed' \
     '^pgtable_check: off while measuring' '^bench: a debug build: .*not for quoting'
 check "bench --quick: the CSV it wrote" 0 cat "$bench_csv/quick.csv" -- '^vmalloc,batched,512,515,1,0,1,0,' \
-    '^fix_size_alloc_test,batched,1,2,2,1,2,1,' \
+    '^fix_size_alloc_test,batched,1,2,2,1,2,1,' '^fix_size_live_200k,batched,1,2,2,1,2,1,' \
     '^map,aarch64-paging-live,512,[0-9]+,,,,,'
 check "bench --quick, -cpu cortex-a72" 0 env LAZYMMU_CPU=cortex-a72 scripts/qemu-runner "$kernel" bench --quick --csv "$bench_csv/a72.csv" -- \
     'every count check passed'

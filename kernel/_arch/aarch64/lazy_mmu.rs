@@ -196,9 +196,12 @@ pub unsafe fn write_run(state: &ArchLazyState, run: Run, new: impl Fn(usize) -> 
     let mode = state.store_mode();
     match mode {
         StoreMode::Pending => {
-            // (`move`: the observers are shown copies, so that `run` and
-            // `new` stay in registers for the store loop.)
-            observe::tell(move |o| o.writing(&run, mode, &new));
+            // (Out of line, behind the test of who listens: built here,
+            // the observers' closure was copied on every call, listened
+            // to or not.)
+            if observe::listening() {
+                observe::tell_writing(&run, mode, &new);
+            }
             // The pair is owed before the loop can panic (in `new`) with
             // valid entries stored: a section abandoned half way through
             // the run still pays it when it is closed. Once the loop is
@@ -477,8 +480,15 @@ impl fmt::Display for Backend {
 static SELECTED: AtomicU8 = AtomicU8::new(Backend::DEFAULT as u8);
 
 /// The backend in use (at boot, [`Backend::DEFAULT`]).
+/// (A match, not an index into [`Backend::ALL`]: every lazy MMU
+/// transition reads it, and a match has no bounds check to pay.)
+#[inline]
 pub fn selected() -> Backend {
-    Backend::ALL[SELECTED.load(Relaxed) as usize]
+    match SELECTED.load(Relaxed) {
+        0 => Backend::Eager,
+        1 => Backend::Batched,
+        _ => Backend::DeferredWrites,
+    }
 }
 
 /// Makes `backend` the one in use, and nothing else: the generic layer's

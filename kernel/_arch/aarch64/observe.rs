@@ -122,6 +122,20 @@ pub fn tell(f: impl Fn(&dyn Observer)) {
     }
 }
 
+/// Is any observer listening?
+#[inline(always)]
+pub fn listening() -> bool {
+    LISTENING.load(Relaxed) != 0
+}
+
+/// [`tell`] of a run about to be written ([`Observer::writing`]), out of
+/// the store path's line.
+#[cold]
+#[inline(never)]
+pub fn tell_writing(run: &Run, mode: StoreMode, new: &dyn Fn(usize) -> Option<Descriptor>) {
+    tell(|o| o.writing(run, mode, new));
+}
+
 /// Is the checker listening? Then a run's stores are made through
 /// [`storing_checked`]; else the store loop runs as it is.
 #[inline(always)]

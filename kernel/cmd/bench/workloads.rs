@@ -92,6 +92,43 @@ pub fn fix_size_call(pages: u64) -> Result<Sample, WorkloadError> {
     Ok(sample)
 }
 
+/// `live` 1-page areas of address space (`get_vm_area_range`: records
+/// only, no frame, no table), one every four pages from the lowest free
+/// address, each followed by a free hole of two pages (a page and its
+/// guard): both trees of ranges, the taken and the free, hold `live`
+/// nodes, and a 1-page vmalloc fits the first hole. Given back when
+/// dropped. No list is kept: area `i` is at `base + 4 i` pages.
+pub struct LiveAreas {
+    base: VirtAddr,
+    count: u64,
+}
+
+/// The pages from one live area to the next.
+const LIVE_STRIDE: u64 = 4 * PAGE_SIZE;
+
+impl LiveAreas {
+    pub fn new(live: u64) -> Result<LiveAreas, WorkloadError> {
+        let base = vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE)?;
+        vmalloc::free_vm_area(base)?;
+        let mut areas = LiveAreas { base, count: 0 };
+        while areas.count < live {
+            let at = base.add(areas.count * LIVE_STRIDE);
+            let va = vmalloc::get_vm_area_range(PAGE_SIZE, PAGE_SIZE, at, at.add(PAGE_SIZE + vmalloc::GUARD_SIZE))?;
+            debug_assert_eq!(va, at);
+            areas.count += 1;
+        }
+        Ok(areas)
+    }
+}
+
+impl Drop for LiveAreas {
+    fn drop(&mut self) {
+        for i in 0..self.count {
+            vmalloc::free_vm_area(self.base.add(i * LIVE_STRIDE)).expect("taken by new");
+        }
+    }
+}
+
 /// The phases of vmalloc_huge + touch + vfree of `pages` pages (64 KiB:
 /// one contiguous run; 2 MiB and up: blocks): (vmalloc_huge, vfree).
 pub fn vmalloc_huge_cycle(pages: u64) -> Result<[Sample; 2], WorkloadError> {

@@ -98,8 +98,9 @@ pub(super) fn written_outside_section(n: u64) {
 pub(super) fn account(task: &Task) {
     let writes = task.lazy_mmu.unaccounted_writes.replace(0);
     if writes > 0 {
-        mine().entry_writes.fetch_add(writes, Relaxed);
-        mine().lazy_writes.fetch_add(writes, Relaxed);
+        let mine = mine();
+        mine.entry_writes.fetch_add(writes, Relaxed);
+        mine.lazy_writes.fetch_add(writes, Relaxed);
     }
 }
 
@@ -112,10 +113,15 @@ pub(super) fn account_current() {
 }
 
 pub(super) fn entered(depth: u8) {
+    let mine = mine();
     if depth == 1 {
-        mine().sections.fetch_add(1, Relaxed);
+        mine.sections.fetch_add(1, Relaxed);
     }
-    mine().max_nesting.fetch_max(depth, Relaxed);
+    // (Read first: the depth is rarely a new maximum, and a load is
+    // cheaper than the atomic read-modify-write loop.)
+    if depth > mine.max_nesting.load(Relaxed) {
+        mine.max_nesting.fetch_max(depth, Relaxed);
+    }
 }
 
 pub(super) fn flushed() {
