@@ -206,6 +206,20 @@ pub fn wait_for_interrupt() {
     unsafe { asm!("wfi", options(nostack, preserves_flags)) };
 }
 
+/// One turn of a busy wait for another CPU (Linux's `cpu_relax()`, a
+/// `yield` hint; Rust's `spin_loop()` is an `isb` on arm64, which hints
+/// nothing). Under QEMU's single-threaded round robin (`-icount`, or TCG
+/// without multi-threading) the hint ends this vCPU's turn, so the CPU
+/// waited for runs now; without it the waiter keeps its whole turn, up to
+/// QEMU's 100 ms kick period of virtual time, and a wait with a deadline
+/// in generic-timer ticks can expire before the other CPU has run more
+/// than a few turns.
+#[inline]
+pub fn relax() {
+    // SAFETY: yield only hints.
+    unsafe { asm!("yield", options(nostack, preserves_flags)) };
+}
+
 /// Wakes every CPU waiting in [`wait_for_event`] (`sev`).
 #[inline]
 pub fn send_event() {
