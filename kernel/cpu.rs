@@ -67,26 +67,38 @@ pub fn bbml2_noabort(midr: u64) -> bool {
 
 pub struct Model(u64);
 
+/// MIDR_EL1's Implementer field, named (the values of Linux's
+/// `ARM_CPU_IMP_*`, arch/arm64/include/asm/cputype.h).
+const IMPLEMENTERS: [(u64, &str); 2] = [(0x41, "Arm"), (0x46, "Fujitsu")];
+
+/// Implementer and PartNum, named (Linux's `*_CPU_PART_*`): every core
+/// QEMU models that this kernel runs on (`scripts/test` runs the suite on
+/// each), and two Neoverse cores that newer QEMUs model.
+const PARTS: [(u64, u64, &str); 9] = [
+    (0x41, 0xd03, "Cortex-A53"),
+    (0x41, 0xd04, "Cortex-A35"),
+    (0x41, 0xd07, "Cortex-A57"),
+    (0x41, 0xd08, "Cortex-A72"),
+    (0x41, 0xd0b, "Cortex-A76"),
+    (0x41, 0xd0c, "Neoverse-N1"),
+    (0x41, 0xd40, "Neoverse-V1"),
+    (0x41, 0xd49, "Neoverse-N2"),
+    (0x46, 0x001, "A64FX"),
+];
+
 impl fmt::Display for Model {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (implementer, variant, part, revision) = sysreg::midr_fields(self.0);
-        let name = match (implementer, part) {
-            (0x41, 0xd03) => Some("Arm Cortex-A53"),
-            (0x41, 0xd07) => Some("Arm Cortex-A57"),
-            (0x41, 0xd08) => Some("Arm Cortex-A72"),
-            (0x41, 0xd0b) => Some("Arm Cortex-A76"),
-            (0x41, 0xd0c) => Some("Arm Neoverse-N1"),
-            (0x41, 0xd40) => Some("Arm Neoverse-V1"),
-            (0x41, 0xd49) => Some("Arm Neoverse-N2"),
-            _ => None,
-        };
-        match name {
-            Some(name) => write!(f, "{name} r{variant}p{revision}"),
+        let by = IMPLEMENTERS.iter().find(|(id, _)| *id == implementer).map(|(_, name)| *name);
+        let name = PARTS.iter().find(|(imp, id, _)| (*imp, *id) == (implementer, part)).map(|(_, _, name)| *name);
+        match (by, name) {
+            (Some(by), Some(name)) => write!(f, "{by} {name} r{variant}p{revision}"),
+            (Some(by), None) => write!(f, "{by} part {part:#05x} r{variant}p{revision}"),
             // Implementer 0x00 is reserved for software: QEMU's `max` uses it.
-            None if implementer == 0 => {
+            (None, _) if implementer == 0 => {
                 write!(f, "software-defined CPU (QEMU max?), part {part:#05x} r{variant}p{revision}")
             }
-            None => write!(f, "implementer {implementer:#04x} part {part:#05x} r{variant}p{revision}"),
+            (None, _) => write!(f, "implementer {implementer:#04x} part {part:#05x} r{variant}p{revision}"),
         }
     }
 }

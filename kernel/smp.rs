@@ -106,7 +106,9 @@ fn start(n: usize, mpidr: u64, conduit: Option<psci::Conduit>, entry: u64) -> Re
     let stack = KernelStack::new().map_err(|_| SmpError::NoStack)?;
     SLOTS[n].stack.call_once(|| stack);
     psci::cpu_on(conduit, mpidr, entry, n as u64).map_err(SmpError::Psci)?;
-    // It reports in within microseconds; give it a generous second.
+    // It reports in within microseconds; give it a generous second. The
+    // wait yields to it at each turn: under QEMU's round robin (-icount)
+    // it runs only when this CPU's turn ends (`cpu::relax`).
     let deadline = cpu::counter() + cpu::counter_frequency();
     while !SLOTS[n].online.load(SeqCst) {
         if SLOTS[n].parked.load(SeqCst) {
@@ -115,7 +117,7 @@ fn start(n: usize, mpidr: u64, conduit: Option<psci::Conduit>, entry: u64) -> Re
         if cpu::counter() > deadline {
             return Err(SmpError::Silent);
         }
-        core::hint::spin_loop();
+        cpu::relax();
     }
     ONLINE.fetch_add(1, SeqCst);
     Ok(())
@@ -201,7 +203,7 @@ impl Pending {
     /// that CPU comes back as the error.
     pub fn wait(self) -> Result<(), Caught> {
         while !self.is_done() {
-            core::hint::spin_loop();
+            cpu::relax();
         }
         SLOTS[self.cpu].last.lock().take().expect("set before done")
     }

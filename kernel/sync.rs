@@ -64,7 +64,10 @@ impl SpinWait {
                 crate::task::current().name,
             ));
         }
-        core::hint::spin_loop();
+        // The holder may be a vCPU that QEMU runs only when this one's
+        // turn ends (`-icount`): yield to it, or the deadline, counted in
+        // virtual time, passes in a few of its turns.
+        cpu::relax();
     }
 }
 

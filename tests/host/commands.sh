@@ -73,6 +73,11 @@ check "a boolean boot option as Linux's kstrtobool reads it" 0 scripts/qemu-runn
     '^debug_pagealloc: on'
 check "LAZYMMU_SMP above the kernel's limit" 2 env LAZYMMU_SMP=9 scripts/qemu-runner "$kernel" -- 'LAZYMMU_SMP=9: the kernel runs on 1 to 8 CPUs'
 check "LAZYMMU_SMP at the kernel's limit" 0 env LAZYMMU_SMP=8 scripts/qemu-runner "$kernel" -- '\(8 in the device tree, 8 online\)'
+# Under -icount QEMU runs the vCPUs by turns, in one thread: a CPU waiting
+# for another must yield it the turn (cpu::relax), or a wait timed by the
+# generic timer runs out before the other has run (scripts/bench --quick).
+check "every CPU comes up under -icount" 0 env LAZYMMU_SMP=4 LAZYMMU_QEMU_ARGS="-icount shift=0" scripts/qemu-runner "$kernel" -- \
+    '\(4 in the device tree, 4 online\)'
 check "LAZYMMU_MEM too small" 2 env LAZYMMU_MEM=4M scripts/qemu-runner "$kernel" -- 'LAZYMMU_MEM=4M is too small: the kernel needs at least 8M'
 check "a CPU model QEMU cannot boot the kernel on" 1 env LAZYMMU_CPU=cortex-a7 scripts/qemu-runner "$kernel" -- \
     "QEMU could not start the kernel" "CPU model 'cortex-a7'"

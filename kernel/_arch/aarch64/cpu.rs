@@ -206,6 +206,21 @@ pub fn wait_for_interrupt() {
     unsafe { asm!("wfi", options(nostack, preserves_flags)) };
 }
 
+/// One turn of a busy wait for another CPU (Linux's `cpu_relax()`, a
+/// `yield` hint; Rust's `spin_loop()` is an `isb` on arm64). Under QEMU's
+/// single-threaded round robin (`-icount`, or TCG without multi-threading)
+/// a `yield` ends this vCPU's turn, so the CPU waited for runs now; an
+/// `isb` does not, and the waiter keeps its whole turn, up to QEMU's
+/// 100 ms kick period of virtual time: a wait with a deadline in
+/// generic-timer ticks then expires after a few of the other CPU's turns
+/// (a secondary's bring-up, whose broadcast TLBIs and `wfe`s each end its
+/// turn, needs more than the one second `smp::start` gives it).
+#[inline]
+pub fn relax() {
+    // SAFETY: yield only hints.
+    unsafe { asm!("yield", options(nostack, preserves_flags)) };
+}
+
 /// Wakes every CPU waiting in [`wait_for_event`] (`sev`).
 #[inline]
 pub fn send_event() {
