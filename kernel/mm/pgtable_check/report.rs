@@ -34,10 +34,14 @@ pub enum Rule {
     /// RAM is mapped only with the memory type of its linear-map alias
     /// (Normal write-back): no Device or non-cacheable alias of it.
     MismatchedAlias,
+    /// A CPU that receives a mapping another CPU made (a task's stack)
+    /// takes a context synchronization event between receiving it and its
+    /// first use (`shadow/handover.rs`).
+    PublishReceiver,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 8] = [
+    pub const ALL: [Rule; 9] = [
         Rule::Publish,
         Rule::LinkOrder,
         Rule::BreakBeforeMake,
@@ -46,6 +50,7 @@ impl Rule {
         Rule::BarrierOrder,
         Rule::Contiguous,
         Rule::MismatchedAlias,
+        Rule::PublishReceiver,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +63,7 @@ impl Rule {
             Rule::BarrierOrder => "barrier-order",
             Rule::Contiguous => "contiguous",
             Rule::MismatchedAlias => "mismatched-alias",
+            Rule::PublishReceiver => "publish-receiver",
         }
     }
 

@@ -24,6 +24,7 @@ use crate::percpu::MAX_CPUS;
 /// The contiguous-bit rules, on this file's shadow state.
 #[path = "contiguous.rs"]
 mod contiguous;
+mod handover;
 mod lazy;
 
 /// What the rules ask of the kernel they watch, besides the events: the
@@ -207,6 +208,8 @@ pub struct Checker<K: Kernel> {
     /// The heap's frames [start, end): the kernel touches them at any time.
     heap: (u64, u64),
     bbml2_noabort: bool,
+    /// Mappings handed to other CPUs (`shadow/handover.rs`).
+    handovers: handover::Handovers,
     found: Vec<Violation>,
 }
 
@@ -233,6 +236,7 @@ impl<K: Kernel> Checker<K> {
             frames: FrameCounts { base: base.as_u64(), counts: vec![0; frames] },
             heap: (heap_pa.as_u64(), heap_pa.as_u64() + heap_bytes),
             bbml2_noabort: start.bbml2_noabort,
+            handovers: handover::Handovers::new(),
             found: Vec::new(),
         };
         let root = start.root.as_u64();
@@ -718,6 +722,7 @@ impl<K: Kernel> Checker<K> {
                     }
                 }
                 self.cpus[cpu].isb_owed = None;
+                self.context_synchronized(cpu);
             }
             Issued::Tlbi { start, pages, walks } => self.tlbi(Some((start, pages)), walks),
             Issued::TlbiAll => self.tlbi(None, true),
