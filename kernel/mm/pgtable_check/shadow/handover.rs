@@ -113,7 +113,7 @@ impl<K: Kernel> Checker<K> {
             self.violation(
                 Rule::PublishReceiver,
                 sentence(format_args!(
-                    "cpu {cpu} switched to a stack [{:#x}, {:#x}) that cpu {} mapped, with no isb since it took the task: a walk begun earlier may still see the old, invalid entry, and a fault on a stack cannot be fixed up (the exception entry writes to that stack)",
+                    "cpu {cpu} switched to a stack [{:#x}, {:#x}) that cpu {} mapped, with no isb since it took the task: a walk begun earlier may have seen it invalid, and a fault on a stack is not fixed up",
                     r.start, r.end, r.from
                 )),
                 None,
