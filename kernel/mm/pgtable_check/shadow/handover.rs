@@ -25,10 +25,15 @@
 //! handed over on the CPU that mapped it (after the publish rule's check
 //! there); it is received on the CPU that took its task; it is about to
 //! be used on that CPU. Between the last two, that CPU must report an
-//! `isb` (the barrier observer), unless it is the CPU that mapped the
-//! stack; once it has, the mapping is published to it for good. An exception return is context synchronizing too (SCTLR_EL1.EOS),
-//! but a switch made in an interrupt handler uses the stack before the
-//! handler returns, so it does not count here.
+//! `isb` (the barrier observer), unless the mapping is published to it
+//! already: it is the CPU that mapped the stack, or it has synchronized
+//! for it before. An exception return is context synchronizing too
+//! (SCTLR_EL1.EOS), but a switch made in an interrupt handler uses the
+//! stack before the handler returns, so it does not count here.
+//!
+//! Other handovers need no `isb`: a `run_on` job, or the data a task is
+//! given, is reached by data accesses, which the fixup covers (counted in
+//! `fault::spurious_fault_count`), as Linux's are.
 
 use alloc::collections::BTreeMap;
 
