@@ -34,6 +34,7 @@
 //! | `upgrade-unflushed` | a permission change that only grants (`set_memory_rw`/`_x`, `set_linear_map_rw`) returns without its TLB flush | invalidate |
 //! | `device-alias` | `vmap_range`/`vmap_contiguous` map RAM as Device memory beside its cacheable linear alias | mismatched-alias |
 //! | `skip-icache` | `flush_icache_range` returns without cleaning or invalidating anything | icache |
+//! | `skip-receiver-isb` | the scheduler switches to a stack another CPU mapped without its `isb` | publish-receiver |
 
 #[cfg(debug_assertions)]
 use core::sync::atomic::{AtomicU16, Ordering::Relaxed};
@@ -54,10 +55,11 @@ pub enum Bug {
     UpgradeUnflushed,
     DeviceAlias,
     SkipIcache,
+    SkipReceiverIsb,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 14] = [
+    pub const ALL: [Bug; 15] = [
         Bug::SkipTableDmb,
         Bug::SwapPair,
         Bug::SkipLeavePair,
@@ -72,6 +74,7 @@ impl Bug {
         Bug::UpgradeUnflushed,
         Bug::DeviceAlias,
         Bug::SkipIcache,
+        Bug::SkipReceiverIsb,
     ];
 
     pub fn name(self) -> &'static str {
@@ -90,6 +93,7 @@ impl Bug {
             Bug::UpgradeUnflushed => "upgrade-unflushed",
             Bug::DeviceAlias => "device-alias",
             Bug::SkipIcache => "skip-icache",
+            Bug::SkipReceiverIsb => "skip-receiver-isb",
         }
     }
 
@@ -114,6 +118,7 @@ impl Bug {
             Bug::UpgradeUnflushed => "permission upgrades left without their TLB flush",
             Bug::DeviceAlias => "RAM mapped as Device memory beside its cacheable linear alias",
             Bug::SkipIcache => "code made executable without its cache maintenance",
+            Bug::SkipReceiverIsb => "stacks another CPU mapped switched to without the receiving CPU's isb",
         }
     }
 }

@@ -9,6 +9,15 @@
 //! needed by anyone else: the task issues it itself when it runs again and
 //! leaves its section, before it touches the new mappings. So the task's
 //! pending flag (and, under `deferred-writes`, its queue) simply goes with it.
+//!
+//! The CPU a task comes to needs one thing of its own: a task's stack was
+//! mapped by another CPU, and a CPU that switches to a task which never
+//! ran here before, or last ran elsewhere, issues `isb` between taking it
+//! from the run queue and switching to its stack. Without it, a walk it
+//! began earlier may have read the stack's entry while still invalid; the
+//! spurious-fault fixup (`mm/fault.rs`) cannot catch that fault, whose
+//! exception entry writes to the very stack that faulted (the checker's
+//! publish-receiver rule, `pgtable_check/shadow/handover.rs`).
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -20,6 +29,7 @@ use crate::mm::pgtable::MapError;
 use crate::mm::pgtable_check;
 use crate::mm::stack::KernelStack;
 use crate::percpu::this_cpu;
+use crate::planted::{Bug, planted};
 use crate::sync::IrqSpinLock;
 use crate::task::{self, Affinity, Task, TaskState};
 use crate::{timer, trace};
@@ -178,6 +188,7 @@ pub(crate) fn schedule() {
     // included, reaches every walker before `next` runs.
     barrier::dsb_ish();
     pgtable_check::switching_out();
+    receive(next, here);
     next.set_state(TaskState::Running);
     let cpu = this_cpu();
     cpu.set_switched_from(prev);
@@ -188,6 +199,19 @@ pub(crate) fn schedule() {
     unsafe { context::cpu_switch_to(prev.context(), next.context()) };
     finish_task_switch();
     cpu::irq_restore(daif);
+}
+
+/// Publishes `next`'s stack to this CPU (see the module's notes): an
+/// `isb` if another CPU mapped it or last ran it.
+fn receive(next: &Task, here: usize) {
+    let Some(stack) = next.stack() else { return };
+    let (bottom, top) = (stack.bottom(), stack.top());
+    pgtable_check::stack_received(bottom, top);
+    if next.last_cpu() != here && !planted(Bug::SkipReceiverIsb) {
+        barrier::isb();
+    }
+    pgtable_check::stack_entering(bottom, top);
+    next.set_last_cpu(here);
 }
 
 /// The second half of a switch, run by the task switched to: the task

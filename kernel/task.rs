@@ -12,7 +12,7 @@
 use alloc::boxed::Box;
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::arch::context::Context;
 use crate::arch::exception::RecoveryPoint;
@@ -55,6 +55,10 @@ pub struct Task {
     caught: Cell<Option<Caught>>,
     /// Where the task may run.
     pub affinity: Affinity,
+    /// The CPU it last ran on, or for a task that never ran, the CPU that
+    /// mapped its stack: another CPU owes an `isb` before it switches to
+    /// it (`sched::schedule`).
+    last_cpu: AtomicUsize,
     /// Walk guards (`pgtable::walking`) the task holds now.
     walks: Cell<u32>,
     /// Does it hold `pgtable::Exclusive` now? A fault or panic then stops
@@ -106,6 +110,7 @@ impl Task {
             recovery: Cell::new(null_mut()),
             caught: Cell::new(None),
             affinity: Affinity::Cpu(cpu),
+            last_cpu: AtomicUsize::new(cpu),
             walks: Cell::new(0),
             exclusive: Cell::new(false),
             irq_depth: Cell::new(0),
@@ -121,6 +126,7 @@ impl Task {
     ) -> Task {
         let mut task = Task::boot(name, 0);
         task.affinity = affinity;
+        task.last_cpu = AtomicUsize::new(stack.mapped_on());
         task.state = AtomicU8::new(TaskState::Ready as u8);
         task.stack = Some(stack);
         task.entry.set(Some(entry));
@@ -143,6 +149,15 @@ impl Task {
 
     pub(crate) fn set_state(&self, state: TaskState) {
         self.state.store(state as u8, Ordering::Release);
+    }
+
+    /// The CPU it last ran on (see the field).
+    pub(crate) fn last_cpu(&self) -> usize {
+        self.last_cpu.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_last_cpu(&self, cpu: usize) {
+        self.last_cpu.store(cpu, Ordering::Relaxed);
     }
 
     pub fn stack(&self) -> Option<&KernelStack> {

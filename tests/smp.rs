@@ -501,3 +501,43 @@ fn a_lock_wait_that_cannot_end_reports_where_it_waits() {
     holder.wait().unwrap();
     assert_eq!(lazymmu::lock_wait_reports(), before + 1, "the wait reported itself once");
 }
+
+/// A task spawned on CPU 0 and run on CPU 1: its stack was mapped and
+/// published (`dsb ishst; isb`) on CPU 0, and is published to CPU 1 only by
+/// CPU 1's own `isb` between taking the task and switching to its stack
+/// (the checker's publish-receiver rule). With that `isb` planted away
+/// (`skip-receiver-isb`) the checker names the switch, once.
+#[test_case]
+fn a_stack_mapped_on_one_cpu_is_switched_to_on_another_only_after_an_isb_there() {
+    use lazymmu::mm::pgtable_check::{self, Rule};
+    use lazymmu::task::Affinity;
+    use lazymmu::{Bug, with_planted};
+    let _ = cpus();
+    if !pgtable_check::enabled() {
+        return;
+    }
+    static RAN_ON: AtomicU64 = AtomicU64::new(u64::MAX);
+    let spawn_and_join = || {
+        RAN_ON.store(u64::MAX, SeqCst);
+        let task = lazymmu::sched::spawn_on("received", Affinity::Cpu(1), || {
+            RAN_ON.store(percpu::this_cpu().id as u64, SeqCst);
+        })
+        .unwrap();
+        task.join().unwrap();
+    };
+    assert_eq!(percpu::this_cpu().id, 0, "the stack is mapped on CPU 0");
+    let ((), found) = pgtable_check::expecting(Rule::PublishReceiver, spawn_and_join);
+    assert_eq!(RAN_ON.load(SeqCst), 1);
+    assert_eq!(found.total(), 0, "with the isb: {:?}", found.first);
+
+    let ((), found) =
+        pgtable_check::expecting(Rule::PublishReceiver, || with_planted(Bug::SkipReceiverIsb, spawn_and_join));
+    assert_eq!(RAN_ON.load(SeqCst), 1);
+    assert_eq!(found.of(Rule::PublishReceiver), 1, "one switch to the new stack: {:?}", found.first);
+    let v = &found.first[0];
+    assert_eq!((v.cpu, v.task, v.in_interrupt), (1, "boot/1", false), "{v}");
+    assert!(
+        v.what.as_str().starts_with("cpu 1 switched to a stack [") && v.what.as_str().contains("that cpu 0 mapped"),
+        "{v}"
+    );
+}

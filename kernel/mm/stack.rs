@@ -19,6 +19,9 @@ static SLOTS: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug)]
 pub struct KernelStack {
     slot: u64,
+    /// The CPU that mapped and published it: another CPU owes an `isb`
+    /// before it first runs on it (`sched::schedule`).
+    mapped_on: usize,
 }
 
 impl KernelStack {
@@ -35,7 +38,7 @@ impl KernelStack {
             }
         };
         let _op = pgtable_check::operation();
-        let stack = KernelStack { slot };
+        let mut stack = KernelStack { slot, mapped_on: 0 };
         let bottom = stack.bottom();
         for page in 0..KSTACK_PAGES {
             let mapped = frame_alloc::alloc_frame().map_err(MapError::from).and_then(|pa| {
@@ -63,8 +66,19 @@ impl KernelStack {
         // before the caller leaves a lazy MMU section it is in: what the
         // mapping deferred is paid now (stores made, `dsb ishst; isb`).
         lazy_mmu::flush_section();
+        // Which CPU published it, as the checker and the scheduler see it:
+        // asked with interrupts masked, so that both hear of the same one.
+        let daif = crate::arch::cpu::irq_save();
         pgtable_check::handed_over();
+        pgtable_check::stack_handed_over(stack.bottom(), stack.top());
+        stack.mapped_on = crate::percpu::this_cpu().id;
+        crate::arch::cpu::irq_restore(daif);
         Ok(stack)
+    }
+
+    /// The CPU that mapped and published it.
+    pub fn mapped_on(&self) -> usize {
+        self.mapped_on
     }
 
     /// The lowest mapped address.

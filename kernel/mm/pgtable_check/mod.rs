@@ -45,6 +45,10 @@
 //! - **barrier-order**: `dsb ishst` comes before the `isb` that completes a
 //!   publish, and before a TLBI of the entry it must make visible; `dsb ish`
 //!   then `isb` follow a TLBI.
+//! - **publish-receiver**: a CPU that takes a task whose stack another
+//!   CPU mapped (or that last ran on another CPU) issues `isb` between
+//!   taking it and switching to its stack: the spurious-fault fixup
+//!   cannot catch a fault on a stack (`shadow/handover.rs`).
 //! - **mismatched-alias**: RAM is mapped Device or non-cacheable only
 //!   while no cacheable linear-map alias of it is live (never, here: the
 //!   linear map holds all RAM; `vmalloc::vmap_range` refuses it).
@@ -400,6 +404,41 @@ fn walk_ended_checked() {
 pub fn handed_over() {
     let queued = lazy_mmu::queued_stores();
     check(cpu::frame_pointer(), |c| c.handed_over(queued));
+}
+
+/// The stack [bottom, top), mapped and published on this CPU, is handed
+/// to a task that may run on another CPU (`KernelStack::new`).
+#[inline(never)]
+pub(crate) fn stack_handed_over(bottom: VirtAddr, top: VirtAddr) {
+    check(cpu::frame_pointer(), |c| c.mapping_handed_over(bottom.as_u64(), top.as_u64()));
+}
+
+/// This CPU took a task whose stack is [bottom, top) from the run queue.
+/// Inlined to its test of [`enabled`] (see [`section_ended`]).
+#[inline(always)]
+pub(crate) fn stack_received(bottom: VirtAddr, top: VirtAddr) {
+    if enabled() {
+        stack_received_checked(bottom, top);
+    }
+}
+
+#[inline(never)]
+fn stack_received_checked(bottom: VirtAddr, top: VirtAddr) {
+    check(cpu::frame_pointer(), |c| c.mapping_received(bottom.as_u64(), top.as_u64()));
+}
+
+/// This CPU is about to switch to the stack [bottom, top) it received.
+/// Inlined to its test of [`enabled`] (see [`section_ended`]).
+#[inline(always)]
+pub(crate) fn stack_entering(bottom: VirtAddr, top: VirtAddr) {
+    if enabled() {
+        stack_entering_checked(bottom, top);
+    }
+}
+
+#[inline(never)]
+fn stack_entering_checked(bottom: VirtAddr, top: VirtAddr) {
+    check(cpu::frame_pointer(), |c| c.using_received(bottom.as_u64(), top.as_u64()));
 }
 
 /// The scheduler is about to switch the current task out (after its

@@ -38,10 +38,14 @@ pub enum Rule {
     /// unification and their instruction lines invalidated (as CTR_EL0
     /// asks) before their memory is made executable.
     Icache,
+    /// A CPU that receives a mapping another CPU made (a task's stack)
+    /// takes a context synchronization event between receiving it and its
+    /// first use (`shadow/handover.rs`).
+    PublishReceiver,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 9] = [
+    pub const ALL: [Rule; 10] = [
         Rule::Publish,
         Rule::LinkOrder,
         Rule::BreakBeforeMake,
@@ -51,6 +55,7 @@ impl Rule {
         Rule::Contiguous,
         Rule::MismatchedAlias,
         Rule::Icache,
+        Rule::PublishReceiver,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +69,7 @@ impl Rule {
             Rule::Contiguous => "contiguous",
             Rule::MismatchedAlias => "mismatched-alias",
             Rule::Icache => "icache",
+            Rule::PublishReceiver => "publish-receiver",
         }
     }
 

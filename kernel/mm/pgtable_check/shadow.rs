@@ -27,6 +27,7 @@ pub use icache::CodeCaches;
 /// The contiguous-bit rules, on this file's shadow state.
 #[path = "contiguous.rs"]
 mod contiguous;
+mod handover;
 mod lazy;
 
 /// What the rules ask of the kernel they watch, besides the events: the
@@ -215,6 +216,8 @@ pub struct Checker<K: Kernel> {
     caches: CodeCaches,
     /// Granules written as instructions and not yet maintained (`icache.rs`).
     code: icache::Code,
+    /// Mappings handed to other CPUs (`shadow/handover.rs`).
+    handovers: handover::Handovers,
     found: Vec<Violation>,
 }
 
@@ -243,6 +246,7 @@ impl<K: Kernel> Checker<K> {
             bbml2_noabort: start.bbml2_noabort,
             caches: start.caches,
             code: icache::Code::new(),
+            handovers: handover::Handovers::new(),
             found: Vec::new(),
         };
         let root = start.root.as_u64();
@@ -735,6 +739,7 @@ impl<K: Kernel> Checker<K> {
                     }
                 }
                 self.cpus[cpu].isb_owed = None;
+                self.context_synchronized(cpu);
             }
             Issued::Tlbi { start, pages, walks } => self.tlbi(Some((start, pages)), walks),
             Issued::TlbiAll => self.tlbi(None, true),
