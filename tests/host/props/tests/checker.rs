@@ -1230,7 +1230,11 @@ fn on_an_a72_code_is_cleaned_then_invalidated_each_completed_by_dsb_ish_before_i
     assert_eq!(code_case(A72, &[]), [Rule::Icache]);
     assert_eq!(code_case(A72, &ops(0, &[DC, DSB_ISH])), [Rule::Icache], "not invalidated");
     assert_eq!(code_case(A72, &ops(0, &[IC, DSB_ISH])), [Rule::Icache], "not cleaned");
-    assert_eq!(code_case(A72, &ops(0, &[DC, DSB_ISHST, IC, DSB_ISH])), [Rule::Icache], "a dsb ishst completes no clean");
+    assert_eq!(
+        code_case(A72, &ops(0, &[DC, DSB_ISHST, IC, DSB_ISH])),
+        [Rule::Icache],
+        "a dsb ishst completes no clean"
+    );
     // The invalidation issued before the clean completed does not count:
     // the instruction side may refill the line from the old bytes.
     assert_eq!(code_case(A72, &ops(0, &[DC, IC, DSB_ISH])), [Rule::Icache]);
