@@ -61,6 +61,9 @@ fn flush(how: FlushStrategy, start: VirtAddr, end: VirtAddr, walks: Walks) {
     if planted(Bug::SkipTlbFlush) {
         return;
     }
+    if planted(Bug::LocalTlbFlush) {
+        return flush_this_cpu_only();
+    }
     let pages = pages_in(start, end);
     let start = start.align_down(PAGE_SIZE);
     if pages == 0 {
@@ -96,8 +99,21 @@ pub(crate) fn flush_tlb_all() {
     if planted(Bug::SkipTlbFlush) {
         return;
     }
+    if planted(Bug::LocalTlbFlush) {
+        return flush_this_cpu_only();
+    }
     barrier::dsb_ishst();
     tlbi::tlbi_vmalle1is();
+    barrier::dsb_ish();
+    barrier::isb();
+}
+
+/// The planted `local-tlb-flush`: everything invalidated on this CPU
+/// only (`tlbi vmalle1`, no `is`); every other CPU keeps what it cached.
+/// Uncounted and untold: the observers know broadcast maintenance only.
+fn flush_this_cpu_only() {
+    barrier::dsb_ishst();
+    barrier::raw::tlbi_vmalle1();
     barrier::dsb_ish();
     barrier::isb();
 }
