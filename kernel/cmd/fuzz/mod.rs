@@ -144,8 +144,7 @@ const MAX_CPUS: usize = 8;
 /// (the handler walks to its entry itself: an entry found by the task
 /// cannot be handed over). The fuzzer waiting for it cannot move to
 /// another CPU meanwhile: it does not yield, and preemption is off.
-static IRQ_SLOT: [spin::Mutex<Option<(VirtAddr, Descriptor)>>; MAX_CPUS] =
-    [const { spin::Mutex::new(None) }; MAX_CPUS];
+static IRQ_SLOT: [spin::Mutex<Option<(VirtAddr, Descriptor)>>; MAX_CPUS] = [const { spin::Mutex::new(None) }; MAX_CPUS];
 static IRQ_DONE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 static TAGS: AtomicU64 = AtomicU64::new(1);
 
