@@ -238,6 +238,21 @@ static STOP: AtomicBool = AtomicBool::new(false);
 /// Which fuzzer diverged first.
 static FIRST: AtomicUsize = AtomicUsize::new(0);
 
+/// [`Fuzzer::unchanged`], for a caller already alone.
+fn unchanged_alone<T: core::fmt::Debug + PartialEq>(
+    what: &str,
+    call: impl FnOnce() -> T,
+    want: T,
+) -> Result<(), String> {
+    let before = audit::state();
+    expect(what, call(), want)?;
+    let after = audit::state();
+    if after != before {
+        return Err(format!("{what} changed the state: before {before:?}, after {after:?}"));
+    }
+    Ok(())
+}
+
 fn err<E: core::fmt::Debug>(what: &str) -> impl FnOnce(E) -> String + '_ {
     move |e| format!("{what} failed: {e:?}")
 }
@@ -485,13 +500,21 @@ impl Fuzzer {
             )?;
             return Ok(Vec::from([(area.start, area.pages)]));
         }
-        vmalloc::vfree(area.start).map_err(err("vfree"))?;
+        // Freed twice, the second call must find no area. Both calls are
+        // made alone: between them another CPU could have taken the range
+        // (after a purge) and the second would free its area.
+        let free = || vmalloc::vfree(area.start).map_err(err("vfree"));
+        if self.rng.chance(4) {
+            GATE.alone_within_operation(|| {
+                free()?;
+                unchanged_alone("vfree twice", || vmalloc::vfree(area.start), Err(VmallocError::NotAnArea(area.start)))
+            })?;
+        } else {
+            free()?;
+        }
         self.awaiting_purge.push((area.start, area.pages));
         self.model.remove_area(area.start);
         self.huge.remove(&area.start);
-        if self.rng.chance(4) {
-            self.unchanged("vfree twice", || vmalloc::vfree(area.start), Err(VmallocError::NotAnArea(area.start)))?;
-        }
         Ok(Vec::from([(area.start, area.pages)]))
     }
 
@@ -830,15 +853,7 @@ impl Fuzzer {
         want: T,
     ) -> Result<(), String> {
         // The state is everyone's: no other fuzzer may change it meanwhile.
-        GATE.alone_within_operation(|| {
-            let before = audit::state();
-            expect(what, call(), want)?;
-            let after = audit::state();
-            if after != before {
-                return Err(format!("{what} changed the state: before {before:?}, after {after:?}"));
-            }
-            Ok(())
-        })
+        GATE.alone_within_operation(|| unchanged_alone(what, call, want))
     }
 
     /// A timer interrupt maps the irq page while this task may be in a
