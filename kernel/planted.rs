@@ -33,7 +33,7 @@
 //! | `cont-split-live` | `set_memory_*` changes part of a live run without splitting it | contiguous |
 //! | `upgrade-unflushed` | a permission change that only grants (`set_memory_rw`/`_x`, `set_linear_map_rw`) returns without its TLB flush | invalidate |
 //! | `device-alias` | `vmap_range`/`vmap_contiguous` map RAM as Device memory beside its cacheable linear alias | mismatched-alias |
-//! | `local-tlb-flush` | TLB flushes invalidate this CPU's TLB only (`tlbi vmalle1`, not broadcast) | invalidate (the checker has no per-CPU TLB: it hears of no invalidation); with the checker off, only `fuzz --cpus 2` sees it |
+//! | `local-tlb-flush` | TLB flushes invalidate this CPU's TLB only (`tlbi vaale1` per page, `tlbi vmalle1`; not broadcast) | invalidate (the checker has no per-CPU TLB: it hears of no invalidation); with the checker off, only `fuzz --cpus 2` sees it |
 
 #[cfg(debug_assertions)]
 use core::sync::atomic::{AtomicU16, Ordering::Relaxed};

@@ -61,13 +61,14 @@ fn flush(how: FlushStrategy, start: VirtAddr, end: VirtAddr, walks: Walks) {
     if planted(Bug::SkipTlbFlush) {
         return;
     }
-    if planted(Bug::LocalTlbFlush) {
-        return flush_this_cpu_only();
-    }
     let pages = pages_in(start, end);
     let start = start.align_down(PAGE_SIZE);
     if pages == 0 {
         return;
+    }
+    #[cfg(debug_assertions)]
+    if planted(Bug::LocalTlbFlush) {
+        return flush_this_cpu_only(start.as_u64(), pages);
     }
     match how {
         FlushStrategy::All => return flush_tlb_all(),
@@ -100,7 +101,11 @@ pub(crate) fn flush_tlb_all() {
         return;
     }
     if planted(Bug::LocalTlbFlush) {
-        return flush_this_cpu_only();
+        barrier::dsb_ishst();
+        barrier::raw::tlbi_vmalle1();
+        barrier::dsb_ish();
+        barrier::isb();
+        return;
     }
     barrier::dsb_ishst();
     tlbi::tlbi_vmalle1is();
@@ -108,12 +113,15 @@ pub(crate) fn flush_tlb_all() {
     barrier::isb();
 }
 
-/// The planted `local-tlb-flush`: everything invalidated on this CPU
-/// only (`tlbi vmalle1`, no `is`); every other CPU keeps what it cached.
-/// Uncounted and untold: the observers know broadcast maintenance only.
-fn flush_this_cpu_only() {
+/// The planted `local-tlb-flush`: each page invalidated on this CPU only
+/// (`tlbi vaale1`, no `is`; a whole flush is `tlbi vmalle1`); every other
+/// CPU keeps what it cached.
+#[cfg(debug_assertions)]
+fn flush_this_cpu_only(start: u64, pages: u64) {
     barrier::dsb_ishst();
-    barrier::raw::tlbi_vmalle1();
+    for page in 0..pages {
+        tlbi::tlbi_vaale1_this_cpu(start + page * PAGE_SIZE);
+    }
     barrier::dsb_ish();
     barrier::isb();
 }

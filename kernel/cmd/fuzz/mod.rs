@@ -130,8 +130,10 @@ struct Fuzzer {
     irq_page: VirtAddr,
     irq_frame: PhysAddr,
     /// Areas vfree'd or vunmap'd since the last purge: their translations
-    /// may still be in the TLB (`vmalloc/purge.rs`).
-    awaiting_purge: Vec<(VirtAddr, u64)>,
+    /// may still be in the TLB (`vmalloc/purge.rs`). With each, the lazily
+    /// freed pages just after it went on the purge list: fewer later means
+    /// a purge (any CPU's) has flushed it since.
+    awaiting_purge: Vec<(VirtAddr, u64, u64)>,
     /// The live `vmalloc_huge` areas mapped in chunks, and the chunk size
     /// (2 MiB blocks or 64 KiB runs): where `set_memory_*` must split.
     huge: BTreeMap<VirtAddr, u64>,
@@ -512,7 +514,7 @@ impl Fuzzer {
         } else {
             free()?;
         }
-        self.awaiting_purge.push((area.start, area.pages));
+        self.freed_lazily(area.start, area.pages);
         self.model.remove_area(area.start);
         self.huge.remove(&area.start);
         Ok(Vec::from([(area.start, area.pages)]))
@@ -586,7 +588,7 @@ impl Fuzzer {
             return self.vmap_pages();
         };
         vmalloc::vunmap(area.start).map_err(err("vunmap"))?;
-        self.awaiting_purge.push((area.start, area.pages));
+        self.freed_lazily(area.start, area.pages);
         self.model.remove_area(area.start);
         release(&area.kind);
         Ok(Vec::from([(area.start, area.pages)]))
@@ -918,7 +920,7 @@ impl Fuzzer {
         .map_err(err("spawn"))?;
         task.join().map_err(err("the other task"))?;
         let va = VirtAddr::new(other.load(SeqCst));
-        self.awaiting_purge.push((va, pages));
+        self.freed_lazily(va, pages);
         Ok(())
     }
 
@@ -944,7 +946,7 @@ impl Fuzzer {
             // through a stale TLB entry; the tables (`at s1e1r`) say
             // unmapped all the same.
             let stale_ok =
-                self.awaiting_purge.iter().any(|&(start, pages)| va >= start && va < start.add(pages * PAGE_SIZE));
+                self.awaiting_purge.iter().any(|&(start, pages, _)| va >= start && va < start.add(pages * PAGE_SIZE));
             return match (hw_translate(va, Access::Read), read) {
                 (HwTranslation::Fault(FaultStatus::Translation { .. }), Err(s))
                     if matches!(s.status, Some(FaultStatus::Translation { .. })) =>
@@ -973,6 +975,12 @@ impl Fuzzer {
         };
         expect(&format!("{va}: at s1e1w"), hw_translate(va, Access::Write), write_walk)?;
         expect(&format!("{va}: the tag read through the mapping"), probe::read(va), Ok(p.tag))?;
+        // And it is the word in the frame the tables map: an access through
+        // a stale TLB entry reaches another frame (the tag of a vmalloc
+        // page was written through the mapping too, so both could agree).
+        // SAFETY: a frame the tables map, read through its linear-map alias.
+        let in_frame = unsafe { core::ptr::read_volatile(phys_to_virt(pa).as_ptr::<u64>()) };
+        expect(&format!("{va}: the tag in its frame {pa}, read through the linear map"), in_frame, p.tag)?;
         // SAFETY: writes back the tag the page holds.
         let wrote = unsafe { probe::write(va, p.tag) };
         match (p.writable, wrote) {
@@ -982,11 +990,16 @@ impl Fuzzer {
         }
     }
 
+    /// [start, start + pages) was just put on the purge list.
+    fn freed_lazily(&mut self, start: VirtAddr, pages: u64) {
+        self.awaiting_purge.push((start, pages, vmalloc::lazy_pages()));
+    }
+
     fn check(&mut self, touched: &[(VirtAddr, u64)]) -> Result<(), String> {
-        // A purge (past the threshold, for room, or set_memory_*'s) flushed them all.
-        if vmalloc::lazy_pages() == 0 {
-            self.awaiting_purge.clear();
-        }
+        // A purge (past the threshold, for room, or set_memory_*'s) flushed
+        // every area on the list when it ran.
+        let lazy = vmalloc::lazy_pages();
+        self.awaiting_purge.retain(|&(_, _, lazy_after)| lazy != 0 && lazy >= lazy_after);
         for &(start, pages) in touched {
             // The guard page after the area too.
             for i in 0..=pages {
