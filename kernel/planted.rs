@@ -35,6 +35,7 @@
 //! | `device-alias` | `vmap_range`/`vmap_contiguous` map RAM as Device memory beside its cacheable linear alias | mismatched-alias |
 //! | `skip-icache` | `flush_icache_range` returns without cleaning or invalidating anything | icache |
 //! | `skip-receiver-isb` | the scheduler switches to a stack another CPU mapped without its `isb` | publish-receiver |
+//! | `local-tlb-flush` | TLB flushes invalidate this CPU's TLB only (`tlbi vaale1` per page, `tlbi vmalle1`; not broadcast) | invalidate (the checker has no per-CPU TLB: it hears of no invalidation); with the checker off, only `fuzz --cpus 2` sees it |
 
 #[cfg(debug_assertions)]
 use core::sync::atomic::{AtomicU16, Ordering::Relaxed};
@@ -56,10 +57,11 @@ pub enum Bug {
     DeviceAlias,
     SkipIcache,
     SkipReceiverIsb,
+    LocalTlbFlush,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 15] = [
+    pub const ALL: [Bug; 16] = [
         Bug::SkipTableDmb,
         Bug::SwapPair,
         Bug::SkipLeavePair,
@@ -75,6 +77,7 @@ impl Bug {
         Bug::DeviceAlias,
         Bug::SkipIcache,
         Bug::SkipReceiverIsb,
+        Bug::LocalTlbFlush,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +97,7 @@ impl Bug {
             Bug::DeviceAlias => "device-alias",
             Bug::SkipIcache => "skip-icache",
             Bug::SkipReceiverIsb => "skip-receiver-isb",
+            Bug::LocalTlbFlush => "local-tlb-flush",
         }
     }
 
@@ -119,6 +123,7 @@ impl Bug {
             Bug::DeviceAlias => "RAM mapped as Device memory beside its cacheable linear alias",
             Bug::SkipIcache => "code made executable without its cache maintenance",
             Bug::SkipReceiverIsb => "stacks another CPU mapped switched to without the receiving CPU's isb",
+            Bug::LocalTlbFlush => "TLB flushes made on this CPU only, not broadcast",
         }
     }
 }

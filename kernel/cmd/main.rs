@@ -48,8 +48,8 @@ const COMMANDS: &[(&str, &str)] = &[
         "every workload under every backend: exact counts and times; prints a summary and writes the CSV to PATH on the host (default target/bench.csv; --quick: small N, counts checked; --tlb-only: the TLB flush strategies, with the CPUs online; --gib: 1 GiB of vmalloc_huge and of vmalloc, on a machine with 3 GiB)",
     ),
     (
-        "fuzz [--seed S] [--ops N] [--backend NAME] [--break BUG]",
-        "random mapping operations checked against a model and the page-table rules, under each backend (default seed 1, 2000 ops); BUG plants a bug to catch (debug builds only, see `planted.rs`)",
+        "fuzz [--seed S] [--ops N] [--cpus N] [--backend NAME] [--break BUG]",
+        "random mapping operations checked against a model and the page-table rules, under each backend (default seed 1, 2000 ops); --cpus N runs N at once over the shared tables, seeds S to S+N-1, each with its own model (the interleaving differs from run to run; LAZYMMU_SMP sets the CPUs QEMU starts); BUG plants a bug to catch (debug builds only, see `planted.rs`)",
     ),
     (
         "test_vmalloc [nr_pages=N] [test_loop_count=N] [test_repeat_count=N] [run_test_mask=M]",
@@ -316,7 +316,7 @@ fn bench(options: &[&str]) {
 }
 
 /// What `fuzz` takes, for its messages.
-const FUZZ_OPTIONS: &str = "--seed N, --ops N, --backend NAME and --break BUG";
+const FUZZ_OPTIONS: &str = "--seed N, --ops N, --cpus N, --backend NAME and --break BUG";
 
 /// Ends the command with a message about one of `fuzz`'s options.
 fn fuzz_usage(what: core::fmt::Arguments) -> ! {
@@ -325,10 +325,10 @@ fn fuzz_usage(what: core::fmt::Arguments) -> ! {
 }
 
 fn fuzz(options: &[&str]) {
-    let mut config = fuzz::Config { seed: 1, ops: 2000, backends: fuzz::all_backends(), broken: None };
+    let mut config = fuzz::Config { seed: 1, ops: 2000, backends: fuzz::all_backends(), broken: None, cpus: 1 };
     let mut rest = options;
     while let [flag, tail @ ..] = rest {
-        let known = ["--seed", "--ops", "--backend", "--break"];
+        let known = ["--seed", "--ops", "--cpus", "--backend", "--break"];
         if !known.contains(flag) {
             fuzz_usage(format_args!("unknown option {flag:?}; it takes {FUZZ_OPTIONS}"));
         }
@@ -341,6 +341,15 @@ fn fuzz(options: &[&str]) {
         match *flag {
             "--seed" => config.seed = number("the seed"),
             "--ops" => config.ops = number("the number of operations per backend"),
+            "--cpus" => {
+                let online = lazymmu::smp::online_cpus();
+                config.cpus = match value.parse::<usize>() {
+                    Ok(n) if (1..=online).contains(&n) => n,
+                    _ => fuzz_usage(format_args!(
+                        "--cpus {value}: a number of CPUs from 1 to the {online} online (LAZYMMU_SMP sets how many QEMU starts)"
+                    )),
+                }
+            }
             "--backend" => match Backend::from_name(value) {
                 Some(backend) => config.backends = Vec::from([backend]),
                 None => fuzz_usage(format_args!("no backend {value:?}; the backends are {}", backend_names())),
@@ -359,9 +368,16 @@ fn fuzz(options: &[&str]) {
         }
         rest = tail;
     }
+    let seeds = match config.cpus {
+        1 => format!("seed {}", config.seed),
+        n => format!(
+            "{n} CPUs at once, seeds {} to {} (one per CPU: each CPU's operations are its seed's, their interleaving differs from run to run)",
+            config.seed,
+            config.seed.wrapping_add(n as u64 - 1)
+        ),
+    };
     println!(
-        "lazymmu fuzz: seed {}, {} ops under each of {}{}",
-        config.seed,
+        "lazymmu fuzz: {seeds}, {} ops under each of {}{}",
         config.ops,
         config.backends.iter().map(|b| b.name()).collect::<Vec<_>>().join(", "),
         config
@@ -369,34 +385,65 @@ fn fuzz(options: &[&str]) {
             .map(|bug| format!(" (kernel deliberately broken, {}: {})", bug.name(), bug.what()))
             .unwrap_or_default()
     );
-    let progress =
-        |backend: Backend, ops: u64, checks: u64| println!("fuzz: {backend}: {ops} ops, {checks} page checks");
+    let progress = |backend: Backend, cpu: Option<usize>, ops: u64, checks: u64| match cpu {
+        None => println!("fuzz: {backend}: {ops} ops, {checks} page checks"),
+        Some(cpu) => println!("fuzz: {backend}: cpu {cpu}: {ops} ops, {checks} page checks"),
+    };
     match fuzz::run(&config, progress) {
         Ok(report) => {
-            for (backend, ops, checks) in &report.runs {
-                println!("fuzz: {backend}: {ops} ops, {checks} page checks, final sweep and teardown: ok");
+            for (backend, runs) in &report.runs {
+                if let [one] = runs[..] {
+                    println!(
+                        "fuzz: {backend}: {} ops, {} page checks, final sweep and teardown: ok",
+                        one.ops, one.checks
+                    );
+                    continue;
+                }
+                for (cpu, run) in runs.iter().enumerate() {
+                    println!(
+                        "fuzz: {backend}: cpu {cpu} (seed {}): {} ops, {} page checks, {} steps ended on another CPU, {} pages given back were another's by their check",
+                        config.seed.wrapping_add(cpu as u64),
+                        run.ops,
+                        run.checks,
+                        run.migrations,
+                        run.handed_on
+                    );
+                }
+                let total: u64 = runs.iter().map(|r| r.ops).sum();
+                println!("fuzz: {backend}: {total} ops on {} CPUs, final sweep and teardown: ok", runs.len());
             }
             println!("fuzz: no divergence");
         }
         Err(d) => {
+            let (seed, at) = match config.cpus {
+                1 => (config.seed, alloc::string::String::new()),
+                _ => (config.seed.wrapping_add(d.cpu as u64), format!(" on cpu {}", d.cpu)),
+            };
             match d.rule {
                 Some(rule) => println!(
-                    "fuzz: PAGE-TABLE RULE `{rule}` BROKEN under {} at op #{} ({}), seed {}:",
-                    d.backend, d.step, d.op, config.seed
+                    "fuzz: PAGE-TABLE RULE `{rule}` BROKEN under {} at op #{}{at} ({}), seed {seed}:",
+                    d.backend, d.step, d.op
                 ),
-                None => {
-                    println!("fuzz: DIVERGENCE under {} at op #{} ({}), seed {}:", d.backend, d.step, d.op, config.seed)
-                }
+                None => println!("fuzz: DIVERGENCE under {} at op #{}{at} ({}), seed {seed}:", d.backend, d.step, d.op),
             }
             println!("  {}", d.what);
             let broken = config.broken.map(|bug| format!(" --break {}", bug.name())).unwrap_or_default();
             let off = if pgtable_check::enabled() { "" } else { "pgtable_check=off " };
+            let cpus = match config.cpus {
+                1 => alloc::string::String::new(),
+                n => format!(" --cpus {n}"),
+            };
             println!(
-                "  reproduce: cargo run -- {off}fuzz --seed {} --ops {} --backend {}{broken}",
+                "  reproduce: cargo run -- {off}fuzz{cpus} --seed {} --ops {} --backend {}{broken}",
                 config.seed,
                 d.step + 1,
                 d.backend
             );
+            if config.cpus > 1 {
+                println!(
+                    "  (the same operations on each CPU; not the same interleaving, so it may take more ops or runs)"
+                );
+            }
             exit(if d.rule.is_some() { ExitCode::RuleViolated } else { ExitCode::TestsFailed });
         }
     }

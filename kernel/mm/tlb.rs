@@ -66,6 +66,10 @@ fn flush(how: FlushStrategy, start: VirtAddr, end: VirtAddr, walks: Walks) {
     if pages == 0 {
         return;
     }
+    #[cfg(debug_assertions)]
+    if planted(Bug::LocalTlbFlush) {
+        return flush_this_cpu_only(start.as_u64(), pages);
+    }
     match how {
         FlushStrategy::All => return flush_tlb_all(),
         FlushStrategy::PerPage => {
@@ -96,8 +100,28 @@ pub(crate) fn flush_tlb_all() {
     if planted(Bug::SkipTlbFlush) {
         return;
     }
+    if planted(Bug::LocalTlbFlush) {
+        barrier::dsb_ishst();
+        barrier::raw::tlbi_vmalle1();
+        barrier::dsb_ish();
+        barrier::isb();
+        return;
+    }
     barrier::dsb_ishst();
     tlbi::tlbi_vmalle1is();
+    barrier::dsb_ish();
+    barrier::isb();
+}
+
+/// The planted `local-tlb-flush`: each page invalidated on this CPU only
+/// (`tlbi vaale1`, no `is`; a whole flush is `tlbi vmalle1`); every other
+/// CPU keeps what it cached.
+#[cfg(debug_assertions)]
+fn flush_this_cpu_only(start: u64, pages: u64) {
+    barrier::dsb_ishst();
+    for page in 0..pages {
+        tlbi::tlbi_vaale1_this_cpu(start + page * PAGE_SIZE);
+    }
     barrier::dsb_ish();
     barrier::isb();
 }

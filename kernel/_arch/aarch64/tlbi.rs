@@ -21,6 +21,16 @@ pub fn tlbi_vaale1is(va: u64) {
     report(Issued::Tlbi { start: va, pages: 1, walks: false });
 }
 
+/// [`tlbi_vaale1is`] on this CPU only (no `is`): the planted
+/// `local-tlb-flush` (debug builds only). Uncounted and untold: the
+/// observers know broadcast maintenance only.
+#[cfg(debug_assertions)]
+#[inline]
+pub fn tlbi_vaale1_this_cpu(va: u64) {
+    // SAFETY: TLB maintenance only drops cached translations.
+    unsafe { asm!("tlbi vaale1, {}", in(reg) sysreg::tlbi_va_operand(va), options(nostack, preserves_flags)) };
+}
+
 /// Invalidates a range of pages in one instruction (FEAT_TLBIRANGE).
 /// `operand` is built by [`sysreg::tlbi_range_operand`]: base, scale and count.
 #[inline]

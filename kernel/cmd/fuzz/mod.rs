@@ -23,14 +23,28 @@
 //! vmalloc page also gets a `ret` after its tag, written and flushed as
 //! code (`cacheflush`), so that `set_memory_x` of it is judged by the
 //! checker's icache rule (`--break skip-icache`).
+//!
+//! `--cpus N` runs N fuzzers at once, each a task that any CPU may run
+//! (it moves between CPUs at its switches), with a model of its own and
+//! the seed plus its index, over the one set of kernel tables: the
+//! operations of the N run truly in parallel, interrupts and switches
+//! included. Each checks its own pages, on whichever CPU it is on then.
+//! What one CPU does for all is in each model: a purge (anyone's) flushes
+//! every lazily freed range, after which a range one fuzzer gave back may
+//! be another's, so a page no model of this fuzzer's maps is checked only
+//! while no live area holds it. The checks of a step run alone ([`Gate`]):
+//! the area list and the tables then hold still, so "nothing changed" and
+//! "unmapped" mean what they say. Each fuzzer's sequence of operations is
+//! the same from run to run; how the N interleave is not.
 
 pub mod model;
 
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 
 use model::{Area, AreaKind, Model, Page};
 
@@ -47,8 +61,9 @@ use lazymmu::mm::translate::{Access, HwTranslation, SwTranslation, hw_translate,
 use lazymmu::mm::vmalloc::{self, VmallocError};
 use lazymmu::mm::vmalloc_huge::{self, HugeShape};
 use lazymmu::mm::{audit, frame_alloc, lazy_mmu, pageattr, pgtable_check, phys_to_virt, probe, tlb};
+use lazymmu::task::Affinity;
 use lazymmu::{Bug, plant};
-use lazymmu::{sched, timer};
+use lazymmu::{percpu, sched, timer};
 
 /// Where a vmalloc page's code goes: after its tag (a `u64` at its start).
 const CODE_OFFSET: u64 = 8;
@@ -64,6 +79,8 @@ pub struct Config {
     pub backends: Vec<Backend>,
     /// A deliberately broken kernel, to show that the checks catch it.
     pub broken: Option<Bug>,
+    /// Fuzzers at once (1: the boot task runs the one fuzzer itself).
+    pub cpus: usize,
 }
 
 /// Where the model and the kernel disagreed, or where the kernel broke a
@@ -71,6 +88,8 @@ pub struct Config {
 #[derive(Debug)]
 pub struct Divergence {
     pub backend: Backend,
+    /// Which fuzzer (its seed is the campaign's plus this).
+    pub cpu: usize,
     /// 0-based step index (`ops` = index + 1 replays up to it).
     pub step: u64,
     pub op: String,
@@ -78,10 +97,25 @@ pub struct Divergence {
     pub rule: Option<pgtable_check::Rule>,
 }
 
-/// What a clean run did, per backend: (backend, steps, page checks).
+/// What a clean run did: per backend, per fuzzer.
 pub struct Report {
-    pub runs: Vec<(Backend, u64, u64)>,
+    pub runs: Vec<(Backend, Vec<Counts>)>,
 }
+
+/// One fuzzer's run under one backend.
+#[derive(Clone, Copy, Debug)]
+pub struct Counts {
+    pub ops: u64,
+    pub checks: u64,
+    /// Steps that ended on another CPU than they began on.
+    pub migrations: u64,
+    /// Pages it gave back and found in another fuzzer's area by the time
+    /// of its check (several CPUs only): left to that fuzzer.
+    pub handed_on: u64,
+}
+
+/// Progress, every 1000 steps: backend, fuzzer (None: the only one), steps, page checks.
+pub type Progress = fn(Backend, Option<usize>, u64, u64);
 
 type Step = Result<Vec<(VirtAddr, u64)>, String>;
 
@@ -89,37 +123,143 @@ type Step = Result<Vec<(VirtAddr, u64)>, String>;
 const MAX_LIVE_AREAS: usize = 48;
 
 struct Fuzzer {
+    /// Its index (0 when alone).
+    cpu: usize,
     rng: Rng,
     model: Model,
     next_tag: u64,
+    /// Steps done.
+    ops: u64,
     checks: u64,
+    migrations: u64,
+    handed_on: u64,
     /// A page a timer interrupt maps: its area, tables made beforehand.
     irq_page: VirtAddr,
     irq_frame: PhysAddr,
     /// Areas vfree'd or vunmap'd since the last purge: their translations
-    /// may still be in the TLB (`vmalloc/purge.rs`).
-    awaiting_purge: Vec<(VirtAddr, u64)>,
+    /// may still be in the TLB (`vmalloc/purge.rs`). With each, the lazily
+    /// freed pages just after it went on the purge list: fewer later means
+    /// a purge (any CPU's) has flushed it since.
+    awaiting_purge: Vec<(VirtAddr, u64, u64)>,
     /// The live `vmalloc_huge` areas mapped in chunks, and the chunk size
     /// (2 MiB blocks or 64 KiB runs): where `set_memory_*` must split.
     huge: BTreeMap<VirtAddr, u64>,
 }
 
-/// The page the timer handler maps, and the descriptor it writes (the
-/// handler walks to its entry itself: an entry found by the task cannot
-/// be handed over).
-static IRQ_SLOT: spin::Mutex<Option<(VirtAddr, Descriptor)>> = spin::Mutex::new(None);
-static IRQ_DONE: AtomicBool = AtomicBool::new(false);
+/// CPUs the kernel can run (its `MAX_CPUS`).
+const MAX_CPUS: usize = 8;
+
+/// Per CPU: the page the timer handler maps, and the descriptor it writes
+/// (the handler walks to its entry itself: an entry found by the task
+/// cannot be handed over). The fuzzer waiting for it cannot move to
+/// another CPU meanwhile: it does not yield, and preemption is off.
+static IRQ_SLOT: [spin::Mutex<Option<(VirtAddr, Descriptor)>>; MAX_CPUS] = [const { spin::Mutex::new(None) }; MAX_CPUS];
+static IRQ_DONE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 static TAGS: AtomicU64 = AtomicU64::new(1);
 
 fn timer_maps_a_page() {
-    if let Some((va, desc)) = IRQ_SLOT.lock().take() {
+    let cpu = percpu::this_cpu().id;
+    if let Some((va, desc)) = IRQ_SLOT[cpu].lock().take() {
         let walk = pgtable::walking();
         let entry = walk.walk(va);
         assert_eq!(entry.level, Level::L3, "the irq page's tables were made beforehand");
         // SAFETY: the fuzzer's own irq page, unmapped, and its own frame.
         unsafe { pgtable::write_entry(&entry, desc) };
     }
-    IRQ_DONE.store(true, SeqCst);
+    IRQ_DONE[cpu].store(true, SeqCst);
+}
+
+/// The fuzzers' operations run together; the checks of a step run alone.
+/// While one fuzzer checks, no other is inside an operation: no area is
+/// made or given back, no purge hands a range on, no entry changes, so
+/// what it sees is what its own step left. (Alone, a fuzzer never waits.)
+struct Gate(AtomicU64);
+
+/// In [`Gate`]: one fuzzer checks (the rest counts operations in progress).
+const ALONE: u64 = 1 << 63;
+
+static GATE: Gate = Gate(AtomicU64::new(0));
+
+impl Gate {
+    /// An operation may start: waits (yielding the CPU) while one checks.
+    fn operation(&'static self) -> InOperation {
+        self.begin_operation();
+        InOperation
+    }
+
+    fn begin_operation(&self) {
+        self.wait(|n| (n & ALONE == 0).then_some(n + 1));
+    }
+
+    fn end_operation(&self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+
+    /// Waits until no operation is in progress and no one else checks.
+    fn alone(&'static self) -> Alone {
+        self.wait(|n| (n == 0).then_some(ALONE));
+        Alone
+    }
+
+    /// Runs `f` alone from within an operation, which steps aside meanwhile.
+    fn alone_within_operation<R>(&'static self, f: impl FnOnce() -> R) -> R {
+        self.end_operation();
+        let result = {
+            let _alone = self.alone();
+            f()
+        };
+        self.begin_operation();
+        result
+    }
+
+    fn wait(&self, next: impl Fn(u64) -> Option<u64>) {
+        loop {
+            let n = self.0.load(SeqCst);
+            if let Some(to) = next(n)
+                && self.0.compare_exchange(n, to, SeqCst, SeqCst).is_ok()
+            {
+                return;
+            }
+            // The one it waits for may need this CPU (it yielded here).
+            sched::yield_now();
+        }
+    }
+}
+
+struct InOperation;
+
+impl Drop for InOperation {
+    fn drop(&mut self) {
+        GATE.end_operation();
+    }
+}
+
+struct Alone;
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        GATE.0.store(0, SeqCst);
+    }
+}
+
+/// A fuzzer diverged: the others stop at their next step.
+static STOP: AtomicBool = AtomicBool::new(false);
+/// Which fuzzer diverged first.
+static FIRST: AtomicUsize = AtomicUsize::new(0);
+
+/// [`Fuzzer::unchanged`], for a caller already alone.
+fn unchanged_alone<T: core::fmt::Debug + PartialEq>(
+    what: &str,
+    call: impl FnOnce() -> T,
+    want: T,
+) -> Result<(), String> {
+    let before = audit::state();
+    expect(what, call(), want)?;
+    let after = audit::state();
+    if after != before {
+        return Err(format!("{what} changed the state: before {before:?}, after {after:?}"));
+    }
+    Ok(())
 }
 
 fn err<E: core::fmt::Debug>(what: &str) -> impl FnOnce(E) -> String + '_ {
@@ -131,6 +271,132 @@ fn expect<T: core::fmt::Debug + PartialEq>(what: &str, got: T, want: T) -> Resul
 }
 
 impl Fuzzer {
+    /// A fuzzer with its irq page (an area whose tables are made now) and
+    /// frame. On several CPUs it picks areas in creation order.
+    fn new(cpu: usize, seed: u64, smp: bool) -> Result<Fuzzer, String> {
+        let irq_page = vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE).map_err(err("get_vm_area"))?;
+        pgtable::walking().walk_create(irq_page, Level::L3).map_err(err("walk_create"))?;
+        let irq_frame = frame_alloc::alloc_frame().map_err(err("alloc_frame"))?;
+        Ok(Fuzzer {
+            cpu,
+            rng: Rng::new(seed),
+            model: Model { creation_order: smp.then(Vec::new), ..Model::default() },
+            next_tag: 0,
+            ops: 0,
+            checks: 0,
+            migrations: 0,
+            handed_on: 0,
+            irq_page,
+            irq_frame,
+            awaiting_purge: Vec::new(),
+            huge: BTreeMap::new(),
+        })
+    }
+
+    fn counts(&self) -> Counts {
+        Counts { ops: self.ops, checks: self.checks, migrations: self.migrations, handed_on: self.handed_on }
+    }
+
+    /// `ops` steps (fewer if another fuzzer diverges first), each
+    /// operation among the other fuzzers' ones, its checks alone.
+    fn run(&mut self, backend: Backend, ops: u64, smp: Option<usize>, progress: Progress) -> Result<(), Divergence> {
+        for step in 0..ops {
+            if STOP.load(SeqCst) {
+                break;
+            }
+            let result = self.step(backend, step);
+            if result.is_err() && STOP.compare_exchange(false, true, SeqCst, SeqCst).is_ok() {
+                FIRST.store(self.cpu, SeqCst);
+            }
+            result?;
+            self.ops = step + 1;
+            if (step + 1) % 1000 == 0 {
+                progress(backend, smp, step + 1, self.checks);
+            }
+        }
+        Ok(())
+    }
+
+    /// One random operation, maybe in nested sections and a pause, with a
+    /// timer write and a switch; then, alone, its checks.
+    fn step(&mut self, backend: Backend, step: u64) -> Result<(), Divergence> {
+        let cpu = self.cpu;
+        let diverged =
+            |op: &str, what: String| Divergence { backend, cpu, step, op: String::from(op), what, rule: None };
+        let f = self;
+        let choice = f.rng.below(100);
+        let depth = if f.rng.chance(4) { 1 + f.rng.below(3) } else { 0 };
+        let paused = depth > 0 && f.rng.chance(3);
+        let interrupt = f.rng.chance(12);
+        let switch = f.rng.chance(12);
+        // With many areas live, allocations turn into frees, so a long
+        // campaign stays within RAM and keeps exercising both.
+        let full = f.model.areas.len() >= MAX_LIVE_AREAS;
+        let op = match choice {
+            0..20 if full => "vfree",
+            0..17 => "vmalloc",
+            17..20 => "vmalloc_huge",
+            20..35 => "vfree",
+            35..45 if full => "vunmap",
+            35..45 => "vmap_pages",
+            45..52 if full => "vunmap",
+            45..52 => "vmap_contiguous",
+            52..62 => "vunmap",
+            62..70 if full => "free_vm_area",
+            62..70 => "get_vm_area",
+            70..76 => "free_vm_area",
+            76..88 => "apply",
+            88..92 => "set_memory",
+            92..95 => "set_linear_map",
+            _ => "bad input",
+        };
+        let label = format!(
+            "{op} (sections {depth}{}{}{})",
+            if paused { ", paused" } else { "" },
+            if interrupt { ", timer write" } else { "" },
+            if switch { ", switch" } else { "" }
+        );
+        let began_on = percpu::this_cpu().id;
+        let operation = GATE.operation();
+        let mut sections: Vec<lazy_mmu::LazyMmuSection> = (0..depth).map(|_| lazy_mmu::enable()).collect();
+        let pause = paused.then(lazy_mmu::pause);
+        let outcome = (|| {
+            let touched = match op {
+                "vmalloc" => f.vmalloc(),
+                "vmalloc_huge" => f.vmalloc_huge(),
+                "vfree" => f.vfree(),
+                "vmap_pages" => f.vmap_pages(),
+                "vmap_contiguous" => f.vmap_contiguous(),
+                "vunmap" => f.vunmap(),
+                "get_vm_area" => f.get_vm_area(),
+                "free_vm_area" => f.free_vm_area(),
+                "apply" => f.apply(),
+                "set_memory" => f.set_memory(),
+                "set_linear_map" => f.set_linear_map(),
+                _ => f.bad_input(),
+            }?;
+            if interrupt {
+                f.timer_write()?;
+            }
+            if switch {
+                f.switch()?;
+            }
+            Ok::<_, String>(touched)
+        })();
+        drop(pause);
+        while let Some(section) = sections.pop() {
+            drop(section);
+        }
+        drop(operation);
+        let _alone = GATE.alone();
+        if percpu::this_cpu().id != began_on {
+            f.migrations += 1;
+        }
+        rules_kept(backend, cpu, step, &label)?;
+        let touched = outcome.map_err(|what| diverged(&label, what))?;
+        f.check(&touched).map_err(|what| diverged(&label, what))
+    }
+
     fn tag(&mut self) -> u64 {
         self.next_tag += 1;
         (TAGS.fetch_add(1, SeqCst) << 16) | (self.next_tag & 0xffff)
@@ -249,13 +515,21 @@ impl Fuzzer {
             )?;
             return Ok(Vec::from([(area.start, area.pages)]));
         }
-        vmalloc::vfree(area.start).map_err(err("vfree"))?;
-        self.awaiting_purge.push((area.start, area.pages));
+        // Freed twice, the second call must find no area. Both calls are
+        // made alone: between them another CPU could have taken the range
+        // (after a purge) and the second would free its area.
+        let free = || vmalloc::vfree(area.start).map_err(err("vfree"));
+        if self.rng.chance(4) {
+            GATE.alone_within_operation(|| {
+                free()?;
+                unchanged_alone("vfree twice", || vmalloc::vfree(area.start), Err(VmallocError::NotAnArea(area.start)))
+            })?;
+        } else {
+            free()?;
+        }
+        self.freed_lazily(area.start, area.pages);
         self.model.remove_area(area.start);
         self.huge.remove(&area.start);
-        if self.rng.chance(4) {
-            self.unchanged("vfree twice", || vmalloc::vfree(area.start), Err(VmallocError::NotAnArea(area.start)))?;
-        }
         Ok(Vec::from([(area.start, area.pages)]))
     }
 
@@ -327,7 +601,7 @@ impl Fuzzer {
             return self.vmap_pages();
         };
         vmalloc::vunmap(area.start).map_err(err("vunmap"))?;
-        self.awaiting_purge.push((area.start, area.pages));
+        self.freed_lazily(area.start, area.pages);
         self.model.remove_area(area.start);
         release(&area.kind);
         Ok(Vec::from([(area.start, area.pages)]))
@@ -593,13 +867,8 @@ impl Fuzzer {
         call: impl FnOnce() -> T,
         want: T,
     ) -> Result<(), String> {
-        let before = audit::state();
-        expect(what, call(), want)?;
-        let after = audit::state();
-        if after != before {
-            return Err(format!("{what} changed the state: before {before:?}, after {after:?}"));
-        }
-        Ok(())
+        // The state is everyone's: no other fuzzer may change it meanwhile.
+        GATE.alone_within_operation(|| unchanged_alone(what, call, want))
     }
 
     /// A timer interrupt maps the irq page while this task may be in a
@@ -623,10 +892,12 @@ impl Fuzzer {
         let tag = self.tag();
         // SAFETY: the fuzzer's own frame.
         unsafe { core::ptr::write_volatile(phys_to_virt(self.irq_frame).as_mut_ptr::<u64>(), tag) };
-        *IRQ_SLOT.lock() = Some((self.irq_page, Descriptor::leaf(Level::L3, self.irq_frame, Attributes::KERNEL_RW)));
-        IRQ_DONE.store(false, SeqCst);
+        let here = percpu::this_cpu().id;
+        *IRQ_SLOT[here].lock() =
+            Some((self.irq_page, Descriptor::leaf(Level::L3, self.irq_frame, Attributes::KERNEL_RW)));
+        IRQ_DONE[here].store(false, SeqCst);
         timer::call_after(timer::ticks_from_us(50), timer_maps_a_page);
-        cpu::wait_until(|| IRQ_DONE.load(SeqCst));
+        cpu::wait_until(|| IRQ_DONE[here].load(SeqCst));
         // In the interrupted task's section or not, the write is in memory.
         expect(
             "the handler's mapping, seen at once",
@@ -642,7 +913,8 @@ impl Fuzzer {
     fn switch(&mut self) -> Result<(), String> {
         // Where the other task's buffer was: its vfree leaves the range to
         // the lazy purge, and a stale TLB entry may still reach it.
-        static OTHER: AtomicU64 = AtomicU64::new(0);
+        let other = Arc::new(AtomicU64::new(0));
+        let buffer = other.clone();
         let pages = 1 + self.rng.below(8);
         let tag = self.tag();
         let task = sched::spawn("fuzz/other", move || {
@@ -656,12 +928,12 @@ impl Fuzzer {
                 assert_eq!(probe::read(va.add(i * PAGE_SIZE)), Ok(tag + i));
             }
             vmalloc::vfree(va).expect("vfree in the other task");
-            OTHER.store(va.as_u64(), SeqCst);
+            buffer.store(va.as_u64(), SeqCst);
         })
         .map_err(err("spawn"))?;
         task.join().map_err(err("the other task"))?;
-        let va = VirtAddr::new(OTHER.load(SeqCst));
-        self.awaiting_purge.push((va, pages));
+        let va = VirtAddr::new(other.load(SeqCst));
+        self.freed_lazily(va, pages);
         Ok(())
     }
 
@@ -672,12 +944,22 @@ impl Fuzzer {
     fn check_page(&mut self, va: VirtAddr) -> Result<(), String> {
         self.checks += 1;
         let Some(p) = self.model.page(va) else {
+            // Given back and purged, the range may be another fuzzer's
+            // now (never while it is one of this fuzzer's areas).
+            if let Some(area) = vmalloc::find_area(va)
+                && !self.model.areas.contains_key(&area.start.as_u64())
+                && area.start != self.irq_page
+            {
+                self.checks -= 1;
+                self.handed_on += 1;
+                return Ok(());
+            }
             let read = probe::read(va);
             // Freed lazily and not purged yet, a page may still be read
             // through a stale TLB entry; the tables (`at s1e1r`) say
             // unmapped all the same.
             let stale_ok =
-                self.awaiting_purge.iter().any(|&(start, pages)| va >= start && va < start.add(pages * PAGE_SIZE));
+                self.awaiting_purge.iter().any(|&(start, pages, _)| va >= start && va < start.add(pages * PAGE_SIZE));
             return match (hw_translate(va, Access::Read), read) {
                 (HwTranslation::Fault(FaultStatus::Translation { .. }), Err(s))
                     if matches!(s.status, Some(FaultStatus::Translation { .. })) =>
@@ -706,6 +988,12 @@ impl Fuzzer {
         };
         expect(&format!("{va}: at s1e1w"), hw_translate(va, Access::Write), write_walk)?;
         expect(&format!("{va}: the tag read through the mapping"), probe::read(va), Ok(p.tag))?;
+        // And it is the word in the frame the tables map: an access through
+        // a stale TLB entry reaches another frame (the tag of a vmalloc
+        // page was written through the mapping too, so both could agree).
+        // SAFETY: a frame the tables map, read through its linear-map alias.
+        let in_frame = unsafe { core::ptr::read_volatile(phys_to_virt(pa).as_ptr::<u64>()) };
+        expect(&format!("{va}: the tag in its frame {pa}, read through the linear map"), in_frame, p.tag)?;
         // SAFETY: writes back the tag the page holds.
         let wrote = unsafe { probe::write(va, p.tag) };
         match (p.writable, wrote) {
@@ -715,11 +1003,16 @@ impl Fuzzer {
         }
     }
 
+    /// [start, start + pages) was just put on the purge list.
+    fn freed_lazily(&mut self, start: VirtAddr, pages: u64) {
+        self.awaiting_purge.push((start, pages, vmalloc::lazy_pages()));
+    }
+
     fn check(&mut self, touched: &[(VirtAddr, u64)]) -> Result<(), String> {
-        // A purge (past the threshold, for room, or set_memory_*'s) flushed them all.
-        if vmalloc::lazy_pages() == 0 {
-            self.awaiting_purge.clear();
-        }
+        // A purge (past the threshold, for room, or set_memory_*'s) flushed
+        // every area on the list when it ran.
+        let lazy = vmalloc::lazy_pages();
+        self.awaiting_purge.retain(|&(_, _, lazy_after)| lazy != 0 && lazy >= lazy_after);
         for &(start, pages) in touched {
             // The guard page after the area too.
             for i in 0..=pages {
@@ -727,24 +1020,6 @@ impl Fuzzer {
             }
         }
         self.check_page(self.irq_page)
-    }
-
-    /// Every leaf of the vmalloc region is in the model, and the other way round.
-    fn sweep(&mut self) -> Result<(), String> {
-        let size = VMALLOC_END.offset_from(VMALLOC_START);
-        let mut seen = 0u64;
-        let walk = pgtable::walking();
-        for (_, entry) in walk.walk_range(VMALLOC_START, size) {
-            let Entry::Leaf { .. } = entry.entry() else { continue };
-            for i in 0..entry.level.entry_size() / PAGE_SIZE {
-                let va = entry.va.add(i * PAGE_SIZE);
-                if self.model.page(va).is_none() {
-                    return Err(format!("sweep: {va} is mapped ({:?}) but the model has no such page", entry.entry()));
-                }
-                seen += 1;
-            }
-        }
-        expect("sweep: pages mapped in the vmalloc region", seen, self.model.pages.len() as u64)
     }
 
     /// Gives back everything the run still holds.
@@ -769,6 +1044,13 @@ impl Fuzzer {
         self.model.tags.clear();
         Ok(())
     }
+
+    /// Gives back the irq page's area and frame.
+    fn release_irq_page(self) -> Result<(), String> {
+        vmalloc::vunmap_range(self.irq_page, self.irq_page.add(PAGE_SIZE)).map_err(err("vunmap_range"))?;
+        vmalloc::free_vm_area(self.irq_page).map_err(err("free_vm_area"))?;
+        frame_alloc::free_frame(self.irq_frame).map_err(err("free_frame"))
+    }
 }
 
 fn free_frames(frames: &[PhysAddr]) {
@@ -791,158 +1073,153 @@ fn release(kind: &AreaKind) {
     }
 }
 
-/// Runs the campaign: `ops` steps under each backend, then the sweep and
-/// teardown checks.
-pub fn run(config: &Config, mut progress: impl FnMut(Backend, u64, u64)) -> Result<Report, Divergence> {
-    let preemption = sched::set_preemption(false);
-    plant(config.broken);
-    let result = run_all(config, &mut progress);
-    plant(None);
-    sched::set_preemption(preemption);
-    result
+/// Every leaf of the vmalloc region is in one of the models, and the
+/// other way round.
+fn sweep(fuzzers: &[Fuzzer]) -> Result<(), String> {
+    let size = VMALLOC_END.offset_from(VMALLOC_START);
+    let mut seen = 0u64;
+    let walk = pgtable::walking();
+    for (_, entry) in walk.walk_range(VMALLOC_START, size) {
+        let Entry::Leaf { .. } = entry.entry() else { continue };
+        for i in 0..entry.level.entry_size() / PAGE_SIZE {
+            let va = entry.va.add(i * PAGE_SIZE);
+            if fuzzers.iter().all(|f| f.model.page(va).is_none()) {
+                return Err(format!("sweep: {va} is mapped ({:?}) but the model has no such page", entry.entry()));
+            }
+            seen += 1;
+        }
+    }
+    let modelled = fuzzers.iter().map(|f| f.model.pages.len() as u64).sum();
+    expect("sweep: pages mapped in the vmalloc region", seen, modelled)
 }
 
-fn run_all(config: &Config, progress: &mut impl FnMut(Backend, u64, u64)) -> Result<Report, Divergence> {
+/// Runs the campaign: `ops` steps under each backend (on each CPU), then
+/// the sweep and teardown checks.
+pub fn run(config: &Config, progress: Progress) -> Result<Report, Divergence> {
+    let preemption = sched::set_preemption(false);
+    plant(config.broken);
     let mut report = Report { runs: Vec::new() };
-    for &backend in &config.backends {
-        let _selected = lazy_mmu::use_backend(backend);
-        let diverged =
-            |step: u64, op: &str, what: String| Divergence { backend, step, op: String::from(op), what, rule: None };
-        // Every step ends with nothing owed and no rule broken.
-        let rules_kept = |step: u64, op: &str| {
-            pgtable_check::quiescent();
-            let broken = pgtable_check::take_violations();
-            match broken.first.first() {
-                None if broken.total() == 0 => Ok(()),
-                first => Err(Divergence {
-                    backend,
-                    step,
-                    op: String::from(op),
-                    what: format!(
-                        "page-table rules broken: {} (first: {})",
-                        broken.summary(),
-                        first.map_or("", |v| v.what.as_str())
-                    ),
-                    rule: first.map(|v| v.rule),
-                }),
-            }
-        };
-        // vmalloc's tables stay once made: compare without the empty ones.
-        vmalloc::reclaim_page_tables();
-        let start = audit::state();
-        let linear_tables_before = linear_tables();
-        let setup = |what: String| diverged(0, "setup", what);
-        let irq_page = vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE).map_err(|e| setup(format!("{e:?}")))?;
-        pgtable::walking().walk_create(irq_page, Level::L3).map(|_| ()).map_err(|e| setup(format!("{e:?}")))?;
-        let irq_frame = frame_alloc::alloc_frame().map_err(|e| setup(format!("{e:?}")))?;
-        let mut f = Fuzzer {
-            rng: Rng::new(config.seed),
-            model: Model::default(),
-            next_tag: 0,
-            checks: 0,
-            irq_page,
-            irq_frame,
-            awaiting_purge: Vec::new(),
-            huge: BTreeMap::new(),
-        };
-        for step in 0..config.ops {
-            let choice = f.rng.below(100);
-            let depth = if f.rng.chance(4) { 1 + f.rng.below(3) } else { 0 };
-            let paused = depth > 0 && f.rng.chance(3);
-            let interrupt = f.rng.chance(12);
-            let switch = f.rng.chance(12);
-            // With many areas live, allocations turn into frees, so a long
-            // campaign stays within RAM and keeps exercising both.
-            let full = f.model.areas.len() >= MAX_LIVE_AREAS;
-            let op = match choice {
-                0..20 if full => "vfree",
-                0..17 => "vmalloc",
-                17..20 => "vmalloc_huge",
-                20..35 => "vfree",
-                35..45 if full => "vunmap",
-                35..45 => "vmap_pages",
-                45..52 if full => "vunmap",
-                45..52 => "vmap_contiguous",
-                52..62 => "vunmap",
-                62..70 if full => "free_vm_area",
-                62..70 => "get_vm_area",
-                70..76 => "free_vm_area",
-                76..88 => "apply",
-                88..92 => "set_memory",
-                92..95 => "set_linear_map",
-                _ => "bad input",
-            };
-            let label = format!(
-                "{op} (sections {depth}{}{}{})",
-                if paused { ", paused" } else { "" },
-                if interrupt { ", timer write" } else { "" },
-                if switch { ", switch" } else { "" }
-            );
-            let mut sections: Vec<lazy_mmu::LazyMmuSection> = (0..depth).map(|_| lazy_mmu::enable()).collect();
-            let pause = paused.then(lazy_mmu::pause);
-            let outcome = (|| {
-                let touched = match op {
-                    "vmalloc" => f.vmalloc(),
-                    "vmalloc_huge" => f.vmalloc_huge(),
-                    "vfree" => f.vfree(),
-                    "vmap_pages" => f.vmap_pages(),
-                    "vmap_contiguous" => f.vmap_contiguous(),
-                    "vunmap" => f.vunmap(),
-                    "get_vm_area" => f.get_vm_area(),
-                    "free_vm_area" => f.free_vm_area(),
-                    "apply" => f.apply(),
-                    "set_memory" => f.set_memory(),
-                    "set_linear_map" => f.set_linear_map(),
-                    _ => f.bad_input(),
-                }?;
-                if interrupt {
-                    f.timer_write()?;
-                }
-                if switch {
-                    f.switch()?;
-                }
-                Ok::<_, String>(touched)
-            })();
-            drop(pause);
-            while let Some(section) = sections.pop() {
-                drop(section);
-            }
-            rules_kept(step, &label)?;
-            let touched = outcome.map_err(|what| diverged(step, &label, what))?;
-            f.check(&touched).map_err(|what| diverged(step, &label, what))?;
-            if (step + 1) % 1000 == 0 {
-                progress(backend, step + 1, f.checks);
-            }
-        }
-        let last = config.ops.saturating_sub(1);
-        f.sweep().map_err(|what| diverged(last, "final sweep", what))?;
-        f.teardown().map_err(|what| diverged(last, "teardown", what))?;
-        rules_kept(last, "teardown")?;
-        vmalloc::vunmap_range(irq_page, irq_page.add(PAGE_SIZE))
-            .map_err(|e| diverged(last, "teardown", format!("{e:?}")))?;
-        vmalloc::free_vm_area(irq_page).map_err(|e| diverged(last, "teardown", format!("{e:?}")))?;
-        frame_alloc::free_frame(irq_frame).expect("allocated above");
-        // What was freed lazily comes back at its purge.
-        vmalloc::vm_unmap_aliases();
-        // A linear-map block split by a permission change stays split, as
-        // in Linux: its tables are not counted.
-        vmalloc::reclaim_page_tables();
-        let end = audit::state();
-        let linear_tables_after = linear_tables();
-        let kept =
-            |s: &audit::MmState, linear: usize| (s.frames_used - linear, s.areas.clone(), s.table_pages - linear);
-        if kept(&end, linear_tables_after) != kept(&start, linear_tables_before) {
-            return Err(diverged(
-                last,
-                "teardown",
-                format!(
-                    "not everything came back: before {start:?}, after {end:?} (linear-map tables {linear_tables_before} -> {linear_tables_after})"
-                ),
-            ));
-        }
-        report.runs.push((backend, config.ops, f.checks));
+    let result = config.backends.iter().try_for_each(|&backend| {
+        report.runs.push((backend, campaign(config, backend, progress)?));
+        Ok(())
+    });
+    plant(None);
+    sched::set_preemption(preemption);
+    result.map(|()| report)
+}
+
+/// The checker's verdict since the last: every step (and the teardown)
+/// ends with nothing owed and no rule broken, on any CPU.
+fn rules_kept(backend: Backend, cpu: usize, step: u64, op: &str) -> Result<(), Divergence> {
+    pgtable_check::quiescent();
+    let broken = pgtable_check::take_violations();
+    match broken.first.first() {
+        None if broken.total() == 0 => Ok(()),
+        first => Err(Divergence {
+            backend,
+            cpu,
+            step,
+            op: String::from(op),
+            what: format!(
+                "page-table rules broken: {} (first: {})",
+                broken.summary(),
+                first.map_or("", |v| v.what.as_str())
+            ),
+            rule: first.map(|v| v.rule),
+        }),
     }
-    Ok(report)
+}
+
+/// Task names of the fuzzers on several CPUs.
+const NAMES: [&str; MAX_CPUS] = ["fuzz/0", "fuzz/1", "fuzz/2", "fuzz/3", "fuzz/4", "fuzz/5", "fuzz/6", "fuzz/7"];
+
+/// One backend: the fuzzers' steps, then the sweep of all their pages,
+/// their teardown, and the frame count and area list back where they were.
+fn campaign(config: &Config, backend: Backend, progress: Progress) -> Result<Vec<Counts>, Divergence> {
+    let _selected = lazy_mmu::use_backend(backend);
+    let last = config.ops.saturating_sub(1);
+    let diverged = |cpu: usize, step: u64, op: &str, what: String| Divergence {
+        backend,
+        cpu,
+        step,
+        op: String::from(op),
+        what,
+        rule: None,
+    };
+    // vmalloc's tables stay once made: compare without the empty ones.
+    vmalloc::reclaim_page_tables();
+    let start = audit::state();
+    let linear_tables_before = linear_tables();
+    let mut fuzzers = Vec::new();
+    for cpu in 0..config.cpus {
+        let seed = config.seed.wrapping_add(cpu as u64);
+        fuzzers.push(Fuzzer::new(cpu, seed, config.cpus > 1).map_err(|what| diverged(cpu, 0, "setup", what))?);
+    }
+    STOP.store(false, SeqCst);
+    let ops = config.ops;
+    let fuzzers = if config.cpus == 1 {
+        let mut f = fuzzers.pop().expect("one");
+        f.run(backend, ops, None, progress)?;
+        Vec::from([f])
+    } else {
+        // Each on any CPU, moving at its switches; the boot task waits.
+        let mut running = Vec::new();
+        for mut f in fuzzers {
+            let cpu = f.cpu;
+            let slot = Arc::new(spin::Mutex::new(None));
+            let result = slot.clone();
+            let task = sched::spawn_on(NAMES[cpu], Affinity::Any, move || {
+                let outcome = f.run(backend, ops, Some(cpu), progress);
+                *result.lock() = Some((f, outcome));
+            })
+            .map_err(|e| diverged(cpu, 0, "setup", format!("spawn: {e:?}")))?;
+            running.push((cpu, task, slot));
+        }
+        let mut done = Vec::new();
+        let mut divergences = Vec::new();
+        for (cpu, task, slot) in running {
+            task.join().map_err(|e| diverged(cpu, 0, "its task", format!("{e:?}")))?;
+            let (f, outcome) = slot.lock().take().expect("set by the task");
+            divergences.extend(outcome.err());
+            done.push(f);
+        }
+        // The first to diverge stopped the others (which may have seen
+        // the same broken rule in the checker's log by then).
+        if let Some(i) = divergences.iter().position(|d| d.cpu == FIRST.load(SeqCst)) {
+            return Err(divergences.swap_remove(i));
+        }
+        done
+    };
+    let counts: Vec<Counts> = fuzzers.iter().map(Fuzzer::counts).collect();
+    let at_end = |what: &'static str| move |why: String| diverged(0, last, what, why);
+    sweep(&fuzzers).map_err(at_end("final sweep"))?;
+    let mut fuzzers = fuzzers;
+    for f in &mut fuzzers {
+        f.teardown().map_err(at_end("teardown"))?;
+    }
+    rules_kept(backend, 0, last, "teardown")?;
+    for f in fuzzers {
+        f.release_irq_page().map_err(at_end("teardown"))?;
+    }
+    // What was freed lazily comes back at its purge.
+    vmalloc::vm_unmap_aliases();
+    // A linear-map block split by a permission change stays split, as
+    // in Linux: its tables are not counted.
+    vmalloc::reclaim_page_tables();
+    let end = audit::state();
+    let linear_tables_after = linear_tables();
+    let kept = |s: &audit::MmState, linear: usize| (s.frames_used - linear, s.areas.clone(), s.table_pages - linear);
+    if kept(&end, linear_tables_after) != kept(&start, linear_tables_before) {
+        return Err(diverged(
+            0,
+            last,
+            "teardown",
+            format!(
+                "not everything came back: before {start:?}, after {end:?} (linear-map tables {linear_tables_before} -> {linear_tables_after})"
+            ),
+        ));
+    }
+    Ok(counts)
 }
 
 /// Table pages of the linear map.

@@ -54,6 +54,12 @@ pub struct Model {
     /// The tag in each frame the fuzzer owns for get_vm_area areas, by
     /// physical address: a page mapped to that frame must read it.
     pub tags: BTreeMap<u64, u64>,
+    /// The live areas' starts in the order they were made, when areas are
+    /// picked in that order (None: in address order). On several CPUs the
+    /// addresses depend on the other CPUs' operations; the order in which
+    /// one CPU made its areas does not, so its picks, and its whole
+    /// sequence of operations, stay those of its seed.
+    pub creation_order: Option<Vec<u64>>,
 }
 
 impl Model {
@@ -74,21 +80,32 @@ impl Model {
     }
 
     pub fn add_area(&mut self, area: Area) {
+        if let Some(order) = &mut self.creation_order {
+            order.push(area.start.as_u64());
+        }
         self.areas.insert(area.start.as_u64(), area);
     }
 
     /// Removes an area and every page it had mapped.
     pub fn remove_area(&mut self, start: VirtAddr) -> Option<Area> {
         let area = self.areas.remove(&start.as_u64())?;
+        if let Some(order) = &mut self.creation_order {
+            order.retain(|&s| s != start.as_u64());
+        }
         for i in 0..area.pages {
             self.unmap(area.page(i));
         }
         Some(area)
     }
 
-    /// The n-th live area (in address order), of a kind `filter` accepts.
+    /// The n-th live area (in address or creation order), of a kind
+    /// `filter` accepts.
     pub fn pick_area(&self, n: u64, filter: impl Fn(&AreaKind) -> bool) -> Option<Area> {
-        let matching: Vec<&Area> = self.areas.values().filter(|a| filter(&a.kind)).collect();
+        let live: Vec<&Area> = match &self.creation_order {
+            None => self.areas.values().collect(),
+            Some(order) => order.iter().map(|start| &self.areas[start]).collect(),
+        };
+        let matching: Vec<&Area> = live.into_iter().filter(|a| filter(&a.kind)).collect();
         (!matching.is_empty()).then(|| matching[(n % matching.len() as u64) as usize].clone())
     }
 }
