@@ -33,6 +33,7 @@
 //! | `cont-split-live` | `set_memory_*` changes part of a live run without splitting it | contiguous |
 //! | `upgrade-unflushed` | a permission change that only grants (`set_memory_rw`/`_x`, `set_linear_map_rw`) returns without its TLB flush | invalidate |
 //! | `device-alias` | `vmap_range`/`vmap_contiguous` map RAM as Device memory beside its cacheable linear alias | mismatched-alias |
+//! | `vfree-frees-early` | `vfree` gives its frames back before it unmaps them | freed-while-mapped |
 
 #[cfg(debug_assertions)]
 use core::sync::atomic::{AtomicU16, Ordering::Relaxed};
@@ -52,10 +53,11 @@ pub enum Bug {
     ContSplitLive,
     UpgradeUnflushed,
     DeviceAlias,
+    VfreeFreesEarly,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 13] = [
+    pub const ALL: [Bug; 14] = [
         Bug::SkipTableDmb,
         Bug::SwapPair,
         Bug::SkipLeavePair,
@@ -69,6 +71,7 @@ impl Bug {
         Bug::ContSplitLive,
         Bug::UpgradeUnflushed,
         Bug::DeviceAlias,
+        Bug::VfreeFreesEarly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +89,7 @@ impl Bug {
             Bug::ContSplitLive => "cont-split-live",
             Bug::UpgradeUnflushed => "upgrade-unflushed",
             Bug::DeviceAlias => "device-alias",
+            Bug::VfreeFreesEarly => "vfree-frees-early",
         }
     }
 
@@ -109,6 +113,7 @@ impl Bug {
             Bug::ContSplitLive => "part of a live contiguous run changed without splitting it",
             Bug::UpgradeUnflushed => "permission upgrades left without their TLB flush",
             Bug::DeviceAlias => "RAM mapped as Device memory beside its cacheable linear alias",
+            Bug::VfreeFreesEarly => "vfree giving its frames back before unmapping them",
         }
     }
 }

@@ -48,6 +48,9 @@
 //! - **mismatched-alias**: RAM is mapped Device or non-cacheable only
 //!   while no cacheable linear-map alias of it is live (never, here: the
 //!   linear map holds all RAM; `vmalloc::vmap_range` refuses it).
+//! - **freed-while-mapped**: a frame goes back to the allocator only once
+//!   no valid entry maps it, the linear map's aside (it maps all RAM, free
+//!   or not): unmap, flush, then free (`shadow/mapped.rs`).
 //!
 //! Everything is checked under one lock. The checker watches and never
 //! stores: the store path tells it of a run of stores before making them

@@ -34,10 +34,13 @@ pub enum Rule {
     /// RAM is mapped only with the memory type of its linear-map alias
     /// (Normal write-back): no Device or non-cacheable alias of it.
     MismatchedAlias,
+    /// A frame goes back to the allocator only once no valid entry (but
+    /// the linear map's) maps it.
+    FreedWhileMapped,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 8] = [
+    pub const ALL: [Rule; 9] = [
         Rule::Publish,
         Rule::LinkOrder,
         Rule::BreakBeforeMake,
@@ -46,6 +49,7 @@ impl Rule {
         Rule::BarrierOrder,
         Rule::Contiguous,
         Rule::MismatchedAlias,
+        Rule::FreedWhileMapped,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +62,7 @@ impl Rule {
             Rule::BarrierOrder => "barrier-order",
             Rule::Contiguous => "contiguous",
             Rule::MismatchedAlias => "mismatched-alias",
+            Rule::FreedWhileMapped => "freed-while-mapped",
         }
     }
 
