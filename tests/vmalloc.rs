@@ -697,6 +697,45 @@ fn a_failing_callback_stops_the_walk_and_its_error_is_returned() {
     assert_eq!(footprint(), before);
 }
 
+/// A callback failing in the first of several new level-3 tables: the
+/// tables planned for the rest (four of the five, more than the pool holds
+/// inline) go back with the error, in either apply mode and by entry or by
+/// table; only the two tables linked on the way to the failure stay.
+#[test_case]
+fn a_callback_failing_in_the_first_of_several_new_tables_gives_back_every_planned_table() {
+    for mode in [ApplyMode::WholeCall, ApplyMode::PerLeafTable] {
+        for by_table in [false, true] {
+            let _s = Setting::new(Backend::Batched, mode);
+            let stretch = Stretch::new();
+            let start = stretch.0;
+            let size = 4 * BLOCK_2M;
+            let before = footprint();
+            let got = if by_table {
+                apply_to_page_range_by_table(start, size, |_: &Ptes| Err("first table"))
+            } else {
+                apply_to_page_range(start, size, |_: &EntryRef| Err("first table"))
+            };
+            assert_eq!(got, Err(ApplyError::Callback("first table")), "{mode:?}, by table {by_table}");
+            // The tables on the way to the first level-3 one, and it, linked
+            // before the callback ran, are every frame the call kept; nothing
+            // below the other three 2 MiB.
+            let (used, _, region) = footprint();
+            let kept: Vec<usize> = (0..4).map(|l| region.tables[l] - before.2.tables[l]).collect();
+            assert_eq!((kept[2], kept[3]), (1, 1), "{mode:?}, by table {by_table}: the tables linked, by level");
+            assert_eq!(used, before.0 + kept.iter().sum::<usize>(), "{mode:?}, by table {by_table}: no frame leaked");
+            assert_eq!(pgtable::lookup(start).level, Level::L3);
+            for i in 1..4 {
+                let entry = pgtable::lookup(start.add(i * BLOCK_2M));
+                assert_eq!((entry.level, entry.entry), (Level::L2, Entry::Invalid), "2 MiB number {i}");
+            }
+            // SAFETY: the kernel's own root; the test's own range of the vmalloc region.
+            unsafe { pgtable::free_empty_tables(pgtable::kernel_root(), start, size) };
+            assert_eq!(footprint(), before, "{mode:?}, by table {by_table}: every frame back");
+            assert!(no_tables_below(start), "no table left linked");
+        }
+    }
+}
+
 // ---- variants -------------------------------------------------------------------
 
 #[test_case]
