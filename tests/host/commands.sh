@@ -161,7 +161,7 @@ for planted in skip-table-dmb:link-order:eager swap-pair:barrier-order:eager ski
     early-guard-drop:table-lifetime:deferred-writes reuse-before-purge:break-before-make:eager \
     cont-partial-write:contiguous:eager cont-misaligned:contiguous:eager cont-split-live:contiguous:eager:3 \
     upgrade-unflushed:invalidate:eager \
-    device-alias:mismatched-alias:eager; do
+    device-alias:mismatched-alias:eager vfree-frees-early:freed-while-mapped:eager; do
     # (A fourth field is the seed, where seed 1's 2000 ops never reach the bug.)
     IFS=: read -r bug rule backend seed <<<"$planted"
     seed=${seed:-1}
