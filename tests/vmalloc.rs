@@ -829,6 +829,46 @@ fn vmap_range_takes_away_an_empty_table_where_a_block_goes() {
     frame_alloc::free_frames(run, 512).unwrap();
 }
 
+/// A block over an empty table takes the table away (under `exclusive`)
+/// before it maps, then plans again under a new walk. A reclaim on another
+/// CPU in between may take tables the rest of the range needed, more than
+/// the first plan counted: here the level-2 and level-3 tables of the
+/// pages after the block, across a 1 GiB boundary. The mapping makes the
+/// tables the second plan needs and succeeds; a link on the first plan
+/// would run out of tables half way.
+#[test_case]
+fn a_reclaim_between_the_plan_and_the_link_is_planned_again() {
+    let before = footprint_reclaimed();
+    let area = get_vm_area(2 * BLOCK_1G, BLOCK_1G).unwrap();
+    let boundary = area.add(BLOCK_1G);
+    let (va, end) = (VirtAddr::new(boundary.as_u64() - BLOCK_2M), boundary.add(4 * PAGE_SIZE));
+    // Empty tables at both ends, as earlier mappings leave them.
+    for at in [va, boundary] {
+        apply_to_page_range(at, PAGE_SIZE, |_: &EntryRef| Ok::<(), Infallible>(())).unwrap();
+        assert_eq!(pgtable::lookup(at).level, Level::L3);
+    }
+    let run = frame_alloc::alloc_contiguous(512 + 4, BLOCK_2M).unwrap();
+    fn another_cpus_reclaim() {
+        assert!(vmalloc::reclaim_page_tables() >= 3, "the tables of both ends");
+    }
+    pgtable::set_reclaim_race(Some(another_cpus_reclaim));
+    // SAFETY: the test's own frames, in its own area.
+    let mapped = unsafe { vmap_range(va, end, run, Attributes::KERNEL_RW) };
+    pgtable::set_reclaim_race(None);
+    assert_eq!(mapped, Ok(()));
+    assert_eq!(pgtable::lookup(va).level, Level::L2, "a 2 MiB block");
+    for i in 0..4 {
+        assert_eq!(
+            hw_translate(boundary.add(i * PAGE_SIZE), Access::Read),
+            HwTranslation::Mapped { pa: run.add(BLOCK_2M + i * PAGE_SIZE), mair_attr: 0xff }
+        );
+    }
+    vunmap_range(va, end).unwrap();
+    free_vm_area(area).unwrap();
+    frame_alloc::free_frames(run, 512 + 4).unwrap();
+    assert_eq!(footprint_reclaimed(), before, "every frame and table back");
+}
+
 // ---- vmalloc at scale ---------------------------------------------------------
 
 #[test_case]
