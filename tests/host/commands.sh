@@ -180,7 +180,7 @@ check "demo lazy (all backends)" 0 scripts/qemu-runner "$kernel" demo lazy -- \
 # planted bug, no fault injection, no test harness (kernel/planted.rs).
 # Their symbols are looked for in the debug kernel too, so an empty list
 # in release means they are gone, not that the search finds nothing.
-hooks='lazymmu::planted::|lazymmu::testing::|frame_alloc::(REQUESTS|FAIL_AT|fail_request|requests|injected_failure)\b|recover_abandoned_walks|release_leaked_area'
+hooks='lazymmu::planted::|lazymmu::testing::|frame_alloc::(REQUESTS|FAIL_AT|fail_request|requests|injected_failure)\b|recover_abandoned_walks|release_leaked_area|pgtable::map::RECLAIM_RACE'
 nm_tool=$(command -v nm || command -v llvm-nm)
 release=target/aarch64-unknown-none-softfloat/release/lazymmu
 if cargo build -q --release --bin lazymmu; then
