@@ -36,6 +36,7 @@
 //! | `skip-icache` | `flush_icache_range` returns without cleaning or invalidating anything | icache |
 //! | `skip-receiver-isb` | the scheduler switches to a stack another CPU mapped without its `isb` | publish-receiver |
 //! | `local-tlb-flush` | TLB flushes invalidate this CPU's TLB only (`tlbi vaale1` per page, `tlbi vmalle1`; not broadcast) | invalidate (the checker has no per-CPU TLB: it hears of no invalidation); with the checker off, only `fuzz --cpus 2` sees it |
+//! | `vfree-frees-early` | `vfree` gives its frames back before it unmaps them | freed-while-mapped |
 
 #[cfg(debug_assertions)]
 use core::sync::atomic::{AtomicU16, Ordering::Relaxed};
@@ -58,10 +59,11 @@ pub enum Bug {
     SkipIcache,
     SkipReceiverIsb,
     LocalTlbFlush,
+    VfreeFreesEarly,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 16] = [
+    pub const ALL: [Bug; 17] = [
         Bug::SkipTableDmb,
         Bug::SwapPair,
         Bug::SkipLeavePair,
@@ -78,6 +80,7 @@ impl Bug {
         Bug::SkipIcache,
         Bug::SkipReceiverIsb,
         Bug::LocalTlbFlush,
+        Bug::VfreeFreesEarly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -98,6 +101,7 @@ impl Bug {
             Bug::SkipIcache => "skip-icache",
             Bug::SkipReceiverIsb => "skip-receiver-isb",
             Bug::LocalTlbFlush => "local-tlb-flush",
+            Bug::VfreeFreesEarly => "vfree-frees-early",
         }
     }
 
@@ -124,6 +128,7 @@ impl Bug {
             Bug::SkipIcache => "code made executable without its cache maintenance",
             Bug::SkipReceiverIsb => "stacks another CPU mapped switched to without the receiving CPU's isb",
             Bug::LocalTlbFlush => "TLB flushes made on this CPU only, not broadcast",
+            Bug::VfreeFreesEarly => "vfree giving its frames back before unmapping them",
         }
     }
 }

@@ -156,6 +156,7 @@ fn reset_after_test(preemption: bool) -> Vec<String> {
     use crate::mm::debug_pagealloc::{self, MapBack};
     let mut left = Vec::new();
     crate::planted::plant(None);
+    crate::mm::pgtable::set_reclaim_race(None);
     sched::set_preemption(preemption);
     let abandoned = exception::release_abandoned();
     if (abandoned.enabled, abandoned.paused) != (0, 0) {

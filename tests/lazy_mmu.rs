@@ -513,6 +513,8 @@ fn deferred_writes_are_applied_in_order_at_leave() {
     );
     assert_eq!(hw_translate(scratch.va(1), Access::Read), UNMAPPED, "slot 1 was mapped, then cleared");
     assert_eq!(hw_translate(scratch.va(2), Access::Read), mapped(other));
+    // Unmapped (and flushed) before it goes back: nothing may map a free frame.
+    scratch.clear(2);
     tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(3));
     frame_alloc::free_frame(other).unwrap();
 }

@@ -479,6 +479,57 @@ fn invalidate_a_frame_freed_before_the_purge_of_its_lazy_unmap_is_reported() {
 }
 
 #[test_case]
+fn freed_while_mapped_a_frame_freed_under_its_live_page_is_reported() {
+    let scratch = Scratch::new(1);
+    let frame = frame_alloc::alloc_frame().unwrap();
+    write(&scratch.entry(0), page(frame));
+    let (_, found) = pgtable_check::expecting(Rule::FreedWhileMapped, || frame_alloc::free_frame(frame).unwrap());
+    exactly_one(&found, Rule::FreedWhileMapped, Some((scratch.va(0), Level::L3)));
+    assert_eq!(found.first[0].frame, Some(frame));
+    assert_eq!(found.first[0].entry.map(|e| e.old), Some(page(frame).0), "{}", found.first[0]);
+    assert!(
+        found.first[0].what.as_str().starts_with("a frame was freed while 1 valid entry still mapped it"),
+        "{}",
+        found.first[0]
+    );
+    scratch.clear(0);
+    tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
+}
+
+#[test_case]
+fn freed_while_mapped_vfree_freeing_its_frames_before_unmapping_is_reported() {
+    let va = vmalloc(3 * PAGE_SIZE).unwrap();
+    let (_, found) =
+        pgtable_check::expecting(Rule::FreedWhileMapped, || with_planted(Bug::VfreeFreesEarly, || vfree(va).unwrap()));
+    // One report per frame, each about the page that still mapped it.
+    assert_eq!(found.of(Rule::FreedWhileMapped), 3, "{}", found.summary());
+    assert_eq!(found.total(), 3, "{}", found.summary());
+    for (i, v) in found.first.iter().enumerate() {
+        assert_eq!(v.rule, Rule::FreedWhileMapped, "{v}");
+        assert_eq!(v.va(), Some(va.add(i as u64 * PAGE_SIZE).as_u64()), "{v}");
+        let Some(Entry::Leaf { addr, .. }) = v.entry.map(|e| Descriptor(e.old).decode(Level::L3)) else {
+            panic!("a page: {v}")
+        };
+        assert_eq!(v.frame, Some(addr), "{v}");
+    }
+    vmalloc::vm_unmap_aliases();
+}
+
+#[test_case]
+fn freed_while_mapped_a_clean_vfree_frees_nothing_still_mapped() {
+    for lazy in [false, true] {
+        let was = vmalloc::set_vmap_lazy_purge(lazy);
+        let va = vmalloc(3 * PAGE_SIZE).unwrap();
+        let (_, found) = pgtable_check::expecting(Rule::FreedWhileMapped, || {
+            vfree(va).unwrap();
+            vmalloc::vm_unmap_aliases();
+        });
+        assert_eq!(found.total(), 0, "lazy {lazy}: {}", found.summary());
+        vmalloc::set_vmap_lazy_purge(was);
+    }
+}
+
+#[test_case]
 fn table_lifetime_a_walk_guard_dropped_with_stores_queued_is_reported() {
     let _b = use_backend(Backend::DeferredWrites);
     let va = get_vm_area(PAGE_SIZE, PAGE_SIZE).unwrap();

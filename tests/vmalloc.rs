@@ -697,6 +697,45 @@ fn a_failing_callback_stops_the_walk_and_its_error_is_returned() {
     assert_eq!(footprint(), before);
 }
 
+/// A callback failing in the first of several new level-3 tables: the
+/// tables planned for the rest (four of the five, more than the pool holds
+/// inline) go back with the error, in either apply mode and by entry or by
+/// table; only the two tables linked on the way to the failure stay.
+#[test_case]
+fn a_callback_failing_in_the_first_of_several_new_tables_gives_back_every_planned_table() {
+    for mode in [ApplyMode::WholeCall, ApplyMode::PerLeafTable] {
+        for by_table in [false, true] {
+            let _s = Setting::new(Backend::Batched, mode);
+            let stretch = Stretch::new();
+            let start = stretch.0;
+            let size = 4 * BLOCK_2M;
+            let before = footprint();
+            let got = if by_table {
+                apply_to_page_range_by_table(start, size, |_: &Ptes| Err("first table"))
+            } else {
+                apply_to_page_range(start, size, |_: &EntryRef| Err("first table"))
+            };
+            assert_eq!(got, Err(ApplyError::Callback("first table")), "{mode:?}, by table {by_table}");
+            // The tables on the way to the first level-3 one, and it, linked
+            // before the callback ran, are every frame the call kept; nothing
+            // below the other three 2 MiB.
+            let (used, _, region) = footprint();
+            let kept: Vec<usize> = (0..4).map(|l| region.tables[l] - before.2.tables[l]).collect();
+            assert_eq!((kept[2], kept[3]), (1, 1), "{mode:?}, by table {by_table}: the tables linked, by level");
+            assert_eq!(used, before.0 + kept.iter().sum::<usize>(), "{mode:?}, by table {by_table}: no frame leaked");
+            assert_eq!(pgtable::lookup(start).level, Level::L3);
+            for i in 1..4 {
+                let entry = pgtable::lookup(start.add(i * BLOCK_2M));
+                assert_eq!((entry.level, entry.entry), (Level::L2, Entry::Invalid), "2 MiB number {i}");
+            }
+            // SAFETY: the kernel's own root; the test's own range of the vmalloc region.
+            unsafe { pgtable::free_empty_tables(pgtable::kernel_root(), start, size) };
+            assert_eq!(footprint(), before, "{mode:?}, by table {by_table}: every frame back");
+            assert!(no_tables_below(start), "no table left linked");
+        }
+    }
+}
+
 // ---- variants -------------------------------------------------------------------
 
 #[test_case]
@@ -788,6 +827,46 @@ fn vmap_range_takes_away_an_empty_table_where_a_block_goes() {
     vunmap_range(va, va.add(BLOCK_2M)).unwrap();
     free_vm_area(va).unwrap();
     frame_alloc::free_frames(run, 512).unwrap();
+}
+
+/// A block over an empty table takes the table away (under `exclusive`)
+/// before it maps, then plans again under a new walk. A reclaim on another
+/// CPU in between may take tables the rest of the range needed, more than
+/// the first plan counted: here the level-2 and level-3 tables of the
+/// pages after the block, across a 1 GiB boundary. The mapping makes the
+/// tables the second plan needs and succeeds; a link on the first plan
+/// would run out of tables half way.
+#[test_case]
+fn a_reclaim_between_the_plan_and_the_link_is_planned_again() {
+    let before = footprint_reclaimed();
+    let area = get_vm_area(2 * BLOCK_1G, BLOCK_1G).unwrap();
+    let boundary = area.add(BLOCK_1G);
+    let (va, end) = (VirtAddr::new(boundary.as_u64() - BLOCK_2M), boundary.add(4 * PAGE_SIZE));
+    // Empty tables at both ends, as earlier mappings leave them.
+    for at in [va, boundary] {
+        apply_to_page_range(at, PAGE_SIZE, |_: &EntryRef| Ok::<(), Infallible>(())).unwrap();
+        assert_eq!(pgtable::lookup(at).level, Level::L3);
+    }
+    let run = frame_alloc::alloc_contiguous(512 + 4, BLOCK_2M).unwrap();
+    fn another_cpus_reclaim() {
+        assert!(vmalloc::reclaim_page_tables() >= 3, "the tables of both ends");
+    }
+    pgtable::set_reclaim_race(Some(another_cpus_reclaim));
+    // SAFETY: the test's own frames, in its own area.
+    let mapped = unsafe { vmap_range(va, end, run, Attributes::KERNEL_RW) };
+    pgtable::set_reclaim_race(None);
+    assert_eq!(mapped, Ok(()));
+    assert_eq!(pgtable::lookup(va).level, Level::L2, "a 2 MiB block");
+    for i in 0..4 {
+        assert_eq!(
+            hw_translate(boundary.add(i * PAGE_SIZE), Access::Read),
+            HwTranslation::Mapped { pa: run.add(BLOCK_2M + i * PAGE_SIZE), mair_attr: 0xff }
+        );
+    }
+    vunmap_range(va, end).unwrap();
+    free_vm_area(area).unwrap();
+    frame_alloc::free_frames(run, 512 + 4).unwrap();
+    assert_eq!(footprint_reclaimed(), before, "every frame and table back");
 }
 
 // ---- vmalloc at scale ---------------------------------------------------------

@@ -358,6 +358,19 @@ impl Pool {
         Ok(pool)
     }
 
+    /// Allocates tables until `count` are left (a second plan found more
+    /// missing than the first). If memory runs out the pool keeps what it
+    /// has, for its caller to release.
+    pub fn top_up(&mut self, tables: &impl Tables, count: usize) -> Result<(), MapError> {
+        let missing = count.saturating_sub(self.left());
+        let spill = (self.held + missing).saturating_sub(Pool::INLINE);
+        self.more.try_reserve(spill).map_err(|_| MapError::OutOfMemory)?;
+        for _ in 0..missing {
+            self.put(tables.alloc_table().ok_or(MapError::OutOfMemory)?);
+        }
+        Ok(())
+    }
+
     /// How many are left.
     pub fn left(&self) -> usize {
         self.held + self.more.len()

@@ -496,7 +496,12 @@ pub fn vfree(addr: VirtAddr) -> Result<(), VmallocError> {
 /// Clears a taken area's entries, then puts it on the purge list, or,
 /// with the lazy purge off, flushes its range and gives back its frames
 /// (if it owns them) and its range at once (Linux's `free_unmap_vmap_area`).
-fn free_unmap_vmap_area(va: VirtAddr, size: u64, kind: Kind) {
+fn free_unmap_vmap_area(va: VirtAddr, size: u64, mut kind: Kind) {
+    if planted(Bug::VfreeFreesEarly)
+        && let Kind::Vmalloc(frames) = core::mem::replace(&mut kind, Kind::Reserved)
+    {
+        free_frames(frames.as_slice());
+    }
     clear_area_range(va, size);
     if purge::lazy() {
         return purge::free_vmap_area_noflush(va, size, kind);

@@ -170,7 +170,8 @@ for planted in skip-table-dmb:link-order:eager swap-pair:barrier-order:eager ski
     early-guard-drop:table-lifetime:deferred-writes reuse-before-purge:break-before-make:eager \
     cont-partial-write:contiguous:eager cont-misaligned:contiguous:eager cont-split-live:contiguous:eager:3 \
     upgrade-unflushed:invalidate:eager \
-    device-alias:mismatched-alias:eager skip-icache:icache:eager:3 local-tlb-flush:invalidate:eager; do
+    device-alias:mismatched-alias:eager skip-icache:icache:eager:3 local-tlb-flush:invalidate:eager \
+    vfree-frees-early:freed-while-mapped:eager; do
     # (A fourth field is the seed, where seed 1's 2000 ops never reach the bug:
     # skip-icache needs a vmalloc page made executable, which seed 1 never does.)
     IFS=: read -r bug rule backend seed <<<"$planted"
@@ -211,7 +212,7 @@ check "demo lazy (all backends)" 0 scripts/qemu-runner "$kernel" demo lazy -- \
 # planted bug, no fault injection, no test harness (kernel/planted.rs).
 # Their symbols are looked for in the debug kernel too, so an empty list
 # in release means they are gone, not that the search finds nothing.
-hooks='lazymmu::planted::|lazymmu::testing::|frame_alloc::(REQUESTS|FAIL_AT|fail_request|requests|injected_failure)\b|recover_abandoned_walks|release_leaked_area'
+hooks='lazymmu::planted::|lazymmu::testing::|frame_alloc::(REQUESTS|FAIL_AT|fail_request|requests|injected_failure)\b|recover_abandoned_walks|release_leaked_area|pgtable::map::RECLAIM_RACE'
 nm_tool=$(command -v nm || command -v llvm-nm)
 release=target/aarch64-unknown-none-softfloat/release/lazymmu
 if cargo build -q --release --bin lazymmu; then

@@ -75,6 +75,13 @@ check must_fail_exclusive 3 scripts/qemu-runner "$dir/must_fail_exclusive" -- \
     'kernel panic at tests/must_fail/exclusive\.rs:[0-9]+:[0-9]+' \
     'a deliberate panic under Exclusive' \
     'while holding pgtable::Exclusive: tables may be half unlinked'
+# A walk that waits for the tables' lock forever, interrupts masked (the
+# Exclusive it waits for masked them): only the runner can stop it, and
+# the wait has said what it waits for, and where, long before.
+LAZYMMU_TIMEOUT=8 check must_fail_walk_wait 124 scripts/qemu-runner "$dir/must_fail_walk_wait" -- \
+    '^test a_walk_waits_for_an_exclusive_never_let_go \.\.\. $' \
+    '\*\*\* lock wait: TABLES for a walk \(exclusive\(\) holds it\) not taken after 2 s \(1 holder\(s\)\), waiting at tests/must_fail/walk_wait\.rs:[0-9]+:[0-9]+ \(cpu 0, task boot/0\); still waiting \*\*\*' \
+    'qemu-runner: TIMEOUT: must_fail_walk_wait did not exit within 8s'
 check must_fail_slow 101 scripts/qemu-runner "$dir/must_fail_slow" test_time_limit=2 -- \
     '^test passes \.\.\. ok' \
     '^test never_finishes \.\.\. TIMED OUT' \

@@ -10,12 +10,27 @@ use crate::mm::{pgtable_check, tlb};
 
 pub use crate::mm::engine::{LeafSizes, check_range};
 
+/// A test's stand-in for another CPU (debug builds only, as
+/// `crate::planted`): called by [`map_leaves`] between its reclaim and
+/// its re-plan, where a reclaim on another CPU may take tables away.
+#[cfg(debug_assertions)]
+static RECLAIM_RACE: spin::Mutex<Option<fn()>> = spin::Mutex::new(None);
+
+/// Sets what [`map_leaves`] calls between its reclaim and its re-plan
+/// (None: nothing). The test harness clears it after every test.
+#[cfg(debug_assertions)]
+pub fn set_reclaim_race(race: Option<fn()>) {
+    *RECLAIM_RACE.lock() = race;
+}
+
 /// Maps [va, va + size) with `leaves` in the tables under
 /// `root`, all or nothing: planned first (nothing may be mapped there
 /// yet), the tables allocated, then written run by run in `sections`.
 /// Where a block goes over an empty table (left by an earlier mapping),
 /// the table is taken away first, its walks flushed (Linux's
-/// `pmd_free_pte_page`), and the mapping planned again.
+/// `pmd_free_pte_page`), and the mapping planned again under the walk that
+/// links it: a reclaim on another CPU in between may have taken tables
+/// the first plan found, and the tables the second needs are made.
 ///
 /// # Safety
 /// As [`engine::map`]: the range is the caller's, and the leaves map
@@ -56,13 +71,22 @@ pub(in crate::mm) unsafe fn map_leaves(
                 }
             }
         }
+        #[cfg(debug_assertions)]
+        if let Some(race) = { *RECLAIM_RACE.lock() } {
+            race();
+        }
         walk = walking_from(root);
-        // The pool counted every table of the blocks' paths.
-        let again = engine::plan_map(&KernelTables::new(&walk), root, va, size, leaves);
-        if again.is_err() || again.is_ok_and(|p| p.reclaim || p.tables > pool.left()) {
-            // Only another CPU mapping into the caller's range gets here.
-            pool.release(&KernelTables::new(&walk));
-            return Err(again.err().unwrap_or(MapError::AlreadyMapped(va)));
+        let tables = KernelTables::new(&walk);
+        let ready = match engine::plan_map(&tables, root, va, size, leaves) {
+            // Another table where a block goes: only another CPU mapping
+            // into the caller's range puts one there.
+            Ok(again) if again.reclaim => Err(MapError::AlreadyMapped(va)),
+            Ok(again) => pool.top_up(&tables, again.tables),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ready {
+            pool.release(&tables);
+            return Err(e);
         }
     }
     // SAFETY: as our caller guarantees; the tables are as planned.

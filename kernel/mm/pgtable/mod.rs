@@ -32,6 +32,8 @@ mod walking;
 // What the rest of the world maps, walks and frees tables with; then
 // what only the kernel's own mappers use.
 pub use entry::{EntryRef, write_entry};
+#[cfg(debug_assertions)]
+pub use map::set_reclaim_race;
 pub use map::{LeafSizes, clear_range, map_range, unmap_range};
 pub(in crate::mm) use map::{check_range, map_leaves};
 pub use ptes::{Ptes, clear_ptes, modify_ptes, set_ptes, write_ptes};

@@ -58,6 +58,9 @@
 //!   by `dsb ish`, before an entry makes their memory executable; what
 //!   CTR_EL0's IDC and DIC say is not needed is not asked
 //!   (`shadow/icache.rs`).
+//! - **freed-while-mapped**: a frame goes back to the allocator only once
+//!   no valid entry maps it, the linear map's aside (it maps all RAM, free
+//!   or not): unmap, flush, then free (`shadow/mapped.rs`).
 //!
 //! Everything is checked under one lock. The checker watches and never
 //! stores: the store path tells it of a run of stores before making them

@@ -42,10 +42,13 @@ pub enum Rule {
     /// takes a context synchronization event between receiving it and its
     /// first use (`shadow/handover.rs`).
     PublishReceiver,
+    /// A frame goes back to the allocator only once no valid entry (but
+    /// the linear map's) maps it.
+    FreedWhileMapped,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 11] = [
         Rule::Publish,
         Rule::LinkOrder,
         Rule::BreakBeforeMake,
@@ -56,6 +59,7 @@ impl Rule {
         Rule::MismatchedAlias,
         Rule::Icache,
         Rule::PublishReceiver,
+        Rule::FreedWhileMapped,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +74,7 @@ impl Rule {
             Rule::MismatchedAlias => "mismatched-alias",
             Rule::Icache => "icache",
             Rule::PublishReceiver => "publish-receiver",
+            Rule::FreedWhileMapped => "freed-while-mapped",
         }
     }
 

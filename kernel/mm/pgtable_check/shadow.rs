@@ -29,6 +29,7 @@ pub use icache::CodeCaches;
 mod contiguous;
 mod handover;
 mod lazy;
+mod mapped;
 
 /// What the rules ask of the kernel they watch, besides the events: the
 /// kernel answers from its live tables and lock (`pgtable_check`'s
@@ -176,8 +177,8 @@ struct Stale {
     lazy: bool,
 }
 
-/// Stale translations per frame: a frame may not be freed while a TLB
-/// might still map it.
+/// Translations per frame: stale ones (a frame may not be freed while a
+/// TLB might still map it), or live leaves (`shadow/mapped.rs`).
 struct FrameCounts {
     base: u64,
     counts: Vec<u16>,
@@ -210,6 +211,8 @@ pub struct Checker<K: Kernel> {
     /// Per level, by the first VA the entry translates.
     stale: [BTreeMap<u64, Stale>; 4],
     frames: FrameCounts,
+    /// Live leaves per frame, outside the linear map (`shadow/mapped.rs`).
+    mapped: FrameCounts,
     /// The heap's frames [start, end): the kernel touches them at any time.
     heap: (u64, u64),
     bbml2_noabort: bool,
@@ -242,6 +245,7 @@ impl<K: Kernel> Checker<K> {
             tables: BTreeMap::new(),
             stale: Default::default(),
             frames: FrameCounts { base: base.as_u64(), counts: vec![0; frames] },
+            mapped: FrameCounts { base: base.as_u64(), counts: vec![0; frames] },
             heap: (heap_pa.as_u64(), heap_pa.as_u64() + heap_bytes),
             bbml2_noabort: start.bbml2_noabort,
             caches: start.caches,
@@ -301,7 +305,10 @@ impl<K: Kernel> Checker<K> {
         }
         let mut table = TableShadow::new(Place::Fresh);
         table.unordered[cpu] = Some(self.cpus[cpu].order_gen);
-        self.tables.insert(pa, table);
+        let was = self.tables.insert(pa, table);
+        if was.is_some_and(|t| matches!(t.place, Place::Linked { .. })) {
+            self.recount_mapped();
+        }
     }
 
     /// The level-3 table at `pa` is said to be empty (every entry zero) and
@@ -330,6 +337,8 @@ impl<K: Kernel> Checker<K> {
     pub fn frames_freed(&mut self, pa: u64, count: u64) {
         self.code_freed(pa, count * PAGE_SIZE);
         for at in (0..count).map(|i| pa + i * PAGE_SIZE) {
+            self.freed_while_mapped(at);
+            self.count_table(at, false);
             let stale = self.frames.get(at);
             if stale > 0 && !self.freed_before_purge(at) {
                 self.violation(
@@ -395,7 +404,11 @@ impl<K: Kernel> Checker<K> {
     /// below it that were not reachable yet as linked.
     fn place_subtree(&mut self, table: u64, level: Level, va: u64) {
         let Some(t) = self.tables.get_mut(&table) else { return };
+        let counted = matches!(t.place, Place::Linked { .. });
         t.place = Place::Linked { level, va };
+        if !counted {
+            self.count_table(table, true);
+        }
         let Some(next) = level.next() else { return };
         for i in 0..512 {
             if let Entry::Table(child) = Descriptor(self.entry_at(table, i)).decode(level) {
@@ -467,6 +480,8 @@ impl<K: Kernel> Checker<K> {
         let va = base.wrapping_add(index * level.entry_size());
         let change = EntryChange { slot, at: Some((va, level)), old, new };
         let (old_e, new_e) = (Descriptor(old).decode(level), Descriptor(new).decode(level));
+        self.count_leaf(old, level, va, false);
+        self.count_leaf(new, level, va, true);
         match (old_e, new_e) {
             (Entry::Invalid, Entry::Invalid) => {}
             (Entry::Invalid, _) => self.made(change, level, new_e),
@@ -499,6 +514,9 @@ impl<K: Kernel> Checker<K> {
                     None,
                 );
                 // Keep the shadow true to the tables: what was linked is not.
+                if let Entry::Table(old_table) = old_e {
+                    self.count_table(old_table.as_u64(), false);
+                }
                 if let Entry::Table(old_table) = old_e
                     && let Some(t) = self.tables.get_mut(&old_table.as_u64())
                 {
@@ -649,6 +667,7 @@ impl<K: Kernel> Checker<K> {
         }
         if let Entry::Table(child) = old {
             let child = child.as_u64();
+            self.count_table(child, false);
             if let Some(t) = self.tables.get_mut(&child) {
                 t.place = Place::Unlinked { level: level.next().expect("above level 3"), va };
             }

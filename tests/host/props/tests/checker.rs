@@ -40,6 +40,8 @@
 //!   unlinked one; a table linked that was never allocated or is linked
 //!   already; an unlink without `pgtable::exclusive`; a table page
 //!   allocated twice or freed while linked.
+//! - **freed-while-mapped**: a data frame freed while a page of a linked
+//!   level-3 table maps it (the linear map's own pages aside).
 //!
 //! - **icache** (exact cases): code written as data, then made
 //!   executable, under each combination of CTR_EL0's IDC and DIC, the
@@ -269,7 +271,7 @@ type Broken = (Rule, Option<u64>);
 fn broken(v: &Violation) -> Broken {
     let what = v.what.as_str();
     let digits: String = what.chars().skip_while(|c| !c.is_ascii_digit()).take_while(|c| c.is_ascii_digit()).collect();
-    let counted = matches!(v.rule, Rule::Publish | Rule::Invalidate | Rule::BarrierOrder);
+    let counted = matches!(v.rule, Rule::Publish | Rule::Invalidate | Rule::BarrierOrder | Rule::FreedWhileMapped);
     (v.rule, if counted { digits.parse().ok() } else { None })
 }
 
@@ -319,6 +321,8 @@ struct Cpu {
 
 struct Model {
     tables: BTreeMap<u64, Table>,
+    /// The level-3 tables' entries, by (table, index), as in memory.
+    entries: BTreeMap<(u64, u64), u64>,
     cpus: [Cpu; CPUS],
     /// By (level, VA); each made by the task of its `cpu`.
     stale: BTreeMap<(u8, u64), Stale>,
@@ -337,7 +341,14 @@ impl Model {
         tables.insert(L2_TABLE, linked(VMALLOC));
         tables.insert(TABLES[0], linked(slot_va(0)));
         tables.insert(TABLES[1], linked(slot_va(1)));
-        Model { tables, cpus: Default::default(), stale: BTreeMap::new(), exclusive: false, broken: Vec::new() }
+        Model {
+            tables,
+            entries: BTreeMap::new(),
+            cpus: Default::default(),
+            stale: BTreeMap::new(),
+            exclusive: false,
+            broken: Vec::new(),
+        }
     }
 
     /// The rules `event` breaks, in the order the checker reports them;
@@ -362,9 +373,22 @@ impl Model {
                     self.broken.push((Rule::TableLifetime, None));
                 }
                 self.tables.insert(pa, Table { place: Place::Fresh, unordered: BTreeSet::from([cpu]) });
+                self.entries.retain(|&(table, _), _| table != pa);
             }
             Event::Free { table, which, .. } => {
                 let pa = if table { TABLES[which] } else { FRAMES[which] };
+                let linked = |t: &u64| self.tables.get(t).is_some_and(|t| matches!(t.place, Place::Linked(_)));
+                let mapped = self
+                    .entries
+                    .iter()
+                    .filter(|&(&(t, _), &desc)| {
+                        linked(&t)
+                            && matches!(Descriptor(desc).decode(Level::L3), Entry::Leaf { addr, .. } if addr.as_u64() == pa)
+                    })
+                    .count() as u64;
+                if mapped > 0 {
+                    self.broken.push((Rule::FreedWhileMapped, Some(mapped)));
+                }
                 let maps_it = |&(&(level, _), s): &(&(u8, u64), &Stale)| {
                     s.cleared
                         && match Descriptor(s.old).decode(Level(level)) {
@@ -421,6 +445,9 @@ impl Model {
     }
 
     fn store(&mut self, cpu: usize, table: u64, index: u64, level: Level, old: u64, new: u64) {
+        if level == Level::L3 {
+            self.entries.insert((table, index), new);
+        }
         let Some(t) = self.tables.get_mut(&table) else {
             self.broken.push((Rule::TableLifetime, None));
             return;
@@ -872,6 +899,73 @@ fn a_table_linked_before_its_zeroing_is_ordered_breaks_link_order() {
     assert_eq!(found_all(&[alloc, link]), [Rule::LinkOrder]);
     assert_eq!(found_all(&[alloc, barrier(1, Barrier::DmbIshst), link]), [Rule::LinkOrder]);
     assert_eq!(found_all(&[alloc, barrier(0, Barrier::DmbIshst), link]), []);
+}
+
+/// The rules and counts the checker finds in `events`, event by event.
+fn found_counted(events: &[Event]) -> Vec<Vec<Broken>> {
+    let memory = World::memory();
+    let mut world = World::new(&memory);
+    events.iter().map(|&e| world.run(e).0).collect()
+}
+
+#[test]
+fn a_frame_freed_while_a_live_page_maps_it_breaks_freed_while_mapped() {
+    let map = |table, index| Store { cpu: 0, table, index, page: Page::Rw(2) };
+    let free = Free { cpu: 0, table: false, which: 2 };
+    let published = [barrier(0, Barrier::DsbIshst), barrier(0, Barrier::Isb)];
+    // Mapped by one page, then by two (in two linked tables): each counted.
+    assert_eq!(found_counted(&[map(0, 0), free])[1], [(Rule::FreedWhileMapped, Some(1))]);
+    assert_eq!(found_counted(&[map(0, 0), map(1, 3), free])[2], [(Rule::FreedWhileMapped, Some(2))]);
+    // The report names the page and the frame.
+    let memory = World::memory();
+    let mut world = World::new(&memory);
+    for e in [map(0, 1), free] {
+        world.run(e);
+    }
+    world.checker.begin(on(0));
+    world.checker.frames_freed(FRAMES[2], 1);
+    let found = world.checker.take_found();
+    assert_eq!(found.len(), 1);
+    let v = &found[0];
+    assert_eq!((v.rule, v.frame), (Rule::FreedWhileMapped, Some(PhysAddr::new(FRAMES[2]))));
+    assert_eq!(v.entry.and_then(|e| e.at), Some((slot_va(0) + PAGE, Level::L3)));
+    assert_eq!(v.entry.map(|e| e.old), Some(Page::Rw(2).descriptor()));
+    assert!(v.what.as_str().starts_with("a frame was freed while 1 valid entry still mapped it"), "{}", v.what.as_str());
+    // Unmapped and flushed first: nothing.
+    let tlbi = Tlbi { cpu: 0, slot: 0, index: 0, pages: 1, walks: false };
+    let unmapped = [
+        Store { cpu: 0, table: 0, index: 0, page: Page::None },
+        barrier(0, Barrier::DsbIshst),
+        tlbi,
+        barrier(0, Barrier::DsbIsh),
+        barrier(0, Barrier::Isb),
+        free,
+    ];
+    assert_eq!(found_all(&[&[map(0, 0)][..], &published, &unmapped].concat()), []);
+    // Another frame, or a frame only the linear map maps, goes freely.
+    assert_eq!(found_all(&[map(0, 0), Free { cpu: 0, table: false, which: 3 }]), []);
+    assert_eq!(found_all(&[Free { cpu: 0, table: false, which: 0 }]), []);
+}
+
+#[test]
+fn a_page_counts_as_mapping_its_frame_only_while_its_table_is_linked() {
+    let free = Free { cpu: 0, table: false, which: 2 };
+    let in_fresh = [
+        Alloc { cpu: 0, table: 2 },
+        barrier(0, Barrier::DmbIshst),
+        Store { cpu: 0, table: 2, index: 0, page: Page::Rw(2) },
+    ];
+    // In a table not linked yet: nothing maps the frame.
+    assert_eq!(found_all(&[&in_fresh[..], &[free]].concat()), []);
+    // Linked (its store ordered): the page maps it.
+    let linked = [&in_fresh[..], &[barrier(0, Barrier::DmbIshst), Link { cpu: 0, slot: 2, table: 2 }]].concat();
+    assert_eq!(found_counted(&[&linked[..], &[free]].concat()).last().unwrap(), &[(Rule::FreedWhileMapped, Some(1))]);
+    // Unlinked (under exclusive): not any more, though the page is still in it.
+    let unlinked = [&linked[..], &[Unlink { cpu: 0, slot: 2, exclusive: true }]].concat();
+    assert_eq!(found(&[&unlinked[..], &[free]].concat()).last().unwrap(), &[]);
+    // Its page allocated anew (zeroed): not any more either.
+    let reused = [Store { cpu: 0, table: 0, index: 0, page: Page::Rw(2) }, Alloc { cpu: 0, table: 0 }, free];
+    assert_eq!(found(&reused)[2], []);
 }
 
 #[test]
