@@ -930,7 +930,11 @@ fn a_frame_freed_while_a_live_page_maps_it_breaks_freed_while_mapped() {
     assert_eq!((v.rule, v.frame), (Rule::FreedWhileMapped, Some(PhysAddr::new(FRAMES[2]))));
     assert_eq!(v.entry.and_then(|e| e.at), Some((slot_va(0) + PAGE, Level::L3)));
     assert_eq!(v.entry.map(|e| e.old), Some(Page::Rw(2).descriptor()));
-    assert!(v.what.as_str().starts_with("a frame was freed while 1 valid entry still mapped it"), "{}", v.what.as_str());
+    assert!(
+        v.what.as_str().starts_with("a frame was freed while 1 valid entry still mapped it"),
+        "{}",
+        v.what.as_str()
+    );
     // Unmapped and flushed first: nothing.
     let tlbi = Tlbi { cpu: 0, slot: 0, index: 0, pages: 1, walks: false };
     let unmapped = [
