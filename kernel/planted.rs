@@ -39,7 +39,7 @@
 //! | `vfree-frees-early` | `vfree` gives its frames back before it unmaps them | freed-while-mapped |
 
 #[cfg(debug_assertions)]
-use core::sync::atomic::{AtomicU16, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bug {
@@ -136,13 +136,17 @@ impl Bug {
 /// Why a release build refuses to plant a bug.
 pub const DEBUG_ONLY: &str = "planted bugs exist only in debug builds";
 
+/// One bit per bug: a bug the mask has no bit for fails the build, not a
+/// test (a 16-bit mask once overflowed at the seventeenth bug).
 #[cfg(debug_assertions)]
-static PLANTED: AtomicU16 = AtomicU16::new(0);
+static PLANTED: AtomicU32 = AtomicU32::new(0);
+#[cfg(debug_assertions)]
+const _: () = assert!(Bug::ALL.len() <= u32::BITS as usize);
 
 /// Plants `bug` (None: removes whatever was planted).
 #[cfg(debug_assertions)]
 pub fn plant(bug: Option<Bug>) {
-    PLANTED.store(bug.map_or(0, |b| 1 << b as u16), Relaxed);
+    PLANTED.store(bug.map_or(0, |b| 1 << b as u32), Relaxed);
     // The arch layer's bugs are its own to make (it calls nothing above it).
     use crate::arch::lazy_mmu::planted as arch;
     arch::plant(match bug {
@@ -168,7 +172,7 @@ pub fn plant(bug: Option<Bug>) {
 #[cfg(debug_assertions)]
 #[inline]
 pub fn planted(bug: Bug) -> bool {
-    PLANTED.load(Relaxed) & (1 << bug as u16) != 0
+    PLANTED.load(Relaxed) & (1 << bug as u32) != 0
 }
 
 /// Never, in a release build: a constant, so each check compiles away.
