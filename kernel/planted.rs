@@ -83,6 +83,11 @@ impl Bug {
         Bug::VfreeFreesEarly,
     ];
 
+    /// Inlined wherever it is used, as [`plant`] is in a release build:
+    /// there the names serve only to refuse `--break` by name, and the
+    /// release kernel keeps no symbol of this module (tests/host/commands.sh
+    /// reads them with `nm`).
+    #[inline(always)]
     pub fn name(self) -> &'static str {
         match self {
             Bug::SkipTableDmb => "skip-table-dmb",
@@ -110,6 +115,7 @@ impl Bug {
     }
 
     /// What the broken kernel does, in a few words.
+    #[inline(always)]
     pub fn what(self) -> &'static str {
         match self {
             Bug::SkipTableDmb => "new tables linked without the dmb ishst after their zeroing",
