@@ -32,7 +32,9 @@
 //! What one CPU does for all is in each model: a purge (anyone's) flushes
 //! every lazily freed range, after which a range one fuzzer gave back may
 //! be another's, so a page no model of this fuzzer's maps is checked only
-//! while no live area holds it. The checks of a step run alone ([`Gate`]):
+//! while no live area holds it; until that purge, a page of any fuzzer's
+//! lazily freed range may still be read through a stale TLB entry, on any
+//! CPU (the fuzzers share that allowance). The checks of a step run alone ([`Gate`]):
 //! the area list and the tables then hold still, so "nothing changed" and
 //! "unmapped" mean what they say. Each fuzzer's sequence of operations is
 //! the same from run to run; how the N interleave is not.
@@ -136,11 +138,6 @@ struct Fuzzer {
     /// A page a timer interrupt maps: its area, tables made beforehand.
     irq_page: VirtAddr,
     irq_frame: PhysAddr,
-    /// Areas vfree'd or vunmap'd since the last purge: their translations
-    /// may still be in the TLB (`vmalloc/purge.rs`). With each, the lazily
-    /// freed pages just after it went on the purge list: fewer later means
-    /// a purge (any CPU's) has flushed it since.
-    awaiting_purge: Vec<(VirtAddr, u64, u64)>,
     /// The live `vmalloc_huge` areas mapped in chunks, and the chunk size
     /// (2 MiB blocks or 64 KiB runs): where `set_memory_*` must split.
     huge: BTreeMap<VirtAddr, u64>,
@@ -156,6 +153,19 @@ const MAX_CPUS: usize = 8;
 static IRQ_SLOT: [spin::Mutex<Option<(VirtAddr, Descriptor)>>; MAX_CPUS] = [const { spin::Mutex::new(None) }; MAX_CPUS];
 static IRQ_DONE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 static TAGS: AtomicU64 = AtomicU64::new(1);
+
+/// Ranges vfree'd or vunmap'd since the last purge, by any fuzzer (or a
+/// task one spawned): their translations may still be in a TLB
+/// (`vmalloc/purge.rs`). With each, the lazily freed pages just after it
+/// went on the purge list: fewer later means a purge (any CPU's) has
+/// flushed it since. Shared, because a fuzzer checks pages of another's
+/// range too: `free_vm_area` gives a range back at once (no purge), and
+/// while the fuzzer that gave it back waits for its checks' turn (the
+/// others' steps go on), another fuzzer, or the task its switch spawns,
+/// may map the range, touch it on this fuzzer's CPU and vfree it. The
+/// page is then unmapped in every model and in no live area, and a read
+/// of it on that CPU may hit the stale entry until the next purge.
+static AWAITING_PURGE: spin::Mutex<Vec<(VirtAddr, u64, u64)>> = spin::Mutex::new(Vec::new());
 
 fn timer_maps_a_page() {
     let cpu = percpu::this_cpu().id;
@@ -288,7 +298,6 @@ impl Fuzzer {
             handed_on: 0,
             irq_page,
             irq_frame,
-            awaiting_purge: Vec::new(),
             huge: BTreeMap::new(),
         })
     }
@@ -955,11 +964,11 @@ impl Fuzzer {
                 return Ok(());
             }
             let read = probe::read(va);
-            // Freed lazily and not purged yet, a page may still be read
-            // through a stale TLB entry; the tables (`at s1e1r`) say
-            // unmapped all the same.
+            // Freed lazily (by any fuzzer) and not purged yet, a page may
+            // still be read through a stale TLB entry; the tables (`at
+            // s1e1r`) say unmapped all the same.
             let stale_ok =
-                self.awaiting_purge.iter().any(|&(start, pages, _)| va >= start && va < start.add(pages * PAGE_SIZE));
+                AWAITING_PURGE.lock().iter().any(|&(start, pages, _)| va >= start && va < start.add(pages * PAGE_SIZE));
             return match (hw_translate(va, Access::Read), read) {
                 (HwTranslation::Fault(FaultStatus::Translation { .. }), Err(s))
                     if matches!(s.status, Some(FaultStatus::Translation { .. })) =>
@@ -1005,14 +1014,15 @@ impl Fuzzer {
 
     /// [start, start + pages) was just put on the purge list.
     fn freed_lazily(&mut self, start: VirtAddr, pages: u64) {
-        self.awaiting_purge.push((start, pages, vmalloc::lazy_pages()));
+        let lazy_after = vmalloc::lazy_pages();
+        AWAITING_PURGE.lock().push((start, pages, lazy_after));
     }
 
     fn check(&mut self, touched: &[(VirtAddr, u64)]) -> Result<(), String> {
         // A purge (past the threshold, for room, or set_memory_*'s) flushed
         // every area on the list when it ran.
         let lazy = vmalloc::lazy_pages();
-        self.awaiting_purge.retain(|&(_, _, lazy_after)| lazy != 0 && lazy >= lazy_after);
+        AWAITING_PURGE.lock().retain(|&(_, _, lazy_after)| lazy != 0 && lazy >= lazy_after);
         for &(start, pages) in touched {
             // The guard page after the area too.
             for i in 0..=pages {
@@ -1156,6 +1166,8 @@ fn campaign(config: &Config, backend: Backend, progress: Progress) -> Result<Vec
         fuzzers.push(Fuzzer::new(cpu, seed, config.cpus > 1).map_err(|what| diverged(cpu, 0, "setup", what))?);
     }
     STOP.store(false, SeqCst);
+    // The last campaign's teardown purged everything.
+    AWAITING_PURGE.lock().clear();
     let ops = config.ops;
     let fuzzers = if config.cpus == 1 {
         let mut f = fuzzers.pop().expect("one");
