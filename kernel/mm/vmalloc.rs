@@ -42,7 +42,7 @@ use super::engine::{self, Contiguous, Pages, Sections};
 use super::layout::{VMALLOC_END, VMALLOC_START, in_linear_map};
 use super::pgtable::{self, LeafSizes, MapError, Operand};
 use super::slab::{self, Kmalloc};
-use super::{frame_alloc, pgtable_check, phys_to_virt, tlb};
+use super::{frame_alloc, pageattr, pgtable_check, phys_to_virt, tlb};
 use crate::planted::{Bug, planted};
 use crate::println;
 use crate::sync::IrqSpinLock;
@@ -176,6 +176,10 @@ struct Area {
     /// Mapped bytes (the guard page follows).
     size: u64,
     kind: Kind,
+    /// `set_memory_*` changed the linear alias of its frames: it is put
+    /// back before they go (Linux's `VM_FLUSH_RESET_PERMS`; see
+    /// `pageattr.rs`).
+    reset_perms: bool,
     /// The node its address range takes when it goes back to the free
     /// ranges, taken when it was reserved: giving back cannot fail.
     spare: Option<Record<Free>>,
@@ -299,7 +303,11 @@ fn reserve(size: u64, align: u64, lo: VirtAddr, hi: VirtAddr) -> Result<VirtAddr
             for slot in nodes.iter_mut().take(free) {
                 *slot = Some(node(Free { len: 0 })?);
             }
-            let record = if area { Some(node(Area { size: 0, kind: Kind::Reserved, spare: None })?) } else { None };
+            let record = if area {
+                Some(node(Area { size: 0, kind: Kind::Reserved, reset_perms: false, spare: None })?)
+            } else {
+                None
+            };
             areas = AREAS.lock();
             nodes.into_iter().flatten().for_each(|n| areas.keep(n));
             if let Some(record) = record {
@@ -318,7 +326,7 @@ fn reserve(size: u64, align: u64, lo: VirtAddr, hi: VirtAddr) -> Result<VirtAddr
     let split = areas.free_spares.take().expect("counted above");
     let give_back = areas.free_spares.take().expect("counted above");
     let mut record = areas.area_spares.take().expect("counted above");
-    *record.value_mut() = Area { size, kind: Kind::Reserved, spare: Some(give_back) };
+    *record.value_mut() = Area { size, kind: Kind::Reserved, reset_perms: false, spare: Some(give_back) };
     record.rekey(start);
     if let Some(left_over) = areas.free.take(start, span, split) {
         areas.keep(left_over);
@@ -343,13 +351,36 @@ fn set_kind(start: VirtAddr, kind: Kind) {
 }
 
 /// Takes the live area starting at `start` if `matches(kind)`; it stays
-/// listed as Reserved while it is torn down.
-fn take_area(start: VirtAddr, matches: impl Fn(&Kind) -> bool) -> Result<(u64, Kind), VmallocError> {
+/// listed as Reserved while it is torn down. Also says whether its linear
+/// alias must be reset (`Area::reset_perms`).
+fn take_area(start: VirtAddr, matches: impl Fn(&Kind) -> bool) -> Result<(u64, Kind, bool), VmallocError> {
     let mut areas = AREAS.lock();
     match areas.taken.get_mut(start.as_u64()) {
-        Some(area) if matches(&area.kind) => Ok((area.size, core::mem::replace(&mut area.kind, Kind::Reserved))),
+        Some(area) if matches(&area.kind) => {
+            let reset = core::mem::take(&mut area.reset_perms);
+            Ok((area.size, core::mem::replace(&mut area.kind, Kind::Reserved), reset))
+        }
         _ => Err(VmallocError::NotAnArea(start)),
     }
+}
+
+/// Does the live area holding `addr` map what vmalloc.rs itself unmaps
+/// (`vfree`, `vunmap`), so that the linear alias of its frames can be put
+/// back then? Not a `get_vm_area` area: its caller maps and unmaps it.
+pub(super) fn resets_perms(addr: VirtAddr) -> bool {
+    let areas = AREAS.lock();
+    areas
+        .taken
+        .at_or_below(addr.as_u64())
+        .is_some_and(|(_, area)| matches!(area.kind, Kind::Vmalloc(_) | Kind::Pages | Kind::Range))
+}
+
+/// Marks the live area holding `addr` as having had the linear alias of
+/// its frames changed (see `Area::reset_perms`).
+pub(super) fn set_reset_perms(addr: VirtAddr) {
+    let mut areas = AREAS.lock();
+    let (start, _) = areas.taken.at_or_below(addr.as_u64()).expect("a live area");
+    areas.taken.get_mut(start).expect("a live area").reset_perms = true;
 }
 
 /// `size` rounded up to whole pages.
@@ -488,25 +519,36 @@ pub(super) fn set_vmalloc_frames(va: VirtAddr, frames: Vec<PhysAddr, Kmalloc>) {
 /// at the next purge (see `vmalloc/purge.rs`).
 pub fn vfree(addr: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
-    let (size, kind) = take_area(addr, |k| matches!(k, Kind::Vmalloc(_)))?;
-    free_unmap_vmap_area(addr, size, kind);
+    let (size, kind, reset) = take_area(addr, |k| matches!(k, Kind::Vmalloc(_)))?;
+    free_unmap_vmap_area(addr, size, kind, reset);
     Ok(())
 }
 
 /// Clears a taken area's entries, then puts it on the purge list, or,
 /// with the lazy purge off, flushes its range and gives back its frames
 /// (if it owns them) and its range at once (Linux's `free_unmap_vmap_area`).
-fn free_unmap_vmap_area(va: VirtAddr, size: u64, mut kind: Kind) {
+///
+/// An area whose frames' linear alias was changed (`reset`) has it put
+/// back first, and is never freed lazily: after the section that clears
+/// the area the alias goes invalid, one flush covers both, and only then
+/// is the alias made writable again (`pageattr::reset_linear_alias`;
+/// Linux's `vm_reset_perms`, which purges the lazy areas and flushes the
+/// direct map in one go).
+fn free_unmap_vmap_area(va: VirtAddr, size: u64, mut kind: Kind, reset: bool) {
     if planted(Bug::VfreeFreesEarly)
         && let Kind::Vmalloc(frames) = core::mem::replace(&mut kind, Kind::Reserved)
     {
         free_frames(frames.as_slice());
     }
-    clear_area_range(va, size);
-    if purge::lazy() {
-        return purge::free_vmap_area_noflush(va, size, kind);
+    if reset {
+        pageattr::reset_linear_alias(va, size, || clear_area_range(va, size));
+    } else {
+        clear_area_range(va, size);
+        if purge::lazy() {
+            return purge::free_vmap_area_noflush(va, size, kind);
+        }
+        tlb::flush_tlb_kernel_range(va, va.add(size));
     }
-    tlb::flush_tlb_kernel_range(va, va.add(size));
     if let Kind::Vmalloc(frames) = kind {
         free_frames(frames.as_slice());
     }
@@ -543,8 +585,8 @@ pub unsafe fn vmap_pages(pages: &[PhysAddr], attrs: Attributes) -> Result<VirtAd
 /// calls [`vm_unmap_aliases`] first, so that no TLB still maps them here.
 pub fn vunmap(addr: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
-    let (size, kind) = take_area(addr, |k| matches!(k, Kind::Pages | Kind::Range))?;
-    free_unmap_vmap_area(addr, size, kind);
+    let (size, kind, reset) = take_area(addr, |k| matches!(k, Kind::Pages | Kind::Range))?;
+    free_unmap_vmap_area(addr, size, kind, reset);
     Ok(())
 }
 
@@ -805,8 +847,12 @@ pub fn reclaim_page_tables() -> usize {
 #[cfg(debug_assertions)]
 pub(crate) fn release_leaked_area(start: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
-    let (size, kind) = take_area(start, |_| true)?;
-    unmap_area_range(start, size);
+    let (size, kind, reset) = take_area(start, |_| true)?;
+    if reset {
+        pageattr::reset_linear_alias(start, size, || clear_area_range(start, size));
+    } else {
+        unmap_area_range(start, size);
+    }
     if let Kind::Vmalloc(frames) = kind {
         free_frames(frames.as_slice());
     }
