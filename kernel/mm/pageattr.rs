@@ -359,10 +359,10 @@ fn change_memory(
 }
 
 /// The linear map's alias of the RAM that [addr, end) maps, as ranges of
-/// the linear map in the order of the range, adjacent frames merged.
-/// Fails on a hole (as the change would).
+/// the linear map in address order, adjacent frames merged (whatever order
+/// the area maps them in). Fails on a hole (as the change would).
 fn linear_aliases(walk: &Walking, addr: VirtAddr, end: VirtAddr) -> Result<Vec<(VirtAddr, VirtAddr)>, MapError> {
-    let mut runs: Vec<(VirtAddr, VirtAddr)> = Vec::new();
+    let mut aliases: Vec<(VirtAddr, VirtAddr)> = Vec::new();
     for entry in leaves(walk, addr, end)? {
         let Entry::Leaf { addr: pa, .. } = entry.entry() else { unreachable!("leaves") };
         let from = entry.va.max(addr);
@@ -372,9 +372,14 @@ fn linear_aliases(walk: &Walking, addr: VirtAddr, end: VirtAddr) -> Result<Vec<(
         if !in_linear_map(start) || !in_linear_map(VirtAddr::new(alias_end.as_u64() - 1)) {
             continue; // not RAM (a `vmap_range` of MMIO): no alias
         }
+        aliases.push((start, alias_end));
+    }
+    aliases.sort_unstable();
+    let mut runs: Vec<(VirtAddr, VirtAddr)> = Vec::with_capacity(aliases.len());
+    for (start, end) in aliases {
         match runs.last_mut() {
-            Some(last) if last.1 == start => last.1 = alias_end,
-            _ => runs.push((start, alias_end)),
+            Some(last) if last.1 == start => last.1 = end,
+            _ => runs.push((start, end)),
         }
     }
     Ok(runs)

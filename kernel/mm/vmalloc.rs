@@ -176,10 +176,6 @@ struct Area {
     /// Mapped bytes (the guard page follows).
     size: u64,
     kind: Kind,
-    /// `set_memory_*` changed the linear alias of its frames: it is put
-    /// back before they go (Linux's `VM_FLUSH_RESET_PERMS`; see
-    /// `pageattr.rs`).
-    reset_perms: bool,
     /// The node its address range takes when it goes back to the free
     /// ranges, taken when it was reserved: giving back cannot fail.
     spare: Option<Record<Free>>,
@@ -303,11 +299,7 @@ fn reserve(size: u64, align: u64, lo: VirtAddr, hi: VirtAddr) -> Result<VirtAddr
             for slot in nodes.iter_mut().take(free) {
                 *slot = Some(node(Free { len: 0 })?);
             }
-            let record = if area {
-                Some(node(Area { size: 0, kind: Kind::Reserved, reset_perms: false, spare: None })?)
-            } else {
-                None
-            };
+            let record = if area { Some(node(Area { size: 0, kind: Kind::Reserved, spare: None })?) } else { None };
             areas = AREAS.lock();
             nodes.into_iter().flatten().for_each(|n| areas.keep(n));
             if let Some(record) = record {
@@ -326,7 +318,7 @@ fn reserve(size: u64, align: u64, lo: VirtAddr, hi: VirtAddr) -> Result<VirtAddr
     let split = areas.free_spares.take().expect("counted above");
     let give_back = areas.free_spares.take().expect("counted above");
     let mut record = areas.area_spares.take().expect("counted above");
-    *record.value_mut() = Area { size, kind: Kind::Reserved, reset_perms: false, spare: Some(give_back) };
+    *record.value_mut() = Area { size, kind: Kind::Reserved, spare: Some(give_back) };
     record.rekey(start);
     if let Some(left_over) = areas.free.take(start, span, split) {
         areas.keep(left_over);
@@ -352,17 +344,25 @@ fn set_kind(start: VirtAddr, kind: Kind) {
 
 /// Takes the live area starting at `start` if `matches(kind)`; it stays
 /// listed as Reserved while it is torn down. Also says whether its linear
-/// alias must be reset (`Area::reset_perms`).
+/// alias must be reset ([`set_reset_perms`]).
 fn take_area(start: VirtAddr, matches: impl Fn(&Kind) -> bool) -> Result<(u64, Kind, bool), VmallocError> {
     let mut areas = AREAS.lock();
     match areas.taken.get_mut(start.as_u64()) {
         Some(area) if matches(&area.kind) => {
-            let reset = core::mem::take(&mut area.reset_perms);
-            Ok((area.size, core::mem::replace(&mut area.kind, Kind::Reserved), reset))
+            let taken = (area.size, core::mem::replace(&mut area.kind, Kind::Reserved));
+            drop(areas);
+            Ok((taken.0, taken.1, take_reset_perms(start)))
         }
         _ => Err(VmallocError::NotAnArea(start)),
     }
 }
+
+/// The live areas whose frames' linear alias `set_memory_*` changed: it
+/// is put back before they go (Linux's `VM_FLUSH_RESET_PERMS`; see
+/// `pageattr.rs`). Kept apart from the areas' records, and counted, so
+/// that the commonest `vfree` pays one load for it.
+static RESET_PERMS: IrqSpinLock<Vec<u64>> = IrqSpinLock::new(Vec::new());
+static RESET_PERMS_COUNT: AtomicU64 = AtomicU64::new(0);
 
 /// Does the live area holding `addr` map what vmalloc.rs itself unmaps
 /// (`vfree`, `vunmap`), so that the linear alias of its frames can be put
@@ -376,11 +376,26 @@ pub(super) fn resets_perms(addr: VirtAddr) -> bool {
 }
 
 /// Marks the live area holding `addr` as having had the linear alias of
-/// its frames changed (see `Area::reset_perms`).
+/// its frames changed.
 pub(super) fn set_reset_perms(addr: VirtAddr) {
-    let mut areas = AREAS.lock();
-    let (start, _) = areas.taken.at_or_below(addr.as_u64()).expect("a live area");
-    areas.taken.get_mut(start).expect("a live area").reset_perms = true;
+    let start = AREAS.lock().taken.at_or_below(addr.as_u64()).expect("a live area").0;
+    let mut marked = RESET_PERMS.lock();
+    if !marked.contains(&start) {
+        marked.push(start);
+        RESET_PERMS_COUNT.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Was the area at `start` marked? Unmarks it.
+fn take_reset_perms(start: VirtAddr) -> bool {
+    if RESET_PERMS_COUNT.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    let mut marked = RESET_PERMS.lock();
+    let Some(i) = marked.iter().position(|&s| s == start.as_u64()) else { return false };
+    marked.swap_remove(i);
+    RESET_PERMS_COUNT.fetch_sub(1, Ordering::Relaxed);
+    true
 }
 
 /// `size` rounded up to whole pages.
