@@ -34,6 +34,7 @@ pub fn flush_tlb_kernel_range(start: VirtAddr, end: VirtAddr) {
 /// chosen for all their pages together). For a change that acts on a
 /// vmalloc area and on its frames' linear alias (`pageattr.rs`). One range
 /// is exactly [`flush_tlb_kernel_range`].
+#[inline(never)]
 pub fn flush_tlb_kernel_ranges(ranges: &[(VirtAddr, VirtAddr)]) {
     if let [(start, end)] = ranges {
         return flush_tlb_kernel_range(*start, *end);

@@ -343,16 +343,11 @@ fn set_kind(start: VirtAddr, kind: Kind) {
 }
 
 /// Takes the live area starting at `start` if `matches(kind)`; it stays
-/// listed as Reserved while it is torn down. Also says whether its linear
-/// alias must be reset ([`set_reset_perms`]).
-fn take_area(start: VirtAddr, matches: impl Fn(&Kind) -> bool) -> Result<(u64, Kind, bool), VmallocError> {
+/// listed as Reserved while it is torn down.
+fn take_area(start: VirtAddr, matches: impl Fn(&Kind) -> bool) -> Result<(u64, Kind), VmallocError> {
     let mut areas = AREAS.lock();
     match areas.taken.get_mut(start.as_u64()) {
-        Some(area) if matches(&area.kind) => {
-            let taken = (area.size, core::mem::replace(&mut area.kind, Kind::Reserved));
-            drop(areas);
-            Ok((taken.0, taken.1, take_reset_perms(start)))
-        }
+        Some(area) if matches(&area.kind) => Ok((area.size, core::mem::replace(&mut area.kind, Kind::Reserved))),
         _ => Err(VmallocError::NotAnArea(start)),
     }
 }
@@ -387,10 +382,14 @@ pub(super) fn set_reset_perms(addr: VirtAddr) {
 }
 
 /// Was the area at `start` marked? Unmarks it.
+#[inline(always)]
 fn take_reset_perms(start: VirtAddr) -> bool {
-    if RESET_PERMS_COUNT.load(Ordering::Relaxed) == 0 {
-        return false;
-    }
+    RESET_PERMS_COUNT.load(Ordering::Relaxed) != 0 && take_marked(start)
+}
+
+#[cold]
+#[inline(never)]
+fn take_marked(start: VirtAddr) -> bool {
     let mut marked = RESET_PERMS.lock();
     let Some(i) = marked.iter().position(|&s| s == start.as_u64()) else { return false };
     marked.swap_remove(i);
@@ -534,36 +533,48 @@ pub(super) fn set_vmalloc_frames(va: VirtAddr, frames: Vec<PhysAddr, Kmalloc>) {
 /// at the next purge (see `vmalloc/purge.rs`).
 pub fn vfree(addr: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
-    let (size, kind, reset) = take_area(addr, |k| matches!(k, Kind::Vmalloc(_)))?;
-    free_unmap_vmap_area(addr, size, kind, reset);
+    let (size, kind) = take_area(addr, |k| matches!(k, Kind::Vmalloc(_)))?;
+    if take_reset_perms(addr) {
+        free_reset_area(addr, size, kind);
+    } else {
+        free_unmap_vmap_area(addr, size, kind);
+    }
     Ok(())
 }
 
 /// Clears a taken area's entries, then puts it on the purge list, or,
 /// with the lazy purge off, flushes its range and gives back its frames
 /// (if it owns them) and its range at once (Linux's `free_unmap_vmap_area`).
-///
-/// An area whose frames' linear alias was changed (`reset`) has it put
-/// back first, and is never freed lazily: after the section that clears
-/// the area the alias goes invalid, one flush covers both, and only then
-/// is the alias made writable again (`pageattr::reset_linear_alias`;
-/// Linux's `vm_reset_perms`, which purges the lazy areas and flushes the
-/// direct map in one go).
-fn free_unmap_vmap_area(va: VirtAddr, size: u64, mut kind: Kind, reset: bool) {
+/// (An area whose linear alias was changed goes through
+/// [`free_reset_area`] instead.)
+fn free_unmap_vmap_area(va: VirtAddr, size: u64, mut kind: Kind) {
     if planted(Bug::VfreeFreesEarly)
         && let Kind::Vmalloc(frames) = core::mem::replace(&mut kind, Kind::Reserved)
     {
         free_frames(frames.as_slice());
     }
-    if reset {
-        pageattr::reset_linear_alias(va, size, || clear_area_range(va, size));
-    } else {
-        clear_area_range(va, size);
-        if purge::lazy() {
-            return purge::free_vmap_area_noflush(va, size, kind);
-        }
-        tlb::flush_tlb_kernel_range(va, va.add(size));
+    clear_area_range(va, size);
+    if purge::lazy() {
+        return purge::free_vmap_area_noflush(va, size, kind);
     }
+    tlb::flush_tlb_kernel_range(va, va.add(size));
+    if let Kind::Vmalloc(frames) = kind {
+        free_frames(frames.as_slice());
+    }
+    unreserve(va);
+}
+
+/// [`free_unmap_vmap_area`] of an area whose frames' linear alias was
+/// changed, never freed lazily: after the section that clears the area
+/// the alias goes invalid, one flush covers both, the alias is made
+/// writable again (`pageattr::reset_linear_alias`; Linux's
+/// `vm_reset_perms`, which purges the lazy areas and flushes the direct
+/// map in one go), and then the frames and the range are given back.
+/// Out of line: the commonest `vfree` does not carry it.
+#[cold]
+#[inline(never)]
+fn free_reset_area(va: VirtAddr, size: u64, kind: Kind) {
+    pageattr::reset_linear_alias(va, size, || clear_area_range(va, size));
     if let Kind::Vmalloc(frames) = kind {
         free_frames(frames.as_slice());
     }
@@ -600,8 +611,12 @@ pub unsafe fn vmap_pages(pages: &[PhysAddr], attrs: Attributes) -> Result<VirtAd
 /// calls [`vm_unmap_aliases`] first, so that no TLB still maps them here.
 pub fn vunmap(addr: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
-    let (size, kind, reset) = take_area(addr, |k| matches!(k, Kind::Pages | Kind::Range))?;
-    free_unmap_vmap_area(addr, size, kind, reset);
+    let (size, kind) = take_area(addr, |k| matches!(k, Kind::Pages | Kind::Range))?;
+    if take_reset_perms(addr) {
+        free_reset_area(addr, size, kind);
+    } else {
+        free_unmap_vmap_area(addr, size, kind);
+    }
     Ok(())
 }
 
@@ -862,8 +877,8 @@ pub fn reclaim_page_tables() -> usize {
 #[cfg(debug_assertions)]
 pub(crate) fn release_leaked_area(start: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
-    let (size, kind, reset) = take_area(start, |_| true)?;
-    if reset {
+    let (size, kind) = take_area(start, |_| true)?;
+    if take_reset_perms(start) {
         pageattr::reset_linear_alias(start, size, || clear_area_range(start, size));
     } else {
         unmap_area_range(start, size);
