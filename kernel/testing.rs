@@ -244,6 +244,11 @@ pub fn run_tests(tests: &[&dyn Testable]) -> ! {
         // and no rule was broken on the way (a test that breaks one on
         // purpose takes what it broke with `pgtable_check::expecting`).
         pgtable_check::quiescent();
+        // W^X across aliases: nothing the test left mapped executable has
+        // a writable alias (the linear map's, above all).
+        if let Err(wx) = crate::mm::audit::check_wx_aliases() {
+            let _ = write!(why, "{}W^X across aliases: {wx:?}", if why.is_empty() { "" } else { "; " });
+        }
         let broken = pgtable_check::take_violations();
         if broken.total() > 0 {
             let first = broken.first.first().map(|v| v.what.as_str()).unwrap_or("");

@@ -322,7 +322,6 @@ fn el1_data_abort(va: VirtAddr, write: bool, fsc: u64) -> lazymmu::exception::Sy
 #[test_case]
 fn a_kernel_fault_on_a_mapping_that_exists_now_is_spurious_and_retried() {
     use lazymmu::mm::fault::{FaultFix, fixup_spurious_el1_fault, spurious_fault_count};
-    use lazymmu::mm::pageattr::set_memory_ro;
     use lazymmu::mm::vmalloc::{vfree, vmalloc};
     const TRANSLATION_L3: u64 = 0b00_0111;
     const PERMISSION_L3: u64 = 0b00_1111;
@@ -346,13 +345,22 @@ fn a_kernel_fault_on_a_mapping_that_exists_now_is_spurious_and_retried() {
     // An instruction abort is never taken for spurious (`at` cannot ask).
     let fetch = lazymmu::exception::Syndrome::new((0x21 << 26) | (1 << 25) | TRANSLATION_L3, va.as_u64(), va.as_u64());
     assert_eq!(seen(fetch), (FaultFix::Fault, 3));
-    // Read-only now: a write's permission fault is real; a write's
-    // translation fault is spurious (the retry reports the permission fault).
-    set_memory_ro(va, 1).unwrap();
-    assert_eq!(seen(el1_data_abort(va, true, PERMISSION_L3)), (FaultFix::Fault, 3));
-    assert_eq!(seen(el1_data_abort(va, true, TRANSLATION_L3)), (FaultFix::Retry, 4));
+    // A read-only page: a write's permission fault is real; a write's
+    // translation fault is spurious (the retry reports the permission
+    // fault). Mapped read-only from the start: `set_memory_ro` would make
+    // the frame's linear alias read-only too, splitting the linear map's
+    // block around it for good (which the test above counts).
+    let frame = lazymmu::mm::frame_alloc::alloc_frame().unwrap();
+    // SAFETY: the test's own frame, read-only.
+    let ro = unsafe { lazymmu::mm::vmalloc::vmap_pages(&[frame], Attributes::KERNEL_RO) }.unwrap();
+    assert_eq!(seen(el1_data_abort(ro, true, PERMISSION_L3)), (FaultFix::Fault, 3));
+    assert_eq!(seen(el1_data_abort(ro, true, TRANSLATION_L3)), (FaultFix::Retry, 4));
     // A real access to the guard page still faults, through the handler.
     assert_eq!(probe::read(guard).map_err(|s| s.status), Err(Some(FaultStatus::Translation { level: 3 })));
     assert_eq!(spurious_fault_count() - before, 4, "and is not counted");
+    lazymmu::mm::vmalloc::vunmap(ro).unwrap();
+    // No TLB may still map the frame when it goes.
+    lazymmu::mm::vmalloc::vm_unmap_aliases();
+    lazymmu::mm::frame_alloc::free_frame(frame).unwrap();
     vfree(va).unwrap();
 }

@@ -3,12 +3,17 @@
 //! half, and the current task's lazy MMU state. Fault injection and the
 //! fuzzer take one before an operation that must fail cleanly and compare
 //! it with one taken after: "changes nothing" becomes one `assert_eq!`.
+//!
+//! And W^X across aliases ([`check_wx_aliases`]): no frame is mapped
+//! executable by one entry and writable by another, the linear map's
+//! entries included. The test harness checks it after every test.
 
 use alloc::vec::Vec;
 use core::ptr::read_volatile;
 
-use super::addr::PhysAddr;
+use super::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use super::descriptor::{Descriptor, Entry, Level};
+use super::layout::{REGIONS, in_linear_map};
 use super::pgtable;
 use super::vmalloc::{self, AreaInfo};
 use super::{frame_alloc, phys_to_virt};
@@ -72,4 +77,59 @@ pub fn state() -> MmState {
         tables_digest: digest.hash,
         lazy: task::current().lazy_state(),
     }
+}
+
+/// A frame mapped executable at `executable` and writable at `writable`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WxAlias {
+    pub frame: PhysAddr,
+    pub executable: VirtAddr,
+    pub writable: VirtAddr,
+}
+
+/// Checks W^X across aliases: every frame that a kernel entry maps
+/// executable is mapped by no writable entry, neither elsewhere outside
+/// the linear map (a `vmap` of the same frame) nor by its linear alias.
+/// Returns the first frame that is. (The linear map itself is never
+/// executable; it is looked up at each executable frame rather than walked
+/// whole: 262144 pages on a CPU without BBML2_NOABORT.)
+pub fn check_wx_aliases() -> Result<(), WxAlias> {
+    let walk = pgtable::walking();
+    // (va, frame, bytes) of every leaf outside the linear map.
+    let (mut executable, mut writable) = (Vec::new(), Vec::new());
+    for &(_, start, size) in REGIONS.iter().filter(|r| !in_linear_map(r.1)) {
+        for (_, entry) in walk.walk_range(start, size) {
+            if let Entry::Leaf { addr, attrs } = entry.entry() {
+                let leaf = (entry.va, addr, entry.level.entry_size());
+                if attrs.executable {
+                    executable.push(leaf);
+                } else if attrs.writable {
+                    writable.push(leaf);
+                }
+            }
+        }
+    }
+    for &(va, pa, size) in &executable {
+        let overlap = |&&(_, wpa, wsize): &&(VirtAddr, PhysAddr, u64)| {
+            wpa.as_u64() < pa.as_u64() + size && pa.as_u64() < wpa.as_u64() + wsize
+        };
+        if let Some(&(wva, wpa, _)) = writable.iter().find(overlap) {
+            let frame = PhysAddr::new(wpa.as_u64().max(pa.as_u64()));
+            let at = |base: VirtAddr, base_pa: PhysAddr| base.add(frame.as_u64() - base_pa.as_u64());
+            return Err(WxAlias { frame, executable: at(va, pa), writable: at(wva, wpa) });
+        }
+        for offset in (0..size).step_by(PAGE_SIZE as usize) {
+            let frame = pa.add(offset);
+            let alias = phys_to_virt(frame);
+            if !in_linear_map(alias) {
+                continue;
+            }
+            if let Entry::Leaf { attrs, .. } = walk.walk(alias).entry()
+                && attrs.writable
+            {
+                return Err(WxAlias { frame, executable: va.add(offset), writable: alias });
+            }
+        }
+    }
+    Ok(())
 }

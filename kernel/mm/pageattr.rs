@@ -11,27 +11,51 @@
 //! tables, the heap and every task's control block, and a read-only page
 //! there makes the kernel's next write to it fault. Linux tells `VM_ALLOC`
 //! areas from `vmap` and `ioremap` ones; here any live area is accepted
-//! (the kinds are vmalloc.rs's own), which is safe because only the area's
-//! own mapping changes (see the linear alias below), and a `vmap` area's
-//! caller vouched for its frames when it mapped them. The linear map is
+//! (the kinds are vmalloc.rs's own): a `vmap` area's caller vouched for
+//! its frames when it mapped them, and `vunmap` puts their alias back as
+//! `vfree` does (see the linear alias below). The linear map is
 //! changed only through the `unsafe` `set_linear_map_ro`/`_rw`, whose
 //! caller owns the frames (Linux's `__change_memory_common()` on
 //! `page_address()`, which debug_pagealloc and `rodata_full` use).
 //!
 //! **The linear alias.** A vmalloc'd page is also mapped by the linear map,
-//! writable and never executable. Linux keeps that alias in step only under
-//! `rodata_full`: `change_memory_common()` applies a read-only change to
-//! `page_address(area->pages[i])` as well (never an executable one), and
-//! it may, because the alias is put back before the pages are freed
-//! (`vfree()` of a `VM_FLUSH_RESET_PERMS` area calls `vm_reset_perms()`,
-//! mm/vmalloc.c, and the users of `set_memory_x` mark their areas so).
-//! Here `vfree` hands the frames back as they are: an alias made read-only
-//! would outlive its area, and the frame's next owner (a page table, the
-//! heap) would fault on its first write, the very bug the contract above
-//! rules out. So the alias is left alone, as Linux leaves it with
-//! `rodata=on` rather than `full`: a vmalloc page made read-only or
-//! executable keeps a writable, never-executable alias in the linear map.
-//! Keeping it in step needs `vfree` to reset it first (issue 24, item 1).
+//! read/write and never executable. It is kept in step, as arm64 Linux
+//! keeps it under `rodata_full`, and a step further: `set_memory_ro` makes
+//! the alias of every frame behind the range read-only as well,
+//! `set_memory_rw` makes it writable again, and `set_memory_x` makes it
+//! read-only too, so that no executable page has a writable alias
+//! (`set_memory_nx` leaves it as it is). Linux's `change_memory_common()`
+//! (arch/arm64/mm/pageattr.c; c55191e96caa, "arm64: mm: apply r/o
+//! permissions of VM areas to its linear alias as well") applies only a
+//! change of `PTE_RDONLY` to `page_address(area->pages[i])`, for every page
+//! of the area; `set_memory_x` alone leaves the alias writable there, and
+//! its callers make the area read-only first. Here the alias of exactly
+//! the pages changed follows them. The alias change goes into the same
+//! lazy section as the area's, with the same splits of blocks and runs
+//! (on a CPU without BBML2_NOABORT the linear map is pages: nothing to
+//! split), and one flush covers the area and the alias
+//! (`tlb::flush_tlb_kernel_ranges`: one barrier pair, the TLBIs of every
+//! range).
+//!
+//! The area remembers that its alias changed (Linux's
+//! `VM_FLUSH_RESET_PERMS`, 868b104d7379), and `vfree` (or `vunmap`) of
+//! such an area puts the alias back before the frames go, as
+//! `vm_reset_perms()` does (mm/vmalloc.c): the alias is made invalid in
+//! a section after the area's entries are cleared, one flush covers both
+//! (Linux: `set_area_direct_map(area, set_direct_map_invalid_noflush)`,
+//! then `_vm_unmap_aliases()` flushing the direct map range with the lazy
+//! areas), and a last section maps the alias with the linear map's own
+//! permissions, read/write, never executable
+//! (`set_direct_map_default_noflush`). Such an area is freed at once,
+//! not at the next purge. An area whose alias never changed pays nothing
+//! new. The audit checks W^X across aliases after every test
+//! (`audit::check_wx_aliases`).
+//!
+//! A `get_vm_area` area is the exception: its caller maps and unmaps it
+//! (`vunmap_range`, any part at a time), so nothing could put the alias
+//! back, and its alias is left as it is. Linux refuses `set_memory_*` on
+//! such an area altogether (it is not `VM_ALLOC`); here the caller, who
+//! mapped the frames, answers for their alias.
 //!
 //! A permission change of a live entry needs no break-before-make: the new
 //! entry goes in, in one lazy section for the whole range, and one TLB
@@ -78,24 +102,35 @@ use crate::arch::cpu as arch_cpu;
 use crate::cpu;
 use crate::planted::{Bug, planted};
 
-/// Makes `pages` pages from `addr`, inside one vmalloc area, read-only.
+/// Makes `pages` pages from `addr`, inside one vmalloc area, read-only,
+/// and their frames' linear alias too.
 pub fn set_memory_ro(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
-    change_memory(addr, pages, Region::Vmalloc, |a| a.writable = false)
+    change_memory(addr, pages, Region::Vmalloc, |a| a.writable = false, Some(read_only))
 }
 
-/// Makes them writable (refused if any is executable).
+/// Makes them writable (refused if any is executable), and their frames'
+/// linear alias too.
 pub fn set_memory_rw(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
-    change_memory(addr, pages, Region::Vmalloc, |a| a.writable = true)
+    change_memory(addr, pages, Region::Vmalloc, |a| a.writable = true, Some(writable))
 }
 
-/// Makes them executable (refused if any is writable).
+/// Makes them executable (refused if any is writable), and their frames'
+/// linear alias read-only (stricter than Linux: see the module doc).
 pub fn set_memory_x(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
-    change_memory(addr, pages, Region::Vmalloc, |a| a.executable = true)
+    change_memory(addr, pages, Region::Vmalloc, |a| a.executable = true, Some(read_only))
 }
 
-/// Makes them never executable.
+/// Makes them never executable (their linear alias stays as it is).
 pub fn set_memory_nx(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
-    change_memory(addr, pages, Region::Vmalloc, |a| a.executable = false)
+    change_memory(addr, pages, Region::Vmalloc, |a| a.executable = false, None)
+}
+
+fn read_only(attrs: &mut Attributes) {
+    attrs.writable = false;
+}
+
+fn writable(attrs: &mut Attributes) {
+    attrs.writable = true;
 }
 
 /// Makes `pages` pages of the linear map from `addr` read-only (the
@@ -108,7 +143,7 @@ pub fn set_memory_nx(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
 /// a read-only page table, heap page or task control block faults the
 /// kernel's next write to it.
 pub unsafe fn set_linear_map_ro(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
-    change_memory(addr, pages, Region::LinearMap, |a| a.writable = false)
+    change_memory(addr, pages, Region::LinearMap, read_only, None)
 }
 
 /// Makes `pages` pages of the linear map from `addr` writable again.
@@ -116,7 +151,7 @@ pub unsafe fn set_linear_map_ro(addr: VirtAddr, pages: u64) -> Result<(), MapErr
 /// # Safety
 /// The caller owns the frames behind them (see [`set_linear_map_ro`]).
 pub unsafe fn set_linear_map_rw(addr: VirtAddr, pages: u64) -> Result<(), MapError> {
-    change_memory(addr, pages, Region::LinearMap, |a| a.writable = true)
+    change_memory(addr, pages, Region::LinearMap, writable, None)
 }
 
 /// Where a change may act.
@@ -190,25 +225,56 @@ fn splits_needed(walk: &Walking, boundary: VirtAddr) -> usize {
 /// would each replace it with a table of their own.
 static CHANGING: spin::Mutex<()> = spin::Mutex::new(());
 
-fn change_memory(addr: VirtAddr, pages: u64, region: Region, change: fn(&mut Attributes)) -> Result<(), MapError> {
+/// One range a change acts on: [start, end), and what it does there.
+#[derive(Clone, Copy)]
+struct Span {
+    start: VirtAddr,
+    end: VirtAddr,
+    change: fn(&mut Attributes),
+}
+
+fn change_memory(
+    addr: VirtAddr,
+    pages: u64,
+    region: Region,
+    change: fn(&mut Attributes),
+    alias: Option<fn(&mut Attributes)>,
+) -> Result<(), MapError> {
     let _one_at_a_time = CHANGING.lock();
     let _op = pgtable_check::operation();
     let walk = pgtable::walking();
     let size = pages.checked_mul(PAGE_SIZE).ok_or(MapError::BadRange { start: addr, size: u64::MAX })?;
     let end = check_range(addr, size)?;
     check_region(addr, end, region)?;
+    let mut spans = Vec::from([Span { start: addr, end, change }]);
+    // The linear alias of the frames behind the range (all of it mapped:
+    // checked below, before anything changes).
+    let alias = match alias {
+        Some(alias_change) if vmalloc::resets_perms(addr) => {
+            let runs = linear_aliases(&walk, addr, end)?;
+            for &(start, end) in &runs {
+                check_region(start, end, Region::LinearMap)?;
+            }
+            spans.extend(runs.into_iter().map(|(start, end)| Span { start, end, change: alias_change }));
+            spans.len() > 1
+        }
+        _ => false,
+    };
     // Every check before anything changes: mapped throughout, and W^X.
-    for entry in leaves(&walk, addr, end)? {
-        if let Entry::Leaf { attrs, .. } = entry.entry() {
-            let mut new = attrs;
-            change(&mut new);
-            if new.is_wx() {
-                return Err(MapError::WritableAndExecutable(entry.va.max(addr)));
+    for span in &spans {
+        for entry in leaves(&walk, span.start, span.end)? {
+            if let Entry::Leaf { attrs, .. } = entry.entry() {
+                let mut new = attrs;
+                (span.change)(&mut new);
+                if new.is_wx() {
+                    return Err(MapError::WritableAndExecutable(entry.va.max(span.start)));
+                }
             }
         }
     }
-    let splits = splits_needed(&walk, addr) + splits_needed(&walk, end);
-    let mut runs_cut: Vec<EntryRef<'_>> = [addr, end].into_iter().filter_map(|b| run_across(&walk, b)).collect();
+    let boundaries: Vec<VirtAddr> = spans.iter().flat_map(|s| [s.start, s.end]).collect();
+    let splits: usize = boundaries.iter().map(|&b| splits_needed(&walk, b)).sum();
+    let mut runs_cut: Vec<EntryRef<'_>> = boundaries.iter().filter_map(|&b| run_across(&walk, b)).collect();
     if planted(Bug::ContSplitLive) {
         runs_cut.clear();
     }
@@ -221,7 +287,7 @@ fn change_memory(addr: VirtAddr, pages: u64, region: Region, change: fn(&mut Att
     }
     let break_live = planted(Bug::BreakLiveBlock);
     if splits > 0 && !cpu::features().bbml2_noabort && !break_live {
-        let block = [addr, end].into_iter().find_map(|b| block_across(&walk, b)).expect("a split is needed");
+        let block = boundaries.iter().find_map(|&b| block_across(&walk, b)).expect("a split is needed");
         return Err(MapError::BreakBeforeMakeUnsafe(block.va));
     }
     let mut pool = alloc_tables(splits)?;
@@ -229,20 +295,26 @@ fn change_memory(addr: VirtAddr, pages: u64, region: Region, change: fn(&mut Att
         free_unlinked_tables(pool);
         return Err(e);
     }
+    if alias {
+        // From now on the change cannot fail: vfree puts the alias back.
+        vmalloc::set_reset_perms(addr);
+    }
     // No lazily freed vmalloc area may still alias these frames in a TLB
     // with the permissions being taken away (arm64 Linux's
     // `change_memory_common` calls `vm_unmap_aliases` too).
     vmalloc::vm_unmap_aliases();
-    // The range the final flush covers: the blocks split, whole.
-    let (mut flush_start, mut flush_end) = (addr, end);
+    // The ranges the final flush covers: the blocks split, whole.
+    let mut flushes: Vec<(VirtAddr, VirtAddr)> = spans.iter().map(|s| (s.start, s.end)).collect();
     {
         let _section = lazy_mmu::enable();
-        for boundary in [addr, end] {
-            while let Some(block) = block_across(&walk, boundary) {
-                let block_end = block.va.add(block.level.entry_size());
-                flush_start = flush_start.min(block.va);
-                flush_end = flush_end.max(block_end);
-                split(&walk, &block, pool.pop().expect("counted by splits_needed"));
+        for (span, flush) in spans.iter().zip(flushes.iter_mut()) {
+            for boundary in [span.start, span.end] {
+                while let Some(block) = block_across(&walk, boundary) {
+                    let block_end = block.va.add(block.level.entry_size());
+                    flush.0 = flush.0.min(block.va);
+                    flush.1 = flush.1.max(block_end);
+                    split(&walk, &block, pool.pop().expect("counted by splits_needed"));
+                }
             }
         }
         // Both boundaries may have fallen in the same block: one split served.
@@ -251,8 +323,12 @@ fn change_memory(addr: VirtAddr, pages: u64, region: Region, change: fn(&mut Att
             // SAFETY: a run of the caller's range, split in place
             // (BBML2_NOABORT, checked above); the flush below covers it.
             let first = unsafe { engine::split_contiguous(&pgtable::KernelTables::new(&walk), run.slot()) };
-            flush_start = flush_start.min(first);
-            flush_end = flush_end.max(first.add(CONT_PTE_SIZE));
+            let flush = flushes
+                .iter_mut()
+                .find(|f| f.0 < first.add(CONT_PTE_SIZE) && first < f.1)
+                .expect("a run cut by one of the ranges");
+            flush.0 = flush.0.min(first);
+            flush.1 = flush.1.max(first.add(CONT_PTE_SIZE));
         }
         if !runs_cut.is_empty() {
             // The change below reads the entries back: under
@@ -260,23 +336,101 @@ fn change_memory(addr: VirtAddr, pages: u64, region: Region, change: fn(&mut Att
             // it would put the bit back on the pages it changes.
             lazy_mmu::sync_stores();
         }
-        for entry in leaves(&walk, addr, end).expect("checked above") {
-            if let Entry::Leaf { addr: pa, mut attrs } = entry.entry() {
-                change(&mut attrs);
-                // SAFETY: the same frame, other permissions (W^X checked
-                // above); the flush below drops the old ones.
-                unsafe { pgtable::write_entry(&entry, Descriptor::leaf(entry.level, pa, attrs)) };
+        for span in &spans {
+            for entry in leaves(&walk, span.start, span.end).expect("checked above") {
+                if let Entry::Leaf { addr: pa, mut attrs } = entry.entry() {
+                    (span.change)(&mut attrs);
+                    // SAFETY: the same frame, other permissions (W^X
+                    // checked above); the flush below drops the old ones.
+                    unsafe { pgtable::write_entry(&entry, Descriptor::leaf(entry.level, pa, attrs)) };
+                }
             }
         }
     }
     // Upgrades are flushed too: a TLB still holding the old entry would
     // refuse the new permission with a permission fault, which Linux's
     // EL1 fault path never forgives (`__change_memory_common()` flushes
-    // every change; pgtable_check's shadow/perms.rs).
+    // every change; pgtable_check's shadow/perms.rs). One flush for the
+    // range and its alias: one barrier pair, the TLBIs of every range.
     if !(planted(Bug::UpgradeUnflushed) && only_grants(change)) {
-        tlb::flush_tlb_kernel_range(flush_start, flush_end);
+        tlb::flush_tlb_kernel_ranges(&flushes);
     }
     Ok(())
+}
+
+/// The linear map's alias of the RAM that [addr, end) maps, as ranges of
+/// the linear map in address order, adjacent frames merged (whatever order
+/// the area maps them in). Fails on a hole (as the change would).
+fn linear_aliases(walk: &Walking, addr: VirtAddr, end: VirtAddr) -> Result<Vec<(VirtAddr, VirtAddr)>, MapError> {
+    let mut aliases: Vec<(VirtAddr, VirtAddr)> = Vec::new();
+    for entry in leaves(walk, addr, end)? {
+        let Entry::Leaf { addr: pa, .. } = entry.entry() else { unreachable!("leaves") };
+        let from = entry.va.max(addr);
+        let to = entry.va.add(entry.level.entry_size()).min(end);
+        let start = phys_to_virt(pa.add(from.offset_from(entry.va)));
+        let alias_end = start.add(to.offset_from(from));
+        if !in_linear_map(start) || !in_linear_map(VirtAddr::new(alias_end.as_u64() - 1)) {
+            continue; // not RAM (a `vmap_range` of MMIO): no alias
+        }
+        aliases.push((start, alias_end));
+    }
+    aliases.sort_unstable();
+    let mut runs: Vec<(VirtAddr, VirtAddr)> = Vec::with_capacity(aliases.len());
+    for (start, end) in aliases {
+        match runs.last_mut() {
+            Some(last) if last.1 == start => last.1 = end,
+            _ => runs.push((start, end)),
+        }
+    }
+    Ok(runs)
+}
+
+/// Puts back the linear alias of the frames that the area [va, va + size)
+/// maps, before they go back (Linux's `vm_reset_perms()`, mm/vmalloc.c):
+/// the alias is made invalid in the section after `clear` (which clears
+/// the area's entries), one flush covers the area and the alias, and a
+/// last section maps the alias with the linear map's own permissions
+/// (read/write, never executable). No TLB ever holds a writable alias
+/// beside the area's old executable or read-only entry. Every page of the
+/// area is mapped (it is the area's owner that frees it).
+pub(super) fn reset_linear_alias(va: VirtAddr, size: u64, clear: impl FnOnce()) {
+    let _one_at_a_time = CHANGING.lock();
+    let end = va.add(size);
+    let runs = {
+        let walk = pgtable::walking();
+        linear_aliases(&walk, va, end).expect("a live area is mapped throughout")
+    };
+    clear();
+    let walk = pgtable::walking();
+    // The alias leaves changed away from the default: every one lies
+    // inside a run (the change split at the runs' boundaries).
+    let changed: Vec<(EntryRef<'_>, PhysAddr, Attributes)> = runs
+        .iter()
+        .flat_map(|&(start, end)| leaves(&walk, start, end).expect("the linear map maps all RAM"))
+        .filter_map(|entry| match entry.entry() {
+            Entry::Leaf { addr, attrs } if !attrs.writable => Some((entry, addr, attrs)),
+            _ => None,
+        })
+        .collect();
+    {
+        let _section = lazy_mmu::enable();
+        for (entry, _, _) in &changed {
+            // SAFETY: the alias of frames the area's owner is giving back:
+            // nothing reaches them until they are freed (after the last
+            // section below).
+            unsafe { pgtable::write_entry(entry, Descriptor::INVALID) };
+        }
+    }
+    let mut flushes = Vec::from([(va, end)]);
+    flushes.extend(runs.iter().copied());
+    tlb::flush_tlb_kernel_ranges(&flushes);
+    let _section = lazy_mmu::enable();
+    for (entry, pa, mut attrs) in changed {
+        attrs.writable = true;
+        attrs.executable = false;
+        // SAFETY: as above; an invalid entry made valid needs no flush.
+        unsafe { pgtable::write_entry(&entry, Descriptor::leaf(entry.level, pa, attrs)) };
+    }
 }
 
 /// Does `change` only grant permissions (the planted `upgrade-unflushed`

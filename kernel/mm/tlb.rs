@@ -29,6 +29,47 @@ pub fn flush_tlb_kernel_range(start: VirtAddr, end: VirtAddr) {
     flush(strategy(pages_in(start, end)), start, end, Walks::LeafOnly);
 }
 
+/// Invalidates the leaf translations of every range, as one flush: one
+/// `dsb ishst`, the TLBIs of every range, one `dsb ish; isb` (the strategy
+/// chosen for all their pages together). For a change that acts on a
+/// vmalloc area and on its frames' linear alias (`pageattr.rs`). One range
+/// is exactly [`flush_tlb_kernel_range`].
+#[inline(never)]
+pub fn flush_tlb_kernel_ranges(ranges: &[(VirtAddr, VirtAddr)]) {
+    if let [(start, end)] = ranges {
+        return flush_tlb_kernel_range(*start, *end);
+    }
+    lazy_mmu::sync_stores();
+    if planted(Bug::SkipTlbFlush) {
+        return;
+    }
+    let pages: u64 = ranges.iter().map(|&(start, end)| pages_in(start, end)).sum();
+    if pages == 0 {
+        return;
+    }
+    #[cfg(debug_assertions)]
+    if planted(Bug::LocalTlbFlush) {
+        for &(start, end) in ranges {
+            flush_this_cpu_only(start.align_down(PAGE_SIZE).as_u64(), pages_in(start, end));
+        }
+        return;
+    }
+    let how = strategy(pages);
+    if how == FlushStrategy::All {
+        return flush_tlb_all();
+    }
+    barrier::dsb_ishst();
+    for &(start, end) in ranges {
+        let (va, pages) = (start.align_down(PAGE_SIZE).as_u64(), pages_in(start, end));
+        match how {
+            FlushStrategy::PerPage => (0..pages).for_each(|page| tlbi_page(va + page * PAGE_SIZE, Walks::LeafOnly)),
+            _ => range_tlbi(va, pages, Walks::LeafOnly),
+        }
+    }
+    barrier::dsb_ish();
+    barrier::isb();
+}
+
 /// [`flush_tlb_kernel_range`] with the strategy chosen by the caller (the
 /// bench compares them). `RangeTlbi` needs FEAT_TLBIRANGE.
 pub fn flush_tlb_kernel_range_with(how: FlushStrategy, start: VirtAddr, end: VirtAddr) {

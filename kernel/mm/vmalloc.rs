@@ -42,7 +42,7 @@ use super::engine::{self, Contiguous, Pages, Sections};
 use super::layout::{VMALLOC_END, VMALLOC_START, in_linear_map};
 use super::pgtable::{self, LeafSizes, MapError, Operand};
 use super::slab::{self, Kmalloc};
-use super::{frame_alloc, pgtable_check, phys_to_virt, tlb};
+use super::{frame_alloc, pageattr, pgtable_check, phys_to_virt, tlb};
 use crate::planted::{Bug, planted};
 use crate::println;
 use crate::sync::IrqSpinLock;
@@ -352,6 +352,51 @@ fn take_area(start: VirtAddr, matches: impl Fn(&Kind) -> bool) -> Result<(u64, K
     }
 }
 
+/// The live areas whose frames' linear alias `set_memory_*` changed: it
+/// is put back before they go (Linux's `VM_FLUSH_RESET_PERMS`; see
+/// `pageattr.rs`). Kept apart from the areas' records, and counted, so
+/// that the commonest `vfree` pays one load for it.
+static RESET_PERMS: IrqSpinLock<Vec<u64>> = IrqSpinLock::new(Vec::new());
+static RESET_PERMS_COUNT: AtomicU64 = AtomicU64::new(0);
+
+/// Does the live area holding `addr` map what vmalloc.rs itself unmaps
+/// (`vfree`, `vunmap`), so that the linear alias of its frames can be put
+/// back then? Not a `get_vm_area` area: its caller maps and unmaps it.
+pub(super) fn resets_perms(addr: VirtAddr) -> bool {
+    let areas = AREAS.lock();
+    areas
+        .taken
+        .at_or_below(addr.as_u64())
+        .is_some_and(|(_, area)| matches!(area.kind, Kind::Vmalloc(_) | Kind::Pages | Kind::Range))
+}
+
+/// Marks the live area holding `addr` as having had the linear alias of
+/// its frames changed.
+pub(super) fn set_reset_perms(addr: VirtAddr) {
+    let start = AREAS.lock().taken.at_or_below(addr.as_u64()).expect("a live area").0;
+    let mut marked = RESET_PERMS.lock();
+    if !marked.contains(&start) {
+        marked.push(start);
+        RESET_PERMS_COUNT.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Was the area at `start` marked? Unmarks it.
+#[inline(always)]
+fn take_reset_perms(start: VirtAddr) -> bool {
+    RESET_PERMS_COUNT.load(Ordering::Relaxed) != 0 && take_marked(start)
+}
+
+#[cold]
+#[inline(never)]
+fn take_marked(start: VirtAddr) -> bool {
+    let mut marked = RESET_PERMS.lock();
+    let Some(i) = marked.iter().position(|&s| s == start.as_u64()) else { return false };
+    marked.swap_remove(i);
+    RESET_PERMS_COUNT.fetch_sub(1, Ordering::Relaxed);
+    true
+}
+
 /// `size` rounded up to whole pages.
 fn page_size(size: u64) -> Result<u64, VmallocError> {
     if size == 0 {
@@ -489,13 +534,19 @@ pub(super) fn set_vmalloc_frames(va: VirtAddr, frames: Vec<PhysAddr, Kmalloc>) {
 pub fn vfree(addr: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
     let (size, kind) = take_area(addr, |k| matches!(k, Kind::Vmalloc(_)))?;
-    free_unmap_vmap_area(addr, size, kind);
+    if take_reset_perms(addr) {
+        free_reset_area(addr, size, kind);
+    } else {
+        free_unmap_vmap_area(addr, size, kind);
+    }
     Ok(())
 }
 
 /// Clears a taken area's entries, then puts it on the purge list, or,
 /// with the lazy purge off, flushes its range and gives back its frames
 /// (if it owns them) and its range at once (Linux's `free_unmap_vmap_area`).
+/// (An area whose linear alias was changed goes through
+/// [`free_reset_area`] instead.)
 fn free_unmap_vmap_area(va: VirtAddr, size: u64, mut kind: Kind) {
     if planted(Bug::VfreeFreesEarly)
         && let Kind::Vmalloc(frames) = core::mem::replace(&mut kind, Kind::Reserved)
@@ -507,6 +558,23 @@ fn free_unmap_vmap_area(va: VirtAddr, size: u64, mut kind: Kind) {
         return purge::free_vmap_area_noflush(va, size, kind);
     }
     tlb::flush_tlb_kernel_range(va, va.add(size));
+    if let Kind::Vmalloc(frames) = kind {
+        free_frames(frames.as_slice());
+    }
+    unreserve(va);
+}
+
+/// [`free_unmap_vmap_area`] of an area whose frames' linear alias was
+/// changed, never freed lazily: after the section that clears the area
+/// the alias goes invalid, one flush covers both, the alias is made
+/// writable again (`pageattr::reset_linear_alias`; Linux's
+/// `vm_reset_perms`, which purges the lazy areas and flushes the direct
+/// map in one go), and then the frames and the range are given back.
+/// Out of line: the commonest `vfree` does not carry it.
+#[cold]
+#[inline(never)]
+fn free_reset_area(va: VirtAddr, size: u64, kind: Kind) {
+    pageattr::reset_linear_alias(va, size, || clear_area_range(va, size));
     if let Kind::Vmalloc(frames) = kind {
         free_frames(frames.as_slice());
     }
@@ -544,7 +612,11 @@ pub unsafe fn vmap_pages(pages: &[PhysAddr], attrs: Attributes) -> Result<VirtAd
 pub fn vunmap(addr: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
     let (size, kind) = take_area(addr, |k| matches!(k, Kind::Pages | Kind::Range))?;
-    free_unmap_vmap_area(addr, size, kind);
+    if take_reset_perms(addr) {
+        free_reset_area(addr, size, kind);
+    } else {
+        free_unmap_vmap_area(addr, size, kind);
+    }
     Ok(())
 }
 
@@ -806,7 +878,11 @@ pub fn reclaim_page_tables() -> usize {
 pub(crate) fn release_leaked_area(start: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
     let (size, kind) = take_area(start, |_| true)?;
-    unmap_area_range(start, size);
+    if take_reset_perms(start) {
+        pageattr::reset_linear_alias(start, size, || clear_area_range(start, size));
+    } else {
+        unmap_area_range(start, size);
+    }
     if let Kind::Vmalloc(frames) = kind {
         free_frames(frames.as_slice());
     }

@@ -695,7 +695,10 @@ fn check(results: &mut Results) {
                 failures.push(format!("{} under {} at N = {n}: {what}, got {c:?}", row.workload, row.backend));
             }
         };
-        expect("the same counts in every repeat", !row.unsteady);
+        // set_memory's TLBIs cover the frames' linear alias too, in runs
+        // of adjacent frames: how many depends on the frames each repeat's
+        // vmalloc is given.
+        expect("the same counts in every repeat", !row.unsteady || row.workload == "set_memory");
         match (row.workload, row.backend) {
             ("floor", _) => expect("one pair", (c.dsb_ishst, c.isb) == (1, 1)),
             ("vmalloc", BATCHED) => expect("one pair whatever N", (c.dsb_ishst, c.dsb_ish, c.isb) == (1, 0, 1)),
