@@ -1,0 +1,224 @@
+//! The host's stand-ins for the kernel services the compiled kernel files
+//! call: what the kernel would execute (mask IRQs, print, tell the checker,
+//! map a frame back under debug_pagealloc) is recorded here, per test
+//! thread, for the tests to read back ([`take_events`]). Nothing here is
+//! the kernel's logic: the tests judge the kernel's files, not these.
+
+use std::cell::{Cell, RefCell};
+use std::string::String;
+use std::vec::Vec;
+
+use crate::addr::PhysAddr;
+
+/// Something a kernel file asked of a service the host stands in for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A line printed with `println!` (without its newline).
+    Printed(String),
+    /// A report through the console's emergency path.
+    Emergency(String),
+    /// `debug_pagealloc::map_pages(pa, count)`, and whether it failed.
+    MapBack { pa: PhysAddr, count: usize, failed: bool },
+    /// `debug_pagealloc::unmap_pages(pa, count)`.
+    Unmap { pa: PhysAddr, count: usize },
+    /// `pgtable_check::frames_freed(pa, count)`.
+    FramesFreed { pa: PhysAddr, count: usize },
+    /// `pgtable_check::handed_over()`.
+    HandedOver,
+    /// `pgtable_check::section_ended(why)`.
+    SectionEnded(&'static str),
+    /// `pgtable_check::wrote_outside_section()`.
+    WroteOutsideSection,
+}
+
+thread_local! {
+    static EVENTS: RefCell<Vec<Event>> = const { RefCell::new(Vec::new()) };
+    /// IRQs masked on this "CPU" (the DAIF.I bit the kernel would set).
+    static IRQS_MASKED: Cell<bool> = const { Cell::new(false) };
+    /// Most IRQ-masking nests seen since the last [`take_events`].
+    static MASK_SAVES: Cell<u64> = const { Cell::new(0) };
+    static DEBUG_PAGEALLOC: Cell<bool> = const { Cell::new(false) };
+    static CHECKER: Cell<bool> = const { Cell::new(false) };
+    /// The map-back that fails: 1 = the next one; 0 = none.
+    static MAP_BACK_FAILS_AT: Cell<u64> = const { Cell::new(0) };
+}
+
+pub(crate) fn record(event: Event) {
+    EVENTS.with(|e| e.borrow_mut().push(event));
+}
+
+/// What this thread's kernel code asked of the host since the last call.
+pub fn take_events() -> Vec<Event> {
+    EVENTS.with(|e| core::mem::take(&mut *e.borrow_mut()))
+}
+
+/// Are IRQs masked now (inside an `IrqSpinLock`'s guard)?
+pub fn irqs_masked() -> bool {
+    IRQS_MASKED.get()
+}
+
+/// `irq_save` calls since the last [`take_irq_saves`].
+pub fn take_irq_saves() -> u64 {
+    MASK_SAVES.replace(0)
+}
+
+/// Turns this thread's debug_pagealloc stand-in on or off.
+pub fn set_debug_pagealloc(on: bool) {
+    DEBUG_PAGEALLOC.set(on);
+}
+
+/// Makes the `k`-th map-back from now fail (None: none does).
+pub fn fail_map_back(k: Option<u64>) {
+    MAP_BACK_FAILS_AT.set(k.unwrap_or(0));
+}
+
+/// Turns this thread's page-table checker stand-in on or off (whether
+/// `pgtable_check::enabled()` says it listens).
+pub fn set_checker(on: bool) {
+    CHECKER.set(on);
+}
+
+/// `println!`, recorded.
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => ($crate::host::record($crate::host::Event::Printed(std::format!($($arg)*))));
+}
+
+pub mod cpu {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    use super::{IRQS_MASKED, MASK_SAVES};
+
+    /// Masks IRQs and returns the previous state (1: they were masked).
+    pub fn irq_save() -> u64 {
+        MASK_SAVES.set(MASK_SAVES.get() + 1);
+        u64::from(IRQS_MASKED.replace(true))
+    }
+
+    pub fn irq_restore(daif: u64) {
+        IRQS_MASKED.set(daif != 0);
+    }
+
+    static START: OnceLock<Instant> = OnceLock::new();
+
+    /// The generic timer, in nanoseconds of the host's clock.
+    pub fn counter() -> u64 {
+        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    }
+
+    pub fn counter_frequency() -> u64 {
+        1_000_000_000
+    }
+
+    pub fn relax() {
+        std::thread::yield_now();
+    }
+}
+
+pub mod console {
+    use core::fmt;
+
+    pub fn emergency(args: fmt::Arguments) {
+        super::record(super::Event::Emergency(std::format!("{args}")));
+    }
+}
+
+pub mod debug_pagealloc {
+    use super::{DEBUG_PAGEALLOC, Event, MAP_BACK_FAILS_AT, record};
+    use crate::addr::PhysAddr;
+    use crate::engine::MapError;
+
+    pub fn enabled() -> bool {
+        DEBUG_PAGEALLOC.get()
+    }
+
+    pub fn map_pages(pa: PhysAddr, count: usize) -> Result<(), MapError> {
+        let at = MAP_BACK_FAILS_AT.get();
+        if at > 0 {
+            MAP_BACK_FAILS_AT.set(at - 1);
+        }
+        let failed = at == 1;
+        record(Event::MapBack { pa, count, failed });
+        if failed { Err(MapError::OutOfMemory) } else { Ok(()) }
+    }
+
+    pub fn unmap_pages(pa: PhysAddr, count: usize) {
+        record(Event::Unmap { pa, count });
+    }
+}
+
+/// The checker's kernel glue (`pgtable_check/mod.rs`): each checkpoint
+/// is recorded.
+pub mod pgtable_check {
+    use super::{CHECKER, Event, record};
+    use crate::addr::PhysAddr;
+
+    pub fn enabled() -> bool {
+        CHECKER.get()
+    }
+
+    pub fn handed_over() {
+        record(Event::HandedOver);
+    }
+
+    pub fn frames_freed(pa: PhysAddr, count: usize) {
+        record(Event::FramesFreed { pa, count });
+    }
+
+    pub fn section_ended(why: &'static str) {
+        record(Event::SectionEnded(why));
+    }
+
+    pub fn wrote_outside_section() {
+        record(Event::WroteOutsideSection);
+    }
+}
+
+/// The semihosting call the command line comes from: the host's line is
+/// the test's ([`set_cmdline`]), read once as the kernel reads it.
+pub mod semihosting {
+    use std::sync::Mutex;
+
+    static CMDLINE: Mutex<Option<&'static str>> = Mutex::new(None);
+
+    /// The line the "runner" passes (before the kernel first reads it).
+    pub fn set_cmdline(line: &'static str) {
+        *CMDLINE.lock().unwrap() = Some(line);
+    }
+
+    pub fn cmdline(buf: &mut [u8]) -> Option<&str> {
+        let line = (*CMDLINE.lock().unwrap())?;
+        let len = line.len().min(buf.len());
+        buf[..len].copy_from_slice(&line.as_bytes()[..len]);
+        core::str::from_utf8(&buf[..len]).ok()
+    }
+}
+
+/// Host memory for the frame allocator: `frames` frames from
+/// `offset_frames` frames past a 2 MiB boundary (RAM whose base is not
+/// itself aligned), leaked, handed to `frame_alloc::init` with `reserved`.
+/// Addresses are host addresses (`phys_to_virt` is the identity here), so
+/// what the kernel writes into a frame lands in this memory.
+pub fn init_ram(frames: usize, offset_frames: usize, reserved: &dyn Fn(PhysAddr) -> Vec<(PhysAddr, u64)>) -> PhysAddr {
+    const ALIGN: usize = 2 << 20;
+    let bytes = (frames + offset_frames) * 4096 + ALIGN;
+    let buf = std::boxed::Box::leak(std::vec![0u8; bytes].into_boxed_slice());
+    let aligned = (buf.as_ptr() as usize).next_multiple_of(ALIGN);
+    let base = PhysAddr::new((aligned + offset_frames * 4096) as u64);
+    crate::frame_alloc::init(base, frames as u64 * 4096, &reserved(base));
+    base
+}
+
+// The image's built-in command line (`builtin_cmdline!`, in the
+// `.builtin_cmdline` section linker.ld bounds): the host's has one, for
+// `boot_args`'s tests to read under the runner's.
+core::arch::global_asm!(
+    ".pushsection .rodata.lazymmu_builtin_cmdline,\"a\"",
+    ".globl __builtin_cmdline_start",
+    "__builtin_cmdline_start:",
+    ".ascii \"vmap_lazy_purge=maybe test_time_limit=9 debug_pagealloc=off\"",
+    ".globl __builtin_cmdline_end",
+    "__builtin_cmdline_end:",
+    ".popsection",
+);
