@@ -222,3 +222,115 @@ core::arch::global_asm!(
     "__builtin_cmdline_end:",
     ".popsection",
 );
+
+thread_local! {
+    static ISSUED: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The instructions this thread "issued" (barriers, TLBIs) since the last
+/// call, in order.
+pub fn take_issued() -> Vec<&'static str> {
+    ISSUED.with(|i| core::mem::take(&mut *i.borrow_mut()))
+}
+
+fn issue(name: &'static str) {
+    ISSUED.with(|i| i.borrow_mut().push(name));
+}
+
+/// `barrier::raw`: each instruction recorded instead of issued.
+pub mod barrier_raw {
+    use super::issue;
+
+    pub fn dsb_ishst() {
+        issue("dsb ishst");
+    }
+    pub fn dsb_ish() {
+        issue("dsb ish");
+    }
+    pub fn isb() {
+        issue("isb");
+    }
+    pub fn dmb_ishst() {
+        issue("dmb ishst");
+    }
+    pub fn dmb_sy() {
+        issue("dmb sy");
+    }
+    pub fn dsb_sy() {
+        issue("dsb sy");
+    }
+    pub fn tlbi_vmalle1() {
+        issue("tlbi vmalle1");
+    }
+}
+
+/// The kernel's task, as much of it as the memory code reads: its name,
+/// its lazy MMU state, whether an interrupt handler runs on top of it and
+/// the walk guards it holds. Each host thread runs its own.
+pub mod task {
+    use core::cell::Cell;
+
+    use crate::lazy_mmu::{LazyMmuState, LazySnapshot};
+
+    pub struct Task {
+        pub name: &'static str,
+        pub lazy_mmu: LazyMmuState,
+        irq_depth: Cell<u32>,
+        walks: Cell<u32>,
+    }
+
+    impl Task {
+        pub fn lazy_state(&self) -> LazySnapshot {
+            self.lazy_mmu.snapshot()
+        }
+
+        pub fn in_irq(&self) -> bool {
+            self.irq_depth.get() > 0
+        }
+
+        /// An interrupt handler starts on top of this task (the kernel's
+        /// `irq_enter`, as the exception entry calls it).
+        pub fn irq_enter(&self) {
+            self.irq_depth.set(self.irq_depth.get() + 1);
+            self.refresh_store_mode();
+        }
+
+        pub fn irq_exit(&self) {
+            self.irq_depth.set(self.irq_depth.get() - 1);
+            self.refresh_store_mode();
+        }
+
+        /// As the kernel's (`task.rs`).
+        pub fn refresh_store_mode(&self) {
+            self.lazy_mmu.arch.set_store_mode(!self.in_irq() && self.lazy_mmu.is_active());
+        }
+
+        pub fn count_walk(&self, up: bool) {
+            self.walks.set(if up { self.walks.get() + 1 } else { self.walks.get() - 1 });
+        }
+
+        pub fn walks(&self) -> u32 {
+            self.walks.get()
+        }
+    }
+
+    thread_local! {
+        static CURRENT: &'static Task = std::boxed::Box::leak(std::boxed::Box::new(Task {
+            name: "host",
+            lazy_mmu: LazyMmuState::new(),
+            irq_depth: Cell::new(0),
+            walks: Cell::new(0),
+        }));
+    }
+
+    pub fn current() -> &'static Task {
+        CURRENT.with(|t| *t)
+    }
+}
+
+/// The interrupt layer: in interrupt context when the task says so.
+pub mod irq {
+    pub fn in_interrupt() -> bool {
+        super::task::current().in_irq()
+    }
+}

@@ -9,8 +9,11 @@ extern crate std;
 /// (printing, IRQ masking, the checker's and debug_pagealloc's hooks):
 /// recorded, for the tests to read.
 pub mod host;
-pub use host::{console, debug_pagealloc, semihosting};
+pub use host::{console, debug_pagealloc, irq, semihosting, task};
 
+/// The lazy MMU state machine alone (`lazy_mmu` below compiles it too,
+/// as its private child): tests/lazy_state.rs drives it directly.
+#[allow(clippy::duplicate_mod)]
 #[path = "../../../../kernel/mm/lazy_mmu/state.rs"]
 pub mod state;
 
@@ -68,13 +71,9 @@ pub mod pgtable_check {
     pub use crate::host::pgtable_check::*;
 }
 
-/// What the barrier module reports issuing, which the checker judges.
-#[path = "../../../../kernel/_arch/aarch64/observe/issued.rs"]
-mod issued;
-
 /// The kernel's paths to what is at this crate's root.
 pub mod mm {
-    pub use crate::{addr, descriptor, frame_alloc, layout, slab};
+    pub use crate::{addr, descriptor, frame_alloc, layout, lazy_mmu, pgtable_check, slab};
 
     use crate::addr::{PhysAddr, VirtAddr};
 
@@ -90,12 +89,16 @@ pub mod mm {
 }
 pub use mm::{phys_to_virt, virt_to_phys};
 
+/// The arm64 layer: its barrier module (the instructions themselves are
+/// the host's, recorded), the observer seam and the lazy MMU backends.
+#[path = "../../../../kernel/_arch/aarch64"]
 pub mod arch {
+    pub use crate::descriptor;
     pub use crate::host::cpu;
 
-    pub mod observe {
-        pub use crate::issued::Issued;
-    }
+    pub mod barrier;
+    pub mod lazy_mmu;
+    pub mod observe;
 }
 
 /// Stand-in for the kernel's per-CPU data: the number of CPUs it has room
@@ -113,23 +116,18 @@ pub mod percpu {
     }
 }
 
-/// Stand-in for the kernel's tasks: every host thread runs one.
-pub mod task {
-    pub struct Task {
-        pub name: &'static str,
-    }
+/// The generic lazy MMU layer (with its state machine and statistics),
+/// over the arm64 backends and the current (host) task.
+#[path = "../../../../kernel/mm/lazy_mmu/mod.rs"]
+pub mod lazy_mmu;
 
-    pub fn current() -> &'static Task {
-        &Task { name: "host" }
-    }
-}
+/// The planted bugs' switches (debug builds, as the host tests are).
+#[path = "../../../../kernel/planted.rs"]
+pub mod planted;
 
-/// Stand-in for the lazy MMU layer (for the allocators' check).
-pub mod lazy_mmu {
-    pub fn is_lazy_mmu_mode_active() -> bool {
-        false
-    }
-}
+/// The lazy MMU trace: its lines are recorded as printed.
+#[path = "../../../../kernel/trace.rs"]
+pub mod trace;
 
 /// The locks (IRQs masked while held: recorded by the host's `cpu`).
 /// (`SpinWait::new` serves the walkers' lock, not compiled here.)
@@ -188,6 +186,34 @@ pub mod internal {
 
     pub fn used_since(earlier: &[u64]) -> std::vec::Vec<PhysAddr> {
         crate::frame_alloc::used_since(earlier)
+    }
+
+    /// `lazy_mmu::write_run`: the store path.
+    ///
+    /// # Safety
+    /// As the kernel's: `run` is memory the caller may write.
+    pub unsafe fn write_run(
+        run: crate::arch::observe::Run,
+        new: impl Fn(usize) -> Option<crate::descriptor::Descriptor> + Copy,
+    ) -> usize {
+        // SAFETY: as our caller guarantees.
+        unsafe { crate::lazy_mmu::write_run(run, new) }
+    }
+
+    pub fn queued_stores() -> usize {
+        crate::lazy_mmu::queued_stores()
+    }
+
+    pub fn sync_stores() {
+        crate::lazy_mmu::sync_stores()
+    }
+
+    pub fn flush_section() {
+        crate::lazy_mmu::flush_section()
+    }
+
+    pub fn recover_abandoned() -> (u8, u8) {
+        crate::lazy_mmu::recover_abandoned()
     }
 
     pub fn program() -> Option<&'static str> {
