@@ -29,6 +29,10 @@ pub enum Event {
     SectionEnded(&'static str),
     /// `pgtable_check::wrote_outside_section()`.
     WroteOutsideSection,
+    /// `pgtable_check::table_allocated(pa)`.
+    TableAllocated(PhysAddr),
+    /// `pgtable_check::claimed_empty(pa)`.
+    ClaimedEmpty(PhysAddr),
 }
 
 thread_local! {
@@ -173,6 +177,23 @@ pub mod pgtable_check {
     pub fn wrote_outside_section() {
         record(Event::WroteOutsideSection);
     }
+
+    pub fn table_allocated(pa: PhysAddr) {
+        record(Event::TableAllocated(pa));
+    }
+
+    pub fn claimed_empty(pa: PhysAddr) {
+        record(Event::ClaimedEmpty(pa));
+    }
+
+    pub fn walk_ended() {}
+
+    /// An operation's bracket (the checker counts them): nothing here.
+    pub struct Operation;
+
+    pub fn operation() -> Operation {
+        Operation
+    }
 }
 
 /// The semihosting call the command line comes from: the host's line is
@@ -277,6 +298,7 @@ pub mod task {
         pub lazy_mmu: LazyMmuState,
         irq_depth: Cell<u32>,
         walks: Cell<u32>,
+        exclusive: Cell<bool>,
     }
 
     impl Task {
@@ -312,6 +334,18 @@ pub mod task {
         pub fn walks(&self) -> u32 {
             self.walks.get()
         }
+
+        pub fn take_walks(&self) -> u32 {
+            self.walks.replace(0)
+        }
+
+        pub fn set_exclusive(&self, held: bool) {
+            self.exclusive.set(held);
+        }
+
+        pub fn holds_exclusive(&self) -> bool {
+            self.exclusive.get()
+        }
     }
 
     thread_local! {
@@ -320,6 +354,7 @@ pub mod task {
             lazy_mmu: LazyMmuState::new(),
             irq_depth: Cell::new(0),
             walks: Cell::new(0),
+            exclusive: Cell::new(false),
         }));
     }
 
@@ -332,5 +367,75 @@ pub mod task {
 pub mod irq {
     pub fn in_interrupt() -> bool {
         super::task::current().in_irq()
+    }
+}
+
+thread_local! {
+    static TLBIS: RefCell<Vec<(&'static str, u64)>> = const { RefCell::new(Vec::new()) };
+    static TLBI_RANGE: Cell<bool> = const { Cell::new(true) };
+}
+
+/// The TLBIs this thread issued since the last call: (name, operand).
+pub fn take_tlbis() -> Vec<(&'static str, u64)> {
+    TLBIS.with(|t| core::mem::take(&mut *t.borrow_mut()))
+}
+
+fn tlbi(name: &'static str, operand: u64) {
+    issue(name);
+    TLBIS.with(|t| t.borrow_mut().push((name, operand)));
+}
+
+/// Whether this thread's "CPU" has FEAT_TLBIRANGE (default: yes).
+pub fn set_tlbi_range(on: bool) {
+    TLBI_RANGE.set(on);
+}
+
+/// The TLB maintenance instructions (`_arch/aarch64/tlbi.rs`, whose
+/// instructions are `asm!`): counted and told through the kernel's
+/// barrier module, as there, and recorded with their operands.
+pub mod tlbi_raw {
+    pub fn vaale1is(va: u64) {
+        super::tlbi("tlbi vaale1is", va);
+    }
+    pub fn vaale1(va: u64) {
+        super::tlbi("tlbi vaale1", va);
+    }
+    pub fn rvaale1is(operand: u64) {
+        super::tlbi("tlbi rvaale1is", operand);
+    }
+    pub fn vaae1is(va: u64) {
+        super::tlbi("tlbi vaae1is", va);
+    }
+    pub fn rvaae1is(operand: u64) {
+        super::tlbi("tlbi rvaae1is", operand);
+    }
+    pub fn vmalle1is() {
+        super::tlbi("tlbi vmalle1is", 0);
+    }
+}
+
+/// The CPU features the memory code reads (`cpu::features()`): the
+/// host's CPU has range TLBIs unless a test says not.
+pub mod cpu_features {
+    use crate::cpufeature::Features;
+
+    const fn with(tlbi_range: bool) -> Features {
+        Features {
+            midr: 0,
+            tlbi_range,
+            bbm_level: 0,
+            bbml2_noabort: false,
+            hafdbs: 0,
+            granule_4k: true,
+            granule_4k_lpa2: false,
+            pa_bits: 48,
+        }
+    }
+
+    static WITH_RANGE: Features = with(true);
+    static WITHOUT_RANGE: Features = with(false);
+
+    pub fn features() -> &'static Features {
+        if super::TLBI_RANGE.get() { &WITH_RANGE } else { &WITHOUT_RANGE }
     }
 }

@@ -71,9 +71,27 @@ pub mod pgtable_check {
     pub use crate::host::pgtable_check::*;
 }
 
-/// The kernel's paths to what is at this crate's root.
+/// The memory manager: the kernel's paths to what is at this crate's
+/// root, and the files that must sit in `mm` (their items are visible to
+/// `crate::mm` only): the page tables, TLB maintenance, apply.
+#[path = "../../../../kernel/mm"]
 pub mod mm {
-    pub use crate::{addr, descriptor, frame_alloc, layout, lazy_mmu, pgtable_check, slab};
+    pub use crate::{
+        addr, descriptor, engine, frame_alloc, layout, lazy_mmu, pgtable_check, slab, span, tlb_policy, walk,
+    };
+
+    /// The kernel's page tables: walks and their locks, entries, runs of
+    /// PTEs, map and unmap, table reclaim, over tables in host memory.
+    /// (`map_leaves` and `linear_map_entry` serve files not compiled here:
+    /// vmalloc_huge, pageattr.)
+    #[allow(unused_imports, dead_code)]
+    pub mod pgtable;
+
+    /// TLB maintenance (the instructions recorded by the host).
+    pub mod tlb;
+
+    /// apply_to_page_range and its kin.
+    pub mod apply;
 
     use crate::addr::{PhysAddr, VirtAddr};
 
@@ -86,8 +104,27 @@ pub mod mm {
     pub fn virt_to_phys(va: VirtAddr) -> PhysAddr {
         PhysAddr::new(va.as_u64())
     }
+
+    /// The tests' way to items only `crate::mm` sees: each forwards.
+    pub mod internal {
+        use crate::addr::PhysAddr;
+
+        /// Makes `root` the kernel's tables (`kernel_root()`), as boot does.
+        pub fn set_kernel_root(root: PhysAddr) {
+            super::pgtable::set_kernel_root(root);
+        }
+
+        pub fn exclusive_held() -> bool {
+            super::pgtable::exclusive_held()
+        }
+
+        /// Walk guards the current task holds (and forgets them).
+        pub fn recover_abandoned_walks() -> u32 {
+            super::pgtable::recover_abandoned_walks()
+        }
+    }
 }
-pub use mm::{phys_to_virt, virt_to_phys};
+pub use mm::{apply, pgtable, phys_to_virt, tlb, virt_to_phys};
 
 /// The arm64 layer: its barrier module (the instructions themselves are
 /// the host's, recorded), the observer seam and the lazy MMU backends.
@@ -99,6 +136,64 @@ pub mod arch {
     pub mod barrier;
     pub mod lazy_mmu;
     pub mod observe;
+    pub mod sysreg;
+
+    /// `tlbi.rs` issues its instructions with `asm!`: here each is counted
+    /// and told through the kernel's barrier module as that file does,
+    /// and recorded by the host with its operand.
+    pub mod tlbi {
+        use core::sync::atomic::Ordering::Relaxed;
+
+        use super::barrier::{TLBI_ALL, TLBI_PAGE, TLBI_RANGE, TLBI_WALKS, count, report};
+        use super::observe::Issued;
+        use super::sysreg;
+        use crate::host::tlbi_raw as raw;
+
+        pub fn tlbi_vaale1is(va: u64) {
+            count(&TLBI_PAGE, "tlbi vaale1is");
+            raw::vaale1is(va);
+            report(Issued::Tlbi { start: va, pages: 1, walks: false });
+        }
+
+        pub fn tlbi_vaale1_this_cpu(va: u64) {
+            raw::vaale1(va);
+        }
+
+        pub fn tlbi_rvaale1is(operand: u64) {
+            count(&TLBI_RANGE, "tlbi rvaale1is");
+            raw::rvaale1is(operand);
+            let (start, pages) = sysreg::tlbi_range_of(operand);
+            report(Issued::Tlbi { start, pages, walks: false });
+        }
+
+        pub fn tlbi_vaae1is(va: u64) {
+            TLBI_WALKS.fetch_add(1, Relaxed);
+            count(&TLBI_PAGE, "tlbi vaae1is");
+            raw::vaae1is(va);
+            report(Issued::Tlbi { start: va, pages: 1, walks: true });
+        }
+
+        pub fn tlbi_rvaae1is(operand: u64) {
+            TLBI_WALKS.fetch_add(1, Relaxed);
+            count(&TLBI_RANGE, "tlbi rvaae1is");
+            raw::rvaae1is(operand);
+            let (start, pages) = sysreg::tlbi_range_of(operand);
+            report(Issued::Tlbi { start, pages, walks: true });
+        }
+
+        pub fn tlbi_vmalle1is() {
+            count(&TLBI_ALL, "tlbi vmalle1is");
+            raw::vmalle1is();
+            report(Issued::TlbiAll);
+        }
+    }
+}
+
+/// The CPU's features, as the memory code reads them (`cpu.rs`): the
+/// host's (see `host::cpu_features`).
+pub mod cpu {
+    pub use crate::cpufeature::Features;
+    pub use crate::host::cpu_features::features;
 }
 
 /// Stand-in for the kernel's per-CPU data: the number of CPUs it has room
