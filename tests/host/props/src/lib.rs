@@ -93,6 +93,9 @@ pub mod mm {
     /// apply_to_page_range and its kin.
     pub mod apply;
 
+    /// The tables as merged ranges, and per-region counts.
+    pub mod ptdump;
+
     use crate::addr::{PhysAddr, VirtAddr};
 
     /// RAM is host memory here: its "physical" address is where the host
@@ -124,7 +127,7 @@ pub mod mm {
         }
     }
 }
-pub use mm::{apply, pgtable, phys_to_virt, tlb, virt_to_phys};
+pub use mm::{apply, pgtable, phys_to_virt, ptdump, tlb, virt_to_phys};
 
 /// The arm64 layer: its barrier module (the instructions themselves are
 /// the host's, recorded), the observer seam and the lazy MMU backends.

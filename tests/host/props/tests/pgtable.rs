@@ -500,3 +500,70 @@ fn exclusive_waits_for_no_walk_and_masks_irqs() {
     assert_eq!(task::current().walks(), 0);
     assert!(pgtable::try_exclusive().is_some());
 }
+
+#[test]
+fn ptdump_merges_runs_of_one_size_and_attributes_per_region() {
+    use lazymmu_props::layout::{MMIO_BASE, REGIONS};
+    use lazymmu_props::ptdump;
+    let (_turn, tables) = tables();
+    let root = tables.root;
+    let mmio = MMIO_BASE.as_u64();
+    // SAFETY: the window and the MMIO slot are the test's; nothing is touched.
+    unsafe {
+        // 3 pages RW, then 2 pages RO (a new line), then a 2 MiB block and
+        // 32 pages in contiguous runs, all in vmalloc; 1 device page.
+        pgtable::map_range(root, va(1), pa(1), 3 * PAGE, Attributes::KERNEL_RW, LeafSizes::PagesOnly).unwrap();
+        pgtable::map_range(root, va(4), pa(4), 2 * PAGE, Attributes::KERNEL_RO, LeafSizes::PagesOnly).unwrap();
+        pgtable::map_range(root, va(512), pa(512), 512 * PAGE, Attributes::KERNEL_RW, LeafSizes::Blocks).unwrap();
+        pgtable::map_range(root, va(1024), pa(1024), 32 * PAGE, Attributes::KERNEL_RW, LeafSizes::ContPtes).unwrap();
+        pgtable::map_range(
+            root,
+            VirtAddr::new(mmio),
+            PhysAddr::new(0x0900_0000),
+            PAGE,
+            Attributes::DEVICE,
+            LeafSizes::PagesOnly,
+        )
+        .unwrap();
+    }
+    let mut out = String::new();
+    ptdump::dump(&mut out).unwrap();
+    assert_eq!(
+        out,
+        format!(
+            "---[ vmalloc ]---\n\
+             {:#018x}-{:#018x}     12K    4K RW NX normal\n\
+             {:#018x}-{:#018x}      8K    4K ro NX normal\n\
+             {:#018x}-{:#018x}      2M    2M RW NX normal\n\
+             {:#018x}-{:#018x}    128K    4K RW NX normal CONT\n\
+             ---[ mmio ]---\n\
+             {:#018x}-{:#018x}      4K    4K RW NX device\n",
+            BASE + PAGE,
+            BASE + 4 * PAGE,
+            BASE + 4 * PAGE,
+            BASE + 6 * PAGE,
+            BASE + 512 * PAGE,
+            BASE + 1024 * PAGE,
+            BASE + 1024 * PAGE,
+            BASE + 1056 * PAGE,
+            mmio,
+            mmio + PAGE,
+        )
+    );
+    let stats = ptdump::region_stats();
+    let vmalloc = REGIONS.iter().position(|r| r.0 == "vmalloc").unwrap();
+    let mmio_region = REGIONS.iter().position(|r| r.0 == "mmio").unwrap();
+    // vmalloc: one table at levels 1 and 2, two level-3 tables (pages
+    // 0..512 and 1024..1536); the block and 37 pages.
+    assert_eq!(stats[vmalloc].tables, [0, 1, 1, 2]);
+    assert_eq!((stats[vmalloc].blocks_1g, stats[vmalloc].blocks_2m, stats[vmalloc].pages), (0, 1, 37));
+    assert_eq!(stats[mmio_region].table_pages(), 3);
+    assert_eq!(stats[mmio_region].pages, 1);
+    // SAFETY: as above.
+    unsafe {
+        pgtable::clear_range(root, va(0), WINDOW_PAGES * PAGE).unwrap();
+        pgtable::unmap_range(root, VirtAddr::new(mmio), PAGE).unwrap();
+    }
+    host::take_issued();
+    host::take_tlbis();
+}
