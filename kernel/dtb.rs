@@ -47,7 +47,10 @@ static INFO: Once<MachineInfo> = Once::new();
 pub unsafe fn parse(pa: PhysAddr, va: VirtAddr) -> Result<&'static MachineInfo, DtbError> {
     // SAFETY: the caller guarantees the mapping; Fdt checks magic and sizes.
     let fdt = unsafe { fdt::Fdt::from_ptr(va.as_ptr()) }.map_err(|_| DtbError::BadHeader(pa))?;
-    let region = fdt.memory().regions().next().ok_or(DtbError::NoMemoryNode)?;
+    // (Not `fdt.memory()`: it panics when there is no memory node, and
+    // its `regions()` when the node has no `reg`.)
+    let memory = fdt.find_node("/memory").ok_or(DtbError::NoMemoryNode)?;
+    let region = memory.reg().and_then(|mut regions| regions.next()).ok_or(DtbError::NoMemoryNode)?;
     let mut cpu_ids = [0; MAX_CPUS];
     for (slot, cpu) in cpu_ids.iter_mut().zip(fdt.cpus()) {
         *slot = cpu.ids().first() as u64;

@@ -141,6 +141,16 @@ pub mod arch {
     pub mod observe;
     pub mod sysreg;
 
+    /// How PSCI calls reach the firmware (`psci.rs` makes them with `asm!`;
+    /// the device tree only names the conduit).
+    pub mod psci {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Conduit {
+            Hvc,
+            Smc,
+        }
+    }
+
     /// `tlbi.rs` issues its instructions with `asm!`: here each is counted
     /// and told through the kernel's barrier module as that file does,
     /// and recorded by the host with its operand.
@@ -240,6 +250,10 @@ pub mod frame_alloc;
 /// The slab allocator, over frames of that host memory.
 #[path = "../../../../kernel/mm/slab.rs"]
 pub mod slab;
+
+/// The device tree: RAM, CPUs, PSCI, from a blob in host memory.
+#[path = "../../../../kernel/dtb.rs"]
+pub mod dtb;
 
 /// The command line and boot options, from the host's "semihosting".
 #[path = "../../../../kernel/boot_args.rs"]
