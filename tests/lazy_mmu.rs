@@ -14,15 +14,15 @@ use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use lazymmu::barrier::{self, BarrierCounts, cost};
 use lazymmu::cpu::wait_until;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
-use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::DEFERRED_QUEUE_LEN;
 use lazymmu::mm::lazy_mmu::LazySnapshot;
-use lazymmu::mm::lazy_mmu::stats::{self, LazyMmuStats};
 use lazymmu::mm::lazy_mmu::*;
+use lazymmu::mm::lazy_mmu::{self, LazyMmuStats};
 use lazymmu::mm::pgtable::{self, EntryRef, Walking};
-use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
+use lazymmu::mm::{Access, HwTranslation, hw_translate};
+use lazymmu::mm::{Attributes, Descriptor, Level};
+use lazymmu::mm::{PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::{frame_alloc, probe, tlb};
 use lazymmu::{Scratch, irq, sched, task, timer};
 use spin::Mutex;
@@ -557,7 +557,7 @@ fn deferred_writes_tlb_maintenance_in_a_section_applies_the_queue_first() {
 fn accounting_counts_writes_sections_flushes_and_nesting_per_backend() {
     let _b = use_backend(Backend::Batched);
     let scratch = Scratch::new(5);
-    stats::reset();
+    lazy_mmu::reset_stats();
     {
         let _outer = enable();
         let inner = enable();
@@ -568,7 +568,7 @@ fn accounting_counts_writes_sections_flushes_and_nesting_per_backend() {
         drop(pause()); // nothing pending either
     }
     scratch.clear(0);
-    let s = stats::stats(Backend::Batched);
+    let s = lazy_mmu::stats(Backend::Batched);
     let expected = LazyMmuStats {
         entry_writes: 6,
         lazy_writes: 5,
@@ -579,15 +579,15 @@ fn accounting_counts_writes_sections_flushes_and_nesting_per_backend() {
         barriers: BarrierCounts { dsb_ishst: 1, isb: 1, ..BarrierCounts::ZERO },
     };
     assert_eq!(s, expected);
-    assert_eq!(stats::stats(Backend::Eager), LazyMmuStats::default(), "nothing ran under eager");
+    assert_eq!(lazy_mmu::stats(Backend::Eager), LazyMmuStats::default(), "nothing ran under eager");
 
     // The same work under eager lands in eager's column.
     drop(_b);
     let _e = use_backend(Backend::Eager);
     scratch.map_all();
-    let e = stats::stats(Backend::Eager);
+    let e = lazy_mmu::stats(Backend::Eager);
     assert_eq!((e.entry_writes, e.lazy_writes, e.barriers.dsb_ishst, e.barriers.isb), (5, 0, 5, 5));
-    assert_eq!(stats::stats(Backend::Batched), expected, "batched's column did not move");
+    assert_eq!(lazy_mmu::stats(Backend::Batched), expected, "batched's column did not move");
 }
 
 #[test_case]
@@ -601,9 +601,9 @@ fn a_backend_is_named_by_its_name_alone() {
 
 #[test_case]
 fn deferred_writes_a_walk_makes_its_stores_before_it_lets_the_tables_go() {
-    use lazymmu::mm::addr::BLOCK_2M;
+    use lazymmu::mm::BLOCK_2M;
     use lazymmu::mm::pgtable::LeafSizes;
-    use lazymmu::mm::vmalloc::{free_vm_area, get_vm_area, vunmap_range};
+    use lazymmu::mm::{free_vm_area, get_vm_area, vunmap_range};
     let _b = use_backend(Backend::DeferredWrites);
     let root = pgtable::kernel_root();
     // A fresh 2 MiB: map_range links a new level-3 table for the page.

@@ -14,14 +14,15 @@ use lazymmu::barrier::{self, BarrierCounts};
 use lazymmu::boot_args::qemu_param;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::init;
-use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Level, MemoryType};
-use lazymmu::mm::layout::VMALLOC_START;
+use lazymmu::mm;
+use lazymmu::mm::VMALLOC_START;
 use lazymmu::mm::pgtable::{self, LeafSizes, Visitor};
-use lazymmu::mm::translate::{
+use lazymmu::mm::{
     Access, HwTranslation, SwTranslation, Translation, hw_translate, mair_attr, sw_translate, translate,
 };
-use lazymmu::mm::{frame_alloc, kernel_map, phys_to_virt, probe, ptdump, tlb};
+use lazymmu::mm::{Attributes, Descriptor, Level, MemoryType};
+use lazymmu::mm::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::{frame_alloc, phys_to_virt, probe, ptdump, tlb};
 use lazymmu::{cpu, dtb, println};
 
 lazymmu::test_image!();
@@ -113,7 +114,7 @@ fn writing_rodata_is_a_level_3_permission_fault() {
 #[test_case]
 fn the_linear_alias_of_text_is_read_only() {
     let image = init::image();
-    let text_pa = kernel_map::image_phys(image, image.text.0);
+    let text_pa = mm::image_phys(image, image.text.0);
     let alias = phys_to_virt(text_pa);
     let word = probe::read(alias).expect("the alias is readable");
     assert_eq!(word, probe::read(image.text.0).unwrap());
@@ -296,7 +297,7 @@ fn the_linear_map_uses_the_fewest_tables_alignment_allows() {
     let info = dtb::info();
     assert_eq!(info.ram_start.as_u64() % BLOCK_1G, 0, "the formula below assumes RAM starts on a GiB");
     let image = init::image();
-    let offset = |va: VirtAddr| kernel_map::image_phys(image, va).offset_from(info.ram_start);
+    let offset = |va: VirtAddr| mm::image_phys(image, va).offset_from(info.ram_start);
     let boundaries = [0, offset(image.text.0), offset(image.rodata.1), info.ram_size];
     let stats = ptdump::region_stats()[0];
     println!(
@@ -321,8 +322,8 @@ fn el1_data_abort(va: VirtAddr, write: bool, fsc: u64) -> lazymmu::exception::Sy
 
 #[test_case]
 fn a_kernel_fault_on_a_mapping_that_exists_now_is_spurious_and_retried() {
-    use lazymmu::mm::fault::{FaultFix, fixup_spurious_el1_fault, spurious_fault_count};
-    use lazymmu::mm::vmalloc::{vfree, vmalloc};
+    use lazymmu::mm::{FaultFix, fixup_spurious_el1_fault, spurious_fault_count};
+    use lazymmu::mm::{vfree, vmalloc};
     const TRANSLATION_L3: u64 = 0b00_0111;
     const PERMISSION_L3: u64 = 0b00_1111;
     let va = vmalloc(PAGE_SIZE).unwrap();
@@ -352,15 +353,15 @@ fn a_kernel_fault_on_a_mapping_that_exists_now_is_spurious_and_retried() {
     // block around it for good (which the test above counts).
     let frame = lazymmu::mm::frame_alloc::alloc_frame().unwrap();
     // SAFETY: the test's own frame, read-only.
-    let ro = unsafe { lazymmu::mm::vmalloc::vmap_pages(&[frame], Attributes::KERNEL_RO) }.unwrap();
+    let ro = unsafe { lazymmu::mm::vmap_pages(&[frame], Attributes::KERNEL_RO) }.unwrap();
     assert_eq!(seen(el1_data_abort(ro, true, PERMISSION_L3)), (FaultFix::Fault, 3));
     assert_eq!(seen(el1_data_abort(ro, true, TRANSLATION_L3)), (FaultFix::Retry, 4));
     // A real access to the guard page still faults, through the handler.
     assert_eq!(probe::read(guard).map_err(|s| s.status), Err(Some(FaultStatus::Translation { level: 3 })));
     assert_eq!(spurious_fault_count() - before, 4, "and is not counted");
-    lazymmu::mm::vmalloc::vunmap(ro).unwrap();
+    lazymmu::mm::vunmap(ro).unwrap();
     // No TLB may still map the frame when it goes.
-    lazymmu::mm::vmalloc::vm_unmap_aliases();
+    lazymmu::mm::vm_unmap_aliases();
     lazymmu::mm::frame_alloc::free_frame(frame).unwrap();
     vfree(va).unwrap();
 }

@@ -15,20 +15,21 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use lazymmu::barrier::{cost, set_issue_hook};
 use lazymmu::boot_args::qemu_param;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
-use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, VirtAddr};
+use lazymmu::mm;
 use lazymmu::mm::cacheflush as cache;
 use lazymmu::mm::cacheflush::{flush_icache_range, write_instructions};
-use lazymmu::mm::descriptor::{Entry, Level};
-use lazymmu::mm::layout::{KIMAGE_VADDR, REGIONS};
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::use_backend;
-use lazymmu::mm::pageattr::*;
 use lazymmu::mm::pgtable::{self, MapError, Operand};
 use lazymmu::mm::ptdump::region_stats;
 use lazymmu::mm::tlb::{self, FlushStrategy};
-use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
-use lazymmu::mm::vmalloc::{vfree, vmalloc};
-use lazymmu::mm::{audit, frame_alloc, phys_to_virt, probe, vmalloc};
+use lazymmu::mm::vfree;
+use lazymmu::mm::*;
+use lazymmu::mm::{Access, HwTranslation, hw_translate};
+use lazymmu::mm::{BLOCK_2M, PAGE_SIZE, VirtAddr};
+use lazymmu::mm::{Entry, Level};
+use lazymmu::mm::{KIMAGE_VADDR, REGIONS};
+use lazymmu::mm::{audit, frame_alloc, phys_to_virt, probe};
 use lazymmu::sched;
 use lazymmu::task::Task;
 
@@ -400,15 +401,14 @@ fn without_bbml2_noabort_the_linear_map_is_pages_and_no_live_block_is_broken() {
     // would have to split is refused, and nothing changes.
     let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
     // SAFETY: the test's own frames, in an area of its own.
-    let va =
-        unsafe { vmalloc::vmap_contiguous(run, BLOCK_2M, lazymmu::mm::descriptor::Attributes::KERNEL_RW) }.unwrap();
+    let va = unsafe { mm::vmap_contiguous(run, BLOCK_2M, lazymmu::mm::Attributes::KERNEL_RW) }.unwrap();
     assert_eq!(pgtable::lookup(va).level, Level::L2);
     let state = (frame_alloc::stats().used, region_stats());
     assert_eq!(set_memory_ro(va.add(PAGE_SIZE), 1), Err(MapError::BreakBeforeMakeUnsafe(va)));
     assert_eq!((frame_alloc::stats().used, region_stats()), state, "nothing changed");
-    vmalloc::vunmap(va).unwrap();
+    mm::vunmap(va).unwrap();
     // Its flush is the purge's: no TLB may still map the frames when they go.
-    vmalloc::vm_unmap_aliases();
+    mm::vm_unmap_aliases();
     frame_alloc::free_frames(run, 512).unwrap();
     frame_alloc::free_frame(pa).unwrap();
 }
@@ -416,7 +416,7 @@ fn without_bbml2_noabort_the_linear_map_is_pages_and_no_live_block_is_broken() {
 #[test_case]
 fn set_memory_errors_are_typed_and_change_nothing() {
     let va = vmalloc(2 * PAGE_SIZE).unwrap();
-    let before = (frame_alloc::stats().used, vmalloc::area_count(), region_stats());
+    let before = (frame_alloc::stats().used, mm::area_count(), region_stats());
     assert_eq!(set_memory_ro(va, 0), Err(MapError::BadRange { start: va, size: 0 }));
     assert_eq!(set_memory_ro(va, 3), Err(MapError::NotMapped(va)), "runs past the area into its guard page");
     assert_eq!(
@@ -427,7 +427,7 @@ fn set_memory_errors_are_typed_and_change_nothing() {
     assert_eq!(set_memory_ro(KIMAGE_VADDR, 1), Err(MapError::NotVmallocArea(KIMAGE_VADDR)), "not the image");
     let low = VirtAddr::new(0x4000_0000);
     assert_eq!(set_memory_ro(low, 1), Err(MapError::NotKernelAddress(low)));
-    assert_eq!((frame_alloc::stats().used, vmalloc::area_count(), region_stats()), before);
+    assert_eq!((frame_alloc::stats().used, mm::area_count(), region_stats()), before);
     assert_writable(va);
     vfree(va).unwrap();
 }

@@ -13,8 +13,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
 use lazymmu::cpu;
 use lazymmu::exception::{Caught, ExceptionClass, FaultStatus};
-use lazymmu::mm::addr::VirtAddr;
-use lazymmu::mm::layout::KSTACK_SLOTS;
+use lazymmu::mm::KSTACK_SLOTS;
+use lazymmu::mm::VirtAddr;
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::LazySnapshot;
 use lazymmu::mm::lazy_mmu::{enable, is_lazy_mmu_mode_active};
@@ -163,8 +163,8 @@ fn a_task_spawned_inside_a_deferred_writes_section_runs_on_a_mapped_stack() {
 #[test_case]
 fn a_stack_made_inside_a_batched_section_is_published_before_it_is_handed_over() {
     use lazymmu::barrier::cost;
+    use lazymmu::mm::KernelStack;
     use lazymmu::mm::lazy_mmu::use_backend;
-    use lazymmu::mm::stack::KernelStack;
     let _b = use_backend(Backend::Batched);
     let section = enable();
     let mut stack = None;
@@ -201,11 +201,11 @@ fn a_task_that_panics_inside_a_walk_lets_its_guard_go_and_ends_with_a_report() {
 #[test_case]
 fn a_task_that_panics_in_the_middle_of_a_store_run_still_pays_the_pair() {
     use lazymmu::barrier::cost;
-    use lazymmu::mm::addr::PAGE_SIZE;
-    use lazymmu::mm::apply::apply_to_existing_page_range_by_table;
-    use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
+    use lazymmu::mm::PAGE_SIZE;
+    use lazymmu::mm::apply_to_existing_page_range_by_table;
     use lazymmu::mm::lazy_mmu::use_backend;
     use lazymmu::mm::pgtable;
+    use lazymmu::mm::{Attributes, Descriptor, Level};
     let scratch = lazymmu::Scratch::new(2);
     let (va, page) = (scratch.va(0), Descriptor::leaf(Level::L3, scratch.frame(), Attributes::KERNEL_RW));
     let _b = use_backend(Backend::Batched);

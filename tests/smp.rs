@@ -21,13 +21,14 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use lazymmu::boot_args::qemu_param;
 use lazymmu::cpu;
 use lazymmu::exception::{Caught, ExceptionClass, FaultStatus};
-use lazymmu::mm::addr::{PAGE_SIZE, VirtAddr};
-use lazymmu::mm::descriptor::Descriptor;
-use lazymmu::mm::layout::{KSTACK_SLOT_SIZE, KSTACK_START};
+use lazymmu::mm;
+use lazymmu::mm::Descriptor;
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::LazySnapshot;
-use lazymmu::mm::vmalloc::{vfree, vmalloc};
+use lazymmu::mm::{KSTACK_SLOT_SIZE, KSTACK_START};
+use lazymmu::mm::{PAGE_SIZE, VirtAddr};
 use lazymmu::mm::{pgtable, probe, tlb};
+use lazymmu::mm::{vfree, vmalloc};
 use lazymmu::{dtb, percpu, smp};
 use spin::Mutex;
 
@@ -285,10 +286,10 @@ fn lazy_state() -> LazySnapshot {
 #[test_case]
 fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu() {
     use lazymmu::barrier::cost;
-    use lazymmu::mm::descriptor::{Attributes, Level};
     use lazymmu::mm::lazy_mmu::{enable, use_backend};
-    use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
-    use lazymmu::mm::vmalloc::{free_vm_area, get_vm_area, vunmap_range};
+    use lazymmu::mm::{Access, HwTranslation, hw_translate};
+    use lazymmu::mm::{Attributes, Level};
+    use lazymmu::mm::{free_vm_area, get_vm_area, vunmap_range};
     use lazymmu::task::Affinity;
     let _ = cpus();
     static SEEN: Mutex<Option<Migration>> = Mutex::new(None);
@@ -353,12 +354,11 @@ fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu
 
 #[test_case]
 fn mappers_on_every_cpu_at_once_share_tables_safely() {
-    use lazymmu::mm::vmalloc;
     let n = cpus();
     use lazymmu::mm::audit;
     // (The audit's count: without vmalloc's spare nodes, whose slab frames
     // come and go with the calls.)
-    let before = (audit::state().frames_used, vmalloc::area_count());
+    let before = (audit::state().frames_used, mm::area_count());
     static FAILURES: AtomicU64 = AtomicU64::new(0);
     FAILURES.store(0, SeqCst);
     // Every CPU maps, checks and unmaps small buffers as fast as it can:
@@ -385,7 +385,7 @@ fn mappers_on_every_cpu_at_once_share_tables_safely() {
                 FAILURES.fetch_add(1, SeqCst);
             }
             if round % 32 == 31 {
-                vmalloc::reclaim_page_tables();
+                mm::reclaim_page_tables();
             }
         }
     };
@@ -396,17 +396,17 @@ fn mappers_on_every_cpu_at_once_share_tables_safely() {
         p.wait().unwrap();
     }
     assert_eq!(FAILURES.load(SeqCst), 0, "every buffer was mapped, readable, writable and freed");
-    vmalloc::vm_unmap_aliases();
-    vmalloc::reclaim_page_tables();
-    assert_eq!((audit::state().frames_used, vmalloc::area_count()), before, "every frame and table came back");
+    mm::vm_unmap_aliases();
+    mm::reclaim_page_tables();
+    assert_eq!((audit::state().frames_used, mm::area_count()), before, "every frame and table came back");
 }
 
 #[test_case]
 fn a_table_walk_keeps_its_tables_while_another_cpu_frees_them() {
-    use lazymmu::mm::addr::{BLOCK_2M, PhysAddr};
-    use lazymmu::mm::descriptor::{Attributes, Level};
     use lazymmu::mm::pgtable::Visitor;
-    use lazymmu::mm::vmalloc::vmalloc_aligned;
+    use lazymmu::mm::vmalloc_aligned;
+    use lazymmu::mm::{Attributes, Level};
+    use lazymmu::mm::{BLOCK_2M, PhysAddr};
     let _ = cpus();
     // An area alone in its 2 MiB: freeing it, then a reclaim, takes its
     // level-3 table away.
@@ -429,7 +429,7 @@ fn a_table_walk_keeps_its_tables_while_another_cpu_frees_them() {
             let target = self.target;
             self.pending = smp::run_on(1, move || {
                 vfree(target).unwrap();
-                lazymmu::mm::vmalloc::reclaim_page_tables();
+                lazymmu::mm::reclaim_page_tables();
                 FREED.store(true, SeqCst);
             });
             assert!(self.pending.is_some(), "CPU 1 takes the job");

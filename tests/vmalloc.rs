@@ -20,17 +20,17 @@ use core::convert::Infallible;
 use lazymmu::barrier::{BarrierCounts, cost};
 use lazymmu::dtb;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
-use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::apply::*;
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
-use lazymmu::mm::layout::{REGIONS, VMALLOC_END, VMALLOC_START};
+use lazymmu::mm;
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{BackendSelection, is_lazy_mmu_mode_active, use_backend};
 use lazymmu::mm::pgtable::{self, EntryRef, MapError, Operand, Ptes};
 use lazymmu::mm::ptdump::{RegionStats, region_stats};
 use lazymmu::mm::tlb::{self, FlushStrategy};
-use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
-use lazymmu::mm::vmalloc::{self, *};
+use lazymmu::mm::*;
+use lazymmu::mm::{Access, HwTranslation, hw_translate};
+use lazymmu::mm::{Attributes, Descriptor, Entry, Level};
+use lazymmu::mm::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::{REGIONS, VMALLOC_END, VMALLOC_START};
 use lazymmu::mm::{frame_alloc, probe};
 
 lazymmu::test_image!();
@@ -124,7 +124,7 @@ impl Drop for LazyPurge {
 /// leaves: what every operation must give back, and no error may change.
 fn footprint() -> (usize, usize, RegionStats) {
     let vmalloc_region = region_stats()[REGIONS.iter().position(|r| r.0 == "vmalloc").expect("a vmalloc region")];
-    (frame_alloc::stats().used, vmalloc::area_count(), vmalloc_region)
+    (frame_alloc::stats().used, mm::area_count(), vmalloc_region)
 }
 
 /// [`footprint`] once lazily freed areas are purged and the empty page
@@ -132,7 +132,7 @@ fn footprint() -> (usize, usize, RegionStats) {
 /// until an explicit reclaim.
 fn footprint_reclaimed() -> (usize, usize, RegionStats) {
     vm_unmap_aliases();
-    vmalloc::reclaim_page_tables();
+    mm::reclaim_page_tables();
     footprint()
 }
 
@@ -184,13 +184,13 @@ fn batched_vmalloc_that_needs_new_tables_still_costs_one_pair() {
     assert_eq!(applied.levels_modified & 0b1100, 0b1100, "level-2 table entries and level-3 leaves written");
     unmap_test_range(start, 2 * BLOCK_2M);
     assert_eq!(frame_alloc::stats().used - before, applied.tables_allocated, "the tables stay, as in Linux");
-    assert_eq!(vmalloc::reclaim_page_tables(), applied.tables_allocated, "until a reclaim takes them");
+    assert_eq!(mm::reclaim_page_tables(), applied.tables_allocated, "until a reclaim takes them");
     assert_eq!(frame_alloc::stats().used, before);
 }
 
 /// Clears what the tests mapped by hand with apply_to_page_range.
 fn unmap_test_range(start: VirtAddr, size: u64) {
-    vmalloc::vunmap_range(start, start.add(size)).unwrap();
+    mm::vunmap_range(start, start.add(size)).unwrap();
 }
 
 fn map_with(mode: ApplyMode, backend: Backend, start: VirtAddr, size: u64) -> (Applied, BarrierCounts) {
@@ -256,7 +256,7 @@ fn linux_style_mode_costs_a_pair_per_leaf_table_and_per_new_table_entry() {
     assert_eq!(again.tables_allocated, 0, "no table needed again");
     assert_eq!(pairs(c), (leaf_tables, leaf_tables), "a pair per leaf table, none for tables");
     unmap_test_range(start, size);
-    vmalloc::reclaim_page_tables();
+    mm::reclaim_page_tables();
     let (again, c) = map_with(ApplyMode::WholeCall, Backend::Batched, start, size);
     assert_eq!(again.tables_allocated, applied.tables_allocated, "after a reclaim, the same tables were needed");
     assert_eq!(pairs(c), (1, 1));
@@ -369,7 +369,7 @@ fn a_page_vmalloc_after_a_page_vfree_links_no_table() {
     vfree(again).unwrap();
     vm_unmap_aliases();
     assert_eq!(frame_alloc::stats().used, used, "the page went back; its table stays");
-    assert!(vmalloc::reclaim_page_tables() >= 1, "until an explicit reclaim");
+    assert!(mm::reclaim_page_tables() >= 1, "until an explicit reclaim");
 }
 
 // ---- areas ---------------------------------------------------------------------
@@ -417,7 +417,7 @@ fn vmap_pages_maps_the_callers_frames_and_vunmap_leaves_them() {
     check_mapped(va, 3);
     vunmap(va).unwrap();
     check_purged(va, 3);
-    vmalloc::reclaim_page_tables();
+    mm::reclaim_page_tables();
     assert_eq!(frame_alloc::stats().used, before.0 + 3, "the frames are still the caller's");
     for pa in frames {
         frame_alloc::free_frame(pa).unwrap();
@@ -849,7 +849,7 @@ fn a_reclaim_between_the_plan_and_the_link_is_planned_again() {
     }
     let run = frame_alloc::alloc_contiguous(512 + 4, BLOCK_2M).unwrap();
     fn another_cpus_reclaim() {
-        assert!(vmalloc::reclaim_page_tables() >= 3, "the tables of both ends");
+        assert!(mm::reclaim_page_tables() >= 3, "the tables of both ends");
     }
     pgtable::set_reclaim_race(Some(another_cpus_reclaim));
     // SAFETY: the test's own frames, in its own area.
@@ -930,7 +930,7 @@ fn thirty_two_thousand_live_areas_are_placed_found_and_given_back() {
     for _ in 0..N {
         live.push(get_vm_area(PAGE_SIZE, PAGE_SIZE).unwrap());
     }
-    assert_eq!(vmalloc::area_count(), N);
+    assert_eq!(mm::area_count(), N);
     // First fit packs them: each area and its guard page, back to back.
     for pair in live.windows(2) {
         assert_eq!(pair[1].offset_from(pair[0]), PAGE_SIZE + GUARD_SIZE);
@@ -952,7 +952,7 @@ fn thirty_two_thousand_live_areas_are_placed_found_and_given_back() {
         free_vm_area(area).unwrap();
     }
     vm_unmap_aliases();
-    vmalloc::reclaim_page_tables();
+    mm::reclaim_page_tables();
     assert_eq!(lazymmu::mm::audit::state(), before, "every area given back, the region free again");
 }
 
@@ -970,7 +970,7 @@ fn two_hundred_thousand_live_areas_free_every_other_and_refill_within_the_time_l
     const N: usize = 200_000;
     let before = lazymmu::mm::audit::state();
     let live: Vec<VirtAddr> = (0..N).map(|_| vmalloc(PAGE_SIZE).unwrap()).collect();
-    assert_eq!(vmalloc::area_count(), N);
+    assert_eq!(mm::area_count(), N);
     live.iter().step_by(2).for_each(|&va| vfree(va).unwrap());
     // The holes are free once purged (many purges ran on the way: 100,000
     // pages is more than lazy_max_pages).
@@ -982,7 +982,7 @@ fn two_hundred_thousand_live_areas_free_every_other_and_refill_within_the_time_l
         vfree(va).unwrap();
     }
     vm_unmap_aliases();
-    vmalloc::reclaim_page_tables();
+    mm::reclaim_page_tables();
     assert_eq!(lazymmu::mm::audit::state(), before, "every area given back, the region free again");
 }
 
@@ -992,7 +992,7 @@ fn two_hundred_thousand_live_areas_free_every_other_and_refill_within_the_time_l
 /// visits exactly: `is_within_this_va`).
 #[test_case]
 fn vmalloc_aligned_to_the_region_size_fits_at_its_start() {
-    assert_eq!(vmalloc::area_count(), 0, "an empty region");
+    assert_eq!(mm::area_count(), 0, "an empty region");
     let region = VMALLOC_END.offset_from(VMALLOC_START);
     assert_eq!(region, 1 << 40);
     let va = vmalloc_aligned(PAGE_SIZE, 1 << 40).unwrap();
@@ -1093,7 +1093,7 @@ fn vfree_next_to_a_live_neighbour_unmaps_its_range_with_one_flush() {
 
 /// Entries written (all backends' statistics) and the pairs paid by `f`.
 fn counted(f: impl FnOnce()) -> (u64, (u64, u64)) {
-    let writes = || Backend::ALL.into_iter().map(|b| lazymmu::mm::lazy_mmu::stats::stats(b).entry_writes).sum::<u64>();
+    let writes = || Backend::ALL.into_iter().map(|b| lazymmu::mm::lazy_mmu::stats(b).entry_writes).sum::<u64>();
     let before = writes();
     let c = cost(f);
     (writes() - before, pairs(c))
@@ -1179,7 +1179,7 @@ impl Runs {
     /// Unmaps the range and takes its tables away.
     fn clear(&self) {
         unmap_test_range(self.start(), self.size());
-        vmalloc::reclaim_page_tables();
+        mm::reclaim_page_tables();
     }
 }
 
@@ -1356,7 +1356,7 @@ fn set_ptes_under_deferred_writes_queues_its_stores_until_the_section_ends() {
             );
         }
         unmap_test_range(start, 8 * PAGE_SIZE);
-        vmalloc::reclaim_page_tables();
+        mm::reclaim_page_tables();
     }
 }
 
@@ -1388,11 +1388,11 @@ fn vfree_of_a_page_issues_no_tlbi() {
     let _lazy = lazy_purge();
     let va = vmalloc(PAGE_SIZE).unwrap();
     check_mapped(va, 1);
-    let (used, areas) = (frame_alloc::stats().used, vmalloc::area_count());
+    let (used, areas) = (frame_alloc::stats().used, mm::area_count());
     let c = cost(|| vfree(va).unwrap());
     assert_eq!(c, BarrierCounts::default(), "no TLBI and no barrier: a clear owes none, the flush is the purge's");
     assert_eq!(lazy_pages(), 1);
-    assert_eq!((find_area(va), vmalloc::area_count()), (None, areas - 1), "no longer an area");
+    assert_eq!((find_area(va), mm::area_count()), (None, areas - 1), "no longer an area");
     assert_eq!(frame_alloc::stats().used, used, "its frame waits for the purge");
     vm_unmap_aliases();
     assert_eq!(frame_alloc::stats().used, used - 1, "and goes back with it");

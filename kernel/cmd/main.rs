@@ -180,7 +180,7 @@ fn banner() {
     );
     println!("          {}-bit physical addresses", f.pa_bits);
     let image = init::image();
-    let image_pa = lazymmu::mm::kernel_map::image_phys(image, image.text.0);
+    let image_pa = lazymmu::mm::image_phys(image, image.text.0);
     println!("memory map (from the device tree):");
     println!("  RAM          {}-{:#x} ({} MiB)", m.ram_start, m.ram_start.as_u64() + m.ram_size, m.ram_size >> 20);
     println!("  device tree  {}-{:#x}", m.dtb_start, m.dtb_start.as_u64() + m.dtb_size);

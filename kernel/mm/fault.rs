@@ -37,7 +37,6 @@ use crate::mm::tlb;
 use crate::percpu::{MAX_CPUS, this_cpu};
 
 static SPURIOUS: AtomicU64 = AtomicU64::new(0);
-static CHECKED: AtomicU64 = AtomicU64::new(0);
 /// The fault each CPU last took for spurious (ELR, FAR and ESR folded
 /// into one word; 0: none), so that
 /// the same fault again is reported instead of retried forever.
@@ -57,11 +56,6 @@ pub fn spurious_fault_count() -> u64 {
     SPURIOUS.load(Relaxed)
 }
 
-/// Kernel faults re-checked with `at` so far (spurious or not).
-pub fn spurious_checks() -> u64 {
-    CHECKED.load(Relaxed)
-}
-
 /// Decides whether the kernel fault `s` is spurious (see the module's
 /// notes): Linux's `is_spurious_el1_translation_fault()`, and the same
 /// re-check for a permission fault. The exception handler calls it first
@@ -78,7 +72,6 @@ pub fn fixup_spurious_el1_fault(s: &Syndrome) -> FaultFix {
         // The retry faulted again, at the same place: a real fault.
         return FaultFix::Fault;
     }
-    CHECKED.fetch_add(1, Relaxed);
     let daif = crate::arch::cpu::irq_save();
     let par = Par::decode(mmu::at_s1e1_in_fault(s.far, s.write));
     crate::arch::cpu::irq_restore(daif);

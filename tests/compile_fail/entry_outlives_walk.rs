@@ -6,8 +6,8 @@
 //! case: returned E0515
 #![no_std]
 
-use lazymmu::mm::descriptor::Level;
-use lazymmu::mm::layout::VMALLOC_START;
+use lazymmu::mm::Level;
+use lazymmu::mm::VMALLOC_START;
 use lazymmu::mm::pgtable::{self, EntryRef};
 
 pub fn level_of_a_slot() -> Level {

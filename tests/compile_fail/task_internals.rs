@@ -20,11 +20,11 @@ pub fn depth() -> u8 {
 /// What the test harness does between tests, after a test's code was
 /// abandoned, is not for anyone else: let go of walk guards still held,
 /// take away an area whatever its owner.
-pub fn harness_only(area: lazymmu::mm::addr::VirtAddr) {
+pub fn harness_only(area: lazymmu::mm::VirtAddr) {
     #[cfg(case = "walk_guards_forgotten")]
     let _ = lazymmu::mm::pgtable::recover_abandoned_walks();
     #[cfg(case = "area_taken_away")]
-    let _ = lazymmu::mm::vmalloc::release_leaked_area(area);
+    let _ = lazymmu::mm::release_leaked_area(area);
     let _ = area;
 }
 

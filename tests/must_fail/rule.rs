@@ -6,11 +6,11 @@
 #![no_std]
 #![no_main]
 
-use lazymmu::mm::addr::PAGE_SIZE;
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
+use lazymmu::mm::PAGE_SIZE;
 use lazymmu::mm::pgtable;
-use lazymmu::mm::vmalloc::{vfree, vmalloc};
+use lazymmu::mm::{Attributes, Descriptor, Level};
 use lazymmu::mm::{frame_alloc, tlb};
+use lazymmu::mm::{vfree, vmalloc};
 use lazymmu::{Testable, run_tests};
 
 fn keeps_the_rules() {

@@ -20,10 +20,11 @@ use core::ptr::{read_volatile, write_volatile};
 use super::workloads::{WorkloadError, with_fresh_area};
 use super::{Meter, Sample};
 use lazymmu::barrier;
-use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
+use lazymmu::mm;
 use lazymmu::mm::pgtable::{self, MapError, Walking};
-use lazymmu::mm::{phys_to_virt, tlb, vmalloc};
+use lazymmu::mm::{Attributes, Descriptor, Level};
+use lazymmu::mm::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::{phys_to_virt, tlb};
 
 /// The level-3 table for one 2 MiB chunk, reached through the linear map.
 fn slots(table: PhysAddr) -> *mut u64 {
@@ -41,7 +42,7 @@ pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
     });
     // The tables above level 3 it found or made go too: the next run, of
     // either kind, starts from none.
-    vmalloc::reclaim_page_tables();
+    mm::reclaim_page_tables();
     measured
 }
 

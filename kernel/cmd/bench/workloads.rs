@@ -6,14 +6,15 @@ use core::convert::Infallible;
 use super::peer::{self, PeerError};
 use super::{Counts, Meter, Sample};
 use lazymmu::barrier;
-use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::apply::{ApplyError, apply_to_existing_page_range_by_table, apply_to_page_range_by_table};
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
-use lazymmu::mm::pageattr::{set_memory_ro, set_memory_rw};
+use lazymmu::mm;
 use lazymmu::mm::pgtable::{self, MapError, Ptes};
 use lazymmu::mm::tlb::{self, FlushStrategy};
-use lazymmu::mm::vmalloc::{self, VmallocError, vfree, vmalloc};
+use lazymmu::mm::{ApplyError, apply_to_existing_page_range_by_table, apply_to_page_range_by_table};
+use lazymmu::mm::{Attributes, Descriptor, Level};
+use lazymmu::mm::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::{VmallocError, vfree, vmalloc};
 use lazymmu::mm::{frame_alloc, phys_to_virt};
+use lazymmu::mm::{set_memory_ro, set_memory_rw};
 
 /// What stops a workload: the machine ran out of something. (Its fields
 /// are read when it is printed, `{:?}`, which the dead-code lint does not
@@ -108,12 +109,12 @@ const LIVE_STRIDE: u64 = 4 * PAGE_SIZE;
 
 impl LiveAreas {
     pub fn new(live: u64) -> Result<LiveAreas, WorkloadError> {
-        let base = vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE)?;
-        vmalloc::free_vm_area(base)?;
+        let base = mm::get_vm_area(PAGE_SIZE, PAGE_SIZE)?;
+        mm::free_vm_area(base)?;
         let mut areas = LiveAreas { base, count: 0 };
         while areas.count < live {
             let at = base.add(areas.count * LIVE_STRIDE);
-            let va = vmalloc::get_vm_area_range(PAGE_SIZE, PAGE_SIZE, at, at.add(PAGE_SIZE + vmalloc::GUARD_SIZE))?;
+            let va = mm::get_vm_area_range(PAGE_SIZE, PAGE_SIZE, at, at.add(PAGE_SIZE + mm::GUARD_SIZE))?;
             debug_assert_eq!(va, at);
             areas.count += 1;
         }
@@ -124,7 +125,7 @@ impl LiveAreas {
 impl Drop for LiveAreas {
     fn drop(&mut self) {
         for i in 0..self.count {
-            vmalloc::free_vm_area(self.base.add(i * LIVE_STRIDE)).expect("taken by new");
+            mm::free_vm_area(self.base.add(i * LIVE_STRIDE)).expect("taken by new");
         }
     }
 }
@@ -133,7 +134,7 @@ impl Drop for LiveAreas {
 /// one contiguous run; 2 MiB and up: blocks): (vmalloc_huge, vfree).
 pub fn vmalloc_huge_cycle(pages: u64) -> Result<[Sample; 2], WorkloadError> {
     let map = Meter::start();
-    let va = lazymmu::mm::vmalloc_huge::vmalloc_huge(pages * PAGE_SIZE)?;
+    let va = lazymmu::mm::vmalloc_huge(pages * PAGE_SIZE)?;
     let map = map.stop();
     touch(va, pages);
     let unmap = Meter::start();
@@ -148,8 +149,8 @@ pub fn vmalloc_huge_cycle(pages: u64) -> Result<[Sample; 2], WorkloadError> {
 /// every repeat counts the same. What was freed lazily is purged first,
 /// outside the samples: each starts with nothing pending.
 fn cold_tables() {
-    vmalloc::vm_unmap_aliases();
-    vmalloc::reclaim_page_tables();
+    mm::vm_unmap_aliases();
+    mm::reclaim_page_tables();
 }
 
 /// Makes a live vmalloc area read-only with
@@ -201,10 +202,10 @@ pub fn vmap_1g() -> Result<[Sample; 2], WorkloadError> {
     let ram = lazymmu::dtb::info().ram_start.align_down(BLOCK_1G);
     let map = Meter::start();
     // SAFETY: RAM, read-only: it is mapped so already (the linear map).
-    let va = unsafe { vmalloc::vmap_contiguous(ram, BLOCK_1G, Attributes::KERNEL_RO) }?;
+    let va = unsafe { mm::vmap_contiguous(ram, BLOCK_1G, Attributes::KERNEL_RO) }?;
     let map = map.stop();
     let unmap = Meter::start();
-    vmalloc::vunmap(va)?;
+    mm::vunmap(va)?;
     let unmap = unmap.stop();
     cold_tables();
     Ok([map, unmap])
@@ -240,18 +241,18 @@ pub fn reserve_with_live_areas(live: usize, pairs: usize) -> Result<u64, Workloa
     let mut areas = alloc::vec::Vec::new();
     areas.try_reserve_exact(live).map_err(|_| VmallocError::OutOfMemory)?;
     let filled = (0..live).try_for_each(|_| {
-        areas.push(vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE)?);
+        areas.push(mm::get_vm_area(PAGE_SIZE, PAGE_SIZE)?);
         Ok::<(), VmallocError>(())
     });
     let timed = filled.and_then(|()| {
         let start = lazymmu::cpu::counter();
         for _ in 0..pairs {
-            vmalloc::free_vm_area(vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE)?)?;
+            mm::free_vm_area(mm::get_vm_area(PAGE_SIZE, PAGE_SIZE)?)?;
         }
         Ok((lazymmu::cpu::counter() - start) / pairs as u64)
     });
     for va in areas {
-        vmalloc::free_vm_area(va).expect("taken above");
+        mm::free_vm_area(va).expect("taken above");
     }
     Ok(timed?)
 }
@@ -325,7 +326,7 @@ pub fn with_fresh_area(
     steps: impl FnOnce(VirtAddr, PhysAddr) -> Result<[Sample; 3], WorkloadError>,
 ) -> Result<[Sample; 3], WorkloadError> {
     let frames = frame_alloc::alloc_contiguous(pages as usize, PAGE_SIZE).map_err(MapError::from)?;
-    let va = match vmalloc::get_vm_area(pages * PAGE_SIZE, BLOCK_2M) {
+    let va = match mm::get_vm_area(pages * PAGE_SIZE, BLOCK_2M) {
         Ok(va) => va,
         Err(e) => {
             frame_alloc::free_frames(frames, pages as usize).expect("allocated above");
@@ -334,7 +335,7 @@ pub fn with_fresh_area(
     };
     let measured = steps(va, frames);
     frame_alloc::free_frames(frames, pages as usize).expect("allocated above");
-    vmalloc::free_vm_area(va)?;
+    mm::free_vm_area(va)?;
     measured
 }
 
