@@ -16,6 +16,9 @@ pub use crate::arch::cpu::IdRegisters;
 use crate::arch::cpu::id_registers;
 use crate::arch::sysreg;
 pub use crate::cpufeature::{Features, Joined, Missing, join};
+/// Whether this CPU is handling an interrupt, and how many it has taken
+/// (`irq.rs`).
+pub use crate::irq::{in_interrupt, interrupt_count};
 use spin::{Mutex, Once};
 
 impl Features {

@@ -45,7 +45,7 @@ pub mod dtb;
 pub mod exception;
 mod fixed_text;
 pub mod init;
-pub mod irq;
+mod irq;
 pub mod mm;
 mod panic;
 pub mod percpu;
@@ -55,7 +55,7 @@ pub mod semihosting;
 pub mod smp;
 mod symbols;
 mod sync;
-pub mod task;
+mod task;
 // The test harness: debug builds only, as what it resets (see planted.rs).
 #[cfg(debug_assertions)]
 mod testing;

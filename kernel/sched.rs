@@ -31,7 +31,10 @@ use crate::mm::stack::KernelStack;
 use crate::percpu::this_cpu;
 use crate::planted::{Bug, planted};
 use crate::sync::IrqSpinLock;
-use crate::task::{self, Affinity, Task, TaskState};
+use crate::task::{self, TaskState};
+/// Tasks (`task.rs`): what `spawn` makes and `current` is, here as in
+/// Linux's `<linux/sched.h>`.
+pub use crate::task::{Affinity, Task, current};
 use crate::{timer, trace};
 
 /// How long a task runs before the timer lets another have the CPU.

@@ -24,7 +24,7 @@ use lazymmu::mm::{Access, HwTranslation, hw_translate};
 use lazymmu::mm::{Attributes, Descriptor, Level};
 use lazymmu::mm::{PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::{frame_alloc, probe, tlb};
-use lazymmu::{Scratch, irq, sched, task, timer};
+use lazymmu::{Scratch, cpu, sched, timer};
 use spin::Mutex;
 
 lazymmu::test_image!();
@@ -57,7 +57,7 @@ const UNMAPPED: HwTranslation = HwTranslation::Fault(FaultStatus::Translation { 
 /// What the current task's lazy state is: (enable_count, pause_count,
 /// pending, queued stores).
 fn lazy_state() -> LazySnapshot {
-    lazymmu::task::current().lazy_state()
+    lazymmu::sched::current().lazy_state()
 }
 
 fn pairs(c: BarrierCounts) -> (u64, u64) {
@@ -65,7 +65,7 @@ fn pairs(c: BarrierCounts) -> (u64, u64) {
 }
 
 fn depth() -> (u8, u8) {
-    let LazySnapshot { enable_count, pause_count, .. } = task::current().lazy_state();
+    let LazySnapshot { enable_count, pause_count, .. } = sched::current().lazy_state();
     (enable_count, pause_count)
 }
 
@@ -259,7 +259,7 @@ fn timer_handler_writes_an_entry() {
     let frame = *HANDLER_FRAME.lock();
     let c = cost(|| write(&entry, page(frame)));
     *IN_HANDLER.lock() = Some(InHandler {
-        in_interrupt: irq::in_interrupt(),
+        in_interrupt: cpu::in_interrupt(),
         active,
         kind,
         calls,
@@ -283,11 +283,11 @@ fn interrupt_inside_a_section(backend: Backend) {
     }
     let before = lazy_state();
     assert!(before.pending, "{backend}: three writes are pending");
-    let interrupts = irq::interrupt_count();
+    let interrupts = cpu::interrupt_count();
     timer::call_after(timer::ticks_from_us(200), timer_handler_writes_an_entry);
     wait_until(|| IN_HANDLER.lock().is_some());
     let seen = IN_HANDLER.lock().expect("the handler ran");
-    assert!(irq::interrupt_count() > interrupts);
+    assert!(cpu::interrupt_count() > interrupts);
     assert!(seen.in_interrupt && !seen.active, "{backend}: lazy mode does not exist in the handler: {seen:?}");
     assert_eq!(seen.kind, SectionKind::InInterrupt);
     assert_eq!(seen.calls, [Ok(()); 5], "{backend}: every lazy_mmu call is a no-op in the handler");

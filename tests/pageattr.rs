@@ -31,7 +31,7 @@ use lazymmu::mm::{Entry, Level};
 use lazymmu::mm::{KIMAGE_VADDR, REGIONS};
 use lazymmu::mm::{audit, frame_alloc, phys_to_virt, probe};
 use lazymmu::sched;
-use lazymmu::task::Task;
+use lazymmu::sched::Task;
 
 lazymmu::test_image!();
 
@@ -197,7 +197,7 @@ fn safe_code_cannot_make_a_page_table_the_heap_or_a_task_control_block_read_only
     let boxed = alloc::boxed::Box::new(0u64);
     refused("the heap", VirtAddr::from_ptr(&*boxed as *const u64).align_down(PAGE_SIZE));
     sched::spawn("tcb", || {
-        let tcb = VirtAddr::from_ptr(lazymmu::task::current() as *const Task).align_down(PAGE_SIZE);
+        let tcb = VirtAddr::from_ptr(lazymmu::sched::current() as *const Task).align_down(PAGE_SIZE);
         refused("a task control block", tcb);
     })
     .unwrap()

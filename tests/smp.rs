@@ -96,7 +96,7 @@ fn every_cpu_takes_its_own_timer_interrupt() {
     }
     for other in 1..n {
         FIRED_ON.store(u64::MAX, SeqCst);
-        let interrupts = lazymmu::irq::interrupt_count();
+        let interrupts = lazymmu::cpu::interrupt_count();
         smp::run_on(other, || {
             lazymmu::timer::call_after(lazymmu::timer::ticks_from_us(100), handler);
             cpu::wait_until(|| FIRED_ON.load(SeqCst) != u64::MAX);
@@ -105,7 +105,7 @@ fn every_cpu_takes_its_own_timer_interrupt() {
         .wait()
         .unwrap();
         assert_eq!(FIRED_ON.load(SeqCst), other as u64, "the handler ran on cpu {other}");
-        assert!(lazymmu::irq::interrupt_count() > interrupts);
+        assert!(lazymmu::cpu::interrupt_count() > interrupts);
     }
 }
 
@@ -280,7 +280,7 @@ struct Migration {
 }
 
 fn lazy_state() -> LazySnapshot {
-    lazymmu::task::current().lazy_state()
+    lazymmu::sched::current().lazy_state()
 }
 
 #[test_case]
@@ -290,7 +290,7 @@ fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu
     use lazymmu::mm::{Access, HwTranslation, hw_translate};
     use lazymmu::mm::{Attributes, Level};
     use lazymmu::mm::{free_vm_area, get_vm_area, vunmap_range};
-    use lazymmu::task::Affinity;
+    use lazymmu::sched::Affinity;
     let _ = cpus();
     static SEEN: Mutex<Option<Migration>> = Mutex::new(None);
     for backend in [Backend::Batched, Backend::DeferredWrites] {
@@ -321,7 +321,7 @@ fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu
             let to = percpu::this_cpu().id;
             // `current` (SP_EL0, set by the switch on the new CPU) is still
             // this task, and agrees with the new CPU's record.
-            let me = lazymmu::task::current();
+            let me = lazymmu::sched::current();
             assert_eq!(me.name, "migrant");
             assert!(core::ptr::eq(me, percpu::this_cpu().current_task()), "SP_EL0 and the per-CPU record agree");
             let after = lazy_state();
@@ -510,7 +510,7 @@ fn a_lock_wait_that_cannot_end_reports_where_it_waits() {
 #[test_case]
 fn a_stack_mapped_on_one_cpu_is_switched_to_on_another_only_after_an_isb_there() {
     use lazymmu::mm::pgtable_check::{self, Rule};
-    use lazymmu::task::Affinity;
+    use lazymmu::sched::Affinity;
     use lazymmu::{Bug, with_planted};
     let _ = cpus();
     if !pgtable_check::enabled() {

@@ -1341,7 +1341,7 @@ fn set_ptes_under_deferred_writes_queues_its_stores_until_the_section_ends() {
         apply_to_page_range_by_table(start, 8 * PAGE_SIZE, |ptes: &Ptes| {
             // SAFETY: the test's own frames, in its own area.
             unsafe { pgtable::set_ptes(ptes, Descriptor::leaf(Level::L3, runs.frames, Attributes::KERNEL_RW)) };
-            let queued = lazymmu::task::current().lazy_state().queued;
+            let queued = lazymmu::sched::current().lazy_state().queued;
             inside = Some(((0..8).filter(|&i| ptes.read(i).is_valid()).count(), queued));
             Ok::<(), Infallible>(())
         })

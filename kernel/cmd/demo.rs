@@ -24,7 +24,7 @@ use lazymmu::mm::{Attributes, Descriptor, Entry, Level};
 use lazymmu::mm::{PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::{VMALLOC_END, VMALLOC_START};
 use lazymmu::mm::{frame_alloc, tlb};
-use lazymmu::{println, sched, task, timer, trace};
+use lazymmu::{println, sched, timer, trace};
 
 /// Where the demo maps its pages: four level-3 slots of an area of the
 /// vmalloc region, at this address if it is free (a fixed place keeps the
@@ -187,7 +187,7 @@ pub fn lazy(only: Option<Backend>) -> Result<(), VmallocError> {
         let pages = Pages::new()?;
         // Ready now, so that step 7's yield has somewhere to go.
         let other = sched::spawn("other", other_task)?;
-        println!("(task {} starts outside any section)", task::current().name);
+        println!("(task {} starts outside any section)", sched::current().name);
         let before = lazy_mmu::stats(backend);
         trace::set_enabled(true);
         steps(&pages);

@@ -22,7 +22,7 @@ use lazymmu::cpu;
 use lazymmu::dtb;
 use lazymmu::init;
 use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::{debug_pagealloc, frame_alloc, heap, pgtable_check, ptdump};
+use lazymmu::mm::{debug_pagealloc, frame_alloc, heap_usage, pgtable_check, ptdump};
 use lazymmu::semihosting::{ExitCode, exit};
 use lazymmu::{boot_args, println};
 
@@ -198,7 +198,7 @@ fn banner() {
         );
     }
     let frames = frame_alloc::stats();
-    let (heap_used, heap_free) = heap::usage();
+    let (heap_used, heap_free) = heap_usage();
     println!("  frames       {} total, {} free, {} used (4 KiB each)", frames.total, frames.free, frames.used);
     println!("  heap         {} KiB ({} KiB used)", (heap_used + heap_free) >> 10, heap_used >> 10);
 }

@@ -10,7 +10,7 @@ pub mod debug_pagealloc;
 pub(crate) mod engine;
 pub(crate) mod fault;
 pub mod frame_alloc;
-pub mod heap;
+pub(crate) mod heap;
 pub(crate) mod kernel_map;
 pub(crate) mod layout;
 pub mod lazy_mmu;
@@ -48,6 +48,8 @@ pub use apply::{
 };
 pub use descriptor::{Attributes, Descriptor, Entry, Level, MemoryType};
 pub use fault::{FaultFix, fixup_spurious_el1_fault, spurious_fault_count};
+/// The heap's bytes in use and free (the boot binary's `meminfo`).
+pub use heap::usage as heap_usage;
 pub use kernel_map::{ImageLayout, image_phys, linear_map_leaves};
 pub use layout::{
     KIMAGE_VADDR, KSTACK_SLOT_SIZE, KSTACK_SLOTS, KSTACK_START, MMIO_BASE, REGIONS, VMALLOC_END, VMALLOC_START,

@@ -8,13 +8,12 @@
 //! case: area_taken_away E0603
 #![no_std]
 
-use lazymmu::sched;
-use lazymmu::task::{self, Task};
+use lazymmu::sched::{self, Task};
 
 pub fn depth() -> u8 {
     #[cfg(case = "lazy_state_written")]
-    task::current().lazy_mmu.counts.set(Default::default());
-    task::current().lazy_state().enable_count
+    sched::current().lazy_mmu.counts.set(Default::default());
+    sched::current().lazy_state().enable_count
 }
 
 /// What the test harness does between tests, after a test's code was
@@ -24,7 +23,7 @@ pub fn harness_only(area: lazymmu::mm::VirtAddr) {
     #[cfg(case = "walk_guards_forgotten")]
     let _ = lazymmu::mm::pgtable::recover_abandoned_walks();
     #[cfg(case = "area_taken_away")]
-    let _ = lazymmu::mm::release_leaked_area(area);
+    let _ = lazymmu::mm::vmalloc::release_leaked_area(area);
     let _ = area;
 }
 

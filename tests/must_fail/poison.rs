@@ -18,7 +18,7 @@ use lazymmu::mm::lazy_mmu::{selected_backend, use_backend};
 use lazymmu::mm::{Attributes, Descriptor, Level};
 use lazymmu::mm::{frame_alloc, pgtable};
 use lazymmu::mm::{get_vm_area, vfree, vmalloc};
-use lazymmu::task;
+use lazymmu::sched;
 use lazymmu::{Testable, run_tests};
 
 fn fails_half_way_through_a_mapping() {
@@ -39,7 +39,7 @@ fn fails_half_way_through_a_mapping() {
 
 fn the_next_test_starts_clean() {
     assert_eq!(selected_backend(), Backend::Batched, "the default backend");
-    assert_eq!(task::current().lazy_state(), LazySnapshot::default(), "no section open, nothing pending or queued");
+    assert_eq!(sched::current().lazy_state(), LazySnapshot::default(), "no section open, nothing pending or queued");
     assert_eq!(mm::area_count(), 0, "no area left behind");
     // Freeing takes the tables away: it waits for no walk guard forever.
     vfree(vmalloc(PAGE_SIZE).unwrap()).unwrap();

@@ -64,7 +64,7 @@ use lazymmu::mm::{Attributes, Descriptor, Entry, Level};
 use lazymmu::mm::{BLOCK_2M, CONT_PTE_SIZE, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::{VMALLOC_END, VMALLOC_START};
 use lazymmu::mm::{audit, frame_alloc, lazy_mmu, pgtable_check, phys_to_virt, probe, tlb};
-use lazymmu::task::Affinity;
+use lazymmu::sched::Affinity;
 use lazymmu::{Bug, plant};
 use lazymmu::{percpu, sched, timer};
 
