@@ -47,7 +47,6 @@ pub use apply::{
     set_apply_mode,
 };
 pub use descriptor::{Attributes, Descriptor, Entry, Level, MemoryType};
-pub use fault::{FaultFix, fixup_spurious_el1_fault, spurious_fault_count};
 /// The heap's bytes in use and free (the boot binary's `meminfo`).
 pub use heap::usage as heap_usage;
 pub use kernel_map::{ImageLayout, image_phys, linear_map_leaves};
