@@ -54,7 +54,7 @@ pub mod init;
 mod irq;
 pub mod mm;
 mod panic;
-pub mod percpu;
+mod percpu;
 mod planted;
 pub mod sched;
 pub mod semihosting;

@@ -221,6 +221,9 @@ fn receive(next: &Task, here: usize) {
 /// switched from is off this CPU now, so it can be queued again or, if it
 /// exited, declared dead (its stack is no longer in use).
 fn finish_task_switch() {
+    // `current` (SP_EL0, which the switch set on this CPU) and this CPU's
+    // record name the same task, wherever the task ran before.
+    debug_assert!(core::ptr::eq(task::current(), this_cpu().current_task()), "SP_EL0 and the per-CPU record disagree");
     if let Some(prev) = this_cpu().take_switched_from() {
         match prev.state() {
             TaskState::Ready => enqueue(prev),

@@ -66,7 +66,7 @@ use lazymmu::mm::{VMALLOC_END, VMALLOC_START};
 use lazymmu::mm::{audit, frame_alloc, lazy_mmu, pgtable_check, phys_to_virt, probe, tlb};
 use lazymmu::sched::Affinity;
 use lazymmu::{Bug, plant};
-use lazymmu::{percpu, sched, timer};
+use lazymmu::{sched, smp, timer};
 
 /// Where a vmalloc page's code goes: after its tag (a `u64` at its start).
 const CODE_OFFSET: u64 = 8;
@@ -169,7 +169,7 @@ static TAGS: AtomicU64 = AtomicU64::new(1);
 static AWAITING_PURGE: spin::Mutex<Vec<(VirtAddr, u64, u64)>> = spin::Mutex::new(Vec::new());
 
 fn timer_maps_a_page() {
-    let cpu = percpu::this_cpu().id;
+    let cpu = smp::smp_processor_id();
     if let Some((va, desc)) = IRQ_SLOT[cpu].lock().take() {
         let walk = pgtable::walking();
         let entry = walk.walk(va);
@@ -366,7 +366,7 @@ impl Fuzzer {
             if interrupt { ", timer write" } else { "" },
             if switch { ", switch" } else { "" }
         );
-        let began_on = percpu::this_cpu().id;
+        let began_on = smp::smp_processor_id();
         let operation = GATE.operation();
         let mut sections: Vec<lazy_mmu::LazyMmuSection> = (0..depth).map(|_| lazy_mmu::enable()).collect();
         let pause = paused.then(lazy_mmu::pause);
@@ -399,7 +399,7 @@ impl Fuzzer {
         }
         drop(operation);
         let _alone = GATE.alone();
-        if percpu::this_cpu().id != began_on {
+        if smp::smp_processor_id() != began_on {
             f.migrations += 1;
         }
         rules_kept(backend, cpu, step, &label)?;
@@ -902,7 +902,7 @@ impl Fuzzer {
         let tag = self.tag();
         // SAFETY: the fuzzer's own frame.
         unsafe { core::ptr::write_volatile(phys_to_virt(self.irq_frame).as_mut_ptr::<u64>(), tag) };
-        let here = percpu::this_cpu().id;
+        let here = smp::smp_processor_id();
         *IRQ_SLOT[here].lock() =
             Some((self.irq_page, Descriptor::leaf(Level::L3, self.irq_frame, Attributes::KERNEL_RW)));
         IRQ_DONE[here].store(false, SeqCst);
