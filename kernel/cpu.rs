@@ -15,7 +15,7 @@ pub use crate::arch::cpu::{
 pub(crate) use crate::arch::cpu::IdRegisters;
 use crate::arch::cpu::id_registers;
 use crate::arch::sysreg;
-pub use crate::cpufeature::Features;
+pub use crate::cpufeature::{Features, Missing};
 pub(crate) use crate::cpufeature::{Joined, join};
 /// Whether this CPU is handling an interrupt, and how many it has taken
 /// (`irq.rs`).
@@ -167,8 +167,8 @@ pub(crate) fn features_final() -> bool {
 mod tests {
     #[test_case]
     fn a_cpu_decoded_from_made_up_id_registers_joins_or_is_parked() {
-        use super::{Features, IdRegisters, Joined, join};
-        use crate::cpufeature::Missing;
+        use super::{Features, IdRegisters, Joined, Missing, join};
+
         // A software-defined CPU (implementer 0x00, as QEMU's max) with
         // FEAT_TLBIRANGE (ID_AA64ISAR0.TLB = 0b0010), FEAT_BBM level 2, 48-bit
         // PAs, the 4 KiB granule; and a Cortex-A72 r0p3 with none of these.
