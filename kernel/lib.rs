@@ -31,13 +31,14 @@ extern crate alloc;
 // the must-fail images use, and nothing else (tests/host/public_items.py
 // counts it; an item only the kernel uses is `pub(crate)`, and a test of
 // an internal is a unit test beside it). Each item has one path, Linux's
-// name where the concept is Linux's: the memory manager's calls sit flat
-// in `mm` (`mm::vmalloc`, `mm::set_memory_ro`, `mm::PAGE_SIZE`), with
-// modules kept where they are namespaces of their own (`mm::frame_alloc`,
-// `mm::lazy_mmu`, `mm::pgtable`, `mm::tlb`, the debug features); tasks are
-// `sched`'s, as in `<linux/sched.h>`. arm64 itself stays inside: the rest
-// of the world reaches it through the small generic modules beside `arch`
-// (`barrier`, `cpu`, `exception`, `timer`, `semihosting`).
+// name where the concept is Linux's: the memory manager's calls sit flat in
+// `mm` (`mm::vmalloc`, `mm::set_memory_ro`, `mm::flush_tlb_kernel_range`,
+// `mm::PAGE_SIZE`), with modules kept where they are namespaces of their
+// own (`mm::frame_alloc`, `mm::lazy_mmu`, `mm::pgtable`, the debug
+// features); tasks are `sched`'s, as in `<linux/sched.h>`. arm64 itself
+// stays inside: the rest of the world reaches it through the small generic
+// modules beside `arch` (`barrier`, `cpu`, `exception`, `timer`,
+// `semihosting`).
 #[path = "_arch/aarch64/mod.rs"]
 mod arch;
 

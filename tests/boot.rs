@@ -82,7 +82,7 @@ fn bss_written_with_the_caches_off_was_invalidated_before_the_mmu_went_on() {
     let voffset = init::image().kimage_voffset;
     // Only the linker symbols' addresses are taken.
     let (start, end) = (&raw const __bss_start as u64 - voffset, &raw const __bss_end as u64 - voffset);
-    let line = lazymmu::mm::cacheflush::cache_type().d_line();
+    let line = lazymmu::mm::cache_type().d_line();
     let model = qemu_param("cpu").expect("the runner passes qemu.cpu");
     assert_eq!(line, if model == "a64fx" { 256 } else { 64 }, "{model}: CTR_EL0.DminLine");
     let lines = (end.next_multiple_of(line) - (start & !(line - 1))) / line;

@@ -22,6 +22,7 @@ use kasan_shadow::{Populate, Populated, populate_shadow};
 use lazymmu::barrier::{BarrierCounts, cost};
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm;
+use lazymmu::mm::FlushStrategy;
 use lazymmu::mm::debug_pagealloc::{self, MapBack};
 use lazymmu::mm::image_phys;
 use lazymmu::mm::lazy_mmu::Backend;
@@ -29,7 +30,6 @@ use lazymmu::mm::lazy_mmu::{self, is_lazy_mmu_mode_active, use_backend};
 use lazymmu::mm::pgtable::LeafSizes;
 use lazymmu::mm::pgtable_check::{self, Rule};
 use lazymmu::mm::ptdump::region_stats;
-use lazymmu::mm::tlb::{self, FlushStrategy};
 use lazymmu::mm::{Access, HwTranslation, hw_translate};
 use lazymmu::mm::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::{frame_alloc, phys_to_virt, probe};
@@ -142,7 +142,7 @@ fn allocating_costs_one_pair_and_freeing_one_tlb_flush() {
     let alloc = cost(|| pa = frame_alloc::alloc_contiguous(4, PAGE_SIZE).unwrap());
     assert_eq!((pairs(alloc), alloc.tlbi()), ((1, 1), 0), "a map-back is one section: {alloc:?}");
     let free = cost(|| frame_alloc::free_frames(pa, 4).unwrap());
-    let tlbis = match tlb::strategy(4) {
+    let tlbis = match mm::flush_strategy(4) {
         FlushStrategy::RangeTlbi => (0, 1),
         FlushStrategy::PerPage => (4, 0),
         FlushStrategy::All => unreachable!("4 pages"),
@@ -279,7 +279,7 @@ fn vfree_flushes_at_once_under_debug_pagealloc_and_still_waits_for_the_purge() {
     unsafe { probe::write(va, 1) }.unwrap();
     let used = frame_alloc::stats().used;
     let c = cost(|| vfree(va).unwrap());
-    let one_flush = cost(|| tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE)));
+    let one_flush = cost(|| mm::flush_tlb_kernel_range(va, va.add(PAGE_SIZE)));
     assert_eq!(c, one_flush, "the area's own flush, at once");
     assert_unmapped(va);
     assert_eq!((mm::lazy_pages(), frame_alloc::stats().used), (1, used), "on the purge list all the same");

@@ -20,12 +20,12 @@ use lazymmu::barrier::{BarrierCounts, cost};
 use lazymmu::cpu;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm;
+use lazymmu::mm::FlushStrategy;
 use lazymmu::mm::REGIONS;
 use lazymmu::mm::lazy_mmu::{Backend, BackendSelection, use_backend};
 use lazymmu::mm::pgtable::{self, MapError};
 use lazymmu::mm::pgtable_check::{self, Rule, Violations};
 use lazymmu::mm::ptdump::{self, RegionStats, region_stats};
-use lazymmu::mm::tlb::{self, FlushStrategy};
 use lazymmu::mm::{Access, HwTranslation, hw_translate};
 use lazymmu::mm::{ApplyMode, apply_mode, set_apply_mode};
 use lazymmu::mm::{Attributes, Entry, Level};
@@ -254,7 +254,7 @@ fn each_shape_writes_one_entry_per_leaf_and_pays_what_its_backend_owes() {
             assert_eq!(pairs, expected, "{backend} {size:#x}");
             // The vfree: one flush of the whole area, nothing per entry.
             let pages = size / PAGE_SIZE;
-            let tlbi = match tlb::strategy(pages) {
+            let tlbi = match mm::flush_strategy(pages) {
                 FlushStrategy::RangeTlbi => (pages % 2, (pages > 1) as u64, 0),
                 FlushStrategy::PerPage => (pages, 0, 0),
                 FlushStrategy::All => (0, 0, 1),
@@ -294,7 +294,7 @@ fn vmap_range_mixes_a_block_a_run_and_a_page_as_alignment_allows() {
 
 /// The TLBIs (by page, by range, all) of one flush of `pages` pages.
 fn one_flush(pages: u64) -> (u64, u64, u64) {
-    match tlb::strategy(pages) {
+    match mm::flush_strategy(pages) {
         FlushStrategy::RangeTlbi => (pages % 2, (pages > 1) as u64, 0),
         FlushStrategy::PerPage => (pages, 0, 0),
         FlushStrategy::All => (0, 0, 1),
@@ -347,7 +347,7 @@ fn vunmap_range_of_part_of_a_run_or_a_block_warns_and_unmaps_all_of_it_as_linux_
     assert_eq!((warned, written), (2, 1 + 16));
     assert_eq!((c.dsb_ishst, c.dsb_ish, c.isb), (1, 1, 1), "{c:?}");
     let pages = (BLOCK_2M + CONT_PTE_SIZE) / PAGE_SIZE;
-    let tlbi = match tlb::strategy(pages) {
+    let tlbi = match mm::flush_strategy(pages) {
         // Two range operations: 512 pages and 16 (`__flush_tlb_range_op`).
         FlushStrategy::RangeTlbi => (0, 2, 0),
         _ => one_flush(pages),
@@ -440,7 +440,7 @@ fn set_memory_ro_on_part_of_a_block_splits_it_in_place_with_bbml2_and_is_refused
         // Linux's split_pmd), the section's pair, and one flush of the
         // whole block and the alias's page.
         assert_eq!((c.dsb_ishst, c.dsb_ish, c.isb), (3, 1, 2), "{c:?}");
-        let want = match tlb::strategy(BLOCK_2M / PAGE_SIZE + 1) {
+        let want = match mm::flush_strategy(BLOCK_2M / PAGE_SIZE + 1) {
             FlushStrategy::RangeTlbi => (1, 1, 0),
             FlushStrategy::PerPage => (BLOCK_2M / PAGE_SIZE + 1, 0, 0),
             FlushStrategy::All => (0, 0, 1),
@@ -608,7 +608,7 @@ fn a_gibibyte_of_vmalloc_huge_is_512_blocks_where_the_machine_has_the_memory() {
         }
         let freed = cost(|| vfree(va).unwrap());
         // One range TLBI (FEAT_TLBIRANGE), or one full flush without it.
-        let one = match tlb::strategy(BLOCK_1G / PAGE_SIZE) {
+        let one = match mm::flush_strategy(BLOCK_1G / PAGE_SIZE) {
             FlushStrategy::RangeTlbi => (0, 1, 0),
             _ => (0, 0, 1),
         };

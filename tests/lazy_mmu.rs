@@ -14,6 +14,7 @@ use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use lazymmu::barrier::{self, BarrierCounts, cost};
 use lazymmu::cpu::wait_until;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
+use lazymmu::mm;
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::DEFERRED_QUEUE_LEN;
 use lazymmu::mm::lazy_mmu::LazySnapshot;
@@ -23,7 +24,7 @@ use lazymmu::mm::pgtable::{self, EntryRef, Walking};
 use lazymmu::mm::{Access, HwTranslation, hw_translate};
 use lazymmu::mm::{Attributes, Descriptor, Level};
 use lazymmu::mm::{PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::{frame_alloc, probe, tlb};
+use lazymmu::mm::{frame_alloc, probe};
 use lazymmu::{Scratch, cpu, sched, timer};
 use spin::Mutex;
 
@@ -515,7 +516,7 @@ fn deferred_writes_are_applied_in_order_at_leave() {
     assert_eq!(hw_translate(scratch.va(2), Access::Read), mapped(other));
     // Unmapped (and flushed) before it goes back: nothing may map a free frame.
     scratch.clear(2);
-    tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(3));
+    mm::flush_tlb_kernel_range(scratch.va(0), scratch.va(3));
     frame_alloc::free_frame(other).unwrap();
 }
 
@@ -544,7 +545,7 @@ fn deferred_writes_tlb_maintenance_in_a_section_applies_the_queue_first() {
     let _section = enable();
     scratch.clear(0);
     assert_eq!(lazy_state().queued, 1, "the clear is queued");
-    tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
+    mm::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
     assert_eq!(lazy_state().queued, 0, "the flush made the queued store first");
     let fault = probe::read(va).unwrap_err();
     assert_eq!(fault.class, ExceptionClass::DataAbortCurrentEl);

@@ -22,7 +22,7 @@ use lazymmu::mm::{
 };
 use lazymmu::mm::{Attributes, Descriptor, Level, MemoryType};
 use lazymmu::mm::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::{frame_alloc, phys_to_virt, probe, ptdump, tlb};
+use lazymmu::mm::{frame_alloc, phys_to_virt, probe, ptdump};
 use lazymmu::{cpu, dtb, println};
 
 lazymmu::test_image!();
@@ -195,7 +195,7 @@ fn a_cleared_entry_is_still_used_until_the_tlb_is_flushed() {
     // ... but the TLB still holds the old translation, and it is used.
     assert_eq!(probe::read(va), Ok(0x5eed), "QEMU keeps using a stale TLB entry: this is why we flush");
 
-    tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
+    mm::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
     let fault = probe::read(va).expect_err("after the flush the page is gone");
     assert_fault(fault, ExceptionClass::DataAbortCurrentEl, FaultStatus::Translation { level: 3 });
 
@@ -241,7 +241,7 @@ fn unmap_range_leaves_nothing_in_the_tlb_and_flushes_once() {
 fn flush_cost(pages: u64) -> BarrierCounts {
     let va = VMALLOC_START.add(0x2000_0000);
     let before = barrier::counts();
-    tlb::flush_tlb_kernel_range(va, va.add(pages * PAGE_SIZE));
+    mm::flush_tlb_kernel_range(va, va.add(pages * PAGE_SIZE));
     barrier::counts() - before
 }
 
@@ -262,7 +262,7 @@ fn tlb_flushes_take_the_path_the_cpu_supports() {
         assert_eq!(kinds(flush_cost(512)), tlbi(0, 1, 0), "512 = 8 << 6: one op at scale 1");
         assert_eq!(kinds(flush_cost(65536)), tlbi(0, 1, 0), "65536 = 2 << 15: one op at scale 3");
         assert_eq!(kinds(flush_cost(2 + 64 + 2048)), tlbi(0, 3, 0), "one op each at scales 0, 1, 2");
-        assert_eq!(kinds(flush_cost(tlb::MAX_TLBI_RANGE_PAGES + 2)), tlbi(0, 0, 1));
+        assert_eq!(kinds(flush_cost(mm::MAX_TLBI_RANGE_PAGES + 2)), tlbi(0, 0, 1));
     } else {
         assert_eq!(kinds(flush_cost(1)), tlbi(1, 0, 0));
         assert_eq!(kinds(flush_cost(511)), tlbi(511, 0, 0));

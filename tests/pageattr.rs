@@ -16,13 +16,11 @@ use lazymmu::barrier::{cost, set_issue_hook};
 use lazymmu::boot_args::qemu_param;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm;
-use lazymmu::mm::cacheflush as cache;
-use lazymmu::mm::cacheflush::{flush_icache_range, write_instructions};
+use lazymmu::mm::FlushStrategy;
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::use_backend;
 use lazymmu::mm::pgtable::{self, MapError, Operand};
 use lazymmu::mm::ptdump::region_stats;
-use lazymmu::mm::tlb::{self, FlushStrategy};
 use lazymmu::mm::vfree;
 use lazymmu::mm::*;
 use lazymmu::mm::{Access, HwTranslation, hw_translate};
@@ -30,6 +28,7 @@ use lazymmu::mm::{BLOCK_2M, PAGE_SIZE, VirtAddr};
 use lazymmu::mm::{Entry, Level};
 use lazymmu::mm::{KIMAGE_VADDR, REGIONS};
 use lazymmu::mm::{audit, frame_alloc, phys_to_virt, probe};
+use lazymmu::mm::{flush_icache_range, write_instructions};
 use lazymmu::sched;
 use lazymmu::sched::Task;
 
@@ -97,9 +96,9 @@ fn set_memory_ro_makes_writes_fault_and_rw_undoes_it_in_one_section_and_one_flus
     ranges.extend(alias_runs(va, n));
     // The flush of the area and its alias, alone: what the change must add
     // to its section's pair.
-    let flush = cost(|| tlb::flush_tlb_kernel_ranges(&ranges));
+    let flush = cost(|| mm::flush_tlb_kernel_ranges(&ranges));
     let c = cost(|| set_memory_ro(va, n).unwrap());
-    let tlbi = match tlb::strategy(2 * n) {
+    let tlbi = match mm::flush_strategy(2 * n) {
         FlushStrategy::RangeTlbi => (0, flush.tlbi_range),
         FlushStrategy::PerPage => (2 * n, 0),
         FlushStrategy::All => (0, 0),
@@ -265,7 +264,7 @@ fn issued_by(f: impl FnOnce()) -> Vec<&'static str> {
 #[test_case]
 fn flush_icache_range_issues_exactly_what_ctr_el0_asks_for() {
     // The CPU's own CTR_EL0, decoded here by hand (bits from the Arm ARM).
-    let ctr = cache::cache_type().0;
+    let ctr = mm::cache_type().0;
     let (idc, dic) = ((ctr >> 28) & 1 == 1, (ctr >> 29) & 1 == 1);
     let (d_line, i_line) = (4u64 << ((ctr >> 16) & 0xf), 4u64 << (ctr & 0xf));
     // The A72 needs both steps, and QEMU's `max` (7.2) reports the same
@@ -291,9 +290,9 @@ fn flush_icache_range_issues_exactly_what_ctr_el0_asks_for() {
         want.push("dsb ish");
     }
     want.push("isb");
-    let before = cache::counts();
+    let before = mm::cache_counts();
     let seen = issued_by(|| flush_icache_range(va.add(8), va.add(PAGE_SIZE - 8)));
-    let after = cache::counts();
+    let after = mm::cache_counts();
     assert_eq!(seen, want, "CTR_EL0 {ctr:#x}");
     assert_eq!(
         (after.dc_cvau - before.dc_cvau, after.ic_ivau - before.ic_ivau),

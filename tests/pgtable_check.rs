@@ -14,7 +14,6 @@ use core::convert::Infallible;
 use lazymmu::barrier;
 use lazymmu::mm;
 use lazymmu::mm::KernelStack;
-use lazymmu::mm::cacheflush::{cache_type, flush_icache_range, write_instructions};
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{enable, use_backend};
 use lazymmu::mm::pgtable::{self, EntryRef, LeafSizes, Ptes};
@@ -24,7 +23,8 @@ use lazymmu::mm::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::{
     apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_by_table, apply_to_page_range_nolazy,
 };
-use lazymmu::mm::{audit, frame_alloc, phys_to_virt, probe, tlb};
+use lazymmu::mm::{audit, frame_alloc, phys_to_virt, probe};
+use lazymmu::mm::{cache_type, flush_icache_range, write_instructions};
 use lazymmu::mm::{
     free_vm_area, get_vm_area, vfree, vmalloc, vmap_contiguous, vmap_pages, vunmap, vunmap_range, vzalloc,
 };
@@ -127,7 +127,7 @@ fn break_before_make_a_live_page_replaced_by_another_frame_is_reported() {
     let (_, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || write(&scratch.entry(0), page(other)));
     exactly_one(&found, Rule::BreakBeforeMake, Some((scratch.va(0), Level::L3)));
     scratch.clear(0);
-    tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
+    mm::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
     frame_alloc::free_frame(other).unwrap();
 }
 
@@ -149,7 +149,7 @@ fn break_before_make_a_not_global_page_made_global_is_reported() {
         "a live not-global (nG) mapping was made global without break-before-make: a TLB may hold both entries, and both match (a TLB conflict)"
     );
     scratch.clear(0);
-    tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
+    mm::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
 }
 
 #[test_case]
@@ -177,7 +177,7 @@ fn invalidate_a_permission_upgrade_left_unflushed_is_reported() {
     };
     assert_eq!((read_only(entry.old), read_only(entry.new)), (true, false), "{v}");
     // The flush the bug skipped; with it, the same upgrade is clean.
-    tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
+    mm::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
     set_memory_ro(va, 1).unwrap();
     let (result, found) = pgtable_check::expecting(Rule::Invalidate, || set_memory_rw(va, 1));
     result.unwrap();
@@ -343,13 +343,13 @@ fn break_before_make_a_block_split_in_place_needs_bbml2_noabort_and_the_same_mem
         let (_, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || write(&block, Descriptor::table(shuffled)));
         exactly_one(&found, Rule::BreakBeforeMake, Some((va, Level::L2)));
         // The first table is off the tables now: its walks go, then it does.
-        tlb::flush_tlb_kernel_pgtables(va, va.add(BLOCK_2M));
+        mm::flush_tlb_kernel_pgtables(va, va.add(BLOCK_2M));
         frame_alloc::free_frame(same).unwrap();
     } else {
         exactly_one(&found, Rule::BreakBeforeMake, Some((va, Level::L2)));
         assert!(found.first[0].what.as_str().contains("without BBML2_NOABORT"), "{}", found.first[0]);
     }
-    tlb::flush_tlb_kernel_range(va, va.add(BLOCK_2M));
+    mm::flush_tlb_kernel_range(va, va.add(BLOCK_2M));
     drop(walk);
     vunmap(va).unwrap();
     mm::vm_unmap_aliases();
@@ -400,7 +400,7 @@ fn invalidate_a_frame_freed_before_its_flush_is_reported() {
     let (_, found) = pgtable_check::expecting(Rule::Invalidate, || frame_alloc::free_frame(frame).unwrap());
     exactly_one(&found, Rule::Invalidate, Some((scratch.va(0), Level::L3)));
     assert_eq!(found.first[0].frame, Some(frame));
-    tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
+    mm::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
 }
 
 #[test_case]
@@ -494,7 +494,7 @@ fn freed_while_mapped_a_frame_freed_under_its_live_page_is_reported() {
         found.first[0]
     );
     scratch.clear(0);
-    tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
+    mm::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
 }
 
 #[test_case]
@@ -655,7 +655,7 @@ fn a_clean_run_of_every_mapper_under_every_backend_reports_nothing() {
             Ok::<(), Infallible>(())
         })
         .unwrap();
-        tlb::flush_tlb_kernel_range(area, area.add(4 * PAGE_SIZE));
+        mm::flush_tlb_kernel_range(area, area.add(4 * PAGE_SIZE));
         vunmap_range(area, area.add(4 * PAGE_SIZE)).unwrap();
         free_vm_area(area).unwrap();
         // The linear map: split in place with BBML2_NOABORT, pages without.

@@ -27,7 +27,7 @@ use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::LazySnapshot;
 use lazymmu::mm::{KSTACK_SLOT_SIZE, KSTACK_START};
 use lazymmu::mm::{PAGE_SIZE, VirtAddr};
-use lazymmu::mm::{pgtable, probe, tlb};
+use lazymmu::mm::{pgtable, probe};
 use lazymmu::mm::{vfree, vmalloc};
 use lazymmu::{dtb, smp};
 use spin::Mutex;
@@ -219,7 +219,7 @@ fn an_unmap_reaches_another_cpus_tlb_only_through_the_broadcast_flush() {
     }
     assert!(!reader.is_done(), "CPU 1 stopped reading before the flush: QEMU did not keep its stale translation");
     // The broadcast flush (tlbi ...is) reaches CPU 1's TLB: its next read faults.
-    tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
+    mm::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
     FLUSHED.store(true, SeqCst);
     reader.wait().unwrap();
     assert!(!WRONG_VALUE.load(SeqCst), "every read returned the page's value");

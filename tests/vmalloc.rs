@@ -21,11 +21,11 @@ use lazymmu::barrier::{BarrierCounts, cost};
 use lazymmu::dtb;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::mm;
+use lazymmu::mm::FlushStrategy;
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::lazy_mmu::{BackendSelection, is_lazy_mmu_mode_active, use_backend};
 use lazymmu::mm::pgtable::{self, EntryRef, MapError, Operand, Ptes};
 use lazymmu::mm::ptdump::{RegionStats, region_stats};
-use lazymmu::mm::tlb::{self, FlushStrategy};
 use lazymmu::mm::*;
 use lazymmu::mm::{Access, HwTranslation, hw_translate};
 use lazymmu::mm::{Attributes, Descriptor, Entry, Level};
@@ -337,7 +337,7 @@ fn vfree_of_n_pages_is_one_tlb_flush_and_no_per_page_barriers() {
         let c = cost(|| vfree(va).unwrap());
         assert_eq!(used - frame_alloc::stats().used, n as usize, "N = {n}: the pages went, the tables stay");
         // With range TLBI an odd page count leaves one page for a plain TLBI.
-        let expected_tlbi = match tlb::strategy(n) {
+        let expected_tlbi = match mm::flush_strategy(n) {
             FlushStrategy::RangeTlbi => (n % 2, (n > 1) as u64, 0),
             FlushStrategy::PerPage => (n, 0, 0),
             FlushStrategy::All => (0, 0, 1),
@@ -816,7 +816,7 @@ fn vmap_range_takes_away_an_empty_table_where_a_block_goes() {
     let c = cost(|| unsafe { vmap_range(va, va.add(BLOCK_2M), run, Attributes::KERNEL_RW) }.unwrap());
     assert_eq!(pgtable::lookup(va).level, Level::L2, "a 2 MiB block now");
     assert_eq!(region_stats()[vmalloc_region].tables[3], l3_tables - 1, "the empty level-3 table was freed");
-    match tlb::strategy(512) {
+    match mm::flush_strategy(512) {
         FlushStrategy::RangeTlbi => assert_eq!((c.tlbi_range, c.tlbi_walks), (1, 1), "one flush of its walks: {c:?}"),
         _ => assert_eq!(c.tlbi_all, 1, "512 pages: a full flush, walks included: {c:?}"),
     }
@@ -1068,9 +1068,9 @@ fn vfree_next_to_a_live_neighbour_unmaps_its_range_with_one_flush() {
     check_mapped(b, 2);
     let c = cost(|| vfree(a).unwrap());
     assert_eq!((c.dsb_ish, c.tlbi_walks), (1, 0), "one flush, of the leaves only: {c:?}");
-    // As `tlb::strategy` says for 2 pages (one range TLBI, two page TLBIs,
+    // As `mm::strategy` says for 2 pages (one range TLBI, two page TLBIs,
     // or everything if the per-page limit is below 2).
-    let expected = match tlb::strategy(2) {
+    let expected = match mm::flush_strategy(2) {
         FlushStrategy::RangeTlbi => (0, 1, 0),
         FlushStrategy::PerPage => (2, 0, 0),
         FlushStrategy::All => (0, 0, 1),
@@ -1262,7 +1262,7 @@ fn modify_ptes_changes_the_valid_entries_only_at_the_cost_of_one_store_at_a_time
             })
             .unwrap();
         });
-        tlb::flush_tlb_kernel_range(runs.start(), runs.start().add(runs.size()));
+        mm::flush_tlb_kernel_range(runs.start(), runs.start().add(runs.size()));
         assert_eq!(changed as u64, RUN_PAGES - 1, "{backend}: every page but the hole");
         assert_eq!(batched, one_at_a_time, "{backend}: the same writes and pairs as one store at a time");
         assert_eq!(batched.0, RUN_PAGES - 1, "{backend}");
@@ -1378,9 +1378,9 @@ fn lazy_purge() -> LazyPurge {
 }
 
 /// What one flush of [start, end) costs on this CPU (range TLBIs, page
-/// TLBIs or everything, as `tlb::strategy` says for its size).
+/// TLBIs or everything, as `mm::strategy` says for its size).
 fn one_flush(start: VirtAddr, end: VirtAddr) -> BarrierCounts {
-    cost(|| tlb::flush_tlb_kernel_range(start, end))
+    cost(|| mm::flush_tlb_kernel_range(start, end))
 }
 
 #[test_case]

@@ -17,13 +17,13 @@ use lazymmu::cpu;
 use lazymmu::mm;
 use lazymmu::mm::VmallocError;
 use lazymmu::mm::debug_pagealloc::{self, MapBack};
+use lazymmu::mm::frame_alloc;
 use lazymmu::mm::lazy_mmu::{self, Backend};
 use lazymmu::mm::pgtable::{self, EntryRef, Walking};
 use lazymmu::mm::pgtable_check::{self, Rule};
 use lazymmu::mm::{Attributes, Descriptor, Entry, Level};
 use lazymmu::mm::{PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::{VMALLOC_END, VMALLOC_START};
-use lazymmu::mm::{frame_alloc, tlb};
 use lazymmu::{println, sched, timer, trace};
 
 /// Where the demo maps its pages: four level-3 slots of an area of the
@@ -171,7 +171,7 @@ fn steps(pages: &Pages) {
         pages.write(i, Descriptor::INVALID);
     }
     drop(section);
-    tlb::flush_tlb_kernel_range(pages.va, pages.va.add(SLOTS * PAGE_SIZE));
+    mm::flush_tlb_kernel_range(pages.va, pages.va.add(SLOTS * PAGE_SIZE));
 }
 
 /// Runs the demo under each backend named (all of them if `only` is None).

@@ -5,7 +5,7 @@ pub(crate) mod addr;
 pub(crate) mod apply;
 mod area_alloc;
 pub mod audit;
-pub mod cacheflush;
+pub(crate) mod cacheflush;
 pub mod debug_pagealloc;
 pub(crate) mod engine;
 pub(crate) mod fault;
@@ -22,7 +22,7 @@ pub mod ptdump;
 pub(crate) mod slab;
 mod span;
 pub(crate) mod stack;
-pub mod tlb;
+pub(crate) mod tlb;
 mod tlb_policy;
 pub(crate) mod translate;
 pub(crate) mod vmalloc;
@@ -38,14 +38,15 @@ pub(crate) mod descriptor {
 // The memory manager's API, flat as Linux's (`<linux/vmalloc.h>`,
 // `<asm/memory.h>`, `<asm/set_memory.h>`, ...): the files above are how it
 // is built, not where a caller looks. What stays a module below is a
-// namespace of its own (`frame_alloc`, `lazy_mmu`, `pgtable`, `tlb`, the
-// debug features), whose names would clash here.
+// namespace of its own (`frame_alloc`, `lazy_mmu`, `pgtable`, the debug
+// features), whose names would clash here.
 pub use addr::{BLOCK_1G, BLOCK_2M, CONT_PTE_SIZE, PAGE_SIZE, PhysAddr, VirtAddr};
 pub use apply::{
     Applied, ApplyError, ApplyMode, apply_mode, apply_to_existing_page_range, apply_to_existing_page_range_by_table,
     apply_to_existing_page_range_nolazy, apply_to_page_range, apply_to_page_range_by_table, apply_to_page_range_nolazy,
     set_apply_mode,
 };
+pub use cacheflush::{CacheCounts, cache_type, counts as cache_counts, flush_icache_range, write_instructions};
 pub use descriptor::{Attributes, Descriptor, Entry, Level, MemoryType};
 /// The heap's bytes in use and free (the boot binary's `meminfo`).
 pub use heap::usage as heap_usage;
@@ -55,6 +56,10 @@ pub use layout::{
 };
 pub use pageattr::{set_linear_map_ro, set_linear_map_rw, set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x};
 pub use stack::KernelStack;
+pub use tlb::{
+    FlushStrategy, MAX_DVM_OPS, MAX_TLBI_RANGE_PAGES, flush_tlb_kernel_pgtables, flush_tlb_kernel_range,
+    flush_tlb_kernel_range_with, flush_tlb_kernel_ranges, strategy as flush_strategy,
+};
 pub use translate::{
     Access, HwTranslation, SwTranslation, Translation, hw_translate, mair_attr, sw_translate, translate,
 };

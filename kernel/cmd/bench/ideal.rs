@@ -22,9 +22,9 @@ use super::{Meter, Sample};
 use lazymmu::barrier;
 use lazymmu::mm;
 use lazymmu::mm::pgtable::{self, MapError, Walking};
+use lazymmu::mm::phys_to_virt;
 use lazymmu::mm::{Attributes, Descriptor, Level};
 use lazymmu::mm::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::{phys_to_virt, tlb};
 
 /// The level-3 table for one 2 MiB chunk, reached through the linear map.
 fn slots(table: PhysAddr) -> *mut u64 {
@@ -95,7 +95,7 @@ fn timed(walk: &Walking, va: VirtAddr, frames: PhysAddr, pages: u64) -> Result<[
     }
     barrier::dsb_ishst();
     barrier::isb();
-    tlb::flush_tlb_kernel_range(va, va.add(size));
+    mm::flush_tlb_kernel_range(va, va.add(size));
     let mut modify = modify.stop();
     modify.counts.entries = pages;
 
@@ -113,7 +113,7 @@ fn timed(walk: &Walking, va: VirtAddr, frames: PhysAddr, pages: u64) -> Result<[
         page += n;
     }
     // Leaves and walks both, before the tables are freed.
-    tlb::flush_tlb_kernel_pgtables(va, va.add(size));
+    mm::flush_tlb_kernel_pgtables(va, va.add(size));
     pgtable::free_unlinked_tables(tables);
     let mut unmap = unmap.stop();
     unmap.counts.entries = pages + chunks as u64;

@@ -7,8 +7,8 @@ use super::peer::{self, PeerError};
 use super::{Counts, Meter, Sample};
 use lazymmu::barrier;
 use lazymmu::mm;
+use lazymmu::mm::FlushStrategy;
 use lazymmu::mm::pgtable::{self, MapError, Ptes};
-use lazymmu::mm::tlb::{self, FlushStrategy};
 use lazymmu::mm::{ApplyError, apply_to_existing_page_range_by_table, apply_to_page_range_by_table};
 use lazymmu::mm::{Attributes, Descriptor, Level};
 use lazymmu::mm::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
@@ -174,7 +174,7 @@ fn make_read_only(va: VirtAddr, pages: u64) -> Result<(), WorkloadError> {
         unsafe { pgtable::modify_ptes(ptes, Descriptor::read_only) };
         Ok::<(), Infallible>(())
     })?;
-    tlb::flush_tlb_kernel_range(va, va.add(pages * PAGE_SIZE));
+    mm::flush_tlb_kernel_range(va, va.add(pages * PAGE_SIZE));
     Ok(())
 }
 
@@ -285,7 +285,7 @@ pub fn settle_softmmu_tlb() {
         while lazymmu::cpu::counter() < end {
             core::hint::spin_loop();
         }
-        tlb::flush_tlb_kernel_range_with(FlushStrategy::All, anywhere, anywhere.add(PAGE_SIZE));
+        mm::flush_tlb_kernel_range_with(FlushStrategy::All, anywhere, anywhere.add(PAGE_SIZE));
     }
 }
 
@@ -298,7 +298,7 @@ pub fn grow_softmmu_tlb() -> Result<(), WorkloadError> {
     let va = vmalloc(GROWN_PAGES * PAGE_SIZE)?;
     for _ in 0..12 {
         touch(va, GROWN_PAGES);
-        tlb::flush_tlb_kernel_range_with(FlushStrategy::All, va, va.add(GROWN_PAGES * PAGE_SIZE));
+        mm::flush_tlb_kernel_range_with(FlushStrategy::All, va, va.add(GROWN_PAGES * PAGE_SIZE));
     }
     vfree(va)?;
     cold_tables();
@@ -310,7 +310,7 @@ pub fn tlb_unmap(pages: u64, how: FlushStrategy) -> Result<Sample, WorkloadError
     let va = vmalloc(pages * PAGE_SIZE)?;
     touch(va, pages);
     let meter = Meter::start();
-    tlb::flush_tlb_kernel_range_with(how, va, va.add(pages * PAGE_SIZE));
+    mm::flush_tlb_kernel_range_with(how, va, va.add(pages * PAGE_SIZE));
     let sample = meter.stop();
     vfree(va)?;
     cold_tables();

@@ -56,14 +56,14 @@ use lazymmu::mm;
 use lazymmu::mm::ApplyError;
 use lazymmu::mm::HugeShape;
 use lazymmu::mm::VmallocError;
-use lazymmu::mm::cacheflush::{flush_icache_range, write_instructions};
 use lazymmu::mm::lazy_mmu::Backend;
 use lazymmu::mm::pgtable::{self, EntryRef, MapError, Operand};
 use lazymmu::mm::{Access, HwTranslation, SwTranslation, hw_translate, sw_translate};
 use lazymmu::mm::{Attributes, Descriptor, Entry, Level};
 use lazymmu::mm::{BLOCK_2M, CONT_PTE_SIZE, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::{VMALLOC_END, VMALLOC_START};
-use lazymmu::mm::{audit, frame_alloc, lazy_mmu, pgtable_check, phys_to_virt, probe, tlb};
+use lazymmu::mm::{audit, frame_alloc, lazy_mmu, pgtable_check, phys_to_virt, probe};
+use lazymmu::mm::{flush_icache_range, write_instructions};
 use lazymmu::sched::Affinity;
 use lazymmu::{Bug, plant};
 use lazymmu::{sched, smp, timer};
@@ -718,7 +718,7 @@ impl Fuzzer {
             (false, false) => mm::apply_to_existing_page_range_nolazy(start, size, callback),
         };
         // Permissions of live pages changed: the caller flushes.
-        tlb::flush_tlb_kernel_range(start, start.add(size));
+        mm::flush_tlb_kernel_range(start, start.add(size));
         let name = ["existing", "existing_nolazy", "page_range", "page_range_nolazy"]
             [(create as usize) * 2 + (!lazy) as usize];
         let fails = fail_at.filter(|&k| k < expected.len() as u64);
@@ -895,7 +895,7 @@ impl Fuzzer {
                 // SAFETY: the fuzzer's own irq page.
                 unsafe { pgtable::write_entry(&walk.walk(self.irq_page), Descriptor::INVALID) };
             }
-            tlb::flush_tlb_kernel_range(self.irq_page, self.irq_page.add(PAGE_SIZE));
+            mm::flush_tlb_kernel_range(self.irq_page, self.irq_page.add(PAGE_SIZE));
             self.model.unmap(self.irq_page);
             return Ok(());
         }
