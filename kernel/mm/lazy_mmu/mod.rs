@@ -48,7 +48,7 @@ pub(crate) struct LazyMmuState {
     pub(crate) counts: Cell<Counts>,
     /// Entries this task wrote in active sections that the backend's
     /// statistics do not hold yet: the store path counts here, in the
-    /// task, with no atomic, and [`stats`] adds them up at every
+    /// task, with no atomic, and [`stats`](mod@stats) adds them up at every
     /// transition and whenever it is read.
     pub(crate) unaccounted_writes: Cell<u64>,
     /// What the arch backend keeps: the pending flag, the queue, how the
