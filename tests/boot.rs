@@ -10,8 +10,7 @@
 use lazymmu::boot_args::{parse_size, qemu_param};
 use lazymmu::exception::{Caught, ExceptionClass, FaultStatus, catch};
 use lazymmu::expect_panic;
-use lazymmu::mm::{PAGE_SIZE, VirtAddr};
-use lazymmu::mm::{frame_alloc, probe};
+use lazymmu::mm::{PAGE_SIZE, VirtAddr, frame_alloc, probe};
 use lazymmu::{cpu, dtb, init};
 
 lazymmu::test_image!();

@@ -21,19 +21,17 @@ use alloc::vec::Vec;
 use kasan_shadow::{Populate, Populated, populate_shadow};
 use lazymmu::barrier::{BarrierCounts, cost};
 use lazymmu::exception::{ExceptionClass, FaultStatus};
-use lazymmu::mm;
-use lazymmu::mm::FlushStrategy;
-use lazymmu::mm::debug_pagealloc::{self, MapBack};
-use lazymmu::mm::image_phys;
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::{self, is_lazy_mmu_mode_active, use_backend};
-use lazymmu::mm::pgtable::LeafSizes;
-use lazymmu::mm::pgtable_check::{self, Rule};
-use lazymmu::mm::ptdump::region_stats;
-use lazymmu::mm::{Access, HwTranslation, hw_translate};
-use lazymmu::mm::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::{frame_alloc, phys_to_virt, probe};
-use lazymmu::mm::{vfree, vmalloc};
+use lazymmu::mm::{
+    self, Access, BLOCK_1G, BLOCK_2M, FlushStrategy, HwTranslation, PAGE_SIZE, PhysAddr, VirtAddr,
+    debug_pagealloc::{self, MapBack},
+    frame_alloc, hw_translate, image_phys,
+    lazy_mmu::{self, Backend, is_lazy_mmu_mode_active, use_backend},
+    pgtable::LeafSizes,
+    pgtable_check::{self, Rule},
+    phys_to_virt, probe,
+    ptdump::region_stats,
+    vfree, vmalloc,
+};
 use lazymmu::{cpu, dtb, init};
 
 lazymmu::test_image!("debug_pagealloc=on");

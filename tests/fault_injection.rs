@@ -15,19 +15,13 @@ use core::cell::RefCell;
 use core::convert::Infallible;
 use core::fmt::Debug;
 
-use lazymmu::mm;
-use lazymmu::mm::KernelStack;
-use lazymmu::mm::VMALLOC_END;
-use lazymmu::mm::VmallocError;
-use lazymmu::mm::audit;
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::use_backend;
-use lazymmu::mm::pgtable::{self, EntryRef, MapError};
-use lazymmu::mm::{ApplyError, apply_to_page_range};
-use lazymmu::mm::{Attributes, Descriptor, Level};
-use lazymmu::mm::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::{frame_alloc, phys_to_virt};
-use lazymmu::mm::{set_linear_map_ro, set_linear_map_rw};
+use lazymmu::mm::{
+    self, ApplyError, Attributes, BLOCK_1G, BLOCK_2M, Descriptor, KernelStack, Level, PAGE_SIZE, PhysAddr, VMALLOC_END,
+    VirtAddr, VmallocError, apply_to_page_range, audit, frame_alloc,
+    lazy_mmu::{Backend, use_backend},
+    pgtable::{self, EntryRef, MapError},
+    phys_to_virt, set_linear_map_ro, set_linear_map_rw,
+};
 use lazymmu::println;
 
 lazymmu::test_image!();

@@ -19,20 +19,17 @@ use alloc::vec::Vec;
 use lazymmu::barrier::{BarrierCounts, cost};
 use lazymmu::cpu;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
-use lazymmu::mm;
-use lazymmu::mm::FlushStrategy;
-use lazymmu::mm::REGIONS;
-use lazymmu::mm::lazy_mmu::{Backend, BackendSelection, use_backend};
-use lazymmu::mm::pgtable::{self, MapError};
-use lazymmu::mm::pgtable_check::{self, Rule, Violations};
-use lazymmu::mm::ptdump::{self, RegionStats, region_stats};
-use lazymmu::mm::{Access, HwTranslation, hw_translate};
-use lazymmu::mm::{ApplyMode, apply_mode, set_apply_mode};
-use lazymmu::mm::{Attributes, Entry, Level};
-use lazymmu::mm::{BLOCK_1G, BLOCK_2M, CONT_PTE_SIZE, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::{HugeShape, VmFlags, vmalloc_flags, vmalloc_huge};
-use lazymmu::mm::{VmallocError, vfree, vmalloc};
-use lazymmu::mm::{frame_alloc, probe};
+use lazymmu::mm::{
+    self, Access, ApplyMode, Attributes, BLOCK_1G, BLOCK_2M, CONT_PTE_SIZE, Entry, FlushStrategy, HugeShape,
+    HwTranslation, Level, PAGE_SIZE, PhysAddr, REGIONS, VirtAddr, VmFlags, VmallocError, apply_mode, frame_alloc,
+    hw_translate,
+    lazy_mmu::{Backend, BackendSelection, use_backend},
+    pgtable::{self, MapError},
+    pgtable_check::{self, Rule, Violations},
+    probe,
+    ptdump::{self, RegionStats, region_stats},
+    set_apply_mode, vfree, vmalloc, vmalloc_flags, vmalloc_huge,
+};
 use lazymmu::{Bug, with_planted};
 
 lazymmu::test_image!();

@@ -14,17 +14,13 @@ use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use lazymmu::barrier::{self, BarrierCounts, cost};
 use lazymmu::cpu::wait_until;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
-use lazymmu::mm;
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::DEFERRED_QUEUE_LEN;
-use lazymmu::mm::lazy_mmu::LazySnapshot;
-use lazymmu::mm::lazy_mmu::*;
-use lazymmu::mm::lazy_mmu::{self, LazyMmuStats};
-use lazymmu::mm::pgtable::{self, EntryRef, Walking};
-use lazymmu::mm::{Access, HwTranslation, hw_translate};
-use lazymmu::mm::{Attributes, Descriptor, Level};
-use lazymmu::mm::{PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::{frame_alloc, probe};
+use lazymmu::mm::{
+    self, Access, Attributes, Descriptor, HwTranslation, Level, PAGE_SIZE, PhysAddr, VirtAddr, frame_alloc,
+    hw_translate,
+    lazy_mmu::{self, Backend, DEFERRED_QUEUE_LEN, LazyMmuStats, LazySnapshot, *},
+    pgtable::{self, EntryRef, Walking},
+    probe,
+};
 use lazymmu::{Scratch, cpu, sched, timer};
 use spin::Mutex;
 

@@ -14,15 +14,12 @@ use lazymmu::barrier::{self, BarrierCounts};
 use lazymmu::boot_args::qemu_param;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::init;
-use lazymmu::mm;
-use lazymmu::mm::VMALLOC_START;
-use lazymmu::mm::pgtable::{self, LeafSizes, Visitor};
 use lazymmu::mm::{
-    Access, HwTranslation, SwTranslation, Translation, hw_translate, mair_attr, sw_translate, translate,
+    self, Access, Attributes, BLOCK_1G, BLOCK_2M, Descriptor, HwTranslation, Level, MemoryType, PAGE_SIZE, PhysAddr,
+    SwTranslation, Translation, VMALLOC_START, VirtAddr, frame_alloc, hw_translate, mair_attr,
+    pgtable::{self, LeafSizes, Visitor},
+    phys_to_virt, probe, ptdump, sw_translate, translate,
 };
-use lazymmu::mm::{Attributes, Descriptor, Level, MemoryType};
-use lazymmu::mm::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::{frame_alloc, phys_to_virt, probe, ptdump};
 use lazymmu::{cpu, dtb, println};
 
 lazymmu::test_image!();

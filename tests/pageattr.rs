@@ -15,20 +15,16 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use lazymmu::barrier::{cost, set_issue_hook};
 use lazymmu::boot_args::qemu_param;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
-use lazymmu::mm;
-use lazymmu::mm::FlushStrategy;
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::use_backend;
-use lazymmu::mm::pgtable::{self, MapError, Operand};
-use lazymmu::mm::ptdump::region_stats;
-use lazymmu::mm::vfree;
-use lazymmu::mm::*;
-use lazymmu::mm::{Access, HwTranslation, hw_translate};
-use lazymmu::mm::{BLOCK_2M, PAGE_SIZE, VirtAddr};
-use lazymmu::mm::{Entry, Level};
-use lazymmu::mm::{KIMAGE_VADDR, REGIONS};
-use lazymmu::mm::{audit, frame_alloc, phys_to_virt, probe};
-use lazymmu::mm::{flush_icache_range, write_instructions};
+use lazymmu::mm::{
+    self, Access, BLOCK_2M, Entry, FlushStrategy, HwTranslation, KIMAGE_VADDR, Level, PAGE_SIZE, REGIONS, VirtAddr,
+    audit, flush_icache_range, frame_alloc, hw_translate,
+    lazy_mmu::{Backend, use_backend},
+    pgtable::{self, MapError, Operand},
+    phys_to_virt, probe,
+    ptdump::region_stats,
+    set_linear_map_ro, set_linear_map_rw, set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x, vfree, vmalloc,
+    write_instructions,
+};
 use lazymmu::sched;
 use lazymmu::sched::Task;
 

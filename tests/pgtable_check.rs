@@ -12,23 +12,16 @@
 use core::convert::Infallible;
 
 use lazymmu::barrier;
-use lazymmu::mm;
-use lazymmu::mm::KernelStack;
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::{enable, use_backend};
-use lazymmu::mm::pgtable::{self, EntryRef, LeafSizes, Ptes};
-use lazymmu::mm::pgtable_check::{self, Rule, Violations};
-use lazymmu::mm::{Attributes, Descriptor, Entry, Level, MemoryType};
-use lazymmu::mm::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
 use lazymmu::mm::{
-    apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_by_table, apply_to_page_range_nolazy,
+    self, Attributes, BLOCK_2M, Descriptor, Entry, KernelStack, Level, MemoryType, PAGE_SIZE, PhysAddr, VirtAddr,
+    apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_by_table, apply_to_page_range_nolazy, audit,
+    cache_type, flush_icache_range, frame_alloc, free_vm_area, get_vm_area,
+    lazy_mmu::{Backend, enable, use_backend},
+    pgtable::{self, EntryRef, LeafSizes, Ptes},
+    pgtable_check::{self, Rule, Violations},
+    phys_to_virt, probe, set_linear_map_ro, set_linear_map_rw, set_memory_nx, set_memory_ro, set_memory_rw,
+    set_memory_x, vfree, vmalloc, vmap_contiguous, vmap_pages, vunmap, vunmap_range, vzalloc, write_instructions,
 };
-use lazymmu::mm::{audit, frame_alloc, phys_to_virt, probe};
-use lazymmu::mm::{cache_type, flush_icache_range, write_instructions};
-use lazymmu::mm::{
-    free_vm_area, get_vm_area, vfree, vmalloc, vmap_contiguous, vmap_pages, vunmap, vunmap_range, vzalloc,
-};
-use lazymmu::mm::{set_linear_map_ro, set_linear_map_rw, set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x};
 use lazymmu::{Bug, with_planted};
 use lazymmu::{Scratch, cpu, sched};
 

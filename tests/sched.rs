@@ -13,12 +13,11 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
 use lazymmu::cpu;
 use lazymmu::exception::{Caught, ExceptionClass, FaultStatus};
-use lazymmu::mm::KSTACK_SLOTS;
-use lazymmu::mm::VirtAddr;
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::LazySnapshot;
-use lazymmu::mm::lazy_mmu::{enable, is_lazy_mmu_mode_active};
-use lazymmu::mm::{frame_alloc, probe};
+use lazymmu::mm::{
+    KSTACK_SLOTS, VirtAddr, frame_alloc,
+    lazy_mmu::{Backend, LazySnapshot, enable, is_lazy_mmu_mode_active},
+    probe,
+};
 use lazymmu::sched;
 use spin::Mutex;
 

@@ -21,14 +21,11 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use lazymmu::boot_args::qemu_param;
 use lazymmu::cpu;
 use lazymmu::exception::{Caught, ExceptionClass, FaultStatus};
-use lazymmu::mm;
-use lazymmu::mm::Descriptor;
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::LazySnapshot;
-use lazymmu::mm::{KSTACK_SLOT_SIZE, KSTACK_START};
-use lazymmu::mm::{PAGE_SIZE, VirtAddr};
-use lazymmu::mm::{pgtable, probe};
-use lazymmu::mm::{vfree, vmalloc};
+use lazymmu::mm::{
+    self, Descriptor, KSTACK_SLOT_SIZE, KSTACK_START, PAGE_SIZE, VirtAddr,
+    lazy_mmu::{Backend, LazySnapshot},
+    pgtable, probe, vfree, vmalloc,
+};
 use lazymmu::{dtb, smp};
 use spin::Mutex;
 

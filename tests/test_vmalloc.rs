@@ -20,11 +20,11 @@ mod test_vmalloc;
 mod rng;
 
 use lazymmu::barrier::cost;
-use lazymmu::mm;
-use lazymmu::mm::PAGE_SIZE;
-use lazymmu::mm::VmallocError;
-use lazymmu::mm::lazy_mmu::{Backend, use_backend};
-use lazymmu::mm::{ApplyMode, apply_mode, set_apply_mode};
+use lazymmu::mm::{
+    self, ApplyMode, PAGE_SIZE, VmallocError, apply_mode,
+    lazy_mmu::{Backend, use_backend},
+    set_apply_mode,
+};
 use test_vmalloc::{Failure, Params, Summary, TESTS, run_one};
 
 lazymmu::test_image!();

@@ -20,18 +20,20 @@ use core::convert::Infallible;
 use lazymmu::barrier::{BarrierCounts, cost};
 use lazymmu::dtb;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
-use lazymmu::mm;
-use lazymmu::mm::FlushStrategy;
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::{BackendSelection, is_lazy_mmu_mode_active, use_backend};
-use lazymmu::mm::pgtable::{self, EntryRef, MapError, Operand, Ptes};
-use lazymmu::mm::ptdump::{RegionStats, region_stats};
-use lazymmu::mm::*;
-use lazymmu::mm::{Access, HwTranslation, hw_translate};
-use lazymmu::mm::{Attributes, Descriptor, Entry, Level};
-use lazymmu::mm::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::{REGIONS, VMALLOC_END, VMALLOC_START};
-use lazymmu::mm::{frame_alloc, probe};
+use lazymmu::mm::{
+    self, Access, Applied, ApplyError, ApplyMode, AreaInfo, Attributes, BLOCK_1G, BLOCK_2M, Descriptor, Entry,
+    FlushStrategy, GUARD_SIZE, HwTranslation, Level, PAGE_SIZE, PhysAddr, REGIONS, VMALLOC_END, VMALLOC_START,
+    VirtAddr, VmallocError, apply_mode, apply_to_existing_page_range, apply_to_existing_page_range_by_table,
+    apply_to_existing_page_range_nolazy, apply_to_page_range, apply_to_page_range_by_table, apply_to_page_range_nolazy,
+    find_area, frame_alloc, free_vm_area, get_vm_area, hw_translate, lazy_max_pages,
+    lazy_mmu::{Backend, BackendSelection, is_lazy_mmu_mode_active, use_backend},
+    lazy_pages,
+    pgtable::{self, EntryRef, MapError, Operand, Ptes},
+    probe,
+    ptdump::{RegionStats, region_stats},
+    set_apply_mode, set_vmap_lazy_purge, vfree, vm_unmap_aliases, vmalloc, vmalloc_aligned, vmalloc_range,
+    vmap_contiguous, vmap_pages, vmap_range, vunmap, vunmap_range, vzalloc,
+};
 
 lazymmu::test_image!();
 

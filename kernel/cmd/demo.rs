@@ -14,16 +14,15 @@ use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use crate::kasan_shadow;
 use crate::kasan_shadow::Populate;
 use lazymmu::cpu;
-use lazymmu::mm;
-use lazymmu::mm::VmallocError;
-use lazymmu::mm::debug_pagealloc::{self, MapBack};
-use lazymmu::mm::frame_alloc;
-use lazymmu::mm::lazy_mmu::{self, Backend};
-use lazymmu::mm::pgtable::{self, EntryRef, Walking};
-use lazymmu::mm::pgtable_check::{self, Rule};
-use lazymmu::mm::{Attributes, Descriptor, Entry, Level};
-use lazymmu::mm::{PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::{VMALLOC_END, VMALLOC_START};
+use lazymmu::mm::{
+    self, Attributes, Descriptor, Entry, Level, PAGE_SIZE, PhysAddr, VMALLOC_END, VMALLOC_START, VirtAddr,
+    VmallocError,
+    debug_pagealloc::{self, MapBack},
+    frame_alloc,
+    lazy_mmu::{self, Backend},
+    pgtable::{self, EntryRef, Walking},
+    pgtable_check::{self, Rule},
+};
 use lazymmu::{println, sched, timer, trace};
 
 /// Where the demo maps its pages: four level-3 slots of an area of the

@@ -21,8 +21,7 @@ use lazymmu::Bug;
 use lazymmu::cpu;
 use lazymmu::dtb;
 use lazymmu::init;
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::{debug_pagealloc, frame_alloc, heap_usage, pgtable_check, ptdump};
+use lazymmu::mm::{debug_pagealloc, frame_alloc, heap_usage, lazy_mmu::Backend, pgtable_check, ptdump};
 use lazymmu::semihosting::{ExitCode, exit};
 use lazymmu::{boot_args, println};
 

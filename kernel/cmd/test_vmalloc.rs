@@ -29,11 +29,7 @@
 use alloc::vec::Vec;
 
 use lazymmu::cpu;
-use lazymmu::mm;
-use lazymmu::mm::Attributes;
-use lazymmu::mm::VmallocError;
-use lazymmu::mm::{PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::{frame_alloc, phys_to_virt};
+use lazymmu::mm::{self, Attributes, PAGE_SIZE, PhysAddr, VirtAddr, VmallocError, frame_alloc, phys_to_virt};
 
 use crate::rng::Rng;
 

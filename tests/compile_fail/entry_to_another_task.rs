@@ -8,8 +8,7 @@
 //! case: exclusive_moved_into_a_task E0277
 #![no_std]
 
-use lazymmu::mm::VMALLOC_START;
-use lazymmu::mm::pgtable::{self, EntryRef};
+use lazymmu::mm::{VMALLOC_START, pgtable::{self, EntryRef}};
 use lazymmu::sched;
 
 pub fn hand_over() {

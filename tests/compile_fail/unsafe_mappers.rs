@@ -18,10 +18,7 @@
 
 extern crate alloc;
 
-use lazymmu::mm;
-use lazymmu::mm::{PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::{Attributes, Descriptor, Level};
-use lazymmu::mm::pgtable::{self, LeafSizes};
+use lazymmu::mm::{self, PAGE_SIZE, PhysAddr, VirtAddr, Attributes, Descriptor, Level, pgtable::{self, LeafSizes}};
 
 
 /// The kernel's own text, mapped writable somewhere: what the `unsafe`

@@ -9,15 +9,11 @@
 
 use core::convert::Infallible;
 
-use lazymmu::mm;
-use lazymmu::mm::PAGE_SIZE;
-use lazymmu::mm::apply_to_page_range;
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::LazySnapshot;
-use lazymmu::mm::lazy_mmu::{selected_backend, use_backend};
-use lazymmu::mm::{Attributes, Descriptor, Level};
-use lazymmu::mm::{frame_alloc, pgtable};
-use lazymmu::mm::{get_vm_area, vfree, vmalloc};
+use lazymmu::mm::{
+    self, Attributes, Descriptor, Level, PAGE_SIZE, apply_to_page_range, frame_alloc, get_vm_area,
+    lazy_mmu::{Backend, LazySnapshot, selected_backend, use_backend},
+    pgtable, vfree, vmalloc,
+};
 use lazymmu::sched;
 use lazymmu::{Testable, run_tests};
 

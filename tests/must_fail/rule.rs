@@ -6,12 +6,7 @@
 #![no_std]
 #![no_main]
 
-use lazymmu::mm;
-use lazymmu::mm::PAGE_SIZE;
-use lazymmu::mm::frame_alloc;
-use lazymmu::mm::pgtable;
-use lazymmu::mm::{Attributes, Descriptor, Level};
-use lazymmu::mm::{vfree, vmalloc};
+use lazymmu::mm::{self, Attributes, Descriptor, Level, PAGE_SIZE, frame_alloc, pgtable, vfree, vmalloc};
 use lazymmu::{Testable, run_tests};
 
 fn keeps_the_rules() {

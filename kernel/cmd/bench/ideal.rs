@@ -20,11 +20,11 @@ use core::ptr::{read_volatile, write_volatile};
 use super::workloads::{WorkloadError, with_fresh_area};
 use super::{Meter, Sample};
 use lazymmu::barrier;
-use lazymmu::mm;
-use lazymmu::mm::pgtable::{self, MapError, Walking};
-use lazymmu::mm::phys_to_virt;
-use lazymmu::mm::{Attributes, Descriptor, Level};
-use lazymmu::mm::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::{
+    self, Attributes, BLOCK_2M, Descriptor, Level, PAGE_SIZE, PhysAddr, VirtAddr,
+    pgtable::{self, MapError, Walking},
+    phys_to_virt,
+};
 
 /// The level-3 table for one 2 MiB chunk, reached through the linear map.
 fn slots(table: PhysAddr) -> *mut u64 {

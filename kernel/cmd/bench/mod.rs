@@ -36,14 +36,12 @@ use alloc::vec::Vec;
 
 use lazymmu::barrier::{self, BarrierCounts};
 use lazymmu::cpu;
-use lazymmu::mm;
-use lazymmu::mm::FlushStrategy;
-use lazymmu::mm::frame_alloc;
-use lazymmu::mm::lazy_mmu;
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::pgtable::MapError;
-use lazymmu::mm::{ApplyMode, apply_mode, set_apply_mode};
-use lazymmu::mm::{BLOCK_1G, PAGE_SIZE};
+use lazymmu::mm::{
+    self, ApplyMode, BLOCK_1G, FlushStrategy, PAGE_SIZE, apply_mode, frame_alloc,
+    lazy_mmu::{self, Backend},
+    pgtable::MapError,
+    set_apply_mode,
+};
 use lazymmu::{println, sched};
 pub use workloads::WorkloadError;
 

@@ -46,10 +46,10 @@ use aarch64_paging::paging::{Constraints, El1And0, LEAF_LEVEL, MemoryRegion, Pag
 use aarch64_paging::{MapError, Mapping};
 
 use lazymmu::dtb;
-use lazymmu::mm;
-use lazymmu::mm::{Attributes, Descriptor, Level};
-use lazymmu::mm::{PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::{disable_ttbr0_walks, enable_ttbr0_walks, frame_alloc, phys_to_virt, virt_to_phys};
+use lazymmu::mm::{
+    self, Attributes, Descriptor, Level, PAGE_SIZE, PhysAddr, VirtAddr, disable_ttbr0_walks, enable_ttbr0_walks,
+    frame_alloc, phys_to_virt, virt_to_phys,
+};
 
 use super::{Meter, Sample};
 

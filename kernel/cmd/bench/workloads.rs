@@ -6,15 +6,12 @@ use core::convert::Infallible;
 use super::peer::{self, PeerError};
 use super::{Counts, Meter, Sample};
 use lazymmu::barrier;
-use lazymmu::mm;
-use lazymmu::mm::FlushStrategy;
-use lazymmu::mm::pgtable::{self, MapError, Ptes};
-use lazymmu::mm::{ApplyError, apply_to_existing_page_range_by_table, apply_to_page_range_by_table};
-use lazymmu::mm::{Attributes, Descriptor, Level};
-use lazymmu::mm::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::{VmallocError, vfree, vmalloc};
-use lazymmu::mm::{frame_alloc, phys_to_virt};
-use lazymmu::mm::{set_memory_ro, set_memory_rw};
+use lazymmu::mm::{
+    self, ApplyError, Attributes, BLOCK_1G, BLOCK_2M, Descriptor, FlushStrategy, Level, PAGE_SIZE, PhysAddr, VirtAddr,
+    VmallocError, apply_to_existing_page_range_by_table, apply_to_page_range_by_table, frame_alloc,
+    pgtable::{self, MapError, Ptes},
+    phys_to_virt, set_memory_ro, set_memory_rw, vfree, vmalloc,
+};
 
 /// What stops a workload: the machine ran out of something. (Its fields
 /// are read when it is printed, `{:?}`, which the dead-code lint does not

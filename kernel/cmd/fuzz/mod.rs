@@ -52,18 +52,14 @@ use model::{Area, AreaKind, Model, Page};
 
 use lazymmu::cpu;
 use lazymmu::exception::FaultStatus;
-use lazymmu::mm;
-use lazymmu::mm::ApplyError;
-use lazymmu::mm::HugeShape;
-use lazymmu::mm::VmallocError;
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::pgtable::{self, EntryRef, MapError, Operand};
-use lazymmu::mm::{Access, HwTranslation, SwTranslation, hw_translate, sw_translate};
-use lazymmu::mm::{Attributes, Descriptor, Entry, Level};
-use lazymmu::mm::{BLOCK_2M, CONT_PTE_SIZE, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::{VMALLOC_END, VMALLOC_START};
-use lazymmu::mm::{audit, frame_alloc, lazy_mmu, pgtable_check, phys_to_virt, probe};
-use lazymmu::mm::{flush_icache_range, write_instructions};
+use lazymmu::mm::{
+    self, Access, ApplyError, Attributes, BLOCK_2M, CONT_PTE_SIZE, Descriptor, Entry, HugeShape, HwTranslation, Level,
+    PAGE_SIZE, PhysAddr, SwTranslation, VMALLOC_END, VMALLOC_START, VirtAddr, VmallocError, audit, flush_icache_range,
+    frame_alloc, hw_translate,
+    lazy_mmu::{self, Backend},
+    pgtable::{self, EntryRef, MapError, Operand},
+    pgtable_check, phys_to_virt, probe, sw_translate, write_instructions,
+};
 use lazymmu::sched::Affinity;
 use lazymmu::{Bug, plant};
 use lazymmu::{sched, smp, timer};
