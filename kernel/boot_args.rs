@@ -38,7 +38,7 @@ pub(crate) fn program() -> Option<&'static str> {
 const PARAM_PREFIX: &str = "qemu.";
 
 /// The boot options the kernel knows.
-pub const KERNEL_OPTIONS: &[&str] = &["debug_pagealloc", "pgtable_check", "test_time_limit", "vmap_lazy_purge"];
+pub(crate) const KERNEL_OPTIONS: &[&str] = &["debug_pagealloc", "pgtable_check", "test_time_limit", "vmap_lazy_purge"];
 
 fn is_kernel_option(arg: &str) -> bool {
     arg.split_once('=').is_some_and(|(name, _)| KERNEL_OPTIONS.contains(&name))

@@ -12,14 +12,18 @@ pub use crate::arch::cpu::{
     stack_pointer, start_instruction_counter, wait_until,
 };
 
-pub use crate::arch::cpu::IdRegisters;
+pub(crate) use crate::arch::cpu::IdRegisters;
 use crate::arch::cpu::id_registers;
 use crate::arch::sysreg;
-pub use crate::cpufeature::{Features, Joined, Missing, join};
+pub use crate::cpufeature::{Features, Missing};
+pub(crate) use crate::cpufeature::{Joined, join};
+/// Whether this CPU is handling an interrupt, and how many it has taken
+/// (`irq.rs`).
+pub use crate::irq::{in_interrupt, interrupt_count};
 use spin::{Mutex, Once};
 
 impl Features {
-    pub fn decode(id: &IdRegisters) -> Features {
+    pub(crate) fn decode(id: &IdRegisters) -> Features {
         let tgran4 = sysreg::tgran4(id.mmfr0);
         Features {
             midr: id.midr,
@@ -157,4 +161,30 @@ pub(crate) fn finalize_features() {
 /// Has [`finalize_features`] run? Secondaries take no work before.
 pub(crate) fn features_final() -> bool {
     SYSTEM.get().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test_case]
+    fn a_cpu_decoded_from_made_up_id_registers_joins_or_is_parked() {
+        use super::{Features, IdRegisters, Joined, Missing, join};
+
+        // A software-defined CPU (implementer 0x00, as QEMU's max) with
+        // FEAT_TLBIRANGE (ID_AA64ISAR0.TLB = 0b0010), FEAT_BBM level 2, 48-bit
+        // PAs, the 4 KiB granule; and a Cortex-A72 r0p3 with none of these.
+        let max = Features::decode(&IdRegisters {
+            midr: 0x000f_0510,
+            isar0: 0b0010 << 56,
+            mmfr0: 5,
+            mmfr1: 2,
+            mmfr2: 2 << 52,
+        });
+        let a72 = Features::decode(&IdRegisters { midr: 0x410f_d083, isar0: 0, mmfr0: 4, mmfr1: 0, mmfr2: 0 });
+        assert!(max.tlbi_range && max.bbml2_noabort && !a72.tlbi_range && !a72.bbml2_noabort, "{max:?} {a72:?}");
+        // The boot CPU built the linear map with blocks: an A72 beside it is parked.
+        assert_eq!(join(&max, &max.in_use_at_boot(), &a72), Joined::Parked(Missing::BBML2_NOABORT));
+        // An A72 boot CPU committed to nothing the max lacks: the max joins,
+        // and the system keeps what both have.
+        assert_eq!(join(&a72, &a72.in_use_at_boot(), &max), Joined::Online(a72.meet(&max)));
+    }
 }

@@ -29,9 +29,16 @@ extern crate alloc;
 // The library's public API is the modules marked `pub` here and the
 // re-exports below: what the boot binary (kernel/cmd), the test images and
 // the must-fail images use, and nothing else (tests/host/public_items.py
-// counts it). arm64 itself stays inside: the rest of the world reaches it
-// through the small generic modules beside `arch` (`barrier`, `cpu`,
-// `exception`, `timer`, `semihosting`).
+// counts it; an item only the kernel uses is `pub(crate)`, and a test of
+// an internal is a unit test beside it). Each item has one path, Linux's
+// name where the concept is Linux's: the memory manager's calls sit flat in
+// `mm` (`mm::vmalloc`, `mm::set_memory_ro`, `mm::flush_tlb_kernel_range`,
+// `mm::PAGE_SIZE`), with modules kept where they are namespaces of their
+// own (`mm::frame_alloc`, `mm::lazy_mmu`, `mm::pgtable`, the debug
+// features); tasks are `sched`'s, as in `<linux/sched.h>`. arm64 itself
+// stays inside: the rest of the world reaches it through the small generic
+// modules beside `arch` (`barrier`, `cpu`, `exception`, `timer`,
+// `semihosting`).
 #[path = "_arch/aarch64/mod.rs"]
 mod arch;
 
@@ -45,17 +52,17 @@ pub mod dtb;
 pub mod exception;
 mod fixed_text;
 pub mod init;
-pub mod irq;
+mod irq;
 pub mod mm;
 mod panic;
-pub mod percpu;
+mod percpu;
 mod planted;
 pub mod sched;
 pub mod semihosting;
 pub mod smp;
 mod symbols;
 mod sync;
-pub mod task;
+mod task;
 // The test harness: debug builds only, as what it resets (see planted.rs).
 #[cfg(debug_assertions)]
 mod testing;

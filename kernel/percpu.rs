@@ -124,7 +124,7 @@ pub(crate) fn init_this_cpu(id: usize) {
 /// move to another CPU) falls between finding this CPU and using its data.
 /// Code that is preemptible and not bound to one CPU reads per-CPU data
 /// this way.
-pub fn with_this_cpu<R>(f: impl FnOnce(&'static PerCpu) -> R) -> R {
+pub(crate) fn with_this_cpu<R>(f: impl FnOnce(&'static PerCpu) -> R) -> R {
     let daif = cpu::irq_save();
     let result = f(this_cpu());
     cpu::irq_restore(daif);

@@ -31,7 +31,10 @@ use crate::mm::stack::KernelStack;
 use crate::percpu::this_cpu;
 use crate::planted::{Bug, planted};
 use crate::sync::IrqSpinLock;
-use crate::task::{self, Affinity, Task, TaskState};
+use crate::task::{self, TaskState};
+/// Tasks (`task.rs`): what `spawn` makes and `current` is, here as in
+/// Linux's `<linux/sched.h>`.
+pub use crate::task::{Affinity, Task, current};
 use crate::{timer, trace};
 
 /// How long a task runs before the timer lets another have the CPU.
@@ -218,6 +221,9 @@ fn receive(next: &Task, here: usize) {
 /// switched from is off this CPU now, so it can be queued again or, if it
 /// exited, declared dead (its stack is no longer in use).
 fn finish_task_switch() {
+    // `current` (SP_EL0, which the switch set on this CPU) and this CPU's
+    // record name the same task, wherever the task ran before.
+    debug_assert!(core::ptr::eq(task::current(), this_cpu().current_task()), "SP_EL0 and the per-CPU record disagree");
     if let Some(prev) = this_cpu().take_switched_from() {
         match prev.state() {
             TaskState::Ready => enqueue(prev),

@@ -74,6 +74,13 @@ impl core::fmt::Display for SmpError {
     }
 }
 
+/// The number of the CPU this runs on (0 for the boot CPU), Linux's
+/// `smp_processor_id()`: a task that may migrate reads it once and knows it
+/// may be stale at once.
+pub fn smp_processor_id() -> usize {
+    percpu::this_cpu().id
+}
+
 /// CPUs running the kernel (the boot CPU included).
 pub fn online_cpus() -> usize {
     ONLINE.load(SeqCst)

@@ -24,7 +24,7 @@ use crate::percpu::with_this_cpu;
 /// Where a task is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-pub enum TaskState {
+pub(crate) enum TaskState {
     /// In a run queue, waiting for a CPU.
     Ready,
     Running,
@@ -138,7 +138,7 @@ impl Task {
         self.lazy_mmu.snapshot()
     }
 
-    pub fn state(&self) -> TaskState {
+    pub(crate) fn state(&self) -> TaskState {
         match self.state.load(Ordering::Acquire) {
             0 => TaskState::Ready,
             1 => TaskState::Running,

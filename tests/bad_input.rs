@@ -14,22 +14,19 @@ use core::convert::Infallible;
 use core::fmt::Debug;
 
 use lazymmu::dtb::DtbError;
-use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::apply::{
-    ApplyError, apply_to_existing_page_range, apply_to_existing_page_range_by_table, apply_to_page_range,
-    apply_to_page_range_by_table, apply_to_page_range_nolazy,
+use lazymmu::mm::{
+    ApplyError, Attributes, BLOCK_1G, BLOCK_2M, Level, MMIO_BASE, MemoryType, PAGE_SIZE, PhysAddr, SwTranslation,
+    VMALLOC_END, VMALLOC_START, VirtAddr, VmallocError, apply_to_existing_page_range,
+    apply_to_existing_page_range_by_table, apply_to_page_range, apply_to_page_range_by_table,
+    apply_to_page_range_nolazy, audit,
+    frame_alloc::{self, FrameError},
+    free_vm_area, get_vm_area, get_vm_area_range,
+    lazy_mmu::{LazyMmuMisuse, lazy_mmu_mode_disable, lazy_mmu_mode_enable, lazy_mmu_mode_pause, lazy_mmu_mode_resume},
+    pgtable::{EntryRef, MapError, Operand, Ptes},
+    set_linear_map_rw, set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x, sw_translate, vfree,
+    vm_unmap_aliases, vmalloc, vmalloc_aligned, vmalloc_range, vmap_contiguous, vmap_pages, vmap_range, vunmap,
+    vunmap_range, vzalloc, vzalloc_aligned,
 };
-use lazymmu::mm::audit;
-use lazymmu::mm::descriptor::{Attributes, Level, MemoryType};
-use lazymmu::mm::frame_alloc::{self, FrameError};
-use lazymmu::mm::layout::{MMIO_BASE, VMALLOC_END, VMALLOC_START};
-use lazymmu::mm::lazy_mmu::{
-    LazyMmuMisuse, lazy_mmu_mode_disable, lazy_mmu_mode_enable, lazy_mmu_mode_pause, lazy_mmu_mode_resume,
-};
-use lazymmu::mm::pageattr::{set_linear_map_rw, set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x};
-use lazymmu::mm::pgtable::{EntryRef, MapError, Operand, Ptes};
-use lazymmu::mm::translate::{SwTranslation, sw_translate};
-use lazymmu::mm::vmalloc::*;
 use lazymmu::smp::PsciError;
 use lazymmu::smp::SmpError;
 use lazymmu::{dtb, println};

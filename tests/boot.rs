@@ -10,8 +10,7 @@
 use lazymmu::boot_args::{parse_size, qemu_param};
 use lazymmu::exception::{Caught, ExceptionClass, FaultStatus, catch};
 use lazymmu::expect_panic;
-use lazymmu::mm::addr::{PAGE_SIZE, VirtAddr};
-use lazymmu::mm::{frame_alloc, probe};
+use lazymmu::mm::{PAGE_SIZE, VirtAddr, frame_alloc, probe};
 use lazymmu::{cpu, dtb, init};
 
 lazymmu::test_image!();
@@ -82,7 +81,7 @@ fn bss_written_with_the_caches_off_was_invalidated_before_the_mmu_went_on() {
     let voffset = init::image().kimage_voffset;
     // Only the linker symbols' addresses are taken.
     let (start, end) = (&raw const __bss_start as u64 - voffset, &raw const __bss_end as u64 - voffset);
-    let line = lazymmu::mm::cacheflush::cache_type().d_line();
+    let line = lazymmu::mm::cache_type().d_line();
     let model = qemu_param("cpu").expect("the runner passes qemu.cpu");
     assert_eq!(line, if model == "a64fx" { 256 } else { 64 }, "{model}: CTR_EL0.DminLine");
     let lines = (end.next_multiple_of(line) - (start & !(line - 1))) / line;
@@ -160,20 +159,6 @@ fn catches_nest_and_the_outer_one_still_works() {
 }
 
 #[test_case]
-fn a_cpu_decoded_from_made_up_id_registers_joins_or_is_parked() {
-    use cpu::{Features, IdRegisters, Joined, Missing, join};
-    // A software-defined CPU (implementer 0x00, as QEMU's max) with
-    // FEAT_TLBIRANGE (ID_AA64ISAR0.TLB = 0b0010), FEAT_BBM level 2, 48-bit
-    // PAs, the 4 KiB granule; and a Cortex-A72 r0p3 with none of these.
-    let max =
-        Features::decode(&IdRegisters { midr: 0x000f_0510, isar0: 0b0010 << 56, mmfr0: 5, mmfr1: 2, mmfr2: 2 << 52 });
-    let a72 = Features::decode(&IdRegisters { midr: 0x410f_d083, isar0: 0, mmfr0: 4, mmfr1: 0, mmfr2: 0 });
-    assert!(max.tlbi_range && max.bbml2_noabort && !a72.tlbi_range && !a72.bbml2_noabort, "{max:?} {a72:?}");
-    // The boot CPU built the linear map with blocks: an A72 beside it is parked.
-    assert_eq!(join(&max, &max.in_use_at_boot(), &a72), Joined::Parked(Missing::BBML2_NOABORT));
-    // An A72 boot CPU committed to nothing the max lacks: the max joins,
-    // and the system keeps what both have.
-    assert_eq!(join(&a72, &a72.in_use_at_boot(), &max), Joined::Online(a72.meet(&max)));
-    // On this machine every CPU is alike: none was parked.
+fn every_cpu_of_this_machine_is_alike_and_none_was_parked() {
     assert_eq!(lazymmu::smp::online_cpus(), dtb::info().cpus);
 }

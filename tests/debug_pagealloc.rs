@@ -21,18 +21,17 @@ use alloc::vec::Vec;
 use kasan_shadow::{Populate, Populated, populate_shadow};
 use lazymmu::barrier::{BarrierCounts, cost};
 use lazymmu::exception::{ExceptionClass, FaultStatus};
-use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::debug_pagealloc::{self, MapBack};
-use lazymmu::mm::kernel_map::{self, image_phys};
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::{self, is_lazy_mmu_mode_active, use_backend};
-use lazymmu::mm::pgtable::LeafSizes;
-use lazymmu::mm::pgtable_check::{self, Rule};
-use lazymmu::mm::ptdump::region_stats;
-use lazymmu::mm::tlb::{self, FlushStrategy};
-use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
-use lazymmu::mm::vmalloc::{self, vfree, vmalloc};
-use lazymmu::mm::{frame_alloc, phys_to_virt, probe};
+use lazymmu::mm::{
+    self, Access, BLOCK_1G, BLOCK_2M, FlushStrategy, HwTranslation, PAGE_SIZE, PhysAddr, VirtAddr,
+    debug_pagealloc::{self, MapBack},
+    frame_alloc, hw_translate, image_phys,
+    lazy_mmu::{self, Backend, is_lazy_mmu_mode_active, use_backend},
+    pgtable::LeafSizes,
+    pgtable_check::{self, Rule},
+    phys_to_virt, probe,
+    ptdump::region_stats,
+    vfree, vmalloc,
+};
 use lazymmu::{cpu, dtb, init};
 
 lazymmu::test_image!("debug_pagealloc=on");
@@ -116,10 +115,10 @@ fn blocks_are_split_at_boot_with_bbml2_noabort_and_never_made_without() {
         let (ro_start, ro_end) = (image_phys(image, image.text.0), image_phys(image, image.rodata.1));
         let ram_end = m.ram_start.add(m.ram_size);
         let expected = blocks_in(m.ram_start, ro_start) + blocks_in(ro_start, ro_end) + blocks_in(ro_end, ram_end);
-        assert_eq!(kernel_map::linear_map_leaves(), LeafSizes::Blocks);
+        assert_eq!(mm::linear_map_leaves(), LeafSizes::Blocks);
         assert_eq!(boot.blocks_split, expected);
     } else {
-        assert_eq!(kernel_map::linear_map_leaves(), LeafSizes::PagesOnly);
+        assert_eq!(mm::linear_map_leaves(), LeafSizes::PagesOnly);
         assert_eq!(boot.blocks_split, 0);
     }
 }
@@ -141,7 +140,7 @@ fn allocating_costs_one_pair_and_freeing_one_tlb_flush() {
     let alloc = cost(|| pa = frame_alloc::alloc_contiguous(4, PAGE_SIZE).unwrap());
     assert_eq!((pairs(alloc), alloc.tlbi()), ((1, 1), 0), "a map-back is one section: {alloc:?}");
     let free = cost(|| frame_alloc::free_frames(pa, 4).unwrap());
-    let tlbis = match tlb::strategy(4) {
+    let tlbis = match mm::flush_strategy(4) {
         FlushStrategy::RangeTlbi => (0, 1),
         FlushStrategy::PerPage => (4, 0),
         FlushStrategy::All => unreachable!("4 pages"),
@@ -188,13 +187,13 @@ const PAGES: u64 = 8;
 fn populate(backend: Backend, how: Populate, map_back: MapBack) -> Populated {
     let _b = use_backend(backend);
     let before = frame_alloc::stats().used;
-    let areas = vmalloc::area_count();
+    let areas = mm::area_count();
     let previous = debug_pagealloc::set_map_back(map_back);
     let outcome = populate_shadow(PAGES, how);
     debug_pagealloc::set_map_back(previous);
     // The shadow area's tables stay after its unmap, as vmalloc's do.
-    vmalloc::reclaim_page_tables();
-    assert_eq!((frame_alloc::stats().used, vmalloc::area_count()), (before, areas), "{backend}: nothing leaked");
+    mm::reclaim_page_tables();
+    assert_eq!((frame_alloc::stats().used, mm::area_count()), (before, areas), "{backend}: nothing leaked");
     outcome.unwrap()
 }
 
@@ -257,11 +256,11 @@ fn vfree_takes_every_frame_out_of_the_linear_map() {
     vfree(va).unwrap();
     // A lazily freed area's frames go back (and out of the linear map)
     // at its purge.
-    vmalloc::vm_unmap_aliases();
+    mm::vm_unmap_aliases();
     for &pa in &frames {
         assert_unmapped(phys_to_virt(pa));
     }
-    vmalloc::reclaim_page_tables();
+    mm::reclaim_page_tables();
     assert_eq!(frame_alloc::stats().used, before, "with the area's tables, once reclaimed");
     assert_linear_map_is_the_used_frames();
 }
@@ -271,18 +270,18 @@ fn vfree_flushes_at_once_under_debug_pagealloc_and_still_waits_for_the_purge() {
     // Linux's free_unmap_vmap_area: with debug_pagealloc on, the area's
     // range is flushed at once, so that a use after free faults; the area
     // still waits on the purge list (its frames and range come back then).
-    let was = vmalloc::set_vmap_lazy_purge(true);
-    vmalloc::vm_unmap_aliases();
+    let was = mm::set_vmap_lazy_purge(true);
+    mm::vm_unmap_aliases();
     let va = vmalloc(PAGE_SIZE).unwrap();
     // SAFETY: our own fresh mapping.
     unsafe { probe::write(va, 1) }.unwrap();
     let used = frame_alloc::stats().used;
     let c = cost(|| vfree(va).unwrap());
-    let one_flush = cost(|| tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE)));
+    let one_flush = cost(|| mm::flush_tlb_kernel_range(va, va.add(PAGE_SIZE)));
     assert_eq!(c, one_flush, "the area's own flush, at once");
     assert_unmapped(va);
-    assert_eq!((vmalloc::lazy_pages(), frame_alloc::stats().used), (1, used), "on the purge list all the same");
-    vmalloc::vm_unmap_aliases();
-    assert_eq!((vmalloc::lazy_pages(), frame_alloc::stats().used), (0, used - 1));
-    vmalloc::set_vmap_lazy_purge(was);
+    assert_eq!((mm::lazy_pages(), frame_alloc::stats().used), (1, used), "on the purge list all the same");
+    mm::vm_unmap_aliases();
+    assert_eq!((mm::lazy_pages(), frame_alloc::stats().used), (0, used - 1));
+    mm::set_vmap_lazy_purge(was);
 }

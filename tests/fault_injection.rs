@@ -15,18 +15,13 @@ use core::cell::RefCell;
 use core::convert::Infallible;
 use core::fmt::Debug;
 
-use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::apply::{ApplyError, apply_to_page_range};
-use lazymmu::mm::audit;
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
-use lazymmu::mm::layout::VMALLOC_END;
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::use_backend;
-use lazymmu::mm::pageattr::{set_linear_map_ro, set_linear_map_rw};
-use lazymmu::mm::pgtable::{self, EntryRef, MapError};
-use lazymmu::mm::stack::KernelStack;
-use lazymmu::mm::vmalloc::{self, VmallocError};
-use lazymmu::mm::{frame_alloc, phys_to_virt};
+use lazymmu::mm::{
+    self, ApplyError, Attributes, BLOCK_1G, BLOCK_2M, Descriptor, KernelStack, Level, PAGE_SIZE, PhysAddr, VMALLOC_END,
+    VirtAddr, VmallocError, apply_to_page_range, audit, frame_alloc,
+    lazy_mmu::{Backend, use_backend},
+    pgtable::{self, EntryRef, MapError},
+    phys_to_virt, set_linear_map_ro, set_linear_map_rw,
+};
 use lazymmu::println;
 
 lazymmu::test_image!();
@@ -49,7 +44,7 @@ fn every_failure_point<S, T, E: Debug + PartialEq>(
     teardown(s);
     // The tables the run made stay after the undo (as vmalloc's do): take
     // them away, so that each failing run needs every allocation again.
-    vmalloc::reclaim_page_tables();
+    mm::reclaim_page_tables();
     for k in 1..=requests {
         let s = setup();
         let before = audit::state();
@@ -79,9 +74,9 @@ fn vmalloc_fails_cleanly_at_every_allocation_point() {
         let n = every_failure_point(
             "vmalloc_aligned",
             no_setup,
-            |_| vmalloc::vmalloc_aligned(BLOCK_2M + 4 * PAGE_SIZE, BLOCK_1G),
+            |_| mm::vmalloc_aligned(BLOCK_2M + 4 * PAGE_SIZE, BLOCK_1G),
             VmallocError::OutOfMemory,
-            |_, va| vmalloc::vfree(va).unwrap(),
+            |_, va| mm::vfree(va).unwrap(),
             no_teardown,
         );
         // The 516 frames are one bulk request (alloc_frames_bulk), then one
@@ -92,17 +87,17 @@ fn vmalloc_fails_cleanly_at_every_allocation_point() {
         every_failure_point(
             "vmalloc_range (the region's last GiB)",
             no_setup,
-            |_| vmalloc::vmalloc_range(BLOCK_2M + 4 * PAGE_SIZE, BLOCK_2M, top, VMALLOC_END),
+            |_| mm::vmalloc_range(BLOCK_2M + 4 * PAGE_SIZE, BLOCK_2M, top, VMALLOC_END),
             VmallocError::OutOfMemory,
-            |_, va| vmalloc::vfree(va).unwrap(),
+            |_, va| mm::vfree(va).unwrap(),
             no_teardown,
         );
         every_failure_point(
             "vzalloc",
             no_setup,
-            |_| vmalloc::vzalloc(3 * PAGE_SIZE),
+            |_| mm::vzalloc(3 * PAGE_SIZE),
             VmallocError::OutOfMemory,
-            |_, va| vmalloc::vfree(va).unwrap(),
+            |_, va| mm::vfree(va).unwrap(),
             no_teardown,
         );
     }
@@ -118,9 +113,9 @@ fn vmap_fails_cleanly_at_every_allocation_point() {
             "vmap_pages",
             no_setup,
             // SAFETY: the test's own frames, in an area of its own.
-            |_| unsafe { vmalloc::vmap_pages(&frames, Attributes::KERNEL_RW) },
+            |_| unsafe { mm::vmap_pages(&frames, Attributes::KERNEL_RW) },
             VmallocError::OutOfMemory,
-            |_, va| vmalloc::vunmap(va).unwrap(),
+            |_, va| mm::vunmap(va).unwrap(),
             no_teardown,
         );
         assert!(n >= 1, "{backend}: vmap_pages needs a table");
@@ -129,9 +124,9 @@ fn vmap_fails_cleanly_at_every_allocation_point() {
             "vmap_contiguous",
             no_setup,
             // SAFETY: the test's own frames, in an area of its own.
-            |_| unsafe { vmalloc::vmap_contiguous(contiguous, BLOCK_2M + PAGE_SIZE, Attributes::KERNEL_RW) },
+            |_| unsafe { mm::vmap_contiguous(contiguous, BLOCK_2M + PAGE_SIZE, Attributes::KERNEL_RW) },
             VmallocError::OutOfMemory,
-            |_, va| vmalloc::vunmap(va).unwrap(),
+            |_, va| mm::vunmap(va).unwrap(),
             no_teardown,
         );
         assert!(n >= 1, "{backend}: the page after the block needs a level-3 table");
@@ -141,19 +136,17 @@ fn vmap_fails_cleanly_at_every_allocation_point() {
         let n = every_failure_point(
             "vmap_range (over an empty table)",
             || {
-                let area = vmalloc::get_vm_area(2 * BLOCK_2M, BLOCK_2M).unwrap();
+                let area = mm::get_vm_area(2 * BLOCK_2M, BLOCK_2M).unwrap();
                 apply_to_page_range(area, PAGE_SIZE, |_: &EntryRef| Ok::<(), Infallible>(())).unwrap();
                 area
             },
             // SAFETY: the test's own frames, in its own area.
-            |&area| unsafe {
-                vmalloc::vmap_range(area, area.add(BLOCK_2M + PAGE_SIZE), contiguous, Attributes::KERNEL_RW)
-            },
+            |&area| unsafe { mm::vmap_range(area, area.add(BLOCK_2M + PAGE_SIZE), contiguous, Attributes::KERNEL_RW) },
             VmallocError::OutOfMemory,
-            |&area, ()| vmalloc::vunmap_range(area, area.add(BLOCK_2M + PAGE_SIZE)).unwrap(),
+            |&area, ()| mm::vunmap_range(area, area.add(BLOCK_2M + PAGE_SIZE)).unwrap(),
             |area| {
-                vmalloc::free_vm_area(area).unwrap();
-                vmalloc::reclaim_page_tables();
+                mm::free_vm_area(area).unwrap();
+                mm::reclaim_page_tables();
             },
         );
         assert!(n >= 1, "{backend}: the tables are allocated before anything changes: {n}");
@@ -170,7 +163,7 @@ fn apply_to_page_range_fails_cleanly_at_every_allocation_point() {
         let _b = use_backend(backend);
         let n = every_failure_point(
             "apply_to_page_range",
-            || vmalloc::get_vm_area(BLOCK_1G, BLOCK_1G).unwrap(),
+            || mm::get_vm_area(BLOCK_1G, BLOCK_1G).unwrap(),
             |&va| {
                 apply_to_page_range(va.add(BLOCK_2M - 4 * PAGE_SIZE), 8 * PAGE_SIZE, |e: &EntryRef| {
                     // SAFETY: RAM, read-only (the linear map has it so), in
@@ -185,8 +178,8 @@ fn apply_to_page_range_fails_cleanly_at_every_allocation_point() {
                 })
             },
             ApplyError::Map(MapError::OutOfMemory),
-            |&va, _| vmalloc::vunmap_range(va, va.add(BLOCK_1G)).unwrap(),
-            |va| vmalloc::free_vm_area(va).unwrap(),
+            |&va, _| mm::vunmap_range(va, va.add(BLOCK_1G)).unwrap(),
+            |va| mm::free_vm_area(va).unwrap(),
         );
         assert!(n >= 3, "{backend}: a level-2 and two level-3 tables: {n}");
     }

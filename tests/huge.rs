@@ -19,19 +19,17 @@ use alloc::vec::Vec;
 use lazymmu::barrier::{BarrierCounts, cost};
 use lazymmu::cpu;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
-use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, CONT_PTE_SIZE, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::apply::{ApplyMode, apply_mode, set_apply_mode};
-use lazymmu::mm::descriptor::{Attributes, Entry, Level};
-use lazymmu::mm::layout::REGIONS;
-use lazymmu::mm::lazy_mmu::{Backend, BackendSelection, use_backend};
-use lazymmu::mm::pgtable::{self, MapError};
-use lazymmu::mm::pgtable_check::{self, Rule, Violations};
-use lazymmu::mm::ptdump::{self, RegionStats, region_stats};
-use lazymmu::mm::tlb::{self, FlushStrategy};
-use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
-use lazymmu::mm::vmalloc::{self, VmallocError, vfree, vmalloc};
-use lazymmu::mm::vmalloc_huge::{HugeShape, VmFlags, vmalloc_flags, vmalloc_huge};
-use lazymmu::mm::{frame_alloc, pageattr, probe};
+use lazymmu::mm::{
+    self, Access, ApplyMode, Attributes, BLOCK_1G, BLOCK_2M, CONT_PTE_SIZE, Entry, FlushStrategy, HugeShape,
+    HwTranslation, Level, PAGE_SIZE, PhysAddr, REGIONS, VirtAddr, VmFlags, VmallocError, apply_mode, frame_alloc,
+    hw_translate,
+    lazy_mmu::{Backend, BackendSelection, use_backend},
+    pgtable::{self, MapError},
+    pgtable_check::{self, Rule, Violations},
+    probe,
+    ptdump::{self, RegionStats, region_stats},
+    set_apply_mode, vfree, vmalloc, vmalloc_flags, vmalloc_huge,
+};
 use lazymmu::{Bug, with_planted};
 
 lazymmu::test_image!();
@@ -59,13 +57,13 @@ impl Drop for Setting {
 /// Frames used, areas live, the vmalloc region's tables and leaves.
 fn footprint() -> (usize, usize, RegionStats) {
     // Lazily freed areas give back their frames at the purge.
-    vmalloc::vm_unmap_aliases();
-    vmalloc::reclaim_page_tables();
+    mm::vm_unmap_aliases();
+    mm::reclaim_page_tables();
     let region = region_stats()[REGIONS.iter().position(|r| r.0 == "vmalloc").expect("a vmalloc region")];
     // A linear-map block split by a permission change (of a frame's alias)
     // stays split, as in Linux: its tables are not counted.
     let linear_tables = region_stats()[0].table_pages();
-    (frame_alloc::stats().used - linear_tables, vmalloc::area_count(), region)
+    (frame_alloc::stats().used - linear_tables, mm::area_count(), region)
 }
 
 /// The leaf for `va`: its level, and whether it has the contiguous bit.
@@ -113,7 +111,7 @@ fn check_mapped(va: VirtAddr, size: u64) -> Vec<PhysAddr> {
 fn check_unmapped(va: VirtAddr, size: u64) {
     // A vfree leaves its flush to the lazy purge: until then a TLB may
     // still translate the range (QEMU's does), so purge first.
-    vmalloc::vm_unmap_aliases();
+    mm::vm_unmap_aliases();
     for page in (0..size / PAGE_SIZE).map(|i| va.add(i * PAGE_SIZE)) {
         assert!(matches!(hw_translate(page, Access::Read), HwTranslation::Fault(FaultStatus::Translation { .. })));
         let fault = probe::read(page).unwrap_err();
@@ -123,7 +121,7 @@ fn check_unmapped(va: VirtAddr, size: u64) {
 
 /// Entries written (all backends' statistics) and what `f` cost.
 fn counted(f: impl FnOnce()) -> (u64, BarrierCounts) {
-    let writes = || Backend::ALL.into_iter().map(|b| lazymmu::mm::lazy_mmu::stats::stats(b).entry_writes).sum::<u64>();
+    let writes = || Backend::ALL.into_iter().map(|b| lazymmu::mm::lazy_mmu::stats(b).entry_writes).sum::<u64>();
     let before = writes();
     let c = cost(f);
     (writes() - before, c)
@@ -148,7 +146,7 @@ fn vmalloc_huge_maps_each_size_in_the_shape_linux_chooses_and_vfree_gives_every_
         let va = vmalloc_huge(size).unwrap();
         let chunk = HugeShape::for_size(size).chunk_size();
         assert!(va.is_aligned(chunk), "{size:#x}: the area is aligned to its chunks");
-        assert_eq!(vmalloc::find_area(va).map(|a| a.size), Some(mapped), "{size:#x}");
+        assert_eq!(mm::find_area(va).map(|a| a.size), Some(mapped), "{size:#x}");
         assert_eq!(shape(va, mapped), expected, "{size:#x}");
         let frames = check_mapped(va, mapped);
         // Each chunk is physically contiguous and aligned to its size.
@@ -212,13 +210,13 @@ struct EagerVfree(bool);
 
 impl EagerVfree {
     fn new() -> EagerVfree {
-        EagerVfree(vmalloc::set_vmap_lazy_purge(false))
+        EagerVfree(mm::set_vmap_lazy_purge(false))
     }
 }
 
 impl Drop for EagerVfree {
     fn drop(&mut self) {
-        vmalloc::set_vmap_lazy_purge(self.0);
+        mm::set_vmap_lazy_purge(self.0);
     }
 }
 
@@ -253,7 +251,7 @@ fn each_shape_writes_one_entry_per_leaf_and_pays_what_its_backend_owes() {
             assert_eq!(pairs, expected, "{backend} {size:#x}");
             // The vfree: one flush of the whole area, nothing per entry.
             let pages = size / PAGE_SIZE;
-            let tlbi = match tlb::strategy(pages) {
+            let tlbi = match mm::flush_strategy(pages) {
                 FlushStrategy::RangeTlbi => (pages % 2, (pages > 1) as u64, 0),
                 FlushStrategy::PerPage => (pages, 0, 0),
                 FlushStrategy::All => (0, 0, 1),
@@ -269,12 +267,12 @@ fn vmap_range_mixes_a_block_a_run_and_a_page_as_alignment_allows() {
     let before = footprint();
     let size = BLOCK_2M + CONT_PTE_SIZE + PAGE_SIZE;
     let pa = frame_alloc::alloc_contiguous((size / PAGE_SIZE) as usize, BLOCK_2M).unwrap();
-    let va = vmalloc::get_vm_area(size, BLOCK_2M).unwrap();
+    let va = mm::get_vm_area(size, BLOCK_2M).unwrap();
     // SAFETY: the test's own frames, in the test's own area.
-    let map = || unsafe { vmalloc::vmap_range(va, va.add(size), pa, Attributes::KERNEL_RW) }.unwrap();
+    let map = || unsafe { mm::vmap_range(va, va.add(size), pa, Attributes::KERNEL_RW) }.unwrap();
     // Once to link the tables (they stay after the unmap), then counted.
     map();
-    vmalloc::vunmap_range(va, va.add(size)).unwrap();
+    mm::vunmap_range(va, va.add(size)).unwrap();
     let (written, c) = counted(map);
     assert_eq!(written, 1 + 16 + 1, "a block, a run of 16, a page");
     assert_eq!((c.dsb_ishst, c.isb), (1, 1), "one lazy section: {c:?}");
@@ -284,16 +282,16 @@ fn vmap_range_mixes_a_block_a_run_and_a_page_as_alignment_allows() {
     );
     let frames = check_mapped(va, size);
     assert!(frames.iter().enumerate().all(|(i, &f)| f == pa.add(i as u64 * PAGE_SIZE)));
-    vmalloc::vunmap_range(va, va.add(size)).unwrap();
+    mm::vunmap_range(va, va.add(size)).unwrap();
     check_unmapped(va, size);
-    vmalloc::free_vm_area(va).unwrap();
+    mm::free_vm_area(va).unwrap();
     frame_alloc::free_frames(pa, (size / PAGE_SIZE) as usize).unwrap();
     assert_eq!(footprint(), before);
 }
 
 /// The TLBIs (by page, by range, all) of one flush of `pages` pages.
 fn one_flush(pages: u64) -> (u64, u64, u64) {
-    match tlb::strategy(pages) {
+    match mm::flush_strategy(pages) {
         FlushStrategy::RangeTlbi => (pages % 2, (pages > 1) as u64, 0),
         FlushStrategy::PerPage => (pages, 0, 0),
         FlushStrategy::All => (0, 0, 1),
@@ -304,9 +302,9 @@ fn one_flush(pages: u64) -> (u64, u64, u64) {
 /// the entries it wrote, what it cost.
 fn partial_vunmap(backend: Backend, from: VirtAddr, to: VirtAddr) -> (u64, u64, BarrierCounts) {
     let _s = Setting::new(backend);
-    let warnings = vmalloc::vunmap_warnings();
-    let (written, c) = counted(|| vmalloc::vunmap_range(from, to).unwrap());
-    (vmalloc::vunmap_warnings() - warnings, written, c)
+    let warnings = mm::vunmap_warnings();
+    let (written, c) = counted(|| mm::vunmap_range(from, to).unwrap());
+    (mm::vunmap_warnings() - warnings, written, c)
 }
 
 #[test_case]
@@ -315,12 +313,12 @@ fn vunmap_range_of_part_of_a_run_or_a_block_warns_and_unmaps_all_of_it_as_linux_
     // A block, a run, a page: the run's two neighbours show what stays.
     let size = BLOCK_2M + CONT_PTE_SIZE + PAGE_SIZE;
     let pa = frame_alloc::alloc_contiguous((size / PAGE_SIZE) as usize, BLOCK_2M).unwrap();
-    let va = vmalloc::get_vm_area(size, BLOCK_2M).unwrap();
+    let va = mm::get_vm_area(size, BLOCK_2M).unwrap();
     let run = va.add(BLOCK_2M);
     let tail = run.add(CONT_PTE_SIZE);
     let map = |from: VirtAddr, to: VirtAddr| {
         // SAFETY: the test's own frames, in the test's own area.
-        unsafe { vmalloc::vmap_range(from, to, pa.add(from.offset_from(va)), Attributes::KERNEL_RW) }.unwrap()
+        unsafe { mm::vmap_range(from, to, pa.add(from.offset_from(va)), Attributes::KERNEL_RW) }.unwrap()
     };
     map(va, va.add(size));
     for backend in Backend::ALL {
@@ -346,7 +344,7 @@ fn vunmap_range_of_part_of_a_run_or_a_block_warns_and_unmaps_all_of_it_as_linux_
     assert_eq!((warned, written), (2, 1 + 16));
     assert_eq!((c.dsb_ishst, c.dsb_ish, c.isb), (1, 1, 1), "{c:?}");
     let pages = (BLOCK_2M + CONT_PTE_SIZE) / PAGE_SIZE;
-    let tlbi = match tlb::strategy(pages) {
+    let tlbi = match mm::flush_strategy(pages) {
         // Two range operations: 512 pages and 16 (`__flush_tlb_range_op`).
         FlushStrategy::RangeTlbi => (0, 2, 0),
         _ => one_flush(pages),
@@ -367,7 +365,7 @@ fn vunmap_range_of_part_of_a_run_or_a_block_warns_and_unmaps_all_of_it_as_linux_
     assert_eq!((warned, written), (0, 17));
     assert_eq!((c.tlbi_page, c.tlbi_range, c.tlbi_all), one_flush(17), "{c:?}");
     check_unmapped(va, size);
-    vmalloc::free_vm_area(va).unwrap();
+    mm::free_vm_area(va).unwrap();
     frame_alloc::free_frames(pa, (size / PAGE_SIZE) as usize).unwrap();
     assert_eq!(footprint(), before);
 }
@@ -380,7 +378,7 @@ fn split_alias(va: VirtAddr) {
     let base = pgtable::lookup(va).va;
     let alias = lazymmu::mm::phys_to_virt(addr.add(va.offset_from(base)));
     // SAFETY: the alias of the test's own frame, writable again at once.
-    unsafe { pageattr::set_linear_map_ro(alias, 1).and_then(|()| pageattr::set_linear_map_rw(alias, 1)) }.unwrap();
+    unsafe { mm::set_linear_map_ro(alias, 1).and_then(|()| mm::set_linear_map_rw(alias, 1)) }.unwrap();
 }
 
 /// Writing `va` faults with a level-3 permission fault.
@@ -396,7 +394,7 @@ fn set_memory_ro_on_part_of_a_run_splits_it_in_place_with_bbml2_and_is_refused_w
     let page = va.add(3 * PAGE_SIZE);
     if cpu::features().bbml2_noabort {
         split_alias(page);
-        let (written, c) = counted(|| pageattr::set_memory_ro(page, 1).unwrap());
+        let (written, c) = counted(|| mm::set_memory_ro(page, 1).unwrap());
         // The run rewritten without the bit (16), then the page (1) and its
         // linear alias (1).
         assert_eq!(written, 16 + 1 + 1);
@@ -405,21 +403,21 @@ fn set_memory_ro_on_part_of_a_run_splits_it_in_place_with_bbml2_and_is_refused_w
         assert_read_only(page);
         check_mapped(va, 3 * PAGE_SIZE);
         check_mapped(page.add(PAGE_SIZE), CONT_PTE_SIZE - 4 * PAGE_SIZE);
-        pageattr::set_memory_rw(page, 1).unwrap();
+        mm::set_memory_rw(page, 1).unwrap();
     } else {
         let (written, _) = counted(|| {
-            assert_eq!(pageattr::set_memory_ro(page, 1), Err(MapError::BreakBeforeMakeUnsafe(va)));
+            assert_eq!(mm::set_memory_ro(page, 1), Err(MapError::BreakBeforeMakeUnsafe(va)));
         });
         assert_eq!(written, 0, "refused before anything changed");
         assert_eq!(shape(va, CONT_PTE_SIZE), [(Level::L3, true, CONT_PTE_SIZE)]);
         check_mapped(va, CONT_PTE_SIZE);
     }
     // The whole run changes together, the bit kept, under either CPU.
-    pageattr::set_memory_ro(va, CONT_PTE_SIZE / PAGE_SIZE).unwrap();
+    mm::set_memory_ro(va, CONT_PTE_SIZE / PAGE_SIZE).unwrap();
     let whole = !cpu::features().bbml2_noabort;
     assert_eq!(shape(va, CONT_PTE_SIZE), [(Level::L3, whole, CONT_PTE_SIZE)]);
     assert_read_only(va.add(15 * PAGE_SIZE));
-    pageattr::set_memory_rw(va, CONT_PTE_SIZE / PAGE_SIZE).unwrap();
+    mm::set_memory_rw(va, CONT_PTE_SIZE / PAGE_SIZE).unwrap();
     vfree(va).unwrap();
     assert_eq!(footprint(), before);
 }
@@ -431,7 +429,7 @@ fn set_memory_ro_on_part_of_a_block_splits_it_in_place_with_bbml2_and_is_refused
     let page = va.add(PAGE_SIZE);
     if cpu::features().bbml2_noabort {
         split_alias(page);
-        let (written, c) = counted(|| pageattr::set_memory_ro(page, 1).unwrap());
+        let (written, c) = counted(|| mm::set_memory_ro(page, 1).unwrap());
         // The table's 512 entries, the table over the block, then the page
         // and its linear alias.
         assert_eq!(written, 512 + 1 + 1 + 1);
@@ -439,7 +437,7 @@ fn set_memory_ro_on_part_of_a_block_splits_it_in_place_with_bbml2_and_is_refused
         // Linux's split_pmd), the section's pair, and one flush of the
         // whole block and the alias's page.
         assert_eq!((c.dsb_ishst, c.dsb_ish, c.isb), (3, 1, 2), "{c:?}");
-        let want = match tlb::strategy(BLOCK_2M / PAGE_SIZE + 1) {
+        let want = match mm::flush_strategy(BLOCK_2M / PAGE_SIZE + 1) {
             FlushStrategy::RangeTlbi => (1, 1, 0),
             FlushStrategy::PerPage => (BLOCK_2M / PAGE_SIZE + 1, 0, 0),
             FlushStrategy::All => (0, 0, 1),
@@ -449,11 +447,11 @@ fn set_memory_ro_on_part_of_a_block_splits_it_in_place_with_bbml2_and_is_refused
         assert_read_only(page);
         check_mapped(va, PAGE_SIZE);
         check_mapped(page.add(PAGE_SIZE), BLOCK_2M - 2 * PAGE_SIZE);
-        pageattr::set_memory_rw(page, 1).unwrap();
+        mm::set_memory_rw(page, 1).unwrap();
     } else {
         let state = lazymmu::mm::audit::state();
         let (written, c) = counted(|| {
-            assert_eq!(pageattr::set_memory_ro(page, 1), Err(MapError::BreakBeforeMakeUnsafe(va)));
+            assert_eq!(mm::set_memory_ro(page, 1), Err(MapError::BreakBeforeMakeUnsafe(va)));
         });
         assert_eq!((written, c), (0, BarrierCounts::default()), "refused first");
         assert_eq!(lazymmu::mm::audit::state(), state, "nothing changed");
@@ -512,20 +510,20 @@ fn cont_misaligned_the_bit_on_sixteen_pages_that_are_not_one_aligned_range_is_re
     // 16 contiguous frames a page off a 64 KiB boundary, at a 64 KiB
     // aligned address: pages, no run, unless the bug sets the bit anyway.
     let pa = frame_alloc::alloc_contiguous(17, CONT_PTE_SIZE).unwrap().add(PAGE_SIZE);
-    let va = vmalloc::get_vm_area(CONT_PTE_SIZE, CONT_PTE_SIZE).unwrap();
+    let va = mm::get_vm_area(CONT_PTE_SIZE, CONT_PTE_SIZE).unwrap();
     // SAFETY: the test's own frames, in the test's own area.
-    let map = || unsafe { vmalloc::vmap_range(va, va.add(CONT_PTE_SIZE), pa, Attributes::KERNEL_RW) }.unwrap();
+    let map = || unsafe { mm::vmap_range(va, va.add(CONT_PTE_SIZE), pa, Attributes::KERNEL_RW) }.unwrap();
     let ((), found) = pgtable_check::expecting(Rule::Contiguous, || with_planted(Bug::ContMisaligned, map));
     assert_eq!(found.total(), 1, "{}", found.summary());
     assert_eq!(messages(&found, 60), ["the contiguous bit is on 16 entries that do not map one 64 K"]);
     assert_eq!(found.first[0].entry.and_then(|e| e.at), Some((va.as_u64(), Level::L3)));
-    vmalloc::vunmap_range(va, va.add(CONT_PTE_SIZE)).unwrap();
+    mm::vunmap_range(va, va.add(CONT_PTE_SIZE)).unwrap();
     // Without the bug: plain pages, nothing reported.
     let ((), found) = pgtable_check::expecting(Rule::Contiguous, map);
     assert_eq!(found.total(), 0, "{}", found.summary());
     assert_eq!(shape(va, CONT_PTE_SIZE), [(Level::L3, false, CONT_PTE_SIZE)]);
-    vmalloc::vunmap_range(va, va.add(CONT_PTE_SIZE)).unwrap();
-    vmalloc::free_vm_area(va).unwrap();
+    mm::vunmap_range(va, va.add(CONT_PTE_SIZE)).unwrap();
+    mm::free_vm_area(va).unwrap();
     frame_alloc::free_frames(PhysAddr::new(pa.as_u64() - PAGE_SIZE), 17).unwrap();
     assert_eq!(footprint(), before);
 }
@@ -538,9 +536,8 @@ fn cont_split_live_part_of_a_live_run_changed_without_a_split_is_reported() {
     let before = footprint();
     let va = vmalloc_huge(CONT_PTE_SIZE).unwrap();
     let page = va.add(3 * PAGE_SIZE);
-    let (done, found) = pgtable_check::expecting(Rule::Contiguous, || {
-        with_planted(Bug::ContSplitLive, || pageattr::set_memory_ro(page, 1))
-    });
+    let (done, found) =
+        pgtable_check::expecting(Rule::Contiguous, || with_planted(Bug::ContSplitLive, || mm::set_memory_ro(page, 1)));
     assert_eq!(done, Ok(()));
     // The flush of one page does not cover the run the TLB may hold whole,
     // and the run's entries no longer agree.
@@ -550,7 +547,7 @@ fn cont_split_live_part_of_a_live_run_changed_without_a_split_is_reported() {
         "{}",
         found.summary()
     );
-    pageattr::set_memory_rw(va, CONT_PTE_SIZE / PAGE_SIZE).unwrap();
+    mm::set_memory_rw(va, CONT_PTE_SIZE / PAGE_SIZE).unwrap();
     vfree(va).unwrap();
     assert_eq!(footprint(), before);
 }
@@ -567,7 +564,7 @@ fn a_run_split_under_every_backend_leaves_sixteen_plain_pages_and_one_changed() 
         // Inside a caller's section too: the change reads the split back.
         {
             let _section = lazymmu::mm::lazy_mmu::enable();
-            pageattr::set_memory_ro(va.add(PAGE_SIZE), 1).unwrap();
+            mm::set_memory_ro(va.add(PAGE_SIZE), 1).unwrap();
         }
         assert_eq!(shape(va, CONT_PTE_SIZE), [(Level::L3, false, CONT_PTE_SIZE)], "{backend}");
         assert_read_only(va.add(PAGE_SIZE));
@@ -608,7 +605,7 @@ fn a_gibibyte_of_vmalloc_huge_is_512_blocks_where_the_machine_has_the_memory() {
         }
         let freed = cost(|| vfree(va).unwrap());
         // One range TLBI (FEAT_TLBIRANGE), or one full flush without it.
-        let one = match tlb::strategy(BLOCK_1G / PAGE_SIZE) {
+        let one = match mm::flush_strategy(BLOCK_1G / PAGE_SIZE) {
             FlushStrategy::RangeTlbi => (0, 1, 0),
             _ => (0, 0, 1),
         };

@@ -14,17 +14,14 @@ use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use lazymmu::barrier::{self, BarrierCounts, cost};
 use lazymmu::cpu::wait_until;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
-use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::DEFERRED_QUEUE_LEN;
-use lazymmu::mm::lazy_mmu::LazySnapshot;
-use lazymmu::mm::lazy_mmu::stats::{self, LazyMmuStats};
-use lazymmu::mm::lazy_mmu::*;
-use lazymmu::mm::pgtable::{self, EntryRef, Walking};
-use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
-use lazymmu::mm::{frame_alloc, probe, tlb};
-use lazymmu::{Scratch, irq, sched, task, timer};
+use lazymmu::mm::{
+    self, Access, Attributes, Descriptor, HwTranslation, Level, PAGE_SIZE, PhysAddr, VirtAddr, frame_alloc,
+    hw_translate,
+    lazy_mmu::{self, Backend, DEFERRED_QUEUE_LEN, LazyMmuStats, LazySnapshot, *},
+    pgtable::{self, EntryRef, Walking},
+    probe,
+};
+use lazymmu::{Scratch, cpu, sched, timer};
 use spin::Mutex;
 
 lazymmu::test_image!();
@@ -57,7 +54,7 @@ const UNMAPPED: HwTranslation = HwTranslation::Fault(FaultStatus::Translation { 
 /// What the current task's lazy state is: (enable_count, pause_count,
 /// pending, queued stores).
 fn lazy_state() -> LazySnapshot {
-    lazymmu::task::current().lazy_state()
+    lazymmu::sched::current().lazy_state()
 }
 
 fn pairs(c: BarrierCounts) -> (u64, u64) {
@@ -65,7 +62,7 @@ fn pairs(c: BarrierCounts) -> (u64, u64) {
 }
 
 fn depth() -> (u8, u8) {
-    let LazySnapshot { enable_count, pause_count, .. } = task::current().lazy_state();
+    let LazySnapshot { enable_count, pause_count, .. } = sched::current().lazy_state();
     (enable_count, pause_count)
 }
 
@@ -259,7 +256,7 @@ fn timer_handler_writes_an_entry() {
     let frame = *HANDLER_FRAME.lock();
     let c = cost(|| write(&entry, page(frame)));
     *IN_HANDLER.lock() = Some(InHandler {
-        in_interrupt: irq::in_interrupt(),
+        in_interrupt: cpu::in_interrupt(),
         active,
         kind,
         calls,
@@ -283,11 +280,11 @@ fn interrupt_inside_a_section(backend: Backend) {
     }
     let before = lazy_state();
     assert!(before.pending, "{backend}: three writes are pending");
-    let interrupts = irq::interrupt_count();
+    let interrupts = cpu::interrupt_count();
     timer::call_after(timer::ticks_from_us(200), timer_handler_writes_an_entry);
     wait_until(|| IN_HANDLER.lock().is_some());
     let seen = IN_HANDLER.lock().expect("the handler ran");
-    assert!(irq::interrupt_count() > interrupts);
+    assert!(cpu::interrupt_count() > interrupts);
     assert!(seen.in_interrupt && !seen.active, "{backend}: lazy mode does not exist in the handler: {seen:?}");
     assert_eq!(seen.kind, SectionKind::InInterrupt);
     assert_eq!(seen.calls, [Ok(()); 5], "{backend}: every lazy_mmu call is a no-op in the handler");
@@ -515,7 +512,7 @@ fn deferred_writes_are_applied_in_order_at_leave() {
     assert_eq!(hw_translate(scratch.va(2), Access::Read), mapped(other));
     // Unmapped (and flushed) before it goes back: nothing may map a free frame.
     scratch.clear(2);
-    tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(3));
+    mm::flush_tlb_kernel_range(scratch.va(0), scratch.va(3));
     frame_alloc::free_frame(other).unwrap();
 }
 
@@ -544,7 +541,7 @@ fn deferred_writes_tlb_maintenance_in_a_section_applies_the_queue_first() {
     let _section = enable();
     scratch.clear(0);
     assert_eq!(lazy_state().queued, 1, "the clear is queued");
-    tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
+    mm::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
     assert_eq!(lazy_state().queued, 0, "the flush made the queued store first");
     let fault = probe::read(va).unwrap_err();
     assert_eq!(fault.class, ExceptionClass::DataAbortCurrentEl);
@@ -557,7 +554,7 @@ fn deferred_writes_tlb_maintenance_in_a_section_applies_the_queue_first() {
 fn accounting_counts_writes_sections_flushes_and_nesting_per_backend() {
     let _b = use_backend(Backend::Batched);
     let scratch = Scratch::new(5);
-    stats::reset();
+    lazy_mmu::reset_stats();
     {
         let _outer = enable();
         let inner = enable();
@@ -568,7 +565,7 @@ fn accounting_counts_writes_sections_flushes_and_nesting_per_backend() {
         drop(pause()); // nothing pending either
     }
     scratch.clear(0);
-    let s = stats::stats(Backend::Batched);
+    let s = lazy_mmu::stats(Backend::Batched);
     let expected = LazyMmuStats {
         entry_writes: 6,
         lazy_writes: 5,
@@ -579,15 +576,15 @@ fn accounting_counts_writes_sections_flushes_and_nesting_per_backend() {
         barriers: BarrierCounts { dsb_ishst: 1, isb: 1, ..BarrierCounts::ZERO },
     };
     assert_eq!(s, expected);
-    assert_eq!(stats::stats(Backend::Eager), LazyMmuStats::default(), "nothing ran under eager");
+    assert_eq!(lazy_mmu::stats(Backend::Eager), LazyMmuStats::default(), "nothing ran under eager");
 
     // The same work under eager lands in eager's column.
     drop(_b);
     let _e = use_backend(Backend::Eager);
     scratch.map_all();
-    let e = stats::stats(Backend::Eager);
+    let e = lazy_mmu::stats(Backend::Eager);
     assert_eq!((e.entry_writes, e.lazy_writes, e.barriers.dsb_ishst, e.barriers.isb), (5, 0, 5, 5));
-    assert_eq!(stats::stats(Backend::Batched), expected, "batched's column did not move");
+    assert_eq!(lazy_mmu::stats(Backend::Batched), expected, "batched's column did not move");
 }
 
 #[test_case]
@@ -601,9 +598,9 @@ fn a_backend_is_named_by_its_name_alone() {
 
 #[test_case]
 fn deferred_writes_a_walk_makes_its_stores_before_it_lets_the_tables_go() {
-    use lazymmu::mm::addr::BLOCK_2M;
+    use lazymmu::mm::BLOCK_2M;
     use lazymmu::mm::pgtable::LeafSizes;
-    use lazymmu::mm::vmalloc::{free_vm_area, get_vm_area, vunmap_range};
+    use lazymmu::mm::{free_vm_area, get_vm_area, vunmap_range};
     let _b = use_backend(Backend::DeferredWrites);
     let root = pgtable::kernel_root();
     // A fresh 2 MiB: map_range links a new level-3 table for the page.

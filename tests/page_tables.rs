@@ -14,14 +14,12 @@ use lazymmu::barrier::{self, BarrierCounts};
 use lazymmu::boot_args::qemu_param;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
 use lazymmu::init;
-use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Level, MemoryType};
-use lazymmu::mm::layout::VMALLOC_START;
-use lazymmu::mm::pgtable::{self, LeafSizes, Visitor};
-use lazymmu::mm::translate::{
-    Access, HwTranslation, SwTranslation, Translation, hw_translate, mair_attr, sw_translate, translate,
+use lazymmu::mm::{
+    self, Access, Attributes, BLOCK_1G, BLOCK_2M, Descriptor, HwTranslation, Level, MemoryType, PAGE_SIZE, PhysAddr,
+    SwTranslation, Translation, VMALLOC_START, VirtAddr, frame_alloc, hw_translate, mair_attr,
+    pgtable::{self, LeafSizes, Visitor},
+    phys_to_virt, probe, ptdump, sw_translate, translate,
 };
-use lazymmu::mm::{frame_alloc, kernel_map, phys_to_virt, probe, ptdump, tlb};
 use lazymmu::{cpu, dtb, println};
 
 lazymmu::test_image!();
@@ -113,7 +111,7 @@ fn writing_rodata_is_a_level_3_permission_fault() {
 #[test_case]
 fn the_linear_alias_of_text_is_read_only() {
     let image = init::image();
-    let text_pa = kernel_map::image_phys(image, image.text.0);
+    let text_pa = mm::image_phys(image, image.text.0);
     let alias = phys_to_virt(text_pa);
     let word = probe::read(alias).expect("the alias is readable");
     assert_eq!(word, probe::read(image.text.0).unwrap());
@@ -194,7 +192,7 @@ fn a_cleared_entry_is_still_used_until_the_tlb_is_flushed() {
     // ... but the TLB still holds the old translation, and it is used.
     assert_eq!(probe::read(va), Ok(0x5eed), "QEMU keeps using a stale TLB entry: this is why we flush");
 
-    tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
+    mm::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
     let fault = probe::read(va).expect_err("after the flush the page is gone");
     assert_fault(fault, ExceptionClass::DataAbortCurrentEl, FaultStatus::Translation { level: 3 });
 
@@ -240,7 +238,7 @@ fn unmap_range_leaves_nothing_in_the_tlb_and_flushes_once() {
 fn flush_cost(pages: u64) -> BarrierCounts {
     let va = VMALLOC_START.add(0x2000_0000);
     let before = barrier::counts();
-    tlb::flush_tlb_kernel_range(va, va.add(pages * PAGE_SIZE));
+    mm::flush_tlb_kernel_range(va, va.add(pages * PAGE_SIZE));
     barrier::counts() - before
 }
 
@@ -261,7 +259,7 @@ fn tlb_flushes_take_the_path_the_cpu_supports() {
         assert_eq!(kinds(flush_cost(512)), tlbi(0, 1, 0), "512 = 8 << 6: one op at scale 1");
         assert_eq!(kinds(flush_cost(65536)), tlbi(0, 1, 0), "65536 = 2 << 15: one op at scale 3");
         assert_eq!(kinds(flush_cost(2 + 64 + 2048)), tlbi(0, 3, 0), "one op each at scales 0, 1, 2");
-        assert_eq!(kinds(flush_cost(tlb::MAX_TLBI_RANGE_PAGES + 2)), tlbi(0, 0, 1));
+        assert_eq!(kinds(flush_cost(mm::MAX_TLBI_RANGE_PAGES + 2)), tlbi(0, 0, 1));
     } else {
         assert_eq!(kinds(flush_cost(1)), tlbi(1, 0, 0));
         assert_eq!(kinds(flush_cost(511)), tlbi(511, 0, 0));
@@ -296,7 +294,7 @@ fn the_linear_map_uses_the_fewest_tables_alignment_allows() {
     let info = dtb::info();
     assert_eq!(info.ram_start.as_u64() % BLOCK_1G, 0, "the formula below assumes RAM starts on a GiB");
     let image = init::image();
-    let offset = |va: VirtAddr| kernel_map::image_phys(image, va).offset_from(info.ram_start);
+    let offset = |va: VirtAddr| mm::image_phys(image, va).offset_from(info.ram_start);
     let boundaries = [0, offset(image.text.0), offset(image.rodata.1), info.ram_size];
     let stats = ptdump::region_stats()[0];
     println!(
@@ -310,57 +308,4 @@ fn the_linear_map_uses_the_fewest_tables_alignment_allows() {
     assert_eq!(stats.table_pages(), minimal_linear_map_tables(&boundaries));
     let mapped = stats.blocks_1g as u64 * BLOCK_1G + stats.blocks_2m as u64 * BLOCK_2M + stats.pages as u64 * PAGE_SIZE;
     assert_eq!(mapped, info.ram_size, "all of RAM, once");
-}
-
-/// A data abort from EL1 as the hardware would report it (ESR_EL1: EC
-/// 0x25, IL, WnR for a write, and the fault status code), at `va`.
-fn el1_data_abort(va: VirtAddr, write: bool, fsc: u64) -> lazymmu::exception::Syndrome {
-    let esr = (0x25 << 26) | (1 << 25) | (u64::from(write) << 6) | fsc;
-    lazymmu::exception::Syndrome::new(esr, va.as_u64(), 0xffff_ffff_8000_1000)
-}
-
-#[test_case]
-fn a_kernel_fault_on_a_mapping_that_exists_now_is_spurious_and_retried() {
-    use lazymmu::mm::fault::{FaultFix, fixup_spurious_el1_fault, spurious_fault_count};
-    use lazymmu::mm::vmalloc::{vfree, vmalloc};
-    const TRANSLATION_L3: u64 = 0b00_0111;
-    const PERMISSION_L3: u64 = 0b00_1111;
-    let va = vmalloc(PAGE_SIZE).unwrap();
-    let guard = va.add(PAGE_SIZE);
-    let before = spurious_fault_count();
-    let seen = |s| (fixup_spurious_el1_fault(&s), spurious_fault_count() - before);
-    // A translation fault whose page the tables map now: the walk that
-    // faulted saw the entry before it was published. Retried, counted.
-    assert_eq!(seen(el1_data_abort(va, false, TRANSLATION_L3)), (FaultFix::Retry, 1));
-    assert_eq!(seen(el1_data_abort(va, true, TRANSLATION_L3)), (FaultFix::Retry, 2));
-    // The same fault again, at once: the retry faulted where the last
-    // spurious one was; reported, not retried forever.
-    assert_eq!(seen(el1_data_abort(va, true, TRANSLATION_L3)), (FaultFix::Fault, 2));
-    // The guard page after the area is mapped by nothing: a real fault.
-    assert_eq!(seen(el1_data_abort(guard, false, TRANSLATION_L3)), (FaultFix::Fault, 2));
-    // A permission fault on a write the entry allows now (an upgrade seen
-    // through a stale TLB entry): the page is invalidated, then retried.
-    let c = barrier::cost(|| assert_eq!(seen(el1_data_abort(va, true, PERMISSION_L3)), (FaultFix::Retry, 3)));
-    assert_eq!((c.tlbi_page, c.at), (1, 0), "one page invalidated; the re-check is not counted: {c:?}");
-    // An instruction abort is never taken for spurious (`at` cannot ask).
-    let fetch = lazymmu::exception::Syndrome::new((0x21 << 26) | (1 << 25) | TRANSLATION_L3, va.as_u64(), va.as_u64());
-    assert_eq!(seen(fetch), (FaultFix::Fault, 3));
-    // A read-only page: a write's permission fault is real; a write's
-    // translation fault is spurious (the retry reports the permission
-    // fault). Mapped read-only from the start: `set_memory_ro` would make
-    // the frame's linear alias read-only too, splitting the linear map's
-    // block around it for good (which the test above counts).
-    let frame = lazymmu::mm::frame_alloc::alloc_frame().unwrap();
-    // SAFETY: the test's own frame, read-only.
-    let ro = unsafe { lazymmu::mm::vmalloc::vmap_pages(&[frame], Attributes::KERNEL_RO) }.unwrap();
-    assert_eq!(seen(el1_data_abort(ro, true, PERMISSION_L3)), (FaultFix::Fault, 3));
-    assert_eq!(seen(el1_data_abort(ro, true, TRANSLATION_L3)), (FaultFix::Retry, 4));
-    // A real access to the guard page still faults, through the handler.
-    assert_eq!(probe::read(guard).map_err(|s| s.status), Err(Some(FaultStatus::Translation { level: 3 })));
-    assert_eq!(spurious_fault_count() - before, 4, "and is not counted");
-    lazymmu::mm::vmalloc::vunmap(ro).unwrap();
-    // No TLB may still map the frame when it goes.
-    lazymmu::mm::vmalloc::vm_unmap_aliases();
-    lazymmu::mm::frame_alloc::free_frame(frame).unwrap();
-    vfree(va).unwrap();
 }

@@ -15,22 +15,18 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use lazymmu::barrier::{cost, set_issue_hook};
 use lazymmu::boot_args::qemu_param;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
-use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, VirtAddr};
-use lazymmu::mm::cacheflush as cache;
-use lazymmu::mm::cacheflush::{flush_icache_range, write_instructions};
-use lazymmu::mm::descriptor::{Entry, Level};
-use lazymmu::mm::layout::{KIMAGE_VADDR, REGIONS};
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::use_backend;
-use lazymmu::mm::pageattr::*;
-use lazymmu::mm::pgtable::{self, MapError, Operand};
-use lazymmu::mm::ptdump::region_stats;
-use lazymmu::mm::tlb::{self, FlushStrategy};
-use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
-use lazymmu::mm::vmalloc::{vfree, vmalloc};
-use lazymmu::mm::{audit, frame_alloc, phys_to_virt, probe, vmalloc};
+use lazymmu::mm::{
+    self, Access, BLOCK_2M, Entry, FlushStrategy, HwTranslation, KIMAGE_VADDR, Level, PAGE_SIZE, REGIONS, VirtAddr,
+    audit, flush_icache_range, frame_alloc, hw_translate,
+    lazy_mmu::{Backend, use_backend},
+    pgtable::{self, MapError, Operand},
+    phys_to_virt, probe,
+    ptdump::region_stats,
+    set_linear_map_ro, set_linear_map_rw, set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x, vfree, vmalloc,
+    write_instructions,
+};
 use lazymmu::sched;
-use lazymmu::task::Task;
+use lazymmu::sched::Task;
 
 lazymmu::test_image!();
 
@@ -96,9 +92,9 @@ fn set_memory_ro_makes_writes_fault_and_rw_undoes_it_in_one_section_and_one_flus
     ranges.extend(alias_runs(va, n));
     // The flush of the area and its alias, alone: what the change must add
     // to its section's pair.
-    let flush = cost(|| tlb::flush_tlb_kernel_ranges(&ranges));
+    let flush = cost(|| mm::flush_tlb_kernel_ranges(&ranges));
     let c = cost(|| set_memory_ro(va, n).unwrap());
-    let tlbi = match tlb::strategy(2 * n) {
+    let tlbi = match mm::flush_strategy(2 * n) {
         FlushStrategy::RangeTlbi => (0, flush.tlbi_range),
         FlushStrategy::PerPage => (2 * n, 0),
         FlushStrategy::All => (0, 0),
@@ -196,7 +192,7 @@ fn safe_code_cannot_make_a_page_table_the_heap_or_a_task_control_block_read_only
     let boxed = alloc::boxed::Box::new(0u64);
     refused("the heap", VirtAddr::from_ptr(&*boxed as *const u64).align_down(PAGE_SIZE));
     sched::spawn("tcb", || {
-        let tcb = VirtAddr::from_ptr(lazymmu::task::current() as *const Task).align_down(PAGE_SIZE);
+        let tcb = VirtAddr::from_ptr(lazymmu::sched::current() as *const Task).align_down(PAGE_SIZE);
         refused("a task control block", tcb);
     })
     .unwrap()
@@ -264,7 +260,7 @@ fn issued_by(f: impl FnOnce()) -> Vec<&'static str> {
 #[test_case]
 fn flush_icache_range_issues_exactly_what_ctr_el0_asks_for() {
     // The CPU's own CTR_EL0, decoded here by hand (bits from the Arm ARM).
-    let ctr = cache::cache_type().0;
+    let ctr = mm::cache_type().0;
     let (idc, dic) = ((ctr >> 28) & 1 == 1, (ctr >> 29) & 1 == 1);
     let (d_line, i_line) = (4u64 << ((ctr >> 16) & 0xf), 4u64 << (ctr & 0xf));
     // The A72 needs both steps, and QEMU's `max` (7.2) reports the same
@@ -290,9 +286,9 @@ fn flush_icache_range_issues_exactly_what_ctr_el0_asks_for() {
         want.push("dsb ish");
     }
     want.push("isb");
-    let before = cache::counts();
+    let before = mm::cache_counts();
     let seen = issued_by(|| flush_icache_range(va.add(8), va.add(PAGE_SIZE - 8)));
-    let after = cache::counts();
+    let after = mm::cache_counts();
     assert_eq!(seen, want, "CTR_EL0 {ctr:#x}");
     assert_eq!(
         (after.dc_cvau - before.dc_cvau, after.ic_ivau - before.ic_ivau),
@@ -400,15 +396,14 @@ fn without_bbml2_noabort_the_linear_map_is_pages_and_no_live_block_is_broken() {
     // would have to split is refused, and nothing changes.
     let run = frame_alloc::alloc_contiguous(512, BLOCK_2M).unwrap();
     // SAFETY: the test's own frames, in an area of its own.
-    let va =
-        unsafe { vmalloc::vmap_contiguous(run, BLOCK_2M, lazymmu::mm::descriptor::Attributes::KERNEL_RW) }.unwrap();
+    let va = unsafe { mm::vmap_contiguous(run, BLOCK_2M, lazymmu::mm::Attributes::KERNEL_RW) }.unwrap();
     assert_eq!(pgtable::lookup(va).level, Level::L2);
     let state = (frame_alloc::stats().used, region_stats());
     assert_eq!(set_memory_ro(va.add(PAGE_SIZE), 1), Err(MapError::BreakBeforeMakeUnsafe(va)));
     assert_eq!((frame_alloc::stats().used, region_stats()), state, "nothing changed");
-    vmalloc::vunmap(va).unwrap();
+    mm::vunmap(va).unwrap();
     // Its flush is the purge's: no TLB may still map the frames when they go.
-    vmalloc::vm_unmap_aliases();
+    mm::vm_unmap_aliases();
     frame_alloc::free_frames(run, 512).unwrap();
     frame_alloc::free_frame(pa).unwrap();
 }
@@ -416,7 +411,7 @@ fn without_bbml2_noabort_the_linear_map_is_pages_and_no_live_block_is_broken() {
 #[test_case]
 fn set_memory_errors_are_typed_and_change_nothing() {
     let va = vmalloc(2 * PAGE_SIZE).unwrap();
-    let before = (frame_alloc::stats().used, vmalloc::area_count(), region_stats());
+    let before = (frame_alloc::stats().used, mm::area_count(), region_stats());
     assert_eq!(set_memory_ro(va, 0), Err(MapError::BadRange { start: va, size: 0 }));
     assert_eq!(set_memory_ro(va, 3), Err(MapError::NotMapped(va)), "runs past the area into its guard page");
     assert_eq!(
@@ -427,7 +422,7 @@ fn set_memory_errors_are_typed_and_change_nothing() {
     assert_eq!(set_memory_ro(KIMAGE_VADDR, 1), Err(MapError::NotVmallocArea(KIMAGE_VADDR)), "not the image");
     let low = VirtAddr::new(0x4000_0000);
     assert_eq!(set_memory_ro(low, 1), Err(MapError::NotKernelAddress(low)));
-    assert_eq!((frame_alloc::stats().used, vmalloc::area_count(), region_stats()), before);
+    assert_eq!((frame_alloc::stats().used, mm::area_count(), region_stats()), before);
     assert_writable(va);
     vfree(va).unwrap();
 }

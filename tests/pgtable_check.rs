@@ -12,24 +12,16 @@
 use core::convert::Infallible;
 
 use lazymmu::barrier;
-use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::apply::{
-    apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_by_table, apply_to_page_range_nolazy,
+use lazymmu::mm::{
+    self, Attributes, BLOCK_2M, Descriptor, Entry, KernelStack, Level, MemoryType, PAGE_SIZE, PhysAddr, VirtAddr,
+    apply_to_existing_page_range, apply_to_page_range, apply_to_page_range_by_table, apply_to_page_range_nolazy, audit,
+    cache_type, flush_icache_range, frame_alloc, free_vm_area, get_vm_area,
+    lazy_mmu::{Backend, enable, use_backend},
+    pgtable::{self, EntryRef, LeafSizes, Ptes},
+    pgtable_check::{self, Rule, Violations},
+    phys_to_virt, probe, set_linear_map_ro, set_linear_map_rw, set_memory_nx, set_memory_ro, set_memory_rw,
+    set_memory_x, vfree, vmalloc, vmap_contiguous, vmap_pages, vunmap, vunmap_range, vzalloc, write_instructions,
 };
-use lazymmu::mm::cacheflush::{cache_type, flush_icache_range, write_instructions};
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level, MemoryType};
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::{enable, use_backend};
-use lazymmu::mm::pageattr::{
-    set_linear_map_ro, set_linear_map_rw, set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x,
-};
-use lazymmu::mm::pgtable::{self, EntryRef, LeafSizes, Ptes};
-use lazymmu::mm::pgtable_check::{self, Rule, Violations};
-use lazymmu::mm::stack::KernelStack;
-use lazymmu::mm::vmalloc::{
-    self, free_vm_area, get_vm_area, vfree, vmalloc, vmap_contiguous, vmap_pages, vunmap, vunmap_range, vzalloc,
-};
-use lazymmu::mm::{audit, frame_alloc, phys_to_virt, probe, tlb};
 use lazymmu::{Bug, with_planted};
 use lazymmu::{Scratch, cpu, sched};
 
@@ -128,7 +120,7 @@ fn break_before_make_a_live_page_replaced_by_another_frame_is_reported() {
     let (_, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || write(&scratch.entry(0), page(other)));
     exactly_one(&found, Rule::BreakBeforeMake, Some((scratch.va(0), Level::L3)));
     scratch.clear(0);
-    tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
+    mm::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
     frame_alloc::free_frame(other).unwrap();
 }
 
@@ -150,7 +142,7 @@ fn break_before_make_a_not_global_page_made_global_is_reported() {
         "a live not-global (nG) mapping was made global without break-before-make: a TLB may hold both entries, and both match (a TLB conflict)"
     );
     scratch.clear(0);
-    tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
+    mm::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
 }
 
 #[test_case]
@@ -178,7 +170,7 @@ fn invalidate_a_permission_upgrade_left_unflushed_is_reported() {
     };
     assert_eq!((read_only(entry.old), read_only(entry.new)), (true, false), "{v}");
     // The flush the bug skipped; with it, the same upgrade is clean.
-    tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
+    mm::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
     set_memory_ro(va, 1).unwrap();
     let (result, found) = pgtable_check::expecting(Rule::Invalidate, || set_memory_rw(va, 1));
     result.unwrap();
@@ -254,7 +246,7 @@ fn mismatched_alias_ram_mapped_as_device_is_reported() {
     assert_eq!(v.what.as_str(), want);
     vunmap(va).unwrap();
     // The unmapped area waits for a purge: none may still reach the frame.
-    lazymmu::mm::vmalloc::vm_unmap_aliases();
+    lazymmu::mm::vm_unmap_aliases();
     frame_alloc::free_frame(frame).unwrap();
 }
 
@@ -269,10 +261,10 @@ fn ram_is_refused_as_device_or_non_cacheable_memory_and_nothing_changes() {
     for attrs in [Attributes::DEVICE, non_cacheable] {
         // SAFETY: the test's own frames and area; refused before any store.
         let got = unsafe { vmap_contiguous(frames, 2 * PAGE_SIZE, attrs) };
-        assert_eq!(got, Err(vmalloc::VmallocError::RamNotDevice(frames)), "{attrs:?}");
+        assert_eq!(got, Err(mm::VmallocError::RamNotDevice(frames)), "{attrs:?}");
         // SAFETY: as above.
-        let got = unsafe { vmalloc::vmap_range(area, area.add(2 * PAGE_SIZE), frames, attrs) };
-        assert_eq!(got, Err(vmalloc::VmallocError::RamNotDevice(frames)), "{attrs:?}");
+        let got = unsafe { mm::vmap_range(area, area.add(2 * PAGE_SIZE), frames, attrs) };
+        assert_eq!(got, Err(mm::VmallocError::RamNotDevice(frames)), "{attrs:?}");
     }
     assert_eq!(audit::state(), before);
     // Normal write-back, the linear map's own type, is mapped.
@@ -280,7 +272,7 @@ fn ram_is_refused_as_device_or_non_cacheable_memory_and_nothing_changes() {
     let va = unsafe { vmap_contiguous(frames, 2 * PAGE_SIZE, Attributes::KERNEL_RW) }.unwrap();
     vunmap(va).unwrap();
     free_vm_area(area).unwrap();
-    lazymmu::mm::vmalloc::vm_unmap_aliases();
+    lazymmu::mm::vm_unmap_aliases();
     frame_alloc::free_frames(frames, 2).unwrap();
 }
 
@@ -344,16 +336,16 @@ fn break_before_make_a_block_split_in_place_needs_bbml2_noabort_and_the_same_mem
         let (_, found) = pgtable_check::expecting(Rule::BreakBeforeMake, || write(&block, Descriptor::table(shuffled)));
         exactly_one(&found, Rule::BreakBeforeMake, Some((va, Level::L2)));
         // The first table is off the tables now: its walks go, then it does.
-        tlb::flush_tlb_kernel_pgtables(va, va.add(BLOCK_2M));
+        mm::flush_tlb_kernel_pgtables(va, va.add(BLOCK_2M));
         frame_alloc::free_frame(same).unwrap();
     } else {
         exactly_one(&found, Rule::BreakBeforeMake, Some((va, Level::L2)));
         assert!(found.first[0].what.as_str().contains("without BBML2_NOABORT"), "{}", found.first[0]);
     }
-    tlb::flush_tlb_kernel_range(va, va.add(BLOCK_2M));
+    mm::flush_tlb_kernel_range(va, va.add(BLOCK_2M));
     drop(walk);
     vunmap(va).unwrap();
-    vmalloc::vm_unmap_aliases();
+    mm::vm_unmap_aliases();
     frame_alloc::free_frames(run, 512).unwrap();
 }
 
@@ -401,15 +393,15 @@ fn invalidate_a_frame_freed_before_its_flush_is_reported() {
     let (_, found) = pgtable_check::expecting(Rule::Invalidate, || frame_alloc::free_frame(frame).unwrap());
     exactly_one(&found, Rule::Invalidate, Some((scratch.va(0), Level::L3)));
     assert_eq!(found.first[0].frame, Some(frame));
-    tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
+    mm::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
 }
 
 #[test_case]
 fn invalidate_tables_freed_before_the_walk_flush_are_reported() {
-    let va = vmalloc::vmalloc_aligned(PAGE_SIZE, BLOCK_2M).unwrap();
+    let va = mm::vmalloc_aligned(PAGE_SIZE, BLOCK_2M).unwrap();
     vfree(va).unwrap();
     let (_, found) =
-        pgtable_check::expecting(Rule::Invalidate, || with_planted(Bug::FreeBeforeFlush, vmalloc::reclaim_page_tables));
+        pgtable_check::expecting(Rule::Invalidate, || with_planted(Bug::FreeBeforeFlush, mm::reclaim_page_tables));
     // The level-3 table the area's 2 MiB had, taken away by the reclaim:
     // freed while a walk through the cleared level-2 entry may still be
     // cached.
@@ -425,15 +417,15 @@ struct LazyPurge(bool);
 
 impl LazyPurge {
     fn on() -> LazyPurge {
-        let was = LazyPurge(vmalloc::set_vmap_lazy_purge(true));
-        vmalloc::vm_unmap_aliases();
+        let was = LazyPurge(mm::set_vmap_lazy_purge(true));
+        mm::vm_unmap_aliases();
         was
     }
 }
 
 impl Drop for LazyPurge {
     fn drop(&mut self) {
-        vmalloc::set_vmap_lazy_purge(self.0);
+        mm::set_vmap_lazy_purge(self.0);
     }
 }
 
@@ -458,7 +450,7 @@ fn break_before_make_a_range_handed_out_before_its_purge_is_reported() {
         found.first[0]
     );
     // The purge gives back the first area's frame (its range went early).
-    vmalloc::vm_unmap_aliases();
+    mm::vm_unmap_aliases();
     vfree(b).unwrap();
 }
 
@@ -477,7 +469,7 @@ fn invalidate_a_frame_freed_before_the_purge_of_its_lazy_unmap_is_reported() {
         found.first[0]
     );
     assert_eq!(found.first[0].frame, Some(frame));
-    vmalloc::vm_unmap_aliases();
+    mm::vm_unmap_aliases();
 }
 
 #[test_case]
@@ -495,7 +487,7 @@ fn freed_while_mapped_a_frame_freed_under_its_live_page_is_reported() {
         found.first[0]
     );
     scratch.clear(0);
-    tlb::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
+    mm::flush_tlb_kernel_range(scratch.va(0), scratch.va(0).add(PAGE_SIZE));
 }
 
 #[test_case]
@@ -514,20 +506,20 @@ fn freed_while_mapped_vfree_freeing_its_frames_before_unmapping_is_reported() {
         };
         assert_eq!(v.frame, Some(addr), "{v}");
     }
-    vmalloc::vm_unmap_aliases();
+    mm::vm_unmap_aliases();
 }
 
 #[test_case]
 fn freed_while_mapped_a_clean_vfree_frees_nothing_still_mapped() {
     for lazy in [false, true] {
-        let was = vmalloc::set_vmap_lazy_purge(lazy);
+        let was = mm::set_vmap_lazy_purge(lazy);
         let va = vmalloc(3 * PAGE_SIZE).unwrap();
         let (_, found) = pgtable_check::expecting(Rule::FreedWhileMapped, || {
             vfree(va).unwrap();
-            vmalloc::vm_unmap_aliases();
+            mm::vm_unmap_aliases();
         });
         assert_eq!(found.total(), 0, "lazy {lazy}: {}", found.summary());
-        vmalloc::set_vmap_lazy_purge(was);
+        mm::set_vmap_lazy_purge(was);
     }
 }
 
@@ -566,14 +558,14 @@ fn table_lifetime_a_walk_guard_dropped_with_stores_queued_is_reported() {
 
 #[test_case]
 fn table_lifetime_a_store_into_a_freed_table_is_reported() {
-    let va = vmalloc::vmalloc_aligned(PAGE_SIZE, BLOCK_2M).unwrap();
+    let va = mm::vmalloc_aligned(PAGE_SIZE, BLOCK_2M).unwrap();
     let table = {
         let walk = pgtable::walking();
         let Entry::Table(table) = walk.walk_create(va, Level::L2).unwrap().entry() else { panic!("a level-3 table") };
         table
     };
     vfree(va).unwrap();
-    vmalloc::reclaim_page_tables();
+    mm::reclaim_page_tables();
     // The entry's table went in the reclaim (it was empty). Safe code can
     // not keep a handle past that (an `EntryRef` borrows its walk, and a
     // reclaim waits for every walk to end); unsafe code that breaks
@@ -656,7 +648,7 @@ fn a_clean_run_of_every_mapper_under_every_backend_reports_nothing() {
             Ok::<(), Infallible>(())
         })
         .unwrap();
-        tlb::flush_tlb_kernel_range(area, area.add(4 * PAGE_SIZE));
+        mm::flush_tlb_kernel_range(area, area.add(4 * PAGE_SIZE));
         vunmap_range(area, area.add(4 * PAGE_SIZE)).unwrap();
         free_vm_area(area).unwrap();
         // The linear map: split in place with BBML2_NOABORT, pages without.
@@ -675,7 +667,7 @@ fn a_clean_run_of_every_mapper_under_every_backend_reports_nothing() {
         drop(KernelStack::new().unwrap());
     }
     // What was freed lazily comes back at its purge.
-    vmalloc::vm_unmap_aliases();
+    mm::vm_unmap_aliases();
     pgtable_check::quiescent();
     let found = pgtable_check::take_violations();
     assert_eq!(found.total(), 0, "{}", found.summary());

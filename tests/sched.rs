@@ -13,13 +13,12 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
 use lazymmu::cpu;
 use lazymmu::exception::{Caught, ExceptionClass, FaultStatus};
-use lazymmu::mm::addr::VirtAddr;
-use lazymmu::mm::layout::KSTACK_SLOTS;
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::LazySnapshot;
-use lazymmu::mm::lazy_mmu::{enable, is_lazy_mmu_mode_active};
-use lazymmu::mm::{frame_alloc, probe};
-use lazymmu::{irq, sched, task};
+use lazymmu::mm::{
+    KSTACK_SLOTS, VirtAddr, frame_alloc,
+    lazy_mmu::{Backend, LazySnapshot, enable, is_lazy_mmu_mode_active},
+    probe,
+};
+use lazymmu::sched;
 use spin::Mutex;
 
 lazymmu::test_image!();
@@ -32,7 +31,7 @@ fn a_spawned_task_runs_on_its_own_stack_above_a_guard_page() {
     static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
     let handle = sched::spawn("stacky", || {
         let local = 0u64;
-        let me = task::current();
+        let me = sched::current();
         let stack = me.stack().expect("a spawned task has its own stack");
         let guard = stack.guard_page();
         let probe = probe::read(guard).map_err(|s| s.status.expect("an abort"));
@@ -76,7 +75,7 @@ fn a_task_that_never_yields_is_preempted_by_the_timer() {
     static STOP: AtomicBool = AtomicBool::new(false);
     static SPINS: AtomicU64 = AtomicU64::new(0);
     STOP.store(false, SeqCst);
-    let (interrupts, switches) = (irq::interrupt_count(), sched::switch_count());
+    let (interrupts, switches) = (cpu::interrupt_count(), sched::switch_count());
     let spinner = sched::spawn("spinner", || {
         while !STOP.load(SeqCst) {
             SPINS.fetch_add(1, SeqCst);
@@ -85,7 +84,7 @@ fn a_task_that_never_yields_is_preempted_by_the_timer() {
     .unwrap();
     // The spinner gets the CPU here and only a timer interrupt takes it back.
     sched::yield_now();
-    let (spins, interrupts_now) = (SPINS.load(SeqCst), irq::interrupt_count());
+    let (spins, interrupts_now) = (SPINS.load(SeqCst), cpu::interrupt_count());
     // Stopped before anything is asserted: a spinner left behind would
     // take the CPU from the next tests.
     STOP.store(true, SeqCst);
@@ -103,7 +102,7 @@ fn a_panic_or_fault_ends_only_its_own_task() {
         other => panic!("expected the task's panic, got {other:?}"),
     }
     let faulter = sched::spawn("faulter", || {
-        let guard = task::current().stack().unwrap().guard_page();
+        let guard = sched::current().stack().unwrap().guard_page();
         // SAFETY: the guard page is never mapped: this read faults.
         unsafe { core::ptr::read_volatile(guard.as_ptr::<u64>()) };
     })
@@ -163,8 +162,8 @@ fn a_task_spawned_inside_a_deferred_writes_section_runs_on_a_mapped_stack() {
 #[test_case]
 fn a_stack_made_inside_a_batched_section_is_published_before_it_is_handed_over() {
     use lazymmu::barrier::cost;
+    use lazymmu::mm::KernelStack;
     use lazymmu::mm::lazy_mmu::use_backend;
-    use lazymmu::mm::stack::KernelStack;
     let _b = use_backend(Backend::Batched);
     let section = enable();
     let mut stack = None;
@@ -174,7 +173,7 @@ fn a_stack_made_inside_a_batched_section_is_published_before_it_is_handed_over()
     // used to start on a stack their spawner still owed a dsb ishst; isb).
     assert_eq!((c.dsb_ishst, c.isb), (1, 1), "{c:?}");
     assert_eq!(
-        task::current().lazy_state(),
+        sched::current().lazy_state(),
         LazySnapshot { enable_count: 1, pause_count: 0, pending: false, queued: 0 },
         "nothing pending, still in the section"
     );
@@ -201,11 +200,11 @@ fn a_task_that_panics_inside_a_walk_lets_its_guard_go_and_ends_with_a_report() {
 #[test_case]
 fn a_task_that_panics_in_the_middle_of_a_store_run_still_pays_the_pair() {
     use lazymmu::barrier::cost;
-    use lazymmu::mm::addr::PAGE_SIZE;
-    use lazymmu::mm::apply::apply_to_existing_page_range_by_table;
-    use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
+    use lazymmu::mm::PAGE_SIZE;
+    use lazymmu::mm::apply_to_existing_page_range_by_table;
     use lazymmu::mm::lazy_mmu::use_backend;
     use lazymmu::mm::pgtable;
+    use lazymmu::mm::{Attributes, Descriptor, Level};
     let scratch = lazymmu::Scratch::new(2);
     let (va, page) = (scratch.va(0), Descriptor::leaf(Level::L3, scratch.frame(), Attributes::KERNEL_RW));
     let _b = use_backend(Backend::Batched);

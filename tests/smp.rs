@@ -21,14 +21,12 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use lazymmu::boot_args::qemu_param;
 use lazymmu::cpu;
 use lazymmu::exception::{Caught, ExceptionClass, FaultStatus};
-use lazymmu::mm::addr::{PAGE_SIZE, VirtAddr};
-use lazymmu::mm::descriptor::Descriptor;
-use lazymmu::mm::layout::{KSTACK_SLOT_SIZE, KSTACK_START};
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::LazySnapshot;
-use lazymmu::mm::vmalloc::{vfree, vmalloc};
-use lazymmu::mm::{pgtable, probe, tlb};
-use lazymmu::{dtb, percpu, smp};
+use lazymmu::mm::{
+    self, Descriptor, KSTACK_SLOT_SIZE, KSTACK_START, PAGE_SIZE, VirtAddr,
+    lazy_mmu::{Backend, LazySnapshot},
+    pgtable, probe, vfree, vmalloc,
+};
+use lazymmu::{dtb, smp};
 use spin::Mutex;
 
 lazymmu::test_image!();
@@ -48,7 +46,7 @@ fn every_cpu_comes_up_on_its_own_stack_and_reports() {
     REPORTS.lock().clear();
     for other in 1..n {
         smp::run_on(other, || {
-            let me = percpu::this_cpu().id;
+            let me = smp::smp_processor_id();
             REPORTS.lock().push((me, cpu::mpidr(), cpu::current_el(), cpu::stack_pointer()));
         })
         .expect("online and idle")
@@ -91,11 +89,11 @@ fn every_cpu_takes_its_own_timer_interrupt() {
     let n = cpus();
     static FIRED_ON: AtomicU64 = AtomicU64::new(u64::MAX);
     fn handler() {
-        FIRED_ON.store(percpu::this_cpu().id as u64, SeqCst);
+        FIRED_ON.store(smp::smp_processor_id() as u64, SeqCst);
     }
     for other in 1..n {
         FIRED_ON.store(u64::MAX, SeqCst);
-        let interrupts = lazymmu::irq::interrupt_count();
+        let interrupts = lazymmu::cpu::interrupt_count();
         smp::run_on(other, || {
             lazymmu::timer::call_after(lazymmu::timer::ticks_from_us(100), handler);
             cpu::wait_until(|| FIRED_ON.load(SeqCst) != u64::MAX);
@@ -104,7 +102,7 @@ fn every_cpu_takes_its_own_timer_interrupt() {
         .wait()
         .unwrap();
         assert_eq!(FIRED_ON.load(SeqCst), other as u64, "the handler ran on cpu {other}");
-        assert!(lazymmu::irq::interrupt_count() > interrupts);
+        assert!(lazymmu::cpu::interrupt_count() > interrupts);
     }
 }
 
@@ -218,7 +216,7 @@ fn an_unmap_reaches_another_cpus_tlb_only_through_the_broadcast_flush() {
     }
     assert!(!reader.is_done(), "CPU 1 stopped reading before the flush: QEMU did not keep its stale translation");
     // The broadcast flush (tlbi ...is) reaches CPU 1's TLB: its next read faults.
-    tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
+    mm::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
     FLUSHED.store(true, SeqCst);
     reader.wait().unwrap();
     assert!(!WRONG_VALUE.load(SeqCst), "every read returned the page's value");
@@ -279,17 +277,17 @@ struct Migration {
 }
 
 fn lazy_state() -> LazySnapshot {
-    lazymmu::task::current().lazy_state()
+    lazymmu::sched::current().lazy_state()
 }
 
 #[test_case]
 fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu() {
     use lazymmu::barrier::cost;
-    use lazymmu::mm::descriptor::{Attributes, Level};
     use lazymmu::mm::lazy_mmu::{enable, use_backend};
-    use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
-    use lazymmu::mm::vmalloc::{free_vm_area, get_vm_area, vunmap_range};
-    use lazymmu::task::Affinity;
+    use lazymmu::mm::{Access, HwTranslation, hw_translate};
+    use lazymmu::mm::{Attributes, Level};
+    use lazymmu::mm::{free_vm_area, get_vm_area, vunmap_range};
+    use lazymmu::sched::Affinity;
     let _ = cpus();
     static SEEN: Mutex<Option<Migration>> = Mutex::new(None);
     for backend in [Backend::Batched, Backend::DeferredWrites] {
@@ -303,7 +301,7 @@ fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu
         let frame = lazymmu::mm::frame_alloc::alloc_frame().unwrap();
         *SEEN.lock() = None;
         let task = lazymmu::sched::spawn_on("migrant", Affinity::Any, move || {
-            let from = percpu::this_cpu().id;
+            let from = smp::smp_processor_id();
             // Held across the migration: dropped after the section.
             let walk = pgtable::walking();
             let section = enable();
@@ -314,15 +312,15 @@ fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu
             }
             let before = lazy_state();
             // Yield until another CPU has picked this task up.
-            while percpu::this_cpu().id == from {
+            while smp::smp_processor_id() == from {
                 lazymmu::sched::yield_now();
             }
-            let to = percpu::this_cpu().id;
+            let to = smp::smp_processor_id();
             // `current` (SP_EL0, set by the switch on the new CPU) is still
-            // this task, and agrees with the new CPU's record.
-            let me = lazymmu::task::current();
+            // this task (that it agrees with the new CPU's record, the
+            // scheduler asserts at every switch in debug builds).
+            let me = lazymmu::sched::current();
             assert_eq!(me.name, "migrant");
-            assert!(core::ptr::eq(me, percpu::this_cpu().current_task()), "SP_EL0 and the per-CPU record agree");
             let after = lazy_state();
             let c = cost(|| drop(section));
             *SEEN.lock() = Some(Migration { from, to, before, after, leave: (c.dsb_ishst, c.isb) });
@@ -353,12 +351,11 @@ fn a_task_migrated_mid_section_keeps_its_state_and_its_leave_pays_on_the_new_cpu
 
 #[test_case]
 fn mappers_on_every_cpu_at_once_share_tables_safely() {
-    use lazymmu::mm::vmalloc;
     let n = cpus();
     use lazymmu::mm::audit;
     // (The audit's count: without vmalloc's spare nodes, whose slab frames
     // come and go with the calls.)
-    let before = (audit::state().frames_used, vmalloc::area_count());
+    let before = (audit::state().frames_used, mm::area_count());
     static FAILURES: AtomicU64 = AtomicU64::new(0);
     FAILURES.store(0, SeqCst);
     // Every CPU maps, checks and unmaps small buffers as fast as it can:
@@ -385,7 +382,7 @@ fn mappers_on_every_cpu_at_once_share_tables_safely() {
                 FAILURES.fetch_add(1, SeqCst);
             }
             if round % 32 == 31 {
-                vmalloc::reclaim_page_tables();
+                mm::reclaim_page_tables();
             }
         }
     };
@@ -396,17 +393,17 @@ fn mappers_on_every_cpu_at_once_share_tables_safely() {
         p.wait().unwrap();
     }
     assert_eq!(FAILURES.load(SeqCst), 0, "every buffer was mapped, readable, writable and freed");
-    vmalloc::vm_unmap_aliases();
-    vmalloc::reclaim_page_tables();
-    assert_eq!((audit::state().frames_used, vmalloc::area_count()), before, "every frame and table came back");
+    mm::vm_unmap_aliases();
+    mm::reclaim_page_tables();
+    assert_eq!((audit::state().frames_used, mm::area_count()), before, "every frame and table came back");
 }
 
 #[test_case]
 fn a_table_walk_keeps_its_tables_while_another_cpu_frees_them() {
-    use lazymmu::mm::addr::{BLOCK_2M, PhysAddr};
-    use lazymmu::mm::descriptor::{Attributes, Level};
     use lazymmu::mm::pgtable::Visitor;
-    use lazymmu::mm::vmalloc::vmalloc_aligned;
+    use lazymmu::mm::vmalloc_aligned;
+    use lazymmu::mm::{Attributes, Level};
+    use lazymmu::mm::{BLOCK_2M, PhysAddr};
     let _ = cpus();
     // An area alone in its 2 MiB: freeing it, then a reclaim, takes its
     // level-3 table away.
@@ -429,7 +426,7 @@ fn a_table_walk_keeps_its_tables_while_another_cpu_frees_them() {
             let target = self.target;
             self.pending = smp::run_on(1, move || {
                 vfree(target).unwrap();
-                lazymmu::mm::vmalloc::reclaim_page_tables();
+                lazymmu::mm::reclaim_page_tables();
                 FREED.store(true, SeqCst);
             });
             assert!(self.pending.is_some(), "CPU 1 takes the job");
@@ -510,7 +507,7 @@ fn a_lock_wait_that_cannot_end_reports_where_it_waits() {
 #[test_case]
 fn a_stack_mapped_on_one_cpu_is_switched_to_on_another_only_after_an_isb_there() {
     use lazymmu::mm::pgtable_check::{self, Rule};
-    use lazymmu::task::Affinity;
+    use lazymmu::sched::Affinity;
     use lazymmu::{Bug, with_planted};
     let _ = cpus();
     if !pgtable_check::enabled() {
@@ -520,12 +517,12 @@ fn a_stack_mapped_on_one_cpu_is_switched_to_on_another_only_after_an_isb_there()
     let spawn_and_join = || {
         RAN_ON.store(u64::MAX, SeqCst);
         let task = lazymmu::sched::spawn_on("received", Affinity::Cpu(1), || {
-            RAN_ON.store(percpu::this_cpu().id as u64, SeqCst);
+            RAN_ON.store(smp::smp_processor_id() as u64, SeqCst);
         })
         .unwrap();
         task.join().unwrap();
     };
-    assert_eq!(percpu::this_cpu().id, 0, "the stack is mapped on CPU 0");
+    assert_eq!(smp::smp_processor_id(), 0, "the stack is mapped on CPU 0");
     let ((), found) = pgtable_check::expecting(Rule::PublishReceiver, spawn_and_join);
     assert_eq!(RAN_ON.load(SeqCst), 1);
     assert_eq!(found.total(), 0, "with the isb: {:?}", found.first);

@@ -20,10 +20,11 @@ mod test_vmalloc;
 mod rng;
 
 use lazymmu::barrier::cost;
-use lazymmu::mm::addr::PAGE_SIZE;
-use lazymmu::mm::apply::{ApplyMode, apply_mode, set_apply_mode};
-use lazymmu::mm::lazy_mmu::{Backend, use_backend};
-use lazymmu::mm::vmalloc::{self, VmallocError};
+use lazymmu::mm::{
+    self, ApplyMode, PAGE_SIZE, VmallocError, apply_mode,
+    lazy_mmu::{Backend, use_backend},
+    set_apply_mode,
+};
 use test_vmalloc::{Failure, Params, Summary, TESTS, run_one};
 
 lazymmu::test_image!();
@@ -40,13 +41,13 @@ fn run_with(name: &str, nr_pages: u64, loops: u64, held: usize) -> Summary {
     let index = TESTS.iter().position(|(n, _)| *n == name).expect("a test of TESTS");
     let p = Params { nr_pages, test_loop_count: loops, test_repeat_count: 2, verify: true, ..Params::default() };
     let before = lazymmu::mm::audit::state();
-    let held: alloc::vec::Vec<_> = (0..held).map(|_| vmalloc::vmalloc(PAGE_SIZE).expect("a page")).collect();
+    let held: alloc::vec::Vec<_> = (0..held).map(|_| mm::vmalloc(PAGE_SIZE).expect("a page")).collect();
     let summary = run_one(&p, index, false);
-    held.into_iter().for_each(|va| vmalloc::vfree(va).expect("held above"));
-    assert_eq!(vmalloc::area_count(), 0, "{name}: every area given back");
+    held.into_iter().for_each(|va| mm::vfree(va).expect("held above"));
+    assert_eq!(mm::area_count(), 0, "{name}: every area given back");
     // Lazily freed areas hold their frames and ranges until a purge.
-    vmalloc::vm_unmap_aliases();
-    vmalloc::reclaim_page_tables();
+    mm::vm_unmap_aliases();
+    mm::reclaim_page_tables();
     assert_eq!(lazymmu::mm::audit::state(), before, "{name}: nothing left behind");
     summary
 }
@@ -71,26 +72,26 @@ fn fix_size_alloc_test_gets_its_patterns_back() {
 fn a_thousand_fix_size_loops_flush_nothing_until_one_purge() {
     let index = TESTS.iter().position(|(n, _)| *n == "fix_size_alloc_test").expect("a test of TESTS");
     let p = Params { nr_pages: 1, test_loop_count: 1000, test_repeat_count: 1, ..Params::default() };
-    let lazy = vmalloc::set_vmap_lazy_purge(true);
+    let lazy = mm::set_vmap_lazy_purge(true);
     let _backend = use_backend(Backend::Batched);
     let mode = apply_mode();
     set_apply_mode(ApplyMode::WholeCall);
-    vmalloc::vm_unmap_aliases();
+    mm::vm_unmap_aliases();
     let before = lazymmu::mm::audit::state();
-    assert!(1000 < vmalloc::lazy_max_pages(), "the loop stays below the purge threshold");
+    assert!(1000 < mm::lazy_max_pages(), "the loop stays below the purge threshold");
     let mut summary = Summary::default();
     let looped = cost(|| summary = run_one(&p, index, false));
     assert_eq!((summary.passed, summary.failed), (1, 0), "{summary:?}");
     let flushes = (looped.tlbi_page, looped.tlbi_range, looped.tlbi_all, looped.dsb_ish);
     assert_eq!(flushes, (0, 0, 0, 0), "no flush in the loop: {looped:?}");
     assert_eq!((looped.dsb_ishst, looped.isb), (1000, 1000), "each vmalloc's own pair: {looped:?}");
-    assert_eq!(vmalloc::lazy_pages(), 1000, "every vfree waits for the purge");
-    let purge = cost(vmalloc::vm_unmap_aliases);
+    assert_eq!(mm::lazy_pages(), 1000, "every vfree waits for the purge");
+    let purge = cost(mm::vm_unmap_aliases);
     assert_eq!(purge.dsb_ish, 1, "one flush for the thousand: {purge:?}");
-    assert_eq!(vmalloc::lazy_pages(), 0);
+    assert_eq!(mm::lazy_pages(), 0);
     set_apply_mode(mode);
-    vmalloc::set_vmap_lazy_purge(lazy);
-    vmalloc::reclaim_page_tables();
+    mm::set_vmap_lazy_purge(lazy);
+    mm::reclaim_page_tables();
     assert_eq!(lazymmu::mm::audit::state(), before, "nothing left behind");
 }
 

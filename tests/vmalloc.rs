@@ -20,18 +20,20 @@ use core::convert::Infallible;
 use lazymmu::barrier::{BarrierCounts, cost};
 use lazymmu::dtb;
 use lazymmu::exception::{ExceptionClass, FaultStatus};
-use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::apply::*;
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
-use lazymmu::mm::layout::{REGIONS, VMALLOC_END, VMALLOC_START};
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::{BackendSelection, is_lazy_mmu_mode_active, use_backend};
-use lazymmu::mm::pgtable::{self, EntryRef, MapError, Operand, Ptes};
-use lazymmu::mm::ptdump::{RegionStats, region_stats};
-use lazymmu::mm::tlb::{self, FlushStrategy};
-use lazymmu::mm::translate::{Access, HwTranslation, hw_translate};
-use lazymmu::mm::vmalloc::{self, *};
-use lazymmu::mm::{frame_alloc, probe};
+use lazymmu::mm::{
+    self, Access, Applied, ApplyError, ApplyMode, AreaInfo, Attributes, BLOCK_1G, BLOCK_2M, Descriptor, Entry,
+    FlushStrategy, GUARD_SIZE, HwTranslation, Level, PAGE_SIZE, PhysAddr, REGIONS, VMALLOC_END, VMALLOC_START,
+    VirtAddr, VmallocError, apply_mode, apply_to_existing_page_range, apply_to_existing_page_range_by_table,
+    apply_to_existing_page_range_nolazy, apply_to_page_range, apply_to_page_range_by_table, apply_to_page_range_nolazy,
+    find_area, frame_alloc, free_vm_area, get_vm_area, hw_translate, lazy_max_pages,
+    lazy_mmu::{Backend, BackendSelection, is_lazy_mmu_mode_active, use_backend},
+    lazy_pages,
+    pgtable::{self, EntryRef, MapError, Operand, Ptes},
+    probe,
+    ptdump::{RegionStats, region_stats},
+    set_apply_mode, set_vmap_lazy_purge, vfree, vm_unmap_aliases, vmalloc, vmalloc_aligned, vmalloc_range,
+    vmap_contiguous, vmap_pages, vmap_range, vunmap, vunmap_range, vzalloc,
+};
 
 lazymmu::test_image!();
 
@@ -124,7 +126,7 @@ impl Drop for LazyPurge {
 /// leaves: what every operation must give back, and no error may change.
 fn footprint() -> (usize, usize, RegionStats) {
     let vmalloc_region = region_stats()[REGIONS.iter().position(|r| r.0 == "vmalloc").expect("a vmalloc region")];
-    (frame_alloc::stats().used, vmalloc::area_count(), vmalloc_region)
+    (frame_alloc::stats().used, mm::area_count(), vmalloc_region)
 }
 
 /// [`footprint`] once lazily freed areas are purged and the empty page
@@ -132,7 +134,7 @@ fn footprint() -> (usize, usize, RegionStats) {
 /// until an explicit reclaim.
 fn footprint_reclaimed() -> (usize, usize, RegionStats) {
     vm_unmap_aliases();
-    vmalloc::reclaim_page_tables();
+    mm::reclaim_page_tables();
     footprint()
 }
 
@@ -184,13 +186,13 @@ fn batched_vmalloc_that_needs_new_tables_still_costs_one_pair() {
     assert_eq!(applied.levels_modified & 0b1100, 0b1100, "level-2 table entries and level-3 leaves written");
     unmap_test_range(start, 2 * BLOCK_2M);
     assert_eq!(frame_alloc::stats().used - before, applied.tables_allocated, "the tables stay, as in Linux");
-    assert_eq!(vmalloc::reclaim_page_tables(), applied.tables_allocated, "until a reclaim takes them");
+    assert_eq!(mm::reclaim_page_tables(), applied.tables_allocated, "until a reclaim takes them");
     assert_eq!(frame_alloc::stats().used, before);
 }
 
 /// Clears what the tests mapped by hand with apply_to_page_range.
 fn unmap_test_range(start: VirtAddr, size: u64) {
-    vmalloc::vunmap_range(start, start.add(size)).unwrap();
+    mm::vunmap_range(start, start.add(size)).unwrap();
 }
 
 fn map_with(mode: ApplyMode, backend: Backend, start: VirtAddr, size: u64) -> (Applied, BarrierCounts) {
@@ -256,7 +258,7 @@ fn linux_style_mode_costs_a_pair_per_leaf_table_and_per_new_table_entry() {
     assert_eq!(again.tables_allocated, 0, "no table needed again");
     assert_eq!(pairs(c), (leaf_tables, leaf_tables), "a pair per leaf table, none for tables");
     unmap_test_range(start, size);
-    vmalloc::reclaim_page_tables();
+    mm::reclaim_page_tables();
     let (again, c) = map_with(ApplyMode::WholeCall, Backend::Batched, start, size);
     assert_eq!(again.tables_allocated, applied.tables_allocated, "after a reclaim, the same tables were needed");
     assert_eq!(pairs(c), (1, 1));
@@ -337,7 +339,7 @@ fn vfree_of_n_pages_is_one_tlb_flush_and_no_per_page_barriers() {
         let c = cost(|| vfree(va).unwrap());
         assert_eq!(used - frame_alloc::stats().used, n as usize, "N = {n}: the pages went, the tables stay");
         // With range TLBI an odd page count leaves one page for a plain TLBI.
-        let expected_tlbi = match tlb::strategy(n) {
+        let expected_tlbi = match mm::flush_strategy(n) {
             FlushStrategy::RangeTlbi => (n % 2, (n > 1) as u64, 0),
             FlushStrategy::PerPage => (n, 0, 0),
             FlushStrategy::All => (0, 0, 1),
@@ -369,7 +371,7 @@ fn a_page_vmalloc_after_a_page_vfree_links_no_table() {
     vfree(again).unwrap();
     vm_unmap_aliases();
     assert_eq!(frame_alloc::stats().used, used, "the page went back; its table stays");
-    assert!(vmalloc::reclaim_page_tables() >= 1, "until an explicit reclaim");
+    assert!(mm::reclaim_page_tables() >= 1, "until an explicit reclaim");
 }
 
 // ---- areas ---------------------------------------------------------------------
@@ -417,7 +419,7 @@ fn vmap_pages_maps_the_callers_frames_and_vunmap_leaves_them() {
     check_mapped(va, 3);
     vunmap(va).unwrap();
     check_purged(va, 3);
-    vmalloc::reclaim_page_tables();
+    mm::reclaim_page_tables();
     assert_eq!(frame_alloc::stats().used, before.0 + 3, "the frames are still the caller's");
     for pa in frames {
         frame_alloc::free_frame(pa).unwrap();
@@ -816,7 +818,7 @@ fn vmap_range_takes_away_an_empty_table_where_a_block_goes() {
     let c = cost(|| unsafe { vmap_range(va, va.add(BLOCK_2M), run, Attributes::KERNEL_RW) }.unwrap());
     assert_eq!(pgtable::lookup(va).level, Level::L2, "a 2 MiB block now");
     assert_eq!(region_stats()[vmalloc_region].tables[3], l3_tables - 1, "the empty level-3 table was freed");
-    match tlb::strategy(512) {
+    match mm::flush_strategy(512) {
         FlushStrategy::RangeTlbi => assert_eq!((c.tlbi_range, c.tlbi_walks), (1, 1), "one flush of its walks: {c:?}"),
         _ => assert_eq!(c.tlbi_all, 1, "512 pages: a full flush, walks included: {c:?}"),
     }
@@ -849,7 +851,7 @@ fn a_reclaim_between_the_plan_and_the_link_is_planned_again() {
     }
     let run = frame_alloc::alloc_contiguous(512 + 4, BLOCK_2M).unwrap();
     fn another_cpus_reclaim() {
-        assert!(vmalloc::reclaim_page_tables() >= 3, "the tables of both ends");
+        assert!(mm::reclaim_page_tables() >= 3, "the tables of both ends");
     }
     pgtable::set_reclaim_race(Some(another_cpus_reclaim));
     // SAFETY: the test's own frames, in its own area.
@@ -930,7 +932,7 @@ fn thirty_two_thousand_live_areas_are_placed_found_and_given_back() {
     for _ in 0..N {
         live.push(get_vm_area(PAGE_SIZE, PAGE_SIZE).unwrap());
     }
-    assert_eq!(vmalloc::area_count(), N);
+    assert_eq!(mm::area_count(), N);
     // First fit packs them: each area and its guard page, back to back.
     for pair in live.windows(2) {
         assert_eq!(pair[1].offset_from(pair[0]), PAGE_SIZE + GUARD_SIZE);
@@ -952,7 +954,7 @@ fn thirty_two_thousand_live_areas_are_placed_found_and_given_back() {
         free_vm_area(area).unwrap();
     }
     vm_unmap_aliases();
-    vmalloc::reclaim_page_tables();
+    mm::reclaim_page_tables();
     assert_eq!(lazymmu::mm::audit::state(), before, "every area given back, the region free again");
 }
 
@@ -970,7 +972,7 @@ fn two_hundred_thousand_live_areas_free_every_other_and_refill_within_the_time_l
     const N: usize = 200_000;
     let before = lazymmu::mm::audit::state();
     let live: Vec<VirtAddr> = (0..N).map(|_| vmalloc(PAGE_SIZE).unwrap()).collect();
-    assert_eq!(vmalloc::area_count(), N);
+    assert_eq!(mm::area_count(), N);
     live.iter().step_by(2).for_each(|&va| vfree(va).unwrap());
     // The holes are free once purged (many purges ran on the way: 100,000
     // pages is more than lazy_max_pages).
@@ -982,7 +984,7 @@ fn two_hundred_thousand_live_areas_free_every_other_and_refill_within_the_time_l
         vfree(va).unwrap();
     }
     vm_unmap_aliases();
-    vmalloc::reclaim_page_tables();
+    mm::reclaim_page_tables();
     assert_eq!(lazymmu::mm::audit::state(), before, "every area given back, the region free again");
 }
 
@@ -992,7 +994,7 @@ fn two_hundred_thousand_live_areas_free_every_other_and_refill_within_the_time_l
 /// visits exactly: `is_within_this_va`).
 #[test_case]
 fn vmalloc_aligned_to_the_region_size_fits_at_its_start() {
-    assert_eq!(vmalloc::area_count(), 0, "an empty region");
+    assert_eq!(mm::area_count(), 0, "an empty region");
     let region = VMALLOC_END.offset_from(VMALLOC_START);
     assert_eq!(region, 1 << 40);
     let va = vmalloc_aligned(PAGE_SIZE, 1 << 40).unwrap();
@@ -1068,9 +1070,9 @@ fn vfree_next_to_a_live_neighbour_unmaps_its_range_with_one_flush() {
     check_mapped(b, 2);
     let c = cost(|| vfree(a).unwrap());
     assert_eq!((c.dsb_ish, c.tlbi_walks), (1, 0), "one flush, of the leaves only: {c:?}");
-    // As `tlb::strategy` says for 2 pages (one range TLBI, two page TLBIs,
+    // As `mm::strategy` says for 2 pages (one range TLBI, two page TLBIs,
     // or everything if the per-page limit is below 2).
-    let expected = match tlb::strategy(2) {
+    let expected = match mm::flush_strategy(2) {
         FlushStrategy::RangeTlbi => (0, 1, 0),
         FlushStrategy::PerPage => (2, 0, 0),
         FlushStrategy::All => (0, 0, 1),
@@ -1093,7 +1095,7 @@ fn vfree_next_to_a_live_neighbour_unmaps_its_range_with_one_flush() {
 
 /// Entries written (all backends' statistics) and the pairs paid by `f`.
 fn counted(f: impl FnOnce()) -> (u64, (u64, u64)) {
-    let writes = || Backend::ALL.into_iter().map(|b| lazymmu::mm::lazy_mmu::stats::stats(b).entry_writes).sum::<u64>();
+    let writes = || Backend::ALL.into_iter().map(|b| lazymmu::mm::lazy_mmu::stats(b).entry_writes).sum::<u64>();
     let before = writes();
     let c = cost(f);
     (writes() - before, pairs(c))
@@ -1179,7 +1181,7 @@ impl Runs {
     /// Unmaps the range and takes its tables away.
     fn clear(&self) {
         unmap_test_range(self.start(), self.size());
-        vmalloc::reclaim_page_tables();
+        mm::reclaim_page_tables();
     }
 }
 
@@ -1262,7 +1264,7 @@ fn modify_ptes_changes_the_valid_entries_only_at_the_cost_of_one_store_at_a_time
             })
             .unwrap();
         });
-        tlb::flush_tlb_kernel_range(runs.start(), runs.start().add(runs.size()));
+        mm::flush_tlb_kernel_range(runs.start(), runs.start().add(runs.size()));
         assert_eq!(changed as u64, RUN_PAGES - 1, "{backend}: every page but the hole");
         assert_eq!(batched, one_at_a_time, "{backend}: the same writes and pairs as one store at a time");
         assert_eq!(batched.0, RUN_PAGES - 1, "{backend}");
@@ -1341,7 +1343,7 @@ fn set_ptes_under_deferred_writes_queues_its_stores_until_the_section_ends() {
         apply_to_page_range_by_table(start, 8 * PAGE_SIZE, |ptes: &Ptes| {
             // SAFETY: the test's own frames, in its own area.
             unsafe { pgtable::set_ptes(ptes, Descriptor::leaf(Level::L3, runs.frames, Attributes::KERNEL_RW)) };
-            let queued = lazymmu::task::current().lazy_state().queued;
+            let queued = lazymmu::sched::current().lazy_state().queued;
             inside = Some(((0..8).filter(|&i| ptes.read(i).is_valid()).count(), queued));
             Ok::<(), Infallible>(())
         })
@@ -1356,7 +1358,7 @@ fn set_ptes_under_deferred_writes_queues_its_stores_until_the_section_ends() {
             );
         }
         unmap_test_range(start, 8 * PAGE_SIZE);
-        vmalloc::reclaim_page_tables();
+        mm::reclaim_page_tables();
     }
 }
 
@@ -1378,9 +1380,9 @@ fn lazy_purge() -> LazyPurge {
 }
 
 /// What one flush of [start, end) costs on this CPU (range TLBIs, page
-/// TLBIs or everything, as `tlb::strategy` says for its size).
+/// TLBIs or everything, as `mm::strategy` says for its size).
 fn one_flush(start: VirtAddr, end: VirtAddr) -> BarrierCounts {
-    cost(|| tlb::flush_tlb_kernel_range(start, end))
+    cost(|| mm::flush_tlb_kernel_range(start, end))
 }
 
 #[test_case]
@@ -1388,11 +1390,11 @@ fn vfree_of_a_page_issues_no_tlbi() {
     let _lazy = lazy_purge();
     let va = vmalloc(PAGE_SIZE).unwrap();
     check_mapped(va, 1);
-    let (used, areas) = (frame_alloc::stats().used, vmalloc::area_count());
+    let (used, areas) = (frame_alloc::stats().used, mm::area_count());
     let c = cost(|| vfree(va).unwrap());
     assert_eq!(c, BarrierCounts::default(), "no TLBI and no barrier: a clear owes none, the flush is the purge's");
     assert_eq!(lazy_pages(), 1);
-    assert_eq!((find_area(va), vmalloc::area_count()), (None, areas - 1), "no longer an area");
+    assert_eq!((find_area(va), mm::area_count()), (None, areas - 1), "no longer an area");
     assert_eq!(frame_alloc::stats().used, used, "its frame waits for the purge");
     vm_unmap_aliases();
     assert_eq!(frame_alloc::stats().used, used - 1, "and goes back with it");

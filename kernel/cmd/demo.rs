@@ -14,16 +14,16 @@ use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use crate::kasan_shadow;
 use crate::kasan_shadow::Populate;
 use lazymmu::cpu;
-use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::debug_pagealloc::{self, MapBack};
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
-use lazymmu::mm::layout::{VMALLOC_END, VMALLOC_START};
-use lazymmu::mm::lazy_mmu::{self, Backend, stats};
-use lazymmu::mm::pgtable::{self, EntryRef, Walking};
-use lazymmu::mm::pgtable_check::{self, Rule};
-use lazymmu::mm::vmalloc::{self, VmallocError};
-use lazymmu::mm::{frame_alloc, tlb};
-use lazymmu::{println, sched, task, timer, trace};
+use lazymmu::mm::{
+    self, Attributes, Descriptor, Entry, Level, PAGE_SIZE, PhysAddr, VMALLOC_END, VMALLOC_START, VirtAddr,
+    VmallocError,
+    debug_pagealloc::{self, MapBack},
+    frame_alloc,
+    lazy_mmu::{self, Backend},
+    pgtable::{self, EntryRef, Walking},
+    pgtable_check::{self, Rule},
+};
+use lazymmu::{println, sched, timer, trace};
 
 /// Where the demo maps its pages: four level-3 slots of an area of the
 /// vmalloc region, at this address if it is free (a fixed place keeps the
@@ -47,9 +47,9 @@ struct Pages {
 
 impl Pages {
     fn new() -> Result<Pages, VmallocError> {
-        let va = vmalloc::get_vm_area_range(SLOTS * PAGE_SIZE, PAGE_SIZE, DEMO_VA, VMALLOC_END)?;
+        let va = mm::get_vm_area_range(SLOTS * PAGE_SIZE, PAGE_SIZE, DEMO_VA, VMALLOC_END)?;
         let frame = frame_alloc::alloc_frame().map_err(|_| VmallocError::OutOfMemory);
-        let frame = frame.inspect_err(|_| vmalloc::free_vm_area(va).expect("just reserved"))?;
+        let frame = frame.inspect_err(|_| mm::free_vm_area(va).expect("just reserved"))?;
         let pages = Pages { walk: Some(pgtable::walking()), va, frame };
         for i in 0..SLOTS {
             // On failure, drop() gives back what is made.
@@ -85,8 +85,8 @@ impl Pages {
 impl Drop for Pages {
     fn drop(&mut self) {
         self.walk = None;
-        vmalloc::vunmap_range(self.va, self.va.add(SLOTS * PAGE_SIZE)).expect("the demo's own area");
-        vmalloc::free_vm_area(self.va).expect("the demo's own area");
+        mm::vunmap_range(self.va, self.va.add(SLOTS * PAGE_SIZE)).expect("the demo's own area");
+        mm::free_vm_area(self.va).expect("the demo's own area");
         frame_alloc::free_frame(self.frame).expect("allocated by new()");
     }
 }
@@ -170,14 +170,14 @@ fn steps(pages: &Pages) {
         pages.write(i, Descriptor::INVALID);
     }
     drop(section);
-    tlb::flush_tlb_kernel_range(pages.va, pages.va.add(SLOTS * PAGE_SIZE));
+    mm::flush_tlb_kernel_range(pages.va, pages.va.add(SLOTS * PAGE_SIZE));
 }
 
 /// Runs the demo under each backend named (all of them if `only` is None).
 pub fn lazy(only: Option<Backend>) -> Result<(), VmallocError> {
     // Tasks switch only where step 7 yields, so the trace is the same every run.
     let preemption = sched::set_preemption(false);
-    stats::reset();
+    lazy_mmu::reset_stats();
     let mut costs = Vec::new();
     for backend in Backend::ALL.into_iter().filter(|&b| only.is_none_or(|o| o == b)) {
         let _selected = lazy_mmu::use_backend(backend);
@@ -186,12 +186,12 @@ pub fn lazy(only: Option<Backend>) -> Result<(), VmallocError> {
         let pages = Pages::new()?;
         // Ready now, so that step 7's yield has somewhere to go.
         let other = sched::spawn("other", other_task)?;
-        println!("(task {} starts outside any section)", task::current().name);
-        let before = stats::stats(backend);
+        println!("(task {} starts outside any section)", sched::current().name);
+        let before = lazy_mmu::stats(backend);
         trace::set_enabled(true);
         steps(&pages);
         trace::set_enabled(false);
-        costs.push((backend, stats::stats(backend) - before));
+        costs.push((backend, lazy_mmu::stats(backend) - before));
         if let Err(e) = other.join() {
             println!("the other task failed: {e}");
         }
@@ -216,7 +216,7 @@ fn describe(backend: Backend) -> &'static str {
     }
 }
 
-fn summary(costs: &[(Backend, stats::LazyMmuStats)]) {
+fn summary(costs: &[(Backend, lazy_mmu::LazyMmuStats)]) {
     println!("\n==== the same steps, counted per backend ====");
     println!(
         "{:<16} {:>7} {:>7} {:>9} {:>5} {:>7} {:>5} {:>8} {:>7} {:>7}",

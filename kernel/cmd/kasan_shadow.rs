@@ -36,14 +36,14 @@ use alloc::vec::Vec;
 use core::convert::Infallible;
 use core::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
-use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::apply::{ApplyError, apply_to_page_range, apply_to_page_range_nolazy};
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
-use lazymmu::mm::lazy_mmu::stats::{LazyMmuStats, stats};
-use lazymmu::mm::pgtable::{self, EntryRef};
-use lazymmu::mm::pgtable_check::{self, Rule};
-use lazymmu::mm::vmalloc::{VmallocError, free_vm_area, get_vm_area, vunmap_range};
-use lazymmu::mm::{frame_alloc, lazy_mmu, phys_to_virt, probe};
+use lazymmu::mm::{
+    ApplyError, Attributes, Descriptor, Level, PAGE_SIZE, PhysAddr, VirtAddr, VmallocError, apply_to_page_range,
+    apply_to_page_range_nolazy, frame_alloc, free_vm_area, get_vm_area,
+    lazy_mmu::{self, LazyMmuStats, stats},
+    pgtable::{self, EntryRef},
+    pgtable_check::{self, Rule},
+    phys_to_virt, probe, vunmap_range,
+};
 use lazymmu::sched;
 
 /// The lock KASAN takes (init_mm's page_table_lock). Not an IRQ lock: its

@@ -21,8 +21,7 @@ use lazymmu::Bug;
 use lazymmu::cpu;
 use lazymmu::dtb;
 use lazymmu::init;
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::{debug_pagealloc, frame_alloc, heap, pgtable_check, ptdump};
+use lazymmu::mm::{debug_pagealloc, frame_alloc, heap_usage, lazy_mmu::Backend, pgtable_check, ptdump};
 use lazymmu::semihosting::{ExitCode, exit};
 use lazymmu::{boot_args, println};
 
@@ -180,7 +179,7 @@ fn banner() {
     );
     println!("          {}-bit physical addresses", f.pa_bits);
     let image = init::image();
-    let image_pa = lazymmu::mm::kernel_map::image_phys(image, image.text.0);
+    let image_pa = lazymmu::mm::image_phys(image, image.text.0);
     println!("memory map (from the device tree):");
     println!("  RAM          {}-{:#x} ({} MiB)", m.ram_start, m.ram_start.as_u64() + m.ram_size, m.ram_size >> 20);
     println!("  device tree  {}-{:#x}", m.dtb_start, m.dtb_start.as_u64() + m.dtb_size);
@@ -198,7 +197,7 @@ fn banner() {
         );
     }
     let frames = frame_alloc::stats();
-    let (heap_used, heap_free) = heap::usage();
+    let (heap_used, heap_free) = heap_usage();
     println!("  frames       {} total, {} free, {} used (4 KiB each)", frames.total, frames.free, frames.used);
     println!("  heap         {} KiB ({} KiB used)", (heap_used + heap_free) >> 10, heap_used >> 10);
 }

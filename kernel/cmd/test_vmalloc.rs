@@ -29,10 +29,7 @@
 use alloc::vec::Vec;
 
 use lazymmu::cpu;
-use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::descriptor::Attributes;
-use lazymmu::mm::vmalloc::{self, VmallocError};
-use lazymmu::mm::{frame_alloc, phys_to_virt};
+use lazymmu::mm::{self, Attributes, PAGE_SIZE, PhysAddr, VirtAddr, VmallocError, frame_alloc, phys_to_virt};
 
 use crate::rng::Rng;
 
@@ -168,15 +165,15 @@ fn alloc(p: &Params, at: u64, pages: u64, align: u64, zeroed: bool) -> Result<Vi
     let align = align.max(PAGE_SIZE);
     let size = pages * PAGE_SIZE;
     let va = match (zeroed, align) {
-        (false, PAGE_SIZE) => vmalloc::vmalloc(size),
-        (false, _) => vmalloc::vmalloc_aligned(size, align),
-        (true, _) => vmalloc::vzalloc_aligned(size, align),
+        (false, PAGE_SIZE) => mm::vmalloc(size),
+        (false, _) => mm::vmalloc_aligned(size, align),
+        (true, _) => mm::vzalloc_aligned(size, align),
     }
     .map_err(|error| Failure::Refused { at, pages, align, error })?;
     if p.verify {
         let checked = check_area(va, pages, align, zeroed);
         if checked.is_err() {
-            vmalloc::vfree(va).expect("just allocated");
+            mm::vfree(va).expect("just allocated");
         }
         checked?;
     }
@@ -219,7 +216,7 @@ fn touch(va: VirtAddr, value: u8) {
 }
 
 fn free(va: VirtAddr) {
-    vmalloc::vfree(va).expect("allocated by the test");
+    mm::vfree(va).expect("allocated by the test");
 }
 
 /// vmalloc(nr_pages), touch, vfree.
@@ -332,7 +329,7 @@ pub fn vm_map_ram_test(p: &Params, _: &mut Rng) -> Outcome {
     let outcome = map_ram_loop(p, &frames);
     // The unmapped areas wait for a purge: no TLB may still reach the
     // frames when they go back (this kernel's contract for vunmap).
-    vmalloc::vm_unmap_aliases();
+    mm::vm_unmap_aliases();
     frame_alloc::free_frames_bulk(&frames).expect("allocated above");
     outcome
 }
@@ -341,7 +338,7 @@ fn map_ram_loop(p: &Params, frames: &[PhysAddr]) -> Outcome {
     for at in 0..p.test_loop_count {
         // SAFETY: the frames are this test's, mapped read/write while it
         // owns them.
-        let va = unsafe { vmalloc::vmap_pages(frames, Attributes::KERNEL_RW) }.map_err(|error| Failure::Refused {
+        let va = unsafe { mm::vmap_pages(frames, Attributes::KERNEL_RW) }.map_err(|error| Failure::Refused {
             at,
             pages: frames.len() as u64,
             align: PAGE_SIZE,
@@ -366,7 +363,7 @@ fn map_ram_loop(p: &Params, frames: &[PhysAddr]) -> Outcome {
                 }
             }
         }
-        vmalloc::vunmap(va).expect("mapped just above");
+        mm::vunmap(va).expect("mapped just above");
         outcome?;
     }
     Ok(())

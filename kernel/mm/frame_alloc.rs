@@ -264,7 +264,7 @@ impl FrameAllocator {
 static ALLOCATOR: IrqSpinLock<FrameAllocator> = IrqSpinLock::new(FrameAllocator::empty());
 
 /// Hands RAM to the allocator, minus the `reserved` byte ranges.
-pub fn init(base: PhysAddr, bytes: u64, reserved: &[(PhysAddr, u64)]) {
+pub(crate) fn init(base: PhysAddr, bytes: u64, reserved: &[(PhysAddr, u64)]) {
     ALLOCATOR.lock().init(base, bytes, reserved);
 }
 
@@ -386,7 +386,7 @@ pub fn alloc_frames_bulk<A: Allocator>(count: usize, frames: &mut Vec<PhysAddr, 
 /// found, a word of the bitmap at a time ([`alloc_frame`] looks frame by
 /// frame, from after the last frame it handed out, so a frame given back
 /// behind it is found again only after a lap of memory).
-pub fn alloc_frames_into(frames: &mut [PhysAddr]) -> Result<(), FrameError> {
+pub(crate) fn alloc_frames_into(frames: &mut [PhysAddr]) -> Result<(), FrameError> {
     check_lazy_mode();
     if injected_failure() {
         return Err(FrameError::OutOfMemory);

@@ -32,7 +32,7 @@ unsafe impl GlobalAlloc for KernelHeap {
 static HEAP: KernelHeap = KernelHeap(IrqSpinLock::new(Heap::empty()));
 
 /// Takes `bytes` of contiguous RAM for the heap. Needs the linear map.
-pub fn init(bytes: u64) -> Result<(), frame_alloc::FrameError> {
+pub(crate) fn init(bytes: u64) -> Result<(), frame_alloc::FrameError> {
     let frames = (bytes / PAGE_SIZE) as usize;
     let pa = frame_alloc::alloc_contiguous(frames, PAGE_SIZE)?;
     PHYS_RANGE.call_once(|| (pa, frames as u64 * PAGE_SIZE));

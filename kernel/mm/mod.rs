@@ -1,47 +1,81 @@
 //! Memory management: physical frames, the kernel heap, and the kernel's
 //! stage-1 page tables.
 
-pub mod addr;
-pub mod apply;
+pub(crate) mod addr;
+pub(crate) mod apply;
 mod area_alloc;
 pub mod audit;
-pub mod cacheflush;
+pub(crate) mod cacheflush;
 pub mod debug_pagealloc;
 pub(crate) mod engine;
-pub mod fault;
+pub(crate) mod fault;
 pub mod frame_alloc;
-pub mod heap;
-pub mod kernel_map;
-pub mod layout;
+pub(crate) mod heap;
+pub(crate) mod kernel_map;
+pub(crate) mod layout;
 pub mod lazy_mmu;
-pub mod pageattr;
+pub(crate) mod pageattr;
 pub mod pgtable;
 pub mod pgtable_check;
 pub mod probe;
 pub mod ptdump;
 pub(crate) mod slab;
 mod span;
-pub mod stack;
-pub mod tlb;
+pub(crate) mod stack;
+pub(crate) mod tlb;
 mod tlb_policy;
-pub mod translate;
-pub mod vmalloc;
-pub mod vmalloc_huge;
+pub(crate) mod translate;
+pub(crate) mod vmalloc;
+pub(crate) mod vmalloc_huge;
 mod walk;
 
 /// The stage-1 descriptor format, arm64's (`_arch/aarch64/descriptor.rs`),
 /// where the memory manager's code looks for it.
-pub mod descriptor {
+pub(crate) mod descriptor {
     pub use crate::arch::descriptor::{Attributes, Descriptor, Entry, Level, MemoryType};
 }
+
+// The memory manager's API, flat as Linux's (`<linux/vmalloc.h>`,
+// `<asm/memory.h>`, `<asm/set_memory.h>`, ...): the files above are how it
+// is built, not where a caller looks. What stays a module below is a
+// namespace of its own (`frame_alloc`, `lazy_mmu`, `pgtable`, the debug
+// features), whose names would clash here.
+pub use addr::{BLOCK_1G, BLOCK_2M, CONT_PTE_SIZE, PAGE_SIZE, PhysAddr, VirtAddr};
+pub use apply::{
+    Applied, ApplyError, ApplyMode, apply_mode, apply_to_existing_page_range, apply_to_existing_page_range_by_table,
+    apply_to_existing_page_range_nolazy, apply_to_page_range, apply_to_page_range_by_table, apply_to_page_range_nolazy,
+    set_apply_mode,
+};
+pub use cacheflush::{CacheCounts, cache_type, counts as cache_counts, flush_icache_range, write_instructions};
+pub use descriptor::{Attributes, Descriptor, Entry, Level, MemoryType};
+/// The heap's bytes in use and free (the boot binary's `meminfo`).
+pub use heap::usage as heap_usage;
+pub use kernel_map::{ImageLayout, image_phys, linear_map_leaves};
+pub use layout::{
+    KIMAGE_VADDR, KSTACK_SLOT_SIZE, KSTACK_SLOTS, KSTACK_START, MMIO_BASE, REGIONS, VMALLOC_END, VMALLOC_START,
+};
+pub use pageattr::{set_linear_map_ro, set_linear_map_rw, set_memory_nx, set_memory_ro, set_memory_rw, set_memory_x};
+pub use stack::KernelStack;
+pub use tlb::{
+    FlushStrategy, MAX_DVM_OPS, MAX_TLBI_RANGE_PAGES, flush_tlb_kernel_pgtables, flush_tlb_kernel_range,
+    flush_tlb_kernel_range_with, flush_tlb_kernel_ranges, strategy as flush_strategy,
+};
+pub use translate::{
+    Access, HwTranslation, SwTranslation, Translation, hw_translate, mair_attr, sw_translate, translate,
+};
+pub use vmalloc::{
+    AreaInfo, GUARD_SIZE, VmallocError, area_count, areas, find_area, free_vm_area, get_vm_area, get_vm_area_range,
+    lazy_max_pages, lazy_pages, reclaim_page_tables, set_vmap_lazy_purge, vfree, vm_unmap_aliases, vmalloc,
+    vmalloc_aligned, vmalloc_range, vmap_contiguous, vmap_pages, vmap_range, vunmap, vunmap_range, vunmap_warnings,
+    vzalloc, vzalloc_aligned,
+};
+pub use vmalloc_huge::{HugeShape, VmFlags, vmalloc_flags, vmalloc_huge};
 
 /// The bench's peer (the aarch64-paging crate) loads its own tables into
 /// TTBR0, which the kernel otherwise keeps the MMU from walking.
 pub use crate::arch::mmu::{disable_ttbr0_walks, enable_ttbr0_walks};
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-use addr::{PhysAddr, VirtAddr};
 
 /// `va - pa` for memory the kernel reaches by physical address: 0 while
 /// the boot tables identity-map RAM, then the linear map's offset.

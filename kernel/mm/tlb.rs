@@ -16,7 +16,8 @@ use crate::arch::{barrier, sysreg, tlbi};
 use crate::cpu;
 use crate::planted::{Bug, planted};
 
-pub use super::tlb_policy::{Changed, FlushStrategy, MAX_DVM_OPS, MAX_TLBI_RANGE_PAGES, Walks};
+pub(crate) use super::tlb_policy::{Changed, Walks};
+pub use super::tlb_policy::{FlushStrategy, MAX_DVM_OPS, MAX_TLBI_RANGE_PAGES};
 
 /// The strategy for `pages` pages on this CPU (see `tlb_policy`).
 pub fn strategy(pages: u64) -> FlushStrategy {

@@ -6,9 +6,7 @@
 //! case: returned E0515
 #![no_std]
 
-use lazymmu::mm::descriptor::Level;
-use lazymmu::mm::layout::VMALLOC_START;
-use lazymmu::mm::pgtable::{self, EntryRef};
+use lazymmu::mm::{Level, VMALLOC_START, pgtable::{self, EntryRef}};
 
 pub fn level_of_a_slot() -> Level {
     let walk = pgtable::walking();

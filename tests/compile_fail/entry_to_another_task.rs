@@ -8,8 +8,7 @@
 //! case: exclusive_moved_into_a_task E0277
 #![no_std]
 
-use lazymmu::mm::layout::VMALLOC_START;
-use lazymmu::mm::pgtable::{self, EntryRef};
+use lazymmu::mm::{VMALLOC_START, pgtable::{self, EntryRef}};
 use lazymmu::sched;
 
 pub fn hand_over() {
@@ -46,6 +45,6 @@ pub fn hand_over_the_guard() {
 pub static SLOT: Option<EntryRef<'static>> = None;
 
 #[cfg(not(case = "kept_in_a_static"))]
-pub static SLOT: Option<lazymmu::mm::addr::VirtAddr> = None;
+pub static SLOT: Option<lazymmu::mm::VirtAddr> = None;
 
 pub fn unused(_: &EntryRef<'_>) {}

@@ -8,19 +8,18 @@
 //! case: area_taken_away E0603
 #![no_std]
 
-use lazymmu::sched;
-use lazymmu::task::{self, Task};
+use lazymmu::sched::{self, Task};
 
 pub fn depth() -> u8 {
     #[cfg(case = "lazy_state_written")]
-    task::current().lazy_mmu.counts.set(Default::default());
-    task::current().lazy_state().enable_count
+    sched::current().lazy_mmu.counts.set(Default::default());
+    sched::current().lazy_state().enable_count
 }
 
 /// What the test harness does between tests, after a test's code was
 /// abandoned, is not for anyone else: let go of walk guards still held,
 /// take away an area whatever its owner.
-pub fn harness_only(area: lazymmu::mm::addr::VirtAddr) {
+pub fn harness_only(area: lazymmu::mm::VirtAddr) {
     #[cfg(case = "walk_guards_forgotten")]
     let _ = lazymmu::mm::pgtable::recover_abandoned_walks();
     #[cfg(case = "area_taken_away")]

@@ -18,10 +18,8 @@
 
 extern crate alloc;
 
-use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
-use lazymmu::mm::pgtable::{self, LeafSizes};
-use lazymmu::mm::vmalloc;
+use lazymmu::mm::{self, PAGE_SIZE, PhysAddr, VirtAddr, Attributes, Descriptor, Level, pgtable::{self, LeafSizes}};
+
 
 /// The kernel's own text, mapped writable somewhere: what the `unsafe`
 /// is there to stop.
@@ -31,7 +29,7 @@ pub fn map_the_kernel_writable(va: VirtAddr, text: PhysAddr) {
     #[cfg(case = "write_entry")]
     pgtable::write_entry(&pgtable::walking().walk(va), Descriptor::leaf(Level::L3, text, rw));
     #[cfg(case = "set_ptes")]
-    let _ = lazymmu::mm::apply::apply_to_page_range_by_table(va, PAGE_SIZE, |ptes: &pgtable::Ptes| {
+    let _ = lazymmu::mm::apply_to_page_range_by_table(va, PAGE_SIZE, |ptes: &pgtable::Ptes| {
         pgtable::set_ptes(ptes, Descriptor::leaf(Level::L3, text, rw));
         Ok::<(), ()>(())
     });
@@ -42,11 +40,11 @@ pub fn map_the_kernel_writable(va: VirtAddr, text: PhysAddr) {
     #[cfg(case = "clear_range")]
     let _ = pgtable::clear_range(root, va, PAGE_SIZE);
     #[cfg(case = "vmap_range")]
-    let _ = vmalloc::vmap_range(va, va.add(PAGE_SIZE), text, rw);
+    let _ = mm::vmap_range(va, va.add(PAGE_SIZE), text, rw);
     #[cfg(case = "vmap_pages")]
-    let _ = vmalloc::vmap_pages(&[text], rw);
+    let _ = mm::vmap_pages(&[text], rw);
     #[cfg(case = "vmap_contiguous")]
-    let _ = vmalloc::vmap_contiguous(text, PAGE_SIZE, rw);
+    let _ = mm::vmap_contiguous(text, PAGE_SIZE, rw);
     #[cfg(case = "table_entry")]
     let _ = pgtable::walking().table_entry(text, Level::L3, va);
     // Freeing tables below any root (the linear map's, say), or linking
@@ -60,6 +58,6 @@ pub fn map_the_kernel_writable(va: VirtAddr, text: PhysAddr) {
         pgtable::reclaim_empty_tables(pgtable::exclusive(), root, va, PAGE_SIZE, Default::default(), Default::default())
     };
     // The safe ones: refused unless the range is the caller's own area.
-    let _ = vmalloc::vunmap_range(va, va.add(PAGE_SIZE));
+    let _ = mm::vunmap_range(va, va.add(PAGE_SIZE));
     let _ = (root, rw, Descriptor::leaf(Level::L3, text, rw), LeafSizes::PagesOnly);
 }

@@ -9,15 +9,12 @@
 
 use core::convert::Infallible;
 
-use lazymmu::mm::addr::PAGE_SIZE;
-use lazymmu::mm::apply::apply_to_page_range;
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::LazySnapshot;
-use lazymmu::mm::lazy_mmu::{selected_backend, use_backend};
-use lazymmu::mm::vmalloc::{self, get_vm_area, vfree, vmalloc};
-use lazymmu::mm::{frame_alloc, pgtable};
-use lazymmu::task;
+use lazymmu::mm::{
+    self, Attributes, Descriptor, Level, PAGE_SIZE, apply_to_page_range, frame_alloc, get_vm_area,
+    lazy_mmu::{Backend, LazySnapshot, selected_backend, use_backend},
+    pgtable, vfree, vmalloc,
+};
+use lazymmu::sched;
 use lazymmu::{Testable, run_tests};
 
 fn fails_half_way_through_a_mapping() {
@@ -38,8 +35,8 @@ fn fails_half_way_through_a_mapping() {
 
 fn the_next_test_starts_clean() {
     assert_eq!(selected_backend(), Backend::Batched, "the default backend");
-    assert_eq!(task::current().lazy_state(), LazySnapshot::default(), "no section open, nothing pending or queued");
-    assert_eq!(vmalloc::area_count(), 0, "no area left behind");
+    assert_eq!(sched::current().lazy_state(), LazySnapshot::default(), "no section open, nothing pending or queued");
+    assert_eq!(mm::area_count(), 0, "no area left behind");
     // Freeing takes the tables away: it waits for no walk guard forever.
     vfree(vmalloc(PAGE_SIZE).unwrap()).unwrap();
 }

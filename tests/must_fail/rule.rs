@@ -6,11 +6,7 @@
 #![no_std]
 #![no_main]
 
-use lazymmu::mm::addr::PAGE_SIZE;
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
-use lazymmu::mm::pgtable;
-use lazymmu::mm::vmalloc::{vfree, vmalloc};
-use lazymmu::mm::{frame_alloc, tlb};
+use lazymmu::mm::{self, Attributes, Descriptor, Level, PAGE_SIZE, frame_alloc, pgtable, vfree, vmalloc};
 use lazymmu::{Testable, run_tests};
 
 fn keeps_the_rules() {
@@ -26,7 +22,7 @@ fn breaks_a_rule_on_purpose() {
     // without break-before-make is the rule it breaks, on purpose.
     unsafe { pgtable::write_entry(&entry, Descriptor::leaf(Level::L3, other, Attributes::KERNEL_RW)) };
     drop(walk);
-    tlb::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
+    mm::flush_tlb_kernel_range(va, va.add(PAGE_SIZE));
     frame_alloc::free_frame(other).unwrap_or(());
 }
 

@@ -20,10 +20,11 @@ use core::ptr::{read_volatile, write_volatile};
 use super::workloads::{WorkloadError, with_fresh_area};
 use super::{Meter, Sample};
 use lazymmu::barrier;
-use lazymmu::mm::addr::{BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
-use lazymmu::mm::pgtable::{self, MapError, Walking};
-use lazymmu::mm::{phys_to_virt, tlb, vmalloc};
+use lazymmu::mm::{
+    self, Attributes, BLOCK_2M, Descriptor, Level, PAGE_SIZE, PhysAddr, VirtAddr,
+    pgtable::{self, MapError, Walking},
+    phys_to_virt,
+};
 
 /// The level-3 table for one 2 MiB chunk, reached through the linear map.
 fn slots(table: PhysAddr) -> *mut u64 {
@@ -41,7 +42,7 @@ pub fn map_modify_unmap(pages: u64) -> Result<[Sample; 3], WorkloadError> {
     });
     // The tables above level 3 it found or made go too: the next run, of
     // either kind, starts from none.
-    vmalloc::reclaim_page_tables();
+    mm::reclaim_page_tables();
     measured
 }
 
@@ -94,7 +95,7 @@ fn timed(walk: &Walking, va: VirtAddr, frames: PhysAddr, pages: u64) -> Result<[
     }
     barrier::dsb_ishst();
     barrier::isb();
-    tlb::flush_tlb_kernel_range(va, va.add(size));
+    mm::flush_tlb_kernel_range(va, va.add(size));
     let mut modify = modify.stop();
     modify.counts.entries = pages;
 
@@ -112,7 +113,7 @@ fn timed(walk: &Walking, va: VirtAddr, frames: PhysAddr, pages: u64) -> Result<[
         page += n;
     }
     // Leaves and walks both, before the tables are freed.
-    tlb::flush_tlb_kernel_pgtables(va, va.add(size));
+    mm::flush_tlb_kernel_pgtables(va, va.add(size));
     pgtable::free_unlinked_tables(tables);
     let mut unmap = unmap.stop();
     unmap.counts.entries = pages + chunks as u64;

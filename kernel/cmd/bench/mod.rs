@@ -36,13 +36,12 @@ use alloc::vec::Vec;
 
 use lazymmu::barrier::{self, BarrierCounts};
 use lazymmu::cpu;
-use lazymmu::mm::addr::{BLOCK_1G, PAGE_SIZE};
-use lazymmu::mm::apply::{ApplyMode, apply_mode, set_apply_mode};
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::lazy_mmu::{self, stats};
-use lazymmu::mm::pgtable::MapError;
-use lazymmu::mm::tlb::FlushStrategy;
-use lazymmu::mm::{frame_alloc, vmalloc};
+use lazymmu::mm::{
+    self, ApplyMode, BLOCK_1G, FlushStrategy, PAGE_SIZE, apply_mode, frame_alloc,
+    lazy_mmu::{self, Backend},
+    pgtable::MapError,
+    set_apply_mode,
+};
 use lazymmu::{println, sched};
 pub use workloads::WorkloadError;
 
@@ -86,7 +85,7 @@ fn counting_instructions() -> bool {
 
 /// Entry writes seen by the generic layer, whichever backend is selected.
 fn entry_writes() -> u64 {
-    Backend::ALL.into_iter().map(|b| stats::stats(b).entry_writes).sum()
+    Backend::ALL.into_iter().map(|b| lazy_mmu::stats(b).entry_writes).sum()
 }
 
 /// Starts measuring: the counter and every count now.
@@ -251,7 +250,7 @@ pub fn run_gib(quick: bool) -> Result<Results, WorkloadError> {
     let repeats = if quick { 2 } else { 3 };
     let preemption = sched::set_preemption(false);
     let mode = apply_mode();
-    let lazy_purge = vmalloc::set_vmap_lazy_purge(false);
+    let lazy_purge = mm::set_vmap_lazy_purge(false);
     let mut results = Results { rows: Vec::new(), failures: Vec::new(), reserve: Vec::new() };
     let mut outcome = Ok(());
     for (step, (name, backend, mode)) in CONFIGS.into_iter().enumerate() {
@@ -275,7 +274,7 @@ pub fn run_gib(quick: bool) -> Result<Results, WorkloadError> {
             break;
         }
     }
-    vmalloc::set_vmap_lazy_purge(lazy_purge);
+    mm::set_vmap_lazy_purge(lazy_purge);
     set_apply_mode(mode);
     sched::set_preemption(preemption);
     outcome?;
@@ -453,7 +452,7 @@ fn run_all(plan: &Plan, quick: bool, results: &mut Results) -> Result<(), Worklo
     }
     // Every vfree pays its own flush here (vmap_lazy_purge=off), as the
     // rows have always measured; the lazy purge's rows follow.
-    let lazy_purge = vmalloc::set_vmap_lazy_purge(false);
+    let lazy_purge = mm::set_vmap_lazy_purge(false);
     for (name, backend, mode) in CONFIGS {
         let _selected = lazy_mmu::use_backend(backend);
         set_apply_mode(mode);
@@ -506,7 +505,7 @@ fn run_all(plan: &Plan, quick: bool, results: &mut Results) -> Result<(), Worklo
         }
     }
     next("vmalloc + touch + vfree under batched, the flush left to the lazy purge (between samples)");
-    vmalloc::set_vmap_lazy_purge(true);
+    mm::set_vmap_lazy_purge(true);
     {
         let _selected = lazy_mmu::use_backend(Backend::Batched);
         set_apply_mode(ApplyMode::WholeCall);
@@ -515,7 +514,7 @@ fn run_all(plan: &Plan, quick: bool, results: &mut Results) -> Result<(), Worklo
             results.push("vfree_lazy", BATCHED, n, unmap);
         }
     }
-    vmalloc::set_vmap_lazy_purge(lazy_purge);
+    mm::set_vmap_lazy_purge(lazy_purge);
     tlb_flushes("tlb_unmap", plan, quick, results, &mut |name| next(&format!("TLB flush of N live pages: {name}")))?;
     // The same full flush with QEMU's software TLB grown by a large
     // workload just before: what an earlier edition of the bench timed

@@ -46,9 +46,10 @@ use aarch64_paging::paging::{Constraints, El1And0, LEAF_LEVEL, MemoryRegion, Pag
 use aarch64_paging::{MapError, Mapping};
 
 use lazymmu::dtb;
-use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
-use lazymmu::mm::{disable_ttbr0_walks, enable_ttbr0_walks, frame_alloc, layout, phys_to_virt, virt_to_phys};
+use lazymmu::mm::{
+    self, Attributes, Descriptor, Level, PAGE_SIZE, PhysAddr, VirtAddr, disable_ttbr0_walks, enable_ttbr0_walks,
+    frame_alloc, phys_to_virt, virt_to_phys,
+};
 
 use super::{Meter, Sample};
 
@@ -107,7 +108,7 @@ pub fn run(pages: u64, live: bool) -> Result<PeerRun, PeerError> {
     if pages == 0 || pages > ram_pages {
         return Err(PeerError::BadPageCount { pages, ram_pages });
     }
-    let va = if live { VirtAddr::new(PEER_LIVE_VA) } else { layout::VMALLOC_START };
+    let va = if live { VirtAddr::new(PEER_LIVE_VA) } else { mm::VMALLOC_START };
     // allocate_table cannot fail, so every frame it will need is checked for
     // here (a fresh tree needs exactly these).
     let needed = tables_needed(va, pages);

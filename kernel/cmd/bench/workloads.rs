@@ -6,14 +6,12 @@ use core::convert::Infallible;
 use super::peer::{self, PeerError};
 use super::{Counts, Meter, Sample};
 use lazymmu::barrier;
-use lazymmu::mm::addr::{BLOCK_1G, BLOCK_2M, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::apply::{ApplyError, apply_to_existing_page_range_by_table, apply_to_page_range_by_table};
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Level};
-use lazymmu::mm::pageattr::{set_memory_ro, set_memory_rw};
-use lazymmu::mm::pgtable::{self, MapError, Ptes};
-use lazymmu::mm::tlb::{self, FlushStrategy};
-use lazymmu::mm::vmalloc::{self, VmallocError, vfree, vmalloc};
-use lazymmu::mm::{frame_alloc, phys_to_virt};
+use lazymmu::mm::{
+    self, ApplyError, Attributes, BLOCK_1G, BLOCK_2M, Descriptor, FlushStrategy, Level, PAGE_SIZE, PhysAddr, VirtAddr,
+    VmallocError, apply_to_existing_page_range_by_table, apply_to_page_range_by_table, frame_alloc,
+    pgtable::{self, MapError, Ptes},
+    phys_to_virt, set_memory_ro, set_memory_rw, vfree, vmalloc,
+};
 
 /// What stops a workload: the machine ran out of something. (Its fields
 /// are read when it is printed, `{:?}`, which the dead-code lint does not
@@ -108,12 +106,12 @@ const LIVE_STRIDE: u64 = 4 * PAGE_SIZE;
 
 impl LiveAreas {
     pub fn new(live: u64) -> Result<LiveAreas, WorkloadError> {
-        let base = vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE)?;
-        vmalloc::free_vm_area(base)?;
+        let base = mm::get_vm_area(PAGE_SIZE, PAGE_SIZE)?;
+        mm::free_vm_area(base)?;
         let mut areas = LiveAreas { base, count: 0 };
         while areas.count < live {
             let at = base.add(areas.count * LIVE_STRIDE);
-            let va = vmalloc::get_vm_area_range(PAGE_SIZE, PAGE_SIZE, at, at.add(PAGE_SIZE + vmalloc::GUARD_SIZE))?;
+            let va = mm::get_vm_area_range(PAGE_SIZE, PAGE_SIZE, at, at.add(PAGE_SIZE + mm::GUARD_SIZE))?;
             debug_assert_eq!(va, at);
             areas.count += 1;
         }
@@ -124,7 +122,7 @@ impl LiveAreas {
 impl Drop for LiveAreas {
     fn drop(&mut self) {
         for i in 0..self.count {
-            vmalloc::free_vm_area(self.base.add(i * LIVE_STRIDE)).expect("taken by new");
+            mm::free_vm_area(self.base.add(i * LIVE_STRIDE)).expect("taken by new");
         }
     }
 }
@@ -133,7 +131,7 @@ impl Drop for LiveAreas {
 /// one contiguous run; 2 MiB and up: blocks): (vmalloc_huge, vfree).
 pub fn vmalloc_huge_cycle(pages: u64) -> Result<[Sample; 2], WorkloadError> {
     let map = Meter::start();
-    let va = lazymmu::mm::vmalloc_huge::vmalloc_huge(pages * PAGE_SIZE)?;
+    let va = lazymmu::mm::vmalloc_huge(pages * PAGE_SIZE)?;
     let map = map.stop();
     touch(va, pages);
     let unmap = Meter::start();
@@ -148,8 +146,8 @@ pub fn vmalloc_huge_cycle(pages: u64) -> Result<[Sample; 2], WorkloadError> {
 /// every repeat counts the same. What was freed lazily is purged first,
 /// outside the samples: each starts with nothing pending.
 fn cold_tables() {
-    vmalloc::vm_unmap_aliases();
-    vmalloc::reclaim_page_tables();
+    mm::vm_unmap_aliases();
+    mm::reclaim_page_tables();
 }
 
 /// Makes a live vmalloc area read-only with
@@ -173,7 +171,7 @@ fn make_read_only(va: VirtAddr, pages: u64) -> Result<(), WorkloadError> {
         unsafe { pgtable::modify_ptes(ptes, Descriptor::read_only) };
         Ok::<(), Infallible>(())
     })?;
-    tlb::flush_tlb_kernel_range(va, va.add(pages * PAGE_SIZE));
+    mm::flush_tlb_kernel_range(va, va.add(pages * PAGE_SIZE));
     Ok(())
 }
 
@@ -201,10 +199,10 @@ pub fn vmap_1g() -> Result<[Sample; 2], WorkloadError> {
     let ram = lazymmu::dtb::info().ram_start.align_down(BLOCK_1G);
     let map = Meter::start();
     // SAFETY: RAM, read-only: it is mapped so already (the linear map).
-    let va = unsafe { vmalloc::vmap_contiguous(ram, BLOCK_1G, Attributes::KERNEL_RO) }?;
+    let va = unsafe { mm::vmap_contiguous(ram, BLOCK_1G, Attributes::KERNEL_RO) }?;
     let map = map.stop();
     let unmap = Meter::start();
-    vmalloc::vunmap(va)?;
+    mm::vunmap(va)?;
     let unmap = unmap.stop();
     cold_tables();
     Ok([map, unmap])
@@ -240,18 +238,18 @@ pub fn reserve_with_live_areas(live: usize, pairs: usize) -> Result<u64, Workloa
     let mut areas = alloc::vec::Vec::new();
     areas.try_reserve_exact(live).map_err(|_| VmallocError::OutOfMemory)?;
     let filled = (0..live).try_for_each(|_| {
-        areas.push(vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE)?);
+        areas.push(mm::get_vm_area(PAGE_SIZE, PAGE_SIZE)?);
         Ok::<(), VmallocError>(())
     });
     let timed = filled.and_then(|()| {
         let start = lazymmu::cpu::counter();
         for _ in 0..pairs {
-            vmalloc::free_vm_area(vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE)?)?;
+            mm::free_vm_area(mm::get_vm_area(PAGE_SIZE, PAGE_SIZE)?)?;
         }
         Ok((lazymmu::cpu::counter() - start) / pairs as u64)
     });
     for va in areas {
-        vmalloc::free_vm_area(va).expect("taken above");
+        mm::free_vm_area(va).expect("taken above");
     }
     Ok(timed?)
 }
@@ -284,7 +282,7 @@ pub fn settle_softmmu_tlb() {
         while lazymmu::cpu::counter() < end {
             core::hint::spin_loop();
         }
-        tlb::flush_tlb_kernel_range_with(FlushStrategy::All, anywhere, anywhere.add(PAGE_SIZE));
+        mm::flush_tlb_kernel_range_with(FlushStrategy::All, anywhere, anywhere.add(PAGE_SIZE));
     }
 }
 
@@ -297,7 +295,7 @@ pub fn grow_softmmu_tlb() -> Result<(), WorkloadError> {
     let va = vmalloc(GROWN_PAGES * PAGE_SIZE)?;
     for _ in 0..12 {
         touch(va, GROWN_PAGES);
-        tlb::flush_tlb_kernel_range_with(FlushStrategy::All, va, va.add(GROWN_PAGES * PAGE_SIZE));
+        mm::flush_tlb_kernel_range_with(FlushStrategy::All, va, va.add(GROWN_PAGES * PAGE_SIZE));
     }
     vfree(va)?;
     cold_tables();
@@ -309,7 +307,7 @@ pub fn tlb_unmap(pages: u64, how: FlushStrategy) -> Result<Sample, WorkloadError
     let va = vmalloc(pages * PAGE_SIZE)?;
     touch(va, pages);
     let meter = Meter::start();
-    tlb::flush_tlb_kernel_range_with(how, va, va.add(pages * PAGE_SIZE));
+    mm::flush_tlb_kernel_range_with(how, va, va.add(pages * PAGE_SIZE));
     let sample = meter.stop();
     vfree(va)?;
     cold_tables();
@@ -325,7 +323,7 @@ pub fn with_fresh_area(
     steps: impl FnOnce(VirtAddr, PhysAddr) -> Result<[Sample; 3], WorkloadError>,
 ) -> Result<[Sample; 3], WorkloadError> {
     let frames = frame_alloc::alloc_contiguous(pages as usize, PAGE_SIZE).map_err(MapError::from)?;
-    let va = match vmalloc::get_vm_area(pages * PAGE_SIZE, BLOCK_2M) {
+    let va = match mm::get_vm_area(pages * PAGE_SIZE, BLOCK_2M) {
         Ok(va) => va,
         Err(e) => {
             frame_alloc::free_frames(frames, pages as usize).expect("allocated above");
@@ -334,7 +332,7 @@ pub fn with_fresh_area(
     };
     let measured = steps(va, frames);
     frame_alloc::free_frames(frames, pages as usize).expect("allocated above");
-    vmalloc::free_vm_area(va)?;
+    mm::free_vm_area(va)?;
     measured
 }
 

@@ -52,20 +52,17 @@ use model::{Area, AreaKind, Model, Page};
 
 use lazymmu::cpu;
 use lazymmu::exception::FaultStatus;
-use lazymmu::mm::addr::{BLOCK_2M, CONT_PTE_SIZE, PAGE_SIZE, PhysAddr, VirtAddr};
-use lazymmu::mm::apply::{self, ApplyError};
-use lazymmu::mm::cacheflush::{flush_icache_range, write_instructions};
-use lazymmu::mm::descriptor::{Attributes, Descriptor, Entry, Level};
-use lazymmu::mm::layout::{VMALLOC_END, VMALLOC_START};
-use lazymmu::mm::lazy_mmu::Backend;
-use lazymmu::mm::pgtable::{self, EntryRef, MapError, Operand};
-use lazymmu::mm::translate::{Access, HwTranslation, SwTranslation, hw_translate, sw_translate};
-use lazymmu::mm::vmalloc::{self, VmallocError};
-use lazymmu::mm::vmalloc_huge::{self, HugeShape};
-use lazymmu::mm::{audit, frame_alloc, lazy_mmu, pageattr, pgtable_check, phys_to_virt, probe, tlb};
-use lazymmu::task::Affinity;
+use lazymmu::mm::{
+    self, Access, ApplyError, Attributes, BLOCK_2M, CONT_PTE_SIZE, Descriptor, Entry, HugeShape, HwTranslation, Level,
+    PAGE_SIZE, PhysAddr, SwTranslation, VMALLOC_END, VMALLOC_START, VirtAddr, VmallocError, audit, flush_icache_range,
+    frame_alloc, hw_translate,
+    lazy_mmu::{self, Backend},
+    pgtable::{self, EntryRef, MapError, Operand},
+    pgtable_check, phys_to_virt, probe, sw_translate, write_instructions,
+};
+use lazymmu::sched::Affinity;
 use lazymmu::{Bug, plant};
-use lazymmu::{percpu, sched, timer};
+use lazymmu::{sched, smp, timer};
 
 /// Where a vmalloc page's code goes: after its tag (a `u64` at its start).
 const CODE_OFFSET: u64 = 8;
@@ -168,7 +165,7 @@ static TAGS: AtomicU64 = AtomicU64::new(1);
 static AWAITING_PURGE: spin::Mutex<Vec<(VirtAddr, u64, u64)>> = spin::Mutex::new(Vec::new());
 
 fn timer_maps_a_page() {
-    let cpu = percpu::this_cpu().id;
+    let cpu = smp::smp_processor_id();
     if let Some((va, desc)) = IRQ_SLOT[cpu].lock().take() {
         let walk = pgtable::walking();
         let entry = walk.walk(va);
@@ -284,7 +281,7 @@ impl Fuzzer {
     /// A fuzzer with its irq page (an area whose tables are made now) and
     /// frame. On several CPUs it picks areas in creation order.
     fn new(cpu: usize, seed: u64, smp: bool) -> Result<Fuzzer, String> {
-        let irq_page = vmalloc::get_vm_area(PAGE_SIZE, PAGE_SIZE).map_err(err("get_vm_area"))?;
+        let irq_page = mm::get_vm_area(PAGE_SIZE, PAGE_SIZE).map_err(err("get_vm_area"))?;
         pgtable::walking().walk_create(irq_page, Level::L3).map_err(err("walk_create"))?;
         let irq_frame = frame_alloc::alloc_frame().map_err(err("alloc_frame"))?;
         Ok(Fuzzer {
@@ -365,7 +362,7 @@ impl Fuzzer {
             if interrupt { ", timer write" } else { "" },
             if switch { ", switch" } else { "" }
         );
-        let began_on = percpu::this_cpu().id;
+        let began_on = smp::smp_processor_id();
         let operation = GATE.operation();
         let mut sections: Vec<lazy_mmu::LazyMmuSection> = (0..depth).map(|_| lazy_mmu::enable()).collect();
         let pause = paused.then(lazy_mmu::pause);
@@ -398,7 +395,7 @@ impl Fuzzer {
         }
         drop(operation);
         let _alone = GATE.alone();
-        if percpu::this_cpu().id != began_on {
+        if smp::smp_processor_id() != began_on {
             f.migrations += 1;
         }
         rules_kept(backend, cpu, step, &label)?;
@@ -440,11 +437,11 @@ impl Fuzzer {
         let pages = self.pages();
         let size = pages * PAGE_SIZE;
         let (va, zeroed) = match self.rng.below(3) {
-            0 => (vmalloc::vmalloc(size).map_err(err("vmalloc"))?, false),
-            1 => (vmalloc::vzalloc(size).map_err(err("vzalloc"))?, true),
+            0 => (mm::vmalloc(size).map_err(err("vmalloc"))?, false),
+            1 => (mm::vzalloc(size).map_err(err("vzalloc"))?, true),
             _ => {
                 let align = [2 * PAGE_SIZE, 16 * PAGE_SIZE, BLOCK_2M][self.rng.below(3) as usize];
-                let va = vmalloc::vmalloc_aligned(size, align).map_err(err("vmalloc_aligned"))?;
+                let va = mm::vmalloc_aligned(size, align).map_err(err("vmalloc_aligned"))?;
                 if !va.is_aligned(align) {
                     return Err(format!("vmalloc_aligned({size:#x}, {align:#x}) returned {va}"));
                 }
@@ -482,8 +479,8 @@ impl Fuzzer {
             2 => CONT_PTE_SIZE + (1 + self.rng.below(15)) * PAGE_SIZE,
             _ => (1 + self.rng.below(15)) * PAGE_SIZE,
         };
-        let va = vmalloc_huge::vmalloc_huge(size).map_err(err("vmalloc_huge"))?;
-        let pages = vmalloc::find_area(va).ok_or("vmalloc_huge: no area")?.size / PAGE_SIZE;
+        let va = mm::vmalloc_huge(size).map_err(err("vmalloc_huge"))?;
+        let pages = mm::find_area(va).ok_or("vmalloc_huge: no area")?.size / PAGE_SIZE;
         let chunk = HugeShape::for_size(size).chunk_size();
         let (level, contiguous) = match pgtable::lookup(va).entry {
             Entry::Leaf { attrs, .. } => (pgtable::lookup(va).level, attrs.contiguous),
@@ -519,7 +516,7 @@ impl Fuzzer {
             let inside = area.page(1);
             self.unchanged(
                 "vfree of an address inside an area",
-                || vmalloc::vfree(inside),
+                || mm::vfree(inside),
                 Err(VmallocError::NotAnArea(inside)),
             )?;
             return Ok(Vec::from([(area.start, area.pages)]));
@@ -527,11 +524,11 @@ impl Fuzzer {
         // Freed twice, the second call must find no area. Both calls are
         // made alone: between them another CPU could have taken the range
         // (after a purge) and the second would free its area.
-        let free = || vmalloc::vfree(area.start).map_err(err("vfree"));
+        let free = || mm::vfree(area.start).map_err(err("vfree"));
         if self.rng.chance(4) {
             GATE.alone_within_operation(|| {
                 free()?;
-                unchanged_alone("vfree twice", || vmalloc::vfree(area.start), Err(VmallocError::NotAnArea(area.start)))
+                unchanged_alone("vfree twice", || mm::vfree(area.start), Err(VmallocError::NotAnArea(area.start)))
             })?;
         } else {
             free()?;
@@ -548,7 +545,7 @@ impl Fuzzer {
         let frames = self.tagged_frames(n)?;
         let pas: Vec<PhysAddr> = frames.iter().map(|f| f.0).collect();
         // SAFETY: fresh frames, the fuzzer's own until it vunmaps them.
-        let va = match unsafe { vmalloc::vmap_pages(&pas, attrs) } {
+        let va = match unsafe { mm::vmap_pages(&pas, attrs) } {
             Ok(va) => va,
             Err(e) => {
                 free_frames(&pas);
@@ -582,11 +579,11 @@ impl Fuzzer {
         self.unchanged(
             "vmap_contiguous of RAM as Device memory",
             // SAFETY: the fuzzer's own frames; refused before anything maps them.
-            || unsafe { vmalloc::vmap_contiguous(pa, n * PAGE_SIZE, Attributes::DEVICE) }.map(|_| ()),
+            || unsafe { mm::vmap_contiguous(pa, n * PAGE_SIZE, Attributes::DEVICE) }.map(|_| ()),
             Err(VmallocError::RamNotDevice(pa)),
         )?;
         // SAFETY: fresh frames, the fuzzer's own until it vunmaps them.
-        let va = match unsafe { vmalloc::vmap_contiguous(pa, n * PAGE_SIZE, attrs) } {
+        let va = match unsafe { mm::vmap_contiguous(pa, n * PAGE_SIZE, attrs) } {
             Ok(va) => va,
             Err(e) => {
                 frame_alloc::free_frames(pa, n as usize).expect("allocated above");
@@ -609,7 +606,7 @@ impl Fuzzer {
         let Some(area) = self.model.pick_area(n, |k| matches!(k, AreaKind::Pages(_) | AreaKind::Range(..))) else {
             return self.vmap_pages();
         };
-        vmalloc::vunmap(area.start).map_err(err("vunmap"))?;
+        mm::vunmap(area.start).map_err(err("vunmap"))?;
         self.freed_lazily(area.start, area.pages);
         self.model.remove_area(area.start);
         release(&area.kind);
@@ -620,7 +617,7 @@ impl Fuzzer {
         let pages = self.pages();
         let frames = self.tagged_frames(pages)?;
         let align = if self.rng.chance(3) { BLOCK_2M } else { PAGE_SIZE };
-        let va = match vmalloc::get_vm_area(pages * PAGE_SIZE, align) {
+        let va = match mm::get_vm_area(pages * PAGE_SIZE, align) {
             Ok(va) => va,
             Err(e) => {
                 free_frames(&frames.iter().map(|f| f.0).collect::<Vec<_>>());
@@ -647,13 +644,13 @@ impl Fuzzer {
             if let Some(other) = self.model.pick_area(n, |k| *k == AreaKind::Vmalloc) {
                 self.unchanged(
                     "free_vm_area of a vmalloc area",
-                    || vmalloc::free_vm_area(other.start),
+                    || mm::free_vm_area(other.start),
                     Err(VmallocError::NotAnArea(other.start)),
                 )?;
             }
         }
-        vmalloc::vunmap_range(area.start, area.start.add(area.pages * PAGE_SIZE)).map_err(err("vunmap_range"))?;
-        vmalloc::free_vm_area(area.start).map_err(err("free_vm_area"))?;
+        mm::vunmap_range(area.start, area.start.add(area.pages * PAGE_SIZE)).map_err(err("vunmap_range"))?;
+        mm::free_vm_area(area.start).map_err(err("free_vm_area"))?;
         self.model.remove_area(area.start);
         release(&area.kind);
         Ok(Vec::from([(area.start, area.pages)]))
@@ -711,13 +708,13 @@ impl Fuzzer {
             Ok(())
         };
         let result = match (create, lazy) {
-            (true, true) => apply::apply_to_page_range(start, size, callback),
-            (true, false) => apply::apply_to_page_range_nolazy(start, size, callback),
-            (false, true) => apply::apply_to_existing_page_range(start, size, callback),
-            (false, false) => apply::apply_to_existing_page_range_nolazy(start, size, callback),
+            (true, true) => mm::apply_to_page_range(start, size, callback),
+            (true, false) => mm::apply_to_page_range_nolazy(start, size, callback),
+            (false, true) => mm::apply_to_existing_page_range(start, size, callback),
+            (false, false) => mm::apply_to_existing_page_range_nolazy(start, size, callback),
         };
         // Permissions of live pages changed: the caller flushes.
-        tlb::flush_tlb_kernel_range(start, start.add(size));
+        mm::flush_tlb_kernel_range(start, start.add(size));
         let name = ["existing", "existing_nolazy", "page_range", "page_range_nolazy"]
             [(create as usize) * 2 + (!lazy) as usize];
         let fails = fail_at.filter(|&k| k < expected.len() as u64);
@@ -790,10 +787,10 @@ impl Fuzzer {
         }
         let name = ["set_memory_ro", "set_memory_rw", "set_memory_x", "set_memory_nx"][which as usize];
         let call = || match which {
-            0 => pageattr::set_memory_ro(start, count),
-            1 => pageattr::set_memory_rw(start, count),
-            2 => pageattr::set_memory_x(start, count),
-            _ => pageattr::set_memory_nx(start, count),
+            0 => mm::set_memory_ro(start, count),
+            1 => mm::set_memory_rw(start, count),
+            2 => mm::set_memory_x(start, count),
+            _ => mm::set_memory_nx(start, count),
         };
         if want.is_err() {
             self.unchanged(name, call, want)?;
@@ -818,11 +815,11 @@ impl Fuzzer {
         let result = (|| {
             // SAFETY: the fuzzer's own frame, made writable again below
             // whatever the write in between did, before the run is freed.
-            unsafe { pageattr::set_linear_map_ro(va, 1) }.map_err(err("set_linear_map_ro"))?;
+            unsafe { mm::set_linear_map_ro(va, 1) }.map_err(err("set_linear_map_ro"))?;
             // SAFETY: the fuzzer's own frame; the write is expected to fault.
             let write = unsafe { probe::write(va, 1) };
             // SAFETY: the fuzzer's own frame.
-            unsafe { pageattr::set_linear_map_rw(va, 1) }.map_err(err("set_linear_map_rw"))?;
+            unsafe { mm::set_linear_map_rw(va, 1) }.map_err(err("set_linear_map_rw"))?;
             match write {
                 Err(s) if s.write && s.status == Some(FaultStatus::Permission { level: 3 }) => {}
                 other => return Err(format!("a write to the read-only linear-map page {va}: {other:?}")),
@@ -837,23 +834,23 @@ impl Fuzzer {
     /// Calls that must fail with a given error and change nothing.
     fn bad_input(&mut self) -> Step {
         match self.rng.below(5) {
-            0 => self.unchanged("vmalloc(0)", || vmalloc::vmalloc(0), Err(VmallocError::ZeroSize)),
+            0 => self.unchanged("vmalloc(0)", || mm::vmalloc(0), Err(VmallocError::ZeroSize)),
             1 => self.unchanged(
                 "vmalloc_aligned(align 3000)",
-                || vmalloc::vmalloc_aligned(PAGE_SIZE, 3000),
+                || mm::vmalloc_aligned(PAGE_SIZE, 3000),
                 Err(VmallocError::BadAlignment(3000)),
             ),
             2 => self.unchanged(
                 "vmap_pages(no pages)",
                 // SAFETY: no pages: nothing is mapped.
-                || unsafe { vmalloc::vmap_pages(&[], Attributes::KERNEL_RW) },
+                || unsafe { mm::vmap_pages(&[], Attributes::KERNEL_RW) },
                 Err(VmallocError::EmptyPageList),
             ),
             3 => {
                 let va = VirtAddr::new(VMALLOC_END.as_u64() - PAGE_SIZE);
                 self.unchanged(
                     "set_memory_ro of an address in no area",
-                    || pageattr::set_memory_ro(va, 1),
+                    || mm::set_memory_ro(va, 1),
                     Err(MapError::NotMapped(va)),
                 )
             }
@@ -861,7 +858,7 @@ impl Fuzzer {
                 let va = VMALLOC_START.add(PAGE_SIZE / 2);
                 self.unchanged(
                     "apply_to_page_range(unaligned)",
-                    || apply::apply_to_page_range(va, PAGE_SIZE, |_| Ok::<(), ()>(())).map(|_| ()),
+                    || mm::apply_to_page_range(va, PAGE_SIZE, |_| Ok::<(), ()>(())).map(|_| ()),
                     Err(ApplyError::Map(MapError::Misaligned { what: Operand::VirtualAddress, value: va.as_u64() })),
                 )
             }
@@ -894,14 +891,14 @@ impl Fuzzer {
                 // SAFETY: the fuzzer's own irq page.
                 unsafe { pgtable::write_entry(&walk.walk(self.irq_page), Descriptor::INVALID) };
             }
-            tlb::flush_tlb_kernel_range(self.irq_page, self.irq_page.add(PAGE_SIZE));
+            mm::flush_tlb_kernel_range(self.irq_page, self.irq_page.add(PAGE_SIZE));
             self.model.unmap(self.irq_page);
             return Ok(());
         }
         let tag = self.tag();
         // SAFETY: the fuzzer's own frame.
         unsafe { core::ptr::write_volatile(phys_to_virt(self.irq_frame).as_mut_ptr::<u64>(), tag) };
-        let here = percpu::this_cpu().id;
+        let here = smp::smp_processor_id();
         *IRQ_SLOT[here].lock() =
             Some((self.irq_page, Descriptor::leaf(Level::L3, self.irq_frame, Attributes::KERNEL_RW)));
         IRQ_DONE[here].store(false, SeqCst);
@@ -928,7 +925,7 @@ impl Fuzzer {
         let tag = self.tag();
         let task = sched::spawn("fuzz/other", move || {
             assert!(!lazy_mmu::is_lazy_mmu_mode_active(), "another task starts outside lazy mode");
-            let va = vmalloc::vmalloc(pages * PAGE_SIZE).expect("vmalloc in the other task");
+            let va = mm::vmalloc(pages * PAGE_SIZE).expect("vmalloc in the other task");
             for i in 0..pages {
                 // SAFETY: our own fresh mapping.
                 unsafe { probe::write(va.add(i * PAGE_SIZE), tag + i) }.expect("writable");
@@ -936,7 +933,7 @@ impl Fuzzer {
             for i in 0..pages {
                 assert_eq!(probe::read(va.add(i * PAGE_SIZE)), Ok(tag + i));
             }
-            vmalloc::vfree(va).expect("vfree in the other task");
+            mm::vfree(va).expect("vfree in the other task");
             buffer.store(va.as_u64(), SeqCst);
         })
         .map_err(err("spawn"))?;
@@ -955,7 +952,7 @@ impl Fuzzer {
         let Some(p) = self.model.page(va) else {
             // Given back and purged, the range may be another fuzzer's
             // now (never while it is one of this fuzzer's areas).
-            if let Some(area) = vmalloc::find_area(va)
+            if let Some(area) = mm::find_area(va)
                 && !self.model.areas.contains_key(&area.start.as_u64())
                 && area.start != self.irq_page
             {
@@ -1014,14 +1011,14 @@ impl Fuzzer {
 
     /// [start, start + pages) was just put on the purge list.
     fn freed_lazily(&mut self, start: VirtAddr, pages: u64) {
-        let lazy_after = vmalloc::lazy_pages();
+        let lazy_after = mm::lazy_pages();
         AWAITING_PURGE.lock().push((start, pages, lazy_after));
     }
 
     fn check(&mut self, touched: &[(VirtAddr, u64)]) -> Result<(), String> {
         // A purge (past the threshold, for room, or set_memory_*'s) flushed
         // every area on the list when it ran.
-        let lazy = vmalloc::lazy_pages();
+        let lazy = mm::lazy_pages();
         AWAITING_PURGE.lock().retain(|&(_, _, lazy_after)| lazy != 0 && lazy >= lazy_after);
         for &(start, pages) in touched {
             // The guard page after the area too.
@@ -1037,14 +1034,14 @@ impl Fuzzer {
         let areas: Vec<Area> = self.model.areas.values().cloned().collect();
         for area in areas {
             match &area.kind {
-                AreaKind::Vmalloc => vmalloc::vfree(area.start).map_err(err("vfree at teardown"))?,
+                AreaKind::Vmalloc => mm::vfree(area.start).map_err(err("vfree at teardown"))?,
                 AreaKind::Pages(_) | AreaKind::Range(..) => {
-                    vmalloc::vunmap(area.start).map_err(err("vunmap at teardown"))?
+                    mm::vunmap(area.start).map_err(err("vunmap at teardown"))?
                 }
                 AreaKind::AddressSpace(_) => {
-                    vmalloc::vunmap_range(area.start, area.start.add(area.pages * PAGE_SIZE))
+                    mm::vunmap_range(area.start, area.start.add(area.pages * PAGE_SIZE))
                         .map_err(err("vunmap_range at teardown"))?;
-                    vmalloc::free_vm_area(area.start).map_err(err("free_vm_area at teardown"))?;
+                    mm::free_vm_area(area.start).map_err(err("free_vm_area at teardown"))?;
                 }
             }
             self.model.remove_area(area.start);
@@ -1057,8 +1054,8 @@ impl Fuzzer {
 
     /// Gives back the irq page's area and frame.
     fn release_irq_page(self) -> Result<(), String> {
-        vmalloc::vunmap_range(self.irq_page, self.irq_page.add(PAGE_SIZE)).map_err(err("vunmap_range"))?;
-        vmalloc::free_vm_area(self.irq_page).map_err(err("free_vm_area"))?;
+        mm::vunmap_range(self.irq_page, self.irq_page.add(PAGE_SIZE)).map_err(err("vunmap_range"))?;
+        mm::free_vm_area(self.irq_page).map_err(err("free_vm_area"))?;
         frame_alloc::free_frame(self.irq_frame).map_err(err("free_frame"))
     }
 }
@@ -1074,7 +1071,7 @@ fn release(kind: &AreaKind) {
     // A vunmap'd area's flush waits for the purge: no TLB may still map
     // the frames when they go.
     if matches!(kind, AreaKind::Pages(_) | AreaKind::Range(..)) {
-        vmalloc::vm_unmap_aliases();
+        mm::vm_unmap_aliases();
     }
     match kind {
         AreaKind::Vmalloc => {}
@@ -1157,7 +1154,7 @@ fn campaign(config: &Config, backend: Backend, progress: Progress) -> Result<Vec
         rule: None,
     };
     // vmalloc's tables stay once made: compare without the empty ones.
-    vmalloc::reclaim_page_tables();
+    mm::reclaim_page_tables();
     let start = audit::state();
     let linear_tables_before = linear_tables();
     let mut fuzzers = Vec::new();
@@ -1214,10 +1211,10 @@ fn campaign(config: &Config, backend: Backend, progress: Progress) -> Result<Vec
         f.release_irq_page().map_err(at_end("teardown"))?;
     }
     // What was freed lazily comes back at its purge.
-    vmalloc::vm_unmap_aliases();
+    mm::vm_unmap_aliases();
     // A linear-map block split by a permission change stays split, as
     // in Linux: its tables are not counted.
-    vmalloc::reclaim_page_tables();
+    mm::reclaim_page_tables();
     let end = audit::state();
     let linear_tables_after = linear_tables();
     let kept = |s: &audit::MmState, linear: usize| (s.frames_used - linear, s.areas.clone(), s.table_pages - linear);

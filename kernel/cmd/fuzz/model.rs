@@ -7,7 +7,7 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-use lazymmu::mm::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use lazymmu::mm::{PAGE_SIZE, PhysAddr, VirtAddr};
 
 /// One mapped page as the model expects it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,7 +21,7 @@
 //! every enable has its disable and every pause its resume.
 
 mod state;
-pub mod stats;
+mod stats;
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -35,19 +35,20 @@ use crate::mm::pgtable_check;
 use crate::{println, task, trace};
 pub use state::LazyMmuMisuse;
 use state::{Counts, Hook, Transition};
+pub use stats::{LazyMmuStats, reset as reset_stats, stats};
 
 /// A task's lazy MMU state, all of it, in its control block (Linux 7.0's
 /// `lazy_mmu_state` in `task_struct`, with the arch's part beside it as
 /// arm64 keeps its TIF_LAZY_MMU_PENDING flag in the thread's flags). Only this
 /// layer changes it, and only the current task's.
 #[derive(Default)]
-pub struct LazyMmuState {
+pub(crate) struct LazyMmuState {
     /// The nesting counts, as the state machine (`state.rs`) reads and
     /// makes them.
     pub(crate) counts: Cell<Counts>,
     /// Entries this task wrote in active sections that the backend's
     /// statistics do not hold yet: the store path counts here, in the
-    /// task, with no atomic, and [`stats`] adds them up at every
+    /// task, with no atomic, and [`stats`](mod@stats) adds them up at every
     /// transition and whenever it is read.
     pub(crate) unaccounted_writes: Cell<u64>,
     /// What the arch backend keeps: the pending flag, the queue, how the
