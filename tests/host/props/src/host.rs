@@ -295,7 +295,7 @@ pub mod task {
 
     pub struct Task {
         pub name: &'static str,
-        pub lazy_mmu: LazyMmuState,
+        pub(crate) lazy_mmu: LazyMmuState,
         irq_depth: Cell<u32>,
         walks: Cell<u32>,
         exclusive: Cell<bool>,

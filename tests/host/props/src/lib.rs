@@ -337,6 +337,7 @@ pub mod internal {
     }
 
     pub const BOOLEAN_OPTIONS: &[(&str, bool)] = crate::boot_args::BOOLEAN_OPTIONS;
+    pub const KERNEL_OPTIONS: &[&str] = crate::boot_args::KERNEL_OPTIONS;
 
     /// `check_options()`: the first bad boolean option, as (name, value).
     pub fn check_options() -> Result<(), (&'static str, &'static str)> {

@@ -6,7 +6,7 @@
 //! boolean that is not one; and Linux's `kstrtobool` and QEMU's sizes
 //! against models.
 
-use lazymmu_props::boot_args::{self, KERNEL_OPTIONS, kstrtobool, parse_size};
+use lazymmu_props::boot_args::{self, kstrtobool, parse_size};
 use lazymmu_props::internal;
 use lazymmu_props::semihosting;
 use proptest::prelude::*;
@@ -39,7 +39,7 @@ fn the_runners_line_then_the_builtin_one() {
     assert_eq!(internal::check_options(), Err(("vmap_lazy_purge", "maybe")));
     // Every boolean option is a kernel option.
     for (name, _) in internal::BOOLEAN_OPTIONS {
-        assert!(KERNEL_OPTIONS.contains(name));
+        assert!(internal::KERNEL_OPTIONS.contains(name));
     }
 }
 

@@ -78,7 +78,7 @@ struct Model {
     memory: Vec<u64>,
     issued: Vec<&'static str>,
     events: Vec<Event>,
-    stats: lazy_mmu::stats::LazyMmuStats,
+    stats: lazy_mmu::LazyMmuStats,
     checker: bool,
 }
 
@@ -232,7 +232,7 @@ fn run_ops(backend: Backend, checker: bool, ops: &[Op]) -> Result<(), TestCaseEr
     host::set_checker(checker);
     host::take_events();
     host::take_issued();
-    let stats_before = stats::stats(backend);
+    let stats_before = stats(backend);
     let mut model = Model {
         backend,
         enable: 0,
@@ -242,7 +242,7 @@ fn run_ops(backend: Backend, checker: bool, ops: &[Op]) -> Result<(), TestCaseEr
         memory: vec![0; ENTRIES],
         issued: Vec::new(),
         events: Vec::new(),
-        stats: lazy_mmu::stats::LazyMmuStats { max_nesting: stats_before.max_nesting, ..Default::default() },
+        stats: lazy_mmu::LazyMmuStats { max_nesting: stats_before.max_nesting, ..Default::default() },
         checker,
     };
     for (n, op) in ops.iter().enumerate() {
@@ -309,7 +309,7 @@ fn run_ops(backend: Backend, checker: bool, ops: &[Op]) -> Result<(), TestCaseEr
         prop_assert_eq!(internal::queued_stores(), model.queue.len());
         prop_assert_eq!(lazy_mmu::is_lazy_mmu_mode_active(), model.active());
     }
-    let got = stats::stats(backend) - stats_before;
+    let got = stats(backend) - stats_before;
     let want = model.stats;
     prop_assert_eq!(
         (got.entry_writes, got.lazy_writes, got.sections, got.flushes, got.pauses, got.max_nesting),
