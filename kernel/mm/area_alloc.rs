@@ -55,7 +55,6 @@ impl<V: Weight, A: Allocator + Default> Node<V, A> {
 }
 
 impl<V: Weight, A: Allocator> Node<V, A> {
-    #[allow(dead_code, reason = "the host property tests' view (tests/host/props); the kernel needs none")]
     pub fn key(&self) -> u64 {
         self.key
     }
@@ -196,16 +195,6 @@ impl<V: Weight, A: Allocator> Tree<V, A> {
             };
         }
         None
-    }
-
-    /// The entry with the least key, found without allocating (the
-    /// purge drains its list from there).
-    pub fn first(&self) -> Option<(u64, &V)> {
-        let mut node = self.root.as_deref()?;
-        while let Some(left) = node.left.as_deref() {
-            node = left;
-        }
-        Some((node.key, &node.value))
     }
 
     /// The entry with the greatest key at or below `key`.

@@ -218,6 +218,21 @@ impl Areas {
     fn keep(&mut self, node: Record<Free>) {
         drop(self.free_spares.put(node));
     }
+
+    /// Gives an area's range back to the free ranges (with the node it
+    /// took for that when it was reserved) and keeps its record; the area
+    /// is in no tree and holds nothing any more.
+    fn release(&mut self, mut record: Record<Area>) {
+        let start = record.key();
+        let area = record.value_mut();
+        // (Gone already if the range was handed out early, on purpose.)
+        if let Some(spare) = area.spare.take() {
+            for merged in self.free.give_back(start, start + area.size + GUARD_SIZE, spare).into_iter().flatten() {
+                self.keep(merged);
+            }
+        }
+        drop(self.area_spares.put(record));
+    }
 }
 
 /// A tree node of the region's bookkeeping.
@@ -329,25 +344,31 @@ fn reserve(size: u64, align: u64, lo: VirtAddr, hi: VirtAddr) -> Result<VirtAddr
 
 fn unreserve(start: VirtAddr) {
     let mut areas = AREAS.lock();
-    let mut record = areas.taken.remove(start.as_u64()).expect("a reserved area");
-    let spare = record.value_mut().spare.take().expect("every area has its spare node");
-    let end = start.as_u64() + record.value().size + GUARD_SIZE;
-    for merged in areas.free.give_back(start.as_u64(), end, spare).into_iter().flatten() {
-        areas.keep(merged);
+    let record = areas.taken.remove(start.as_u64()).expect("a reserved area");
+    areas.release(record);
+}
+
+/// Gives back a taken area's frames (if it owns them) and its range: it
+/// is unmapped, and no TLB holds a translation of it.
+fn release(mut record: Record<Area>) {
+    if let Kind::Vmalloc(frames) = core::mem::replace(&mut record.value_mut().kind, Kind::Reserved) {
+        free_frames(frames.as_slice());
     }
-    drop(areas.area_spares.put(record));
+    AREAS.lock().release(record);
 }
 
 fn set_kind(start: VirtAddr, kind: Kind) {
     AREAS.lock().taken.get_mut(start.as_u64()).expect("reserved").kind = kind;
 }
 
-/// Takes the live area starting at `start` if `matches(kind)`; it stays
-/// listed as Reserved while it is torn down.
-fn take_area(start: VirtAddr, matches: impl Fn(&Kind) -> bool) -> Result<(u64, Kind), VmallocError> {
+/// Takes the live area starting at `start` out of the taken areas if
+/// `matches(kind)`, in one hold of the lock (Linux's `find_unlink_vmap_area`):
+/// while it is torn down it is in no tree, its range neither taken nor free,
+/// so no other call can find it, and none can be given it.
+fn take_area(start: VirtAddr, matches: impl Fn(&Kind) -> bool) -> Result<Record<Area>, VmallocError> {
     let mut areas = AREAS.lock();
-    match areas.taken.get_mut(start.as_u64()) {
-        Some(area) if matches(&area.kind) => Ok((area.size, core::mem::replace(&mut area.kind, Kind::Reserved))),
+    match areas.taken.get(start.as_u64()) {
+        Some(area) if matches(&area.kind) => Ok(areas.taken.remove(start.as_u64()).expect("just found")),
         _ => Err(VmallocError::NotAnArea(start)),
     }
 }
@@ -425,9 +446,15 @@ pub fn get_vm_area_range(size: u64, align: u64, start: VirtAddr, end: VirtAddr) 
 
 /// Gives back an area from [`get_vm_area`].
 pub fn free_vm_area(addr: VirtAddr) -> Result<(), VmallocError> {
-    take_area(addr, |k| matches!(k, Kind::AddressSpace))?;
-    unreserve(addr);
-    Ok(())
+    let mut areas = AREAS.lock();
+    match areas.taken.get(addr.as_u64()) {
+        Some(area) if matches!(area.kind, Kind::AddressSpace) => {
+            let record = areas.taken.remove(addr.as_u64()).expect("just found");
+            areas.release(record);
+            Ok(())
+        }
+        _ => Err(VmallocError::NotAnArea(addr)),
+    }
 }
 
 fn check_align(align: u64) -> Result<u64, VmallocError> {
@@ -533,11 +560,11 @@ pub(super) fn set_vmalloc_frames(va: VirtAddr, frames: Vec<PhysAddr, Kmalloc>) {
 /// at the next purge (see `vmalloc/purge.rs`).
 pub fn vfree(addr: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
-    let (size, kind) = take_area(addr, |k| matches!(k, Kind::Vmalloc(_)))?;
+    let record = take_area(addr, |k| matches!(k, Kind::Vmalloc(_)))?;
     if take_reset_perms(addr) {
-        free_reset_area(addr, size, kind);
+        free_reset_area(record);
     } else {
-        free_unmap_vmap_area(addr, size, kind);
+        free_unmap_vmap_area(record);
     }
     Ok(())
 }
@@ -547,21 +574,19 @@ pub fn vfree(addr: VirtAddr) -> Result<(), VmallocError> {
 /// (if it owns them) and its range at once (Linux's `free_unmap_vmap_area`).
 /// (An area whose linear alias was changed goes through
 /// [`free_reset_area`] instead.)
-fn free_unmap_vmap_area(va: VirtAddr, size: u64, mut kind: Kind) {
+fn free_unmap_vmap_area(mut record: Record<Area>) {
+    let (va, size) = (VirtAddr::new(record.key()), record.value().size);
     if planted(Bug::VfreeFreesEarly)
-        && let Kind::Vmalloc(frames) = core::mem::replace(&mut kind, Kind::Reserved)
+        && let Kind::Vmalloc(frames) = core::mem::replace(&mut record.value_mut().kind, Kind::Reserved)
     {
         free_frames(frames.as_slice());
     }
     clear_area_range(va, size);
     if purge::lazy() {
-        return purge::free_vmap_area_noflush(va, size, kind);
+        return purge::free_vmap_area_noflush(record);
     }
     tlb::flush_tlb_kernel_range(va, va.add(size));
-    if let Kind::Vmalloc(frames) = kind {
-        free_frames(frames.as_slice());
-    }
-    unreserve(va);
+    release(record);
 }
 
 /// [`free_unmap_vmap_area`] of an area whose frames' linear alias was
@@ -573,12 +598,10 @@ fn free_unmap_vmap_area(va: VirtAddr, size: u64, mut kind: Kind) {
 /// Out of line: the commonest `vfree` does not carry it.
 #[cold]
 #[inline(never)]
-fn free_reset_area(va: VirtAddr, size: u64, kind: Kind) {
+fn free_reset_area(record: Record<Area>) {
+    let (va, size) = (VirtAddr::new(record.key()), record.value().size);
     pageattr::reset_linear_alias(va, size, || clear_area_range(va, size));
-    if let Kind::Vmalloc(frames) = kind {
-        free_frames(frames.as_slice());
-    }
-    unreserve(va);
+    release(record);
 }
 
 /// Maps `pages` (frames the caller owns and keeps) at a new area, one
@@ -611,11 +634,11 @@ pub unsafe fn vmap_pages(pages: &[PhysAddr], attrs: Attributes) -> Result<VirtAd
 /// calls [`vm_unmap_aliases`] first, so that no TLB still maps them here.
 pub fn vunmap(addr: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
-    let (size, kind) = take_area(addr, |k| matches!(k, Kind::Pages | Kind::Range))?;
+    let record = take_area(addr, |k| matches!(k, Kind::Pages | Kind::Range))?;
     if take_reset_perms(addr) {
-        free_reset_area(addr, size, kind);
+        free_reset_area(record);
     } else {
-        free_unmap_vmap_area(addr, size, kind);
+        free_unmap_vmap_area(record);
     }
     Ok(())
 }
@@ -877,16 +900,14 @@ pub fn reclaim_page_tables() -> usize {
 #[cfg(debug_assertions)]
 pub(crate) fn release_leaked_area(start: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
-    let (size, kind) = take_area(start, |_| true)?;
+    let record = take_area(start, |_| true)?;
+    let size = record.value().size;
     if take_reset_perms(start) {
         pageattr::reset_linear_alias(start, size, || clear_area_range(start, size));
     } else {
         unmap_area_range(start, size);
     }
-    if let Kind::Vmalloc(frames) = kind {
-        free_frames(frames.as_slice());
-    }
-    unreserve(start);
+    release(record);
     Ok(())
 }
 
