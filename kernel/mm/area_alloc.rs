@@ -20,6 +20,7 @@
 
 use alloc::alloc::{AllocError, Allocator, Global};
 use alloc::boxed::Box;
+use core::mem::MaybeUninit;
 use core::sync::atomic::AtomicU64;
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -49,8 +50,14 @@ impl<V: Weight, A: Allocator + Default> Node<V, A> {
         // stack before the allocation, it was copied in (a `memcpy` call
         // of 48 or 80 bytes on every reservation that needs a node).
         let object = Box::try_new_uninit_in(A::default())?;
+        Ok(Node::init(object, key, value))
+    }
+
+    /// A node for `value` at `key`, written into an object of `A` the
+    /// caller has (one of several allocated at once, say).
+    pub fn init(object: Box<MaybeUninit<Node<V, A>>, A>, key: u64, value: V) -> Box<Node<V, A>, A> {
         let priority = mix(NODES_MADE.fetch_add(1, Relaxed));
-        Ok(Box::write(object, Node { key, value, priority, max: 0, left: None, right: None }))
+        Box::write(object, Node { key, value, priority, max: 0, left: None, right: None })
     }
 }
 

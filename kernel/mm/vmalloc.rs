@@ -31,7 +31,10 @@
 use alloc::alloc::AllocError;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
+use core::alloc::Layout;
 use core::fmt;
+use core::mem::MaybeUninit;
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::addr::{BLOCK_1G, BLOCK_2M, CONT_PTE_SIZE, PAGE_SIZE, PhysAddr, VirtAddr};
@@ -201,7 +204,11 @@ impl Weight for Area {
 ///
 /// A reservation takes three nodes and a release gives them back: a few
 /// of each kind wait in `spares` for the next call (see `Spares`), so that
-/// the commonest calls touch no cache at all.
+/// the commonest calls touch no cache at all. A lazily freed area keeps
+/// its two nodes until its purge, so a run of vmalloc/vfree calls takes
+/// two fresh nodes a call: when the spares run short they are filled up
+/// to [`SPARES`] of each kind, each kind in one hold of its cache's lock
+/// (`kmalloc_bulk`), so that one call in several pays for a refill.
 struct Areas {
     free: FreeRanges<Kmalloc>,
     taken: Tree<Area, Kmalloc>,
@@ -212,6 +219,9 @@ struct Areas {
 /// Free-range nodes a reservation needs: one for a split, one for its
 /// release (`Area::spare`).
 const FREE_NODES: usize = 2;
+
+/// The most nodes of each kind kept for the next calls.
+const SPARES: usize = 8;
 
 impl Areas {
     /// Keeps a node no longer used, or drops it if enough are kept.
@@ -241,8 +251,8 @@ type Record<V> = Box<Node<V, Kmalloc>, Kmalloc>;
 static AREAS: IrqSpinLock<Areas> = IrqSpinLock::new(Areas {
     free: FreeRanges::new(),
     taken: Tree::new(),
-    free_spares: Spares::new(2 * FREE_NODES),
-    area_spares: Spares::new(2),
+    free_spares: Spares::new(SPARES),
+    area_spares: Spares::new(SPARES),
 });
 
 /// Makes the whole region free, once, at boot (once frames can be had).
@@ -270,6 +280,22 @@ pub(crate) fn shrink_spares() {
 /// A node, or `OutOfMemory` when its slab cache can have no frame.
 fn node<V: Weight>(value: V) -> Result<Record<V>, VmallocError> {
     Node::new(0, value).map_err(|AllocError| VmallocError::OutOfMemory)
+}
+
+/// `count` (at most [`SPARES`]) nodes of `value()`, from their cache in
+/// one go, each handed to `put`; all or none: `OutOfMemory` when the
+/// cache can have no frame.
+fn nodes<V: Weight>(count: usize, value: impl Fn() -> V, mut put: impl FnMut(Record<V>)) -> Result<(), VmallocError> {
+    let mut objects = [NonNull::dangling(); SPARES];
+    let objects = &mut objects[..count];
+    slab::kmalloc_bulk(Layout::new::<Node<V, Kmalloc>>(), objects).map_err(|AllocError| VmallocError::OutOfMemory)?;
+    for &object in objects.iter() {
+        // SAFETY: an object of the kmalloc cache for a node's layout, ours
+        // alone: a box of it gives it back to that cache when dropped.
+        let object = unsafe { Box::from_raw_in(object.as_ptr().cast::<MaybeUninit<Node<V, Kmalloc>>>(), Kmalloc) };
+        put(Node::init(object, 0, value()));
+    }
+    Ok(())
 }
 
 /// A live area: where it starts and how many bytes it maps.
@@ -308,17 +334,18 @@ fn reserve(size: u64, align: u64, lo: VirtAddr, hi: VirtAddr) -> Result<VirtAddr
         // The nodes first, from the spares, else from the caches, without
         // the lock (a cache may need a frame): out of memory changes nothing.
         while areas.free_spares.len() < FREE_NODES || areas.area_spares.is_empty() {
-            let (free, area) = (FREE_NODES.saturating_sub(areas.free_spares.len()), areas.area_spares.is_empty());
+            let (free, area) = (SPARES - areas.free_spares.len(), SPARES - areas.area_spares.len());
             drop(areas);
-            let mut nodes = [None, None];
-            for slot in nodes.iter_mut().take(free) {
-                *slot = Some(node(Free { len: 0 })?);
-            }
-            let record = if area { Some(node(Area { size: 0, kind: Kind::Reserved, spare: None })?) } else { None };
+            let mut free_nodes = Spares::new(SPARES);
+            nodes(free, || Free { len: 0 }, |n| drop(free_nodes.put(n)))?;
+            let mut area_nodes = Spares::new(SPARES);
+            nodes(area, || Area { size: 0, kind: Kind::Reserved, spare: None }, |n| drop(area_nodes.put(n)))?;
             areas = AREAS.lock();
-            nodes.into_iter().flatten().for_each(|n| areas.keep(n));
-            if let Some(record) = record {
-                drop(areas.area_spares.put(record));
+            while let Some(n) = free_nodes.take() {
+                areas.keep(n);
+            }
+            while let Some(n) = area_nodes.take() {
+                drop(areas.area_spares.put(n));
             }
         }
         if let Some(start) = areas.free.find(span, align, PAGE_SIZE, lo.as_u64(), hi.as_u64()) {
