@@ -136,16 +136,38 @@ impl<V: Weight, A: Allocator> Tree<V, A> {
 
     /// Takes the node at `key` out.
     pub fn remove(&mut self, key: u64) -> Option<Box<Node<V, A>, A>> {
-        let (less, rest) = split(self.root.take(), key);
-        let (found, greater) = match key.checked_add(1) {
-            Some(next) => split(rest, next),
-            None => (rest, None),
-        };
-        self.root = merge(less, greater);
-        let mut found = found?;
+        self.remove_if(key, |_| true)
+    }
+
+    /// Takes the node at `key` out if `wanted(value)`: one walk down to
+    /// it, its two subtrees merged in its place, the augmentation mended
+    /// on the way back up (no split of the whole path).
+    pub fn remove_if(&mut self, key: u64, wanted: impl FnOnce(&V) -> bool) -> Option<Box<Node<V, A>, A>> {
+        fn down<V: Weight, A: Allocator>(
+            link: &mut Link<V, A>,
+            key: u64,
+            wanted: impl FnOnce(&V) -> bool,
+        ) -> Option<Box<Node<V, A>, A>> {
+            let node = link.as_deref_mut()?;
+            let found = match key.cmp(&node.key) {
+                core::cmp::Ordering::Less => down(&mut node.left, key, wanted),
+                core::cmp::Ordering::Greater => down(&mut node.right, key, wanted),
+                core::cmp::Ordering::Equal => {
+                    if !wanted(&node.value) {
+                        return None;
+                    }
+                    let mut found = link.take().expect("just seen");
+                    *link = merge(found.left.take(), found.right.take());
+                    return Some(found);
+                }
+            };
+            if found.is_some() {
+                node.fix();
+            }
+            found
+        }
+        let found = down(&mut self.root, key, wanted)?;
         self.len -= 1;
-        found.left = None;
-        found.right = None;
         Some(found)
     }
 

@@ -188,6 +188,30 @@ impl FrameAllocator {
         Ok(())
     }
 
+    /// One frame, wherever it is free: [`FrameAllocator::alloc_bulk`] of
+    /// one (the same frame), with no callback and no count to keep.
+    fn alloc_one(&mut self) -> Result<PhysAddr, FrameError> {
+        if self.free == 0 {
+            return Err(FrameError::OutOfMemory);
+        }
+        let words = self.frames.div_ceil(64);
+        let mut word = (self.hint / 64).min(words - 1);
+        loop {
+            // Bits past the last frame count as used.
+            let tail = if (word + 1) * 64 > self.frames { !0u64 << (self.frames % 64) } else { 0 };
+            let free = !(self.bitmap[word] | tail);
+            if free != 0 {
+                let bit = free.trailing_zeros() as usize;
+                self.bitmap[word] |= 1 << bit;
+                self.hint = word * 64;
+                self.free -= 1;
+                return Ok(self.base.add(((word * 64 + bit) as u64) * PAGE_SIZE));
+            }
+            // A free frame is known to exist: the search wraps once at most.
+            word = if word + 1 == words { 0 } else { word + 1 };
+        }
+    }
+
     /// Gives back every frame of `frames`, or none if one of them is not
     /// allocated (or is listed twice).
     fn free_bulk(&mut self, frames: &[PhysAddr]) -> Result<(), FrameError> {
@@ -391,8 +415,13 @@ pub fn alloc_frames_into(frames: &mut [PhysAddr]) -> Result<(), FrameError> {
     if injected_failure() {
         return Err(FrameError::OutOfMemory);
     }
-    let mut next = frames.iter_mut();
-    ALLOCATOR.lock().alloc_bulk(next.len(), |pa| *next.next().expect("as many as asked") = pa)?;
+    if let [one] = frames {
+        // (A 1-page vmalloc's: the search with nothing to count.)
+        *one = ALLOCATOR.lock().alloc_one()?;
+    } else {
+        let mut next = frames.iter_mut();
+        ALLOCATOR.lock().alloc_bulk(next.len(), |pa| *next.next().expect("as many as asked") = pa)?;
+    }
     if debug_pagealloc::enabled() {
         let mapped = frames.iter().position(|&pa| debug_pagealloc::map_pages(pa, 1).is_err());
         if let Some(failed) = mapped {

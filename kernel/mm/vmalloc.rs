@@ -393,11 +393,7 @@ fn set_kind(start: VirtAddr, kind: Kind) {
 /// while it is torn down it is in no tree, its range neither taken nor free,
 /// so no other call can find it, and none can be given it.
 fn take_area(start: VirtAddr, matches: impl Fn(&Kind) -> bool) -> Result<Record<Area>, VmallocError> {
-    let mut areas = AREAS.lock();
-    match areas.taken.get(start.as_u64()) {
-        Some(area) if matches(&area.kind) => Ok(areas.taken.remove(start.as_u64()).expect("just found")),
-        _ => Err(VmallocError::NotAnArea(start)),
-    }
+    AREAS.lock().taken.remove_if(start.as_u64(), |area| matches(&area.kind)).ok_or(VmallocError::NotAnArea(start))
 }
 
 /// The live areas whose frames' linear alias `set_memory_*` changed: it
@@ -474,14 +470,9 @@ pub fn get_vm_area_range(size: u64, align: u64, start: VirtAddr, end: VirtAddr) 
 /// Gives back an area from [`get_vm_area`].
 pub fn free_vm_area(addr: VirtAddr) -> Result<(), VmallocError> {
     let mut areas = AREAS.lock();
-    match areas.taken.get(addr.as_u64()) {
-        Some(area) if matches!(area.kind, Kind::AddressSpace) => {
-            let record = areas.taken.remove(addr.as_u64()).expect("just found");
-            areas.release(record);
-            Ok(())
-        }
-        _ => Err(VmallocError::NotAnArea(addr)),
-    }
+    let record = areas.taken.remove_if(addr.as_u64(), |area| matches!(area.kind, Kind::AddressSpace));
+    areas.release(record.ok_or(VmallocError::NotAnArea(addr))?);
+    Ok(())
 }
 
 fn check_align(align: u64) -> Result<u64, VmallocError> {
