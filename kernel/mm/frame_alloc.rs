@@ -121,6 +121,9 @@ impl FrameAllocator {
         if count > self.free {
             return Err(FrameError::OutOfMemory);
         }
+        if count == 1 && align == PAGE_SIZE {
+            return self.alloc_from_hint();
+        }
         let step = (align / PAGE_SIZE) as usize;
         // Alignment is of the physical address, and RAM's base may itself
         // be unaligned: find the first frame whose address is aligned.
@@ -186,6 +189,36 @@ impl FrameAllocator {
         }
         self.free -= count;
         Ok(())
+    }
+
+    /// One frame for [`FrameAllocator::alloc_run`]: the first free one at
+    /// or after the hint, wrapping to the first frame, found a word of the
+    /// bitmap at a time (the frames below the hint in its word masked as
+    /// used); the hint moves past it.
+    fn alloc_from_hint(&mut self) -> Result<PhysAddr, FrameError> {
+        if self.free == 0 {
+            return Err(FrameError::OutOfMemory);
+        }
+        let words = self.frames.div_ceil(64);
+        let start = if self.hint < self.frames { self.hint } else { 0 };
+        let mut word = start / 64;
+        let mut below = !(!0u64 << (start % 64));
+        loop {
+            let tail = if (word + 1) * 64 > self.frames { !0u64 << (self.frames % 64) } else { 0 };
+            let free = !(self.bitmap[word] | tail | below);
+            if free != 0 {
+                let frame = word * 64 + free.trailing_zeros() as usize;
+                self.set_used(frame, true);
+                self.free -= 1;
+                self.hint = frame + 1;
+                return Ok(self.base.add(frame as u64 * PAGE_SIZE));
+            }
+            // A free frame is known to exist: past the last word, the
+            // search starts again from the first, with nothing masked
+            // (the hint's own word is looked at whole then).
+            below = 0;
+            word = if word + 1 == words { 0 } else { word + 1 };
+        }
     }
 
     /// One frame, wherever it is free: [`FrameAllocator::alloc_bulk`] of
