@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 
 use super::addr::{PAGE_SIZE, PhysAddr};
 use super::{debug_pagealloc, lazy_mmu, pgtable_check};
-use crate::sync::IrqSpinLock;
+use crate::sync::{IrqSpinLock, IrqsMasked};
 use crate::{println, task};
 
 /// The most RAM the bitmap can describe (8 GiB); more is left unused.
@@ -467,6 +467,19 @@ pub fn alloc_frames_into(frames: &mut [PhysAddr]) -> Result<(), FrameError> {
         pgtable_check::handed_over();
     }
     Ok(())
+}
+
+/// One frame as [`alloc_frames_into`] finds it, with IRQs `masked` by
+/// the caller, whose other locks of the same call share the mask (a
+/// 1-page vmalloc's reservation). Not with `debug_pagealloc` on: the
+/// frame's mapping is made there with IRQs as the caller had them.
+pub fn alloc_frame_masked(masked: &IrqsMasked) -> Result<PhysAddr, FrameError> {
+    debug_assert!(!debug_pagealloc::enabled(), "alloc_frames_into maps the frame");
+    check_lazy_mode();
+    if injected_failure() {
+        return Err(FrameError::OutOfMemory);
+    }
+    ALLOCATOR.lock_masked(masked).alloc_one()
 }
 
 /// Gives back every frame of `frames` (from [`alloc_frames_bulk`] or any

@@ -45,10 +45,10 @@ use super::engine::{self, Contiguous, Pages, Sections};
 use super::layout::{VMALLOC_END, VMALLOC_START, in_linear_map};
 use super::pgtable::{self, LeafSizes, MapError, Operand};
 use super::slab::{self, Kmalloc};
-use super::{frame_alloc, pageattr, pgtable_check, phys_to_virt, tlb};
+use super::{debug_pagealloc, frame_alloc, pageattr, pgtable_check, phys_to_virt, tlb};
 use crate::planted::{Bug, planted};
 use crate::println;
-use crate::sync::IrqSpinLock;
+use crate::sync::{IrqSpinLock, IrqsMasked};
 
 mod purge;
 
@@ -327,10 +327,22 @@ pub fn areas() -> Vec<AreaInfo> {
 /// `FreeRanges::find`). With no room, lazily freed areas are purged and
 /// the search made once more (Linux's `alloc_vmap_area`).
 fn reserve(size: u64, align: u64, lo: VirtAddr, hi: VirtAddr) -> Result<VirtAddr, VmallocError> {
+    reserve_masked(size, align, lo, hi, &IrqsMasked::mask())
+}
+
+/// [`reserve`] with IRQs `masked` by the caller, who takes another lock
+/// under the same mask (a 1-page vmalloc's frame).
+fn reserve_masked(
+    size: u64,
+    align: u64,
+    lo: VirtAddr,
+    hi: VirtAddr,
+    masked: &IrqsMasked,
+) -> Result<VirtAddr, VmallocError> {
     let span = size.checked_add(GUARD_SIZE).ok_or(VmallocError::NoVirtualSpace)?;
     let mut purged = false;
     let (mut areas, start) = loop {
-        let mut areas = AREAS.lock();
+        let mut areas = AREAS.lock_masked(masked);
         // The nodes first, from the spares, else from the caches, without
         // the lock (a cache may need a frame): out of memory changes nothing.
         while areas.free_spares.len() < FREE_NODES || areas.area_spares.is_empty() {
@@ -340,7 +352,7 @@ fn reserve(size: u64, align: u64, lo: VirtAddr, hi: VirtAddr) -> Result<VirtAddr
             nodes(free, || Free { len: 0 }, |n| drop(free_nodes.put(n)))?;
             let mut area_nodes = Spares::new(SPARES);
             nodes(area, || Area { size: 0, kind: Kind::Reserved, spare: None }, |n| drop(area_nodes.put(n)))?;
-            areas = AREAS.lock();
+            areas = AREAS.lock_masked(masked);
             while let Some(n) = free_nodes.take() {
                 areas.keep(n);
             }
@@ -531,12 +543,27 @@ fn alloc_and_map(size: u64, align: u64, (lo, hi): (VirtAddr, VirtAddr), zero: bo
     if pages > 1 && pages > frame_alloc::stats().total as u64 {
         return Err(VmallocError::OutOfMemory);
     }
-    let va = reserve(size, align, lo, hi)?;
-    let frames = match Frames::alloc(pages as usize) {
-        Ok(frames) => frames,
-        Err(e) => {
-            unreserve(va);
-            return Err(e);
+    let (va, frames) = if pages == 1 && !debug_pagealloc::enabled() {
+        // The range and the frame under one mask of IRQs: two locks, one
+        // unmask.
+        let masked = IrqsMasked::mask();
+        let va = reserve_masked(size, align, lo, hi, &masked)?;
+        match frame_alloc::alloc_frame_masked(&masked) {
+            Ok(pa) => (va, Frames::One(pa)),
+            Err(_) => {
+                drop(masked);
+                unreserve(va);
+                return Err(VmallocError::OutOfMemory);
+            }
+        }
+    } else {
+        let va = reserve(size, align, lo, hi)?;
+        match Frames::alloc(pages as usize) {
+            Ok(frames) => (va, frames),
+            Err(e) => {
+                unreserve(va);
+                return Err(e);
+            }
         }
     };
     if zero {

@@ -112,7 +112,8 @@ pub(super) fn free_vmap_area_noflush(mut record: Record<Area>) {
     let max = lazy_max_pages();
     let over = {
         let mut list = PURGE.lock();
-        list.areas.put(record).map(|_| unreachable!("the list has no bound"));
+        let full = list.areas.put(record);
+        debug_assert!(full.is_none(), "the list has no bound");
         list.start = list.start.min(start);
         list.end = list.end.max(start + size);
         list.lazy_pages += size / PAGE_SIZE;
