@@ -101,7 +101,9 @@ pub(super) fn free_vmap_area_noflush(mut record: Record<Area>) {
     if debug_pagealloc::enabled() {
         tlb::flush_tlb_kernel_range(VirtAddr::new(start), VirtAddr::new(start + size));
     }
-    pgtable_check::lazily_freed(VirtAddr::new(start), size);
+    if pgtable_check::enabled() {
+        pgtable_check::lazily_freed(VirtAddr::new(start), size);
+    }
     if planted(Bug::ReuseBeforePurge) {
         let spare = record.value_mut().spare.take().expect("every area has its spare node");
         let mut areas = AREAS.lock();
