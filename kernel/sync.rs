@@ -103,7 +103,7 @@ impl<T> IrqSpinLock<T> {
     /// mask and an unmask of its own: the guard borrows `masked`, so the
     /// lock is let go of before they can come back.
     #[track_caller]
-    pub fn lock_masked<'a>(&'a self, _masked: &'a IrqsMasked) -> spin::MutexGuard<'a, T> {
+    pub(crate) fn lock_masked<'a>(&'a self, _masked: &'a IrqsMasked) -> spin::MutexGuard<'a, T> {
         match self.inner.try_lock() {
             Some(guard) => guard,
             None => self.lock_slow(Location::caller()),
@@ -150,14 +150,14 @@ impl<T> Drop for IrqSpinLockGuard<'_, T> {
 /// between them, where each [`IrqSpinLock::lock`] masks and unmasks (an
 /// unmask is one of the dearest instructions under TCG: it ends the
 /// translated block). Not `Send`: it stays on the CPU it masked.
-pub struct IrqsMasked {
+pub(crate) struct IrqsMasked {
     daif: u64,
     here: PhantomData<*const ()>,
 }
 
 impl IrqsMasked {
     #[inline]
-    pub fn mask() -> IrqsMasked {
+    pub(crate) fn mask() -> IrqsMasked {
         IrqsMasked { daif: cpu::irq_save(), here: PhantomData }
     }
 }

@@ -473,7 +473,7 @@ pub fn alloc_frames_into(frames: &mut [PhysAddr]) -> Result<(), FrameError> {
 /// the caller, whose other locks of the same call share the mask (a
 /// 1-page vmalloc's reservation). Not with `debug_pagealloc` on: the
 /// frame's mapping is made there with IRQs as the caller had them.
-pub fn alloc_frame_masked(masked: &IrqsMasked) -> Result<PhysAddr, FrameError> {
+pub(crate) fn alloc_frame_masked(masked: &IrqsMasked) -> Result<PhysAddr, FrameError> {
     debug_assert!(!debug_pagealloc::enabled(), "alloc_frames_into maps the frame");
     check_lazy_mode();
     if injected_failure() {

@@ -341,7 +341,7 @@ unsafe impl Allocator for Kmalloc {
 /// [`KmemCache::alloc_bulk`] from the kmalloc cache for `layout`: as many
 /// objects of it as `objects` has slots, all or none, each to be given
 /// back through [`Kmalloc`] with that layout.
-pub fn kmalloc_bulk(layout: Layout, objects: &mut [NonNull<u8>]) -> Result<(), AllocError> {
+pub(crate) fn kmalloc_bulk(layout: Layout, objects: &mut [NonNull<u8>]) -> Result<(), AllocError> {
     match kmalloc_cache(layout) {
         Some(cache) => cache.alloc_bulk(objects),
         None => {
