@@ -1,6 +1,7 @@
 //! Locks safe against this CPU's own interrupt handlers, and waits for a
 //! lock that say so when they cannot end.
 
+use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::panic::Location;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -98,6 +99,17 @@ impl<T> IrqSpinLock<T> {
         IrqSpinLockGuard { guard: Some(guard), daif }
     }
 
+    /// Takes the lock with IRQs already masked by `masked`, without a
+    /// mask and an unmask of its own: the guard borrows `masked`, so the
+    /// lock is let go of before they can come back.
+    #[track_caller]
+    pub(crate) fn lock_masked<'a>(&'a self, _masked: &'a IrqsMasked) -> spin::MutexGuard<'a, T> {
+        match self.inner.try_lock() {
+            Some(guard) => guard,
+            None => self.lock_slow(Location::caller()),
+        }
+    }
+
     #[cold]
     fn lock_slow(&self, at: &'static Location<'static>) -> spin::MutexGuard<'_, T> {
         // The lock is named by what it keeps (`IrqSpinLock<..::Areas>`).
@@ -128,6 +140,31 @@ impl<T> Drop for IrqSpinLockGuard<'_, T> {
     fn drop(&mut self) {
         // Release the lock before interrupts can come back.
         self.guard = None;
+        cpu::irq_restore(self.daif);
+    }
+}
+
+/// IRQs masked on this CPU from [`IrqsMasked::mask`] until it is dropped,
+/// when they are put back as they were: locks taken one after another
+/// under it ([`IrqSpinLock::lock_masked`]) cost one mask and one unmask
+/// between them, where each [`IrqSpinLock::lock`] masks and unmasks (an
+/// unmask is one of the dearest instructions under TCG: it ends the
+/// translated block). Not `Send`: it stays on the CPU it masked.
+pub(crate) struct IrqsMasked {
+    daif: u64,
+    here: PhantomData<*const ()>,
+}
+
+impl IrqsMasked {
+    #[inline]
+    pub(crate) fn mask() -> IrqsMasked {
+        IrqsMasked { daif: cpu::irq_save(), here: PhantomData }
+    }
+}
+
+impl Drop for IrqsMasked {
+    #[inline]
+    fn drop(&mut self) {
         cpu::irq_restore(self.daif);
     }
 }

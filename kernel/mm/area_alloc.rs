@@ -20,6 +20,7 @@
 
 use alloc::alloc::{AllocError, Allocator, Global};
 use alloc::boxed::Box;
+use core::mem::MaybeUninit;
 use core::sync::atomic::AtomicU64;
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -49,13 +50,18 @@ impl<V: Weight, A: Allocator + Default> Node<V, A> {
         // stack before the allocation, it was copied in (a `memcpy` call
         // of 48 or 80 bytes on every reservation that needs a node).
         let object = Box::try_new_uninit_in(A::default())?;
+        Ok(Node::init(object, key, value))
+    }
+
+    /// A node for `value` at `key`, written into an object of `A` the
+    /// caller has (one of several allocated at once, say).
+    pub fn init(object: Box<MaybeUninit<Node<V, A>>, A>, key: u64, value: V) -> Box<Node<V, A>, A> {
         let priority = mix(NODES_MADE.fetch_add(1, Relaxed));
-        Ok(Box::write(object, Node { key, value, priority, max: 0, left: None, right: None }))
+        Box::write(object, Node { key, value, priority, max: 0, left: None, right: None })
     }
 }
 
 impl<V: Weight, A: Allocator> Node<V, A> {
-    #[allow(dead_code, reason = "the host property tests' view (tests/host/props); the kernel needs none")]
     pub fn key(&self) -> u64 {
         self.key
     }
@@ -130,16 +136,38 @@ impl<V: Weight, A: Allocator> Tree<V, A> {
 
     /// Takes the node at `key` out.
     pub fn remove(&mut self, key: u64) -> Option<Box<Node<V, A>, A>> {
-        let (less, rest) = split(self.root.take(), key);
-        let (found, greater) = match key.checked_add(1) {
-            Some(next) => split(rest, next),
-            None => (rest, None),
-        };
-        self.root = merge(less, greater);
-        let mut found = found?;
+        self.remove_if(key, |_| true)
+    }
+
+    /// Takes the node at `key` out if `wanted(value)`: one walk down to
+    /// it, its two subtrees merged in its place, the augmentation mended
+    /// on the way back up (no split of the whole path).
+    pub fn remove_if(&mut self, key: u64, wanted: impl FnOnce(&V) -> bool) -> Option<Box<Node<V, A>, A>> {
+        fn down<V: Weight, A: Allocator>(
+            link: &mut Link<V, A>,
+            key: u64,
+            wanted: impl FnOnce(&V) -> bool,
+        ) -> Option<Box<Node<V, A>, A>> {
+            let node = link.as_deref_mut()?;
+            let found = match key.cmp(&node.key) {
+                core::cmp::Ordering::Less => down(&mut node.left, key, wanted),
+                core::cmp::Ordering::Greater => down(&mut node.right, key, wanted),
+                core::cmp::Ordering::Equal => {
+                    if !wanted(&node.value) {
+                        return None;
+                    }
+                    let mut found = link.take().expect("just seen");
+                    *link = merge(found.left.take(), found.right.take());
+                    return Some(found);
+                }
+            };
+            if found.is_some() {
+                node.fix();
+            }
+            found
+        }
+        let found = down(&mut self.root, key, wanted)?;
         self.len -= 1;
-        found.left = None;
-        found.right = None;
         Some(found)
     }
 
@@ -196,16 +224,6 @@ impl<V: Weight, A: Allocator> Tree<V, A> {
             };
         }
         None
-    }
-
-    /// The entry with the least key, found without allocating (the
-    /// purge drains its list from there).
-    pub fn first(&self) -> Option<(u64, &V)> {
-        let mut node = self.root.as_deref()?;
-        while let Some(left) = node.left.as_deref() {
-            node = left;
-        }
-        Some((node.key, &node.value))
     }
 
     /// The entry with the greatest key at or below `key`.

@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 
 use super::addr::{PAGE_SIZE, PhysAddr};
 use super::{debug_pagealloc, lazy_mmu, pgtable_check};
-use crate::sync::IrqSpinLock;
+use crate::sync::{IrqSpinLock, IrqsMasked};
 use crate::{println, task};
 
 /// The most RAM the bitmap can describe (8 GiB); more is left unused.
@@ -121,6 +121,9 @@ impl FrameAllocator {
         if count > self.free {
             return Err(FrameError::OutOfMemory);
         }
+        if count == 1 && align == PAGE_SIZE {
+            return self.alloc_from_hint();
+        }
         let step = (align / PAGE_SIZE) as usize;
         // Alignment is of the physical address, and RAM's base may itself
         // be unaligned: find the first frame whose address is aligned.
@@ -186,6 +189,60 @@ impl FrameAllocator {
         }
         self.free -= count;
         Ok(())
+    }
+
+    /// One frame for [`FrameAllocator::alloc_run`]: the first free one at
+    /// or after the hint, wrapping to the first frame, found a word of the
+    /// bitmap at a time (the frames below the hint in its word masked as
+    /// used); the hint moves past it.
+    fn alloc_from_hint(&mut self) -> Result<PhysAddr, FrameError> {
+        if self.free == 0 {
+            return Err(FrameError::OutOfMemory);
+        }
+        let words = self.frames.div_ceil(64);
+        let start = if self.hint < self.frames { self.hint } else { 0 };
+        let mut word = start / 64;
+        let mut below = !(!0u64 << (start % 64));
+        loop {
+            let tail = if (word + 1) * 64 > self.frames { !0u64 << (self.frames % 64) } else { 0 };
+            let free = !(self.bitmap[word] | tail | below);
+            if free != 0 {
+                let frame = word * 64 + free.trailing_zeros() as usize;
+                self.set_used(frame, true);
+                self.free -= 1;
+                self.hint = frame + 1;
+                return Ok(self.base.add(frame as u64 * PAGE_SIZE));
+            }
+            // A free frame is known to exist: past the last word, the
+            // search starts again from the first, with nothing masked
+            // (the hint's own word is looked at whole then).
+            below = 0;
+            word = if word + 1 == words { 0 } else { word + 1 };
+        }
+    }
+
+    /// One frame, wherever it is free: [`FrameAllocator::alloc_bulk`] of
+    /// one (the same frame), with no callback and no count to keep.
+    fn alloc_one(&mut self) -> Result<PhysAddr, FrameError> {
+        if self.free == 0 {
+            return Err(FrameError::OutOfMemory);
+        }
+        let words = self.frames.div_ceil(64);
+        let mut word = (self.hint / 64).min(words - 1);
+        loop {
+            // Bits past the last frame count as used.
+            let tail = if (word + 1) * 64 > self.frames { !0u64 << (self.frames % 64) } else { 0 };
+            let free = !(self.bitmap[word] | tail);
+            if free != 0 {
+                let bit = free.trailing_zeros() as usize;
+                self.bitmap[word] |= 1 << bit;
+                self.hint = word * 64;
+                self.free -= 1;
+                return Ok(self.base.add(((word * 64 + bit) as u64) * PAGE_SIZE));
+            }
+            // A free frame is known to exist: the search wraps once at most.
+            word = if word + 1 == words { 0 } else { word + 1 };
+        }
     }
 
     /// Gives back every frame of `frames`, or none if one of them is not
@@ -391,8 +448,13 @@ pub(crate) fn alloc_frames_into(frames: &mut [PhysAddr]) -> Result<(), FrameErro
     if injected_failure() {
         return Err(FrameError::OutOfMemory);
     }
-    let mut next = frames.iter_mut();
-    ALLOCATOR.lock().alloc_bulk(next.len(), |pa| *next.next().expect("as many as asked") = pa)?;
+    if let [one] = frames {
+        // (A 1-page vmalloc's: the search with nothing to count.)
+        *one = ALLOCATOR.lock().alloc_one()?;
+    } else {
+        let mut next = frames.iter_mut();
+        ALLOCATOR.lock().alloc_bulk(next.len(), |pa| *next.next().expect("as many as asked") = pa)?;
+    }
     if debug_pagealloc::enabled() {
         let mapped = frames.iter().position(|&pa| debug_pagealloc::map_pages(pa, 1).is_err());
         if let Some(failed) = mapped {
@@ -405,6 +467,19 @@ pub(crate) fn alloc_frames_into(frames: &mut [PhysAddr]) -> Result<(), FrameErro
         pgtable_check::handed_over();
     }
     Ok(())
+}
+
+/// One frame as [`alloc_frames_into`] finds it, with IRQs `masked` by
+/// the caller, whose other locks of the same call share the mask (a
+/// 1-page vmalloc's reservation). Not with `debug_pagealloc` on: the
+/// frame's mapping is made there with IRQs as the caller had them.
+pub(crate) fn alloc_frame_masked(masked: &IrqsMasked) -> Result<PhysAddr, FrameError> {
+    debug_assert!(!debug_pagealloc::enabled(), "alloc_frames_into maps the frame");
+    check_lazy_mode();
+    if injected_failure() {
+        return Err(FrameError::OutOfMemory);
+    }
+    ALLOCATOR.lock_masked(masked).alloc_one()
 }
 
 /// Gives back every frame of `frames` (from [`alloc_frames_bulk`] or any

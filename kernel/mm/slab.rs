@@ -168,6 +168,47 @@ impl KmemCache {
         }
     }
 
+    /// Fills every slot of `objects` with an object, in one hold of the
+    /// lock while the slabs have room (Linux's `kmem_cache_alloc_bulk`);
+    /// a new slab is one frame request, made without the lock. All or
+    /// none: if a frame cannot be had, the objects taken go back.
+    pub fn alloc_bulk(&self, objects: &mut [NonNull<u8>]) -> Result<(), AllocError> {
+        let mut filled = 0;
+        while filled < objects.len() {
+            let mut slabs = self.slabs.lock();
+            while filled < objects.len() && !slabs.partial.head.is_null() {
+                let slab = slabs.partial.head;
+                // SAFETY: the head of the partial list is a live slab with a
+                // free object; the lock makes it ours.
+                unsafe {
+                    let object = (*slab).free;
+                    (*slab).free = (*object).next;
+                    (*slab).inuse += 1;
+                    if (*slab).free.is_null() {
+                        slabs.partial.unlink(slab);
+                        slabs.full.push(slab);
+                    }
+                    objects[filled] = NonNull::new_unchecked(object.cast());
+                }
+                filled += 1;
+            }
+            drop(slabs);
+            if filled < objects.len() {
+                let Ok(frame) = frame_alloc::alloc_frame() else {
+                    for &object in &objects[..filled] {
+                        // SAFETY: taken from this cache just above.
+                        unsafe { self.free(object) };
+                    }
+                    return Err(AllocError);
+                };
+                let mut slabs = self.slabs.lock();
+                // SAFETY: a fresh frame, ours alone, on no list.
+                unsafe { slabs.partial.push(self.carve(frame)) };
+            }
+        }
+        Ok(())
+    }
+
     /// Gives `object` back; an empty slab goes back to the frame allocator
     /// unless it is the only one with room (see the module's doc).
     ///
@@ -293,6 +334,30 @@ unsafe impl Allocator for Kmalloc {
             Some(cache) => unsafe { cache.free(ptr) },
             // SAFETY: allocated by the heap with this layout.
             None => unsafe { Global.deallocate(ptr, layout) },
+        }
+    }
+}
+
+/// [`KmemCache::alloc_bulk`] from the kmalloc cache for `layout`: as many
+/// objects of it as `objects` has slots, all or none, each to be given
+/// back through [`Kmalloc`] with that layout.
+pub(crate) fn kmalloc_bulk(layout: Layout, objects: &mut [NonNull<u8>]) -> Result<(), AllocError> {
+    match kmalloc_cache(layout) {
+        Some(cache) => cache.alloc_bulk(objects),
+        None => {
+            for filled in 0..objects.len() {
+                match Kmalloc.allocate(layout) {
+                    Ok(object) => objects[filled] = object.cast(),
+                    Err(AllocError) => {
+                        for &object in &objects[..filled] {
+                            // SAFETY: allocated just above with this layout.
+                            unsafe { Kmalloc.deallocate(object, layout) };
+                        }
+                        return Err(AllocError);
+                    }
+                }
+            }
+            Ok(())
         }
     }
 }

@@ -31,7 +31,10 @@
 use alloc::alloc::AllocError;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
+use core::alloc::Layout;
 use core::fmt;
+use core::mem::MaybeUninit;
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::addr::{BLOCK_1G, BLOCK_2M, CONT_PTE_SIZE, PAGE_SIZE, PhysAddr, VirtAddr};
@@ -42,10 +45,10 @@ use super::engine::{self, Contiguous, Pages, Sections};
 use super::layout::{VMALLOC_END, VMALLOC_START, in_linear_map};
 use super::pgtable::{self, LeafSizes, MapError, Operand};
 use super::slab::{self, Kmalloc};
-use super::{frame_alloc, pageattr, pgtable_check, phys_to_virt, tlb};
+use super::{debug_pagealloc, frame_alloc, pageattr, pgtable_check, phys_to_virt, tlb};
 use crate::planted::{Bug, planted};
 use crate::println;
-use crate::sync::IrqSpinLock;
+use crate::sync::{IrqSpinLock, IrqsMasked};
 
 mod purge;
 
@@ -201,7 +204,11 @@ impl Weight for Area {
 ///
 /// A reservation takes three nodes and a release gives them back: a few
 /// of each kind wait in `spares` for the next call (see `Spares`), so that
-/// the commonest calls touch no cache at all.
+/// the commonest calls touch no cache at all. A lazily freed area keeps
+/// its two nodes until its purge, so a run of vmalloc/vfree calls takes
+/// two fresh nodes a call: when the spares run short they are filled up
+/// to [`SPARES`] of each kind, each kind in one hold of its cache's lock
+/// (`kmalloc_bulk`), so that one call in several pays for a refill.
 struct Areas {
     free: FreeRanges<Kmalloc>,
     taken: Tree<Area, Kmalloc>,
@@ -213,10 +220,28 @@ struct Areas {
 /// release (`Area::spare`).
 const FREE_NODES: usize = 2;
 
+/// The most nodes of each kind kept for the next calls.
+const SPARES: usize = 8;
+
 impl Areas {
     /// Keeps a node no longer used, or drops it if enough are kept.
     fn keep(&mut self, node: Record<Free>) {
         drop(self.free_spares.put(node));
+    }
+
+    /// Gives an area's range back to the free ranges (with the node it
+    /// took for that when it was reserved) and keeps its record; the area
+    /// is in no tree and holds nothing any more.
+    fn release(&mut self, mut record: Record<Area>) {
+        let start = record.key();
+        let area = record.value_mut();
+        // (Gone already if the range was handed out early, on purpose.)
+        if let Some(spare) = area.spare.take() {
+            for merged in self.free.give_back(start, start + area.size + GUARD_SIZE, spare).into_iter().flatten() {
+                self.keep(merged);
+            }
+        }
+        drop(self.area_spares.put(record));
     }
 }
 
@@ -226,8 +251,8 @@ type Record<V> = Box<Node<V, Kmalloc>, Kmalloc>;
 static AREAS: IrqSpinLock<Areas> = IrqSpinLock::new(Areas {
     free: FreeRanges::new(),
     taken: Tree::new(),
-    free_spares: Spares::new(2 * FREE_NODES),
-    area_spares: Spares::new(2),
+    free_spares: Spares::new(SPARES),
+    area_spares: Spares::new(SPARES),
 });
 
 /// Makes the whole region free, once, at boot (once frames can be had).
@@ -255,6 +280,22 @@ pub(crate) fn shrink_spares() {
 /// A node, or `OutOfMemory` when its slab cache can have no frame.
 fn node<V: Weight>(value: V) -> Result<Record<V>, VmallocError> {
     Node::new(0, value).map_err(|AllocError| VmallocError::OutOfMemory)
+}
+
+/// `count` (at most [`SPARES`]) nodes of `value()`, from their cache in
+/// one go, each handed to `put`; all or none: `OutOfMemory` when the
+/// cache can have no frame.
+fn nodes<V: Weight>(count: usize, value: impl Fn() -> V, mut put: impl FnMut(Record<V>)) -> Result<(), VmallocError> {
+    let mut objects = [NonNull::dangling(); SPARES];
+    let objects = &mut objects[..count];
+    slab::kmalloc_bulk(Layout::new::<Node<V, Kmalloc>>(), objects).map_err(|AllocError| VmallocError::OutOfMemory)?;
+    for &object in objects.iter() {
+        // SAFETY: an object of the kmalloc cache for a node's layout, ours
+        // alone: a box of it gives it back to that cache when dropped.
+        let object = unsafe { Box::from_raw_in(object.as_ptr().cast::<MaybeUninit<Node<V, Kmalloc>>>(), Kmalloc) };
+        put(Node::init(object, 0, value()));
+    }
+    Ok(())
 }
 
 /// A live area: where it starts and how many bytes it maps.
@@ -286,24 +327,37 @@ pub fn areas() -> Vec<AreaInfo> {
 /// `FreeRanges::find`). With no room, lazily freed areas are purged and
 /// the search made once more (Linux's `alloc_vmap_area`).
 fn reserve(size: u64, align: u64, lo: VirtAddr, hi: VirtAddr) -> Result<VirtAddr, VmallocError> {
+    reserve_masked(size, align, lo, hi, &IrqsMasked::mask())
+}
+
+/// [`reserve`] with IRQs `masked` by the caller, who takes another lock
+/// under the same mask (a 1-page vmalloc's frame).
+fn reserve_masked(
+    size: u64,
+    align: u64,
+    lo: VirtAddr,
+    hi: VirtAddr,
+    masked: &IrqsMasked,
+) -> Result<VirtAddr, VmallocError> {
     let span = size.checked_add(GUARD_SIZE).ok_or(VmallocError::NoVirtualSpace)?;
     let mut purged = false;
     let (mut areas, start) = loop {
-        let mut areas = AREAS.lock();
+        let mut areas = AREAS.lock_masked(masked);
         // The nodes first, from the spares, else from the caches, without
         // the lock (a cache may need a frame): out of memory changes nothing.
         while areas.free_spares.len() < FREE_NODES || areas.area_spares.is_empty() {
-            let (free, area) = (FREE_NODES.saturating_sub(areas.free_spares.len()), areas.area_spares.is_empty());
+            let (free, area) = (SPARES - areas.free_spares.len(), SPARES - areas.area_spares.len());
             drop(areas);
-            let mut nodes = [None, None];
-            for slot in nodes.iter_mut().take(free) {
-                *slot = Some(node(Free { len: 0 })?);
+            let mut free_nodes = Spares::new(SPARES);
+            nodes(free, || Free { len: 0 }, |n| drop(free_nodes.put(n)))?;
+            let mut area_nodes = Spares::new(SPARES);
+            nodes(area, || Area { size: 0, kind: Kind::Reserved, spare: None }, |n| drop(area_nodes.put(n)))?;
+            areas = AREAS.lock_masked(masked);
+            while let Some(n) = free_nodes.take() {
+                areas.keep(n);
             }
-            let record = if area { Some(node(Area { size: 0, kind: Kind::Reserved, spare: None })?) } else { None };
-            areas = AREAS.lock();
-            nodes.into_iter().flatten().for_each(|n| areas.keep(n));
-            if let Some(record) = record {
-                drop(areas.area_spares.put(record));
+            while let Some(n) = area_nodes.take() {
+                drop(areas.area_spares.put(n));
             }
         }
         if let Some(start) = areas.free.find(span, align, PAGE_SIZE, lo.as_u64(), hi.as_u64()) {
@@ -329,27 +383,29 @@ fn reserve(size: u64, align: u64, lo: VirtAddr, hi: VirtAddr) -> Result<VirtAddr
 
 fn unreserve(start: VirtAddr) {
     let mut areas = AREAS.lock();
-    let mut record = areas.taken.remove(start.as_u64()).expect("a reserved area");
-    let spare = record.value_mut().spare.take().expect("every area has its spare node");
-    let end = start.as_u64() + record.value().size + GUARD_SIZE;
-    for merged in areas.free.give_back(start.as_u64(), end, spare).into_iter().flatten() {
-        areas.keep(merged);
+    let record = areas.taken.remove(start.as_u64()).expect("a reserved area");
+    areas.release(record);
+}
+
+/// Gives back a taken area's frames (if it owns them) and its range: it
+/// is unmapped, and no TLB holds a translation of it.
+fn release(mut record: Record<Area>) {
+    if let Kind::Vmalloc(frames) = core::mem::replace(&mut record.value_mut().kind, Kind::Reserved) {
+        free_frames(frames.as_slice());
     }
-    drop(areas.area_spares.put(record));
+    AREAS.lock().release(record);
 }
 
 fn set_kind(start: VirtAddr, kind: Kind) {
     AREAS.lock().taken.get_mut(start.as_u64()).expect("reserved").kind = kind;
 }
 
-/// Takes the live area starting at `start` if `matches(kind)`; it stays
-/// listed as Reserved while it is torn down.
-fn take_area(start: VirtAddr, matches: impl Fn(&Kind) -> bool) -> Result<(u64, Kind), VmallocError> {
-    let mut areas = AREAS.lock();
-    match areas.taken.get_mut(start.as_u64()) {
-        Some(area) if matches(&area.kind) => Ok((area.size, core::mem::replace(&mut area.kind, Kind::Reserved))),
-        _ => Err(VmallocError::NotAnArea(start)),
-    }
+/// Takes the live area starting at `start` out of the taken areas if
+/// `matches(kind)`, in one hold of the lock (Linux's `find_unlink_vmap_area`):
+/// while it is torn down it is in no tree, its range neither taken nor free,
+/// so no other call can find it, and none can be given it.
+fn take_area(start: VirtAddr, matches: impl Fn(&Kind) -> bool) -> Result<Record<Area>, VmallocError> {
+    AREAS.lock().taken.remove_if(start.as_u64(), |area| matches(&area.kind)).ok_or(VmallocError::NotAnArea(start))
 }
 
 /// The live areas whose frames' linear alias `set_memory_*` changed: it
@@ -425,8 +481,9 @@ pub fn get_vm_area_range(size: u64, align: u64, start: VirtAddr, end: VirtAddr) 
 
 /// Gives back an area from [`get_vm_area`].
 pub fn free_vm_area(addr: VirtAddr) -> Result<(), VmallocError> {
-    take_area(addr, |k| matches!(k, Kind::AddressSpace))?;
-    unreserve(addr);
+    let mut areas = AREAS.lock();
+    let record = areas.taken.remove_if(addr.as_u64(), |area| matches!(area.kind, Kind::AddressSpace));
+    areas.release(record.ok_or(VmallocError::NotAnArea(addr))?);
     Ok(())
 }
 
@@ -486,12 +543,27 @@ fn alloc_and_map(size: u64, align: u64, (lo, hi): (VirtAddr, VirtAddr), zero: bo
     if pages > 1 && pages > frame_alloc::stats().total as u64 {
         return Err(VmallocError::OutOfMemory);
     }
-    let va = reserve(size, align, lo, hi)?;
-    let frames = match Frames::alloc(pages as usize) {
-        Ok(frames) => frames,
-        Err(e) => {
-            unreserve(va);
-            return Err(e);
+    let (va, frames) = if pages == 1 && !debug_pagealloc::enabled() {
+        // The range and the frame under one mask of IRQs: two locks, one
+        // unmask.
+        let masked = IrqsMasked::mask();
+        let va = reserve_masked(size, align, lo, hi, &masked)?;
+        match frame_alloc::alloc_frame_masked(&masked) {
+            Ok(pa) => (va, Frames::One(pa)),
+            Err(_) => {
+                drop(masked);
+                unreserve(va);
+                return Err(VmallocError::OutOfMemory);
+            }
+        }
+    } else {
+        let va = reserve(size, align, lo, hi)?;
+        match Frames::alloc(pages as usize) {
+            Ok(frames) => (va, frames),
+            Err(e) => {
+                unreserve(va);
+                return Err(e);
+            }
         }
     };
     if zero {
@@ -533,11 +605,11 @@ pub(super) fn set_vmalloc_frames(va: VirtAddr, frames: Vec<PhysAddr, Kmalloc>) {
 /// at the next purge (see `vmalloc/purge.rs`).
 pub fn vfree(addr: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
-    let (size, kind) = take_area(addr, |k| matches!(k, Kind::Vmalloc(_)))?;
+    let record = take_area(addr, |k| matches!(k, Kind::Vmalloc(_)))?;
     if take_reset_perms(addr) {
-        free_reset_area(addr, size, kind);
+        free_reset_area(record);
     } else {
-        free_unmap_vmap_area(addr, size, kind);
+        free_unmap_vmap_area(record);
     }
     Ok(())
 }
@@ -547,21 +619,19 @@ pub fn vfree(addr: VirtAddr) -> Result<(), VmallocError> {
 /// (if it owns them) and its range at once (Linux's `free_unmap_vmap_area`).
 /// (An area whose linear alias was changed goes through
 /// [`free_reset_area`] instead.)
-fn free_unmap_vmap_area(va: VirtAddr, size: u64, mut kind: Kind) {
+fn free_unmap_vmap_area(mut record: Record<Area>) {
+    let (va, size) = (VirtAddr::new(record.key()), record.value().size);
     if planted(Bug::VfreeFreesEarly)
-        && let Kind::Vmalloc(frames) = core::mem::replace(&mut kind, Kind::Reserved)
+        && let Kind::Vmalloc(frames) = core::mem::replace(&mut record.value_mut().kind, Kind::Reserved)
     {
         free_frames(frames.as_slice());
     }
     clear_area_range(va, size);
     if purge::lazy() {
-        return purge::free_vmap_area_noflush(va, size, kind);
+        return purge::free_vmap_area_noflush(record);
     }
     tlb::flush_tlb_kernel_range(va, va.add(size));
-    if let Kind::Vmalloc(frames) = kind {
-        free_frames(frames.as_slice());
-    }
-    unreserve(va);
+    release(record);
 }
 
 /// [`free_unmap_vmap_area`] of an area whose frames' linear alias was
@@ -573,12 +643,10 @@ fn free_unmap_vmap_area(va: VirtAddr, size: u64, mut kind: Kind) {
 /// Out of line: the commonest `vfree` does not carry it.
 #[cold]
 #[inline(never)]
-fn free_reset_area(va: VirtAddr, size: u64, kind: Kind) {
+fn free_reset_area(record: Record<Area>) {
+    let (va, size) = (VirtAddr::new(record.key()), record.value().size);
     pageattr::reset_linear_alias(va, size, || clear_area_range(va, size));
-    if let Kind::Vmalloc(frames) = kind {
-        free_frames(frames.as_slice());
-    }
-    unreserve(va);
+    release(record);
 }
 
 /// Maps `pages` (frames the caller owns and keeps) at a new area, one
@@ -611,11 +679,11 @@ pub unsafe fn vmap_pages(pages: &[PhysAddr], attrs: Attributes) -> Result<VirtAd
 /// calls [`vm_unmap_aliases`] first, so that no TLB still maps them here.
 pub fn vunmap(addr: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
-    let (size, kind) = take_area(addr, |k| matches!(k, Kind::Pages | Kind::Range))?;
+    let record = take_area(addr, |k| matches!(k, Kind::Pages | Kind::Range))?;
     if take_reset_perms(addr) {
-        free_reset_area(addr, size, kind);
+        free_reset_area(record);
     } else {
-        free_unmap_vmap_area(addr, size, kind);
+        free_unmap_vmap_area(record);
     }
     Ok(())
 }
@@ -877,16 +945,14 @@ pub fn reclaim_page_tables() -> usize {
 #[cfg(debug_assertions)]
 pub(crate) fn release_leaked_area(start: VirtAddr) -> Result<(), VmallocError> {
     let _op = pgtable_check::operation();
-    let (size, kind) = take_area(start, |_| true)?;
+    let record = take_area(start, |_| true)?;
+    let size = record.value().size;
     if take_reset_perms(start) {
         pageattr::reset_linear_alias(start, size, || clear_area_range(start, size));
     } else {
         unmap_area_range(start, size);
     }
-    if let Kind::Vmalloc(frames) = kind {
-        free_frames(frames.as_slice());
-    }
-    unreserve(start);
+    release(record);
     Ok(())
 }
 

@@ -27,9 +27,9 @@
 
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use super::{AREAS, Area, GUARD_SIZE, Kind, free_frames};
+use super::{AREAS, Area, GUARD_SIZE, Kind, Record, free_frames};
 use crate::mm::addr::{PAGE_SIZE, VirtAddr};
-use crate::mm::area_alloc::Tree;
+use crate::mm::area_alloc::Spares;
 use crate::mm::slab::Kmalloc;
 use crate::mm::{debug_pagealloc, pgtable_check, tlb};
 use crate::planted::{Bug, planted};
@@ -39,17 +39,25 @@ use crate::{boot_args, smp};
 /// Are freed areas purged lazily (`vmap_lazy_purge`, on unless said off)?
 static LAZY: AtomicBool = AtomicBool::new(true);
 
-/// Areas freed and not yet flushed, by start address, and how many pages
-/// they map (Linux's `purge_vmap_area_root` and `vmap_lazy_nr`). The lock
-/// is held through a whole purge, as Linux's `vmap_purge_lock`: an
-/// allocation that finds no room while another CPU purges waits for the
-/// ranges that purge gives back.
+/// Areas freed and not yet flushed, the union of their ranges, and how
+/// many pages they map (Linux's `purge_vmap_area_root`, `vmap_lazy_nr`).
+/// Nothing looks an area up here and the purge takes them all, so the
+/// list is a stack threaded through the areas' own tree nodes (as Linux's
+/// `vmap_purge_list` was an `llist`): a free pushes in a few stores, where
+/// a tree insert cost a split and a merge of a tree as deep as the list
+/// is long. The lock is held through a whole purge, as Linux's
+/// `vmap_purge_lock`: an allocation that finds no room while another CPU
+/// purges waits for the ranges that purge gives back.
 struct PurgeList {
-    areas: Tree<Area, Kmalloc>,
+    areas: Spares<Area, Kmalloc>,
+    /// [start, end) covers every listed area's mapped bytes (empty if none).
+    start: u64,
+    end: u64,
     lazy_pages: u64,
 }
 
-static PURGE: IrqSpinLock<PurgeList> = IrqSpinLock::new(PurgeList { areas: Tree::new(), lazy_pages: 0 });
+static PURGE: IrqSpinLock<PurgeList> =
+    IrqSpinLock::new(PurgeList { areas: Spares::new(usize::MAX), start: u64::MAX, end: 0, lazy_pages: 0 });
 
 pub(super) fn init() {
     LAZY.store(boot_args::bool_option("vmap_lazy_purge"), Relaxed);
@@ -84,33 +92,34 @@ pub fn lazy_pages() -> u64 {
     PURGE.lock().lazy_pages
 }
 
-/// Puts an area whose entries are cleared on the purge list, with what it
-/// holds (`kind`), and purges if that takes the lazily freed pages past
-/// [`lazy_max_pages`] (Linux's `free_vmap_area_noflush`).
-pub(super) fn free_vmap_area_noflush(start: VirtAddr, size: u64, kind: Kind) {
+/// Puts an area taken out of the live ones (`take_area`), its entries
+/// cleared, on the purge list with what it holds, and purges if that
+/// takes the lazily freed pages past [`lazy_max_pages`] (Linux's
+/// `free_vmap_area_noflush`).
+pub(super) fn free_vmap_area_noflush(mut record: Record<Area>) {
+    let (start, size) = (record.key(), record.value().size);
     if debug_pagealloc::enabled() {
-        tlb::flush_tlb_kernel_range(start, start.add(size));
+        tlb::flush_tlb_kernel_range(VirtAddr::new(start), VirtAddr::new(start + size));
     }
-    pgtable_check::lazily_freed(start, size);
-    let mut record = {
+    if pgtable_check::enabled() {
+        pgtable_check::lazily_freed(VirtAddr::new(start), size);
+    }
+    if planted(Bug::ReuseBeforePurge) {
+        let spare = record.value_mut().spare.take().expect("every area has its spare node");
         let mut areas = AREAS.lock();
-        let mut record = areas.taken.remove(start.as_u64()).expect("a live area");
-        if planted(Bug::ReuseBeforePurge) {
-            let spare = record.value_mut().spare.take().expect("every area has its spare node");
-            for merged in
-                areas.free.give_back(start.as_u64(), start.as_u64() + size + GUARD_SIZE, spare).into_iter().flatten()
-            {
-                areas.keep(merged);
-            }
+        for merged in areas.free.give_back(start, start + size + GUARD_SIZE, spare).into_iter().flatten() {
+            areas.keep(merged);
         }
-        record
-    };
-    record.value_mut().kind = kind;
+    }
+    let max = lazy_max_pages();
     let over = {
         let mut list = PURGE.lock();
-        list.areas.insert(record);
+        let full = list.areas.put(record);
+        debug_assert!(full.is_none(), "the list has no bound");
+        list.start = list.start.min(start);
+        list.end = list.end.max(start + size);
         list.lazy_pages += size / PAGE_SIZE;
-        list.lazy_pages > lazy_max_pages()
+        list.lazy_pages > max
     };
     if over {
         purge_vmap_area_lazy();
@@ -122,27 +131,17 @@ pub(super) fn free_vmap_area_noflush(start: VirtAddr, size: u64, kind: Kind) {
 /// nothing was flushed). Linux's `__purge_vmap_area_lazy`.
 pub(super) fn purge_vmap_area_lazy() -> bool {
     let mut list = PURGE.lock();
-    let Some((start, _)) = list.areas.first() else { return false };
-    // The areas do not overlap: the last to start ends last.
-    let (last, area) = list.areas.at_or_below(u64::MAX).expect("not empty");
-    let end = last + area.size;
-    tlb::flush_tlb_kernel_range(VirtAddr::new(start), VirtAddr::new(end));
-    while let Some((start, _)) = list.areas.first() {
-        let mut record = list.areas.remove(start).expect("just found");
-        let area = record.value_mut();
-        if let Kind::Vmalloc(frames) = core::mem::replace(&mut area.kind, Kind::Reserved) {
+    if list.areas.is_empty() {
+        return false;
+    }
+    tlb::flush_tlb_kernel_range(VirtAddr::new(list.start), VirtAddr::new(list.end));
+    while let Some(mut record) = list.areas.take() {
+        if let Kind::Vmalloc(frames) = core::mem::replace(&mut record.value_mut().kind, Kind::Reserved) {
             free_frames(frames.as_slice());
         }
-        let mut areas = AREAS.lock();
-        // (Gone already if the range was handed out early, on purpose.)
-        if let Some(spare) = area.spare.take() {
-            for merged in areas.free.give_back(start, start + area.size + GUARD_SIZE, spare).into_iter().flatten() {
-                areas.keep(merged);
-            }
-        }
-        drop(areas.area_spares.put(record));
+        AREAS.lock().release(record);
     }
-    list.lazy_pages = 0;
+    (list.start, list.end, list.lazy_pages) = (u64::MAX, 0, 0);
     true
 }
 
