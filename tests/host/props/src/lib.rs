@@ -300,6 +300,21 @@ pub mod internal {
         crate::frame_alloc::used_since(earlier)
     }
 
+    /// `alloc_frame_masked` under a mask of its own, as a 1-page vmalloc
+    /// takes it (one IRQ save for the mask, none for the lock).
+    pub fn alloc_frame_masked() -> Result<PhysAddr, crate::frame_alloc::FrameError> {
+        let masked = crate::sync::IrqsMasked::mask();
+        crate::frame_alloc::alloc_frame_masked(&masked)
+    }
+
+    /// `slab::kmalloc_bulk`: every slot of `objects` filled, all or none.
+    pub fn kmalloc_bulk(
+        layout: core::alloc::Layout,
+        objects: &mut [core::ptr::NonNull<u8>],
+    ) -> Result<(), core::alloc::AllocError> {
+        crate::slab::kmalloc_bulk(layout, objects)
+    }
+
     /// `lazy_mmu::write_run`: the store path.
     ///
     /// # Safety

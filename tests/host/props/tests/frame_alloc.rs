@@ -542,3 +542,32 @@ fn errors_name_the_frame_at_fault() {
     assert_eq!(frame_alloc::alloc_contiguous(0, PAGE), Err(FrameError::ZeroCount));
     assert_eq!(format!("{}", FrameError::BadAlignment(0x800)), "bad alignment 0x800");
 }
+
+#[test]
+fn a_frame_taken_under_the_callers_mask_is_the_one_alloc_frame_finds_and_masks_once() {
+    let (_turn, _ram) = ram();
+    let free = frame_alloc::stats().free;
+    let mut all = Vec::new();
+    frame_alloc::alloc_frames_bulk(free, &mut all).unwrap();
+    // Every frame taken: out of memory, and nothing changes.
+    host::take_irq_saves();
+    assert_eq!(internal::alloc_frame_masked(), Err(FrameError::OutOfMemory));
+    assert_eq!(frame_alloc::stats().free, 0);
+    // One back: exactly that one, under one IRQ save (the caller's mask;
+    // the lock taken under it saves nothing more).
+    let back = all.swap_remove(23);
+    frame_alloc::free_frame(back).unwrap();
+    host::take_irq_saves();
+    assert_eq!(internal::alloc_frame_masked(), Ok(back));
+    assert_eq!(host::take_irq_saves(), 1);
+    assert!(!host::irqs_masked());
+    assert_eq!(frame_alloc::stats().free, 0);
+    // An injected failure is out of memory and takes nothing.
+    frame_alloc::free_frame(back).unwrap();
+    frame_alloc::fail_request(Some(1));
+    assert_eq!(internal::alloc_frame_masked(), Err(FrameError::OutOfMemory));
+    frame_alloc::fail_request(None);
+    assert_eq!(frame_alloc::stats().free, 1);
+    frame_alloc::free_frames_bulk(&all).unwrap();
+    assert_eq!(frame_alloc::stats().free, free);
+}

@@ -246,3 +246,42 @@ fn a_lock_wait_that_cannot_end_reports_once_and_goes_on_waiting() {
     );
     assert!(report.ends_with("(cpu 0, task host); still waiting ***\n"), "{report}");
 }
+
+#[test]
+fn kmalloc_bulk_fills_every_slot_with_distinct_objects_or_gives_all_back() {
+    let _turn = ram();
+    for (size, class) in [(40, 64), (1000, 1024), (1500, 0)] {
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        let before = frame_alloc::stats().free;
+        let mut objects = [NonNull::<u8>::dangling(); 9];
+        lazymmu_props::internal::kmalloc_bulk(layout, &mut objects).unwrap();
+        let mut addresses: Vec<usize> = objects.iter().map(|o| o.as_ptr() as usize).collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        assert_eq!(addresses.len(), 9, "nine distinct objects of {size} bytes");
+        if class > 0 {
+            for &a in &addresses {
+                assert!((a % PAGE - HEADER).is_multiple_of(class), "a {class}-byte object of its slab");
+            }
+        }
+        for o in objects {
+            unsafe { Kmalloc.deallocate(o, layout) };
+        }
+        // Given back: the caches keep at most the slabs they kept before.
+        assert!(frame_alloc::stats().free + 1 >= before, "{size}: frames kept");
+    }
+    // 1 KiB objects, three to a slab: nine need new slabs; the second new
+    // slab's frame refused, so every object taken goes back.
+    let layout = Layout::from_size_align(1000, 8).unwrap();
+    let free = frame_alloc::stats().free;
+    let mut objects = [NonNull::<u8>::dangling(); 9];
+    frame_alloc::fail_request(Some(2));
+    assert!(lazymmu_props::internal::kmalloc_bulk(layout, &mut objects).is_err());
+    frame_alloc::fail_request(None);
+    assert!(frame_alloc::stats().free + 1 >= free, "no more than the one kept slab");
+    // And then the same request succeeds with the same frames free again.
+    lazymmu_props::internal::kmalloc_bulk(layout, &mut objects).unwrap();
+    for o in objects {
+        unsafe { Kmalloc.deallocate(o, layout) };
+    }
+}
