@@ -401,6 +401,15 @@ fn errors_display_as_sentences() {
             format!("{}", ApplyError::Callback(FrameError::NotAllocated(pa))),
             "the callback failed: frame 0x40000010 is not allocated",
         ),
+        (format!("{}", MapError::OutOfMemory), "there is not enough free memory for the page tables the change needs"),
+        (
+            format!("{}", VmallocError::OutOfMemory),
+            "there is not enough free memory for the area's pages, page tables or bookkeeping",
+        ),
+        (format!("{}", VmallocError::EmptyPageList), "the list of pages to map is empty"),
+        (format!("{}", FrameError::OutOfMemory), "no free physical frames (or run of frames) are left for the request"),
+        (format!("{}", FrameError::ZeroCount), "the request asks for zero frames"),
+        (format!("{}", FrameError::BadAlignment(0x3000)), "alignment 0x3000 is not a power of two of a page or more"),
         (format!("{}", LazyMmuMisuse::DisableWithoutEnable), "lazy_mmu_mode_disable with no section open"),
         (format!("{}", SmpError::Psci(PsciError::AlreadyOn)), "PSCI CPU_ON failed: the CPU is already on (ALREADY_ON)"),
         (

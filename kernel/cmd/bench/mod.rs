@@ -400,7 +400,13 @@ pub fn run(quick: bool) -> Result<Results, WorkloadError> {
     let preemption = sched::set_preemption(false);
     let mode = apply_mode();
     let mut results = Results { rows: Vec::new(), failures: Vec::new(), reserve: Vec::new() };
-    let outcome = run_all(&plan, quick, &mut results).and_then(|()| reserve_costs(quick, plan.repeats, &mut results));
+    let largest = plan.sizes.iter().copied().max().unwrap_or(1);
+    let outcome = workloads::ReservedFrames::take(largest).and_then(|frames| {
+        let outcome = run_all(&plan, quick, &mut results);
+        drop(frames);
+        outcome
+    });
+    let outcome = outcome.and_then(|()| reserve_costs(quick, plan.repeats, &mut results));
     set_apply_mode(mode);
     sched::set_preemption(preemption);
     outcome?;

@@ -314,26 +314,67 @@ pub fn tlb_unmap(pages: u64, how: FlushStrategy) -> Result<Sample, WorkloadError
     Ok(sample)
 }
 
-/// Runs `steps` on `pages` fresh, physically contiguous frames and a fresh
-/// 2 MiB-aligned area of as many pages (`steps(va, frames)`), and gives
-/// both back whatever it returns: the setup of the map / modify / unmap
-/// comparisons (lazymmu's here, the ideal loop's in `ideal`).
+/// Runs `steps` on `pages` physically contiguous frames (the run's
+/// [`ReservedFrames`], or fresh ones outside a run) and a fresh 2 MiB-aligned
+/// area of as many pages (`steps(va, frames)`), and gives back what it took
+/// whatever it returns: the setup of the map / modify / unmap comparisons
+/// (lazymmu's here, the ideal loop's in `ideal`).
 pub fn with_fresh_area(
     pages: u64,
     steps: impl FnOnce(VirtAddr, PhysAddr) -> Result<[Sample; 3], WorkloadError>,
 ) -> Result<[Sample; 3], WorkloadError> {
-    let frames = frame_alloc::alloc_contiguous(pages as usize, PAGE_SIZE).map_err(MapError::from)?;
+    let reserved = RESERVED_FRAMES.lock().filter(|&(_, held)| held >= pages).map(|(pa, _)| pa);
+    let frames = match reserved {
+        Some(pa) => pa,
+        None => frame_alloc::alloc_contiguous(pages as usize, PAGE_SIZE).map_err(MapError::from)?,
+    };
+    let give_back = || {
+        if reserved.is_none() {
+            frame_alloc::free_frames(frames, pages as usize).expect("allocated above");
+        }
+    };
     let va = match mm::get_vm_area(pages * PAGE_SIZE, BLOCK_2M) {
         Ok(va) => va,
         Err(e) => {
-            frame_alloc::free_frames(frames, pages as usize).expect("allocated above");
+            give_back();
             return Err(e.into());
         }
     };
     let measured = steps(va, frames);
-    frame_alloc::free_frames(frames, pages as usize).expect("allocated above");
+    give_back();
     mm::free_vm_area(va)?;
     measured
+}
+
+/// The physically contiguous frames [`with_fresh_area`] maps, taken once
+/// when a run starts (`ReservedFrames::take`) and given back when it ends:
+/// (first frame, frames). At boot the free frames are one run; later in
+/// the run they are as many but no longer contiguous at the largest N
+/// (256 MiB): the set_memory workloads split the linear map's blocks over
+/// frames all over RAM, and those tables stay (as in Linux), and slab
+/// frames come and go.
+static RESERVED_FRAMES: spin::Mutex<Option<(PhysAddr, u64)>> = spin::Mutex::new(None);
+
+/// The run's hold on [`RESERVED_FRAMES`].
+pub struct ReservedFrames(());
+
+impl ReservedFrames {
+    /// Takes `pages` contiguous frames for the run's fresh areas.
+    pub fn take(pages: u64) -> Result<ReservedFrames, WorkloadError> {
+        let pa = frame_alloc::alloc_contiguous(pages as usize, PAGE_SIZE).map_err(MapError::from)?;
+        let mut reserved = RESERVED_FRAMES.lock();
+        assert!(reserved.is_none(), "one run at a time");
+        *reserved = Some((pa, pages));
+        Ok(ReservedFrames(()))
+    }
+}
+
+impl Drop for ReservedFrames {
+    fn drop(&mut self) {
+        if let Some((pa, pages)) = RESERVED_FRAMES.lock().take() {
+            frame_alloc::free_frames(pa, pages as usize).expect("taken by ReservedFrames::take");
+        }
+    }
 }
 
 /// lazymmu's side of the peer comparison, the same steps the peer takes
