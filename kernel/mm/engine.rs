@@ -106,7 +106,7 @@ impl From<BlockInTheWay> for MapError {
 impl fmt::Display for MapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            MapError::OutOfMemory => write!(f, "out of memory"),
+            MapError::OutOfMemory => write!(f, "there is not enough free memory for the page tables the change needs"),
             MapError::Misaligned { what, value } => write!(f, "{what} {value:#x} is not page aligned"),
             MapError::SplitsBlock { va, level } => {
                 write!(f, "the range covers only part of the level-{} block at {va}", level.0)

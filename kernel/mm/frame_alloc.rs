@@ -36,9 +36,11 @@ pub enum FrameError {
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FrameError::OutOfMemory => write!(f, "out of physical frames"),
-            FrameError::ZeroCount => write!(f, "zero frames requested"),
-            FrameError::BadAlignment(a) => write!(f, "bad alignment {a:#x}"),
+            FrameError::OutOfMemory => write!(f, "no free physical frames (or run of frames) are left for the request"),
+            FrameError::ZeroCount => write!(f, "the request asks for zero frames"),
+            FrameError::BadAlignment(a) => {
+                write!(f, "alignment {a:#x} is not a power of two of a page or more")
+            }
             FrameError::NotAllocated(pa) => write!(f, "frame {pa} is not allocated"),
             FrameError::OutOfRange(pa) => write!(f, "frame {pa} is outside RAM"),
         }

@@ -97,10 +97,12 @@ impl fmt::Display for VmallocError {
                 write!(f, "the range covers only part of the level-{} block at {va}", level.0)
             }
             VmallocError::NoVirtualSpace => write!(f, "no free virtual range is large enough"),
-            VmallocError::OutOfMemory => write!(f, "out of memory"),
+            VmallocError::OutOfMemory => {
+                write!(f, "there is not enough free memory for the area's pages, page tables or bookkeeping")
+            }
             VmallocError::NotAnArea(va) => write!(f, "{va} is not in a live area of the right kind"),
             VmallocError::AlreadyMapped(va) => write!(f, "{va} is already mapped"),
-            VmallocError::EmptyPageList => write!(f, "no pages to map"),
+            VmallocError::EmptyPageList => write!(f, "the list of pages to map is empty"),
             VmallocError::Map(e) => write!(f, "{e}"),
             VmallocError::RamNotDevice(pa) => write!(
                 f,
