@@ -57,6 +57,18 @@ pub enum StoreMode {
     Queue,
 }
 
+impl StoreMode {
+    /// How a store in an active section is made under `backend`.
+    #[inline(always)]
+    pub const fn in_section(backend: Backend) -> StoreMode {
+        match backend {
+            Backend::Eager => StoreMode::EagerInSection,
+            Backend::Batched => StoreMode::Pending,
+            Backend::DeferredWrites => StoreMode::Queue,
+        }
+    }
+}
+
 /// Per-task state of the arm64 backends.
 pub struct ArchLazyState {
     /// How the next store is made (see [`StoreMode`]).
@@ -89,13 +101,25 @@ impl ArchLazyState {
     /// task is in an active section and not in an interrupt handler; the
     /// backend in use says what a store in a section does.
     pub fn set_store_mode(&self, active: bool) {
-        let mode = match (active, selected()) {
-            (false, _) => StoreMode::Now,
-            (true, Backend::Eager) => StoreMode::EagerInSection,
-            (true, Backend::Batched) => StoreMode::Pending,
-            (true, Backend::DeferredWrites) => StoreMode::Queue,
-        };
-        self.mode.set(mode);
+        self.mode.set(if active { StoreMode::in_section(selected()) } else { StoreMode::Now });
+    }
+
+    /// [`ArchLazyState::set_store_mode`] for a task that has just entered
+    /// an active section under `backend` (the one in use), or left one.
+    #[inline(always)]
+    pub fn set_section_store_mode(&self, backend: Option<Backend>) {
+        self.mode.set(match backend {
+            Some(backend) => StoreMode::in_section(backend),
+            None => StoreMode::Now,
+        });
+    }
+
+    /// The task's stores are queued (`deferred-writes`, in an active
+    /// section, not in an interrupt handler): only then has a sync
+    /// anything to make.
+    #[inline(always)]
+    pub fn queueing(&self) -> bool {
+        self.mode.get() == StoreMode::Queue
     }
 
     /// Barriers are owed for entries stored in the current section.
@@ -467,6 +491,61 @@ impl Backend {
             Backend::Eager => &Eager,
             Backend::Batched => &Batched,
             Backend::DeferredWrites => &DeferredWrites,
+        }
+    }
+}
+
+/// The hooks of a backend called through a match, not a vtable: the
+/// generic layer calls them on the backend in use, and each is inlined
+/// there (an `enter`, empty in every backend, costs nothing; `batched`'s
+/// `leave` is a test of the pending flag).
+impl LazyMmuBackend for Backend {
+    #[inline(always)]
+    fn enter(&self, state: &ArchLazyState) {
+        match self {
+            Backend::Eager => Eager.enter(state),
+            Backend::Batched => Batched.enter(state),
+            Backend::DeferredWrites => DeferredWrites.enter(state),
+        }
+    }
+    #[inline(always)]
+    fn leave(&self, state: &ArchLazyState) {
+        match self {
+            Backend::Eager => Eager.leave(state),
+            Backend::Batched => Batched.leave(state),
+            Backend::DeferredWrites => DeferredWrites.leave(state),
+        }
+    }
+    #[inline(always)]
+    fn flush(&self, state: &ArchLazyState) {
+        match self {
+            Backend::Eager => Eager.flush(state),
+            Backend::Batched => Batched.flush(state),
+            Backend::DeferredWrites => DeferredWrites.flush(state),
+        }
+    }
+    #[inline(always)]
+    fn pause(&self, state: &ArchLazyState) {
+        match self {
+            Backend::Eager => Eager.pause(state),
+            Backend::Batched => Batched.pause(state),
+            Backend::DeferredWrites => DeferredWrites.pause(state),
+        }
+    }
+    #[inline(always)]
+    fn resume(&self, state: &ArchLazyState) {
+        match self {
+            Backend::Eager => Eager.resume(state),
+            Backend::Batched => Batched.resume(state),
+            Backend::DeferredWrites => DeferredWrites.resume(state),
+        }
+    }
+    #[inline(always)]
+    fn sync(&self, state: &ArchLazyState) {
+        match self {
+            Backend::Eager => Eager.sync(state),
+            Backend::Batched => Batched.sync(state),
+            Backend::DeferredWrites => DeferredWrites.sync(state),
         }
     }
 }
