@@ -223,8 +223,12 @@ pub unsafe fn write_run(state: &ArchLazyState, run: Run, new: impl Fn(usize) -> 
             // (Out of line, behind the test of who listens: built here,
             // the observers' closure was copied on every call, listened
             // to or not.)
+            // They are shown a copy of `new`: with the address of the
+            // caller's taken, it was copied again (a `memcpy` of its
+            // captures) on every call, listened to or not.
             if observe::listening() {
-                observe::tell_writing(&run, mode, &new);
+                let shown = new;
+                observe::tell_writing(&run, mode, &shown);
             }
             // The pair is owed before the loop can panic (in `new`) with
             // valid entries stored: a section abandoned half way through
@@ -238,8 +242,12 @@ pub unsafe fn write_run(state: &ArchLazyState, run: Run, new: impl Fn(usize) -> 
         }
         // SAFETY: as our caller guarantees.
         StoreMode::Now | StoreMode::EagerInSection => unsafe { write_run_eager(run, mode, new) },
-        // SAFETY: as our caller guarantees.
-        StoreMode::Queue => unsafe { DeferredWrites::queue_run(state, run, &new) },
+        StoreMode::Queue => {
+            // (A copy, for the same reason as the observers'.)
+            let queued = new;
+            // SAFETY: as our caller guarantees.
+            unsafe { DeferredWrites::queue_run(state, run, &queued) }
+        }
     }
 }
 
@@ -281,16 +289,25 @@ unsafe fn store_entries(run: &Run, new: impl Fn(usize) -> Option<Descriptor> + C
         // SAFETY: as our caller guarantees.
         return unsafe { store_loop(run.first, run.len, new) };
     }
-    // The checker is shown copies and its `store` owns its own: nothing
-    // of the caller's has its address taken, so that the loop above keeps
-    // the run and `new`'s captures in registers.
-    let (shown_run, shown_new) = (*run, new);
+    // SAFETY: as our caller guarantees.
+    unsafe { store_entries_checked(*run, new) }
+}
+
+/// [`store_entries`] with the checker listening, out of line: the
+/// checker is shown copies and its `store` owns its own, so that nothing
+/// of the caller's has its address taken and the loop keeps the run and
+/// `new`'s captures in registers.
+///
+/// # Safety
+/// As [`store_entries`].
+#[inline(never)]
+unsafe fn store_entries_checked(run: Run, new: impl Fn(usize) -> Option<Descriptor> + Copy) -> (usize, bool) {
     let (first, len) = (run.first, run.len);
     let mut stored = (0, false);
     let out = &mut stored;
     // SAFETY: as our caller guarantees.
     let mut store = move || *out = unsafe { store_loop(first, len, new) };
-    observe::storing_checked(&shown_run, &shown_new, &mut store);
+    observe::storing_checked(&run, &new, &mut store);
     stored
 }
 
