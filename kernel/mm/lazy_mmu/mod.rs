@@ -215,7 +215,10 @@ fn enter_outermost(task: &task::Task) -> bool {
     if state.counts.get() != Counts::default() || task.in_irq() || trace::enabled() {
         return false;
     }
-    stats::account(task);
+    // (No writes wait to be counted: outside active sections they are
+    // counted as they are made, and every transition out of one counts
+    // the section's.)
+    debug_assert_eq!(state.unaccounted_writes.get(), 0);
     state.counts.set(Counts { enable: 1, pause: 0 });
     let backend = arch::selected();
     stats::entered_under(backend, 1);
@@ -236,9 +239,10 @@ fn leave_outermost(task: &task::Task) -> bool {
     if state.counts.get() != (Counts { enable: 1, pause: 0 }) || task.in_irq() || trace::enabled() {
         return false;
     }
-    stats::account(task);
+    let backend = arch::selected();
+    stats::account_under(backend, task);
     state.counts.set(Counts::default());
-    arch::selected().leave(&state.arch);
+    backend.leave(&state.arch);
     state.arch.set_section_store_mode(None);
     pgtable_check::section_ended("lazy_mmu_mode_disable()");
     true

@@ -106,9 +106,15 @@ pub(super) fn written_outside_section(n: u64) {
 /// Adds the writes `task` made in its sections to the backend's counts.
 #[inline(always)]
 pub(super) fn account(task: &Task) {
+    account_under(selected(), task)
+}
+
+/// [`account`] with `backend`, the one in use, read already.
+#[inline(always)]
+pub(super) fn account_under(backend: Backend, task: &Task) {
     let writes = task.lazy_mmu.unaccounted_writes.replace(0);
     if writes > 0 {
-        mine().lazy_writes.fetch_add(writes, Relaxed);
+        of(backend).lazy_writes.fetch_add(writes, Relaxed);
     }
 }
 
