@@ -252,11 +252,40 @@ pub unsafe fn write_run(state: &ArchLazyState, run: Run, new: impl Fn(usize) -> 
 }
 
 /// [`write_run`] a store at a time, each valid one followed by its pair.
+/// A run of more than one entry is stored out of line, a function per
+/// caller's `new`, so that its loop (a pair per entry) keeps its
+/// registers whatever its caller's code around it holds; one entry
+/// (`pgtable::write_entry`'s) is stored in place.
 ///
 /// # Safety
 /// As [`write_run`].
 #[inline(always)]
 unsafe fn write_run_eager(run: Run, mode: StoreMode, new: impl Fn(usize) -> Option<Descriptor> + Copy) -> usize {
+    if run.len == 1 {
+        // SAFETY: as our caller guarantees.
+        unsafe { eager_loop(run, mode, new) }
+    } else {
+        // SAFETY: as our caller guarantees.
+        unsafe { eager_loop_out_of_line(run, mode, new) }
+    }
+}
+
+/// [`eager_loop`], out of line.
+///
+/// # Safety
+/// As [`write_run`].
+#[inline(never)]
+unsafe fn eager_loop_out_of_line(run: Run, mode: StoreMode, new: impl Fn(usize) -> Option<Descriptor> + Copy) -> usize {
+    // SAFETY: as our caller guarantees.
+    unsafe { eager_loop(run, mode, new) }
+}
+
+/// The loop of [`write_run_eager`].
+///
+/// # Safety
+/// As [`write_run`].
+#[inline(always)]
+unsafe fn eager_loop(run: Run, mode: StoreMode, new: impl Fn(usize) -> Option<Descriptor> + Copy) -> usize {
     let mut written = 0;
     for i in 0..run.len {
         let Some(desc) = new(i) else { continue };

@@ -627,7 +627,7 @@ fn tlb_strategies() -> Vec<(&'static str, FlushStrategy)> {
 /// areas live (`LIVE_ROWS`), 5,283 and 8,590. Set again after the
 /// outermost lazy MMU sections took their short way (`lazy_mmu::
 /// enter_outermost`, `leave_outermost`) and the batched store stopped
-/// copying its closure: 1 and 16 pages 1,798 and 2,990 (budgets 1,830 and
+/// copying its closure: 1 and 16 pages 1,789 and 2,981 (budgets 1,830 and
 /// 3,040).
 pub const INSTRUCTION_BUDGETS: [(&str, &str, u64, f64); 15] = [
     (FIX_SIZE, BATCHED, 1, 1830.0),
