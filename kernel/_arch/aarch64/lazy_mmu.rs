@@ -57,6 +57,18 @@ pub enum StoreMode {
     Queue,
 }
 
+impl StoreMode {
+    /// How a store in an active section is made under `backend`.
+    #[inline(always)]
+    pub const fn in_section(backend: Backend) -> StoreMode {
+        match backend {
+            Backend::Eager => StoreMode::EagerInSection,
+            Backend::Batched => StoreMode::Pending,
+            Backend::DeferredWrites => StoreMode::Queue,
+        }
+    }
+}
+
 /// Per-task state of the arm64 backends.
 pub struct ArchLazyState {
     /// How the next store is made (see [`StoreMode`]).
@@ -89,13 +101,25 @@ impl ArchLazyState {
     /// task is in an active section and not in an interrupt handler; the
     /// backend in use says what a store in a section does.
     pub fn set_store_mode(&self, active: bool) {
-        let mode = match (active, selected()) {
-            (false, _) => StoreMode::Now,
-            (true, Backend::Eager) => StoreMode::EagerInSection,
-            (true, Backend::Batched) => StoreMode::Pending,
-            (true, Backend::DeferredWrites) => StoreMode::Queue,
-        };
-        self.mode.set(mode);
+        self.mode.set(if active { StoreMode::in_section(selected()) } else { StoreMode::Now });
+    }
+
+    /// [`ArchLazyState::set_store_mode`] for a task that has just entered
+    /// an active section under `backend` (the one in use), or left one.
+    #[inline(always)]
+    pub fn set_section_store_mode(&self, backend: Option<Backend>) {
+        self.mode.set(match backend {
+            Some(backend) => StoreMode::in_section(backend),
+            None => StoreMode::Now,
+        });
+    }
+
+    /// The task's stores are queued (`deferred-writes`, in an active
+    /// section, not in an interrupt handler): only then has a sync
+    /// anything to make.
+    #[inline(always)]
+    pub fn queueing(&self) -> bool {
+        self.mode.get() == StoreMode::Queue
     }
 
     /// Barriers are owed for entries stored in the current section.
@@ -199,8 +223,12 @@ pub unsafe fn write_run(state: &ArchLazyState, run: Run, new: impl Fn(usize) -> 
             // (Out of line, behind the test of who listens: built here,
             // the observers' closure was copied on every call, listened
             // to or not.)
+            // They are shown a copy of `new`: with the address of the
+            // caller's taken, it was copied again (a `memcpy` of its
+            // captures) on every call, listened to or not.
             if observe::listening() {
-                observe::tell_writing(&run, mode, &new);
+                let shown = new;
+                observe::tell_writing(&run, mode, &shown);
             }
             // The pair is owed before the loop can panic (in `new`) with
             // valid entries stored: a section abandoned half way through
@@ -214,17 +242,50 @@ pub unsafe fn write_run(state: &ArchLazyState, run: Run, new: impl Fn(usize) -> 
         }
         // SAFETY: as our caller guarantees.
         StoreMode::Now | StoreMode::EagerInSection => unsafe { write_run_eager(run, mode, new) },
-        // SAFETY: as our caller guarantees.
-        StoreMode::Queue => unsafe { DeferredWrites::queue_run(state, run, &new) },
+        StoreMode::Queue => {
+            // (A copy, for the same reason as the observers'.)
+            let queued = new;
+            // SAFETY: as our caller guarantees.
+            unsafe { DeferredWrites::queue_run(state, run, &queued) }
+        }
     }
 }
 
 /// [`write_run`] a store at a time, each valid one followed by its pair.
+/// A run of more than one entry is stored out of line, a function per
+/// caller's `new`, so that its loop (a pair per entry) keeps its
+/// registers whatever its caller's code around it holds; one entry
+/// (`pgtable::write_entry`'s) is stored in place.
 ///
 /// # Safety
 /// As [`write_run`].
 #[inline(always)]
 unsafe fn write_run_eager(run: Run, mode: StoreMode, new: impl Fn(usize) -> Option<Descriptor> + Copy) -> usize {
+    if run.len == 1 {
+        // SAFETY: as our caller guarantees.
+        unsafe { eager_loop(run, mode, new) }
+    } else {
+        // SAFETY: as our caller guarantees.
+        unsafe { eager_loop_out_of_line(run, mode, new) }
+    }
+}
+
+/// [`eager_loop`], out of line.
+///
+/// # Safety
+/// As [`write_run`].
+#[inline(never)]
+unsafe fn eager_loop_out_of_line(run: Run, mode: StoreMode, new: impl Fn(usize) -> Option<Descriptor> + Copy) -> usize {
+    // SAFETY: as our caller guarantees.
+    unsafe { eager_loop(run, mode, new) }
+}
+
+/// The loop of [`write_run_eager`].
+///
+/// # Safety
+/// As [`write_run`].
+#[inline(always)]
+unsafe fn eager_loop(run: Run, mode: StoreMode, new: impl Fn(usize) -> Option<Descriptor> + Copy) -> usize {
     let mut written = 0;
     for i in 0..run.len {
         let Some(desc) = new(i) else { continue };
@@ -257,16 +318,25 @@ unsafe fn store_entries(run: &Run, new: impl Fn(usize) -> Option<Descriptor> + C
         // SAFETY: as our caller guarantees.
         return unsafe { store_loop(run.first, run.len, new) };
     }
-    // The checker is shown copies and its `store` owns its own: nothing
-    // of the caller's has its address taken, so that the loop above keeps
-    // the run and `new`'s captures in registers.
-    let (shown_run, shown_new) = (*run, new);
+    // SAFETY: as our caller guarantees.
+    unsafe { store_entries_checked(*run, new) }
+}
+
+/// [`store_entries`] with the checker listening, out of line: the
+/// checker is shown copies and its `store` owns its own, so that nothing
+/// of the caller's has its address taken and the loop keeps the run and
+/// `new`'s captures in registers.
+///
+/// # Safety
+/// As [`store_entries`].
+#[inline(never)]
+unsafe fn store_entries_checked(run: Run, new: impl Fn(usize) -> Option<Descriptor> + Copy) -> (usize, bool) {
     let (first, len) = (run.first, run.len);
     let mut stored = (0, false);
     let out = &mut stored;
     // SAFETY: as our caller guarantees.
     let mut store = move || *out = unsafe { store_loop(first, len, new) };
-    observe::storing_checked(&shown_run, &shown_new, &mut store);
+    observe::storing_checked(&run, &new, &mut store);
     stored
 }
 
@@ -467,6 +537,61 @@ impl Backend {
             Backend::Eager => &Eager,
             Backend::Batched => &Batched,
             Backend::DeferredWrites => &DeferredWrites,
+        }
+    }
+}
+
+/// The hooks of a backend called through a match, not a vtable: the
+/// generic layer calls them on the backend in use, and each is inlined
+/// there (an `enter`, empty in every backend, costs nothing; `batched`'s
+/// `leave` is a test of the pending flag).
+impl LazyMmuBackend for Backend {
+    #[inline(always)]
+    fn enter(&self, state: &ArchLazyState) {
+        match self {
+            Backend::Eager => Eager.enter(state),
+            Backend::Batched => Batched.enter(state),
+            Backend::DeferredWrites => DeferredWrites.enter(state),
+        }
+    }
+    #[inline(always)]
+    fn leave(&self, state: &ArchLazyState) {
+        match self {
+            Backend::Eager => Eager.leave(state),
+            Backend::Batched => Batched.leave(state),
+            Backend::DeferredWrites => DeferredWrites.leave(state),
+        }
+    }
+    #[inline(always)]
+    fn flush(&self, state: &ArchLazyState) {
+        match self {
+            Backend::Eager => Eager.flush(state),
+            Backend::Batched => Batched.flush(state),
+            Backend::DeferredWrites => DeferredWrites.flush(state),
+        }
+    }
+    #[inline(always)]
+    fn pause(&self, state: &ArchLazyState) {
+        match self {
+            Backend::Eager => Eager.pause(state),
+            Backend::Batched => Batched.pause(state),
+            Backend::DeferredWrites => DeferredWrites.pause(state),
+        }
+    }
+    #[inline(always)]
+    fn resume(&self, state: &ArchLazyState) {
+        match self {
+            Backend::Eager => Eager.resume(state),
+            Backend::Batched => Batched.resume(state),
+            Backend::DeferredWrites => DeferredWrites.resume(state),
+        }
+    }
+    #[inline(always)]
+    fn sync(&self, state: &ArchLazyState) {
+        match self {
+            Backend::Eager => Eager.sync(state),
+            Backend::Batched => Batched.sync(state),
+            Backend::DeferredWrites => DeferredWrites.sync(state),
         }
     }
 }

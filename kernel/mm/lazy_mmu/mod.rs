@@ -26,7 +26,7 @@ mod stats;
 use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use crate::arch::lazy_mmu::{self as arch, ArchLazyState, StoreMode};
+use crate::arch::lazy_mmu::{self as arch, ArchLazyState, LazyMmuBackend, StoreMode};
 pub use crate::arch::lazy_mmu::{Backend, DEFERRED_QUEUE_LEN};
 use crate::arch::observe::Run;
 use crate::irq::in_interrupt;
@@ -114,7 +114,11 @@ pub fn misuse_count() -> u64 {
 }
 
 /// Applies one of the state machine's transitions to the current task:
-/// new counts, a trace line, and the arch hook it calls for.
+/// new counts, a trace line, and the arch hook it calls for. The
+/// commonest two, an outermost section's enable and disable with nobody
+/// tracing, take the short way ([`enter_outermost`], [`leave_outermost`]),
+/// which does the same.
+#[inline(never)]
 fn transition(call: &'static str, step: impl FnOnce(Counts) -> Transition) -> Result<(), LazyMmuMisuse> {
     if in_interrupt() {
         trace::emit(format_args!("{call}: in interrupt context, does nothing"));
@@ -182,14 +186,67 @@ fn transition(call: &'static str, step: impl FnOnce(Counts) -> Transition) -> Re
 }
 
 /// Opens a section. If paused, does nothing.
+#[inline]
 pub fn lazy_mmu_mode_enable() -> Result<(), LazyMmuMisuse> {
+    if enter_outermost(task::current()) {
+        return Ok(());
+    }
     transition("lazy_mmu_mode_enable()", Counts::enable)
 }
 
 /// Closes a section: the outermost one leaves lazy mode, a nested one
 /// flushes. If paused, does nothing.
+#[inline]
 pub fn lazy_mmu_mode_disable() -> Result<(), LazyMmuMisuse> {
+    if leave_outermost(task::current()) {
+        return Ok(());
+    }
     transition("lazy_mmu_mode_disable()", Counts::disable)
+}
+
+/// [`transition`] of the outermost enable, (0, 0) to (1, 0), when nobody
+/// traces, as Linux's `lazy_mmu_mode_enable()` makes it: the count in the
+/// task, the arch hook (a match on the backend in use, inlined: every
+/// backend's `enter` is empty), the section counted, the store mode of a
+/// section. False, with nothing done, in any other case: the general path
+/// takes it.
+#[inline(always)]
+fn enter_outermost(task: &task::Task) -> bool {
+    let state = &task.lazy_mmu;
+    if state.counts.get() != Counts::default() || task.in_irq() || trace::enabled() {
+        return false;
+    }
+    // (No writes wait to be counted: outside active sections they are
+    // counted as they are made, and every transition out of one counts
+    // the section's.)
+    debug_assert_eq!(state.unaccounted_writes.get(), 0);
+    state.counts.set(Counts { enable: 1, pause: 0 });
+    let backend = arch::selected();
+    stats::entered_under(backend, 1);
+    backend.enter(&state.arch);
+    state.arch.set_section_store_mode(Some(backend));
+    true
+}
+
+/// [`transition`] of the outermost disable, (1, 0) to (0, 0), when nobody
+/// traces, as Linux's `lazy_mmu_mode_disable()` makes it: the count, the
+/// section's writes added to the statistics, the arch hook (`batched`: the
+/// pair if one is pending), the store mode outside sections, and the
+/// checker's checkpoint (a test of a flag when it is off). False, with
+/// nothing done, in any other case.
+#[inline(always)]
+fn leave_outermost(task: &task::Task) -> bool {
+    let state = &task.lazy_mmu;
+    if state.counts.get() != (Counts { enable: 1, pause: 0 }) || task.in_irq() || trace::enabled() {
+        return false;
+    }
+    let backend = arch::selected();
+    stats::account_under(backend, task);
+    state.counts.set(Counts::default());
+    backend.leave(&state.arch);
+    state.arch.set_section_store_mode(None);
+    pgtable_check::section_ended("lazy_mmu_mode_disable()");
+    true
 }
 
 /// Turns lazy mode off, whatever the depth, until the matching resume.
@@ -204,6 +261,7 @@ pub fn lazy_mmu_mode_resume() -> Result<(), LazyMmuMisuse> {
 
 /// Is the current task in an active (enabled, not paused) section? Never
 /// in interrupt context.
+#[inline]
 pub fn is_lazy_mmu_mode_active() -> bool {
     active_in(task::current())
 }
@@ -261,9 +319,15 @@ pub(crate) fn queued_stores() -> usize {
 /// Makes every store the current task has asked for reach memory, before
 /// TLB maintenance that must follow them, or before a mapping is handed to
 /// another task (only `deferred-writes` has any left to make).
+///
+/// Only a task whose stores are queued has any to make (its store mode
+/// says so: in an active section under `deferred-writes`, not in an
+/// interrupt handler), so that the rest pay a load and a branch.
+#[inline]
 pub(crate) fn sync_stores() {
-    if is_lazy_mmu_mode_active() {
-        backend().sync(&task::current().lazy_mmu.arch);
+    let arch = &task::current().lazy_mmu.arch;
+    if arch.queueing() {
+        backend().sync(arch);
     }
 }
 
@@ -330,9 +394,10 @@ pub fn selected_backend() -> Backend {
     arch::selected()
 }
 
-/// The hooks of the backend in use.
-fn backend() -> &'static dyn arch::LazyMmuBackend {
-    arch::selected().hooks()
+/// The hooks of the backend in use (called through a match, inlined).
+#[inline(always)]
+fn backend() -> Backend {
+    arch::selected()
 }
 
 /// Where a section stands in the nesting, as the local-state patch's
@@ -365,7 +430,17 @@ impl LazyMmuSection {
 }
 
 /// Opens a section for the guard's lifetime.
+#[inline]
 pub fn enable() -> LazyMmuSection {
+    if enter_outermost(task::current()) {
+        return LazyMmuSection { kind: SectionKind::Outermost };
+    }
+    enable_nested()
+}
+
+/// [`enable`] other than an outermost section's, or with the trace on.
+#[inline(never)]
+fn enable_nested() -> LazyMmuSection {
     let state = &task::current().lazy_mmu;
     let Counts { enable, pause } = state.counts.get();
     let kind = match (pause, enable) {
@@ -381,6 +456,7 @@ pub fn enable() -> LazyMmuSection {
 }
 
 impl Drop for LazyMmuSection {
+    #[inline]
     fn drop(&mut self) {
         if matches!(self.kind, SectionKind::Outermost | SectionKind::Nested) {
             let _ = lazy_mmu_mode_disable();

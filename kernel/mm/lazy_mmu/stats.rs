@@ -6,7 +6,9 @@
 //! The store path pays no atomic for an entry written inside a section:
 //! the task counts it (`LazyMmuState::unaccounted_writes`, `super`), and the count
 //! joins the backend's here at every lazy MMU call and whenever the
-//! statistics are read, so every figure stays exact. A section's writes
+//! statistics are read, so every figure stays exact: one atomic add, as
+//! the writes outside sections are counted apart and `entry_writes` is
+//! the sum of both, made when the statistics are read. A section's writes
 //! belong to the backend of its section: the backend is only switched
 //! when no task is in one.
 
@@ -55,7 +57,8 @@ impl core::ops::Sub for LazyMmuStats {
 }
 
 struct Counters {
-    entry_writes: AtomicU64,
+    /// Entry stores outside active sections (`entry_writes` less `lazy_writes`).
+    outside_writes: AtomicU64,
     lazy_writes: AtomicU64,
     sections: AtomicU64,
     flushes: AtomicU64,
@@ -65,7 +68,7 @@ struct Counters {
 
 static COUNTERS: [Counters; N] = [const {
     Counters {
-        entry_writes: AtomicU64::new(0),
+        outside_writes: AtomicU64::new(0),
         lazy_writes: AtomicU64::new(0),
         sections: AtomicU64::new(0),
         flushes: AtomicU64::new(0),
@@ -84,23 +87,34 @@ struct Windows {
 static WINDOWS: IrqSpinLock<Windows> =
     IrqSpinLock::new(Windows { closed: [BarrierCounts::ZERO; N], start: BarrierCounts::ZERO });
 
+#[inline(always)]
 fn mine() -> &'static Counters {
-    &COUNTERS[selected().index()]
+    of(selected())
+}
+
+#[inline(always)]
+fn of(backend: Backend) -> &'static Counters {
+    &COUNTERS[backend.index()]
 }
 
 /// `n` entries written outside any active section (or in an interrupt).
 #[inline]
 pub(super) fn written_outside_section(n: u64) {
-    mine().entry_writes.fetch_add(n, Relaxed);
+    mine().outside_writes.fetch_add(n, Relaxed);
 }
 
 /// Adds the writes `task` made in its sections to the backend's counts.
+#[inline(always)]
 pub(super) fn account(task: &Task) {
+    account_under(selected(), task)
+}
+
+/// [`account`] with `backend`, the one in use, read already.
+#[inline(always)]
+pub(super) fn account_under(backend: Backend, task: &Task) {
     let writes = task.lazy_mmu.unaccounted_writes.replace(0);
     if writes > 0 {
-        let mine = mine();
-        mine.entry_writes.fetch_add(writes, Relaxed);
-        mine.lazy_writes.fetch_add(writes, Relaxed);
+        of(backend).lazy_writes.fetch_add(writes, Relaxed);
     }
 }
 
@@ -112,8 +126,15 @@ pub(super) fn account_current() {
     }
 }
 
+#[inline(always)]
 pub(super) fn entered(depth: u8) {
-    let mine = mine();
+    entered_under(selected(), depth)
+}
+
+/// A section entered at `depth` under `backend`, the one in use.
+#[inline(always)]
+pub(super) fn entered_under(backend: Backend, depth: u8) {
+    let mine = of(backend);
     if depth == 1 {
         mine.sections.fetch_add(1, Relaxed);
     }
@@ -148,9 +169,10 @@ pub fn stats(backend: Backend) -> LazyMmuStats {
     let c = &COUNTERS[i];
     let w = WINDOWS.lock();
     let open = if backend == selected() { barrier::counts() - w.start } else { BarrierCounts::ZERO };
+    let lazy_writes = c.lazy_writes.load(Relaxed);
     LazyMmuStats {
-        entry_writes: c.entry_writes.load(Relaxed),
-        lazy_writes: c.lazy_writes.load(Relaxed),
+        entry_writes: c.outside_writes.load(Relaxed) + lazy_writes,
+        lazy_writes,
         sections: c.sections.load(Relaxed),
         flushes: c.flushes.load(Relaxed),
         pauses: c.pauses.load(Relaxed),
@@ -163,7 +185,7 @@ pub fn stats(backend: Backend) -> LazyMmuStats {
 pub fn reset() {
     account_current();
     for c in &COUNTERS {
-        for counter in [&c.entry_writes, &c.lazy_writes, &c.sections, &c.flushes, &c.pauses] {
+        for counter in [&c.outside_writes, &c.lazy_writes, &c.sections, &c.flushes, &c.pauses] {
             counter.store(0, Relaxed);
         }
         c.max_nesting.store(0, Relaxed);
