@@ -540,7 +540,10 @@ fn errors_name_the_frame_at_fault() {
     assert_eq!(frame_alloc::free_frames(base, 2), Err(FrameError::NotAllocated(base.add(PAGE))));
     assert_eq!(frame_alloc::alloc_contiguous(1, 3 * PAGE), Err(FrameError::BadAlignment(3 * PAGE)));
     assert_eq!(frame_alloc::alloc_contiguous(0, PAGE), Err(FrameError::ZeroCount));
-    assert_eq!(format!("{}", FrameError::BadAlignment(0x800)), "alignment 0x800 is not a power of two of a page or more");
+    assert_eq!(
+        format!("{}", FrameError::BadAlignment(0x800)),
+        "alignment 0x800 is not a power of two of a page or more"
+    );
 }
 
 #[test]
