@@ -27,6 +27,11 @@ pub enum DtbError {
     /// No valid header (magic 0xd00dfeed) at the given address.
     BadHeader(PhysAddr),
     NoMemoryNode,
+    /// No `/cpus` node, or one with no `cpu@...` node in it.
+    NoCpus,
+    /// The CPU node at this position under `/cpus` has no `reg` of the
+    /// size its parent's `#address-cells` gives.
+    BadCpuReg(usize),
 }
 
 impl core::fmt::Display for DtbError {
@@ -34,6 +39,8 @@ impl core::fmt::Display for DtbError {
         match self {
             DtbError::BadHeader(pa) => write!(f, "no valid device tree header (magic 0xd00dfeed) at {pa}"),
             DtbError::NoMemoryNode => write!(f, "the device tree has no memory node with a base and size"),
+            DtbError::NoCpus => write!(f, "the device tree has no /cpus node with a cpu node in it"),
+            DtbError::BadCpuReg(n) => write!(f, "cpu node {n} under /cpus has no reg of the size #address-cells gives"),
         }
     }
 }
@@ -51,10 +58,9 @@ pub unsafe fn parse(pa: PhysAddr, va: VirtAddr) -> Result<&'static MachineInfo, 
     // its `regions()` when the node has no `reg`.)
     let memory = fdt.find_node("/memory").ok_or(DtbError::NoMemoryNode)?;
     let region = memory.reg().and_then(|mut regions| regions.next()).ok_or(DtbError::NoMemoryNode)?;
-    let mut cpu_ids = [0; MAX_CPUS];
-    for (slot, cpu) in cpu_ids.iter_mut().zip(fdt.cpus()) {
-        *slot = cpu.ids().first() as u64;
-    }
+    // (Not `fdt.cpus()`: it panics without /cpus, and `ids()` on a cpu
+    // node without `reg`.)
+    let (cpu_ids, cpus) = cpu_ids(&fdt)?;
     let psci =
         fdt.find_node("/psci").and_then(|n| n.property("method")).and_then(|m| m.as_str()).and_then(|m| match m {
             "hvc" => Some(Conduit::Hvc),
@@ -66,11 +72,37 @@ pub unsafe fn parse(pa: PhysAddr, va: VirtAddr) -> Result<&'static MachineInfo, 
         ram_size: region.size.ok_or(DtbError::NoMemoryNode)? as u64,
         dtb_start: pa,
         dtb_size: fdt.total_size() as u64,
-        cpus: fdt.cpus().count(),
+        cpus,
         cpu_ids,
         psci,
     };
     Ok(INFO.call_once(|| info))
+}
+
+/// Each `cpu@...` node's first MPIDR (its `reg`, `#address-cells` of
+/// `/cpus` wide: 1 or 2 cells), in device-tree order, the first
+/// [`MAX_CPUS`] kept; and how many there are.
+fn cpu_ids(fdt: &fdt::Fdt) -> Result<([u64; MAX_CPUS], usize), DtbError> {
+    let node = fdt.find_node("/cpus").ok_or(DtbError::NoCpus)?;
+    let cells = node.property("#address-cells").and_then(|p| p.as_usize()).unwrap_or(2);
+    let mut ids = [0; MAX_CPUS];
+    let mut count = 0;
+    for cpu in node.children().filter(|c| c.name.split('@').next() == Some("cpu")) {
+        let reg = cpu.property("reg").map(|p| p.value).unwrap_or(&[]);
+        let id = match (cells, reg) {
+            (1, [a, b, c, d, ..]) => u64::from(u32::from_be_bytes([*a, *b, *c, *d])),
+            (2, [a, b, c, d, e, f, g, h, ..]) => u64::from_be_bytes([*a, *b, *c, *d, *e, *f, *g, *h]),
+            _ => return Err(DtbError::BadCpuReg(count)),
+        };
+        if let Some(slot) = ids.get_mut(count) {
+            *slot = id;
+        }
+        count += 1;
+    }
+    if count == 0 {
+        return Err(DtbError::NoCpus);
+    }
+    Ok((ids, count))
 }
 
 /// The machine as the device tree described it (after [`parse`]).

@@ -121,6 +121,27 @@ fn machine(ram: Option<Option<(u64, u64)>>, cpus: u32, method: &str) -> &'static
     f.blob()
 }
 
+/// RAM at 1 GiB and `/cpus` as given: None, no node; each cpu node's
+/// `reg` cells (None: no `reg`), under `#address-cells = <cells>`.
+fn with_cpus(cpus: Option<Vec<Option<Vec<u32>>>>, cells: u32) -> &'static [u8] {
+    let mut f = Fdt::default();
+    f.begin("").cells("#address-cells", &[2]).cells("#size-cells", &[2]);
+    f.begin("memory@40000000").string("device_type", "memory").cells("reg", &[0, 0x4000_0000, 0, 1 << 30]).end();
+    if let Some(cpus) = cpus {
+        f.begin("cpus").cells("#address-cells", &[cells]).cells("#size-cells", &[0]);
+        for (i, reg) in cpus.iter().enumerate() {
+            f.begin(&format!("cpu@{i}")).string("device_type", "cpu");
+            if let Some(reg) = reg {
+                f.cells("reg", reg);
+            }
+            f.end();
+        }
+        f.end();
+    }
+    f.end();
+    f.blob()
+}
+
 fn at(blob: &[u8]) -> (PhysAddr, VirtAddr) {
     let a = blob.as_ptr() as u64;
     (PhysAddr::new(a), VirtAddr::new(a))
@@ -142,6 +163,23 @@ fn the_machine_as_the_device_tree_describes_it() {
     let (pa, va) = at(blob);
     assert_eq!(unsafe { dtb::parse(pa, va) }.map(|_| ()), Err(DtbError::NoMemoryNode));
     assert_eq!(DtbError::NoMemoryNode.to_string(), "the device tree has no memory node with a base and size");
+    // No /cpus, an empty one, a cpu node without `reg`, one whose `reg`
+    // is shorter than #address-cells says: typed errors, not panics.
+    for (cpus, want) in [
+        (None, DtbError::NoCpus),
+        (Some(vec![]), DtbError::NoCpus),
+        (Some(vec![Some(vec![0, 0]), None]), DtbError::BadCpuReg(1)),
+        (Some(vec![Some(vec![0, 0]), Some(vec![0x100])]), DtbError::BadCpuReg(1)),
+    ] {
+        let blob = with_cpus(cpus, 2);
+        let (pa, va) = at(blob);
+        assert_eq!(unsafe { dtb::parse(pa, va) }.map(|_| ()), Err(want));
+    }
+    assert_eq!(DtbError::NoCpus.to_string(), "the device tree has no /cpus node with a cpu node in it");
+    assert_eq!(
+        DtbError::BadCpuReg(1).to_string(),
+        "cpu node 1 under /cpus has no reg of the size #address-cells gives"
+    );
     // The machine: 2 GiB at 1 GiB, 3 CPUs, PSCI through smc.
     let blob = machine(Some(Some((0x4000_0000, 2 << 30))), 3, "smc");
     let (pa, va) = at(blob);
