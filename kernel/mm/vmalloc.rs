@@ -333,7 +333,11 @@ fn reserve(size: u64, align: u64, lo: VirtAddr, hi: VirtAddr) -> Result<VirtAddr
 }
 
 /// [`reserve`] with IRQs `masked` by the caller, who takes another lock
-/// under the same mask (a 1-page vmalloc's frame).
+/// under the same mask (a 1-page vmalloc's frame). The mask covers the
+/// whole call: a refill of the node spares too (the caches' locks and,
+/// when a cache needs a frame, the frame allocator, which under
+/// `debug_pagealloc` maps that frame), and the purge of a search that
+/// found no room.
 fn reserve_masked(
     size: u64,
     align: u64,
@@ -421,17 +425,24 @@ static RESET_PERMS_COUNT: AtomicU64 = AtomicU64::new(0);
 /// (`vfree`, `vunmap`), so that the linear alias of its frames can be put
 /// back then? Not a `get_vm_area` area: its caller maps and unmaps it.
 pub(super) fn resets_perms(addr: VirtAddr) -> bool {
+    live_area_start(addr, |kind| matches!(kind, Kind::Vmalloc(_) | Kind::Pages | Kind::Range)).is_some()
+}
+
+/// The start of the live area that holds `addr` and whose kind `kind`
+/// accepts. (An area being freed is out of the tree: the one below it
+/// does not hold `addr`, so a caller racing its own `vfree` finds none.)
+fn live_area_start(addr: VirtAddr, kind: impl Fn(&Kind) -> bool) -> Option<u64> {
     let areas = AREAS.lock();
-    areas
-        .taken
-        .at_or_below(addr.as_u64())
-        .is_some_and(|(_, area)| matches!(area.kind, Kind::Vmalloc(_) | Kind::Pages | Kind::Range))
+    let (start, area) = areas.taken.at_or_below(addr.as_u64())?;
+    (addr.as_u64() - start < area.size && kind(&area.kind)).then_some(start)
 }
 
 /// Marks the live area holding `addr` as having had the linear alias of
 /// its frames changed.
 pub(super) fn set_reset_perms(addr: VirtAddr) {
-    let start = AREAS.lock().taken.at_or_below(addr.as_u64()).expect("a live area").0;
+    // None: the caller freed the area while changing it (its own bug):
+    // nothing left to mark.
+    let Some(start) = live_area_start(addr, |_| true) else { return };
     let mut marked = RESET_PERMS.lock();
     if !marked.contains(&start) {
         marked.push(start);
